@@ -1,14 +1,182 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! `outpost-agent`: samples the host, buffers every cycle durably, and streams batches to
+//! the aggregator over mutual-TLS QUIC.
+//!
+//! [`run`] wires the parts: collectors ([`collect`]) feed one batch per cycle into the
+//! [`buffer`]; the [`uplink`] sends from the buffer; [`http`] serves `/health` and
+//! `/metrics`. Collection never waits for the network: a batch is in the buffer before it is
+//! first sent.
+
+pub mod buffer;
+pub mod collect;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod uplink;
+
+use buffer::Buffer;
+use config::Config;
+use metrics::Metrics;
+use outpost_shared::codec::Encoder;
+use outpost_shared::{Batch, Labels};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use uplink::{Uplink, UplinkState};
+
+/// Time allowed after a shutdown request for in-flight batches to be acknowledged.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The name of the per-cycle sequence metric.
+pub const CYCLES_METRIC: &str = "outpost_agent_cycles_total";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Buffer(#[from] buffer::BufferError),
+    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("internal task failed: {0}")]
+    Task(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Turns one cycle's collected pairs into a batch: every sample gets `agent` and `region`,
+/// and the cycle counter is appended.
+pub fn cycle_batch(cfg: &Config, pairs: Vec<(Labels, f64)>, cycle: u64, ts: i64) -> Batch {
+    let mut b = Batch::default();
+    b.series.reserve(pairs.len() + 1);
+    for (l, v) in pairs {
+        b.push(l.with("agent", &cfg.id).with("region", &cfg.region), ts, v);
+    }
+    b.push(
+        Labels::metric(CYCLES_METRIC, [("agent", cfg.id.as_str()), ("region", cfg.region.as_str())]),
+        ts,
+        cycle as f64,
+    );
+    b
+}
+
+/// Runs the agent until `shutdown` completes, then flushes and returns.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    outpost_shared::tls::install_crypto_provider();
+    let cfg = Arc::new(cfg);
+    let buffer = {
+        let c = cfg.buffer.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Buffer::open(&c))
+                .await
+                .map_err(|e| AgentError::Task(e.to_string()))??,
+        )
+    };
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_buffer(&buffer.stats(), now_ms());
+    let state = Arc::new(UplinkState::default());
+    let new_data = Arc::new(Notify::new());
+
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| AgentError::Listen { addr: cfg.http.listen.clone(), source })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = http::router(http::HttpState { buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|v| *v).await;
+            })
+            .await;
+    });
+    let uplink = Uplink { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), new_data: new_data.clone(), state };
+    let uplink_task = tokio::spawn(uplink.run(stop_rx, SHUTDOWN_GRACE));
+
+    let s = buffer.stats();
+    tracing::info!(
+        id = %cfg.id, region = %cfg.region, interval = %cfg.collect.interval, http = %cfg.http.listen,
+        buffered_batches = s.batches, cycles = s.cycles, "agent started"
+    );
+    let mut collectors = Some(collect::system_collectors(&collect::Roots::default()));
+    let mut tick = tokio::time::interval(cfg.collect.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let (c, b, m, mut cs) = (cfg.clone(), buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
+        let done = tokio::task::spawn_blocking(move || {
+            run_cycle(&c, &b, &m, &mut cs);
+            cs
+        })
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))?;
+        collectors = Some(done);
+        new_data.notify_one();
+    }
+    tracing::info!("shutting down: sending what is in flight");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), uplink_task).await;
+    let _ = http_task.await;
+    let b = buffer.clone();
+    let _ = tokio::task::spawn_blocking(move || b.flush()).await;
+    let s = buffer.stats();
+    tracing::info!(buffered_batches = s.batches, cycles = s.cycles, "agent stopped");
+    Ok(())
+}
+
+/// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
+/// the next cycle runs regardless.
+fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut [Box<dyn collect::Collector>]) {
+    let started = std::time::Instant::now();
+    let ts = now_ms();
+    let mut pairs = Vec::with_capacity(1024);
+    for (name, e) in collect::collect_all(collectors, ts, &mut pairs) {
+        tracing::debug!(collector = name, "collector failed: {e}");
+        metrics.collector_errors.get_or_create(&metrics::CollectorLabel { collector: name.to_string() }).inc();
+    }
+    let cycle = buffer.cycles() + 1;
+    let batch = cycle_batch(cfg, pairs, cycle, ts);
+    let samples = batch.sample_count() as u64;
+    let payload = Encoder::new().encode(&batch);
+    match buffer.append(cycle, &payload, samples, ts) {
+        Ok(Some(_)) => {}
+        Ok(None) => tracing::warn!(cycle, samples, "buffer full: this cycle was dropped by the when_full policy"),
+        Err(e) => {
+            metrics.buffer_write_errors.inc();
+            tracing::error!(cycle, "cannot buffer this cycle, it is lost: {e}");
+        }
+    }
+    metrics.samples_collected.inc_by(samples);
+    metrics.collect_duration.observe(started.elapsed().as_secs_f64());
+    metrics.observe_buffer(&buffer.stats(), ts);
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
     }
 }

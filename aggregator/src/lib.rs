@@ -1,14 +1,141 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! `outpost-aggregator`: receives agents' batches over mutual-TLS QUIC, stores them in a
+//! RocksDB time-series store, and answers Prometheus-style queries over HTTP.
+//!
+//! [`run`] wires [`ingest`] (QUIC server and the group-committing writer), [`storage`],
+//! [`http`] (API, `/metrics`, `/health`) and the head compactor. [`demo`] runs an
+//! aggregator and a local agent together with generated certificates.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod query;
+pub mod source;
+pub mod storage;
+
+use config::Config;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use storage::Storage;
+
+/// How often the head is compacted into chunks.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("{0}")]
+    Setup(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Runs the aggregator until `shutdown` completes.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    outpost_shared::tls::install_crypto_provider();
+    let storage = {
+        let dir = cfg.data_dir.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Storage::open(&dir))
+                .await
+                .map_err(|e| RunError::Setup(e.to_string()))??,
+        )
+    };
+    let metrics = Arc::new(metrics::Metrics::new());
+    let live = Arc::new(live::Live::default());
+    let quic_addr: SocketAddr = cfg
+        .listen
+        .quic
+        .parse()
+        .map_err(|_| RunError::Setup(format!("listen.quic: {:?} is not an address", cfg.listen.quic)))?;
+    let endpoint = ingest::server_endpoint(&cfg.tls_files(), quic_addr).map_err(RunError::Setup)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen.http)
+        .await
+        .map_err(|e| RunError::Setup(format!("cannot listen on {} ([listen] http): {e}", cfg.listen.http)))?;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    let (writer_tx, writer_rx) = tokio::sync::mpsc::channel(4096);
+    let writer = ingest::spawn_writer(storage.clone(), metrics.clone(), writer_rx);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
+
+    let ingest = ingest::Ingest {
+        storage: storage.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        writer: writer_tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+    };
+    let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
+    let app = http::router(http::AppState {
+        storage: storage.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        token: cfg.token().map(Into::into),
+    });
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    tracing::info!(
+        quic = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        http = %cfg.listen.http, data_dir = %cfg.data_dir.display(),
+        series = storage.series_count(), "aggregator ready"
+    );
+    shutdown.await;
+    tracing::info!("shutting down");
+    endpoint.close(quinn::VarInt::from_u32(outpost_shared::frame::close::SHUTDOWN), b"aggregator shutting down");
+    live.close_all(outpost_shared::frame::close::SHUTDOWN, b"aggregator shutting down");
+    let _ = stop_tx.send(true);
+    accept.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    // The writer ends when every connection task has dropped its sender.
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = writer.join();
+        let _ = compactor.join();
+    });
+    if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+        tracing::warn!("ingest writer did not stop within 10s; acknowledged data is already durable");
     }
+    storage.flush()?;
+    tracing::info!("aggregator stopped");
+    Ok(())
+}
+
+fn spawn_compactor(storage: Arc<Storage>, metrics: Arc<metrics::Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("head-compactor".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
+            let Ok(rt) = rt else { return };
+            rt.block_on(async {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(COMPACT_EVERY) => {}
+                        _ = stop.wait_for(|v| *v) => return,
+                    }
+                    match storage.compact_head() {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            metrics.compactions.inc();
+                            tracing::debug!(points = n, "compacted the head into chunks");
+                        }
+                        Err(e) => {
+                            metrics.compaction_errors.inc();
+                            tracing::error!("head compaction failed (will retry): {e}");
+                        }
+                    }
+                }
+            })
+        })
+        .unwrap_or_else(|e| panic!("cannot start the compactor thread: {e}"))
 }

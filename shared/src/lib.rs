@@ -1,12 +1,19 @@
 //! `outpost-shared`: what the agent and the aggregator must agree on.
 //!
 //! - [`model`]: labels, points, series and batches.
+//! - [`codec`]: the compact batch encoding (dictionary, delta-of-delta times, value codes).
+//! - [`frame`]: protocol frames and their length-delimited framing on QUIC streams.
+//! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
 //! - [`units`]: durations and byte sizes as written in config files.
 //!
-//! Nothing here opens sockets, reads the clock or spawns tasks; the TLS helpers read
-//! certificate files and nothing else.
+//! Nothing here opens sockets, reads the clock or spawns tasks; the TLS helpers read and
+//! write certificate files and nothing else.
 
+mod bits;
+pub mod codec;
+pub mod frame;
 pub mod model;
+pub mod tls;
 pub mod units;
 
 pub use model::{Batch, Label, Labels, Point, SeriesPoints};

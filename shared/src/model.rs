@@ -40,7 +40,7 @@ impl Labels {
     }
 
     /// A metric name plus further pairs.
-    pub fn metric<'a>(name: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    pub fn metric<'a>(name: &'a str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self::new(std::iter::once((METRIC_NAME, name)).chain(pairs))
     }
 

@@ -1,14 +1,325 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! `outpost-tests`: the end-to-end harness. It starts the real `outpost-aggregator` and
+//! `outpost-agent` binaries on loopback with certificates made by the real `certs`
+//! commands, in temporary folders, and talks to them over HTTP. Every process is killed
+//! when its handle drops; when a test fails, the logs of every process it started are
+//! printed.
+
+use serde_json::Value;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the binaries are: `OUTPOST_BIN_DIR`, else the profile folder of this test binary.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(d) = std::env::var("OUTPOST_BIN_DIR") {
+        return PathBuf::from(d).join(name);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) });
+    let p = profile.map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name));
+    assert!(p.exists(), "{} is missing: run `cargo build --release --workspace --bins` first (scripts/test does)", p.display());
+    p
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A folder removed on drop (kept when `OUTPOST_KEEP_TMP` is set).
+pub struct TempDir(pub PathBuf);
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("outpost-e2e-{name}-{}-{}", std::process::id(), fastrand::u32(..)));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        TempDir(p)
     }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("OUTPOST_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a command to completion; returns (success, stdout + stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// A started program; killed (SIGKILL) on drop. Its output goes to `<dir>/<name>.log`.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let f2 = f.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).env("RUST_LOG", std::env::var("OUTPOST_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status' success.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("===== log of {} ({}) =====\n{}", self.name, self.log.display(), self.logs());
+        }
+    }
+}
+
+/// HTTP GET returning the body as JSON, or an error string naming the status.
+pub fn get_json(url: &str) -> Result<Value, String> {
+    match ureq::get(url).call() {
+        Ok(mut r) => r.body_mut().read_json::<Value>().map_err(|e| e.to_string()),
+        Err(ureq::Error::StatusCode(c)) => Err(format!("HTTP {c}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn get_text(url: &str) -> Result<String, String> {
+    match ureq::get(url).call() {
+        Ok(mut r) => r.body_mut().read_to_string().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Status code and body of a GET, errors included.
+pub fn get_status(url: &str, bearer: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut req = agent.get(url);
+    if let Some(t) = bearer {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The value of one sample line `name{labels} value` in a text exposition (first match).
+pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+}
+
+/// Certificates made with the real `certs` commands.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn init(dir: &Path) -> Certs {
+        let (ok, out) = run(Command::new(bin("outpost-aggregator")).args(["certs", "init", "--dir"]).arg(dir));
+        assert!(ok, "certs init failed: {out}");
+        Certs { dir: dir.to_path_buf() }
+    }
+    pub fn agent(&self, id: &str) -> (PathBuf, PathBuf) {
+        let (ok, out) = run(Command::new(bin("outpost-aggregator")).args(["certs", "agent", "--dir"]).arg(&self.dir).args(["--id", id]));
+        assert!(ok, "certs agent failed: {out}");
+        (self.dir.join("agents").join(format!("{id}.crt")), self.dir.join("agents").join(format!("{id}.key")))
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+}
+
+pub struct Aggregator {
+    pub proc: Proc,
+    pub http: String,
+    pub quic: String,
+    pub config: PathBuf,
+}
+
+impl Aggregator {
+    /// Writes a config under `dir` and starts the aggregator; waits for `/health`.
+    pub fn start(dir: &Path, certs: &Certs) -> Aggregator {
+        let http = format!("127.0.0.1:{}", free_tcp_port());
+        let quic = format!("127.0.0.1:{}", free_udp_port());
+        let config = dir.join("aggregator.toml");
+        let text = format!(
+            "data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            data = dir.join("agg-data").display(),
+            ca = certs.ca().display(),
+            cert = certs.dir.join("aggregator.crt").display(),
+            key = certs.dir.join("aggregator.key").display(),
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_with(dir, config, http, quic)
+    }
+
+    pub fn start_with(dir: &Path, config: PathBuf, http: String, quic: String) -> Aggregator {
+        let proc = Proc::start("aggregator", dir, Command::new(bin("outpost-aggregator")).arg("run").arg("--config").arg(&config));
+        let a = Aggregator { proc, http, quic, config };
+        let up = wait_for(Duration::from_secs(20), || get_text(&a.url("/health")).ok());
+        assert!(up.is_some(), "aggregator did not become healthy:\n{}", a.proc.logs());
+        a
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// An instant query; returns `data.result`.
+    pub fn query(&self, q: &str) -> Vec<Value> {
+        let url = format!("{}?query={}", self.url("/api/v1/query"), encode(q));
+        match get_json(&url) {
+            Ok(v) => v["data"]["result"].as_array().cloned().unwrap_or_default(),
+            Err(_) => vec![],
+        }
+    }
+
+    pub fn agent(&self, id: &str) -> Option<Value> {
+        get_json(&self.url("/api/v1/agents"))
+            .ok()?
+            .get("data")?
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == id)
+            .cloned()
+    }
+
+    pub fn metrics(&self) -> String {
+        get_text(&self.url("/metrics")).unwrap_or_default()
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub http: String,
+    pub config: PathBuf,
+}
+
+/// What an agent's config says, for tests that need a twist.
+pub struct AgentSpec<'a> {
+    pub id: &'a str,
+    pub region: &'a str,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub interval: &'a str,
+    pub extra: &'a str,
+}
+
+impl<'a> AgentSpec<'a> {
+    pub fn new(id: &'a str, certs: &Certs) -> AgentSpec<'a> {
+        let (cert, key) = certs.agent(id);
+        AgentSpec { id, region: "test-region", ca: certs.ca(), cert, key, interval: "1s", extra: "" }
+    }
+}
+
+impl Agent {
+    pub fn start(dir: &Path, agg: &Aggregator, spec: &AgentSpec) -> Agent {
+        let http = format!("127.0.0.1:{}", free_tcp_port());
+        let config = dir.join(format!("agent-{}.toml", spec.id));
+        let text = format!(
+            "id = \"{id}\"\nregion = \"{region}\"\n[aggregator]\nendpoints = [\"{quic}\"]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[buffer]\ndir = \"{buf}\"\nmax_bytes = \"64MiB\"\n[collect]\ninterval = \"{interval}\"\n[http]\nlisten = \"{http}\"\n{extra}",
+            id = spec.id,
+            region = spec.region,
+            quic = agg.quic,
+            ca = spec.ca.display(),
+            cert = spec.cert.display(),
+            key = spec.key.display(),
+            buf = dir.join(format!("buffer-{}", spec.id)).display(),
+            interval = spec.interval,
+            extra = spec.extra,
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        let proc = Proc::start(&format!("agent-{}", spec.id), dir, Command::new(bin("outpost-agent")).arg("run").arg("--config").arg(&config));
+        let a = Agent { proc, http, config };
+        let up = wait_for(Duration::from_secs(20), || get_text(&a.url("/health")).ok());
+        assert!(up.is_some(), "agent did not become healthy:\n{}", a.proc.logs());
+        a
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        get_text(&self.url("/metrics")).unwrap_or_default()
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The numeric value of a Prometheus API sample `[ts, "v"]`.
+pub fn sample_value(v: &Value) -> Option<f64> {
+    v.get(1)?.as_str()?.parse().ok()
 }

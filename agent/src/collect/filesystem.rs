@@ -1,0 +1,626 @@
+//! Mounted filesystems (collector "filesystem"): the mount table from `/proc/1/mounts` (or
+//! `/proc/self/mounts`), filtered by node_exporter 1.5's default exclusions and deduplicated by
+//! mount point, then `statvfs` on each as `node_filesystem_*{device,fstype,mountpoint}`.
+//!
+//! `statvfs` on a dead network mount (NFS, CIFS) can block for minutes. It therefore runs on a
+//! worker thread: a call that outlasts [`STATFS_TIMEOUT`] is abandoned together with its thread,
+//! the mount reports `node_filesystem_device_error 1`, and it is not asked again until the
+//! abandoned call returns — so one bad mount costs one timeout, not every later cycle.
+
+use super::{CollectError, Collector, Roots};
+use outpost_shared::Labels;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
+
+/// How long one `statvfs` may take before its mount counts as stuck. node_exporter allows 5 s
+/// per 15 s-or-longer scrape; the agent collects every second.
+pub const STATFS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One line of the mount table, as labels plus the one option node_exporter reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub readonly: bool,
+}
+
+/// What `statvfs` says about a filesystem, in node_exporter's units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FsStats {
+    pub size_bytes: f64,
+    pub free_bytes: f64,
+    pub avail_bytes: f64,
+    pub files: f64,
+    pub files_free: f64,
+}
+
+/// Parses a mount table (`/proc/<pid>/mounts`: device, mount point, type, options, 0, 0).
+pub fn parse_mounts(text: &str) -> Result<Vec<Mount>, String> {
+    let mut mounts = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        match fields[..] {
+            [] => continue,
+            [device, mountpoint, fstype, options, _, _] => mounts.push(Mount {
+                device: device.to_string(),
+                mountpoint: unescape_octal(mountpoint),
+                fstype: fstype.to_string(),
+                readonly: options.split(',').any(|o| o == "ro"),
+            }),
+            _ => return Err(format!("{} columns instead of 6: {line:?}", fields.len())),
+        }
+    }
+    Ok(mounts)
+}
+
+/// The mounts to report: for each mount point the last mount on it (the one a path lookup,
+/// and so `statvfs`, sees), unless its type or mount point is excluded.
+pub fn select_mounts(text: &str) -> Result<Vec<Mount>, String> {
+    let mut mounts = parse_mounts(text)?;
+    let mut keep = vec![false; mounts.len()];
+    let mut seen = HashSet::with_capacity(mounts.len());
+    for (i, m) in mounts.iter().enumerate().rev() {
+        keep[i] = seen.insert(m.mountpoint.as_str());
+    }
+    drop(seen);
+    let mut keep = keep.into_iter();
+    mounts.retain(|m| {
+        keep.next().unwrap_or(false)
+            && !is_excluded_fstype(&m.fstype)
+            && !is_excluded_mountpoint(&m.mountpoint)
+    });
+    Ok(mounts)
+}
+
+/// node_exporter 1.5's default `--collector.filesystem.fs-types-exclude`.
+pub fn is_excluded_fstype(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "autofs"
+            | "binfmt_misc"
+            | "bpf"
+            | "cgroup"
+            | "cgroup2"
+            | "configfs"
+            | "debugfs"
+            | "devpts"
+            | "devtmpfs"
+            | "fusectl"
+            | "hugetlbfs"
+            | "iso9660"
+            | "mqueue"
+            | "nsfs"
+            | "overlay"
+            | "proc"
+            | "procfs"
+            | "pstore"
+            | "rpc_pipefs"
+            | "securityfs"
+            | "selinuxfs"
+            | "squashfs"
+            | "sysfs"
+            | "tracefs"
+    )
+}
+
+/// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`,
+/// `^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)`.
+pub fn is_excluded_mountpoint(mountpoint: &str) -> bool {
+    let Some(rest) = mountpoint.strip_prefix('/') else {
+        return false;
+    };
+    let whole = ["dev", "proc", "sys"].iter().any(|d| {
+        rest.strip_prefix(d)
+            .is_some_and(|after| after.is_empty() || after.starts_with('/'))
+    });
+    // `.+($|/)` holds for any non-empty remainder.
+    let below = [
+        "run/credentials/",
+        "var/lib/docker/",
+        "var/lib/containers/storage/",
+    ]
+    .iter()
+    .any(|d| rest.strip_prefix(d).is_some_and(|after| !after.is_empty()));
+    whole || below
+}
+
+/// Undoes the kernel's octal escapes in mount paths (`\040` space, `\011` tab, `\012` newline,
+/// `\134` backslash).
+fn unescape_octal(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = match b.get(i..i + 4) {
+            Some([b'\\', a @ b'0'..=b'3', m @ b'0'..=b'7', l @ b'0'..=b'7']) => {
+                Some((a - b'0') << 6 | (m - b'0') << 3 | (l - b'0'))
+            }
+            _ => None,
+        };
+        match code {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends one mount's series: only `device_error` when `statvfs` failed, as node_exporter.
+pub fn mount_samples(m: &Mount, stats: Option<&FsStats>, out: &mut Vec<(Labels, f64)>) {
+    let labels = |name| {
+        Labels::metric(
+            name,
+            [
+                ("device", m.device.as_str()),
+                ("fstype", m.fstype.as_str()),
+                ("mountpoint", m.mountpoint.as_str()),
+            ],
+        )
+    };
+    let error = if stats.is_some() { 0.0 } else { 1.0 };
+    out.push((labels("node_filesystem_device_error"), error));
+    let Some(s) = stats else { return };
+    out.push((labels("node_filesystem_size_bytes"), s.size_bytes));
+    out.push((labels("node_filesystem_free_bytes"), s.free_bytes));
+    out.push((labels("node_filesystem_avail_bytes"), s.avail_bytes));
+    out.push((labels("node_filesystem_files"), s.files));
+    out.push((labels("node_filesystem_files_free"), s.files_free));
+    let ro = if m.readonly { 1.0 } else { 0.0 };
+    out.push((labels("node_filesystem_readonly"), ro));
+}
+
+type StatFn = fn(&Path) -> io::Result<FsStats>;
+
+fn statvfs(path: &Path) -> io::Result<FsStats> {
+    let s = rustix::fs::statvfs(path)?;
+    // Block counts are in fragment-size units (POSIX); f_frsize equals f_bsize, which
+    // node_exporter uses, on every common filesystem.
+    let unit = s.f_frsize as f64;
+    Ok(FsStats {
+        size_bytes: s.f_blocks as f64 * unit,
+        free_bytes: s.f_bfree as f64 * unit,
+        avail_bytes: s.f_bavail as f64 * unit,
+        files: s.f_files as f64,
+        files_free: s.f_ffree as f64,
+    })
+}
+
+#[derive(Debug)]
+enum StatError {
+    Failed(io::Error),
+    /// This call took too long; its thread was abandoned.
+    TimedOut,
+    /// An earlier, abandoned call on this path has not returned yet.
+    Stuck,
+}
+
+/// Runs `stat` on a worker thread with a timeout (see the module docs).
+struct StatRunner {
+    stat: StatFn,
+    timeout: Duration,
+    /// Paths whose call has not returned; shared with abandoned workers, which remove their
+    /// path when their call finally returns.
+    in_flight: Arc<Mutex<HashSet<PathBuf>>>,
+    worker: Option<Worker>,
+}
+
+struct Worker {
+    paths: mpsc::Sender<PathBuf>,
+    results: mpsc::Receiver<io::Result<FsStats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl StatRunner {
+    fn new(stat: StatFn, timeout: Duration) -> Self {
+        StatRunner {
+            stat,
+            timeout,
+            in_flight: Arc::default(),
+            worker: None,
+        }
+    }
+
+    fn stat(&mut self, path: &Path) -> Result<FsStats, StatError> {
+        if !lock(&self.in_flight).insert(path.to_path_buf()) {
+            return Err(StatError::Stuck);
+        }
+        let r = self.ask(path);
+        // An abandoned call keeps its path until it returns; any other outcome is finished.
+        if !matches!(r, Err(StatError::TimedOut)) {
+            lock(&self.in_flight).remove(path);
+        }
+        r
+    }
+
+    fn ask(&mut self, path: &Path) -> Result<FsStats, StatError> {
+        if self.worker.is_none() {
+            self.worker = Some(self.spawn().map_err(StatError::Failed)?);
+        }
+        let gone = || StatError::Failed(io::Error::other("statfs worker exited"));
+        let Some(worker) = self.worker.as_ref() else {
+            return Err(gone());
+        };
+        if worker.paths.send(path.to_path_buf()).is_err() {
+            self.worker = None;
+            return Err(gone());
+        }
+        match worker.results.recv_timeout(self.timeout) {
+            Ok(r) => r.map_err(StatError::Failed),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.worker = None;
+                Err(StatError::TimedOut)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.worker = None;
+                Err(gone())
+            }
+        }
+    }
+
+    fn spawn(&self) -> io::Result<Worker> {
+        let (paths, path_rx) = mpsc::channel::<PathBuf>();
+        let (result_tx, results) = mpsc::channel();
+        let stat = self.stat;
+        let in_flight = Arc::clone(&self.in_flight);
+        std::thread::Builder::new()
+            .name("outpost-statfs".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for path in path_rx {
+                    let r = stat(&path);
+                    // Before answering, so a caller that has just given up cannot miss it.
+                    lock(&in_flight).remove(&path);
+                    if result_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Worker { paths, results })
+    }
+}
+
+/// Collector "filesystem".
+pub struct FilesystemCollector {
+    mounts: [PathBuf; 2],
+    rootfs: Option<PathBuf>,
+    buf: Vec<u8>,
+    runner: StatRunner,
+}
+
+impl FilesystemCollector {
+    pub fn new(roots: &Roots) -> Self {
+        FilesystemCollector {
+            mounts: [roots.proc.join("1/mounts"), roots.proc.join("self/mounts")],
+            rootfs: (roots.rootfs != Path::new("/")).then(|| roots.rootfs.clone()),
+            buf: Vec::new(),
+            runner: StatRunner::new(statvfs, STATFS_TIMEOUT),
+        }
+    }
+
+    /// PID 1's table shows the host's mounts even when the agent runs in its own mount
+    /// namespace; where /proc/1 is hidden (hidepid, no privileges) our own table serves.
+    /// Returns the index in `self.mounts` of the table read into `self.buf`.
+    fn read_mounts(&mut self) -> Result<usize, CollectError> {
+        let mut last = None;
+        for (i, path) in self.mounts.iter().enumerate() {
+            self.buf.clear();
+            match std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut self.buf)) {
+                Ok(_) => return Ok(i),
+                Err(e) => last = Some((path, e)),
+            }
+        }
+        let (path, source) = last.map_or_else(
+            || (String::new(), io::Error::other("no mount table")),
+            |(p, e)| (p.display().to_string(), e),
+        );
+        Err(CollectError::Io { path, source })
+    }
+}
+
+impl Collector for FilesystemCollector {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+        let table = self.read_mounts()?;
+        let mounts = select_mounts(&String::from_utf8_lossy(&self.buf)).map_err(|msg| {
+            CollectError::Parse {
+                path: self.mounts[table].display().to_string(),
+                msg,
+            }
+        })?;
+        for m in &mounts {
+            let target = match &self.rootfs {
+                Some(root) => root.join(m.mountpoint.trim_start_matches('/')),
+                None => PathBuf::from(&m.mountpoint),
+            };
+            let stats = match self.runner.stat(&target) {
+                Ok(s) => Some(s),
+                Err(StatError::TimedOut) => {
+                    tracing::warn!(mountpoint = %m.mountpoint, timeout = ?STATFS_TIMEOUT,
+                        "statfs timed out; mount marked stuck until the call returns");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(mountpoint = %m.mountpoint, error = ?e, "statfs failed");
+                    None
+                }
+            };
+            mount_samples(m, stats.as_ref(), out);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::tests::{render, value};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    const MOUNTS: &str = "\
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+devtmpfs /dev devtmpfs rw,nosuid,size=8116812k,nr_inodes=2029203,mode=755 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+tmpfs /run tmpfs rw,nosuid,nodev,size=1630504k,mode=755 0 0
+/dev/nvme0n1p2 / ext4 rw,relatime,errors=remount-ro 0 0
+cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
+/dev/nvme0n1p1 /boot/efi vfat rw,relatime,fmask=0077,dmask=0077 0 0
+/dev/loop3 /snap/core20/2318 squashfs ro,nodev,relatime 0 0
+overlay /var/lib/docker/overlay2/abc/merged overlay rw,relatime 0 0
+tmpfs /run/credentials/systemd-sysctl.service tmpfs ro,nosuid 0 0
+/dev/sdb1 /mnt/My\\040Disk xfs ro,noatime 0 0
+server:/export /mnt/nfs nfs4 rw,relatime,vers=4.2 0 0
+server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
+";
+
+    #[test]
+    fn mounts_selected_as_node_exporter_does() {
+        let got = select_mounts(MOUNTS).unwrap();
+        let m = |device: &str, mountpoint: &str, fstype: &str, readonly| Mount {
+            device: device.into(),
+            mountpoint: mountpoint.into(),
+            fstype: fstype.into(),
+            readonly,
+        };
+        assert_eq!(
+            got,
+            [
+                m("tmpfs", "/run", "tmpfs", false),
+                m("/dev/nvme0n1p2", "/", "ext4", false),
+                m("/dev/nvme0n1p1", "/boot/efi", "vfat", false),
+                m("/dev/sdb1", "/mnt/My Disk", "xfs", true),
+                m("server2:/export", "/mnt/nfs", "nfs4", true),
+            ]
+        );
+        assert_eq!(
+            parse_mounts("a /b\n"),
+            Err("2 columns instead of 6: \"a /b\"".into())
+        );
+    }
+
+    #[test]
+    fn excluded_mount_points() {
+        let cases = [
+            ("/", false),
+            ("/dev", true),
+            ("/dev/shm", true),
+            ("/devices", false),
+            ("/proc", true),
+            ("/proc/sys/fs/binfmt_misc", true),
+            ("/sys/fs/cgroup", true),
+            ("/system", false),
+            ("/run", false),
+            ("/run/credentials", false),
+            ("/run/credentials/", false),
+            ("/run/credentials/x.service", true),
+            ("/var/lib/docker", false),
+            ("/var/lib/docker/", false),
+            ("/var/lib/docker/overlay2/x/merged", true),
+            ("/var/lib/containers/storage/overlay", true),
+            ("/var/lib/containers", false),
+            ("/home/dev", false),
+            ("dev", false),
+        ];
+        for (mp, excluded) in cases {
+            assert_eq!(is_excluded_mountpoint(mp), excluded, "{mp}");
+        }
+    }
+
+    #[test]
+    fn excluded_fs_types() {
+        let cases = [
+            ("cgroup", true),
+            ("cgroup2", true),
+            ("cgroup3", false),
+            ("squashfs", true),
+            ("overlay", true),
+            ("tmpfs", false),
+            ("ext4", false),
+            ("nfs4", false),
+            ("fuse.sshfs", false),
+            ("proc", true),
+            ("procfs", true),
+        ];
+        for (t, excluded) in cases {
+            assert_eq!(is_excluded_fstype(t), excluded, "{t}");
+        }
+    }
+
+    #[test]
+    fn octal_escapes_in_mount_paths() {
+        let cases = [
+            ("/plain", "/plain"),
+            (r"/a\040b", "/a b"),
+            (r"/tab\011x", "/tab\tx"),
+            (r"/nl\012", "/nl\n"),
+            (r"/back\134slash", r"/back\slash"),
+            (r"/short\04", r"/short\04"),
+            (r"/not\999", r"/not\999"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(unescape_octal(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn series_per_mount_and_device_error() {
+        let m = Mount {
+            device: "/dev/sdb1".into(),
+            mountpoint: "/mnt/My Disk".into(),
+            fstype: "xfs".into(),
+            readonly: true,
+        };
+        let stats = FsStats {
+            size_bytes: 1e12,
+            free_bytes: 4e11,
+            avail_bytes: 3.5e11,
+            files: 1000.0,
+            files_free: 10.0,
+        };
+        let mut out = Vec::new();
+        mount_samples(&m, Some(&stats), &mut out);
+        let l = r#"{device="/dev/sdb1", fstype="xfs", mountpoint="/mnt/My Disk"}"#;
+        assert_eq!(
+            render(&out),
+            [
+                format!("node_filesystem_device_error{l} 0"),
+                format!("node_filesystem_size_bytes{l} 1000000000000"),
+                format!("node_filesystem_free_bytes{l} 400000000000"),
+                format!("node_filesystem_avail_bytes{l} 350000000000"),
+                format!("node_filesystem_files{l} 1000"),
+                format!("node_filesystem_files_free{l} 10"),
+                format!("node_filesystem_readonly{l} 1"),
+            ]
+        );
+        out.clear();
+        mount_samples(&m, None, &mut out);
+        assert_eq!(render(&out), [format!("node_filesystem_device_error{l} 1")]);
+    }
+
+    /// A fixture tree: only `self/mounts` exists, mount points resolve under a rootfs, and the
+    /// one that does not exist there reports a device error instead of failing the collector.
+    #[test]
+    fn collector_falls_back_to_self_mounts_and_joins_rootfs() {
+        let dir = std::env::temp_dir().join(format!("outpost-fs-{}", std::process::id()));
+        let proc = dir.join("proc");
+        let rootfs = dir.join("root");
+        std::fs::create_dir_all(proc.join("self")).unwrap();
+        std::fs::create_dir_all(rootfs.join("data")).unwrap();
+        std::fs::write(
+            proc.join("self/mounts"),
+            "/dev/vda / ext4 rw 0 0\n/dev/vdb /data ext4 ro 0 0\n/dev/vdc /gone xfs rw 0 0\n",
+        )
+        .unwrap();
+        let roots = Roots {
+            proc,
+            rootfs,
+            ..Roots::default()
+        };
+        let mut c = FilesystemCollector::new(&roots);
+        let mut out = Vec::new();
+        let r = c.collect(0, &mut out);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r.unwrap();
+
+        let l = |dev, fstype, mp| [("device", dev), ("fstype", fstype), ("mountpoint", mp)];
+        let root = l("/dev/vda", "ext4", "/");
+        let data = l("/dev/vdb", "ext4", "/data");
+        let gone = l("/dev/vdc", "xfs", "/gone");
+        assert_eq!(
+            value(&out, "node_filesystem_device_error", &root),
+            Some(0.0)
+        );
+        assert!(value(&out, "node_filesystem_size_bytes", &root).is_some_and(|v| v > 0.0));
+        assert_eq!(value(&out, "node_filesystem_readonly", &data), Some(1.0));
+        assert_eq!(
+            value(&out, "node_filesystem_device_error", &gone),
+            Some(1.0)
+        );
+        assert_eq!(value(&out, "node_filesystem_size_bytes", &gone), None);
+        assert_eq!(out.len(), 7 + 7 + 1);
+    }
+
+    #[test]
+    fn missing_mount_tables_fail_the_collector() {
+        let roots = Roots {
+            proc: PathBuf::from("/nonexistent/outpost-test/proc"),
+            ..Roots::default()
+        };
+        let err = FilesystemCollector::new(&roots)
+            .collect(0, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reading /nonexistent/outpost-test/proc/self/mounts: No such file or directory (os error 2)"
+        );
+    }
+
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+
+    /// Hangs on `/hang` until released, like statfs on an unreachable NFS server.
+    fn fake_stat(path: &Path) -> io::Result<FsStats> {
+        if path == Path::new("/hang") {
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while !RELEASE.load(Ordering::SeqCst) && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if path == Path::new("/broken") {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        Ok(FsStats {
+            size_bytes: 1.0,
+            free_bytes: 2.0,
+            avail_bytes: 3.0,
+            files: 4.0,
+            files_free: 5.0,
+        })
+    }
+
+    #[test]
+    fn a_hung_statfs_costs_one_timeout_then_is_skipped_until_it_returns() {
+        let mut r = StatRunner::new(fake_stat, Duration::from_millis(50));
+        let ok = |res: Result<FsStats, StatError>| res.map(|s| s.files);
+
+        assert!(matches!(
+            r.stat(Path::new("/hang")),
+            Err(StatError::TimedOut)
+        ));
+        assert!(matches!(r.stat(Path::new("/hang")), Err(StatError::Stuck)));
+        // Other mounts keep working on a fresh worker.
+        assert_eq!(ok(r.stat(Path::new("/ok"))).ok(), Some(4.0));
+        assert!(matches!(
+            r.stat(Path::new("/broken")),
+            Err(StatError::Failed(e)) if e.raw_os_error() == Some(5)
+        ));
+
+        RELEASE.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&r.in_flight).contains(Path::new("/hang")) {
+            assert!(Instant::now() < deadline, "abandoned call never returned");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(ok(r.stat(Path::new("/hang"))).ok(), Some(4.0));
+        assert!(lock(&r.in_flight).is_empty());
+    }
+}

@@ -1,0 +1,269 @@
+//! The agent's TOML configuration: typed fields, unknown keys refused, and a validation pass
+//! that lists every problem with the key and the file it is in.
+
+use outpost_shared::tls::{TlsFiles, validate_agent_id};
+use outpost_shared::units::{ByteSize, Duration};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent's id. Must equal the common name of its client certificate.
+    pub id: String,
+    /// The region this agent reports from (label `region` on every sample).
+    pub region: String,
+    pub aggregator: AggregatorConfig,
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub collect: CollectConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// `host:port` QUIC addresses, tried in order; the next one is used when one fails.
+    pub endpoints: Vec<String>,
+    /// The name the aggregator's certificate must carry. Default: the host of the first endpoint.
+    pub server_name: Option<String>,
+    /// CA certificate that signed the aggregator's certificate (PEM).
+    pub ca: PathBuf,
+    /// This agent's client certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest batches to make room (default).
+    #[default]
+    DropOldest,
+    /// Keep what is buffered and drop the new batch.
+    DropNewest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Directory of the RocksDB buffer.
+    pub dir: PathBuf,
+    /// Upper bound of buffered batch bytes. Default 256MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// What to drop when the buffer is full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// fsync every write. Off (default): a process crash loses nothing, a power loss may lose
+    /// the last second or so of buffered cycles. On: nothing is lost, at one fsync per cycle.
+    #[serde(default)]
+    pub sync: bool,
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Time between collection cycles. Default 10s.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            interval: default_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the local HTTP server (/health, /metrics). Default 127.0.0.1:9472.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9472".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log filter (`info`, `debug`, `outpost_agent=debug`). `RUST_LOG` overrides it.
+    pub level: Option<String>,
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads, parses and validates; the error lists every problem found.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+        let cfg = Self::parse(&text, path)?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))))
+        }
+    }
+
+    /// Parses TOML; relative paths in the file are taken relative to the file's folder.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.aggregator.ca, &mut cfg.aggregator.cert, &mut cfg.aggregator.key, &mut cfg.buffer.dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = vec![];
+        if let Err(e) = validate_agent_id(&self.id) {
+            out.push(format!("id: {e}"));
+        }
+        if self.region.is_empty() {
+            out.push("region: must not be empty".into());
+        }
+        if self.aggregator.endpoints.is_empty() {
+            out.push("aggregator.endpoints: list at least one \"host:port\"".into());
+        }
+        for e in &self.aggregator.endpoints {
+            if split_host_port(e).is_none() {
+                out.push(format!("aggregator.endpoints: {e:?} is not \"host:port\""));
+            }
+        }
+        for (key, p) in [("aggregator.ca", &self.aggregator.ca), ("aggregator.cert", &self.aggregator.cert), ("aggregator.key", &self.aggregator.key)] {
+            if let Err(e) = std::fs::File::open(p) {
+                out.push(format!("{key}: cannot open {}: {e}", p.display()));
+            }
+        }
+        if self.buffer.max_bytes.0 < 1 << 20 {
+            out.push(format!("buffer.max_bytes: {} is too small; use at least 1MiB", self.buffer.max_bytes));
+        }
+        if self.collect.interval.get() < std::time::Duration::from_millis(100) {
+            out.push(format!("collect.interval: {} is too short; use at least 100ms", self.collect.interval));
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            out.push(format!("http.listen: {:?} is not an address such as \"127.0.0.1:9472\"", self.http.listen));
+        }
+        out
+    }
+
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.aggregator.ca.clone(),
+            cert: self.aggregator.cert.clone(),
+            key: self.aggregator.key.clone(),
+        }
+    }
+
+    /// The TLS server name to expect: configured, else the first endpoint's host.
+    pub fn server_name(&self) -> String {
+        self.aggregator.server_name.clone().unwrap_or_else(|| {
+            self.aggregator
+                .endpoints
+                .first()
+                .and_then(|e| split_host_port(e))
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
+}
+
+/// `host:port` or `[v6]:port`.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port = p.parse().ok()?;
+    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    (!h.is_empty()).then_some((h, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "web-1"
+region = "eu-central"
+[aggregator]
+endpoints = ["127.0.0.1:9471"]
+ca = "ca.crt"
+cert = "web-1.crt"
+key = "web-1.key"
+[buffer]
+dir = "buf"
+max_bytes = "64MiB"
+[collect]
+interval = "1s"
+[http]
+listen = "127.0.0.1:0"
+"#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/outpost/agent.toml")).unwrap();
+        assert_eq!(c.buffer.dir, PathBuf::from("/etc/outpost/buf"));
+        assert_eq!(c.buffer.max_bytes, ByteSize(64 << 20));
+        assert_eq!(c.collect.interval, Duration::from_secs(1));
+        assert_eq!(c.server_name(), "127.0.0.1");
+        assert_eq!(c.buffer.when_full, WhenFull::DropOldest);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_file() {
+        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nintervall = \"1s\""), Path::new("a.toml")).unwrap_err();
+        assert!(e.starts_with("a.toml: ") && e.contains("intervall"), "{e}");
+        let e = Config::parse(&GOOD.replace("\"64MiB\"", "\"64 parsecs\""), Path::new("a.toml")).unwrap_err();
+        assert!(e.contains("invalid size") && e.contains("max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let c = Config::parse(
+            &GOOD.replace("\"web-1\"", "\"bad id\"").replace("\"1s\"", "\"10ms\"").replace("127.0.0.1:9471", "nohost"),
+            Path::new("/nonexistent/a.toml"),
+        )
+        .unwrap();
+        let p = c.validate().join("\n");
+        for needle in ["id: invalid agent id", "aggregator.endpoints: \"nohost\"", "aggregator.ca: cannot open", "collect.interval: 10ms is too short"] {
+            assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
+        }
+    }
+}

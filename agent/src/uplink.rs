@@ -1,0 +1,368 @@
+//! The uplink: one QUIC connection (mutual TLS) to the aggregator at a time. It sends the
+//! oldest unacknowledged batches first with a window of several in flight, deletes batches
+//! from the buffer only when the aggregator acknowledges them, and reconnects with
+//! exponential backoff and jitter, moving to the next endpoint after a failure.
+//!
+//! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks in) and a
+//! unidirectional batch stream whose payloads share one codec context.
+
+use crate::buffer::Buffer;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use outpost_shared::codec::{Decoder, Encoder};
+use outpost_shared::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, close};
+use quinn::{Connection, Endpoint, VarInt};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Batches written but not yet acknowledged, at most.
+pub const WINDOW: u64 = 256;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from `base`, capped at
+/// `max`, scaled by a jitter factor in [0.5, 1.0) so a fleet does not reconnect in step.
+pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+    exp.min(max).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// What the rest of the agent can see of the uplink.
+#[derive(Default)]
+pub struct UplinkState {
+    pub connected: AtomicBool,
+    pub endpoint: Mutex<Option<String>>,
+    pub last_error: Mutex<Option<String>>,
+    /// Agent clock minus aggregator clock at the last handshake, ms.
+    pub clock_skew_ms: AtomicI64,
+    /// Batches acknowledged per second over the current session, ×1000.
+    pub acked_seq: AtomicU64,
+}
+
+impl UplinkState {
+    fn set_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("aggregator refused this agent: {0}")]
+    Refused(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("buffer: {0}")]
+    Buffer(#[from] crate::buffer::BufferError),
+}
+
+pub struct Uplink {
+    pub cfg: Arc<Config>,
+    pub buffer: Arc<Buffer>,
+    pub metrics: Arc<Metrics>,
+    /// Signalled when a new batch is buffered.
+    pub new_data: Arc<Notify>,
+    pub state: Arc<UplinkState>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Uplink {
+    /// Runs until `shutdown` turns true; then drains what is in flight for up to `grace`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let client_cfg = match self.client_config() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("uplink cannot start: {e}");
+                self.state.set_error(e);
+                return;
+            }
+        };
+        let bind: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+        let mut endpoint = match Endpoint::client(bind) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("uplink cannot open a UDP socket: {e}");
+                return;
+            }
+        };
+        endpoint.set_default_client_config(client_cfg);
+        let mut attempt: u32 = 0;
+        let mut idx = 0usize;
+        let endpoints = self.cfg.aggregator.endpoints.clone();
+        while !*shutdown.borrow() {
+            let target = &endpoints[idx % endpoints.len()];
+            if attempt > 0 {
+                self.metrics.uplink_reconnects.inc();
+            }
+            let mut established = false;
+            let result = self.session(&endpoint, target, &mut shutdown, grace, &mut established).await;
+            self.state.connected.store(false, Ordering::Relaxed);
+            self.metrics.uplink_connected.set(0);
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let msg = format!("{target}: {e}");
+                    match &e {
+                        SessionError::Refused(_) => tracing::error!("{msg}"),
+                        _ => tracing::warn!("{msg}"),
+                    }
+                    self.state.set_error(msg);
+                }
+            }
+            if established {
+                attempt = 0;
+            } else {
+                idx += 1;
+            }
+            let delay = backoff(attempt, Duration::from_millis(200), Duration::from_secs(30), fastrand::f64());
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        endpoint.wait_idle().await;
+    }
+
+    fn client_config(&self) -> Result<quinn::ClientConfig, String> {
+        let tls = outpost_shared::tls::client_config(&self.cfg.tls_files()).map_err(|e| e.to_string())?;
+        let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(qc));
+        cc.transport_config(Arc::new(transport()));
+        Ok(cc)
+    }
+
+    async fn session(
+        &self,
+        endpoint: &Endpoint,
+        target: &str,
+        shutdown: &mut watch::Receiver<bool>,
+        grace: Duration,
+        established: &mut bool,
+    ) -> Result<(), SessionError> {
+        let addr = tokio::net::lookup_host(target)
+            .await
+            .map_err(|e| SessionError::Connect(format!("cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| SessionError::Connect("name resolves to no address".into()))?;
+        let server_name = self.cfg.server_name();
+        let connecting = endpoint
+            .connect(addr, &server_name)
+            .map_err(|e| SessionError::Connect(e.to_string()))?;
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| SessionError::Connect("handshake timed out".into()))??;
+        let r = self.drive(&conn, shutdown, grace, established).await;
+        self.account_bytes(&conn, &mut (0, 0));
+        match &r {
+            Ok(()) => conn.close(VarInt::from_u32(close::SHUTDOWN), b"agent shutting down"),
+            Err(SessionError::Protocol(m)) => conn.close(VarInt::from_u32(close::MALFORMED), m.as_bytes()),
+            Err(_) => conn.close(VarInt::from_u32(close::NORMAL), b""),
+        }
+        r
+    }
+
+    fn account_bytes(&self, conn: &Connection, last: &mut (u64, u64)) {
+        let s = conn.stats();
+        let (tx, rx) = (s.udp_tx.bytes, s.udp_rx.bytes);
+        self.metrics.uplink_bytes_sent.inc_by(tx.saturating_sub(last.0));
+        self.metrics.uplink_bytes_received.inc_by(rx.saturating_sub(last.1));
+        *last = (tx, rx);
+    }
+
+    async fn drive(
+        &self,
+        conn: &Connection,
+        shutdown: &mut watch::Receiver<bool>,
+        grace: Duration,
+        established: &mut bool,
+    ) -> Result<(), SessionError> {
+        let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await?;
+        let hello = Frame::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_id: self.cfg.id.clone(),
+            region: self.cfg.region.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            clock_ms: now_ms(),
+        });
+        ctl_tx.write_all(&frame::encode(&hello)).await?;
+        let sent_at = now_ms();
+        let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read(&mut ctl_rx))
+            .await
+            .map_err(|_| SessionError::Protocol("no welcome within 10s".into()))?;
+        let welcome = match reply {
+            Ok(Some(Frame::Welcome(w))) => w,
+            Ok(Some(Frame::Refused { reason })) => return Err(SessionError::Refused(reason)),
+            Ok(Some(f)) => return Err(SessionError::Protocol(format!("expected welcome, got {}", f.kind()))),
+            Ok(None) => return Err(SessionError::Protocol("aggregator closed the control stream".into())),
+            Err(e) => {
+                // A refusal closes the connection right after the frame; prefer its reason.
+                if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
+                    return Err(SessionError::Refused(String::from_utf8_lossy(&c.reason).into_owned()));
+                }
+                return Err(SessionError::Protocol(e.to_string()));
+            }
+        };
+        frame::check_version(welcome.protocol).map_err(SessionError::Refused)?;
+        let rtt_half = (now_ms() - sent_at) / 2;
+        let skew = sent_at + rtt_half - welcome.clock_ms;
+        self.state.clock_skew_ms.store(skew, Ordering::Relaxed);
+        self.metrics.clock_skew.set(skew as f64 / 1000.0);
+        self.ack(welcome.applied_seq).await?;
+        *established = true;
+        self.state.connected.store(true, Ordering::Relaxed);
+        *self.state.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
+        self.metrics.uplink_connected.set(1);
+        tracing::info!(aggregator = %conn.remote_address(), applied_seq = welcome.applied_seq, "connected");
+
+        // Acks arrive on their own task so a half-read frame is never abandoned.
+        let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
+        let ack_arrived = Arc::new(Notify::new());
+        let mut reader = {
+            let (buffer, metrics, acked, ack_arrived) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone());
+            tokio::spawn(async move {
+                loop {
+                    match frame::read(&mut ctl_rx).await {
+                        Ok(Some(Frame::Ack { seq })) => {
+                            let prev = acked.fetch_max(seq, Ordering::Relaxed);
+                            if seq > prev {
+                                let b = buffer.clone();
+                                let r = tokio::task::spawn_blocking(move || b.ack(seq)).await;
+                                if let Ok(Err(e)) = r {
+                                    return SessionError::Buffer(e);
+                                }
+                                metrics.batches_acked.inc_by(seq - prev);
+                                ack_arrived.notify_one();
+                            }
+                        }
+                        Ok(Some(Frame::Refused { reason })) => return SessionError::Refused(reason),
+                        Ok(Some(Frame::Heartbeat(_))) => {}
+                        Ok(Some(f)) => return SessionError::Protocol(format!("unexpected {} frame", f.kind())),
+                        Ok(None) => return SessionError::Protocol("aggregator closed the control stream".into()),
+                        Err(e) => return SessionError::Protocol(e.to_string()),
+                    }
+                }
+            })
+        };
+
+        let mut data = conn.open_uni().await?;
+        let mut enc = Encoder::new();
+        let mut cursor = welcome.applied_seq + 1;
+        let mut hb = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut bytes_seen = (0, 0);
+        let mut draining_since: Option<tokio::time::Instant> = None;
+        loop {
+            if draining_since.is_none() {
+                self.send_window(&mut data, &mut enc, &mut cursor, acked.load(Ordering::Relaxed)).await?;
+            }
+            self.account_bytes(conn, &mut bytes_seen);
+            let all_acked = acked.load(Ordering::Relaxed) + 1 >= cursor;
+            if let Some(t) = draining_since {
+                if all_acked || t.elapsed() >= grace {
+                    if !all_acked {
+                        tracing::warn!("shutting down with batches unacknowledged; they stay buffered and are resent next time");
+                    }
+                    reader.abort();
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                _ = self.new_data.notified() => {}
+                _ = ack_arrived.notified() => {}
+                _ = hb.tick() => {
+                    let s = self.buffer.stats();
+                    let f = Frame::Heartbeat(Heartbeat { clock_ms: now_ms(), dropped_samples: s.dropped_samples, backlog_bytes: s.bytes });
+                    ctl_tx.write_all(&frame::encode(&f)).await?;
+                }
+                _ = shutdown.changed(), if draining_since.is_none() => {
+                    draining_since = Some(tokio::time::Instant::now());
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)), if draining_since.is_some() => {}
+                r = &mut reader => {
+                    return Err(r.unwrap_or_else(|e| SessionError::Protocol(format!("ack reader failed: {e}"))));
+                }
+            }
+        }
+    }
+
+    /// Writes buffered batches from `cursor` on while fewer than [`WINDOW`] are unacknowledged.
+    async fn send_window(&self, data: &mut quinn::SendStream, enc: &mut Encoder, cursor: &mut u64, acked: u64) -> Result<(), SessionError> {
+        loop {
+            let in_flight = cursor.saturating_sub(acked + 1);
+            if in_flight >= WINDOW {
+                return Ok(());
+            }
+            let Some(next) = self.buffer.next_at_or_after(*cursor) else {
+                return Ok(());
+            };
+            let (b, from) = (self.buffer.clone(), next);
+            let want = (WINDOW - in_flight) as usize;
+            let batches = tokio::task::spawn_blocking(move || b.read_from(from, want, 4 << 20))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+            if batches.is_empty() {
+                return Ok(());
+            }
+            for sb in batches {
+                *cursor = sb.seq + 1;
+                let batch = match Decoder::new().decode(&sb.payload) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(seq = sb.seq, "skipping damaged buffered batch: {e}");
+                        continue;
+                    }
+                };
+                let payload = enc.encode(&batch);
+                data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload })).await?;
+                self.metrics.batches_sent.inc();
+                self.metrics.samples_sent.inc_by(sb.samples);
+            }
+        }
+    }
+
+    async fn ack(&self, seq: u64) -> Result<(), SessionError> {
+        let b = self.buffer.clone();
+        tokio::task::spawn_blocking(move || b.ack(seq))
+            .await
+            .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
+        self.state.acked_seq.fetch_max(seq, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// QUIC transport settings shared by both ends' expectations: keep-alive well inside the
+/// idle timeout so a quiet but healthy link stays up.
+pub fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = |a, j| backoff(a, Duration::from_millis(200), Duration::from_secs(30), j);
+        assert_eq!(b(0, 1.0), Duration::from_millis(200));
+        assert_eq!(b(0, 0.0), Duration::from_millis(100));
+        assert_eq!(b(3, 1.0), Duration::from_millis(1600));
+        assert_eq!(b(10, 1.0), Duration::from_secs(30));
+        assert_eq!(b(u32::MAX, 0.0), Duration::from_secs(15));
+    }
+}

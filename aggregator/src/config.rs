@@ -1,0 +1,160 @@
+//! The aggregator's TOML configuration, validated with every problem listed by key.
+
+use outpost_shared::tls::TlsFiles;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the RocksDB store.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub log: outpost_agent::config::LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// UDP address for agents' QUIC connections. Default 0.0.0.0:9471.
+    #[serde(default = "default_quic")]
+    pub quic: String,
+    /// TCP address of the HTTP API, /metrics and /health. Default 127.0.0.1:9470.
+    #[serde(default = "default_http")]
+    pub http: String,
+}
+
+fn default_quic() -> String {
+    "0.0.0.0:9471".into()
+}
+fn default_http() -> String {
+    "127.0.0.1:9470".into()
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig { quic: default_quic(), http: default_http() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA that signs agents' client certificates (PEM).
+    pub ca: PathBuf,
+    /// The aggregator's certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// File holding the bearer token the HTTP API requires. Mandatory when `listen.http` is
+    /// not a loopback address.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+        let cfg = Self::parse(&text, path)?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))))
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut paths = vec![&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key];
+        if let Some(t) = cfg.api.bearer_token_file.as_mut() {
+            paths.push(t);
+        }
+        for p in paths {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = vec![];
+        if self.listen.quic.parse::<SocketAddr>().is_err() {
+            out.push(format!("listen.quic: {:?} is not an address such as \"0.0.0.0:9471\"", self.listen.quic));
+        }
+        match self.listen.http.parse::<SocketAddr>() {
+            Err(_) => out.push(format!("listen.http: {:?} is not an address such as \"127.0.0.1:9470\"", self.listen.http)),
+            Ok(a) if !a.ip().is_loopback() && self.api.bearer_token_file.is_none() => out.push(format!(
+                "listen.http: {a} is reachable beyond this host; set api.bearer_token_file so the API requires a token"
+            )),
+            Ok(_) => {}
+        }
+        for (key, p) in [("tls.ca", &self.tls.ca), ("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            if let Err(e) = std::fs::File::open(p) {
+                out.push(format!("{key}: cannot open {}: {e}", p.display()));
+            }
+        }
+        if let Some(t) = &self.api.bearer_token_file {
+            match std::fs::read_to_string(t) {
+                Ok(s) if s.trim().is_empty() => out.push(format!("api.bearer_token_file: {} is empty", t.display())),
+                Ok(_) => {}
+                Err(e) => out.push(format!("api.bearer_token_file: cannot read {}: {e}", t.display())),
+            }
+        }
+        out
+    }
+
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles { ca: self.tls.ca.clone(), cert: self.tls.cert.clone(), key: self.tls.key.clone() }
+    }
+
+    /// The API token, if one is configured.
+    pub fn token(&self) -> Option<String> {
+        let p = self.api.bearer_token_file.as_ref()?;
+        std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data_dir = "data"
+[listen]
+quic = "127.0.0.1:9471"
+http = "127.0.0.1:9470"
+[tls]
+ca = "ca.crt"
+cert = "aggregator.crt"
+key = "aggregator.key"
+"#;
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let c = Config::parse(GOOD, Path::new("/etc/outpost/aggregator.toml")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/outpost/data"));
+        assert_eq!(c.tls.ca, PathBuf::from("/etc/outpost/ca.crt"));
+    }
+
+    #[test]
+    fn unknown_keys_and_exposed_api_without_token_are_errors() {
+        let e = Config::parse(&GOOD.replace("[tls]", "[tls]\ncrt = \"x\""), Path::new("agg.toml")).unwrap_err();
+        assert!(e.starts_with("agg.toml: ") && e.contains("crt"), "{e}");
+        let c = Config::parse(&GOOD.replace("127.0.0.1:9470", "0.0.0.0:9470"), Path::new("/nonexistent/agg.toml")).unwrap();
+        let p = c.validate().join("\n");
+        assert!(p.contains("listen.http: 0.0.0.0:9470 is reachable beyond this host"), "{p}");
+        assert!(p.contains("tls.ca: cannot open /nonexistent/ca.crt"), "{p}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The aggregator's HTTP server: the Prometheus query API (see [`crate::api`]) plus
+//! `/api/v1/agents`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
+//! authentication when a token is configured.
+
+use crate::live::Live;
+use crate::metrics::{HandlerLabel, Metrics};
+use crate::source::SeriesSource;
+use crate::storage::Storage;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<Storage>,
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<Arc<str>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let source: Arc<dyn SeriesSource> = state.storage.clone();
+    let api = crate::api::query_router(source).merge(
+        Router::new()
+            .route("/api/v1/agents", get(agents))
+            .route("/api/v1/status/buildinfo", get(buildinfo))
+            .with_state(state.clone()),
+    );
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(api)
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"status":"error","errorType":"unauthorized","error":"missing or wrong bearer token (Authorization: Bearer <token>)"}"#,
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics.http_duration.get_or_create(&HandlerLabel { handler }).observe(t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let m = &s.metrics;
+    m.connected_agents.set(s.live.connected() as i64);
+    m.series.set(s.storage.series_count() as i64);
+    m.head_points.set(s.storage.head_points() as i64);
+    m.storage_bytes.set(s.storage.size_bytes() as i64);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+}
+
+async fn buildinfo() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            r#"{{"status":"success","data":{{"version":"{}","revision":"","branch":"","buildUser":"","buildDate":"","goVersion":"","application":"outpost-aggregator"}}}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+async fn agents(State(s): State<AppState>) -> impl IntoResponse {
+    let mut known: std::collections::BTreeMap<String, crate::storage::AgentMeta> = s.storage.agents().into_iter().collect();
+    for id in s.live.ids() {
+        known.entry(id).or_default();
+    }
+    let mut items = vec![];
+    for (id, meta) in known {
+        let live = s.live.get(&id).unwrap_or_default();
+        let last_seen = meta.last_seen_ms.max(live.last_heartbeat_ms);
+        items.push(serde_json::json!({
+            "id": id,
+            "region": if live.region.is_empty() { meta.region.clone() } else { live.region.clone() },
+            "connected": live.connected,
+            "last_seen": rfc3339(last_seen),
+            "last_seq": meta.applied_seq,
+            "clock_skew_seconds": live.clock_skew_ms as f64 / 1000.0,
+            "version": live.version,
+            "batches": meta.batches,
+            "samples": meta.samples,
+            "gap_batches": meta.gap_batches,
+            "dropped_samples": live.dropped_samples,
+            "backlog_bytes": live.backlog_bytes,
+        }));
+    }
+    axum::Json(serde_json::json!({"status": "success", "data": items}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_with_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T06:26:40.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,123 @@
+//! Which agents are connected right now, through which connection, and what their last
+//! heartbeat said. Persisted facts (applied seq, last batch time) live in storage.
+
+use outpost_shared::frame::{Heartbeat, Hello};
+use quinn::Connection;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct LiveAgent {
+    pub id: String,
+    pub conn_id: u64,
+    pub conn: Connection,
+    pub region: String,
+    pub version: String,
+    pub connected_since_ms: i64,
+    pub last_heartbeat_ms: i64,
+    /// Agent clock minus ours, from the hello (one-way; the agent's own estimate is better).
+    pub clock_skew_ms: i64,
+    pub dropped_samples: u64,
+    pub backlog_bytes: u64,
+}
+
+impl LiveAgent {
+    pub fn new(conn_id: u64, conn: Connection, h: &Hello, now_ms: i64) -> Self {
+        LiveAgent {
+            id: h.agent_id.clone(),
+            conn_id,
+            conn,
+            region: h.region.clone(),
+            version: h.agent_version.clone(),
+            connected_since_ms: now_ms,
+            last_heartbeat_ms: now_ms,
+            clock_skew_ms: h.clock_ms - now_ms,
+            dropped_samples: 0,
+            backlog_bytes: 0,
+        }
+    }
+}
+
+/// A snapshot for the API.
+#[derive(Clone, Debug, Default)]
+pub struct LiveView {
+    pub connected: bool,
+    pub region: String,
+    pub version: String,
+    pub last_heartbeat_ms: i64,
+    pub clock_skew_ms: i64,
+    pub dropped_samples: u64,
+    pub backlog_bytes: u64,
+}
+
+#[derive(Default)]
+pub struct Live {
+    agents: Mutex<HashMap<String, LiveAgent>>,
+    /// Last known state of agents that disconnected.
+    gone: Mutex<HashMap<String, LiveView>>,
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveAgent>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection; returns the one it replaces, for the caller to close.
+    pub fn connect(&self, a: LiveAgent) -> Option<Connection> {
+        self.lock().insert(a.id.clone(), a).map(|old| old.conn)
+    }
+
+    pub fn heartbeat(&self, agent: &str, conn_id: u64, h: &Heartbeat, now_ms: i64) {
+        if let Some(a) = self.lock().get_mut(agent).filter(|a| a.conn_id == conn_id) {
+            a.last_heartbeat_ms = now_ms;
+            a.dropped_samples = h.dropped_samples;
+            a.backlog_bytes = h.backlog_bytes;
+            a.clock_skew_ms = h.clock_ms - now_ms;
+        }
+    }
+
+    /// Forgets the connection if it is still the agent's current one.
+    pub fn disconnect(&self, agent: &str, conn_id: u64, now_ms: i64) {
+        let mut m = self.lock();
+        if m.get(agent).is_some_and(|a| a.conn_id == conn_id) {
+            if let Some(a) = m.remove(agent) {
+                let mut v = view(&a, false);
+                v.last_heartbeat_ms = now_ms;
+                self.gone.lock().unwrap_or_else(|p| p.into_inner()).insert(agent.to_string(), v);
+            }
+        }
+    }
+
+    pub fn get(&self, agent: &str) -> Option<LiveView> {
+        if let Some(a) = self.lock().get(agent) {
+            return Some(view(a, true));
+        }
+        self.gone.lock().unwrap_or_else(|p| p.into_inner()).get(agent).cloned()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u32, reason: &[u8]) {
+        for a in self.lock().values() {
+            a.conn.close(quinn::VarInt::from_u32(code), reason);
+        }
+    }
+}
+
+fn view(a: &LiveAgent, connected: bool) -> LiveView {
+    LiveView {
+        connected,
+        region: a.region.clone(),
+        version: a.version.clone(),
+        last_heartbeat_ms: a.last_heartbeat_ms,
+        clock_skew_ms: a.clock_skew_ms,
+        dropped_samples: a.dropped_samples,
+        backlog_bytes: a.backlog_bytes,
+    }
+}

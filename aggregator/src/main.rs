@@ -1,0 +1,122 @@
+//! `outpost-aggregator`: the command line.
+
+use clap::{Parser, Subcommand};
+use outpost_aggregator::config::Config;
+use outpost_aggregator::demo::DemoOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "outpost-aggregator", version, about = "Receives metrics from Outpost agents, stores them and serves Prometheus-compatible queries")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the aggregator in the foreground until SIGTERM or Ctrl-C.
+    Run {
+        /// Path to the aggregator's TOML config (see packaging/aggregator.toml).
+        #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and the files it names, then exit (non-zero on any problem).
+    CheckConfig {
+        #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
+        config: PathBuf,
+    },
+    /// Create and issue mutual-TLS certificates.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Run an aggregator and a local agent on this host, with generated certificates.
+    Demo {
+        /// Folder for certificates, configs and data.
+        #[arg(long, default_value = "./outpost-demo")]
+        dir: PathBuf,
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        http: String,
+        /// QUIC ingest address.
+        #[arg(long, default_value = "127.0.0.1:9471")]
+        quic: String,
+        /// The agent's local HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9472")]
+        agent_http: String,
+        /// The agent's collection interval.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a CA and the aggregator's certificate: ca.crt, ca.key, aggregator.crt, aggregator.key.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra subject alternative names for the aggregator (DNS names or IP addresses); repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Issue an agent's client certificate: agents/ID.crt and agents/ID.key, signed by DIR/ca.key.
+    Agent {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The agent's id; it must match `id` in the agent's config.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::CheckConfig { config } => check(&config).map(|()| println!("{}: OK", config.display())),
+        Cmd::Certs { cmd: CertsCmd::Init { dir, sans } } => outpost_shared::tls::init_ca(&dir, &sans).map(print_files).map_err(|e| e.to_string()),
+        Cmd::Certs { cmd: CertsCmd::Agent { dir, id } } => outpost_shared::tls::issue_agent(&dir, &id).map(print_files).map_err(|e| e.to_string()),
+        Cmd::Demo { dir, http, quic, agent_http, interval } => {
+            outpost_agent::logging::init(Some("info"), false);
+            runtime().and_then(|rt| rt.block_on(outpost_aggregator::demo::run(DemoOptions { dir, http, quic, agent_http, interval })))
+        }
+        Cmd::Run { config } => match Config::load(&config) {
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            Ok(cfg) => {
+                outpost_agent::logging::init(cfg.log.level.as_deref(), cfg.log.format == outpost_agent::config::LogFormat::Json);
+                runtime().and_then(|rt| rt.block_on(outpost_aggregator::run(cfg, outpost_agent::shutdown_signal())).map_err(|e| e.to_string()))
+            }
+        },
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost-aggregator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_files(files: Vec<PathBuf>) {
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+}
+
+fn check(path: &std::path::Path) -> Result<(), String> {
+    let cfg = Config::load(path)?;
+    outpost_shared::tls::install_crypto_provider();
+    outpost_shared::tls::server_config(&cfg.tls_files()).map_err(|e| format!("{}: [tls] files: {e}", path.display()))?;
+    Ok(())
+}

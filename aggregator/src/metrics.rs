@@ -1,0 +1,100 @@
+//! The aggregator's own metrics, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabel {
+    pub handler: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub batches: Counter,
+    pub samples: Counter,
+    pub duplicates: Counter,
+    pub errors: Counter,
+    pub malformed: Counter,
+    pub connections: Counter,
+    pub refused: Family<ReasonLabel, Counter>,
+    pub connected_agents: Gauge,
+    pub commit_duration: Histogram,
+    pub commit_batches: Histogram,
+    pub series: Gauge,
+    pub head_points: Gauge,
+    pub storage_bytes: Gauge,
+    pub compactions: Counter,
+    pub compaction_errors: Counter,
+    pub http_duration: Family<HandlerLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.5, 12))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("outpost_aggregator");
+        let m = Metrics {
+            registry: Registry::default(),
+            batches: Counter::default(),
+            samples: Counter::default(),
+            duplicates: Counter::default(),
+            errors: Counter::default(),
+            malformed: Counter::default(),
+            connections: Counter::default(),
+            refused: Family::default(),
+            connected_agents: Gauge::default(),
+            commit_duration: latency_histogram(),
+            commit_batches: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            series: Gauge::default(),
+            head_points: Gauge::default(),
+            storage_bytes: Gauge::default(),
+            compactions: Counter::default(),
+            compaction_errors: Counter::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+        };
+        r.register("ingest_batches", "Batches applied to storage", m.batches.clone());
+        r.register("ingest_samples", "Samples applied to storage", m.samples.clone());
+        r.register("ingest_duplicate_batches", "Resent batches acknowledged without storing them again", m.duplicates.clone());
+        r.register("ingest_errors", "Batches that could not be stored", m.errors.clone());
+        r.register("ingest_malformed_frames", "Connections closed for a malformed frame or batch", m.malformed.clone());
+        r.register("connections", "Agent sessions accepted", m.connections.clone());
+        r.register("connections_refused", "Agent connections refused, by reason", m.refused.clone());
+        r.register("connected_agents", "Agents connected now", m.connected_agents.clone());
+        r.register_with_unit("ingest_commit_duration", "Time of one group commit (synced write)", Unit::Seconds, m.commit_duration.clone());
+        r.register("ingest_commit_batches", "Batches per group commit", m.commit_batches.clone());
+        r.register("storage_series", "Series known to storage", m.series.clone());
+        r.register("storage_head_points", "Points in the in-memory head, not yet compacted", m.head_points.clone());
+        r.register_with_unit("storage", "Bytes in RocksDB files and memtables", Unit::Bytes, m.storage_bytes.clone());
+        r.register("storage_compactions", "Head compactions into chunks", m.compactions.clone());
+        r.register("storage_compaction_errors", "Failed head compactions", m.compaction_errors.clone());
+        r.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, m.http_duration.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,666 @@
+//! The batch codec: a compact, columnar encoding of time series points.
+//!
+//! An [`Encoder`] and a [`Decoder`] each hold a context: the strings and series defined so
+//! far and, per series, the last timestamp, timestamp delta and value. A batch carries only
+//! the strings and series its context has not seen yet, then one bit stream with, per point,
+//! a timestamp code (same as the previous point, or a delta-of-delta against the series) and
+//! a value code (unchanged, a decimal delta, or the XOR of float bits as in Gorilla).
+//! `docs/WIRE.md` describes the layout bit by bit.
+//!
+//! A fresh encoder makes self-contained batches (the agent's buffer stores these). On a QUIC
+//! stream, one encoder and one decoder live as long as the stream, so series are named once
+//! per connection and values cost a few bits; both sides must see the same batches in the same
+//! order, which an ordered stream gives. After a decode error a decoder's context is no longer
+//! in step with its encoder: it refuses further input and the stream must be closed.
+
+use crate::bits::{BitReader, BitWriter, OutOfBits, unzigzag, zigzag};
+use crate::model::{Batch, Label, Labels, Point, SeriesPoints};
+use std::collections::HashMap;
+
+/// The first byte of every encoded batch.
+pub const FORMAT_V1: u8 = 1;
+const FLAG_SINGLE_POINT: u8 = 1;
+const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("batch ends early (truncated or damaged)")]
+    Truncated,
+    #[error("unknown batch format {0} (this build reads format {FORMAT_V1})")]
+    UnknownFormat(u8),
+    #[error("batch refers to {what} #{id}, but only {known} are defined")]
+    BadReference { what: &'static str, id: u64, known: usize },
+    #[error("batch has an invalid {0}")]
+    Invalid(&'static str),
+    #[error("decoder is out of step after an earlier error; the stream must be restarted")]
+    Poisoned,
+}
+
+impl From<OutOfBits> for DecodeError {
+    fn from(_: OutOfBits) -> Self {
+        DecodeError::Truncated
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SeriesState {
+    ts: i64,
+    delta: i64,
+    bits: u64,
+    /// The value as `m / 10^e` when it has an exact short decimal form.
+    dec: Option<(u8, i64)>,
+}
+
+impl SeriesState {
+    const NEW: SeriesState = SeriesState {
+        ts: 0,
+        delta: 0,
+        bits: 0,
+        dec: Some((0, 0)),
+    };
+
+    fn advance_ts(&mut self, ts: i64) {
+        self.delta = ts.wrapping_sub(self.ts);
+        self.ts = ts;
+    }
+}
+
+/// `v` as `m / 10^e`, when that division gives back exactly the same bits.
+#[inline]
+fn dec_at(v: f64, e: u8) -> Option<i64> {
+    let p = POW10[e as usize];
+    let m = (v * p).round();
+    if !m.is_finite() || m.abs() > MAX_EXACT {
+        return None;
+    }
+    let mi = m as i64;
+    ((mi as f64 / p).to_bits() == v.to_bits()).then_some(mi)
+}
+
+#[inline]
+fn varbits_cost(v: u64) -> u32 {
+    let len = 64 - v.leading_zeros();
+    if len >= 63 { 70 } else { 6 + len.saturating_sub(1) }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct ByteReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteReader<'a> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.data.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                if shift == 63 && b > 1 {
+                    return Err(DecodeError::Invalid("varint"));
+                }
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid("varint"))
+    }
+    /// A count that cannot exceed the bytes left, each item taking at least `min_bytes`.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let left = (self.data.len() - self.pos) / min_bytes.max(1);
+        if n > left as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n as usize)
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.data.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+}
+
+/// Encodes batches against a context that lives as long as the encoder.
+#[derive(Default)]
+pub struct Encoder {
+    strings: HashMap<String, u32>,
+    series: HashMap<Labels, u32>,
+    state: Vec<SeriesState>,
+    last_ts: i64,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of series this context has defined.
+    pub fn series_count(&self) -> usize {
+        self.state.len()
+    }
+
+    pub fn encode(&mut self, batch: &Batch) -> Vec<u8> {
+        let mut new_strings: Vec<&str> = Vec::new();
+        let mut new_series: Vec<&Labels> = Vec::new();
+        let mut ids = Vec::with_capacity(batch.series.len());
+        for s in &batch.series {
+            let id = match self.series.get(&s.labels) {
+                Some(&id) => id,
+                None => {
+                    let id = self.state.len() as u32;
+                    self.series.insert(s.labels.clone(), id);
+                    self.state.push(SeriesState::NEW);
+                    for l in s.labels.iter() {
+                        for text in [&l.name, &l.value] {
+                            if !self.strings.contains_key(text.as_str()) {
+                                self.strings.insert(text.clone(), self.strings.len() as u32);
+                                new_strings.push(text);
+                            }
+                        }
+                    }
+                    new_series.push(&s.labels);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        let single = batch.series.iter().all(|s| s.points.len() == 1);
+
+        let mut out = Vec::with_capacity(16 + batch.series.len() * 2);
+        out.push(FORMAT_V1);
+        out.push(if single { FLAG_SINGLE_POINT } else { 0 });
+        put_varint(&mut out, new_strings.len() as u64);
+        for s in &new_strings {
+            put_varint(&mut out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        put_varint(&mut out, new_series.len() as u64);
+        for labels in &new_series {
+            put_varint(&mut out, labels.len() as u64);
+            for l in labels.iter() {
+                put_varint(&mut out, self.strings[&l.name] as u64);
+                put_varint(&mut out, self.strings[&l.value] as u64);
+            }
+        }
+        put_varint(&mut out, batch.series.len() as u64);
+
+        let mut w = BitWriter::new(out);
+        let mut prev_id: i64 = -1;
+        let mut prev_ts = self.last_ts;
+        for (s, &id) in batch.series.iter().zip(&ids) {
+            if id as i64 == prev_id + 1 {
+                w.bit(true);
+            } else {
+                w.bit(false);
+                w.varbits(zigzag(id as i64 - prev_id - 1));
+            }
+            prev_id = id as i64;
+            if !single {
+                w.varbits(s.points.len() as u64);
+            }
+            let st = &mut self.state[id as usize];
+            for p in &s.points {
+                encode_ts(&mut w, st, p.ts, prev_ts);
+                prev_ts = p.ts;
+                encode_value(&mut w, st, p.value);
+            }
+        }
+        self.last_ts = prev_ts;
+        w.finish()
+    }
+}
+
+#[inline]
+fn encode_ts(w: &mut BitWriter, st: &mut SeriesState, ts: i64, prev_ts: i64) {
+    if ts == prev_ts {
+        w.bit(false);
+    } else {
+        let dod = ts.wrapping_sub(st.ts).wrapping_sub(st.delta);
+        if dod == 0 {
+            w.write(0b10, 2);
+        } else {
+            w.write(0b11, 2);
+            w.varbits(zigzag(dod));
+        }
+    }
+    st.advance_ts(ts);
+}
+
+#[inline]
+fn encode_value(w: &mut BitWriter, st: &mut SeriesState, v: f64) {
+    let bits = v.to_bits();
+    if bits == st.bits {
+        w.bit(false);
+        return;
+    }
+    let xor = bits ^ st.bits;
+    let lz = xor.leading_zeros().min(63);
+    let tz = xor.trailing_zeros();
+    let meaningful = 64 - lz - tz;
+    let xor_cost = 15 + meaningful;
+    let same_exp = st
+        .dec
+        .and_then(|(e, pm)| dec_at(v, e).map(|m| (e, m, zigzag(m.wrapping_sub(pm)))));
+    if let Some((e, m, d)) = same_exp
+        && 2 + varbits_cost(d) <= xor_cost
+    {
+        w.write(0b10, 2);
+        w.varbits(d);
+        st.bits = bits;
+        st.dec = Some((e, m));
+        return;
+    }
+    let fresh = (0..POW10.len() as u8).find_map(|e| dec_at(v, e).map(|m| (e, m)));
+    if let Some((e, m)) = fresh
+        && 6 + varbits_cost(zigzag(m)) <= xor_cost
+    {
+        w.write(0b110, 3);
+        w.write(e as u64, 3);
+        w.varbits(zigzag(m));
+        st.bits = bits;
+        st.dec = Some((e, m));
+        return;
+    }
+    w.write(0b111, 3);
+    w.write(lz as u64, 6);
+    w.write((meaningful - 1) as u64, 6);
+    w.write(xor >> tz, meaningful);
+    st.bits = bits;
+    st.dec = st.dec.and_then(|(e, _)| dec_at(v, e).map(|m| (e, m)));
+}
+
+/// One decoded point with its series as the context's number for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RawPoint {
+    pub series: u32,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// A decoded batch before label sets are attached: cheap to map onto storage ids.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    /// Context numbers of the series this batch defined (they were new to the decoder).
+    pub new_series: std::ops::Range<u32>,
+    /// Per series entry in the batch: its context number and how many points follow.
+    pub entries: Vec<(u32, u32)>,
+    pub points: Vec<RawPoint>,
+}
+
+/// Decodes batches made by an [`Encoder`], keeping the matching context.
+#[derive(Default)]
+pub struct Decoder {
+    strings: Vec<String>,
+    series: Vec<Labels>,
+    state: Vec<SeriesState>,
+    last_ts: i64,
+    poisoned: bool,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The label set of a series this context has defined.
+    pub fn labels(&self, id: u32) -> Option<&Labels> {
+        self.series.get(id as usize)
+    }
+
+    pub fn decode(&mut self, data: &[u8]) -> Result<Batch, DecodeError> {
+        let raw = self.decode_raw(data)?;
+        let mut series = Vec::with_capacity(raw.entries.len());
+        let mut it = raw.points.iter();
+        for &(id, n) in &raw.entries {
+            let labels = self.series[id as usize].clone();
+            let points = it
+                .by_ref()
+                .take(n as usize)
+                .map(|p| Point {
+                    ts: p.ts,
+                    value: p.value,
+                })
+                .collect();
+            series.push(SeriesPoints { labels, points });
+        }
+        Ok(Batch { series })
+    }
+
+    pub fn decode_raw(&mut self, data: &[u8]) -> Result<RawBatch, DecodeError> {
+        if self.poisoned {
+            return Err(DecodeError::Poisoned);
+        }
+        let r = self.decode_inner(data);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn decode_inner(&mut self, data: &[u8]) -> Result<RawBatch, DecodeError> {
+        let mut r = ByteReader { data, pos: 0 };
+        let format = r.u8()?;
+        if format != FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let flags = r.u8()?;
+        if flags & !FLAG_SINGLE_POINT != 0 {
+            return Err(DecodeError::Invalid("flags"));
+        }
+        let single = flags & FLAG_SINGLE_POINT != 0;
+        let n_strings = r.count(1)?;
+        self.strings.reserve(n_strings);
+        for _ in 0..n_strings {
+            let len = r.varint()?;
+            let b = r.bytes(usize::try_from(len).map_err(|_| DecodeError::Truncated)?)?;
+            let s = std::str::from_utf8(b).map_err(|_| DecodeError::Invalid("string (not UTF-8)"))?;
+            self.strings.push(s.to_string());
+        }
+        let n_series = r.count(1)?;
+        let first_new = self.series.len() as u32;
+        for _ in 0..n_series {
+            let n_labels = r.count(2)?;
+            let mut v = Vec::with_capacity(n_labels);
+            for _ in 0..n_labels {
+                let name = self.string(r.varint()?)?;
+                let value = self.string(r.varint()?)?;
+                v.push(Label { name, value });
+            }
+            let labels = Labels::from_sorted(v).ok_or(DecodeError::Invalid("label set (unsorted or repeated names)"))?;
+            self.series.push(labels);
+            self.state.push(SeriesState::NEW);
+        }
+        let n_entries = r.varint()?;
+        let mut bits = BitReader::new(r.rest());
+        if n_entries > bits.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut out = RawBatch {
+            new_series: first_new..self.series.len() as u32,
+            entries: Vec::with_capacity(n_entries as usize),
+            points: Vec::with_capacity(n_entries as usize),
+        };
+        let mut prev_id: i64 = -1;
+        let mut prev_ts = self.last_ts;
+        for _ in 0..n_entries {
+            let id = if bits.bit()? {
+                prev_id + 1
+            } else {
+                (prev_id + 1).wrapping_add(unzigzag(bits.varbits()?))
+            };
+            if id < 0 || id as usize >= self.state.len() {
+                return Err(DecodeError::BadReference {
+                    what: "series",
+                    id: id as u64,
+                    known: self.state.len(),
+                });
+            }
+            prev_id = id;
+            let n = if single {
+                1
+            } else {
+                let n = bits.varbits()?;
+                if n > (bits.remaining() / 2) as u64 {
+                    return Err(DecodeError::Truncated);
+                }
+                n as u32
+            };
+            out.entries.push((id as u32, n));
+            let st = &mut self.state[id as usize];
+            for _ in 0..n {
+                let ts = decode_ts(&mut bits, st, prev_ts)?;
+                prev_ts = ts;
+                let value = decode_value(&mut bits, st)?;
+                out.points.push(RawPoint {
+                    series: id as u32,
+                    ts,
+                    value,
+                });
+            }
+        }
+        self.last_ts = prev_ts;
+        Ok(out)
+    }
+
+    fn string(&self, id: u64) -> Result<String, DecodeError> {
+        self.strings
+            .get(id as usize)
+            .cloned()
+            .ok_or(DecodeError::BadReference {
+                what: "string",
+                id,
+                known: self.strings.len(),
+            })
+    }
+}
+
+#[inline]
+fn decode_ts(r: &mut BitReader, st: &mut SeriesState, prev_ts: i64) -> Result<i64, DecodeError> {
+    let ts = if !r.bit()? {
+        prev_ts
+    } else if !r.bit()? {
+        st.ts.wrapping_add(st.delta)
+    } else {
+        st.ts.wrapping_add(st.delta).wrapping_add(unzigzag(r.varbits()?))
+    };
+    st.advance_ts(ts);
+    Ok(ts)
+}
+
+#[inline]
+fn decode_value(r: &mut BitReader, st: &mut SeriesState) -> Result<f64, DecodeError> {
+    if !r.bit()? {
+        return Ok(f64::from_bits(st.bits));
+    }
+    if !r.bit()? {
+        let (e, pm) = st.dec.ok_or(DecodeError::Invalid("decimal delta without a decimal base"))?;
+        let m = pm.wrapping_add(unzigzag(r.varbits()?));
+        let v = m as f64 / POW10[e as usize];
+        st.bits = v.to_bits();
+        st.dec = Some((e, m));
+        return Ok(v);
+    }
+    if !r.bit()? {
+        let e = r.read(3)? as u8;
+        let m = unzigzag(r.varbits()?);
+        let v = m as f64 / POW10[e as usize];
+        st.bits = v.to_bits();
+        st.dec = Some((e, m));
+        return Ok(v);
+    }
+    let lz = r.read(6)? as u32;
+    let meaningful = r.read(6)? as u32 + 1;
+    if lz + meaningful > 64 {
+        return Err(DecodeError::Invalid("XOR window"));
+    }
+    let xor = r.read(meaningful)? << (64 - lz - meaningful);
+    st.bits ^= xor;
+    let v = f64::from_bits(st.bits);
+    st.dec = st.dec.and_then(|(e, _)| dec_at(v, e).map(|m| (e, m)));
+    Ok(v)
+}
+
+/// Encodes one series' points on their own (a storage chunk): a varint count, then the
+/// same timestamp and value codes as in a batch.
+pub fn encode_points(points: &[Point]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + points.len() * 2);
+    put_varint(&mut out, points.len() as u64);
+    let mut w = BitWriter::new(out);
+    let mut st = SeriesState::NEW;
+    let mut prev_ts = 0;
+    for p in points {
+        encode_ts(&mut w, &mut st, p.ts, prev_ts);
+        prev_ts = p.ts;
+        encode_value(&mut w, &mut st, p.value);
+    }
+    w.finish()
+}
+
+/// Decodes what [`encode_points`] wrote, appending to `out`.
+pub fn decode_points(data: &[u8], out: &mut Vec<Point>) -> Result<(), DecodeError> {
+    let mut r = ByteReader { data, pos: 0 };
+    let n = r.varint()?;
+    let mut bits = BitReader::new(r.rest());
+    if n > (bits.remaining() / 2) as u64 {
+        return Err(DecodeError::Truncated);
+    }
+    out.reserve(n as usize);
+    let mut st = SeriesState::NEW;
+    let mut prev_ts = 0;
+    for _ in 0..n {
+        let ts = decode_ts(&mut bits, &mut st, prev_ts)?;
+        prev_ts = ts;
+        let value = decode_value(&mut bits, &mut st)?;
+        out.push(Point { ts, value });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::stale_nan;
+    use proptest::prelude::*;
+
+    fn one(labels: Labels, ts: i64, v: f64) -> SeriesPoints {
+        SeriesPoints {
+            labels,
+            points: vec![Point { ts, value: v }],
+        }
+    }
+
+    #[test]
+    fn a_stream_names_each_series_once_and_then_costs_bits() {
+        let mut enc = Encoder::new();
+        let mut dec = Decoder::new();
+        let mut sizes = vec![];
+        for cycle in 0..10i64 {
+            let ts = 1_700_000_000_000 + cycle * 10_000 + (cycle % 3);
+            let mut b = Batch::default();
+            for i in 0..100 {
+                let l = Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", ["idle", "user", "system", "iowait"][i % 4])])
+                    .with("n", &i.to_string());
+                b.series.push(one(l, ts, 1234.5 + (cycle * i as i64) as f64 * 0.01));
+            }
+            let bytes = enc.encode(&b);
+            sizes.push(bytes.len());
+            assert_eq!(dec.decode(&bytes).unwrap(), b);
+        }
+        assert!(sizes[0] > 1000, "first batch carries the dictionary: {sizes:?}");
+        assert!(sizes[9] < 150, "later batches cost under 1.5 B per sample: {sizes:?}");
+    }
+
+    #[test]
+    fn special_values_round_trip() {
+        let vals = [f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, f64::MIN_POSITIVE, f64::MAX, 1e-300, 0.1, 3.0];
+        let b = Batch {
+            series: vec![SeriesPoints {
+                labels: Labels::metric("x", []),
+                points: vals.iter().enumerate().map(|(i, &v)| Point { ts: i as i64 * 7 - 3, value: v }).collect(),
+            }],
+        };
+        let bytes = Encoder::new().encode(&b);
+        assert_eq!(Decoder::new().decode(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn errors_poison_the_decoder() {
+        let b = Batch {
+            series: vec![one(Labels::metric("x", []), 5, 1.0)],
+        };
+        let bytes = Encoder::new().encode(&b);
+        let mut d = Decoder::new();
+        assert_eq!(d.decode(&bytes[..3]), Err(DecodeError::Truncated));
+        assert_eq!(d.decode(&bytes), Err(DecodeError::Poisoned));
+        assert_eq!(Decoder::new().decode(&[9]), Err(DecodeError::UnknownFormat(9)));
+    }
+
+    fn arb_value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(stale_nan()),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            (-1_000_000i64..1_000_000).prop_map(|m| m as f64 / 100.0),
+            (0u64..1 << 40).prop_map(|m| m as f64),
+        ]
+    }
+
+    fn arb_batch() -> impl Strategy<Value = Batch> {
+        let labels = prop::collection::vec(("[a-c]{1,2}", "[x-z0-9]{0,3}"), 0..4)
+            .prop_map(|v| Labels::new(v.into_iter().chain([("__name__".to_string(), "m".to_string())])));
+        let points = prop::collection::vec((prop_oneof![any::<i64>(), 0i64..100_000], arb_value()), 0..6)
+            .prop_map(|v| v.into_iter().map(|(ts, value)| Point { ts, value }).collect());
+        prop::collection::vec((labels, points).prop_map(|(labels, points)| SeriesPoints { labels, points }), 0..12)
+            .prop_map(|series| Batch { series })
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip_on_one_stream(batches in prop::collection::vec(arb_batch(), 1..5)) {
+            let mut enc = Encoder::new();
+            let mut dec = Decoder::new();
+            for b in &batches {
+                let bytes = enc.encode(b);
+                prop_assert_eq!(&dec.decode(&bytes).unwrap(), b);
+                prop_assert_eq!(&Decoder::new().decode(&Encoder::new().encode(b)).unwrap(), b);
+            }
+        }
+
+        #[test]
+        fn chunks_round_trip(b in arb_batch()) {
+            for s in &b.series {
+                let mut got = vec![];
+                decode_points(&encode_points(&s.points), &mut got).unwrap();
+                prop_assert_eq!(&got, &s.points);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Decoder::new().decode(&data);
+            let mut with_format = vec![FORMAT_V1];
+            with_format.extend_from_slice(&data);
+            let _ = Decoder::new().decode(&with_format);
+            let _ = decode_points(&data, &mut vec![]);
+        }
+
+        #[test]
+        fn truncation_is_always_an_error(b in arb_batch(), cut in 0usize..400) {
+            let bytes = Encoder::new().encode(&b);
+            let cut = cut.min(bytes.len());
+            if cut < bytes.len() {
+                prop_assert!(Decoder::new().decode(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(b in arb_batch(), pos in any::<usize>(), x in 1u8..) {
+            let mut bytes = Encoder::new().encode(&b);
+            if !bytes.is_empty() {
+                let i = pos % bytes.len();
+                bytes[i] ^= x;
+                let _ = Decoder::new().decode(&bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Protocol frames between agent and aggregator, and their framing on QUIC streams.
+//!
+//! Each frame is a little-endian `u32` length followed by the postcard encoding of [`Frame`].
+//! The agent opens one bidirectional control stream (hello → welcome, then heartbeats one way
+//! and acknowledgements the other) and one unidirectional stream of batch frames whose
+//! payloads share one codec context (see [`crate::codec`]).
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The protocol version this build speaks. A peer with another version is refused at hello.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// ALPN token for QUIC connections between agent and aggregator.
+pub const ALPN: &[u8] = b"outpost/1";
+/// No frame may be larger than this (a batch of a few million points).
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// QUIC application close codes.
+pub mod close {
+    pub const NORMAL: u32 = 0;
+    pub const VERSION_MISMATCH: u32 = 1;
+    pub const IDENTITY_MISMATCH: u32 = 2;
+    pub const MALFORMED: u32 = 3;
+    pub const REPLACED: u32 = 4;
+    pub const SHUTDOWN: u32 = 5;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must stay the first field of the first variant: [`peek_hello_version`] reads it
+    /// without decoding the rest, so a future layout still gets a clear refusal.
+    pub protocol: u16,
+    pub agent_id: String,
+    pub region: String,
+    pub agent_version: String,
+    /// The agent's wall clock, ms since the Unix epoch, when it sent the hello.
+    pub clock_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u16,
+    pub aggregator_version: String,
+    pub clock_ms: i64,
+    /// The highest batch seq the aggregator has durably applied for this agent.
+    pub applied_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub clock_ms: i64,
+    /// Samples the agent's buffer has dropped by policy since it was created.
+    pub dropped_samples: u64,
+    /// Bytes waiting in the agent's buffer.
+    pub backlog_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    Hello(Hello),
+    Welcome(Welcome),
+    /// Sent before closing: why the peer is not accepted.
+    Refused {
+        reason: String,
+    },
+    Batch {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Every batch up to and including `seq` is durable at the aggregator.
+    Ack {
+        seq: u64,
+    },
+    Heartbeat(Heartbeat),
+}
+
+impl Frame {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Welcome(_) => "welcome",
+            Frame::Refused { .. } => "refused",
+            Frame::Batch { .. } => "batch",
+            Frame::Ack { .. } => "ack",
+            Frame::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("stream ended inside a frame")]
+    Truncated,
+    #[error("stream read failed: {0}")]
+    Io(std::io::Error),
+}
+
+/// Length prefix and body, ready to write to a stream.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    // Serializing owned data into a Vec cannot fail.
+    out = postcard::to_extend(frame, out).unwrap_or_default();
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// Decodes one frame body (without its length prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    postcard::from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// The protocol version of a hello frame's body, read without decoding the rest.
+pub fn peek_hello_version(body: &[u8]) -> Option<u16> {
+    match body {
+        [0, rest @ ..] => postcard::take_from_bytes::<u16>(rest).ok().map(|(v, _)| v),
+        _ => None,
+    }
+}
+
+/// Checks a hello's version against ours; the error text is sent to the agent and logged.
+pub fn check_version(theirs: u16) -> Result<(), String> {
+    if theirs == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocol version mismatch: peer speaks v{theirs}, this build speaks v{PROTOCOL_VERSION}; upgrade the older side"
+        ))
+    }
+}
+
+/// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut len[got..]).await.map_err(FrameError::Io)?;
+        if n == 0 {
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(body))
+}
+
+/// Reads and decodes one frame. `Ok(None)` is a clean end of stream between frames.
+pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    match read_body(r).await? {
+        Some(b) => decode(&b).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hello(protocol: u16) -> Frame {
+        Frame::Hello(Hello {
+            protocol,
+            agent_id: "web-1".into(),
+            region: "eu".into(),
+            agent_version: "0.1.0".into(),
+            clock_ms: 1_700_000_000_123,
+        })
+    }
+
+    #[test]
+    fn hello_version_is_readable_without_full_decode() {
+        let bytes = encode(&hello(7));
+        assert_eq!(peek_hello_version(&bytes[4..]), Some(7));
+        assert_eq!(peek_hello_version(&encode(&Frame::Ack { seq: 1 })[4..]), None);
+        assert!(check_version(7).unwrap_err().contains("peer speaks v7"));
+        assert!(check_version(PROTOCOL_VERSION).is_ok());
+    }
+
+    #[test]
+    fn frames_round_trip_through_a_stream() {
+        let frames = vec![
+            hello(PROTOCOL_VERSION),
+            Frame::Batch { seq: 42, payload: vec![1, 2, 3] },
+            Frame::Ack { seq: 42 },
+            Frame::Heartbeat(Heartbeat { clock_ms: -5, dropped_samples: 3, backlog_bytes: 9 }),
+        ];
+        let mut wire = Vec::new();
+        for f in &frames {
+            wire.extend(encode(f));
+        }
+        let rt = tokio_test_runtime();
+        let got = rt.block_on(async {
+            let mut r = &wire[..];
+            let mut got = vec![];
+            while let Some(f) = read(&mut r).await.unwrap() {
+                got.push(f);
+            }
+            got
+        });
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let rt = tokio_test_runtime();
+        let huge = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes();
+        assert!(matches!(rt.block_on(read(&mut &huge[..])), Err(FrameError::TooLarge(_))));
+        let bytes = encode(&Frame::Ack { seq: 9 });
+        assert!(matches!(rt.block_on(read(&mut &bytes[..bytes.len() - 1])), Err(FrameError::Truncated)));
+        assert!(matches!(rt.block_on(read(&mut &bytes[..2])), Err(FrameError::Truncated)));
+    }
+
+    /// A minimal executor: the readers here never wait on anything but an in-memory slice.
+    fn tokio_test_runtime() -> MiniRt {
+        MiniRt
+    }
+    struct MiniRt;
+    impl MiniRt {
+        fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+            use std::task::{Context, Poll, Waker};
+            let mut f = std::pin::pin!(f);
+            let mut cx = Context::from_waker(Waker::noop());
+            loop {
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&body);
+            let _ = peek_hello_version(&body);
+        }
+    }
+}
