@@ -27,6 +27,8 @@ pub enum BufferError {
         #[source]
         source: rocksdb::Error,
     },
+    #[error("buffer at {dir}: column family \"{CF_BATCHES}\" is missing; the folder is not an Outpost buffer")]
+    Layout { dir: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +198,7 @@ impl Buffer {
         ledger.dropped_samples = get_u64(&db, b"dropped_samples").map_err(err)?;
         ledger.dropped_batches = get_u64(&db, b"dropped_batches").map_err(err)?;
         {
-            let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| err(rocksdb::Error::new("missing column family".into())))?;
+            let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
             for item in db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
                 let (k, v) = item.map_err(err)?;
                 let (Ok(k), true) = (<[u8; 8]>::try_from(&k[..]), v.len() >= HEADER) else {
@@ -227,6 +229,10 @@ impl Buffer {
         BufferError::Db { dir: self.dir.clone(), source }
     }
 
+    fn cf(&self) -> Result<&rocksdb::ColumnFamily, BufferError> {
+        self.db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: self.dir.clone() })
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -239,7 +245,7 @@ impl Buffer {
     /// Stores one cycle's batch and the new cycle count in one atomic write. Returns the seq,
     /// or `None` when the when-full policy dropped the batch (the cycle still counts).
     pub fn append(&self, cycle: u64, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
-        let cf = self.db.cf_handle(CF_BATCHES).ok_or_else(|| self.err(rocksdb::Error::new("missing column family".into())))?;
+        let cf = self.cf()?;
         let mut ledger = self.ledger();
         let before = (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches, ledger.cycles);
         let bytes = (HEADER + payload.len()) as u64;
@@ -283,7 +289,7 @@ impl Buffer {
     /// Up to `max_batches` stored batches with seq ≥ `from`, oldest first, stopping after
     /// `max_bytes` (at least one is returned if any exists).
     pub fn read_from(&self, from: u64, max_batches: usize, max_bytes: usize) -> Result<Vec<StoredBatch>, BufferError> {
-        let cf = self.db.cf_handle(CF_BATCHES).ok_or_else(|| self.err(rocksdb::Error::new("missing column family".into())))?;
+        let cf = self.cf()?;
         let mut out = vec![];
         let mut size = 0;
         let start = from.to_be_bytes();
@@ -307,7 +313,7 @@ impl Buffer {
 
     /// Deletes every batch up to and including `seq`: the aggregator has made them durable.
     pub fn ack(&self, seq: u64) -> Result<(), BufferError> {
-        let cf = self.db.cf_handle(CF_BATCHES).ok_or_else(|| self.err(rocksdb::Error::new("missing column family".into())))?;
+        let cf = self.cf()?;
         let mut ledger = self.ledger();
         let prev = ledger.acked;
         let gone = ledger.ack(seq);

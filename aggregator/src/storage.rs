@@ -237,7 +237,7 @@ impl Storage {
         StorageError::Damaged { dir: self.dir.clone(), what }
     }
 
-    fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StorageError> {
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or_else(|| self.damaged(format!("column family {name} missing")))
     }
 

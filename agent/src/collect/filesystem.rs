@@ -358,10 +358,11 @@ impl Collector for FilesystemCollector {
                         "statfs timed out; mount marked stuck until the call returns");
                     None
                 }
-                Err(e) => {
-                    tracing::debug!(mountpoint = %m.mountpoint, error = ?e, "statfs failed");
+                Err(StatError::Failed(e)) => {
+                    tracing::debug!(mountpoint = %m.mountpoint, "statfs failed: {e}");
                     None
                 }
+                Err(StatError::Stuck) => None,
             };
             mount_samples(m, stats.as_ref(), out);
         }
