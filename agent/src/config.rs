@@ -22,9 +22,29 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (`http://host:4318`) that receives this program's trace spans.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it. Default: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Problems with `[telemetry]`, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        match &self.otlp_endpoint {
+            Some(u) => crate::telemetry::validate_endpoint(u).err().map(|e| format!("telemetry.otlp_endpoint: {e}")).into_iter().collect(),
+            None => vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// `host:port` QUIC addresses, tried in order; the next one is used when one fails.
@@ -48,7 +68,7 @@ pub enum WhenFull {
     DropNewest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// Directory of the RocksDB buffer.
@@ -69,7 +89,7 @@ fn default_max_bytes() -> ByteSize {
     ByteSize(256 << 20)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CollectConfig {
     /// Time between collection cycles. Default 10s.
@@ -89,7 +109,7 @@ impl Default for CollectConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the local HTTP server (/health, /metrics). Default 127.0.0.1:9472.
@@ -109,7 +129,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Log filter (`info`, `debug`, `outpost_agent=debug`). `RUST_LOG` overrides it.
@@ -125,6 +145,16 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl LogConfig {
+    /// Problems with `[log]`, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        match &self.level {
+            Some(l) => crate::logging::validate_level(l).err().map(|e| format!("log.level: {e}")).into_iter().collect(),
+            None => vec![],
+        }
+    }
 }
 
 impl Config {
@@ -183,6 +213,8 @@ impl Config {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             out.push(format!("http.listen: {:?} is not an address such as \"127.0.0.1:9472\"", self.http.listen));
         }
+        out.extend(self.log.validate());
+        out.extend(self.telemetry.validate());
         out
     }
 

@@ -5,13 +5,21 @@
 //! [`buffer`]; the [`uplink`] sends from the buffer; [`http`] serves `/health` and
 //! `/metrics`. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
+//!
+//! Shared with the aggregator: [`logging`] and [`telemetry`] (logs, OTLP trace export),
+//! [`sdnotify`] (systemd readiness and watchdog), [`lifecycle`] (SIGHUP reload and its
+//! metrics) and [`check`] (`check-config`).
 
 pub mod buffer;
 pub mod collect;
 pub mod config;
+pub mod check;
 pub mod http;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod sdnotify;
+pub mod telemetry;
 pub mod uplink;
 
 use buffer::Buffer;
@@ -66,8 +74,15 @@ pub fn cycle_batch(cfg: &Config, pairs: Vec<(Labels, f64)>, cycle: u64, ts: i64)
 
 /// Runs the agent until `shutdown` completes, then flushes and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    run_with(cfg, None, shutdown).await
+}
+
+/// [`run`], reloading the config from `config_path` on SIGHUP when one is given. Components
+/// that follow the config subscribe to the `watch` channel created here.
+pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     outpost_shared::tls::install_crypto_provider();
     let cfg = Arc::new(cfg);
+    let (cfg_tx, mut cfg_rx) = watch::channel(cfg.clone());
     let buffer = {
         let c = cfg.buffer.clone();
         Arc::new(
@@ -97,21 +112,39 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let uplink = Uplink { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), new_data: new_data.clone(), state };
     let uplink_task = tokio::spawn(uplink.run(stop_rx, SHUTDOWN_GRACE));
 
+    let reloader = match config_path {
+        Some(p) => Some(lifecycle::spawn_reloader(p, cfg_tx, metrics.reload.clone()).map_err(|e| AgentError::Task(format!("cannot handle SIGHUP: {e}")))?),
+        None => None,
+    };
     let s = buffer.stats();
     tracing::info!(
         id = %cfg.id, region = %cfg.region, interval = %cfg.collect.interval, http = %cfg.http.listen,
         buffered_batches = s.batches, cycles = s.cycles, "agent started"
     );
+    sdnotify::ready(&format!("running; {} batches buffered", s.batches));
+    let watchdog = sdnotify::spawn_watchdog();
     let mut collectors = Some(collect::system_collectors(&collect::Roots::default()));
-    let mut tick = tokio::time::interval(cfg.collect.interval.get());
+    let mut interval = cfg.collect.interval;
+    let mut tick = tokio::time::interval(interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
+            Ok(()) = cfg_rx.changed() => {
+                let new = cfg_rx.borrow_and_update().collect.interval;
+                if new != interval {
+                    tracing::info!(from = %interval, to = %new, "collection interval changed");
+                    interval = new;
+                    tick = tokio::time::interval_at(tokio::time::Instant::now() + new.get(), new.get());
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                continue;
+            }
         }
-        let (c, b, m, mut cs) = (cfg.clone(), buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
+        let c = cfg_rx.borrow().clone();
+        let (b, m, mut cs) = (buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
         let done = tokio::task::spawn_blocking(move || {
             run_cycle(&c, &b, &m, &mut cs);
             cs
@@ -122,6 +155,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         new_data.notify_one();
     }
     tracing::info!("shutting down: sending what is in flight");
+    sdnotify::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(r) = reloader {
+        r.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), uplink_task).await;
     let _ = http_task.await;
@@ -154,6 +194,7 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
             tracing::error!(cycle, "cannot buffer this cycle, it is lost: {e}");
         }
     }
+    tracing::debug!(cycle, samples, "cycle buffered");
     metrics.samples_collected.inc_by(samples);
     metrics.collect_duration.observe(started.elapsed().as_secs_f64());
     metrics.observe_buffer(&buffer.stats(), ts);

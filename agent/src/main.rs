@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use outpost_agent::config::{Config, LogFormat};
+use outpost_agent::logging::LogOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,16 +31,19 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::CheckConfig { config } => match check(&config) {
-            Ok(()) => {
+        Cmd::CheckConfig { config } => {
+            outpost_shared::tls::install_crypto_provider();
+            let problems = outpost_agent::check::check(&config);
+            if problems.is_empty() {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
+            } else {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
                 ExitCode::FAILURE
             }
-        },
+        }
         Cmd::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -48,7 +52,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            outpost_agent::logging::init(cfg.log.level.as_deref(), cfg.log.format == LogFormat::Json);
+            let telemetry = outpost_agent::logging::init_with(&LogOptions {
+                level: cfg.log.level.as_deref(),
+                json: cfg.log.format == LogFormat::Json,
+                service: "outpost-agent",
+                otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+            });
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -56,23 +65,20 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(outpost_agent::run(cfg, outpost_agent::shutdown_signal())) {
+            let r = rt.block_on(outpost_agent::run_with(cfg, Some(config), outpost_agent::shutdown_signal()));
+            // Stop the runtime's tasks, then flush exported spans, outside the runtime.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            if let Err(e) = &r {
+                tracing::error!("{e}");
+            }
+            drop(telemetry);
+            match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e}");
                     eprintln!("outpost-agent: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
     }
-}
-
-/// Everything that can be checked without starting: the file, its keys, the certificate
-/// files and that the certificate matches its key.
-fn check(path: &std::path::Path) -> Result<(), String> {
-    let cfg = Config::load(path)?;
-    outpost_shared::tls::install_crypto_provider();
-    outpost_shared::tls::client_config(&cfg.tls_files()).map_err(|e| format!("{}: [aggregator] TLS files: {e}", path.display()))?;
-    Ok(())
 }

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub uplink_bytes_sent: Counter,
     pub uplink_bytes_received: Counter,
     pub clock_skew: Gauge<f64, AtomicU64>,
+    pub reload: crate::lifecycle::ReloadGauges,
+    pub build_info: Family<BuildLabels, Gauge>,
+    pub start_time: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
 }
 
 impl Default for Metrics {
@@ -66,6 +74,9 @@ impl Metrics {
             uplink_bytes_sent: Counter::default(),
             uplink_bytes_received: Counter::default(),
             clock_skew: Gauge::default(),
+            reload: Default::default(),
+            build_info: Family::default(),
+            start_time: Gauge::default(),
         };
         r.register("cycles", "Completed collection cycles since the buffer was created", m.cycles.clone());
         r.register_with_unit("collect_duration", "Time to collect and buffer one cycle", Unit::Seconds, m.collect_duration.clone());
@@ -85,6 +96,12 @@ impl Metrics {
         r.register_with_unit("uplink_sent", "UDP bytes sent to the aggregator", Unit::Bytes, m.uplink_bytes_sent.clone());
         r.register_with_unit("uplink_received", "UDP bytes received from the aggregator", Unit::Bytes, m.uplink_bytes_received.clone());
         r.register_with_unit("clock_skew", "Agent clock minus aggregator clock at the last handshake", Unit::Seconds, m.clock_skew.clone());
+        m.reload.register(&mut r);
+        r.register("build_info", "Always 1; the version label says which build runs", m.build_info.clone());
+        m.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        r.register_with_unit("start_time", "Unix time the agent started", Unit::Seconds, m.start_time.clone());
+        m.start_time.set(crate::now_ms() as f64 / 1000.0);
+        m.reload.succeeded(crate::now_ms());
         Metrics { registry: r, ..m }
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 /// Batches written but not yet acknowledged, at most.
 pub const WINDOW: u64 = 256;
@@ -325,8 +326,10 @@ impl Uplink {
                         continue;
                     }
                 };
-                let payload = enc.encode(&batch);
-                data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload })).await?;
+                let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
+                let trace = crate::telemetry::context_of(&span);
+                let payload = span.in_scope(|| enc.encode(&batch));
+                data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload, trace })).instrument(span).await?;
                 self.metrics.batches_sent.inc();
                 self.metrics.samples_sent.inc_by(sb.samples);
             }

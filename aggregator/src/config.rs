@@ -17,9 +17,11 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub log: outpost_agent::config::LogConfig,
+    #[serde(default)]
+    pub telemetry: outpost_agent::config::TelemetryConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// UDP address for agents' QUIC connections. Default 0.0.0.0:9471.
@@ -43,7 +45,7 @@ impl Default for ListenConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// CA that signs agents' client certificates (PEM).
@@ -53,7 +55,7 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// File holding the bearer token the HTTP API requires. Mandatory when `listen.http` is
@@ -112,6 +114,8 @@ impl Config {
                 Err(e) => out.push(format!("api.bearer_token_file: cannot read {}: {e}", t.display())),
             }
         }
+        out.extend(self.log.validate());
+        out.extend(self.telemetry.validate());
         out
     }
 

@@ -3,7 +3,8 @@
 //! authentication when a token is configured.
 
 use crate::live::Live;
-use crate::metrics::{HandlerLabel, Metrics};
+use crate::metrics::{HandlerLabel, Metrics, RequestLabels};
+use tracing::Instrument;
 use crate::source::SeriesSource;
 use crate::storage::Storage;
 use axum::Router;
@@ -70,9 +71,16 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
+    // Queries get their own span name so traces show them apart from other requests.
+    let span = if handler.starts_with("/api/v1/query") {
+        tracing::info_span!("query", http.route = %handler)
+    } else {
+        tracing::info_span!("http request", http.route = %handler)
+    };
     let t = Instant::now();
-    let resp = next.run(req).await;
-    s.metrics.http_duration.get_or_create(&HandlerLabel { handler }).observe(t.elapsed().as_secs_f64());
+    let resp = next.run(req).instrument(span).await;
+    s.metrics.http_duration.get_or_create(&HandlerLabel { handler: handler.clone() }).observe(t.elapsed().as_secs_f64());
+    s.metrics.http_requests.get_or_create(&RequestLabels { handler, code: resp.status().as_u16() }).inc();
     resp
 }
 

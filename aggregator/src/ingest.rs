@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Batches queued to the writer per connection before the connection waits.
 const PIPELINE: usize = 512;
@@ -244,11 +245,17 @@ impl Ingest {
                 Err(frame::FrameError::Io(_)) => return Ok(()),
                 Err(e) => return Err((close::MALFORMED, e.to_string())),
             };
-            let (seq, payload) = match frame::decode(&body) {
-                Ok(Frame::Batch { seq, payload }) => (seq, payload),
+            let (seq, payload, trace) = match frame::decode(&body) {
+                Ok(Frame::Batch { seq, payload, trace }) => (seq, payload, trace),
                 Ok(f) => return Err((close::MALFORMED, format!("expected a batch frame, got {}", f.kind()))),
                 Err(e) => return Err((close::MALFORMED, e.to_string())),
             };
+            // The batch's span continues the agent's trace when the frame carries one.
+            let span = tracing::info_span!("batch ingest", agent = %agent, seq, samples = tracing::field::Empty);
+            if let Some(tc) = &trace {
+                outpost_agent::telemetry::continue_from(&span, tc);
+            }
+            let entered = span.enter();
             if seq <= last_seq {
                 return Err((close::MALFORMED, format!("batch seq {seq} after {last_seq}: seqs must increase")));
             }
@@ -269,8 +276,10 @@ impl Ingest {
                 new_series,
                 points: raw.points,
             };
+            span.record("samples", req.points.len());
+            drop(entered);
             let (tx, rx) = oneshot::channel();
-            if self.writer.send(WriterMsg::Batch(req, tx)).await.is_err() || acks.send((seq, rx)).await.is_err() {
+            if self.writer.send(WriterMsg::Batch(req, tx)).instrument(span.clone()).await.is_err() || acks.send((seq, rx)).await.is_err() {
                 return Err((close::SHUTDOWN, "aggregator shutting down".into()));
             }
         }

@@ -6,6 +6,7 @@
 //! aggregator and a local agent together with generated certificates.
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod query;
+pub mod reload;
 pub mod source;
 pub mod storage;
 
@@ -37,6 +39,11 @@ pub enum RunError {
 
 /// Runs the aggregator until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(cfg, None, shutdown).await
+}
+
+/// [`run`], reloading the config from `config_path` on SIGHUP when one is given.
+pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     outpost_shared::tls::install_crypto_provider();
     let storage = {
         let dir = cfg.data_dir.clone();
@@ -85,13 +92,23 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             })
             .await
     });
+    let reloader = match config_path {
+        Some(p) => Some(reload::spawn(p, cfg.clone(), metrics.reload.clone()).map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?),
+        None => None,
+    };
     tracing::info!(
         quic = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         http = %cfg.listen.http, data_dir = %cfg.data_dir.display(),
         series = storage.series_count(), "aggregator ready"
     );
+    outpost_agent::sdnotify::ready(&format!("running; {} series", storage.series_count()));
+    let watchdog = outpost_agent::sdnotify::spawn_watchdog();
     shutdown.await;
     tracing::info!("shutting down");
+    outpost_agent::sdnotify::stopping();
+    for t in [watchdog, reloader].into_iter().flatten() {
+        t.abort();
+    }
     endpoint.close(quinn::VarInt::from_u32(outpost_shared::frame::close::SHUTDOWN), b"aggregator shutting down");
     live.close_all(outpost_shared::frame::close::SHUTDOWN, b"aggregator shutting down");
     let _ = stop_tx.send(true);

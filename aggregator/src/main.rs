@@ -81,7 +81,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::CheckConfig { config } => check(&config).map(|()| println!("{}: OK", config.display())),
+        Cmd::CheckConfig { config } => {
+            outpost_shared::tls::install_crypto_provider();
+            let problems = outpost_aggregator::check::check(&config);
+            if problems.is_empty() {
+                println!("{}: OK", config.display());
+                return ExitCode::SUCCESS;
+            }
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
         Cmd::Certs { cmd: CertsCmd::Init { dir, sans } } => outpost_shared::tls::init_ca(&dir, &sans).map(print_files).map_err(|e| e.to_string()),
         Cmd::Certs { cmd: CertsCmd::Agent { dir, id } } => outpost_shared::tls::issue_agent(&dir, &id).map(print_files).map_err(|e| e.to_string()),
         Cmd::Demo { dir, http, quic, agent_http, interval } => {
@@ -94,8 +105,20 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             Ok(cfg) => {
-                outpost_agent::logging::init(cfg.log.level.as_deref(), cfg.log.format == outpost_agent::config::LogFormat::Json);
-                runtime().and_then(|rt| rt.block_on(outpost_aggregator::run(cfg, outpost_agent::shutdown_signal())).map_err(|e| e.to_string()))
+                let telemetry = outpost_agent::logging::init_with(&outpost_agent::logging::LogOptions {
+                    level: cfg.log.level.as_deref(),
+                    json: cfg.log.format == outpost_agent::config::LogFormat::Json,
+                    service: "outpost-aggregator",
+                    otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+                });
+                let r = runtime().and_then(|rt| {
+                    let r = rt.block_on(outpost_aggregator::run_with(cfg, Some(config), outpost_agent::shutdown_signal())).map_err(|e| e.to_string());
+                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                    r
+                });
+                // Flush exported spans once the runtime has stopped.
+                drop(telemetry);
+                r
             }
         },
     };
@@ -112,11 +135,4 @@ fn print_files(files: Vec<PathBuf>) {
     for f in files {
         println!("wrote {}", f.display());
     }
-}
-
-fn check(path: &std::path::Path) -> Result<(), String> {
-    let cfg = Config::load(path)?;
-    outpost_shared::tls::install_crypto_provider();
-    outpost_shared::tls::server_config(&cfg.tls_files()).map_err(|e| format!("{}: [tls] files: {e}", path.display()))?;
-    Ok(())
 }

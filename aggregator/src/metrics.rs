@@ -35,6 +35,16 @@ pub struct Metrics {
     pub compactions: Counter,
     pub compaction_errors: Counter,
     pub http_duration: Family<HandlerLabel, Histogram>,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub reload: outpost_agent::lifecycle::ReloadGauges,
+    pub build_info: Family<outpost_agent::metrics::BuildLabels, Gauge>,
+    pub start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub handler: String,
+    pub code: u16,
 }
 
 impl Default for Metrics {
@@ -68,6 +78,10 @@ impl Metrics {
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
+            http_requests: Family::default(),
+            reload: Default::default(),
+            build_info: Family::default(),
+            start_time: Gauge::default(),
         };
         r.register("ingest_batches", "Batches applied to storage", m.batches.clone());
         r.register("ingest_samples", "Samples applied to storage", m.samples.clone());
@@ -85,6 +99,14 @@ impl Metrics {
         r.register("storage_compactions", "Head compactions into chunks", m.compactions.clone());
         r.register("storage_compaction_errors", "Failed head compactions", m.compaction_errors.clone());
         r.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, m.http_duration.clone());
+        r.register("http_requests", "HTTP requests by handler and status code", m.http_requests.clone());
+        m.reload.register(&mut r);
+        r.register("build_info", "Always 1; the version label says which build runs", m.build_info.clone());
+        m.build_info.get_or_create(&outpost_agent::metrics::BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        r.register_with_unit("start_time", "Unix time the aggregator started", Unit::Seconds, m.start_time.clone());
+        let now = outpost_agent::now_ms();
+        m.start_time.set(now as f64 / 1000.0);
+        m.reload.succeeded(now);
         Metrics { registry: r, ..m }
     }
 

@@ -55,6 +55,15 @@ pub struct Heartbeat {
     pub backlog_bytes: u64,
 }
 
+/// A W3C trace context (the `traceparent` fields) carried with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// W3C trace flags; bit 0 is "sampled".
+    pub flags: u8,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     Hello(Hello),
@@ -67,6 +76,9 @@ pub enum Frame {
         seq: u64,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        /// The sender's tracing span for this batch, when it exports traces; the receiver
+        /// continues the trace from it.
+        trace: Option<TraceContext>,
     },
     /// Every batch up to and including `seq` is durable at the aggregator.
     Ack {
@@ -193,7 +205,12 @@ mod tests {
     fn frames_round_trip_through_a_stream() {
         let frames = vec![
             hello(PROTOCOL_VERSION),
-            Frame::Batch { seq: 42, payload: vec![1, 2, 3] },
+            Frame::Batch { seq: 42, payload: vec![1, 2, 3], trace: None },
+            Frame::Batch {
+                seq: 43,
+                payload: vec![4],
+                trace: Some(TraceContext { trace_id: [0xab; 16], span_id: [7, 6, 5, 4, 3, 2, 1, 0], flags: 1 }),
+            },
             Frame::Ack { seq: 42 },
             Frame::Heartbeat(Heartbeat { clock_ms: -5, dropped_samples: 3, backlog_bytes: 9 }),
         ];
@@ -211,6 +228,15 @@ mod tests {
             got
         });
         assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn trace_context_costs_one_byte_when_absent() {
+        let plain = encode(&Frame::Batch { seq: 1, payload: vec![9; 10], trace: None });
+        let tc = TraceContext { trace_id: [1; 16], span_id: [2; 8], flags: 1 };
+        let traced = encode(&Frame::Batch { seq: 1, payload: vec![9; 10], trace: Some(tc) });
+        assert_eq!(traced.len(), plain.len() + 25);
+        assert_eq!(decode(&traced[4..]).unwrap(), Frame::Batch { seq: 1, payload: vec![9; 10], trace: Some(tc) });
     }
 
     #[test]

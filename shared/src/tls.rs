@@ -114,6 +114,80 @@ pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
     Ok(cn.to_string())
 }
 
+/// Which end of the connection a set of [`TlsFiles`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Every problem with a set of TLS files, each prefixed with the config key (`keys` names
+/// the ca, cert and key entries): PEM that does not parse, certificates outside their
+/// validity at `now_secs` (Unix seconds), and a key that does not match its certificate.
+/// Files that cannot be opened are left to the caller's existence check.
+pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64) -> Vec<String> {
+    let mut out = vec![];
+    let readable = |p: &Path| std::fs::File::open(p).is_ok();
+    let validity = |key: &str, path: &Path, der: &[u8], out: &mut Vec<String>| match x509_parser::parse_x509_certificate(der) {
+        Err(e) => out.push(format!("{key}: {}: unparsable certificate: {e}", path.display())),
+        Ok((_, c)) => {
+            let (nb, na) = (c.validity().not_before.timestamp(), c.validity().not_after.timestamp());
+            if now_secs < nb {
+                out.push(format!("{key}: {}: not valid before {} (check this host's clock)", path.display(), c.validity().not_before));
+            }
+            if now_secs > na {
+                out.push(format!("{key}: {}: expired on {}; issue a new one", path.display(), c.validity().not_after));
+            }
+        }
+    };
+    if readable(&files.ca) {
+        match load_roots(&files.ca) {
+            Ok(_) => {
+                if let Ok(certs) = load_certs(&files.ca) {
+                    for c in &certs {
+                        validity(keys[0], &files.ca, c, &mut out);
+                    }
+                }
+            }
+            Err(e) => out.push(format!("{}: {e}", keys[0])),
+        }
+    }
+    let certs = if readable(&files.cert) {
+        match load_certs(&files.cert) {
+            Ok(c) => {
+                validity(keys[1], &files.cert, &c[0], &mut out);
+                Some(c)
+            }
+            Err(e) => {
+                out.push(format!("{}: {e}", keys[1]));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let key = if readable(&files.key) {
+        load_key(&files.key).map_err(|e| out.push(format!("{}: {e}", keys[2]))).ok()
+    } else {
+        None
+    };
+    if let (Some(certs), Some(key)) = (certs, key) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pair = match role {
+            Role::Client => rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(RootCertStore::empty()).with_client_auth_cert(certs, key).map(|_| ())),
+            Role::Server => rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_no_client_auth().with_single_cert(certs, key).map(|_| ())),
+        };
+        if let Ok(Err(e)) | Err(e) = pair {
+            out.push(format!("{}: {}", keys[2], key_mismatch(files, e)));
+        }
+    }
+    out
+}
+
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, format!("cannot create directory: {e}")))?;
@@ -246,6 +320,26 @@ mod tests {
         let e = init_ca(&d, &[]).unwrap_err().to_string();
         assert!(e.contains("a CA already exists"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn check_files_reports_each_problem_with_its_key() {
+        let dir = tmpdir("checkfiles");
+        init_ca(&dir, &[]).unwrap();
+        let now = unix_now_secs() as i64;
+        let keys = ["tls.ca", "tls.cert", "tls.key"];
+        let good = TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("aggregator.crt"), key: dir.join("aggregator.key") };
+        assert_eq!(check_files(&good, Role::Server, keys, now), Vec::<String>::new());
+        let expired = check_files(&good, Role::Server, keys, now + 3651 * 86_400);
+        assert!(expired.iter().any(|p| p.starts_with("tls.ca: ") && p.contains("expired on")), "{expired:?}");
+        assert!(expired.iter().any(|p| p.starts_with("tls.cert: ") && p.contains("expired on")), "{expired:?}");
+        std::fs::write(dir.join("garbage.pem"), "not pem").unwrap();
+        let bad = TlsFiles { ca: dir.join("garbage.pem"), cert: dir.join("aggregator.crt"), key: dir.join("ca.key") };
+        let p = check_files(&bad, Role::Server, keys, now);
+        assert!(p.iter().any(|p| p.starts_with("tls.ca: ") && p.contains("no certificate found")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("tls.key: ") && p.contains("do not form a usable pair")), "{p:?}");
+        assert_eq!(p.len(), 2, "{p:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

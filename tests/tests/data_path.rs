@@ -186,7 +186,7 @@ fn malformed_frame_closes_only_that_connection() {
         assert!(matches!(w, Frame::Welcome(_)), "{w:?}");
         let mut data = c.conn.open_uni().await.unwrap();
         // A well-framed batch whose payload is garbage.
-        data.write_all(&frame::encode(&Frame::Batch { seq: 1, payload: vec![1, 0, 0xff, 0xff, 0xff] })).await.unwrap();
+        data.write_all(&frame::encode(&Frame::Batch { seq: 1, payload: vec![1, 0, 0xff, 0xff, 0xff], trace: None })).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), c.conn.closed()).await;
         close_code(&c.conn)
     });

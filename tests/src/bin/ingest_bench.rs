@@ -197,7 +197,7 @@ fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
             encode_s += t.elapsed().as_secs_f64();
             samples += pts.len() as u64;
             payload_bytes += payload.len() as u64;
-            frames.push(frame::encode(&Frame::Batch { seq: seq as u64 + 1, payload }));
+            frames.push(frame::encode(&Frame::Batch { seq: seq as u64 + 1, payload, trace: None }));
         }
         out.push(Host { id: agent_id(&host), frames, samples, payload_bytes });
     }

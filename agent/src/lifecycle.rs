@@ -1,0 +1,197 @@
+//! Configuration reload on SIGHUP. The agent re-reads and validates its config file; a
+//! config with problems is refused as a whole (every problem logged, the running config
+//! kept); a good one is applied through a `tokio::sync::watch` channel of `Arc<Config>`
+//! that every component can subscribe to (the collection loop follows `[collect] interval`,
+//! logging follows `[log] level`). Keys that only take effect at start are logged as
+//! needing a restart and keep their running value.
+//!
+//! [`ReloadGauges`] are the reload metrics both programs expose, named like Prometheus'
+//! own: `*_config_last_reload_successful` and `*_config_last_reload_success_timestamp_seconds`.
+
+use crate::config::Config;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::sync::watch;
+
+/// Whether the last reload worked, and when the config was last loaded successfully.
+#[derive(Clone, Default)]
+pub struct ReloadGauges {
+    pub successful: Gauge,
+    pub success_timestamp: Gauge<f64, AtomicU64>,
+}
+
+impl ReloadGauges {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful (1) or not (0)",
+            self.successful.clone(),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "Unix time of the last successful configuration load (at start or on SIGHUP)",
+            Unit::Seconds,
+            self.success_timestamp.clone(),
+        );
+    }
+
+    pub fn succeeded(&self, now_ms: i64) {
+        self.successful.set(1);
+        self.success_timestamp.set(now_ms as f64 / 1000.0);
+    }
+
+    pub fn failed(&self) {
+        self.successful.set(0);
+    }
+}
+
+/// What a reload changes.
+#[derive(Debug)]
+pub struct Plan {
+    /// The config to run with from now on: the new file, with restart-only keys kept at
+    /// their running values.
+    pub effective: Config,
+    /// Keys that changed but take effect only after a restart.
+    pub restart: Vec<&'static str>,
+    /// Keys that changed and apply now.
+    pub live: Vec<&'static str>,
+}
+
+/// Decides what of `new` a running agent that started with `old` can apply. Sections not
+/// named here (added by later components) flow through to subscribers as they are.
+pub fn plan(old: &Config, new: Config) -> Plan {
+    let mut e = new;
+    let mut restart = vec![];
+    let mut keep = |changed: bool, key: &'static str| {
+        if changed {
+            restart.push(key);
+        }
+        changed
+    };
+    if keep(e.id != old.id, "id") {
+        e.id = old.id.clone();
+    }
+    if keep(e.region != old.region, "region") {
+        e.region = old.region.clone();
+    }
+    if keep(e.aggregator != old.aggregator, "aggregator") {
+        e.aggregator = old.aggregator.clone();
+    }
+    if keep(e.buffer != old.buffer, "buffer") {
+        e.buffer = old.buffer.clone();
+    }
+    if keep(e.http != old.http, "http.listen") {
+        e.http = old.http.clone();
+    }
+    if keep(e.log.format != old.log.format, "log.format") {
+        e.log.format = old.log.format;
+    }
+    if keep(e.telemetry != old.telemetry, "telemetry.otlp_endpoint") {
+        e.telemetry = old.telemetry.clone();
+    }
+    let mut live = vec![];
+    if e.collect.interval != old.collect.interval {
+        live.push("collect.interval");
+    }
+    if e.log.level != old.log.level {
+        live.push("log.level");
+    }
+    Plan { effective: e, restart, live }
+}
+
+/// Registers for SIGHUP now (before readiness is reported, so an early SIGHUP does not end
+/// the process) and reloads `path` on each one.
+pub fn spawn_reloader(path: PathBuf, tx: watch::Sender<Arc<Config>>, gauges: ReloadGauges) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            crate::sdnotify::reloading();
+            reload(&path, &tx, &gauges);
+            crate::sdnotify::ready("running");
+        }
+    }))
+}
+
+fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &ReloadGauges) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            gauges.failed();
+            for line in e.lines() {
+                tracing::error!("config reload failed, still running on the previous config: {line}");
+            }
+            return;
+        }
+    };
+    let old = tx.borrow().clone();
+    let p = plan(&old, new);
+    for key in &p.restart {
+        tracing::warn!(key, "config reload: {key} changed; it takes effect after a restart, the running value stays until then");
+    }
+    if p.live.contains(&"log.level") {
+        match crate::logging::set_level(p.effective.log.level.as_deref()) {
+            Ok(crate::logging::LevelChange::Applied) => {}
+            Ok(crate::logging::LevelChange::OverriddenByEnv) => {
+                tracing::warn!("config reload: log.level changed, but RUST_LOG is set and takes precedence")
+            }
+            Err(e) => tracing::error!("config reload: {e}"),
+        }
+    }
+    tracing::info!(applied = ?p.live, needs_restart = ?p.restart, "configuration reloaded");
+    tx.send_replace(Arc::new(p.effective));
+    gauges.succeeded(crate::now_ms());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+id = "web-1"
+region = "eu"
+[aggregator]
+endpoints = ["127.0.0.1:9471"]
+ca = "ca.crt"
+cert = "a.crt"
+key = "a.key"
+[buffer]
+dir = "buf"
+[collect]
+interval = "1s"
+[log]
+level = "info"
+"#;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(text, Path::new("/etc/outpost/agent.toml")).unwrap()
+    }
+
+    #[test]
+    fn live_keys_apply_and_restart_keys_keep_their_running_value() {
+        let old = cfg(BASE);
+        let new = cfg(&BASE
+            .replace("\"1s\"", "\"250ms\"")
+            .replace("level = \"info\"", "level = \"debug\"\nformat = \"json\"")
+            .replace("\"web-1\"", "\"web-2\"")
+            .replace("dir = \"buf\"", "dir = \"other\""));
+        let p = plan(&old, new);
+        assert_eq!(p.live, vec!["collect.interval", "log.level"]);
+        assert_eq!(p.restart, vec!["id", "buffer", "log.format"]);
+        assert_eq!(p.effective.collect.interval, outpost_shared::units::Duration::from_millis(250));
+        assert_eq!(p.effective.log.level.as_deref(), Some("debug"));
+        assert_eq!(p.effective.id, "web-1");
+        assert_eq!(p.effective.buffer.dir, old.buffer.dir);
+        assert_eq!(p.effective.log.format, old.log.format);
+    }
+
+    #[test]
+    fn an_unchanged_file_changes_nothing() {
+        let p = plan(&cfg(BASE), cfg(BASE));
+        assert!(p.live.is_empty() && p.restart.is_empty(), "{p:?}");
+    }
+}
