@@ -32,7 +32,9 @@ impl Drop for Guard {
 
 /// The URL spans are posted to, or `None` when export is off.
 pub fn traces_url(traces_env: Option<&str>, base_env: Option<&str>, config: Option<&str>) -> Option<String> {
-    let nonempty = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty());
+    fn nonempty(s: Option<&str>) -> Option<&str> {
+        s.map(str::trim).filter(|s| !s.is_empty())
+    }
     if let Some(u) = nonempty(traces_env) {
         return Some(u.to_string());
     }

@@ -128,24 +128,26 @@ pub enum Role {
 pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64) -> Vec<String> {
     let mut out = vec![];
     let readable = |p: &Path| std::fs::File::open(p).is_ok();
-    let validity = |key: &str, path: &Path, der: &[u8], out: &mut Vec<String>| match x509_parser::parse_x509_certificate(der) {
-        Err(e) => out.push(format!("{key}: {}: unparsable certificate: {e}", path.display())),
-        Ok((_, c)) => {
-            let (nb, na) = (c.validity().not_before.timestamp(), c.validity().not_after.timestamp());
-            if now_secs < nb {
-                out.push(format!("{key}: {}: not valid before {} (check this host's clock)", path.display(), c.validity().not_before));
-            }
-            if now_secs > na {
-                out.push(format!("{key}: {}: expired on {}; issue a new one", path.display(), c.validity().not_after));
+    fn validity(key: &str, path: &Path, der: &[u8], now_secs: i64, out: &mut Vec<String>) {
+        match x509_parser::parse_x509_certificate(der) {
+            Err(e) => out.push(format!("{key}: {}: unparsable certificate: {e}", path.display())),
+            Ok((_, c)) => {
+                let v = c.validity();
+                if now_secs < v.not_before.timestamp() {
+                    out.push(format!("{key}: {}: not valid before {} (check this host's clock)", path.display(), v.not_before));
+                }
+                if now_secs > v.not_after.timestamp() {
+                    out.push(format!("{key}: {}: expired on {}; issue a new one", path.display(), v.not_after));
+                }
             }
         }
-    };
+    }
     if readable(&files.ca) {
         match load_roots(&files.ca) {
             Ok(_) => {
                 if let Ok(certs) = load_certs(&files.ca) {
                     for c in &certs {
-                        validity(keys[0], &files.ca, c, &mut out);
+                        validity(keys[0], &files.ca, c, now_secs, &mut out);
                     }
                 }
             }
@@ -155,7 +157,7 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
     let certs = if readable(&files.cert) {
         match load_certs(&files.cert) {
             Ok(c) => {
-                validity(keys[1], &files.cert, &c[0], &mut out);
+                validity(keys[1], &files.cert, &c[0], now_secs, &mut out);
                 Some(c)
             }
             Err(e) => {

@@ -95,24 +95,20 @@ fn sigterm_keeps_the_backlog_and_the_cycle_counter_continues() {
     assert_consecutive_from_one(&vals);
 }
 
-/// An agent config for tests that start the process themselves.
-fn write_agent_config(dir: &Path, certs: &Certs, id: &str, quic: &str, http: &str, body_extra: &str) -> PathBuf {
+/// An agent config for tests that start the process themselves; `extra` holds the
+/// sections after `[buffer]` (the HTTP listen address among them).
+fn write_agent_config(dir: &Path, certs: &Certs, id: &str, quic: &str, extra: &str) -> PathBuf {
     let (cert, key) = certs.agent(id);
-    let text = agent_config_text(certs, id, quic, http, &cert, &key, dir, body_extra);
-    let f = dir.join(format!("agent-{id}.toml"));
-    std::fs::write(&f, text).unwrap();
-    f
-}
-
-#[allow(clippy::too_many_arguments)]
-fn agent_config_text(certs: &Certs, id: &str, quic: &str, http: &str, cert: &Path, key: &Path, dir: &Path, extra: &str) -> String {
-    format!(
+    let text = format!(
         "id = \"{id}\"\nregion = \"r\"\n[aggregator]\nendpoints = [\"{quic}\"]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[buffer]\ndir = \"{buf}\"\n{extra}",
         ca = certs.ca().display(),
         cert = cert.display(),
         key = key.display(),
         buf = dir.join(format!("buffer-{id}")).display(),
-    )
+    );
+    let f = dir.join(format!("agent-{id}.toml"));
+    std::fs::write(&f, text).unwrap();
+    f
 }
 
 /// Starts the agent without `RUST_LOG`, so `[log] level` is in charge.
@@ -149,7 +145,7 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     let quic = format!("127.0.0.1:{}", free_udp_port()); // nobody listens: no aggregator needed here
     let http = format!("127.0.0.1:{}", free_tcp_port());
     let base = format!("[collect]\ninterval = \"1s\"\n[http]\nlisten = \"{http}\"\n[log]\nlevel = \"info\"\n");
-    let config = write_agent_config(tmp.path(), &certs, "hup-1", &quic, &http, &base);
+    let config = write_agent_config(tmp.path(), &certs, "hup-1", &quic, &base);
     let mut agent = start_agent("agent-hup-1", tmp.path(), &config, &http, &[]);
 
     assert_eq!(agent_metric(&http, "outpost_agent_config_last_reload_successful "), Some(1.0));
@@ -287,7 +283,7 @@ fn both_programs_talk_to_the_systemd_notify_socket() {
     let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes()).unwrap();
     let agent_sock = UnixDatagram::bind_addr(&addr).unwrap();
     let agent_http = format!("127.0.0.1:{}", free_tcp_port());
-    let config = write_agent_config(tmp.path(), &certs, "notify-1", &quic, &agent_http, &format!("[http]\nlisten = \"{agent_http}\"\n"));
+    let config = write_agent_config(tmp.path(), &certs, "notify-1", &quic, &format!("[http]\nlisten = \"{agent_http}\"\n"));
     let mut agent = start_agent("agent-notify-1", tmp.path(), &config, &agent_http, &[("NOTIFY_SOCKET", &format!("@{name}")), ("WATCHDOG_USEC", "400000")]);
     let mut agot = vec![];
     assert!(wait_for_message(&agent_sock, &mut agot, Duration::from_secs(10), |m| m.first().is_some_and(|s| s.starts_with("READY=1\nSTATUS="))), "{agot:?}");

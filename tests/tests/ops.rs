@@ -126,7 +126,7 @@ fn dpkg_arch() -> String {
 fn check_config_lists_every_problem_at_once() {
     let tmp = TempDir::new("check-all");
     let certs = Certs::init(&tmp.path().join("certs"));
-    let (crt, key) = certs.agent("web-1");
+    let (crt, _key) = certs.agent("web-1");
     let garbage = tmp.path().join("garbage.pem");
     std::fs::write(&garbage, "this is not PEM\n").unwrap();
     let not_a_dir = tmp.path().join("file");
