@@ -99,6 +99,10 @@ impl Metrics {
         r.register("storage_compactions", "Head compactions into chunks", m.compactions.clone());
         r.register("storage_compaction_errors", "Failed head compactions", m.compaction_errors.clone());
         r.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, m.http_duration.clone());
+        // Every reason starts at 0, so alerts on increase() see the first refusal.
+        for reason in ["certificate", "identity", "malformed", "tls", "version"] {
+            m.refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(0);
+        }
         r.register("http_requests", "HTTP requests by handler and status code", m.http_requests.clone());
         m.reload.register(&mut r);
         r.register("build_info", "Always 1; the version label says which build runs", m.build_info.clone());

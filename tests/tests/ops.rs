@@ -73,17 +73,18 @@ fn debian_packages_hold_binary_unit_config_and_maintainer_scripts() {
 
         let contents = dpkg_deb(&["-c"], &deb);
         let entry = |path: &str| contents.lines().find(|l| l.ends_with(path)).unwrap_or_else(|| panic!("{pkg} lacks {path}:\n{contents}"));
-        assert!(entry(&format!("./usr/bin/{pkg}")).starts_with("-rwxr-xr-x root/root"));
+        assert!(entry(&format!("./usr/bin/{pkg}")).starts_with("-rwxr-xr-x 0/0"), "{contents}");
         assert!(entry(&format!("./lib/systemd/system/{pkg}.service")).starts_with("-rw-r--r--"));
         entry(&format!("./etc/outpost/{config}"));
         entry(&format!("./usr/share/doc/{pkg}/README.md"));
 
         let fields = |f: &str| dpkg_deb(&["-f"], &deb).lines().find_map(|l| l.strip_prefix(&format!("{f}: ")).map(str::to_string)).unwrap_or_default();
         assert_eq!(fields("Package"), pkg);
-        assert_eq!(fields("Version"), env!("CARGO_PKG_VERSION"));
+        assert!(fields("Version").starts_with(&format!("{}-", env!("CARGO_PKG_VERSION"))), "Version: {}", fields("Version"));
         assert_eq!(fields("Architecture"), dpkg_arch());
         let depends = fields("Depends");
         assert!(depends.contains("adduser") && depends.contains("libc6"), "Depends: {depends}");
+        assert!(!fields("Description").contains("generated from Rust crate"), "{pkg} has no description");
 
         let info = dpkg_deb(&["-I"], &deb);
         for script in ["postinst", "prerm", "postrm"] {
@@ -248,10 +249,9 @@ fn check_conventions(prefix: &str, text: &str, required: &[(&str, &str)]) {
         if let Some(u) = &f.unit {
             assert!(name.ends_with(&format!("_{u}")), "{name} does not end in its unit {u}");
         }
-        for (word, unit) in [("duration", "_seconds"), ("_age", "_seconds"), ("timestamp", "_seconds"), ("_time", "_seconds")] {
-            if name.contains(word) {
-                assert!(name.ends_with(unit), "{name} measures time but does not end in {unit}");
-            }
+        let words: Vec<&str> = name[prefix.len()..].split('_').collect();
+        if words.iter().any(|w| ["duration", "age", "time", "timestamp", "latency"].contains(w)) {
+            assert!(name.ends_with("_seconds"), "{name} measures time but does not end in _seconds");
         }
         match f.kind.as_str() {
             "counter" => {
@@ -329,6 +329,7 @@ fn both_metrics_endpoints_follow_prometheus_conventions() {
         ],
     );
     assert_eq!(metric_value(&g, "outpost_aggregator_connected_agents "), Some(1.0));
+    assert_eq!(metric_value(&g, "outpost_aggregator_connections_refused_total{reason=\"identity\"}"), Some(0.0), "refusal reasons start at 0");
     assert!(metric_value(&g, "outpost_aggregator_ingest_samples_total ").is_some_and(|v| v > 0.0));
     assert!(metric_value(&g, "outpost_aggregator_storage_bytes ").is_some_and(|v| v > 0.0));
     assert!(
