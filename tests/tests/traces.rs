@@ -23,8 +23,11 @@ struct Span {
     parent_span_id: Vec<u8>,
 }
 
-/// Accepts OTLP/HTTP posts on `/v1/traces`, decodes them and keeps every span.
-fn start_receiver() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Vec<String>>>) {
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+/// Accepts OTLP/HTTP posts, decodes them and keeps every span and each request's
+/// "METHOD path content-type". Returns the base URL and both lists.
+fn start_receiver() -> (String, Shared<Span>, Shared<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let spans = Arc::new(Mutex::new(Vec::new()));
