@@ -166,8 +166,9 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     assert_eq!(agent_metric(&http, "outpost_agent_config_last_reload_successful "), Some(1.0));
     let t1 = agent_metric(&http, "outpost_agent_config_last_reload_success_timestamp_seconds ").unwrap();
     assert!(t1 > t0, "success timestamp moves on a good reload: {t0} -> {t1}");
-    let fast = cycles_in(&http, Duration::from_secs(2));
-    assert!(fast >= 6, "collect.interval 200ms was not applied: {fast} cycles in 2s");
+    // 200 ms gives about 15 cycles in 3 s, the old 1 s at most 4; the margin absorbs a busy machine.
+    let fast = cycles_in(&http, Duration::from_secs(3));
+    assert!(fast >= 8, "collect.interval 200ms was not applied: {fast} cycles in 3s");
 
     // A bad config: every problem is logged, the running config stays, the metric says so.
     let bad = good.replace("\"200ms\"", "\"10ms\"").replace("region = \"r\"", "region = \"\"").replace(&quic, "nohost");
@@ -184,8 +185,9 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     }
     assert_eq!(agent_metric(&http, "outpost_agent_config_last_reload_success_timestamp_seconds "), Some(t1));
     assert!(agent.is_running());
-    let still = cycles_in(&http, Duration::from_secs(2));
-    assert!((6..=14).contains(&still), "the previous 200ms interval stays in force: {still} cycles in 2s");
+    // The refused 10 ms would give hundreds.
+    let still = cycles_in(&http, Duration::from_secs(3));
+    assert!((8..=25).contains(&still), "the previous 200ms interval stays in force: {still} cycles in 3s");
     assert_eq!(agent.terminate(STOP_BOUND), Some(true));
 }
 
