@@ -12,13 +12,14 @@
 
 pub mod buffer;
 pub mod collect;
-pub mod config;
 pub mod check;
+pub mod config;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod sdnotify;
+pub mod status;
 pub mod telemetry;
 pub mod uplink;
 
@@ -100,7 +101,7 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
         .await
         .map_err(|source| AgentError::Listen { addr: cfg.http.listen.clone(), source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(http::HttpState { buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
+    let app = http::router(http::HttpState { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -187,14 +188,13 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
     let samples = batch.sample_count() as u64;
     let payload = Encoder::new().encode(&batch);
     match buffer.append(cycle, &payload, samples, ts) {
-        Ok(Some(_)) => {}
+        Ok(Some(_)) => tracing::debug!(cycle, samples, "cycle buffered"),
         Ok(None) => tracing::warn!(cycle, samples, "buffer full: this cycle was dropped by the when_full policy"),
         Err(e) => {
             metrics.buffer_write_errors.inc();
-            tracing::error!(cycle, "cannot buffer this cycle, it is lost: {e}");
+            tracing::debug!(cycle, "cannot buffer this cycle, it is lost: {e}");
         }
     }
-    tracing::debug!(cycle, samples, "cycle buffered");
     metrics.samples_collected.inc_by(samples);
     metrics.collect_duration.observe(started.elapsed().as_secs_f64());
     metrics.observe_buffer(&buffer.stats(), ts);

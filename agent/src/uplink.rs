@@ -6,7 +6,8 @@
 //! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks in) and a
 //! unidirectional batch stream whose payloads share one codec context.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferStats};
+use crate::status::{DrainMeter, Status};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use outpost_shared::codec::{Decoder, Encoder};
@@ -20,7 +21,11 @@ use tracing::Instrument;
 
 /// Batches written but not yet acknowledged, at most.
 pub const WINDOW: u64 = 256;
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+/// How often draining progress is logged while a backlog is sent.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// A backlog of more batches than this is "draining" (logged with progress).
+const DRAINING_ABOVE: u64 = 30;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from `base`, capped at
@@ -38,11 +43,28 @@ pub struct UplinkState {
     pub last_error: Mutex<Option<String>>,
     /// Agent clock minus aggregator clock at the last handshake, ms.
     pub clock_skew_ms: AtomicI64,
-    /// Batches acknowledged per second over the current session, ×1000.
+    /// Highest seq the aggregator acknowledged.
     pub acked_seq: AtomicU64,
+    /// Acknowledged batches over time, for the drain rate.
+    pub drain: Mutex<DrainMeter>,
 }
 
 impl UplinkState {
+    /// The running agent's status: connection, backlog, drain rate and time to drain.
+    pub fn status(&self, cfg: &Config, b: &BufferStats) -> Status {
+        let rate = self.drain.lock().unwrap_or_else(|p| p.into_inner()).rate(std::time::Instant::now());
+        let mut s = Status::from_stats(&cfg.id, &cfg.region, b).with_rate(rate);
+        s.running = true;
+        s.connected = self.connected.load(Ordering::Relaxed);
+        s.aggregator = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s
+    }
+
+    fn record_acked(&self, total: u64) {
+        self.drain.lock().unwrap_or_else(|p| p.into_inner()).record(std::time::Instant::now(), total);
+    }
+
     fn set_error(&self, e: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
@@ -233,7 +255,7 @@ impl Uplink {
         let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
         let ack_arrived = Arc::new(Notify::new());
         let mut reader = {
-            let (buffer, metrics, acked, ack_arrived) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone());
+            let (buffer, metrics, acked, ack_arrived, state) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone(), self.state.clone());
             tokio::spawn(async move {
                 loop {
                     match frame::read(&mut ctl_rx).await {
@@ -246,6 +268,8 @@ impl Uplink {
                                     return SessionError::Buffer(e);
                                 }
                                 metrics.batches_acked.inc_by(seq - prev);
+                                state.acked_seq.fetch_max(seq, Ordering::Relaxed);
+                                state.record_acked(metrics.batches_acked.get());
                                 ack_arrived.notify_one();
                             }
                         }
@@ -265,6 +289,9 @@ impl Uplink {
         let mut hb = tokio::time::interval(HEARTBEAT_EVERY);
         let mut bytes_seen = (0, 0);
         let mut draining_since: Option<tokio::time::Instant> = None;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        let mut was_draining = false;
         loop {
             if draining_since.is_none() {
                 self.send_window(&mut data, &mut enc, &mut cursor, acked.load(Ordering::Relaxed)).await?;
@@ -287,6 +314,22 @@ impl Uplink {
                     let s = self.buffer.stats();
                     let f = Frame::Heartbeat(Heartbeat { clock_ms: now_ms(), dropped_samples: s.dropped_samples, backlog_bytes: s.bytes });
                     ctl_tx.write_all(&frame::encode(&f)).await?;
+                }
+                _ = progress.tick() => {
+                    let s = self.buffer.stats();
+                    if s.batches > DRAINING_ABOVE {
+                        let st = self.state.status(&self.cfg, &s);
+                        tracing::info!(
+                            backlog_batches = s.batches, backlog_bytes = s.bytes,
+                            rate = format!("{:.1}/s", st.drain_batches_per_second),
+                            eta = st.drain_eta_seconds.map(|e| format!("{e:.0}s")).unwrap_or_else(|| "unknown".into()),
+                            "draining the backlog"
+                        );
+                        was_draining = true;
+                    } else if was_draining {
+                        tracing::info!("backlog drained");
+                        was_draining = false;
+                    }
                 }
                 _ = shutdown.changed(), if draining_since.is_none() => {
                     draining_since = Some(tokio::time::Instant::now());
@@ -322,7 +365,9 @@ impl Uplink {
                 let batch = match Decoder::new().decode(&sb.payload) {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::error!(seq = sb.seq, "skipping damaged buffered batch: {e}");
+                        tracing::error!(seq = sb.seq, "buffered batch does not decode: {e}");
+                        let b = self.buffer.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.skip_damaged(sb.seq)).await;
                         continue;
                     }
                 };
@@ -350,7 +395,7 @@ impl Uplink {
 /// idle timeout so a quiet but healthy link stays up.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
     t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     t
 }

@@ -50,7 +50,13 @@ pub struct AgentMeta {
     pub gap_batches: u64,
     pub batches: u64,
     pub samples: u64,
+    /// The most recent runs of missing seqs, `(first, last)` inclusive, oldest first (at most
+    /// [`MAX_GAPS`]; `gap_batches` counts them all).
+    pub gaps: Vec<(u64, u64)>,
 }
+
+/// How many gap ranges are remembered per agent.
+pub const MAX_GAPS: usize = 64;
 
 /// One batch ready to be written, with its series still in the connection's numbering.
 pub struct IngestRequest {
@@ -396,8 +402,12 @@ impl Storage {
                     out.push(Err(format!("batch {} refers to undefined series #{b}", r.seq)));
                     continue;
                 }
-                if meta.applied_seq > 0 && r.seq > meta.applied_seq + 1 {
+                if r.seq > meta.applied_seq + 1 {
                     meta.gap_batches += r.seq - meta.applied_seq - 1;
+                    meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
+                    if meta.gaps.len() > MAX_GAPS {
+                        meta.gaps.remove(0);
+                    }
                 }
                 meta.applied_seq = r.seq;
                 meta.batches += 1;
