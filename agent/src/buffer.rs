@@ -89,6 +89,11 @@ pub struct Ledger {
     pub dropped_batches: u64,
     /// What the last [`Ledger::admit`] evicted, for [`Ledger::undo_admit`].
     last_evicted: Vec<(u64, Entry)>,
+    /// Highest seq handed to a connection. An evicted batch at or below it may still reach
+    /// the aggregator, so it is not counted as dropped yet: it waits in `pending_drops` until
+    /// an acknowledgement shows it arrived or a new session shows it did not.
+    sent_upto: u64,
+    pub pending_drops: BTreeMap<u64, u64>,
 }
 
 impl Ledger {
@@ -104,6 +109,8 @@ impl Ledger {
             dropped_samples: 0,
             dropped_batches: 0,
             last_evicted: vec![],
+            sent_upto: 0,
+            pending_drops: BTreeMap::new(),
         }
     }
 
@@ -119,8 +126,12 @@ impl Ledger {
         while self.total_bytes + bytes > self.max_bytes {
             let Some((seq, e)) = self.entries.pop_first() else { break };
             self.total_bytes -= e.bytes;
-            self.dropped_batches += 1;
-            self.dropped_samples += e.samples;
+            if seq <= self.sent_upto {
+                self.pending_drops.insert(seq, e.samples);
+            } else {
+                self.dropped_batches += 1;
+                self.dropped_samples += e.samples;
+            }
             evicted.push(seq);
             self.last_evicted.push((seq, e));
         }
@@ -130,11 +141,38 @@ impl Ledger {
         Admit::Store { seq, evicted }
     }
 
+    /// Records that batches up to `seq` were handed to a connection.
+    pub fn mark_sent(&mut self, seq: u64) {
+        self.sent_upto = self.sent_upto.max(seq);
+    }
+
+    /// A new session began and the aggregator has applied everything up to `applied`: pending
+    /// drops above it can no longer arrive, so they are dropped for good. Returns them.
+    pub fn resolve_pending(&mut self, applied: u64) -> Vec<u64> {
+        self.pending_drops.retain(|s, _| *s > applied);
+        let gone = std::mem::take(&mut self.pending_drops);
+        for samples in gone.values() {
+            self.dropped_batches += 1;
+            self.dropped_samples += samples;
+        }
+        self.sent_upto = applied;
+        gone.into_keys().collect()
+    }
+
+    /// Bytes of held batches with seq in `from..to`.
+    pub fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        self.entries.range(from..to).map(|(_, e)| e.bytes).sum()
+    }
+
     /// Takes back the last [`Ledger::admit`] (its write failed). Counters are restored by the caller.
     pub fn undo_admit(&mut self, a: &Admit) {
         if let Admit::Store { seq, .. } = a {
             self.remove(*seq);
             for (s, e) in std::mem::take(&mut self.last_evicted) {
+                self.pending_drops.remove(&s);
                 self.insert(s, e);
             }
         }
@@ -162,6 +200,8 @@ impl Ledger {
             return vec![];
         }
         self.acked = seq;
+        // Evicted while in flight, and acknowledged: it arrived after all.
+        self.pending_drops.retain(|s, _| *s > seq);
         let keep = self.entries.split_off(&(seq + 1));
         let gone = std::mem::replace(&mut self.entries, keep);
         self.total_bytes -= gone.values().map(|e| e.bytes).sum::<u64>();
@@ -271,6 +311,13 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
 
 fn get_u64(db: &DB, key: &[u8]) -> Option<u64> {
     db.get(key).ok().flatten().and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+}
+
+/// Key of a batch evicted while in flight (`default` CF) → its samples (u64 LE).
+fn pending_key(seq: u64) -> Vec<u8> {
+    let mut k = b"pending/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn is_lock_error(e: &rocksdb::Error) -> bool {
@@ -410,6 +457,11 @@ impl Buffer {
         ledger.dropped_samples = get_u64(&db, b"dropped_samples").unwrap_or(0);
         ledger.dropped_batches = get_u64(&db, b"dropped_batches").unwrap_or(0);
         let mut damaged_before = get_u64(&db, b"damaged_batches").unwrap_or(0);
+        for item in db.prefix_iterator(b"pending/") {
+            let Ok((k, v)) = item else { break };
+            let (Some(seq), Ok(samples)) = (k.strip_prefix(b"pending/").and_then(|s| <[u8; 8]>::try_from(s).ok()), <[u8; 8]>::try_from(&v[..])) else { break };
+            ledger.pending_drops.insert(u64::from_be_bytes(seq), u64::from_le_bytes(samples));
+        }
         let live_from = first.max(acked + 1);
 
         let (found, unreadable) = {
@@ -564,6 +616,11 @@ impl Buffer {
     /// or `None` when the when-full policy dropped the batch. The cycle counts either way, and
     /// also when the write fails, so a lost cycle shows as a gap in the cycle series.
     pub fn append(&self, cycle: u64, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+        {
+            // Counted before the write, which may not even be tried (database closed).
+            let mut l = self.ledger();
+            l.cycles = l.cycles.max(cycle);
+        }
         let r = self.store(Some(cycle), payload, samples, oldest_ts);
         if r.is_err() {
             let mut h = self.health();
@@ -598,6 +655,11 @@ impl Buffer {
                     if let Some(last) = evicted.last() {
                         wb.delete_range_cf(cf, 0u64.to_be_bytes(), (last + 1).to_be_bytes());
                         wb.put(b"first", (last + 1).to_le_bytes());
+                    }
+                    for e in evicted {
+                        if let Some(samples) = ledger.pending_drops.get(e) {
+                            wb.put(pending_key(*e), samples.to_le_bytes());
+                        }
                     }
                     let mut v = Vec::with_capacity(bytes as usize);
                     v.extend_from_slice(&header(samples, oldest_ts, cycle.unwrap_or(0)));
@@ -683,6 +745,7 @@ impl Buffer {
             if let Some(last) = gone.last() {
                 wb.delete_range_cf(cf, 0u64.to_be_bytes(), (last + 1).to_be_bytes());
             }
+            wb.delete_range(pending_key(0), pending_key(ledger.acked + 1));
             wb.put(b"acked", ledger.acked.to_le_bytes());
             if ledger.next_seq <= ledger.acked {
                 // The aggregator has seqs this buffer never stored (it was restored from an
@@ -703,6 +766,36 @@ impl Buffer {
     /// The lowest stored seq at or after `from`.
     pub fn next_at_or_after(&self, from: u64) -> Option<u64> {
         self.ledger().next_at_or_after(from)
+    }
+
+    /// See [`Ledger::mark_sent`].
+    pub fn mark_sent(&self, seq: u64) {
+        self.ledger().mark_sent(seq);
+    }
+
+    /// A session began: acknowledges up to `applied` and counts batches evicted while in
+    /// flight that did not arrive as dropped (see [`Ledger::resolve_pending`]).
+    pub fn session_started(&self, applied: u64) -> Result<(), BufferError> {
+        self.ack(applied)?;
+        self.with_db(|db, _| {
+            let mut ledger = self.ledger();
+            let gone = ledger.resolve_pending(applied);
+            if gone.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(dir = %self.dir, batches = gone.len(), "batches evicted while in flight did not arrive: counted as dropped");
+            let mut wb = WriteBatch::default();
+            wb.delete_range(pending_key(0), pending_key(u64::MAX));
+            wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
+            wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
+            drop(ledger);
+            db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
+        })
+    }
+
+    /// Bytes of held batches with seq in `from..to` (what is in flight).
+    pub fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        self.ledger().bytes_between(from, to)
     }
 
     pub fn stats(&self) -> BufferStats {
@@ -776,6 +869,9 @@ fn rebuild(db: DB, path: &Path, rebuild_path: &Path, old_path: &Path, dir: &str,
         ] {
             wb.put(k, v.to_le_bytes());
         }
+        for (seq, samples) in &ledger.pending_drops {
+            wb.put(pending_key(*seq), samples.to_le_bytes());
+        }
         new.write(wb).map_err(dberr)?;
         new.flush_wal(true).map_err(dberr)?;
         new.flush_cf(cf_new).map_err(dberr)?;
@@ -803,6 +899,25 @@ mod tests {
         assert_eq!((l.bytes(), l.dropped_samples, l.dropped_batches), (80, 4, 1));
         assert_eq!(l.admit(101, 9, 4), Admit::Reject);
         assert_eq!(l.dropped_samples, 13);
+    }
+
+    #[test]
+    fn evicting_a_batch_in_flight_counts_it_only_if_it_never_arrives() {
+        let mut l = Ledger::new(100, WhenFull::DropOldest);
+        for i in 0..3 {
+            l.admit(30, 10, i);
+        }
+        l.mark_sent(3);
+        // 1 and 2 were in flight when evicted: undecided.
+        assert_eq!(l.admit(60, 10, 5), Admit::Store { seq: 4, evicted: vec![1, 2] });
+        assert_eq!((l.dropped_batches, l.pending_drops.len()), (0, 2));
+        // 1 was acknowledged: it arrived. A new session says the aggregator has nothing after 1.
+        l.ack(1);
+        assert_eq!(l.resolve_pending(1), vec![2]);
+        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (1, 10, 0));
+        // No longer in flight after the new session: counted at once.
+        assert_eq!(l.admit(60, 7, 6), Admit::Store { seq: 5, evicted: vec![3, 4] });
+        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (3, 30, 0));
     }
 
     #[test]

@@ -244,7 +244,13 @@ impl Uplink {
         let skew = sent_at + rtt_half - welcome.clock_ms;
         self.state.clock_skew_ms.store(skew, Ordering::Relaxed);
         self.metrics.clock_skew.set(skew as f64 / 1000.0);
-        self.ack(welcome.applied_seq).await?;
+        {
+            let (b, applied) = (self.buffer.clone(), welcome.applied_seq);
+            tokio::task::spawn_blocking(move || b.session_started(applied))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
+            self.state.acked_seq.fetch_max(applied, Ordering::Relaxed);
+        }
         *established = true;
         self.state.connected.store(true, Ordering::Relaxed);
         *self.state.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
@@ -346,7 +352,9 @@ impl Uplink {
     async fn send_window(&self, data: &mut quinn::SendStream, enc: &mut Encoder, cursor: &mut u64, acked: u64) -> Result<(), SessionError> {
         loop {
             let in_flight = cursor.saturating_sub(acked + 1);
-            if in_flight >= WINDOW {
+            // Bounded in batches and in bytes: what is in flight cannot be evicted without
+            // doubt about whether it arrived, so it must leave the buffer room to work.
+            if in_flight >= WINDOW || self.buffer.bytes_between(acked + 1, *cursor) >= self.cfg.buffer.max_bytes.0 / 2 {
                 return Ok(());
             }
             let Some(next) = self.buffer.next_at_or_after(*cursor) else {
@@ -374,20 +382,12 @@ impl Uplink {
                 let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
                 let trace = crate::telemetry::context_of(&span);
                 let payload = span.in_scope(|| enc.encode(&batch));
+                self.buffer.mark_sent(sb.seq);
                 data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload, trace })).instrument(span).await?;
                 self.metrics.batches_sent.inc();
                 self.metrics.samples_sent.inc_by(sb.samples);
             }
         }
-    }
-
-    async fn ack(&self, seq: u64) -> Result<(), SessionError> {
-        let b = self.buffer.clone();
-        tokio::task::spawn_blocking(move || b.ack(seq))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
-        self.state.acked_seq.fetch_max(seq, Ordering::Relaxed);
-        Ok(())
     }
 }
 

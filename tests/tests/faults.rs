@@ -335,15 +335,27 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let mut agent = agent;
     wait_cycle(&agg, "disk-1", 2, Duration::from_secs(30));
     proxy.set(Faults::blackhole());
-    // Fill the disk.
+    // Fill the disk, and keep it full: RocksDB frees its own preallocated space when it
+    // reopens, and a disk that another process fills does not stay that polite.
     let filler = mnt.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![7u8; 64 << 10];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let (filler, stop) = (filler.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Down to the last byte: smaller and smaller writes until not even one fits.
+                for size in [64 << 10, 4 << 10, 256, 1] {
+                    let block = vec![7u8; size];
+                    while f.write_all(&block).is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(f);
+            std::fs::remove_file(&filler).unwrap();
+        })
+    };
     let errors = wait_for(Duration::from_secs(30), || {
         metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total").filter(|e| *e >= 5.0)
     });
@@ -354,7 +366,8 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let status = get_json(&agent.url("/health")).unwrap();
     assert!(status["buffer_error"].as_str().is_some_and(|e| !e.is_empty()), "{status}");
 
-    std::fs::remove_file(&filler).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
     let resumed = wait_for(Duration::from_secs(30), || agent.proc.logs().contains("buffer writes work again").then_some(()));
     assert!(resumed.is_some(), "buffering did not resume:\n{}", agent.proc.logs());
     let lost = agent_metric(&agent, "outpost_agent_buffer_write_errors_total") as u64;
