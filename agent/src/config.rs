@@ -79,8 +79,9 @@ pub struct BufferConfig {
     /// What to drop when the buffer is full.
     #[serde(default)]
     pub when_full: WhenFull,
-    /// fsync every write. Off (default): a process crash loses nothing, a power loss may lose
-    /// the last second or so of buffered cycles. On: nothing is lost, at one fsync per cycle.
+    /// fsync every write. Off (default): a crash of the agent process loses nothing; a power
+    /// loss can lose the cycles the kernel had not written back yet (up to ~30 s with Linux's
+    /// default writeback). On: a power loss loses nothing buffered, at one fsync per cycle.
     #[serde(default)]
     pub sync: bool,
 }
