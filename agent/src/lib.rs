@@ -102,7 +102,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         id = %cfg.id, region = %cfg.region, interval = %cfg.collect.interval, http = %cfg.http.listen,
         buffered_batches = s.batches, cycles = s.cycles, "agent started"
     );
-    let mut collectors = Some(collect::system_collectors(&collect::Roots::default()));
+    let mut collectors = Some(collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)));
     let mut tick = tokio::time::interval(cfg.collect.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -157,6 +157,34 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
     metrics.samples_collected.inc_by(samples);
     metrics.collect_duration.observe(started.elapsed().as_secs_f64());
     metrics.observe_buffer(&buffer.stats(), ts);
+}
+
+/// `outpost-agent collect`: loads the config's `[collect]` section (the aggregator's files are
+/// not needed), then prints one cycle of host metrics as text exposition — once, or every
+/// interval until the output is closed. Collector failures are reported on stderr.
+pub fn collect_command(path: &std::path::Path, once: bool, out: &mut impl std::io::Write) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+    let cfg = Config::parse(&text, path)?;
+    let problems: Vec<String> = cfg.validate().into_iter().filter(|p| p.starts_with("collect.")).collect();
+    if !problems.is_empty() {
+        return Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))));
+    }
+    let mut cs = collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
+    let mut samples = Vec::with_capacity(1024);
+    loop {
+        let started = std::time::Instant::now();
+        samples.clear();
+        for (name, e) in collect::collect_all(&mut cs, now_ms(), &mut samples) {
+            eprintln!("collector {name} failed: {e}");
+        }
+        out.write_all(collect::exposition::render(&samples).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the output: {e}"))?;
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(cfg.collect.interval.get().saturating_sub(started.elapsed()));
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.
