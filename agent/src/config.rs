@@ -374,6 +374,17 @@ listen = "127.0.0.1:0"
     }
 
     #[test]
+    fn packaged_example_has_every_collector_switch_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&text, &path).unwrap();
+        for (name, on) in crate::collect::COLLECTORS {
+            assert!(text.contains(&format!("\n{name} = {on}")), "packaging/agent.toml lacks {name} = {on}");
+            assert_eq!(c.collect.enabled(name), on, "{name}");
+        }
+    }
+
+    #[test]
     fn validation_lists_every_problem() {
         let c = Config::parse(
             &GOOD.replace("\"web-1\"", "\"bad id\"").replace("\"1s\"", "\"10ms\"").replace("127.0.0.1:9471", "nohost"),

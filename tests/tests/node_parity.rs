@@ -296,3 +296,34 @@ fn collector_switches_and_an_unavailable_systemd() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("agent.toml") && stderr.contains("hwmonn"), "{stderr}");
 }
+
+/// docs/METRICS.md stays true: every family the agent emits on this host is marked "yes" in
+/// its table (kernel-dependent families of meminfo, vmstat, netstat and sockstat may be absent
+/// from it), and every known gap is marked "no".
+#[test]
+fn metrics_doc_matches_what_the_agent_emits() {
+    let tmp = TempDir::new("metrics-doc");
+    let (text, _) = agent_collect(&agent_config(tmp.path(), ""));
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/METRICS.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
+    let mut rows: BTreeMap<String, String> = BTreeMap::new();
+    for line in doc.lines() {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let [_, _, fam, _, has, _] = cols[..] {
+            if let Some(name) = fam.strip_prefix('`').and_then(|f| f.strip_suffix('`')) {
+                rows.insert(name.to_string(), has.to_string());
+            }
+        }
+    }
+    assert!(rows.len() > 200, "the family table in {} has {} rows", doc_path.display(), rows.len());
+    let kernel_dependent = ["node_memory_", "node_vmstat_", "node_netstat_", "node_sockstat_"];
+    for name in parse(&text).keys() {
+        match rows.get(name) {
+            Some(has) => assert!(has.starts_with("yes"), "{name} is emitted but METRICS.md says {has:?}"),
+            None => assert!(kernel_dependent.iter().any(|p| name.starts_with(p)), "{name} is emitted but not in METRICS.md"),
+        }
+    }
+    for gap in KNOWN_GAPS {
+        assert!(rows.get(*gap).is_some_and(|h| h.starts_with("no")), "{gap} should be listed as missing in METRICS.md");
+    }
+}

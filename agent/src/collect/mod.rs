@@ -297,6 +297,49 @@ mod tests {
         );
     }
 
+    /// A fixture tree with one malformed file: only the collector reading it fails.
+    #[test]
+    fn a_broken_file_fails_only_its_collector() {
+        let dir = std::env::temp_dir().join(format!("outpost-broken-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sys/fs")).unwrap();
+        for (f, text) in [
+            ("loadavg", "0.50 0.40 0.30 1/2 3\n"),
+            ("meminfo", "MemTotal 1 kB\n"),
+            ("sys/fs/file-nr", "1 0 2\n"),
+            ("vmstat", "pgfault 5\n"),
+        ] {
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+        let roots = Roots { proc: dir.clone(), ..Roots::default() };
+        let mut cs = collectors(&roots, |n| matches!(n, "filefd" | "loadavg" | "meminfo" | "vmstat"));
+        let mut out = Vec::new();
+        let errors = collect_all(&mut cs, 0, &mut out);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].1.to_string(),
+            format!("parsing {}: no ':' after the field name: \"MemTotal 1 kB\"", dir.join("meminfo").display())
+        );
+        let success = |c: &str| value(&out, "node_scrape_collector_success", &[("collector", c)]);
+        assert_eq!([success("filefd"), success("loadavg"), success("meminfo"), success("vmstat")], [Some(1.0), Some(1.0), Some(0.0), Some(1.0)]);
+        assert_eq!(value(&out, "node_load1", &[]), Some(0.5));
+        assert_eq!(value(&out, "node_filefd_maximum", &[]), Some(2.0));
+        assert_eq!(value(&out, "node_vmstat_pgfault", &[]), Some(5.0));
+        assert_eq!(value(&out, "node_memory_MemTotal_bytes", &[]), None);
+    }
+
+    #[test]
+    fn every_listed_collector_can_be_built_under_its_name() {
+        for (name, _) in COLLECTORS {
+            let c = build(name, &Roots::default()).unwrap_or_else(|| panic!("{name} cannot be built"));
+            assert_eq!(c.name(), name);
+        }
+        assert!(build("nfs", &Roots::default()).is_none());
+        let names: Vec<&str> = system_collectors(&Roots::default()).iter().map(|c| c.name()).collect();
+        assert!(!names.contains(&"systemd") && names.contains(&"hwmon") && names.len() == COLLECTORS.len() - 1);
+    }
+
     /// A collector that appends a series and then fails must leave nothing of itself behind.
     #[test]
     fn partial_output_of_a_failed_collector_is_removed() {
