@@ -1,9 +1,8 @@
 //! `/proc/sys/fs/file-nr` (collector "filefd"): `node_filefd_allocated` and
 //! `node_filefd_maximum`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// file-nr holds three numbers: allocated handles, free allocated handles (always 0 since
 /// Linux 2.6) and the maximum.
@@ -21,13 +20,13 @@ pub fn parse_file_nr(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
 
 /// Collector "filefd".
 pub struct FilefdCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl FilefdCollector {
     pub fn new(roots: &Roots) -> Self {
-        FilefdCollector { path: roots.proc.join("sys/fs/file-nr"), buf: String::new() }
+        FilefdCollector { path: Source::new(roots.proc.join("sys/fs/file-nr")), buf: String::new() }
     }
 }
 
@@ -37,7 +36,7 @@ impl Collector for FilefdCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_file_nr(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }

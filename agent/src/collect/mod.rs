@@ -184,6 +184,46 @@ pub fn collect_all(
     errors
 }
 
+/// A kernel-generated file (under /proc or /sys) read again every cycle. The handle stays
+/// open and is read again from offset 0, which makes the kernel generate fresh contents,
+/// without the path lookup of an open and close per file per cycle. After an error the file
+/// is opened afresh next time.
+pub(crate) struct Source {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Source {
+    pub(crate) fn new(path: PathBuf) -> Source {
+        Source { path, file: None }
+    }
+
+    /// Reads the whole file into `buf` (cleared first, its allocation reused).
+    pub(crate) fn read(&mut self, buf: &mut String) -> Result<(), CollectError> {
+        use std::io::{Seek, SeekFrom};
+        buf.clear();
+        let r = match self.file.as_mut() {
+            Some(f) => f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_string(buf)),
+            None => std::fs::File::open(&self.path).and_then(|mut f| {
+                let n = f.read_to_string(buf)?;
+                self.file = Some(f);
+                Ok(n)
+            }),
+        };
+        r.map(|_| ()).map_err(|source| {
+            self.file = None;
+            CollectError::Io { path: self.path.display().to_string(), source }
+        })
+    }
+}
+
+impl std::ops::Deref for Source {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Reads a whole file into `buf` (cleared first), reusing its allocation from cycle to cycle.
 fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectError> {
     buf.clear();
@@ -295,6 +335,30 @@ mod tests {
             out.iter()
                 .all(|(l, _)| !l.metric_name().unwrap_or("").starts_with("node_memory_"))
         );
+    }
+
+    #[test]
+    fn a_source_reads_fresh_contents_through_its_open_handle() {
+        let path = std::env::temp_dir().join(format!("outpost-source-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut src = Source::new(path.clone());
+        let mut buf = String::new();
+        let e = src.read(&mut buf).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("reading {}: ", path.display())), "{e}");
+        std::fs::write(&path, "first\n").unwrap();
+        src.read(&mut buf).unwrap();
+        assert_eq!(buf, "first\n");
+        std::fs::write(&path, "second, longer\n").unwrap(); // same inode, rewritten
+        src.read(&mut buf).unwrap();
+        assert_eq!(buf, "second, longer\n");
+        std::fs::remove_file(&path).unwrap();
+
+        // A kernel-generated file: every read through the kept handle is a fresh, whole one.
+        let mut stat = Source::new(PathBuf::from("/proc/self/stat"));
+        for _ in 0..3 {
+            stat.read(&mut buf).unwrap();
+            assert!(buf.starts_with(&format!("{} (", std::process::id())) && buf.ends_with('\n'), "{buf}");
+        }
     }
 
     /// A fixture tree with one malformed file: only the collector reading it fails.

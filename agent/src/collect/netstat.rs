@@ -4,10 +4,9 @@
 //! selects by default (TCP established and retransmits among them). Untyped, as node_exporter
 //! types them. A missing snmp6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
 use regex::Regex;
-use std::path::PathBuf;
 use std::sync::LazyLock;
 
 /// node_exporter 1.5's default `--collector.netstat.fields`.
@@ -80,18 +79,18 @@ pub fn parse_snmp6(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) -> 
 
 /// Collector "netstat".
 pub struct NetstatCollector {
-    netstat: PathBuf,
-    snmp: PathBuf,
-    snmp6: PathBuf,
+    netstat: Source,
+    snmp: Source,
+    snmp6: Source,
     buf: String,
 }
 
 impl NetstatCollector {
     pub fn new(roots: &Roots) -> Self {
         NetstatCollector {
-            netstat: roots.proc.join("net/netstat"),
-            snmp: roots.proc.join("net/snmp"),
-            snmp6: roots.proc.join("net/snmp6"),
+            netstat: Source::new(roots.proc.join("net/netstat")),
+            snmp: Source::new(roots.proc.join("net/snmp")),
+            snmp6: Source::new(roots.proc.join("net/snmp6")),
             buf: String::new(),
         }
     }
@@ -103,11 +102,11 @@ impl Collector for NetstatCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        for path in [&self.netstat, &self.snmp] {
-            read_into(path, &mut self.buf)?;
-            parse_netstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(path, m))?;
+        for src in [&mut self.netstat, &mut self.snmp] {
+            src.read(&mut self.buf)?;
+            parse_netstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(src, m))?;
         }
-        match read_into(&self.snmp6, &mut self.buf) {
+        match self.snmp6.read(&mut self.buf) {
             Ok(()) => parse_snmp6(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(&self.snmp6, m)),
             Err(CollectError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),

@@ -5,9 +5,8 @@
 //! built without CONFIG_PSI) have no /proc/pressure: the collector then fails, and reports
 //! `node_scrape_collector_success{collector="pressure"} 0`, as node_exporter does.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// The resources, and whether node_exporter 1.5 reports their `full` line.
 const RESOURCES: [(&str, bool); 3] = [("cpu", false), ("io", true), ("memory", true)];
@@ -52,13 +51,15 @@ pub fn pressure_samples(resource: &str, with_full: bool, s: &Stall, out: &mut Ve
 
 /// Collector "pressure".
 pub struct PressureCollector {
-    dir: PathBuf,
+    files: Vec<(&'static str, bool, Source)>,
     buf: String,
 }
 
 impl PressureCollector {
     pub fn new(roots: &Roots) -> Self {
-        PressureCollector { dir: roots.proc.join("pressure"), buf: String::new() }
+        let dir = roots.proc.join("pressure");
+        let files = RESOURCES.iter().map(|&(r, full)| (r, full, Source::new(dir.join(r)))).collect();
+        PressureCollector { files, buf: String::new() }
     }
 }
 
@@ -68,11 +69,10 @@ impl Collector for PressureCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        for (resource, with_full) in RESOURCES {
-            let path = self.dir.join(resource);
-            read_into(&path, &mut self.buf)?;
-            let s = parse_pressure(&self.buf).map_err(|m| parse_error(&path, m))?;
-            pressure_samples(resource, with_full, &s, out);
+        for (resource, with_full, src) in &mut self.files {
+            src.read(&mut self.buf)?;
+            let s = parse_pressure(&self.buf).map_err(|m| parse_error(src, m))?;
+            pressure_samples(resource, *with_full, &s, out);
         }
         Ok(())
     }
@@ -123,6 +123,7 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(dir.join("pressure")).unwrap();
+        let mut c = PressureCollector::new(&Roots { proc: dir.clone(), ..Roots::default() });
         let e = c.collect(0, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().starts_with(&format!("reading {}", dir.join("pressure/cpu").display())), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

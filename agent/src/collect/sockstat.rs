@@ -3,9 +3,8 @@
 //! field (in pages) also `node_sockstat_<PROTO>_mem_bytes`, as node_exporter 1.5 reports them.
 //! A missing sockstat6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// Parses lines of `PROTO: field value field value ...`; `page_size` turns `mem` into bytes.
 pub fn parse_sockstat(text: &str, page_size: u64, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
@@ -44,8 +43,8 @@ pub fn parse_sockstat(text: &str, page_size: u64, out: &mut Vec<(Labels, f64)>) 
 
 /// Collector "sockstat".
 pub struct SockstatCollector {
-    v4: PathBuf,
-    v6: PathBuf,
+    v4: Source,
+    v6: Source,
     page_size: u64,
     buf: String,
 }
@@ -53,8 +52,8 @@ pub struct SockstatCollector {
 impl SockstatCollector {
     pub fn new(roots: &Roots) -> Self {
         SockstatCollector {
-            v4: roots.proc.join("net/sockstat"),
-            v6: roots.proc.join("net/sockstat6"),
+            v4: Source::new(roots.proc.join("net/sockstat")),
+            v6: Source::new(roots.proc.join("net/sockstat6")),
             page_size: rustix::param::page_size() as u64,
             buf: String::new(),
         }
@@ -67,9 +66,9 @@ impl Collector for SockstatCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.v4, &mut self.buf)?;
+        self.v4.read(&mut self.buf)?;
         parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v4, m))?;
-        match read_into(&self.v6, &mut self.buf) {
+        match self.v6.read(&mut self.buf) {
             Ok(()) => parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v6, m)),
             Err(CollectError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),

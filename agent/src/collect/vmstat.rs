@@ -2,10 +2,9 @@
 //! (`--collector.vmstat.fields`, `^(oom_kill|pgpg|pswp|pg.*fault).*`) as `node_vmstat_<field>`.
 //! node_exporter types them untyped though most are counters; so do we, for its dashboards.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
 use regex::Regex;
-use std::path::PathBuf;
 use std::sync::LazyLock;
 
 /// node_exporter 1.5's default field filter.
@@ -38,13 +37,13 @@ pub fn parse_vmstat(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) ->
 
 /// Collector "vmstat".
 pub struct VmstatCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl VmstatCollector {
     pub fn new(roots: &Roots) -> Self {
-        VmstatCollector { path: roots.proc.join("vmstat"), buf: String::new() }
+        VmstatCollector { path: Source::new(roots.proc.join("vmstat")), buf: String::new() }
     }
 }
 
@@ -54,7 +53,7 @@ impl Collector for VmstatCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_vmstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(&self.path, m))
     }
 }
