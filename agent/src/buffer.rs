@@ -3,10 +3,21 @@
 //!
 //! Layout (RocksDB, two column families):
 //! - `batches`: key = seq (u64 big-endian) → value = samples (u32 LE) · oldest timestamp
-//!   (i64 LE, ms) · self-contained codec payload.
-//! - `default`: counters that must survive restarts (`next_seq`, `cycles`, `acked`,
-//!   `dropped_samples`, `dropped_batches`), each u64 LE, written in the same atomic batch as
-//!   the data they describe.
+//!   (i64 LE, ms) · cycle (u64 LE, 0 for batches that are not collection cycles) ·
+//!   self-contained codec payload.
+//! - `default`: counters that must survive restarts (`next_seq`, `first`, `cycles`, `acked`,
+//!   `dropped_samples`, `dropped_batches`, `damaged_batches`), each u64 LE, written in the
+//!   same atomic batch as the data they describe.
+//!
+//! Invariant: every seq in `[max(first, acked + 1), next_seq)` is stored (batches refused by
+//! the `drop_newest` policy never get a seq). So at start, a seq in that range that cannot be
+//! read was damaged on disk: it is counted (`damaged_batches`), and the aggregator sees the
+//! same seqs missing. Damage never stops the agent: RocksDB skips a damaged log tail, a folder
+//! RocksDB refuses is repaired, the whole records are copied into a fresh folder that
+//! replaces the damaged one, and only if even repair fails is the folder set aside.
+//!
+//! A write that fails (disk full) loses that cycle, counted; the database is closed and
+//! reopened at the next write, so buffering resumes by itself once there is space again.
 //!
 //! The [`Ledger`] holds the bookkeeping (sizes, when-full policy, acknowledgements) as pure
 //! state; [`Buffer`] applies its decisions to RocksDB.
@@ -14,10 +25,12 @@
 use crate::config::{BufferConfig, WhenFull};
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 const CF_BATCHES: &str = "batches";
-const HEADER: usize = 12;
+const HEADER: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -29,6 +42,21 @@ pub enum BufferError {
     },
     #[error("buffer at {dir}: column family \"{CF_BATCHES}\" is missing; the folder is not an Outpost buffer")]
     Layout { dir: String },
+    #[error("buffer at {dir} is in use by another process (is another agent running with this [buffer] dir?): {source}")]
+    Locked {
+        dir: String,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("buffer at {dir}: cannot {what}: {source}")]
+    Io {
+        dir: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("buffer at {dir} cannot take writes: {reason}")]
+    Unavailable { dir: String, reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +87,13 @@ pub struct Ledger {
     pub cycles: u64,
     pub dropped_samples: u64,
     pub dropped_batches: u64,
+    /// What the last [`Ledger::admit`] evicted, for [`Ledger::undo_admit`].
+    last_evicted: Vec<(u64, Entry)>,
+    /// Highest seq handed to a connection. An evicted batch at or below it may still reach
+    /// the aggregator, so it is not counted as dropped yet: it waits in `pending_drops` until
+    /// an acknowledgement shows it arrived or a new session shows it did not.
+    sent_upto: u64,
+    pub pending_drops: BTreeMap<u64, u64>,
 }
 
 impl Ledger {
@@ -73,6 +108,9 @@ impl Ledger {
             cycles: 0,
             dropped_samples: 0,
             dropped_batches: 0,
+            last_evicted: vec![],
+            sent_upto: 0,
+            pending_drops: BTreeMap::new(),
         }
     }
 
@@ -84,17 +122,71 @@ impl Ledger {
             return Admit::Reject;
         }
         let mut evicted = vec![];
+        self.last_evicted.clear();
         while self.total_bytes + bytes > self.max_bytes {
             let Some((seq, e)) = self.entries.pop_first() else { break };
             self.total_bytes -= e.bytes;
-            self.dropped_batches += 1;
-            self.dropped_samples += e.samples;
+            if seq <= self.sent_upto {
+                self.pending_drops.insert(seq, e.samples);
+            } else {
+                self.dropped_batches += 1;
+                self.dropped_samples += e.samples;
+            }
             evicted.push(seq);
+            self.last_evicted.push((seq, e));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.insert(seq, Entry { bytes, samples, oldest_ts });
         Admit::Store { seq, evicted }
+    }
+
+    /// Records that batches up to `seq` were handed to a connection.
+    pub fn mark_sent(&mut self, seq: u64) {
+        self.sent_upto = self.sent_upto.max(seq);
+    }
+
+    /// A new session began and the aggregator has applied everything up to `applied`: pending
+    /// drops above it can no longer arrive, so they are dropped for good. Returns them.
+    pub fn resolve_pending(&mut self, applied: u64) -> Vec<u64> {
+        self.pending_drops.retain(|s, _| *s > applied);
+        let gone = std::mem::take(&mut self.pending_drops);
+        for samples in gone.values() {
+            self.dropped_batches += 1;
+            self.dropped_samples += samples;
+        }
+        self.sent_upto = applied;
+        gone.into_keys().collect()
+    }
+
+    /// Bytes of held batches with seq in `from..to`.
+    pub fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        self.entries.range(from..to).map(|(_, e)| e.bytes).sum()
+    }
+
+    /// Takes back the last [`Ledger::admit`] (its write failed). Counters are restored by the caller.
+    pub fn undo_admit(&mut self, a: &Admit) {
+        if let Admit::Store { seq, .. } = a {
+            self.remove(*seq);
+            for (s, e) in std::mem::take(&mut self.last_evicted) {
+                self.pending_drops.remove(&s);
+                self.insert(s, e);
+            }
+        }
+    }
+
+    /// Forgets one batch; returns whether it was held.
+    pub fn remove(&mut self, seq: u64) -> bool {
+        match self.entries.remove(&seq) {
+            Some(e) => {
+                self.total_bytes -= e.bytes;
+                true
+            }
+            None => false,
+        }
     }
 
     fn insert(&mut self, seq: u64, e: Entry) {
@@ -108,6 +200,8 @@ impl Ledger {
             return vec![];
         }
         self.acked = seq;
+        // Evicted while in flight, and acknowledged: it arrived after all.
+        self.pending_drops.retain(|s, _| *s > seq);
         let keep = self.entries.split_off(&(seq + 1));
         let gone = std::mem::replace(&mut self.entries, keep);
         self.total_bytes -= gone.values().map(|e| e.bytes).sum::<u64>();
@@ -143,6 +237,13 @@ pub struct BufferStats {
     pub cycles: u64,
     pub dropped_samples: u64,
     pub dropped_batches: u64,
+    /// Batches found damaged on disk and skipped, since the buffer was created.
+    pub damaged_batches: u64,
+    /// Cycles that could not be written (disk full, I/O errors), since this process started.
+    pub lost_cycles: u64,
+    pub lost_samples: u64,
+    /// The last write error while it persists (e.g. "No space left on device").
+    pub write_error: Option<String>,
 }
 
 pub struct StoredBatch {
@@ -151,11 +252,35 @@ pub struct StoredBatch {
     pub payload: Vec<u8>,
 }
 
+/// What opening found and did, for the log and the status command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// RocksDB could not open the folder as it was and repaired it.
+    pub repaired: bool,
+    /// The folder was rewritten from the records that were still whole.
+    pub rebuilt: bool,
+    /// Batches expected but missing or unreadable; they were skipped.
+    pub damaged_batches: u64,
+    /// The folder could not be opened even after repair and was set aside; this is its new name.
+    pub set_aside: Option<String>,
+}
+
+#[derive(Default)]
+struct WriteHealth {
+    error: Option<String>,
+    lost_cycles: u64,
+    lost_samples: u64,
+}
+
 pub struct Buffer {
-    db: DB,
+    db: RwLock<Option<DB>>,
     ledger: Mutex<Ledger>,
     write_opts: WriteOptions,
+    path: PathBuf,
     dir: String,
+    health: Mutex<WriteHealth>,
+    recovery: Recovery,
+    damaged: AtomicU64,
 }
 
 fn db_options() -> Options {
@@ -169,72 +294,317 @@ fn db_options() -> Options {
     o.set_max_total_wal_size(32 << 20);
     o.set_keep_log_file_num(2);
     o.set_max_background_jobs(1);
+    // A damaged log tail or record is skipped, not fatal: what is whole is kept.
+    o.set_wal_recovery_mode(rocksdb::DBRecoveryMode::SkipAnyCorruptedRecord);
     let mut bb = rocksdb::BlockBasedOptions::default();
     bb.set_block_cache(&rocksdb::Cache::new_lru_cache(2 << 20));
     o.set_block_based_table_factory(&bb);
     o
 }
 
-fn get_u64(db: &DB, key: &[u8]) -> Result<u64, rocksdb::Error> {
-    Ok(db
-        .get(key)?
-        .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
-        .unwrap_or(0))
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    vec![
+        ColumnFamilyDescriptor::new("default", Options::default()),
+        ColumnFamilyDescriptor::new(CF_BATCHES, Options::default()),
+    ]
+}
+
+fn get_u64(db: &DB, key: &[u8]) -> Option<u64> {
+    db.get(key).ok().flatten().and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+}
+
+/// Key of a batch evicted while in flight (`default` CF) → its samples (u64 LE).
+fn pending_key(seq: u64) -> Vec<u8> {
+    let mut k = b"pending/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let m = e.to_string();
+    m.contains("LOCK") || m.contains("lock")
+}
+
+/// Header of a stored batch: samples (u32 LE) · oldest timestamp (i64 LE, ms) · cycle (u64 LE).
+fn header(samples: u64, oldest_ts: i64, cycle: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[0..4].copy_from_slice(&(samples.min(u32::MAX as u64) as u32).to_le_bytes());
+    h[4..12].copy_from_slice(&oldest_ts.to_le_bytes());
+    h[12..20].copy_from_slice(&cycle.to_le_bytes());
+    h
+}
+
+struct Header {
+    samples: u64,
+    oldest_ts: i64,
+    cycle: u64,
+}
+
+fn parse_header(v: &[u8]) -> Option<Header> {
+    (v.len() >= HEADER).then(|| Header {
+        samples: u32::from_le_bytes(v[0..4].try_into().unwrap_or_default()) as u64,
+        oldest_ts: i64::from_le_bytes(v[4..12].try_into().unwrap_or_default()),
+        cycle: u64::from_le_bytes(v[12..20].try_into().unwrap_or_default()),
+    })
+}
+
+/// Probing past an unreadable stretch stops after this many seqs with nothing readable,
+/// beyond the highest seq the counters promise.
+const PROBE_LIMIT: u64 = 1 << 16;
+
+/// Visits every readable record of `batches` in seq order. An unreadable stretch (a damaged
+/// block or table) does not end the scan: the seqs after it are probed one by one until a
+/// readable one is found, and iteration resumes there. Returns whether anything was unreadable.
+fn scan(db: &DB, cf: &rocksdb::ColumnFamily, promised_end: u64, mut f: impl FnMut(u64, &[u8])) -> bool {
+    let mut from = 0u64;
+    let mut damaged = false;
+    'resume: loop {
+        let mut last = None;
+        let key = from.to_be_bytes();
+        for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward)) {
+            match item {
+                Ok((k, v)) => match <[u8; 8]>::try_from(&k[..]) {
+                    Ok(k) => {
+                        let seq = u64::from_be_bytes(k);
+                        last = Some(seq);
+                        f(seq, &v);
+                    }
+                    Err(_) => damaged = true,
+                },
+                Err(_) => {
+                    damaged = true;
+                    let mut s = last.map_or(from, |l| l + 1);
+                    let limit = promised_end.max(s).saturating_add(PROBE_LIMIT);
+                    while s < limit {
+                        match db.get_cf(cf, s.to_be_bytes()) {
+                            Ok(Some(v)) => {
+                                f(s, &v);
+                                from = s + 1;
+                                continue 'resume;
+                            }
+                            Ok(None) | Err(_) => s += 1,
+                        }
+                    }
+                    return damaged;
+                }
+            }
+        }
+        return damaged;
+    }
+}
+
+/// Opens the RocksDB folder; when RocksDB refuses it as damaged, repairs it and tries again;
+/// when even that fails, sets the folder aside and starts an empty one, so a damaged buffer
+/// never keeps the agent from starting.
+fn open_db(path: &Path, dir: &str, recovery: &mut Recovery) -> Result<DB, BufferError> {
+    let opts = db_options();
+    match DB::open_cf_descriptors(&opts, path, cf_descriptors()) {
+        Ok(db) => return Ok(db),
+        Err(e) if is_lock_error(&e) => return Err(BufferError::Locked { dir: dir.into(), source: e }),
+        Err(e) => tracing::warn!(dir, "buffer cannot be opened as it is ({e}); repairing it"),
+    }
+    recovery.repaired = true;
+    if let Err(e) = DB::repair(&opts, path) {
+        tracing::warn!(dir, "repair failed: {e}");
+    }
+    match DB::open_cf_descriptors(&opts, path, cf_descriptors()) {
+        Ok(db) => return Ok(db),
+        Err(e) => tracing::error!(dir, "buffer cannot be opened even after repair ({e}); setting it aside"),
+    }
+    let aside = format!("{dir}.unreadable-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::rename(path, &aside).map_err(|e| BufferError::Io { dir: dir.into(), what: "set the damaged buffer aside", source: e })?;
+    recovery.set_aside = Some(aside);
+    DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|source| BufferError::Db { dir: dir.into(), source })
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 impl Buffer {
     pub fn open(cfg: &BufferConfig) -> Result<Buffer, BufferError> {
-        let dir = cfg.dir.display().to_string();
-        let err = |source| BufferError::Db { dir: dir.clone(), source };
-        let cfs = vec![
-            ColumnFamilyDescriptor::new("default", Options::default()),
-            ColumnFamilyDescriptor::new(CF_BATCHES, Options::default()),
-        ];
-        let db = DB::open_cf_descriptors(&db_options(), &cfg.dir, cfs).map_err(err)?;
-        let mut ledger = Ledger::new(cfg.max_bytes.0, cfg.when_full);
-        ledger.next_seq = get_u64(&db, b"next_seq").map_err(err)?.max(1);
-        ledger.acked = get_u64(&db, b"acked").map_err(err)?;
-        ledger.cycles = get_u64(&db, b"cycles").map_err(err)?;
-        ledger.dropped_samples = get_u64(&db, b"dropped_samples").map_err(err)?;
-        ledger.dropped_batches = get_u64(&db, b"dropped_batches").map_err(err)?;
-        {
-            let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
-            for item in db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
-                let (k, v) = item.map_err(err)?;
-                let (Ok(k), true) = (<[u8; 8]>::try_from(&k[..]), v.len() >= HEADER) else {
-                    tracing::warn!(dir = %dir, "skipping a damaged buffer record");
-                    continue;
-                };
-                let seq = u64::from_be_bytes(k);
-                if seq <= ledger.acked {
-                    continue;
-                }
-                let samples = u32::from_le_bytes(v[0..4].try_into().unwrap_or_default()) as u64;
-                let oldest_ts = i64::from_le_bytes(v[4..12].try_into().unwrap_or_default());
-                ledger.insert(seq, Entry { bytes: v.len() as u64, samples, oldest_ts });
-                ledger.next_seq = ledger.next_seq.max(seq + 1);
+        let path = cfg.dir.clone();
+        let dir = path.display().to_string();
+        let rebuild_path = sibling(&path, ".rebuild");
+        let old_path = sibling(&path, ".old");
+        // A rebuild that was interrupted: finish the swap, or throw the half-made copy away.
+        if rebuild_path.exists() {
+            if path.exists() {
+                let _ = std::fs::remove_dir_all(&rebuild_path);
+            } else {
+                std::fs::rename(&rebuild_path, &path).map_err(|e| BufferError::Io { dir: dir.clone(), what: "finish an interrupted rebuild", source: e })?;
             }
+        }
+        let _ = std::fs::remove_dir_all(&old_path);
+
+        let mut recovery = Recovery::default();
+        let mut db = open_db(&path, &dir, &mut recovery)?;
+        let mut ledger = Ledger::new(cfg.max_bytes.0, cfg.when_full);
+        let counters = |db: &DB| {
+            (
+                get_u64(db, b"next_seq"),
+                get_u64(db, b"acked").unwrap_or(0),
+                get_u64(db, b"first").unwrap_or(0),
+                get_u64(db, b"cycles").unwrap_or(0),
+            )
+        };
+        let (next_seq, acked, first, cycles) = counters(&db);
+        ledger.acked = acked;
+        ledger.cycles = cycles;
+        ledger.dropped_samples = get_u64(&db, b"dropped_samples").unwrap_or(0);
+        ledger.dropped_batches = get_u64(&db, b"dropped_batches").unwrap_or(0);
+        let mut damaged_before = get_u64(&db, b"damaged_batches").unwrap_or(0);
+        for item in db.prefix_iterator(b"pending/") {
+            let Ok((k, v)) = item else { break };
+            let (Some(seq), Ok(samples)) = (k.strip_prefix(b"pending/").and_then(|s| <[u8; 8]>::try_from(s).ok()), <[u8; 8]>::try_from(&v[..])) else { break };
+            ledger.pending_drops.insert(u64::from_be_bytes(seq), u64::from_le_bytes(samples));
+        }
+        let live_from = first.max(acked + 1);
+
+        let (found, unreadable) = {
+            let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
+            let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
+            let mut bad_records = 0u64;
+            let unreadable = scan(&db, cf, next_seq.unwrap_or(0), |seq, v| {
+                if seq < live_from {
+                    return; // acknowledged or evicted; its delete is still in flight
+                }
+                match parse_header(v) {
+                    Some(h) => {
+                        ledger.cycles = ledger.cycles.max(h.cycle);
+                        found.insert(seq, Entry { bytes: v.len() as u64, samples: h.samples, oldest_ts: h.oldest_ts });
+                    }
+                    None => bad_records += 1,
+                }
+            });
+            (found, unreadable || bad_records > 0)
+        };
+        // Every seq in [live_from, next_seq) was stored; one that cannot be read now is damaged.
+        let max_found = found.keys().next_back().copied();
+        let end = next_seq.unwrap_or(0).max(max_found.map_or(0, |m| m + 1)).max(1);
+        let start = if next_seq.is_some() { live_from } else { found.keys().next().copied().unwrap_or(live_from) };
+        let damaged = end.saturating_sub(start).saturating_sub(found.len() as u64);
+        ledger.next_seq = end.max(acked + 1);
+        for (seq, e) in &found {
+            ledger.insert(*seq, *e);
+        }
+        if damaged > 0 || unreadable || recovery.repaired {
+            damaged_before += damaged;
+            recovery.damaged_batches = damaged;
+            tracing::warn!(
+                dir, damaged_batches = damaged, kept_batches = found.len(),
+                "the buffer was damaged: every whole batch is kept, the damaged ones are skipped and counted"
+            );
+            db = rebuild(db, &path, &rebuild_path, &old_path, &dir, &ledger, damaged_before)?;
+            recovery.rebuilt = true;
         }
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(cfg.sync);
-        Ok(Buffer {
-            db,
+        let b = Buffer {
+            db: RwLock::new(Some(db)),
             ledger: Mutex::new(ledger),
             write_opts,
+            path,
             dir,
-        })
+            health: Mutex::default(),
+            recovery,
+            damaged: AtomicU64::new(0),
+        };
+        b.damaged.store(damaged_before, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// Reads a buffer that no process has open, without changing it (for `status`).
+    pub fn inspect(cfg: &BufferConfig) -> Result<BufferStats, BufferError> {
+        let dir = cfg.dir.display().to_string();
+        let db = DB::open_cf_descriptors_read_only(&db_options(), &cfg.dir, cf_descriptors(), false)
+            .map_err(|source| BufferError::Db { dir: dir.clone(), source })?;
+        let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
+        let acked = get_u64(&db, b"acked").unwrap_or(0);
+        let live_from = get_u64(&db, b"first").unwrap_or(0).max(acked + 1);
+        let mut s = BufferStats {
+            next_seq: get_u64(&db, b"next_seq").unwrap_or(1),
+            acked,
+            cycles: get_u64(&db, b"cycles").unwrap_or(0),
+            dropped_samples: get_u64(&db, b"dropped_samples").unwrap_or(0),
+            dropped_batches: get_u64(&db, b"dropped_batches").unwrap_or(0),
+            damaged_batches: get_u64(&db, b"damaged_batches").unwrap_or(0),
+            ..BufferStats::default()
+        };
+        let next_seq = s.next_seq;
+        scan(&db, cf, next_seq, |seq, v| {
+            if seq < live_from {
+                return;
+            }
+            if let Some(h) = parse_header(v) {
+                s.batches += 1;
+                s.bytes += v.len() as u64;
+                s.cycles = s.cycles.max(h.cycle);
+                s.oldest_ts = Some(s.oldest_ts.map_or(h.oldest_ts, |o| o.min(h.oldest_ts)));
+            }
+        });
+        Ok(s)
+    }
+
+    /// What opening found and did.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     fn err(&self, source: rocksdb::Error) -> BufferError {
         BufferError::Db { dir: self.dir.clone(), source }
     }
 
-    fn cf(&self) -> Result<&rocksdb::ColumnFamily, BufferError> {
-        self.db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: self.dir.clone() })
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    fn health(&self) -> MutexGuard<'_, WriteHealth> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the open database. After a failed write the database is closed and opened
+    /// again (RocksDB stops taking writes after an I/O error such as a full disk); until that
+    /// succeeds, every call reports the last error.
+    fn with_db<T>(&self, f: impl FnOnce(&DB, &rocksdb::ColumnFamily) -> Result<T, BufferError>) -> Result<T, BufferError> {
+        if self.health().error.is_some() {
+            self.reopen();
+        }
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = g.as_ref() else {
+            let reason = self.health().error.clone().unwrap_or_default();
+            return Err(BufferError::Unavailable { dir: self.dir.clone(), reason });
+        };
+        let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: self.dir.clone() })?;
+        f(db, cf)
+    }
+
+    fn reopen(&self) {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        *g = None;
+        match DB::open_cf_descriptors(&db_options(), &self.path, cf_descriptors()) {
+            Ok(db) => {
+                *g = Some(db);
+                let mut h = self.health();
+                if let Some(e) = h.error.take() {
+                    tracing::info!(dir = %self.dir, lost_cycles = h.lost_cycles, "buffer writes work again (after: {e})");
+                }
+            }
+            Err(e) => {
+                self.health().error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn write_failed(&self, e: &rocksdb::Error) {
+        let mut h = self.health();
+        if h.error.is_none() {
+            tracing::error!(dir = %self.dir, "buffer write failed: {e}; cycles are lost until writes work again (retried every cycle)");
+        }
+        h.error = Some(e.to_string());
     }
 
     /// Completed collection cycles, as persisted.
@@ -243,89 +613,154 @@ impl Buffer {
     }
 
     /// Stores one cycle's batch and the new cycle count in one atomic write. Returns the seq,
-    /// or `None` when the when-full policy dropped the batch (the cycle still counts).
+    /// or `None` when the when-full policy dropped the batch. The cycle counts either way, and
+    /// also when the write fails, so a lost cycle shows as a gap in the cycle series.
     pub fn append(&self, cycle: u64, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
-        let cf = self.cf()?;
-        let mut ledger = self.ledger();
-        let before = (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches, ledger.cycles);
-        let bytes = (HEADER + payload.len()) as u64;
-        let admit = ledger.admit(bytes, samples, oldest_ts);
-        let mut wb = WriteBatch::default();
-        let seq = match &admit {
-            Admit::Store { seq, evicted } => {
-                for e in evicted {
-                    wb.delete_cf(&cf, e.to_be_bytes());
-                }
-                let mut v = Vec::with_capacity(bytes as usize);
-                v.extend_from_slice(&(samples as u32).to_le_bytes());
-                v.extend_from_slice(&oldest_ts.to_le_bytes());
-                v.extend_from_slice(payload);
-                wb.put_cf(&cf, seq.to_be_bytes(), v);
-                Some(*seq)
-            }
-            Admit::Reject => None,
-        };
-        ledger.cycles = cycle;
-        wb.put(b"next_seq", ledger.next_seq.to_le_bytes());
-        wb.put(b"cycles", cycle.to_le_bytes());
-        wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
-        wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
-        if let Err(e) = self.db.write_opt(wb, &self.write_opts) {
-            // Undo the bookkeeping so memory matches disk; the caller reports the failure.
-            ledger.next_seq = before.0;
-            ledger.dropped_samples = before.1;
-            ledger.dropped_batches = before.2;
-            ledger.cycles = before.3;
-            if let Admit::Store { seq, .. } = admit {
-                if let Some(e) = ledger.entries.remove(&seq) {
-                    ledger.total_bytes -= e.bytes;
-                }
-            }
-            return Err(self.err(e));
+        {
+            // Counted before the write, which may not even be tried (database closed).
+            let mut l = self.ledger();
+            l.cycles = l.cycles.max(cycle);
         }
-        Ok(seq)
+        let r = self.store(Some(cycle), payload, samples, oldest_ts);
+        if r.is_err() {
+            let mut h = self.health();
+            h.lost_cycles += 1;
+            h.lost_samples += samples;
+        }
+        r
+    }
+
+    /// Stores a batch that is not a collection cycle (scraped or pushed samples), under the
+    /// same when-full policy.
+    pub fn append_batch(&self, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+        let r = self.store(None, payload, samples, oldest_ts);
+        if r.is_err() {
+            self.health().lost_samples += samples;
+        }
+        r
+    }
+
+    fn store(&self, cycle: Option<u64>, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+        self.with_db(|db, cf| {
+            let mut ledger = self.ledger();
+            if let Some(c) = cycle {
+                ledger.cycles = ledger.cycles.max(c);
+            }
+            let before = (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches);
+            let bytes = (HEADER + payload.len()) as u64;
+            let admit = ledger.admit(bytes, samples, oldest_ts);
+            let mut wb = WriteBatch::default();
+            let seq = match &admit {
+                Admit::Store { seq, evicted } => {
+                    if let Some(last) = evicted.last() {
+                        wb.delete_range_cf(cf, 0u64.to_be_bytes(), (last + 1).to_be_bytes());
+                        wb.put(b"first", (last + 1).to_le_bytes());
+                    }
+                    for e in evicted {
+                        if let Some(samples) = ledger.pending_drops.get(e) {
+                            wb.put(pending_key(*e), samples.to_le_bytes());
+                        }
+                    }
+                    let mut v = Vec::with_capacity(bytes as usize);
+                    v.extend_from_slice(&header(samples, oldest_ts, cycle.unwrap_or(0)));
+                    v.extend_from_slice(payload);
+                    wb.put_cf(cf, seq.to_be_bytes(), v);
+                    Some(*seq)
+                }
+                Admit::Reject => None,
+            };
+            wb.put(b"next_seq", ledger.next_seq.to_le_bytes());
+            wb.put(b"cycles", ledger.cycles.to_le_bytes());
+            wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
+            wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
+            if let Err(e) = db.write_opt(wb, &self.write_opts) {
+                // Undo the bookkeeping so memory matches disk; the caller reports the failure.
+                ledger.undo_admit(&admit);
+                (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches) = before;
+                drop(ledger);
+                self.write_failed(&e);
+                return Err(self.err(e));
+            }
+            Ok(seq)
+        })
     }
 
     /// Up to `max_batches` stored batches with seq ≥ `from`, oldest first, stopping after
-    /// `max_bytes` (at least one is returned if any exists).
+    /// `max_bytes` (at least one is returned if any exists). A batch that can no longer be
+    /// read is skipped, counted as damaged and deleted.
     pub fn read_from(&self, from: u64, max_batches: usize, max_bytes: usize) -> Result<Vec<StoredBatch>, BufferError> {
-        let cf = self.cf()?;
-        let mut out = vec![];
-        let mut size = 0;
-        let start = from.to_be_bytes();
-        let it = self.db.iterator_cf(&cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward));
-        for item in it {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let (Ok(k), true) = (<[u8; 8]>::try_from(&k[..]), v.len() >= HEADER) else { continue };
-            let samples = u32::from_le_bytes(v[0..4].try_into().unwrap_or_default()) as u64;
-            size += v.len();
-            out.push(StoredBatch {
-                seq: u64::from_be_bytes(k),
-                samples,
-                payload: v[HEADER..].to_vec(),
-            });
-            if out.len() >= max_batches || size >= max_bytes {
-                break;
+        self.with_db(|db, cf| {
+            let seqs: Vec<u64> = self.ledger().entries.range(from..).take(max_batches.max(1)).map(|(s, _)| *s).collect();
+            let mut out = vec![];
+            let mut size = 0;
+            let mut damaged = vec![];
+            let keys: Vec<[u8; 8]> = seqs.iter().map(|s| s.to_be_bytes()).collect();
+            for (seq, r) in seqs.iter().zip(db.batched_multi_get_cf(cf, &keys, false)) {
+                match r {
+                    Ok(Some(v)) if v.len() >= HEADER => {
+                        let h = parse_header(&v).unwrap_or(Header { samples: 0, oldest_ts: 0, cycle: 0 });
+                        size += v.len();
+                        out.push(StoredBatch { seq: *seq, samples: h.samples, payload: v[HEADER..].to_vec() });
+                        if size >= max_bytes {
+                            break;
+                        }
+                    }
+                    Ok(None) => {} // acknowledged or evicted meanwhile
+                    Ok(Some(_)) | Err(_) => damaged.push(*seq),
+                }
             }
+            for seq in damaged {
+                self.skip_damaged(seq);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets a batch that cannot be read or decoded: counted, logged, deleted.
+    pub fn skip_damaged(&self, seq: u64) {
+        let removed = self.ledger().remove(seq);
+        if !removed {
+            return;
         }
-        Ok(out)
+        let total = self.damaged.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(dir = %self.dir, seq, damaged_batches = total, "skipping a damaged buffered batch");
+        let _ = self.with_db(|db, cf| {
+            let mut wb = WriteBatch::default();
+            wb.delete_cf(cf, seq.to_be_bytes());
+            wb.put(b"damaged_batches", total.to_le_bytes());
+            db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
+        });
     }
 
     /// Deletes every batch up to and including `seq`: the aggregator has made them durable.
     pub fn ack(&self, seq: u64) -> Result<(), BufferError> {
-        let cf = self.cf()?;
-        let mut ledger = self.ledger();
-        let prev = ledger.acked;
-        let gone = ledger.ack(seq);
-        if ledger.acked == prev {
-            return Ok(());
-        }
-        let mut wb = WriteBatch::default();
-        if let (Some(first), Some(last)) = (gone.first(), gone.last()) {
-            wb.delete_range_cf(&cf, first.to_be_bytes(), (last + 1).to_be_bytes());
-        }
-        wb.put(b"acked", ledger.acked.to_le_bytes());
-        self.db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
+        self.with_db(|db, cf| {
+            let mut ledger = self.ledger();
+            let prev = ledger.acked;
+            let gone = ledger.ack(seq);
+            if ledger.acked == prev {
+                return Ok(());
+            }
+            let mut wb = WriteBatch::default();
+            if let Some(last) = gone.last() {
+                wb.delete_range_cf(cf, 0u64.to_be_bytes(), (last + 1).to_be_bytes());
+            }
+            wb.delete_range(pending_key(0), pending_key(ledger.acked + 1));
+            wb.put(b"acked", ledger.acked.to_le_bytes());
+            if ledger.next_seq <= ledger.acked {
+                // The aggregator has seqs this buffer never stored (it was restored from an
+                // older copy or lost its tail): continue above them, or new batches would be
+                // taken for resends and skipped.
+                tracing::warn!(dir = %self.dir, acked = ledger.acked, next_seq = ledger.next_seq, "the aggregator is ahead of this buffer; continuing after its last seq");
+                ledger.next_seq = ledger.acked + 1;
+                wb.put(b"next_seq", ledger.next_seq.to_le_bytes());
+            }
+            drop(ledger);
+            db.write_opt(wb, &self.write_opts).map_err(|e| {
+                self.write_failed(&e);
+                self.err(e)
+            })
+        })
     }
 
     /// The lowest stored seq at or after `from`.
@@ -333,7 +768,41 @@ impl Buffer {
         self.ledger().next_at_or_after(from)
     }
 
+    /// See [`Ledger::mark_sent`].
+    pub fn mark_sent(&self, seq: u64) {
+        self.ledger().mark_sent(seq);
+    }
+
+    /// A session began: acknowledges up to `applied` and counts batches evicted while in
+    /// flight that did not arrive as dropped (see [`Ledger::resolve_pending`]).
+    pub fn session_started(&self, applied: u64) -> Result<(), BufferError> {
+        self.ack(applied)?;
+        self.with_db(|db, _| {
+            let mut ledger = self.ledger();
+            let gone = ledger.resolve_pending(applied);
+            if gone.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(dir = %self.dir, batches = gone.len(), "batches evicted while in flight did not arrive: counted as dropped");
+            let mut wb = WriteBatch::default();
+            wb.delete_range(pending_key(0), pending_key(u64::MAX));
+            wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
+            wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
+            drop(ledger);
+            db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
+        })
+    }
+
+    /// Bytes of held batches with seq in `from..to` (what is in flight).
+    pub fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        self.ledger().bytes_between(from, to)
+    }
+
     pub fn stats(&self) -> BufferStats {
+        let (lost_cycles, lost_samples, write_error) = {
+            let h = self.health();
+            (h.lost_cycles, h.lost_samples, h.error.clone())
+        };
         let l = self.ledger();
         BufferStats {
             batches: l.batches() as u64,
@@ -344,13 +813,75 @@ impl Buffer {
             cycles: l.cycles,
             dropped_samples: l.dropped_samples,
             dropped_batches: l.dropped_batches,
+            damaged_batches: self.damaged.load(Ordering::Relaxed),
+            lost_cycles,
+            lost_samples,
+            write_error,
         }
     }
 
-    /// Flushes memtables so a restart replays little WAL.
+    /// Writes memtables to table files, so a restart replays little log.
     pub fn flush(&self) -> Result<(), BufferError> {
-        self.db.flush_wal(true).map_err(|e| self.err(e))
+        self.with_db(|db, cf| {
+            db.flush_wal(true).map_err(|e| self.err(e))?;
+            db.flush_cf(cf).map_err(|e| self.err(e))?;
+            db.flush().map_err(|e| self.err(e))
+        })
     }
+}
+
+/// Copies every whole batch and the counters into a fresh folder and swaps it in, so no
+/// damaged block is left for reads or compactions to trip on.
+fn rebuild(db: DB, path: &Path, rebuild_path: &Path, old_path: &Path, dir: &str, ledger: &Ledger, damaged: u64) -> Result<DB, BufferError> {
+    let io = |what: &'static str| move |source| BufferError::Io { dir: dir.to_string(), what, source };
+    let dberr = |source| BufferError::Db { dir: dir.to_string(), source };
+    let _ = std::fs::remove_dir_all(rebuild_path);
+    {
+        let new = DB::open_cf_descriptors(&db_options(), rebuild_path, cf_descriptors()).map_err(dberr)?;
+        let (Some(cf_old), Some(cf_new)) = (db.cf_handle(CF_BATCHES), new.cf_handle(CF_BATCHES)) else {
+            return Err(BufferError::Layout { dir: dir.into() });
+        };
+        let mut wb = WriteBatch::default();
+        let mut failed = None;
+        scan(&db, cf_old, ledger.next_seq, |seq, v| {
+            if failed.is_some() || !ledger.entries.contains_key(&seq) {
+                return;
+            }
+            wb.put_cf(cf_new, seq.to_be_bytes(), v);
+            if wb.len() >= 256 {
+                if let Err(e) = new.write(std::mem::take(&mut wb)) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(dberr(e));
+        }
+        let first = ledger.entries.keys().next().copied().unwrap_or(ledger.next_seq);
+        for (k, v) in [
+            (&b"next_seq"[..], ledger.next_seq),
+            (b"acked", ledger.acked),
+            (b"first", first),
+            (b"cycles", ledger.cycles),
+            (b"dropped_samples", ledger.dropped_samples),
+            (b"dropped_batches", ledger.dropped_batches),
+            (b"damaged_batches", damaged),
+        ] {
+            wb.put(k, v.to_le_bytes());
+        }
+        for (seq, samples) in &ledger.pending_drops {
+            wb.put(pending_key(*seq), samples.to_le_bytes());
+        }
+        new.write(wb).map_err(dberr)?;
+        new.flush_wal(true).map_err(dberr)?;
+        new.flush_cf(cf_new).map_err(dberr)?;
+        new.flush().map_err(dberr)?;
+    }
+    drop(db);
+    std::fs::rename(path, old_path).map_err(io("move the damaged buffer away"))?;
+    std::fs::rename(rebuild_path, path).map_err(io("put the rebuilt buffer in place"))?;
+    let _ = std::fs::remove_dir_all(old_path);
+    DB::open_cf_descriptors(&db_options(), path, cf_descriptors()).map_err(dberr)
 }
 
 #[cfg(test)]
@@ -368,6 +899,25 @@ mod tests {
         assert_eq!((l.bytes(), l.dropped_samples, l.dropped_batches), (80, 4, 1));
         assert_eq!(l.admit(101, 9, 4), Admit::Reject);
         assert_eq!(l.dropped_samples, 13);
+    }
+
+    #[test]
+    fn evicting_a_batch_in_flight_counts_it_only_if_it_never_arrives() {
+        let mut l = Ledger::new(100, WhenFull::DropOldest);
+        for i in 0..3 {
+            l.admit(30, 10, i);
+        }
+        l.mark_sent(3);
+        // 1 and 2 were in flight when evicted: undecided.
+        assert_eq!(l.admit(60, 10, 5), Admit::Store { seq: 4, evicted: vec![1, 2] });
+        assert_eq!((l.dropped_batches, l.pending_drops.len()), (0, 2));
+        // 1 was acknowledged: it arrived. A new session says the aggregator has nothing after 1.
+        l.ack(1);
+        assert_eq!(l.resolve_pending(1), vec![2]);
+        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (1, 10, 0));
+        // No longer in flight after the new session: counted at once.
+        assert_eq!(l.admit(60, 7, 6), Admit::Store { seq: 5, evicted: vec![3, 4] });
+        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (3, 30, 0));
     }
 
     #[test]

@@ -277,8 +277,8 @@ impl Config {
                 out.push(format!("{key}: cannot open {}: {e}", p.display()));
             }
         }
-        if self.buffer.max_bytes.0 < 1 << 20 {
-            out.push(format!("buffer.max_bytes: {} is too small; use at least 1MiB", self.buffer.max_bytes));
+        if self.buffer.max_bytes.0 < 64 << 10 {
+            out.push(format!("buffer.max_bytes: {} is too small; use at least 64KiB", self.buffer.max_bytes));
         }
         if self.collect.interval.get() < std::time::Duration::from_millis(100) {
             out.push(format!("collect.interval: {} is too short; use at least 100ms", self.collect.interval));

@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod status;
 pub mod uplink;
 
 use buffer::Buffer;
@@ -99,7 +100,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .await
         .map_err(|source| AgentError::Listen { addr: cfg.http.listen.clone(), source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(http::HttpState { buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
+    let app = http::router(http::HttpState { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -167,7 +168,7 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
         Ok(None) => tracing::warn!(cycle, samples, "buffer full: this cycle was dropped by the when_full policy"),
         Err(e) => {
             metrics.buffer_write_errors.inc();
-            tracing::error!(cycle, "cannot buffer this cycle, it is lost: {e}");
+            tracing::debug!(cycle, "cannot buffer this cycle, it is lost: {e}");
         }
     }
     metrics.samples_collected.inc_by(samples);

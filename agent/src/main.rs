@@ -35,6 +35,15 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/outpost/agent.toml")]
         config: PathBuf,
     },
+    /// Show the connection, the backlog, the drain rate and the time to drain. Asks the
+    /// running agent ([http] listen); when none answers, reads the buffer on disk.
+    Status {
+        #[arg(long, short, default_value = "/etc/outpost/agent.toml")]
+        config: PathBuf,
+        /// Print JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
+            }
+        },
+        Cmd::Status { config, json } => match status(&config) {
+            Ok(s) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                } else {
+                    print!("{}", outpost_agent::status::render(&s, outpost_agent::now_ms()));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
             }
         },
         Cmd::CheckConfig { config } => match check(&config) {
@@ -92,4 +115,34 @@ fn check(path: &std::path::Path) -> Result<(), String> {
     outpost_shared::tls::install_crypto_provider();
     outpost_shared::tls::client_config(&cfg.tls_files()).map_err(|e| format!("{}: [aggregator] TLS files: {e}", path.display()))?;
     Ok(())
+}
+
+/// The running agent's `/status`, or what the buffer on disk says when no agent answers.
+fn status(path: &std::path::Path) -> Result<outpost_agent::status::Status, String> {
+    let cfg = Config::load(path)?;
+    if let Some(s) = ask_running_agent(&cfg.http.listen) {
+        return Ok(s);
+    }
+    let stats = outpost_agent::buffer::Buffer::inspect(&cfg.buffer).map_err(|e| {
+        format!("no agent answers on {} ([http] listen) and the buffer cannot be read: {e}", cfg.http.listen)
+    })?;
+    Ok(outpost_agent::status::Status::from_stats(&cfg.id, &cfg.region, &stats))
+}
+
+/// GET /status from a local agent, with short timeouts; `None` when nothing answers.
+fn ask_running_agent(listen: &str) -> Option<outpost_agent::status::Status> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = listen.to_socket_addrs().ok()?.next()?;
+    let addr = if addr.ip().is_unspecified() { std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr };
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
 }

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub buffer_dropped_samples: Counter,
     pub buffer_dropped_batches: Counter,
     pub buffer_write_errors: Counter,
+    pub buffer_damaged_batches: Counter,
+    pub buffer_write_failing: Gauge,
     pub batches_sent: Counter,
     pub samples_sent: Counter,
     pub batches_acked: Counter,
@@ -58,6 +60,8 @@ impl Metrics {
             buffer_dropped_samples: Counter::default(),
             buffer_dropped_batches: Counter::default(),
             buffer_write_errors: Counter::default(),
+            buffer_damaged_batches: Counter::default(),
+            buffer_write_failing: Gauge::default(),
             batches_sent: Counter::default(),
             samples_sent: Counter::default(),
             batches_acked: Counter::default(),
@@ -77,6 +81,8 @@ impl Metrics {
         r.register("buffer_dropped_samples", "Samples dropped by the buffer's when-full policy", m.buffer_dropped_samples.clone());
         r.register("buffer_dropped_batches", "Batches dropped by the buffer's when-full policy", m.buffer_dropped_batches.clone());
         r.register("buffer_write_errors", "Failed buffer writes (e.g. disk full); those cycles are lost", m.buffer_write_errors.clone());
+        r.register("buffer_damaged_batches", "Buffered batches found damaged on disk and skipped", m.buffer_damaged_batches.clone());
+        r.register("buffer_write_failing", "1 while buffer writes fail (e.g. disk full); collected cycles are being lost", m.buffer_write_failing.clone());
         r.register("batches_sent", "Batches written to the aggregator connection (resends included)", m.batches_sent.clone());
         r.register("samples_sent", "Samples written to the aggregator connection (resends included)", m.samples_sent.clone());
         r.register("batches_acked", "Batches the aggregator acknowledged as durable", m.batches_acked.clone());
@@ -97,6 +103,8 @@ impl Metrics {
         advance(&self.cycles, s.cycles);
         advance(&self.buffer_dropped_samples, s.dropped_samples);
         advance(&self.buffer_dropped_batches, s.dropped_batches);
+        advance(&self.buffer_damaged_batches, s.damaged_batches);
+        self.buffer_write_failing.set(i64::from(s.write_error.is_some()));
     }
 
     pub fn encode(&self) -> String {

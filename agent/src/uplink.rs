@@ -6,7 +6,8 @@
 //! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks in) and a
 //! unidirectional batch stream whose payloads share one codec context.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferStats};
+use crate::status::{DrainMeter, Status};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use outpost_shared::codec::{Decoder, Encoder};
@@ -19,7 +20,11 @@ use tokio::sync::{Notify, watch};
 
 /// Batches written but not yet acknowledged, at most.
 pub const WINDOW: u64 = 256;
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+/// How often draining progress is logged while a backlog is sent.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// A backlog of more batches than this is "draining" (logged with progress).
+const DRAINING_ABOVE: u64 = 30;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from `base`, capped at
@@ -37,11 +42,28 @@ pub struct UplinkState {
     pub last_error: Mutex<Option<String>>,
     /// Agent clock minus aggregator clock at the last handshake, ms.
     pub clock_skew_ms: AtomicI64,
-    /// Batches acknowledged per second over the current session, ×1000.
+    /// Highest seq the aggregator acknowledged.
     pub acked_seq: AtomicU64,
+    /// Acknowledged batches over time, for the drain rate.
+    pub drain: Mutex<DrainMeter>,
 }
 
 impl UplinkState {
+    /// The running agent's status: connection, backlog, drain rate and time to drain.
+    pub fn status(&self, cfg: &Config, b: &BufferStats) -> Status {
+        let rate = self.drain.lock().unwrap_or_else(|p| p.into_inner()).rate(std::time::Instant::now());
+        let mut s = Status::from_stats(&cfg.id, &cfg.region, b).with_rate(rate);
+        s.running = true;
+        s.connected = self.connected.load(Ordering::Relaxed);
+        s.aggregator = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s
+    }
+
+    fn record_acked(&self, total: u64) {
+        self.drain.lock().unwrap_or_else(|p| p.into_inner()).record(std::time::Instant::now(), total);
+    }
+
     fn set_error(&self, e: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
@@ -221,7 +243,13 @@ impl Uplink {
         let skew = sent_at + rtt_half - welcome.clock_ms;
         self.state.clock_skew_ms.store(skew, Ordering::Relaxed);
         self.metrics.clock_skew.set(skew as f64 / 1000.0);
-        self.ack(welcome.applied_seq).await?;
+        {
+            let (b, applied) = (self.buffer.clone(), welcome.applied_seq);
+            tokio::task::spawn_blocking(move || b.session_started(applied))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
+            self.state.acked_seq.fetch_max(applied, Ordering::Relaxed);
+        }
         *established = true;
         self.state.connected.store(true, Ordering::Relaxed);
         *self.state.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
@@ -232,7 +260,7 @@ impl Uplink {
         let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
         let ack_arrived = Arc::new(Notify::new());
         let mut reader = {
-            let (buffer, metrics, acked, ack_arrived) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone());
+            let (buffer, metrics, acked, ack_arrived, state) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone(), self.state.clone());
             tokio::spawn(async move {
                 loop {
                     match frame::read(&mut ctl_rx).await {
@@ -245,6 +273,8 @@ impl Uplink {
                                     return SessionError::Buffer(e);
                                 }
                                 metrics.batches_acked.inc_by(seq - prev);
+                                state.acked_seq.fetch_max(seq, Ordering::Relaxed);
+                                state.record_acked(metrics.batches_acked.get());
                                 ack_arrived.notify_one();
                             }
                         }
@@ -264,6 +294,9 @@ impl Uplink {
         let mut hb = tokio::time::interval(HEARTBEAT_EVERY);
         let mut bytes_seen = (0, 0);
         let mut draining_since: Option<tokio::time::Instant> = None;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        let mut was_draining = false;
         loop {
             if draining_since.is_none() {
                 self.send_window(&mut data, &mut enc, &mut cursor, acked.load(Ordering::Relaxed)).await?;
@@ -287,6 +320,22 @@ impl Uplink {
                     let f = Frame::Heartbeat(Heartbeat { clock_ms: now_ms(), dropped_samples: s.dropped_samples, backlog_bytes: s.bytes });
                     ctl_tx.write_all(&frame::encode(&f)).await?;
                 }
+                _ = progress.tick() => {
+                    let s = self.buffer.stats();
+                    if s.batches > DRAINING_ABOVE {
+                        let st = self.state.status(&self.cfg, &s);
+                        tracing::info!(
+                            backlog_batches = s.batches, backlog_bytes = s.bytes,
+                            rate = format!("{:.1}/s", st.drain_batches_per_second),
+                            eta = st.drain_eta_seconds.map(|e| format!("{e:.0}s")).unwrap_or_else(|| "unknown".into()),
+                            "draining the backlog"
+                        );
+                        was_draining = true;
+                    } else if was_draining {
+                        tracing::info!("backlog drained");
+                        was_draining = false;
+                    }
+                }
                 _ = shutdown.changed(), if draining_since.is_none() => {
                     draining_since = Some(tokio::time::Instant::now());
                 }
@@ -302,7 +351,9 @@ impl Uplink {
     async fn send_window(&self, data: &mut quinn::SendStream, enc: &mut Encoder, cursor: &mut u64, acked: u64) -> Result<(), SessionError> {
         loop {
             let in_flight = cursor.saturating_sub(acked + 1);
-            if in_flight >= WINDOW {
+            // Bounded in batches and in bytes: what is in flight cannot be evicted without
+            // doubt about whether it arrived, so it must leave the buffer room to work.
+            if in_flight >= WINDOW || self.buffer.bytes_between(acked + 1, *cursor) >= self.cfg.buffer.max_bytes.0 / 2 {
                 return Ok(());
             }
             let Some(next) = self.buffer.next_at_or_after(*cursor) else {
@@ -321,25 +372,19 @@ impl Uplink {
                 let batch = match Decoder::new().decode(&sb.payload) {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::error!(seq = sb.seq, "skipping damaged buffered batch: {e}");
+                        tracing::error!(seq = sb.seq, "buffered batch does not decode: {e}");
+                        let b = self.buffer.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.skip_damaged(sb.seq)).await;
                         continue;
                     }
                 };
                 let payload = enc.encode(&batch);
+                self.buffer.mark_sent(sb.seq);
                 data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload })).await?;
                 self.metrics.batches_sent.inc();
                 self.metrics.samples_sent.inc_by(sb.samples);
             }
         }
-    }
-
-    async fn ack(&self, seq: u64) -> Result<(), SessionError> {
-        let b = self.buffer.clone();
-        tokio::task::spawn_blocking(move || b.ack(seq))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
-        self.state.acked_seq.fetch_max(seq, Ordering::Relaxed);
-        Ok(())
     }
 }
 
@@ -347,7 +392,7 @@ impl Uplink {
 /// idle timeout so a quiet but healthy link stays up.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
     t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     t
 }

@@ -134,6 +134,7 @@ async fn agents(State(s): State<AppState>) -> impl IntoResponse {
             "batches": meta.batches,
             "samples": meta.samples,
             "gap_batches": meta.gap_batches,
+            "gaps": meta.gaps.iter().map(|(a, b)| serde_json::json!({"from_seq": a, "to_seq": b, "batches": b - a + 1})).collect::<Vec<_>>(),
             "dropped_samples": live.dropped_samples,
             "backlog_bytes": live.backlog_bytes,
         }));
@@ -148,7 +149,7 @@ mod tests {
     #[test]
     fn rfc3339_formats_utc_with_millis() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T06:26:40.123Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }

@@ -50,7 +50,13 @@ pub struct AgentMeta {
     pub gap_batches: u64,
     pub batches: u64,
     pub samples: u64,
+    /// The most recent runs of missing seqs, `(first, last)` inclusive, oldest first (at most
+    /// [`MAX_GAPS`]; `gap_batches` counts them all).
+    pub gaps: Vec<(u64, u64)>,
 }
+
+/// How many gap ranges are remembered per agent.
+pub const MAX_GAPS: usize = 64;
 
 /// One batch ready to be written, with its series still in the connection's numbering.
 pub struct IngestRequest {
@@ -396,8 +402,12 @@ impl Storage {
                     out.push(Err(format!("batch {} refers to undefined series #{b}", r.seq)));
                     continue;
                 }
-                if meta.applied_seq > 0 && r.seq > meta.applied_seq + 1 {
+                if r.seq > meta.applied_seq + 1 {
                     meta.gap_batches += r.seq - meta.applied_seq - 1;
+                    meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
+                    if meta.gaps.len() > MAX_GAPS {
+                        meta.gaps.remove(0);
+                    }
                 }
                 meta.applied_seq = r.seq;
                 meta.batches += 1;
@@ -540,8 +550,10 @@ impl SeriesSource for Storage {
         let cf = self.cf(CF_CHUNKS).map_err(|e| SourceError(e.to_string()))?;
         let mut from = id.to_be_bytes().to_vec();
         from.extend_from_slice(&sortable(start_ms));
-        let mut chunk = vec![];
-        for item in self.db.iterator_cf(&cf, IteratorMode::From(&from, Direction::Forward)) {
+        // Chunks in key order are sorted by time, not by when they were written; a repeated
+        // timestamp must resolve to the newest write, so order them by record id, newest first.
+        let mut chunks: Vec<(u64, Vec<Point>)> = vec![];
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
             let (k, val) = item.map_err(|e| SourceError(e.to_string()))?;
             if k.len() != 32 || k[..8] != id.to_be_bytes() {
                 break;
@@ -549,9 +561,15 @@ impl SeriesSource for Storage {
             if unsortable(&k[16..24]) > end_ms {
                 continue;
             }
-            chunk.clear();
+            let record = u64::from_be_bytes(k[24..32].try_into().unwrap_or_default());
+            let mut chunk = vec![];
             decode_points(&val, &mut chunk).map_err(|e| SourceError(format!("chunk of series {id}: {e}")))?;
-            v.extend(chunk.iter().rev().filter(|p| p.ts >= start_ms && p.ts <= end_ms));
+            chunk.retain(|p| p.ts >= start_ms && p.ts <= end_ms);
+            chunks.push((record, chunk));
+        }
+        chunks.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, chunk) in chunks {
+            v.extend(chunk.into_iter().rev());
         }
         // Sources were added newest first and each reversed: a stable sort then keeps the
         // newest write first for a repeated timestamp.

@@ -4,6 +4,8 @@
 //! when its handle drops; when a test fails, the logs of every process it started are
 //! printed.
 
+pub mod proxy;
+
 use serde_json::Value;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -225,6 +227,35 @@ impl Aggregator {
         format!("http://{}{}", self.http, path)
     }
 
+    /// Starts the aggregator again on the same config, data and ports (after a kill).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let p = Proc::start("aggregator", self.config.parent().unwrap_or(Path::new(".")), Command::new(bin("outpost-aggregator")).arg("run").arg("--config").arg(&self.config));
+        let old = std::mem::replace(&mut self.proc, p);
+        std::mem::forget(old);
+        let up = wait_for(Duration::from_secs(30), || get_text(&self.url("/health")).ok());
+        assert!(up.is_some(), "aggregator did not become healthy again (does its data directory still open?):\n{}", self.proc.logs());
+    }
+
+    /// Every raw sample of the agent's cycle counter: (ms, cycle), oldest first.
+    pub fn cycles(&self, agent: &str) -> Vec<(i64, u64)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + 60.0;
+        let q = format!("outpost_agent_cycles_total{{agent=\"{agent}\"}}[1d]");
+        let url = format!("{}?query={}&time={now}", self.url("/api/v1/query"), encode(&q));
+        let Ok(v) = get_json(&url) else { return vec![] };
+        let mut out = vec![];
+        for series in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+            for p in series["values"].as_array().cloned().unwrap_or_default() {
+                let ts = (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+                if let Some(c) = sample_value(&p) {
+                    out.push((ts, c as u64));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// An instant query; returns `data.result`.
     pub fn query(&self, q: &str) -> Vec<Value> {
         let url = format!("{}?query={}", self.url("/api/v1/query"), encode(q));
@@ -253,6 +284,8 @@ pub struct Agent {
     pub proc: Proc,
     pub http: String,
     pub config: PathBuf,
+    pub buffer_dir: PathBuf,
+    dir: PathBuf,
 }
 
 /// What an agent's config says, for tests that need a twist.
@@ -264,37 +297,66 @@ pub struct AgentSpec<'a> {
     pub key: PathBuf,
     pub interval: &'a str,
     pub extra: &'a str,
+    /// Where the agent sends (e.g. a fault proxy); default: the aggregator's QUIC address.
+    pub endpoint: Option<String>,
+    pub max_bytes: &'a str,
 }
 
 impl<'a> AgentSpec<'a> {
     pub fn new(id: &'a str, certs: &Certs) -> AgentSpec<'a> {
         let (cert, key) = certs.agent(id);
-        AgentSpec { id, region: "test-region", ca: certs.ca(), cert, key, interval: "1s", extra: "" }
+        AgentSpec { id, region: "test-region", ca: certs.ca(), cert, key, interval: "1s", extra: "", endpoint: None, max_bytes: "64MiB" }
     }
 }
 
 impl Agent {
     pub fn start(dir: &Path, agg: &Aggregator, spec: &AgentSpec) -> Agent {
+        let a = Self::spawn(dir, agg, spec);
+        a.wait_healthy();
+        a
+    }
+
+    /// Writes the config and starts the agent without waiting for it.
+    pub fn spawn(dir: &Path, agg: &Aggregator, spec: &AgentSpec) -> Agent {
+        Self::spawn_in(dir, &dir.join(format!("buffer-{}", spec.id)), agg, spec)
+    }
+
+    /// As [`Agent::spawn`], with the buffer in `buffer_dir`.
+    pub fn spawn_in(dir: &Path, buffer_dir: &Path, agg: &Aggregator, spec: &AgentSpec) -> Agent {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let config = dir.join(format!("agent-{}.toml", spec.id));
         let text = format!(
-            "id = \"{id}\"\nregion = \"{region}\"\n[aggregator]\nendpoints = [\"{quic}\"]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[buffer]\ndir = \"{buf}\"\nmax_bytes = \"64MiB\"\n[collect]\ninterval = \"{interval}\"\n[http]\nlisten = \"{http}\"\n{extra}",
+            "id = \"{id}\"\nregion = \"{region}\"\n[aggregator]\nendpoints = [\"{quic}\"]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[buffer]\ndir = \"{buf}\"\nmax_bytes = \"{max_bytes}\"\n[collect]\ninterval = \"{interval}\"\n[http]\nlisten = \"{http}\"\n{extra}",
             id = spec.id,
             region = spec.region,
-            quic = agg.quic,
+            quic = spec.endpoint.as_deref().unwrap_or(&agg.quic),
+            max_bytes = spec.max_bytes,
             ca = spec.ca.display(),
             cert = spec.cert.display(),
             key = spec.key.display(),
-            buf = dir.join(format!("buffer-{}", spec.id)).display(),
+            buf = buffer_dir.display(),
             interval = spec.interval,
             extra = spec.extra,
         );
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
         let proc = Proc::start(&format!("agent-{}", spec.id), dir, Command::new(bin("outpost-agent")).arg("run").arg("--config").arg(&config));
-        let a = Agent { proc, http, config };
-        let up = wait_for(Duration::from_secs(20), || get_text(&a.url("/health")).ok());
-        assert!(up.is_some(), "agent did not become healthy:\n{}", a.proc.logs());
-        a
+        Agent { proc, http, config, buffer_dir: buffer_dir.to_path_buf(), dir: dir.to_path_buf() }
+    }
+
+    pub fn wait_healthy(&self) {
+        let up = wait_for(Duration::from_secs(30), || get_text(&self.url("/health")).ok());
+        assert!(up.is_some(), "agent did not become healthy:\n{}", self.proc.logs());
+    }
+
+    /// Starts the agent again with the same config (after a kill or a clean stop).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let name = self.proc.name.clone();
+        let p = Proc::start(&name, &self.dir, Command::new(bin("outpost-agent")).arg("run").arg("--config").arg(&self.config));
+        // The old handle is already dead; replacing it must not print its log.
+        let old = std::mem::replace(&mut self.proc, p);
+        std::mem::forget(old);
+        self.wait_healthy();
     }
 
     pub fn url(&self, path: &str) -> String {

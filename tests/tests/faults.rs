@@ -1,0 +1,382 @@
+//! Faults end to end: partitions and lossy links through the UDP fault proxy, `kill -9` of
+//! either side, a full buffer, a full disk, a changed config and damaged buffer files. Each
+//! test asserts the exact outcome from the data (the agent's cycle counter series at the
+//! aggregator: every cycle present once, consecutive) and from both sides' own counters.
+
+use outpost_tests::proxy::{Faults, UdpProxy};
+use outpost_tests::*;
+use std::time::{Duration, Instant};
+
+/// The cycles the aggregator holds for `agent` must be exactly `1..=last` (or that range
+/// minus `missing`), and the aggregator must have applied each batch once.
+fn assert_cycles_exact(agg: &Aggregator, agent: &str, last: u64, missing: &[u64]) {
+    let got = agg.cycles(agent);
+    let values: Vec<u64> = got.iter().map(|p| p.1).collect();
+    let want: Vec<u64> = (1..=last).filter(|c| !missing.contains(c)).collect();
+    if values != want {
+        let extra: Vec<u64> = values.iter().filter(|v| !want.contains(v)).copied().collect();
+        let lost: Vec<u64> = want.iter().filter(|v| !values.contains(v)).copied().collect();
+        panic!("cycles at the aggregator differ: {} held, {} wanted; lost {lost:?}, unexpected {extra:?}", values.len(), want.len());
+    }
+    let mut ts: Vec<i64> = got.iter().map(|p| p.0).collect();
+    ts.dedup();
+    assert_eq!(ts.len(), got.len(), "one sample per cycle timestamp");
+    let a = agg.agent(agent).expect("agent listed");
+    // Every applied batch is counted once; a resend of an applied seq is not applied again.
+    assert_eq!(a["batches"].as_u64(), Some(want.len() as u64), "batches applied once each: {a}");
+}
+
+/// Waits until the aggregator holds cycle `n` (or more) of `agent`; returns the highest.
+fn wait_cycle(agg: &Aggregator, agent: &str, n: u64, timeout: Duration) -> u64 {
+    let got = wait_for(timeout, || agg.cycles(agent).last().map(|p| p.1).filter(|c| *c >= n));
+    got.unwrap_or_else(|| panic!("cycle {n} of {agent} did not arrive within {timeout:?}; have {:?}", agg.cycles(agent).last()))
+}
+
+/// The agent's persisted cycle count, from its /health.
+fn agent_cycles(agent: &Agent) -> u64 {
+    get_json(&agent.url("/health")).ok().and_then(|v| v["cycles"].as_u64()).unwrap_or(0)
+}
+
+/// What `outpost-agent status` says about a stopped agent's buffer: (cycles, buffered batches).
+fn offline_status(agent: &Agent) -> (u64, u64) {
+    let (ok, out) = run(std::process::Command::new(bin("outpost-agent")).args(["status", "--config"]).arg(&agent.config));
+    assert!(ok, "status failed: {out}");
+    let field = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("status shows no {name}\n{out}"))
+    };
+    (field("cycles:"), field("backlog:"))
+}
+
+/// From `outpost-agent status` of a stopped agent: (dropped samples, damaged batches, dropped batches).
+fn offline_counts(agent: &Agent) -> (u64, u64, u64) {
+    let (ok, out) = run(std::process::Command::new(bin("outpost-agent")).args(["status", "--json", "--config"]).arg(&agent.config));
+    assert!(ok, "status failed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["running"], false, "{v}");
+    (v["dropped_samples"].as_u64().unwrap(), v["damaged_batches"].as_u64().unwrap(), v["dropped_batches"].as_u64().unwrap())
+}
+
+/// Stops the agent cleanly once everything it collected has reached the aggregator; returns
+/// the number of cycles it made.
+fn stop_and_drain(agent: &mut Agent, agg: &Aggregator, id: &str) -> u64 {
+    for _ in 0..5 {
+        assert_eq!(agent.proc.terminate(Duration::from_secs(15)), Some(true), "agent stops cleanly on SIGTERM:\n{}", agent.proc.logs());
+        let (cycles, buffered) = offline_status(agent);
+        eprintln!("stopped: {cycles} cycles, {buffered} batches buffered; aggregator holds up to {:?}", agg.cycles(id).last());
+        if buffered == 0 {
+            return cycles;
+        }
+        // Cycles made just before the stop may still be buffered: let them drain.
+        agent.restart();
+        let _ = wait_for(Duration::from_secs(30), || agg.cycles(id).last().map(|p| p.1).filter(|c| *c >= cycles));
+    }
+    panic!("the agent never drained its buffer")
+}
+
+fn agent_metric(agent: &Agent, name: &str) -> f64 {
+    metric_value(&agent.metrics(), name).unwrap_or_else(|| panic!("{name} missing from the agent's /metrics:\n{}", agent.metrics()))
+}
+
+#[test]
+fn a_one_minute_partition_loses_and_doubles_nothing() {
+    let tmp = TempDir::new("partition");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("cut-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    let before = wait_cycle(&agg, "cut-1", 3, Duration::from_secs(30));
+
+    proxy.set(Faults::blackhole());
+    std::thread::sleep(Duration::from_secs(60));
+    let during = agg.cycles("cut-1").last().map(|p| p.1).unwrap_or(0);
+    assert!(during <= before + 12, "the partition held: {during} arrived during it (had {before})");
+    let backlog = agent_metric(&agent, "outpost_agent_buffer_batches");
+    assert!(backlog >= 50.0, "the agent buffered the minute: {backlog} batches");
+    assert_eq!(agent_metric(&agent, "outpost_agent_uplink_connected"), 0.0);
+    assert!(proxy.counters().up_dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    proxy.set(Faults::pass());
+    let made = agent_cycles(&agent);
+    wait_cycle(&agg, "cut-1", made, Duration::from_secs(60));
+    let last = stop_and_drain(&mut agent, &agg, "cut-1");
+    assert_cycles_exact(&agg, "cut-1", last, &[]);
+    assert!(agent.proc.logs().contains("connected"), "reconnected after the partition");
+}
+
+#[test]
+fn a_lossy_slow_link_for_a_minute_loses_and_doubles_nothing() {
+    let tmp = TempDir::new("lossy");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("lossy-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    wait_cycle(&agg, "lossy-1", 2, Duration::from_secs(30));
+    proxy.set(Faults::lossy(0.2, Duration::from_millis(50)));
+    std::thread::sleep(Duration::from_secs(60));
+    let c = proxy.counters();
+    let (fwd, dropped) = (c.up_forwarded.load(std::sync::atomic::Ordering::Relaxed), c.up_dropped.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(dropped * 100 >= (fwd + dropped) * 10, "the link really lost datagrams: {dropped} of {}", fwd + dropped);
+    proxy.set(Faults::pass());
+    let last = stop_and_drain(&mut agent, &agg, "lossy-1");
+    assert!(last >= 55, "a minute of cycles: {last}");
+    assert_cycles_exact(&agg, "lossy-1", last, &[]);
+}
+
+#[test]
+fn kill_9_of_the_agent_five_times_loses_and_doubles_nothing() {
+    let tmp = TempDir::new("kill-agent");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let spec = AgentSpec { interval: "300ms", ..AgentSpec::new("crashy-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(fastrand::u64(700..3000)));
+        agent.proc.kill();
+        assert!(!agent.proc.is_running(), "round {round}: killed");
+        agent.restart();
+    }
+    let last = stop_and_drain(&mut agent, &agg, "crashy-1");
+    assert!(last >= 10, "{last}");
+    assert_cycles_exact(&agg, "crashy-1", last, &[]);
+}
+
+#[test]
+fn kill_9_of_the_aggregator_while_a_backlog_drains_loses_and_doubles_nothing() {
+    let tmp = TempDir::new("kill-agg");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let mut agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { interval: "100ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("drain-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    wait_cycle(&agg, "drain-1", 2, Duration::from_secs(30));
+    for round in 0..5 {
+        // A backlog builds behind a partition, then drains; the aggregator dies mid-drain.
+        proxy.set(Faults::blackhole());
+        std::thread::sleep(Duration::from_secs(4));
+        proxy.set(Faults::lossy(0.0, Duration::from_millis(20)));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(50..600)));
+        agg.proc.kill();
+        assert!(!agg.proc.is_running(), "round {round}: killed");
+        agg.restart();
+    }
+    proxy.set(Faults::pass());
+    let last = stop_and_drain(&mut agent, &agg, "drain-1");
+    assert!(last >= 100, "{last}");
+    assert_cycles_exact(&agg, "drain-1", last, &[]);
+}
+
+#[test]
+fn a_full_buffer_drops_the_oldest_and_says_exactly_how_much() {
+    let tmp = TempDir::new("full");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { interval: "100ms", max_bytes: "256KiB", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("full-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    wait_cycle(&agg, "full-1", 2, Duration::from_secs(30));
+    proxy.set(Faults::blackhole());
+    let dropped = wait_for(Duration::from_secs(90), || {
+        metric_value(&agent.metrics(), "outpost_agent_buffer_dropped_batches_total").filter(|d| *d >= 20.0)
+    });
+    assert!(dropped.is_some(), "the buffer never filled:\n{}", agent.metrics());
+    proxy.set(Faults::pass());
+    // Once the backlog is across, both sides must tell the same story.
+    let made = agent_cycles(&agent);
+    wait_cycle(&agg, "full-1", made, Duration::from_secs(60));
+    let m = agent.metrics();
+    let dropped_batches = metric_value(&m, "outpost_agent_buffer_dropped_batches_total").unwrap() as u64;
+    let dropped_samples = metric_value(&m, "outpost_agent_buffer_dropped_samples_total").unwrap() as u64;
+    let a = wait_for(Duration::from_secs(40), || agg.agent("full-1").filter(|a| a["dropped_samples"].as_u64() == Some(dropped_samples)));
+    let a = a.unwrap_or_else(|| panic!("aggregator does not report {dropped_samples} dropped samples: {:?}", agg.agent("full-1")));
+    assert_eq!(a["gap_batches"].as_u64(), Some(dropped_batches), "{a}");
+    let gaps = a["gaps"].as_array().expect("gaps listed");
+    let listed: u64 = gaps.iter().map(|g| g["to_seq"].as_u64().unwrap() - g["from_seq"].as_u64().unwrap() + 1).sum();
+    assert_eq!(listed, dropped_batches, "{a}");
+    assert!(dropped_samples > dropped_batches * 50, "samples of whole cycles: {dropped_samples}");
+
+    let last = stop_and_drain(&mut agent, &agg, "full-1");
+    let (_, _, dropped_after) = offline_counts(&agent);
+    assert_eq!(dropped_after, dropped_batches, "nothing was dropped after the partition healed");
+    let held: Vec<u64> = agg.cycles("full-1").iter().map(|p| p.1).collect();
+    let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
+    assert_eq!(missing.len() as u64, dropped_batches, "missing cycles = dropped batches");
+    assert!(missing.windows(2).all(|w| w[1] == w[0] + 1), "one contiguous run of the oldest: {missing:?}");
+    assert_cycles_exact(&agg, "full-1", last, &missing);
+}
+
+#[test]
+fn an_agent_restarted_with_a_new_config_replays_its_old_backlog() {
+    let tmp = TempDir::new("reconfig");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { region: "old-region", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("re-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    wait_cycle(&agg, "re-1", 2, Duration::from_secs(30));
+    proxy.set(Faults::blackhole());
+    std::thread::sleep(Duration::from_secs(5));
+    agent.proc.kill();
+    let old_cycles: u64 = {
+        // The cycles the old config made, backlog included.
+    offline_status(&agent).0
+    };
+    assert!(old_cycles >= 6, "{old_cycles}");
+    proxy.set(Faults::pass());
+    let spec2 = AgentSpec { region: "new-region", interval: "500ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("re-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec2);
+    wait_cycle(&agg, "re-1", old_cycles + 6, Duration::from_secs(30));
+    let last = stop_and_drain(&mut agent, &agg, "re-1");
+    assert_cycles_exact(&agg, "re-1", last, &[]);
+    let regions = get_json(&agg.url(&format!("/api/v1/series?match[]={}", encode("outpost_agent_cycles_total{agent=\"re-1\"}")))).unwrap();
+    let regions: Vec<&str> = regions["data"].as_array().unwrap().iter().filter_map(|s| s["region"].as_str()).collect();
+    assert_eq!(regions, vec!["new-region", "old-region"], "the backlog kept the labels it was collected with");
+    // Timestamps follow the interval each config had: old cycles 1 s apart, new ones 0.5 s.
+    let c = agg.cycles("re-1");
+    let gap = |a: u64| c.iter().find(|p| p.1 == a + 1).unwrap().0 - c.iter().find(|p| p.1 == a).unwrap().0;
+    assert!((900..=1100).contains(&gap(2)), "old interval: {}", gap(2));
+    assert!((400..=600).contains(&gap(old_cycles + 3)), "new interval: {}", gap(old_cycles + 3));
+}
+
+/// Flips bytes in the middle of the largest table file and truncates the newest data file.
+fn damage(buffer: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<(std::path::PathBuf, std::fs::Metadata)> = std::fs::read_dir(buffer)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sst") || e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?)))
+        .collect();
+    let mut done = vec![];
+    files.sort_by_key(|f| f.1.len());
+    let largest = files.iter().rev().find(|f| f.0.extension().is_some_and(|x| x == "sst")).cloned();
+    if let Some((p, m)) = largest {
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = (m.len() / 3) as usize;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&p, bytes).unwrap();
+        done.push(format!("flipped 64 bytes at {mid} of {}", p.display()));
+    }
+    files.sort_by_key(|f| f.1.modified().ok());
+    if let Some((p, m)) = files.iter().rev().find(|f| !done.iter().any(|d| d.ends_with(&*f.0.display().to_string()))) {
+        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(m.len() / 2).unwrap();
+        done.push(format!("truncated {} from {} to {}", p.display(), m.len(), m.len() / 2));
+    }
+    done
+}
+
+#[test]
+fn damaged_buffer_files_keep_every_whole_record_and_count_the_rest() {
+    let tmp = TempDir::new("damage");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { interval: "100ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("rot-1", &certs) };
+    let mut agent = Agent::start(tmp.path(), &agg, &spec);
+    wait_cycle(&agg, "rot-1", 2, Duration::from_secs(30));
+    let delivered_before = agg.cycles("rot-1").last().unwrap().1;
+    proxy.set(Faults::blackhole());
+    // Two stretches of backlog: the first flushed to a table file by a clean stop, the
+    // second left in the write-ahead log by a kill.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(agent.proc.terminate(Duration::from_secs(15)), Some(true));
+    agent.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    agent.proc.kill();
+    let damaged = damage(&agent.buffer_dir);
+    assert_eq!(damaged.len(), 2, "{damaged:?}");
+
+    proxy.set(Faults::pass());
+    let t = Instant::now();
+    agent.restart();
+    assert!(t.elapsed() < Duration::from_secs(20), "the agent started despite the damage");
+    let made = agent_cycles(&agent);
+    assert!(made > delivered_before, "{made}");
+    // Everything still whole drains; the agent keeps running and collecting.
+    std::thread::sleep(Duration::from_secs(3));
+    let last = stop_and_drain(&mut agent, &agg, "rot-1");
+    let (_, skipped, _) = offline_counts(&agent);
+    assert!(agent.proc.logs().contains("the buffer was damaged"), "the log says so");
+    let held: Vec<u64> = agg.cycles("rot-1").iter().map(|p| p.1).collect();
+    let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
+    assert!(skipped > 0, "the damage hit records ({damaged:?})");
+    assert_eq!(missing.len() as u64, skipped, "every missing cycle is a counted damaged batch: missing {missing:?}");
+    assert!(missing.iter().all(|c| *c > delivered_before), "only undelivered cycles can be lost");
+    assert_cycles_exact(&agg, "rot-1", last, &missing);
+    assert_eq!(agg.agent("rot-1").unwrap()["gap_batches"].as_u64(), Some(skipped));
+}
+
+#[test]
+fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
+    let tmp = TempDir::new("disk");
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "outpost-test"]).arg(&mnt));
+    assert!(ok, "this test mounts a small tmpfs and needs root: {out}");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    let spec = AgentSpec { interval: "200ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("disk-1", &certs) };
+    let agent = Agent::spawn_in(tmp.path(), &mnt.join("buffer"), &agg, &spec);
+    agent.wait_healthy();
+    let mut agent = agent;
+    wait_cycle(&agg, "disk-1", 2, Duration::from_secs(30));
+    proxy.set(Faults::blackhole());
+    // Fill the disk, and keep it full: RocksDB frees its own preallocated space when it
+    // reopens, and a disk that another process fills does not stay that polite.
+    let filler = mnt.join("filler");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let (filler, stop) = (filler.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Down to the last byte: smaller and smaller writes until not even one fits.
+                for size in [64 << 10, 4 << 10, 256, 1] {
+                    let block = vec![7u8; size];
+                    while f.write_all(&block).is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(f);
+            std::fs::remove_file(&filler).unwrap();
+        })
+    };
+    let errors = wait_for(Duration::from_secs(30), || {
+        metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total").filter(|e| *e >= 5.0)
+    });
+    assert!(errors.is_some(), "writes did not fail on a full disk:\n{}", agent.metrics());
+    assert!(agent.proc.is_running(), "the agent keeps running on a full disk");
+    assert!(get_text(&agent.url("/health")).is_ok());
+    assert!(agent.proc.logs().contains("buffer write failed"), "the log says so:\n{}", agent.proc.logs());
+    let status = get_json(&agent.url("/health")).unwrap();
+    assert!(status["buffer_error"].as_str().is_some_and(|e| !e.is_empty()), "{status}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
+    let resumed = wait_for(Duration::from_secs(30), || agent.proc.logs().contains("buffer writes work again").then_some(()));
+    assert!(resumed.is_some(), "buffering did not resume:\n{}", agent.proc.logs());
+    let lost = agent_metric(&agent, "outpost_agent_buffer_write_errors_total") as u64;
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set(Faults::pass());
+    let last = stop_and_drain(&mut agent, &agg, "disk-1");
+    let held: Vec<u64> = agg.cycles("disk-1").iter().map(|p| p.1).collect();
+    let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
+    assert!(!missing.is_empty());
+    assert_eq!(missing.len() as u64, lost, "each failed write is one missing cycle, no more: {missing:?}");
+    assert_cycles_exact(&agg, "disk-1", last, &missing);
+}
