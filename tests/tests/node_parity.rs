@@ -51,7 +51,11 @@ const COVERED_PREFIXES: &[&str] = &[
     "node_forks_total",
     "node_intr_total",
     "node_procs_",
-    "node_hwmon_temp_",
+    // Temperatures only: hwmon's other families (fans, voltages, alarms) are not collected.
+    "node_hwmon_temp_celsius",
+    "node_hwmon_temp_max_celsius",
+    "node_hwmon_temp_crit_celsius",
+    "node_hwmon_chip_names",
 ];
 
 #[derive(Default, Debug)]
