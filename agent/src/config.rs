@@ -96,16 +96,119 @@ pub struct CollectConfig {
     /// Time between collection cycles. Default 10s.
     #[serde(default = "default_interval")]
     pub interval: Duration,
+    // One switch per host collector, named as node_exporter names its collectors.
+    /// `node_cpu_seconds_total`, `node_cpu_guest_seconds_total` (/proc/stat). Default true.
+    #[serde(default = "on")]
+    pub cpu: bool,
+    /// `node_cpu_frequency_*hertz`, `node_cpu_scaling_frequency_*hertz` where sysfs has cpufreq. Default true.
+    #[serde(default = "on")]
+    pub cpufreq: bool,
+    /// `node_disk_*` (/proc/diskstats). Default true.
+    #[serde(default = "on")]
+    pub diskstats: bool,
+    /// `node_filefd_allocated`, `node_filefd_maximum`. Default true.
+    #[serde(default = "on")]
+    pub filefd: bool,
+    /// `node_filesystem_*` (statvfs of each mount, pseudo filesystems excluded). Default true.
+    #[serde(default = "on")]
+    pub filesystem: bool,
+    /// `node_hwmon_temp_*celsius` where /sys/class/hwmon has sensors. Default true.
+    #[serde(default = "on")]
+    pub hwmon: bool,
+    /// `node_load1`, `node_load5`, `node_load15`. Default true.
+    #[serde(default = "on")]
+    pub loadavg: bool,
+    /// `node_memory_*` (all of /proc/meminfo). Default true.
+    #[serde(default = "on")]
+    pub meminfo: bool,
+    /// `node_network_*_total` (/proc/net/dev). Default true.
+    #[serde(default = "on")]
+    pub netdev: bool,
+    /// `node_netstat_*` (TCP/UDP/IP counters). Default true.
+    #[serde(default = "on")]
+    pub netstat: bool,
+    /// `node_pressure_*` (pressure stall information). Default true.
+    #[serde(default = "on")]
+    pub pressure: bool,
+    /// `node_sockstat_*` (sockets in use). Default true.
+    #[serde(default = "on")]
+    pub sockstat: bool,
+    /// boot time, context switches, interrupts, forks, `node_procs_running`, `node_procs_blocked`. Default true.
+    #[serde(default = "on")]
+    pub stat: bool,
+    /// `node_systemd_unit_state`, `node_systemd_units` (runs systemctl). Default off.
+    #[serde(default = "off")]
+    pub systemd: bool,
+    /// `node_time_seconds`, clock sources. Default true.
+    #[serde(default = "on")]
+    pub time: bool,
+    /// `node_uname_info`. Default true.
+    #[serde(default = "on")]
+    pub uname: bool,
+    /// `node_vmstat_*` (page faults, paging, swapping, OOM kills). Default true.
+    #[serde(default = "on")]
+    pub vmstat: bool,
 }
 
 fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
 
+fn on() -> bool {
+    true
+}
+
+fn off() -> bool {
+    false
+}
+
+impl CollectConfig {
+    /// Whether the collector of that name (see `collect::COLLECTORS`) runs.
+    pub fn enabled(&self, collector: &str) -> bool {
+        match collector {
+            "cpu" => self.cpu,
+            "cpufreq" => self.cpufreq,
+            "diskstats" => self.diskstats,
+            "filefd" => self.filefd,
+            "filesystem" => self.filesystem,
+            "hwmon" => self.hwmon,
+            "loadavg" => self.loadavg,
+            "meminfo" => self.meminfo,
+            "netdev" => self.netdev,
+            "netstat" => self.netstat,
+            "pressure" => self.pressure,
+            "sockstat" => self.sockstat,
+            "stat" => self.stat,
+            "systemd" => self.systemd,
+            "time" => self.time,
+            "uname" => self.uname,
+            "vmstat" => self.vmstat,
+            _ => false,
+        }
+    }
+}
+
 impl Default for CollectConfig {
     fn default() -> Self {
         CollectConfig {
             interval: default_interval(),
+            cpu: true,
+            cpufreq: true,
+            diskstats: true,
+            filefd: true,
+            filesystem: true,
+            hwmon: true,
+            loadavg: true,
+            meminfo: true,
+            netdev: true,
+            netstat: true,
+            pressure: true,
+            sockstat: true,
+            stat: true,
+            systemd: false,
+            time: true,
+            uname: true,
+            vmstat: true,
         }
     }
 }
@@ -285,6 +388,33 @@ listen = "127.0.0.1:0"
         assert!(e.starts_with("a.toml: ") && e.contains("intervall"), "{e}");
         let e = Config::parse(&GOOD.replace("\"64MiB\"", "\"64 parsecs\""), Path::new("a.toml")).unwrap_err();
         assert!(e.contains("invalid size") && e.contains("max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn collectors_switch_off_one_by_one() {
+        let c = Config::parse(GOOD, Path::new("a.toml")).unwrap();
+        for (name, on) in crate::collect::COLLECTORS {
+            assert_eq!(c.collect.enabled(name), on, "{name}");
+            assert_eq!(CollectConfig::default().enabled(name), on, "{name}");
+        }
+        let c = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmon = false\nsystemd = true"), Path::new("a.toml")).unwrap();
+        assert!(!c.collect.enabled("hwmon") && c.collect.enabled("systemd") && c.collect.enabled("cpu"));
+        assert!(!c.collect.enabled("nfs"));
+        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmonn = false"), Path::new("a.toml")).unwrap_err();
+        assert!(e.starts_with("a.toml: ") && e.contains("hwmonn"), "{e}");
+        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmon = \"no\""), Path::new("a.toml")).unwrap_err();
+        assert!(e.contains("hwmon") && e.contains("bool"), "{e}");
+    }
+
+    #[test]
+    fn packaged_example_has_every_collector_switch_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&text, &path).unwrap();
+        for (name, on) in crate::collect::COLLECTORS {
+            assert!(text.contains(&format!("\n{name} = {on}")), "packaging/agent.toml lacks {name} = {on}");
+            assert_eq!(c.collect.enabled(name), on, "{name}");
+        }
     }
 
     #[test]

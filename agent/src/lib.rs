@@ -59,11 +59,12 @@ pub fn now_ms() -> i64 {
 
 /// Turns one cycle's collected pairs into a batch: every sample gets `agent` and `region`,
 /// and the cycle counter is appended.
-pub fn cycle_batch(cfg: &Config, pairs: Vec<(Labels, f64)>, cycle: u64, ts: i64) -> Batch {
+pub fn cycle_batch(cfg: &Config, pairs: impl IntoIterator<Item = (Labels, f64)>, cycle: u64, ts: i64) -> Batch {
+    let pairs = pairs.into_iter();
     let mut b = Batch::default();
-    b.series.reserve(pairs.len() + 1);
+    b.series.reserve(pairs.size_hint().0 + 1);
     for (l, v) in pairs {
-        b.push(l.with("agent", &cfg.id).with("region", &cfg.region), ts, v);
+        b.push(with_agent_region(l, &cfg.id, &cfg.region), ts, v);
     }
     b.push(
         Labels::metric(CYCLES_METRIC, [("agent", cfg.id.as_str()), ("region", cfg.region.as_str())]),
@@ -71,6 +72,19 @@ pub fn cycle_batch(cfg: &Config, pairs: Vec<(Labels, f64)>, cycle: u64, ts: i64)
         cycle as f64,
     );
     b
+}
+
+/// `l` with `agent` and `region` set, moving its pairs instead of copying them (this runs for
+/// every sample of every cycle).
+fn with_agent_region(l: Labels, agent: &str, region: &str) -> Labels {
+    let mut v = l.into_vec();
+    for (name, value) in [("agent", agent), ("region", region)] {
+        match v.binary_search_by(|p| p.name.as_str().cmp(name)) {
+            Ok(i) => value.clone_into(&mut v[i].value),
+            Err(i) => v.insert(i, outpost_shared::Label { name: name.to_string(), value: value.to_string() }),
+        }
+    }
+    Labels::from_sorted(v).unwrap_or_default()
 }
 
 /// Runs the agent until `shutdown` completes, then flushes and returns.
@@ -124,7 +138,9 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
     );
     sdnotify::ready(&format!("running; {} batches buffered", s.batches));
     let watchdog = sdnotify::spawn_watchdog();
-    let mut collectors = Some(collect::system_collectors(&collect::Roots::default()));
+    // The collectors and the cycle's sample vector travel to each cycle's blocking task and
+    // back, so their buffers are reused rather than reallocated every cycle.
+    let mut collectors = Some((collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)), Vec::with_capacity(1024)));
     let mut interval = cfg.collect.interval;
     let mut tick = tokio::time::interval(interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,10 +161,10 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
             }
         }
         let c = cfg_rx.borrow().clone();
-        let (b, m, mut cs) = (buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
+        let (b, m, (mut cs, mut pairs)) = (buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
         let done = tokio::task::spawn_blocking(move || {
-            run_cycle(&c, &b, &m, &mut cs);
-            cs
+            run_cycle(&c, &b, &m, &mut cs, &mut pairs);
+            (cs, pairs)
         })
         .await
         .map_err(|e| AgentError::Task(e.to_string()))?;
@@ -175,16 +191,16 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
 
 /// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
 /// the next cycle runs regardless.
-fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut [Box<dyn collect::Collector>]) {
+fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut [Box<dyn collect::Collector>], pairs: &mut Vec<(Labels, f64)>) {
     let started = std::time::Instant::now();
     let ts = now_ms();
-    let mut pairs = Vec::with_capacity(1024);
-    for (name, e) in collect::collect_all(collectors, ts, &mut pairs) {
+    pairs.clear();
+    for (name, e) in collect::collect_all(collectors, ts, pairs) {
         tracing::debug!(collector = name, "collector failed: {e}");
         metrics.collector_errors.get_or_create(&metrics::CollectorLabel { collector: name.to_string() }).inc();
     }
     let cycle = buffer.cycles() + 1;
-    let batch = cycle_batch(cfg, pairs, cycle, ts);
+    let batch = cycle_batch(cfg, pairs.drain(..), cycle, ts);
     let samples = batch.sample_count() as u64;
     let payload = Encoder::new().encode(&batch);
     match buffer.append(cycle, &payload, samples, ts) {
@@ -198,6 +214,34 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
     metrics.samples_collected.inc_by(samples);
     metrics.collect_duration.observe(started.elapsed().as_secs_f64());
     metrics.observe_buffer(&buffer.stats(), ts);
+}
+
+/// `outpost-agent collect`: loads the config's `[collect]` section (the aggregator's files are
+/// not needed), then prints one cycle of host metrics as text exposition — once, or every
+/// interval until the output is closed. Collector failures are reported on stderr.
+pub fn collect_command(path: &std::path::Path, once: bool, out: &mut impl std::io::Write) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+    let cfg = Config::parse(&text, path)?;
+    let problems: Vec<String> = cfg.validate().into_iter().filter(|p| p.starts_with("collect.")).collect();
+    if !problems.is_empty() {
+        return Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))));
+    }
+    let mut cs = collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
+    let mut samples = Vec::with_capacity(1024);
+    loop {
+        let started = std::time::Instant::now();
+        samples.clear();
+        for (name, e) in collect::collect_all(&mut cs, now_ms(), &mut samples) {
+            eprintln!("collector {name} failed: {e}");
+        }
+        out.write_all(collect::exposition::render(&samples).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the output: {e}"))?;
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(cfg.collect.interval.get().saturating_sub(started.elapsed()));
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -219,5 +263,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_and_region_are_set_like_with_does() {
+        let cases = [
+            Labels::metric("node_load1", []),
+            Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")]),
+            // Names sorting before, between and after agent/region, and an agent label to replace.
+            Labels::metric("x", [("aaa", "1"), ("agent", "old"), ("device", "sda"), ("zone", "z")]),
+        ];
+        for l in cases {
+            let want = l.with("agent", "web-1").with("region", "eu");
+            assert_eq!(with_agent_region(l, "web-1", "eu"), want);
+        }
     }
 }

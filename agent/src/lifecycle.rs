@@ -83,6 +83,14 @@ pub fn plan(old: &Config, new: Config) -> Plan {
     if keep(e.buffer != old.buffer, "buffer") {
         e.buffer = old.buffer.clone();
     }
+    // The collectors are built at start; their on/off switches wait for a restart.
+    let mut switches = e.collect.clone();
+    switches.interval = old.collect.interval;
+    if keep(switches != old.collect, "collect (collector switches)") {
+        let interval = e.collect.interval;
+        e.collect = old.collect.clone();
+        e.collect.interval = interval;
+    }
     if keep(e.http != old.http, "http.listen") {
         e.http = old.http.clone();
     }
@@ -178,10 +186,12 @@ level = "info"
             .replace("\"1s\"", "\"250ms\"")
             .replace("level = \"info\"", "level = \"debug\"\nformat = \"json\"")
             .replace("\"web-1\"", "\"web-2\"")
-            .replace("dir = \"buf\"", "dir = \"other\""));
+            .replace("dir = \"buf\"", "dir = \"other\"")
+            .replace("interval = \"250ms\"", "interval = \"250ms\"\nhwmon = false"));
         let p = plan(&old, new);
         assert_eq!(p.live, vec!["collect.interval", "log.level"]);
-        assert_eq!(p.restart, vec!["id", "buffer", "log.format"]);
+        assert_eq!(p.restart, vec!["id", "buffer", "collect (collector switches)", "log.format"]);
+        assert!(p.effective.collect.hwmon, "collector switches keep their running value");
         assert_eq!(p.effective.collect.interval, outpost_shared::units::Duration::from_millis(250));
         assert_eq!(p.effective.log.level.as_deref(), Some("debug"));
         assert_eq!(p.effective.id, "web-1");

@@ -21,6 +21,16 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/outpost/agent.toml")]
         config: PathBuf,
     },
+    /// Collect the host metrics the config enables and print them as Prometheus text
+    /// exposition with `# TYPE` lines, as node_exporter serves them. Needs only [collect];
+    /// nothing is buffered or sent. Collector failures go to stderr.
+    Collect {
+        #[arg(long, short, default_value = "/etc/outpost/agent.toml")]
+        config: PathBuf,
+        /// Print one cycle and exit, instead of one cycle per [collect] interval.
+        #[arg(long)]
+        once: bool,
+    },
     /// Validate a config file and the files it names, then exit (non-zero on any problem).
     CheckConfig {
         #[arg(long, short, default_value = "/etc/outpost/agent.toml")]
@@ -40,6 +50,13 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Collect { config, once } => match outpost_agent::collect_command(&config, once, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Status { config, json } => match status(&config) {
             Ok(s) => {
                 if json {

@@ -82,6 +82,12 @@ impl Labels {
         self.0.iter()
     }
 
+    /// The pairs, sorted by name; with [`Labels::from_sorted`] a caller can add labels
+    /// without copying the others.
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -2,9 +2,8 @@
 //! `node_cpu_seconds_total`, `node_cpu_guest_seconds_total`) and the kernel-wide counters
 //! (collector "stat": context switches, interrupts, forks, boot time, running/blocked tasks).
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// The `cpuN` columns in kernel order: the eight modes, then guest and guest_nice.
 const MODES: [&str; 8] = [
@@ -115,7 +114,7 @@ pub fn parse_stat(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String
 
 /// Collector "cpu".
 pub struct CpuCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
     ticks_per_second: u64,
     prev: Vec<CpuTicks>,
@@ -126,7 +125,7 @@ impl CpuCollector {
     pub fn new(roots: &Roots) -> Self {
         let hz = rustix::param::clock_ticks_per_second();
         CpuCollector {
-            path: roots.proc.join("stat"),
+            path: Source::new(roots.proc.join("stat")),
             buf: String::new(),
             ticks_per_second: if hz == 0 { 100 } else { hz },
             prev: Vec::new(),
@@ -141,7 +140,7 @@ impl Collector for CpuCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         self.cur.clear();
         parse_cpu_ticks(&self.buf, &mut self.cur).map_err(|m| parse_error(&self.path, m))?;
         keep_monotonic(
@@ -157,14 +156,14 @@ impl Collector for CpuCollector {
 
 /// Collector "stat".
 pub struct StatCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl StatCollector {
     pub fn new(roots: &Roots) -> Self {
         StatCollector {
-            path: roots.proc.join("stat"),
+            path: Source::new(roots.proc.join("stat")),
             buf: String::new(),
         }
     }
@@ -176,7 +175,7 @@ impl Collector for StatCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_stat(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }

@@ -2,9 +2,8 @@
 //! `node_disk_*{device}`, leaving out the devices node_exporter 1.5 ignores by default
 //! (partitions, RAM disks, loop and floppy devices).
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 const SECTOR: f64 = 512.0;
 const MS: f64 = 1000.0;
@@ -82,14 +81,14 @@ pub fn parse_diskstats(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), S
 
 /// Collector "diskstats".
 pub struct DiskstatsCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl DiskstatsCollector {
     pub fn new(roots: &Roots) -> Self {
         DiskstatsCollector {
-            path: roots.proc.join("diskstats"),
+            path: Source::new(roots.proc.join("diskstats")),
             buf: String::new(),
         }
     }
@@ -101,7 +100,7 @@ impl Collector for DiskstatsCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_diskstats(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }

@@ -1,8 +1,7 @@
 //! `/proc/loadavg` (collector "loadavg"): `node_load1`, `node_load5`, `node_load15`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 const NAMES: [&str; 3] = ["node_load1", "node_load5", "node_load15"];
 
@@ -21,14 +20,14 @@ pub fn parse_loadavg(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
 
 /// Collector "loadavg".
 pub struct LoadavgCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl LoadavgCollector {
     pub fn new(roots: &Roots) -> Self {
         LoadavgCollector {
-            path: roots.proc.join("loadavg"),
+            path: Source::new(roots.proc.join("loadavg")),
             buf: String::new(),
         }
     }
@@ -40,7 +39,7 @@ impl Collector for LoadavgCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_loadavg(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }

@@ -1,9 +1,8 @@
 //! `/proc/meminfo` (collector "meminfo"): every line as `node_memory_<Field>_bytes` when it
 //! carries a `kB` unit (× 1024), else `node_memory_<Field>`, swap included.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// Appends one series per meminfo line.
 pub fn parse_meminfo(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
@@ -51,14 +50,14 @@ fn push_field(name: &mut String, key: &str) {
 
 /// Collector "meminfo".
 pub struct MeminfoCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl MeminfoCollector {
     pub fn new(roots: &Roots) -> Self {
         MeminfoCollector {
-            path: roots.proc.join("meminfo"),
+            path: Source::new(roots.proc.join("meminfo")),
             buf: String::new(),
         }
     }
@@ -70,7 +69,7 @@ impl Collector for MeminfoCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_meminfo(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }

@@ -1,9 +1,8 @@
 //! `/proc/net/dev` (collector "netdev"): per interface, loopback included as node_exporter
 //! includes it, `node_network_{receive,transmit}_*_total{device}`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, num, parse_error, Source};
 use outpost_shared::Labels;
-use std::path::PathBuf;
 
 /// The sixteen columns after `<iface>:`, in kernel order.
 const COLUMNS: [&str; 16] = [
@@ -55,14 +54,14 @@ pub fn parse_net_dev(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
 
 /// Collector "netdev".
 pub struct NetdevCollector {
-    path: PathBuf,
+    path: Source,
     buf: String,
 }
 
 impl NetdevCollector {
     pub fn new(roots: &Roots) -> Self {
         NetdevCollector {
-            path: roots.proc.join("net/dev"),
+            path: Source::new(roots.proc.join("net/dev")),
             buf: String::new(),
         }
     }
@@ -74,7 +73,7 @@ impl Collector for NetdevCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.path.read(&mut self.buf)?;
         parse_net_dev(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }
