@@ -245,6 +245,16 @@ impl Buffer {
     /// Stores one cycle's batch and the new cycle count in one atomic write. Returns the seq,
     /// or `None` when the when-full policy dropped the batch (the cycle still counts).
     pub fn append(&self, cycle: u64, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+        self.append_inner(Some(cycle), payload, samples, oldest_ts)
+    }
+
+    /// Stores a batch that is not a collection cycle (a scrape, a push) under the same
+    /// ledger and when-full policy; the cycle counter is left as it is.
+    pub fn append_batch(&self, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+        self.append_inner(None, payload, samples, oldest_ts)
+    }
+
+    fn append_inner(&self, cycle: Option<u64>, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
         let cf = self.cf()?;
         let mut ledger = self.ledger();
         let before = (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches, ledger.cycles);
@@ -265,9 +275,11 @@ impl Buffer {
             }
             Admit::Reject => None,
         };
-        ledger.cycles = cycle;
+        if let Some(cycle) = cycle {
+            ledger.cycles = cycle;
+            wb.put(b"cycles", cycle.to_le_bytes());
+        }
         wb.put(b"next_seq", ledger.next_seq.to_le_bytes());
-        wb.put(b"cycles", cycle.to_le_bytes());
         wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
         wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
         if let Err(e) = self.db.write_opt(wb, &self.write_opts) {
@@ -435,6 +447,26 @@ mod tests {
             when_full: WhenFull::DropOldest,
             sync: false,
         }
+    }
+
+    #[test]
+    fn non_cycle_batches_share_the_ledger_but_not_the_cycle_count() {
+        let dir = std::env::temp_dir().join(format!("outpost-buf-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            assert_eq!(b.append(1, &[1; 10], 2, 1).unwrap(), Some(1));
+            assert_eq!(b.append_batch(&[9; 20], 3, 0).unwrap(), Some(2));
+            assert_eq!(b.append(2, &[2; 10], 2, 2).unwrap(), Some(3));
+            let s = b.stats();
+            assert_eq!((s.batches, s.cycles, s.next_seq, s.oldest_ts), (3, 2, 4, Some(0)));
+        }
+        let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+        let s = b.stats();
+        assert_eq!((s.batches, s.cycles, s.next_seq), (3, 2, 4));
+        assert_eq!(b.read_from(2, 1, 1 << 20).unwrap()[0].payload, vec![9u8; 20]);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! The agent's local HTTP server: `/health` and `/metrics`.
+//! The agent's local HTTP server: `/health`, `/metrics`, and the push endpoints
+//! (`POST /v1/metrics`, `POST|PUT /metrics/job/...`, see [`crate::push`]).
 
 use crate::buffer::Buffer;
 use crate::metrics::Metrics;
 use crate::uplink::UplinkState;
+use crate::sink::Sink;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -16,12 +19,16 @@ pub struct HttpState {
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<Metrics>,
     pub uplink: Arc<UplinkState>,
+    pub sink: Sink,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/metrics/{*group}", post(push_text).put(push_text))
+        .route("/v1/metrics", post(push_otlp))
+        .layer(DefaultBodyLimit::max(crate::push::MAX_BODY))
         .with_state(state)
 }
 
@@ -41,4 +48,12 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         s.metrics.encode(),
     )
+}
+
+async fn push_text(State(s): State<HttpState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    crate::push::push_text(s.sink, uri, headers, body).await
+}
+
+async fn push_otlp(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    crate::push::push_otlp(s.sink, headers, body).await
 }
