@@ -1,5 +1,5 @@
-//! The agent's local HTTP server: `/health`, `/metrics`, and the push endpoints
-//! (`POST /v1/metrics`, `POST|PUT /metrics/job/...`, see [`crate::push`]).
+//! The agent's local HTTP server: `/health`, `/metrics`, and the push endpoint
+//! (`POST|PUT /metrics/job/...`, see [`crate::push`]).
 
 use crate::buffer::Buffer;
 use crate::metrics::Metrics;
@@ -27,7 +27,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/metrics/{*group}", post(push_text).put(push_text))
-        .route("/v1/metrics", post(push_otlp))
         .layer(DefaultBodyLimit::max(crate::push::MAX_BODY))
         .with_state(state)
 }
@@ -52,8 +51,4 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 
 async fn push_text(State(s): State<HttpState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     crate::push::push_text(s.sink, uri, headers, body).await
-}
-
-async fn push_otlp(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
-    crate::push::push_otlp(s.sink, headers, body).await
 }

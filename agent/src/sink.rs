@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 pub enum Source {
     Scrape,
     PushText,
-    PushOtlp,
 }
 
 impl Source {
@@ -22,7 +21,6 @@ impl Source {
         match self {
             Source::Scrape => "scrape",
             Source::PushText => "push_text",
-            Source::PushOtlp => "push_otlp",
         }
     }
 }

@@ -320,12 +320,22 @@ fn parse_sample<'a>(line: &'a str, format: Format, labels: &mut Vec<LabelPair<'a
     if !id.is_empty() {
         name = Some(Cow::Borrowed(id));
         if text {
+            // Blanks may separate the name from '{'; otherwise they lead to the value.
+            let at = c.i;
             c.skip_blanks();
+            if c.peek() != Some(b'{') {
+                c.i = at;
+            }
         }
     }
     if c.peek() == Some(b'{') {
         c.i += 1;
-        parse_labels(&mut c, format, &mut name, labels)?;
+        if let Err(e) = parse_labels(&mut c, format, &mut name, labels) {
+            return Err(match &name {
+                Some(n) => format!("{n}: {e}"),
+                None => e,
+            });
+        }
     }
     let name = match name {
         Some(n) => n,
@@ -548,7 +558,7 @@ mod tests {
     fn malformed_lines_name_the_line_and_problem() {
         use Format::*;
         let cases: &[(&str, Format, &str)] = &[
-            ("ok 1\nm{a=\"1\" 2\n", Text, "line 2: m: label \"a\": "),
+            ("ok 1\nm{a=\"1\" 2\n", Text, "line 2: m: expected ',' or '}' at \"2\""),
             ("m{a=\"1\" 2\n", Text, "expected ',' or '}'"),
             ("m{a=1} 2\n", Text, "must be double-quoted"),
             ("m{a=\"x} 2\n", Text, "unterminated quoted string"),
