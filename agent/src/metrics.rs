@@ -15,6 +15,19 @@ pub struct CollectorLabel {
     pub collector: String,
 }
 
+/// Where scraped or pushed samples came from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// A push request's format and the HTTP status it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabel {
+    pub format: String,
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub cycles: Counter,
@@ -37,6 +50,8 @@ pub struct Metrics {
     pub uplink_bytes_sent: Counter,
     pub uplink_bytes_received: Counter,
     pub clock_skew: Gauge<f64, AtomicU64>,
+    pub samples_received: Family<SourceLabel, Counter>,
+    pub push_requests: Family<PushLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +85,8 @@ impl Metrics {
             uplink_bytes_sent: Counter::default(),
             uplink_bytes_received: Counter::default(),
             clock_skew: Gauge::default(),
+            samples_received: Family::default(),
+            push_requests: Family::default(),
         };
         r.register("cycles", "Completed collection cycles since the buffer was created", m.cycles.clone());
         r.register_with_unit("collect_duration", "Time to collect and buffer one cycle", Unit::Seconds, m.collect_duration.clone());
@@ -91,6 +108,8 @@ impl Metrics {
         r.register_with_unit("uplink_sent", "UDP bytes sent to the aggregator", Unit::Bytes, m.uplink_bytes_sent.clone());
         r.register_with_unit("uplink_received", "UDP bytes received from the aggregator", Unit::Bytes, m.uplink_bytes_received.clone());
         r.register_with_unit("clock_skew", "Agent clock minus aggregator clock at the last handshake", Unit::Seconds, m.clock_skew.clone());
+        r.register("samples_received", "Scraped and pushed samples put in the buffer, by source", m.samples_received.clone());
+        r.register("push_requests", "Push requests by format and HTTP status code", m.push_requests.clone());
         Metrics { registry: r, ..m }
     }
 
