@@ -988,6 +988,26 @@ mod tests {
     }
 
     #[test]
+    fn non_cycle_batches_share_the_ledger_but_not_the_cycle_count() {
+        let dir = std::env::temp_dir().join(format!("outpost-buf-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            assert_eq!(b.append(1, &[1; 10], 2, 1).unwrap(), Some(1));
+            assert_eq!(b.append_batch(&[9; 20], 3, 0).unwrap(), Some(2));
+            assert_eq!(b.append(2, &[2; 10], 2, 2).unwrap(), Some(3));
+            let s = b.stats();
+            assert_eq!((s.batches, s.cycles, s.next_seq, s.oldest_ts), (3, 2, 4, Some(0)));
+        }
+        let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+        let s = b.stats();
+        assert_eq!((s.batches, s.cycles, s.next_seq), (3, 2, 4));
+        assert_eq!(b.read_from(2, 1, 1 << 20).unwrap()[0].payload, vec![9u8; 20]);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn reopening_keeps_unacked_batches_and_counters() {
         let dir = std::env::temp_dir().join(format!("outpost-buf-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -24,6 +24,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Local services to scrape, one `[[scrape]]` table per job.
+    #[serde(default)]
+    pub scrape: Vec<ScrapeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
@@ -261,6 +264,147 @@ impl LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// One `[[scrape]]` job: targets scraped like Prometheus scrapes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// The `job` label of every sample of these targets. Unique among `[[scrape]]` entries.
+    pub job: String,
+    /// `host:port` of each target; it becomes the target's `instance` label.
+    pub targets: Vec<String>,
+    /// Time between scrapes of each target. Default: `[collect] interval`.
+    pub interval: Option<Duration>,
+    /// Time allowed for one scrape. Default: the interval, at most 10s. At most the interval.
+    pub timeout: Option<Duration>,
+    /// HTTP path of the exposition. Default "/metrics".
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// "http" (default) or "https".
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// File whose content (trimmed) is sent as `Authorization: Bearer <token>`; read at every
+    /// scrape, so a rotated token is picked up.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Largest response body accepted (after decompression). Default "64MiB".
+    #[serde(default = "default_body_size_limit")]
+    pub body_size_limit: ByteSize,
+    /// Extra labels for every sample of these targets.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// TLS settings for `scheme = "https"`.
+    #[serde(default)]
+    pub tls: ScrapeTls,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTls {
+    /// CA certificates (PEM) to verify the targets with. Default: the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for targets that require mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for testing.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn default_body_size_limit() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+/// Labels a `[[scrape]]` entry may not set: they are set by the agent.
+const RESERVED_LABELS: [&str; 4] = ["job", "instance", "agent", "region"];
+
+impl ScrapeConfig {
+    pub fn interval(&self, collect: &CollectConfig) -> std::time::Duration {
+        self.interval.unwrap_or(collect.interval).get()
+    }
+
+    pub fn timeout(&self, collect: &CollectConfig) -> std::time::Duration {
+        let i = self.interval(collect);
+        self.timeout.map(|t| t.get()).unwrap_or_else(|| i.min(std::time::Duration::from_secs(10)))
+    }
+
+    fn validate(&self, n: usize, collect: &CollectConfig, jobs: &mut Vec<String>, out: &mut Vec<String>) {
+        let key = format!("scrape[{n}]");
+        if self.job.is_empty() {
+            out.push(format!("{key}.job: must not be empty"));
+        } else if jobs.contains(&self.job) {
+            out.push(format!("{key}.job: {:?} is used by an earlier [[scrape]] entry; job names must be unique", self.job));
+        }
+        jobs.push(self.job.clone());
+        if self.targets.is_empty() {
+            out.push(format!("{key}.targets: list at least one \"host:port\""));
+        }
+        for t in &self.targets {
+            if split_host_port(t).is_none() || t.contains('/') {
+                out.push(format!("{key}.targets: {t:?} is not \"host:port\" (put the path in metrics_path)"));
+            }
+        }
+        let interval = self.interval(collect);
+        if interval < std::time::Duration::from_millis(100) {
+            out.push(format!("{key}.interval: {} is too short; use at least 100ms", Duration(interval)));
+        }
+        if self.timeout(collect) > interval {
+            out.push(format!("{key}.timeout: {} is longer than the interval {}; make it at most the interval", Duration(self.timeout(collect)), Duration(interval)));
+        }
+        if self.timeout(collect).is_zero() {
+            out.push(format!("{key}.timeout: must be more than 0s"));
+        }
+        if !self.metrics_path.starts_with('/') {
+            out.push(format!("{key}.metrics_path: {:?} must start with '/'", self.metrics_path));
+        }
+        if let Some(p) = &self.bearer_token_file
+            && let Err(e) = std::fs::read_to_string(p)
+        {
+            out.push(format!("{key}.bearer_token_file: cannot read {}: {e}", p.display()));
+        }
+        for (name, _) in &self.labels {
+            if RESERVED_LABELS.contains(&name.as_str()) || name.starts_with("__") {
+                out.push(format!("{key}.labels: {name:?} is set by the agent; choose another name"));
+            } else if !crate::textparse::is_label_name(name) {
+                out.push(format!("{key}.labels: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+            }
+        }
+        for (k, p) in [("ca_file", &self.tls.ca_file), ("cert_file", &self.tls.cert_file), ("key_file", &self.tls.key_file)] {
+            if let Some(p) = p
+                && let Err(e) = std::fs::File::open(p)
+            {
+                out.push(format!("{key}.tls.{k}: cannot open {}: {e}", p.display()));
+            }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            out.push(format!("{key}.tls: set both cert_file and key_file, or neither"));
+        }
+        let tls_set = self.tls.ca_file.is_some() || self.tls.cert_file.is_some() || self.tls.insecure_skip_verify;
+        if tls_set && self.scheme != Scheme::Https {
+            out.push(format!("{key}.tls: TLS settings need scheme = \"https\""));
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates; the error lists every problem found.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -281,6 +425,13 @@ impl Config {
         for p in [&mut cfg.aggregator.ca, &mut cfg.aggregator.cert, &mut cfg.aggregator.key, &mut cfg.buffer.dir] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        for s in &mut cfg.scrape {
+            for p in [&mut s.bearer_token_file, &mut s.tls.ca_file, &mut s.tls.cert_file, &mut s.tls.key_file].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
             }
         }
         Ok(cfg)
@@ -319,6 +470,10 @@ impl Config {
         }
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
+        let mut jobs = vec![];
+        for (n, s) in self.scrape.iter().enumerate() {
+            s.validate(n, &self.collect, &mut jobs, &mut out);
+        }
         out
     }
 
@@ -414,6 +569,65 @@ listen = "127.0.0.1:0"
         for (name, on) in crate::collect::COLLECTORS {
             assert!(text.contains(&format!("\n{name} = {on}")), "packaging/agent.toml lacks {name} = {on}");
             assert_eq!(c.collect.enabled(name), on, "{name}");
+        }
+    }
+
+    #[test]
+    fn scrape_entries_parse_with_defaults() {
+        let text = format!("{GOOD}\n[[scrape]]\njob = \"app\"\ntargets = [\"127.0.0.1:8080\", \"localhost:9100\"]\n\n[[scrape]]\njob = \"secure\"\ntargets = [\"[::1]:8443\"]\ninterval = \"30s\"\nmetrics_path = \"/prom\"\nscheme = \"https\"\nbearer_token_file = \"token\"\nlabels = {{ env = \"prod\" }}\n[scrape.tls]\nca_file = \"ca.pem\"\n");
+        let c = Config::parse(&text, Path::new("/etc/outpost/agent.toml")).unwrap();
+        assert_eq!(c.scrape.len(), 2);
+        let (a, b) = (&c.scrape[0], &c.scrape[1]);
+        assert_eq!((a.metrics_path.as_str(), a.scheme, a.interval(&c.collect), a.timeout(&c.collect)), ("/metrics", Scheme::Http, std::time::Duration::from_secs(1), std::time::Duration::from_secs(1)));
+        assert_eq!(b.interval(&c.collect), std::time::Duration::from_secs(30));
+        assert_eq!(b.timeout(&c.collect), std::time::Duration::from_secs(10));
+        assert_eq!(b.bearer_token_file.as_deref(), Some(Path::new("/etc/outpost/token")));
+        assert_eq!(b.tls.ca_file.as_deref(), Some(Path::new("/etc/outpost/ca.pem")));
+        assert_eq!(b.labels.get("env").map(String::as_str), Some("prod"));
+        let e = Config::parse(&format!("{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = []\nscrape_interval = \"1s\"\n"), Path::new("a.toml")).unwrap_err();
+        assert!(e.contains("scrape_interval"), "{e}");
+    }
+
+    /// The commented `[[scrape]]` example in packaging/agent.toml parses once uncommented.
+    #[test]
+    fn packaged_scrape_example_parses() {
+        let pkg = include_str!("../../packaging/agent.toml");
+        let start = pkg.find("# [[scrape]]").expect("packaging/agent.toml has a [[scrape]] example");
+        let example: String = pkg[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&format!("{GOOD}\n{example}"), Path::new("/etc/outpost/agent.toml")).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        assert_eq!(c.scrape[0].job, "app");
+        assert_eq!(c.scrape[0].targets.len(), 2);
+        assert_eq!(c.scrape[0].scheme, Scheme::Https);
+        assert_eq!(c.scrape[0].tls.key_file.as_deref(), Some(Path::new("/etc/outpost/app-client.key")));
+    }
+
+    #[test]
+    fn scrape_validation_names_each_key() {
+        let text = format!(
+            "{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = [\"http://x:1/metrics\"]\ninterval = \"1s\"\ntimeout = \"2s\"\nmetrics_path = \"metrics\"\nbearer_token_file = \"/nonexistent/t\"\nlabels = {{ job = \"x\", \"bad-name\" = \"y\" }}\n[scrape.tls]\ncert_file = \"/nonexistent/c\"\n[[scrape]]\njob = \"a\"\ntargets = []\n"
+        );
+        let c = Config::parse(&text, Path::new("/nonexistent/a.toml")).unwrap();
+        let p = c.validate().join("\n");
+        for needle in [
+            "scrape[0].targets: \"http://x:1/metrics\" is not \"host:port\"",
+            "scrape[0].timeout: 2s is longer than the interval 1s",
+            "scrape[0].metrics_path: \"metrics\" must start with '/'",
+            "scrape[0].bearer_token_file: cannot read /nonexistent/t",
+            "scrape[0].labels: \"job\" is set by the agent",
+            "scrape[0].labels: \"bad-name\" is not a label name",
+            "scrape[0].tls.cert_file: cannot open",
+            "scrape[0].tls: set both cert_file and key_file",
+            "scrape[0].tls: TLS settings need scheme = \"https\"",
+            "scrape[1].job: \"a\" is used by an earlier [[scrape]] entry",
+            "scrape[1].targets: list at least one",
+        ] {
+            assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
         }
     }
 

@@ -1,15 +1,17 @@
-//! The agent's local HTTP server: `/health`, `/status` (what `outpost-agent status` prints)
-//! and `/metrics`.
+//! The agent's local HTTP server: `/health`, `/status` (what `outpost-agent status` prints),
+//! `/metrics`, and the push endpoint (`POST|PUT /metrics/job/...`, see [`crate::push`]).
 
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::uplink::UplinkState;
+use crate::sink::Sink;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,6 +21,7 @@ pub struct HttpState {
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<Metrics>,
     pub uplink: Arc<UplinkState>,
+    pub sink: Sink,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -26,6 +29,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/metrics/{*group}", post(push_text).put(push_text))
+        .layer(DefaultBodyLimit::max(crate::push::MAX_BODY))
         .with_state(state)
 }
 
@@ -54,4 +59,8 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         s.metrics.encode(),
     )
+}
+
+async fn push_text(State(s): State<HttpState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    crate::push::push_text(s.sink, uri, headers, body).await
 }

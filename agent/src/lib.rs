@@ -2,8 +2,9 @@
 //! the aggregator over mutual-TLS QUIC.
 //!
 //! [`run`] wires the parts: collectors ([`collect`]) feed one batch per cycle into the
-//! [`buffer`]; the [`uplink`] sends from the buffer; [`http`] serves `/health` and
-//! `/metrics`. Collection never waits for the network: a batch is in the buffer before it is
+//! [`buffer`]; scraped targets ([`scrape`]) and pushes ([`push`]) enter it through the
+//! [`sink`], one batch per scrape or request; the [`uplink`] sends from the buffer; [`http`]
+//! serves `/health`, `/metrics` and the push endpoints. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
 //!
 //! Shared with the aggregator: [`logging`] and [`telemetry`] (logs, OTLP trace export),
@@ -18,9 +19,14 @@ pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod push;
+pub mod scrape;
 pub mod sdnotify;
+pub mod sink;
 pub mod status;
+pub mod target_labels;
 pub mod telemetry;
+pub mod textparse;
 pub mod uplink;
 
 use buffer::Buffer;
@@ -48,6 +54,8 @@ pub enum AgentError {
     Listen { addr: String, source: std::io::Error },
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Scrape(String),
 }
 
 pub fn now_ms() -> i64 {
@@ -115,7 +123,15 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
         .await
         .map_err(|source| AgentError::Listen { addr: cfg.http.listen.clone(), source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(http::HttpState { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone() });
+    let sink = sink::Sink {
+        buffer: buffer.clone(),
+        metrics: metrics.clone(),
+        new_data: new_data.clone(),
+        agent: cfg.id.clone(),
+        region: cfg.region.clone(),
+    };
+    let scrapers = scrape::spawn(&cfg, sink.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
+    let app = http::router(http::HttpState { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone(), sink });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -180,6 +196,9 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
         r.abort();
     }
     let _ = stop_tx.send(true);
+    for t in scrapers {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), uplink_task).await;
     let _ = http_task.await;
     let b = buffer.clone();

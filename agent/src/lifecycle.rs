@@ -91,6 +91,11 @@ pub fn plan(old: &Config, new: Config) -> Plan {
         e.collect = old.collect.clone();
         e.collect.interval = interval;
     }
+    // Scrapers start with the agent; until they follow the config channel, new targets
+    // wait for a restart.
+    if keep(format!("{:?}", e.scrape) != format!("{:?}", old.scrape), "scrape") {
+        e.scrape = old.scrape.clone();
+    }
     if keep(e.http != old.http, "http.listen") {
         e.http = old.http.clone();
     }

@@ -15,6 +15,19 @@ pub struct CollectorLabel {
     pub collector: String,
 }
 
+/// Where scraped or pushed samples came from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// A push request's format and the HTTP status it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabel {
+    pub format: String,
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub cycles: Counter,
@@ -40,6 +53,8 @@ pub struct Metrics {
     pub reload: crate::lifecycle::ReloadGauges,
     pub build_info: Family<BuildLabels, Gauge>,
     pub start_time: Gauge<f64, AtomicU64>,
+    pub samples_received: Family<SourceLabel, Counter>,
+    pub push_requests: Family<PushLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +96,8 @@ impl Metrics {
             reload: Default::default(),
             build_info: Family::default(),
             start_time: Gauge::default(),
+            samples_received: Family::default(),
+            push_requests: Family::default(),
         };
         r.register("cycles", "Completed collection cycles since the buffer was created", m.cycles.clone());
         r.register_with_unit("collect_duration", "Time to collect and buffer one cycle", Unit::Seconds, m.collect_duration.clone());
@@ -108,6 +125,8 @@ impl Metrics {
         r.register_with_unit("start_time", "Unix time the agent started", Unit::Seconds, m.start_time.clone());
         m.start_time.set(crate::now_ms() as f64 / 1000.0);
         m.reload.succeeded(crate::now_ms());
+        r.register("samples_received", "Scraped and pushed samples put in the buffer, by source", m.samples_received.clone());
+        r.register("push_requests", "Push requests by format and HTTP status code", m.push_requests.clone());
         Metrics { registry: r, ..m }
     }
 

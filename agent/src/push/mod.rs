@@ -1,0 +1,116 @@
+//! Push from local applications on the agent's HTTP listener:
+//! `POST`/`PUT /metrics/job/<job>{/<label>/<value>}`, Prometheus text with Pushgateway's path
+//! convention ([`pushgw`]).
+//!
+//! A request is converted whole, then buffered as one batch; it is answered 2xx only once that
+//! batch is in the durable buffer. A bad payload gets 400 with what is wrong and leaves nothing
+//! behind; a buffer that cannot take the batch gets 503 so the sender retries.
+
+pub mod pushgw;
+
+use crate::metrics::PushLabel;
+use crate::sink::{Sink, Source, Stored};
+use crate::textparse::Format;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use std::io::Read;
+
+/// Largest request body accepted, compressed or not.
+pub const MAX_BODY: usize = 32 << 20;
+
+/// A refused push: status and a message saying what is wrong.
+#[derive(Debug)]
+pub struct PushError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PushError {
+    fn bad(message: impl Into<String>) -> Self {
+        PushError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+/// The request body, gunzipped when `Content-Encoding: gzip`.
+fn body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, PushError> {
+    let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    match enc.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "gzip" => {
+            let mut out = vec![];
+            flate2::read::GzDecoder::new(&body[..])
+                .take(MAX_BODY as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| PushError::bad(format!("cannot gunzip the body: {e}")))?;
+            if out.len() > MAX_BODY {
+                return Err(PushError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("the body is larger than {MAX_BODY} bytes once gunzipped") });
+            }
+            Ok(out)
+        }
+        other => Err(PushError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, message: format!("Content-Encoding {other:?} is not supported; send gzip or no encoding") }),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Buffers a converted batch (blocking) and maps the outcome to an error when not stored.
+fn store(sink: &Sink, batch: &outpost_shared::Batch, source: Source) -> Result<usize, PushError> {
+    let n = batch.sample_count();
+    match sink.store(batch, source) {
+        Ok(Stored::Seq(_) | Stored::Empty) => Ok(n),
+        Ok(Stored::Dropped) => Err(PushError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the agent's buffer is full and its when_full policy dropped this push; retry later".into(),
+        }),
+        Err(e) => Err(PushError { status: StatusCode::SERVICE_UNAVAILABLE, message: format!("cannot buffer this push: {e}; retry later") }),
+    }
+}
+
+fn count(sink: &Sink, format: &str, status: StatusCode) {
+    sink.metrics.push_requests.get_or_create(&PushLabel { format: format.into(), code: status.as_str().into() }).inc();
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, PushError> + Send + 'static) -> Result<T, PushError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(PushError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("push task failed: {e}") }))
+}
+
+/// `POST|PUT /metrics/job/...`: Prometheus text (or OpenMetrics) in Pushgateway's convention.
+pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> Response {
+    let r = async {
+        let path = uri.path().strip_prefix("/metrics/").unwrap_or("");
+        let group = pushgw::grouping(path).map_err(PushError::bad)?;
+        let ct = content_type(&headers).to_ascii_lowercase();
+        if ct.contains("protobuf") {
+            return Err(PushError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "the protobuf exposition is not supported here; push the text format (Content-Type: text/plain; version=0.0.4)".into(),
+            });
+        }
+        let format = Format::from_content_type(&ct);
+        let bytes = body(&headers, &raw)?;
+        let s2 = sink.clone();
+        blocking(move || {
+            let text = std::str::from_utf8(&bytes).map_err(|e| PushError::bad(format!("the body is not UTF-8: {e}")))?;
+            let batch = pushgw::to_batch(text, format, &group, &s2.agent_labels(), crate::now_ms()).map_err(PushError::bad)?;
+            store(&s2, &batch, Source::PushText)
+        })
+        .await
+    }
+    .await;
+    match r {
+        Ok(_) => {
+            count(&sink, "text", StatusCode::OK);
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            count(&sink, "text", e.status);
+            tracing::debug!(status = %e.status, "push refused: {}", e.message);
+            (e.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", e.message)).into_response()
+        }
+    }
+}
