@@ -1,5 +1,6 @@
 //! The agent's local HTTP server: `/health`, `/status` (what `outpost-agent status` prints),
-//! `/metrics`, and the push endpoint (`POST|PUT /metrics/job/...`, see [`crate::push`]).
+//! `/metrics`, and the push endpoints (`POST /v1/metrics`, `POST|PUT /metrics/job/...`, see
+//! [`crate::push`]).
 
 use crate::buffer::Buffer;
 use crate::config::Config;
@@ -30,6 +31,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/metrics/{*group}", post(push_text).put(push_text))
+        .route("/v1/metrics", post(push_otlp))
         .layer(DefaultBodyLimit::max(crate::push::MAX_BODY))
         .with_state(state)
 }
@@ -63,4 +65,8 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 
 async fn push_text(State(s): State<HttpState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     crate::push::push_text(s.sink, uri, headers, body).await
+}
+
+async fn push_otlp(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    crate::push::push_otlp(s.sink, headers, body).await
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 pub enum Source {
     Scrape,
     PushText,
+    PushOtlp,
 }
 
 impl Source {
@@ -21,6 +22,7 @@ impl Source {
         match self {
             Source::Scrape => "scrape",
             Source::PushText => "push_text",
+            Source::PushOtlp => "push_otlp",
         }
     }
 }

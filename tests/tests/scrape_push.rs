@@ -1,8 +1,15 @@
-//! End to end: the agent scrapes real local HTTP servers (`[[scrape]]`) and takes
-//! Pushgateway-style text pushes; everything is queried back at a real aggregator with the
-//! labels Prometheus would give it.
+//! End to end: the agent scrapes real local HTTP servers (`[[scrape]]`) and takes pushes
+//! (Pushgateway-style text, OTLP/HTTP protobuf and JSON); everything is queried back at a real
+//! aggregator with the labels Prometheus would give it.
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use outpost_tests::*;
+use prost::Message;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -54,6 +61,10 @@ fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
         Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_vec().unwrap_or_default()),
         Err(e) => (0, e.to_string().into_bytes()),
     }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 const TEXT_PAGE: &str = r#"# HELP app_requests_total Requests served.
@@ -136,7 +147,7 @@ fn scraped_targets_arrive_with_prometheus_labels() {
 }
 
 #[test]
-fn pushed_text_arrives_and_bad_payloads_are_refused() {
+fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
     let tmp = TempDir::new("push");
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
@@ -174,15 +185,120 @@ fn pushed_text_arrives_and_bad_payloads_are_refused() {
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&body).contains("has label instance=\"i2\" but the path sets instance=\"i1\""), "{}", String::from_utf8_lossy(&body));
 
+    // OTLP protobuf: a counter, a histogram, resource attributes to job/instance/target_info.
+    let now = now_nanos();
+    let kv = |k: &str, v: &str| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout"), kv("service.instance.id", "pod-7"), kv("deployment.environment", "prod")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "http.server.requests".into(),
+                        unit: "{request}".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![kv("http.method", "GET")],
+                                time_unix_nano: now,
+                                value: Some(number_data_point::Value::AsInt(314)),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "http.server.duration".into(),
+                        unit: "s".into(),
+                        data: Some(metric::Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                time_unix_nano: now,
+                                count: 6,
+                                sum: Some(1.5),
+                                bucket_counts: vec![1, 2, 3],
+                                explicit_bounds: vec![0.1, 0.5],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (code, body) = post(&agent.url("/v1/metrics"), "application/x-protobuf", &req.encode_to_vec());
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (m, v) = wait_one(&agg, "http_server_requests_total");
+    assert_eq!(v, 314.0);
+    assert_eq!(
+        m,
+        serde_json::json!({"__name__": "http_server_requests_total", "http_method": "GET", "job": "checkout", "instance": "pod-7",
+            "agent": "web-1", "region": "test-region"})
+    );
+    let buckets: Vec<(String, f64)> = {
+        wait_one(&agg, "http_server_duration_seconds_count");
+        let mut b: Vec<(String, f64)> = agg
+            .query("http_server_duration_seconds_bucket")
+            .iter()
+            .map(|s| (s["metric"]["le"].as_str().unwrap_or("").to_string(), sample_value(&s["value"]).unwrap_or(-1.0)))
+            .collect();
+        b.sort_by(|a, b| a.1.total_cmp(&b.1));
+        b
+    };
+    assert_eq!(buckets, vec![("0.1".to_string(), 1.0), ("0.5".to_string(), 3.0), ("+Inf".to_string(), 6.0)]);
+    assert_eq!(wait_one(&agg, "http_server_duration_seconds_sum").1, 1.5);
+    let (m, v) = wait_one(&agg, "target_info");
+    assert_eq!((m["deployment_environment"].as_str(), m["job"].as_str(), v), (Some("prod"), Some("checkout"), 1.0));
+
+    // OTLP JSON, as the specification writes it (64-bit integers as strings).
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"billing"}}}}]}},
+        "scopeMetrics":[{{"scope":{{"name":"lib"}},"metrics":[{{"name":"queue.depth","unit":"1","gauge":{{"dataPoints":[
+        {{"asDouble":0.25,"timeUnixNano":"{now}","attributes":[{{"key":"queue","value":{{"stringValue":"q1"}}}}]}}]}}}},
+        {{"name":"jobs.done","sum":{{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{{"asInt":"77","timeUnixNano":"{now}"}}]}}}}]}}]}}]}}"#
+    );
+    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", json.as_bytes());
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8_lossy(&body), "{}");
+    let (m, v) = wait_one(&agg, "queue_depth_ratio");
+    assert_eq!((m["job"].as_str(), m["queue"].as_str(), v), (Some("billing"), Some("q1"), 0.25));
+    assert_eq!(wait_one(&agg, "jobs_done_total{job=\"billing\"}").1, 77.0);
+
+    // Bad OTLP: broken JSON, delta temporality, garbage protobuf — 400 with the reason.
+    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", b"{\"resourceMetrics\": [");
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP JSON"), "{}", String::from_utf8_lossy(&body));
+    let delta = json.replace("\"aggregationTemporality\":2", "\"aggregationTemporality\":1").replace("billing", "delta-svc");
+    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", delta.as_bytes());
+    let msg = String::from_utf8_lossy(&body);
+    assert_eq!(code, 400, "{msg}");
+    let refusal: serde_json::Value = serde_json::from_str(&msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
+    assert_eq!(refusal["code"], 3, "{msg}");
+    assert!(refusal["message"].as_str().unwrap_or("").contains("metric \"jobs.done\" uses delta aggregation temporality"), "{msg}");
+    let (code, body) = post(&agent.url("/v1/metrics"), "application/x-protobuf", &[0x0a, 0xff, 0xff, 0x01]);
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP protobuf"), "{}", String::from_utf8_lossy(&body));
+    let (code, _) = post(&agent.url("/v1/metrics"), "text/plain", b"x");
+    assert_eq!(code, 415);
+
     // Nothing of the refused requests was stored, while later good data still flows.
     let (code, _) = post(&agent.url("/metrics/job/after"), "text/plain", b"after_marker 1\n");
     assert_eq!(code, 200);
     wait_one(&agg, "after_marker");
-    for q in ["broken_ok", "broken_bad", "{job=\"broken\"}", "{job=\"stamped\"}"] {
+    for q in ["broken_ok", "broken_bad", "{job=\"broken\"}", "{job=\"stamped\"}", "{job=\"delta-svc\"}", "queue_depth_ratio{job=\"delta-svc\"}"] {
         assert!(agg.query(q).is_empty(), "{q} must not be stored");
     }
     let m = agent.metrics();
     assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"text\",code=\"400\"}"), Some(4.0), "{m}");
     assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"text\",code=\"200\"}"), Some(2.0), "{m}");
     assert_eq!(metric_value(&m, "outpost_agent_samples_received_total{source=\"push_text\"}"), Some(3.0), "{m}");
+    assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"otlp_json\",code=\"200\"}"), Some(1.0), "{m}");
+    assert!(metric_value(&m, "outpost_agent_samples_received_total{source=\"push_otlp\"}").unwrap_or(0.0) >= 8.0, "{m}");
 }

@@ -1,11 +1,13 @@
 //! Push from local applications on the agent's HTTP listener:
-//! `POST`/`PUT /metrics/job/<job>{/<label>/<value>}`, Prometheus text with Pushgateway's path
-//! convention ([`pushgw`]).
+//! - `POST /v1/metrics`: OTLP/HTTP metrics, protobuf or JSON ([`otlp`]);
+//! - `POST`/`PUT /metrics/job/<job>{/<label>/<value>}`: Prometheus text with Pushgateway's
+//!   path convention ([`pushgw`]).
 //!
 //! A request is converted whole, then buffered as one batch; it is answered 2xx only once that
 //! batch is in the durable buffer. A bad payload gets 400 with what is wrong and leaves nothing
 //! behind; a buffer that cannot take the batch gets 503 so the sender retries.
 
+pub mod otlp;
 pub mod pushgw;
 
 use crate::metrics::PushLabel;
@@ -111,6 +113,53 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
             count(&sink, "text", e.status);
             tracing::debug!(status = %e.status, "push refused: {}", e.message);
             (e.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", e.message)).into_response()
+        }
+    }
+}
+
+/// `POST /v1/metrics`: OTLP/HTTP, answered in the request's encoding as the spec asks.
+pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
+    let enc = otlp::Encoding::from_content_type(content_type(&headers));
+    let r = async {
+        let Some(enc) = enc else {
+            return Err(PushError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!("Content-Type {:?} is not OTLP/HTTP; use application/x-protobuf or application/json", content_type(&headers)),
+            });
+        };
+        let bytes = body(&headers, &raw)?;
+        let s2 = sink.clone();
+        blocking(move || {
+            let req = otlp::decode(&bytes, enc).map_err(PushError::bad)?;
+            let batch = otlp::to_batch(&req, &s2.agent_labels(), crate::now_ms()).map_err(PushError::bad)?;
+            store(&s2, &batch, Source::PushOtlp)
+        })
+        .await
+    }
+    .await;
+    let format = match enc {
+        Some(otlp::Encoding::Json) => "otlp_json",
+        _ => "otlp_protobuf",
+    };
+    match r {
+        Ok(_) => {
+            count(&sink, format, StatusCode::OK);
+            match enc {
+                Some(otlp::Encoding::Json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}".to_string().into_bytes()).into_response(),
+                // An empty ExportMetricsServiceResponse encodes to no bytes.
+                _ => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], Vec::new()).into_response(),
+            }
+        }
+        Err(e) => {
+            count(&sink, format, e.status);
+            tracing::debug!(status = %e.status, "OTLP push refused: {}", e.message);
+            match enc {
+                Some(otlp::Encoding::Protobuf) => (e.status, [(header::CONTENT_TYPE, "application/x-protobuf")], otlp::status_protobuf(&e.message)).into_response(),
+                _ => {
+                    let body = serde_json::json!({ "code": 3, "message": e.message }).to_string();
+                    (e.status, [(header::CONTENT_TYPE, "application/json")], body.into_bytes()).into_response()
+                }
+            }
         }
     }
 }
