@@ -40,9 +40,13 @@ pub enum BufferError {
         #[source]
         source: rocksdb::Error,
     },
-    #[error("buffer at {dir}: column family \"{CF_BATCHES}\" is missing; the folder is not an Outpost buffer")]
+    #[error(
+        "buffer at {dir}: column family \"{CF_BATCHES}\" is missing; the folder is not an Outpost buffer"
+    )]
     Layout { dir: String },
-    #[error("buffer at {dir} is in use by another process (is another agent running with this [buffer] dir?): {source}")]
+    #[error(
+        "buffer at {dir} is in use by another process (is another agent running with this [buffer] dir?): {source}"
+    )]
     Locked {
         dir: String,
         #[source]
@@ -116,7 +120,9 @@ impl Ledger {
 
     /// Decides where a batch of `bytes` goes; the decision is already applied to the ledger.
     pub fn admit(&mut self, bytes: u64, samples: u64, oldest_ts: i64) -> Admit {
-        if bytes > self.max_bytes || (self.policy == WhenFull::DropNewest && self.total_bytes + bytes > self.max_bytes) {
+        if bytes > self.max_bytes
+            || (self.policy == WhenFull::DropNewest && self.total_bytes + bytes > self.max_bytes)
+        {
             self.dropped_batches += 1;
             self.dropped_samples += samples;
             return Admit::Reject;
@@ -124,7 +130,9 @@ impl Ledger {
         let mut evicted = vec![];
         self.last_evicted.clear();
         while self.total_bytes + bytes > self.max_bytes {
-            let Some((seq, e)) = self.entries.pop_first() else { break };
+            let Some((seq, e)) = self.entries.pop_first() else {
+                break;
+            };
             self.total_bytes -= e.bytes;
             if seq <= self.sent_upto {
                 self.pending_drops.insert(seq, e.samples);
@@ -137,7 +145,14 @@ impl Ledger {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.insert(seq, Entry { bytes, samples, oldest_ts });
+        self.insert(
+            seq,
+            Entry {
+                bytes,
+                samples,
+                oldest_ts,
+            },
+        );
         Admit::Store { seq, evicted }
     }
 
@@ -310,7 +325,10 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
 }
 
 fn get_u64(db: &DB, key: &[u8]) -> Option<u64> {
-    db.get(key).ok().flatten().and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+    db.get(key)
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
 }
 
 /// Key of a batch evicted while in flight (`default` CF) → its samples (u64 LE).
@@ -355,13 +373,21 @@ const PROBE_LIMIT: u64 = 1 << 16;
 /// Visits every readable record of `batches` in seq order. An unreadable stretch (a damaged
 /// block or table) does not end the scan: the seqs after it are probed one by one until a
 /// readable one is found, and iteration resumes there. Returns whether anything was unreadable.
-fn scan(db: &DB, cf: &rocksdb::ColumnFamily, promised_end: u64, mut f: impl FnMut(u64, &[u8])) -> bool {
+fn scan(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    promised_end: u64,
+    mut f: impl FnMut(u64, &[u8]),
+) -> bool {
     let mut from = 0u64;
     let mut damaged = false;
     'resume: loop {
         let mut last = None;
         let key = from.to_be_bytes();
-        for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward)) {
+        for item in db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward),
+        ) {
             match item {
                 Ok((k, v)) => match <[u8; 8]>::try_from(&k[..]) {
                     Ok(k) => {
@@ -400,7 +426,12 @@ fn open_db(path: &Path, dir: &str, recovery: &mut Recovery) -> Result<DB, Buffer
     let opts = db_options();
     match DB::open_cf_descriptors(&opts, path, cf_descriptors()) {
         Ok(db) => return Ok(db),
-        Err(e) if is_lock_error(&e) => return Err(BufferError::Locked { dir: dir.into(), source: e }),
+        Err(e) if is_lock_error(&e) => {
+            return Err(BufferError::Locked {
+                dir: dir.into(),
+                source: e,
+            });
+        }
         Err(e) => tracing::warn!(dir, "buffer cannot be opened as it is ({e}); repairing it"),
     }
     recovery.repaired = true;
@@ -409,13 +440,23 @@ fn open_db(path: &Path, dir: &str, recovery: &mut Recovery) -> Result<DB, Buffer
     }
     match DB::open_cf_descriptors(&opts, path, cf_descriptors()) {
         Ok(db) => return Ok(db),
-        Err(e) => tracing::error!(dir, "buffer cannot be opened even after repair ({e}); setting it aside"),
+        Err(e) => tracing::error!(
+            dir,
+            "buffer cannot be opened even after repair ({e}); setting it aside"
+        ),
     }
     let aside = format!("{dir}.unreadable-{}", std::process::id());
     let _ = std::fs::remove_dir_all(&aside);
-    std::fs::rename(path, &aside).map_err(|e| BufferError::Io { dir: dir.into(), what: "set the damaged buffer aside", source: e })?;
+    std::fs::rename(path, &aside).map_err(|e| BufferError::Io {
+        dir: dir.into(),
+        what: "set the damaged buffer aside",
+        source: e,
+    })?;
     recovery.set_aside = Some(aside);
-    DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|source| BufferError::Db { dir: dir.into(), source })
+    DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|source| BufferError::Db {
+        dir: dir.into(),
+        source,
+    })
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -435,7 +476,11 @@ impl Buffer {
             if path.exists() {
                 let _ = std::fs::remove_dir_all(&rebuild_path);
             } else {
-                std::fs::rename(&rebuild_path, &path).map_err(|e| BufferError::Io { dir: dir.clone(), what: "finish an interrupted rebuild", source: e })?;
+                std::fs::rename(&rebuild_path, &path).map_err(|e| BufferError::Io {
+                    dir: dir.clone(),
+                    what: "finish an interrupted rebuild",
+                    source: e,
+                })?;
             }
         }
         let _ = std::fs::remove_dir_all(&old_path);
@@ -459,13 +504,23 @@ impl Buffer {
         let mut damaged_before = get_u64(&db, b"damaged_batches").unwrap_or(0);
         for item in db.prefix_iterator(b"pending/") {
             let Ok((k, v)) = item else { break };
-            let (Some(seq), Ok(samples)) = (k.strip_prefix(b"pending/").and_then(|s| <[u8; 8]>::try_from(s).ok()), <[u8; 8]>::try_from(&v[..])) else { break };
-            ledger.pending_drops.insert(u64::from_be_bytes(seq), u64::from_le_bytes(samples));
+            let (Some(seq), Ok(samples)) = (
+                k.strip_prefix(b"pending/")
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok()),
+                <[u8; 8]>::try_from(&v[..]),
+            ) else {
+                break;
+            };
+            ledger
+                .pending_drops
+                .insert(u64::from_be_bytes(seq), u64::from_le_bytes(samples));
         }
         let live_from = first.max(acked + 1);
 
         let (found, unreadable) = {
-            let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
+            let cf = db
+                .cf_handle(CF_BATCHES)
+                .ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
             let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
             let mut bad_records = 0u64;
             let unreadable = scan(&db, cf, next_seq.unwrap_or(0), |seq, v| {
@@ -475,7 +530,14 @@ impl Buffer {
                 match parse_header(v) {
                     Some(h) => {
                         ledger.cycles = ledger.cycles.max(h.cycle);
-                        found.insert(seq, Entry { bytes: v.len() as u64, samples: h.samples, oldest_ts: h.oldest_ts });
+                        found.insert(
+                            seq,
+                            Entry {
+                                bytes: v.len() as u64,
+                                samples: h.samples,
+                                oldest_ts: h.oldest_ts,
+                            },
+                        );
                     }
                     None => bad_records += 1,
                 }
@@ -484,8 +546,15 @@ impl Buffer {
         };
         // Every seq in [live_from, next_seq) was stored; one that cannot be read now is damaged.
         let max_found = found.keys().next_back().copied();
-        let end = next_seq.unwrap_or(0).max(max_found.map_or(0, |m| m + 1)).max(1);
-        let start = if next_seq.is_some() { live_from } else { found.keys().next().copied().unwrap_or(live_from) };
+        let end = next_seq
+            .unwrap_or(0)
+            .max(max_found.map_or(0, |m| m + 1))
+            .max(1);
+        let start = if next_seq.is_some() {
+            live_from
+        } else {
+            found.keys().next().copied().unwrap_or(live_from)
+        };
         let damaged = end.saturating_sub(start).saturating_sub(found.len() as u64);
         ledger.next_seq = end.max(acked + 1);
         for (seq, e) in &found {
@@ -495,10 +564,20 @@ impl Buffer {
             damaged_before += damaged;
             recovery.damaged_batches = damaged;
             tracing::warn!(
-                dir, damaged_batches = damaged, kept_batches = found.len(),
+                dir,
+                damaged_batches = damaged,
+                kept_batches = found.len(),
                 "the buffer was damaged: every whole batch is kept, the damaged ones are skipped and counted"
             );
-            db = rebuild(db, &path, &rebuild_path, &old_path, &dir, &ledger, damaged_before)?;
+            db = rebuild(
+                db,
+                &path,
+                &rebuild_path,
+                &old_path,
+                &dir,
+                &ledger,
+                damaged_before,
+            )?;
             recovery.rebuilt = true;
         }
         let mut write_opts = WriteOptions::default();
@@ -520,9 +599,15 @@ impl Buffer {
     /// Reads a buffer that no process has open, without changing it (for `status`).
     pub fn inspect(cfg: &BufferConfig) -> Result<BufferStats, BufferError> {
         let dir = cfg.dir.display().to_string();
-        let db = DB::open_cf_descriptors_read_only(&db_options(), &cfg.dir, cf_descriptors(), false)
-            .map_err(|source| BufferError::Db { dir: dir.clone(), source })?;
-        let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
+        let db =
+            DB::open_cf_descriptors_read_only(&db_options(), &cfg.dir, cf_descriptors(), false)
+                .map_err(|source| BufferError::Db {
+                    dir: dir.clone(),
+                    source,
+                })?;
+        let cf = db
+            .cf_handle(CF_BATCHES)
+            .ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
         let acked = get_u64(&db, b"acked").unwrap_or(0);
         let live_from = get_u64(&db, b"first").unwrap_or(0).max(acked + 1);
         let mut s = BufferStats {
@@ -555,7 +640,10 @@ impl Buffer {
     }
 
     fn err(&self, source: rocksdb::Error) -> BufferError {
-        BufferError::Db { dir: self.dir.clone(), source }
+        BufferError::Db {
+            dir: self.dir.clone(),
+            source,
+        }
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -569,16 +657,26 @@ impl Buffer {
     /// Runs `f` on the open database. After a failed write the database is closed and opened
     /// again (RocksDB stops taking writes after an I/O error such as a full disk); until that
     /// succeeds, every call reports the last error.
-    fn with_db<T>(&self, f: impl FnOnce(&DB, &rocksdb::ColumnFamily) -> Result<T, BufferError>) -> Result<T, BufferError> {
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&DB, &rocksdb::ColumnFamily) -> Result<T, BufferError>,
+    ) -> Result<T, BufferError> {
         if self.health().error.is_some() {
             self.reopen();
         }
         let g = self.db.read().unwrap_or_else(|p| p.into_inner());
         let Some(db) = g.as_ref() else {
             let reason = self.health().error.clone().unwrap_or_default();
-            return Err(BufferError::Unavailable { dir: self.dir.clone(), reason });
+            return Err(BufferError::Unavailable {
+                dir: self.dir.clone(),
+                reason,
+            });
         };
-        let cf = db.cf_handle(CF_BATCHES).ok_or_else(|| BufferError::Layout { dir: self.dir.clone() })?;
+        let cf = db
+            .cf_handle(CF_BATCHES)
+            .ok_or_else(|| BufferError::Layout {
+                dir: self.dir.clone(),
+            })?;
         f(db, cf)
     }
 
@@ -615,7 +713,13 @@ impl Buffer {
     /// Stores one cycle's batch and the new cycle count in one atomic write. Returns the seq,
     /// or `None` when the when-full policy dropped the batch. The cycle counts either way, and
     /// also when the write fails, so a lost cycle shows as a gap in the cycle series.
-    pub fn append(&self, cycle: u64, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+    pub fn append(
+        &self,
+        cycle: u64,
+        payload: &[u8],
+        samples: u64,
+        oldest_ts: i64,
+    ) -> Result<Option<u64>, BufferError> {
         {
             // Counted before the write, which may not even be tried (database closed).
             let mut l = self.ledger();
@@ -632,7 +736,12 @@ impl Buffer {
 
     /// Stores a batch that is not a collection cycle (scraped or pushed samples), under the
     /// same when-full policy.
-    pub fn append_batch(&self, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+    pub fn append_batch(
+        &self,
+        payload: &[u8],
+        samples: u64,
+        oldest_ts: i64,
+    ) -> Result<Option<u64>, BufferError> {
         let r = self.store(None, payload, samples, oldest_ts);
         if r.is_err() {
             self.health().lost_samples += samples;
@@ -640,13 +749,23 @@ impl Buffer {
         r
     }
 
-    fn store(&self, cycle: Option<u64>, payload: &[u8], samples: u64, oldest_ts: i64) -> Result<Option<u64>, BufferError> {
+    fn store(
+        &self,
+        cycle: Option<u64>,
+        payload: &[u8],
+        samples: u64,
+        oldest_ts: i64,
+    ) -> Result<Option<u64>, BufferError> {
         self.with_db(|db, cf| {
             let mut ledger = self.ledger();
             if let Some(c) = cycle {
                 ledger.cycles = ledger.cycles.max(c);
             }
-            let before = (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches);
+            let before = (
+                ledger.next_seq,
+                ledger.dropped_samples,
+                ledger.dropped_batches,
+            );
             let bytes = (HEADER + payload.len()) as u64;
             let admit = ledger.admit(bytes, samples, oldest_ts);
             let mut wb = WriteBatch::default();
@@ -676,7 +795,11 @@ impl Buffer {
             if let Err(e) = db.write_opt(wb, &self.write_opts) {
                 // Undo the bookkeeping so memory matches disk; the caller reports the failure.
                 ledger.undo_admit(&admit);
-                (ledger.next_seq, ledger.dropped_samples, ledger.dropped_batches) = before;
+                (
+                    ledger.next_seq,
+                    ledger.dropped_samples,
+                    ledger.dropped_batches,
+                ) = before;
                 drop(ledger);
                 self.write_failed(&e);
                 return Err(self.err(e));
@@ -688,9 +811,20 @@ impl Buffer {
     /// Up to `max_batches` stored batches with seq ≥ `from`, oldest first, stopping after
     /// `max_bytes` (at least one is returned if any exists). A batch that can no longer be
     /// read is skipped, counted as damaged and deleted.
-    pub fn read_from(&self, from: u64, max_batches: usize, max_bytes: usize) -> Result<Vec<StoredBatch>, BufferError> {
+    pub fn read_from(
+        &self,
+        from: u64,
+        max_batches: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredBatch>, BufferError> {
         self.with_db(|db, cf| {
-            let seqs: Vec<u64> = self.ledger().entries.range(from..).take(max_batches.max(1)).map(|(s, _)| *s).collect();
+            let seqs: Vec<u64> = self
+                .ledger()
+                .entries
+                .range(from..)
+                .take(max_batches.max(1))
+                .map(|(s, _)| *s)
+                .collect();
             let mut out = vec![];
             let mut size = 0;
             let mut damaged = vec![];
@@ -698,9 +832,17 @@ impl Buffer {
             for (seq, r) in seqs.iter().zip(db.batched_multi_get_cf(cf, &keys, false)) {
                 match r {
                     Ok(Some(v)) if v.len() >= HEADER => {
-                        let h = parse_header(&v).unwrap_or(Header { samples: 0, oldest_ts: 0, cycle: 0 });
+                        let h = parse_header(&v).unwrap_or(Header {
+                            samples: 0,
+                            oldest_ts: 0,
+                            cycle: 0,
+                        });
                         size += v.len();
-                        out.push(StoredBatch { seq: *seq, samples: h.samples, payload: v[HEADER..].to_vec() });
+                        out.push(StoredBatch {
+                            seq: *seq,
+                            samples: h.samples,
+                            payload: v[HEADER..].to_vec(),
+                        });
                         if size >= max_bytes {
                             break;
                         }
@@ -832,13 +974,32 @@ impl Buffer {
 
 /// Copies every whole batch and the counters into a fresh folder and swaps it in, so no
 /// damaged block is left for reads or compactions to trip on.
-fn rebuild(db: DB, path: &Path, rebuild_path: &Path, old_path: &Path, dir: &str, ledger: &Ledger, damaged: u64) -> Result<DB, BufferError> {
-    let io = |what: &'static str| move |source| BufferError::Io { dir: dir.to_string(), what, source };
-    let dberr = |source| BufferError::Db { dir: dir.to_string(), source };
+fn rebuild(
+    db: DB,
+    path: &Path,
+    rebuild_path: &Path,
+    old_path: &Path,
+    dir: &str,
+    ledger: &Ledger,
+    damaged: u64,
+) -> Result<DB, BufferError> {
+    let io = |what: &'static str| {
+        move |source| BufferError::Io {
+            dir: dir.to_string(),
+            what,
+            source,
+        }
+    };
+    let dberr = |source| BufferError::Db {
+        dir: dir.to_string(),
+        source,
+    };
     let _ = std::fs::remove_dir_all(rebuild_path);
     {
-        let new = DB::open_cf_descriptors(&db_options(), rebuild_path, cf_descriptors()).map_err(dberr)?;
-        let (Some(cf_old), Some(cf_new)) = (db.cf_handle(CF_BATCHES), new.cf_handle(CF_BATCHES)) else {
+        let new = DB::open_cf_descriptors(&db_options(), rebuild_path, cf_descriptors())
+            .map_err(dberr)?;
+        let (Some(cf_old), Some(cf_new)) = (db.cf_handle(CF_BATCHES), new.cf_handle(CF_BATCHES))
+        else {
             return Err(BufferError::Layout { dir: dir.into() });
         };
         let mut wb = WriteBatch::default();
@@ -857,7 +1018,12 @@ fn rebuild(db: DB, path: &Path, rebuild_path: &Path, old_path: &Path, dir: &str,
         if let Some(e) = failed {
             return Err(dberr(e));
         }
-        let first = ledger.entries.keys().next().copied().unwrap_or(ledger.next_seq);
+        let first = ledger
+            .entries
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(ledger.next_seq);
         for (k, v) in [
             (&b"next_seq"[..], ledger.next_seq),
             (b"acked", ledger.acked),
@@ -893,10 +1059,31 @@ mod tests {
     #[test]
     fn drop_oldest_evicts_until_the_new_batch_fits() {
         let mut l = Ledger::new(100, WhenFull::DropOldest);
-        assert_eq!(l.admit(40, 4, 1), Admit::Store { seq: 1, evicted: vec![] });
-        assert_eq!(l.admit(40, 4, 2), Admit::Store { seq: 2, evicted: vec![] });
-        assert_eq!(l.admit(40, 4, 3), Admit::Store { seq: 3, evicted: vec![1] });
-        assert_eq!((l.bytes(), l.dropped_samples, l.dropped_batches), (80, 4, 1));
+        assert_eq!(
+            l.admit(40, 4, 1),
+            Admit::Store {
+                seq: 1,
+                evicted: vec![]
+            }
+        );
+        assert_eq!(
+            l.admit(40, 4, 2),
+            Admit::Store {
+                seq: 2,
+                evicted: vec![]
+            }
+        );
+        assert_eq!(
+            l.admit(40, 4, 3),
+            Admit::Store {
+                seq: 3,
+                evicted: vec![1]
+            }
+        );
+        assert_eq!(
+            (l.bytes(), l.dropped_samples, l.dropped_batches),
+            (80, 4, 1)
+        );
         assert_eq!(l.admit(101, 9, 4), Admit::Reject);
         assert_eq!(l.dropped_samples, 13);
     }
@@ -909,15 +1096,33 @@ mod tests {
         }
         l.mark_sent(3);
         // 1 and 2 were in flight when evicted: undecided.
-        assert_eq!(l.admit(60, 10, 5), Admit::Store { seq: 4, evicted: vec![1, 2] });
+        assert_eq!(
+            l.admit(60, 10, 5),
+            Admit::Store {
+                seq: 4,
+                evicted: vec![1, 2]
+            }
+        );
         assert_eq!((l.dropped_batches, l.pending_drops.len()), (0, 2));
         // 1 was acknowledged: it arrived. A new session says the aggregator has nothing after 1.
         l.ack(1);
         assert_eq!(l.resolve_pending(1), vec![2]);
-        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (1, 10, 0));
+        assert_eq!(
+            (l.dropped_batches, l.dropped_samples, l.pending_drops.len()),
+            (1, 10, 0)
+        );
         // No longer in flight after the new session: counted at once.
-        assert_eq!(l.admit(60, 7, 6), Admit::Store { seq: 5, evicted: vec![3, 4] });
-        assert_eq!((l.dropped_batches, l.dropped_samples, l.pending_drops.len()), (3, 30, 0));
+        assert_eq!(
+            l.admit(60, 7, 6),
+            Admit::Store {
+                seq: 5,
+                evicted: vec![3, 4]
+            }
+        );
+        assert_eq!(
+            (l.dropped_batches, l.dropped_samples, l.pending_drops.len()),
+            (3, 30, 0)
+        );
     }
 
     #[test]
@@ -936,7 +1141,10 @@ mod tests {
         }
         assert_eq!(l.ack(3), vec![1, 2, 3]);
         assert_eq!(l.ack(2), Vec::<u64>::new());
-        assert_eq!((l.bytes(), l.next_at_or_after(0), l.oldest_ts()), (20, Some(4), Some(3)));
+        assert_eq!(
+            (l.bytes(), l.next_at_or_after(0), l.oldest_ts()),
+            (20, Some(4), Some(3))
+        );
     }
 
     /// The ledger against a plain queue model, over random operations.
@@ -965,7 +1173,10 @@ mod tests {
                             dropped += 1;
                         }
                     }
-                } else if let Some(&(s, _)) = model.get(rng.usize(0..model.len().max(1)).min(model.len().saturating_sub(1))) {
+                } else if let Some(&(s, _)) = model.get(
+                    rng.usize(0..model.len().max(1))
+                        .min(model.len().saturating_sub(1)),
+                ) {
                     l.ack(s);
                     while model.front().is_some_and(|e| e.0 <= s) {
                         model.pop_front();
@@ -997,12 +1208,18 @@ mod tests {
             assert_eq!(b.append_batch(&[9; 20], 3, 0).unwrap(), Some(2));
             assert_eq!(b.append(2, &[2; 10], 2, 2).unwrap(), Some(3));
             let s = b.stats();
-            assert_eq!((s.batches, s.cycles, s.next_seq, s.oldest_ts), (3, 2, 4, Some(0)));
+            assert_eq!(
+                (s.batches, s.cycles, s.next_seq, s.oldest_ts),
+                (3, 2, 4, Some(0))
+            );
         }
         let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
         let s = b.stats();
         assert_eq!((s.batches, s.cycles, s.next_seq), (3, 2, 4));
-        assert_eq!(b.read_from(2, 1, 1 << 20).unwrap()[0].payload, vec![9u8; 20]);
+        assert_eq!(
+            b.read_from(2, 1, 1 << 20).unwrap()[0].payload,
+            vec![9u8; 20]
+        );
         drop(b);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -22,7 +22,12 @@ pub fn check(path: &Path) -> Vec<String> {
     };
     let mut problems = cfg.validate();
     let now = crate::now_ms() / 1000;
-    problems.extend(tls::check_files(&cfg.tls_files(), Role::Client, ["aggregator.ca", "aggregator.cert", "aggregator.key"], now));
+    problems.extend(tls::check_files(
+        &cfg.tls_files(),
+        Role::Client,
+        ["aggregator.ca", "aggregator.cert", "aggregator.key"],
+        now,
+    ));
     if let Ok(certs) = tls::load_certs(&cfg.aggregator.cert)
         && let Ok(cn) = tls::common_name(&certs[0])
         && cn != cfg.id
@@ -36,7 +41,16 @@ pub fn check(path: &Path) -> Vec<String> {
     if let Some(p) = dir_problem(&cfg.buffer.dir) {
         problems.push(format!("buffer.dir: {p}"));
     }
-    problems.into_iter().map(|p| if p.starts_with(&path.display().to_string()) { p } else { format!("{}: {p}", path.display()) }).collect()
+    problems
+        .into_iter()
+        .map(|p| {
+            if p.starts_with(&path.display().to_string()) {
+                p
+            } else {
+                format!("{}: {p}", path.display())
+            }
+        })
+        .collect()
 }
 
 /// Why the program could not use `dir` as its data folder: it must be a writable folder,
@@ -44,7 +58,9 @@ pub fn check(path: &Path) -> Vec<String> {
 pub fn dir_problem(dir: &Path) -> Option<String> {
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => Some(format!("{} exists and is not a folder", dir.display())),
-        Ok(_) => writable(dir).err().map(|e| format!("{} is not writable: {e}", dir.display())),
+        Ok(_) => writable(dir)
+            .err()
+            .map(|e| format!("{} is not writable: {e}", dir.display())),
         Err(_) => {
             let mut parent = dir.parent();
             while let Some(p) = parent {
@@ -52,10 +68,20 @@ pub fn dir_problem(dir: &Path) -> Option<String> {
                     break;
                 }
                 if p.is_dir() {
-                    return writable(p).err().map(|e| format!("{} does not exist and cannot be created in {}: {e}", dir.display(), p.display()));
+                    return writable(p).err().map(|e| {
+                        format!(
+                            "{} does not exist and cannot be created in {}: {e}",
+                            dir.display(),
+                            p.display()
+                        )
+                    });
                 }
                 if p.exists() {
-                    return Some(format!("{} cannot be created: {} is not a folder", dir.display(), p.display()));
+                    return Some(format!(
+                        "{} cannot be created: {} is not a folder",
+                        dir.display(),
+                        p.display()
+                    ));
                 }
                 parent = p.parent();
             }
@@ -74,7 +100,10 @@ mod tests {
 
     #[test]
     fn data_folders() {
-        assert_eq!(dir_problem(&std::env::temp_dir().join("outpost-check-new/sub")), None);
+        assert_eq!(
+            dir_problem(&std::env::temp_dir().join("outpost-check-new/sub")),
+            None
+        );
         let f = std::env::temp_dir().join(format!("outpost-check-file-{}", std::process::id()));
         std::fs::write(&f, "x").unwrap();
         assert!(dir_problem(&f).unwrap().contains("is not a folder"));

@@ -41,7 +41,11 @@ impl TelemetryConfig {
     /// Problems with `[telemetry]`, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         match &self.otlp_endpoint {
-            Some(u) => crate::telemetry::validate_endpoint(u).err().map(|e| format!("telemetry.otlp_endpoint: {e}")).into_iter().collect(),
+            Some(u) => crate::telemetry::validate_endpoint(u)
+                .err()
+                .map(|e| format!("telemetry.otlp_endpoint: {e}"))
+                .into_iter()
+                .collect(),
             None => vec![],
         }
     }
@@ -258,7 +262,11 @@ impl LogConfig {
     /// Problems with `[log]`, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         match &self.level {
-            Some(l) => crate::logging::validate_level(l).err().map(|e| format!("log.level: {e}")).into_iter().collect(),
+            Some(l) => crate::logging::validate_level(l)
+                .err()
+                .map(|e| format!("log.level: {e}"))
+                .into_iter()
+                .collect(),
             None => vec![],
         }
     }
@@ -344,15 +352,26 @@ impl ScrapeConfig {
 
     pub fn timeout(&self, collect: &CollectConfig) -> std::time::Duration {
         let i = self.interval(collect);
-        self.timeout.map(|t| t.get()).unwrap_or_else(|| i.min(std::time::Duration::from_secs(10)))
+        self.timeout
+            .map(|t| t.get())
+            .unwrap_or_else(|| i.min(std::time::Duration::from_secs(10)))
     }
 
-    fn validate(&self, n: usize, collect: &CollectConfig, jobs: &mut Vec<String>, out: &mut Vec<String>) {
+    fn validate(
+        &self,
+        n: usize,
+        collect: &CollectConfig,
+        jobs: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
         let key = format!("scrape[{n}]");
         if self.job.is_empty() {
             out.push(format!("{key}.job: must not be empty"));
         } else if jobs.contains(&self.job) {
-            out.push(format!("{key}.job: {:?} is used by an earlier [[scrape]] entry; job names must be unique", self.job));
+            out.push(format!(
+                "{key}.job: {:?} is used by an earlier [[scrape]] entry; job names must be unique",
+                self.job
+            ));
         }
         jobs.push(self.job.clone());
         if self.targets.is_empty() {
@@ -360,35 +379,58 @@ impl ScrapeConfig {
         }
         for t in &self.targets {
             if split_host_port(t).is_none() || t.contains('/') {
-                out.push(format!("{key}.targets: {t:?} is not \"host:port\" (put the path in metrics_path)"));
+                out.push(format!(
+                    "{key}.targets: {t:?} is not \"host:port\" (put the path in metrics_path)"
+                ));
             }
         }
         let interval = self.interval(collect);
         if interval < std::time::Duration::from_millis(100) {
-            out.push(format!("{key}.interval: {} is too short; use at least 100ms", Duration(interval)));
+            out.push(format!(
+                "{key}.interval: {} is too short; use at least 100ms",
+                Duration(interval)
+            ));
         }
         if self.timeout(collect) > interval {
-            out.push(format!("{key}.timeout: {} is longer than the interval {}; make it at most the interval", Duration(self.timeout(collect)), Duration(interval)));
+            out.push(format!(
+                "{key}.timeout: {} is longer than the interval {}; make it at most the interval",
+                Duration(self.timeout(collect)),
+                Duration(interval)
+            ));
         }
         if self.timeout(collect).is_zero() {
             out.push(format!("{key}.timeout: must be more than 0s"));
         }
         if !self.metrics_path.starts_with('/') {
-            out.push(format!("{key}.metrics_path: {:?} must start with '/'", self.metrics_path));
+            out.push(format!(
+                "{key}.metrics_path: {:?} must start with '/'",
+                self.metrics_path
+            ));
         }
         if let Some(p) = &self.bearer_token_file
             && let Err(e) = std::fs::read_to_string(p)
         {
-            out.push(format!("{key}.bearer_token_file: cannot read {}: {e}", p.display()));
+            out.push(format!(
+                "{key}.bearer_token_file: cannot read {}: {e}",
+                p.display()
+            ));
         }
         for (name, _) in &self.labels {
             if RESERVED_LABELS.contains(&name.as_str()) || name.starts_with("__") {
-                out.push(format!("{key}.labels: {name:?} is set by the agent; choose another name"));
+                out.push(format!(
+                    "{key}.labels: {name:?} is set by the agent; choose another name"
+                ));
             } else if !crate::textparse::is_label_name(name) {
-                out.push(format!("{key}.labels: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+                out.push(format!(
+                    "{key}.labels: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                ));
             }
         }
-        for (k, p) in [("ca_file", &self.tls.ca_file), ("cert_file", &self.tls.cert_file), ("key_file", &self.tls.key_file)] {
+        for (k, p) in [
+            ("ca_file", &self.tls.ca_file),
+            ("cert_file", &self.tls.cert_file),
+            ("key_file", &self.tls.key_file),
+        ] {
             if let Some(p) = p
                 && let Err(e) = std::fs::File::open(p)
             {
@@ -396,9 +438,13 @@ impl ScrapeConfig {
             }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            out.push(format!("{key}.tls: set both cert_file and key_file, or neither"));
+            out.push(format!(
+                "{key}.tls: set both cert_file and key_file, or neither"
+            ));
         }
-        let tls_set = self.tls.ca_file.is_some() || self.tls.cert_file.is_some() || self.tls.insecure_skip_verify;
+        let tls_set = self.tls.ca_file.is_some()
+            || self.tls.cert_file.is_some()
+            || self.tls.insecure_skip_verify;
         if tls_set && self.scheme != Scheme::Https {
             out.push(format!("{key}.tls: TLS settings need scheme = \"https\""));
         }
@@ -408,27 +454,46 @@ impl ScrapeConfig {
 impl Config {
     /// Reads, parses and validates; the error lists every problem found.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
         let cfg = Self::parse(&text, path)?;
         let problems = cfg.validate();
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))))
+            Err(format!(
+                "{}: {}",
+                path.display(),
+                problems.join(&format!("\n{}: ", path.display()))
+            ))
         }
     }
 
     /// Parses TOML; relative paths in the file are taken relative to the file's folder.
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.aggregator.ca, &mut cfg.aggregator.cert, &mut cfg.aggregator.key, &mut cfg.buffer.dir] {
+        for p in [
+            &mut cfg.aggregator.ca,
+            &mut cfg.aggregator.cert,
+            &mut cfg.aggregator.key,
+            &mut cfg.buffer.dir,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
         for s in &mut cfg.scrape {
-            for p in [&mut s.bearer_token_file, &mut s.tls.ca_file, &mut s.tls.cert_file, &mut s.tls.key_file].into_iter().flatten() {
+            for p in [
+                &mut s.bearer_token_file,
+                &mut s.tls.ca_file,
+                &mut s.tls.cert_file,
+                &mut s.tls.key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -454,19 +519,32 @@ impl Config {
                 out.push(format!("aggregator.endpoints: {e:?} is not \"host:port\""));
             }
         }
-        for (key, p) in [("aggregator.ca", &self.aggregator.ca), ("aggregator.cert", &self.aggregator.cert), ("aggregator.key", &self.aggregator.key)] {
+        for (key, p) in [
+            ("aggregator.ca", &self.aggregator.ca),
+            ("aggregator.cert", &self.aggregator.cert),
+            ("aggregator.key", &self.aggregator.key),
+        ] {
             if let Err(e) = std::fs::File::open(p) {
                 out.push(format!("{key}: cannot open {}: {e}", p.display()));
             }
         }
         if self.buffer.max_bytes.0 < 64 << 10 {
-            out.push(format!("buffer.max_bytes: {} is too small; use at least 64KiB", self.buffer.max_bytes));
+            out.push(format!(
+                "buffer.max_bytes: {} is too small; use at least 64KiB",
+                self.buffer.max_bytes
+            ));
         }
         if self.collect.interval.get() < std::time::Duration::from_millis(100) {
-            out.push(format!("collect.interval: {} is too short; use at least 100ms", self.collect.interval));
+            out.push(format!(
+                "collect.interval: {} is too short; use at least 100ms",
+                self.collect.interval
+            ));
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
-            out.push(format!("http.listen: {:?} is not an address such as \"127.0.0.1:9472\"", self.http.listen));
+            out.push(format!(
+                "http.listen: {:?} is not an address such as \"127.0.0.1:9472\"",
+                self.http.listen
+            ));
         }
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
@@ -502,7 +580,10 @@ impl Config {
 pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (h, p) = s.rsplit_once(':')?;
     let port = p.parse().ok()?;
-    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
     (!h.is_empty()).then_some((h, port))
 }
 
@@ -539,9 +620,17 @@ listen = "127.0.0.1:0"
 
     #[test]
     fn unknown_keys_name_the_key_and_file() {
-        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nintervall = \"1s\""), Path::new("a.toml")).unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("[collect]", "[collect]\nintervall = \"1s\""),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.starts_with("a.toml: ") && e.contains("intervall"), "{e}");
-        let e = Config::parse(&GOOD.replace("\"64MiB\"", "\"64 parsecs\""), Path::new("a.toml")).unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("\"64MiB\"", "\"64 parsecs\""),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.contains("invalid size") && e.contains("max_bytes"), "{e}");
     }
 
@@ -552,12 +641,26 @@ listen = "127.0.0.1:0"
             assert_eq!(c.collect.enabled(name), on, "{name}");
             assert_eq!(CollectConfig::default().enabled(name), on, "{name}");
         }
-        let c = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmon = false\nsystemd = true"), Path::new("a.toml")).unwrap();
-        assert!(!c.collect.enabled("hwmon") && c.collect.enabled("systemd") && c.collect.enabled("cpu"));
+        let c = Config::parse(
+            &GOOD.replace("[collect]", "[collect]\nhwmon = false\nsystemd = true"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert!(
+            !c.collect.enabled("hwmon") && c.collect.enabled("systemd") && c.collect.enabled("cpu")
+        );
         assert!(!c.collect.enabled("nfs"));
-        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmonn = false"), Path::new("a.toml")).unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("[collect]", "[collect]\nhwmonn = false"),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.starts_with("a.toml: ") && e.contains("hwmonn"), "{e}");
-        let e = Config::parse(&GOOD.replace("[collect]", "[collect]\nhwmon = \"no\""), Path::new("a.toml")).unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("[collect]", "[collect]\nhwmon = \"no\""),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.contains("hwmon") && e.contains("bool"), "{e}");
     }
 
@@ -567,24 +670,52 @@ listen = "127.0.0.1:0"
         let text = std::fs::read_to_string(&path).unwrap();
         let c = Config::parse(&text, &path).unwrap();
         for (name, on) in crate::collect::COLLECTORS {
-            assert!(text.contains(&format!("\n{name} = {on}")), "packaging/agent.toml lacks {name} = {on}");
+            assert!(
+                text.contains(&format!("\n{name} = {on}")),
+                "packaging/agent.toml lacks {name} = {on}"
+            );
             assert_eq!(c.collect.enabled(name), on, "{name}");
         }
     }
 
     #[test]
     fn scrape_entries_parse_with_defaults() {
-        let text = format!("{GOOD}\n[[scrape]]\njob = \"app\"\ntargets = [\"127.0.0.1:8080\", \"localhost:9100\"]\n\n[[scrape]]\njob = \"secure\"\ntargets = [\"[::1]:8443\"]\ninterval = \"30s\"\nmetrics_path = \"/prom\"\nscheme = \"https\"\nbearer_token_file = \"token\"\nlabels = {{ env = \"prod\" }}\n[scrape.tls]\nca_file = \"ca.pem\"\n");
+        let text = format!(
+            "{GOOD}\n[[scrape]]\njob = \"app\"\ntargets = [\"127.0.0.1:8080\", \"localhost:9100\"]\n\n[[scrape]]\njob = \"secure\"\ntargets = [\"[::1]:8443\"]\ninterval = \"30s\"\nmetrics_path = \"/prom\"\nscheme = \"https\"\nbearer_token_file = \"token\"\nlabels = {{ env = \"prod\" }}\n[scrape.tls]\nca_file = \"ca.pem\"\n"
+        );
         let c = Config::parse(&text, Path::new("/etc/outpost/agent.toml")).unwrap();
         assert_eq!(c.scrape.len(), 2);
         let (a, b) = (&c.scrape[0], &c.scrape[1]);
-        assert_eq!((a.metrics_path.as_str(), a.scheme, a.interval(&c.collect), a.timeout(&c.collect)), ("/metrics", Scheme::Http, std::time::Duration::from_secs(1), std::time::Duration::from_secs(1)));
+        assert_eq!(
+            (
+                a.metrics_path.as_str(),
+                a.scheme,
+                a.interval(&c.collect),
+                a.timeout(&c.collect)
+            ),
+            (
+                "/metrics",
+                Scheme::Http,
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(1)
+            )
+        );
         assert_eq!(b.interval(&c.collect), std::time::Duration::from_secs(30));
         assert_eq!(b.timeout(&c.collect), std::time::Duration::from_secs(10));
-        assert_eq!(b.bearer_token_file.as_deref(), Some(Path::new("/etc/outpost/token")));
-        assert_eq!(b.tls.ca_file.as_deref(), Some(Path::new("/etc/outpost/ca.pem")));
+        assert_eq!(
+            b.bearer_token_file.as_deref(),
+            Some(Path::new("/etc/outpost/token"))
+        );
+        assert_eq!(
+            b.tls.ca_file.as_deref(),
+            Some(Path::new("/etc/outpost/ca.pem"))
+        );
         assert_eq!(b.labels.get("env").map(String::as_str), Some("prod"));
-        let e = Config::parse(&format!("{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = []\nscrape_interval = \"1s\"\n"), Path::new("a.toml")).unwrap_err();
+        let e = Config::parse(
+            &format!("{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = []\nscrape_interval = \"1s\"\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.contains("scrape_interval"), "{e}");
     }
 
@@ -592,7 +723,9 @@ listen = "127.0.0.1:0"
     #[test]
     fn packaged_scrape_example_parses() {
         let pkg = include_str!("../../packaging/agent.toml");
-        let start = pkg.find("# [[scrape]]").expect("packaging/agent.toml has a [[scrape]] example");
+        let start = pkg
+            .find("# [[scrape]]")
+            .expect("packaging/agent.toml has a [[scrape]] example");
         let example: String = pkg[start..]
             .lines()
             .take_while(|l| l.starts_with('#'))
@@ -600,11 +733,18 @@ listen = "127.0.0.1:0"
             .filter(|l| !l.starts_with('#'))
             .map(|l| format!("{l}\n"))
             .collect();
-        let c = Config::parse(&format!("{GOOD}\n{example}"), Path::new("/etc/outpost/agent.toml")).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        let c = Config::parse(
+            &format!("{GOOD}\n{example}"),
+            Path::new("/etc/outpost/agent.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{example}"));
         assert_eq!(c.scrape[0].job, "app");
         assert_eq!(c.scrape[0].targets.len(), 2);
         assert_eq!(c.scrape[0].scheme, Scheme::Https);
-        assert_eq!(c.scrape[0].tls.key_file.as_deref(), Some(Path::new("/etc/outpost/app-client.key")));
+        assert_eq!(
+            c.scrape[0].tls.key_file.as_deref(),
+            Some(Path::new("/etc/outpost/app-client.key"))
+        );
     }
 
     #[test]
@@ -634,12 +774,20 @@ listen = "127.0.0.1:0"
     #[test]
     fn validation_lists_every_problem() {
         let c = Config::parse(
-            &GOOD.replace("\"web-1\"", "\"bad id\"").replace("\"1s\"", "\"10ms\"").replace("127.0.0.1:9471", "nohost"),
+            &GOOD
+                .replace("\"web-1\"", "\"bad id\"")
+                .replace("\"1s\"", "\"10ms\"")
+                .replace("127.0.0.1:9471", "nohost"),
             Path::new("/nonexistent/a.toml"),
         )
         .unwrap();
         let p = c.validate().join("\n");
-        for needle in ["id: invalid agent id", "aggregator.endpoints: \"nohost\"", "aggregator.ca: cannot open", "collect.interval: 10ms is too short"] {
+        for needle in [
+            "id: invalid agent id",
+            "aggregator.endpoints: \"nohost\"",
+            "aggregator.ca: cannot open",
+            "collect.interval: 10ms is too short",
+        ] {
             assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
         }
     }

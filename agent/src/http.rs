@@ -5,8 +5,8 @@
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::uplink::UplinkState;
 use crate::sink::Sink;
+use crate::uplink::UplinkState;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -47,26 +47,44 @@ async fn health(State(s): State<HttpState>) -> impl IntoResponse {
         "cycles": b.cycles,
         "buffer_error": b.write_error,
     });
-    ([(header::CONTENT_TYPE, "application/json")], format!("{body}\n"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
 }
 
 async fn status(State(s): State<HttpState>) -> impl IntoResponse {
     let st = s.uplink.status(&s.cfg, &s.buffer.stats());
-    ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&st).unwrap_or_default())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&st).unwrap_or_default(),
+    )
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     s.metrics.observe_buffer(&s.buffer.stats(), crate::now_ms());
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
 
-async fn push_text(State(s): State<HttpState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn push_text(
+    State(s): State<HttpState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     crate::push::push_text(s.sink, uri, headers, body).await
 }
 
-async fn push_otlp(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn push_otlp(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     crate::push::push_otlp(s.sink, headers, body).await
 }

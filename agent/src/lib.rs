@@ -12,8 +12,8 @@
 //! metrics) and [`check`] (`check-config`).
 
 pub mod buffer;
-pub mod collect;
 pub mod check;
+pub mod collect;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
@@ -51,7 +51,10 @@ pub enum AgentError {
     #[error(transparent)]
     Buffer(#[from] buffer::BufferError),
     #[error("cannot listen on {addr} ([http] listen): {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("internal task failed: {0}")]
     Task(String),
     #[error("{0}")]
@@ -67,7 +70,12 @@ pub fn now_ms() -> i64 {
 
 /// Turns one cycle's collected pairs into a batch: every sample gets `agent` and `region`,
 /// and the cycle counter is appended.
-pub fn cycle_batch(cfg: &Config, pairs: impl IntoIterator<Item = (Labels, f64)>, cycle: u64, ts: i64) -> Batch {
+pub fn cycle_batch(
+    cfg: &Config,
+    pairs: impl IntoIterator<Item = (Labels, f64)>,
+    cycle: u64,
+    ts: i64,
+) -> Batch {
     let pairs = pairs.into_iter();
     let mut b = Batch::default();
     b.series.reserve(pairs.size_hint().0 + 1);
@@ -75,7 +83,10 @@ pub fn cycle_batch(cfg: &Config, pairs: impl IntoIterator<Item = (Labels, f64)>,
         b.push(with_agent_region(l, &cfg.id, &cfg.region), ts, v);
     }
     b.push(
-        Labels::metric(CYCLES_METRIC, [("agent", cfg.id.as_str()), ("region", cfg.region.as_str())]),
+        Labels::metric(
+            CYCLES_METRIC,
+            [("agent", cfg.id.as_str()), ("region", cfg.region.as_str())],
+        ),
         ts,
         cycle as f64,
     );
@@ -89,7 +100,13 @@ fn with_agent_region(l: Labels, agent: &str, region: &str) -> Labels {
     for (name, value) in [("agent", agent), ("region", region)] {
         match v.binary_search_by(|p| p.name.as_str().cmp(name)) {
             Ok(i) => value.clone_into(&mut v[i].value),
-            Err(i) => v.insert(i, outpost_shared::Label { name: name.to_string(), value: value.to_string() }),
+            Err(i) => v.insert(
+                i,
+                outpost_shared::Label {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                },
+            ),
         }
     }
     Labels::from_sorted(v).unwrap_or_default()
@@ -102,7 +119,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 
 /// [`run`], reloading the config from `config_path` on SIGHUP when one is given. Components
 /// that follow the config subscribe to the `watch` channel created here.
-pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run_with(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     outpost_shared::tls::install_crypto_provider();
     let cfg = Arc::new(cfg);
     let (cfg_tx, mut cfg_rx) = watch::channel(cfg.clone());
@@ -121,7 +142,10 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
-        .map_err(|source| AgentError::Listen { addr: cfg.http.listen.clone(), source })?;
+        .map_err(|source| AgentError::Listen {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink = sink::Sink {
         buffer: buffer.clone(),
@@ -130,8 +154,15 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
         agent: cfg.id.clone(),
         region: cfg.region.clone(),
     };
-    let scrapers = scrape::spawn(&cfg, sink.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
-    let app = http::router(http::HttpState { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), uplink: state.clone(), sink });
+    let scrapers =
+        scrape::spawn(&cfg, sink.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
+    let app = http::router(http::HttpState {
+        cfg: cfg.clone(),
+        buffer: buffer.clone(),
+        metrics: metrics.clone(),
+        uplink: state.clone(),
+        sink,
+    });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -140,11 +171,20 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
             })
             .await;
     });
-    let uplink = Uplink { cfg: cfg.clone(), buffer: buffer.clone(), metrics: metrics.clone(), new_data: new_data.clone(), state };
+    let uplink = Uplink {
+        cfg: cfg.clone(),
+        buffer: buffer.clone(),
+        metrics: metrics.clone(),
+        new_data: new_data.clone(),
+        state,
+    };
     let uplink_task = tokio::spawn(uplink.run(stop_rx, SHUTDOWN_GRACE));
 
     let reloader = match config_path {
-        Some(p) => Some(lifecycle::spawn_reloader(p, cfg_tx, metrics.reload.clone()).map_err(|e| AgentError::Task(format!("cannot handle SIGHUP: {e}")))?),
+        Some(p) => Some(
+            lifecycle::spawn_reloader(p, cfg_tx, metrics.reload.clone())
+                .map_err(|e| AgentError::Task(format!("cannot handle SIGHUP: {e}")))?,
+        ),
         None => None,
     };
     let s = buffer.stats();
@@ -156,7 +196,10 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
     let watchdog = sdnotify::spawn_watchdog();
     // The collectors and the cycle's sample vector travel to each cycle's blocking task and
     // back, so their buffers are reused rather than reallocated every cycle.
-    let mut collectors = Some((collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)), Vec::with_capacity(1024)));
+    let mut collectors = Some((
+        collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)),
+        Vec::with_capacity(1024),
+    ));
     let mut interval = cfg.collect.interval;
     let mut tick = tokio::time::interval(interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,7 +220,11 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
             }
         }
         let c = cfg_rx.borrow().clone();
-        let (b, m, (mut cs, mut pairs)) = (buffer.clone(), metrics.clone(), collectors.take().unwrap_or_default());
+        let (b, m, (mut cs, mut pairs)) = (
+            buffer.clone(),
+            metrics.clone(),
+            collectors.take().unwrap_or_default(),
+        );
         let done = tokio::task::spawn_blocking(move || {
             run_cycle(&c, &b, &m, &mut cs, &mut pairs);
             (cs, pairs)
@@ -204,19 +251,34 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
     let b = buffer.clone();
     let _ = tokio::task::spawn_blocking(move || b.flush()).await;
     let s = buffer.stats();
-    tracing::info!(buffered_batches = s.batches, cycles = s.cycles, "agent stopped");
+    tracing::info!(
+        buffered_batches = s.batches,
+        cycles = s.cycles,
+        "agent stopped"
+    );
     Ok(())
 }
 
 /// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
 /// the next cycle runs regardless.
-fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut [Box<dyn collect::Collector>], pairs: &mut Vec<(Labels, f64)>) {
+fn run_cycle(
+    cfg: &Config,
+    buffer: &Buffer,
+    metrics: &Metrics,
+    collectors: &mut [Box<dyn collect::Collector>],
+    pairs: &mut Vec<(Labels, f64)>,
+) {
     let started = std::time::Instant::now();
     let ts = now_ms();
     pairs.clear();
     for (name, e) in collect::collect_all(collectors, ts, pairs) {
         tracing::debug!(collector = name, "collector failed: {e}");
-        metrics.collector_errors.get_or_create(&metrics::CollectorLabel { collector: name.to_string() }).inc();
+        metrics
+            .collector_errors
+            .get_or_create(&metrics::CollectorLabel {
+                collector: name.to_string(),
+            })
+            .inc();
     }
     let cycle = buffer.cycles() + 1;
     let batch = cycle_batch(cfg, pairs.drain(..), cycle, ts);
@@ -224,26 +286,45 @@ fn run_cycle(cfg: &Config, buffer: &Buffer, metrics: &Metrics, collectors: &mut 
     let payload = Encoder::new().encode(&batch);
     match buffer.append(cycle, &payload, samples, ts) {
         Ok(Some(_)) => tracing::debug!(cycle, samples, "cycle buffered"),
-        Ok(None) => tracing::warn!(cycle, samples, "buffer full: this cycle was dropped by the when_full policy"),
+        Ok(None) => tracing::warn!(
+            cycle,
+            samples,
+            "buffer full: this cycle was dropped by the when_full policy"
+        ),
         Err(e) => {
             metrics.buffer_write_errors.inc();
             tracing::debug!(cycle, "cannot buffer this cycle, it is lost: {e}");
         }
     }
     metrics.samples_collected.inc_by(samples);
-    metrics.collect_duration.observe(started.elapsed().as_secs_f64());
+    metrics
+        .collect_duration
+        .observe(started.elapsed().as_secs_f64());
     metrics.observe_buffer(&buffer.stats(), ts);
 }
 
 /// `outpost-agent collect`: loads the config's `[collect]` section (the aggregator's files are
 /// not needed), then prints one cycle of host metrics as text exposition — once, or every
 /// interval until the output is closed. Collector failures are reported on stderr.
-pub fn collect_command(path: &std::path::Path, once: bool, out: &mut impl std::io::Write) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+pub fn collect_command(
+    path: &std::path::Path,
+    once: bool,
+    out: &mut impl std::io::Write,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
     let cfg = Config::parse(&text, path)?;
-    let problems: Vec<String> = cfg.validate().into_iter().filter(|p| p.starts_with("collect.")).collect();
+    let problems: Vec<String> = cfg
+        .validate()
+        .into_iter()
+        .filter(|p| p.starts_with("collect."))
+        .collect();
     if !problems.is_empty() {
-        return Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))));
+        return Err(format!(
+            "{}: {}",
+            path.display(),
+            problems.join(&format!("\n{}: ", path.display()))
+        ));
     }
     let mut cs = collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
     let mut samples = Vec::with_capacity(1024);
@@ -295,7 +376,15 @@ mod tests {
             Labels::metric("node_load1", []),
             Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")]),
             // Names sorting before, between and after agent/region, and an agent label to replace.
-            Labels::metric("x", [("aaa", "1"), ("agent", "old"), ("device", "sda"), ("zone", "z")]),
+            Labels::metric(
+                "x",
+                [
+                    ("aaa", "1"),
+                    ("agent", "old"),
+                    ("device", "sda"),
+                    ("zone", "z"),
+                ],
+            ),
         ];
         for l in cases {
             let want = l.with("agent", "web-1").with("region", "eu");

@@ -93,7 +93,10 @@ pub fn plan(old: &Config, new: Config) -> Plan {
     }
     // Scrapers start with the agent; until they follow the config channel, new targets
     // wait for a restart.
-    if keep(format!("{:?}", e.scrape) != format!("{:?}", old.scrape), "scrape") {
+    if keep(
+        format!("{:?}", e.scrape) != format!("{:?}", old.scrape),
+        "scrape",
+    ) {
         e.scrape = old.scrape.clone();
     }
     if keep(e.http != old.http, "http.listen") {
@@ -112,12 +115,20 @@ pub fn plan(old: &Config, new: Config) -> Plan {
     if e.log.level != old.log.level {
         live.push("log.level");
     }
-    Plan { effective: e, restart, live }
+    Plan {
+        effective: e,
+        restart,
+        live,
+    }
 }
 
 /// Registers for SIGHUP now (before readiness is reported, so an early SIGHUP does not end
 /// the process) and reloads `path` on each one.
-pub fn spawn_reloader(path: PathBuf, tx: watch::Sender<Arc<Config>>, gauges: ReloadGauges) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn spawn_reloader(
+    path: PathBuf,
+    tx: watch::Sender<Arc<Config>>,
+    gauges: ReloadGauges,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -135,7 +146,9 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
         Err(e) => {
             gauges.failed();
             for line in e.lines() {
-                tracing::error!("config reload failed, still running on the previous config: {line}");
+                tracing::error!(
+                    "config reload failed, still running on the previous config: {line}"
+                );
             }
             return;
         }
@@ -143,13 +156,18 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
     let old = tx.borrow().clone();
     let p = plan(&old, new);
     for key in &p.restart {
-        tracing::warn!(key, "config reload: {key} changed; it takes effect after a restart, the running value stays until then");
+        tracing::warn!(
+            key,
+            "config reload: {key} changed; it takes effect after a restart, the running value stays until then"
+        );
     }
     if p.live.contains(&"log.level") {
         match crate::logging::set_level(p.effective.log.level.as_deref()) {
             Ok(crate::logging::LevelChange::Applied) => {}
             Ok(crate::logging::LevelChange::OverriddenByEnv) => {
-                tracing::warn!("config reload: log.level changed, but RUST_LOG is set and takes precedence")
+                tracing::warn!(
+                    "config reload: log.level changed, but RUST_LOG is set and takes precedence"
+                )
             }
             Err(e) => tracing::error!("config reload: {e}"),
         }
@@ -192,12 +210,24 @@ level = "info"
             .replace("level = \"info\"", "level = \"debug\"\nformat = \"json\"")
             .replace("\"web-1\"", "\"web-2\"")
             .replace("dir = \"buf\"", "dir = \"other\"")
-            .replace("interval = \"250ms\"", "interval = \"250ms\"\nhwmon = false"));
+            .replace(
+                "interval = \"250ms\"",
+                "interval = \"250ms\"\nhwmon = false",
+            ));
         let p = plan(&old, new);
         assert_eq!(p.live, vec!["collect.interval", "log.level"]);
-        assert_eq!(p.restart, vec!["id", "buffer", "collect (collector switches)", "log.format"]);
-        assert!(p.effective.collect.hwmon, "collector switches keep their running value");
-        assert_eq!(p.effective.collect.interval, outpost_shared::units::Duration::from_millis(250));
+        assert_eq!(
+            p.restart,
+            vec!["id", "buffer", "collect (collector switches)", "log.format"]
+        );
+        assert!(
+            p.effective.collect.hwmon,
+            "collector switches keep their running value"
+        );
+        assert_eq!(
+            p.effective.collect.interval,
+            outpost_shared::units::Duration::from_millis(250)
+        );
         assert_eq!(p.effective.log.level.as_deref(), Some("debug"));
         assert_eq!(p.effective.id, "web-1");
         assert_eq!(p.effective.buffer.dir, old.buffer.dir);

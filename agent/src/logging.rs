@@ -25,7 +25,12 @@ pub struct LogOptions<'a> {
 
 /// Text or JSON logs without span export (the demo and tools).
 pub fn init(level: Option<&str>, json: bool) {
-    let _ = init_with(&LogOptions { level, json, service: "outpost", otlp_endpoint: None });
+    let _ = init_with(&LogOptions {
+        level,
+        json,
+        service: "outpost",
+        otlp_endpoint: None,
+    });
 }
 
 /// Installs the global subscriber. The returned guard flushes exported spans when dropped;
@@ -37,18 +42,28 @@ pub fn init_with(o: &LogOptions) -> crate::telemetry::Guard {
     let _ = LEVEL.set(handle);
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = std::io::stderr().is_terminal();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = match (o.json, journald) {
         (true, _) => fmt.json().boxed(),
         (false, true) => fmt.without_time().boxed(),
         (false, false) => fmt.boxed(),
     };
     let (otel, guard, problem) = match crate::telemetry::tracer(o.service, o.otlp_endpoint) {
-        Ok(Some((tracer, guard))) => (Some(tracing_opentelemetry::layer().with_tracer(tracer)), guard, None),
+        Ok(Some((tracer, guard))) => (
+            Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+            guard,
+            None,
+        ),
         Ok(None) => (None, crate::telemetry::Guard::default(), None),
         Err(e) => (None, crate::telemetry::Guard::default(), Some(e)),
     };
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if let Some(e) = problem {
         tracing::error!("trace export disabled: {e}");
     }
@@ -82,5 +97,7 @@ pub fn set_level(level: Option<&str>) -> Result<LevelChange, String> {
 
 /// Checks a `[log] level` filter without applying it.
 pub fn validate_level(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level).map(|_| ()).map_err(|e| format!("{level:?} is not a log filter: {e}"))
+    EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?} is not a log filter: {e}"))
 }

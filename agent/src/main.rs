@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "outpost-agent", version, about = "Samples this host and streams its metrics to an Outpost aggregator over QUIC")]
+#[command(
+    name = "outpost-agent",
+    version,
+    about = "Samples this host and streams its metrics to an Outpost aggregator over QUIC"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -50,19 +54,24 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Collect { config, once } => match outpost_agent::collect_command(&config, once, &mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
+        Cmd::Collect { config, once } => {
+            match outpost_agent::collect_command(&config, once, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
         Cmd::Status { config, json } => match status(&config) {
             Ok(s) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                 } else {
-                    print!("{}", outpost_agent::status::render(&s, outpost_agent::now_ms()));
+                    print!(
+                        "{}",
+                        outpost_agent::status::render(&s, outpost_agent::now_ms())
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -98,14 +107,22 @@ fn main() -> ExitCode {
                 service: "outpost-agent",
                 otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
             });
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let r = rt.block_on(outpost_agent::run_with(cfg, Some(config), outpost_agent::shutdown_signal()));
+            let r = rt.block_on(outpost_agent::run_with(
+                cfg,
+                Some(config),
+                outpost_agent::shutdown_signal(),
+            ));
             // Stop the runtime's tasks, then flush exported spans, outside the runtime.
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
             if let Err(e) = &r {
@@ -130,9 +147,16 @@ fn status(path: &std::path::Path) -> Result<outpost_agent::status::Status, Strin
         return Ok(s);
     }
     let stats = outpost_agent::buffer::Buffer::inspect(&cfg.buffer).map_err(|e| {
-        format!("no agent answers on {} ([http] listen) and the buffer cannot be read: {e}", cfg.http.listen)
+        format!(
+            "no agent answers on {} ([http] listen) and the buffer cannot be read: {e}",
+            cfg.http.listen
+        )
     })?;
-    Ok(outpost_agent::status::Status::from_stats(&cfg.id, &cfg.region, &stats))
+    Ok(outpost_agent::status::Status::from_stats(
+        &cfg.id,
+        &cfg.region,
+        &stats,
+    ))
 }
 
 /// GET /status from a local agent, with short timeouts; `None` when nothing answers.
@@ -140,10 +164,20 @@ fn ask_running_agent(listen: &str) -> Option<outpost_agent::status::Status> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
     let addr = listen.to_socket_addrs().ok()?.next()?;
-    let addr = if addr.ip().is_unspecified() { std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr };
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let addr = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET /status HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let (head, body) = resp.split_once("\r\n\r\n")?;

@@ -74,7 +74,9 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::default(),
             cycles: Counter::default(),
-            collect_duration: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            collect_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             collector_errors: Family::default(),
             samples_collected: Counter::default(),
             buffer_bytes: Gauge::default(),
@@ -99,34 +101,141 @@ impl Metrics {
             samples_received: Family::default(),
             push_requests: Family::default(),
         };
-        r.register("cycles", "Completed collection cycles since the buffer was created", m.cycles.clone());
-        r.register_with_unit("collect_duration", "Time to collect and buffer one cycle", Unit::Seconds, m.collect_duration.clone());
-        r.register("collector_errors", "Collection failures by collector", m.collector_errors.clone());
-        r.register("samples_collected", "Samples collected", m.samples_collected.clone());
-        r.register_with_unit("buffer", "Bytes waiting in the buffer", Unit::Bytes, m.buffer_bytes.clone());
-        r.register("buffer_batches", "Batches waiting in the buffer", m.buffer_batches.clone());
-        r.register_with_unit("buffer_oldest_age", "Age of the oldest buffered sample", Unit::Seconds, m.buffer_oldest_age.clone());
-        r.register("buffer_dropped_samples", "Samples dropped by the buffer's when-full policy", m.buffer_dropped_samples.clone());
-        r.register("buffer_dropped_batches", "Batches dropped by the buffer's when-full policy", m.buffer_dropped_batches.clone());
-        r.register("buffer_write_errors", "Failed buffer writes (e.g. disk full); those cycles are lost", m.buffer_write_errors.clone());
-        r.register("buffer_damaged_batches", "Buffered batches found damaged on disk and skipped", m.buffer_damaged_batches.clone());
-        r.register("buffer_write_failing", "1 while buffer writes fail (e.g. disk full); collected cycles are being lost", m.buffer_write_failing.clone());
-        r.register("batches_sent", "Batches written to the aggregator connection (resends included)", m.batches_sent.clone());
-        r.register("samples_sent", "Samples written to the aggregator connection (resends included)", m.samples_sent.clone());
-        r.register("batches_acked", "Batches the aggregator acknowledged as durable", m.batches_acked.clone());
-        r.register("uplink_connected", "1 while a session with the aggregator is established", m.uplink_connected.clone());
-        r.register("uplink_reconnects", "Connection attempts after the first", m.uplink_reconnects.clone());
-        r.register_with_unit("uplink_sent", "UDP bytes sent to the aggregator", Unit::Bytes, m.uplink_bytes_sent.clone());
-        r.register_with_unit("uplink_received", "UDP bytes received from the aggregator", Unit::Bytes, m.uplink_bytes_received.clone());
-        r.register_with_unit("clock_skew", "Agent clock minus aggregator clock at the last handshake", Unit::Seconds, m.clock_skew.clone());
+        r.register(
+            "cycles",
+            "Completed collection cycles since the buffer was created",
+            m.cycles.clone(),
+        );
+        r.register_with_unit(
+            "collect_duration",
+            "Time to collect and buffer one cycle",
+            Unit::Seconds,
+            m.collect_duration.clone(),
+        );
+        r.register(
+            "collector_errors",
+            "Collection failures by collector",
+            m.collector_errors.clone(),
+        );
+        r.register(
+            "samples_collected",
+            "Samples collected",
+            m.samples_collected.clone(),
+        );
+        r.register_with_unit(
+            "buffer",
+            "Bytes waiting in the buffer",
+            Unit::Bytes,
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "buffer_batches",
+            "Batches waiting in the buffer",
+            m.buffer_batches.clone(),
+        );
+        r.register_with_unit(
+            "buffer_oldest_age",
+            "Age of the oldest buffered sample",
+            Unit::Seconds,
+            m.buffer_oldest_age.clone(),
+        );
+        r.register(
+            "buffer_dropped_samples",
+            "Samples dropped by the buffer's when-full policy",
+            m.buffer_dropped_samples.clone(),
+        );
+        r.register(
+            "buffer_dropped_batches",
+            "Batches dropped by the buffer's when-full policy",
+            m.buffer_dropped_batches.clone(),
+        );
+        r.register(
+            "buffer_write_errors",
+            "Failed buffer writes (e.g. disk full); those cycles are lost",
+            m.buffer_write_errors.clone(),
+        );
+        r.register(
+            "buffer_damaged_batches",
+            "Buffered batches found damaged on disk and skipped",
+            m.buffer_damaged_batches.clone(),
+        );
+        r.register(
+            "buffer_write_failing",
+            "1 while buffer writes fail (e.g. disk full); collected cycles are being lost",
+            m.buffer_write_failing.clone(),
+        );
+        r.register(
+            "batches_sent",
+            "Batches written to the aggregator connection (resends included)",
+            m.batches_sent.clone(),
+        );
+        r.register(
+            "samples_sent",
+            "Samples written to the aggregator connection (resends included)",
+            m.samples_sent.clone(),
+        );
+        r.register(
+            "batches_acked",
+            "Batches the aggregator acknowledged as durable",
+            m.batches_acked.clone(),
+        );
+        r.register(
+            "uplink_connected",
+            "1 while a session with the aggregator is established",
+            m.uplink_connected.clone(),
+        );
+        r.register(
+            "uplink_reconnects",
+            "Connection attempts after the first",
+            m.uplink_reconnects.clone(),
+        );
+        r.register_with_unit(
+            "uplink_sent",
+            "UDP bytes sent to the aggregator",
+            Unit::Bytes,
+            m.uplink_bytes_sent.clone(),
+        );
+        r.register_with_unit(
+            "uplink_received",
+            "UDP bytes received from the aggregator",
+            Unit::Bytes,
+            m.uplink_bytes_received.clone(),
+        );
+        r.register_with_unit(
+            "clock_skew",
+            "Agent clock minus aggregator clock at the last handshake",
+            Unit::Seconds,
+            m.clock_skew.clone(),
+        );
         m.reload.register(&mut r);
-        r.register("build_info", "Always 1; the version label says which build runs", m.build_info.clone());
-        m.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        r.register_with_unit("start_time", "Unix time the agent started", Unit::Seconds, m.start_time.clone());
+        r.register(
+            "build_info",
+            "Always 1; the version label says which build runs",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        r.register_with_unit(
+            "start_time",
+            "Unix time the agent started",
+            Unit::Seconds,
+            m.start_time.clone(),
+        );
         m.start_time.set(crate::now_ms() as f64 / 1000.0);
         m.reload.succeeded(crate::now_ms());
-        r.register("samples_received", "Scraped and pushed samples put in the buffer, by source", m.samples_received.clone());
-        r.register("push_requests", "Push requests by format and HTTP status code", m.push_requests.clone());
+        r.register(
+            "samples_received",
+            "Scraped and pushed samples put in the buffer, by source",
+            m.samples_received.clone(),
+        );
+        r.register(
+            "push_requests",
+            "Push requests by format and HTTP status code",
+            m.push_requests.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -134,13 +243,17 @@ impl Metrics {
     pub fn observe_buffer(&self, s: &BufferStats, now_ms: i64) {
         self.buffer_bytes.set(s.bytes as i64);
         self.buffer_batches.set(s.batches as i64);
-        self.buffer_oldest_age
-            .set(s.oldest_ts.map(|t| (now_ms - t).max(0) as f64 / 1000.0).unwrap_or(0.0));
+        self.buffer_oldest_age.set(
+            s.oldest_ts
+                .map(|t| (now_ms - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+        );
         advance(&self.cycles, s.cycles);
         advance(&self.buffer_dropped_samples, s.dropped_samples);
         advance(&self.buffer_dropped_batches, s.dropped_batches);
         advance(&self.buffer_damaged_batches, s.damaged_batches);
-        self.buffer_write_failing.set(i64::from(s.write_error.is_some()));
+        self.buffer_write_failing
+            .set(i64::from(s.write_error.is_some()));
     }
 
     pub fn encode(&self) -> String {

@@ -19,12 +19,18 @@ pub fn parse_target(value: &str) -> Option<NotifyTarget> {
     if let Some(name) = value.strip_prefix('@') {
         return (!name.is_empty()).then(|| NotifyTarget::Abstract(name.as_bytes().to_vec()));
     }
-    value.starts_with('/').then(|| NotifyTarget::Path(value.into()))
+    value
+        .starts_with('/')
+        .then(|| NotifyTarget::Path(value.into()))
 }
 
 /// The interval at which to send `WATCHDOG=1`: half the configured timeout, when the
 /// watchdog is meant for this process (`WATCHDOG_PID` unset or equal to `pid`).
-pub fn watchdog_period(usec: Option<&str>, watchdog_pid: Option<&str>, pid: u32) -> Option<Duration> {
+pub fn watchdog_period(
+    usec: Option<&str>,
+    watchdog_pid: Option<&str>,
+    pid: u32,
+) -> Option<Duration> {
     if let Some(p) = watchdog_pid
         && p.trim().parse::<u32>().ok() != Some(pid)
     {
@@ -42,7 +48,11 @@ pub fn status_line(text: &str) -> String {
 /// Sends `state` (newline-separated assignments). Returns whether a datagram was sent;
 /// failures are logged at debug level only, because notification is best effort.
 pub fn notify(state: &str) -> bool {
-    let Some(target) = std::env::var("NOTIFY_SOCKET").ok().as_deref().and_then(parse_target) else {
+    let Some(target) = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .as_deref()
+        .and_then(parse_target)
+    else {
         return false;
     };
     let sent = UnixDatagram::unbound().and_then(|sock| match &target {
@@ -87,7 +97,10 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         std::process::id(),
     )?;
     std::env::var_os("NOTIFY_SOCKET")?;
-    tracing::info!(period_ms = period.as_millis() as u64, "systemd watchdog enabled");
+    tracing::info!(
+        period_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -103,8 +116,14 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(parse_target("/run/systemd/notify"), Some(NotifyTarget::Path("/run/systemd/notify".into())));
-        assert_eq!(parse_target("@sd"), Some(NotifyTarget::Abstract(b"sd".to_vec())));
+        assert_eq!(
+            parse_target("/run/systemd/notify"),
+            Some(NotifyTarget::Path("/run/systemd/notify".into()))
+        );
+        assert_eq!(
+            parse_target("@sd"),
+            Some(NotifyTarget::Abstract(b"sd".to_vec()))
+        );
         assert_eq!(parse_target("@"), None);
         assert_eq!(parse_target("relative/sock"), None);
         assert_eq!(parse_target(""), None);
@@ -112,8 +131,14 @@ mod tests {
 
     #[test]
     fn watchdog_is_half_the_timeout_and_only_for_this_pid() {
-        assert_eq!(watchdog_period(Some("30000000"), None, 7), Some(Duration::from_secs(15)));
-        assert_eq!(watchdog_period(Some("30000000"), Some("7"), 7), Some(Duration::from_secs(15)));
+        assert_eq!(
+            watchdog_period(Some("30000000"), None, 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            watchdog_period(Some("30000000"), Some("7"), 7),
+            Some(Duration::from_secs(15))
+        );
         assert_eq!(watchdog_period(Some("30000000"), Some("8"), 7), None);
         assert_eq!(watchdog_period(Some("0"), None, 7), None);
         assert_eq!(watchdog_period(Some("x"), None, 7), None);

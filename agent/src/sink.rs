@@ -51,7 +51,10 @@ pub struct Sink {
 impl Sink {
     /// The labels every sample of this agent carries, as target labels.
     pub fn agent_labels(&self) -> [(String, String); 2] {
-        [("agent".to_string(), self.agent.clone()), ("region".to_string(), self.region.clone())]
+        [
+            ("agent".to_string(), self.agent.clone()),
+            ("region".to_string(), self.region.clone()),
+        ]
     }
 
     /// Encodes and buffers `batch`, then wakes the uplink. Empty batches are not stored.
@@ -60,13 +63,24 @@ impl Sink {
         if samples == 0 {
             return Ok(Stored::Empty);
         }
-        let oldest = batch.series.iter().flat_map(|s| s.points.iter().map(|p| p.ts)).min().unwrap_or(0);
+        let oldest = batch
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.ts))
+            .min()
+            .unwrap_or(0);
         let payload = Encoder::new().encode(batch);
         let r = self.buffer.append_batch(&payload, samples, oldest);
-        self.metrics.observe_buffer(&self.buffer.stats(), crate::now_ms());
+        self.metrics
+            .observe_buffer(&self.buffer.stats(), crate::now_ms());
         match r {
             Ok(Some(seq)) => {
-                self.metrics.samples_received.get_or_create(&SourceLabel { source: source.as_str().into() }).inc_by(samples);
+                self.metrics
+                    .samples_received
+                    .get_or_create(&SourceLabel {
+                        source: source.as_str().into(),
+                    })
+                    .inc_by(samples);
                 self.new_data.notify_one();
                 Ok(Stored::Seq(seq))
             }

@@ -56,7 +56,8 @@ impl Status {
 
     pub fn with_rate(mut self, batches_per_second: f64) -> Status {
         self.drain_batches_per_second = batches_per_second;
-        self.drain_eta_seconds = (batches_per_second > 0.0).then(|| self.backlog_batches as f64 / batches_per_second);
+        self.drain_eta_seconds =
+            (batches_per_second > 0.0).then(|| self.backlog_batches as f64 / batches_per_second);
         self
     }
 }
@@ -70,7 +71,12 @@ pub struct DrainMeter {
 impl DrainMeter {
     pub fn record(&mut self, now: Instant, total_acked: u64) {
         self.points.push_back((now, total_acked));
-        while self.points.len() > 2 && self.points.front().is_some_and(|p| now.duration_since(p.0) > RATE_WINDOW) {
+        while self.points.len() > 2
+            && self
+                .points
+                .front()
+                .is_some_and(|p| now.duration_since(p.0) > RATE_WINDOW)
+        {
             self.points.pop_front();
         }
     }
@@ -78,7 +84,9 @@ impl DrainMeter {
     /// Batches per second over the window ending at `now`; 0 when nothing was acknowledged
     /// within it.
     pub fn rate(&self, now: Instant) -> f64 {
-        let (Some(first), Some(last)) = (self.points.front(), self.points.back()) else { return 0.0 };
+        let (Some(first), Some(last)) = (self.points.front(), self.points.back()) else {
+            return 0.0;
+        };
         if now.duration_since(last.0) > RATE_WINDOW {
             return 0.0;
         }
@@ -95,7 +103,11 @@ fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn duration(secs: f64) -> String {
@@ -113,7 +125,14 @@ pub fn render(s: &Status, now_ms: i64) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| out.push_str(&format!("{label:<15}{value}\n"));
     line("agent:", format!("{} (region {})", s.id, s.region));
-    line("running:", if s.running { "yes".into() } else { "no (read from the buffer on disk)".into() });
+    line(
+        "running:",
+        if s.running {
+            "yes".into()
+        } else {
+            "no (read from the buffer on disk)".into()
+        },
+    );
     if s.running {
         let conn = match (s.connected, &s.aggregator, &s.last_error) {
             (true, Some(a), _) => format!("connected to {a}"),
@@ -124,12 +143,25 @@ pub fn render(s: &Status, now_ms: i64) -> String {
         line("connection:", conn);
     }
     let oldest = match s.oldest_ms {
-        Some(t) => format!(", oldest sample {} ago", duration(((now_ms - t).max(0)) as f64 / 1000.0)),
+        Some(t) => format!(
+            ", oldest sample {} ago",
+            duration(((now_ms - t).max(0)) as f64 / 1000.0)
+        ),
         None => String::new(),
     };
-    line("backlog:", format!("{} batches, {}{oldest}", s.backlog_batches, bytes(s.backlog_bytes)));
+    line(
+        "backlog:",
+        format!(
+            "{} batches, {}{oldest}",
+            s.backlog_batches,
+            bytes(s.backlog_bytes)
+        ),
+    );
     if s.running {
-        line("drain rate:", format!("{:.1} batches/s", s.drain_batches_per_second));
+        line(
+            "drain rate:",
+            format!("{:.1} batches/s", s.drain_batches_per_second),
+        );
         let eta = match s.drain_eta_seconds {
             _ if s.backlog_batches == 0 => "nothing to send".into(),
             Some(e) => duration(e),
@@ -138,8 +170,17 @@ pub fn render(s: &Status, now_ms: i64) -> String {
         line("time to drain:", eta);
     }
     line("cycles:", s.cycles.to_string());
-    line("seqs:", format!("acknowledged up to {}, next {}", s.acked_seq, s.next_seq));
-    line("dropped:", format!("{} samples in {} batches (buffer full)", s.dropped_samples, s.dropped_batches));
+    line(
+        "seqs:",
+        format!("acknowledged up to {}, next {}", s.acked_seq, s.next_seq),
+    );
+    line(
+        "dropped:",
+        format!(
+            "{} samples in {} batches (buffer full)",
+            s.dropped_samples, s.dropped_batches
+        ),
+    );
     line("damaged:", format!("{} batches skipped", s.damaged_batches));
     if let Some(e) = &s.buffer_error {
         line("buffer error:", e.clone());
@@ -184,10 +225,16 @@ mod tests {
         }
         .with_rate(30.0);
         let r = render(&s, 1_000_000 + 3_600_000);
-        assert!(r.contains("backlog:       3600 batches, 5.0 MiB, oldest sample 1h00m ago"), "{r}");
+        assert!(
+            r.contains("backlog:       3600 batches, 5.0 MiB, oldest sample 1h00m ago"),
+            "{r}"
+        );
         assert!(r.contains("drain rate:    30.0 batches/s"), "{r}");
         assert!(r.contains("time to drain: 2m00s"), "{r}");
-        assert!(r.contains("connection:    connected to 10.0.0.1:9471"), "{r}");
+        assert!(
+            r.contains("connection:    connected to 10.0.0.1:9471"),
+            "{r}"
+        );
         assert!(r.contains("cycles:        4000"), "{r}");
     }
 }

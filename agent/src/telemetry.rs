@@ -8,7 +8,9 @@
 //! the exporter's client does not use it): point it at a collector over plain HTTP, usually
 //! one on the same host.
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use outpost_shared::frame::TraceContext;
@@ -31,7 +33,11 @@ impl Drop for Guard {
 }
 
 /// The URL spans are posted to, or `None` when export is off.
-pub fn traces_url(traces_env: Option<&str>, base_env: Option<&str>, config: Option<&str>) -> Option<String> {
+pub fn traces_url(
+    traces_env: Option<&str>,
+    base_env: Option<&str>,
+    config: Option<&str>,
+) -> Option<String> {
     fn nonempty(s: Option<&str>) -> Option<&str> {
         s.map(str::trim).filter(|s| !s.is_empty())
     }
@@ -48,9 +54,15 @@ pub fn validate_endpoint(url: &str) -> Result<(), String> {
     let rest = match url.strip_prefix("http://") {
         Some(r) => r,
         None if url.starts_with("https://") => {
-            return Err(format!("{url:?}: https is not supported by the exporter; send to a collector over http (e.g. one on this host)"));
+            return Err(format!(
+                "{url:?}: https is not supported by the exporter; send to a collector over http (e.g. one on this host)"
+            ));
         }
-        None => return Err(format!("{url:?} is not an http:// URL such as \"http://127.0.0.1:4318\"")),
+        None => {
+            return Err(format!(
+                "{url:?} is not an http:// URL such as \"http://127.0.0.1:4318\""
+            ));
+        }
     };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
@@ -61,7 +73,10 @@ pub fn validate_endpoint(url: &str) -> Result<(), String> {
 
 /// Builds the tracer when an endpoint is set. Must run outside the async runtime (the
 /// exporter's blocking HTTP client owns a runtime of its own).
-pub fn tracer(service: &'static str, config_endpoint: Option<&str>) -> Result<Option<(SdkTracer, Guard)>, String> {
+pub fn tracer(
+    service: &'static str,
+    config_endpoint: Option<&str>,
+) -> Result<Option<(SdkTracer, Guard)>, String> {
     let env = |k| std::env::var(k).ok();
     let Some(url) = traces_url(
         env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
@@ -86,7 +101,12 @@ pub fn tracer(service: &'static str, config_endpoint: Option<&str>) -> Result<Op
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer(service);
-    Ok(Some((tracer, Guard { provider: Some(provider) })))
+    Ok(Some((
+        tracer,
+        Guard {
+            provider: Some(provider),
+        },
+    )))
 }
 
 /// The trace context of `span` for a batch frame; `None` when spans are not exported.
@@ -121,18 +141,39 @@ mod tests {
     #[test]
     fn endpoint_precedence() {
         assert_eq!(traces_url(None, None, None), None);
-        assert_eq!(traces_url(None, None, Some("http://c:4318/")).as_deref(), Some("http://c:4318/v1/traces"));
-        assert_eq!(traces_url(None, Some("http://e:4318"), Some("http://c:4318")).as_deref(), Some("http://e:4318/v1/traces"));
-        assert_eq!(traces_url(Some("http://t/x"), Some("http://e:4318"), None).as_deref(), Some("http://t/x"));
+        assert_eq!(
+            traces_url(None, None, Some("http://c:4318/")).as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(
+            traces_url(None, Some("http://e:4318"), Some("http://c:4318")).as_deref(),
+            Some("http://e:4318/v1/traces")
+        );
+        assert_eq!(
+            traces_url(Some("http://t/x"), Some("http://e:4318"), None).as_deref(),
+            Some("http://t/x")
+        );
         assert_eq!(traces_url(Some(" "), None, Some("")), None);
     }
 
     #[test]
     fn endpoints_must_be_plain_http() {
         assert!(validate_endpoint("http://127.0.0.1:4318").is_ok());
-        assert!(validate_endpoint("https://c:4318").unwrap_err().contains("https is not supported"));
-        assert!(validate_endpoint("c:4318").unwrap_err().contains("not an http:// URL"));
-        assert!(validate_endpoint("http:///v1").unwrap_err().contains("no host"));
+        assert!(
+            validate_endpoint("https://c:4318")
+                .unwrap_err()
+                .contains("https is not supported")
+        );
+        assert!(
+            validate_endpoint("c:4318")
+                .unwrap_err()
+                .contains("not an http:// URL")
+        );
+        assert!(
+            validate_endpoint("http:///v1")
+                .unwrap_err()
+                .contains("no host")
+        );
     }
 
     #[test]

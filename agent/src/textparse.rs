@@ -27,7 +27,11 @@ impl Format {
     /// The format a `Content-Type` header announces; anything but OpenMetrics is read as text,
     /// as Prometheus does.
     pub fn from_content_type(ct: &str) -> Format {
-        if ct.trim_start().to_ascii_lowercase().starts_with("application/openmetrics-text") {
+        if ct
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/openmetrics-text")
+        {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -101,7 +105,11 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<OwnedSample>, ParseError>
     parse_each(text, format, |s| {
         out.push(OwnedSample {
             name: s.name.to_string(),
-            labels: s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            labels: s
+                .labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             value: s.value,
             timestamp_ms: s.timestamp_ms,
         })
@@ -112,7 +120,11 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<OwnedSample>, ParseError>
 /// Parses a whole exposition, calling `on_sample` for each sample in order. Returns the
 /// number of samples. On error, samples before the bad line have already been handed over:
 /// callers that must not keep partial results collect first and commit only on `Ok`.
-pub fn parse_each<'a>(text: &'a str, format: Format, mut on_sample: impl FnMut(&Sample<'a, '_>)) -> Result<usize, ParseError> {
+pub fn parse_each<'a>(
+    text: &'a str,
+    format: Format,
+    mut on_sample: impl FnMut(&Sample<'a, '_>),
+) -> Result<usize, ParseError> {
     let mut labels: Vec<LabelPair<'a>> = Vec::with_capacity(8);
     let mut family: Option<(&'a str, Kind)> = None;
     let mut count = 0;
@@ -128,10 +140,16 @@ pub fn parse_each<'a>(text: &'a str, format: Format, mut on_sample: impl FnMut(&
         rest = next;
         let err = |msg: String| ParseError { line: lineno, msg };
         if eof {
-            return Err(err("content after \"# EOF\"; it must be the last line".into()));
+            return Err(err(
+                "content after \"# EOF\"; it must be the last line".into()
+            ));
         }
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let line = if format == Format::Text { line.trim_start_matches([' ', '\t']) } else { line };
+        let line = if format == Format::Text {
+            line.trim_start_matches([' ', '\t'])
+        } else {
+            line
+        };
         if line.is_empty() {
             if format == Format::OpenMetrics {
                 return Err(err("empty line; OpenMetrics allows none".into()));
@@ -150,13 +168,21 @@ pub fn parse_each<'a>(text: &'a str, format: Format, mut on_sample: impl FnMut(&
         let (name, value, timestamp_ms) = parse_sample(line, format, &mut labels).map_err(err)?;
         if format == Format::OpenMetrics
             && let Some((fam, k)) = family
-            && matches!(k, Kind::Counter | Kind::Histogram | Kind::Summary | Kind::GaugeHistogram)
+            && matches!(
+                k,
+                Kind::Counter | Kind::Histogram | Kind::Summary | Kind::GaugeHistogram
+            )
             && name.strip_suffix("_created") == Some(fam)
         {
             continue;
         }
         count += 1;
-        on_sample(&Sample { name, labels: &labels, value, timestamp_ms });
+        on_sample(&Sample {
+            name,
+            labels: &labels,
+            value,
+            timestamp_ms,
+        });
     }
     if format == Format::OpenMetrics && !eof {
         return Err(ParseError {
@@ -182,16 +208,23 @@ fn parse_comment(c: &str, format: Format) -> Result<Comment<'_>, String> {
     if !matches!(word, "HELP" | "TYPE" | "UNIT") || (format == Format::Text && word == "UNIT") {
         return match format {
             Format::Text => Ok(Comment::Other),
-            Format::OpenMetrics => Err(format!("unknown comment \"#{}\"; OpenMetrics allows only HELP, TYPE, UNIT and EOF", truncate(c))),
+            Format::OpenMetrics => Err(format!(
+                "unknown comment \"#{}\"; OpenMetrics allows only HELP, TYPE, UNIT and EOF",
+                truncate(c)
+            )),
         };
     }
     let (name, rest) = split_blank(rest.trim_start_matches([' ', '\t']));
     if !is_metric_name(name) {
-        return Err(format!("# {word} needs a metric name, got {:?}", truncate(name)));
+        return Err(format!(
+            "# {word} needs a metric name, got {:?}",
+            truncate(name)
+        ));
     }
     if word == "TYPE" {
         let t = rest.trim_matches([' ', '\t']);
-        let k = kind(t, format).ok_or_else(|| format!("# TYPE {name}: unknown type {:?}", truncate(t)))?;
+        let k = kind(t, format)
+            .ok_or_else(|| format!("# TYPE {name}: unknown type {:?}", truncate(t)))?;
         return Ok(Comment::Type(name, k));
     }
     Ok(Comment::Other)
@@ -288,10 +321,18 @@ impl<'a> Cursor<'a> {
                         Some(b'"') => o.push('"'),
                         Some(b'n') => o.push('\n'),
                         Some(&c) => {
-                            let shown = if c.is_ascii_graphic() { (c as char).to_string() } else { format!("\\x{c:02x}") };
-                            return Err(format!("invalid escape \"\\{shown}\" in a quoted string; only \\\\, \\\" and \\n are allowed"));
+                            let shown = if c.is_ascii_graphic() {
+                                (c as char).to_string()
+                            } else {
+                                format!("\\x{c:02x}")
+                            };
+                            return Err(format!(
+                                "invalid escape \"\\{shown}\" in a quoted string; only \\\\, \\\" and \\n are allowed"
+                            ));
                         }
-                        None => return Err("unterminated quoted string (missing closing '\"')".into()),
+                        None => {
+                            return Err("unterminated quoted string (missing closing '\"')".into());
+                        }
                     }
                     self.i += 2;
                     seg = self.i;
@@ -312,7 +353,11 @@ impl<'a> Cursor<'a> {
 
 type SampleLine<'a> = (Cow<'a, str>, f64, Option<i64>);
 
-fn parse_sample<'a>(line: &'a str, format: Format, labels: &mut Vec<LabelPair<'a>>) -> Result<SampleLine<'a>, String> {
+fn parse_sample<'a>(
+    line: &'a str,
+    format: Format,
+    labels: &mut Vec<LabelPair<'a>>,
+) -> Result<SampleLine<'a>, String> {
     let text = format == Format::Text;
     let mut c = Cursor { s: line, i: 0 };
     let mut name: Option<Cow<'a, str>> = None;
@@ -339,12 +384,20 @@ fn parse_sample<'a>(line: &'a str, format: Format, labels: &mut Vec<LabelPair<'a
     }
     let name = match name {
         Some(n) => n,
-        None => return Err(format!("expected a metric name at the start of {:?}", truncate(line))),
+        None => {
+            return Err(format!(
+                "expected a metric name at the start of {:?}",
+                truncate(line)
+            ));
+        }
     };
     if !c.peek().is_some_and(is_blank) {
         return Err(match c.peek() {
             None => format!("{name}: missing value"),
-            Some(_) => format!("{name}: unexpected {:?} after the metric name; expected a blank and a value", truncate(&line[c.i..])),
+            Some(_) => format!(
+                "{name}: unexpected {:?} after the metric name; expected a blank and a value",
+                truncate(&line[c.i..])
+            ),
         });
     }
     if text {
@@ -363,7 +416,10 @@ fn parse_sample<'a>(line: &'a str, format: Format, labels: &mut Vec<LabelPair<'a
         }
         if c.peek().is_some_and(|b| b != b'#') {
             let t = c.token();
-            timestamp_ms = Some(parse_timestamp(t, format).ok_or_else(|| format!("{name}: invalid timestamp {:?}", truncate(t)))?);
+            timestamp_ms = Some(
+                parse_timestamp(t, format)
+                    .ok_or_else(|| format!("{name}: invalid timestamp {:?}", truncate(t)))?,
+            );
             if c.peek().is_some_and(is_blank) {
                 if text {
                     c.skip_blanks();
@@ -374,19 +430,29 @@ fn parse_sample<'a>(line: &'a str, format: Format, labels: &mut Vec<LabelPair<'a
         }
         if c.peek() == Some(b'#') {
             if text {
-                return Err(format!("{name}: unexpected '#' after the value; exemplars need OpenMetrics"));
+                return Err(format!(
+                    "{name}: unexpected '#' after the value; exemplars need OpenMetrics"
+                ));
             }
             check_exemplar(&line[c.i..]).map_err(|e| format!("{name}: {e}"))?;
             c.i = line.len();
         }
     }
     if c.i != line.len() {
-        return Err(format!("{name}: unexpected {:?} at the end of the line", truncate(&line[c.i..])));
+        return Err(format!(
+            "{name}: unexpected {:?} at the end of the line",
+            truncate(&line[c.i..])
+        ));
     }
     Ok((name, value, timestamp_ms))
 }
 
-fn parse_labels<'a>(c: &mut Cursor<'a>, format: Format, name: &mut Option<Cow<'a, str>>, labels: &mut Vec<LabelPair<'a>>) -> Result<(), String> {
+fn parse_labels<'a>(
+    c: &mut Cursor<'a>,
+    format: Format,
+    name: &mut Option<Cow<'a, str>>,
+    labels: &mut Vec<LabelPair<'a>>,
+) -> Result<(), String> {
     let text = format == Format::Text;
     let mut first = true;
     loop {
@@ -405,7 +471,9 @@ fn parse_labels<'a>(c: &mut Cursor<'a>, format: Format, name: &mut Option<Cow<'a
                 }
                 if c.peek() != Some(b'=') {
                     if !first || name.is_some() {
-                        return Err(format!("quoted metric name {q:?} must come first and only when no name precedes '{{'"));
+                        return Err(format!(
+                            "quoted metric name {q:?} must come first and only when no name precedes '{{'"
+                        ));
                     }
                     *name = Some(q);
                     first = false;
@@ -417,7 +485,10 @@ fn parse_labels<'a>(c: &mut Cursor<'a>, format: Format, name: &mut Option<Cow<'a
             _ => {
                 let id = c.ident(false);
                 if id.is_empty() {
-                    return Err(format!("expected a label name at {:?}", truncate(&c.s[c.i..])));
+                    return Err(format!(
+                        "expected a label name at {:?}",
+                        truncate(&c.s[c.i..])
+                    ));
                 }
                 Cow::Borrowed(id)
             }
@@ -427,7 +498,10 @@ fn parse_labels<'a>(c: &mut Cursor<'a>, format: Format, name: &mut Option<Cow<'a
             c.skip_blanks();
         }
         if c.peek() != Some(b'=') {
-            return Err(format!("label {lname:?}: expected '=' at {:?}", truncate(&c.s[c.i..])));
+            return Err(format!(
+                "label {lname:?}: expected '=' at {:?}",
+                truncate(&c.s[c.i..])
+            ));
         }
         c.i += 1;
         if text {
@@ -457,23 +531,33 @@ fn after_item(c: &mut Cursor<'_>, text: bool) -> Result<(), String> {
         }
         Some(b'}') => Ok(()),
         None => Err("unterminated label set (missing '}')".into()),
-        Some(_) => Err(format!("expected ',' or '}}' at {:?}", truncate(&c.s[c.i..]))),
+        Some(_) => Err(format!(
+            "expected ',' or '}}' at {:?}",
+            truncate(&c.s[c.i..])
+        )),
     }
 }
 
 /// An OpenMetrics exemplar: `# {labels} value [timestamp]`. Checked, then dropped.
 fn check_exemplar(s: &str) -> Result<(), String> {
-    let rest = s.strip_prefix("# {").ok_or("an exemplar must look like \"# {labels} value\"")?;
+    let rest = s
+        .strip_prefix("# {")
+        .ok_or("an exemplar must look like \"# {labels} value\"")?;
     let mut c = Cursor { s: rest, i: 0 };
     let mut name = Some(Cow::Borrowed(""));
     let mut labels = vec![];
-    parse_labels(&mut c, Format::OpenMetrics, &mut name, &mut labels).map_err(|e| format!("exemplar: {e}"))?;
+    parse_labels(&mut c, Format::OpenMetrics, &mut name, &mut labels)
+        .map_err(|e| format!("exemplar: {e}"))?;
     let tail = &rest[c.i..];
-    let mut parts = tail.strip_prefix(' ').ok_or("exemplar: expected a value after its labels")?.split(' ');
+    let mut parts = tail
+        .strip_prefix(' ')
+        .ok_or("exemplar: expected a value after its labels")?
+        .split(' ');
     let v = parts.next().unwrap_or("");
     parse_value(v).ok_or_else(|| format!("exemplar: invalid value {v:?}"))?;
     if let Some(t) = parts.next() {
-        parse_timestamp(t, Format::OpenMetrics).ok_or_else(|| format!("exemplar: invalid timestamp {t:?}"))?;
+        parse_timestamp(t, Format::OpenMetrics)
+            .ok_or_else(|| format!("exemplar: invalid timestamp {t:?}"))?;
     }
     if parts.next().is_some() {
         return Err("exemplar: unexpected text after its timestamp".into());
@@ -486,7 +570,10 @@ pub fn parse_value(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     // Rust's parser also takes "infinity" and "nan" in any case, as Go's does; it does not
     // take an empty string, "0x" floats or underscores, which Prometheus rejects as well.
-    if b.is_empty() || !(b[0].is_ascii_digit() || matches!(b[0], b'+' | b'-' | b'.' | b'N' | b'n' | b'I' | b'i')) {
+    if b.is_empty()
+        || !(b[0].is_ascii_digit()
+            || matches!(b[0], b'+' | b'-' | b'.' | b'N' | b'n' | b'I' | b'i'))
+    {
         return None;
     }
     s.parse::<f64>().ok()
@@ -511,14 +598,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn one(line: &str, f: Format) -> OwnedSample {
-        let text = if f == Format::OpenMetrics { format!("{line}\n# EOF\n") } else { format!("{line}\n") };
+        let text = if f == Format::OpenMetrics {
+            format!("{line}\n# EOF\n")
+        } else {
+            format!("{line}\n")
+        };
         let mut v = parse(&text, f).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         assert_eq!(v.len(), 1, "{line:?}");
         v.remove(0)
     }
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -528,28 +622,102 @@ mod tests {
         let cases: &[(&str, Format, &str, Vec<(String, String)>, f64, Option<i64>)] = &[
             ("up 1", Text, "up", l(&[]), 1.0, None),
             ("up{} 0", Text, "up", l(&[]), 0.0, None),
-            ("a_b:c{x=\"1\",y=\"two\"} 3.5 1700000000123", Text, "a_b:c", l(&[("x", "1"), ("y", "two")]), 3.5, Some(1_700_000_000_123)),
+            (
+                "a_b:c{x=\"1\",y=\"two\"} 3.5 1700000000123",
+                Text,
+                "a_b:c",
+                l(&[("x", "1"), ("y", "two")]),
+                3.5,
+                Some(1_700_000_000_123),
+            ),
             ("m{x=\"1\",} 2", Text, "m", l(&[("x", "1")]), 2.0, None),
-            ("  m { x = \"1\" , y=\"2\" }   7  \t", Text, "m", l(&[("x", "1"), ("y", "2")]), 7.0, None),
-            (r#"m{p="C:\\dir\"q\"\nx"} 1"#, Text, "m", l(&[("p", "C:\\dir\"q\"\nx")]), 1.0, None),
-            ("m{u=\"ünï ☃ }{,=\"} 1", Text, "m", l(&[("u", "ünï ☃ }{,=")]), 1.0, None),
+            (
+                "  m { x = \"1\" , y=\"2\" }   7  \t",
+                Text,
+                "m",
+                l(&[("x", "1"), ("y", "2")]),
+                7.0,
+                None,
+            ),
+            (
+                r#"m{p="C:\\dir\"q\"\nx"} 1"#,
+                Text,
+                "m",
+                l(&[("p", "C:\\dir\"q\"\nx")]),
+                1.0,
+                None,
+            ),
+            (
+                "m{u=\"ünï ☃ }{,=\"} 1",
+                Text,
+                "m",
+                l(&[("u", "ünï ☃ }{,=")]),
+                1.0,
+                None,
+            ),
             ("m +Inf", Text, "m", l(&[]), f64::INFINITY, None),
             ("m -Inf", Text, "m", l(&[]), f64::NEG_INFINITY, None),
             ("m NaN", Text, "m", l(&[]), nan, None),
             ("m 1e-3", Text, "m", l(&[]), 0.001, None),
             ("m -0.5 -12", Text, "m", l(&[]), -0.5, Some(-12)),
-            ("h_bucket{le=\"+Inf\"} 12", Text, "h_bucket", l(&[("le", "+Inf")]), 12.0, None),
-            (r#"{"my.metric","a.b"="c"} 4"#, Text, "my.metric", l(&[("a.b", "c")]), 4.0, None),
-            ("m{a=\"1\"} 2 1700000000.5", OpenMetrics, "m", l(&[("a", "1")]), 2.0, Some(1_700_000_000_500)),
-            ("m 2 1700000000", OpenMetrics, "m", l(&[]), 2.0, Some(1_700_000_000_000)),
-            ("c_total 5 # {trace_id=\"abc\"} 1.0 1700000000.1", OpenMetrics, "c_total", l(&[]), 5.0, None),
-            ("c_total{a=\"b\"} 5 1700000001 # {trace_id=\"abc\"} 1", OpenMetrics, "c_total", l(&[("a", "b")]), 5.0, Some(1_700_000_001_000)),
+            (
+                "h_bucket{le=\"+Inf\"} 12",
+                Text,
+                "h_bucket",
+                l(&[("le", "+Inf")]),
+                12.0,
+                None,
+            ),
+            (
+                r#"{"my.metric","a.b"="c"} 4"#,
+                Text,
+                "my.metric",
+                l(&[("a.b", "c")]),
+                4.0,
+                None,
+            ),
+            (
+                "m{a=\"1\"} 2 1700000000.5",
+                OpenMetrics,
+                "m",
+                l(&[("a", "1")]),
+                2.0,
+                Some(1_700_000_000_500),
+            ),
+            (
+                "m 2 1700000000",
+                OpenMetrics,
+                "m",
+                l(&[]),
+                2.0,
+                Some(1_700_000_000_000),
+            ),
+            (
+                "c_total 5 # {trace_id=\"abc\"} 1.0 1700000000.1",
+                OpenMetrics,
+                "c_total",
+                l(&[]),
+                5.0,
+                None,
+            ),
+            (
+                "c_total{a=\"b\"} 5 1700000001 # {trace_id=\"abc\"} 1",
+                OpenMetrics,
+                "c_total",
+                l(&[("a", "b")]),
+                5.0,
+                Some(1_700_000_001_000),
+            ),
         ];
         for (line, f, name, labels, value, ts) in cases {
             let s = one(line, *f);
             assert_eq!(&s.name, name, "{line:?}");
             assert_eq!(&s.labels, labels, "{line:?}");
-            assert!(s.value.to_bits() == value.to_bits() || (s.value.is_nan() && value.is_nan()), "{line:?}: {}", s.value);
+            assert!(
+                s.value.to_bits() == value.to_bits() || (s.value.is_nan() && value.is_nan()),
+                "{line:?}: {}",
+                s.value
+            );
             assert_eq!(s.timestamp_ms, *ts, "{line:?}");
         }
     }
@@ -558,7 +726,11 @@ mod tests {
     fn malformed_lines_name_the_line_and_problem() {
         use Format::*;
         let cases: &[(&str, Format, &str)] = &[
-            ("ok 1\nm{a=\"1\" 2\n", Text, "line 2: m: expected ',' or '}' at \"2\""),
+            (
+                "ok 1\nm{a=\"1\" 2\n",
+                Text,
+                "line 2: m: expected ',' or '}' at \"2\"",
+            ),
             ("m{a=\"1\" 2\n", Text, "expected ',' or '}'"),
             ("m{a=1} 2\n", Text, "must be double-quoted"),
             ("m{a=\"x} 2\n", Text, "unterminated quoted string"),
@@ -574,12 +746,24 @@ mod tests {
             ("# TYPE 1m gauge\n", Text, "needs a metric name"),
             ("m 1 # {a=\"b\"} 1\n", Text, "exemplars need OpenMetrics"),
             ("m 1\n", OpenMetrics, "missing \"# EOF\""),
-            ("m 1\n# EOF\nm 2\n", OpenMetrics, "line 3: content after \"# EOF\""),
+            (
+                "m 1\n# EOF\nm 2\n",
+                OpenMetrics,
+                "line 3: content after \"# EOF\"",
+            ),
             ("m 1\n\n# EOF\n", OpenMetrics, "line 2: empty line"),
             ("m  1\n# EOF\n", OpenMetrics, "invalid value \"\""),
             ("# random comment\n# EOF\n", OpenMetrics, "unknown comment"),
-            ("m 1 # {a=\"b\"}\n# EOF\n", OpenMetrics, "exemplar: expected a value"),
-            ("# TYPE m untyped\n# EOF\n", OpenMetrics, "unknown type \"untyped\""),
+            (
+                "m 1 # {a=\"b\"}\n# EOF\n",
+                OpenMetrics,
+                "exemplar: expected a value",
+            ),
+            (
+                "# TYPE m untyped\n# EOF\n",
+                OpenMetrics,
+                "unknown type \"untyped\"",
+            ),
         ];
         for (text, f, needle) in cases {
             let e = parse(text, *f).unwrap_err().to_string();
@@ -591,7 +775,10 @@ mod tests {
     fn comments_types_and_blank_lines() {
         let text = "# HELP h A histogram.\n# TYPE h histogram\n\n# just a comment\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"+Inf\"} 3\nh_sum 0.7\nh_count 3\n";
         let v = parse(text, Format::Text).unwrap();
-        assert_eq!(v.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["h_bucket", "h_bucket", "h_sum", "h_count"]);
+        assert_eq!(
+            v.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["h_bucket", "h_bucket", "h_sum", "h_count"]
+        );
     }
 
     #[test]
@@ -602,7 +789,12 @@ mod tests {
         assert_eq!(names, ["c_total", "s", "s_sum", "s_count", "g_created"]);
         assert_eq!(v[1].labels, l(&[("quantile", "0.5")]));
         // In the text format `_created` is an ordinary series, as Prometheus reads it.
-        assert_eq!(parse("# TYPE c counter\nc_created 1\n", Format::Text).unwrap().len(), 1);
+        assert_eq!(
+            parse("# TYPE c counter\nc_created 1\n", Format::Text)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -614,8 +806,14 @@ mod tests {
 
     #[test]
     fn content_type_picks_the_grammar() {
-        assert_eq!(Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"), Format::OpenMetrics);
-        assert_eq!(Format::from_content_type("text/plain; version=0.0.4"), Format::Text);
+        assert_eq!(
+            Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_content_type("text/plain; version=0.0.4"),
+            Format::Text
+        );
         assert_eq!(Format::from_content_type(""), Format::Text);
     }
 

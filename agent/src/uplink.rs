@@ -7,9 +7,9 @@
 //! unidirectional batch stream whose payloads share one codec context.
 
 use crate::buffer::{Buffer, BufferStats};
-use crate::status::{DrainMeter, Status};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::status::{DrainMeter, Status};
 use outpost_shared::codec::{Decoder, Encoder};
 use outpost_shared::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, close};
 use quinn::{Connection, Endpoint, VarInt};
@@ -52,17 +52,32 @@ pub struct UplinkState {
 impl UplinkState {
     /// The running agent's status: connection, backlog, drain rate and time to drain.
     pub fn status(&self, cfg: &Config, b: &BufferStats) -> Status {
-        let rate = self.drain.lock().unwrap_or_else(|p| p.into_inner()).rate(std::time::Instant::now());
+        let rate = self
+            .drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate(std::time::Instant::now());
         let mut s = Status::from_stats(&cfg.id, &cfg.region, b).with_rate(rate);
         s.running = true;
         s.connected = self.connected.load(Ordering::Relaxed);
-        s.aggregator = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.aggregator = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         s
     }
 
     fn record_acked(&self, total: u64) {
-        self.drain.lock().unwrap_or_else(|p| p.into_inner()).record(std::time::Instant::now(), total);
+        self.drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(std::time::Instant::now(), total);
     }
 
     fn set_error(&self, e: String) {
@@ -131,7 +146,9 @@ impl Uplink {
                 self.metrics.uplink_reconnects.inc();
             }
             let mut established = false;
-            let result = self.session(&endpoint, target, &mut shutdown, grace, &mut established).await;
+            let result = self
+                .session(&endpoint, target, &mut shutdown, grace, &mut established)
+                .await;
             self.state.connected.store(false, Ordering::Relaxed);
             self.metrics.uplink_connected.set(0);
             match result {
@@ -150,7 +167,12 @@ impl Uplink {
             } else {
                 idx += 1;
             }
-            let delay = backoff(attempt, Duration::from_millis(200), Duration::from_secs(30), fastrand::f64());
+            let delay = backoff(
+                attempt,
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+                fastrand::f64(),
+            );
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -161,8 +183,10 @@ impl Uplink {
     }
 
     fn client_config(&self) -> Result<quinn::ClientConfig, String> {
-        let tls = outpost_shared::tls::client_config(&self.cfg.tls_files()).map_err(|e| e.to_string())?;
-        let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let tls =
+            outpost_shared::tls::client_config(&self.cfg.tls_files()).map_err(|e| e.to_string())?;
+        let qc =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
         let mut cc = quinn::ClientConfig::new(Arc::new(qc));
         cc.transport_config(Arc::new(transport()));
         Ok(cc)
@@ -192,7 +216,9 @@ impl Uplink {
         self.account_bytes(&conn, &mut (0, 0));
         match &r {
             Ok(()) => conn.close(VarInt::from_u32(close::SHUTDOWN), b"agent shutting down"),
-            Err(SessionError::Protocol(m)) => conn.close(VarInt::from_u32(close::MALFORMED), m.as_bytes()),
+            Err(SessionError::Protocol(m)) => {
+                conn.close(VarInt::from_u32(close::MALFORMED), m.as_bytes())
+            }
             Err(_) => conn.close(VarInt::from_u32(close::NORMAL), b""),
         }
         r
@@ -201,8 +227,12 @@ impl Uplink {
     fn account_bytes(&self, conn: &Connection, last: &mut (u64, u64)) {
         let s = conn.stats();
         let (tx, rx) = (s.udp_tx.bytes, s.udp_rx.bytes);
-        self.metrics.uplink_bytes_sent.inc_by(tx.saturating_sub(last.0));
-        self.metrics.uplink_bytes_received.inc_by(rx.saturating_sub(last.1));
+        self.metrics
+            .uplink_bytes_sent
+            .inc_by(tx.saturating_sub(last.0));
+        self.metrics
+            .uplink_bytes_received
+            .inc_by(rx.saturating_sub(last.1));
         *last = (tx, rx);
     }
 
@@ -229,12 +259,23 @@ impl Uplink {
         let welcome = match reply {
             Ok(Some(Frame::Welcome(w))) => w,
             Ok(Some(Frame::Refused { reason })) => return Err(SessionError::Refused(reason)),
-            Ok(Some(f)) => return Err(SessionError::Protocol(format!("expected welcome, got {}", f.kind()))),
-            Ok(None) => return Err(SessionError::Protocol("aggregator closed the control stream".into())),
+            Ok(Some(f)) => {
+                return Err(SessionError::Protocol(format!(
+                    "expected welcome, got {}",
+                    f.kind()
+                )));
+            }
+            Ok(None) => {
+                return Err(SessionError::Protocol(
+                    "aggregator closed the control stream".into(),
+                ));
+            }
             Err(e) => {
                 // A refusal closes the connection right after the frame; prefer its reason.
                 if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
-                    return Err(SessionError::Refused(String::from_utf8_lossy(&c.reason).into_owned()));
+                    return Err(SessionError::Refused(
+                        String::from_utf8_lossy(&c.reason).into_owned(),
+                    ));
                 }
                 return Err(SessionError::Protocol(e.to_string()));
             }
@@ -253,7 +294,11 @@ impl Uplink {
         }
         *established = true;
         self.state.connected.store(true, Ordering::Relaxed);
-        *self.state.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
+        *self
+            .state
+            .endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
         self.metrics.uplink_connected.set(1);
         tracing::info!(aggregator = %conn.remote_address(), applied_seq = welcome.applied_seq, "connected");
 
@@ -261,7 +306,13 @@ impl Uplink {
         let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
         let ack_arrived = Arc::new(Notify::new());
         let mut reader = {
-            let (buffer, metrics, acked, ack_arrived, state) = (self.buffer.clone(), self.metrics.clone(), acked.clone(), ack_arrived.clone(), self.state.clone());
+            let (buffer, metrics, acked, ack_arrived, state) = (
+                self.buffer.clone(),
+                self.metrics.clone(),
+                acked.clone(),
+                ack_arrived.clone(),
+                self.state.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     match frame::read(&mut ctl_rx).await {
@@ -279,10 +330,21 @@ impl Uplink {
                                 ack_arrived.notify_one();
                             }
                         }
-                        Ok(Some(Frame::Refused { reason })) => return SessionError::Refused(reason),
+                        Ok(Some(Frame::Refused { reason })) => {
+                            return SessionError::Refused(reason);
+                        }
                         Ok(Some(Frame::Heartbeat(_))) => {}
-                        Ok(Some(f)) => return SessionError::Protocol(format!("unexpected {} frame", f.kind())),
-                        Ok(None) => return SessionError::Protocol("aggregator closed the control stream".into()),
+                        Ok(Some(f)) => {
+                            return SessionError::Protocol(format!(
+                                "unexpected {} frame",
+                                f.kind()
+                            ));
+                        }
+                        Ok(None) => {
+                            return SessionError::Protocol(
+                                "aggregator closed the control stream".into(),
+                            );
+                        }
                         Err(e) => return SessionError::Protocol(e.to_string()),
                     }
                 }
@@ -300,14 +362,22 @@ impl Uplink {
         let mut was_draining = false;
         loop {
             if draining_since.is_none() {
-                self.send_window(&mut data, &mut enc, &mut cursor, acked.load(Ordering::Relaxed)).await?;
+                self.send_window(
+                    &mut data,
+                    &mut enc,
+                    &mut cursor,
+                    acked.load(Ordering::Relaxed),
+                )
+                .await?;
             }
             self.account_bytes(conn, &mut bytes_seen);
             let all_acked = acked.load(Ordering::Relaxed) + 1 >= cursor;
             if let Some(t) = draining_since {
                 if all_acked || t.elapsed() >= grace {
                     if !all_acked {
-                        tracing::warn!("shutting down with batches unacknowledged; they stay buffered and are resent next time");
+                        tracing::warn!(
+                            "shutting down with batches unacknowledged; they stay buffered and are resent next time"
+                        );
                     }
                     reader.abort();
                     return Ok(());
@@ -349,12 +419,20 @@ impl Uplink {
     }
 
     /// Writes buffered batches from `cursor` on while fewer than [`WINDOW`] are unacknowledged.
-    async fn send_window(&self, data: &mut quinn::SendStream, enc: &mut Encoder, cursor: &mut u64, acked: u64) -> Result<(), SessionError> {
+    async fn send_window(
+        &self,
+        data: &mut quinn::SendStream,
+        enc: &mut Encoder,
+        cursor: &mut u64,
+        acked: u64,
+    ) -> Result<(), SessionError> {
         loop {
             let in_flight = cursor.saturating_sub(acked + 1);
             // Bounded in batches and in bytes: what is in flight cannot be evicted without
             // doubt about whether it arrived, so it must leave the buffer room to work.
-            if in_flight >= WINDOW || self.buffer.bytes_between(acked + 1, *cursor) >= self.cfg.buffer.max_bytes.0 / 2 {
+            if in_flight >= WINDOW
+                || self.buffer.bytes_between(acked + 1, *cursor) >= self.cfg.buffer.max_bytes.0 / 2
+            {
                 return Ok(());
             }
             let Some(next) = self.buffer.next_at_or_after(*cursor) else {
@@ -383,7 +461,13 @@ impl Uplink {
                 let trace = crate::telemetry::context_of(&span);
                 let payload = span.in_scope(|| enc.encode(&batch));
                 self.buffer.mark_sent(sb.seq);
-                data.write_all(&frame::encode(&Frame::Batch { seq: sb.seq, payload, trace })).instrument(span).await?;
+                data.write_all(&frame::encode(&Frame::Batch {
+                    seq: sb.seq,
+                    payload,
+                    trace,
+                }))
+                .instrument(span)
+                .await?;
                 self.metrics.batches_sent.inc();
                 self.metrics.samples_sent.inc_by(sb.samples);
             }

@@ -20,10 +20,24 @@ pub fn check(path: &Path) -> Vec<String> {
     };
     let mut problems = cfg.validate();
     let now = outpost_agent::now_ms() / 1000;
-    problems.extend(tls::check_files(&cfg.tls_files(), Role::Server, ["tls.ca", "tls.cert", "tls.key"], now));
+    problems.extend(tls::check_files(
+        &cfg.tls_files(),
+        Role::Server,
+        ["tls.ca", "tls.cert", "tls.key"],
+        now,
+    ));
     if let Some(p) = outpost_agent::check::dir_problem(&cfg.data_dir) {
         problems.push(format!("data_dir: {p}"));
     }
     let prefix = path.display().to_string();
-    problems.into_iter().map(|p| if p.starts_with(&prefix) { p } else { format!("{prefix}: {p}") }).collect()
+    problems
+        .into_iter()
+        .map(|p| {
+            if p.starts_with(&prefix) {
+                p
+            } else {
+                format!("{prefix}: {p}")
+            }
+        })
+        .collect()
 }

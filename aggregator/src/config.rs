@@ -41,7 +41,10 @@ fn default_http() -> String {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { quic: default_quic(), http: default_http() }
+        ListenConfig {
+            quic: default_quic(),
+            http: default_http(),
+        }
     }
 }
 
@@ -65,20 +68,31 @@ pub struct ApiConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
         let cfg = Self::parse(&text, path)?;
         let problems = cfg.validate();
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(format!("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display()))))
+            Err(format!(
+                "{}: {}",
+                path.display(),
+                problems.join(&format!("\n{}: ", path.display()))
+            ))
         }
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut paths = vec![&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key];
+        let mut paths = vec![
+            &mut cfg.data_dir,
+            &mut cfg.tls.ca,
+            &mut cfg.tls.cert,
+            &mut cfg.tls.key,
+        ];
         if let Some(t) = cfg.api.bearer_token_file.as_mut() {
             paths.push(t);
         }
@@ -93,7 +107,10 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut out = vec![];
         if self.listen.quic.parse::<SocketAddr>().is_err() {
-            out.push(format!("listen.quic: {:?} is not an address such as \"0.0.0.0:9471\"", self.listen.quic));
+            out.push(format!(
+                "listen.quic: {:?} is not an address such as \"0.0.0.0:9471\"",
+                self.listen.quic
+            ));
         }
         match self.listen.http.parse::<SocketAddr>() {
             Err(_) => out.push(format!("listen.http: {:?} is not an address such as \"127.0.0.1:9470\"", self.listen.http)),
@@ -102,16 +119,25 @@ impl Config {
             )),
             Ok(_) => {}
         }
-        for (key, p) in [("tls.ca", &self.tls.ca), ("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+        for (key, p) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
             if let Err(e) = std::fs::File::open(p) {
                 out.push(format!("{key}: cannot open {}: {e}", p.display()));
             }
         }
         if let Some(t) = &self.api.bearer_token_file {
             match std::fs::read_to_string(t) {
-                Ok(s) if s.trim().is_empty() => out.push(format!("api.bearer_token_file: {} is empty", t.display())),
+                Ok(s) if s.trim().is_empty() => {
+                    out.push(format!("api.bearer_token_file: {} is empty", t.display()))
+                }
                 Ok(_) => {}
-                Err(e) => out.push(format!("api.bearer_token_file: cannot read {}: {e}", t.display())),
+                Err(e) => out.push(format!(
+                    "api.bearer_token_file: cannot read {}: {e}",
+                    t.display()
+                )),
             }
         }
         out.extend(self.log.validate());
@@ -120,13 +146,19 @@ impl Config {
     }
 
     pub fn tls_files(&self) -> TlsFiles {
-        TlsFiles { ca: self.tls.ca.clone(), cert: self.tls.cert.clone(), key: self.tls.key.clone() }
+        TlsFiles {
+            ca: self.tls.ca.clone(),
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+        }
     }
 
     /// The API token, if one is configured.
     pub fn token(&self) -> Option<String> {
         let p = self.api.bearer_token_file.as_ref()?;
-        std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
     }
 }
 
@@ -154,11 +186,22 @@ key = "aggregator.key"
 
     #[test]
     fn unknown_keys_and_exposed_api_without_token_are_errors() {
-        let e = Config::parse(&GOOD.replace("[tls]", "[tls]\ncrt = \"x\""), Path::new("agg.toml")).unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("[tls]", "[tls]\ncrt = \"x\""),
+            Path::new("agg.toml"),
+        )
+        .unwrap_err();
         assert!(e.starts_with("agg.toml: ") && e.contains("crt"), "{e}");
-        let c = Config::parse(&GOOD.replace("127.0.0.1:9470", "0.0.0.0:9470"), Path::new("/nonexistent/agg.toml")).unwrap();
+        let c = Config::parse(
+            &GOOD.replace("127.0.0.1:9470", "0.0.0.0:9470"),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
         let p = c.validate().join("\n");
-        assert!(p.contains("listen.http: 0.0.0.0:9470 is reachable beyond this host"), "{p}");
+        assert!(
+            p.contains("listen.http: 0.0.0.0:9470 is reachable beyond this host"),
+            "{p}"
+        );
         assert!(p.contains("tls.ca: cannot open /nonexistent/ca.crt"), "{p}");
     }
 }

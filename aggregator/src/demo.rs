@@ -18,13 +18,18 @@ pub const DEMO_AGENT: &str = "local";
 
 /// Writes certificates (once) and both configs; returns their paths.
 pub fn prepare(o: &DemoOptions) -> Result<(PathBuf, PathBuf), String> {
-    std::fs::create_dir_all(&o.dir).map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
+    std::fs::create_dir_all(&o.dir)
+        .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
     let dir = std::fs::canonicalize(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))?;
     let certs = dir.join("certs");
     if !certs.join("ca.crt").exists() {
         outpost_shared::tls::init_ca(&certs, &[]).map_err(|e| e.to_string())?;
     }
-    if !certs.join("agents").join(format!("{DEMO_AGENT}.crt")).exists() {
+    if !certs
+        .join("agents")
+        .join(format!("{DEMO_AGENT}.crt"))
+        .exists()
+    {
         outpost_shared::tls::issue_agent(&certs, DEMO_AGENT).map_err(|e| e.to_string())?;
     }
     let agg = dir.join("aggregator.toml");

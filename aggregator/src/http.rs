@@ -4,7 +4,6 @@
 
 use crate::live::Live;
 use crate::metrics::{HandlerLabel, Metrics, RequestLabels};
-use tracing::Instrument;
 use crate::source::SeriesSource;
 use crate::storage::Storage;
 use axum::Router;
@@ -15,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -79,8 +79,19 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     };
     let t = Instant::now();
     let resp = next.run(req).instrument(span).await;
-    s.metrics.http_duration.get_or_create(&HandlerLabel { handler: handler.clone() }).observe(t.elapsed().as_secs_f64());
-    s.metrics.http_requests.get_or_create(&RequestLabels { handler, code: resp.status().as_u16() }).inc();
+    s.metrics
+        .http_duration
+        .get_or_create(&HandlerLabel {
+            handler: handler.clone(),
+        })
+        .observe(t.elapsed().as_secs_f64());
+    s.metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            handler,
+            code: resp.status().as_u16(),
+        })
+        .inc();
     resp
 }
 
@@ -90,7 +101,13 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     m.series.set(s.storage.series_count() as i64);
     m.head_points.set(s.storage.head_points() as i64);
     m.storage_bytes.set(s.storage.size_bytes() as i64);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
 }
 
 async fn buildinfo() -> impl IntoResponse {
@@ -119,11 +136,17 @@ pub fn rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 async fn agents(State(s): State<AppState>) -> impl IntoResponse {
-    let mut known: std::collections::BTreeMap<String, crate::storage::AgentMeta> = s.storage.agents().into_iter().collect();
+    let mut known: std::collections::BTreeMap<String, crate::storage::AgentMeta> =
+        s.storage.agents().into_iter().collect();
     for id in s.live.ids() {
         known.entry(id).or_default();
     }

@@ -30,7 +30,11 @@ pub enum WriterMsg {
 
 /// The single writer: takes whatever is queued (up to [`MAX_GROUP`]) and commits it in one
 /// synced write, so many agents share one fsync.
-pub fn spawn_writer(storage: Arc<Storage>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<WriterMsg>) -> std::thread::JoinHandle<()> {
+pub fn spawn_writer(
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<WriterMsg>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || {
@@ -61,7 +65,13 @@ pub fn spawn_writer(storage: Arc<Storage>, metrics: Arc<Metrics>, mut rx: mpsc::
         .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"))
 }
 
-fn commit(storage: &Storage, metrics: &Metrics, conns: &mut ConnMaps, reqs: &mut Vec<IngestRequest>, replies: &mut Vec<Reply>) {
+fn commit(
+    storage: &Storage,
+    metrics: &Metrics,
+    conns: &mut ConnMaps,
+    reqs: &mut Vec<IngestRequest>,
+    replies: &mut Vec<Reply>,
+) {
     if reqs.is_empty() {
         return;
     }
@@ -86,7 +96,10 @@ fn commit(storage: &Storage, metrics: &Metrics, conns: &mut ConnMaps, reqs: &mut
     }
 }
 
-pub fn server_endpoint(files: &outpost_shared::tls::TlsFiles, addr: std::net::SocketAddr) -> Result<Endpoint, String> {
+pub fn server_endpoint(
+    files: &outpost_shared::tls::TlsFiles,
+    addr: std::net::SocketAddr,
+) -> Result<Endpoint, String> {
     let tls = outpost_shared::tls::server_config(files).map_err(|e| e.to_string())?;
     let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(qsc));
@@ -94,7 +107,8 @@ pub fn server_endpoint(files: &outpost_shared::tls::TlsFiles, addr: std::net::So
     t.max_concurrent_uni_streams(VarInt::from_u32(4));
     t.max_concurrent_bidi_streams(VarInt::from_u32(2));
     sc.transport_config(Arc::new(t));
-    Endpoint::server(sc, addr).map_err(|e| format!("cannot listen on {addr}/udp ([listen] quic): {e}"))
+    Endpoint::server(sc, addr)
+        .map_err(|e| format!("cannot listen on {addr}/udp ([listen] quic): {e}"))
 }
 
 #[derive(Clone)]
@@ -132,10 +146,21 @@ impl Ingest {
         }
     }
 
-    async fn refuse(&self, conn: &Connection, tx: &mut quinn::SendStream, code: u32, reason: &str, label: &str) {
+    async fn refuse(
+        &self,
+        conn: &Connection,
+        tx: &mut quinn::SendStream,
+        code: u32,
+        reason: &str,
+        label: &str,
+    ) {
         tracing::warn!(remote = %conn.remote_address(), "refusing agent: {reason}");
         self.metrics.refused(label);
-        let _ = tx.write_all(&frame::encode(&Frame::Refused { reason: reason.to_string() })).await;
+        let _ = tx
+            .write_all(&frame::encode(&Frame::Refused {
+                reason: reason.to_string(),
+            }))
+            .await;
         let _ = tx.finish();
         // Give the frame a moment to leave before the close overtakes it.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,7 +177,10 @@ impl Ingest {
             Some(Ok(id)) => id,
             _ => {
                 self.metrics.refused("certificate");
-                conn.close(VarInt::from_u32(close::IDENTITY_MISMATCH), b"client certificate has no usable common name");
+                conn.close(
+                    VarInt::from_u32(close::IDENTITY_MISMATCH),
+                    b"client certificate has no usable common name",
+                );
                 return;
             }
         };
@@ -165,26 +193,83 @@ impl Ingest {
         };
         let body = match tokio::time::timeout(HELLO_TIMEOUT, frame::read_body(&mut rx)).await {
             Ok(Ok(Some(b))) => b,
-            Ok(Err(e)) => return self.refuse(&conn, &mut tx, close::MALFORMED, &format!("bad hello: {e}"), "malformed").await,
-            _ => return self.refuse(&conn, &mut tx, close::MALFORMED, "no hello within 10s", "malformed").await,
+            Ok(Err(e)) => {
+                return self
+                    .refuse(
+                        &conn,
+                        &mut tx,
+                        close::MALFORMED,
+                        &format!("bad hello: {e}"),
+                        "malformed",
+                    )
+                    .await;
+            }
+            _ => {
+                return self
+                    .refuse(
+                        &conn,
+                        &mut tx,
+                        close::MALFORMED,
+                        "no hello within 10s",
+                        "malformed",
+                    )
+                    .await;
+            }
         };
         if let Some(v) = frame::peek_hello_version(&body)
             && let Err(reason) = frame::check_version(v)
         {
-            return self.refuse(&conn, &mut tx, close::VERSION_MISMATCH, &reason, "version").await;
+            return self
+                .refuse(&conn, &mut tx, close::VERSION_MISMATCH, &reason, "version")
+                .await;
         }
         let hello = match frame::decode(&body) {
             Ok(Frame::Hello(h)) => h,
-            Ok(f) => return self.refuse(&conn, &mut tx, close::MALFORMED, &format!("expected hello, got {}", f.kind()), "malformed").await,
-            Err(e) => return self.refuse(&conn, &mut tx, close::MALFORMED, &format!("bad hello: {e}"), "malformed").await,
+            Ok(f) => {
+                return self
+                    .refuse(
+                        &conn,
+                        &mut tx,
+                        close::MALFORMED,
+                        &format!("expected hello, got {}", f.kind()),
+                        "malformed",
+                    )
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .refuse(
+                        &conn,
+                        &mut tx,
+                        close::MALFORMED,
+                        &format!("bad hello: {e}"),
+                        "malformed",
+                    )
+                    .await;
+            }
         };
         if hello.agent_id != cert_id {
-            let reason = format!("hello claims agent id {:?} but the client certificate is for {:?}", hello.agent_id, cert_id);
-            return self.refuse(&conn, &mut tx, close::IDENTITY_MISMATCH, &reason, "identity").await;
+            let reason = format!(
+                "hello claims agent id {:?} but the client certificate is for {:?}",
+                hello.agent_id, cert_id
+            );
+            return self
+                .refuse(
+                    &conn,
+                    &mut tx,
+                    close::IDENTITY_MISMATCH,
+                    &reason,
+                    "identity",
+                )
+                .await;
         }
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let applied = self.storage.agent(&hello.agent_id).map(|m| m.applied_seq).unwrap_or(0);
+        let applied = self
+            .storage
+            .agent(&hello.agent_id)
+            .map(|m| m.applied_seq)
+            .unwrap_or(0);
         let welcome = Frame::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,
             aggregator_version: env!("CARGO_PKG_VERSION").into(),
@@ -194,19 +279,28 @@ impl Ingest {
         if tx.write_all(&frame::encode(&welcome)).await.is_err() {
             return;
         }
-        if let Some(old) = self.live.connect(LiveAgent::new(conn_id, conn.clone(), &hello, now)) {
+        if let Some(old) = self
+            .live
+            .connect(LiveAgent::new(conn_id, conn.clone(), &hello, now))
+        {
             tracing::info!(agent = %hello.agent_id, "a new connection replaces the previous one");
-            old.close(VarInt::from_u32(close::REPLACED), b"replaced by a newer connection from the same agent");
+            old.close(
+                VarInt::from_u32(close::REPLACED),
+                b"replaced by a newer connection from the same agent",
+            );
         }
         self.metrics.connections.inc();
         tracing::info!(agent = %hello.agent_id, region = %hello.region, %remote, applied_seq = applied, "agent connected");
 
         let agent: Arc<str> = hello.agent_id.as_str().into();
         let region: Arc<str> = hello.region.as_str().into();
-        let (ack_tx, ack_rx) = mpsc::channel::<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>(PIPELINE);
+        let (ack_tx, ack_rx) =
+            mpsc::channel::<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>(PIPELINE);
         let acker = tokio::spawn(ack_loop(conn.clone(), tx, ack_rx));
         let control = tokio::spawn(control_loop(rx, self.live.clone(), agent.clone(), conn_id));
-        let result = self.read_batches(&conn, conn_id, &agent, &region, ack_tx).await;
+        let result = self
+            .read_batches(&conn, conn_id, &agent, &region, ack_tx)
+            .await;
         let _ = self.writer.send(WriterMsg::Closed(conn_id)).await;
         match result {
             Ok(()) => {}
@@ -246,8 +340,17 @@ impl Ingest {
                 Err(e) => return Err((close::MALFORMED, e.to_string())),
             };
             let (seq, payload, trace) = match frame::decode(&body) {
-                Ok(Frame::Batch { seq, payload, trace }) => (seq, payload, trace),
-                Ok(f) => return Err((close::MALFORMED, format!("expected a batch frame, got {}", f.kind()))),
+                Ok(Frame::Batch {
+                    seq,
+                    payload,
+                    trace,
+                }) => (seq, payload, trace),
+                Ok(f) => {
+                    return Err((
+                        close::MALFORMED,
+                        format!("expected a batch frame, got {}", f.kind()),
+                    ));
+                }
                 Err(e) => return Err((close::MALFORMED, e.to_string())),
             };
             // The batch's span continues the agent's trace when the frame carries one.
@@ -257,10 +360,15 @@ impl Ingest {
             }
             let entered = span.enter();
             if seq <= last_seq {
-                return Err((close::MALFORMED, format!("batch seq {seq} after {last_seq}: seqs must increase")));
+                return Err((
+                    close::MALFORMED,
+                    format!("batch seq {seq} after {last_seq}: seqs must increase"),
+                ));
             }
             last_seq = seq;
-            let raw = dec.decode_raw(&payload).map_err(|e| (close::MALFORMED, format!("batch {seq}: {e}")))?;
+            let raw = dec
+                .decode_raw(&payload)
+                .map_err(|e| (close::MALFORMED, format!("batch {seq}: {e}")))?;
             let new_series = raw
                 .new_series
                 .clone()
@@ -279,7 +387,14 @@ impl Ingest {
             span.record("samples", req.points.len());
             drop(entered);
             let (tx, rx) = oneshot::channel();
-            if self.writer.send(WriterMsg::Batch(req, tx)).instrument(span.clone()).await.is_err() || acks.send((seq, rx)).await.is_err() {
+            if self
+                .writer
+                .send(WriterMsg::Batch(req, tx))
+                .instrument(span.clone())
+                .await
+                .is_err()
+                || acks.send((seq, rx)).await.is_err()
+            {
                 return Err((close::SHUTDOWN, "aggregator shutting down".into()));
             }
         }
@@ -287,7 +402,11 @@ impl Ingest {
 }
 
 /// Sends acks in seq order as writes complete, coalescing those already done.
-async fn ack_loop(conn: Connection, tx: quinn::SendStream, rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>) {
+async fn ack_loop(
+    conn: Connection,
+    tx: quinn::SendStream,
+    rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>,
+) {
     if let Err(reason) = send_acks(tx, rx).await {
         tracing::error!("closing connection: {reason}");
         conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
@@ -302,7 +421,10 @@ async fn wait(d: oneshot::Receiver<Result<IngestOutcome, String>>) -> Result<(),
     }
 }
 
-async fn send_acks(mut tx: quinn::SendStream, mut rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>) -> Result<(), String> {
+async fn send_acks(
+    mut tx: quinn::SendStream,
+    mut rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>,
+) -> Result<(), String> {
     let write_err = |e: quinn::WriteError| format!("ack stream: {e}");
     while let Some((mut seq, done)) = rx.recv().await {
         wait(done).await?;
@@ -312,13 +434,17 @@ async fn send_acks(mut tx: quinn::SendStream, mut rx: mpsc::Receiver<(u64, onesh
                 Ok(Err(e)) => return Err(format!("batch {s} not stored: {e}")),
                 Err(_) => {
                     // Not written yet: ack what we have, then wait for this one.
-                    tx.write_all(&frame::encode(&Frame::Ack { seq })).await.map_err(write_err)?;
+                    tx.write_all(&frame::encode(&Frame::Ack { seq }))
+                        .await
+                        .map_err(write_err)?;
                     wait(d).await?;
                     seq = s;
                 }
             }
         }
-        tx.write_all(&frame::encode(&Frame::Ack { seq })).await.map_err(write_err)?;
+        tx.write_all(&frame::encode(&Frame::Ack { seq }))
+            .await
+            .map_err(write_err)?;
     }
     Ok(())
 }

@@ -43,7 +43,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 }
 
 /// [`run`], reloading the config from `config_path` on SIGHUP when one is given.
-pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run_with(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     outpost_shared::tls::install_crypto_provider();
     let storage = {
         let dir = cfg.data_dir.clone();
@@ -55,15 +59,21 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
     };
     let metrics = Arc::new(metrics::Metrics::new());
     let live = Arc::new(live::Live::default());
-    let quic_addr: SocketAddr = cfg
-        .listen
-        .quic
-        .parse()
-        .map_err(|_| RunError::Setup(format!("listen.quic: {:?} is not an address", cfg.listen.quic)))?;
+    let quic_addr: SocketAddr = cfg.listen.quic.parse().map_err(|_| {
+        RunError::Setup(format!(
+            "listen.quic: {:?} is not an address",
+            cfg.listen.quic
+        ))
+    })?;
     let endpoint = ingest::server_endpoint(&cfg.tls_files(), quic_addr).map_err(RunError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen.http)
         .await
-        .map_err(|e| RunError::Setup(format!("cannot listen on {} ([listen] http): {e}", cfg.listen.http)))?;
+        .map_err(|e| {
+            RunError::Setup(format!(
+                "cannot listen on {} ([listen] http): {e}",
+                cfg.listen.http
+            ))
+        })?;
 
     let (writer_tx, writer_rx) = tokio::sync::mpsc::channel(4096);
     let writer = ingest::spawn_writer(storage.clone(), metrics.clone(), writer_rx);
@@ -93,7 +103,10 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
             .await
     });
     let reloader = match config_path {
-        Some(p) => Some(reload::spawn(p, cfg.clone(), metrics.reload.clone()).map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?),
+        Some(p) => Some(
+            reload::spawn(p, cfg.clone(), metrics.reload.clone())
+                .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?,
+        ),
         None => None,
     };
     tracing::info!(
@@ -109,8 +122,14 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
     for t in [watchdog, reloader].into_iter().flatten() {
         t.abort();
     }
-    endpoint.close(quinn::VarInt::from_u32(outpost_shared::frame::close::SHUTDOWN), b"aggregator shutting down");
-    live.close_all(outpost_shared::frame::close::SHUTDOWN, b"aggregator shutting down");
+    endpoint.close(
+        quinn::VarInt::from_u32(outpost_shared::frame::close::SHUTDOWN),
+        b"aggregator shutting down",
+    );
+    live.close_all(
+        outpost_shared::frame::close::SHUTDOWN,
+        b"aggregator shutting down",
+    );
     let _ = stop_tx.send(true);
     accept.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -120,19 +139,30 @@ pub async fn run_with(cfg: Config, config_path: Option<std::path::PathBuf>, shut
         let _ = writer.join();
         let _ = compactor.join();
     });
-    if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
-        tracing::warn!("ingest writer did not stop within 10s; acknowledged data is already durable");
+    if tokio::time::timeout(Duration::from_secs(10), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "ingest writer did not stop within 10s; acknowledged data is already durable"
+        );
     }
     storage.flush()?;
     tracing::info!("aggregator stopped");
     Ok(())
 }
 
-fn spawn_compactor(storage: Arc<Storage>, metrics: Arc<metrics::Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) -> std::thread::JoinHandle<()> {
+fn spawn_compactor(
+    storage: Arc<Storage>,
+    metrics: Arc<metrics::Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("head-compactor".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
             let Ok(rt) = rt else { return };
             rt.block_on(async {
                 loop {

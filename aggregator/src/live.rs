@@ -82,7 +82,10 @@ impl Live {
             if let Some(a) = m.remove(agent) {
                 let mut v = view(&a, false);
                 v.last_heartbeat_ms = now_ms;
-                self.gone.lock().unwrap_or_else(|p| p.into_inner()).insert(agent.to_string(), v);
+                self.gone
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(agent.to_string(), v);
             }
         }
     }
@@ -91,7 +94,11 @@ impl Live {
         if let Some(a) = self.lock().get(agent) {
             return Some(view(a, true));
         }
-        self.gone.lock().unwrap_or_else(|p| p.into_inner()).get(agent).cloned()
+        self.gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent)
+            .cloned()
     }
 
     pub fn ids(&self) -> Vec<String> {

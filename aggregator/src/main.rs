@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "outpost-aggregator", version, about = "Receives metrics from Outpost agents, stores them and serves Prometheus-compatible queries")]
+#[command(
+    name = "outpost-aggregator",
+    version,
+    about = "Receives metrics from Outpost agents, stores them and serves Prometheus-compatible queries"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -93,11 +97,33 @@ fn main() -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
-        Cmd::Certs { cmd: CertsCmd::Init { dir, sans } } => outpost_shared::tls::init_ca(&dir, &sans).map(print_files).map_err(|e| e.to_string()),
-        Cmd::Certs { cmd: CertsCmd::Agent { dir, id } } => outpost_shared::tls::issue_agent(&dir, &id).map(print_files).map_err(|e| e.to_string()),
-        Cmd::Demo { dir, http, quic, agent_http, interval } => {
+        Cmd::Certs {
+            cmd: CertsCmd::Init { dir, sans },
+        } => outpost_shared::tls::init_ca(&dir, &sans)
+            .map(print_files)
+            .map_err(|e| e.to_string()),
+        Cmd::Certs {
+            cmd: CertsCmd::Agent { dir, id },
+        } => outpost_shared::tls::issue_agent(&dir, &id)
+            .map(print_files)
+            .map_err(|e| e.to_string()),
+        Cmd::Demo {
+            dir,
+            http,
+            quic,
+            agent_http,
+            interval,
+        } => {
             outpost_agent::logging::init(Some("info"), false);
-            runtime().and_then(|rt| rt.block_on(outpost_aggregator::demo::run(DemoOptions { dir, http, quic, agent_http, interval })))
+            runtime().and_then(|rt| {
+                rt.block_on(outpost_aggregator::demo::run(DemoOptions {
+                    dir,
+                    http,
+                    quic,
+                    agent_http,
+                    interval,
+                }))
+            })
         }
         Cmd::Run { config } => match Config::load(&config) {
             Err(e) => {
@@ -105,14 +131,21 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             Ok(cfg) => {
-                let telemetry = outpost_agent::logging::init_with(&outpost_agent::logging::LogOptions {
-                    level: cfg.log.level.as_deref(),
-                    json: cfg.log.format == outpost_agent::config::LogFormat::Json,
-                    service: "outpost-aggregator",
-                    otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
-                });
+                let telemetry =
+                    outpost_agent::logging::init_with(&outpost_agent::logging::LogOptions {
+                        level: cfg.log.level.as_deref(),
+                        json: cfg.log.format == outpost_agent::config::LogFormat::Json,
+                        service: "outpost-aggregator",
+                        otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+                    });
                 let r = runtime().and_then(|rt| {
-                    let r = rt.block_on(outpost_aggregator::run_with(cfg, Some(config), outpost_agent::shutdown_signal())).map_err(|e| e.to_string());
+                    let r = rt
+                        .block_on(outpost_aggregator::run_with(
+                            cfg,
+                            Some(config),
+                            outpost_agent::shutdown_signal(),
+                        ))
+                        .map_err(|e| e.to_string());
                     rt.shutdown_timeout(std::time::Duration::from_secs(2));
                     r
                 });

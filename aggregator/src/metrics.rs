@@ -83,31 +83,119 @@ impl Metrics {
             build_info: Family::default(),
             start_time: Gauge::default(),
         };
-        r.register("ingest_batches", "Batches applied to storage", m.batches.clone());
-        r.register("ingest_samples", "Samples applied to storage", m.samples.clone());
-        r.register("ingest_duplicate_batches", "Resent batches acknowledged without storing them again", m.duplicates.clone());
-        r.register("ingest_errors", "Batches that could not be stored", m.errors.clone());
-        r.register("ingest_malformed_frames", "Connections closed for a malformed frame or batch", m.malformed.clone());
-        r.register("connections", "Agent sessions accepted", m.connections.clone());
-        r.register("connections_refused", "Agent connections refused, by reason", m.refused.clone());
-        r.register("connected_agents", "Agents connected now", m.connected_agents.clone());
-        r.register_with_unit("ingest_commit_duration", "Time of one group commit (synced write)", Unit::Seconds, m.commit_duration.clone());
-        r.register("ingest_commit_batches", "Batches per group commit", m.commit_batches.clone());
-        r.register("storage_series", "Series known to storage", m.series.clone());
-        r.register("storage_head_points", "Points in the in-memory head, not yet compacted", m.head_points.clone());
-        r.register_with_unit("storage", "Bytes in RocksDB files and memtables", Unit::Bytes, m.storage_bytes.clone());
-        r.register("storage_compactions", "Head compactions into chunks", m.compactions.clone());
-        r.register("storage_compaction_errors", "Failed head compactions", m.compaction_errors.clone());
-        r.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, m.http_duration.clone());
+        r.register(
+            "ingest_batches",
+            "Batches applied to storage",
+            m.batches.clone(),
+        );
+        r.register(
+            "ingest_samples",
+            "Samples applied to storage",
+            m.samples.clone(),
+        );
+        r.register(
+            "ingest_duplicate_batches",
+            "Resent batches acknowledged without storing them again",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "ingest_errors",
+            "Batches that could not be stored",
+            m.errors.clone(),
+        );
+        r.register(
+            "ingest_malformed_frames",
+            "Connections closed for a malformed frame or batch",
+            m.malformed.clone(),
+        );
+        r.register(
+            "connections",
+            "Agent sessions accepted",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Agent connections refused, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "connected_agents",
+            "Agents connected now",
+            m.connected_agents.clone(),
+        );
+        r.register_with_unit(
+            "ingest_commit_duration",
+            "Time of one group commit (synced write)",
+            Unit::Seconds,
+            m.commit_duration.clone(),
+        );
+        r.register(
+            "ingest_commit_batches",
+            "Batches per group commit",
+            m.commit_batches.clone(),
+        );
+        r.register(
+            "storage_series",
+            "Series known to storage",
+            m.series.clone(),
+        );
+        r.register(
+            "storage_head_points",
+            "Points in the in-memory head, not yet compacted",
+            m.head_points.clone(),
+        );
+        r.register_with_unit(
+            "storage",
+            "Bytes in RocksDB files and memtables",
+            Unit::Bytes,
+            m.storage_bytes.clone(),
+        );
+        r.register(
+            "storage_compactions",
+            "Head compactions into chunks",
+            m.compactions.clone(),
+        );
+        r.register(
+            "storage_compaction_errors",
+            "Failed head compactions",
+            m.compaction_errors.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency by handler",
+            Unit::Seconds,
+            m.http_duration.clone(),
+        );
         // Every reason starts at 0, so alerts on increase() see the first refusal.
         for reason in ["certificate", "identity", "malformed", "tls", "version"] {
-            m.refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(0);
+            m.refused
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(0);
         }
-        r.register("http_requests", "HTTP requests by handler and status code", m.http_requests.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by handler and status code",
+            m.http_requests.clone(),
+        );
         m.reload.register(&mut r);
-        r.register("build_info", "Always 1; the version label says which build runs", m.build_info.clone());
-        m.build_info.get_or_create(&outpost_agent::metrics::BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        r.register_with_unit("start_time", "Unix time the aggregator started", Unit::Seconds, m.start_time.clone());
+        r.register(
+            "build_info",
+            "Always 1; the version label says which build runs",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&outpost_agent::metrics::BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        r.register_with_unit(
+            "start_time",
+            "Unix time the aggregator started",
+            Unit::Seconds,
+            m.start_time.clone(),
+        );
         let now = outpost_agent::now_ms();
         m.start_time.set(now as f64 / 1000.0);
         m.reload.succeeded(now);
@@ -115,7 +203,11 @@ impl Metrics {
     }
 
     pub fn refused(&self, reason: &str) {
-        self.refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

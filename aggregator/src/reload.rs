@@ -27,7 +27,11 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Registers for SIGHUP now and reloads `path` on each one.
-pub fn spawn(path: PathBuf, initial: Config, gauges: ReloadGauges) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    path: PathBuf,
+    initial: Config,
+    gauges: ReloadGauges,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         let mut running = initial;
@@ -38,19 +42,28 @@ pub fn spawn(path: PathBuf, initial: Config, gauges: ReloadGauges) -> std::io::R
                 Err(e) => {
                     gauges.failed();
                     for line in e.lines() {
-                        tracing::error!("config reload failed, still running on the previous config: {line}");
+                        tracing::error!(
+                            "config reload failed, still running on the previous config: {line}"
+                        );
                     }
                 }
                 Ok(new) => {
                     let restart = restart_keys(&running, &new);
                     for key in &restart {
-                        tracing::warn!(key, "config reload: {key} changed; it takes effect after a restart, the running value stays until then");
+                        tracing::warn!(
+                            key,
+                            "config reload: {key} changed; it takes effect after a restart, the running value stays until then"
+                        );
                     }
                     if new.log.level != running.log.level {
                         match outpost_agent::logging::set_level(new.log.level.as_deref()) {
-                            Ok(outpost_agent::logging::LevelChange::Applied) => running.log.level = new.log.level.clone(),
+                            Ok(outpost_agent::logging::LevelChange::Applied) => {
+                                running.log.level = new.log.level.clone()
+                            }
                             Ok(outpost_agent::logging::LevelChange::OverriddenByEnv) => {
-                                tracing::warn!("config reload: log.level changed, but RUST_LOG is set and takes precedence")
+                                tracing::warn!(
+                                    "config reload: log.level changed, but RUST_LOG is set and takes precedence"
+                                )
                             }
                             Err(e) => tracing::error!("config reload: {e}"),
                         }
@@ -69,7 +82,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const BASE: &str = "data_dir = \"d\"\n[tls]\nca = \"c\"\ncert = \"a\"\nkey = \"k\"\n[log]\nlevel = \"info\"\n";
+    const BASE: &str =
+        "data_dir = \"d\"\n[tls]\nca = \"c\"\ncert = \"a\"\nkey = \"k\"\n[log]\nlevel = \"info\"\n";
 
     #[test]
     fn only_log_level_applies_live() {
@@ -77,7 +91,13 @@ mod tests {
         let old = Config::parse(BASE, p).unwrap();
         let new = Config::parse(&BASE.replace("\"info\"", "\"debug\""), p).unwrap();
         assert!(restart_keys(&old, &new).is_empty());
-        let new = Config::parse(&BASE.replace("\"d\"", "\"e\"").replace("[log]", "[listen]\nhttp = \"127.0.0.1:1\"\n[log]"), p).unwrap();
+        let new = Config::parse(
+            &BASE
+                .replace("\"d\"", "\"e\"")
+                .replace("[log]", "[listen]\nhttp = \"127.0.0.1:1\"\n[log]"),
+            p,
+        )
+        .unwrap();
         assert_eq!(restart_keys(&old, &new), vec!["data_dir", "listen"]);
     }
 }

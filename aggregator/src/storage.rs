@@ -16,7 +16,9 @@
 use crate::source::{Matcher, SeriesId, SeriesSource, SourceError};
 use outpost_shared::codec::{RawPoint, decode_points, encode_points};
 use outpost_shared::{Label, Labels, Point};
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -132,13 +134,21 @@ fn unsortable(b: &[u8]) -> i64 {
 }
 
 fn labels_to_bytes(l: &Labels) -> Vec<u8> {
-    let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = l
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
     postcard::to_allocvec(&pairs).unwrap_or_default()
 }
 
 fn labels_from_bytes(b: &[u8]) -> Option<Labels> {
     let pairs: Vec<(String, String)> = postcard::from_bytes(b).ok()?;
-    Labels::from_sorted(pairs.into_iter().map(|(name, value)| Label { name, value }).collect())
+    Labels::from_sorted(
+        pairs
+            .into_iter()
+            .map(|(name, value)| Label { name, value })
+            .collect(),
+    )
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -205,7 +215,10 @@ fn agent_key(id: &str) -> Vec<u8> {
 impl Storage {
     pub fn open(dir: &Path) -> Result<Storage, StorageError> {
         let d = dir.display().to_string();
-        let err = |source| StorageError::Db { dir: d.clone(), source };
+        let err = |source| StorageError::Db {
+            dir: d.clone(),
+            source,
+        };
         let mut o = Options::default();
         o.create_if_missing(true);
         o.create_missing_column_families(true);
@@ -236,24 +249,40 @@ impl Storage {
     }
 
     fn err(&self, source: rocksdb::Error) -> StorageError {
-        StorageError::Db { dir: self.dir.clone(), source }
+        StorageError::Db {
+            dir: self.dir.clone(),
+            source,
+        }
     }
 
     fn damaged(&self, what: String) -> StorageError {
-        StorageError::Damaged { dir: self.dir.clone(), what }
+        StorageError::Damaged {
+            dir: self.dir.clone(),
+            what,
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db.cf_handle(name).ok_or_else(|| self.damaged(format!("column family {name} missing")))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.damaged(format!("column family {name} missing")))
     }
 
     fn load(&self) -> Result<(), StorageError> {
         let mut index = Index::default();
         let mut max_sid = 0;
-        for item in self.db.iterator_cf(&self.cf(CF_SERIES)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(&self.cf(CF_SERIES)?, IteratorMode::Start)
+        {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            let id = u64::from_be_bytes(k[..].try_into().map_err(|_| self.damaged("series key".into()))?);
-            let l = labels_from_bytes(&v).ok_or_else(|| self.damaged(format!("label set of series {id}")))?;
+            let id = u64::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| self.damaged("series key".into()))?,
+            );
+            let l = labels_from_bytes(&v)
+                .ok_or_else(|| self.damaged(format!("label set of series {id}")))?;
             max_sid = max_sid.max(id);
             index.insert(id, l);
         }
@@ -263,8 +292,11 @@ impl Storage {
         let mut agents = HashMap::new();
         for item in self.db.prefix_iterator(b"agent/") {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            let Some(id) = k.strip_prefix(b"agent/") else { break };
-            let meta: AgentMeta = postcard::from_bytes(&v).map_err(|_| self.damaged("agent record".into()))?;
+            let Some(id) = k.strip_prefix(b"agent/") else {
+                break;
+            };
+            let meta: AgentMeta =
+                postcard::from_bytes(&v).map_err(|_| self.damaged("agent record".into()))?;
             agents.insert(String::from_utf8_lossy(id).into_owned(), meta);
         }
         *self.agents.lock().unwrap_or_else(|p| p.into_inner()) = agents;
@@ -279,7 +311,11 @@ impl Storage {
         let mut records = 0u64;
         for item in self.db.iterator_cf(&self.cf(CF_WAL)?, IteratorMode::Start) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            let id = u64::from_be_bytes(k[..].try_into().map_err(|_| self.damaged("wal key".into()))?);
+            let id = u64::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| self.damaged("wal key".into()))?,
+            );
             let pts = decode_record(&v).ok_or_else(|| self.damaged(format!("wal record {id}")))?;
             for (sid, p) in pts {
                 head.active.entry(sid).or_default().push(p);
@@ -290,7 +326,11 @@ impl Storage {
             records += 1;
         }
         if records > 0 {
-            tracing::info!(records, points = head.active_points, "replayed the ingest log into the head");
+            tracing::info!(
+                records,
+                points = head.active_points,
+                "replayed the ingest log into the head"
+            );
         }
         self.next_wal.store(wal_next, Ordering::Relaxed);
         *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
@@ -298,7 +338,11 @@ impl Storage {
     }
 
     pub fn agent(&self, id: &str) -> Option<AgentMeta> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn agents(&self) -> Vec<(String, AgentMeta)> {
@@ -314,31 +358,48 @@ impl Storage {
     }
 
     pub fn series_count(&self) -> usize {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).labels.len()
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .labels
+            .len()
     }
 
     pub fn head_points(&self) -> usize {
         let h = self.head.read().unwrap_or_else(|p| p.into_inner());
-        h.active_points + h.frozen.as_ref().map(|f| f.values().map(Vec::len).sum()).unwrap_or(0)
+        h.active_points
+            + h.frozen
+                .as_ref()
+                .map(|f| f.values().map(Vec::len).sum())
+                .unwrap_or(0)
     }
 
     /// Bytes on disk and in memtables, as RocksDB reports them.
     pub fn size_bytes(&self) -> u64 {
-        ["rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables"]
-            .iter()
-            .flat_map(|p| {
-                [CF_SERIES, CF_WAL, CF_CHUNKS, "default"].into_iter().filter_map(move |cf| {
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.size-all-mem-tables",
+        ]
+        .iter()
+        .flat_map(|p| {
+            [CF_SERIES, CF_WAL, CF_CHUNKS, "default"]
+                .into_iter()
+                .filter_map(move |cf| {
                     let h = self.db.cf_handle(cf)?;
                     self.db.property_int_value_cf(&h, *p).ok().flatten()
                 })
-            })
-            .sum()
+        })
+        .sum()
     }
 
     /// Applies a group of batches in one synced atomic write (group commit). Returns one
     /// outcome per request, in order; on a write failure nothing is applied and every request
     /// gets the error.
-    pub fn apply(&self, conns: &mut ConnMaps, reqs: &[IngestRequest]) -> Vec<Result<IngestOutcome, String>> {
+    pub fn apply(
+        &self,
+        conns: &mut ConnMaps,
+        reqs: &[IngestRequest],
+    ) -> Vec<Result<IngestOutcome, String>> {
         let mut out = Vec::with_capacity(reqs.len());
         let (cf_series, cf_wal) = match (self.cf(CF_SERIES), self.cf(CF_WAL)) {
             (Ok(a), Ok(b)) => (a, b),
@@ -349,7 +410,11 @@ impl Storage {
         let mut pending: HashMap<Labels, SeriesId> = HashMap::new();
         let mut head_add: Vec<(SeriesId, Point)> = vec![];
         let mut conn_len_before: HashMap<u64, usize> = HashMap::new();
-        let agents_before = self.agents.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let agents_before = self
+            .agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut agents = agents_before.clone();
         let mut touched = BTreeSet::new();
         let next_series_before = self.next_series.load(Ordering::Relaxed);
@@ -361,7 +426,11 @@ impl Storage {
                 let map = conns.entry(r.conn).or_default();
                 conn_len_before.entry(r.conn).or_insert(map.len());
                 if map.len() != r.first_new as usize {
-                    out.push(Err(format!("series numbering out of step: expected #{}, batch defines #{}", map.len(), r.first_new)));
+                    out.push(Err(format!(
+                        "series numbering out of step: expected #{}, batch defines #{}",
+                        map.len(),
+                        r.first_new
+                    )));
                     continue;
                 }
                 for l in &r.new_series {
@@ -391,7 +460,13 @@ impl Storage {
                 let mut bad = None;
                 for p in &r.points {
                     match map.get(p.series as usize) {
-                        Some(&sid) => pts.push((sid, Point { ts: p.ts, value: p.value })),
+                        Some(&sid) => pts.push((
+                            sid,
+                            Point {
+                                ts: p.ts,
+                                value: p.value,
+                            },
+                        )),
                         None => {
                             bad = Some(p.series);
                             break;
@@ -399,7 +474,10 @@ impl Storage {
                     }
                 }
                 if let Some(b) = bad {
-                    out.push(Err(format!("batch {} refers to undefined series #{b}", r.seq)));
+                    out.push(Err(format!(
+                        "batch {} refers to undefined series #{b}",
+                        r.seq
+                    )));
                     continue;
                 }
                 if r.seq > meta.applied_seq + 1 {
@@ -426,7 +504,8 @@ impl Storage {
         }
         if let Err(e) = self.db.write_opt(wb, &self.sync) {
             // Nothing was written: put numbering and counters back as they were.
-            self.next_series.store(next_series_before, Ordering::Relaxed);
+            self.next_series
+                .store(next_series_before, Ordering::Relaxed);
             self.next_wal.store(next_wal_before, Ordering::Relaxed);
             for (c, len) in conn_len_before {
                 if let Some(m) = conns.get_mut(&c) {
@@ -478,7 +557,9 @@ impl Storage {
             pts.sort_by_key(|p| p.ts);
             pts.dedup_by_key(|p| p.ts);
             n += pts.len();
-            let (Some(first), Some(last)) = (pts.first(), pts.last()) else { continue };
+            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                continue;
+            };
             let mut key = Vec::with_capacity(32);
             key.extend_from_slice(&sid.to_be_bytes());
             key.extend_from_slice(&sortable(last.ts));
@@ -518,17 +599,34 @@ impl SeriesSource for Storage {
         let candidates: Box<dyn Iterator<Item = SeriesId>> = match matchers
             .iter()
             .filter(|m| m.op == crate::source::MatchOp::Equal && !m.value.is_empty())
-            .filter_map(|m| Some(index.postings.get(&m.name)?.get(&m.value).map(|v| v.as_slice()).unwrap_or(&[])))
+            .filter_map(|m| {
+                Some(
+                    index
+                        .postings
+                        .get(&m.name)?
+                        .get(&m.value)
+                        .map(|v| v.as_slice())
+                        .unwrap_or(&[]),
+                )
+            })
             .min_by_key(|p| p.len())
         {
             Some(p) => Box::new(p.iter().copied()),
-            None if matchers.iter().any(|m| m.op == crate::source::MatchOp::Equal && !m.value.is_empty()) => Box::new(std::iter::empty()),
+            None if matchers
+                .iter()
+                .any(|m| m.op == crate::source::MatchOp::Equal && !m.value.is_empty()) =>
+            {
+                Box::new(std::iter::empty())
+            }
             None => Box::new(index.labels.keys().copied()),
         };
         let mut out: Vec<(SeriesId, Labels)> = candidates
             .filter_map(|id| {
                 let l = index.labels.get(&id)?;
-                matchers.iter().all(|m| m.matches_labels(l)).then(|| (id, l.clone()))
+                matchers
+                    .iter()
+                    .all(|m| m.matches_labels(l))
+                    .then(|| (id, l.clone()))
             })
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -553,7 +651,10 @@ impl SeriesSource for Storage {
         // Chunks in key order are sorted by time, not by when they were written; a repeated
         // timestamp must resolve to the newest write, so order them by record id, newest first.
         let mut chunks: Vec<(u64, Vec<Point>)> = vec![];
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
             let (k, val) = item.map_err(|e| SourceError(e.to_string()))?;
             if k.len() != 32 || k[..8] != id.to_be_bytes() {
                 break;
@@ -563,7 +664,8 @@ impl SeriesSource for Storage {
             }
             let record = u64::from_be_bytes(k[24..32].try_into().unwrap_or_default());
             let mut chunk = vec![];
-            decode_points(&val, &mut chunk).map_err(|e| SourceError(format!("chunk of series {id}: {e}")))?;
+            decode_points(&val, &mut chunk)
+                .map_err(|e| SourceError(format!("chunk of series {id}: {e}")))?;
             chunk.retain(|p| p.ts >= start_ms && p.ts <= end_ms);
             chunks.push((record, chunk));
         }
@@ -587,7 +689,11 @@ impl SeriesSource for Storage {
 
     fn label_values(&self, name: &str) -> Result<Vec<String>, SourceError> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> = index.postings.get(name).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = index
+            .postings
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         Ok(v)
     }
@@ -604,7 +710,13 @@ mod tests {
         d
     }
 
-    fn req(conn: u64, seq: u64, first_new: u32, new: &[&str], pts: &[(u32, i64, f64)]) -> IngestRequest {
+    fn req(
+        conn: u64,
+        seq: u64,
+        first_new: u32,
+        new: &[&str],
+        pts: &[(u32, i64, f64)],
+    ) -> IngestRequest {
         IngestRequest {
             conn,
             agent: "a1".into(),
@@ -612,8 +724,14 @@ mod tests {
             seq,
             now_ms: 1000,
             first_new,
-            new_series: new.iter().map(|n| Labels::metric(n, [("agent", "a1")])).collect(),
-            points: pts.iter().map(|&(series, ts, value)| RawPoint { series, ts, value }).collect(),
+            new_series: new
+                .iter()
+                .map(|n| Labels::metric(n, [("agent", "a1")]))
+                .collect(),
+            points: pts
+                .iter()
+                .map(|&(series, ts, value)| RawPoint { series, ts, value })
+                .collect(),
         }
     }
 
@@ -623,15 +741,26 @@ mod tests {
         {
             let s = Storage::open(&dir).unwrap();
             let mut conns = ConnMaps::new();
-            let r = s.apply(&mut conns, &[req(1, 1, 0, &["up", "x"], &[(0, 10, 1.0), (1, 10, 5.0)]), req(1, 2, 2, &[], &[(1, 20, 6.0)])]);
-            assert_eq!(r, vec![Ok(IngestOutcome::Applied), Ok(IngestOutcome::Applied)]);
+            let r = s.apply(
+                &mut conns,
+                &[
+                    req(1, 1, 0, &["up", "x"], &[(0, 10, 1.0), (1, 10, 5.0)]),
+                    req(1, 2, 2, &[], &[(1, 20, 6.0)]),
+                ],
+            );
+            assert_eq!(
+                r,
+                vec![Ok(IngestOutcome::Applied), Ok(IngestOutcome::Applied)]
+            );
             // A resend on a new connection: numbering restarts, the seq is a duplicate.
             let r = s.apply(&mut conns, &[req(2, 2, 0, &["x"], &[(0, 20, 6.0)])]);
             assert_eq!(r, vec![Ok(IngestOutcome::Duplicate)]);
             assert_eq!(s.agent("a1").unwrap().applied_seq, 2);
         }
         let s = Storage::open(&dir).unwrap();
-        let x = s.select(&[Matcher::new("__name__", MatchOp::Equal, "x").unwrap()]).unwrap();
+        let x = s
+            .select(&[Matcher::new("__name__", MatchOp::Equal, "x").unwrap()])
+            .unwrap();
         assert_eq!(x.len(), 1);
         let want = vec![Point { ts: 10, value: 5.0 }, Point { ts: 20, value: 6.0 }];
         assert_eq!(s.points(x[0].0, 0, 100).unwrap(), want);
@@ -640,9 +769,19 @@ mod tests {
         assert_eq!(s.points(x[0].0, 15, 100).unwrap(), want[1..]);
         // Late data lands between existing chunks.
         let mut conns = ConnMaps::new();
-        s.apply(&mut conns, &[req(3, 3, 0, &["x"], &[(0, 15, 5.5), (0, 20, 7.0)])]);
+        s.apply(
+            &mut conns,
+            &[req(3, 3, 0, &["x"], &[(0, 15, 5.5), (0, 20, 7.0)])],
+        );
         let got = s.points(x[0].0, 0, 100).unwrap();
-        assert_eq!(got, vec![Point { ts: 10, value: 5.0 }, Point { ts: 15, value: 5.5 }, Point { ts: 20, value: 7.0 }]);
+        assert_eq!(
+            got,
+            vec![
+                Point { ts: 10, value: 5.0 },
+                Point { ts: 15, value: 5.5 },
+                Point { ts: 20, value: 7.0 }
+            ]
+        );
         s.compact_head().unwrap();
         drop(s);
         let s = Storage::open(&dir).unwrap();
@@ -669,7 +808,22 @@ mod tests {
 
     #[test]
     fn wal_records_round_trip() {
-        let pts = vec![(3, Point { ts: -5, value: f64::NAN }), (1, Point { ts: i64::MAX, value: -0.0 })];
+        let pts = vec![
+            (
+                3,
+                Point {
+                    ts: -5,
+                    value: f64::NAN,
+                },
+            ),
+            (
+                1,
+                Point {
+                    ts: i64::MAX,
+                    value: -0.0,
+                },
+            ),
+        ];
         let got = decode_record(&encode_record(&pts)).unwrap();
         assert_eq!(got, pts);
         assert!(decode_record(&[5, 1]).is_none());

@@ -141,7 +141,15 @@ mod tests {
 
     #[test]
     fn round_trips_mixed_widths() {
-        let vals: Vec<(u64, u32)> = vec![(1, 1), (0, 3), (5, 3), (0xabcdef, 24), (u64::MAX, 64), (7, 40), (0, 64)];
+        let vals: Vec<(u64, u32)> = vec![
+            (1, 1),
+            (0, 3),
+            (5, 3),
+            (0xabcdef, 24),
+            (u64::MAX, 64),
+            (7, 40),
+            (0, 64),
+        ];
         let mut w = BitWriter::default();
         for &(v, b) in &vals {
             w.write(v, b);
@@ -156,7 +164,17 @@ mod tests {
 
     #[test]
     fn varbits_round_trip_edges() {
-        let vals = [0u64, 1, 2, 3, 255, 1 << 40, (1 << 62) - 1, 1 << 62, u64::MAX];
+        let vals = [
+            0u64,
+            1,
+            2,
+            3,
+            255,
+            1 << 40,
+            (1 << 62) - 1,
+            1 << 62,
+            u64::MAX,
+        ];
         let mut w = BitWriter::default();
         for &v in &vals {
             w.varbits(v);

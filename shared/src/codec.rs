@@ -30,7 +30,11 @@ pub enum DecodeError {
     #[error("unknown batch format {0} (this build reads format {FORMAT_V1})")]
     UnknownFormat(u8),
     #[error("batch refers to {what} #{id}, but only {known} are defined")]
-    BadReference { what: &'static str, id: u64, known: usize },
+    BadReference {
+        what: &'static str,
+        id: u64,
+        known: usize,
+    },
     #[error("batch has an invalid {0}")]
     Invalid(&'static str),
     #[error("decoder is out of step after an earlier error; the stream must be restarted")]
@@ -81,7 +85,11 @@ fn dec_at(v: f64, e: u8) -> Option<i64> {
 #[inline]
 fn varbits_cost(v: u64) -> u32 {
     let len = 64 - v.leading_zeros();
-    if len >= 63 { 70 } else { 6 + len.saturating_sub(1) }
+    if len >= 63 {
+        70
+    } else {
+        6 + len.saturating_sub(1)
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -370,7 +378,8 @@ impl Decoder {
         for _ in 0..n_strings {
             let len = r.varint()?;
             let b = r.bytes(usize::try_from(len).map_err(|_| DecodeError::Truncated)?)?;
-            let s = std::str::from_utf8(b).map_err(|_| DecodeError::Invalid("string (not UTF-8)"))?;
+            let s =
+                std::str::from_utf8(b).map_err(|_| DecodeError::Invalid("string (not UTF-8)"))?;
             self.strings.push(s.to_string());
         }
         let n_series = r.count(1)?;
@@ -383,7 +392,9 @@ impl Decoder {
                 let value = self.string(r.varint()?)?;
                 v.push(Label { name, value });
             }
-            let labels = Labels::from_sorted(v).ok_or(DecodeError::Invalid("label set (unsorted or repeated names)"))?;
+            let labels = Labels::from_sorted(v).ok_or(DecodeError::Invalid(
+                "label set (unsorted or repeated names)",
+            ))?;
             self.series.push(labels);
             self.state.push(SeriesState::NEW);
         }
@@ -458,7 +469,9 @@ fn decode_ts(r: &mut BitReader, st: &mut SeriesState, prev_ts: i64) -> Result<i6
     } else if !r.bit()? {
         st.ts.wrapping_add(st.delta)
     } else {
-        st.ts.wrapping_add(st.delta).wrapping_add(unzigzag(r.varbits()?))
+        st.ts
+            .wrapping_add(st.delta)
+            .wrapping_add(unzigzag(r.varbits()?))
     };
     st.advance_ts(ts);
     Ok(ts)
@@ -470,7 +483,9 @@ fn decode_value(r: &mut BitReader, st: &mut SeriesState) -> Result<f64, DecodeEr
         return Ok(f64::from_bits(st.bits));
     }
     if !r.bit()? {
-        let (e, pm) = st.dec.ok_or(DecodeError::Invalid("decimal delta without a decimal base"))?;
+        let (e, pm) = st
+            .dec
+            .ok_or(DecodeError::Invalid("decimal delta without a decimal base"))?;
         let m = pm.wrapping_add(unzigzag(r.varbits()?));
         let v = m as f64 / POW10[e as usize];
         st.bits = v.to_bits();
@@ -555,28 +570,63 @@ mod tests {
             let ts = 1_700_000_000_000 + cycle * 10_000 + (cycle % 3);
             let mut b = Batch::default();
             for i in 0..100 {
-                let l = Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", ["idle", "user", "system", "iowait"][i % 4])])
-                    .with("n", &i.to_string());
-                b.series.push(one(l, ts, 1234.5 + (cycle * i as i64) as f64 * 0.01));
+                let l = Labels::metric(
+                    "node_cpu_seconds_total",
+                    [
+                        ("cpu", "0"),
+                        ("mode", ["idle", "user", "system", "iowait"][i % 4]),
+                    ],
+                )
+                .with("n", &i.to_string());
+                b.series
+                    .push(one(l, ts, 1234.5 + (cycle * i as i64) as f64 * 0.01));
             }
             let bytes = enc.encode(&b);
             sizes.push(bytes.len());
             assert_eq!(dec.decode(&bytes).unwrap(), b);
         }
-        assert!(sizes[0] > 1000, "first batch carries the dictionary: {sizes:?}");
+        assert!(
+            sizes[0] > 1000,
+            "first batch carries the dictionary: {sizes:?}"
+        );
         // Each later value moves by i hundredths: a decimal delta of up to 8 bits plus its
         // length and codes, about 2 B per sample, with no label bytes at all.
-        assert!(sizes[9] < 250, "later batches cost under 2.5 B per sample: {sizes:?}");
-        assert!(sizes[9] * 5 < sizes[0], "later batches do not repeat the dictionary: {sizes:?}");
+        assert!(
+            sizes[9] < 250,
+            "later batches cost under 2.5 B per sample: {sizes:?}"
+        );
+        assert!(
+            sizes[9] * 5 < sizes[0],
+            "later batches do not repeat the dictionary: {sizes:?}"
+        );
     }
 
     #[test]
     fn special_values_round_trip() {
-        let vals = [f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, f64::MIN_POSITIVE, f64::MAX, 1e-300, 0.1, 3.0];
+        let vals = [
+            f64::NAN,
+            stale_nan(),
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            1e-300,
+            0.1,
+            3.0,
+        ];
         let b = Batch {
             series: vec![SeriesPoints {
                 labels: Labels::metric("x", []),
-                points: vals.iter().enumerate().map(|(i, &v)| Point { ts: i as i64 * 7 - 3, value: v }).collect(),
+                points: vals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Point {
+                        ts: i as i64 * 7 - 3,
+                        value: v,
+                    })
+                    .collect(),
             }],
         };
         let bytes = Encoder::new().encode(&b);
@@ -592,7 +642,10 @@ mod tests {
         let mut d = Decoder::new();
         assert_eq!(d.decode(&bytes[..3]), Err(DecodeError::Truncated));
         assert_eq!(d.decode(&bytes), Err(DecodeError::Poisoned));
-        assert_eq!(Decoder::new().decode(&[9]), Err(DecodeError::UnknownFormat(9)));
+        assert_eq!(
+            Decoder::new().decode(&[9]),
+            Err(DecodeError::UnknownFormat(9))
+        );
     }
 
     fn arb_value() -> impl Strategy<Value = f64> {
@@ -609,12 +662,26 @@ mod tests {
     }
 
     fn arb_batch() -> impl Strategy<Value = Batch> {
-        let labels = prop::collection::vec(("[a-c]{1,2}", "[x-z0-9]{0,3}"), 0..4)
-            .prop_map(|v| Labels::new(v.into_iter().chain([("__name__".to_string(), "m".to_string())])));
-        let points = prop::collection::vec((prop_oneof![any::<i64>(), 0i64..100_000], arb_value()), 0..6)
-            .prop_map(|v| v.into_iter().map(|(ts, value)| Point { ts, value }).collect());
-        prop::collection::vec((labels, points).prop_map(|(labels, points)| SeriesPoints { labels, points }), 0..12)
-            .prop_map(|series| Batch { series })
+        let labels = prop::collection::vec(("[a-c]{1,2}", "[x-z0-9]{0,3}"), 0..4).prop_map(|v| {
+            Labels::new(
+                v.into_iter()
+                    .chain([("__name__".to_string(), "m".to_string())]),
+            )
+        });
+        let points = prop::collection::vec(
+            (prop_oneof![any::<i64>(), 0i64..100_000], arb_value()),
+            0..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(ts, value)| Point { ts, value })
+                .collect()
+        });
+        prop::collection::vec(
+            (labels, points).prop_map(|(labels, points)| SeriesPoints { labels, points }),
+            0..12,
+        )
+        .prop_map(|series| Batch { series })
     }
 
     proptest! {

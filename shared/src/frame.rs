@@ -153,7 +153,11 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>
     while got < 4 {
         let n = r.read(&mut len[got..]).await.map_err(FrameError::Io)?;
         if n == 0 {
-            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         got += n;
     }
@@ -196,7 +200,10 @@ mod tests {
     fn hello_version_is_readable_without_full_decode() {
         let bytes = encode(&hello(7));
         assert_eq!(peek_hello_version(&bytes[4..]), Some(7));
-        assert_eq!(peek_hello_version(&encode(&Frame::Ack { seq: 1 })[4..]), None);
+        assert_eq!(
+            peek_hello_version(&encode(&Frame::Ack { seq: 1 })[4..]),
+            None
+        );
         assert!(check_version(7).unwrap_err().contains("peer speaks v7"));
         assert!(check_version(PROTOCOL_VERSION).is_ok());
     }
@@ -205,14 +212,26 @@ mod tests {
     fn frames_round_trip_through_a_stream() {
         let frames = vec![
             hello(PROTOCOL_VERSION),
-            Frame::Batch { seq: 42, payload: vec![1, 2, 3], trace: None },
+            Frame::Batch {
+                seq: 42,
+                payload: vec![1, 2, 3],
+                trace: None,
+            },
             Frame::Batch {
                 seq: 43,
                 payload: vec![4],
-                trace: Some(TraceContext { trace_id: [0xab; 16], span_id: [7, 6, 5, 4, 3, 2, 1, 0], flags: 1 }),
+                trace: Some(TraceContext {
+                    trace_id: [0xab; 16],
+                    span_id: [7, 6, 5, 4, 3, 2, 1, 0],
+                    flags: 1,
+                }),
             },
             Frame::Ack { seq: 42 },
-            Frame::Heartbeat(Heartbeat { clock_ms: -5, dropped_samples: 3, backlog_bytes: 9 }),
+            Frame::Heartbeat(Heartbeat {
+                clock_ms: -5,
+                dropped_samples: 3,
+                backlog_bytes: 9,
+            }),
         ];
         let mut wire = Vec::new();
         for f in &frames {
@@ -232,21 +251,49 @@ mod tests {
 
     #[test]
     fn trace_context_costs_one_byte_when_absent() {
-        let plain = encode(&Frame::Batch { seq: 1, payload: vec![9; 10], trace: None });
-        let tc = TraceContext { trace_id: [1; 16], span_id: [2; 8], flags: 1 };
-        let traced = encode(&Frame::Batch { seq: 1, payload: vec![9; 10], trace: Some(tc) });
+        let plain = encode(&Frame::Batch {
+            seq: 1,
+            payload: vec![9; 10],
+            trace: None,
+        });
+        let tc = TraceContext {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            flags: 1,
+        };
+        let traced = encode(&Frame::Batch {
+            seq: 1,
+            payload: vec![9; 10],
+            trace: Some(tc),
+        });
         assert_eq!(traced.len(), plain.len() + 25);
-        assert_eq!(decode(&traced[4..]).unwrap(), Frame::Batch { seq: 1, payload: vec![9; 10], trace: Some(tc) });
+        assert_eq!(
+            decode(&traced[4..]).unwrap(),
+            Frame::Batch {
+                seq: 1,
+                payload: vec![9; 10],
+                trace: Some(tc)
+            }
+        );
     }
 
     #[test]
     fn oversized_and_truncated_frames_are_errors() {
         let rt = tokio_test_runtime();
         let huge = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes();
-        assert!(matches!(rt.block_on(read(&mut &huge[..])), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            rt.block_on(read(&mut &huge[..])),
+            Err(FrameError::TooLarge(_))
+        ));
         let bytes = encode(&Frame::Ack { seq: 9 });
-        assert!(matches!(rt.block_on(read(&mut &bytes[..bytes.len() - 1])), Err(FrameError::Truncated)));
-        assert!(matches!(rt.block_on(read(&mut &bytes[..2])), Err(FrameError::Truncated)));
+        assert!(matches!(
+            rt.block_on(read(&mut &bytes[..bytes.len() - 1])),
+            Err(FrameError::Truncated)
+        ));
+        assert!(matches!(
+            rt.block_on(read(&mut &bytes[..2])),
+            Err(FrameError::Truncated)
+        ));
     }
 
     /// A minimal executor: the readers here never wait on anything but an in-memory slice.

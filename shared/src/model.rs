@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn labels_are_sorted_deduplicated_and_drop_empty_values() {
         let l = Labels::new([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
-        let names: Vec<_> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        let names: Vec<_> = l
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
         assert_eq!(names, vec![("a", "1"), ("b", "3")]);
         assert_eq!(l.get("b"), Some("3"));
         assert_eq!(l.get("c"), None);
@@ -202,8 +205,17 @@ mod tests {
 
     #[test]
     fn points_compare_nan_by_bits() {
-        let a = Point { ts: 1, value: stale_nan() };
+        let a = Point {
+            ts: 1,
+            value: stale_nan(),
+        };
         assert_eq!(a, a);
-        assert_ne!(a, Point { ts: 1, value: f64::NAN });
+        assert_ne!(
+            a,
+            Point {
+                ts: 1,
+                value: f64::NAN
+            }
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! loading PEM files, and the rustls configurations both sides use. The agent's identity is
 //! the common name of its client certificate.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -37,25 +40,33 @@ pub fn install_crypto_provider() {
 
 /// Reads every certificate in a PEM file; a file with none is an error.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read certificate file: {e}")))?;
+    let data = std::fs::read(path)
+        .map_err(|e| file_err(path, format!("cannot read certificate file: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_err(path, format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
-        return Err(file_err(path, "no certificate found (expected a PEM \"BEGIN CERTIFICATE\" block)"));
+        return Err(file_err(
+            path,
+            "no certificate found (expected a PEM \"BEGIN CERTIFICATE\" block)",
+        ));
     }
     Ok(certs)
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read key file: {e}")))?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| file_err(path, format!("no PEM private key found: {e}")))
+    let data =
+        std::fs::read(path).map_err(|e| file_err(path, format!("cannot read key file: {e}")))?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map_err(|e| file_err(path, format!("no PEM private key found: {e}")))
 }
 
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(path)? {
-        roots.add(c).map_err(|e| file_err(path, format!("CA certificate rejected: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| file_err(path, format!("CA certificate rejected: {e}")))?;
     }
     Ok(roots)
 }
@@ -104,7 +115,8 @@ pub fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError>
 
 /// The subject common name of a certificate: an agent's id.
 pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Config(format!("unparsable certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TlsError::Config(format!("unparsable certificate: {e}")))?;
     let cn = cert
         .subject()
         .iter_common_name()
@@ -130,14 +142,25 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
     let readable = |p: &Path| std::fs::File::open(p).is_ok();
     fn validity(key: &str, path: &Path, der: &[u8], now_secs: i64, out: &mut Vec<String>) {
         match x509_parser::parse_x509_certificate(der) {
-            Err(e) => out.push(format!("{key}: {}: unparsable certificate: {e}", path.display())),
+            Err(e) => out.push(format!(
+                "{key}: {}: unparsable certificate: {e}",
+                path.display()
+            )),
             Ok((_, c)) => {
                 let v = c.validity();
                 if now_secs < v.not_before.timestamp() {
-                    out.push(format!("{key}: {}: not valid before {} (check this host's clock)", path.display(), v.not_before));
+                    out.push(format!(
+                        "{key}: {}: not valid before {} (check this host's clock)",
+                        path.display(),
+                        v.not_before
+                    ));
                 }
                 if now_secs > v.not_after.timestamp() {
-                    out.push(format!("{key}: {}: expired on {}; issue a new one", path.display(), v.not_after));
+                    out.push(format!(
+                        "{key}: {}: expired on {}; issue a new one",
+                        path.display(),
+                        v.not_after
+                    ));
                 }
             }
         }
@@ -169,7 +192,9 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
         None
     };
     let key = if readable(&files.key) {
-        load_key(&files.key).map_err(|e| out.push(format!("{}: {e}", keys[2]))).ok()
+        load_key(&files.key)
+            .map_err(|e| out.push(format!("{}: {e}", keys[2])))
+            .ok()
     } else {
         None
     };
@@ -178,10 +203,18 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
         let pair = match role {
             Role::Client => rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(RootCertStore::empty()).with_client_auth_cert(certs, key).map(|_| ())),
+                .map(|b| {
+                    b.with_root_certificates(RootCertStore::empty())
+                        .with_client_auth_cert(certs, key)
+                        .map(|_| ())
+                }),
             Role::Server => rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map(|b| b.with_no_client_auth().with_single_cert(certs, key).map(|_| ())),
+                .map(|b| {
+                    b.with_no_client_auth()
+                        .with_single_cert(certs, key)
+                        .map(|_| ())
+                }),
         };
         if let Ok(Err(e)) | Err(e) = pair {
             out.push(format!("{}: {}", keys[2], key_mismatch(files, e)));
@@ -192,7 +225,8 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, format!("cannot create directory: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| file_err(dir, format!("cannot create directory: {e}")))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -202,7 +236,9 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
         opts.mode(if private { 0o600 } else { 0o644 });
     }
     use std::io::Write;
-    let mut f = opts.open(path).map_err(|e| file_err(path, format!("cannot write: {e}")))?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| file_err(path, format!("cannot write: {e}")))?;
     f.write_all(contents.as_bytes())
         .map_err(|e| file_err(path, format!("cannot write: {e}")))
 }
@@ -213,22 +249,37 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
 pub fn init_ca(dir: &Path, extra_sans: &[String]) -> Result<Vec<PathBuf>, TlsError> {
     let ca_crt = dir.join("ca.crt");
     if ca_crt.exists() {
-        return Err(file_err(&ca_crt, "a CA already exists here; remove it first or choose another --dir"));
+        return Err(file_err(
+            &ca_crt,
+            "a CA already exists here; remove it first or choose another --dir",
+        ));
     }
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "Outpost CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Outpost CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     set_validity(&mut ca_params, 3650);
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     sans.extend(extra_sans.iter().cloned());
     let srv_key = KeyPair::generate()?;
     let mut srv_params = CertificateParams::new(sans)?;
-    srv_params.distinguished_name.push(DnType::CommonName, "outpost-aggregator");
+    srv_params
+        .distinguished_name
+        .push(DnType::CommonName, "outpost-aggregator");
     srv_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     set_validity(&mut srv_params, 825);
     let srv_cert = srv_params.signed_by(&srv_key, &issuer)?;
@@ -252,9 +303,12 @@ pub fn issue_agent(dir: &Path, id: &str) -> Result<Vec<PathBuf>, TlsError> {
     let ca_key_path = dir.join("ca.key");
     let ca_pem = std::fs::read_to_string(&ca_crt_path)
         .map_err(|e| file_err(&ca_crt_path, format!("cannot read CA certificate ({e}); run `outpost-aggregator certs init --dir {}` first", dir.display())))?;
-    let key_pem = std::fs::read_to_string(&ca_key_path).map_err(|e| file_err(&ca_key_path, format!("cannot read CA key: {e}")))?;
-    let ca_key = KeyPair::from_pem(&key_pem).map_err(|e| file_err(&ca_key_path, format!("not a usable private key: {e}")))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).map_err(|e| file_err(&ca_crt_path, format!("not a usable CA certificate: {e}")))?;
+    let key_pem = std::fs::read_to_string(&ca_key_path)
+        .map_err(|e| file_err(&ca_key_path, format!("cannot read CA key: {e}")))?;
+    let ca_key = KeyPair::from_pem(&key_pem)
+        .map_err(|e| file_err(&ca_key_path, format!("not a usable private key: {e}")))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)
+        .map_err(|e| file_err(&ca_crt_path, format!("not a usable CA certificate: {e}")))?;
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -273,7 +327,9 @@ pub fn issue_agent(dir: &Path, id: &str) -> Result<Vec<PathBuf>, TlsError> {
 pub fn validate_agent_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !id.starts_with('.');
     if ok {
         Ok(())
@@ -313,8 +369,16 @@ mod tests {
         let d = tmpdir("ok");
         init_ca(&d, &["agg.example".into()]).unwrap();
         issue_agent(&d, "web-1").unwrap();
-        let srv = TlsFiles { ca: d.join("ca.crt"), cert: d.join("aggregator.crt"), key: d.join("aggregator.key") };
-        let cli = TlsFiles { ca: d.join("ca.crt"), cert: d.join("agents/web-1.crt"), key: d.join("agents/web-1.key") };
+        let srv = TlsFiles {
+            ca: d.join("ca.crt"),
+            cert: d.join("aggregator.crt"),
+            key: d.join("aggregator.key"),
+        };
+        let cli = TlsFiles {
+            ca: d.join("ca.crt"),
+            cert: d.join("agents/web-1.crt"),
+            key: d.join("agents/web-1.key"),
+        };
         server_config(&srv).unwrap();
         client_config(&cli).unwrap();
         let der = load_certs(&cli.cert).unwrap();
@@ -330,16 +394,45 @@ mod tests {
         init_ca(&dir, &[]).unwrap();
         let now = unix_now_secs() as i64;
         let keys = ["tls.ca", "tls.cert", "tls.key"];
-        let good = TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("aggregator.crt"), key: dir.join("aggregator.key") };
-        assert_eq!(check_files(&good, Role::Server, keys, now), Vec::<String>::new());
+        let good = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("aggregator.crt"),
+            key: dir.join("aggregator.key"),
+        };
+        assert_eq!(
+            check_files(&good, Role::Server, keys, now),
+            Vec::<String>::new()
+        );
         let expired = check_files(&good, Role::Server, keys, now + 3651 * 86_400);
-        assert!(expired.iter().any(|p| p.starts_with("tls.ca: ") && p.contains("expired on")), "{expired:?}");
-        assert!(expired.iter().any(|p| p.starts_with("tls.cert: ") && p.contains("expired on")), "{expired:?}");
+        assert!(
+            expired
+                .iter()
+                .any(|p| p.starts_with("tls.ca: ") && p.contains("expired on")),
+            "{expired:?}"
+        );
+        assert!(
+            expired
+                .iter()
+                .any(|p| p.starts_with("tls.cert: ") && p.contains("expired on")),
+            "{expired:?}"
+        );
         std::fs::write(dir.join("garbage.pem"), "not pem").unwrap();
-        let bad = TlsFiles { ca: dir.join("garbage.pem"), cert: dir.join("aggregator.crt"), key: dir.join("ca.key") };
+        let bad = TlsFiles {
+            ca: dir.join("garbage.pem"),
+            cert: dir.join("aggregator.crt"),
+            key: dir.join("ca.key"),
+        };
         let p = check_files(&bad, Role::Server, keys, now);
-        assert!(p.iter().any(|p| p.starts_with("tls.ca: ") && p.contains("no certificate found")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("tls.key: ") && p.contains("do not form a usable pair")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("tls.ca: ") && p.contains("no certificate found")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("tls.key: ") && p.contains("do not form a usable pair")),
+            "{p:?}"
+        );
         assert_eq!(p.len(), 2, "{p:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -350,10 +443,18 @@ mod tests {
         let d = tmpdir("bad");
         init_ca(&d, &[]).unwrap();
         issue_agent(&d, "a").unwrap();
-        let wrong = TlsFiles { ca: d.join("ca.crt"), cert: d.join("agents/a.crt"), key: d.join("aggregator.key") };
+        let wrong = TlsFiles {
+            ca: d.join("ca.crt"),
+            cert: d.join("agents/a.crt"),
+            key: d.join("aggregator.key"),
+        };
         let e = client_config(&wrong).unwrap_err().to_string();
         assert!(e.contains("do not form a usable pair"), "{e}");
-        let missing = TlsFiles { ca: d.join("nope.crt"), cert: d.join("agents/a.crt"), key: d.join("agents/a.key") };
+        let missing = TlsFiles {
+            ca: d.join("nope.crt"),
+            cert: d.join("agents/a.crt"),
+            key: d.join("agents/a.key"),
+        };
         let e = client_config(&missing).unwrap_err().to_string();
         assert!(e.contains("nope.crt") && e.contains("cannot read"), "{e}");
         assert!(issue_agent(&d, "../evil").is_err());

@@ -24,7 +24,11 @@ impl Duration {
 impl FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration {s:?}: use a number and a unit, e.g. \"500ms\", \"10s\", \"1m30s\", \"2h\"");
+        let bad = || {
+            format!(
+                "invalid duration {s:?}: use a number and a unit, e.g. \"500ms\", \"10s\", \"1m30s\", \"2h\""
+            )
+        };
         let t = s.trim();
         if t.is_empty() {
             return Err(bad());
@@ -32,13 +36,17 @@ impl FromStr for Duration {
         let mut total: u128 = 0;
         let mut rest = t;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(bad());
             }
             let n: u128 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit_ms: u128 = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -49,7 +57,9 @@ impl FromStr for Duration {
                 _ => return Err(bad()),
             };
             rest = &rest[unit_len..];
-            total = total.checked_add(n.checked_mul(unit_ms).ok_or_else(bad)?).ok_or_else(bad)?;
+            total = total
+                .checked_add(n.checked_mul(unit_ms).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
         }
         let ms = u64::try_from(total).map_err(|_| bad())?;
         Ok(Duration(StdDuration::from_millis(ms)))
@@ -87,9 +97,15 @@ pub struct ByteSize(pub u64);
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid size {s:?}: use bytes or a unit, e.g. \"64KiB\", \"256MiB\", \"1GiB\", \"500MB\"");
+        let bad = || {
+            format!(
+                "invalid size {s:?}: use bytes or a unit, e.g. \"64KiB\", \"256MiB\", \"1GiB\", \"500MB\""
+            )
+        };
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = (&t[..split], t[split..].trim());
         if num.is_empty() {
             return Err(bad());
@@ -139,7 +155,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 v.parse().map_err(E::custom)
@@ -155,8 +173,18 @@ mod tests {
 
     #[test]
     fn durations_parse_prometheus_style() {
-        for (s, ms) in [("500ms", 500), ("1s", 1000), ("1m30s", 90_000), ("2h", 7_200_000), ("1d", 86_400_000)] {
-            assert_eq!(s.parse::<Duration>().unwrap(), Duration::from_millis(ms), "{s}");
+        for (s, ms) in [
+            ("500ms", 500),
+            ("1s", 1000),
+            ("1m30s", 90_000),
+            ("2h", 7_200_000),
+            ("1d", 86_400_000),
+        ] {
+            assert_eq!(
+                s.parse::<Duration>().unwrap(),
+                Duration::from_millis(ms),
+                "{s}"
+            );
         }
         for s in ["", "10", "s", "1x", "-1s", "1.5s"] {
             let e = s.parse::<Duration>().unwrap_err();
@@ -167,7 +195,13 @@ mod tests {
 
     #[test]
     fn sizes_parse_binary_and_si_units() {
-        for (s, b) in [("1024", 1024u64), ("64KiB", 65536), ("256MiB", 256 << 20), ("1GB", 1_000_000_000), ("1.5KiB", 1536)] {
+        for (s, b) in [
+            ("1024", 1024u64),
+            ("64KiB", 65536),
+            ("256MiB", 256 << 20),
+            ("1GB", 1_000_000_000),
+            ("1.5KiB", 1536),
+        ] {
             assert_eq!(s.parse::<ByteSize>().unwrap(), ByteSize(b), "{s}");
         }
         for s in ["", "MiB", "12 parsecs", "-1"] {

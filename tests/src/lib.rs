@@ -18,9 +18,21 @@ pub fn bin(name: &str) -> PathBuf {
         return PathBuf::from(d).join(name);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) });
-    let p = profile.map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name));
-    assert!(p.exists(), "{} is missing: run `cargo build --release --workspace --bins` first (scripts/test does)", p.display());
+    let profile = exe.parent().and_then(|d| {
+        if d.ends_with("deps") {
+            d.parent()
+        } else {
+            Some(d)
+        }
+    });
+    let p = profile
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release --workspace --bins` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -29,7 +41,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("outpost-e2e-{name}-{}-{}", std::process::id(), fastrand::u32(..)));
+        let p = std::env::temp_dir().join(format!(
+            "outpost-e2e-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
         TempDir(p)
     }
@@ -47,11 +63,17 @@ impl Drop for TempDir {
 }
 
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(0)
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
@@ -70,7 +92,9 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// Runs a command to completion; returns (success, stdout + stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), s)
@@ -86,11 +110,24 @@ pub struct Proc {
 impl Proc {
     pub fn start(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("{e}"));
         let f2 = f.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).env("RUST_LOG", std::env::var("OUTPOST_TEST_LOG").unwrap_or_else(|_| "info".into()));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_string(), child, log }
+        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).env(
+            "RUST_LOG",
+            std::env::var("OUTPOST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -109,7 +146,10 @@ impl Proc {
 
     /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status' success.
     pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -129,7 +169,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("===== log of {} ({}) =====\n{}", self.name, self.log.display(), self.logs());
+            eprintln!(
+                "===== log of {} ({}) =====\n{}",
+                self.name,
+                self.log.display(),
+                self.logs()
+            );
         }
     }
 }
@@ -152,22 +197,29 @@ pub fn get_text(url: &str) -> Result<String, String> {
 
 /// Status code and body of a GET, errors included.
 pub fn get_status(url: &str, bearer: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut req = agent.get(url);
     if let Some(t) = bearer {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
     match req.call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
         Err(e) => (0, e.to_string()),
     }
 }
 
 /// The value of one sample line `name{labels} value` in a text exposition (first match).
 pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().split(' ').next()?.parse().ok())
+    })
 }
 
 /// Certificates made with the real `certs` commands.
@@ -177,14 +229,24 @@ pub struct Certs {
 
 impl Certs {
     pub fn init(dir: &Path) -> Certs {
-        let (ok, out) = run(Command::new(bin("outpost-aggregator")).args(["certs", "init", "--dir"]).arg(dir));
+        let (ok, out) = run(Command::new(bin("outpost-aggregator"))
+            .args(["certs", "init", "--dir"])
+            .arg(dir));
         assert!(ok, "certs init failed: {out}");
-        Certs { dir: dir.to_path_buf() }
+        Certs {
+            dir: dir.to_path_buf(),
+        }
     }
     pub fn agent(&self, id: &str) -> (PathBuf, PathBuf) {
-        let (ok, out) = run(Command::new(bin("outpost-aggregator")).args(["certs", "agent", "--dir"]).arg(&self.dir).args(["--id", id]));
+        let (ok, out) = run(Command::new(bin("outpost-aggregator"))
+            .args(["certs", "agent", "--dir"])
+            .arg(&self.dir)
+            .args(["--id", id]));
         assert!(ok, "certs agent failed: {out}");
-        (self.dir.join("agents").join(format!("{id}.crt")), self.dir.join("agents").join(format!("{id}.key")))
+        (
+            self.dir.join("agents").join(format!("{id}.crt")),
+            self.dir.join("agents").join(format!("{id}.key")),
+        )
     }
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")
@@ -216,10 +278,26 @@ impl Aggregator {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, http: String, quic: String) -> Aggregator {
-        let proc = Proc::start("aggregator", dir, Command::new(bin("outpost-aggregator")).arg("run").arg("--config").arg(&config));
-        let a = Aggregator { proc, http, quic, config };
+        let proc = Proc::start(
+            "aggregator",
+            dir,
+            Command::new(bin("outpost-aggregator"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config),
+        );
+        let a = Aggregator {
+            proc,
+            http,
+            quic,
+            config,
+        };
         let up = wait_for(Duration::from_secs(20), || get_text(&a.url("/health")).ok());
-        assert!(up.is_some(), "aggregator did not become healthy:\n{}", a.proc.logs());
+        assert!(
+            up.is_some(),
+            "aggregator did not become healthy:\n{}",
+            a.proc.logs()
+        );
         a
     }
 
@@ -230,18 +308,39 @@ impl Aggregator {
     /// Starts the aggregator again on the same config, data and ports (after a kill).
     pub fn restart(&mut self) {
         self.proc.kill();
-        let p = Proc::start("aggregator", self.config.parent().unwrap_or(Path::new(".")), Command::new(bin("outpost-aggregator")).arg("run").arg("--config").arg(&self.config));
+        let p = Proc::start(
+            "aggregator",
+            self.config.parent().unwrap_or(Path::new(".")),
+            Command::new(bin("outpost-aggregator"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+        );
         let old = std::mem::replace(&mut self.proc, p);
         std::mem::forget(old);
-        let up = wait_for(Duration::from_secs(30), || get_text(&self.url("/health")).ok());
-        assert!(up.is_some(), "aggregator did not become healthy again (does its data directory still open?):\n{}", self.proc.logs());
+        let up = wait_for(Duration::from_secs(30), || {
+            get_text(&self.url("/health")).ok()
+        });
+        assert!(
+            up.is_some(),
+            "aggregator did not become healthy again (does its data directory still open?):\n{}",
+            self.proc.logs()
+        );
     }
 
     /// Every raw sample of the agent's cycle counter: (ms, cycle), oldest first.
     pub fn cycles(&self, agent: &str) -> Vec<(i64, u64)> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + 60.0;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+            + 60.0;
         let q = format!("outpost_agent_cycles_total{{agent=\"{agent}\"}}[1d]");
-        let url = format!("{}?query={}&time={now}", self.url("/api/v1/query"), encode(&q));
+        let url = format!(
+            "{}?query={}&time={now}",
+            self.url("/api/v1/query"),
+            encode(&q)
+        );
         let Ok(v) = get_json(&url) else { return vec![] };
         let mut out = vec![];
         for series in v["data"]["result"].as_array().cloned().unwrap_or_default() {
@@ -305,7 +404,17 @@ pub struct AgentSpec<'a> {
 impl<'a> AgentSpec<'a> {
     pub fn new(id: &'a str, certs: &Certs) -> AgentSpec<'a> {
         let (cert, key) = certs.agent(id);
-        AgentSpec { id, region: "test-region", ca: certs.ca(), cert, key, interval: "1s", extra: "", endpoint: None, max_bytes: "64MiB" }
+        AgentSpec {
+            id,
+            region: "test-region",
+            ca: certs.ca(),
+            cert,
+            key,
+            interval: "1s",
+            extra: "",
+            endpoint: None,
+            max_bytes: "64MiB",
+        }
     }
 }
 
@@ -339,20 +448,46 @@ impl Agent {
             extra = spec.extra,
         );
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-        let proc = Proc::start(&format!("agent-{}", spec.id), dir, Command::new(bin("outpost-agent")).arg("run").arg("--config").arg(&config));
-        Agent { proc, http, config, buffer_dir: buffer_dir.to_path_buf(), dir: dir.to_path_buf() }
+        let proc = Proc::start(
+            &format!("agent-{}", spec.id),
+            dir,
+            Command::new(bin("outpost-agent"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config),
+        );
+        Agent {
+            proc,
+            http,
+            config,
+            buffer_dir: buffer_dir.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn wait_healthy(&self) {
-        let up = wait_for(Duration::from_secs(30), || get_text(&self.url("/health")).ok());
-        assert!(up.is_some(), "agent did not become healthy:\n{}", self.proc.logs());
+        let up = wait_for(Duration::from_secs(30), || {
+            get_text(&self.url("/health")).ok()
+        });
+        assert!(
+            up.is_some(),
+            "agent did not become healthy:\n{}",
+            self.proc.logs()
+        );
     }
 
     /// Starts the agent again with the same config (after a kill or a clean stop).
     pub fn restart(&mut self) {
         self.proc.kill();
         let name = self.proc.name.clone();
-        let p = Proc::start(&name, &self.dir, Command::new(bin("outpost-agent")).arg("run").arg("--config").arg(&self.config));
+        let p = Proc::start(
+            &name,
+            &self.dir,
+            Command::new(bin("outpost-agent"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+        );
         // The old handle is already dead; replacing it must not print its log.
         let old = std::mem::replace(&mut self.proc, p);
         std::mem::forget(old);

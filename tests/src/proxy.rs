@@ -30,10 +30,17 @@ impl Faults {
         Faults::default()
     }
     pub fn blackhole() -> Faults {
-        Faults { blackhole: true, ..Faults::default() }
+        Faults {
+            blackhole: true,
+            ..Faults::default()
+        }
     }
     pub fn lossy(drop: f64, delay: Duration) -> Faults {
-        Faults { blackhole: false, drop, delay }
+        Faults {
+            blackhole: false,
+            drop,
+            delay,
+        }
     }
 }
 
@@ -101,8 +108,11 @@ const POLL: Duration = Duration::from_millis(50);
 impl UdpProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub fn start(upstream: SocketAddr) -> UdpProxy {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}")));
-        front.set_read_timeout(Some(POLL)).unwrap_or_else(|e| panic!("{e}"));
+        let front =
+            Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}")));
+        front
+            .set_read_timeout(Some(POLL))
+            .unwrap_or_else(|e| panic!("{e}"));
         let listen = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let shared = Arc::new(Shared {
             faults: Mutex::new(Faults::pass()),
@@ -118,9 +128,15 @@ impl UdpProxy {
         }
         {
             let shared = shared.clone();
-            threads.push(std::thread::spawn(move || front_loop(front, upstream, shared, delay_tx)));
+            threads.push(std::thread::spawn(move || {
+                front_loop(front, upstream, shared, delay_tx)
+            }));
         }
-        UdpProxy { listen, shared, threads }
+        UdpProxy {
+            listen,
+            shared,
+            threads,
+        }
     }
 
     /// Changes the faults for every datagram from now on (both directions).
@@ -142,17 +158,35 @@ impl Drop for UdpProxy {
     }
 }
 
-fn send_or_delay(shared: &Shared, delay: Duration, socket: &Arc<UdpSocket>, to: SocketAddr, bytes: &[u8], delay_tx: &Sender<Delayed>) {
+fn send_or_delay(
+    shared: &Shared,
+    delay: Duration,
+    socket: &Arc<UdpSocket>,
+    to: SocketAddr,
+    bytes: &[u8],
+    delay_tx: &Sender<Delayed>,
+) {
     if delay.is_zero() {
         let _ = socket.send_to(bytes, to);
     } else {
         let order = shared.order.fetch_add(1, Ordering::Relaxed);
-        let _ = delay_tx.send(Delayed { due: Instant::now() + delay, order, socket: socket.clone(), to, bytes: bytes.to_vec() });
+        let _ = delay_tx.send(Delayed {
+            due: Instant::now() + delay,
+            order,
+            socket: socket.clone(),
+            to,
+            bytes: bytes.to_vec(),
+        });
     }
 }
 
 /// Client → upstream. Starts one back-channel thread per new client.
-fn front_loop(front: Arc<UdpSocket>, upstream: SocketAddr, shared: Arc<Shared>, delay_tx: Sender<Delayed>) {
+fn front_loop(
+    front: Arc<UdpSocket>,
+    upstream: SocketAddr,
+    shared: Arc<Shared>,
+    delay_tx: Sender<Delayed>,
+) {
     let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut backs = vec![];
     let mut buf = vec![0u8; 65_536];
@@ -164,10 +198,17 @@ fn front_loop(front: Arc<UdpSocket>, upstream: SocketAddr, shared: Arc<Shared>, 
         let up = clients
             .entry(from)
             .or_insert_with(|| {
-                let s = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy upstream bind: {e}")));
-                s.set_read_timeout(Some(POLL)).unwrap_or_else(|e| panic!("{e}"));
-                let (s2, front2, shared2, tx2) = (s.clone(), front.clone(), shared.clone(), delay_tx.clone());
-                backs.push(std::thread::spawn(move || back_loop(s2, front2, from, shared2, tx2)));
+                let s = Arc::new(
+                    UdpSocket::bind("127.0.0.1:0")
+                        .unwrap_or_else(|e| panic!("proxy upstream bind: {e}")),
+                );
+                s.set_read_timeout(Some(POLL))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (s2, front2, shared2, tx2) =
+                    (s.clone(), front.clone(), shared.clone(), delay_tx.clone());
+                backs.push(std::thread::spawn(move || {
+                    back_loop(s2, front2, from, shared2, tx2)
+                }));
                 s
             })
             .clone();
@@ -187,7 +228,13 @@ fn front_loop(front: Arc<UdpSocket>, upstream: SocketAddr, shared: Arc<Shared>, 
 }
 
 /// Upstream → one client.
-fn back_loop(up: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr, shared: Arc<Shared>, delay_tx: Sender<Delayed>) {
+fn back_loop(
+    up: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+    delay_tx: Sender<Delayed>,
+) {
     let mut buf = vec![0u8; 65_536];
     while !shared.stop.load(Ordering::Relaxed) {
         let n = match up.recv_from(&mut buf) {
@@ -199,7 +246,10 @@ fn back_loop(up: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr, shar
                 shared.counters.down_dropped.fetch_add(1, Ordering::Relaxed);
             }
             Some(d) => {
-                shared.counters.down_forwarded.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .down_forwarded
+                    .fetch_add(1, Ordering::Relaxed);
                 send_or_delay(&shared, d, &front, client, &buf[..n], &delay_tx);
             }
         }
@@ -216,7 +266,11 @@ fn scheduler(rx: Receiver<Delayed>, shared: Arc<Shared>) {
                 let _ = d.socket.send_to(&d.bytes, d.to);
             }
         }
-        let wait = heap.peek().map(|d| d.due.saturating_duration_since(now)).unwrap_or(POLL).min(POLL);
+        let wait = heap
+            .peek()
+            .map(|d| d.due.saturating_duration_since(now))
+            .unwrap_or(POLL)
+            .min(POLL);
         match rx.recv_timeout(wait) {
             Ok(d) => heap.push(d),
             Err(RecvTimeoutError::Timeout) => {}
@@ -238,7 +292,8 @@ mod tests {
     fn forwards_drops_and_delays_as_told() {
         let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
         let echo_addr = echo.local_addr().unwrap();
-        echo.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        echo.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let server = std::thread::spawn(move || {
@@ -251,7 +306,8 @@ mod tests {
         });
         let proxy = UdpProxy::start(echo_addr);
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(400)))
+            .unwrap();
         let mut b = [0u8; 16];
         let ping = |c: &UdpSocket, b: &mut [u8; 16]| -> Option<Duration> {
             let t = Instant::now();
@@ -264,12 +320,19 @@ mod tests {
         assert!(proxy.counters().up_dropped.load(Ordering::Relaxed) >= 1);
         proxy.set(Faults::lossy(0.0, Duration::from_millis(100)));
         let rtt = ping(&c, &mut b).expect("delayed, not dropped");
-        assert!(rtt >= Duration::from_millis(200), "delay applies in each direction: {rtt:?}");
+        assert!(
+            rtt >= Duration::from_millis(200),
+            "delay applies in each direction: {rtt:?}"
+        );
         proxy.set(Faults::lossy(0.5, Duration::ZERO));
-        c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let answered = (0..100).filter(|_| ping(&c, &mut b).is_some()).count();
         // Each round trip survives with probability 0.25 (binomial, sd 4.3).
-        assert!((8..=45).contains(&answered), "{answered} of 100 round trips survived 50% loss each way");
+        assert!(
+            (8..=45).contains(&answered),
+            "{answered} of 100 round trips survived 50% loss each way"
+        );
         drop(proxy);
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();

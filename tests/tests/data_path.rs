@@ -17,38 +17,72 @@ fn host_metrics_flow_and_are_queryable() {
     let agg = Aggregator::start(tmp.path(), &certs);
     let agent = Agent::start(tmp.path(), &agg, &AgentSpec::new("web-1", &certs));
 
-    let c = wait_for(Duration::from_secs(30), || cycles(&agg, "web-1").filter(|c| *c >= 4.0));
-    assert!(c.is_some(), "cycle counter never reached 4 at the aggregator");
+    let c = wait_for(Duration::from_secs(30), || {
+        cycles(&agg, "web-1").filter(|c| *c >= 4.0)
+    });
+    assert!(
+        c.is_some(),
+        "cycle counter never reached 4 at the aggregator"
+    );
 
     // Host metrics with node_exporter's names carry agent and region.
     let cpu = agg.query("node_cpu_seconds_total{mode=\"idle\"}");
-    assert_eq!(cpu.len(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "one idle series per cpu: {cpu:?}");
+    assert_eq!(
+        cpu.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        "one idle series per cpu: {cpu:?}"
+    );
     for s in &cpu {
         assert_eq!(s["metric"]["agent"], "web-1");
         assert_eq!(s["metric"]["region"], "test-region");
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let total_kb: f64 = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    let total_kb: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
     let mem = agg.query("node_memory_MemTotal_bytes");
     assert_eq!(mem.len(), 1);
     assert_eq!(sample_value(&mem[0]["value"]), Some(total_kb * 1024.0));
-    for name in ["node_load1", "node_filesystem_size_bytes", "node_network_receive_bytes_total", "node_boot_time_seconds"] {
+    for name in [
+        "node_load1",
+        "node_filesystem_size_bytes",
+        "node_network_receive_bytes_total",
+        "node_boot_time_seconds",
+    ] {
         assert!(!agg.query(name).is_empty(), "{name} missing");
     }
     // Regex and negative matchers.
     let not_idle = agg.query("node_cpu_seconds_total{mode!=\"idle\",mode=~\"user|system\"}");
     assert_eq!(not_idle.len(), 2 * cpu.len());
-    assert!(not_idle.iter().all(|s| s["metric"]["mode"] == "user" || s["metric"]["mode"] == "system"));
+    assert!(
+        not_idle
+            .iter()
+            .all(|s| s["metric"]["mode"] == "user" || s["metric"]["mode"] == "system")
+    );
 
     // Range query of the cycle counter: one sample per cycle, consecutive, no repeats.
-    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let raw = get_json(&agg.url(&format!(
         "/api/v1/query?query={}&time={end}",
         encode("outpost_agent_cycles_total{agent=\"web-1\"}[1h]")
     )))
     .unwrap();
     assert_eq!(raw["data"]["resultType"], "matrix");
-    let vals: Vec<f64> = raw["data"]["result"][0]["values"].as_array().unwrap().iter().filter_map(sample_value).collect();
+    let vals: Vec<f64> = raw["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(sample_value)
+        .collect();
     assert!(vals.len() >= 4, "{vals:?}");
     for w in vals.windows(2) {
         assert_eq!(w[1], w[0] + 1.0, "cycles must be consecutive: {vals:?}");
@@ -62,16 +96,29 @@ fn host_metrics_flow_and_are_queryable() {
     )))
     .unwrap();
     assert_eq!(range["status"], "success");
-    assert!(!range["data"]["result"][0]["values"].as_array().unwrap().is_empty());
+    assert!(
+        !range["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // Metadata endpoints.
     let labels = get_json(&agg.url("/api/v1/labels")).unwrap();
     for l in ["__name__", "agent", "region", "cpu", "mode"] {
-        assert!(labels["data"].as_array().unwrap().iter().any(|v| v == l), "label {l} missing: {labels}");
+        assert!(
+            labels["data"].as_array().unwrap().iter().any(|v| v == l),
+            "label {l} missing: {labels}"
+        );
     }
     let agents = get_json(&agg.url("/api/v1/label/agent/values")).unwrap();
     assert_eq!(agents["data"], serde_json::json!(["web-1"]));
-    let series = get_json(&agg.url(&format!("/api/v1/series?match[]={}&match[]={}", encode("node_load1"), encode("node_load5")))).unwrap();
+    let series = get_json(&agg.url(&format!(
+        "/api/v1/series?match[]={}&match[]={}",
+        encode("node_load1"),
+        encode("node_load5")
+    )))
+    .unwrap();
     assert_eq!(series["data"].as_array().unwrap().len(), 2, "{series}");
 
     // The agents resource.
@@ -84,12 +131,27 @@ fn host_metrics_flow_and_are_queryable() {
 
     // Self-observability on both sides.
     let m = agg.metrics();
-    assert!(metric_value(&m, "outpost_aggregator_ingest_batches_total").unwrap() >= 4.0, "{m}");
-    assert_eq!(metric_value(&m, "outpost_aggregator_connected_agents"), Some(1.0));
+    assert!(
+        metric_value(&m, "outpost_aggregator_ingest_batches_total").unwrap() >= 4.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "outpost_aggregator_connected_agents"),
+        Some(1.0)
+    );
     let am = agent.metrics();
-    assert!(metric_value(&am, "outpost_agent_batches_acked_total").unwrap() >= 4.0, "{am}");
-    assert_eq!(metric_value(&am, "outpost_agent_uplink_connected"), Some(1.0));
-    assert!(metric_value(&am, "outpost_agent_uplink_sent_bytes_total").unwrap() > 0.0, "{am}");
+    assert!(
+        metric_value(&am, "outpost_agent_batches_acked_total").unwrap() >= 4.0,
+        "{am}"
+    );
+    assert_eq!(
+        metric_value(&am, "outpost_agent_uplink_connected"),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(&am, "outpost_agent_uplink_sent_bytes_total").unwrap() > 0.0,
+        "{am}"
+    );
 
     // Bad queries get Prometheus' error shape.
     let (code, body) = get_status(&agg.url("/api/v1/query?query=rate(x%5B"), None);
@@ -104,16 +166,34 @@ fn agent_with_certificate_from_another_ca_is_refused() {
     let foreign = Certs::init(&tmp.path().join("foreign"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let (cert, key) = foreign.agent("intruder");
-    let spec = AgentSpec { cert, key, ..AgentSpec::new("intruder", &certs) };
+    let spec = AgentSpec {
+        cert,
+        key,
+        ..AgentSpec::new("intruder", &certs)
+    };
     let agent = Agent::start(tmp.path(), &agg, &spec);
     let refused = wait_for(Duration::from_secs(20), || {
-        metric_value(&agg.metrics(), "outpost_aggregator_connections_refused_total{reason=\"tls\"}").filter(|v| *v >= 2.0)
+        metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_connections_refused_total{reason=\"tls\"}",
+        )
+        .filter(|v| *v >= 2.0)
     });
-    assert!(refused.is_some(), "aggregator did not count refused handshakes:\n{}", agg.metrics());
+    assert!(
+        refused.is_some(),
+        "aggregator did not count refused handshakes:\n{}",
+        agg.metrics()
+    );
     assert!(agg.agent("intruder").is_none());
     assert!(agg.query("{agent=\"intruder\"}").is_empty());
-    assert_eq!(metric_value(&agent.metrics(), "outpost_agent_uplink_connected"), Some(0.0));
-    assert_eq!(metric_value(&agg.metrics(), "outpost_aggregator_connections_total"), Some(0.0));
+    assert_eq!(
+        metric_value(&agent.metrics(), "outpost_agent_uplink_connected"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&agg.metrics(), "outpost_aggregator_connections_total"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -123,13 +203,32 @@ fn agent_claiming_another_id_is_refused_with_a_reason() {
     let agg = Aggregator::start(tmp.path(), &certs);
     let (cert, key) = certs.agent("web-1");
     // The certificate says web-1; the config claims db-1.
-    let spec = AgentSpec { cert, key, ..AgentSpec::new("db-1", &certs) };
+    let spec = AgentSpec {
+        cert,
+        key,
+        ..AgentSpec::new("db-1", &certs)
+    };
     let agent = Agent::start(tmp.path(), &agg, &spec);
     let logged = wait_for(Duration::from_secs(20), || {
-        agent.proc.logs().contains("hello claims agent id \"db-1\" but the client certificate is for \"web-1\"").then_some(())
+        agent
+            .proc
+            .logs()
+            .contains("hello claims agent id \"db-1\" but the client certificate is for \"web-1\"")
+            .then_some(())
     });
-    assert!(logged.is_some(), "agent log does not say why it was refused:\n{}", agent.proc.logs());
-    assert!(metric_value(&agg.metrics(), "outpost_aggregator_connections_refused_total{reason=\"identity\"}").unwrap_or(0.0) >= 1.0);
+    assert!(
+        logged.is_some(),
+        "agent log does not say why it was refused:\n{}",
+        agent.proc.logs()
+    );
+    assert!(
+        metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_connections_refused_total{reason=\"identity\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
     assert!(agg.agent("db-1").is_none() && agg.agent("web-1").is_none());
     assert!(agg.query("{agent=\"db-1\"}").is_empty());
 }
@@ -143,12 +242,24 @@ struct RawClient {
 async fn raw_connect(agg: &Aggregator, certs: &Certs, id: &str) -> RawClient {
     outpost_shared::tls::install_crypto_provider();
     let (cert, key) = certs.agent(id);
-    let tls = outpost_shared::tls::client_config(&outpost_shared::tls::TlsFiles { ca: certs.ca(), cert, key }).unwrap();
+    let tls = outpost_shared::tls::client_config(&outpost_shared::tls::TlsFiles {
+        ca: certs.ca(),
+        cert,
+        key,
+    })
+    .unwrap();
     let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let conn = ep.connect(agg.quic.parse().unwrap(), "localhost").unwrap().await.unwrap();
-    RawClient { _endpoint: ep, conn }
+    let conn = ep
+        .connect(agg.quic.parse().unwrap(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    RawClient {
+        _endpoint: ep,
+        conn,
+    }
 }
 
 fn hello(id: &str, protocol: u16) -> Vec<u8> {
@@ -174,33 +285,61 @@ fn malformed_frame_closes_only_that_connection() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let _agent = Agent::start(tmp.path(), &agg, &AgentSpec::new("web-1", &certs));
-    assert!(wait_for(Duration::from_secs(20), || cycles(&agg, "web-1").filter(|c| *c >= 2.0)).is_some());
-    let sessions_before = metric_value(&agg.metrics(), "outpost_aggregator_connections_total").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || cycles(&agg, "web-1")
+            .filter(|c| *c >= 2.0))
+        .is_some()
+    );
+    let sessions_before =
+        metric_value(&agg.metrics(), "outpost_aggregator_connections_total").unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let code = rt.block_on(async {
         let c = raw_connect(&agg, &certs, "rogue").await;
         let (mut tx, mut rx) = c.conn.open_bi().await.unwrap();
-        tx.write_all(&hello("rogue", PROTOCOL_VERSION)).await.unwrap();
+        tx.write_all(&hello("rogue", PROTOCOL_VERSION))
+            .await
+            .unwrap();
         let w = frame::read(&mut rx).await.unwrap().unwrap();
         assert!(matches!(w, Frame::Welcome(_)), "{w:?}");
         let mut data = c.conn.open_uni().await.unwrap();
         // A well-framed batch whose payload is garbage.
-        data.write_all(&frame::encode(&Frame::Batch { seq: 1, payload: vec![1, 0, 0xff, 0xff, 0xff], trace: None })).await.unwrap();
+        data.write_all(&frame::encode(&Frame::Batch {
+            seq: 1,
+            payload: vec![1, 0, 0xff, 0xff, 0xff],
+            trace: None,
+        }))
+        .await
+        .unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), c.conn.closed()).await;
         close_code(&c.conn)
     });
     assert_eq!(code, Some(close::MALFORMED as u64));
     let m = agg.metrics();
-    assert_eq!(metric_value(&m, "outpost_aggregator_ingest_malformed_frames_total"), Some(1.0), "{m}");
-    assert!(agg.query("{agent=\"rogue\"}").is_empty(), "nothing of the bad batch was stored");
+    assert_eq!(
+        metric_value(&m, "outpost_aggregator_ingest_malformed_frames_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        agg.query("{agent=\"rogue\"}").is_empty(),
+        "nothing of the bad batch was stored"
+    );
 
     // The real agent's session was untouched: same session count, still delivering.
     let before = cycles(&agg, "web-1").unwrap();
-    assert!(wait_for(Duration::from_secs(10), || cycles(&agg, "web-1").filter(|c| *c >= before + 2.0)).is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || cycles(&agg, "web-1")
+            .filter(|c| *c >= before + 2.0))
+        .is_some()
+    );
     assert_eq!(agg.agent("web-1").unwrap()["connected"], true);
     let m = agg.metrics();
-    assert_eq!(metric_value(&m, "outpost_aggregator_connections_total"), Some(sessions_before + 1.0), "only the rogue session was added");
+    assert_eq!(
+        metric_value(&m, "outpost_aggregator_connections_total"),
+        Some(sessions_before + 1.0),
+        "only the rogue session was added"
+    );
 }
 
 #[test]
@@ -218,7 +357,10 @@ fn protocol_version_mismatch_is_refused_clearly() {
         (reply, close_code(&c.conn))
     });
     match reply {
-        Some(Frame::Refused { reason }) => assert!(reason.contains("protocol version mismatch: peer speaks v99"), "{reason}"),
+        Some(Frame::Refused { reason }) => assert!(
+            reason.contains("protocol version mismatch: peer speaks v99"),
+            "{reason}"
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(code, Some(close::VERSION_MISMATCH as u64));

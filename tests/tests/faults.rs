@@ -14,32 +14,60 @@ fn assert_cycles_exact(agg: &Aggregator, agent: &str, last: u64, missing: &[u64]
     let values: Vec<u64> = got.iter().map(|p| p.1).collect();
     let want: Vec<u64> = (1..=last).filter(|c| !missing.contains(c)).collect();
     if values != want {
-        let extra: Vec<u64> = values.iter().filter(|v| !want.contains(v)).copied().collect();
-        let lost: Vec<u64> = want.iter().filter(|v| !values.contains(v)).copied().collect();
-        panic!("cycles at the aggregator differ: {} held, {} wanted; lost {lost:?}, unexpected {extra:?}", values.len(), want.len());
+        let extra: Vec<u64> = values
+            .iter()
+            .filter(|v| !want.contains(v))
+            .copied()
+            .collect();
+        let lost: Vec<u64> = want
+            .iter()
+            .filter(|v| !values.contains(v))
+            .copied()
+            .collect();
+        panic!(
+            "cycles at the aggregator differ: {} held, {} wanted; lost {lost:?}, unexpected {extra:?}",
+            values.len(),
+            want.len()
+        );
     }
     let mut ts: Vec<i64> = got.iter().map(|p| p.0).collect();
     ts.dedup();
     assert_eq!(ts.len(), got.len(), "one sample per cycle timestamp");
     let a = agg.agent(agent).expect("agent listed");
     // Every applied batch is counted once; a resend of an applied seq is not applied again.
-    assert_eq!(a["batches"].as_u64(), Some(want.len() as u64), "batches applied once each: {a}");
+    assert_eq!(
+        a["batches"].as_u64(),
+        Some(want.len() as u64),
+        "batches applied once each: {a}"
+    );
 }
 
 /// Waits until the aggregator holds cycle `n` (or more) of `agent`; returns the highest.
 fn wait_cycle(agg: &Aggregator, agent: &str, n: u64, timeout: Duration) -> u64 {
-    let got = wait_for(timeout, || agg.cycles(agent).last().map(|p| p.1).filter(|c| *c >= n));
-    got.unwrap_or_else(|| panic!("cycle {n} of {agent} did not arrive within {timeout:?}; have {:?}", agg.cycles(agent).last()))
+    let got = wait_for(timeout, || {
+        agg.cycles(agent).last().map(|p| p.1).filter(|c| *c >= n)
+    });
+    got.unwrap_or_else(|| {
+        panic!(
+            "cycle {n} of {agent} did not arrive within {timeout:?}; have {:?}",
+            agg.cycles(agent).last()
+        )
+    })
 }
 
 /// The agent's persisted cycle count, from its /health.
 fn agent_cycles(agent: &Agent) -> u64 {
-    get_json(&agent.url("/health")).ok().and_then(|v| v["cycles"].as_u64()).unwrap_or(0)
+    get_json(&agent.url("/health"))
+        .ok()
+        .and_then(|v| v["cycles"].as_u64())
+        .unwrap_or(0)
 }
 
 /// What `outpost-agent status` says about a stopped agent's buffer: (cycles, buffered batches).
 fn offline_status(agent: &Agent) -> (u64, u64) {
-    let (ok, out) = run(std::process::Command::new(bin("outpost-agent")).args(["status", "--config"]).arg(&agent.config));
+    let (ok, out) = run(std::process::Command::new(bin("outpost-agent"))
+        .args(["status", "--config"])
+        .arg(&agent.config));
     assert!(ok, "status failed: {out}");
     let field = |name: &str| -> u64 {
         out.lines()
@@ -52,32 +80,53 @@ fn offline_status(agent: &Agent) -> (u64, u64) {
 
 /// From `outpost-agent status` of a stopped agent: (dropped samples, damaged batches, dropped batches).
 fn offline_counts(agent: &Agent) -> (u64, u64, u64) {
-    let (ok, out) = run(std::process::Command::new(bin("outpost-agent")).args(["status", "--json", "--config"]).arg(&agent.config));
+    let (ok, out) = run(std::process::Command::new(bin("outpost-agent"))
+        .args(["status", "--json", "--config"])
+        .arg(&agent.config));
     assert!(ok, "status failed: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["running"], false, "{v}");
-    (v["dropped_samples"].as_u64().unwrap(), v["damaged_batches"].as_u64().unwrap(), v["dropped_batches"].as_u64().unwrap())
+    (
+        v["dropped_samples"].as_u64().unwrap(),
+        v["damaged_batches"].as_u64().unwrap(),
+        v["dropped_batches"].as_u64().unwrap(),
+    )
 }
 
 /// Stops the agent cleanly once everything it collected has reached the aggregator; returns
 /// the number of cycles it made.
 fn stop_and_drain(agent: &mut Agent, agg: &Aggregator, id: &str) -> u64 {
     for _ in 0..5 {
-        assert_eq!(agent.proc.terminate(Duration::from_secs(15)), Some(true), "agent stops cleanly on SIGTERM:\n{}", agent.proc.logs());
+        assert_eq!(
+            agent.proc.terminate(Duration::from_secs(15)),
+            Some(true),
+            "agent stops cleanly on SIGTERM:\n{}",
+            agent.proc.logs()
+        );
         let (cycles, buffered) = offline_status(agent);
-        eprintln!("stopped: {cycles} cycles, {buffered} batches buffered; aggregator holds up to {:?}", agg.cycles(id).last());
+        eprintln!(
+            "stopped: {cycles} cycles, {buffered} batches buffered; aggregator holds up to {:?}",
+            agg.cycles(id).last()
+        );
         if buffered == 0 {
             return cycles;
         }
         // Cycles made just before the stop may still be buffered: let them drain.
         agent.restart();
-        let _ = wait_for(Duration::from_secs(30), || agg.cycles(id).last().map(|p| p.1).filter(|c| *c >= cycles));
+        let _ = wait_for(Duration::from_secs(30), || {
+            agg.cycles(id).last().map(|p| p.1).filter(|c| *c >= cycles)
+        });
     }
     panic!("the agent never drained its buffer")
 }
 
 fn agent_metric(agent: &Agent, name: &str) -> f64 {
-    metric_value(&agent.metrics(), name).unwrap_or_else(|| panic!("{name} missing from the agent's /metrics:\n{}", agent.metrics()))
+    metric_value(&agent.metrics(), name).unwrap_or_else(|| {
+        panic!(
+            "{name} missing from the agent's /metrics:\n{}",
+            agent.metrics()
+        )
+    })
 }
 
 #[test]
@@ -86,25 +135,43 @@ fn a_one_minute_partition_loses_and_doubles_nothing() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("cut-1", &certs) };
+    let spec = AgentSpec {
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("cut-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     let before = wait_cycle(&agg, "cut-1", 3, Duration::from_secs(30));
 
     proxy.set(Faults::blackhole());
     std::thread::sleep(Duration::from_secs(60));
     let during = agg.cycles("cut-1").last().map(|p| p.1).unwrap_or(0);
-    assert!(during <= before + 12, "the partition held: {during} arrived during it (had {before})");
+    assert!(
+        during <= before + 12,
+        "the partition held: {during} arrived during it (had {before})"
+    );
     let backlog = agent_metric(&agent, "outpost_agent_buffer_batches");
-    assert!(backlog >= 50.0, "the agent buffered the minute: {backlog} batches");
+    assert!(
+        backlog >= 50.0,
+        "the agent buffered the minute: {backlog} batches"
+    );
     assert_eq!(agent_metric(&agent, "outpost_agent_uplink_connected"), 0.0);
-    assert!(proxy.counters().up_dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        proxy
+            .counters()
+            .up_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
 
     proxy.set(Faults::pass());
     let made = agent_cycles(&agent);
     wait_cycle(&agg, "cut-1", made, Duration::from_secs(60));
     let last = stop_and_drain(&mut agent, &agg, "cut-1");
     assert_cycles_exact(&agg, "cut-1", last, &[]);
-    assert!(agent.proc.logs().contains("connected"), "reconnected after the partition");
+    assert!(
+        agent.proc.logs().contains("connected"),
+        "reconnected after the partition"
+    );
 }
 
 #[test]
@@ -113,14 +180,24 @@ fn a_lossy_slow_link_for_a_minute_loses_and_doubles_nothing() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("lossy-1", &certs) };
+    let spec = AgentSpec {
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("lossy-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     wait_cycle(&agg, "lossy-1", 2, Duration::from_secs(30));
     proxy.set(Faults::lossy(0.2, Duration::from_millis(50)));
     std::thread::sleep(Duration::from_secs(60));
     let c = proxy.counters();
-    let (fwd, dropped) = (c.up_forwarded.load(std::sync::atomic::Ordering::Relaxed), c.up_dropped.load(std::sync::atomic::Ordering::Relaxed));
-    assert!(dropped * 100 >= (fwd + dropped) * 10, "the link really lost datagrams: {dropped} of {}", fwd + dropped);
+    let (fwd, dropped) = (
+        c.up_forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        c.up_dropped.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        dropped * 100 >= (fwd + dropped) * 10,
+        "the link really lost datagrams: {dropped} of {}",
+        fwd + dropped
+    );
     proxy.set(Faults::pass());
     let last = stop_and_drain(&mut agent, &agg, "lossy-1");
     assert!(last >= 55, "a minute of cycles: {last}");
@@ -132,7 +209,10 @@ fn kill_9_of_the_agent_five_times_loses_and_doubles_nothing() {
     let tmp = TempDir::new("kill-agent");
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
-    let spec = AgentSpec { interval: "300ms", ..AgentSpec::new("crashy-1", &certs) };
+    let spec = AgentSpec {
+        interval: "300ms",
+        ..AgentSpec::new("crashy-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     for round in 0..5 {
         std::thread::sleep(Duration::from_millis(fastrand::u64(700..3000)));
@@ -151,7 +231,11 @@ fn kill_9_of_the_aggregator_while_a_backlog_drains_loses_and_doubles_nothing() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let mut agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { interval: "100ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("drain-1", &certs) };
+    let spec = AgentSpec {
+        interval: "100ms",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("drain-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     wait_cycle(&agg, "drain-1", 2, Duration::from_secs(30));
     for round in 0..5 {
@@ -176,36 +260,75 @@ fn a_full_buffer_drops_the_oldest_and_says_exactly_how_much() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { interval: "100ms", max_bytes: "256KiB", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("full-1", &certs) };
+    let spec = AgentSpec {
+        interval: "100ms",
+        max_bytes: "256KiB",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("full-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     wait_cycle(&agg, "full-1", 2, Duration::from_secs(30));
     proxy.set(Faults::blackhole());
     let dropped = wait_for(Duration::from_secs(90), || {
-        metric_value(&agent.metrics(), "outpost_agent_buffer_dropped_batches_total").filter(|d| *d >= 20.0)
+        metric_value(
+            &agent.metrics(),
+            "outpost_agent_buffer_dropped_batches_total",
+        )
+        .filter(|d| *d >= 20.0)
     });
-    assert!(dropped.is_some(), "the buffer never filled:\n{}", agent.metrics());
+    assert!(
+        dropped.is_some(),
+        "the buffer never filled:\n{}",
+        agent.metrics()
+    );
     proxy.set(Faults::pass());
     // Once the backlog is across, both sides must tell the same story.
     let made = agent_cycles(&agent);
     wait_cycle(&agg, "full-1", made, Duration::from_secs(60));
     let m = agent.metrics();
-    let dropped_batches = metric_value(&m, "outpost_agent_buffer_dropped_batches_total").unwrap() as u64;
-    let dropped_samples = metric_value(&m, "outpost_agent_buffer_dropped_samples_total").unwrap() as u64;
-    let a = wait_for(Duration::from_secs(40), || agg.agent("full-1").filter(|a| a["dropped_samples"].as_u64() == Some(dropped_samples)));
-    let a = a.unwrap_or_else(|| panic!("aggregator does not report {dropped_samples} dropped samples: {:?}", agg.agent("full-1")));
+    let dropped_batches =
+        metric_value(&m, "outpost_agent_buffer_dropped_batches_total").unwrap() as u64;
+    let dropped_samples =
+        metric_value(&m, "outpost_agent_buffer_dropped_samples_total").unwrap() as u64;
+    let a = wait_for(Duration::from_secs(40), || {
+        agg.agent("full-1")
+            .filter(|a| a["dropped_samples"].as_u64() == Some(dropped_samples))
+    });
+    let a = a.unwrap_or_else(|| {
+        panic!(
+            "aggregator does not report {dropped_samples} dropped samples: {:?}",
+            agg.agent("full-1")
+        )
+    });
     assert_eq!(a["gap_batches"].as_u64(), Some(dropped_batches), "{a}");
     let gaps = a["gaps"].as_array().expect("gaps listed");
-    let listed: u64 = gaps.iter().map(|g| g["to_seq"].as_u64().unwrap() - g["from_seq"].as_u64().unwrap() + 1).sum();
+    let listed: u64 = gaps
+        .iter()
+        .map(|g| g["to_seq"].as_u64().unwrap() - g["from_seq"].as_u64().unwrap() + 1)
+        .sum();
     assert_eq!(listed, dropped_batches, "{a}");
-    assert!(dropped_samples > dropped_batches * 50, "samples of whole cycles: {dropped_samples}");
+    assert!(
+        dropped_samples > dropped_batches * 50,
+        "samples of whole cycles: {dropped_samples}"
+    );
 
     let last = stop_and_drain(&mut agent, &agg, "full-1");
     let (_, _, dropped_after) = offline_counts(&agent);
-    assert_eq!(dropped_after, dropped_batches, "nothing was dropped after the partition healed");
+    assert_eq!(
+        dropped_after, dropped_batches,
+        "nothing was dropped after the partition healed"
+    );
     let held: Vec<u64> = agg.cycles("full-1").iter().map(|p| p.1).collect();
     let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
-    assert_eq!(missing.len() as u64, dropped_batches, "missing cycles = dropped batches");
-    assert!(missing.windows(2).all(|w| w[1] == w[0] + 1), "one contiguous run of the oldest: {missing:?}");
+    assert_eq!(
+        missing.len() as u64,
+        dropped_batches,
+        "missing cycles = dropped batches"
+    );
+    assert!(
+        missing.windows(2).all(|w| w[1] == w[0] + 1),
+        "one contiguous run of the oldest: {missing:?}"
+    );
     assert_cycles_exact(&agg, "full-1", last, &missing);
 }
 
@@ -215,7 +338,11 @@ fn an_agent_restarted_with_a_new_config_replays_its_old_backlog() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { region: "old-region", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("re-1", &certs) };
+    let spec = AgentSpec {
+        region: "old-region",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("re-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     wait_cycle(&agg, "re-1", 2, Duration::from_secs(30));
     proxy.set(Faults::blackhole());
@@ -223,23 +350,47 @@ fn an_agent_restarted_with_a_new_config_replays_its_old_backlog() {
     agent.proc.kill();
     let old_cycles: u64 = {
         // The cycles the old config made, backlog included.
-    offline_status(&agent).0
+        offline_status(&agent).0
     };
     assert!(old_cycles >= 6, "{old_cycles}");
     proxy.set(Faults::pass());
-    let spec2 = AgentSpec { region: "new-region", interval: "500ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("re-1", &certs) };
+    let spec2 = AgentSpec {
+        region: "new-region",
+        interval: "500ms",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("re-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec2);
     wait_cycle(&agg, "re-1", old_cycles + 6, Duration::from_secs(30));
     let last = stop_and_drain(&mut agent, &agg, "re-1");
     assert_cycles_exact(&agg, "re-1", last, &[]);
-    let regions = get_json(&agg.url(&format!("/api/v1/series?match[]={}", encode("outpost_agent_cycles_total{agent=\"re-1\"}")))).unwrap();
-    let regions: Vec<&str> = regions["data"].as_array().unwrap().iter().filter_map(|s| s["region"].as_str()).collect();
-    assert_eq!(regions, vec!["new-region", "old-region"], "the backlog kept the labels it was collected with");
+    let regions = get_json(&agg.url(&format!(
+        "/api/v1/series?match[]={}",
+        encode("outpost_agent_cycles_total{agent=\"re-1\"}")
+    )))
+    .unwrap();
+    let regions: Vec<&str> = regions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["region"].as_str())
+        .collect();
+    assert_eq!(
+        regions,
+        vec!["new-region", "old-region"],
+        "the backlog kept the labels it was collected with"
+    );
     // Timestamps follow the interval each config had: old cycles 1 s apart, new ones 0.5 s.
     let c = agg.cycles("re-1");
-    let gap = |a: u64| c.iter().find(|p| p.1 == a + 1).unwrap().0 - c.iter().find(|p| p.1 == a).unwrap().0;
+    let gap = |a: u64| {
+        c.iter().find(|p| p.1 == a + 1).unwrap().0 - c.iter().find(|p| p.1 == a).unwrap().0
+    };
     assert!((900..=1100).contains(&gap(2)), "old interval: {}", gap(2));
-    assert!((400..=600).contains(&gap(old_cycles + 3)), "new interval: {}", gap(old_cycles + 3));
+    assert!(
+        (400..=600).contains(&gap(old_cycles + 3)),
+        "new interval: {}",
+        gap(old_cycles + 3)
+    );
 }
 
 /// Flips bytes in the middle of the largest table file and truncates the newest data file.
@@ -247,12 +398,19 @@ fn damage(buffer: &std::path::Path) -> Vec<String> {
     let mut files: Vec<(std::path::PathBuf, std::fs::Metadata)> = std::fs::read_dir(buffer)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".sst") || e.file_name().to_string_lossy().ends_with(".log"))
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".sst")
+                || e.file_name().to_string_lossy().ends_with(".log")
+        })
         .filter_map(|e| Some((e.path(), e.metadata().ok()?)))
         .collect();
     let mut done = vec![];
     files.sort_by_key(|f| f.1.len());
-    let largest = files.iter().rev().find(|f| f.0.extension().is_some_and(|x| x == "sst")).cloned();
+    let largest = files
+        .iter()
+        .rev()
+        .find(|f| f.0.extension().is_some_and(|x| x == "sst"))
+        .cloned();
     if let Some((p, m)) = largest {
         let mut bytes = std::fs::read(&p).unwrap();
         let mid = (m.len() / 3) as usize;
@@ -263,9 +421,23 @@ fn damage(buffer: &std::path::Path) -> Vec<String> {
         done.push(format!("flipped 64 bytes at {mid} of {}", p.display()));
     }
     files.sort_by_key(|f| f.1.modified().ok());
-    if let Some((p, m)) = files.iter().rev().find(|f| !done.iter().any(|d| d.ends_with(&*f.0.display().to_string()))) {
-        std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(m.len() / 2).unwrap();
-        done.push(format!("truncated {} from {} to {}", p.display(), m.len(), m.len() / 2));
+    if let Some((p, m)) = files.iter().rev().find(|f| {
+        !done
+            .iter()
+            .any(|d| d.ends_with(&*f.0.display().to_string()))
+    }) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(m.len() / 2)
+            .unwrap();
+        done.push(format!(
+            "truncated {} from {} to {}",
+            p.display(),
+            m.len(),
+            m.len() / 2
+        ));
     }
     done
 }
@@ -276,7 +448,11 @@ fn damaged_buffer_files_keep_every_whole_record_and_count_the_rest() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { interval: "100ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("rot-1", &certs) };
+    let spec = AgentSpec {
+        interval: "100ms",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("rot-1", &certs)
+    };
     let mut agent = Agent::start(tmp.path(), &agg, &spec);
     wait_cycle(&agg, "rot-1", 2, Duration::from_secs(30));
     let delivered_before = agg.cycles("rot-1").last().unwrap().1;
@@ -294,21 +470,37 @@ fn damaged_buffer_files_keep_every_whole_record_and_count_the_rest() {
     proxy.set(Faults::pass());
     let t = Instant::now();
     agent.restart();
-    assert!(t.elapsed() < Duration::from_secs(20), "the agent started despite the damage");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the agent started despite the damage"
+    );
     let made = agent_cycles(&agent);
     assert!(made > delivered_before, "{made}");
     // Everything still whole drains; the agent keeps running and collecting.
     std::thread::sleep(Duration::from_secs(3));
     let last = stop_and_drain(&mut agent, &agg, "rot-1");
     let (_, skipped, _) = offline_counts(&agent);
-    assert!(agent.proc.logs().contains("the buffer was damaged"), "the log says so");
+    assert!(
+        agent.proc.logs().contains("the buffer was damaged"),
+        "the log says so"
+    );
     let held: Vec<u64> = agg.cycles("rot-1").iter().map(|p| p.1).collect();
     let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
     assert!(skipped > 0, "the damage hit records ({damaged:?})");
-    assert_eq!(missing.len() as u64, skipped, "every missing cycle is a counted damaged batch: missing {missing:?}");
-    assert!(missing.iter().all(|c| *c > delivered_before), "only undelivered cycles can be lost");
+    assert_eq!(
+        missing.len() as u64,
+        skipped,
+        "every missing cycle is a counted damaged batch: missing {missing:?}"
+    );
+    assert!(
+        missing.iter().all(|c| *c > delivered_before),
+        "only undelivered cycles can be lost"
+    );
     assert_cycles_exact(&agg, "rot-1", last, &missing);
-    assert_eq!(agg.agent("rot-1").unwrap()["gap_batches"].as_u64(), Some(skipped));
+    assert_eq!(
+        agg.agent("rot-1").unwrap()["gap_batches"].as_u64(),
+        Some(skipped)
+    );
 }
 
 #[test]
@@ -316,12 +508,17 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let tmp = TempDir::new("disk");
     let mnt = tmp.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
-    let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "outpost-test"]).arg(&mnt));
+    let (ok, out) = run(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "outpost-test"])
+        .arg(&mnt));
     assert!(ok, "this test mounts a small tmpfs and needs root: {out}");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(mnt.clone());
@@ -329,7 +526,11 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());
-    let spec = AgentSpec { interval: "200ms", endpoint: Some(proxy.listen.to_string()), ..AgentSpec::new("disk-1", &certs) };
+    let spec = AgentSpec {
+        interval: "200ms",
+        endpoint: Some(proxy.listen.to_string()),
+        ..AgentSpec::new("disk-1", &certs)
+    };
     let agent = Agent::spawn_in(tmp.path(), &mnt.join("buffer"), &agg, &spec);
     agent.wait_healthy();
     let mut agent = agent;
@@ -357,19 +558,46 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
         })
     };
     let errors = wait_for(Duration::from_secs(30), || {
-        metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total").filter(|e| *e >= 5.0)
+        metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total")
+            .filter(|e| *e >= 5.0)
     });
-    assert!(errors.is_some(), "writes did not fail on a full disk:\n{}", agent.metrics());
-    assert!(agent.proc.is_running(), "the agent keeps running on a full disk");
+    assert!(
+        errors.is_some(),
+        "writes did not fail on a full disk:\n{}",
+        agent.metrics()
+    );
+    assert!(
+        agent.proc.is_running(),
+        "the agent keeps running on a full disk"
+    );
     assert!(get_text(&agent.url("/health")).is_ok());
-    assert!(agent.proc.logs().contains("buffer write failed"), "the log says so:\n{}", agent.proc.logs());
+    assert!(
+        agent.proc.logs().contains("buffer write failed"),
+        "the log says so:\n{}",
+        agent.proc.logs()
+    );
     let status = get_json(&agent.url("/health")).unwrap();
-    assert!(status["buffer_error"].as_str().is_some_and(|e| !e.is_empty()), "{status}");
+    assert!(
+        status["buffer_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{status}"
+    );
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hog.join().unwrap();
-    let resumed = wait_for(Duration::from_secs(30), || agent.proc.logs().contains("buffer writes work again").then_some(()));
-    assert!(resumed.is_some(), "buffering did not resume:\n{}", agent.proc.logs());
+    let resumed = wait_for(Duration::from_secs(30), || {
+        agent
+            .proc
+            .logs()
+            .contains("buffer writes work again")
+            .then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "buffering did not resume:\n{}",
+        agent.proc.logs()
+    );
     let lost = agent_metric(&agent, "outpost_agent_buffer_write_errors_total") as u64;
     std::thread::sleep(Duration::from_secs(2));
     proxy.set(Faults::pass());
@@ -377,6 +605,10 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let held: Vec<u64> = agg.cycles("disk-1").iter().map(|p| p.1).collect();
     let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
     assert!(!missing.is_empty());
-    assert_eq!(missing.len() as u64, lost, "each failed write is one missing cycle, no more: {missing:?}");
+    assert_eq!(
+        missing.len() as u64,
+        lost,
+        "each failed write is one missing cycle, no more: {missing:?}"
+    );
     assert_cycles_exact(&agg, "disk-1", last, &missing);
 }

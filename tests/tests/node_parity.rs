@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// node_exporter 1.5's upstream defaults, which the agent follows; Debian's package changes
 /// them (it also excludes /run, /mnt, /media and the `lo` interface).
-const MOUNT_POINTS_EXCLUDE: &str = "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+const MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
 /// node_exporter families, of collectors the agent has, that the agent does not report; each
 /// is listed as missing in docs/METRICS.md.
@@ -80,7 +81,9 @@ fn parse(text: &str) -> BTreeMap<String, Family> {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
         let name = &line[..name_end];
         let mut labels = Vec::new();
         let mut rest = &line[name_end..];
@@ -91,7 +94,9 @@ fn parse(text: &str) -> BTreeMap<String, Family> {
                     rest = after;
                     break;
                 }
-                let (lname, after) = r.split_once("=\"").unwrap_or_else(|| panic!("bad labels in {line:?}"));
+                let (lname, after) = r
+                    .split_once("=\"")
+                    .unwrap_or_else(|| panic!("bad labels in {line:?}"));
                 let mut value = String::new();
                 let mut chars = after.char_indices();
                 let end = loop {
@@ -116,12 +121,15 @@ fn parse(text: &str) -> BTreeMap<String, Family> {
             Some("NaN") => f64::NAN,
             Some("+Inf") => f64::INFINITY,
             Some("-Inf") => f64::NEG_INFINITY,
-            Some(v) => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             None => panic!("no value in {line:?}"),
         };
         labels.sort();
         let f = fams.entry(name.to_string()).or_default();
-        f.label_sets.insert(labels.iter().map(|(n, _)| n.clone()).collect());
+        f.label_sets
+            .insert(labels.iter().map(|(n, _)| n.clone()).collect());
         f.samples.insert(labels, v);
     }
     fams
@@ -129,7 +137,10 @@ fn parse(text: &str) -> BTreeMap<String, Family> {
 
 fn node_exporter_binary() -> &'static str {
     let bin = "/usr/bin/prometheus-node-exporter";
-    assert!(Path::new(bin).exists(), "{bin} is missing: install the Debian package prometheus-node-exporter (scripts/install-deps does)");
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install the Debian package prometheus-node-exporter (scripts/install-deps does)"
+    );
     bin
 }
 
@@ -151,8 +162,13 @@ fn start_node_exporter(dir: &Path) -> (Proc, String) {
         ]),
     );
     let url = format!("http://{addr}/metrics");
-    let text = wait_for(Duration::from_secs(20), || get_text(&url).ok().filter(|t| t.contains("node_scrape_collector_success")));
-    let text = text.unwrap_or_else(|| panic!("node_exporter did not answer on {url}:\n{}", ne.logs()));
+    let text = wait_for(Duration::from_secs(20), || {
+        get_text(&url)
+            .ok()
+            .filter(|t| t.contains("node_scrape_collector_success"))
+    });
+    let text =
+        text.unwrap_or_else(|| panic!("node_exporter did not answer on {url}:\n{}", ne.logs()));
     (ne, text)
 }
 
@@ -167,10 +183,17 @@ fn agent_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 }
 
 fn agent_collect(cfg: &Path) -> (String, String) {
-    let out = Command::new(bin("outpost-agent")).args(["collect", "--once", "--config"]).arg(cfg).output().expect("run outpost-agent collect");
+    let out = Command::new(bin("outpost-agent"))
+        .args(["collect", "--once", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("run outpost-agent collect");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "outpost-agent collect failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "outpost-agent collect failed: {stderr}"
+    );
     (stdout, stderr)
 }
 
@@ -190,11 +213,17 @@ fn agent_families_match_node_exporter() {
             continue;
         };
         if f.ty != theirs.ty {
-            problems.push(format!("{name}: type {} but node_exporter says {}", f.ty, theirs.ty));
+            problems.push(format!(
+                "{name}: type {} but node_exporter says {}",
+                f.ty, theirs.ty
+            ));
         }
         for set in &f.label_sets {
             if !theirs.label_sets.contains(set) {
-                problems.push(format!("{name}: labels {set:?}, node_exporter has {:?}", theirs.label_sets));
+                problems.push(format!(
+                    "{name}: labels {set:?}, node_exporter has {:?}",
+                    theirs.label_sets
+                ));
             }
         }
     }
@@ -205,7 +234,12 @@ fn agent_families_match_node_exporter() {
             problems.push(format!("{name}: node_exporter has it, the agent does not"));
         }
     }
-    assert!(problems.is_empty(), "{} differences:\n{}\nagent stderr:\n{agent_err}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}\nagent stderr:\n{agent_err}",
+        problems.len(),
+        problems.join("\n")
+    );
 
     // The families the agent must have on any Linux host.
     for name in [
@@ -243,31 +277,75 @@ fn agent_families_match_node_exporter() {
         assert_eq!(f.samples.len(), 1, "{name}");
         *f.samples.values().next().unwrap()
     };
-    assert_eq!(one(&agent, "node_memory_MemTotal_bytes"), one(&ne, "node_memory_MemTotal_bytes"));
-    assert_eq!(one(&agent, "node_memory_SwapTotal_bytes"), one(&ne, "node_memory_SwapTotal_bytes"));
+    assert_eq!(
+        one(&agent, "node_memory_MemTotal_bytes"),
+        one(&ne, "node_memory_MemTotal_bytes")
+    );
+    assert_eq!(
+        one(&agent, "node_memory_SwapTotal_bytes"),
+        one(&ne, "node_memory_SwapTotal_bytes")
+    );
     let boot = (one(&agent, "node_boot_time_seconds") - one(&ne, "node_boot_time_seconds")).abs();
     assert!(boot <= 1.0, "boot times differ by {boot} s");
     let uname = |f: &BTreeMap<String, Family>| f["node_uname_info"].samples.keys().next().cloned();
     assert_eq!(uname(&agent), uname(&ne));
-    for name in ["node_filesystem_size_bytes", "node_filesystem_files", "node_filesystem_readonly"] {
+    for name in [
+        "node_filesystem_size_bytes",
+        "node_filesystem_files",
+        "node_filesystem_readonly",
+    ] {
         let (ours, theirs) = (&agent[name].samples, &ne[name].samples);
         let mounts: BTreeSet<_> = ours.keys().collect();
         assert_eq!(mounts, theirs.keys().collect(), "{name}: mounts differ");
         for (labels, v) in ours {
             assert_eq!(Some(v), theirs.get(labels), "{name} {labels:?}");
         }
-        assert!(ours.keys().any(|l| l.contains(&("mountpoint".into(), "/".into()))), "{name}: no / mount");
+        assert!(
+            ours.keys()
+                .any(|l| l.contains(&("mountpoint".into(), "/".into()))),
+            "{name}: no / mount"
+        );
     }
-    let cpus = |f: &BTreeMap<String, Family>| f["node_cpu_seconds_total"].samples.keys().map(|l| l[0].1.clone()).collect::<BTreeSet<_>>();
+    let cpus = |f: &BTreeMap<String, Family>| {
+        f["node_cpu_seconds_total"]
+            .samples
+            .keys()
+            .map(|l| l[0].1.clone())
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(cpus(&agent), cpus(&ne), "cpu label values");
 
     // Collector health: where node_exporter's same-named collector works, the agent's does too,
     // and where the host lacks a source (hwmon, pressure) both say so.
     let success = |f: &BTreeMap<String, Family>, c: &str| {
-        f["node_scrape_collector_success"].samples.get(&vec![("collector".to_string(), c.to_string())]).copied()
+        f["node_scrape_collector_success"]
+            .samples
+            .get(&vec![("collector".to_string(), c.to_string())])
+            .copied()
     };
-    for c in ["cpu", "cpufreq", "diskstats", "filefd", "filesystem", "hwmon", "loadavg", "meminfo", "netdev", "netstat", "pressure", "sockstat", "stat", "time", "uname", "vmstat"] {
-        assert_eq!(success(&agent, c), success(&ne, c), "node_scrape_collector_success{{collector=\"{c}\"}}");
+    for c in [
+        "cpu",
+        "cpufreq",
+        "diskstats",
+        "filefd",
+        "filesystem",
+        "hwmon",
+        "loadavg",
+        "meminfo",
+        "netdev",
+        "netstat",
+        "pressure",
+        "sockstat",
+        "stat",
+        "time",
+        "uname",
+        "vmstat",
+    ] {
+        assert_eq!(
+            success(&agent, c),
+            success(&ne, c),
+            "node_scrape_collector_success{{collector=\"{c}\"}}"
+        );
     }
 }
 
@@ -275,13 +353,26 @@ fn agent_families_match_node_exporter() {
 fn collector_switches_and_an_unavailable_systemd() {
     let tmp = TempDir::new("switches");
     let systemd_runs = Path::new("/run/systemd/system").is_dir();
-    let cfg = agent_config(tmp.path(), "meminfo = false\nnetstat = false\nsystemd = true\n");
+    let cfg = agent_config(
+        tmp.path(),
+        "meminfo = false\nnetstat = false\nsystemd = true\n",
+    );
     let (text, err) = agent_collect(&cfg);
     let fams = parse(&text);
-    assert!(!fams.keys().any(|n| n.starts_with("node_memory_") || n.starts_with("node_netstat_")), "disabled collectors still report");
+    assert!(
+        !fams
+            .keys()
+            .any(|n| n.starts_with("node_memory_") || n.starts_with("node_netstat_")),
+        "disabled collectors still report"
+    );
     let success = &fams["node_scrape_collector_success"].samples;
     let collectors: BTreeSet<String> = success.keys().map(|l| l[0].1.clone()).collect();
-    assert!(!collectors.contains("meminfo") && !collectors.contains("netstat") && collectors.contains("cpu"), "{collectors:?}");
+    assert!(
+        !collectors.contains("meminfo")
+            && !collectors.contains("netstat")
+            && collectors.contains("cpu"),
+        "{collectors:?}"
+    );
     let systemd = success[&vec![("collector".to_string(), "systemd".to_string())]];
     if systemd_runs {
         assert_eq!(systemd, 1.0, "{err}");
@@ -289,16 +380,26 @@ fn collector_switches_and_an_unavailable_systemd() {
     } else {
         // Reported honestly as failed, with a message saying why; the others still ran.
         assert_eq!(systemd, 0.0);
-        assert!(err.contains("collector systemd failed: systemd is not running on this host"), "{err}");
+        assert!(
+            err.contains("collector systemd failed: systemd is not running on this host"),
+            "{err}"
+        );
         assert!(!fams.contains_key("node_systemd_unit_state"));
         assert!(fams.contains_key("node_cpu_seconds_total") && fams.contains_key("node_load1"));
     }
 
     // A typo in a switch is refused, naming the key and the file.
     let bad = agent_config(tmp.path(), "hwmonn = false\n");
-    let out = Command::new(bin("outpost-agent")).args(["collect", "--once", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(bin("outpost-agent"))
+        .args(["collect", "--once", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("agent.toml") && stderr.contains("hwmonn"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("agent.toml") && stderr.contains("hwmonn"),
+        "{stderr}"
+    );
 }
 
 /// docs/METRICS.md stays true: every family the agent emits on this host is marked "yes" in
@@ -309,7 +410,8 @@ fn metrics_doc_matches_what_the_agent_emits() {
     let tmp = TempDir::new("metrics-doc");
     let (text, _) = agent_collect(&agent_config(tmp.path(), ""));
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/METRICS.md");
-    let doc = std::fs::read_to_string(&doc_path).unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
+    let doc = std::fs::read_to_string(&doc_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
     let mut rows: BTreeMap<String, String> = BTreeMap::new();
     for line in doc.lines() {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -319,15 +421,34 @@ fn metrics_doc_matches_what_the_agent_emits() {
             }
         }
     }
-    assert!(rows.len() > 200, "the family table in {} has {} rows", doc_path.display(), rows.len());
-    let kernel_dependent = ["node_memory_", "node_vmstat_", "node_netstat_", "node_sockstat_"];
+    assert!(
+        rows.len() > 200,
+        "the family table in {} has {} rows",
+        doc_path.display(),
+        rows.len()
+    );
+    let kernel_dependent = [
+        "node_memory_",
+        "node_vmstat_",
+        "node_netstat_",
+        "node_sockstat_",
+    ];
     for name in parse(&text).keys() {
         match rows.get(name) {
-            Some(has) => assert!(has.starts_with("yes"), "{name} is emitted but METRICS.md says {has:?}"),
-            None => assert!(kernel_dependent.iter().any(|p| name.starts_with(p)), "{name} is emitted but not in METRICS.md"),
+            Some(has) => assert!(
+                has.starts_with("yes"),
+                "{name} is emitted but METRICS.md says {has:?}"
+            ),
+            None => assert!(
+                kernel_dependent.iter().any(|p| name.starts_with(p)),
+                "{name} is emitted but not in METRICS.md"
+            ),
         }
     }
     for gap in KNOWN_GAPS {
-        assert!(rows.get(*gap).is_some_and(|h| h.starts_with("no")), "{gap} should be listed as missing in METRICS.md");
+        assert!(
+            rows.get(*gap).is_some_and(|h| h.starts_with("no")),
+            "{gap} should be listed as missing in METRICS.md"
+        );
     }
 }

@@ -5,7 +5,8 @@
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use outpost_tests::*;
@@ -37,8 +38,13 @@ fn serve(content_type: &'static str, body: String) -> Exposition {
                     Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
-            rec.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-            let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            rec.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = c.write_all(resp.as_bytes());
         }
     });
@@ -52,19 +58,33 @@ fn one(agg: &Aggregator, q: &str) -> Option<(serde_json::Value, f64)> {
 }
 
 fn wait_one(agg: &Aggregator, q: &str) -> (serde_json::Value, f64) {
-    wait_for(Duration::from_secs(20), || one(agg, q)).unwrap_or_else(|| panic!("{q} never arrived at the aggregator"))
+    wait_for(Duration::from_secs(20), || one(agg, q))
+        .unwrap_or_else(|| panic!("{q} never arrived at the aggregator"))
 }
 
 fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    match agent.post(url).header("Content-Type", content_type).send(body) {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_vec().unwrap_or_default()),
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent
+        .post(url)
+        .header("Content-Type", content_type)
+        .send(body)
+    {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_vec().unwrap_or_default(),
+        ),
         Err(e) => (0, e.to_string().into_bytes()),
     }
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 const TEXT_PAGE: &str = r#"# HELP app_requests_total Requests served.
@@ -87,8 +107,14 @@ fn scraped_targets_arrive_with_prometheus_labels() {
     let tmp = TempDir::new("scrape");
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
-    let text = serve("text/plain; version=0.0.4; charset=utf-8", TEXT_PAGE.to_string());
-    let om = serve("application/openmetrics-text; version=1.0.0; charset=utf-8", OM_PAGE.to_string());
+    let text = serve(
+        "text/plain; version=0.0.4; charset=utf-8",
+        TEXT_PAGE.to_string(),
+    );
+    let om = serve(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        OM_PAGE.to_string(),
+    );
     let down = format!("127.0.0.1:{}", free_tcp_port());
     let token = tmp.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
@@ -98,7 +124,14 @@ fn scraped_targets_arrive_with_prometheus_labels() {
         token.display(),
         om.addr
     );
-    let _agent = Agent::start(tmp.path(), &agg, &AgentSpec { extra: &extra, ..AgentSpec::new("web-1", &certs) });
+    let _agent = Agent::start(
+        tmp.path(),
+        &agg,
+        &AgentSpec {
+            extra: &extra,
+            ..AgentSpec::new("web-1", &certs)
+        },
+    );
 
     let (m, v) = wait_one(&agg, "app_requests_total{code=\"200\"}");
     assert_eq!(v, 1027.0);
@@ -109,27 +142,57 @@ fn scraped_targets_arrive_with_prometheus_labels() {
     );
     // honor_labels false: the page's own job is kept as exported_job.
     let (m, v) = wait_one(&agg, "app_requests_total{code=\"500\"}");
-    assert_eq!((m["job"].as_str(), m["exported_job"].as_str(), v), (Some("app"), Some("inner"), 3.0));
+    assert_eq!(
+        (m["job"].as_str(), m["exported_job"].as_str(), v),
+        (Some("app"), Some("inner"), 3.0)
+    );
     let (_, v) = wait_one(&agg, "app_latency_seconds_bucket{le=\"+Inf\"}");
     assert_eq!(v, 9.0);
     let r = agg.query("app_temperature");
-    assert_eq!(r.first().map(|s| s["value"][1].clone()), Some(serde_json::json!("NaN")), "{r:?}");
+    assert_eq!(
+        r.first().map(|s| s["value"][1].clone()),
+        Some(serde_json::json!("NaN")),
+        "{r:?}"
+    );
 
     // up, scrape_duration_seconds and scrape_samples_scraped per target.
-    let (_, up) = wait_one(&agg, &format!("up{{job=\"app\",instance=\"{}\"}}", text.addr));
+    let (_, up) = wait_one(
+        &agg,
+        &format!("up{{job=\"app\",instance=\"{}\"}}", text.addr),
+    );
     assert_eq!(up, 1.0);
     let (m, up) = wait_one(&agg, &format!("up{{job=\"app\",instance=\"{down}\"}}"));
     assert_eq!(up, 0.0);
-    assert_eq!((m["agent"].as_str(), m["env"].as_str()), (Some("web-1"), Some("test")));
-    let (_, n) = wait_one(&agg, &format!("scrape_samples_scraped{{instance=\"{}\"}}", text.addr));
+    assert_eq!(
+        (m["agent"].as_str(), m["env"].as_str()),
+        (Some("web-1"), Some("test"))
+    );
+    let (_, n) = wait_one(
+        &agg,
+        &format!("scrape_samples_scraped{{instance=\"{}\"}}", text.addr),
+    );
     assert_eq!(n, 7.0);
-    let (_, d) = wait_one(&agg, &format!("scrape_duration_seconds{{instance=\"{}\"}}", text.addr));
+    let (_, d) = wait_one(
+        &agg,
+        &format!("scrape_duration_seconds{{instance=\"{}\"}}", text.addr),
+    );
     assert!(d > 0.0 && d < 1.0, "{d}");
 
     // OpenMetrics: exemplar skipped, _created not stored, path honoured.
     let (m, v) = wait_one(&agg, "om_jobs_total");
-    assert_eq!((m["job"].as_str(), m["instance"].as_str(), m["kind"].as_str(), v), (Some("om"), Some(om.addr.as_str()), Some("x"), 42.0));
-    assert!(agg.query("om_jobs_created").is_empty(), "OpenMetrics _created series are not samples");
+    assert_eq!(
+        (
+            m["job"].as_str(),
+            m["instance"].as_str(),
+            m["kind"].as_str(),
+            v
+        ),
+        (Some("om"), Some(om.addr.as_str()), Some("x"), 42.0)
+    );
+    assert!(
+        agg.query("om_jobs_created").is_empty(),
+        "OpenMetrics _created series are not samples"
+    );
     let (_, v) = wait_one(&agg, "om_size");
     assert_eq!(v, f64::INFINITY);
     let (_, n) = wait_one(&agg, "scrape_samples_scraped{job=\"om\"}");
@@ -139,11 +202,36 @@ fn scraped_targets_arrive_with_prometheus_labels() {
     let reqs = text.requests.lock().unwrap().clone();
     let first = reqs.first().expect("the text target was scraped");
     assert!(first.starts_with("GET /metrics HTTP/1.1"), "{first}");
-    assert!(first.contains("Authorization: Bearer s3cret") || first.contains("authorization: Bearer s3cret"), "{first}");
-    assert!(first.to_ascii_lowercase().contains("accept: application/openmetrics-text;version=1.0.0"), "{first}");
-    assert!(om.requests.lock().unwrap().first().unwrap().starts_with("GET /custom HTTP/1.1"));
+    assert!(
+        first.contains("Authorization: Bearer s3cret")
+            || first.contains("authorization: Bearer s3cret"),
+        "{first}"
+    );
+    assert!(
+        first
+            .to_ascii_lowercase()
+            .contains("accept: application/openmetrics-text;version=1.0.0"),
+        "{first}"
+    );
+    assert!(
+        om.requests
+            .lock()
+            .unwrap()
+            .first()
+            .unwrap()
+            .starts_with("GET /custom HTTP/1.1")
+    );
     // Scrapes repeat on the interval.
-    assert!(wait_for(Duration::from_secs(10), || (text.requests.lock().unwrap().len() >= 3).then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || (text
+            .requests
+            .lock()
+            .unwrap()
+            .len()
+            >= 3)
+            .then_some(()))
+        .is_some()
+    );
 }
 
 #[test]
@@ -167,31 +255,68 @@ fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
         serde_json::json!({"__name__": "backup_files", "kind": "db", "job": "nightly", "instance": "host-1", "path": "/var/backup",
             "agent": "web-1", "region": "test-region"})
     );
-    assert_eq!(wait_one(&agg, "backup_last_success_seconds{job=\"nightly\"}").1, 1_700_000_000.0);
+    assert_eq!(
+        wait_one(&agg, "backup_last_success_seconds{job=\"nightly\"}").1,
+        1_700_000_000.0
+    );
 
     // A bad payload: 400 naming the line, and nothing of that request is stored (its first
     // line was fine).
-    let (code, body) = post(&agent.url("/metrics/job/broken"), "text/plain", b"broken_ok 1\nbroken_bad{x=\"1\" 2\n");
+    let (code, body) = post(
+        &agent.url("/metrics/job/broken"),
+        "text/plain",
+        b"broken_ok 1\nbroken_bad{x=\"1\" 2\n",
+    );
     let msg = String::from_utf8_lossy(&body);
     assert_eq!(code, 400, "{msg}");
-    assert!(msg.contains("cannot parse the pushed exposition: line 2: broken_bad: expected ',' or '}'"), "{msg}");
+    assert!(
+        msg.contains("cannot parse the pushed exposition: line 2: broken_bad: expected ',' or '}'"),
+        "{msg}"
+    );
     let (code, body) = post(&agent.url("/metrics/instance/x"), "text/plain", b"m 1\n");
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&body).contains("must start with /metrics/job/<job>"));
-    let (code, body) = post(&agent.url("/metrics/job/stamped"), "text/plain", b"stamped_ok 1\nstamped 2 1700000000000\n");
+    let (code, body) = post(
+        &agent.url("/metrics/job/stamped"),
+        "text/plain",
+        b"stamped_ok 1\nstamped 2 1700000000000\n",
+    );
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&body).contains("sample stamped carries a timestamp"), "{}", String::from_utf8_lossy(&body));
-    let (code, body) = post(&agent.url("/metrics/job/broken/instance/i1"), "text/plain", b"broken_ok{instance=\"i2\"} 1\n");
+    assert!(
+        String::from_utf8_lossy(&body).contains("sample stamped carries a timestamp"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (code, body) = post(
+        &agent.url("/metrics/job/broken/instance/i1"),
+        "text/plain",
+        b"broken_ok{instance=\"i2\"} 1\n",
+    );
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&body).contains("has label instance=\"i2\" but the path sets instance=\"i1\""), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body)
+            .contains("has label instance=\"i2\" but the path sets instance=\"i1\""),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     // OTLP protobuf: a counter, a histogram, resource attributes to job/instance/target_info.
     let now = now_nanos();
-    let kv = |k: &str, v: &str| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() };
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
     let req = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "checkout"), kv("service.instance.id", "pod-7"), kv("deployment.environment", "prod")],
+                attributes: vec![
+                    kv("service.name", "checkout"),
+                    kv("service.instance.id", "pod-7"),
+                    kv("deployment.environment", "prod"),
+                ],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
@@ -233,7 +358,11 @@ fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
             ..Default::default()
         }],
     };
-    let (code, body) = post(&agent.url("/v1/metrics"), "application/x-protobuf", &req.encode_to_vec());
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/x-protobuf",
+        &req.encode_to_vec(),
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let (m, v) = wait_one(&agg, "http_server_requests_total");
     assert_eq!(v, 314.0);
@@ -247,15 +376,30 @@ fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
         let mut b: Vec<(String, f64)> = agg
             .query("http_server_duration_seconds_bucket")
             .iter()
-            .map(|s| (s["metric"]["le"].as_str().unwrap_or("").to_string(), sample_value(&s["value"]).unwrap_or(-1.0)))
+            .map(|s| {
+                (
+                    s["metric"]["le"].as_str().unwrap_or("").to_string(),
+                    sample_value(&s["value"]).unwrap_or(-1.0),
+                )
+            })
             .collect();
         b.sort_by(|a, b| a.1.total_cmp(&b.1));
         b
     };
-    assert_eq!(buckets, vec![("0.1".to_string(), 1.0), ("0.5".to_string(), 3.0), ("+Inf".to_string(), 6.0)]);
+    assert_eq!(
+        buckets,
+        vec![
+            ("0.1".to_string(), 1.0),
+            ("0.5".to_string(), 3.0),
+            ("+Inf".to_string(), 6.0)
+        ]
+    );
     assert_eq!(wait_one(&agg, "http_server_duration_seconds_sum").1, 1.5);
     let (m, v) = wait_one(&agg, "target_info");
-    assert_eq!((m["deployment_environment"].as_str(), m["job"].as_str(), v), (Some("prod"), Some("checkout"), 1.0));
+    assert_eq!(
+        (m["deployment_environment"].as_str(), m["job"].as_str(), v),
+        (Some("prod"), Some("checkout"), 1.0)
+    );
 
     // OTLP JSON, as the specification writes it (64-bit integers as strings).
     let json = format!(
@@ -264,41 +408,127 @@ fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
         {{"asDouble":0.25,"timeUnixNano":"{now}","attributes":[{{"key":"queue","value":{{"stringValue":"q1"}}}}]}}]}}}},
         {{"name":"jobs.done","sum":{{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{{"asInt":"77","timeUnixNano":"{now}"}}]}}}}]}}]}}]}}"#
     );
-    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", json.as_bytes());
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/json",
+        json.as_bytes(),
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(String::from_utf8_lossy(&body), "{}");
     let (m, v) = wait_one(&agg, "queue_depth_ratio");
-    assert_eq!((m["job"].as_str(), m["queue"].as_str(), v), (Some("billing"), Some("q1"), 0.25));
+    assert_eq!(
+        (m["job"].as_str(), m["queue"].as_str(), v),
+        (Some("billing"), Some("q1"), 0.25)
+    );
     assert_eq!(wait_one(&agg, "jobs_done_total{job=\"billing\"}").1, 77.0);
 
     // Bad OTLP: broken JSON, delta temporality, garbage protobuf — 400 with the reason.
-    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", b"{\"resourceMetrics\": [");
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/json",
+        b"{\"resourceMetrics\": [",
+    );
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP JSON"), "{}", String::from_utf8_lossy(&body));
-    let delta = json.replace("\"aggregationTemporality\":2", "\"aggregationTemporality\":1").replace("billing", "delta-svc");
-    let (code, body) = post(&agent.url("/v1/metrics"), "application/json", delta.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&body).contains("invalid OTLP JSON"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let delta = json
+        .replace(
+            "\"aggregationTemporality\":2",
+            "\"aggregationTemporality\":1",
+        )
+        .replace("billing", "delta-svc");
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/json",
+        delta.as_bytes(),
+    );
     let msg = String::from_utf8_lossy(&body);
     assert_eq!(code, 400, "{msg}");
-    let refusal: serde_json::Value = serde_json::from_str(&msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
+    let refusal: serde_json::Value =
+        serde_json::from_str(&msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
     assert_eq!(refusal["code"], 3, "{msg}");
-    assert!(refusal["message"].as_str().unwrap_or("").contains("metric \"jobs.done\" uses delta aggregation temporality"), "{msg}");
-    let (code, body) = post(&agent.url("/v1/metrics"), "application/x-protobuf", &[0x0a, 0xff, 0xff, 0x01]);
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("metric \"jobs.done\" uses delta aggregation temporality"),
+        "{msg}"
+    );
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/x-protobuf",
+        &[0x0a, 0xff, 0xff, 0x01],
+    );
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP protobuf"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("invalid OTLP protobuf"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (code, _) = post(&agent.url("/v1/metrics"), "text/plain", b"x");
     assert_eq!(code, 415);
 
     // Nothing of the refused requests was stored, while later good data still flows.
-    let (code, _) = post(&agent.url("/metrics/job/after"), "text/plain", b"after_marker 1\n");
+    let (code, _) = post(
+        &agent.url("/metrics/job/after"),
+        "text/plain",
+        b"after_marker 1\n",
+    );
     assert_eq!(code, 200);
     wait_one(&agg, "after_marker");
-    for q in ["broken_ok", "broken_bad", "{job=\"broken\"}", "{job=\"stamped\"}", "{job=\"delta-svc\"}", "queue_depth_ratio{job=\"delta-svc\"}"] {
+    for q in [
+        "broken_ok",
+        "broken_bad",
+        "{job=\"broken\"}",
+        "{job=\"stamped\"}",
+        "{job=\"delta-svc\"}",
+        "queue_depth_ratio{job=\"delta-svc\"}",
+    ] {
         assert!(agg.query(q).is_empty(), "{q} must not be stored");
     }
     let m = agent.metrics();
-    assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"text\",code=\"400\"}"), Some(4.0), "{m}");
-    assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"text\",code=\"200\"}"), Some(2.0), "{m}");
-    assert_eq!(metric_value(&m, "outpost_agent_samples_received_total{source=\"push_text\"}"), Some(3.0), "{m}");
-    assert_eq!(metric_value(&m, "outpost_agent_push_requests_total{format=\"otlp_json\",code=\"200\"}"), Some(1.0), "{m}");
-    assert!(metric_value(&m, "outpost_agent_samples_received_total{source=\"push_otlp\"}").unwrap_or(0.0) >= 8.0, "{m}");
+    assert_eq!(
+        metric_value(
+            &m,
+            "outpost_agent_push_requests_total{format=\"text\",code=\"400\"}"
+        ),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "outpost_agent_push_requests_total{format=\"text\",code=\"200\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "outpost_agent_samples_received_total{source=\"push_text\"}"
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "outpost_agent_push_requests_total{format=\"otlp_json\",code=\"200\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric_value(
+            &m,
+            "outpost_agent_samples_received_total{source=\"push_otlp\"}"
+        )
+        .unwrap_or(0.0)
+            >= 8.0,
+        "{m}"
+    );
 }

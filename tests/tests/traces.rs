@@ -67,7 +67,14 @@ fn start_receiver() -> (String, Shared<Span>, Shared<String>) {
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
-                    p.lock().unwrap().push(format!("{} {content_type}", request_line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")));
+                    p.lock().unwrap().push(format!(
+                        "{} {content_type}",
+                        request_line
+                            .split_whitespace()
+                            .take(2)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
                     if let Ok(req) = ExportTraceServiceRequest::decode(&body[..]) {
                         let mut out = s.lock().unwrap();
                         for rs in req.resource_spans {
@@ -123,25 +130,46 @@ fn spans_reach_an_otlp_receiver_and_the_batch_trace_crosses_the_wire() {
             .filter(|a| a.service == "outpost-aggregator" && a.name == "batch ingest")
             .find_map(|ing| {
                 s.iter()
-                    .find(|snd| snd.service == "outpost-agent" && snd.name == "batch send" && snd.trace_id == ing.trace_id && snd.span_id == ing.parent_span_id)
+                    .find(|snd| {
+                        snd.service == "outpost-agent"
+                            && snd.name == "batch send"
+                            && snd.trace_id == ing.trace_id
+                            && snd.span_id == ing.parent_span_id
+                    })
                     .map(|snd| (snd.clone(), ing.clone()))
             })
     });
     let (send, ingest) = linked.unwrap_or_else(|| {
         let s = spans.lock().unwrap();
-        panic!("no ingest span continuing an agent's send span; received: {:?}\nrequests: {:?}", s.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>(), paths.lock().unwrap())
+        panic!(
+            "no ingest span continuing an agent's send span; received: {:?}\nrequests: {:?}",
+            s.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>(),
+            paths.lock().unwrap()
+        )
     });
     assert_eq!(send.trace_id.len(), 16);
     assert!(send.trace_id.iter().any(|b| *b != 0));
-    assert!(send.parent_span_id.is_empty(), "the send span starts the trace");
+    assert!(
+        send.parent_span_id.is_empty(),
+        "the send span starts the trace"
+    );
     assert_ne!(ingest.span_id, send.span_id);
 
     // Queries get spans too.
     assert!(!agg.query("outpost_agent_cycles_total").is_empty());
     let query = wait_for(Duration::from_secs(10), || {
-        spans.lock().unwrap().iter().find(|s| s.service == "outpost-aggregator" && s.name == "query").cloned()
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.service == "outpost-aggregator" && s.name == "query")
+            .cloned()
     });
     assert!(query.is_some(), "no query span received");
     let p = paths.lock().unwrap();
-    assert!(p.iter().all(|r| r == "POST /v1/traces application/x-protobuf"), "{p:?}");
+    assert!(
+        p.iter()
+            .all(|r| r == "POST /v1/traces application/x-protobuf"),
+        "{p:?}"
+    );
 }

@@ -2,7 +2,7 @@
 //! `node_cpu_seconds_total`, `node_cpu_guest_seconds_total`) and the kernel-wide counters
 //! (collector "stat": context switches, interrupts, forks, boot time, running/blocked tasks).
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// The `cpuN` columns in kernel order: the eight modes, then guest and guest_nice.

@@ -26,7 +26,9 @@ pub fn parse_khz(text: &str) -> Result<f64, String> {
 
 /// The CPU number of a `cpuN` folder name; `cpufreq`, `cpuidle` and the like are not CPUs.
 pub fn cpu_number(dir_name: &str) -> Option<&str> {
-    dir_name.strip_prefix("cpu").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    dir_name
+        .strip_prefix("cpu")
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Collector "cpufreq".
@@ -38,7 +40,11 @@ pub struct CpufreqCollector {
 
 impl CpufreqCollector {
     pub fn new(roots: &Roots) -> Self {
-        CpufreqCollector { dir: roots.sys.join("devices/system/cpu"), buf: String::new(), cpus: Vec::new() }
+        CpufreqCollector {
+            dir: roots.sys.join("devices/system/cpu"),
+            buf: String::new(),
+            cpus: Vec::new(),
+        }
     }
 }
 
@@ -48,7 +54,10 @@ impl Collector for CpufreqCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        let io = |source| CollectError::Io { path: self.dir.display().to_string(), source };
+        let io = |source| CollectError::Io {
+            path: self.dir.display().to_string(),
+            source,
+        };
         self.cpus.clear();
         for entry in std::fs::read_dir(&self.dir).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
@@ -56,7 +65,8 @@ impl Collector for CpufreqCollector {
                 self.cpus.push(n.to_string());
             }
         }
-        self.cpus.sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
+        self.cpus
+            .sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
         for cpu in &self.cpus {
             let dir = self.dir.join(format!("cpu{cpu}/cpufreq"));
             for (file, metric) in FILES {
@@ -65,7 +75,10 @@ impl Collector for CpufreqCollector {
                     Ok(()) => {}
                     // Absent, or root-only (cpuinfo_cur_freq): not reported, as node_exporter.
                     Err(CollectError::Io { source, .. })
-                        if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) =>
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                        ) =>
                     {
                         continue;
                     }
@@ -87,8 +100,18 @@ mod tests {
     #[test]
     fn khz_and_cpu_folders() {
         assert_eq!(parse_khz("2400000\n"), Ok(2.4e9));
-        assert_eq!(parse_khz("<unknown>\n"), Err("frequency in kHz: \"<unknown>\" is not a number".into()));
-        for (dir, want) in [("cpu0", Some("0")), ("cpu17", Some("17")), ("cpufreq", None), ("cpuidle", None), ("cpu", None), ("online", None)] {
+        assert_eq!(
+            parse_khz("<unknown>\n"),
+            Err("frequency in kHz: \"<unknown>\" is not a number".into())
+        );
+        for (dir, want) in [
+            ("cpu0", Some("0")),
+            ("cpu17", Some("17")),
+            ("cpufreq", None),
+            ("cpuidle", None),
+            ("cpu", None),
+            ("online", None),
+        ] {
             assert_eq!(cpu_number(dir), want, "{dir}");
         }
     }
@@ -98,7 +121,14 @@ mod tests {
         let sys = std::env::temp_dir().join(format!("outpost-cpufreq-{}", std::process::id()));
         let cpu = sys.join("devices/system/cpu");
         for (d, files) in [
-            ("cpu0/cpufreq", &[("cpuinfo_max_freq", "3600000"), ("cpuinfo_min_freq", "800000"), ("scaling_cur_freq", "2400123")][..]),
+            (
+                "cpu0/cpufreq",
+                &[
+                    ("cpuinfo_max_freq", "3600000"),
+                    ("cpuinfo_min_freq", "800000"),
+                    ("scaling_cur_freq", "2400123"),
+                ][..],
+            ),
             ("cpu1/cpufreq", &[("scaling_cur_freq", "1000000")][..]),
             ("cpuidle", &[][..]),
         ] {
@@ -108,7 +138,10 @@ mod tests {
             }
         }
         std::fs::create_dir_all(cpu.join("cpu2")).unwrap(); // no cpufreq folder
-        let mut c = CpufreqCollector::new(&Roots { sys: sys.clone(), ..Roots::default() });
+        let mut c = CpufreqCollector::new(&Roots {
+            sys: sys.clone(),
+            ..Roots::default()
+        });
         let mut out = Vec::new();
         c.collect(0, &mut out).unwrap();
         assert_eq!(
@@ -122,7 +155,10 @@ mod tests {
         );
         std::fs::write(cpu.join("cpu1/cpufreq/scaling_max_freq"), "fast\n").unwrap();
         let e = c.collect(0, &mut Vec::new()).unwrap_err().to_string();
-        assert!(e.contains("cpu1/cpufreq/scaling_max_freq") && e.contains("\"fast\" is not a number"), "{e}");
+        assert!(
+            e.contains("cpu1/cpufreq/scaling_max_freq") && e.contains("\"fast\" is not a number"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&sys).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! `node_disk_*{device}`, leaving out the devices node_exporter 1.5 ignores by default
 //! (partitions, RAM disks, loop and floppy devices).
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 const SECTOR: f64 = 512.0;

@@ -98,7 +98,10 @@ mod tests {
     fn types_follow_node_exporter() {
         let cases = [
             ("node_cpu_seconds_total", MetricType::Counter),
-            ("node_pressure_io_stalled_seconds_total", MetricType::Counter),
+            (
+                "node_pressure_io_stalled_seconds_total",
+                MetricType::Counter,
+            ),
             ("node_memory_MemTotal_bytes", MetricType::Gauge),
             ("node_memory_HugePages_Total", MetricType::Gauge),
             ("node_disk_io_now", MetricType::Gauge),
@@ -115,9 +118,21 @@ mod tests {
     fn grouped_typed_and_escaped() {
         let samples = vec![
             (Labels::metric("node_load1", []), 0.5),
-            (Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "user")]), 12.25),
-            (Labels::metric("node_filesystem_avail_bytes", [("mountpoint", "/mnt/a \"b\"\\c\nd")]), 1e12),
-            (Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")]), f64::NAN),
+            (
+                Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "user")]),
+                12.25,
+            ),
+            (
+                Labels::metric(
+                    "node_filesystem_avail_bytes",
+                    [("mountpoint", "/mnt/a \"b\"\\c\nd")],
+                ),
+                1e12,
+            ),
+            (
+                Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")]),
+                f64::NAN,
+            ),
             (Labels::metric("node_vmstat_pgfault", []), f64::INFINITY),
         ];
         assert_eq!(

@@ -1,7 +1,7 @@
 //! `/proc/sys/fs/file-nr` (collector "filefd"): `node_filefd_allocated` and
 //! `node_filefd_maximum`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// file-nr holds three numbers: allocated handles, free allocated handles (always 0 since
@@ -9,11 +9,18 @@ use outpost_shared::Labels;
 pub fn parse_file_nr(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
     let cols: Vec<&str> = text.split_ascii_whitespace().collect();
     let [allocated, _, maximum] = cols[..] else {
-        return Err(format!("{} columns instead of 3: {:?}", cols.len(), text.trim_end()));
+        return Err(format!(
+            "{} columns instead of 3: {:?}",
+            cols.len(),
+            text.trim_end()
+        ));
     };
     let allocated: u64 = num(allocated, "allocated")?;
     let maximum: u64 = num(maximum, "maximum")?;
-    out.push((Labels::metric("node_filefd_allocated", []), allocated as f64));
+    out.push((
+        Labels::metric("node_filefd_allocated", []),
+        allocated as f64,
+    ));
     out.push((Labels::metric("node_filefd_maximum", []), maximum as f64));
     Ok(())
 }
@@ -26,7 +33,10 @@ pub struct FilefdCollector {
 
 impl FilefdCollector {
     pub fn new(roots: &Roots) -> Self {
-        FilefdCollector { path: Source::new(roots.proc.join("sys/fs/file-nr")), buf: String::new() }
+        FilefdCollector {
+            path: Source::new(roots.proc.join("sys/fs/file-nr")),
+            buf: String::new(),
+        }
     }
 }
 
@@ -49,15 +59,29 @@ mod tests {
     #[test]
     fn allocated_and_maximum() {
         let cases: &[(&str, Result<[&str; 2], &str>)] = &[
-            ("844\t0\t2466170\n", Ok(["node_filefd_allocated{} 844", "node_filefd_maximum{} 2466170"])),
-            ("1024 0 1048576\n", Ok(["node_filefd_allocated{} 1024", "node_filefd_maximum{} 1048576"])),
+            (
+                "844\t0\t2466170\n",
+                Ok([
+                    "node_filefd_allocated{} 844",
+                    "node_filefd_maximum{} 2466170",
+                ]),
+            ),
+            (
+                "1024 0 1048576\n",
+                Ok([
+                    "node_filefd_allocated{} 1024",
+                    "node_filefd_maximum{} 1048576",
+                ]),
+            ),
             ("844 0\n", Err("2 columns instead of 3: \"844 0\"")),
             ("x 0 1\n", Err("allocated: \"x\" is not a number")),
         ];
         for (text, want) in cases {
             let mut out = Vec::new();
             let got = parse_file_nr(text, &mut out).map(|()| render(&out));
-            let want = want.map(|w| w.map(String::from).to_vec()).map_err(String::from);
+            let want = want
+                .map(|w| w.map(String::from).to_vec())
+                .map_err(String::from);
             assert_eq!(got, want, "{text:?}");
         }
     }

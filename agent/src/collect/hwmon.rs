@@ -18,7 +18,13 @@ pub fn clean_name(name: &str) -> String {
         .trim_end_matches('\n')
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     lower.trim_matches('_').to_string()
 }
@@ -26,10 +32,23 @@ pub fn clean_name(name: &str) -> String {
 /// The chip label: `<bus>_<device>` from the resolved `device` link (e.g.
 /// `/sys/devices/platform/coretemp.0` → `platform_coretemp_0`), else the cleaned `name` file,
 /// else the hwmon folder's own name.
-pub fn chip_name(device_path: Option<&Path>, name_file: Option<&str>, hwmon_dir: &str) -> Option<String> {
+pub fn chip_name(
+    device_path: Option<&Path>,
+    name_file: Option<&str>,
+    hwmon_dir: &str,
+) -> Option<String> {
     if let Some(dev) = device_path {
-        let dev_name = dev.file_name().and_then(|n| n.to_str()).map(clean_name).unwrap_or_default();
-        let dev_type = dev.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).map(clean_name).unwrap_or_default();
+        let dev_name = dev
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(clean_name)
+            .unwrap_or_default();
+        let dev_type = dev
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .map(clean_name)
+            .unwrap_or_default();
         if !dev_type.is_empty() && !dev_name.is_empty() {
             return Some(format!("{dev_type}_{dev_name}"));
         }
@@ -64,19 +83,40 @@ pub struct HwmonCollector {
 
 impl HwmonCollector {
     pub fn new(roots: &Roots) -> Self {
-        HwmonCollector { class: roots.sys.join("class/hwmon"), buf: String::new() }
+        HwmonCollector {
+            class: roots.sys.join("class/hwmon"),
+            buf: String::new(),
+        }
     }
 
-    fn chip(&self, dir: &Path, out: &mut Vec<(Labels, f64)>, buf: &mut String) -> Result<(), CollectError> {
-        let io = |source| CollectError::Io { path: dir.display().to_string(), source };
+    fn chip(
+        &self,
+        dir: &Path,
+        out: &mut Vec<(Labels, f64)>,
+        buf: &mut String,
+    ) -> Result<(), CollectError> {
+        let io = |source| CollectError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         let hwmon = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let device = std::fs::canonicalize(dir.join("device")).ok();
         let name_file = std::fs::read_to_string(dir.join("name")).ok();
         let Some(chip) = chip_name(device.as_deref(), name_file.as_deref(), hwmon) else {
             return Ok(());
         };
-        if let Some(n) = name_file.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            out.push((Labels::metric("node_hwmon_chip_names", [("chip", chip.as_str()), ("chip_name", n)]), 1.0));
+        if let Some(n) = name_file
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            out.push((
+                Labels::metric(
+                    "node_hwmon_chip_names",
+                    [("chip", chip.as_str()), ("chip_name", n)],
+                ),
+                1.0,
+            ));
         }
         let mut sensors: Vec<String> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -87,7 +127,11 @@ impl HwmonCollector {
         }
         sensors.sort_by_key(|s| s[4..].parse::<u32>().unwrap_or(u32::MAX));
         for sensor in &sensors {
-            for (suffix, metric) in [("input", "node_hwmon_temp_celsius"), ("max", "node_hwmon_temp_max_celsius"), ("crit", "node_hwmon_temp_crit_celsius")] {
+            for (suffix, metric) in [
+                ("input", "node_hwmon_temp_celsius"),
+                ("max", "node_hwmon_temp_max_celsius"),
+                ("crit", "node_hwmon_temp_crit_celsius"),
+            ] {
                 let path = dir.join(format!("{sensor}_{suffix}"));
                 match read_into(&path, buf) {
                     Ok(()) => {}
@@ -98,7 +142,13 @@ impl HwmonCollector {
                     Err(e) => return Err(e),
                 }
                 let v = parse_millidegrees(buf).map_err(|m| parse_error(&path, m))?;
-                out.push((Labels::metric(metric, [("chip", chip.as_str()), ("sensor", sensor.as_str())]), v));
+                out.push((
+                    Labels::metric(
+                        metric,
+                        [("chip", chip.as_str()), ("sensor", sensor.as_str())],
+                    ),
+                    v,
+                ));
             }
         }
         Ok(())
@@ -111,7 +161,10 @@ impl Collector for HwmonCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        let io = |source| CollectError::Io { path: self.class.display().to_string(), source };
+        let io = |source| CollectError::Io {
+            path: self.class.display().to_string(),
+            source,
+        };
         let mut dirs: Vec<PathBuf> = Vec::new();
         for entry in std::fs::read_dir(&self.class).map_err(io)? {
             dirs.push(entry.map_err(io)?.path());
@@ -133,15 +186,29 @@ mod tests {
     fn chip_names_as_node_exporter_derives_them() {
         let p = |s: &'static str| Some(Path::new(s));
         let cases = [
-            (p("/sys/devices/platform/coretemp.0"), Some("coretemp\n"), "hwmon1", Some("platform_coretemp_0")),
-            (p("/sys/devices/pci0000:00/0000:00:18.3"), Some("k10temp\n"), "hwmon0", Some("pci0000:00_0000:00:18_3")),
+            (
+                p("/sys/devices/platform/coretemp.0"),
+                Some("coretemp\n"),
+                "hwmon1",
+                Some("platform_coretemp_0"),
+            ),
+            (
+                p("/sys/devices/pci0000:00/0000:00:18.3"),
+                Some("k10temp\n"),
+                "hwmon0",
+                Some("pci0000:00_0000:00:18_3"),
+            ),
             (None, Some("acpitz\n"), "hwmon2", Some("acpitz")),
             (None, Some("\n"), "hwmon3", Some("hwmon3")),
             (None, None, "hwmon4", Some("hwmon4")),
             (None, None, "--", None),
         ];
         for (dev, name, dir, want) in cases {
-            assert_eq!(chip_name(dev, name, dir).as_deref(), want, "{dev:?} {name:?} {dir}");
+            assert_eq!(
+                chip_name(dev, name, dir).as_deref(),
+                want,
+                "{dev:?} {name:?} {dir}"
+            );
         }
         assert_eq!(clean_name("__NVMe-Composite__"), "nvme_composite");
     }
@@ -155,7 +222,10 @@ mod tests {
         assert_eq!(temp_sensor("temp_input"), None);
         assert_eq!(parse_millidegrees("45500\n"), Ok(45.5));
         assert_eq!(parse_millidegrees("-2000\n"), Ok(-2.0));
-        assert_eq!(parse_millidegrees("hot\n"), Err("millidegrees: \"hot\" is not a number".into()));
+        assert_eq!(
+            parse_millidegrees("hot\n"),
+            Err("millidegrees: \"hot\" is not a number".into())
+        );
     }
 
     #[test]
@@ -163,10 +233,19 @@ mod tests {
         let sys = std::env::temp_dir().join(format!("outpost-hwmon-{}", std::process::id()));
         let chip = sys.join("class/hwmon/hwmon0");
         std::fs::create_dir_all(&chip).unwrap();
-        for (f, v) in [("name", "acpitz"), ("temp1_input", "27800"), ("temp1_crit", "105000"), ("temp2_input", "30000"), ("fan1_input", "1200")] {
+        for (f, v) in [
+            ("name", "acpitz"),
+            ("temp1_input", "27800"),
+            ("temp1_crit", "105000"),
+            ("temp2_input", "30000"),
+            ("fan1_input", "1200"),
+        ] {
             std::fs::write(chip.join(f), format!("{v}\n")).unwrap();
         }
-        let mut c = HwmonCollector::new(&Roots { sys: sys.clone(), ..Roots::default() });
+        let mut c = HwmonCollector::new(&Roots {
+            sys: sys.clone(),
+            ..Roots::default()
+        });
         let mut out = Vec::new();
         c.collect(0, &mut out).unwrap();
         assert_eq!(
@@ -180,6 +259,9 @@ mod tests {
         );
         std::fs::remove_dir_all(&sys).unwrap();
         let e = c.collect(0, &mut Vec::new()).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("reading {}", sys.join("class/hwmon").display())), "{e}");
+        assert!(
+            e.starts_with(&format!("reading {}", sys.join("class/hwmon").display())),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `/proc/loadavg` (collector "loadavg"): `node_load1`, `node_load5`, `node_load15`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 const NAMES: [&str; 3] = ["node_load1", "node_load5", "node_load15"];

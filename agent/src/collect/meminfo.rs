@@ -1,7 +1,7 @@
 //! `/proc/meminfo` (collector "meminfo"): every line as `node_memory_<Field>_bytes` when it
 //! carries a `kB` unit (× 1024), else `node_memory_<Field>`, swap included.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// Appends one series per meminfo line.

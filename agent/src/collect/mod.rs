@@ -139,12 +139,18 @@ pub fn build(name: &str, roots: &Roots) -> Option<Box<dyn Collector>> {
 
 /// The collectors `enabled` selects, in [`COLLECTORS`] order.
 pub fn collectors(roots: &Roots, enabled: impl Fn(&str) -> bool) -> Vec<Box<dyn Collector>> {
-    COLLECTORS.iter().filter(|(name, _)| enabled(name)).filter_map(|(name, _)| build(name, roots)).collect()
+    COLLECTORS
+        .iter()
+        .filter(|(name, _)| enabled(name))
+        .filter_map(|(name, _)| build(name, roots))
+        .collect()
 }
 
 /// The default set (see [`COLLECTORS`]).
 pub fn system_collectors(roots: &Roots) -> Vec<Box<dyn Collector>> {
-    collectors(roots, |name| COLLECTORS.iter().any(|(n, on)| *n == name && *on))
+    collectors(roots, |name| {
+        COLLECTORS.iter().any(|(n, on)| *n == name && *on)
+    })
 }
 
 /// Runs every collector; a failing one does not stop the others, and the samples it appended
@@ -203,7 +209,9 @@ impl Source {
         use std::io::{Seek, SeekFrom};
         buf.clear();
         let r = match self.file.as_mut() {
-            Some(f) => f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_string(buf)),
+            Some(f) => f
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| f.read_to_string(buf)),
             None => std::fs::File::open(&self.path).and_then(|mut f| {
                 let n = f.read_to_string(buf)?;
                 self.file = Some(f);
@@ -212,7 +220,10 @@ impl Source {
         };
         r.map(|_| ()).map_err(|source| {
             self.file = None;
-            CollectError::Io { path: self.path.display().to_string(), source }
+            CollectError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }
         })
     }
 }
@@ -344,7 +355,10 @@ mod tests {
         let mut src = Source::new(path.clone());
         let mut buf = String::new();
         let e = src.read(&mut buf).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("reading {}: ", path.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("reading {}: ", path.display())),
+            "{e}"
+        );
         std::fs::write(&path, "first\n").unwrap();
         src.read(&mut buf).unwrap();
         assert_eq!(buf, "first\n");
@@ -357,7 +371,10 @@ mod tests {
         let mut stat = Source::new(PathBuf::from("/proc/self/stat"));
         for _ in 0..3 {
             stat.read(&mut buf).unwrap();
-            assert!(buf.starts_with(&format!("{} (", std::process::id())) && buf.ends_with('\n'), "{buf}");
+            assert!(
+                buf.starts_with(&format!("{} (", std::process::id())) && buf.ends_with('\n'),
+                "{buf}"
+            );
         }
     }
 
@@ -374,8 +391,13 @@ mod tests {
         ] {
             std::fs::write(dir.join(f), text).unwrap();
         }
-        let roots = Roots { proc: dir.clone(), ..Roots::default() };
-        let mut cs = collectors(&roots, |n| matches!(n, "filefd" | "loadavg" | "meminfo" | "vmstat"));
+        let roots = Roots {
+            proc: dir.clone(),
+            ..Roots::default()
+        };
+        let mut cs = collectors(&roots, |n| {
+            matches!(n, "filefd" | "loadavg" | "meminfo" | "vmstat")
+        });
         let mut out = Vec::new();
         let errors = collect_all(&mut cs, 0, &mut out);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -383,10 +405,21 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(
             errors[0].1.to_string(),
-            format!("parsing {}: no ':' after the field name: \"MemTotal 1 kB\"", dir.join("meminfo").display())
+            format!(
+                "parsing {}: no ':' after the field name: \"MemTotal 1 kB\"",
+                dir.join("meminfo").display()
+            )
         );
         let success = |c: &str| value(&out, "node_scrape_collector_success", &[("collector", c)]);
-        assert_eq!([success("filefd"), success("loadavg"), success("meminfo"), success("vmstat")], [Some(1.0), Some(1.0), Some(0.0), Some(1.0)]);
+        assert_eq!(
+            [
+                success("filefd"),
+                success("loadavg"),
+                success("meminfo"),
+                success("vmstat")
+            ],
+            [Some(1.0), Some(1.0), Some(0.0), Some(1.0)]
+        );
         assert_eq!(value(&out, "node_load1", &[]), Some(0.5));
         assert_eq!(value(&out, "node_filefd_maximum", &[]), Some(2.0));
         assert_eq!(value(&out, "node_vmstat_pgfault", &[]), Some(5.0));
@@ -396,12 +429,20 @@ mod tests {
     #[test]
     fn every_listed_collector_can_be_built_under_its_name() {
         for (name, _) in COLLECTORS {
-            let c = build(name, &Roots::default()).unwrap_or_else(|| panic!("{name} cannot be built"));
+            let c =
+                build(name, &Roots::default()).unwrap_or_else(|| panic!("{name} cannot be built"));
             assert_eq!(c.name(), name);
         }
         assert!(build("nfs", &Roots::default()).is_none());
-        let names: Vec<&str> = system_collectors(&Roots::default()).iter().map(|c| c.name()).collect();
-        assert!(!names.contains(&"systemd") && names.contains(&"hwmon") && names.len() == COLLECTORS.len() - 1);
+        let names: Vec<&str> = system_collectors(&Roots::default())
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        assert!(
+            !names.contains(&"systemd")
+                && names.contains(&"hwmon")
+                && names.len() == COLLECTORS.len() - 1
+        );
     }
 
     /// A collector that appends a series and then fails must leave nothing of itself behind.

@@ -1,7 +1,7 @@
 //! `/proc/net/dev` (collector "netdev"): per interface, loopback included as node_exporter
 //! includes it, `node_network_{receive,transmit}_*_total{device}`.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// The sixteen columns after `<iface>:`, in kernel order.

@@ -4,7 +4,7 @@
 //! selects by default (TCP established and retransmits among them). Untyped, as node_exporter
 //! types them. A missing snmp6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -20,7 +20,14 @@ pub static DEFAULT_FIELDS: LazyLock<Regex> = LazyLock::new(|| {
     .expect("netstat field pattern is valid")
 });
 
-fn push(proto: &str, field: &str, value: &str, fields: &Regex, key: &mut String, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+fn push(
+    proto: &str,
+    field: &str,
+    value: &str,
+    fields: &Regex,
+    key: &mut String,
+    out: &mut Vec<(Labels, f64)>,
+) -> Result<(), String> {
     key.clear();
     key.push_str(proto);
     key.push('_');
@@ -36,21 +43,35 @@ fn push(proto: &str, field: &str, value: &str, fields: &Regex, key: &mut String,
 
 /// Parses `/proc/net/netstat` or `/proc/net/snmp`: for each protocol a line of field names
 /// and then a line of values, both starting with `<Protocol>:`.
-pub fn parse_netstat(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_netstat(
+    text: &str,
+    fields: &Regex,
+    out: &mut Vec<(Labels, f64)>,
+) -> Result<(), String> {
     let mut key = String::with_capacity(48);
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(header) = lines.next() {
-        let values = lines.next().ok_or_else(|| format!("no value line after {header:?}"))?;
-        let (Some((proto, names)), Some((proto2, vals))) = (header.split_once(':'), values.split_once(':')) else {
+        let values = lines
+            .next()
+            .ok_or_else(|| format!("no value line after {header:?}"))?;
+        let (Some((proto, names)), Some((proto2, vals))) =
+            (header.split_once(':'), values.split_once(':'))
+        else {
             return Err(format!("no \"Protocol:\" prefix: {header:?}"));
         };
         if proto != proto2 {
-            return Err(format!("header for {proto} followed by values for {proto2}"));
+            return Err(format!(
+                "header for {proto} followed by values for {proto2}"
+            ));
         }
         let names: Vec<&str> = names.split_ascii_whitespace().collect();
         let vals: Vec<&str> = vals.split_ascii_whitespace().collect();
         if names.len() != vals.len() {
-            return Err(format!("{proto}: {} field names but {} values", names.len(), vals.len()));
+            return Err(format!(
+                "{proto}: {} field names but {} values",
+                names.len(),
+                vals.len()
+            ));
         }
         for (field, value) in names.into_iter().zip(vals) {
             push(proto, field, value, fields, &mut key, out)?;
@@ -72,7 +93,14 @@ pub fn parse_snmp6(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) -> 
         };
         // node_exporter skips lines without a '6' in the name.
         let Some(six) = stat.find('6') else { continue };
-        push(&stat[..=six], &stat[six + 1..], value, fields, &mut key, out)?;
+        push(
+            &stat[..=six],
+            &stat[six + 1..],
+            value,
+            fields,
+            &mut key,
+            out,
+        )?;
     }
     Ok(())
 }
@@ -107,8 +135,13 @@ impl Collector for NetstatCollector {
             parse_netstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(src, m))?;
         }
         match self.snmp6.read(&mut self.buf) {
-            Ok(()) => parse_snmp6(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(&self.snmp6, m)),
-            Err(CollectError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => parse_snmp6(&self.buf, &DEFAULT_FIELDS, out)
+                .map_err(|m| parse_error(&self.snmp6, m)),
+            Err(CollectError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -200,14 +233,33 @@ UdpLite6InErrors                \t0
     fn malformed_tables_are_errors() {
         let cases = [
             ("Tcp: A B\n", "no value line after \"Tcp: A B\""),
-            ("Tcp: CurrEstab\nUdp: 1\n", "header for Tcp followed by values for Udp"),
-            ("Tcp: CurrEstab InSegs\nTcp: 1\n", "Tcp: 2 field names but 1 values"),
-            ("Tcp CurrEstab\nTcp 1\n", "no \"Protocol:\" prefix: \"Tcp CurrEstab\""),
-            ("Tcp: CurrEstab\nTcp: x\n", "Tcp_CurrEstab: \"x\" is not a number"),
+            (
+                "Tcp: CurrEstab\nUdp: 1\n",
+                "header for Tcp followed by values for Udp",
+            ),
+            (
+                "Tcp: CurrEstab InSegs\nTcp: 1\n",
+                "Tcp: 2 field names but 1 values",
+            ),
+            (
+                "Tcp CurrEstab\nTcp 1\n",
+                "no \"Protocol:\" prefix: \"Tcp CurrEstab\"",
+            ),
+            (
+                "Tcp: CurrEstab\nTcp: x\n",
+                "Tcp_CurrEstab: \"x\" is not a number",
+            ),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_netstat(text, &DEFAULT_FIELDS, &mut Vec::new()), Err(want.to_string()), "{text}");
+            assert_eq!(
+                parse_netstat(text, &DEFAULT_FIELDS, &mut Vec::new()),
+                Err(want.to_string()),
+                "{text}"
+            );
         }
-        assert_eq!(parse_snmp6("Ip6InOctets\n", &DEFAULT_FIELDS, &mut Vec::new()), Err("expected \"name value\": \"Ip6InOctets\"".into()));
+        assert_eq!(
+            parse_snmp6("Ip6InOctets\n", &DEFAULT_FIELDS, &mut Vec::new()),
+            Err("expected \"name value\": \"Ip6InOctets\"".into())
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! built without CONFIG_PSI) have no /proc/pressure: the collector then fails, and reports
 //! `node_scrape_collector_success{collector="pressure"} 0`, as node_exporter does.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// The resources, and whether node_exporter 1.5 reports their `full` line.
@@ -58,8 +58,14 @@ pub struct PressureCollector {
 impl PressureCollector {
     pub fn new(roots: &Roots) -> Self {
         let dir = roots.proc.join("pressure");
-        let files = RESOURCES.iter().map(|&(r, full)| (r, full, Source::new(dir.join(r)))).collect();
-        PressureCollector { files, buf: String::new() }
+        let files = RESOURCES
+            .iter()
+            .map(|&(r, full)| (r, full, Source::new(dir.join(r))))
+            .collect();
+        PressureCollector {
+            files,
+            buf: String::new(),
+        }
     }
 }
 
@@ -88,10 +94,22 @@ mod tests {
         let cases: &[(&str, Result<Stall, &str>)] = &[
             (
                 "some avg10=0.00 avg60=0.12 avg300=0.05 total=76144382\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=9757429\n",
-                Ok(Stall { some: 76144382, full: Some(9757429) }),
+                Ok(Stall {
+                    some: 76144382,
+                    full: Some(9757429),
+                }),
             ),
-            ("some avg10=1.00 avg60=0.00 avg300=0.00 total=5\n", Ok(Stall { some: 5, full: None })),
-            ("full avg10=0.00 avg60=0.00 avg300=0.00 total=5\n", Err("no \"some\" line")),
+            (
+                "some avg10=1.00 avg60=0.00 avg300=0.00 total=5\n",
+                Ok(Stall {
+                    some: 5,
+                    full: None,
+                }),
+            ),
+            (
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=5\n",
+                Err("no \"some\" line"),
+            ),
             ("some avg10=0.00\n", Err("no total= in \"some avg10=0.00\"")),
             ("some total=x\n", Err("some total=x: \"x\" is not a number")),
             ("partial total=1\n", Err("unknown line kind \"partial\"")),
@@ -105,11 +123,18 @@ mod tests {
     fn collector_reads_the_three_files_and_fails_without_psi() {
         let dir = std::env::temp_dir().join(format!("outpost-psi-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("pressure")).unwrap();
-        let line = |t| format!("some avg10=0.00 avg60=0.00 avg300=0.00 total={t}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\n");
+        let line = |t| {
+            format!(
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total={t}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\n"
+            )
+        };
         for (f, t) in [("cpu", 2500000), ("io", 3000000), ("memory", 0)] {
             std::fs::write(dir.join("pressure").join(f), line(t)).unwrap();
         }
-        let mut c = PressureCollector::new(&Roots { proc: dir.clone(), ..Roots::default() });
+        let mut c = PressureCollector::new(&Roots {
+            proc: dir.clone(),
+            ..Roots::default()
+        });
         let mut out = Vec::new();
         c.collect(0, &mut out).unwrap();
         assert_eq!(
@@ -123,9 +148,16 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(dir.join("pressure")).unwrap();
-        let mut c = PressureCollector::new(&Roots { proc: dir.clone(), ..Roots::default() });
+        let mut c = PressureCollector::new(&Roots {
+            proc: dir.clone(),
+            ..Roots::default()
+        });
         let e = c.collect(0, &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().starts_with(&format!("reading {}", dir.join("pressure/cpu").display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("reading {}", dir.join("pressure/cpu").display())),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

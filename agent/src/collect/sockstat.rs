@@ -3,17 +3,23 @@
 //! field (in pages) also `node_sockstat_<PROTO>_mem_bytes`, as node_exporter 1.5 reports them.
 //! A missing sockstat6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 
 /// Parses lines of `PROTO: field value field value ...`; `page_size` turns `mem` into bytes.
-pub fn parse_sockstat(text: &str, page_size: u64, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_sockstat(
+    text: &str,
+    page_size: u64,
+    out: &mut Vec<(Labels, f64)>,
+) -> Result<(), String> {
     let mut name = String::with_capacity(48);
     for line in text.lines() {
         if line.trim().is_empty() {
             continue;
         }
-        let (proto, rest) = line.split_once(':').ok_or_else(|| format!("no \"PROTO:\" prefix: {line:?}"))?;
+        let (proto, rest) = line
+            .split_once(':')
+            .ok_or_else(|| format!("no \"PROTO:\" prefix: {line:?}"))?;
         let cols: Vec<&str> = rest.split_ascii_whitespace().collect();
         if cols.len() % 2 != 0 {
             return Err(format!("odd number of columns after {proto}: {line:?}"));
@@ -69,8 +75,14 @@ impl Collector for SockstatCollector {
         self.v4.read(&mut self.buf)?;
         parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v4, m))?;
         match self.v6.read(&mut self.buf) {
-            Ok(()) => parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v6, m)),
-            Err(CollectError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => {
+                parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v6, m))
+            }
+            Err(CollectError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -124,11 +136,18 @@ FRAG: inuse 0 memory 0
     fn malformed_lines_are_errors() {
         let cases = [
             ("TCP inuse 1\n", "no \"PROTO:\" prefix: \"TCP inuse 1\""),
-            ("TCP: inuse\n", "odd number of columns after TCP: \"TCP: inuse\""),
+            (
+                "TCP: inuse\n",
+                "odd number of columns after TCP: \"TCP: inuse\"",
+            ),
             ("TCP: inuse -1\n", "TCP: inuse -1: \"-1\" is not a number"),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_sockstat(text, 4096, &mut Vec::new()), Err(want.to_string()), "{text}");
+            assert_eq!(
+                parse_sockstat(text, 4096, &mut Vec::new()),
+                Err(want.to_string()),
+                "{text}"
+            );
         }
     }
 }

@@ -19,7 +19,14 @@ use std::process::Command;
 /// The states node_exporter reports for every unit, in its order.
 pub const STATES: [&str; 5] = ["active", "activating", "deactivating", "inactive", "failed"];
 
-const EXCLUDED_SUFFIXES: [&str; 6] = [".automount", ".device", ".mount", ".scope", ".slice", ".target"];
+const EXCLUDED_SUFFIXES: [&str; 6] = [
+    ".automount",
+    ".device",
+    ".mount",
+    ".scope",
+    ".slice",
+    ".target",
+];
 
 /// A unit and its ActiveState.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,9 +49,14 @@ pub fn parse_list_units(text: &str) -> Result<Vec<Unit>, String> {
         match cols {
             [] => continue,
             [name, _load, active, _sub, ..] => {
-                let excluded = EXCLUDED_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s));
+                let excluded = EXCLUDED_SUFFIXES
+                    .iter()
+                    .any(|s| name.len() > s.len() && name.ends_with(s));
                 if !excluded {
-                    units.push(Unit { name: name.to_string(), active: active.to_string() });
+                    units.push(Unit {
+                        name: name.to_string(),
+                        active: active.to_string(),
+                    });
                 }
             }
             _ => return Err(format!("fewer than 4 columns: {line:?}")),
@@ -75,7 +87,11 @@ pub fn parse_show_types(text: &str) -> HashMap<String, String> {
 }
 
 /// Appends the unit-state series and the per-state unit counts.
-pub fn systemd_samples(units: &[Unit], types: &HashMap<String, String>, out: &mut Vec<(Labels, f64)>) {
+pub fn systemd_samples(
+    units: &[Unit],
+    types: &HashMap<String, String>,
+    out: &mut Vec<(Labels, f64)>,
+) {
     let mut counts = [0u64; STATES.len()];
     for u in units {
         let ty = types.get(&u.name).map(String::as_str).unwrap_or("");
@@ -85,11 +101,17 @@ pub fn systemd_samples(units: &[Unit], types: &HashMap<String, String>, out: &mu
                 counts[i] += 1;
             }
             let l = [("name", u.name.as_str()), ("state", *state), ("type", ty)];
-            out.push((Labels::metric("node_systemd_unit_state", l), if on { 1.0 } else { 0.0 }));
+            out.push((
+                Labels::metric("node_systemd_unit_state", l),
+                if on { 1.0 } else { 0.0 },
+            ));
         }
     }
     for (state, n) in STATES.iter().zip(counts) {
-        out.push((Labels::metric("node_systemd_units", [("state", *state)]), n as f64));
+        out.push((
+            Labels::metric("node_systemd_units", [("state", *state)]),
+            n as f64,
+        ));
     }
 }
 
@@ -101,15 +123,30 @@ pub struct SystemdCollector {
 
 impl SystemdCollector {
     pub fn new(roots: &Roots) -> Self {
-        SystemdCollector { booted: roots.rootfs.join("run/systemd/system") }
+        SystemdCollector {
+            booted: roots.rootfs.join("run/systemd/system"),
+        }
     }
 }
 
 fn systemctl(args: &[&str]) -> Result<String, CollectError> {
     let what = format!("systemctl {}", args.first().copied().unwrap_or_default());
-    let out = Command::new("systemctl").args(args).output().map_err(|source| CollectError::Io { path: what.clone(), source })?;
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .map_err(|source| CollectError::Io {
+            path: what.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(CollectError::Parse { path: what, msg: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()) });
+        return Err(CollectError::Parse {
+            path: what,
+            msg: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -126,9 +163,23 @@ impl Collector for SystemdCollector {
                 self.booted.display()
             )));
         }
-        let list = systemctl(&["list-units", "--all", "--full", "--plain", "--no-legend", "--no-pager"])?;
-        let units = parse_list_units(&list).map_err(|msg| CollectError::Parse { path: "systemctl list-units".into(), msg })?;
-        let services: Vec<&str> = units.iter().map(|u| u.name.as_str()).filter(|n| n.ends_with(".service")).collect();
+        let list = systemctl(&[
+            "list-units",
+            "--all",
+            "--full",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+        ])?;
+        let units = parse_list_units(&list).map_err(|msg| CollectError::Parse {
+            path: "systemctl list-units".into(),
+            msg,
+        })?;
+        let services: Vec<&str> = units
+            .iter()
+            .map(|u| u.name.as_str())
+            .filter(|n| n.ends_with(".service"))
+            .collect();
         let types = if services.is_empty() {
             HashMap::new()
         } else {
@@ -158,12 +209,21 @@ multi-user.target            loaded active   active  Multi-User System
     #[test]
     fn units_states_and_types() {
         let units = parse_list_units(LIST).unwrap();
-        let names: Vec<_> = units.iter().map(|u| (u.name.as_str(), u.active.as_str())).collect();
+        let names: Vec<_> = units
+            .iter()
+            .map(|u| (u.name.as_str(), u.active.as_str()))
+            .collect();
         assert_eq!(
             names,
-            [("cron.service", "active"), ("nginx.service", "failed"), ("ssh.socket", "inactive"), ("systemd-tmpfiles-clean.timer", "active")]
+            [
+                ("cron.service", "active"),
+                ("nginx.service", "failed"),
+                ("ssh.socket", "inactive"),
+                ("systemd-tmpfiles-clean.timer", "active")
+            ]
         );
-        let types = parse_show_types("Type=simple\nId=cron.service\n\nId=nginx.service\nType=forking\n");
+        let types =
+            parse_show_types("Type=simple\nId=cron.service\n\nId=nginx.service\nType=forking\n");
         assert_eq!(types.len(), 2);
         let mut out = Vec::new();
         systemd_samples(&units, &types, &mut out);
@@ -178,18 +238,42 @@ multi-user.target            loaded active   active  Multi-User System
             ]
         );
         let v = |n, l: &[(&str, &str)]| value(&out, n, l);
-        assert_eq!(v("node_systemd_unit_state", &[("name", "nginx.service"), ("state", "failed"), ("type", "forking")]), Some(1.0));
-        assert_eq!(v("node_systemd_unit_state", &[("name", "ssh.socket"), ("state", "inactive")]), Some(1.0));
+        assert_eq!(
+            v(
+                "node_systemd_unit_state",
+                &[
+                    ("name", "nginx.service"),
+                    ("state", "failed"),
+                    ("type", "forking")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "node_systemd_unit_state",
+                &[("name", "ssh.socket"), ("state", "inactive")]
+            ),
+            Some(1.0)
+        );
         assert_eq!(v("node_systemd_units", &[("state", "active")]), Some(2.0));
         assert_eq!(v("node_systemd_units", &[("state", "failed")]), Some(1.0));
         assert_eq!(out.len(), 4 * 5 + 5);
-        assert_eq!(parse_list_units("a.service loaded\n"), Err("fewer than 4 columns: \"a.service loaded\"".into()));
+        assert_eq!(
+            parse_list_units("a.service loaded\n"),
+            Err("fewer than 4 columns: \"a.service loaded\"".into())
+        );
     }
 
     #[test]
     fn without_systemd_it_says_so() {
-        let roots = Roots { rootfs: PathBuf::from("/nonexistent/outpost-test"), ..Roots::default() };
-        let e = SystemdCollector::new(&roots).collect(0, &mut Vec::new()).unwrap_err();
+        let roots = Roots {
+            rootfs: PathBuf::from("/nonexistent/outpost-test"),
+            ..Roots::default()
+        };
+        let e = SystemdCollector::new(&roots)
+            .collect(0, &mut Vec::new())
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "systemd is not running on this host (/nonexistent/outpost-test/run/systemd/system is missing); set systemd = false in [collect]"

@@ -9,10 +9,18 @@ use outpost_shared::Labels;
 use std::path::PathBuf;
 
 /// Appends the clock source series of device `device` from the two files' contents.
-pub fn clocksource_samples(device: &str, available: &str, current: &str, out: &mut Vec<(Labels, f64)>) {
+pub fn clocksource_samples(
+    device: &str,
+    available: &str,
+    current: &str,
+    out: &mut Vec<(Labels, f64)>,
+) {
     for cs in available.split_ascii_whitespace() {
         let l = [("clocksource", cs), ("device", device)];
-        out.push((Labels::metric("node_time_clocksource_available_info", l), 1.0));
+        out.push((
+            Labels::metric("node_time_clocksource_available_info", l),
+            1.0,
+        ));
     }
     if let Some(cs) = current.split_ascii_whitespace().next() {
         let l = [("clocksource", cs), ("device", device)];
@@ -43,11 +51,22 @@ impl Collector for TimeCollector {
     }
 
     fn collect(&mut self, now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        out.push((Labels::metric("node_time_seconds", []), now_ms as f64 / 1000.0));
+        out.push((
+            Labels::metric("node_time_seconds", []),
+            now_ms as f64 / 1000.0,
+        ));
         // Hosts without clock sources in sysfs (containers with a masked /sys) report none.
-        let Ok(entries) = std::fs::read_dir(&self.clocksources) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(&self.clocksources) else {
+            return Ok(());
+        };
         let mut devices: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("clocksource").map(String::from))
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("clocksource")
+                    .map(String::from)
+            })
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .collect();
         devices.sort();
@@ -68,8 +87,14 @@ mod tests {
 
     #[test]
     fn seconds_from_the_given_milliseconds() {
-        let mut c = TimeCollector::new(&Roots { sys: PathBuf::from("/nonexistent/outpost-test"), ..Roots::default() });
-        for (now_ms, want) in [(1_700_000_000_123, "node_time_seconds{} 1700000000.123"), (0, "node_time_seconds{} 0")] {
+        let mut c = TimeCollector::new(&Roots {
+            sys: PathBuf::from("/nonexistent/outpost-test"),
+            ..Roots::default()
+        });
+        for (now_ms, want) in [
+            (1_700_000_000_123, "node_time_seconds{} 1700000000.123"),
+            (0, "node_time_seconds{} 0"),
+        ] {
             let mut out = Vec::new();
             c.collect(now_ms, &mut out).unwrap();
             assert_eq!(render(&out), [want]);

@@ -78,7 +78,9 @@ mod tests {
         };
         assert_eq!(
             render(&[u.sample()]),
-            [r##"node_uname_info{domainname="(none)", machine="x86_64", nodename="web-1", release="6.1.0-18-amd64", sysname="Linux", version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)"} 1"##]
+            [
+                r##"node_uname_info{domainname="(none)", machine="x86_64", nodename="web-1", release="6.1.0-18-amd64", sysname="Linux", version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)"} 1"##
+            ]
         );
         let live = Uname::current();
         assert_eq!(live.sysname, "Linux");

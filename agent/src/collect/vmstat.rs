@@ -2,7 +2,7 @@
 //! (`--collector.vmstat.fields`, `^(oom_kill|pgpg|pswp|pg.*fault).*`) as `node_vmstat_<field>`.
 //! node_exporter types them untyped though most are counters; so do we, for its dashboards.
 
-use super::{CollectError, Collector, Roots, num, parse_error, Source};
+use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -13,7 +13,11 @@ pub static DEFAULT_FIELDS: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Appends `node_vmstat_<field>` for each `field value` line whose field `fields` matches.
-pub fn parse_vmstat(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_vmstat(
+    text: &str,
+    fields: &Regex,
+    out: &mut Vec<(Labels, f64)>,
+) -> Result<(), String> {
     let mut name = String::with_capacity(48);
     for line in text.lines() {
         let mut cols = line.split_ascii_whitespace();
@@ -43,7 +47,10 @@ pub struct VmstatCollector {
 
 impl VmstatCollector {
     pub fn new(roots: &Roots) -> Self {
-        VmstatCollector { path: Source::new(roots.proc.join("vmstat")), buf: String::new() }
+        VmstatCollector {
+            path: Source::new(roots.proc.join("vmstat")),
+            buf: String::new(),
+        }
     }
 }
 
@@ -103,9 +110,16 @@ numa_hit 1
             ("pgfault x\n", "pgfault: \"x\" is not a number"),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_vmstat(text, &DEFAULT_FIELDS, &mut Vec::new()), Err(want.to_string()), "{text}");
+            assert_eq!(
+                parse_vmstat(text, &DEFAULT_FIELDS, &mut Vec::new()),
+                Err(want.to_string()),
+                "{text}"
+            );
         }
         // A field outside the filter is not even parsed.
-        assert_eq!(parse_vmstat("nr_dirty x\n\n", &DEFAULT_FIELDS, &mut Vec::new()), Ok(()));
+        assert_eq!(
+            parse_vmstat("nr_dirty x\n\n", &DEFAULT_FIELDS, &mut Vec::new()),
+            Ok(())
+        );
     }
 }

@@ -30,13 +30,21 @@ pub struct PushError {
 
 impl PushError {
     fn bad(message: impl Into<String>) -> Self {
-        PushError { status: StatusCode::BAD_REQUEST, message: message.into() }
+        PushError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 }
 
 /// The request body, gunzipped when `Content-Encoding: gzip`.
 fn body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, PushError> {
-    let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let enc = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
     match enc.as_str() {
         "" | "identity" => Ok(body.to_vec()),
         "gzip" => {
@@ -46,16 +54,27 @@ fn body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, PushError> {
                 .read_to_end(&mut out)
                 .map_err(|e| PushError::bad(format!("cannot gunzip the body: {e}")))?;
             if out.len() > MAX_BODY {
-                return Err(PushError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("the body is larger than {MAX_BODY} bytes once gunzipped") });
+                return Err(PushError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("the body is larger than {MAX_BODY} bytes once gunzipped"),
+                });
             }
             Ok(out)
         }
-        other => Err(PushError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, message: format!("Content-Encoding {other:?} is not supported; send gzip or no encoding") }),
+        other => Err(PushError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "Content-Encoding {other:?} is not supported; send gzip or no encoding"
+            ),
+        }),
     }
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// Buffers a converted batch (blocking) and maps the outcome to an error when not stored.
@@ -65,20 +84,36 @@ fn store(sink: &Sink, batch: &outpost_shared::Batch, source: Source) -> Result<u
         Ok(Stored::Seq(_) | Stored::Empty) => Ok(n),
         Ok(Stored::Dropped) => Err(PushError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the agent's buffer is full and its when_full policy dropped this push; retry later".into(),
+            message:
+                "the agent's buffer is full and its when_full policy dropped this push; retry later"
+                    .into(),
         }),
-        Err(e) => Err(PushError { status: StatusCode::SERVICE_UNAVAILABLE, message: format!("cannot buffer this push: {e}; retry later") }),
+        Err(e) => Err(PushError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("cannot buffer this push: {e}; retry later"),
+        }),
     }
 }
 
 fn count(sink: &Sink, format: &str, status: StatusCode) {
-    sink.metrics.push_requests.get_or_create(&PushLabel { format: format.into(), code: status.as_str().into() }).inc();
+    sink.metrics
+        .push_requests
+        .get_or_create(&PushLabel {
+            format: format.into(),
+            code: status.as_str().into(),
+        })
+        .inc();
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, PushError> + Send + 'static) -> Result<T, PushError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(PushError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("push task failed: {e}") }))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PushError> + Send + 'static,
+) -> Result<T, PushError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(PushError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("push task failed: {e}"),
+        })
+    })
 }
 
 /// `POST|PUT /metrics/job/...`: Prometheus text (or OpenMetrics) in Pushgateway's convention.
@@ -112,7 +147,12 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
         Err(e) => {
             count(&sink, "text", e.status);
             tracing::debug!(status = %e.status, "push refused: {}", e.message);
-            (e.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", e.message)).into_response()
+            (
+                e.status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{}\n", e.message),
+            )
+                .into_response()
         }
     }
 }
@@ -145,19 +185,39 @@ pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
         Ok(_) => {
             count(&sink, format, StatusCode::OK);
             match enc {
-                Some(otlp::Encoding::Json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}".to_string().into_bytes()).into_response(),
+                Some(otlp::Encoding::Json) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{}".to_string().into_bytes(),
+                )
+                    .into_response(),
                 // An empty ExportMetricsServiceResponse encodes to no bytes.
-                _ => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], Vec::new()).into_response(),
+                _ => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    Vec::new(),
+                )
+                    .into_response(),
             }
         }
         Err(e) => {
             count(&sink, format, e.status);
             tracing::debug!(status = %e.status, "OTLP push refused: {}", e.message);
             match enc {
-                Some(otlp::Encoding::Protobuf) => (e.status, [(header::CONTENT_TYPE, "application/x-protobuf")], otlp::status_protobuf(&e.message)).into_response(),
+                Some(otlp::Encoding::Protobuf) => (
+                    e.status,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    otlp::status_protobuf(&e.message),
+                )
+                    .into_response(),
                 _ => {
                     let body = serde_json::json!({ "code": 3, "message": e.message }).to_string();
-                    (e.status, [(header::CONTENT_TYPE, "application/json")], body.into_bytes()).into_response()
+                    (
+                        e.status,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.into_bytes(),
+                    )
+                        .into_response()
                 }
             }
         }

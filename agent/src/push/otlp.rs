@@ -23,7 +23,9 @@
 use crate::target_labels;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, ExponentialHistogramDataPoint, metric::Data, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogramDataPoint, metric::Data, number_data_point,
+};
 use outpost_shared::Batch;
 use outpost_shared::model::stale_nan;
 use prost::Message;
@@ -38,7 +40,12 @@ pub enum Encoding {
 impl Encoding {
     /// From a `Content-Type`; `None` for anything OTLP/HTTP does not define.
     pub fn from_content_type(ct: &str) -> Option<Encoding> {
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
             "application/json" => Some(Encoding::Json),
@@ -49,8 +56,11 @@ impl Encoding {
 
 pub fn decode(body: &[u8], enc: Encoding) -> Result<ExportMetricsServiceRequest, String> {
     match enc {
-        Encoding::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| format!("invalid OTLP protobuf: {e}")),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| format!("invalid OTLP JSON: {e}")),
+        Encoding::Protobuf => ExportMetricsServiceRequest::decode(body)
+            .map_err(|e| format!("invalid OTLP protobuf: {e}")),
+        Encoding::Json => {
+            serde_json::from_slice(body).map_err(|e| format!("invalid OTLP JSON: {e}"))
+        }
     }
 }
 
@@ -86,7 +96,16 @@ fn any_to_string(v: &AnyValue) -> String {
             serde_json::Value::Array(items).to_string()
         }
         Some(any_value::Value::KvlistValue(kv)) => {
-            let m: serde_json::Map<String, serde_json::Value> = kv.values.iter().map(|k| (k.key.clone(), k.value.as_ref().map(any_to_json).unwrap_or_default())).collect();
+            let m: serde_json::Map<String, serde_json::Value> = kv
+                .values
+                .iter()
+                .map(|k| {
+                    (
+                        k.key.clone(),
+                        k.value.as_ref().map(any_to_json).unwrap_or_default(),
+                    )
+                })
+                .collect();
             serde_json::Value::Object(m).to_string()
         }
     }
@@ -97,7 +116,9 @@ fn any_to_json(v: &AnyValue) -> serde_json::Value {
         Some(any_value::Value::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(any_value::Value::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(any_value::Value::IntValue(i)) => serde_json::Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
         None => serde_json::Value::Null,
         _ => serde_json::Value::String(any_to_string(v)),
     }
@@ -118,7 +139,16 @@ pub fn format_float(f: f64) -> String {
 
 /// An attribute key as a label name.
 pub fn label_name(key: &str) -> String {
-    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.as_bytes().first().is_some_and(|b| b.is_ascii_digit()) {
         s.insert_str(0, "key_");
     } else if s.starts_with('_') && !s.starts_with("__") {
@@ -172,7 +202,8 @@ fn per_unit_word(u: &str) -> Option<&'static str> {
 }
 
 fn tokens(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| !c.is_ascii_alphanumeric()).filter(|t| !t.is_empty())
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
 }
 
 /// What kind of Prometheus series a metric becomes, for its name's suffix.
@@ -200,7 +231,9 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
     };
     let has = |t: &[String], w: &str| t.iter().any(|x| x == w);
     if !main.is_empty() && main != "1" {
-        let word = unit_word(&main).map(str::to_string).unwrap_or_else(|| tokens(&main).collect::<Vec<_>>().join("_"));
+        let word = unit_word(&main)
+            .map(str::to_string)
+            .unwrap_or_else(|| tokens(&main).collect::<Vec<_>>().join("_"));
         for w in tokens(&word).map(str::to_string).collect::<Vec<_>>() {
             if !has(&t, &w) {
                 t.push(w);
@@ -208,8 +241,11 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
         }
     }
     if !per.is_empty() {
-        let word = per_unit_word(&per).map(str::to_string).unwrap_or_else(|| tokens(&per).collect::<Vec<_>>().join("_"));
-        if !word.is_empty() && !(t.len() >= 2 && t[t.len() - 2] == "per" && t[t.len() - 1] == word) {
+        let word = per_unit_word(&per)
+            .map(str::to_string)
+            .unwrap_or_else(|| tokens(&per).collect::<Vec<_>>().join("_"));
+        if !word.is_empty() && !(t.len() >= 2 && t[t.len() - 2] == "per" && t[t.len() - 1] == word)
+        {
             t.push("per".into());
             t.extend(tokens(&word).map(str::to_string));
         }
@@ -230,7 +266,11 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
 }
 
 fn ts_ms(nanos: u64, now_ms: i64) -> i64 {
-    if nanos == 0 { now_ms } else { (nanos / 1_000_000) as i64 }
+    if nanos == 0 {
+        now_ms
+    } else {
+        (nanos / 1_000_000) as i64
+    }
 }
 
 const NO_RECORDED_VALUE: u32 = 1;
@@ -241,7 +281,9 @@ fn check_temporality(name: &str, t: i32) -> Result<(), String> {
         Ok(AggregationTemporality::Delta) => Err(format!(
             "metric {name:?} uses delta aggregation temporality; Outpost stores cumulative series only: configure the exporter for cumulative temporality (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative)"
         )),
-        _ => Err(format!("metric {name:?} has no aggregation temporality; set it to cumulative (2)")),
+        _ => Err(format!(
+            "metric {name:?} has no aggregation temporality; set it to cumulative (2)"
+        )),
     }
 }
 
@@ -251,8 +293,18 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn push(&mut self, name: &str, attrs: &[(String, String)], extra: Option<(&str, String)>, ts: i64, v: f64) {
-        let it = attrs.iter().map(|(a, b)| (a.as_str(), b.as_str())).chain(extra.as_ref().map(|(a, b)| (*a, b.as_str())));
+    fn push(
+        &mut self,
+        name: &str,
+        attrs: &[(String, String)],
+        extra: Option<(&str, String)>,
+        ts: i64,
+        v: f64,
+    ) {
+        let it = attrs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .chain(extra.as_ref().map(|(a, b)| (*a, b.as_str())));
         let labels = target_labels::attach(name, it, self.target);
         self.batch.push(labels, ts, v);
     }
@@ -278,11 +330,26 @@ fn attrs(kv: &[KeyValue]) -> Vec<(String, String)> {
 
 /// Converts a whole request. `agent_labels` are this agent's `agent` and `region`; points
 /// without a time get `now_ms`.
-pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, String)], now_ms: i64) -> Result<Batch, String> {
+pub fn to_batch(
+    req: &ExportMetricsServiceRequest,
+    agent_labels: &[(String, String)],
+    now_ms: i64,
+) -> Result<Batch, String> {
     let mut batch = Batch::default();
     for rm in &req.resource_metrics {
-        let res_attrs: &[KeyValue] = rm.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
-        let get = |k: &str| res_attrs.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()).map(any_to_string).filter(|s| !s.is_empty());
+        let res_attrs: &[KeyValue] = rm
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
+        let get = |k: &str| {
+            res_attrs
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.as_ref())
+                .map(any_to_string)
+                .filter(|s| !s.is_empty())
+        };
         let job = match (get("service.namespace"), get("service.name")) {
             (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
             (None, Some(n)) => Some(n),
@@ -297,12 +364,18 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
             target.push(("instance".into(), i));
         }
         target.extend(agent_labels.iter().cloned());
-        let mut out = Out { batch: std::mem::take(&mut batch), target: &target };
+        let mut out = Out {
+            batch: std::mem::take(&mut batch),
+            target: &target,
+        };
         let mut latest = 0i64;
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let Some(data) = &m.data else {
-                    return Err(format!("metric {:?} has no data (gauge, sum, histogram, exponential histogram or summary)", m.name));
+                    return Err(format!(
+                        "metric {:?} has no data (gauge, sum, histogram, exponential histogram or summary)",
+                        m.name
+                    ));
                 };
                 if m.name.is_empty() {
                     return Err("a metric has an empty name".into());
@@ -313,17 +386,33 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                         for p in &g.data_points {
                             let ts = ts_ms(p.time_unix_nano, now_ms);
                             latest = latest.max(ts);
-                            out.push(&name, &attrs(&p.attributes), None, ts, number(&m.name, p.flags, &p.value)?);
+                            out.push(
+                                &name,
+                                &attrs(&p.attributes),
+                                None,
+                                ts,
+                                number(&m.name, p.flags, &p.value)?,
+                            );
                         }
                     }
                     Data::Sum(s) => {
                         check_temporality(&m.name, s.aggregation_temporality)?;
-                        let kind = if s.is_monotonic { NameKind::Counter } else { NameKind::Gauge };
+                        let kind = if s.is_monotonic {
+                            NameKind::Counter
+                        } else {
+                            NameKind::Gauge
+                        };
                         let name = metric_name(&m.name, &m.unit, kind);
                         for p in &s.data_points {
                             let ts = ts_ms(p.time_unix_nano, now_ms);
                             latest = latest.max(ts);
-                            out.push(&name, &attrs(&p.attributes), None, ts, number(&m.name, p.flags, &p.value)?);
+                            out.push(
+                                &name,
+                                &attrs(&p.attributes),
+                                None,
+                                ts,
+                                number(&m.name, p.flags, &p.value)?,
+                            );
                         }
                     }
                     Data::Histogram(h) => {
@@ -334,7 +423,9 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                             latest = latest.max(ts);
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
                             let val = |v: f64| if stale { stale_nan() } else { v };
-                            if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+                            if !p.bucket_counts.is_empty()
+                                && p.bucket_counts.len() != p.explicit_bounds.len() + 1
+                            {
                                 return Err(format!(
                                     "histogram {:?}: {} bucket counts for {} bounds; there must be one more count than bounds",
                                     m.name,
@@ -344,11 +435,28 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                             }
                             let a = attrs(&p.attributes);
                             let mut cum = 0u64;
-                            for (i, c) in p.bucket_counts.iter().enumerate().take(p.explicit_bounds.len()) {
+                            for (i, c) in p
+                                .bucket_counts
+                                .iter()
+                                .enumerate()
+                                .take(p.explicit_bounds.len())
+                            {
                                 cum += c;
-                                out.push(&format!("{base}_bucket"), &a, Some(("le", format_float(p.explicit_bounds[i]))), ts, val(cum as f64));
+                                out.push(
+                                    &format!("{base}_bucket"),
+                                    &a,
+                                    Some(("le", format_float(p.explicit_bounds[i]))),
+                                    ts,
+                                    val(cum as f64),
+                                );
                             }
-                            out.push(&format!("{base}_bucket"), &a, Some(("le", "+Inf".into())), ts, val(p.count as f64));
+                            out.push(
+                                &format!("{base}_bucket"),
+                                &a,
+                                Some(("le", "+Inf".into())),
+                                ts,
+                                val(p.count as f64),
+                            );
                             if let Some(sum) = p.sum {
                                 out.push(&format!("{base}_sum"), &a, None, ts, val(sum));
                             }
@@ -364,10 +472,24 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
                             let val = |v: f64| if stale { stale_nan() } else { v };
                             let a = attrs(&p.attributes);
-                            for (le, c) in exponential_buckets(p).map_err(|e| format!("exponential histogram {:?}: {e}", m.name))? {
-                                out.push(&format!("{base}_bucket"), &a, Some(("le", format_float(le))), ts, val(c as f64));
+                            for (le, c) in exponential_buckets(p)
+                                .map_err(|e| format!("exponential histogram {:?}: {e}", m.name))?
+                            {
+                                out.push(
+                                    &format!("{base}_bucket"),
+                                    &a,
+                                    Some(("le", format_float(le))),
+                                    ts,
+                                    val(c as f64),
+                                );
                             }
-                            out.push(&format!("{base}_bucket"), &a, Some(("le", "+Inf".into())), ts, val(p.count as f64));
+                            out.push(
+                                &format!("{base}_bucket"),
+                                &a,
+                                Some(("le", "+Inf".into())),
+                                ts,
+                                val(p.count as f64),
+                            );
                             if let Some(sum) = p.sum {
                                 out.push(&format!("{base}_sum"), &a, None, ts, val(sum));
                             }
@@ -383,7 +505,13 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                             let val = |v: f64| if stale { stale_nan() } else { v };
                             let a = attrs(&p.attributes);
                             for q in &p.quantile_values {
-                                out.push(&base, &a, Some(("quantile", format_float(q.quantile))), ts, val(q.value));
+                                out.push(
+                                    &base,
+                                    &a,
+                                    Some(("quantile", format_float(q.quantile))),
+                                    ts,
+                                    val(q.value),
+                                );
                             }
                             out.push(&format!("{base}_sum"), &a, None, ts, val(p.sum));
                             out.push(&format!("{base}_count"), &a, None, ts, val(p.count as f64));
@@ -392,7 +520,16 @@ pub fn to_batch(req: &ExportMetricsServiceRequest, agent_labels: &[(String, Stri
                 }
             }
         }
-        let info: Vec<KeyValue> = res_attrs.iter().filter(|a| !matches!(a.key.as_str(), "service.name" | "service.namespace" | "service.instance.id")).cloned().collect();
+        let info: Vec<KeyValue> = res_attrs
+            .iter()
+            .filter(|a| {
+                !matches!(
+                    a.key.as_str(),
+                    "service.name" | "service.namespace" | "service.instance.id"
+                )
+            })
+            .cloned()
+            .collect();
         if !info.is_empty() && latest > 0 {
             out.push("target_info", &attrs(&info), None, latest, 1.0);
         }
@@ -408,7 +545,9 @@ fn number(name: &str, flags: u32, v: &Option<number_data_point::Value>) -> Resul
     match v {
         Some(number_data_point::Value::AsDouble(d)) => Ok(*d),
         Some(number_data_point::Value::AsInt(i)) => Ok(*i as f64),
-        None => Err(format!("metric {name:?}: a data point has no value (asDouble or asInt)")),
+        None => Err(format!(
+            "metric {name:?}: a data point has no value (asDouble or asInt)"
+        )),
     }
 }
 
@@ -448,12 +587,42 @@ mod tests {
     #[test]
     fn names_follow_prometheus_otlp_translation() {
         let cases: &[(&str, &str, NameKind, &str)] = &[
-            ("http.server.request.duration", "s", NameKind::Other, "http_server_request_duration_seconds"),
-            ("http.server.requests", "{request}", NameKind::Counter, "http_server_requests_total"),
-            ("system.memory.usage", "By", NameKind::Gauge, "system_memory_usage_bytes"),
-            ("queue_bytes_total", "By", NameKind::Counter, "queue_bytes_total"),
-            ("cpu.utilization", "1", NameKind::Gauge, "cpu_utilization_ratio"),
-            ("throughput", "By/s", NameKind::Gauge, "throughput_bytes_per_second"),
+            (
+                "http.server.request.duration",
+                "s",
+                NameKind::Other,
+                "http_server_request_duration_seconds",
+            ),
+            (
+                "http.server.requests",
+                "{request}",
+                NameKind::Counter,
+                "http_server_requests_total",
+            ),
+            (
+                "system.memory.usage",
+                "By",
+                NameKind::Gauge,
+                "system_memory_usage_bytes",
+            ),
+            (
+                "queue_bytes_total",
+                "By",
+                NameKind::Counter,
+                "queue_bytes_total",
+            ),
+            (
+                "cpu.utilization",
+                "1",
+                NameKind::Gauge,
+                "cpu_utilization_ratio",
+            ),
+            (
+                "throughput",
+                "By/s",
+                NameKind::Gauge,
+                "throughput_bytes_per_second",
+            ),
             ("requests", "", NameKind::Counter, "requests_total"),
             ("total.requests", "", NameKind::Counter, "requests_total"),
             ("temp", "Cel", NameKind::Gauge, "temp_celsius"),
@@ -481,18 +650,30 @@ mod tests {
             scale: 0,
             count: 10,
             zero_count: 1,
-            negative: Some(Buckets { offset: 0, bucket_counts: vec![2] }),
-            positive: Some(Buckets { offset: 1, bucket_counts: vec![3, 4] }),
+            negative: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![2],
+            }),
+            positive: Some(Buckets {
+                offset: 1,
+                bucket_counts: vec![3, 4],
+            }),
             ..Default::default()
         };
         // scale 0: base 2. Negative index 0: [-2, -1). Positive 1: (2, 4], 2: (4, 8].
-        assert_eq!(exponential_buckets(&p).unwrap(), vec![(-1.0, 2), (0.0, 3), (4.0, 6), (8.0, 10)]);
+        assert_eq!(
+            exponential_buckets(&p).unwrap(),
+            vec![(-1.0, 2), (0.0, 3), (4.0, 6), (8.0, 10)]
+        );
     }
 
     fn conv(json: &str) -> Result<Vec<String>, String> {
         let req = decode(json.as_bytes(), Encoding::Json)?;
         let b = to_batch(&req, &[("agent".into(), "a1".into())], 5_000)?;
-        Ok(b.series.iter().map(|s| format!("{} {} @{}", s.labels, s.points[0].value, s.points[0].ts)).collect())
+        Ok(b.series
+            .iter()
+            .map(|s| format!("{} {} @{}", s.labels, s.points[0].value, s.points[0].ts))
+            .collect())
     }
 
     #[test]
@@ -515,26 +696,52 @@ mod tests {
                 r#"inflight{agent="a1", job="shop/api"} NaN @5000"#,
             ]
         );
-        assert_eq!(got[4], r#"target_info{agent="a1", host_cores="4", job="shop/api"} 1 @5000"#);
+        assert_eq!(
+            got[4],
+            r#"target_info{agent="a1", host_cores="4", job="shop/api"} 1 @5000"#
+        );
         let req = decode(json.as_bytes(), Encoding::Json).unwrap();
         let b = to_batch(&req, &[], 5_000).unwrap();
-        assert!(outpost_shared::model::is_stale(b.series[3].points[0].value), "no recorded value is a stale marker");
+        assert!(
+            outpost_shared::model::is_stale(b.series[3].points[0].value),
+            "no recorded value is a stale marker"
+        );
     }
 
     #[test]
     fn bad_requests_name_the_metric() {
         let delta = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"ok","gauge":{"dataPoints":[{"asDouble":1}]}},
             {"name":"reqs","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{"asInt":"1"}]}}]}]}]}"#;
-        assert!(conv(delta).unwrap_err().contains("metric \"reqs\" uses delta aggregation temporality"));
+        assert!(
+            conv(delta)
+                .unwrap_err()
+                .contains("metric \"reqs\" uses delta aggregation temporality")
+        );
         let unspecified = delta.replace("\"aggregationTemporality\":1,", "");
-        assert!(conv(&unspecified).unwrap_err().contains("metric \"reqs\" has no aggregation temporality"));
+        assert!(
+            conv(&unspecified)
+                .unwrap_err()
+                .contains("metric \"reqs\" has no aggregation temporality")
+        );
         let buckets = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"h","histogram":{"aggregationTemporality":2,
             "dataPoints":[{"count":"2","bucketCounts":["1","1"],"explicitBounds":[1,2]}]}}]}]}]}"#;
-        assert!(conv(buckets).unwrap_err().contains("2 bucket counts for 2 bounds"));
+        assert!(
+            conv(buckets)
+                .unwrap_err()
+                .contains("2 bucket counts for 2 bounds")
+        );
         let novalue = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{}]}}]}]}]}"#;
         assert!(conv(novalue).unwrap_err().contains("has no value"));
-        assert!(conv("{\"resourceMetrics\":7}").unwrap_err().starts_with("invalid OTLP JSON"));
-        assert!(decode(&[0xff, 0xff], Encoding::Protobuf).unwrap_err().starts_with("invalid OTLP protobuf"));
+        assert!(
+            conv("{\"resourceMetrics\":7}")
+                .unwrap_err()
+                .starts_with("invalid OTLP JSON")
+        );
+        assert!(
+            decode(&[0xff, 0xff], Encoding::Protobuf)
+                .unwrap_err()
+                .starts_with("invalid OTLP protobuf")
+        );
     }
 
     #[test]
@@ -546,8 +753,14 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(Encoding::from_content_type("application/x-protobuf"), Some(Encoding::Protobuf));
-        assert_eq!(Encoding::from_content_type("application/json; charset=utf-8"), Some(Encoding::Json));
+        assert_eq!(
+            Encoding::from_content_type("application/x-protobuf"),
+            Some(Encoding::Protobuf)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/json; charset=utf-8"),
+            Some(Encoding::Json)
+        );
         assert_eq!(Encoding::from_content_type("text/plain"), None);
     }
 }

@@ -25,7 +25,10 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| unhex(c)), b.get(i + 2).and_then(|&c| unhex(c))) else {
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| unhex(c)),
+                b.get(i + 2).and_then(|&c| unhex(c)),
+            ) else {
                 return Err(format!("invalid percent-encoding in {s:?}"));
             };
             out.push(h << 4 | l);
@@ -44,9 +47,12 @@ fn base64_value(s: &str) -> Result<String, String> {
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::URL_SAFE,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    let bytes = engine.decode(s).map_err(|e| format!("{s:?} is not base64url: {e}"))?;
+    let bytes = engine
+        .decode(s)
+        .map_err(|e| format!("{s:?} is not base64url: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
@@ -56,7 +62,10 @@ pub fn grouping(path: &str) -> Result<Vec<(String, String)>, String> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let segs: Vec<&str> = path.split('/').collect();
     if segs.len() % 2 != 0 {
-        return Err(format!("label {:?} in the path has no value; the path is /metrics/job/<job>{{/<label>/<value>}}", segs[segs.len() - 1]));
+        return Err(format!(
+            "label {:?} in the path has no value; the path is /metrics/job/<job>{{/<label>/<value>}}",
+            segs[segs.len() - 1]
+        ));
     }
     let mut out: Vec<(String, String)> = vec![];
     for pair in segs.chunks(2) {
@@ -74,7 +83,11 @@ pub fn grouping(path: &str) -> Result<Vec<(String, String)>, String> {
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("label {name:?} appears twice in the path"));
         }
-        let value = if b64 { base64_value(pair[1])? } else { percent_decode(pair[1])? };
+        let value = if b64 {
+            base64_value(pair[1])?
+        } else {
+            percent_decode(pair[1])?
+        };
         if name == "job" && value.is_empty() {
             return Err("the job in the path must not be empty".into());
         }
@@ -88,8 +101,18 @@ pub fn grouping(path: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Converts a pushed exposition: every sample at `ts`, with the grouping labels and
 /// `agent_labels` attached.
-pub fn to_batch(body: &str, format: Format, group: &[(String, String)], agent_labels: &[(String, String)], ts: i64) -> Result<Batch, String> {
-    let mut target: Vec<(String, String)> = group.iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+pub fn to_batch(
+    body: &str,
+    format: Format,
+    group: &[(String, String)],
+    agent_labels: &[(String, String)],
+    ts: i64,
+) -> Result<Batch, String> {
+    let mut target: Vec<(String, String)> = group
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .cloned()
+        .collect();
     target.extend(agent_labels.iter().cloned());
     let mut batch = Batch::default();
     let mut problem: Option<String> = None;
@@ -125,7 +148,10 @@ mod tests {
     use super::*;
 
     fn g(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -133,21 +159,40 @@ mod tests {
         let ok: &[(&str, Vec<(String, String)>)] = &[
             ("job/batch", g(&[("job", "batch")])),
             ("job/batch/", g(&[("job", "batch")])),
-            ("job/batch/instance/host-1", g(&[("job", "batch"), ("instance", "host-1")])),
-            ("job/a%20b/instance/x/env/prod", g(&[("job", "a b"), ("instance", "x"), ("env", "prod")])),
-            ("job@base64/L3Zhci90bXA/instance@base64/aG9zdC8x", g(&[("job", "/var/tmp"), ("instance", "host/1")])),
+            (
+                "job/batch/instance/host-1",
+                g(&[("job", "batch"), ("instance", "host-1")]),
+            ),
+            (
+                "job/a%20b/instance/x/env/prod",
+                g(&[("job", "a b"), ("instance", "x"), ("env", "prod")]),
+            ),
+            (
+                "job@base64/L3Zhci90bXA/instance@base64/aG9zdC8x",
+                g(&[("job", "/var/tmp"), ("instance", "host/1")]),
+            ),
             ("job/j/path@base64/=", g(&[("job", "j"), ("path", "")])),
-            ("job/j/path@base64/L3Zhci90bXA=", g(&[("job", "j"), ("path", "/var/tmp")])),
+            (
+                "job/j/path@base64/L3Zhci90bXA=",
+                g(&[("job", "j"), ("path", "/var/tmp")]),
+            ),
         ];
         for (p, want) in ok {
-            assert_eq!(&grouping(p).unwrap_or_else(|e| panic!("{p}: {e}")), want, "{p}");
+            assert_eq!(
+                &grouping(p).unwrap_or_else(|e| panic!("{p}: {e}")),
+                want,
+                "{p}"
+            );
         }
         let bad: &[(&str, &str)] = &[
             ("job", "has no value"),
             ("instance/x", "must start with /metrics/job/<job>"),
             ("job/", "has no value"),
             ("job/j/instance", "\"instance\" in the path has no value"),
-            ("job/j/bad-name/x", "\"bad-name\" in the path is not a valid label name"),
+            (
+                "job/j/bad-name/x",
+                "\"bad-name\" in the path is not a valid label name",
+            ),
             ("job/j/x/1/x/2", "label \"x\" appears twice"),
             ("job@base64/!!!", "is not base64url"),
             ("job/%zz", "invalid percent-encoding"),
@@ -162,8 +207,19 @@ mod tests {
     #[test]
     fn pushed_samples_get_grouping_and_agent_labels() {
         let body = "# TYPE done gauge\ndone{step=\"a\"} 1\ndone{step=\"b\",job=\"batch\"} 2\n";
-        let b = to_batch(body, Format::Text, &g(&[("job", "batch"), ("instance", "h1")]), &g(&[("agent", "web-1")]), 42).unwrap();
-        let got: Vec<String> = b.series.iter().map(|s| format!("{} {} @{}", s.labels, s.points[0].value, s.points[0].ts)).collect();
+        let b = to_batch(
+            body,
+            Format::Text,
+            &g(&[("job", "batch"), ("instance", "h1")]),
+            &g(&[("agent", "web-1")]),
+            42,
+        )
+        .unwrap();
+        let got: Vec<String> = b
+            .series
+            .iter()
+            .map(|s| format!("{} {} @{}", s.labels, s.points[0].value, s.points[0].ts))
+            .collect();
         assert_eq!(
             got,
             [
@@ -177,10 +233,16 @@ mod tests {
     fn contradictions_timestamps_and_syntax_errors_are_refused() {
         let grp = g(&[("job", "batch")]);
         let e = to_batch("m{job=\"other\"} 1\n", Format::Text, &grp, &[], 1).unwrap_err();
-        assert!(e.contains("has label job=\"other\" but the path sets job=\"batch\""), "{e}");
+        assert!(
+            e.contains("has label job=\"other\" but the path sets job=\"batch\""),
+            "{e}"
+        );
         let e = to_batch("m 1 1700000000000\n", Format::Text, &grp, &[], 1).unwrap_err();
         assert!(e.contains("carries a timestamp"), "{e}");
         let e = to_batch("m 1\nm{ 2\n", Format::Text, &grp, &[], 1).unwrap_err();
-        assert!(e.starts_with("cannot parse the pushed exposition: line 2:"), "{e}");
+        assert!(
+            e.starts_with("cannot parse the pushed exposition: line 2:"),
+            "{e}"
+        );
     }
 }

@@ -50,7 +50,8 @@ impl Client {
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
             let key_pem = read(key, "key file")?;
-            let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+            let key =
+                PrivateKey::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&certs(cert)?, key)));
         }
         let agent = ureq::Agent::config_builder()
@@ -78,13 +79,13 @@ impl Client {
     /// One scrape of `target` (`host:port`). Blocking, bounded by the job's timeout.
     pub fn fetch(&self, target: &str) -> Result<Response, String> {
         let url = self.url(target);
-        let mut req = self
-            .agent
-            .get(&url)
-            .header("Accept", ACCEPT)
-            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", self.timeout.as_secs_f64()));
+        let mut req = self.agent.get(&url).header("Accept", ACCEPT).header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", self.timeout.as_secs_f64()),
+        );
         if let Some(f) = &self.token_file {
-            let token = std::fs::read_to_string(f).map_err(|e| format!("cannot read bearer_token_file {}: {e}", f.display()))?;
+            let token = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read bearer_token_file {}: {e}", f.display()))?;
             req = req.header("Authorization", format!("Bearer {}", token.trim()));
         }
         let mut resp = req.call().map_err(|e| format!("GET {url}: {e}"))?;
@@ -98,10 +99,18 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = resp.body_mut().with_config().limit(self.limit).read_to_string().map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => format!("GET {url}: body is larger than body_size_limit ({} bytes)", self.limit),
-            e => format!("GET {url}: reading the body: {e}"),
-        })?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(self.limit)
+            .read_to_string()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => format!(
+                    "GET {url}: body is larger than body_size_limit ({} bytes)",
+                    self.limit
+                ),
+                e => format!("GET {url}: reading the body: {e}"),
+            })?;
         Ok(Response { body, content_type })
     }
 }

@@ -25,16 +25,32 @@ struct Target {
 
 /// Starts a task per target. Returns the tasks, which end when `stop` turns true; an error
 /// names the job whose client could not be built.
-pub fn spawn(cfg: &Config, sink: Sink, stop: watch::Receiver<bool>) -> Result<Vec<JoinHandle<()>>, String> {
+pub fn spawn(
+    cfg: &Config,
+    sink: Sink,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
     let mut tasks = vec![];
     for s in &cfg.scrape {
         let interval = s.interval(&cfg.collect);
-        let client = Arc::new(client::Client::new(s, s.timeout(&cfg.collect)).map_err(|e| format!("[[scrape]] job {:?}: {e}", s.job))?);
+        let client = Arc::new(
+            client::Client::new(s, s.timeout(&cfg.collect))
+                .map_err(|e| format!("[[scrape]] job {:?}: {e}", s.job))?,
+        );
         for t in &s.targets {
-            let mut labels = vec![("job".to_string(), s.job.clone()), ("instance".to_string(), t.clone())];
+            let mut labels = vec![
+                ("job".to_string(), s.job.clone()),
+                ("instance".to_string(), t.clone()),
+            ];
             labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             labels.extend(sink.agent_labels());
-            let target = Target { job: s.job.clone(), instance: t.clone(), labels, interval, client: client.clone() };
+            let target = Target {
+                job: s.job.clone(),
+                instance: t.clone(),
+                labels,
+                interval,
+                client: client.clone(),
+            };
             tasks.push(tokio::spawn(run_target(target, sink.clone(), stop.clone())));
         }
     }
@@ -65,15 +81,21 @@ async fn run_target(t: Target, sink: Sink, mut stop: watch::Receiver<bool>) {
             Ok((up, err)) => {
                 if was_up != Some(up) {
                     match &err {
-                        None => tracing::info!(job = %t.job, instance = %t.instance, "scrape target is up"),
-                        Some(e) => tracing::warn!(job = %t.job, instance = %t.instance, "scrape target is down: {e}"),
+                        None => {
+                            tracing::info!(job = %t.job, instance = %t.instance, "scrape target is up")
+                        }
+                        Some(e) => {
+                            tracing::warn!(job = %t.job, instance = %t.instance, "scrape target is down: {e}")
+                        }
                     }
                 } else if let Some(e) = &err {
                     tracing::debug!(job = %t.job, instance = %t.instance, "scrape failed: {e}");
                 }
                 was_up = Some(up);
             }
-            Err(e) => tracing::error!(job = %t.job, instance = %t.instance, "scrape task failed: {e}"),
+            Err(e) => {
+                tracing::error!(job = %t.job, instance = %t.instance, "scrape task failed: {e}")
+            }
         }
     }
 }
@@ -85,7 +107,13 @@ fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
     let fetched = t.client.fetch(&t.instance);
     let duration = started.elapsed().as_secs_f64();
     let r = report::build(
-        fetched.as_ref().map(|r| report::Fetched { body: &r.body, content_type: &r.content_type }).map_err(|e| e.clone()),
+        fetched
+            .as_ref()
+            .map(|r| report::Fetched {
+                body: &r.body,
+                content_type: &r.content_type,
+            })
+            .map_err(|e| e.clone()),
         &t.labels,
         ts,
         duration,
@@ -93,8 +121,12 @@ fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
     drop(fetched);
     match sink.store(&r.batch, Source::Scrape) {
         Ok(Stored::Seq(_) | Stored::Empty) => {}
-        Ok(Stored::Dropped) => tracing::warn!(job = %t.job, instance = %t.instance, "buffer full: this scrape was dropped by the when_full policy"),
-        Err(e) => tracing::error!(job = %t.job, instance = %t.instance, "cannot buffer this scrape, it is lost: {e}"),
+        Ok(Stored::Dropped) => {
+            tracing::warn!(job = %t.job, instance = %t.instance, "buffer full: this scrape was dropped by the when_full policy")
+        }
+        Err(e) => {
+            tracing::error!(job = %t.job, instance = %t.instance, "cannot buffer this scrape, it is lost: {e}")
+        }
     }
     (r.up, r.error)
 }

@@ -26,18 +26,32 @@ pub struct Report {
 
 /// Builds the batch of one scrape of a target with labels `target` (job, instance, agent,
 /// region, static labels), started at `ts` (ms) and lasting `duration_s` seconds.
-pub fn build(fetched: Result<Fetched<'_>, String>, target: &[(String, String)], ts: i64, duration_s: f64) -> Report {
+pub fn build(
+    fetched: Result<Fetched<'_>, String>,
+    target: &[(String, String)],
+    ts: i64,
+    duration_s: f64,
+) -> Report {
     let mut batch = Batch::default();
     let outcome = fetched.and_then(|f| {
         let format = Format::from_content_type(f.content_type);
         textparse::parse_each(f.body, format, |s| {
-            let labels = target_labels::attach(&s.name, s.labels.iter().map(|(n, v)| -> (&str, &str) { (n, v) }), target);
+            let labels = target_labels::attach(
+                &s.name,
+                s.labels.iter().map(|(n, v)| -> (&str, &str) { (n, v) }),
+                target,
+            );
             batch.push(labels, s.timestamp_ms.unwrap_or(ts), s.value);
         })
-        .map_err(|e| format!("cannot parse the {} exposition: {e}", match format {
-            Format::Text => "text",
-            Format::OpenMetrics => "OpenMetrics",
-        }))
+        .map_err(|e| {
+            format!(
+                "cannot parse the {} exposition: {e}",
+                match format {
+                    Format::Text => "text",
+                    Format::OpenMetrics => "OpenMetrics",
+                }
+            )
+        })
     });
     let (up, scraped, error) = match outcome {
         Ok(n) => (true, n, None),
@@ -46,11 +60,21 @@ pub fn build(fetched: Result<Fetched<'_>, String>, target: &[(String, String)], 
             (false, 0, Some(e))
         }
     };
-    let meta = |name: &str| Labels::new(std::iter::once(("__name__".to_string(), name.to_string())).chain(target.iter().cloned()));
+    let meta = |name: &str| {
+        Labels::new(
+            std::iter::once(("__name__".to_string(), name.to_string()))
+                .chain(target.iter().cloned()),
+        )
+    };
     batch.push(meta("up"), ts, if up { 1.0 } else { 0.0 });
     batch.push(meta("scrape_duration_seconds"), ts, duration_s);
     batch.push(meta("scrape_samples_scraped"), ts, scraped as f64);
-    Report { batch, up, scraped, error }
+    Report {
+        batch,
+        up,
+        scraped,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -58,20 +82,37 @@ mod tests {
     use super::*;
 
     fn target() -> Vec<(String, String)> {
-        [("job", "app"), ("instance", "127.0.0.1:8080"), ("agent", "web-1"), ("region", "eu")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        [
+            ("job", "app"),
+            ("instance", "127.0.0.1:8080"),
+            ("agent", "web-1"),
+            ("region", "eu"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
     }
 
     fn find<'b>(b: &'b Batch, name: &str) -> Vec<&'b outpost_shared::model::SeriesPoints> {
-        b.series.iter().filter(|s| s.labels.metric_name() == Some(name)).collect()
+        b.series
+            .iter()
+            .filter(|s| s.labels.metric_name() == Some(name))
+            .collect()
     }
 
     #[test]
     fn samples_get_target_labels_and_scrape_metrics() {
-        let body = "# TYPE req counter\nreq_total{code=\"200\",job=\"inner\"} 7\nmem 12 1700000000000\n";
-        let r = build(Ok(Fetched { body, content_type: "text/plain; version=0.0.4" }), &target(), 1_700_000_001_000, 0.25);
+        let body =
+            "# TYPE req counter\nreq_total{code=\"200\",job=\"inner\"} 7\nmem 12 1700000000000\n";
+        let r = build(
+            Ok(Fetched {
+                body,
+                content_type: "text/plain; version=0.0.4",
+            }),
+            &target(),
+            1_700_000_001_000,
+            0.25,
+        );
         assert!(r.up && r.error.is_none());
         assert_eq!(r.scraped, 2);
         let req = find(&r.batch, "req_total");
@@ -79,12 +120,28 @@ mod tests {
             req[0].labels.to_string(),
             r#"req_total{agent="web-1", code="200", exported_job="inner", instance="127.0.0.1:8080", job="app", region="eu"}"#
         );
-        assert_eq!((req[0].points[0].ts, req[0].points[0].value), (1_700_000_001_000, 7.0));
-        assert_eq!(find(&r.batch, "mem")[0].points[0].ts, 1_700_000_000_000, "exposed timestamps are honoured");
-        for (name, v) in [("up", 1.0), ("scrape_duration_seconds", 0.25), ("scrape_samples_scraped", 2.0)] {
+        assert_eq!(
+            (req[0].points[0].ts, req[0].points[0].value),
+            (1_700_000_001_000, 7.0)
+        );
+        assert_eq!(
+            find(&r.batch, "mem")[0].points[0].ts,
+            1_700_000_000_000,
+            "exposed timestamps are honoured"
+        );
+        for (name, v) in [
+            ("up", 1.0),
+            ("scrape_duration_seconds", 0.25),
+            ("scrape_samples_scraped", 2.0),
+        ] {
             let s = find(&r.batch, name);
             assert_eq!(s.len(), 1, "{name}");
-            assert_eq!(s[0].labels.to_string(), format!(r#"{name}{{agent="web-1", instance="127.0.0.1:8080", job="app", region="eu"}}"#));
+            assert_eq!(
+                s[0].labels.to_string(),
+                format!(
+                    r#"{name}{{agent="web-1", instance="127.0.0.1:8080", job="app", region="eu"}}"#
+                )
+            );
             assert_eq!(s[0].points[0].value, v, "{name}");
         }
     }
@@ -92,20 +149,59 @@ mod tests {
     #[test]
     fn a_broken_page_stores_nothing_of_it_and_reports_down() {
         let body = "good 1\nbad{ 2\n";
-        let r = build(Ok(Fetched { body, content_type: "text/plain" }), &target(), 5, 0.1);
+        let r = build(
+            Ok(Fetched {
+                body,
+                content_type: "text/plain",
+            }),
+            &target(),
+            5,
+            0.1,
+        );
         assert!(!r.up);
-        assert!(r.error.as_deref().unwrap().contains("cannot parse the text exposition: line 2"), "{:?}", r.error);
-        let names: Vec<_> = r.batch.series.iter().filter_map(|s| s.labels.metric_name()).collect();
-        assert_eq!(names, ["up", "scrape_duration_seconds", "scrape_samples_scraped"]);
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("cannot parse the text exposition: line 2"),
+            "{:?}",
+            r.error
+        );
+        let names: Vec<_> = r
+            .batch
+            .series
+            .iter()
+            .filter_map(|s| s.labels.metric_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["up", "scrape_duration_seconds", "scrape_samples_scraped"]
+        );
         assert_eq!(find(&r.batch, "up")[0].points[0].value, 0.0);
     }
 
     #[test]
     fn openmetrics_is_chosen_by_content_type() {
         let body = "m 1\n";
-        let r = build(Ok(Fetched { body, content_type: "application/openmetrics-text; version=1.0.0" }), &target(), 5, 0.1);
-        assert!(r.error.as_deref().unwrap().contains("OpenMetrics") && r.error.as_deref().unwrap().contains("# EOF"), "{:?}", r.error);
+        let r = build(
+            Ok(Fetched {
+                body,
+                content_type: "application/openmetrics-text; version=1.0.0",
+            }),
+            &target(),
+            5,
+            0.1,
+        );
+        assert!(
+            r.error.as_deref().unwrap().contains("OpenMetrics")
+                && r.error.as_deref().unwrap().contains("# EOF"),
+            "{:?}",
+            r.error
+        );
         let r = build(Err("connection refused".into()), &target(), 5, 0.1);
-        assert_eq!((r.up, r.scraped, r.error.as_deref()), (false, 0, Some("connection refused")));
+        assert_eq!(
+            (r.up, r.scraped, r.error.as_deref()),
+            (false, 0, Some("connection refused"))
+        );
     }
 }

@@ -30,7 +30,15 @@ struct Series {
 
 fn du(p: &Path) -> u64 {
     std::fs::read_dir(p)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.metadata().map(|m| if m.is_dir() { du(&e.path()) } else { m.len() }).unwrap_or(0)).sum())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    e.metadata()
+                        .map(|m| if m.is_dir() { du(&e.path()) } else { m.len() })
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -43,7 +51,13 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--file" => file = Some(PathBuf::from(it.next().context("--file needs a value")?)),
             "--root" => root = Some(PathBuf::from(it.next().context("--root needs a value")?)),
-            "--agents" => agents = it.next().context("--agents needs a value")?.parse().context("--agents: a number")?,
+            "--agents" => {
+                agents = it
+                    .next()
+                    .context("--agents needs a value")?
+                    .parse()
+                    .context("--agents: a number")?
+            }
             "-h" | "--help" => {
                 println!("usage: drain-fill --file vm_import.jsonl --root DIR [--agents 1]");
                 return Ok(());
@@ -51,19 +65,52 @@ fn main() -> Result<()> {
             _ => bail!("unexpected argument {a:?} (see --help)"),
         }
     }
-    let (file, root) = (file.context("--file is required")?, root.context("--root is required")?);
+    let (file, root) = (
+        file.context("--file is required")?,
+        root.context("--root is required")?,
+    );
     let mut hosts: BTreeMap<String, Vec<Series>> = BTreeMap::new();
-    for line in std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?).lines() {
+    for line in std::io::BufReader::new(
+        std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?,
+    )
+    .lines()
+    {
         let v: Value = serde_json::from_str(&line?)?;
-        let m = v["metric"].as_object().context("a line without \"metric\"")?;
-        let pairs: Vec<(String, String)> = m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
-        let host = m.get("instance").and_then(|h| h.as_str()).unwrap_or("").to_string();
-        let ts = v["timestamps"].as_array().context("timestamps")?.iter().filter_map(|t| t.as_i64()).collect();
-        let values = v["values"].as_array().context("values")?.iter().filter_map(|x| x.as_f64()).collect();
-        hosts.entry(host).or_default().push(Series { labels: Labels::new(pairs), ts, values });
+        let m = v["metric"]
+            .as_object()
+            .context("a line without \"metric\"")?;
+        let pairs: Vec<(String, String)> = m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let host = m
+            .get("instance")
+            .and_then(|h| h.as_str())
+            .unwrap_or("")
+            .to_string();
+        let ts = v["timestamps"]
+            .as_array()
+            .context("timestamps")?
+            .iter()
+            .filter_map(|t| t.as_i64())
+            .collect();
+        let values = v["values"]
+            .as_array()
+            .context("values")?
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        hosts.entry(host).or_default().push(Series {
+            labels: Labels::new(pairs),
+            ts,
+            values,
+        });
     }
     if agents == 0 || hosts.len() < agents || hosts.len() % agents != 0 {
-        bail!("{} hosts cannot be shared equally by {agents} agents", hosts.len());
+        bail!(
+            "{} hosts cannot be shared equally by {agents} agents",
+            hosts.len()
+        );
     }
     let per = hosts.len() / agents;
     let hosts: Vec<Vec<Series>> = hosts.into_values().collect();
@@ -71,11 +118,19 @@ fn main() -> Result<()> {
     for a in 0..agents {
         let id = format!("drain-{a:03}");
         let series: Vec<Series> = chunks.by_ref().take(per).flatten().collect();
-        let cfg = BufferConfig { dir: root.join(&id).join("buffer"), max_bytes: ByteSize(8 << 30), when_full: WhenFull::DropOldest, sync: false };
+        let cfg = BufferConfig {
+            dir: root.join(&id).join("buffer"),
+            max_bytes: ByteSize(8 << 30),
+            when_full: WhenFull::DropOldest,
+            sync: false,
+        };
         let buffer = Buffer::open(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let points = series.iter().map(|s| s.ts.len()).max().unwrap_or(0);
         let mut samples = 0u64;
-        let labels: Vec<Labels> = series.iter().map(|s| s.labels.with("agent", &id).with("region", "bench")).collect();
+        let labels: Vec<Labels> = series
+            .iter()
+            .map(|s| s.labels.with("agent", &id).with("region", "bench"))
+            .collect();
         for i in 0..points {
             let mut b = Batch::default();
             let mut oldest = i64::MAX;
@@ -88,7 +143,9 @@ fn main() -> Result<()> {
             let n = b.sample_count() as u64;
             samples += n;
             let payload = Encoder::new().encode(&b);
-            buffer.append(i as u64 + 1, &payload, n, oldest).map_err(|e| anyhow::anyhow!("{e}"))?;
+            buffer
+                .append(i as u64 + 1, &payload, n, oldest)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         buffer.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
         let st = buffer.stats();

@@ -55,15 +55,24 @@ fn parse_args() -> Result<Args> {
             );
             std::process::exit(0);
         }
-        let Some(key) = a.strip_prefix("--") else { bail!("unexpected argument {a:?} (see --help)") };
+        let Some(key) = a.strip_prefix("--") else {
+            bail!("unexpected argument {a:?} (see --help)")
+        };
         let (k, v) = match key.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (key.to_string(), it.next().with_context(|| format!("--{key} needs a value"))?),
+            None => (
+                key.to_string(),
+                it.next()
+                    .with_context(|| format!("--{key} needs a value"))?,
+            ),
         };
         m.insert(k, v);
     }
     let mut take = |k: &str| m.remove(k);
-    let quic: SocketAddr = take("quic").context("--quic is required")?.parse().context("--quic: an IP:port")?;
+    let quic: SocketAddr = take("quic")
+        .context("--quic is required")?
+        .parse()
+        .context("--quic: an IP:port")?;
     if !quic.ip().is_loopback() {
         bail!("--quic must be a loopback address");
     }
@@ -76,13 +85,26 @@ fn parse_args() -> Result<Args> {
     let a = Args {
         file: take("file").context("--file is required")?.into(),
         quic,
-        pid: take("pid").context("--pid is required")?.parse().context("--pid")?,
-        certs: take("certs").context("--certs is required (a folder with ca.crt and ca.key)")?.into(),
+        pid: take("pid")
+            .context("--pid is required")?
+            .parse()
+            .context("--pid")?,
+        certs: take("certs")
+            .context("--certs is required (a folder with ca.crt and ca.key)")?
+            .into(),
         http,
-        window: take("window").map(|v| v.parse()).transpose().context("--window")?.unwrap_or(256),
+        window: take("window")
+            .map(|v| v.parse())
+            .transpose()
+            .context("--window")?
+            .unwrap_or(256),
         host_label: take("host-label").unwrap_or_else(|| "instance".into()),
         server_name: take("server-name").unwrap_or_else(|| "localhost".into()),
-        max_seconds: take("max-seconds").map(|v| v.parse()).transpose().context("--max-seconds")?.unwrap_or(600),
+        max_seconds: take("max-seconds")
+            .map(|v| v.parse())
+            .transpose()
+            .context("--max-seconds")?
+            .unwrap_or(600),
     };
     if let Some(k) = m.keys().next() {
         bail!("unknown option --{k} (see --help)");
@@ -106,7 +128,8 @@ fn clk_tck() -> f64 {
 
 /// utime + stime of a process (all its threads), in seconds.
 fn cpu_s(pid: &str, hz: f64) -> Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
     let rest = &s[s.rfind(')').context("stat format")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
@@ -116,14 +139,26 @@ fn cpu_s(pid: &str, hz: f64) -> Result<f64> {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+        })
         .unwrap_or(0)
 }
 
 /// Busy and total jiffies of the whole machine.
 fn sys_busy() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 5 {
         return (0, 0);
     }
@@ -133,7 +168,16 @@ fn sys_busy() -> (u64, u64) {
 
 /// An agent id from a host label value (`host-007:9100` → `host-007-9100`).
 fn agent_id(host: &str) -> String {
-    let id: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let id: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     id.trim_start_matches('.').to_string()
 }
 
@@ -155,13 +199,29 @@ fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
             continue;
         }
         let v: Value = serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
-        let metric = v["metric"].as_object().with_context(|| format!("line {}: no metric object", n + 1))?;
-        let labels = Labels::new(metric.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())));
-        let host = labels.get(&a.host_label).with_context(|| format!("line {}: no {} label", n + 1, a.host_label))?.to_string();
+        let metric = v["metric"]
+            .as_object()
+            .with_context(|| format!("line {}: no metric object", n + 1))?;
+        let labels = Labels::new(
+            metric
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
+        );
+        let host = labels
+            .get(&a.host_label)
+            .with_context(|| format!("line {}: no {} label", n + 1, a.host_label))?
+            .to_string();
         let (vals, tss) = (v["values"].as_array(), v["timestamps"].as_array());
-        let (Some(vals), Some(tss)) = (vals, tss) else { bail!("line {}: values/timestamps missing", n + 1) };
+        let (Some(vals), Some(tss)) = (vals, tss) else {
+            bail!("line {}: values/timestamps missing", n + 1)
+        };
         if vals.len() != tss.len() {
-            bail!("line {}: {} values but {} timestamps", n + 1, vals.len(), tss.len());
+            bail!(
+                "line {}: {} values but {} timestamps",
+                n + 1,
+                vals.len(),
+                tss.len()
+            );
         }
         let mut pts = BTreeMap::new();
         for (v, t) in vals.iter().zip(tss) {
@@ -189,7 +249,10 @@ fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
             let batch = Batch {
                 series: pts
                     .iter()
-                    .map(|&(i, value)| SeriesPoints { labels: series[i].0.clone(), points: vec![Point { ts, value }] })
+                    .map(|&(i, value)| SeriesPoints {
+                        labels: series[i].0.clone(),
+                        points: vec![Point { ts, value }],
+                    })
                     .collect(),
             };
             let t = Instant::now();
@@ -197,9 +260,18 @@ fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
             encode_s += t.elapsed().as_secs_f64();
             samples += pts.len() as u64;
             payload_bytes += payload.len() as u64;
-            frames.push(frame::encode(&Frame::Batch { seq: seq as u64 + 1, payload, trace: None }));
+            frames.push(frame::encode(&Frame::Batch {
+                seq: seq as u64 + 1,
+                payload,
+                trace: None,
+            }));
         }
-        out.push(Host { id: agent_id(&host), frames, samples, payload_bytes });
+        out.push(Host {
+            id: agent_id(&host),
+            frames,
+            samples,
+            payload_bytes,
+        });
     }
     Ok((out, (encode_s * 1e6) as u64))
 }
@@ -225,12 +297,22 @@ fn quic_client(a: &Args, id: &str) -> Result<quinn::ClientConfig> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// One agent's session: hello/welcome, all batches with a window, until all are acknowledged.
 /// Returns the connection's UDP bytes sent and received.
-async fn run_host(cfg: quinn::ClientConfig, addr: SocketAddr, server_name: String, id: String, frames: Vec<Vec<u8>>, window: u64) -> Result<(u64, u64)> {
+async fn run_host(
+    cfg: quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: String,
+    id: String,
+    frames: Vec<Vec<u8>>,
+    window: u64,
+) -> Result<(u64, u64)> {
     let mut ep = Endpoint::client(([127, 0, 0, 1], 0).into())?;
     ep.set_default_client_config(cfg);
     let conn = tokio::time::timeout(Duration::from_secs(10), ep.connect(addr, &server_name)?)
@@ -245,7 +327,10 @@ async fn run_host(cfg: quinn::ClientConfig, addr: SocketAddr, server_name: Strin
         clock_ms: now_ms(),
     });
     ctl_tx.write_all(&frame::encode(&hello)).await?;
-    let welcome = match tokio::time::timeout(Duration::from_secs(10), frame::read(&mut ctl_rx)).await.context("no welcome within 10s")?? {
+    let welcome = match tokio::time::timeout(Duration::from_secs(10), frame::read(&mut ctl_rx))
+        .await
+        .context("no welcome within 10s")??
+    {
         Some(Frame::Welcome(w)) => w,
         Some(Frame::Refused { reason }) => bail!("{id}: refused: {reason}"),
         Some(f) => bail!("{id}: expected welcome, got {}", f.kind()),
@@ -253,7 +338,10 @@ async fn run_host(cfg: quinn::ClientConfig, addr: SocketAddr, server_name: Strin
     };
     frame::check_version(welcome.protocol).map_err(anyhow::Error::msg)?;
     if welcome.applied_seq != 0 {
-        bail!("{id}: the aggregator already holds batches of this agent (applied seq {}): start it on an empty data dir", welcome.applied_seq);
+        bail!(
+            "{id}: the aggregator already holds batches of this agent (applied seq {}): start it on an empty data dir",
+            welcome.applied_seq
+        );
     }
     let last = frames.len() as u64;
     let (ack_tx, mut ack_rx) = tokio::sync::watch::channel(0u64);
@@ -279,7 +367,11 @@ async fn run_host(cfg: quinn::ClientConfig, addr: SocketAddr, server_name: Strin
         hb.tick().await;
         loop {
             hb.tick().await;
-            let f = Frame::Heartbeat(Heartbeat { clock_ms: now_ms(), dropped_samples: 0, backlog_bytes: 0 });
+            let f = Frame::Heartbeat(Heartbeat {
+                clock_ms: now_ms(),
+                dropped_samples: 0,
+                backlog_bytes: 0,
+            });
             if ctl_tx.write_all(&frame::encode(&f)).await.is_err() {
                 return ctl_tx;
             }
@@ -325,19 +417,42 @@ fn main() -> Result<()> {
     let samples: u64 = hosts.iter().map(|h| h.samples).sum();
     let batches: usize = hosts.iter().map(|h| h.frames.len()).sum();
     let payload_bytes: u64 = hosts.iter().map(|h| h.payload_bytes).sum();
-    let frame_bytes: u64 = hosts.iter().flat_map(|h| h.frames.iter()).map(|f| f.len() as u64).sum();
-    let cfgs = hosts.iter().map(|h| quic_client(&a, &h.id)).collect::<Result<Vec<_>>>()?;
+    let frame_bytes: u64 = hosts
+        .iter()
+        .flat_map(|h| h.frames.iter())
+        .map(|f| f.len() as u64)
+        .sum();
+    let cfgs = hosts
+        .iter()
+        .map(|h| quic_client(&a, &h.id))
+        .collect::<Result<Vec<_>>>()?;
     let ids: Vec<String> = hosts.iter().map(|h| h.id.clone()).collect();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let hz = clk_tck();
     let pid = a.pid.to_string();
-    let (c0, b0, me0, t0) = (cpu_s(&pid, hz)?, sys_busy(), cpu_s("self", hz)?, Instant::now());
+    let (c0, b0, me0, t0) = (
+        cpu_s(&pid, hz)?,
+        sys_busy(),
+        cpu_s("self", hz)?,
+        Instant::now(),
+    );
     let results = rt.block_on(async {
         let tasks: Vec<_> = hosts
             .into_iter()
             .zip(cfgs)
-            .map(|(h, cfg)| tokio::spawn(run_host(cfg, a.quic, a.server_name.clone(), h.id, h.frames, a.window)))
+            .map(|(h, cfg)| {
+                tokio::spawn(run_host(
+                    cfg,
+                    a.quic,
+                    a.server_name.clone(),
+                    h.id,
+                    h.frames,
+                    a.window,
+                ))
+            })
             .collect();
         tokio::time::timeout(Duration::from_secs(a.max_seconds), async {
             let mut out = vec![];
@@ -351,7 +466,12 @@ fn main() -> Result<()> {
     let wall = t0.elapsed().as_secs_f64();
     let (c1, b1, me1) = (cpu_s(&pid, hz)?, sys_busy(), cpu_s("self", hz)?);
     rt.shutdown_timeout(Duration::from_secs(2));
-    let results = results.map_err(|_| anyhow::anyhow!("not every batch was acknowledged within --max-seconds {}", a.max_seconds))?;
+    let results = results.map_err(|_| {
+        anyhow::anyhow!(
+            "not every batch was acknowledged within --max-seconds {}",
+            a.max_seconds
+        )
+    })?;
     let (mut tx, mut rx) = (0u64, 0u64);
     let mut errors = vec![];
     for r in results {
@@ -364,7 +484,12 @@ fn main() -> Result<()> {
         }
     }
     if !errors.is_empty() {
-        bail!("{} of {} connections failed; first: {}", errors.len(), ids.len(), errors[0]);
+        bail!(
+            "{} of {} connections failed; first: {}",
+            errors.len(),
+            ids.len(),
+            errors[0]
+        );
     }
     // What the aggregator says it applied for these agents.
     let stored: Option<u64> = a.http.as_ref().and_then(|h| {
@@ -373,7 +498,11 @@ fn main() -> Result<()> {
             v["data"]
                 .as_array()?
                 .iter()
-                .filter(|x| x["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id)))
+                .filter(|x| {
+                    x["id"]
+                        .as_str()
+                        .is_some_and(|id| ids.iter().any(|i| i == id))
+                })
                 .filter_map(|x| x["samples"].as_u64())
                 .sum(),
         )

@@ -45,7 +45,12 @@ fn parse_args() -> Result<Args> {
             Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
             _ => (a.clone(), None),
         };
-        let mut val = || -> Result<String> { inline.clone().or_else(|| it.next()).with_context(|| format!("{key} needs a value")) };
+        let mut val = || -> Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .with_context(|| format!("{key} needs a value"))
+        };
         match key.as_str() {
             "--url" => url = Some(val()?),
             "--match" => selector = Some(val()?),
@@ -65,7 +70,12 @@ fn parse_args() -> Result<Args> {
         }
     }
     let url = url.context("--url is required")?;
-    let authority = url.strip_prefix("http://").context("--url must start with http://")?.split('/').next().unwrap_or("");
+    let authority = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?
+        .split('/')
+        .next()
+        .unwrap_or("");
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
@@ -73,7 +83,10 @@ fn parse_args() -> Result<Args> {
     if !(host == "localhost" || host == "::1" || host.starts_with("127.")) {
         bail!("--url must be a loopback address, got {url}");
     }
-    let (start, end) = (start.context("--start is required")?, end.context("--end is required")?);
+    let (start, end) = (
+        start.context("--start is required")?,
+        end.context("--end is required")?,
+    );
     if end <= start {
         bail!("--end must be after --start");
     }
@@ -159,7 +172,14 @@ struct Sender {
 
 impl Sender {
     fn new(batch: usize) -> Sender {
-        Sender { batch, body: Vec::new(), n: 0, first_ts: 0, enc: snap::raw::Encoder::new(), t: Totals::default() }
+        Sender {
+            batch,
+            body: Vec::new(),
+            n: 0,
+            first_ts: 0,
+            enc: snap::raw::Encoder::new(),
+            t: Totals::default(),
+        }
     }
     fn flush(&mut self) -> Result<()> {
         if self.n == 0 {
@@ -208,7 +228,10 @@ fn main() -> Result<()> {
             bail!("query {q} at {t1} failed: {v}");
         }
         if v["data"]["resultType"] != "matrix" {
-            bail!("query {q} returned {} instead of a matrix", v["data"]["resultType"]);
+            bail!(
+                "query {q} returned {} instead of a matrix",
+                v["data"]["resultType"]
+            );
         }
         for r in v["data"]["result"].as_array().into_iter().flatten() {
             let labels: BTreeMap<String, String> = r["metric"]
@@ -228,7 +251,12 @@ fn main() -> Result<()> {
         t = t1;
     }
     if series.values().all(|p| p.is_empty()) {
-        bail!("no samples match {} between {} and {}", a.selector, a.start, a.end);
+        bail!(
+            "no samples match {} between {} and {}",
+            a.selector,
+            a.start,
+            a.end
+        );
     }
 
     // Scrape order: by timestamp, series in label order within one timestamp.

@@ -31,27 +31,37 @@ fn main() {
     };
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
     let (format, ct) = match args.get(3).map(String::as_str) {
-        Some("openmetrics") => (Format::OpenMetrics, "application/openmetrics-text; version=1.0.0"),
+        Some("openmetrics") => (
+            Format::OpenMetrics,
+            "application/openmetrics-text; version=1.0.0",
+        ),
         _ => (Format::Text, "text/plain; version=0.0.4"),
     };
     let body = std::fs::read_to_string(path).unwrap_or_else(|e| {
         eprintln!("cannot read {path}: {e}");
         std::process::exit(1);
     });
-    let target: Vec<(String, String)> = [("job", "bench"), ("instance", "127.0.0.1:9999"), ("agent", "bench-1"), ("region", "local")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let target: Vec<(String, String)> = [
+        ("job", "bench"),
+        ("instance", "127.0.0.1:9999"),
+        ("agent", "bench-1"),
+        ("region", "local"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     let mut samples = 0;
-    let (mut parse_rates, mut build_rates, mut parse_wall, mut build_wall) = (vec![], vec![], vec![], vec![]);
+    let (mut parse_rates, mut build_rates, mut parse_wall, mut build_wall) =
+        (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         let c = cpu();
         let t = Instant::now();
         let mut sum = 0.0;
-        let n = textparse::parse_each(&body, format, |s| sum += s.value + s.labels.len() as f64).unwrap_or_else(|e| {
-            eprintln!("{path}: {e}");
-            std::process::exit(1);
-        });
+        let n = textparse::parse_each(&body, format, |s| sum += s.value + s.labels.len() as f64)
+            .unwrap_or_else(|e| {
+                eprintln!("{path}: {e}");
+                std::process::exit(1);
+            });
         let secs = t.elapsed().as_secs_f64();
         let cpu_secs = cpu() - c;
         std::hint::black_box(sum);
@@ -61,7 +71,15 @@ fn main() {
 
         let c = cpu();
         let t = Instant::now();
-        let r = report::build(Ok(report::Fetched { body: &body, content_type: ct }), &target, 1_700_000_000_000, 0.0);
+        let r = report::build(
+            Ok(report::Fetched {
+                body: &body,
+                content_type: ct,
+            }),
+            &target,
+            1_700_000_000_000,
+            0.0,
+        );
         let secs = t.elapsed().as_secs_f64();
         let cpu_secs = cpu() - c;
         assert!(r.up, "{:?}", r.error);
