@@ -27,6 +27,10 @@ pub struct Config {
     /// Local services to scrape, one `[[scrape]]` table per job.
     #[serde(default)]
     pub scrape: Vec<ScrapeConfig>,
+    /// Synthetic checks this agent runs on its own, one `[[checks]]` table each, besides
+    /// those the aggregator assigns to it.
+    #[serde(default)]
+    pub checks: Vec<outpost_synthetic::CheckDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
@@ -551,6 +555,18 @@ impl Config {
         let mut jobs = vec![];
         for (n, s) in self.scrape.iter().enumerate() {
             s.validate(n, &self.collect, &mut jobs, &mut out);
+        }
+        let mut names = std::collections::HashSet::new();
+        for (n, c) in self.checks.iter().enumerate() {
+            if let Err(problems) = c.validate() {
+                out.extend(problems.into_iter().map(|p| format!("checks[{n}]: {p}")));
+            }
+            if !names.insert(c.name.as_str()) {
+                out.push(format!(
+                    "checks[{n}].name: {:?} is used by an earlier [[checks]] entry; check names must be unique",
+                    c.name
+                ));
+            }
         }
         out
     }
