@@ -286,7 +286,7 @@ pub fn parse_checks_file(yaml: &str) -> Result<Vec<CheckDef>, Vec<String>> {
         }
         if let Some(first) = seen.insert(c.name.as_str(), i) {
             errs.push(format!(
-                "checks[{i}]: check {:?}: name already used by checks[{first}]; names must be unique",
+                "checks[{i}]: check {:?}: name: already used by checks[{first}]; names must be unique",
                 c.name
             ));
         }
