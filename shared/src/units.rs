@@ -2,7 +2,7 @@
 //! `256MiB`, `1GB` or a plain number of bytes. Both deserialize from TOML strings and
 //! report a value they cannot read with the accepted forms.
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::{fmt, str::FromStr, time::Duration as StdDuration};
 
 /// A duration written the way Prometheus writes them: `500ms`, `10s`, `1m30s`, `2h`, `1d`.
@@ -80,6 +80,13 @@ impl fmt::Display for Duration {
             }
         }
         Ok(())
+    }
+}
+
+/// Written back in the form it is read in (`1m30s`), so definitions round-trip through JSON.
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

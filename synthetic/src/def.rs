@@ -1,0 +1,295 @@
+//! Check definitions as written in YAML (the aggregator's checks file, an agent's local
+//! checks) and sent to agents as JSON. One flat struct for every type keeps
+//! `deny_unknown_fields` working; [`crate::validate`] reports fields that do not apply to a
+//! check's type.
+
+use outpost_shared::units::Duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The longest timeout a check gets when it names none (shorter when its frequency is).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How much of a response body is read when a check names no `max_body_bytes`.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Redirects followed at most.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// What a check probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// One HTTP(S) request, or an API journey when `steps` is given.
+    Http,
+    /// A TCP connection, optionally TLS, optionally a send/expect exchange.
+    Tcp,
+    /// A DNS query to a chosen resolver.
+    Dns,
+    /// An ICMP echo over an unprivileged ping socket.
+    Icmp,
+    /// A TLS handshake: chain validity and days until the certificate expires.
+    Tls,
+    /// One HTTP/3 request over QUIC.
+    Http3,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Http => "http",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Dns => "dns",
+            CheckKind::Icmp => "icmp",
+            CheckKind::Tls => "tls",
+            CheckKind::Http3 => "http3",
+        }
+    }
+}
+
+/// A check definition. Common keys: `name`, `type`, `frequency`, `timeout`, `locations`,
+/// `labels`; the others belong to some types only (see the field docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    pub frequency: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Regions that run the check; empty for an agent's local checks.
+    #[serde(default)]
+    pub locations: Vec<String>,
+    /// Extra labels on every sample of the check.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// http, http3: the URL to request (one-request checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// http, http3: request method, default GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// http, http3: request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// http, http3: request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// http: follow redirects (at most 10), default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_redirects: Option<bool>,
+    /// http, http3: bytes of the body read at most (default 1 MiB); the rest is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// http, http3: assertions on the response; default a 2xx status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assert: Option<HttpAssert>,
+    /// http: an API journey, ordered steps sharing variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+
+    /// http, http3, tls: TLS options. tcp: present = connect with TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
+
+    /// tcp, tls: `host:port`; icmp: a host name or address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// tcp: text sent after connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// tcp: a regex the received text must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+
+    /// tls: fail when the certificate expires in fewer days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_days_left: Option<u32>,
+
+    /// dns: the name to look up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// dns: A, AAAA, MX, TXT, CNAME, NS or SOA; default A.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<String>,
+    /// dns: `host` or `host:port` of the resolver; default the first nameserver of
+    /// /etc/resolv.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    /// dns: values every one of which must be among the answers (e.g. `192.0.2.1`,
+    /// `10 mail.example.org.`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_answers: Vec<String>,
+    /// dns: the expected response code, default NOERROR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_rcode: Option<String>,
+}
+
+/// TLS options of http, http3, tcp and tls checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// Accept any certificate (the handshake still has to succeed).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// PEM file of the CAs to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Name to send in SNI and verify the certificate for, instead of the target's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A status pattern: a code (`200`) or a class (`"2xx"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatusPattern {
+    Code(u16),
+    Class(String),
+}
+
+/// One pattern or a list of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Assertions on an HTTP response; all must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAssert {
+    /// Accepted statuses; default `2xx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OneOrMany<StatusPattern>>,
+    /// Headers that must be present with a value matching the regex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderAssert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_not_regex: Option<String>,
+    /// JSON path assertions on a JSON body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonAssert>,
+    /// The response (all phases) must take at most this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderAssert {
+    pub name: String,
+    pub regex: String,
+}
+
+/// `path` must select something (`exists: true`, the default when `equals` is absent),
+/// nothing (`exists: false`), or a first value equal to `equals`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonAssert {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+/// One request of a journey. `${var}` in `url`, `headers` and `body` is replaced by a value
+/// captured in an earlier step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Defaults to `step<N>` (N counted from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assert: Option<HttpAssert>,
+    /// Variable name -> where its value comes from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, Capture>,
+}
+
+impl Step {
+    pub fn display_name(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("step{}", index + 1))
+    }
+}
+
+/// Where a captured value comes from: exactly one of a JSON path (first match; strings
+/// as they are, other values as JSON), a response header, or a regex over the body whose
+/// first group is the value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+impl CheckDef {
+    /// The effective timeout: the one given, else the frequency capped at 10 s.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self.timeout {
+            Some(t) => t.get(),
+            None => self.frequency.get().min(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// Every problem of this definition, each naming the check and the field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let errs = crate::validate::problems(self);
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+}
+
+/// The top level of a checks file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChecksFile {
+    #[serde(default)]
+    checks: Vec<CheckDef>,
+}
+
+/// Parses a checks file (`checks:` list at top level) and validates every entry; duplicate
+/// names are an error. On error, every problem is listed.
+pub fn parse_checks_file(yaml: &str) -> Result<Vec<CheckDef>, Vec<String>> {
+    let file: ChecksFile = serde_saphyr::from_str(yaml).map_err(|e| vec![e.to_string()])?;
+    let mut errs = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, c) in file.checks.iter().enumerate() {
+        if let Err(es) = c.validate() {
+            errs.extend(es.into_iter().map(|e| format!("checks[{i}]: {e}")));
+        }
+        if let Some(first) = seen.insert(c.name.as_str(), i) {
+            errs.push(format!(
+                "checks[{i}]: check {:?}: name: already used by checks[{first}]; names must be unique",
+                c.name
+            ));
+        }
+    }
+    if errs.is_empty() { Ok(file.checks) } else { Err(errs) }
+}

@@ -1,0 +1,366 @@
+//! The HTTP/1.1 client behind `http` checks and journey steps: hyper's connection API over a
+//! tokio TCP stream (TLS with tokio-rustls), so each phase can be timed as blackbox_exporter
+//! does (resolve, connect, tls, processing, transfer), and redirects are followed by hand.
+
+use crate::assert::{Response, check_response};
+use crate::def::{CheckDef, DEFAULT_MAX_BODY, HttpAssert, MAX_REDIRECTS};
+use crate::outcome::Outcome;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+pub(crate) const USER_AGENT: &str = concat!("Outpost-Synthetic/", env!("CARGO_PKG_VERSION"));
+
+/// An I/O error in the words people search for: "connect: connection refused".
+pub(crate) fn io_err(ctx: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | AddrNotAvailable
+        | HostUnreachable | NetworkUnreachable | UnexpectedEof | BrokenPipe => {
+            format!("{ctx}: {}", e.kind())
+        }
+        _ => format!("{ctx}: {e}"),
+    }
+}
+
+/// One request to make.
+pub(crate) struct Req<'a> {
+    pub method: &'a str,
+    pub url: String,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Option<String>,
+}
+
+/// Time spent in each phase, summed over redirects.
+#[derive(Default, Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    pub resolve: Duration,
+    pub connect: Duration,
+    pub tls: Duration,
+    pub processing: Duration,
+    pub transfer: Duration,
+}
+
+/// A response as the assertions and the metrics need it.
+pub(crate) struct Fetched {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub content_length: Option<u64>,
+    pub version: f64,
+    pub redirects: usize,
+    pub tls: bool,
+    pub cert_expiry: Option<i64>,
+    pub phases: Phases,
+    pub duration: Duration,
+}
+
+impl Fetched {
+    pub fn response(&self) -> Response<'_> {
+        Response {
+            status: self.status,
+            headers: &self.headers,
+            body: &self.body,
+            duration: self.duration,
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> Result<Target, String> {
+    let u: http::Uri = url
+        .parse()
+        .map_err(|e| format!("url `{url}` is not valid: {e}"))?;
+    let https = match u.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("url `{url}`: only http:// and https:// are supported")),
+    };
+    let host = u.host().ok_or_else(|| format!("url `{url}` has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = u.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let authority = u.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let path = u
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    Ok(Target { https, host, port, authority, path })
+}
+
+/// Resolves a redirect's Location against the URL it came from.
+pub(crate) fn join_location(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_string();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    if let Some(l) = loc.strip_prefix("//") {
+        return format!("{scheme}://{l}");
+    }
+    let (auth, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if loc.starts_with('/') {
+        return format!("{scheme}://{auth}{loc}");
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    format!("{scheme}://{auth}{dir}{loc}")
+}
+
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {host}: no address"))
+}
+
+/// Makes the request, following redirects unless told not to.
+pub(crate) async fn fetch(
+    def: &CheckDef,
+    req: Req<'_>,
+    max_body: u64,
+) -> Result<Fetched, String> {
+    let start = Instant::now();
+    let follow = def.follow_redirects.unwrap_or(true);
+    let mut ph = Phases::default();
+    let mut url = req.url;
+    let mut method = req.method.to_string();
+    let mut body = req.body;
+    let mut redirects = 0;
+    loop {
+        let t = target(&url)?;
+        let t0 = Instant::now();
+        let addr = resolve(&t.host, t.port).await?;
+        ph.resolve += t0.elapsed();
+        let t1 = Instant::now();
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| io_err("connect", &e))?;
+        let _ = tcp.set_nodelay(true);
+        ph.connect += t1.elapsed();
+        let mut cert_expiry = None;
+        let io: Box<dyn Io> = if t.https {
+            let t2 = Instant::now();
+            let cfg = crate::tls::client_config(def.tls.as_ref(), &[b"http/1.1"])?;
+            let name = crate::tls::server_name(def.tls.as_ref(), &t.host)?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| crate::tls::handshake_error(&e))?;
+            ph.tls += t2.elapsed();
+            let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
+            cert_expiry = crate::tls::expiries(chain).into_iter().min();
+            Box::new(s)
+        } else {
+            Box::new(tcp)
+        };
+        let t3 = Instant::now();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+        let conn_task = tokio::spawn(conn);
+        let mut b = http::Request::builder()
+            .method(method.as_str())
+            .uri(t.path.as_str())
+            .header(http::header::HOST, t.authority.as_str())
+            .header(http::header::USER_AGENT, USER_AGENT);
+        for (n, v) in &req.headers {
+            b = b.header(*n, v.as_str());
+        }
+        let request = b
+            .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+            .map_err(|e| format!("request: {e}"))?;
+        let resp = sender.send_request(request).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                conn_task.abort();
+                return Err(format!("http: {e}"));
+            }
+        };
+        ph.processing += t3.elapsed();
+        let status = resp.status().as_u16();
+        let version = match resp.version() {
+            http::Version::HTTP_10 => 1.0,
+            http::Version::HTTP_2 => 2.0,
+            _ => 1.1,
+        };
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let content_length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let redirect = follow && matches!(status, 301 | 302 | 303 | 307 | 308) && location.is_some();
+        let t4 = Instant::now();
+        let mut data = Vec::new();
+        if !redirect {
+            let mut rb = resp.into_body();
+            while (data.len() as u64) < max_body {
+                match rb.frame().await {
+                    None => break,
+                    Some(Err(e)) => {
+                        conn_task.abort();
+                        return Err(format!("reading body: {e}"));
+                    }
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            let room = (max_body - data.len() as u64) as usize;
+                            data.extend_from_slice(&d[..d.len().min(room)]);
+                        }
+                    }
+                }
+            }
+        }
+        ph.transfer += t4.elapsed();
+        conn_task.abort();
+        if redirect {
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            url = join_location(&url, location.as_deref().unwrap_or("/"));
+            if status == 303 || (matches!(status, 301 | 302) && method == "POST") {
+                method = "GET".into();
+                body = None;
+            }
+            continue;
+        }
+        return Ok(Fetched {
+            status,
+            headers,
+            body: data,
+            content_length,
+            version,
+            redirects,
+            tls: t.https,
+            cert_expiry,
+            phases: ph,
+            duration: start.elapsed(),
+        });
+    }
+}
+
+/// Records blackbox's http metrics for a response.
+pub(crate) fn record(o: &mut Outcome, f: &Fetched) {
+    let p = &f.phases;
+    for (phase, d) in [
+        ("resolve", p.resolve),
+        ("connect", p.connect),
+        ("tls", p.tls),
+        ("processing", p.processing),
+        ("transfer", p.transfer),
+    ] {
+        o.metric_l("probe_http_duration_seconds", &[("phase", phase)], d.as_secs_f64());
+    }
+    o.metric("probe_dns_lookup_time_seconds", p.resolve.as_secs_f64());
+    o.metric("probe_http_status_code", f64::from(f.status));
+    o.metric(
+        "probe_http_content_length",
+        f.content_length.map_or(-1.0, |n| n as f64),
+    );
+    o.metric("probe_http_uncompressed_body_length", f.body.len() as f64);
+    o.metric("probe_http_redirects", f.redirects as f64);
+    o.metric("probe_http_ssl", if f.tls { 1.0 } else { 0.0 });
+    o.metric("probe_http_version", f.version);
+    if let Some(e) = f.cert_expiry {
+        o.metric("probe_ssl_earliest_cert_expiry", e as f64);
+    }
+}
+
+/// Headers of the check followed by those of the step (a step's header replaces the check's).
+pub(crate) fn merged_headers<'a>(
+    check: &'a BTreeMap<String, String>,
+    step: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, &'a String)> {
+    let mut v: Vec<(&str, &String)> = check
+        .iter()
+        .filter(|(k, _)| !step.keys().any(|s| s.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    v.extend(step.iter().map(|(k, v)| (k.as_str(), v)));
+    v
+}
+
+pub(crate) fn evaluate(o: &mut Outcome, a: Option<&HttpAssert>, f: &Fetched) -> Result<(), String> {
+    let (verdict, res) = check_response(a, &f.response());
+    let regex_used = a.is_some_and(|a| a.body_regex.is_some() || a.body_not_regex.is_some());
+    if regex_used {
+        o.metric(
+            "probe_failed_due_to_regex",
+            if verdict.failed_due_to_regex { 1.0 } else { 0.0 },
+        );
+    }
+    res
+}
+
+pub(crate) async fn run_check(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
+    let mut o = Outcome::new(def);
+    let req = Req {
+        method: def.method.as_deref().unwrap_or("GET"),
+        url: def.url.clone().unwrap_or_default(),
+        headers: def.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+        body: def.body.clone(),
+    };
+    let max = def.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    let r = match timeout_at(deadline, fetch(def, req, max)).await {
+        Err(_) => Err(crate::timeout_reason(def)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(f)) => {
+            record(&mut o, &f);
+            evaluate(&mut o, def.assert.as_ref(), &f)
+        }
+    };
+    o.finish(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations_resolve_like_a_browser() {
+        let b = "http://h:8/a/b?x=1";
+        assert_eq!(join_location(b, "https://o/p"), "https://o/p");
+        assert_eq!(join_location(b, "//o/p"), "http://o/p");
+        assert_eq!(join_location(b, "/root"), "http://h:8/root");
+        assert_eq!(join_location(b, "c"), "http://h:8/a/c");
+        assert_eq!(join_location("http://h", "c"), "http://h/c");
+    }
+
+    #[test]
+    fn io_errors_read_like_the_documented_reasons() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(io_err("connect", &e), "connect: connection refused");
+    }
+}

@@ -1,0 +1,59 @@
+//! `outpost-synthetic`: synthetic checks. Definitions ([`def`]) and their validation
+//! ([`validate`]), pure assertion and capture logic ([`assert`]), one runner per check type
+//! (`http`, `journey`, `tcp`, `dns`, `icmp`, `tls`, `http3`), the [`Scheduler`] that runs a
+//! changing set of checks, and [`Outcome::to_batch`], which turns a run into samples named
+//! like blackbox_exporter's. Knows nothing of QUIC transport to the aggregator or storage.
+
+pub mod assert;
+pub mod def;
+mod dns;
+mod http;
+mod http3;
+mod icmp;
+mod journey;
+mod outcome;
+mod scheduler;
+mod tcp;
+mod tls;
+pub mod validate;
+
+pub use def::{CheckDef, CheckKind, parse_checks_file};
+pub use outcome::{Outcome, StepOutcome};
+pub use scheduler::{Scheduler, start_offset};
+
+use std::time::Instant;
+
+/// Runs one check once, within its timeout, and reports the outcome. Never panics: a panic
+/// inside a runner becomes a failed outcome naming it.
+pub async fn run(def: &CheckDef) -> Outcome {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + def.timeout());
+    let d = def.clone();
+    let task = tokio::spawn(async move { run_inner(&d, deadline).await });
+    // The runners stop at the deadline themselves; the outer limit is a safety net.
+    let grace = def.timeout() + std::time::Duration::from_millis(500);
+    let mut out = match tokio::time::timeout(grace, task).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::failed(def, format!("internal error: runner stopped: {e}")),
+        Err(_) => Outcome::failed(def, timeout_reason(def)),
+    };
+    out.check = def.name.clone();
+    out.duration = start.elapsed();
+    out
+}
+
+pub(crate) fn timeout_reason(def: &CheckDef) -> String {
+    format!("timed out after {}", outpost_shared::units::Duration(def.timeout()))
+}
+
+async fn run_inner(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
+    match def.kind {
+        CheckKind::Http if !def.steps.is_empty() => journey::run(def, deadline).await,
+        CheckKind::Http => http::run_check(def, deadline).await,
+        CheckKind::Tcp => tcp::run(def, deadline).await,
+        CheckKind::Dns => dns::run(def, deadline).await,
+        CheckKind::Icmp => icmp::run(def, deadline).await,
+        CheckKind::Tls => tls::run(def, deadline).await,
+        CheckKind::Http3 => http3::run(def, deadline).await,
+    }
+}

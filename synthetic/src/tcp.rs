@@ -1,0 +1,82 @@
+//! `tcp` checks: connect (optionally with TLS), optionally send a text and read until the
+//! `expect` regex matches.
+
+use crate::def::CheckDef;
+use crate::http::{io_err, resolve};
+use crate::outcome::Outcome;
+use crate::validate::host_port;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+/// Most bytes read while waiting for `expect`.
+const MAX_READ: usize = 64 * 1024;
+
+pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
+    let mut o = Outcome::new(def);
+    let r = match timeout_at(deadline, probe(def, &mut o)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::timeout_reason(def)),
+    };
+    o.finish(r)
+}
+
+async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
+    let (host, port) = host_port(def.target.as_deref().unwrap_or_default())?;
+    let t0 = Instant::now();
+    let addr = resolve(host, port).await?;
+    o.metric("probe_dns_lookup_time_seconds", t0.elapsed().as_secs_f64());
+    o.metric("probe_ip_protocol", if addr.is_ipv4() { 4.0 } else { 6.0 });
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| io_err("connect", &e))?;
+    let _ = tcp.set_nodelay(true);
+    match &def.tls {
+        None => exchange(def, tcp).await,
+        Some(t) => {
+            let cfg = crate::tls::client_config(Some(t), &[])?;
+            let name = crate::tls::server_name(Some(t), host)?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| crate::tls::handshake_error(&e))?;
+            let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
+            crate::tls::cert_metrics(o, chain);
+            exchange(def, s).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(def: &CheckDef, mut s: S) -> Result<(), String> {
+    if let Some(text) = &def.send {
+        s.write_all(text.as_bytes())
+            .await
+            .map_err(|e| io_err("send", &e))?;
+        s.flush().await.map_err(|e| io_err("send", &e))?;
+    }
+    let Some(re) = &def.expect else {
+        return Ok(());
+    };
+    let re = regex::Regex::new(re).map_err(|e| format!("expect: regex `{re}` is not valid: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if re.is_match(&String::from_utf8_lossy(&buf)) {
+            return Ok(());
+        }
+        if buf.len() >= MAX_READ {
+            break;
+        }
+        let n = s.read(&mut chunk).await.map_err(|e| io_err("receive", &e))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Err(format!(
+        "received {:?} does not match expect regex `{}`",
+        String::from_utf8_lossy(&buf[..buf.len().min(100)]),
+        re.as_str()
+    ))
+}
