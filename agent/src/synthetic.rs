@@ -143,7 +143,10 @@ pub fn spawn(
                     continue;
                 }
             }
-            let now = merge(&cfg.borrow_and_update().checks, &assigned.borrow_and_update());
+            let now = merge(
+                &cfg.borrow_and_update().checks,
+                &assigned.borrow_and_update(),
+            );
             if now != running {
                 running = now;
                 sink.metrics.checks_running.set(running.len() as i64);

@@ -456,9 +456,10 @@ impl Uplink {
             return Ok(());
         }
         let b = self.buffer.clone();
-        let batches = tokio::task::spawn_blocking(move || b.read_from(from, (next - from) as usize, 4 << 20))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+        let batches =
+            tokio::task::spawn_blocking(move || b.read_from(from, (next - from) as usize, 4 << 20))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
         for sb in batches.into_iter().filter(|b| b.seq < next) {
             let Ok(batch) = Decoder::new().decode(&sb.payload) else {
                 continue; // The batch stream reports and skips it.

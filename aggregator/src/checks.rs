@@ -236,7 +236,11 @@ impl Registry {
     /// the other agents of its region.
     pub fn detach(&self, agent: &str, conn_id: u64) {
         let mut inner = self.lock();
-        if inner.agents.get(agent).is_some_and(|a| a.conn_id == conn_id) {
+        if inner
+            .agents
+            .get(agent)
+            .is_some_and(|a| a.conn_id == conn_id)
+        {
             inner.agents.remove(agent);
             inner.reassign(&self.gauges);
         }
@@ -282,7 +286,10 @@ impl Inner {
     fn reassign(&mut self, gauges: &Gauges) {
         let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (id, a) in &self.agents {
-            by_region.entry(a.region.clone()).or_default().push(id.clone());
+            by_region
+                .entry(a.region.clone())
+                .or_default()
+                .push(id.clone());
         }
         let assignment = assign(&self.checks, &by_region);
         let (mut assigned, mut unassigned) = (0, 0);
@@ -435,7 +442,10 @@ checks:
     #[test]
     fn every_location_gets_one_connected_agent_of_its_region() {
         let c = checks(TWO);
-        let a = assign(&c, &regions(&[("us-east", &["e1", "e2"]), ("us-west", &["w1"])]));
+        let a = assign(
+            &c,
+            &regions(&[("us-east", &["e1", "e2"]), ("us-west", &["w1"])]),
+        );
         let api = &a["api"];
         assert!(matches!(api["us-east"].as_deref(), Some("e1" | "e2")));
         assert_eq!(api["eu-central"], None, "no agent in eu-central");
@@ -454,8 +464,14 @@ checks:
             .collect();
         let c = checks(&format!("checks:\n{many}"));
         let before = assign(&c, &regions(&[("r", &["a", "b", "c"])]));
-        let held_by_b = before.values().filter(|r| r["r"].as_deref() == Some("b")).count();
-        assert!(held_by_b > 0 && held_by_b < 40, "hashing spreads checks: b has {held_by_b}");
+        let held_by_b = before
+            .values()
+            .filter(|r| r["r"].as_deref() == Some("b"))
+            .count();
+        assert!(
+            held_by_b > 0 && held_by_b < 40,
+            "hashing spreads checks: b has {held_by_b}"
+        );
         let after = assign(&c, &regions(&[("r", &["a", "c"])]));
         for (name, r) in &before {
             let (old, new) = (r["r"].as_deref(), after[name]["r"].as_deref());
@@ -470,9 +486,15 @@ checks:
     #[test]
     fn shares_are_json_the_agent_can_read_back() {
         let c = checks(TWO);
-        let a = assign(&c, &regions(&[("us-east", &["e1"]), ("eu-central", &["x"])]));
+        let a = assign(
+            &c,
+            &regions(&[("us-east", &["e1"]), ("eu-central", &["x"])]),
+        );
         let e1: Vec<CheckDef> = serde_json::from_str(&agent_share(&c, &a, "e1")).unwrap();
-        assert_eq!(e1.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["api", "web"]);
+        assert_eq!(
+            e1.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["api", "web"]
+        );
         let x: Vec<CheckDef> = serde_json::from_str(&agent_share(&c, &a, "x")).unwrap();
         assert_eq!(x, vec![c[0].clone()]);
         assert_eq!(agent_share(&c, &a, "nobody"), "[]");

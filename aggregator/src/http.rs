@@ -263,10 +263,8 @@ async fn checks(State(s): State<AppState>) -> Response {
 async fn reload_checks(State(s): State<AppState>) -> Response {
     let r = s.checks.clone();
     match tokio::task::spawn_blocking(move || r.reload()).await {
-        Ok(Ok(n)) => {
-            axum::Json(serde_json::json!({"status": "success", "data": {"checks": n}}))
-                .into_response()
-        }
+        Ok(Ok(n)) => axum::Json(serde_json::json!({"status": "success", "data": {"checks": n}}))
+            .into_response(),
         Ok(Err(e)) => (
             StatusCode::BAD_REQUEST,
             axum::Json(serde_json::json!({"status": "error", "errorType": "bad_data", "error": e})),

@@ -337,7 +337,8 @@ impl Ingest {
         };
         // The agent opens a second stream for live copies when it has a backlog to send.
         let live = {
-            let (me, conn, agent, region) = (self.clone(), conn.clone(), agent.clone(), region.clone());
+            let (me, conn, agent, region) =
+                (self.clone(), conn.clone(), agent.clone(), region.clone());
             tokio::spawn(async move {
                 let Ok(mut stream) = conn.accept_uni().await else {
                     return;
@@ -360,7 +361,10 @@ impl Ingest {
             .read_stream(&mut data, conn_id, agent, region, Some(acks))
             .await;
         live.abort();
-        let _ = self.writer.send(WriterMsg::Closed(conn_id | LIVE_CONN)).await;
+        let _ = self
+            .writer
+            .send(WriterMsg::Closed(conn_id | LIVE_CONN))
+            .await;
         r
     }
 

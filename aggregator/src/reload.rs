@@ -74,7 +74,10 @@ pub fn spawn(
                     let checks_ok = match checks.file() {
                         Some(_) => {
                             let c = checks.clone();
-                            matches!(tokio::task::spawn_blocking(move || c.reload()).await, Ok(Ok(_)))
+                            matches!(
+                                tokio::task::spawn_blocking(move || c.reload()).await,
+                                Ok(Ok(_))
+                            )
                         }
                         None => true,
                     };

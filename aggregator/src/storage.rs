@@ -760,25 +760,43 @@ mod tests {
         assert_eq!(s.apply(&mut conns, &[live]), vec![Ok(IngestOutcome::Live)]);
         let m = s.agent("a1").unwrap();
         assert_eq!((m.applied_seq, m.batches, m.gap_batches), (0, 0, 0));
-        let id = s.select(&[Matcher::new("__name__", MatchOp::Equal, "up").unwrap()]).unwrap()[0].0;
-        assert_eq!(s.points(id, 0, 100).unwrap().len(), 1, "visible before its turn");
+        let id = s
+            .select(&[Matcher::new("__name__", MatchOp::Equal, "up").unwrap()])
+            .unwrap()[0]
+            .0;
+        assert_eq!(
+            s.points(id, 0, 100).unwrap().len(),
+            1,
+            "visible before its turn"
+        );
         // The backlog catches up: seqs 1..=5 arrive in order on the batch stream.
         let mut reqs = vec![req(1, 1, 0, &["up"], &[(0, 10, 1.0)])];
         for seq in 2..=5 {
             reqs.push(req(1, seq, 1, &[], &[(0, seq as i64 * 10, 1.0)]));
         }
-        assert!(s.apply(&mut conns, &reqs).iter().all(|r| *r == Ok(IngestOutcome::Applied)));
+        assert!(
+            s.apply(&mut conns, &reqs)
+                .iter()
+                .all(|r| *r == Ok(IngestOutcome::Applied))
+        );
         let m = s.agent("a1").unwrap();
         assert_eq!((m.applied_seq, m.batches, m.gap_batches), (5, 5, 0));
         let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
-        assert_eq!(ts, [10, 20, 30, 40, 50], "the twice-written point is there once");
+        assert_eq!(
+            ts,
+            [10, 20, 30, 40, 50],
+            "the twice-written point is there once"
+        );
         s.compact_head().unwrap();
         let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
         assert_eq!(ts, [10, 20, 30, 40, 50], "and once after compaction");
         // A live copy of something already applied is a duplicate.
         let mut late = req(101, 3, 0, &["up"], &[(0, 30, 1.0)]);
         late.live = true;
-        assert_eq!(s.apply(&mut conns, &[late]), vec![Ok(IngestOutcome::Duplicate)]);
+        assert_eq!(
+            s.apply(&mut conns, &[late]),
+            vec![Ok(IngestOutcome::Duplicate)]
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }

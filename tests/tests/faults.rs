@@ -680,25 +680,37 @@ fn live_data_arrives_while_a_long_backlog_drains() {
     // still being applied.
     let seen = wait_for(Duration::from_secs(60), || {
         let cycles = agg.cycles("live-1");
-        let applied = agg.agent("live-1").and_then(|a| a["last_seq"].as_u64()).unwrap_or(0);
+        let applied = agg
+            .agent("live-1")
+            .and_then(|a| a["last_seq"].as_u64())
+            .unwrap_or(0);
         (!cycles.is_empty()).then_some((started.elapsed(), applied))
     });
     let (after, applied) = seen.expect("live cycles reached the aggregator");
-    eprintln!("first live cycle visible after {after:?}; backlog applied up to seq {applied} of {BACKLOG}");
+    eprintln!(
+        "first live cycle visible after {after:?}; backlog applied up to seq {applied} of {BACKLOG}"
+    );
     assert!(
         applied < BACKLOG,
         "current data waited for the whole backlog ({applied} of {BACKLOG} batches applied when it appeared after {after:?})"
     );
     // Then everything drains, every backlog batch and every cycle exactly once.
     let drained = wait_for(Duration::from_secs(120), || {
-        let applied = agg.agent("live-1").and_then(|a| a["last_seq"].as_u64()).unwrap_or(0);
+        let applied = agg
+            .agent("live-1")
+            .and_then(|a| a["last_seq"].as_u64())
+            .unwrap_or(0);
         (applied > BACKLOG).then(|| started.elapsed())
     })
     .expect("the backlog drained");
     let last = stop_and_drain(&mut agent, &agg, "live-1");
     let got = agg.cycles("live-1");
     let values: Vec<u64> = got.iter().map(|p| p.1).collect();
-    assert_eq!(values, (1..=last).collect::<Vec<_>>(), "cycles exactly once");
+    assert_eq!(
+        values,
+        (1..=last).collect::<Vec<_>>(),
+        "cycles exactly once"
+    );
     let a = agg.agent("live-1").unwrap();
     assert_eq!(a["gap_batches"], 0, "{a}");
     assert_eq!(a["batches"].as_u64(), Some(BACKLOG + last), "{a}");
@@ -714,7 +726,11 @@ fn live_data_arrives_while_a_long_backlog_drains() {
     let v = get_json(&q).unwrap();
     let pts = v["data"]["result"][0]["values"].as_array().map(|a| a.len());
     assert_eq!(pts, Some(BACKLOG as usize), "every backlog point once");
-    let live = metric_value(&agg.metrics(), "outpost_aggregator_ingest_live_batches_total").unwrap_or(0.0);
+    let live = metric_value(
+        &agg.metrics(),
+        "outpost_aggregator_ingest_live_batches_total",
+    )
+    .unwrap_or(0.0);
     assert!(live >= 1.0, "the aggregator stored live copies: {live}");
     eprintln!("backlog of {BACKLOG} batches drained in {drained:?}; {live} live copies");
 }

@@ -29,9 +29,8 @@ fn process_holds(pid: u32, inode: &str) -> bool {
     let link = format!("socket:[{inode}]");
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
-            d.flatten().any(|e| {
-                std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == link)
-            })
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == link))
         })
         .unwrap_or(false)
 }
@@ -134,7 +133,11 @@ fn dns_server() -> u16 {
                 i += 1 + l;
             }
             let qend = (i + 5).min(n);
-            let qtype = if i + 3 <= n { u16::from_be_bytes([q[i + 1], q[i + 2]]) } else { 0 };
+            let qtype = if i + 3 <= n {
+                u16::from_be_bytes([q[i + 1], q[i + 2]])
+            } else {
+                0
+            };
             let known = name.join(".") == "svc.test";
             let mut out = vec![];
             out.extend_from_slice(&q[0..2]);
@@ -166,7 +169,10 @@ fn check<'a>(all: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 fn region<'a>(c: &'a Value, region: &str) -> Option<&'a Value> {
-    c["regions"].as_array()?.iter().find(|r| r["region"] == region)
+    c["regions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["region"] == region)
 }
 
 fn state(all: &[Value], name: &str, r: &str) -> String {
@@ -237,7 +243,11 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     let dir = TempDir::new("synthetic");
     let certs = Certs::init(&dir.path().join("pki"));
     let blocked = Arc::new(AtomicU32::new(0));
-    let (http, tcp, dns) = (http_server(blocked.clone()), tcp_banner_server(), dns_server());
+    let (http, tcp, dns) = (
+        http_server(blocked.clone()),
+        tcp_banner_server(),
+        dns_server(),
+    );
     let file = dir.path().join("checks.yaml");
     std::fs::write(&file, checks_yaml(http, tcp, dns, "")).unwrap();
     let agg = Aggregator::start_top(
@@ -292,14 +302,20 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     let west = region(health, "us-west").unwrap();
     assert_eq!(west["agent"], "west-1");
     assert!(
-        west["latest"]["reason"].as_str().unwrap_or("").contains("503"),
+        west["latest"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503"),
         "the reason names the status: {west}"
     );
     // The journey fails at its second step, for the right reason, and says which step.
     let bad = region(check(&all, "orders-without-token").unwrap(), "eu-central").unwrap();
     assert_eq!(bad["latest"]["failed_step"], "orders", "{bad}");
     assert!(
-        bad["latest"]["reason"].as_str().unwrap_or("").contains("401"),
+        bad["latest"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("401"),
         "{bad}"
     );
     let steps = agg.query("probe_step_success{check=\"orders-without-token\"}");
@@ -322,7 +338,11 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     assert_eq!(regions, ["eu-central", "us-east", "us-west"], "{series:?}");
     assert!(series.iter().all(|s| s["metric"]["agent"].is_string()));
     let http_code = agg.query("probe_http_status_code{check=\"health\",region=\"us-west\"}");
-    assert_eq!(sample_value(&http_code[0]["value"]), Some(503.0), "{http_code:?}");
+    assert_eq!(
+        sample_value(&http_code[0]["value"]),
+        Some(503.0),
+        "{http_code:?}"
+    );
     let dns_ok = agg.query("probe_dns_answer_rrs{check=\"svc-dns\"}");
     assert_eq!(sample_value(&dns_ok[0]["value"]), Some(1.0), "{dns_ok:?}");
 
@@ -358,8 +378,7 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     });
     let first_result = wait_for(Duration::from_secs(10), || {
         let all = checks_view(&agg);
-        (region(check(&all, "health")?, "us-east")?["latest"]["agent"] == other)
-            .then(Instant::now)
+        (region(check(&all, "health")?, "us-east")?["latest"]["agent"] == other).then(Instant::now)
     })
     .expect("the new us-east agent reports health");
     let took = first_result.duration_since(reassigned);
@@ -378,7 +397,10 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
             serde_json::to_string_pretty(&checks_view(&agg)).unwrap()
         )
     });
-    assert_eq!(h["failing_regions"], 0, "a cut-off region is not failing: {h}");
+    assert_eq!(
+        h["failing_regions"], 0,
+        "a cut-off region is not failing: {h}"
+    );
     assert_eq!(h["unknown_regions"], 1, "{h}");
 
     // Heal: us-west's results recorded during the partition arrive and fill the gap.
@@ -441,7 +463,10 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     assert!(body.contains("broken"), "{body}");
     assert_eq!(checks_view(&agg).len(), 6);
     assert!(
-        metric_value(&agg.metrics(), "outpost_aggregator_checks_last_reload_successful") == Some(0.0)
+        metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_checks_last_reload_successful"
+        ) == Some(0.0)
     );
 }
 
