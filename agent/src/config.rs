@@ -625,6 +625,29 @@ listen = "127.0.0.1:0"
 "#;
 
     #[test]
+    fn local_checks_are_toml_tables_validated_like_the_aggregators() {
+        let text = format!(
+            "{GOOD}\n[[checks]]\nname = \"local-health\"\ntype = \"http\"\nfrequency = \"15s\"\nurl = \"http://127.0.0.1:8080/health\"\n\n[[checks]]\nname = \"local-health\"\ntype = \"tcp\"\nfrequency = \"1m\"\n"
+        );
+        let c = Config::parse(&text, Path::new("agent.toml")).unwrap();
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(
+            c.checks[0].frequency.get(),
+            std::time::Duration::from_secs(15)
+        );
+        let p = c.validate().join("\n");
+        assert!(
+            p.contains("checks[1].name: \"local-health\" is used by an earlier"),
+            "{p}"
+        );
+        assert!(
+            p.lines()
+                .any(|l| l.starts_with("checks[1]: ") && l.contains("target")),
+            "the tcp check without a target is reported: {p}"
+        );
+    }
+
+    #[test]
     fn parses_and_resolves_relative_paths() {
         let c = Config::parse(GOOD, Path::new("/etc/outpost/agent.toml")).unwrap();
         assert_eq!(c.buffer.dir, PathBuf::from("/etc/outpost/buf"));

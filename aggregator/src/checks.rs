@@ -440,6 +440,14 @@ checks:
     }
 
     #[test]
+    fn the_packaged_example_file_is_valid() {
+        let c = checks(include_str!("../../packaging/checks.yaml"));
+        assert!(c.len() >= 8, "{}", c.len());
+        let kinds: std::collections::BTreeSet<&str> = c.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(kinds.len(), 6, "every type has an example: {kinds:?}");
+    }
+
+    #[test]
     fn every_location_gets_one_connected_agent_of_its_region() {
         let c = checks(TWO);
         let a = assign(
