@@ -8,14 +8,52 @@ use crate::config::Config;
 use outpost_shared::tls::{self, Role};
 use std::path::Path;
 
+/// Reads the config file at `path` and parses it with `parse` (which names the file in its
+/// errors).
+pub fn read_config<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, &Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+    parse(&text, path)
+}
+
+/// Prefixes every problem that does not name `path` yet with it.
+pub fn name_file(path: &Path, problems: Vec<String>) -> Vec<String> {
+    let prefix = path.display().to_string();
+    problems
+        .into_iter()
+        .map(|p| {
+            if p.starts_with(&prefix) {
+                p
+            } else {
+                format!("{prefix}: {p}")
+            }
+        })
+        .collect()
+}
+
+/// Reads, parses and validates a config: the config, or one error listing every problem,
+/// one per line, each naming the file.
+pub fn load_config<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, &Path) -> Result<T, String>,
+    validate: impl FnOnce(&T) -> Vec<String>,
+) -> Result<T, String> {
+    let cfg = read_config(path, parse)?;
+    let problems = validate(&cfg);
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(name_file(path, problems).join("\n"))
+    }
+}
+
 /// Every problem with the config at `path`, each line naming the file and key. Empty when
 /// the agent would start with it.
 pub fn check(path: &Path) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("{}: cannot read config: {e}", path.display())],
-    };
-    let cfg = match Config::parse(&text, path) {
+    let cfg = match read_config(path, Config::parse) {
         Ok(c) => c,
         // A file that does not parse has no keys to check further.
         Err(e) => return vec![e],
@@ -41,16 +79,7 @@ pub fn check(path: &Path) -> Vec<String> {
     if let Some(p) = dir_problem(&cfg.buffer.dir) {
         problems.push(format!("buffer.dir: {p}"));
     }
-    problems
-        .into_iter()
-        .map(|p| {
-            if p.starts_with(&path.display().to_string()) {
-                p
-            } else {
-                format!("{}: {p}", path.display())
-            }
-        })
-        .collect()
+    name_file(path, problems)
 }
 
 /// Why the program could not use `dir` as its data folder: it must be a writable folder,

@@ -458,19 +458,7 @@ impl ScrapeConfig {
 impl Config {
     /// Reads, parses and validates; the error lists every problem found.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-        let cfg = Self::parse(&text, path)?;
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(format!(
-                "{}: {}",
-                path.display(),
-                problems.join(&format!("\n{}: ", path.display()))
-            ))
-        }
+        crate::check::load_config(path, Self::parse, Self::validate)
     }
 
     /// Parses TOML; relative paths in the file are taken relative to the file's folder.

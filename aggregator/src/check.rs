@@ -10,11 +10,7 @@ use std::path::Path;
 /// Every problem with the config at `path`, each line naming the file and key. Empty when
 /// the aggregator would start with it.
 pub fn check(path: &Path) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("{}: cannot read config: {e}", path.display())],
-    };
-    let cfg = match Config::parse(&text, path) {
+    let cfg = match outpost_agent::check::read_config(path, Config::parse) {
         Ok(c) => c,
         Err(e) => return vec![e],
     };
@@ -29,15 +25,5 @@ pub fn check(path: &Path) -> Vec<String> {
     if let Some(p) = outpost_agent::check::dir_problem(&cfg.data_dir) {
         problems.push(format!("data_dir: {p}"));
     }
-    let prefix = path.display().to_string();
-    problems
-        .into_iter()
-        .map(|p| {
-            if p.starts_with(&prefix) {
-                p
-            } else {
-                format!("{prefix}: {p}")
-            }
-        })
-        .collect()
+    outpost_agent::check::name_file(path, problems)
 }

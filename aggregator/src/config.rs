@@ -71,19 +71,7 @@ pub struct ApiConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-        let cfg = Self::parse(&text, path)?;
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(format!(
-                "{}: {}",
-                path.display(),
-                problems.join(&format!("\n{}: ", path.display()))
-            ))
-        }
+        outpost_agent::check::load_config(path, Self::parse, Self::validate)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
