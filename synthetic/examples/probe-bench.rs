@@ -23,7 +23,9 @@ fn main() {
     let yaml = match kind.as_str() {
         "http" => format!("{{name: b, type: http, frequency: 10s, timeout: 5s, url: '{target}'}}"),
         "tcp" => format!("{{name: b, type: tcp, frequency: 10s, timeout: 5s, target: '{target}'}}"),
-        "dns" => format!("{{name: b, type: dns, frequency: 10s, timeout: 5s, resolver: '{target}', query: bench.test}}"),
+        "dns" => format!(
+            "{{name: b, type: dns, frequency: 10s, timeout: 5s, resolver: '{target}', query: bench.test}}"
+        ),
         k => panic!("unknown kind {k}"),
     };
     let def: CheckDef = serde_saphyr::from_str(&yaml).expect("check");

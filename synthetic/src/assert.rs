@@ -242,7 +242,10 @@ mod tests {
     #[test]
     fn status_default_is_2xx_and_classes_and_codes_match() {
         assert!(check_status(None, 204).is_ok());
-        assert_eq!(check_status(None, 503).unwrap_err(), "status 503 is not 2xx");
+        assert_eq!(
+            check_status(None, 503).unwrap_err(),
+            "status 503 is not 2xx"
+        );
         let ps = OneOrMany::Many(vec![
             StatusPattern::Code(301),
             StatusPattern::Class("4xx".into()),
@@ -319,7 +322,10 @@ mod tests {
         assert_eq!(fail(&b).1.unwrap_err(), "json $.missing is missing");
         b = a.clone();
         b.json[1].path = "$.n".into();
-        assert_eq!(fail(&b).1.unwrap_err(), "json $.n exists (3) but should not");
+        assert_eq!(
+            fail(&b).1.unwrap_err(),
+            "json $.n exists (3) but should not"
+        );
         b = a.clone();
         b.max_duration = Some(outpost_shared::units::Duration::from_millis(1));
         assert_eq!(

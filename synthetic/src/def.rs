@@ -232,7 +232,9 @@ pub struct Step {
 
 impl Step {
     pub fn display_name(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| format!("step{}", index + 1))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("step{}", index + 1))
     }
 }
 
@@ -291,5 +293,9 @@ pub fn parse_checks_file(yaml: &str) -> Result<Vec<CheckDef>, Vec<String>> {
             ));
         }
     }
-    if errs.is_empty() { Ok(file.checks) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(file.checks)
+    } else {
+        Err(errs)
+    }
 }

@@ -18,7 +18,9 @@ use tokio::time::timeout_at;
 pub fn first_nameserver(resolv_conf: &str) -> Option<String> {
     resolv_conf.lines().find_map(|l| {
         let mut w = l.split_whitespace();
-        (w.next() == Some("nameserver")).then(|| w.next().map(str::to_string)).flatten()
+        (w.next() == Some("nameserver"))
+            .then(|| w.next().map(str::to_string))
+            .flatten()
     })
 }
 
@@ -46,8 +48,9 @@ async fn resolver_addr(def: &CheckDef) -> Result<SocketAddr, String> {
         None => {
             let text = std::fs::read_to_string("/etc/resolv.conf")
                 .map_err(|e| format!("no resolver given and /etc/resolv.conf unreadable: {e}"))?;
-            first_nameserver(&text)
-                .ok_or("no resolver given and /etc/resolv.conf names no nameserver; set `resolver`")?
+            first_nameserver(&text).ok_or(
+                "no resolver given and /etc/resolv.conf names no nameserver; set `resolver`",
+            )?
         }
     };
     if let Ok(ip) = r.parse::<std::net::IpAddr>() {
@@ -78,12 +81,19 @@ async fn exchange_udp(server: SocketAddr, q: &[u8], id: u16) -> Result<Vec<u8>, 
     } else {
         "[::]:0".parse().unwrap_or_else(|_| unreachable!())
     };
-    let sock = UdpSocket::bind(bind).await.map_err(|e| io_err("udp bind", &e))?;
-    sock.connect(server).await.map_err(|e| io_err("udp connect", &e))?;
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| io_err("udp bind", &e))?;
+    sock.connect(server)
+        .await
+        .map_err(|e| io_err("udp connect", &e))?;
     sock.send(q).await.map_err(|e| io_err("send query", &e))?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = sock.recv(&mut buf).await.map_err(|e| io_err("receive answer", &e))?;
+        let n = sock
+            .recv(&mut buf)
+            .await
+            .map_err(|e| io_err("receive answer", &e))?;
         // Ignore stray datagrams that are not the answer to this query.
         if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
             buf.truncate(n);
@@ -93,18 +103,31 @@ async fn exchange_udp(server: SocketAddr, q: &[u8], id: u16) -> Result<Vec<u8>, 
 }
 
 async fn exchange_tcp(server: SocketAddr, q: &[u8]) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(server).await.map_err(|e| io_err("tcp connect", &e))?;
+    let mut s = TcpStream::connect(server)
+        .await
+        .map_err(|e| io_err("tcp connect", &e))?;
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(q);
-    s.write_all(&framed).await.map_err(|e| io_err("send query", &e))?;
-    let len = s.read_u16().await.map_err(|e| io_err("receive answer", &e))?;
+    s.write_all(&framed)
+        .await
+        .map_err(|e| io_err("send query", &e))?;
+    let len = s
+        .read_u16()
+        .await
+        .map_err(|e| io_err("receive answer", &e))?;
     let mut buf = vec![0u8; usize::from(len)];
-    s.read_exact(&mut buf).await.map_err(|e| io_err("receive answer", &e))?;
+    s.read_exact(&mut buf)
+        .await
+        .map_err(|e| io_err("receive answer", &e))?;
     Ok(buf)
 }
 
 async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
-    let rtype_s = def.record_type.as_deref().unwrap_or("A").to_ascii_uppercase();
+    let rtype_s = def
+        .record_type
+        .as_deref()
+        .unwrap_or("A")
+        .to_ascii_uppercase();
     let rtype = RecordType::from_str(&rtype_s).map_err(|e| format!("record_type: {e}"))?;
     let qname = def.query.as_deref().unwrap_or_default();
     let name = Name::from_utf8(qname).map_err(|e| format!("query {qname:?}: {e}"))?;
@@ -127,7 +150,11 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     o.metric("probe_dns_authority_rrs", resp.authorities.len() as f64);
     o.metric("probe_dns_additional_rrs", resp.additionals.len() as f64);
     let rcode = rcode_name(u16::from(resp.metadata.response_code));
-    let want = def.expect_rcode.as_deref().unwrap_or("NOERROR").to_ascii_uppercase();
+    let want = def
+        .expect_rcode
+        .as_deref()
+        .unwrap_or("NOERROR")
+        .to_ascii_uppercase();
     if rcode != want {
         return Err(format!("response code {rcode}, expected {want}"));
     }

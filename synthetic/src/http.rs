@@ -90,17 +90,33 @@ fn target(url: &str) -> Result<Target, String> {
     let https = match u.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(format!("url `{url}`: only http:// and https:// are supported")),
+        _ => {
+            return Err(format!(
+                "url `{url}`: only http:// and https:// are supported"
+            ));
+        }
     };
     let host = u.host().ok_or_else(|| format!("url `{url}` has no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = u.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = u.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let authority = u
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
     let path = u
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    Ok(Target { https, host, port, authority, path })
+    Ok(Target {
+        https,
+        host,
+        port,
+        authority,
+        path,
+    })
 }
 
 /// Resolves a redirect's Location against the URL it came from.
@@ -136,11 +152,7 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String>
 }
 
 /// Makes the request, following redirects unless told not to.
-pub(crate) async fn fetch(
-    def: &CheckDef,
-    req: Req<'_>,
-    max_body: u64,
-) -> Result<Fetched, String> {
+pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result<Fetched, String> {
     let start = Instant::now();
     let follow = def.follow_redirects.unwrap_or(true);
     let mut ph = Phases::default();
@@ -209,7 +221,12 @@ pub(crate) async fn fetch(
         let headers: Vec<(String, String)> = resp
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let location = resp
             .headers()
@@ -221,7 +238,8 @@ pub(crate) async fn fetch(
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let redirect = follow && matches!(status, 301 | 302 | 303 | 307 | 308) && location.is_some();
+        let redirect =
+            follow && matches!(status, 301 | 302 | 303 | 307 | 308) && location.is_some();
         let t4 = Instant::now();
         let mut data = Vec::new();
         if !redirect {
@@ -281,7 +299,11 @@ pub(crate) fn record(o: &mut Outcome, f: &Fetched) {
         ("processing", p.processing),
         ("transfer", p.transfer),
     ] {
-        o.metric_l("probe_http_duration_seconds", &[("phase", phase)], d.as_secs_f64());
+        o.metric_l(
+            "probe_http_duration_seconds",
+            &[("phase", phase)],
+            d.as_secs_f64(),
+        );
     }
     o.metric("probe_dns_lookup_time_seconds", p.resolve.as_secs_f64());
     o.metric("probe_http_status_code", f64::from(f.status));
@@ -318,7 +340,11 @@ pub(crate) fn evaluate(o: &mut Outcome, a: Option<&HttpAssert>, f: &Fetched) -> 
     if regex_used {
         o.metric(
             "probe_failed_due_to_regex",
-            if verdict.failed_due_to_regex { 1.0 } else { 0.0 },
+            if verdict.failed_due_to_regex {
+                1.0
+            } else {
+                0.0
+            },
         );
     }
     res
@@ -329,7 +355,11 @@ pub(crate) async fn run_check(def: &CheckDef, deadline: tokio::time::Instant) ->
     let req = Req {
         method: def.method.as_deref().unwrap_or("GET"),
         url: def.url.clone().unwrap_or_default(),
-        headers: def.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+        headers: def
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect(),
         body: def.body.clone(),
     };
     let max = def.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);

@@ -27,7 +27,9 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
 async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
     let start = Instant::now();
     let url = def.url.clone().unwrap_or_default();
-    let uri: http::Uri = url.parse().map_err(|e| format!("url `{url}` is not valid: {e}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("url `{url}` is not valid: {e}"))?;
     let host = uri
         .host()
         .ok_or_else(|| format!("url `{url}` has no host"))?
@@ -65,7 +67,10 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
     ph.tls = t1.elapsed();
     let cert_expiry = conn
         .peer_identity()
-        .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|i| {
+            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .and_then(|chain| crate::tls::expiries(&chain).into_iter().min());
 
     let t2 = Instant::now();
@@ -84,7 +89,10 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
             b = b.header(k.as_str(), v.as_str());
         }
         let req = b.body(()).map_err(|e| format!("request: {e}"))?;
-        let mut stream = send.send_request(req).await.map_err(|e| format!("http3: send request: {e}"))?;
+        let mut stream = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("http3: send request: {e}"))?;
         if let Some(body) = &def.body {
             stream
                 .send_data(Bytes::from(body.clone()))
@@ -101,7 +109,11 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
         let max = def.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         let mut data = Vec::new();
         while (data.len() as u64) < max {
-            match stream.recv_data().await.map_err(|e| format!("http3: reading body: {e}"))? {
+            match stream
+                .recv_data()
+                .await
+                .map_err(|e| format!("http3: reading body: {e}"))?
+            {
                 None => break,
                 Some(mut chunk) => {
                     while chunk.has_remaining() && (data.len() as u64) < max {
@@ -117,7 +129,12 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
         let headers = resp
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let content_length = resp
             .headers()

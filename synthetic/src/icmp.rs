@@ -33,7 +33,11 @@ pub fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
 pub fn checksum(b: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in b.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {
@@ -49,7 +53,11 @@ pub fn is_reply(v6: bool, p: &[u8], seq: u16) -> bool {
 
 /// Opens a ping socket; EACCES/EPERM become [`PING_SOCKET_DENIED`].
 pub fn ping_socket(v6: bool) -> Result<Socket, String> {
-    let (d, p) = if v6 { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
+    let (d, p) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
+    };
     Socket::new(d, Type::DGRAM, Some(p)).map_err(|e| match e.raw_os_error() {
         Some(13) | Some(1) => format!("{PING_SOCKET_DENIED} ({e})"),
         _ => format!("icmp: cannot open a ping socket: {e}"),
@@ -77,22 +85,32 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     let v6 = ip.is_ipv6();
     let s = ping_socket(v6)?;
     s.set_nonblocking(true).map_err(|e| format!("icmp: {e}"))?;
-    let sock = UdpSocket::from_std(std::net::UdpSocket::from(s)).map_err(|e| format!("icmp: {e}"))?;
+    let sock =
+        UdpSocket::from_std(std::net::UdpSocket::from(s)).map_err(|e| format!("icmp: {e}"))?;
     sock.connect(SocketAddr::new(ip, 0))
         .await
         .map_err(|e| crate::http::io_err("icmp connect", &e))?;
     let seq = fastrand::u16(..);
     let req = echo_request(v6, 0, seq, b"outpost-synthetic");
     let t1 = Instant::now();
-    sock.send(&req).await.map_err(|e| crate::http::io_err("icmp send", &e))?;
+    sock.send(&req)
+        .await
+        .map_err(|e| crate::http::io_err("icmp send", &e))?;
     let mut buf = [0u8; 1500];
     loop {
-        let n = sock.recv(&mut buf).await.map_err(|e| crate::http::io_err("icmp receive", &e))?;
+        let n = sock
+            .recv(&mut buf)
+            .await
+            .map_err(|e| crate::http::io_err("icmp receive", &e))?;
         if is_reply(v6, &buf[..n], seq) {
             break;
         }
     }
-    o.metric_l("probe_icmp_duration_seconds", &[("phase", "rtt")], t1.elapsed().as_secs_f64());
+    o.metric_l(
+        "probe_icmp_duration_seconds",
+        &[("phase", "rtt")],
+        t1.elapsed().as_secs_f64(),
+    );
     Ok(())
 }
 

@@ -21,7 +21,10 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
             let url = substitute(&s.url, &vars).map_err(|e| format!("url: {e}"))?;
             let mut headers = Vec::new();
             for (k, v) in merged_headers(&def.headers, &s.headers) {
-                headers.push((k, substitute(v, &vars).map_err(|e| format!("header {k}: {e}"))?));
+                headers.push((
+                    k,
+                    substitute(v, &vars).map_err(|e| format!("header {k}: {e}"))?,
+                ));
             }
             let body = match &s.body {
                 Some(b) => Some(substitute(b, &vars).map_err(|e| format!("body: {e}"))?),

@@ -43,7 +43,10 @@ pub async fn run(def: &CheckDef) -> Outcome {
 }
 
 pub(crate) fn timeout_reason(def: &CheckDef) -> String {
-    format!("timed out after {}", outpost_shared::units::Duration(def.timeout()))
+    format!(
+        "timed out after {}",
+        outpost_shared::units::Duration(def.timeout())
+    )
 }
 
 async fn run_inner(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {

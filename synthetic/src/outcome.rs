@@ -78,16 +78,20 @@ impl Outcome {
     /// All samples of this outcome at `ts_ms`, each labelled `check`, the check's `labels`
     /// and `extra` (agent, region).
     pub fn to_batch(&self, def: &CheckDef, ts_ms: i64, extra: &[(String, String)]) -> Batch {
-        let base: Vec<(String, String)> = std::iter::once(("check".to_string(), self.check.clone()))
-            .chain(def.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
-            .chain(extra.iter().cloned())
-            .collect();
+        let base: Vec<(String, String)> =
+            std::iter::once(("check".to_string(), self.check.clone()))
+                .chain(def.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .chain(extra.iter().cloned())
+                .collect();
         let mut b = Batch::default();
         let mut push = |name: &str, more: &[(String, String)], v: f64| {
             let labels = Labels::new(
-                std::iter::once((outpost_shared::model::METRIC_NAME.to_string(), name.to_string()))
-                    .chain(base.iter().cloned())
-                    .chain(more.iter().cloned()),
+                std::iter::once((
+                    outpost_shared::model::METRIC_NAME.to_string(),
+                    name.to_string(),
+                ))
+                .chain(base.iter().cloned())
+                .chain(more.iter().cloned()),
             );
             b.push(labels, ts_ms, v);
         };
@@ -111,7 +115,10 @@ impl Outcome {
                 .collect();
             // Outside journeys the step is empty, which (as in Prometheus) leaves the label out.
             let l = [
-                ("step".to_string(), self.failed_step.clone().unwrap_or_default()),
+                (
+                    "step".to_string(),
+                    self.failed_step.clone().unwrap_or_default(),
+                ),
                 ("reason".to_string(), reason),
             ];
             push("probe_failure_info", &l, 1.0);

@@ -101,7 +101,9 @@ impl Scheduler {
                         r.task.abort();
                     }
                     let def = Arc::new(c);
-                    let task = self.runtime.spawn(check_loop(def.clone(), self.out.clone()));
+                    let task = self
+                        .runtime
+                        .spawn(check_loop(def.clone(), self.out.clone()));
                     next.insert(def.name.clone(), Running { def, task });
                 }
             }
@@ -143,7 +145,9 @@ mod tests {
     fn offsets_are_stable_and_spread() {
         let f = Duration::from_secs(60);
         assert_eq!(start_offset("api", f), start_offset("api", f));
-        let offs: Vec<Duration> = (0..100).map(|i| start_offset(&format!("check-{i}"), f)).collect();
+        let offs: Vec<Duration> = (0..100)
+            .map(|i| start_offset(&format!("check-{i}"), f))
+            .collect();
         assert!(offs.iter().all(|o| *o < f));
         // 100 names land in at least 40 of 60 one-second slots.
         let mut slots: Vec<u64> = offs.iter().map(|o| o.as_secs()).collect();

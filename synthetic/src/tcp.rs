@@ -48,7 +48,10 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     }
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(def: &CheckDef, mut s: S) -> Result<(), String> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    def: &CheckDef,
+    mut s: S,
+) -> Result<(), String> {
     if let Some(text) = &def.send {
         s.write_all(text.as_bytes())
             .await
@@ -58,7 +61,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(def: &CheckDef, mut s: S) -
     let Some(re) = &def.expect else {
         return Ok(());
     };
-    let re = regex::Regex::new(re).map_err(|e| format!("expect: regex `{re}` is not valid: {e}"))?;
+    let re =
+        regex::Regex::new(re).map_err(|e| format!("expect: regex `{re}` is not valid: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -68,7 +72,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(def: &CheckDef, mut s: S) -
         if buf.len() >= MAX_READ {
             break;
         }
-        let n = s.read(&mut chunk).await.map_err(|e| io_err("receive", &e))?;
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_err("receive", &e))?;
         if n == 0 {
             break;
         }

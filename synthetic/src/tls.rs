@@ -76,7 +76,10 @@ impl ServerCertVerifier for AcceptAny {
 }
 
 /// A client config for these options and ALPN protocols, built once and shared.
-pub(crate) fn client_config(opts: Option<&TlsOptions>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(
+    opts: Option<&TlsOptions>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, String> {
     static CACHE: OnceLock<Mutex<HashMap<Key, Arc<ClientConfig>>>> = OnceLock::new();
     let def = TlsOptions::default();
     let o = opts.unwrap_or(&def);
@@ -115,10 +118,15 @@ pub(crate) fn client_config(opts: Option<&TlsOptions>, alpn: &[&[u8]]) -> Result
 }
 
 /// The name to verify: the configured `server_name`, else the host.
-pub(crate) fn server_name(opts: Option<&TlsOptions>, host: &str) -> Result<ServerName<'static>, String> {
-    let n = opts
-        .and_then(|o| o.server_name.clone())
-        .unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_string());
+pub(crate) fn server_name(
+    opts: Option<&TlsOptions>,
+    host: &str,
+) -> Result<ServerName<'static>, String> {
+    let n = opts.and_then(|o| o.server_name.clone()).unwrap_or_else(|| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    });
     ServerName::try_from(n.clone()).map_err(|e| format!("tls: server name {n:?}: {e}"))
 }
 
@@ -138,7 +146,10 @@ pub(crate) fn cert_metrics(o: &mut Outcome, chain: &[CertificateDer<'_>]) -> Opt
     let ex = expiries(chain);
     let earliest = ex.iter().copied().min()?;
     o.metric("probe_ssl_earliest_cert_expiry", earliest as f64);
-    o.metric("probe_ssl_last_chain_expiry_timestamp_seconds", earliest as f64);
+    o.metric(
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        earliest as f64,
+    );
     Some(earliest)
 }
 
@@ -153,7 +164,11 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
     o.finish(r)
 }
 
-async fn probe(def: &CheckDef, deadline: tokio::time::Instant, o: &mut Outcome) -> Result<(), String> {
+async fn probe(
+    def: &CheckDef,
+    deadline: tokio::time::Instant,
+    o: &mut Outcome,
+) -> Result<(), String> {
     let target = def.target.as_deref().unwrap_or_default();
     let (host, port) = host_port(target)?;
     let cfg = client_config(def.tls.as_ref(), &[])?;
@@ -164,13 +179,24 @@ async fn probe(def: &CheckDef, deadline: tokio::time::Instant, o: &mut Outcome) 
         .await
         .map_err(|_| to())?
         .map_err(|e| format!("connect: {e}"))?;
-    o.metric_l("probe_tls_duration_seconds", &[("phase", "connect")], t0.elapsed().as_secs_f64());
+    o.metric_l(
+        "probe_tls_duration_seconds",
+        &[("phase", "connect")],
+        t0.elapsed().as_secs_f64(),
+    );
     let t1 = Instant::now();
-    let conn = timeout_at(deadline, tokio_rustls::TlsConnector::from(cfg).connect(name, tcp))
-        .await
-        .map_err(|_| to())?
-        .map_err(|e| handshake_error(&e))?;
-    o.metric_l("probe_tls_duration_seconds", &[("phase", "tls")], t1.elapsed().as_secs_f64());
+    let conn = timeout_at(
+        deadline,
+        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| to())?
+    .map_err(|e| handshake_error(&e))?;
+    o.metric_l(
+        "probe_tls_duration_seconds",
+        &[("phase", "tls")],
+        t1.elapsed().as_secs_f64(),
+    );
     let (_, c) = conn.get_ref();
     let version = match c.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",

@@ -6,12 +6,16 @@ use crate::def::{CheckDef, CheckKind, HttpAssert, StatusPattern, TlsOptions};
 use std::collections::BTreeSet;
 
 /// Labels the agent and the runner set themselves; a check may not set them.
-const RESERVED_LABELS: &[&str] = &["__name__", "check", "region", "agent", "step", "reason", "phase"];
+const RESERVED_LABELS: &[&str] = &[
+    "__name__", "check", "region", "agent", "step", "reason", "phase",
+];
 
 /// Record types a dns check may ask for.
 pub const RECORD_TYPES: &[&str] = &["A", "AAAA", "MX", "TXT", "CNAME", "NS", "SOA"];
 /// Response codes a dns check may expect.
-pub const RCODES: &[&str] = &["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+pub const RCODES: &[&str] = &[
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
 
 struct Errs<'a> {
     check: &'a str,
@@ -20,7 +24,8 @@ struct Errs<'a> {
 
 impl Errs<'_> {
     fn push(&mut self, field: &str, msg: impl std::fmt::Display) {
-        self.out.push(format!("check {:?}: {field}: {msg}", self.check));
+        self.out
+            .push(format!("check {:?}: {field}: {msg}", self.check));
     }
 }
 
@@ -61,7 +66,10 @@ fn check_regex(e: &mut Errs<'_>, field: &str, re: &str) {
 fn check_method(e: &mut Errs<'_>, field: &str, m: &Option<String>) {
     if let Some(m) = m {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-            e.push(field, format!("{m:?} is not an HTTP method; use e.g. GET, POST, PUT"));
+            e.push(
+                field,
+                format!("{m:?} is not an HTTP method; use e.g. GET, POST, PUT"),
+            );
         }
     }
 }
@@ -72,7 +80,10 @@ fn check_headers(e: &mut Errs<'_>, field: &str, hs: &std::collections::BTreeMap<
             e.push(&format!("{field}.{n}"), "not a valid header name");
         }
         if http::HeaderValue::from_str(v).is_err() {
-            e.push(&format!("{field}.{n}"), "value has characters a header cannot carry");
+            e.push(
+                &format!("{field}.{n}"),
+                "value has characters a header cannot carry",
+            );
         }
     }
 }
@@ -82,9 +93,10 @@ fn check_assert(e: &mut Errs<'_>, field: &str, a: &Option<HttpAssert>) {
     if let Some(s) = &a.status {
         for p in s.as_slice() {
             match p {
-                StatusPattern::Code(c) if !(100..=599).contains(c) => {
-                    e.push(&format!("{field}.status"), format!("{c} is not an HTTP status"))
-                }
+                StatusPattern::Code(c) if !(100..=599).contains(c) => e.push(
+                    &format!("{field}.status"),
+                    format!("{c} is not an HTTP status"),
+                ),
                 StatusPattern::Class(c) if parse_class(c).is_none() => e.push(
                     &format!("{field}.status"),
                     format!("{c:?} is neither a status code nor a class such as \"2xx\""),
@@ -95,7 +107,10 @@ fn check_assert(e: &mut Errs<'_>, field: &str, a: &Option<HttpAssert>) {
     }
     for (i, h) in a.headers.iter().enumerate() {
         if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-            e.push(&format!("{field}.headers[{i}].name"), "not a valid header name");
+            e.push(
+                &format!("{field}.headers[{i}].name"),
+                "not a valid header name",
+            );
         }
         check_regex(e, &format!("{field}.headers[{i}].regex"), &h.regex);
     }
@@ -110,7 +125,10 @@ fn check_assert(e: &mut Errs<'_>, field: &str, a: &Option<HttpAssert>) {
             e.push(&format!("{field}.json[{i}].path"), err);
         }
         if j.equals.is_some() && j.exists == Some(false) {
-            e.push(&format!("{field}.json[{i}]"), "`equals` with `exists: false` can never hold");
+            e.push(
+                &format!("{field}.json[{i}]"),
+                "`equals` with `exists: false` can never hold",
+            );
         }
     }
 }
@@ -118,27 +136,35 @@ fn check_assert(e: &mut Errs<'_>, field: &str, a: &Option<HttpAssert>) {
 fn check_tls(e: &mut Errs<'_>, t: &Option<TlsOptions>) {
     let Some(t) = t else { return };
     if t.insecure_skip_verify && t.ca_file.is_some() {
-        e.push("tls", "ca_file has no effect with insecure_skip_verify: true; remove one");
+        e.push(
+            "tls",
+            "ca_file has no effect with insecure_skip_verify: true; remove one",
+        );
     }
     if let Some(n) = &t.server_name {
         if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
-            e.push("tls.server_name", format!("{n:?} is not a DNS name or IP address"));
+            e.push(
+                "tls.server_name",
+                format!("{n:?} is not a DNS name or IP address"),
+            );
         }
     }
 }
 
 fn split_host_port(t: &str) -> Option<(&str, u16)> {
     let (h, p) = t.rsplit_once(':')?;
-    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
     let p = p.parse().ok()?;
     (!h.is_empty()).then_some((h, p))
 }
 
 /// `host:port` (IPv6 in brackets) -> (host, port).
 pub fn host_port(t: &str) -> Result<(&str, u16), String> {
-    split_host_port(t).ok_or_else(|| {
-        format!("{t:?} is not host:port (e.g. \"example.org:443\", \"[::1]:53\")")
-    })
+    split_host_port(t)
+        .ok_or_else(|| format!("{t:?} is not host:port (e.g. \"example.org:443\", \"[::1]:53\")"))
 }
 
 /// Every problem of `d`, each as `check "<name>": <field>: <problem>`.
@@ -154,7 +180,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
         e.push("name", "at most 200 printable characters");
     }
     if d.frequency.get() < std::time::Duration::from_secs(1) {
-        e.push("frequency", format!("{} is too short; use at least 1s", d.frequency));
+        e.push(
+            "frequency",
+            format!("{} is too short; use at least 1s", d.frequency),
+        );
     }
     if let Some(t) = d.timeout {
         if t.get().is_zero() {
@@ -162,7 +191,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
         } else if t.get() > d.frequency.get() {
             e.push(
                 "timeout",
-                format!("{t} is longer than the frequency {}; a run would overlap the next", d.frequency),
+                format!(
+                    "{t} is longer than the frequency {}; a run would overlap the next",
+                    d.frequency
+                ),
             );
         }
     }
@@ -173,9 +205,15 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
     }
     for (n, _) in &d.labels {
         if !label_name_ok(n) {
-            e.push(&format!("labels.{n}"), "not a valid label name (letters, digits, _)");
+            e.push(
+                &format!("labels.{n}"),
+                "not a valid label name (letters, digits, _)",
+            );
         } else if RESERVED_LABELS.contains(&n.as_str()) {
-            e.push(&format!("labels.{n}"), "is set by Outpost itself; choose another name");
+            e.push(
+                &format!("labels.{n}"),
+                "is set by Outpost itself; choose another name",
+            );
         }
     }
 
@@ -213,13 +251,23 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
             e.push("max_body_bytes", "must be more than 0");
         }
     }
-    let schemes: &[&str] = if k == Http3 { &["https"] } else { &["http", "https"] };
+    let schemes: &[&str] = if k == Http3 {
+        &["https"]
+    } else {
+        &["http", "https"]
+    };
     if is(&[Http3]) || (k == Http && d.steps.is_empty()) {
         match &d.url {
-            None => e.push("url", format!("is required for an {} check without steps", k.as_str())),
+            None => e.push(
+                "url",
+                format!("is required for an {} check without steps", k.as_str()),
+            ),
             Some(u) => {
                 if !variables(u).is_empty() {
-                    e.push("url", "variables (${...}) are only available in journey steps");
+                    e.push(
+                        "url",
+                        "variables (${...}) are only available in journey steps",
+                    );
                 }
                 check_url(e, "url", u, schemes);
             }
@@ -248,10 +296,17 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
             if name.trim().is_empty() {
                 e.push(&format!("{f}.name"), "must not be empty");
             } else if !names.insert(name.clone()) {
-                e.push(&format!("{f}.name"), format!("{name:?} is used by an earlier step"));
+                e.push(
+                    &format!("{f}.name"),
+                    format!("{name:?} is used by an earlier step"),
+                );
             }
             for (field, text) in std::iter::once(("url".to_string(), s.url.as_str()))
-                .chain(s.headers.iter().map(|(n, v)| (format!("headers.{n}"), v.as_str())))
+                .chain(
+                    s.headers
+                        .iter()
+                        .map(|(n, v)| (format!("headers.{n}"), v.as_str())),
+                )
                 .chain(s.body.iter().map(|b| ("body".to_string(), b.as_str())))
             {
                 for v in variables(text) {
@@ -287,9 +342,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
                 if let Some(r) = &c.regex {
                     match regex::Regex::new(r) {
                         Err(err) => e.push(&cf, format!("regex `{r}` is not valid: {err}")),
-                        Ok(re) if re.captures_len() < 2 => {
-                            e.push(&cf, format!("regex `{r}` needs a group ( ) holding the value"))
-                        }
+                        Ok(re) if re.captures_len() < 2 => e.push(
+                            &cf,
+                            format!("regex `{r}` needs a group ( ) holding the value"),
+                        ),
                         Ok(_) => {}
                     }
                 }
@@ -299,7 +355,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
     }
     if is(&[Tcp, Tls]) {
         match &d.target {
-            None => e.push("target", format!("is required for a {} check (host:port)", k.as_str())),
+            None => e.push(
+                "target",
+                format!("is required for a {} check (host:port)", k.as_str()),
+            ),
             Some(t) => {
                 if let Err(err) = host_port(t) {
                     e.push("target", err);
@@ -315,10 +374,14 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
     }
     if k == Icmp {
         match d.target.as_deref() {
-            None | Some("") => e.push("target", "is required for an icmp check (host name or address)"),
-            Some(t) if t.contains(':') && t.parse::<std::net::Ipv6Addr>().is_err() => {
-                e.push("target", format!("{t:?}: give a host or address without a port"))
-            }
+            None | Some("") => e.push(
+                "target",
+                "is required for an icmp check (host name or address)",
+            ),
+            Some(t) if t.contains(':') && t.parse::<std::net::Ipv6Addr>().is_err() => e.push(
+                "target",
+                format!("{t:?}: give a host or address without a port"),
+            ),
             _ => {}
         }
     }
@@ -333,12 +396,18 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
         }
         if let Some(t) = &d.record_type {
             if !RECORD_TYPES.contains(&t.to_ascii_uppercase().as_str()) {
-                e.push("record_type", format!("{t:?} is not one of {}", RECORD_TYPES.join(", ")));
+                e.push(
+                    "record_type",
+                    format!("{t:?} is not one of {}", RECORD_TYPES.join(", ")),
+                );
             }
         }
         if let Some(r) = &d.expect_rcode {
             if !RCODES.contains(&r.to_ascii_uppercase().as_str()) {
-                e.push("expect_rcode", format!("{r:?} is not one of {}", RCODES.join(", ")));
+                e.push(
+                    "expect_rcode",
+                    format!("{r:?} is not one of {}", RCODES.join(", ")),
+                );
             }
         }
         if let Some(r) = &d.resolver {
@@ -347,7 +416,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
                 || split_host_port(r).is_some()
                 || (!r.is_empty() && !r.contains(':') && !r.contains('/'));
             if !ok {
-                e.push("resolver", format!("{r:?} is not host, address or host:port"));
+                e.push(
+                    "resolver",
+                    format!("{r:?} is not host, address or host:port"),
+                );
             }
         }
     }

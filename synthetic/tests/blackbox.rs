@@ -58,7 +58,10 @@ fn start_exporter() -> Exporter {
     let e = Exporter { child, addr };
     let t0 = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "blackbox_exporter did not listen on {addr}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "blackbox_exporter did not listen on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     e
@@ -68,7 +71,11 @@ fn start_exporter() -> Exporter {
 fn bb_probe(addr: std::net::SocketAddr, module: &str, target: &str) -> (bool, f64) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /probe?module={module}&target={target} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /probe?module={module}&target={target} HTTP/1.0\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let val = |name: &str| -> f64 {
@@ -90,18 +97,67 @@ async fn same_verdicts_as_blackbox_exporter() {
     let dns = common::dns_server().await;
     let bb = start_exporter();
     let cases = [
-        ("http 200", "http_2xx", format!("http://{http}/ok"), format!("{{name: h, type: http, frequency: 10s, timeout: 5s, url: 'http://{http}/ok'}}"), true),
-        ("http 500", "http_2xx", format!("http://{http}/fail"), format!("{{name: h, type: http, frequency: 10s, timeout: 5s, url: 'http://{http}/fail'}}"), false),
-        ("tcp open", "tcp_connect", open.to_string(), format!("{{name: t, type: tcp, frequency: 10s, timeout: 5s, target: '{open}'}}"), true),
-        ("tcp closed", "tcp_connect", closed.to_string(), format!("{{name: t, type: tcp, frequency: 10s, timeout: 5s, target: '{closed}'}}"), false),
-        ("dns answer", "dns_ok", dns.to_string(), format!("{{name: d, type: dns, frequency: 10s, timeout: 5s, resolver: '{dns}', query: ok.test}}"), true),
-        ("dns nxdomain", "dns_nx", dns.to_string(), format!("{{name: d, type: dns, frequency: 10s, timeout: 5s, resolver: '{dns}', query: nope.test}}"), false),
+        (
+            "http 200",
+            "http_2xx",
+            format!("http://{http}/ok"),
+            format!(
+                "{{name: h, type: http, frequency: 10s, timeout: 5s, url: 'http://{http}/ok'}}"
+            ),
+            true,
+        ),
+        (
+            "http 500",
+            "http_2xx",
+            format!("http://{http}/fail"),
+            format!(
+                "{{name: h, type: http, frequency: 10s, timeout: 5s, url: 'http://{http}/fail'}}"
+            ),
+            false,
+        ),
+        (
+            "tcp open",
+            "tcp_connect",
+            open.to_string(),
+            format!("{{name: t, type: tcp, frequency: 10s, timeout: 5s, target: '{open}'}}"),
+            true,
+        ),
+        (
+            "tcp closed",
+            "tcp_connect",
+            closed.to_string(),
+            format!("{{name: t, type: tcp, frequency: 10s, timeout: 5s, target: '{closed}'}}"),
+            false,
+        ),
+        (
+            "dns answer",
+            "dns_ok",
+            dns.to_string(),
+            format!(
+                "{{name: d, type: dns, frequency: 10s, timeout: 5s, resolver: '{dns}', query: ok.test}}"
+            ),
+            true,
+        ),
+        (
+            "dns nxdomain",
+            "dns_nx",
+            dns.to_string(),
+            format!(
+                "{{name: d, type: dns, frequency: 10s, timeout: 5s, resolver: '{dns}', query: nope.test}}"
+            ),
+            false,
+        ),
     ];
-    println!("{:<14} {:>8} {:>8} {:>12} {:>12}", "target", "outpost", "blackbox", "outpost s", "blackbox s");
+    println!(
+        "{:<14} {:>8} {:>8} {:>12} {:>12}",
+        "target", "outpost", "blackbox", "outpost s", "blackbox s"
+    );
     for (label, module, target, yaml, expected) in cases {
         let ours = run(&common::check(&yaml)).await;
         let (addr, m, t) = (bb.addr, module.to_string(), target.clone());
-        let (theirs, their_dur) = tokio::task::spawn_blocking(move || bb_probe(addr, &m, &t)).await.unwrap();
+        let (theirs, their_dur) = tokio::task::spawn_blocking(move || bb_probe(addr, &m, &t))
+            .await
+            .unwrap();
         println!(
             "{label:<14} {:>8} {:>8} {:>12.6} {:>12.6}",
             ours.success,
@@ -110,8 +166,14 @@ async fn same_verdicts_as_blackbox_exporter() {
             their_dur
         );
         assert_eq!(theirs, expected, "blackbox_exporter's verdict on {label}");
-        assert_eq!(ours.success, theirs, "verdicts differ on {label}: ours {ours:?}");
+        assert_eq!(
+            ours.success, theirs,
+            "verdicts differ on {label}: ours {ours:?}"
+        );
         // Comparable: loopback probes finish well within a second on both sides.
-        assert!(ours.duration < Duration::from_secs(1) && their_dur < 1.0, "{label}: {ours:?} vs {their_dur}");
+        assert!(
+            ours.duration < Duration::from_secs(1) && their_dur < 1.0,
+            "{label}: {ours:?} vs {their_dur}"
+        );
     }
 }

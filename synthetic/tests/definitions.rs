@@ -52,7 +52,8 @@ fn a_checks_file_parses_with_every_type_and_round_trips_through_json() {
     // Effective timeouts: given, else the frequency capped at 10 s.
     assert_eq!(checks[0].timeout(), Duration::from_secs(10));
     assert_eq!(checks[1].timeout(), Duration::from_secs(20));
-    let short = parse_checks_file("checks: [{name: a, type: icmp, frequency: 2s, target: h}]").unwrap();
+    let short =
+        parse_checks_file("checks: [{name: a, type: icmp, frequency: 2s, target: h}]").unwrap();
     assert_eq!(short[0].timeout(), Duration::from_secs(2));
 }
 
@@ -79,15 +80,22 @@ checks:
 "#,
     );
     let has = |needle: &str| {
-        assert!(e.iter().any(|x| x.contains(needle)), "no error containing {needle:?} in {e:#?}");
+        assert!(
+            e.iter().any(|x| x.contains(needle)),
+            "no error containing {needle:?} in {e:#?}"
+        );
     };
     has("checks[0]: check \"api\": steps[0].capture.token: json path `$.a[` is not valid");
-    has("checks[0]: check \"api\": steps[1].url: variable ${nope} is not captured by an earlier step");
+    has(
+        "checks[0]: check \"api\": steps[1].url: variable ${nope} is not captured by an earlier step",
+    );
     has("checks[0]: check \"api\": steps[1].capture.both: give exactly one of json, header, regex");
     has("checks[1]: check \"api\": frequency: 500ms is too short; use at least 1s");
     has("checks[1]: check \"api\": target: \"nohost\" is not host:port");
     has("checks[1]: check \"api\": name: already used by checks[0]; names must be unique");
-    has("checks[2]: check \"d\": record_type: \"PTR\" is not one of A, AAAA, MX, TXT, CNAME, NS, SOA");
+    has(
+        "checks[2]: check \"d\": record_type: \"PTR\" is not one of A, AAAA, MX, TXT, CNAME, NS, SOA",
+    );
     has("checks[2]: check \"d\": url: does not apply to a dns check");
     has("checks[3]: check \"h\": timeout: 20s is longer than the frequency 10s");
     has("checks[3]: check \"h\": url: `ftp://x/` must start with http:// or https://");
@@ -99,7 +107,10 @@ checks:
 #[test]
 fn missing_fields_unknown_keys_and_syntax_errors_are_reported() {
     let e = errors("checks: [{name: x, type: http, frequency: 10s}]");
-    assert_eq!(e, vec!["checks[0]: check \"x\": url: is required for an http check without steps"]);
+    assert_eq!(
+        e,
+        vec!["checks[0]: check \"x\": url: is required for an http check without steps"]
+    );
     let e = errors("checks: [{name: x, type: http, frequency: 10s, url: 'http://h', retries: 3}]");
     assert!(e[0].contains("unknown field `retries`"), "{e:?}");
     let e = errors("checks: [{name: x, type: smtp, frequency: 10s}]");
@@ -107,9 +118,16 @@ fn missing_fields_unknown_keys_and_syntax_errors_are_reported() {
     let e = errors("checks: [{name: x, type: http, frequency: soon, url: 'http://h'}]");
     assert!(e[0].contains("invalid duration \"soon\""), "{e:?}");
     let e = errors("checks:\n  - {name: x, type: http\n  - [\n");
-    assert!(e[0].contains("line 3"), "position of the syntax error: {e:?}");
-    let e = errors("checks: [{name: x, type: dns, frequency: 10s, query: a.org, labels: {check: y}}]");
-    assert_eq!(e, vec!["checks[0]: check \"x\": labels.check: is set by Outpost itself; choose another name"]);
+    assert!(
+        e[0].contains("line 3"),
+        "position of the syntax error: {e:?}"
+    );
+    let e =
+        errors("checks: [{name: x, type: dns, frequency: 10s, query: a.org, labels: {check: y}}]");
+    assert_eq!(
+        e,
+        vec!["checks[0]: check \"x\": labels.check: is set by Outpost itself; choose another name"]
+    );
 }
 
 fn sample_names(b: &outpost_shared::Batch) -> Vec<String> {
@@ -119,7 +137,10 @@ fn sample_names(b: &outpost_shared::Batch) -> Vec<String> {
 #[test]
 fn outcomes_become_labelled_samples() {
     let defs = parse_checks_file(FILE).unwrap();
-    let extra = [("agent".to_string(), "a1".to_string()), ("region".to_string(), "eu-west".to_string())];
+    let extra = [
+        ("agent".to_string(), "a1".to_string()),
+        ("region".to_string(), "eu-west".to_string()),
+    ];
     let ok = Outcome {
         check: "homepage".into(),
         success: true,
@@ -129,7 +150,11 @@ fn outcomes_become_labelled_samples() {
         steps: vec![],
         metrics: vec![
             ("probe_http_status_code".into(), vec![], 200.0),
-            ("probe_http_duration_seconds".into(), vec![("phase".into(), "connect".into())], 0.001),
+            (
+                "probe_http_duration_seconds".into(),
+                vec![("phase".into(), "connect".into())],
+                0.001,
+            ),
         ],
     };
     let b = ok.to_batch(&defs[0], 1_000, &extra);
@@ -153,22 +178,44 @@ fn outcomes_become_labelled_samples() {
         failed_step: Some("step2".into()),
         reason: Some(format!("status 503 is not 2xx{}", "!".repeat(300))),
         steps: vec![
-            StepOutcome { name: "login".into(), success: true, duration: Duration::from_millis(10) },
-            StepOutcome { name: "step2".into(), success: false, duration: Duration::from_millis(30) },
+            StepOutcome {
+                name: "login".into(),
+                success: true,
+                duration: Duration::from_millis(10),
+            },
+            StepOutcome {
+                name: "step2".into(),
+                success: false,
+                duration: Duration::from_millis(30),
+            },
         ],
         metrics: vec![],
     };
     let b = failed.to_batch(&defs[1], 2_000, &extra);
     let names = sample_names(&b);
-    assert_eq!(names[0], r#"probe_success{agent="a1", check="api-journey", region="eu-west"}"#);
+    assert_eq!(
+        names[0],
+        r#"probe_success{agent="a1", check="api-journey", region="eu-west"}"#
+    );
     assert!(names.contains(&r#"probe_step_success{agent="a1", check="api-journey", region="eu-west", step="login"}"#.to_string()));
     assert!(names.contains(&r#"probe_step_duration_seconds{agent="a1", check="api-journey", region="eu-west", step="step2"}"#.to_string()));
-    let info = b.series.iter().find(|s| s.labels.metric_name() == Some("probe_failure_info")).unwrap();
+    let info = b
+        .series
+        .iter()
+        .find(|s| s.labels.metric_name() == Some("probe_failure_info"))
+        .unwrap();
     assert_eq!(info.labels.get("step"), Some("step2"));
     let reason = info.labels.get("reason").unwrap();
     assert!(reason.starts_with("status 503 is not 2xx!"));
     assert_eq!(reason.chars().count(), 200);
     assert_eq!(b.series[0].points[0].value, 0.0);
-    let step2 = b.series.iter().find(|s| s.labels.metric_name() == Some("probe_step_success") && s.labels.get("step") == Some("step2")).unwrap();
+    let step2 = b
+        .series
+        .iter()
+        .find(|s| {
+            s.labels.metric_name() == Some("probe_step_success")
+                && s.labels.get("step") == Some("step2")
+        })
+        .unwrap();
     assert_eq!(step2.points[0].value, 0.0);
 }

@@ -23,20 +23,40 @@ fn metric(o: &outpost_synthetic::Outcome, name: &str, label: Option<(&str, &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_checks_pass_fail_and_report_blackbox_metrics() {
     let a = http_server().await;
-    let ok = run(&check(&format!("{{name: ok, type: http, frequency: 10s, url: 'http://{a}/ok'}}"))).await;
+    let ok = run(&check(&format!(
+        "{{name: ok, type: http, frequency: 10s, url: 'http://{a}/ok'}}"
+    )))
+    .await;
     assert!(ok.success, "{ok:?}");
     assert_eq!(ok.reason, None);
     assert_eq!(metric(&ok, "probe_http_status_code", None), Some(200.0));
     assert_eq!(metric(&ok, "probe_http_content_length", None), Some(2.0));
-    assert_eq!(metric(&ok, "probe_http_uncompressed_body_length", None), Some(2.0));
+    assert_eq!(
+        metric(&ok, "probe_http_uncompressed_body_length", None),
+        Some(2.0)
+    );
     assert_eq!(metric(&ok, "probe_http_ssl", None), Some(0.0));
     assert_eq!(metric(&ok, "probe_http_version", None), Some(1.1));
     for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
-        assert!(metric(&ok, "probe_http_duration_seconds", Some(("phase", phase))).is_some(), "{phase}");
+        assert!(
+            metric(&ok, "probe_http_duration_seconds", Some(("phase", phase))).is_some(),
+            "{phase}"
+        );
     }
-    assert!(metric(&ok, "probe_http_duration_seconds", Some(("phase", "connect"))).unwrap() > 0.0);
+    assert!(
+        metric(
+            &ok,
+            "probe_http_duration_seconds",
+            Some(("phase", "connect"))
+        )
+        .unwrap()
+            > 0.0
+    );
 
-    let fail = run(&check(&format!("{{name: f, type: http, frequency: 10s, url: 'http://{a}/fail'}}"))).await;
+    let fail = run(&check(&format!(
+        "{{name: f, type: http, frequency: 10s, url: 'http://{a}/fail'}}"
+    )))
+    .await;
     assert!(!fail.success);
     assert_eq!(fail.reason.as_deref(), Some("status 500 is not 2xx"));
     assert_eq!(metric(&fail, "probe_http_status_code", None), Some(500.0));
@@ -49,7 +69,10 @@ async fn http_checks_pass_fail_and_report_blackbox_metrics() {
     assert!(want500.success, "{want500:?}");
 
     // Redirects: followed (2 hops) by default, not when told so.
-    let r = run(&check(&format!("{{name: r, type: http, frequency: 10s, url: 'http://{a}/redirect'}}"))).await;
+    let r = run(&check(&format!(
+        "{{name: r, type: http, frequency: 10s, url: 'http://{a}/redirect'}}"
+    )))
+    .await;
     assert!(r.success, "{r:?}");
     assert_eq!(metric(&r, "probe_http_redirects", None), Some(2.0));
     let nr = run(&check(&format!(
@@ -72,28 +95,52 @@ async fn http_checks_pass_fail_and_report_blackbox_metrics() {
     assert!(good.success, "{good:?}");
     assert_eq!(metric(&good, "probe_failed_due_to_regex", None), Some(0.0));
     let bad_re = run(&body("body_regex: '\"id\":8'")).await;
-    assert_eq!(bad_re.reason.as_deref(), Some("body does not match regex `\"id\":8`"));
-    assert_eq!(metric(&bad_re, "probe_failed_due_to_regex", None), Some(1.0));
+    assert_eq!(
+        bad_re.reason.as_deref(),
+        Some("body does not match regex `\"id\":8`")
+    );
+    assert_eq!(
+        metric(&bad_re, "probe_failed_due_to_regex", None),
+        Some(1.0)
+    );
     let bad_json = run(&body("json: [{path: '$.status', equals: down}]")).await;
-    assert_eq!(bad_json.reason.as_deref(), Some("json $.status is \"ok\", expected \"down\""));
+    assert_eq!(
+        bad_json.reason.as_deref(),
+        Some("json $.status is \"ok\", expected \"down\"")
+    );
     let bad_hdr = run(&body("headers: [{name: x-missing, regex: .}]")).await;
-    assert_eq!(bad_hdr.reason.as_deref(), Some("header x-missing is missing"));
+    assert_eq!(
+        bad_hdr.reason.as_deref(),
+        Some("header x-missing is missing")
+    );
 
     // A refused connection names the phase and the error.
     let c = closed_port();
-    let refused = run(&check(&format!("{{name: c, type: http, frequency: 10s, url: 'http://{c}/'}}"))).await;
-    assert_eq!(refused.reason.as_deref(), Some("connect: connection refused"));
+    let refused = run(&check(&format!(
+        "{{name: c, type: http, frequency: 10s, url: 'http://{c}/'}}"
+    )))
+    .await;
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("connect: connection refused")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_stop_at_their_timeout() {
     let a = http_server().await;
-    let d = check(&format!("{{name: slow, type: http, frequency: 10s, timeout: 500ms, url: 'http://{a}/slow'}}"));
+    let d = check(&format!(
+        "{{name: slow, type: http, frequency: 10s, timeout: 500ms, url: 'http://{a}/slow'}}"
+    ));
     let t0 = std::time::Instant::now();
     let o = run(&d).await;
     assert!(!o.success);
     assert_eq!(o.reason.as_deref(), Some("timed out after 500ms"));
-    assert!(t0.elapsed() < Duration::from_millis(1500), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert!(o.duration >= Duration::from_millis(500));
     assert_eq!(d.timeout(), Duration::from_millis(500));
 }
@@ -110,8 +157,14 @@ async fn https_checks_verify_against_the_ca_file_and_report_expiry() {
     assert!(ok.success, "{ok:?}");
     assert_eq!(metric(&ok, "probe_http_ssl", None), Some(1.0));
     let exp = metric(&ok, "probe_ssl_earliest_cert_expiry", None).expect("expiry");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(exp > now + 300.0 * 86400.0, "the test certificate lasts 825 days: {exp}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        exp > now + 300.0 * 86400.0,
+        "the test certificate lasts 825 days: {exp}"
+    );
     assert!(metric(&ok, "probe_http_duration_seconds", Some(("phase", "tls"))).unwrap() > 0.0);
 
     // Not trusted by the system roots: the handshake fails and says so.
@@ -121,7 +174,10 @@ async fn https_checks_verify_against_the_ca_file_and_report_expiry() {
     .await;
     assert!(!untrusted.success);
     let reason = untrusted.reason.unwrap();
-    assert!(reason.starts_with("tls handshake:") && reason.contains("certificate"), "{reason}");
+    assert!(
+        reason.starts_with("tls handshake:") && reason.contains("certificate"),
+        "{reason}"
+    );
 
     // ...unless verification is off.
     let insecure = run(&check(&format!(
@@ -168,8 +224,15 @@ steps:
     };
     let ok = run(&journey("/ok")).await;
     assert!(ok.success, "{ok:?}");
-    let names: Vec<_> = ok.steps.iter().map(|s| (s.name.as_str(), s.success)).collect();
-    assert_eq!(names, vec![("login", true), ("list", true), ("step3", true)]);
+    let names: Vec<_> = ok
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.success))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("login", true), ("list", true), ("step3", true)]
+    );
 
     // The third step uses the captured item and gets a 404: the journey fails there.
     let bad = run(&journey("/items/${item}")).await;
@@ -192,13 +255,19 @@ steps:
     cap.steps[0].capture.get_mut("token").unwrap().json = Some("$.nothing".into());
     let c = run(&cap).await;
     assert_eq!(c.failed_step.as_deref(), Some("login"));
-    assert_eq!(c.reason.as_deref(), Some("capture token: json path $.nothing matched nothing"));
+    assert_eq!(
+        c.reason.as_deref(),
+        Some("capture token: json path $.nothing matched nothing")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_checks_connect_send_and_expect() {
     let b = banner_server().await;
-    let ok = run(&check(&format!("{{name: t, type: tcp, frequency: 10s, target: '{b}'}}"))).await;
+    let ok = run(&check(&format!(
+        "{{name: t, type: tcp, frequency: 10s, target: '{b}'}}"
+    )))
+    .await;
     assert!(ok.success, "{ok:?}");
     let banner = run(&check(&format!(
         "{{name: t, type: tcp, frequency: 10s, target: '{b}', expect: '^220 '}}"
@@ -215,10 +284,23 @@ async fn tcp_checks_connect_send_and_expect() {
     )))
     .await;
     assert!(!wrong.success);
-    assert!(wrong.reason.as_deref().unwrap().contains("does not match expect regex `^SSH-`"), "{wrong:?}");
+    assert!(
+        wrong
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("does not match expect regex `^SSH-`"),
+        "{wrong:?}"
+    );
     let c = closed_port();
-    let refused = run(&check(&format!("{{name: t, type: tcp, frequency: 10s, target: '{c}'}}"))).await;
-    assert_eq!(refused.reason.as_deref(), Some("connect: connection refused"));
+    let refused = run(&check(&format!(
+        "{{name: t, type: tcp, frequency: 10s, target: '{c}'}}"
+    )))
+    .await;
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("connect: connection refused")
+    );
 
     // TLS over tcp, with the CA of the test server.
     let (s, ca) = https_server().await;
@@ -235,12 +317,19 @@ async fn tcp_checks_connect_send_and_expect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_checks_answers_rcodes_and_tcp_fallback() {
     let d = dns_server().await;
-    let q = |rest: &str| check(&format!("{{name: d, type: dns, frequency: 10s, resolver: '{d}', {rest}}}"));
+    let q = |rest: &str| {
+        check(&format!(
+            "{{name: d, type: dns, frequency: 10s, resolver: '{d}', {rest}}}"
+        ))
+    };
     let ok = run(&q("query: ok.test, expect_answers: [192.0.2.2]")).await;
     assert!(ok.success, "{ok:?}");
     assert_eq!(metric(&ok, "probe_dns_answer_rrs", None), Some(2.0));
     assert!(metric(&ok, "probe_dns_lookup_time_seconds", None).is_some());
-    let mx = run(&q("query: ok.test, record_type: MX, expect_answers: ['10 mail.ok.test']")).await;
+    let mx = run(&q(
+        "query: ok.test, record_type: MX, expect_answers: ['10 mail.ok.test']",
+    ))
+    .await;
     assert!(mx.success, "{mx:?}");
     let missing = run(&q("query: ok.test, expect_answers: [192.0.2.9]")).await;
     assert_eq!(
@@ -248,7 +337,10 @@ async fn dns_checks_answers_rcodes_and_tcp_fallback() {
         Some("answer \"192.0.2.9\" not among the A answers [192.0.2.1, 192.0.2.2]")
     );
     let nx = run(&q("query: nope.test")).await;
-    assert_eq!(nx.reason.as_deref(), Some("response code NXDOMAIN, expected NOERROR"));
+    assert_eq!(
+        nx.reason.as_deref(),
+        Some("response code NXDOMAIN, expected NOERROR")
+    );
     let want_nx = run(&q("query: nope.test, expect_rcode: NXDOMAIN")).await;
     assert!(want_nx.success);
     // Truncated over UDP: asked again over TCP, which carries all 30 records.
@@ -269,11 +361,17 @@ async fn tls_checks_report_expiry_and_min_days_left() {
     assert!(ok.success, "{ok:?}");
     assert!(metric(&ok, "probe_ssl_earliest_cert_expiry", None).is_some());
     assert!(metric(&ok, "probe_ssl_last_chain_expiry_timestamp_seconds", None).is_some());
-    assert_eq!(metric(&ok, "probe_tls_version_info", Some(("version", "TLS 1.3"))), Some(1.0));
+    assert_eq!(
+        metric(&ok, "probe_tls_version_info", Some(("version", "TLS 1.3"))),
+        Some(1.0)
+    );
     let soon = run(&check(&format!("{{{base}, min_days_left: 1000}}"))).await;
     assert!(!soon.success);
     let r = soon.reason.unwrap();
-    assert!(r.starts_with("certificate expires in ") && r.ends_with("fewer than min_days_left 1000"), "{r}");
+    assert!(
+        r.starts_with("certificate expires in ") && r.ends_with("fewer than min_days_left 1000"),
+        "{r}"
+    );
     let untrusted = run(&check(&format!(
         "{{name: x, type: tls, frequency: 10s, target: 'localhost:{}'}}",
         s.port()
@@ -292,7 +390,11 @@ async fn http3_checks_request_over_quic() {
             ca.display()
         ))
     };
-    let ok = run(&base("/ok", ", assert: {headers: [{name: x-proto, regex: h3}], body_contains: h3 ok}")).await;
+    let ok = run(&base(
+        "/ok",
+        ", assert: {headers: [{name: x-proto, regex: h3}], body_contains: h3 ok}",
+    ))
+    .await;
     assert!(ok.success, "{ok:?}");
     assert_eq!(metric(&ok, "probe_http_version", None), Some(3.0));
     assert_eq!(metric(&ok, "probe_http_status_code", None), Some(200.0));
@@ -328,7 +430,10 @@ async fn icmp_checks_ping_or_explain_how_to_allow_it() {
     opened.unwrap();
     assert!(!closed.success);
     let r = closed.reason.unwrap();
-    assert!(r.contains("net.ipv4.ping_group_range") && r.contains("CAP_NET_RAW"), "{r}");
+    assert!(
+        r.contains("net.ipv4.ping_group_range") && r.contains("CAP_NET_RAW"),
+        "{r}"
+    );
     assert!(open.success, "{open:?}");
     assert!(metric(&open, "probe_icmp_duration_seconds", Some(("phase", "rtt"))).is_some());
 }

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 type Rx = mpsc::Receiver<(i64, Arc<CheckDef>, Outcome)>;
 
 fn tcp(name: &str, target: std::net::SocketAddr) -> CheckDef {
-    common::check(&format!("{{name: {name}, type: tcp, frequency: 1s, target: '{target}'}}"))
+    common::check(&format!(
+        "{{name: {name}, type: tcp, frequency: 1s, target: '{target}'}}"
+    ))
 }
 
 /// Collects runs until `until` has elapsed: name -> start timestamps.
@@ -34,7 +36,10 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     // Two names whose deterministic offsets are far apart (jitter adds at most 2%).
     let (a, b) = ("alpha", "beta");
     let gap = start_offset(a, f).abs_diff(start_offset(b, f));
-    assert!(gap > Duration::from_millis(100) && gap < Duration::from_millis(900), "{gap:?}");
+    assert!(
+        gap > Duration::from_millis(100) && gap < Duration::from_millis(900),
+        "{gap:?}"
+    );
 
     let (tx, mut rx) = mpsc::channel(64);
     let s = Scheduler::spawn(tx);
@@ -44,7 +49,10 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     assert!(ra.len() >= 2 && rb.len() >= 2, "{runs:?}");
     for x in ra {
         for y in rb {
-            assert!((x - y).abs() > 10, "alpha at {x} and beta at {y} fired together");
+            assert!(
+                (x - y).abs() > 10,
+                "alpha at {x} and beta at {y} fired together"
+            );
         }
     }
     // Each check keeps its frequency.
@@ -56,7 +64,10 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     assert_eq!(s.checks(), vec!["alpha", "gamma"]);
     let later = collect(&mut rx, Duration::from_millis(2300)).await;
     assert!(!later.contains_key(b), "beta still runs: {later:?}");
-    assert!(later.get("gamma").is_some_and(|v| !v.is_empty()), "{later:?}");
+    assert!(
+        later.get("gamma").is_some_and(|v| !v.is_empty()),
+        "{later:?}"
+    );
     let phase = |t: i64| (t - ra[0]).rem_euclid(1000);
     for t in &later[a] {
         let p = phase(*t);
@@ -75,7 +86,9 @@ async fn a_run_that_overruns_skips_ticks_instead_of_overlapping() {
     let a = common::http_server().await;
     // /slow answers after 3 s; the check times out at 1 s, as long as its frequency, so each
     // run takes the whole interval and the next tick is skipped rather than run alongside.
-    let d = common::check(&format!("{{name: slow, type: http, frequency: 1s, timeout: 1s, url: 'http://{a}/slow'}}"));
+    let d = common::check(&format!(
+        "{{name: slow, type: http, frequency: 1s, timeout: 1s, url: 'http://{a}/slow'}}"
+    ));
     let (tx, mut rx) = mpsc::channel(64);
     let s = Scheduler::spawn(tx);
     s.set_checks(vec![d]);
@@ -88,7 +101,10 @@ async fn a_run_that_overruns_skips_ticks_instead_of_overlapping() {
     assert!(starts.len() >= 2, "{starts:?}");
     for w in starts.windows(2) {
         let (t0, d0) = w[0];
-        assert!(w[1].0 >= t0 + d0.as_millis() as i64 - 5, "runs overlap: {starts:?}");
+        assert!(
+            w[1].0 >= t0 + d0.as_millis() as i64 - 5,
+            "runs overlap: {starts:?}"
+        );
     }
     s.shutdown();
 }

@@ -93,11 +93,19 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Req> {
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Some(Req { method, path, headers, body })
+    Some(Req {
+        method,
+        path,
+        headers,
+        body,
+    })
 }
 
 fn header<'a>(r: &'a Req, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The routes every test server answers: (status, extra headers, body).
@@ -107,19 +115,34 @@ fn route(r: &Req) -> (u16, Vec<(&'static str, String)>, Vec<u8>, Duration) {
     match (r.method.as_str(), r.path.as_str()) {
         (_, "/ok") => (200, vec![], b"ok".to_vec(), none),
         (_, "/fail") => (500, vec![], b"broken".to_vec(), none),
-        (_, "/json") => (200, vec![json], br#"{"status":"ok","items":[{"id":7}]}"#.to_vec(), none),
+        (_, "/json") => (
+            200,
+            vec![json],
+            br#"{"status":"ok","items":[{"id":7}]}"#.to_vec(),
+            none,
+        ),
         (_, "/redirect") => (302, vec![("location", "/hop".into())], vec![], none),
         (_, "/hop") => (301, vec![("location", "ok".into())], vec![], none),
         (_, "/slow") => (200, vec![], b"late".to_vec(), Duration::from_secs(3)),
         ("POST", "/login") => {
             if String::from_utf8_lossy(&r.body).contains("\"user\":\"ann\"") {
-                (200, vec![json, ("x-session", "s-9".into())], br#"{"token":"t-123"}"#.to_vec(), none)
+                (
+                    200,
+                    vec![json, ("x-session", "s-9".into())],
+                    br#"{"token":"t-123"}"#.to_vec(),
+                    none,
+                )
             } else {
                 (403, vec![], b"who?".to_vec(), none)
             }
         }
         ("GET", "/items/t-123") => match header(r, "authorization") {
-            Some("Bearer t-123") => (200, vec![json], br#"{"items":[{"id":"i-5"}]}"#.to_vec(), none),
+            Some("Bearer t-123") => (
+                200,
+                vec![json],
+                br#"{"items":[{"id":"i-5"}]}"#.to_vec(),
+                none,
+            ),
             _ => (401, vec![], b"no".to_vec(), none),
         },
         ("GET", "/items/i-5") => (404, vec![], b"gone".to_vec(), none),
@@ -128,10 +151,15 @@ fn route(r: &Req) -> (u16, Vec<(&'static str, String)>, Vec<u8>, Duration) {
 }
 
 async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
-    let Some(req) = read_request(&mut s).await else { return };
+    let Some(req) = read_request(&mut s).await else {
+        return;
+    };
     let (status, headers, body, delay) = route(&req);
     tokio::time::sleep(delay).await;
-    let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -181,7 +209,9 @@ pub async fn banner_server() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let _ = s.write_all(b"220 ready\r\n").await;
                 let mut buf = [0u8; 256];
@@ -219,14 +249,20 @@ fn dns_answer(q: &Message, truncate_udp: bool, udp: bool) -> Message {
             r.add_answer(rec(RData::A(A::new(192, 0, 2, 2))));
         }
         ("ok.test.", RecordType::MX) => {
-            r.add_answer(rec(RData::MX(MX::new(10, Name::from_ascii("mail.ok.test.").unwrap()))));
+            r.add_answer(rec(RData::MX(MX::new(
+                10,
+                Name::from_ascii("mail.ok.test.").unwrap(),
+            ))));
         }
         ("big.test.", RecordType::TXT) => {
             if udp && truncate_udp {
                 r.metadata.truncation = true;
             } else {
                 for i in 0..30 {
-                    r.add_answer(rec(RData::TXT(TXT::new(vec![format!("{i:02}-{}", "x".repeat(40))]))));
+                    r.add_answer(rec(RData::TXT(TXT::new(vec![format!(
+                        "{i:02}-{}",
+                        "x".repeat(40)
+                    )]))));
                 }
             }
         }
@@ -245,7 +281,9 @@ pub async fn dns_server() -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, from)) = udp.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
             if let Ok(q) = Message::from_vec(&buf[..n]) {
                 let a = dns_answer(&q, true, true).to_vec().unwrap();
                 let _ = udp.send_to(&a, from).await;
@@ -254,7 +292,9 @@ pub async fn dns_server() -> SocketAddr {
     });
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = tcp.accept().await else { return };
+            let Ok((mut s, _)) = tcp.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let Ok(len) = s.read_u16().await else { return };
                 let mut b = vec![0u8; usize::from(len)];
@@ -287,12 +327,16 @@ pub async fn h3_server() -> (SocketAddr, PathBuf) {
         while let Some(inc) = ep.accept().await {
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
-                let Ok(mut h3c) = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await else {
+                let Ok(mut h3c) =
+                    h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await
+                else {
                     return;
                 };
                 while let Ok(Some(resolver)) = h3c.accept().await {
                     tokio::spawn(async move {
-                        let Ok((req, mut stream)) = resolver.resolve_request().await else { return };
+                        let Ok((req, mut stream)) = resolver.resolve_request().await else {
+                            return;
+                        };
                         let (status, body) = if req.uri().path() == "/ok" {
                             (200, "h3 ok")
                         } else {
