@@ -122,6 +122,15 @@ fn missing_fields_unknown_keys_and_syntax_errors_are_reported() {
         e[0].contains("line 3"),
         "position of the syntax error: {e:?}"
     );
+    let e = errors(
+        "checks: [{name: j, type: http, frequency: 10s, headers: {x-t: '${t}'}, steps: [{url: 'http://h/'}]}]",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "checks[0]: check \"j\": headers.x-t: headers shared by all steps cannot use captured variables; set it in the steps that need it"
+        ]
+    );
     let e =
         errors("checks: [{name: x, type: dns, frequency: 10s, query: a.org, labels: {check: y}}]");
     assert_eq!(
