@@ -57,7 +57,7 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     }
     // Each check keeps its frequency.
     let step = ra[1] - ra[0];
-    assert!((900..=1100).contains(&step), "alpha interval {step} ms");
+    assert!((850..=1150).contains(&step), "alpha interval {step} ms");
 
     // Replace: alpha unchanged keeps its phase, beta goes, gamma starts.
     s.set_checks(vec![tcp(a, target), tcp("gamma", target)]);
@@ -72,7 +72,7 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     for t in &later[a] {
         let p = phase(*t);
         assert!(
-            !(60..=940).contains(&p),
+            !(100..=900).contains(&p),
             "alpha moved in its interval: {p} ms off"
         );
     }
