@@ -27,6 +27,10 @@ pub struct Config {
     /// Local services to scrape, one `[[scrape]]` table per job.
     #[serde(default)]
     pub scrape: Vec<ScrapeConfig>,
+    /// Synthetic checks this agent runs on its own, one `[[checks]]` table each, besides
+    /// those the aggregator assigns to it.
+    #[serde(default)]
+    pub checks: Vec<outpost_synthetic::CheckDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
@@ -552,6 +556,18 @@ impl Config {
         for (n, s) in self.scrape.iter().enumerate() {
             s.validate(n, &self.collect, &mut jobs, &mut out);
         }
+        let mut names = std::collections::HashSet::new();
+        for (n, c) in self.checks.iter().enumerate() {
+            if let Err(problems) = c.validate() {
+                out.extend(problems.into_iter().map(|p| format!("checks[{n}]: {p}")));
+            }
+            if !names.insert(c.name.as_str()) {
+                out.push(format!(
+                    "checks[{n}].name: {:?} is used by an earlier [[checks]] entry; check names must be unique",
+                    c.name
+                ));
+            }
+        }
         out
     }
 
@@ -607,6 +623,29 @@ interval = "1s"
 [http]
 listen = "127.0.0.1:0"
 "#;
+
+    #[test]
+    fn local_checks_are_toml_tables_validated_like_the_aggregators() {
+        let text = format!(
+            "{GOOD}\n[[checks]]\nname = \"local-health\"\ntype = \"http\"\nfrequency = \"15s\"\nurl = \"http://127.0.0.1:8080/health\"\n\n[[checks]]\nname = \"local-health\"\ntype = \"tcp\"\nfrequency = \"1m\"\n"
+        );
+        let c = Config::parse(&text, Path::new("agent.toml")).unwrap();
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(
+            c.checks[0].frequency.get(),
+            std::time::Duration::from_secs(15)
+        );
+        let p = c.validate().join("\n");
+        assert!(
+            p.contains("checks[1].name: \"local-health\" is used by an earlier"),
+            "{p}"
+        );
+        assert!(
+            p.lines()
+                .any(|l| l.starts_with("checks[1]: ") && l.contains("target")),
+            "the tcp check without a target is reported: {p}"
+        );
+    }
 
     #[test]
     fn parses_and_resolves_relative_paths() {

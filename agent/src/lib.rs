@@ -3,8 +3,9 @@
 //!
 //! [`run`] wires the parts: collectors ([`collect`]) feed one batch per cycle into the
 //! [`buffer`]; scraped targets ([`scrape`]) and pushes ([`push`]) enter it through the
-//! [`sink`], one batch per scrape or request; the [`uplink`] sends from the buffer; [`http`]
-//! serves `/health`, `/metrics` and the push endpoints. Collection never waits for the network: a batch is in the buffer before it is
+//! [`sink`], one batch per scrape or request, and so do the results of [`synthetic`] checks;
+//! the [`uplink`] sends from the buffer; [`http`] serves `/health`, `/metrics` and the push
+//! endpoints. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
 //!
 //! Shared with the aggregator: [`logging`] and [`telemetry`] (logs, OTLP trace export),
@@ -24,6 +25,7 @@ pub mod scrape;
 pub mod sdnotify;
 pub mod sink;
 pub mod status;
+pub mod synthetic;
 pub mod target_labels;
 pub mod telemetry;
 pub mod textparse;
@@ -156,6 +158,8 @@ pub async fn run_with(
     };
     let scrapers =
         scrape::spawn(&cfg, sink.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
+    let (assigned, assigned_rx) = synthetic::Assigned::new(&cfg);
+    let checks_task = synthetic::spawn(cfg_rx.clone(), assigned_rx, sink.clone(), stop_rx.clone());
     let app = http::router(http::HttpState {
         cfg: cfg.clone(),
         buffer: buffer.clone(),
@@ -177,6 +181,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         new_data: new_data.clone(),
         state,
+        assigned,
     };
     let uplink_task = tokio::spawn(uplink.run(stop_rx, SHUTDOWN_GRACE));
 
@@ -243,7 +248,7 @@ pub async fn run_with(
         r.abort();
     }
     let _ = stop_tx.send(true);
-    for t in scrapers {
+    for t in scrapers.into_iter().chain([checks_task]) {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), uplink_task).await;

@@ -28,6 +28,13 @@ pub struct PushLabel {
     pub code: String,
 }
 
+/// A synthetic check and how one run of it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckRunLabels {
+    pub check: String,
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub cycles: Counter,
@@ -43,6 +50,7 @@ pub struct Metrics {
     pub buffer_damaged_batches: Counter,
     pub buffer_write_failing: Gauge,
     pub batches_sent: Counter,
+    pub batches_sent_live: Counter,
     pub samples_sent: Counter,
     pub batches_acked: Counter,
     pub uplink_connected: Gauge,
@@ -55,6 +63,8 @@ pub struct Metrics {
     pub start_time: Gauge<f64, AtomicU64>,
     pub samples_received: Family<SourceLabel, Counter>,
     pub push_requests: Family<PushLabel, Counter>,
+    pub checks_running: Gauge,
+    pub check_runs: Family<CheckRunLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +98,7 @@ impl Metrics {
             buffer_damaged_batches: Counter::default(),
             buffer_write_failing: Gauge::default(),
             batches_sent: Counter::default(),
+            batches_sent_live: Counter::default(),
             samples_sent: Counter::default(),
             batches_acked: Counter::default(),
             uplink_connected: Gauge::default(),
@@ -100,6 +111,8 @@ impl Metrics {
             start_time: Gauge::default(),
             samples_received: Family::default(),
             push_requests: Family::default(),
+            checks_running: Gauge::default(),
+            check_runs: Family::default(),
         };
         r.register(
             "cycles",
@@ -170,6 +183,11 @@ impl Metrics {
             m.batches_sent.clone(),
         );
         r.register(
+            "batches_sent_live",
+            "Copies of new batches sent on the live stream while a backlog drains",
+            m.batches_sent_live.clone(),
+        );
+        r.register(
             "samples_sent",
             "Samples written to the aggregator connection (resends included)",
             m.samples_sent.clone(),
@@ -235,6 +253,16 @@ impl Metrics {
             "push_requests",
             "Push requests by format and HTTP status code",
             m.push_requests.clone(),
+        );
+        r.register(
+            "checks_running",
+            "Synthetic checks this agent runs: its local ones plus those assigned to it",
+            m.checks_running.clone(),
+        );
+        r.register(
+            "check_runs",
+            "Synthetic check runs by check and result (success or failure)",
+            m.check_runs.clone(),
         );
         Metrics { registry: r, ..m }
     }

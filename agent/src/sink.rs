@@ -15,6 +15,7 @@ pub enum Source {
     Scrape,
     PushText,
     PushOtlp,
+    Check,
 }
 
 impl Source {
@@ -23,6 +24,7 @@ impl Source {
             Source::Scrape => "scrape",
             Source::PushText => "push_text",
             Source::PushOtlp => "push_otlp",
+            Source::Check => "check",
         }
     }
 }

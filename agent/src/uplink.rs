@@ -3,8 +3,12 @@
 //! from the buffer only when the aggregator acknowledges them, and reconnects with
 //! exponential backoff and jitter, moving to the next endpoint after a failure.
 //!
-//! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks in) and a
-//! unidirectional batch stream whose payloads share one codec context.
+//! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks and check
+//! assignments in), a unidirectional batch stream whose payloads share one codec context,
+//! and, while a backlog drains, a second unidirectional stream of higher priority carrying
+//! copies of the newest batches. The aggregator stores those copies at once and
+//! acknowledges each batch only when it arrives in order on the batch stream, so the seq
+//! bookkeeping (exactly once, gaps) stays the batch stream's alone.
 
 use crate::buffer::{Buffer, BufferStats};
 use crate::config::Config;
@@ -26,6 +30,11 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// A backlog of more batches than this is "draining" (logged with progress).
 const DRAINING_ABOVE: u64 = 30;
+/// When more batches than this wait to be sent, each new batch also goes out at once on the
+/// live stream, so current data does not wait for the backlog.
+pub const LIVE_AFTER: u64 = 8;
+/// Live batches sent per wake-up, at most (the newest ones).
+const LIVE_BURST: u64 = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from `base`, capped at
@@ -108,6 +117,8 @@ pub struct Uplink {
     /// Signalled when a new batch is buffered.
     pub new_data: Arc<Notify>,
     pub state: Arc<UplinkState>,
+    /// Receives the synthetic checks the aggregator assigns to this agent.
+    pub assigned: crate::synthetic::Assigned,
 }
 
 fn now_ms() -> i64 {
@@ -306,12 +317,13 @@ impl Uplink {
         let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
         let ack_arrived = Arc::new(Notify::new());
         let mut reader = {
-            let (buffer, metrics, acked, ack_arrived, state) = (
+            let (buffer, metrics, acked, ack_arrived, state, assigned) = (
                 self.buffer.clone(),
                 self.metrics.clone(),
                 acked.clone(),
                 ack_arrived.clone(),
                 self.state.clone(),
+                self.assigned.clone(),
             );
             tokio::spawn(async move {
                 loop {
@@ -334,6 +346,10 @@ impl Uplink {
                             return SessionError::Refused(reason);
                         }
                         Ok(Some(Frame::Heartbeat(_))) => {}
+                        Ok(Some(Frame::Checks { json })) => {
+                            let a = assigned.clone();
+                            let _ = tokio::task::spawn_blocking(move || a.receive(&json)).await;
+                        }
                         Ok(Some(f)) => {
                             return SessionError::Protocol(format!(
                                 "unexpected {} frame",
@@ -354,6 +370,12 @@ impl Uplink {
         let mut data = conn.open_uni().await?;
         let mut enc = Encoder::new();
         let mut cursor = welcome.applied_seq + 1;
+        let mut live = Live {
+            stream: None,
+            enc: Encoder::new(),
+            // Batches written from now on may go live; the backlog goes in order.
+            from: self.buffer.stats().next_seq,
+        };
         let mut hb = tokio::time::interval(HEARTBEAT_EVERY);
         let mut bytes_seen = (0, 0);
         let mut draining_since: Option<tokio::time::Instant> = None;
@@ -369,6 +391,7 @@ impl Uplink {
                     acked.load(Ordering::Relaxed),
                 )
                 .await?;
+                self.send_live(conn, &mut live, cursor).await?;
             }
             self.account_bytes(conn, &mut bytes_seen);
             let all_acked = acked.load(Ordering::Relaxed) + 1 >= cursor;
@@ -416,6 +439,51 @@ impl Uplink {
                 }
             }
         }
+    }
+
+    /// Copies batches written since the last call to the live stream when more than
+    /// [`LIVE_AFTER`] batches wait for the batch stream (`cursor` is its next seq).
+    async fn send_live(
+        &self,
+        conn: &Connection,
+        live: &mut Live,
+        cursor: u64,
+    ) -> Result<(), SessionError> {
+        let next = self.buffer.stats().next_seq;
+        let from = live.from.max(cursor).max(next.saturating_sub(LIVE_BURST));
+        live.from = next;
+        if next <= from || next - cursor <= LIVE_AFTER {
+            return Ok(());
+        }
+        let b = self.buffer.clone();
+        let batches =
+            tokio::task::spawn_blocking(move || b.read_from(from, (next - from) as usize, 4 << 20))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+        for sb in batches.into_iter().filter(|b| b.seq < next) {
+            let Ok(batch) = Decoder::new().decode(&sb.payload) else {
+                continue; // The batch stream reports and skips it.
+            };
+            let stream = match &mut live.stream {
+                Some(s) => s,
+                None => {
+                    let s = conn.open_uni().await?;
+                    // Ahead of the batch stream whenever both have data to send.
+                    let _ = s.set_priority(1);
+                    live.stream.insert(s)
+                }
+            };
+            let payload = live.enc.encode(&batch);
+            stream
+                .write_all(&frame::encode(&Frame::Batch {
+                    seq: sb.seq,
+                    payload,
+                    trace: None,
+                }))
+                .await?;
+            self.metrics.batches_sent_live.inc();
+        }
+        Ok(())
     }
 
     /// Writes buffered batches from `cursor` on while fewer than [`WINDOW`] are unacknowledged.
@@ -473,6 +541,14 @@ impl Uplink {
             }
         }
     }
+}
+
+/// The live stream of a session, opened on first use.
+struct Live {
+    stream: Option<quinn::SendStream>,
+    enc: Encoder,
+    /// The first seq not yet considered for the live stream.
+    from: u64,
 }
 
 /// QUIC transport settings shared by both ends' expectations: keep-alive well inside the

@@ -19,6 +19,9 @@ pub struct Config {
     pub log: outpost_agent::config::LogConfig,
     #[serde(default)]
     pub telemetry: outpost_agent::config::TelemetryConfig,
+    /// YAML file of synthetic checks (a top-level `checks:` list) that the aggregator assigns
+    /// to agents by region. Re-read when it changes. Default: no checks.
+    pub checks_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -96,6 +99,9 @@ impl Config {
         if let Some(t) = cfg.api.bearer_token_file.as_mut() {
             paths.push(t);
         }
+        if let Some(c) = cfg.checks_file.as_mut() {
+            paths.push(c);
+        }
         for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -139,6 +145,11 @@ impl Config {
                     t.display()
                 )),
             }
+        }
+        if let Some(c) = &self.checks_file
+            && let Err(e) = crate::checks::load_file(c)
+        {
+            out.extend(e.lines().map(|l| format!("checks_file: {l}")));
         }
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());

@@ -38,6 +38,7 @@ pub fn prepare(o: &DemoOptions) -> Result<(PathBuf, PathBuf), String> {
         &format!(
             r#"# Written by `outpost-aggregator demo`. See packaging/aggregator.toml for every key.
 data_dir = "data/aggregator"
+checks_file = "checks.yaml"
 
 [listen]
 quic = "{quic}"
@@ -52,6 +53,33 @@ key = "certs/aggregator.key"
             http = o.http
         ),
     )?;
+    let checks = dir.join("checks.yaml");
+    // Written once: edits to it are picked up while the demo runs.
+    if !checks.exists() {
+        let local = |a: &str| a.replace("0.0.0.0", "127.0.0.1");
+        write(
+            &checks,
+            &format!(
+                r#"# Synthetic checks, assigned by the aggregator to agents of each location (region).
+# Edit and save: the aggregator re-reads this file and the agent picks up the change.
+# See packaging/checks.yaml for every check type.
+checks:
+  - name: aggregator-health
+    type: http
+    frequency: 10s
+    url: http://{http}/health
+    locations: [local]
+  - name: agent-metrics
+    type: http
+    frequency: 30s
+    url: http://{agent_http}/metrics
+    locations: [local]
+"#,
+                http = local(&o.http),
+                agent_http = local(&o.agent_http)
+            ),
+        )?;
+    }
     let agent = dir.join("agent.toml");
     write(
         &agent,
@@ -112,7 +140,8 @@ pub async fn run(o: DemoOptions) -> Result<(), String> {
     println!(
         "\nOutpost demo is running (data and certificates in {dir}).\n\n\
          Query the aggregator:\n  {base}/api/v1/query?query=node_load1\n  {base}/api/v1/query?query=outpost_agent_cycles_total\n  \
-         {base}/api/v1/agents\n  {base}/api/v1/label/__name__/values\n  {base}/metrics\n\
+         {base}/api/v1/agents\n  {base}/api/v1/checks  (synthetic checks, from {dir}/checks.yaml)\n  \
+         {base}/api/v1/label/__name__/values\n  {base}/metrics\n\
          The agent's own metrics:\n  http://{agent_http}/metrics\n\n\
          Grafana: add a Prometheus data source with URL {base}\n\
          Press Ctrl-C to stop.\n",

@@ -1,5 +1,5 @@
 //! The aggregator's HTTP server: the Prometheus query API (see [`crate::api`]) plus
-//! `/api/v1/agents`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
+//! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
 //! authentication when a token is configured.
 
 use crate::live::Live;
@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -19,6 +19,7 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct AppState {
     pub storage: Arc<Storage>,
+    pub checks: Arc<crate::checks::Registry>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
@@ -29,6 +30,8 @@ pub fn router(state: AppState) -> Router {
     let api = crate::api::query_router(source).merge(
         Router::new()
             .route("/api/v1/agents", get(agents))
+            .route("/api/v1/checks", get(checks))
+            .route("/api/v1/checks/reload", post(reload_checks))
             .route("/api/v1/status/buildinfo", get(buildinfo))
             .with_state(state.clone()),
     );
@@ -171,6 +174,104 @@ async fn agents(State(s): State<AppState>) -> impl IntoResponse {
         }));
     }
     axum::Json(serde_json::json!({"status": "success", "data": items}))
+}
+
+/// Every check with its locations, the agent running it in each region and the latest
+/// result per region. A region without a connected agent is `unknown`: its agents may still
+/// be running the check, and their results arrive when they reconnect.
+async fn checks(State(s): State<AppState>) -> Response {
+    let view = s.checks.view();
+    let now = crate::api::now_ms();
+    let src = s.storage.clone();
+    let checks = view.checks.clone();
+    // Reads storage: off the async threads.
+    let latest = tokio::task::spawn_blocking(move || {
+        checks
+            .iter()
+            .map(|c| {
+                let lookback = (c.frequency.get().as_millis() as i64 * 10).max(3_600_000);
+                crate::checks::latest_results(src.as_ref(), &c.name, now - lookback, now + 60_000)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let latest = match latest {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return crate::api::ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return crate::api::ApiError::Internal(e.to_string()).into_response(),
+    };
+    let mut items = vec![];
+    for (c, latest) in view.checks.iter().zip(latest) {
+        let interval_ms = c.frequency.get().as_millis() as i64;
+        // A result older than three intervals (plus a timeout's worth) no longer describes now.
+        let fresh_after = now - 3 * interval_ms - c.timeout().as_millis() as i64;
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        let regions: Vec<_> = c
+            .locations
+            .iter()
+            .map(|region| {
+                let agent = view
+                    .assignment
+                    .get(&c.name)
+                    .and_then(|r| r.get(region))
+                    .cloned()
+                    .flatten();
+                let connected = view.regions_up.get(region).copied().unwrap_or(0) > 0;
+                let l = latest.get(region);
+                let state = crate::checks::region_state(connected, l, fresh_after);
+                *counts.entry(state).or_default() += 1;
+                serde_json::json!({
+                    "region": region,
+                    "agent": agent,
+                    "state": state,
+                    "latest": l.map(|l| serde_json::json!({
+                        "success": l.success,
+                        "time": rfc3339(l.ts_ms),
+                        "agent": l.agent,
+                        "duration_seconds": l.duration_seconds,
+                        "failed_step": l.failed_step,
+                        "reason": l.reason,
+                    })),
+                })
+            })
+            .collect();
+        let def = serde_json::to_value(c).unwrap_or_default();
+        items.push(serde_json::json!({
+            "name": c.name,
+            "type": def.get("type").cloned().unwrap_or_default(),
+            "frequency": c.frequency.to_string(),
+            "locations": c.locations,
+            "passing_regions": counts.get("passing").copied().unwrap_or(0),
+            "failing_regions": counts.get("failing").copied().unwrap_or(0),
+            "unknown_regions": counts.get("unknown").copied().unwrap_or(0),
+            "regions": regions,
+        }));
+    }
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": {
+            "file": view.file.map(|f| f.display().to_string()),
+            "loaded_at": rfc3339(view.loaded_ms),
+            "last_error": view.last_error,
+            "checks": items,
+        }
+    }))
+    .into_response()
+}
+
+/// Re-reads `checks_file` now; 400 with every problem when it is refused.
+async fn reload_checks(State(s): State<AppState>) -> Response {
+    let r = s.checks.clone();
+    match tokio::task::spawn_blocking(move || r.reload()).await {
+        Ok(Ok(n)) => axum::Json(serde_json::json!({"status": "success", "data": {"checks": n}}))
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"status": "error", "errorType": "bad_data", "error": e})),
+        )
+            .into_response(),
+        Err(e) => crate::api::ApiError::Internal(e.to_string()).into_response(),
+    }
 }
 
 #[cfg(test)]

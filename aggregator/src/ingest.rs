@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 /// Batches queued to the writer per connection before the connection waits.
@@ -88,6 +88,9 @@ fn commit(
             Ok(IngestOutcome::Duplicate) => {
                 metrics.duplicates.inc();
             }
+            Ok(IngestOutcome::Live) => {
+                metrics.live_batches.inc();
+            }
             Err(_) => {
                 metrics.errors.inc();
             }
@@ -114,6 +117,7 @@ pub fn server_endpoint(
 #[derive(Clone)]
 pub struct Ingest {
     pub storage: Arc<Storage>,
+    pub checks: Arc<crate::checks::Registry>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub writer: mpsc::Sender<WriterMsg>,
@@ -294,9 +298,9 @@ impl Ingest {
 
         let agent: Arc<str> = hello.agent_id.as_str().into();
         let region: Arc<str> = hello.region.as_str().into();
-        let (ack_tx, ack_rx) =
-            mpsc::channel::<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>(PIPELINE);
-        let acker = tokio::spawn(ack_loop(conn.clone(), tx, ack_rx));
+        let (ack_tx, ack_rx) = mpsc::channel::<Pending>(PIPELINE);
+        let assigned = self.checks.attach(&hello.agent_id, &hello.region, conn_id);
+        let acker = tokio::spawn(ack_loop(conn.clone(), tx, ack_rx, assigned));
         let control = tokio::spawn(control_loop(rx, self.live.clone(), agent.clone(), conn_id));
         let result = self
             .read_batches(&conn, conn_id, &agent, &region, ack_tx)
@@ -314,6 +318,7 @@ impl Ingest {
         }
         let _ = acker.await;
         control.abort();
+        self.checks.detach(&agent, conn_id);
         self.live.disconnect(&agent, conn_id, now_ms());
         tracing::info!(agent = %agent, "agent disconnected");
     }
@@ -324,16 +329,61 @@ impl Ingest {
         conn_id: u64,
         agent: &Arc<str>,
         region: &Arc<str>,
-        acks: mpsc::Sender<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>,
+        acks: mpsc::Sender<Pending>,
     ) -> Result<(), (u32, String)> {
         let mut data = match conn.accept_uni().await {
             Ok(s) => s,
             Err(_) => return Ok(()),
         };
+        // The agent opens a second stream for live copies when it has a backlog to send.
+        let live = {
+            let (me, conn, agent, region) =
+                (self.clone(), conn.clone(), agent.clone(), region.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = conn.accept_uni().await else {
+                    return;
+                };
+                let live_conn = conn_id | LIVE_CONN;
+                let r = me
+                    .read_stream(&mut stream, live_conn, &agent, &region, None)
+                    .await;
+                let _ = me.writer.send(WriterMsg::Closed(live_conn)).await;
+                if let Err((code, reason)) = r {
+                    tracing::warn!(agent = %agent, "closing connection: live stream: {reason}");
+                    if code == close::MALFORMED {
+                        me.metrics.malformed.inc();
+                    }
+                    conn.close(VarInt::from_u32(code), reason.as_bytes());
+                }
+            })
+        };
+        let r = self
+            .read_stream(&mut data, conn_id, agent, region, Some(acks))
+            .await;
+        live.abort();
+        let _ = self
+            .writer
+            .send(WriterMsg::Closed(conn_id | LIVE_CONN))
+            .await;
+        r
+    }
+
+    /// Reads batch frames from one stream until it ends. With `acks`, this is the batch
+    /// stream: each batch's outcome is queued for acknowledgement. Without, it is the live
+    /// stream: copies stored ahead of their turn, not acknowledged.
+    async fn read_stream(
+        &self,
+        data: &mut quinn::RecvStream,
+        conn_id: u64,
+        agent: &Arc<str>,
+        region: &Arc<str>,
+        acks: Option<mpsc::Sender<Pending>>,
+    ) -> Result<(), (u32, String)> {
+        let live = acks.is_none();
         let mut dec = Decoder::new();
         let mut last_seq = 0u64;
         loop {
-            let body = match frame::read_body(&mut data).await {
+            let body = match frame::read_body(data).await {
                 Ok(Some(b)) => b,
                 Ok(None) => return Ok(()),
                 Err(frame::FrameError::Io(_)) => return Ok(()),
@@ -354,7 +404,7 @@ impl Ingest {
                 Err(e) => return Err((close::MALFORMED, e.to_string())),
             };
             // The batch's span continues the agent's trace when the frame carries one.
-            let span = tracing::info_span!("batch ingest", agent = %agent, seq, samples = tracing::field::Empty);
+            let span = tracing::info_span!("batch ingest", agent = %agent, seq, live, samples = tracing::field::Empty);
             if let Some(tc) = &trace {
                 outpost_agent::telemetry::continue_from(&span, tc);
             }
@@ -383,6 +433,7 @@ impl Ingest {
                 first_new: raw.new_series.start,
                 new_series,
                 points: raw.points,
+                live,
             };
             span.record("samples", req.points.len());
             drop(entered);
@@ -393,21 +444,37 @@ impl Ingest {
                 .instrument(span.clone())
                 .await
                 .is_err()
-                || acks.send((seq, rx)).await.is_err()
             {
                 return Err((close::SHUTDOWN, "aggregator shutting down".into()));
+            }
+            match &acks {
+                Some(acks) => {
+                    if acks.send((seq, rx)).await.is_err() {
+                        return Err((close::SHUTDOWN, "aggregator shutting down".into()));
+                    }
+                }
+                // Live copies are not acknowledged; a failed one is stored with its batch.
+                None => drop(rx),
             }
         }
     }
 }
 
-/// Sends acks in seq order as writes complete, coalescing those already done.
+/// Marks the connection number of a live stream: it has its own codec context, so its
+/// own series numbering at the writer.
+const LIVE_CONN: u64 = 1 << 63;
+
+type Pending = (u64, oneshot::Receiver<Result<IngestOutcome, String>>);
+
+/// Sends acks in seq order as writes complete, coalescing those already done, and the
+/// agent's share of the synthetic checks whenever it changes.
 async fn ack_loop(
     conn: Connection,
     tx: quinn::SendStream,
-    rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>,
+    rx: mpsc::Receiver<Pending>,
+    assigned: watch::Receiver<Arc<str>>,
 ) {
-    if let Err(reason) = send_acks(tx, rx).await {
+    if let Err(reason) = send_control(tx, rx, assigned).await {
         tracing::error!("closing connection: {reason}");
         conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
     }
@@ -421,12 +488,27 @@ async fn wait(d: oneshot::Receiver<Result<IngestOutcome, String>>) -> Result<(),
     }
 }
 
-async fn send_acks(
+async fn send_control(
     mut tx: quinn::SendStream,
-    mut rx: mpsc::Receiver<(u64, oneshot::Receiver<Result<IngestOutcome, String>>)>,
+    mut rx: mpsc::Receiver<Pending>,
+    mut assigned: watch::Receiver<Arc<str>>,
 ) -> Result<(), String> {
-    let write_err = |e: quinn::WriteError| format!("ack stream: {e}");
-    while let Some((mut seq, done)) = rx.recv().await {
+    let write_err = |e: quinn::WriteError| format!("control stream: {e}");
+    assigned.mark_changed();
+    loop {
+        let (mut seq, done) = tokio::select! {
+            next = rx.recv() => match next {
+                Some(p) => p,
+                None => return Ok(()),
+            },
+            Ok(()) = assigned.changed() => {
+                let json = assigned.borrow_and_update().to_string();
+                tx.write_all(&frame::encode(&Frame::Checks { json }))
+                    .await
+                    .map_err(write_err)?;
+                continue;
+            }
+        };
         wait(done).await?;
         while let Ok((s, mut d)) = rx.try_recv() {
             match d.try_recv() {
@@ -446,7 +528,6 @@ async fn send_acks(
             .await
             .map_err(write_err)?;
     }
-    Ok(())
 }
 
 async fn control_loop(mut rx: quinn::RecvStream, live: Arc<Live>, agent: Arc<str>, conn_id: u64) {

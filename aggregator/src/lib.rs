@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod check;
+pub mod checks;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -59,6 +60,10 @@ pub async fn run_with(
     };
     let metrics = Arc::new(metrics::Metrics::new());
     let live = Arc::new(live::Live::default());
+    let checks = Arc::new(
+        checks::Registry::load(cfg.checks_file.clone(), metrics.checks.clone())
+            .map_err(RunError::Setup)?,
+    );
     let quic_addr: SocketAddr = cfg.listen.quic.parse().map_err(|_| {
         RunError::Setup(format!(
             "listen.quic: {:?} is not an address",
@@ -80,8 +85,10 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
+    let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
     let ingest = ingest::Ingest {
         storage: storage.clone(),
+        checks: checks.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
         writer: writer_tx,
@@ -90,6 +97,7 @@ pub async fn run_with(
     let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
     let app = http::router(http::AppState {
         storage: storage.clone(),
+        checks: checks.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
@@ -104,7 +112,7 @@ pub async fn run_with(
     });
     let reloader = match config_path {
         Some(p) => Some(
-            reload::spawn(p, cfg.clone(), metrics.reload.clone())
+            reload::spawn(p, cfg.clone(), metrics.reload.clone(), checks.clone())
                 .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?,
         ),
         None => None,
@@ -112,14 +120,14 @@ pub async fn run_with(
     tracing::info!(
         quic = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         http = %cfg.listen.http, data_dir = %cfg.data_dir.display(),
-        series = storage.series_count(), "aggregator ready"
+        series = storage.series_count(), checks = checks.view().checks.len(), "aggregator ready"
     );
     outpost_agent::sdnotify::ready(&format!("running; {} series", storage.series_count()));
     let watchdog = outpost_agent::sdnotify::spawn_watchdog();
     shutdown.await;
     tracing::info!("shutting down");
     outpost_agent::sdnotify::stopping();
-    for t in [watchdog, reloader].into_iter().flatten() {
+    for t in [watchdog, reloader, checks_watch].into_iter().flatten() {
         t.abort();
     }
     endpoint.close(

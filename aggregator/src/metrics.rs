@@ -22,6 +22,7 @@ pub struct Metrics {
     pub batches: Counter,
     pub samples: Counter,
     pub duplicates: Counter,
+    pub live_batches: Counter,
     pub errors: Counter,
     pub malformed: Counter,
     pub connections: Counter,
@@ -37,6 +38,7 @@ pub struct Metrics {
     pub http_duration: Family<HandlerLabel, Histogram>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub reload: outpost_agent::lifecycle::ReloadGauges,
+    pub checks: crate::checks::Gauges,
     pub build_info: Family<outpost_agent::metrics::BuildLabels, Gauge>,
     pub start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -65,6 +67,7 @@ impl Metrics {
             batches: Counter::default(),
             samples: Counter::default(),
             duplicates: Counter::default(),
+            live_batches: Counter::default(),
             errors: Counter::default(),
             malformed: Counter::default(),
             connections: Counter::default(),
@@ -80,6 +83,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram),
             http_requests: Family::default(),
             reload: Default::default(),
+            checks: Default::default(),
             build_info: Family::default(),
             start_time: Gauge::default(),
         };
@@ -97,6 +101,11 @@ impl Metrics {
             "ingest_duplicate_batches",
             "Resent batches acknowledged without storing them again",
             m.duplicates.clone(),
+        );
+        r.register(
+            "ingest_live_batches",
+            "Live copies of batches stored ahead of an agent's backlog (acknowledged later with the batch)",
+            m.live_batches.clone(),
         );
         r.register(
             "ingest_errors",
@@ -180,6 +189,26 @@ impl Metrics {
             m.http_requests.clone(),
         );
         m.reload.register(&mut r);
+        r.register(
+            "checks",
+            "Synthetic checks loaded from checks_file",
+            m.checks.checks.clone(),
+        );
+        r.register(
+            "checks_last_reload_successful",
+            "1 if the last load of checks_file succeeded, 0 if it was refused",
+            m.checks.reload_ok.clone(),
+        );
+        r.register(
+            "checks_assigned",
+            "Check locations (a check in one region) with an agent running them",
+            m.checks.assigned.clone(),
+        );
+        r.register(
+            "checks_unassigned",
+            "Check locations with no connected agent in their region",
+            m.checks.unassigned.clone(),
+        );
         r.register(
             "build_info",
             "Always 1; the version label says which build runs",

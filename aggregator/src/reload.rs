@@ -1,6 +1,6 @@
 //! Configuration reload on SIGHUP for the aggregator: the file is re-read and validated; a
 //! config with problems is refused as a whole (every problem logged, the running config
-//! kept). `[log] level` applies at once; the other keys bind sockets, open storage or load
+//! kept). `[log] level` and the checks file's content apply at once; the other keys bind sockets, open storage or load
 //! TLS material at start, so a change to them is logged as needing a restart. The outcome
 //! goes to `outpost_aggregator_config_last_reload_successful` and
 //! `outpost_aggregator_config_last_reload_success_timestamp_seconds`.
@@ -23,6 +23,7 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     note(old.api != new.api, "api");
     note(old.log.format != new.log.format, "log.format");
     note(old.telemetry != new.telemetry, "telemetry.otlp_endpoint");
+    note(old.checks_file != new.checks_file, "checks_file");
     out
 }
 
@@ -31,6 +32,7 @@ pub fn spawn(
     path: PathBuf,
     initial: Config,
     gauges: ReloadGauges,
+    checks: std::sync::Arc<crate::checks::Registry>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
@@ -68,8 +70,23 @@ pub fn spawn(
                             Err(e) => tracing::error!("config reload: {e}"),
                         }
                     }
-                    tracing::info!(needs_restart = ?restart, "configuration reloaded");
-                    gauges.succeeded(outpost_agent::now_ms());
+                    // The checks file is re-read too (its own errors keep the running checks).
+                    let checks_ok = match checks.file() {
+                        Some(_) => {
+                            let c = checks.clone();
+                            matches!(
+                                tokio::task::spawn_blocking(move || c.reload()).await,
+                                Ok(Ok(_))
+                            )
+                        }
+                        None => true,
+                    };
+                    if checks_ok {
+                        tracing::info!(needs_restart = ?restart, "configuration reloaded");
+                        gauges.succeeded(outpost_agent::now_ms());
+                    } else {
+                        gauges.failed();
+                    }
                 }
             }
             outpost_agent::sdnotify::ready("running");

@@ -71,6 +71,10 @@ pub struct IngestRequest {
     pub first_new: u32,
     pub new_series: Vec<Labels>,
     pub points: Vec<RawPoint>,
+    /// A copy sent ahead of the backlog on the live stream: its points are stored, but the
+    /// agent's seq bookkeeping waits for the same batch on the batch stream, where it is
+    /// stored again (a repeated timestamp keeps one point) and acknowledged.
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +82,8 @@ pub enum IngestOutcome {
     Applied,
     /// Already applied before (a resend); acknowledged, not stored again.
     Duplicate,
+    /// A live copy stored ahead of its turn; not acknowledged.
+    Live,
 }
 
 #[derive(Default)]
@@ -480,6 +486,14 @@ impl Storage {
                     )));
                     continue;
                 }
+                if r.live {
+                    let wal_id = self.next_wal.fetch_add(1, Ordering::Relaxed);
+                    wb.put_cf(&cf_wal, wal_id.to_be_bytes(), encode_record(&pts));
+                    last_wal = wal_id;
+                    head_add.extend(pts);
+                    out.push(Ok(IngestOutcome::Live));
+                    continue;
+                }
                 if r.seq > meta.applied_seq + 1 {
                     meta.gap_batches += r.seq - meta.applied_seq - 1;
                     meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
@@ -732,7 +746,59 @@ mod tests {
                 .iter()
                 .map(|&(series, ts, value)| RawPoint { series, ts, value })
                 .collect(),
+            live: false,
         }
+    }
+
+    #[test]
+    fn live_copies_store_points_but_leave_the_seq_to_the_batch_stream() {
+        let dir = tmp("live");
+        let s = Storage::open(&dir).unwrap();
+        let mut conns = ConnMaps::new();
+        let mut live = req(100, 5, 0, &["up"], &[(0, 50, 1.0)]);
+        live.live = true;
+        assert_eq!(s.apply(&mut conns, &[live]), vec![Ok(IngestOutcome::Live)]);
+        let m = s.agent("a1").unwrap();
+        assert_eq!((m.applied_seq, m.batches, m.gap_batches), (0, 0, 0));
+        let id = s
+            .select(&[Matcher::new("__name__", MatchOp::Equal, "up").unwrap()])
+            .unwrap()[0]
+            .0;
+        assert_eq!(
+            s.points(id, 0, 100).unwrap().len(),
+            1,
+            "visible before its turn"
+        );
+        // The backlog catches up: seqs 1..=5 arrive in order on the batch stream.
+        let mut reqs = vec![req(1, 1, 0, &["up"], &[(0, 10, 1.0)])];
+        for seq in 2..=5 {
+            reqs.push(req(1, seq, 1, &[], &[(0, seq as i64 * 10, 1.0)]));
+        }
+        assert!(
+            s.apply(&mut conns, &reqs)
+                .iter()
+                .all(|r| *r == Ok(IngestOutcome::Applied))
+        );
+        let m = s.agent("a1").unwrap();
+        assert_eq!((m.applied_seq, m.batches, m.gap_batches), (5, 5, 0));
+        let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
+        assert_eq!(
+            ts,
+            [10, 20, 30, 40, 50],
+            "the twice-written point is there once"
+        );
+        s.compact_head().unwrap();
+        let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
+        assert_eq!(ts, [10, 20, 30, 40, 50], "and once after compaction");
+        // A live copy of something already applied is a duplicate.
+        let mut late = req(101, 3, 0, &["up"], &[(0, 30, 1.0)]);
+        late.live = true;
+        assert_eq!(
+            s.apply(&mut conns, &[late]),
+            vec![Ok(IngestOutcome::Duplicate)]
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

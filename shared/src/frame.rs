@@ -1,9 +1,9 @@
 //! Protocol frames between agent and aggregator, and their framing on QUIC streams.
 //!
 //! Each frame is a little-endian `u32` length followed by the postcard encoding of [`Frame`].
-//! The agent opens one bidirectional control stream (hello → welcome, then heartbeats one way
-//! and acknowledgements the other) and one unidirectional stream of batch frames whose
-//! payloads share one codec context (see [`crate::codec`]).
+//! The agent opens one bidirectional control stream (hello → welcome, then heartbeats one way,
+//! acknowledgements and check assignments the other) and one unidirectional stream of batch
+//! frames whose payloads share one codec context (see [`crate::codec`]).
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -85,6 +85,11 @@ pub enum Frame {
         seq: u64,
     },
     Heartbeat(Heartbeat),
+    /// Aggregator to agent, on the control stream: the synthetic checks this agent runs from
+    /// now on, as a JSON array of check definitions. Each one replaces the previous set.
+    Checks {
+        json: String,
+    },
 }
 
 impl Frame {
@@ -96,6 +101,7 @@ impl Frame {
             Frame::Batch { .. } => "batch",
             Frame::Ack { .. } => "ack",
             Frame::Heartbeat(_) => "heartbeat",
+            Frame::Checks { .. } => "checks",
         }
     }
 }

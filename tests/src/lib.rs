@@ -263,11 +263,17 @@ pub struct Aggregator {
 impl Aggregator {
     /// Writes a config under `dir` and starts the aggregator; waits for `/health`.
     pub fn start(dir: &Path, certs: &Certs) -> Aggregator {
+        Self::start_top(dir, certs, "")
+    }
+
+    /// [`Aggregator::start`] with `top` (top-level keys such as `checks_file = "..."`) at the
+    /// head of the config.
+    pub fn start_top(dir: &Path, certs: &Certs, top: &str) -> Aggregator {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let quic = format!("127.0.0.1:{}", free_udp_port());
         let config = dir.join("aggregator.toml");
         let text = format!(
-            "data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
             data = dir.join("agg-data").display(),
             ca = certs.ca().display(),
             cert = certs.dir.join("aggregator.crt").display(),

@@ -111,10 +111,15 @@ fn stop_and_drain(agent: &mut Agent, agg: &Aggregator, id: &str) -> u64 {
         if buffered == 0 {
             return cycles;
         }
-        // Cycles made just before the stop may still be buffered: let them drain.
+        // Cycles made just before the stop may still be buffered: let them drain. (Their
+        // data can be at the aggregator already as live copies, so wait for the buffer.)
         agent.restart();
         let _ = wait_for(Duration::from_secs(30), || {
             agg.cycles(id).last().map(|p| p.1).filter(|c| *c >= cycles)
+        });
+        let _ = wait_for(Duration::from_secs(30), || {
+            (metric_value(&agent.metrics(), "outpost_agent_buffer_batches") == Some(0.0))
+                .then_some(())
         });
     }
     panic!("the agent never drained its buffer")
@@ -611,4 +616,121 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
         "each failed write is one missing cycle, no more: {missing:?}"
     );
     assert_cycles_exact(&agg, "disk-1", last, &missing);
+}
+
+/// A backlog written into the agent's buffer before it starts, as an agent cut off for a
+/// long time would have: `batches` batches of `series` samples each, one per 10 s, ending
+/// an hour ago.
+fn prefill_backlog(dir: &std::path::Path, batches: u64, series: usize) {
+    use outpost_agent::buffer::Buffer;
+    use outpost_agent::config::{BufferConfig, WhenFull};
+    use outpost_shared::units::ByteSize;
+    let b = Buffer::open(&BufferConfig {
+        dir: dir.to_path_buf(),
+        max_bytes: ByteSize(4 << 30),
+        when_full: WhenFull::DropOldest,
+        sync: false,
+    })
+    .unwrap();
+    let labels: Vec<outpost_shared::Labels> = (0..series)
+        .map(|i| {
+            outpost_shared::Labels::metric(
+                "replay_backlog",
+                [("i", i.to_string().as_str()), ("agent", "live-1")],
+            )
+        })
+        .collect();
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    let start = end - batches as i64 * 10_000;
+    for n in 0..batches {
+        let ts = start + n as i64 * 10_000;
+        let mut batch = outpost_shared::Batch::default();
+        for (i, l) in labels.iter().enumerate() {
+            batch.push(l.clone(), ts, (n * 7 + i as u64) as f64);
+        }
+        let payload = outpost_shared::codec::Encoder::new().encode(&batch);
+        b.append_batch(&payload, series as u64, ts).unwrap();
+    }
+    b.flush().unwrap();
+}
+
+#[test]
+fn live_data_arrives_while_a_long_backlog_drains() {
+    let tmp = TempDir::new("live");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    // A link with some delay, so draining takes round trips as it would across a WAN.
+    let proxy = UdpProxy::start(agg.quic.parse().unwrap());
+    proxy.set(Faults::lossy(0.0, Duration::from_millis(40)));
+    let buffer = tmp.path().join("buffer-live-1");
+    const BACKLOG: u64 = 3_000;
+    prefill_backlog(&buffer, BACKLOG, 1_000);
+    let spec = AgentSpec {
+        endpoint: Some(proxy.listen.to_string()),
+        interval: "500ms",
+        ..AgentSpec::new("live-1", &certs)
+    };
+    let started = Instant::now();
+    let mut agent = Agent::spawn_in(tmp.path(), &buffer, &agg, &spec);
+    // The first cycles collected after the start must be queryable while the backlog is
+    // still being applied.
+    let seen = wait_for(Duration::from_secs(60), || {
+        let cycles = agg.cycles("live-1");
+        let applied = agg
+            .agent("live-1")
+            .and_then(|a| a["last_seq"].as_u64())
+            .unwrap_or(0);
+        (!cycles.is_empty()).then_some((started.elapsed(), applied))
+    });
+    let (after, applied) = seen.expect("live cycles reached the aggregator");
+    eprintln!(
+        "first live cycle visible after {after:?}; backlog applied up to seq {applied} of {BACKLOG}"
+    );
+    assert!(
+        applied < BACKLOG,
+        "current data waited for the whole backlog ({applied} of {BACKLOG} batches applied when it appeared after {after:?})"
+    );
+    // Then everything drains, every backlog batch and every cycle exactly once.
+    let drained = wait_for(Duration::from_secs(120), || {
+        let applied = agg
+            .agent("live-1")
+            .and_then(|a| a["last_seq"].as_u64())
+            .unwrap_or(0);
+        (applied > BACKLOG).then(|| started.elapsed())
+    })
+    .expect("the backlog drained");
+    let last = stop_and_drain(&mut agent, &agg, "live-1");
+    let got = agg.cycles("live-1");
+    let values: Vec<u64> = got.iter().map(|p| p.1).collect();
+    assert_eq!(
+        values,
+        (1..=last).collect::<Vec<_>>(),
+        "cycles exactly once"
+    );
+    let a = agg.agent("live-1").unwrap();
+    assert_eq!(a["gap_batches"], 0, "{a}");
+    assert_eq!(a["batches"].as_u64(), Some(BACKLOG + last), "{a}");
+    let q = format!(
+        "{}?query={}&time={}",
+        agg.url("/api/v1/query"),
+        encode("replay_backlog{i=\"999\"}[1d]"),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let v = get_json(&q).unwrap();
+    let pts = v["data"]["result"][0]["values"].as_array().map(|a| a.len());
+    assert_eq!(pts, Some(BACKLOG as usize), "every backlog point once");
+    let live = metric_value(
+        &agg.metrics(),
+        "outpost_aggregator_ingest_live_batches_total",
+    )
+    .unwrap_or(0.0);
+    assert!(live >= 1.0, "the aggregator stored live copies: {live}");
+    eprintln!("backlog of {BACKLOG} batches drained in {drained:?}; {live} live copies");
 }

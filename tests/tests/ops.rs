@@ -133,6 +133,9 @@ fn debian_packages_hold_binary_unit_config_and_maintainer_scripts() {
         );
         assert!(entry(&format!("./lib/systemd/system/{pkg}.service")).starts_with("-rw-r--r--"));
         entry(&format!("./etc/outpost/{config}"));
+        if pkg == "outpost-aggregator" {
+            entry("./usr/share/doc/outpost-aggregator/examples/checks.yaml");
+        }
         entry(&format!("./usr/share/doc/{pkg}/README.md"));
 
         let fields = |f: &str| {
