@@ -104,22 +104,22 @@ pub fn check_response(a: Option<&HttpAssert>, r: &Response<'_>) -> (Verdict, Res
             }
         }
         let body = String::from_utf8_lossy(r.body);
-        if let Some(s) = &a.body_contains {
-            if !body.contains(s.as_str()) {
-                return Err(format!("body does not contain {s:?}"));
-            }
+        if let Some(s) = &a.body_contains
+            && !body.contains(s.as_str())
+        {
+            return Err(format!("body does not contain {s:?}"));
         }
-        if let Some(re) = &a.body_regex {
-            if !regex(re)?.is_match(&body) {
-                v.failed_due_to_regex = true;
-                return Err(format!("body does not match regex `{re}`"));
-            }
+        if let Some(re) = &a.body_regex
+            && !regex(re)?.is_match(&body)
+        {
+            v.failed_due_to_regex = true;
+            return Err(format!("body does not match regex `{re}`"));
         }
-        if let Some(re) = &a.body_not_regex {
-            if regex(re)?.is_match(&body) {
-                v.failed_due_to_regex = true;
-                return Err(format!("body matches regex `{re}`"));
-            }
+        if let Some(re) = &a.body_not_regex
+            && regex(re)?.is_match(&body)
+        {
+            v.failed_due_to_regex = true;
+            return Err(format!("body matches regex `{re}`"));
         }
         if !a.json.is_empty() {
             let doc: serde_json::Value = serde_json::from_slice(r.body)
@@ -144,13 +144,13 @@ pub fn check_response(a: Option<&HttpAssert>, r: &Response<'_>) -> (Verdict, Res
                 }
             }
         }
-        if let Some(max) = a.max_duration {
-            if r.duration > max.get() {
-                return Err(format!(
-                    "response took {:.3}s, more than max_duration {max}",
-                    r.duration.as_secs_f64()
-                ));
-            }
+        if let Some(max) = a.max_duration
+            && r.duration > max.get()
+        {
+            return Err(format!(
+                "response took {:.3}s, more than max_duration {max}",
+                r.duration.as_secs_f64()
+            ));
         }
         Ok(())
     })();

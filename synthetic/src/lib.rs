@@ -18,7 +18,7 @@ mod tls;
 pub mod validate;
 
 pub use def::{CheckDef, CheckKind, parse_checks_file};
-pub use outcome::{Outcome, StepOutcome};
+pub use outcome::{Metric, Outcome, StepOutcome};
 pub use scheduler::{Scheduler, start_offset};
 
 use std::time::Instant;

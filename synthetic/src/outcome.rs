@@ -3,13 +3,17 @@
 
 use crate::def::CheckDef;
 use outpost_shared::{Batch, Labels};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Longest `reason` label value in `probe_failure_info`.
 pub const MAX_REASON_LEN: usize = 200;
 
-/// What one run of a check found.
-#[derive(Clone, Debug, PartialEq)]
+/// One further metric of a probe: (name, extra label pairs, value).
+pub type Metric = (String, Vec<(String, String)>, f64);
+
+/// What one run of a check found. Serializes to JSON for APIs that show the last result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Outcome {
     pub check: String,
     pub success: bool,
@@ -21,10 +25,10 @@ pub struct Outcome {
     /// Per-step results of a journey, in order; empty otherwise.
     pub steps: Vec<StepOutcome>,
     /// Further metrics: (name, extra label pairs, value), without check/region/agent.
-    pub metrics: Vec<(String, Vec<(String, String)>, f64)>,
+    pub metrics: Vec<Metric>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StepOutcome {
     pub name: String,
     pub success: bool,

@@ -73,8 +73,9 @@ async fn check_loop(def: Arc<CheckDef>, out: Sender<(i64, Arc<CheckDef>, Outcome
 }
 
 impl Scheduler {
-    /// Starts an empty scheduler on the current tokio runtime; `out` receives (start of the
-    /// run in ms since the epoch, the definition, its outcome).
+    /// Starts an empty scheduler on the current tokio runtime (call it from inside one);
+    /// `out` receives (start of the run in ms since the epoch, the definition, its outcome).
+    /// Runs wait while `out` is full, so a slow receiver delays checks instead of piling up.
     pub fn spawn(out: Sender<(i64, Arc<CheckDef>, Outcome)>) -> Scheduler {
         Scheduler {
             out,

@@ -64,13 +64,13 @@ fn check_regex(e: &mut Errs<'_>, field: &str, re: &str) {
 }
 
 fn check_method(e: &mut Errs<'_>, field: &str, m: &Option<String>) {
-    if let Some(m) = m {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-            e.push(
-                field,
-                format!("{m:?} is not an HTTP method; use e.g. GET, POST, PUT"),
-            );
-        }
+    if let Some(m) = m
+        && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        e.push(
+            field,
+            format!("{m:?} is not an HTTP method; use e.g. GET, POST, PUT"),
+        );
     }
 }
 
@@ -141,13 +141,13 @@ fn check_tls(e: &mut Errs<'_>, t: &Option<TlsOptions>) {
             "ca_file has no effect with insecure_skip_verify: true; remove one",
         );
     }
-    if let Some(n) = &t.server_name {
-        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
-            e.push(
-                "tls.server_name",
-                format!("{n:?} is not a DNS name or IP address"),
-            );
-        }
+    if let Some(n) = &t.server_name
+        && rustls::pki_types::ServerName::try_from(n.as_str()).is_err()
+    {
+        e.push(
+            "tls.server_name",
+            format!("{n:?} is not a DNS name or IP address"),
+        );
     }
 }
 
@@ -203,7 +203,7 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
             e.push(&format!("locations[{i}]"), "must not be empty");
         }
     }
-    for (n, _) in &d.labels {
+    for n in d.labels.keys() {
         if !label_name_ok(n) {
             e.push(
                 &format!("labels.{n}"),
@@ -288,6 +288,14 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
             }
         }
         check_headers(e, "headers", &d.headers);
+        for (n, v) in &d.headers {
+            if !variables(v).is_empty() {
+                e.push(
+                    &format!("headers.{n}"),
+                    "headers shared by all steps cannot use captured variables; set it in the steps that need it",
+                );
+            }
+        }
         let mut names = BTreeSet::new();
         let mut defined: BTreeSet<&str> = BTreeSet::new();
         for (i, s) in d.steps.iter().enumerate() {
@@ -334,10 +342,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
                 if n != 1 {
                     e.push(&cf, "give exactly one of json, header, regex");
                 }
-                if let Some(p) = &c.json {
-                    if let Err(err) = json_path(p) {
-                        e.push(&cf, err);
-                    }
+                if let Some(p) = &c.json
+                    && let Err(err) = json_path(p)
+                {
+                    e.push(&cf, err);
                 }
                 if let Some(r) = &c.regex {
                     match regex::Regex::new(r) {
@@ -367,10 +375,10 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
         }
         check_tls(e, &d.tls);
     }
-    if k == Tcp {
-        if let Some(r) = &d.expect {
-            check_regex(e, "expect", r);
-        }
+    if k == Tcp
+        && let Some(r) = &d.expect
+    {
+        check_regex(e, "expect", r);
     }
     if k == Icmp {
         match d.target.as_deref() {
@@ -394,21 +402,21 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
                 }
             }
         }
-        if let Some(t) = &d.record_type {
-            if !RECORD_TYPES.contains(&t.to_ascii_uppercase().as_str()) {
-                e.push(
-                    "record_type",
-                    format!("{t:?} is not one of {}", RECORD_TYPES.join(", ")),
-                );
-            }
+        if let Some(t) = &d.record_type
+            && !RECORD_TYPES.contains(&t.to_ascii_uppercase().as_str())
+        {
+            e.push(
+                "record_type",
+                format!("{t:?} is not one of {}", RECORD_TYPES.join(", ")),
+            );
         }
-        if let Some(r) = &d.expect_rcode {
-            if !RCODES.contains(&r.to_ascii_uppercase().as_str()) {
-                e.push(
-                    "expect_rcode",
-                    format!("{r:?} is not one of {}", RCODES.join(", ")),
-                );
-            }
+        if let Some(r) = &d.expect_rcode
+            && !RCODES.contains(&r.to_ascii_uppercase().as_str())
+        {
+            e.push(
+                "expect_rcode",
+                format!("{r:?} is not one of {}", RCODES.join(", ")),
+            );
         }
         if let Some(r) = &d.resolver {
             let ok = r.parse::<std::net::IpAddr>().is_ok()

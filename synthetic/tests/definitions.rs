@@ -122,6 +122,15 @@ fn missing_fields_unknown_keys_and_syntax_errors_are_reported() {
         e[0].contains("line 3"),
         "position of the syntax error: {e:?}"
     );
+    let e = errors(
+        "checks: [{name: j, type: http, frequency: 10s, headers: {x-t: '${t}'}, steps: [{url: 'http://h/'}]}]",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "checks[0]: check \"j\": headers.x-t: headers shared by all steps cannot use captured variables; set it in the steps that need it"
+        ]
+    );
     let e =
         errors("checks: [{name: x, type: dns, frequency: 10s, query: a.org, labels: {check: y}}]");
     assert_eq!(
@@ -218,4 +227,41 @@ fn outcomes_become_labelled_samples() {
         })
         .unwrap();
     assert_eq!(step2.points[0].value, 0.0);
+}
+
+/// Agents keep local checks in their TOML config; the same definitions read from TOML.
+#[test]
+fn definitions_read_from_toml_too() {
+    #[derive(serde::Deserialize)]
+    struct AgentPart {
+        checks: Vec<CheckDef>,
+    }
+    let t: AgentPart = toml::from_str(
+        r#"
+[[checks]]
+name = "local-api"
+type = "http"
+frequency = "15s"
+url = "http://127.0.0.1:8080/health"
+assert = { status = [200, "3xx"], json = [{ path = "$.ok", equals = true }] }
+
+[[checks]]
+name = "local-dns"
+type = "dns"
+frequency = "1m"
+query = "example.org"
+resolver = "127.0.0.53"
+"#,
+    )
+    .unwrap();
+    assert_eq!(t.checks.len(), 2);
+    for c in &t.checks {
+        c.validate().unwrap();
+        assert!(c.locations.is_empty());
+    }
+    let yaml = parse_checks_file(
+        "checks:\n  - {name: local-api, type: http, frequency: 15s, url: 'http://127.0.0.1:8080/health', assert: {status: [200, 3xx], json: [{path: $.ok, equals: true}]}}\n",
+    )
+    .unwrap();
+    assert_eq!(yaml[0], t.checks[0]);
 }

@@ -143,6 +143,18 @@ async fn checks_stop_at_their_timeout() {
     );
     assert!(o.duration >= Duration::from_millis(500));
     assert_eq!(d.timeout(), Duration::from_millis(500));
+
+    // In a journey the step that ran out of time is the failing one.
+    let j = check(&format!(
+        "{{name: j, type: http, frequency: 10s, timeout: 500ms, steps: [{{url: 'http://{a}/ok'}}, {{name: wait, url: 'http://{a}/slow'}}]}}"
+    ));
+    let o = run(&j).await;
+    assert_eq!(o.failed_step.as_deref(), Some("wait"));
+    assert_eq!(o.reason.as_deref(), Some("timed out after 500ms"));
+    assert_eq!(
+        o.steps.iter().map(|s| s.success).collect::<Vec<_>>(),
+        vec![true, false]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

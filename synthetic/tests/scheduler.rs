@@ -57,7 +57,7 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     }
     // Each check keeps its frequency.
     let step = ra[1] - ra[0];
-    assert!((900..=1100).contains(&step), "alpha interval {step} ms");
+    assert!((850..=1150).contains(&step), "alpha interval {step} ms");
 
     // Replace: alpha unchanged keeps its phase, beta goes, gamma starts.
     s.set_checks(vec![tcp(a, target), tcp("gamma", target)]);
@@ -71,7 +71,10 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     let phase = |t: i64| (t - ra[0]).rem_euclid(1000);
     for t in &later[a] {
         let p = phase(*t);
-        assert!(p < 60 || p > 940, "alpha moved in its interval: {p} ms off");
+        assert!(
+            !(100..=900).contains(&p),
+            "alpha moved in its interval: {p} ms off"
+        );
     }
 
     // Shutdown stops everything.
