@@ -115,6 +115,10 @@ pub fn plan(old: &Config, new: Config) -> Plan {
     if e.log.level != old.log.level {
         live.push("log.level");
     }
+    // The check runner follows the config channel.
+    if e.checks != old.checks {
+        live.push("checks");
+    }
     Plan {
         effective: e,
         restart,
@@ -232,6 +236,17 @@ level = "info"
         assert_eq!(p.effective.id, "web-1");
         assert_eq!(p.effective.buffer.dir, old.buffer.dir);
         assert_eq!(p.effective.log.format, old.log.format);
+    }
+
+    #[test]
+    fn local_checks_apply_at_once() {
+        let with = format!(
+            "{BASE}\n[[checks]]\nname = \"db\"\ntype = \"tcp\"\nfrequency = \"10s\"\ntarget = \"127.0.0.1:5432\"\n"
+        );
+        let p = plan(&cfg(BASE), cfg(&with));
+        assert_eq!(p.live, vec!["checks"]);
+        assert!(p.restart.is_empty(), "{p:?}");
+        assert_eq!(p.effective.checks.len(), 1);
     }
 
     #[test]

@@ -198,9 +198,7 @@ impl Registry {
             Err(e) => {
                 inner.last_error = Some(e.clone());
                 self.gauges.reload_ok.set(0);
-                for line in e.lines() {
-                    tracing::error!("checks not reloaded, the previous set keeps running: {line}");
-                }
+                tracing::error!("checks not reloaded, the previous set keeps running:\n{e}");
                 Err(e)
             }
         }
