@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::time::timeout_at;
 
 /// The first `nameserver` of a resolv.conf text.
 pub fn first_nameserver(resolv_conf: &str) -> Option<String> {
@@ -67,12 +66,7 @@ async fn resolver_addr(def: &CheckDef) -> Result<SocketAddr, String> {
 }
 
 pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
-    let mut o = Outcome::new(def);
-    let r = match timeout_at(deadline, probe(def, &mut o)).await {
-        Ok(r) => r,
-        Err(_) => Err(crate::timeout_reason(def)),
-    };
-    o.finish(r)
+    crate::probe_until(def, deadline, probe).await
 }
 
 async fn exchange_udp(server: SocketAddr, q: &[u8], id: u16) -> Result<Vec<u8>, String> {

@@ -8,7 +8,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::time::timeout_at;
 
 /// What to do when the kernel refuses a ping socket.
 pub const PING_SOCKET_DENIED: &str = "icmp: the kernel refused an unprivileged ping socket; \
@@ -65,12 +64,7 @@ pub fn ping_socket(v6: bool) -> Result<Socket, String> {
 }
 
 pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
-    let mut o = Outcome::new(def);
-    let r = match timeout_at(deadline, probe(def, &mut o)).await {
-        Ok(r) => r,
-        Err(_) => Err(crate::timeout_reason(def)),
-    };
-    o.finish(r)
+    crate::probe_until(def, deadline, probe).await
 }
 
 async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {

@@ -42,6 +42,21 @@ pub async fn run(def: &CheckDef) -> Outcome {
     out
 }
 
+/// Runs `probe` with a fresh outcome until `deadline`; a probe still running then fails with
+/// the timeout as its reason, keeping the metrics it recorded so far.
+pub(crate) async fn probe_until(
+    def: &CheckDef,
+    deadline: tokio::time::Instant,
+    probe: impl AsyncFnOnce(&CheckDef, &mut Outcome) -> Result<(), String>,
+) -> Outcome {
+    let mut o = Outcome::new(def);
+    let r = match tokio::time::timeout_at(deadline, probe(def, &mut o)).await {
+        Ok(r) => r,
+        Err(_) => Err(timeout_reason(def)),
+    };
+    o.finish(r)
+}
+
 pub(crate) fn timeout_reason(def: &CheckDef) -> String {
     format!(
         "timed out after {}",

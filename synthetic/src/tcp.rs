@@ -8,18 +8,12 @@ use crate::validate::host_port;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout_at;
 
 /// Most bytes read while waiting for `expect`.
 const MAX_READ: usize = 64 * 1024;
 
 pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
-    let mut o = Outcome::new(def);
-    let r = match timeout_at(deadline, probe(def, &mut o)).await {
-        Ok(r) => r,
-        Err(_) => Err(crate::timeout_reason(def)),
-    };
-    o.finish(r)
+    crate::probe_until(def, deadline, probe).await
 }
 
 async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
