@@ -218,26 +218,12 @@ pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result
             http::Version::HTTP_2 => 2.0,
             _ => 1.1,
         };
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let (headers, content_length) = header_list(resp.headers());
         let location = resp
             .headers()
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let content_length = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
         let redirect =
             follow && matches!(status, 301 | 302 | 303 | 307 | 308) && location.is_some();
         let t4 = Instant::now();
@@ -372,6 +358,24 @@ pub(crate) async fn run_check(def: &CheckDef, deadline: tokio::time::Instant) ->
         }
     };
     o.finish(r)
+}
+
+/// A response's headers as (name, value) pairs, and its Content-Length when it has one.
+pub(crate) fn header_list(h: &http::HeaderMap) -> (Vec<(String, String)>, Option<u64>) {
+    let list = h
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let length = h
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (list, length)
 }
 
 #[cfg(test)]

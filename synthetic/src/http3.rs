@@ -126,21 +126,7 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
             }
         }
         ph.transfer = t3.elapsed();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let content_length = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let (headers, content_length) = crate::http::header_list(resp.headers());
         Ok(Fetched {
             status: resp.status().as_u16(),
             headers,
