@@ -279,7 +279,13 @@ struct ChecksFile {
 /// Parses a checks file (`checks:` list at top level) and validates every entry; duplicate
 /// names are an error. On error, every problem is listed.
 pub fn parse_checks_file(yaml: &str) -> Result<Vec<CheckDef>, Vec<String>> {
-    let file: ChecksFile = serde_saphyr::from_str(yaml).map_err(|e| vec![e.to_string()])?;
+    // The parser's message starts with the position and the problem; the source excerpt
+    // after it would not survive being prefixed line by line in logs and check-config.
+    let file: ChecksFile = serde_saphyr::from_str(yaml).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        vec![first.strip_prefix("error: ").unwrap_or(first).to_string()]
+    })?;
     let mut errs = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, c) in file.checks.iter().enumerate() {
