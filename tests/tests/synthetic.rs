@@ -460,7 +460,10 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     std::fs::write(&file, "checks:\n  - name: broken\n    type: http\n").unwrap();
     let (code, body) = post(&agg.url("/api/v1/checks/reload"), "");
     assert_eq!(code, 400, "{body}");
-    assert!(body.contains("broken"), "{body}");
+    assert!(
+        body.contains("checks.yaml: line ") && body.contains(": missing field `frequency`"),
+        "the error names the file, the place and the problem: {body}"
+    );
     assert_eq!(checks_view(&agg).len(), 6);
     assert!(
         metric_value(
