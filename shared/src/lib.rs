@@ -5,6 +5,7 @@
 //! - [`frame`]: protocol frames and their length-delimited framing on QUIC streams.
 //! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
 //! - [`units`]: durations and byte sizes as written in config files.
+//! - [`problem`]: one thing wrong with a configuration, tied to its key.
 //!
 //! Nothing here opens sockets, reads the clock or spawns tasks; the TLS helpers read and
 //! write certificate files and nothing else.
@@ -13,7 +14,9 @@ mod bits;
 pub mod codec;
 pub mod frame;
 pub mod model;
+pub mod problem;
 pub mod tls;
 pub mod units;
 
 pub use model::{Batch, Label, Labels, Point, SeriesPoints};
+pub use problem::Problem;
