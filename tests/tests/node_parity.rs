@@ -451,4 +451,109 @@ fn metrics_doc_matches_what_the_agent_emits() {
             "{gap} should be listed as missing in METRICS.md"
         );
     }
+
+    // And the other way round: every family the table marks "yes" is emitted, unless its
+    // source is absent on this host (each exemption says which source).
+    let emitted = parse(&text);
+    let absent = |p: &str| !Path::new(p).exists();
+    let exempt = |name: &str| -> Option<&'static str> {
+        if name.starts_with("node_systemd_") {
+            return Some("systemd is off by default");
+        }
+        if name.starts_with("node_hwmon_") && absent("/sys/class/hwmon") {
+            return Some("no /sys/class/hwmon on this host");
+        }
+        if name.starts_with("node_cpu_")
+            && name.contains("frequency")
+            && absent("/sys/devices/system/cpu/cpu0/cpufreq")
+        {
+            return Some("no cpufreq in sysfs on this host");
+        }
+        if name.starts_with("node_pressure_") && absent("/proc/pressure") {
+            return Some("no /proc/pressure (PSI) on this kernel");
+        }
+        if kernel_dependent.iter().any(|p| name.starts_with(p)) {
+            return Some("the kernel decides which lines these files have");
+        }
+        if name.starts_with("node_disk_") {
+            return Some(
+                "depends on the kernel's diskstats columns and on a disk node_exporter does not exclude",
+            );
+        }
+        None
+    };
+    let mut missing = Vec::new();
+    for (name, has) in &rows {
+        if has.starts_with("yes") && !emitted.contains_key(name) && exempt(name).is_none() {
+            missing.push(name.as_str());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "METRICS.md says yes, but the agent does not emit: {missing:?}"
+    );
+}
+
+/// Removes a mount when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A mount point whose name is not UTF-8 (Latin-1 "café") is a real file system with sizes:
+/// `statvfs` gets the exact bytes and only the label is made valid UTF-8.
+#[test]
+fn a_mount_point_that_is_not_utf8_reports_its_sizes() {
+    use std::os::unix::ffi::OsStrExt;
+    if !is_root() {
+        println!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = TempDir::new("nonutf8-mount");
+    let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 \\x"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "mount -t tmpfs on {} failed", dir.display());
+    let _m = Mounted(dir.clone());
+
+    let (text, _) = agent_collect(&agent_config(tmp.path(), ""));
+    let label = format!(
+        "mountpoint=\"{}\"",
+        dir.to_string_lossy().replace('\\', "\\\\")
+    );
+    let series = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        series("node_filesystem_device_error"),
+        Some(0.0),
+        "no {label} in:\n{text}"
+    );
+    assert_eq!(
+        series("node_filesystem_size_bytes"),
+        Some(2.0 * 1024.0 * 1024.0)
+    );
+    assert_eq!(series("node_filesystem_readonly"), Some(0.0));
+    assert!(series("node_filesystem_files").is_some_and(|f| f > 0.0));
 }
