@@ -28,6 +28,13 @@ pub struct PushLabel {
     pub code: String,
 }
 
+/// A scrape target: its job and instance, as on the samples it yields.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeTargetLabels {
+    pub job: String,
+    pub instance: String,
+}
+
 /// A synthetic check and how one run of it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckRunLabels {
@@ -62,6 +69,7 @@ pub struct Metrics {
     pub process: outpost_service::metrics::ProcessInfo,
     pub samples_received: Family<SourceLabel, Counter>,
     pub push_requests: Family<PushLabel, Counter>,
+    pub scrape_duplicate_samples: Family<ScrapeTargetLabels, Counter>,
     pub checks_running: Gauge,
     pub check_runs: Family<CheckRunLabels, Counter>,
 }
@@ -104,6 +112,7 @@ impl Metrics {
             process: Default::default(),
             samples_received: Family::default(),
             push_requests: Family::default(),
+            scrape_duplicate_samples: Family::default(),
             checks_running: Gauge::default(),
             check_runs: Family::default(),
         };
@@ -231,6 +240,11 @@ impl Metrics {
             "push_requests",
             "Push requests by format and HTTP status code",
             m.push_requests.clone(),
+        );
+        r.register(
+            "scrape_duplicate_samples",
+            "Scraped samples dropped because their series already had a sample at that timestamp in the same scrape (the first is kept)",
+            m.scrape_duplicate_samples.clone(),
         );
         r.register(
             "checks_running",

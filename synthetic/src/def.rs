@@ -123,6 +123,23 @@ pub struct CheckDef {
     /// dns: the expected response code, default NOERROR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_rcode: Option<String>,
+
+    /// Every type: the address family tried first when a name resolves to both, `ip6`
+    /// (default, as blackbox_exporter) or `ip4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_ip_protocol: Option<IpProtocol>,
+    /// Every type: whether the other family may be used when the preferred one has no
+    /// address, or (http, tcp, tls) none of its addresses accepts a connection; default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol_fallback: Option<bool>,
+}
+
+/// An IP address family, as blackbox_exporter's `preferred_ip_protocol` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpProtocol {
+    Ip4,
+    Ip6,
 }
 
 /// TLS options of http, http3, tcp and tls checks.

@@ -62,7 +62,8 @@ async fn resolver_addr(def: &CheckDef) -> Result<SocketAddr, String> {
         Ok((h, p)) => (h.to_string(), p),
         Err(_) => (r.clone(), 53),
     };
-    crate::http::resolve(&h, p).await
+    let addrs = crate::addr::resolve(def, &h, p).await?;
+    Ok(addrs[0])
 }
 
 pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
@@ -126,6 +127,10 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     let qname = def.query.as_deref().unwrap_or_default();
     let name = Name::from_utf8(qname).map_err(|e| format!("query {qname:?}: {e}"))?;
     let server = resolver_addr(def).await?;
+    o.metric(
+        "probe_ip_protocol",
+        crate::def::IpProtocol::of(server.ip()).number(),
+    );
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(name, rtype));

@@ -1,18 +1,19 @@
 //! The HTTP/1.1 client behind `http` checks and journey steps: hyper's connection API over a
 //! tokio TCP stream (TLS with tokio-rustls), so each phase can be timed as blackbox_exporter
 //! does (resolve, connect, tls, processing, transfer), and redirects are followed by hand.
+//! Addresses are chosen by [`crate::addr`]; bodies are decoded per `Content-Encoding`
+//! ([`crate::coding`]) before assertions see them.
 
 use crate::assert::{Response, check_response};
-use crate::def::{CheckDef, DEFAULT_MAX_BODY, HttpAssert, MAX_REDIRECTS};
+use crate::def::{CheckDef, DEFAULT_MAX_BODY, HttpAssert, IpProtocol, MAX_REDIRECTS};
 use crate::outcome::Outcome;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 pub(crate) const USER_AGENT: &str = concat!("Outpost-Synthetic/", env!("CARGO_PKG_VERSION"));
@@ -51,12 +52,21 @@ pub(crate) struct Phases {
 pub(crate) struct Fetched {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body with its content codings undone.
     pub body: Vec<u8>,
     pub content_length: Option<u64>,
     pub version: f64,
     pub redirects: usize,
     pub tls: bool,
-    pub cert_expiry: Option<i64>,
+    /// The TLS version of the last connection, as `probe_tls_version_info` names it.
+    pub tls_version: Option<&'static str>,
+    /// Unix time of each presented certificate's notAfter (last connection).
+    pub cert_expiries: Vec<i64>,
+    /// The address family of the last connection.
+    pub ip_protocol: IpProtocol,
+    /// Why the body could not be decoded per its `Content-Encoding`; fails the check
+    /// before any assertion runs.
+    pub decode_error: Option<String>,
     pub phases: Phases,
     pub duration: Duration,
 }
@@ -140,15 +150,49 @@ pub(crate) fn join_location(base: &str, loc: &str) -> String {
     format!("{scheme}://{auth}{dir}{loc}")
 }
 
-pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+/// Reads a body up to `max` bytes: the bytes, and whether there was more.
+async fn read_body(
+    mut rb: hyper::body::Incoming,
+    max: u64,
+) -> Result<(Vec<u8>, bool), hyper::Error> {
+    let mut data = Vec::new();
+    loop {
+        match rb.frame().await {
+            None => return Ok((data, false)),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    let room = (max - data.len() as u64) as usize;
+                    data.extend_from_slice(&d[..d.len().min(room)]);
+                    if d.len() > room || (data.len() as u64 == max && !rb.is_end_stream()) {
+                        return Ok((data, true));
+                    }
+                }
+            }
+        }
     }
-    tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("resolve {host}: no address"))
+}
+
+/// Undoes the content codings of a response body (see [`crate::coding`]): the decoded body
+/// and, when it is not valid in its coding, the reason.
+pub(crate) fn decode_body(
+    headers: &http::HeaderMap,
+    raw: Vec<u8>,
+    truncated: bool,
+    max: u64,
+) -> (Vec<u8>, Option<String>) {
+    let enc: Vec<&str> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if enc.is_empty() {
+        return (raw, None);
+    }
+    match crate::coding::decode(&enc.join(", "), raw, truncated, max) {
+        Ok(b) => (b, None),
+        Err(e) => (Vec::new(), Some(e)),
+    }
 }
 
 /// Makes the request, following redirects unless told not to.
@@ -162,16 +206,13 @@ pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result
     let mut redirects = 0;
     loop {
         let t = target(&url)?;
-        let t0 = Instant::now();
-        let addr = resolve(&t.host, t.port).await?;
-        ph.resolve += t0.elapsed();
-        let t1 = Instant::now();
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| io_err("connect", &e))?;
-        let _ = tcp.set_nodelay(true);
-        ph.connect += t1.elapsed();
-        let mut cert_expiry = None;
+        let c = crate::addr::connect(def, &t.host, t.port).await?;
+        ph.resolve += c.resolve;
+        ph.connect += c.connect;
+        let ip_protocol = IpProtocol::of(c.addr.ip());
+        let tcp = c.stream;
+        let mut cert_expiries = Vec::new();
+        let mut tls_version = None;
         let io: Box<dyn Io> = if t.https {
             let t2 = Instant::now();
             let cfg = crate::tls::client_config(def.tls.as_ref(), &[b"http/1.1"])?;
@@ -181,8 +222,9 @@ pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result
                 .await
                 .map_err(|e| crate::tls::handshake_error(&e))?;
             ph.tls += t2.elapsed();
-            let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
-            cert_expiry = crate::tls::expiries(chain).into_iter().min();
+            let conn = s.get_ref().1;
+            cert_expiries = crate::tls::expiries(conn.peer_certificates().unwrap_or_default());
+            tls_version = Some(crate::tls::version_name(conn.protocol_version()));
             Box::new(s)
         } else {
             Box::new(tcp)
@@ -227,24 +269,17 @@ pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result
         let redirect =
             follow && matches!(status, 301 | 302 | 303 | 307 | 308) && location.is_some();
         let t4 = Instant::now();
-        let mut data = Vec::new();
+        let (mut data, mut decode_error) = (Vec::new(), None);
         if !redirect {
-            let mut rb = resp.into_body();
-            while (data.len() as u64) < max_body {
-                match rb.frame().await {
-                    None => break,
-                    Some(Err(e)) => {
-                        conn_task.abort();
-                        return Err(format!("reading body: {e}"));
-                    }
-                    Some(Ok(f)) => {
-                        if let Ok(d) = f.into_data() {
-                            let room = (max_body - data.len() as u64) as usize;
-                            data.extend_from_slice(&d[..d.len().min(room)]);
-                        }
-                    }
+            let (parts, rb) = resp.into_parts();
+            let (raw, truncated) = match read_body(rb, max_body).await {
+                Ok(r) => r,
+                Err(e) => {
+                    conn_task.abort();
+                    return Err(format!("reading body: {e}"));
                 }
-            }
+            };
+            (data, decode_error) = decode_body(&parts.headers, raw, truncated, max_body);
         }
         ph.transfer += t4.elapsed();
         conn_task.abort();
@@ -268,7 +303,10 @@ pub(crate) async fn fetch(def: &CheckDef, req: Req<'_>, max_body: u64) -> Result
             version,
             redirects,
             tls: t.https,
-            cert_expiry,
+            tls_version,
+            cert_expiries,
+            ip_protocol,
+            decode_error,
             phases: ph,
             duration: start.elapsed(),
         });
@@ -301,9 +339,11 @@ pub(crate) fn record(o: &mut Outcome, f: &Fetched) {
     o.metric("probe_http_redirects", f.redirects as f64);
     o.metric("probe_http_ssl", if f.tls { 1.0 } else { 0.0 });
     o.metric("probe_http_version", f.version);
-    if let Some(e) = f.cert_expiry {
-        o.metric("probe_ssl_earliest_cert_expiry", e as f64);
+    o.metric("probe_ip_protocol", f.ip_protocol.number());
+    if let Some(v) = f.tls_version {
+        o.metric_l("probe_tls_version_info", &[("version", v)], 1.0);
     }
+    crate::tls::expiry_metrics(o, &f.cert_expiries);
 }
 
 /// Headers of the check followed by those of the step (a step's header replaces the check's).
@@ -321,6 +361,9 @@ pub(crate) fn merged_headers<'a>(
 }
 
 pub(crate) fn evaluate(o: &mut Outcome, a: Option<&HttpAssert>, f: &Fetched) -> Result<(), String> {
+    if let Some(e) = &f.decode_error {
+        return Err(e.clone());
+    }
     let (verdict, res) = check_response(a, &f.response());
     let regex_used = a.is_some_and(|a| a.body_regex.is_some() || a.body_not_regex.is_some());
     if regex_used {

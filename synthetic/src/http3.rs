@@ -2,8 +2,9 @@
 //! phases as HTTP/1.1 where they exist (the QUIC handshake carries TLS, so it is reported as
 //! `tls` and `connect` stays 0), with the same assertions.
 
+use crate::def::IpProtocol;
 use crate::def::{CheckDef, DEFAULT_MAX_BODY};
-use crate::http::{Fetched, Phases, evaluate, record, resolve};
+use crate::http::{Fetched, Phases, decode_body, evaluate, record};
 use crate::outcome::Outcome;
 use bytes::{Buf, Bytes};
 use std::net::SocketAddr;
@@ -39,7 +40,8 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
     let port = uri.port_u16().unwrap_or(443);
     let mut ph = Phases::default();
     let t0 = Instant::now();
-    let addr = resolve(&host, port).await?;
+    // QUIC has no connection to refuse, so only the resolution falls back.
+    let addr = crate::addr::resolve(def, &host, port).await?[0];
     ph.resolve = t0.elapsed();
 
     let tls = crate::tls::client_config(def.tls.as_ref(), &[b"h3"])?;
@@ -65,13 +67,14 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
         .await
         .map_err(|e| format!("http3: quic handshake: {e}"))?;
     ph.tls = t1.elapsed();
-    let cert_expiry = conn
+    let cert_expiries = conn
         .peer_identity()
         .and_then(|i| {
             i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .and_then(|chain| crate::tls::expiries(&chain).into_iter().min());
+        .map(|chain| crate::tls::expiries(&chain))
+        .unwrap_or_default();
 
     let t2 = Instant::now();
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
@@ -108,7 +111,8 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
         let t3 = Instant::now();
         let max = def.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         let mut data = Vec::new();
-        while (data.len() as u64) < max {
+        let mut truncated = false;
+        while !truncated {
             match stream
                 .recv_data()
                 .await
@@ -116,7 +120,11 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
             {
                 None => break,
                 Some(mut chunk) => {
-                    while chunk.has_remaining() && (data.len() as u64) < max {
+                    while chunk.has_remaining() {
+                        if data.len() as u64 >= max {
+                            truncated = true;
+                            break;
+                        }
                         let c = chunk.chunk();
                         let take = c.len().min((max - data.len() as u64) as usize);
                         data.extend_from_slice(&c[..take]);
@@ -127,15 +135,20 @@ async fn fetch(def: &CheckDef) -> Result<Fetched, String> {
         }
         ph.transfer = t3.elapsed();
         let (headers, content_length) = crate::http::header_list(resp.headers());
+        let (body, decode_error) = decode_body(resp.headers(), data, truncated, max);
         Ok(Fetched {
             status: resp.status().as_u16(),
             headers,
-            body: data,
+            body,
             content_length,
             version: 3.0,
             redirects: 0,
             tls: true,
-            cert_expiry,
+            // QUIC always runs TLS 1.3 (RFC 9001).
+            tls_version: Some("TLS 1.3"),
+            cert_expiries,
+            ip_protocol: IpProtocol::of(addr.ip()),
+            decode_error,
             phases: ph,
             duration: start.elapsed(),
         })

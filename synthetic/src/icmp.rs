@@ -72,7 +72,7 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     let t0 = Instant::now();
     let ip: IpAddr = match target.parse() {
         Ok(ip) => ip,
-        Err(_) => crate::http::resolve(target, 0).await?.ip(),
+        Err(_) => crate::addr::resolve(def, target, 0).await?[0].ip(),
     };
     o.metric("probe_dns_lookup_time_seconds", t0.elapsed().as_secs_f64());
     o.metric("probe_ip_protocol", if ip.is_ipv4() { 4.0 } else { 6.0 });

@@ -1,6 +1,7 @@
 //! Multi-step `http` checks (API journeys): steps run in order, each may capture values
 //! (JSON path, header, regex) used as `${var}` in later steps; the first failing step stops
-//! the journey and is reported by name.
+//! the journey and is reported by name. `probe_dns_lookup_time_seconds` sums the steps'
+//! lookups and `probe_ip_protocol` is the family of the last step's connection.
 
 use crate::assert::{capture, substitute};
 use crate::def::{CheckDef, DEFAULT_MAX_BODY};
@@ -14,6 +15,8 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
     let mut o = Outcome::new(def);
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let max = def.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    let mut lookup = std::time::Duration::ZERO;
+    let mut family = None;
     for (i, s) in def.steps.iter().enumerate() {
         let name = s.display_name(i);
         let t0 = Instant::now();
@@ -40,6 +43,8 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
                 Err(_) => return Err(crate::timeout_reason(def)),
                 Ok(r) => r?,
             };
+            lookup += f.phases.resolve;
+            family = Some(f.ip_protocol);
             evaluate(&mut o, s.assert.as_ref(), &f)?;
             for (var, c) in &s.capture {
                 let v = capture(var, c, &f.response())?;
@@ -49,6 +54,12 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
         }
         .await;
         let ok = res.is_ok();
+        if i + 1 == def.steps.len() || !ok {
+            o.metric("probe_dns_lookup_time_seconds", lookup.as_secs_f64());
+            if let Some(f) = family {
+                o.metric("probe_ip_protocol", f.number());
+            }
+        }
         o.steps.push(StepOutcome {
             name: name.clone(),
             success: ok,

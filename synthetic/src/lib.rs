@@ -1,10 +1,13 @@
 //! `outpost-synthetic`: synthetic checks. Definitions ([`def`]) and their validation
 //! ([`validate`]), pure assertion and capture logic ([`assert`]), one runner per check type
-//! (`http`, `journey`, `tcp`, `dns`, `icmp`, `tls`, `http3`), the [`Scheduler`] that runs a
+//! (`http`, `journey`, `tcp`, `dns`, `icmp`, `tls`, `http3`) with the address selection
+//! ([`addr`]) and body decoding ([`coding`]) they share, the [`Scheduler`] that runs a
 //! changing set of checks, and [`Outcome::to_batch`], which turns a run into samples named
 //! like blackbox_exporter's. Knows nothing of QUIC transport to the aggregator or storage.
 
+pub mod addr;
 pub mod assert;
+pub mod coding;
 pub mod def;
 mod dns;
 mod http;
@@ -17,7 +20,7 @@ mod tcp;
 mod tls;
 pub mod validate;
 
-pub use def::{CheckDef, CheckKind, parse_checks_file};
+pub use def::{CheckDef, CheckKind, IpProtocol, parse_checks_file};
 pub use outcome::{Metric, Outcome, StepOutcome};
 pub use scheduler::{Scheduler, start_offset};
 

@@ -1,13 +1,11 @@
 //! `tcp` checks: connect (optionally with TLS), optionally send a text and read until the
 //! `expect` regex matches.
 
-use crate::def::CheckDef;
-use crate::http::{io_err, resolve};
+use crate::def::{CheckDef, IpProtocol};
+use crate::http::io_err;
 use crate::outcome::Outcome;
 use crate::validate::host_port;
-use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Most bytes read while waiting for `expect`.
 const MAX_READ: usize = 64 * 1024;
@@ -18,14 +16,10 @@ pub(crate) async fn run(def: &CheckDef, deadline: tokio::time::Instant) -> Outco
 
 async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
     let (host, port) = host_port(def.target.as_deref().unwrap_or_default())?;
-    let t0 = Instant::now();
-    let addr = resolve(host, port).await?;
-    o.metric("probe_dns_lookup_time_seconds", t0.elapsed().as_secs_f64());
-    o.metric("probe_ip_protocol", if addr.is_ipv4() { 4.0 } else { 6.0 });
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| io_err("connect", &e))?;
-    let _ = tcp.set_nodelay(true);
+    let c = crate::addr::connect(def, host, port).await?;
+    o.metric("probe_dns_lookup_time_seconds", c.resolve.as_secs_f64());
+    o.metric("probe_ip_protocol", IpProtocol::of(c.addr.ip()).number());
+    let tcp = c.stream;
     match &def.tls {
         None => exchange(def, tcp).await,
         Some(t) => {
@@ -35,8 +29,7 @@ async fn probe(def: &CheckDef, o: &mut Outcome) -> Result<(), String> {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| crate::tls::handshake_error(&e))?;
-            let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
-            crate::tls::cert_metrics(o, chain);
+            crate::tls::session_metrics(o, s.get_ref().1);
             exchange(def, s).await
         }
     }

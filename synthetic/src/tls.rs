@@ -10,7 +10,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 type Key = (bool, Option<String>, Vec<Vec<u8>>);
@@ -139,18 +138,44 @@ pub(crate) fn expiries(chain: &[CertificateDer<'_>]) -> Vec<i64> {
         .collect()
 }
 
-/// Records blackbox's certificate metrics for a presented chain: earliest expiry of any
-/// certificate, and the same for the chain as presented (which the handshake verified
-/// unless verification is off).
-pub(crate) fn cert_metrics(o: &mut Outcome, chain: &[CertificateDer<'_>]) -> Option<i64> {
-    let ex = expiries(chain);
-    let earliest = ex.iter().copied().min()?;
+/// Records blackbox's certificate metrics for the notAfter times of a presented chain:
+/// earliest expiry of any certificate, and the same for the chain as presented (which the
+/// handshake verified unless verification is off). Returns the earliest; records nothing
+/// for an empty chain.
+pub(crate) fn expiry_metrics(o: &mut Outcome, expiries: &[i64]) -> Option<i64> {
+    let earliest = expiries.iter().copied().min()?;
     o.metric("probe_ssl_earliest_cert_expiry", earliest as f64);
     o.metric(
         "probe_ssl_last_chain_expiry_timestamp_seconds",
         earliest as f64,
     );
     Some(earliest)
+}
+
+/// [`expiry_metrics`] for a presented chain.
+pub(crate) fn cert_metrics(o: &mut Outcome, chain: &[CertificateDer<'_>]) -> Option<i64> {
+    expiry_metrics(o, &expiries(chain))
+}
+
+/// The `version` label of `probe_tls_version_info` for a negotiated protocol version, as
+/// blackbox_exporter writes it ("TLS 1.3").
+pub(crate) fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
+        _ => "unknown",
+    }
+}
+
+/// Records `probe_tls_version_info` and the certificate metrics of an established client
+/// connection; returns the earliest expiry.
+pub(crate) fn session_metrics(o: &mut Outcome, c: &rustls::ClientConnection) -> Option<i64> {
+    o.metric_l(
+        "probe_tls_version_info",
+        &[("version", version_name(c.protocol_version()))],
+        1.0,
+    );
+    cert_metrics(o, c.peer_certificates().unwrap_or_default())
 }
 
 /// Describes a handshake failure the way a reader can act on.
@@ -174,16 +199,20 @@ async fn probe(
     let cfg = client_config(def.tls.as_ref(), &[])?;
     let name = server_name(def.tls.as_ref(), host)?;
     let to = || crate::timeout_reason(def);
-    let t0 = Instant::now();
-    let tcp = timeout_at(deadline, TcpStream::connect((host, port)))
+    let c = timeout_at(deadline, crate::addr::connect(def, host, port))
         .await
-        .map_err(|_| to())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| to())??;
+    o.metric("probe_dns_lookup_time_seconds", c.resolve.as_secs_f64());
+    o.metric(
+        "probe_ip_protocol",
+        crate::def::IpProtocol::of(c.addr.ip()).number(),
+    );
     o.metric_l(
         "probe_tls_duration_seconds",
         &[("phase", "connect")],
-        t0.elapsed().as_secs_f64(),
+        c.connect.as_secs_f64(),
     );
+    let tcp = c.stream;
     let t1 = Instant::now();
     let conn = timeout_at(
         deadline,
@@ -198,14 +227,7 @@ async fn probe(
         t1.elapsed().as_secs_f64(),
     );
     let (_, c) = conn.get_ref();
-    let version = match c.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
-        _ => "unknown",
-    };
-    o.metric_l("probe_tls_version_info", &[("version", version)], 1.0);
-    let chain = c.peer_certificates().unwrap_or_default();
-    let earliest = cert_metrics(o, chain).ok_or("tls: the server sent no certificate")?;
+    let earliest = session_metrics(o, c).ok_or("tls: the server sent no certificate")?;
     if let Some(min) = def.min_days_left {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

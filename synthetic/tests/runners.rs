@@ -449,3 +449,186 @@ async fn icmp_checks_ping_or_explain_how_to_allow_it() {
     assert!(open.success, "{open:?}");
     assert!(metric(&open, "probe_icmp_duration_seconds", Some(("phase", "rtt"))).is_some());
 }
+
+/// Bodies are decoded per Content-Encoding before assertions, for http checks and journey
+/// steps; the decoded length is reported; a body invalid in its coding is a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_decoded_before_assertions() {
+    let a = http_server().await;
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        let o = run(&check(&format!(
+            "{{name: z, type: http, frequency: 10s, url: 'http://{a}/coded/{coding}', \
+             headers: {{Accept-Encoding: {coding}}}, \
+             assert: {{body_contains: marmalade, body_regex: 'is (here)$'}}}}"
+        )))
+        .await;
+        assert!(o.success, "{coding}: {o:?}");
+        assert_eq!(
+            metric(&o, "probe_http_uncompressed_body_length", None),
+            Some(CODED_TEXT.len() as f64),
+            "{coding}"
+        );
+        let coded = encode(coding, CODED_TEXT.as_bytes()).len() as f64;
+        assert_eq!(
+            metric(&o, "probe_http_content_length", None),
+            Some(coded),
+            "{coding}: the header's length is the coded one"
+        );
+        assert_eq!(metric(&o, "probe_failed_due_to_regex", None), Some(0.0));
+
+        // Declared as that coding but not valid in it: failed, with the reason.
+        let bad = run(&check(&format!(
+            "{{name: z, type: http, frequency: 10s, url: 'http://{a}/coded/{coding}/broken', \
+             assert: {{body_contains: marmalade}}}}"
+        )))
+        .await;
+        assert!(!bad.success, "{coding}");
+        let reason = bad.reason.clone().unwrap_or_default();
+        assert!(
+            reason.starts_with(&format!(
+                "body is not valid {coding} (Content-Encoding: {coding}): "
+            )),
+            "{coding}: {reason}"
+        );
+        assert_eq!(metric(&bad, "probe_http_status_code", None), Some(200.0));
+    }
+
+    // A coding nobody supports is a reason too, naming what is supported.
+    let odd = run(&check(&format!(
+        "{{name: z, type: http, frequency: 10s, url: 'http://{a}/coded/compress/broken'}}"
+    )))
+    .await;
+    assert_eq!(
+        odd.reason.as_deref(),
+        Some(
+            "body is not valid compress (Content-Encoding: compress): \"compress\" is not a \
+             supported content coding (supported: gzip, deflate, br, zstd)"
+        )
+    );
+
+    // Journey steps: assertions and captures see the decoded body; a broken one fails its step.
+    let j = run(&check(&format!(
+        r#"
+name: jz
+type: http
+frequency: 30s
+steps:
+  - name: fetch
+    url: http://{a}/coded/br
+    assert: {{body_contains: marmalade}}
+    capture:
+      word: {{regex: 'is (\w+),'}}
+  - name: use
+    url: http://{a}/coded/zstd/${{word}}
+  - name: broken
+    url: http://{a}/coded/gzip/broken
+"#
+    )))
+    .await;
+    assert_eq!(j.failed_step.as_deref(), Some("broken"), "{j:?}");
+    assert!(j.steps[0].success && !j.steps[2].success, "{j:?}");
+    assert!(
+        j.reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("body is not valid gzip (Content-Encoding: gzip): "),
+        "{j:?}"
+    );
+}
+
+/// An https http check reports what blackbox_exporter's http prober reports for TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_checks_report_tls_and_ip_metrics() {
+    let (a, ca) = https_server().await;
+    let ok = run(&check(&format!(
+        "{{name: s, type: http, frequency: 10s, url: 'https://localhost:{}/ok', tls: {{ca_file: '{}'}}}}",
+        a.port(),
+        ca.display()
+    )))
+    .await;
+    assert!(ok.success, "{ok:?}");
+    let earliest = metric(&ok, "probe_ssl_earliest_cert_expiry", None).expect("expiry");
+    assert_eq!(
+        metric(&ok, "probe_ssl_last_chain_expiry_timestamp_seconds", None),
+        Some(earliest)
+    );
+    assert_eq!(
+        metric(&ok, "probe_tls_version_info", Some(("version", "TLS 1.3"))),
+        Some(1.0)
+    );
+    assert_eq!(metric(&ok, "probe_ip_protocol", None), Some(4.0));
+    // Plain http has no TLS metrics.
+    let h = http_server().await;
+    let plain = run(&check(&format!(
+        "{{name: p, type: http, frequency: 10s, url: 'http://{h}/ok'}}"
+    )))
+    .await;
+    assert!(
+        plain
+            .metrics
+            .iter()
+            .all(|(n, _, _)| !n.starts_with("probe_ssl_") && !n.starts_with("probe_tls_")),
+        "{plain:?}"
+    );
+    assert_eq!(metric(&plain, "probe_ip_protocol", None), Some(4.0));
+}
+
+/// `localhost` with a service on 127.0.0.1 only: with ip6 preferred (the default) every
+/// check kind that connects falls back to IPv4 and says so in probe_ip_protocol; without
+/// fallback it fails, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_fall_back_to_ipv4_when_ipv6_does_not_answer() {
+    let has_v6 = tokio::net::lookup_host("localhost:1")
+        .await
+        .unwrap()
+        .any(|a| a.is_ipv6());
+    let b = banner_server().await;
+    let h = http_server().await;
+    let (s, ca) = https_server().await;
+    let ca = ca.display();
+    let defs = [
+        format!(
+            "{{name: t, type: tcp, frequency: 10s, target: 'localhost:{}'}}",
+            b.port()
+        ),
+        format!(
+            "{{name: h, type: http, frequency: 10s, url: 'http://localhost:{}/ok'}}",
+            h.port()
+        ),
+        format!(
+            "{{name: l, type: tls, frequency: 10s, target: 'localhost:{}', tls: {{ca_file: '{ca}'}}}}",
+            s.port()
+        ),
+        format!(
+            "{{name: j, type: http, frequency: 10s, steps: [{{url: 'http://localhost:{}/ok'}}]}}",
+            h.port()
+        ),
+    ];
+    for d in &defs {
+        for pref in [
+            "",
+            ", preferred_ip_protocol: ip6",
+            ", preferred_ip_protocol: ip4",
+        ] {
+            let text = format!("{}{pref}}}", d.strip_suffix('}').unwrap());
+            let o = run(&check(&text)).await;
+            assert!(o.success, "{text}: {o:?}");
+            assert_eq!(metric(&o, "probe_ip_protocol", None), Some(4.0), "{text}");
+        }
+        let text = format!(
+            "{}, preferred_ip_protocol: ip6, ip_protocol_fallback: false}}",
+            d.strip_suffix('}').unwrap()
+        );
+        let o = run(&check(&text)).await;
+        assert!(!o.success, "{text}: {o:?}");
+        let reason = o.reason.unwrap_or_default();
+        if has_v6 {
+            assert!(reason.starts_with("connect: "), "{text}: {reason}");
+        } else {
+            assert_eq!(
+                reason, "resolve localhost: no ip6 address (ip_protocol_fallback is false)",
+                "{text}"
+            );
+        }
+    }
+}

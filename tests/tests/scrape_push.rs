@@ -532,3 +532,99 @@ fn pushed_text_and_otlp_arrive_and_bad_payloads_are_refused() {
         "{m}"
     );
 }
+
+/// A series repeated within one exposition: a text push and an OTLP push are refused whole
+/// with 400 naming the series; a scrape keeps the first sample, as Prometheus does, and counts
+/// and logs the rest.
+#[test]
+fn repeated_series_are_refused_in_pushes_and_counted_in_scrapes() {
+    let tmp = TempDir::new("repeats");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    // Per scrape: dup{l="a"} three times more than once, rep twice: 3 repeats.
+    let page = serve(
+        "text/plain; version=0.0.4",
+        "# TYPE dup counter\ndup{l=\"a\"} 42\ndup{l=\"b\"} 7\ndup{l=\"a\"} 43\ndup{l=\"a\"} 44\nrep 1\nrep 2\n"
+            .to_string(),
+    );
+    let extra = format!(
+        "[[scrape]]\njob = \"dups\"\ntargets = [\"{}\"]\ninterval = \"1s\"\n",
+        page.addr
+    );
+    let agent = Agent::start(
+        tmp.path(),
+        &agg,
+        &AgentSpec {
+            extra: &extra,
+            ..AgentSpec::new("web-1", &certs)
+        },
+    );
+
+    // Text push, as the Pushgateway refuses it.
+    let (code, body) = post(
+        &agent.url("/metrics/job/x"),
+        "text/plain; version=0.0.4",
+        b"# TYPE m counter\nm{l=\"a\"} 42\nm{l=\"a\"} 43\nother 1\n",
+    );
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).into_owned()),
+        (
+            400,
+            "series m{agent=\"web-1\", job=\"x\", l=\"a\", region=\"test-region\"} appears more than once in this push; each series may be pushed once per request, so nothing of it was stored\n".to_string()
+        )
+    );
+
+    // OTLP: two points of one series at one time.
+    let now = now_nanos();
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},
+        "scopeMetrics":[{{"metrics":[{{"name":"queue.depth","gauge":{{"dataPoints":[
+        {{"asDouble":1,"timeUnixNano":"{now}","attributes":[{{"key":"q","value":{{"stringValue":"a"}}}}]}},
+        {{"asDouble":2,"timeUnixNano":"{now}","attributes":[{{"key":"q","value":{{"stringValue":"a"}}}}]}}]}}}}]}}]}}]}}"#
+    );
+    let (code, body) = post(
+        &agent.url("/v1/metrics"),
+        "application/json",
+        json.as_bytes(),
+    );
+    let msg = String::from_utf8_lossy(&body);
+    assert_eq!(code, 400, "{msg}");
+    let refusal: serde_json::Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(
+        refusal["message"],
+        "series queue_depth{agent=\"web-1\", job=\"svc\", q=\"a\", region=\"test-region\"} appears more than once in this push; each series may be pushed once per request, so nothing of it was stored"
+    );
+
+    // The scrape keeps the first sample of each repeated series.
+    assert_eq!(wait_one(&agg, "dup{job=\"dups\",l=\"a\"}").1, 42.0);
+    assert_eq!(wait_one(&agg, "rep{job=\"dups\"}").1, 1.0);
+    assert_eq!(wait_one(&agg, "dup{job=\"dups\",l=\"b\"}").1, 7.0);
+    let name = format!(
+        "outpost_agent_scrape_duplicate_samples_total{{job=\"dups\",instance=\"{}\"}}",
+        page.addr
+    );
+    let counted = wait_for(Duration::from_secs(10), || {
+        metric_value(&agent.metrics(), &name)
+    })
+    .unwrap_or_else(|| panic!("{name} missing:\n{}", agent.metrics()));
+    assert!(counted >= 3.0 && counted % 3.0 == 0.0, "{name} = {counted}");
+    assert!(
+        agent.proc.logs().contains(
+            "the page repeats series; kept the first sample of each, first repeated: dup{agent=\"web-1\", instance="
+        ),
+        "{}",
+        agent.proc.logs()
+    );
+
+    // Nothing of the refused pushes was stored, while later pushes flow.
+    let (code, _) = post(
+        &agent.url("/metrics/job/after"),
+        "text/plain",
+        b"after_repeats 1\n",
+    );
+    assert_eq!(code, 200);
+    wait_one(&agg, "after_repeats");
+    for q in ["m", "other", "queue_depth"] {
+        assert!(agg.query(q).is_empty(), "{q} must not be stored");
+    }
+}

@@ -1,6 +1,7 @@
 //! `/proc/diskstats` (collector "diskstats"): per block device I/O counters as
 //! `node_disk_*{device}`, leaving out the devices node_exporter 1.5 ignores by default
-//! (partitions, RAM disks, loop and floppy devices).
+//! (partitions, RAM disks, loop and floppy devices). Device names are read as bytes; only the
+//! `device` label value is made valid UTF-8.
 
 use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
@@ -54,24 +55,28 @@ pub fn is_ignored_device(name: &str) -> bool {
 }
 
 /// Appends the counters of every device not ignored.
-pub fn parse_diskstats(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
-    for line in text.lines() {
-        let mut fields = line.split_ascii_whitespace();
+pub fn parse_diskstats(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+    for raw in text.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(raw);
+        let mut fields = raw
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .map(String::from_utf8_lossy);
         let (Some(_major), Some(_minor), Some(device)) =
             (fields.next(), fields.next(), fields.next())
         else {
-            if line.trim().is_empty() {
+            if raw.trim_ascii().is_empty() {
                 continue;
             }
             return Err(format!("fewer than 3 columns: {line:?}"));
         };
-        if is_ignored_device(device) {
+        if is_ignored_device(&device) {
             continue;
         }
         for (field, (name, mul, div)) in fields.zip(COLUMNS) {
-            let v: u64 = num(field, line)?;
+            let v: u64 = num(&field, &line)?;
             out.push((
-                Labels::metric(name, [("device", device)]),
+                Labels::metric(name, [("device", &*device)]),
                 v as f64 * mul / div,
             ));
         }
@@ -82,14 +87,14 @@ pub fn parse_diskstats(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), S
 /// Collector "diskstats".
 pub struct DiskstatsCollector {
     path: Source,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl DiskstatsCollector {
     pub fn new(roots: &Roots) -> Self {
         DiskstatsCollector {
             path: Source::new(roots.proc.join("diskstats")),
-            buf: String::new(),
+            buf: Vec::new(),
         }
     }
 }
@@ -100,7 +105,7 @@ impl Collector for DiskstatsCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        self.path.read(&mut self.buf)?;
+        self.path.read_bytes(&mut self.buf)?;
         parse_diskstats(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }
@@ -152,7 +157,7 @@ mod tests {
    8      16 sdb 1 2 3 4 5 6 7 8 9 10 11
 ";
         let mut out = Vec::new();
-        parse_diskstats(DISKSTATS, &mut out).unwrap();
+        parse_diskstats(DISKSTATS.as_bytes(), &mut out).unwrap();
         let lines = render(&out);
         assert_eq!(
             lines[..17],
@@ -205,10 +210,19 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(
-                parse_diskstats(text, &mut Vec::new()),
+                parse_diskstats(text.as_bytes(), &mut Vec::new()),
                 Err(want.to_string())
             );
         }
-        assert_eq!(parse_diskstats("\n", &mut Vec::new()), Ok(()));
+        assert_eq!(parse_diskstats(b"\n", &mut Vec::new()), Ok(()));
+        let mut out = Vec::new();
+        parse_diskstats(b"8 0 sd\xe9 1 2\n", &mut out).unwrap();
+        assert_eq!(
+            render(&out),
+            [
+                "node_disk_reads_completed_total{device=\"sd\u{fffd}\"} 1",
+                "node_disk_reads_merged_total{device=\"sd\u{fffd}\"} 2",
+            ]
+        );
     }
 }

@@ -2,6 +2,10 @@
 //! `/proc/self/mounts`), filtered by node_exporter 1.5's default exclusions and deduplicated by
 //! mount point, then `statvfs` on each as `node_filesystem_*{device,fstype,mountpoint}`.
 //!
+//! Device names and mount points are bytes, as the kernel keeps them: a mount point need not
+//! be valid UTF-8. `statvfs` gets the exact bytes; only the label values are made valid UTF-8
+//! (invalid sequences become U+FFFD), as node_exporter does.
+//!
 //! `statvfs` on a dead network mount (NFS, CIFS) can block for minutes. It therefore runs on a
 //! worker thread: a call that outlasts [`STATFS_TIMEOUT`] is abandoned together with its thread,
 //! the mount reports `node_filesystem_device_error 1`, and it is not asked again until the
@@ -10,7 +14,9 @@
 use super::{CollectError, Collector, Roots};
 use outpost_shared::Labels;
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
@@ -19,12 +25,13 @@ use std::time::Duration;
 /// per 15 s-or-longer scrape; the agent collects every second.
 pub const STATFS_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One line of the mount table, as labels plus the one option node_exporter reads.
+/// One line of the mount table, octal escapes undone, plus the one option node_exporter
+/// reads. Names are the kernel's bytes, not necessarily UTF-8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
-    pub device: String,
-    pub mountpoint: String,
-    pub fstype: String,
+    pub device: OsString,
+    pub mountpoint: PathBuf,
+    pub fstype: OsString,
     pub readonly: bool,
 }
 
@@ -39,19 +46,31 @@ pub struct FsStats {
 }
 
 /// Parses a mount table (`/proc/<pid>/mounts`: device, mount point, type, options, 0, 0).
-pub fn parse_mounts(text: &str) -> Result<Vec<Mount>, String> {
+/// The kernel escapes space, tab, newline and backslash in names as `\ooo`; every other
+/// byte, UTF-8 or not, is written as it is. Errors name the malformed line.
+pub fn parse_mounts(text: &[u8]) -> Result<Vec<Mount>, String> {
     let mut mounts = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+    for line in text.split(|&b| b == b'\n') {
+        let fields: Vec<&[u8]> = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .collect();
+        let name = |f: &[u8]| OsString::from_vec(unescape_octal(f));
         match fields[..] {
             [] => continue,
             [device, mountpoint, fstype, options, _, _] => mounts.push(Mount {
-                device: device.to_string(),
-                mountpoint: unescape_octal(mountpoint),
-                fstype: fstype.to_string(),
-                readonly: options.split(',').any(|o| o == "ro"),
+                device: name(device),
+                mountpoint: PathBuf::from(name(mountpoint)),
+                fstype: name(fstype),
+                readonly: options.split(|&b| b == b',').any(|o| o == b"ro"),
             }),
-            _ => return Err(format!("{} columns instead of 6: {line:?}", fields.len())),
+            _ => {
+                return Err(format!(
+                    "{} columns instead of 6: {:?}",
+                    fields.len(),
+                    String::from_utf8_lossy(line)
+                ));
+            }
         }
     }
     Ok(mounts)
@@ -59,19 +78,20 @@ pub fn parse_mounts(text: &str) -> Result<Vec<Mount>, String> {
 
 /// The mounts to report: for each mount point the last mount on it (the one a path lookup,
 /// and so `statvfs`, sees), unless its type or mount point is excluded.
-pub fn select_mounts(text: &str) -> Result<Vec<Mount>, String> {
+pub fn select_mounts(text: &[u8]) -> Result<Vec<Mount>, String> {
     let mut mounts = parse_mounts(text)?;
     let mut keep = vec![false; mounts.len()];
     let mut seen = HashSet::with_capacity(mounts.len());
     for (i, m) in mounts.iter().enumerate().rev() {
-        keep[i] = seen.insert(m.mountpoint.as_str());
+        keep[i] = seen.insert(m.mountpoint.as_path());
     }
     drop(seen);
     let mut keep = keep.into_iter();
     mounts.retain(|m| {
         keep.next().unwrap_or(false)
-            && !is_excluded_fstype(&m.fstype)
-            && !is_excluded_mountpoint(&m.mountpoint)
+            // A type that is not UTF-8 is none of the excluded ones.
+            && !m.fstype.to_str().is_some_and(is_excluded_fstype)
+            && !is_excluded_mountpoint(m.mountpoint.as_os_str().as_bytes())
     });
     Ok(mounts)
 }
@@ -109,32 +129,32 @@ pub fn is_excluded_fstype(fstype: &str) -> bool {
 
 /// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`,
 /// `^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)`.
-pub fn is_excluded_mountpoint(mountpoint: &str) -> bool {
-    let Some(rest) = mountpoint.strip_prefix('/') else {
+/// Works on the mount point's bytes, which need not be UTF-8.
+pub fn is_excluded_mountpoint(mountpoint: &[u8]) -> bool {
+    let Some(rest) = mountpoint.strip_prefix(b"/") else {
         return false;
     };
-    let whole = ["dev", "proc", "sys"].iter().any(|d| {
-        rest.strip_prefix(d)
-            .is_some_and(|after| after.is_empty() || after.starts_with('/'))
+    let whole = [&b"dev"[..], b"proc", b"sys"].iter().any(|d| {
+        rest.strip_prefix(*d)
+            .is_some_and(|after| after.is_empty() || after.starts_with(b"/"))
     });
     // `.+($|/)` holds for any non-empty remainder.
     let below = [
-        "run/credentials/",
-        "var/lib/docker/",
-        "var/lib/containers/storage/",
+        &b"run/credentials/"[..],
+        b"var/lib/docker/",
+        b"var/lib/containers/storage/",
     ]
     .iter()
-    .any(|d| rest.strip_prefix(d).is_some_and(|after| !after.is_empty()));
+    .any(|d| rest.strip_prefix(*d).is_some_and(|after| !after.is_empty()));
     whole || below
 }
 
 /// Undoes the kernel's octal escapes in mount paths (`\040` space, `\011` tab, `\012` newline,
-/// `\134` backslash).
-fn unescape_octal(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
+/// `\134` backslash, or any other byte written as `\ooo`), giving the name's bytes.
+pub fn unescape_octal(b: &[u8]) -> Vec<u8> {
+    if !b.contains(&b'\\') {
+        return b.to_vec();
     }
-    let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -155,18 +175,22 @@ fn unescape_octal(s: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    out
 }
 
 /// Appends one mount's series: only `device_error` when `statvfs` failed, as node_exporter.
+/// Label values are the names made valid UTF-8 (U+FFFD for invalid bytes).
 pub fn mount_samples(m: &Mount, stats: Option<&FsStats>, out: &mut Vec<(Labels, f64)>) {
+    let device = m.device.to_string_lossy();
+    let fstype = m.fstype.to_string_lossy();
+    let mountpoint = m.mountpoint.to_string_lossy();
     let labels = |name| {
         Labels::metric(
             name,
             [
-                ("device", m.device.as_str()),
-                ("fstype", m.fstype.as_str()),
-                ("mountpoint", m.mountpoint.as_str()),
+                ("device", &*device),
+                ("fstype", &*fstype),
+                ("mountpoint", &*mountpoint),
             ],
         )
     };
@@ -340,26 +364,27 @@ impl Collector for FilesystemCollector {
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
         let table = self.read_mounts()?;
-        let mounts = select_mounts(&String::from_utf8_lossy(&self.buf)).map_err(|msg| {
-            CollectError::Parse {
-                path: self.mounts[table].display().to_string(),
-                msg,
-            }
+        let mounts = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
+            path: self.mounts[table].display().to_string(),
+            msg,
         })?;
         for m in &mounts {
             let target = match &self.rootfs {
-                Some(root) => root.join(m.mountpoint.trim_start_matches('/')),
-                None => PathBuf::from(&m.mountpoint),
+                Some(root) => {
+                    let rel = m.mountpoint.as_os_str().as_bytes();
+                    root.join(OsStr::from_bytes(rel.strip_prefix(b"/").unwrap_or(rel)))
+                }
+                None => m.mountpoint.clone(),
             };
             let stats = match self.runner.stat(&target) {
                 Ok(s) => Some(s),
                 Err(StatError::TimedOut) => {
-                    tracing::warn!(mountpoint = %m.mountpoint, timeout = ?STATFS_TIMEOUT,
+                    tracing::warn!(mountpoint = %m.mountpoint.display(), timeout = ?STATFS_TIMEOUT,
                         "statfs timed out; mount marked stuck until the call returns");
                     None
                 }
                 Err(StatError::Failed(e)) => {
-                    tracing::debug!(mountpoint = %m.mountpoint, "statfs failed: {e}");
+                    tracing::debug!(mountpoint = %m.mountpoint.display(), "statfs failed: {e}");
                     None
                 }
                 Err(StatError::Stuck) => None,
@@ -396,7 +421,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
 
     #[test]
     fn mounts_selected_as_node_exporter_does() {
-        let got = select_mounts(MOUNTS).unwrap();
+        let got = select_mounts(MOUNTS.as_bytes()).unwrap();
         let m = |device: &str, mountpoint: &str, fstype: &str, readonly| Mount {
             device: device.into(),
             mountpoint: mountpoint.into(),
@@ -414,7 +439,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             ]
         );
         assert_eq!(
-            parse_mounts("a /b\n"),
+            parse_mounts(b"a /b\n"),
             Err("2 columns instead of 6: \"a /b\"".into())
         );
     }
@@ -443,7 +468,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             ("dev", false),
         ];
         for (mp, excluded) in cases {
-            assert_eq!(is_excluded_mountpoint(mp), excluded, "{mp}");
+            assert_eq!(is_excluded_mountpoint(mp.as_bytes()), excluded, "{mp}");
         }
     }
 
@@ -469,18 +494,52 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
 
     #[test]
     fn octal_escapes_in_mount_paths() {
-        let cases = [
-            ("/plain", "/plain"),
-            (r"/a\040b", "/a b"),
-            (r"/tab\011x", "/tab\tx"),
-            (r"/nl\012", "/nl\n"),
-            (r"/back\134slash", r"/back\slash"),
-            (r"/short\04", r"/short\04"),
-            (r"/not\999", r"/not\999"),
+        let cases: [(&[u8], &[u8]); 9] = [
+            (b"/plain", b"/plain"),
+            (br"/a\040b", b"/a b"),
+            (br"/tab\011x", b"/tab\tx"),
+            (br"/nl\012", b"/nl\n"),
+            (br"/back\134slash", br"/back\slash"),
+            (br"/short\04", br"/short\04"),
+            (br"/not\999", br"/not\999"),
+            // Bytes that are not UTF-8 stay as they are, escaped or not.
+            (b"/caf\xe9", b"/caf\xe9"),
+            (br"/caf\351\040x", b"/caf\xe9 x"),
         ];
         for (raw, want) in cases {
-            assert_eq!(unescape_octal(raw), want, "{raw}");
+            assert_eq!(
+                unescape_octal(raw),
+                want,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_bytes_until_they_are_labels() {
+        // As the kernel writes them: the space escaped, the Latin-1 byte as it is.
+        let table = b"/dev/sd\xff1 /tmp/caf\xe9\\040x tmpfs rw 0 0\n\
+                      tmpfs /dev/caf\xe9 tmpfs rw 0 0\n";
+        let got = select_mounts(table).unwrap();
+        assert_eq!(
+            got,
+            [Mount {
+                device: OsString::from_vec(b"/dev/sd\xff1".to_vec()),
+                mountpoint: PathBuf::from(OsString::from_vec(b"/tmp/caf\xe9 x".to_vec())),
+                fstype: "tmpfs".into(),
+                readonly: false,
+            }]
+        );
+        let mut out = Vec::new();
+        mount_samples(&got[0], None, &mut out);
+        assert_eq!(
+            render(&out),
+            [
+                "node_filesystem_device_error{device=\"/dev/sd\u{fffd}1\", fstype=\"tmpfs\", \
+              mountpoint=\"/tmp/caf\u{fffd} x\"} 1"
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `/sys/class/hwmon/hwmon*` as `node_hwmon_temp_celsius{chip,sensor}`, with `_max` and
 //! `_crit` limits where the chip has them and `node_hwmon_chip_names{chip,chip_name}`,
 //! chips named the way node_exporter 1.5 names them (from the device path, so the name
-//! survives module load order). Fans, voltages and power are not collected.
+//! survives module load order). Fans, voltages and power are not collected. Device paths,
+//! folder names and `name` files are bytes to the kernel: they become labels through lossy
+//! UTF-8 (invalid bytes as U+FFFD, which the cleaning turns into `_`), never dropped.
 //!
 //! A host without /sys/class/hwmon (most virtual machines and containers) makes the collector
 //! fail, so `node_scrape_collector_success{collector="hwmon"}` is 0, as node_exporter reports.
@@ -40,14 +42,12 @@ pub fn chip_name(
     if let Some(dev) = device_path {
         let dev_name = dev
             .file_name()
-            .and_then(|n| n.to_str())
-            .map(clean_name)
+            .map(|n| clean_name(&n.to_string_lossy()))
             .unwrap_or_default();
         let dev_type = dev
             .parent()
             .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .map(clean_name)
+            .map(|n| clean_name(&n.to_string_lossy()))
             .unwrap_or_default();
         if !dev_type.is_empty() && !dev_name.is_empty() {
             return Some(format!("{dev_type}_{dev_name}"));
@@ -99,10 +99,15 @@ impl HwmonCollector {
             path: dir.display().to_string(),
             source,
         };
-        let hwmon = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let hwmon = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let device = std::fs::canonicalize(dir.join("device")).ok();
-        let name_file = std::fs::read_to_string(dir.join("name")).ok();
-        let Some(chip) = chip_name(device.as_deref(), name_file.as_deref(), hwmon) else {
+        let name_file = std::fs::read(dir.join("name"))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let Some(chip) = chip_name(device.as_deref(), name_file.as_deref(), &hwmon) else {
             return Ok(());
         };
         if let Some(n) = name_file
@@ -211,6 +216,39 @@ mod tests {
             );
         }
         assert_eq!(clean_name("__NVMe-Composite__"), "nvme_composite");
+        // A device name that is not UTF-8 still names the chip.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = Path::new(std::ffi::OsStr::from_bytes(
+            b"/sys/devices/platform/caf\xe9.0",
+        ));
+        assert_eq!(
+            chip_name(Some(odd), Some("x\n"), "hwmon5").as_deref(),
+            Some("platform_caf__0")
+        );
+    }
+
+    #[test]
+    fn a_name_file_that_is_not_utf8_still_names_the_chip() {
+        let sys = std::env::temp_dir().join(format!("outpost-hwmon-odd-{}", std::process::id()));
+        let chip = sys.join("class/hwmon/hwmon0");
+        std::fs::create_dir_all(&chip).unwrap();
+        std::fs::write(chip.join("name"), b"caf\xe9\n").unwrap();
+        std::fs::write(chip.join("temp1_input"), b"27800\n").unwrap();
+        let mut out = Vec::new();
+        let r = HwmonCollector::new(&Roots {
+            sys: sys.clone(),
+            ..Roots::default()
+        })
+        .collect(0, &mut out);
+        std::fs::remove_dir_all(&sys).unwrap();
+        r.unwrap();
+        assert_eq!(
+            render(&out),
+            [
+                "node_hwmon_chip_names{chip=\"caf\", chip_name=\"caf\u{fffd}\"} 1",
+                r#"node_hwmon_temp_celsius{chip="caf", sensor="temp1"} 27.8"#,
+            ]
+        );
     }
 
     #[test]

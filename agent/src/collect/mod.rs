@@ -206,14 +206,26 @@ impl Source {
 
     /// Reads the whole file into `buf` (cleared first, its allocation reused).
     pub(crate) fn read(&mut self, buf: &mut String) -> Result<(), CollectError> {
-        use std::io::{Seek, SeekFrom};
         buf.clear();
+        self.read_with(|f| f.read_to_string(buf))
+    }
+
+    /// Reads the whole file as bytes, for files that carry names (interfaces, devices),
+    /// which the kernel does not require to be UTF-8.
+    pub(crate) fn read_bytes(&mut self, buf: &mut Vec<u8>) -> Result<(), CollectError> {
+        buf.clear();
+        self.read_with(|f| f.read_to_end(buf))
+    }
+
+    fn read_with(
+        &mut self,
+        mut read: impl FnMut(&mut std::fs::File) -> std::io::Result<usize>,
+    ) -> Result<(), CollectError> {
+        use std::io::{Seek, SeekFrom};
         let r = match self.file.as_mut() {
-            Some(f) => f
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| f.read_to_string(buf)),
+            Some(f) => f.seek(SeekFrom::Start(0)).and_then(|_| read(f)),
             None => std::fs::File::open(&self.path).and_then(|mut f| {
-                let n = f.read_to_string(buf)?;
+                let n = read(&mut f)?;
                 self.file = Some(f);
                 Ok(n)
             }),

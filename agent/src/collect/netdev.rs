@@ -1,5 +1,7 @@
 //! `/proc/net/dev` (collector "netdev"): per interface, loopback included as node_exporter
-//! includes it, `node_network_{receive,transmit}_*_total{device}`.
+//! includes it, `node_network_{receive,transmit}_*_total{device}`. Interface names are the
+//! kernel's bytes (any but `/`, `:` and whitespace, not necessarily UTF-8); only the `device`
+//! label value is made valid UTF-8, as node_exporter does.
 
 use super::{CollectError, Collector, Roots, Source, num, parse_error};
 use outpost_shared::Labels;
@@ -25,28 +27,32 @@ const COLUMNS: [&str; 16] = [
 ];
 
 /// Appends the counters of every interface; the two header lines have no `:` and are skipped.
-pub fn parse_net_dev(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_net_dev(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
     let mut values = [0u64; 16];
-    for line in text.lines() {
+    for raw in text.split(|&b| b == b'\n') {
         // Interface names cannot contain ':' (the kernel's dev_valid_name), and large counters
         // may touch it ("eth0:123"), so split there rather than on whitespace.
-        let Some((device, rest)) = line.split_once(':') else {
+        let Some(colon) = raw.iter().position(|&b| b == b':') else {
             continue;
         };
-        let device = device.trim();
+        let line = String::from_utf8_lossy(raw);
+        let device = String::from_utf8_lossy(raw[..colon].trim_ascii());
         let mut n = 0;
-        for field in rest.split_ascii_whitespace() {
+        for field in raw[colon + 1..]
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+        {
             let slot = values
                 .get_mut(n)
                 .ok_or_else(|| format!("more than 16 columns: {line:?}"))?;
-            *slot = num(field, line)?;
+            *slot = num(&String::from_utf8_lossy(field), &line)?;
             n += 1;
         }
         if n != values.len() {
             return Err(format!("{n} columns instead of 16: {line:?}"));
         }
         for (name, v) in COLUMNS.iter().zip(values) {
-            out.push((Labels::metric(name, [("device", device)]), v as f64));
+            out.push((Labels::metric(name, [("device", &*device)]), v as f64));
         }
     }
     Ok(())
@@ -55,14 +61,14 @@ pub fn parse_net_dev(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
 /// Collector "netdev".
 pub struct NetdevCollector {
     path: Source,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl NetdevCollector {
     pub fn new(roots: &Roots) -> Self {
         NetdevCollector {
             path: Source::new(roots.proc.join("net/dev")),
-            buf: String::new(),
+            buf: Vec::new(),
         }
     }
 }
@@ -73,7 +79,7 @@ impl Collector for NetdevCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        self.path.read(&mut self.buf)?;
+        self.path.read_bytes(&mut self.buf)?;
         parse_net_dev(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }
 }
@@ -93,7 +99,7 @@ Inter-|   Receive                                                |  Transmit
     #[test]
     fn sixteen_counters_per_interface_loopback_included() {
         let mut out = Vec::new();
-        parse_net_dev(NET_DEV, &mut out).unwrap();
+        parse_net_dev(NET_DEV.as_bytes(), &mut out).unwrap();
         assert_eq!(out.len(), 32);
         assert_eq!(
             render(&out)[16..],
@@ -123,6 +129,18 @@ Inter-|   Receive                                                |  Transmit
     }
 
     #[test]
+    fn interface_names_that_are_not_utf8_are_reported() {
+        let text = b"  caf\xe9: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n";
+        let mut out = Vec::new();
+        parse_net_dev(text, &mut out).unwrap();
+        assert_eq!(out.len(), 16);
+        assert_eq!(
+            render(&out)[15],
+            "node_network_transmit_compressed_total{device=\"caf\u{fffd}\"} 16"
+        );
+    }
+
+    #[test]
     fn malformed_lines_are_errors() {
         let cases = [
             ("lo: 1 2 3\n", "3 columns instead of 16: \"lo: 1 2 3\""),
@@ -138,7 +156,7 @@ Inter-|   Receive                                                |  Transmit
         for (text, want) in cases {
             let mut out = Vec::new();
             assert_eq!(
-                parse_net_dev(text, &mut out),
+                parse_net_dev(text.as_bytes(), &mut out),
                 Err(want.to_string()),
                 "{text}"
             );

@@ -6,6 +6,11 @@
 //! A request is converted whole, then buffered as one batch; it is answered 2xx only once that
 //! batch is in the durable buffer. A bad payload gets 400 with what is wrong and leaves nothing
 //! behind; a buffer that cannot take the batch gets 503 so the sender retries.
+//!
+//! A series may appear once per request (per timestamp, for OTLP points that carry their
+//! own): a repeat is refused with 400 naming the series, as the Pushgateway refuses it,
+//! since storing either value would silently lose the other. [`repeated`] finds repeats;
+//! scrapes use it too, keeping the first as Prometheus does.
 
 pub mod otlp;
 pub mod pushgw;
@@ -16,6 +21,7 @@ use crate::textparse::Format;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use outpost_shared::Batch;
 use std::io::Read;
 
 /// Largest request body accepted, compressed or not.
@@ -67,6 +73,31 @@ fn body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, PushError> {
                 "Content-Encoding {other:?} is not supported; send gzip or no encoding"
             ),
         }),
+    }
+}
+
+/// Indices in `batch.series` of every entry whose series (labels) already had a point at
+/// the same timestamp earlier in the batch, in batch order. Empty when every series appears
+/// once per timestamp.
+pub fn repeated(batch: &Batch) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::with_capacity(batch.series.len());
+    let mut out = Vec::new();
+    for (i, s) in batch.series.iter().enumerate() {
+        if !s.points.iter().all(|p| seen.insert((&s.labels, p.ts))) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Refuses a batch in which a series repeats, naming the first repeated series.
+pub fn refuse_repeats(batch: &Batch) -> Result<(), String> {
+    match repeated(batch).first() {
+        None => Ok(()),
+        Some(&i) => Err(format!(
+            "series {} appears more than once in this push; each series may be pushed once per request, so nothing of it was stored",
+            batch.series[i].labels
+        )),
     }
 }
 

@@ -535,6 +535,21 @@ pub fn to_batch(
         }
         batch = out.batch;
     }
+    // A resource split over several blocks yields the same target_info sample for each;
+    // that repeat carries no second value, so one is kept. Any other repeat is refused.
+    let mut infos = super::repeated(&batch)
+        .into_iter()
+        .filter(|&i| batch.series[i].labels.metric_name() == Some("target_info"))
+        .peekable();
+    if infos.peek().is_some() {
+        let again: std::collections::HashSet<usize> = infos.collect();
+        let mut i = 0;
+        batch.series.retain(|_| {
+            i += 1;
+            !again.contains(&(i - 1))
+        });
+    }
+    super::refuse_repeats(&batch)?;
     Ok(batch)
 }
 
@@ -741,6 +756,62 @@ mod tests {
             decode(&[0xff, 0xff], Encoding::Protobuf)
                 .unwrap_err()
                 .starts_with("invalid OTLP protobuf")
+        );
+    }
+
+    #[test]
+    fn a_series_repeated_in_one_request_is_refused_whole() {
+        let point = |v: &str, ts: &str| {
+            format!(
+                r#"{{"asDouble":{v},"timeUnixNano":"{ts}","attributes":[{{"key":"l","value":{{"stringValue":"a"}}}}]}}"#
+            )
+        };
+        let req = |points: &[String]| {
+            format!(
+                r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},
+                "scopeMetrics":[{{"metrics":[{{"name":"m","gauge":{{"dataPoints":[{}]}}}}]}}]}}]}}"#,
+                points.join(",")
+            )
+        };
+        let cases: &[(&[String], Result<usize, &str>)] = &[
+            (&[point("42", "7000000")], Ok(1)),
+            // The same series at two times is a history, not a repeat.
+            (&[point("42", "7000000"), point("43", "8000000")], Ok(2)),
+            (
+                &[point("42", "7000000"), point("43", "7000000")],
+                Err(
+                    r#"series m{agent="a1", job="api", l="a"} appears more than once in this push"#,
+                ),
+            ),
+            (
+                &[point("42", "7000000"), point("42", "7000000")],
+                Err(r#"series m{agent="a1", job="api", l="a"} appears more than once"#),
+            ),
+        ];
+        for (points, want) in cases {
+            let got = conv(&req(points));
+            match want {
+                Ok(n) => assert_eq!(got.map(|v| v.len()), Ok(*n), "{points:?}"),
+                Err(needle) => {
+                    let e = got.unwrap_err();
+                    assert!(e.contains(needle), "{points:?}: {e}");
+                }
+            }
+        }
+        // One resource in two blocks: its target_info is one sample, not a repeat.
+        let block = r#"{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}},
+            {"key":"host.name","value":{"stringValue":"h"}}]},
+            "scopeMetrics":[{"metrics":[{"name":"NAME","gauge":{"dataPoints":[{"asDouble":1,"timeUnixNano":"7000000"}]}}]}]}"#;
+        let two = format!(
+            r#"{{"resourceMetrics":[{},{}]}}"#,
+            block.replace("NAME", "a"),
+            block.replace("NAME", "b")
+        );
+        let got = conv(&two).unwrap();
+        assert_eq!(
+            got.iter().filter(|s| s.starts_with("target_info")).count(),
+            1,
+            "{got:?}"
         );
     }
 

@@ -2,7 +2,8 @@
 //! `/metrics/job/<job>{/<label>/<value>}`, where a name may end in `@base64` to say its value
 //! is base64url-encoded (so it can hold `/`; a lone `=` is the empty value). The path's labels
 //! (the grouping key) go on every sample; a sample may repeat one with the same value but not
-//! contradict it, and may not carry a timestamp — both refused, as Pushgateway refuses them.
+//! contradict it, and may not carry a timestamp, and a series may appear only once — all
+//! refused whole, as Pushgateway refuses them.
 //! Pure: the raw path and body come in, a batch or an error message goes out.
 
 use crate::target_labels;
@@ -137,10 +138,11 @@ pub fn to_batch(
         batch.push(target_labels::attach(&s.name, own, &target), ts, s.value);
     })
     .map_err(|e| format!("cannot parse the pushed exposition: {e}"))?;
-    match problem {
-        Some(p) => Err(p),
-        None => Ok(batch),
+    if let Some(p) = problem {
+        return Err(p);
     }
+    super::refuse_repeats(&batch)?;
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -239,6 +241,28 @@ mod tests {
         );
         let e = to_batch("m 1 1700000000000\n", Format::Text, &grp, &[], 1).unwrap_err();
         assert!(e.contains("carries a timestamp"), "{e}");
+        // A series repeated, also when the path supplies a label one line spells out.
+        let repeats = [
+            "# TYPE m counter\nm{l=\"a\"} 42\nm{l=\"a\"} 43\n",
+            "m{l=\"a\"} 42\nm{l=\"b\"} 1\nm{l=\"a\"} 42\n",
+            "m{l=\"a\"} 42\nm{job=\"batch\",l=\"a\"} 43\n",
+        ];
+        for body in repeats {
+            let e = to_batch(body, Format::Text, &grp, &[], 1).unwrap_err();
+            assert_eq!(
+                e,
+                "series m{job=\"batch\", l=\"a\"} appears more than once in this push; each series may be pushed once per request, so nothing of it was stored",
+                "{body}"
+            );
+        }
+        let ok = to_batch(
+            "m{l=\"a\"} 1\nm{l=\"b\"} 1\nn{l=\"a\"} 1\n",
+            Format::Text,
+            &grp,
+            &[],
+            1,
+        );
+        assert_eq!(ok.map(|b| b.series.len()), Ok(3));
         let e = to_batch("m 1\nm{ 2\n", Format::Text, &grp, &[], 1).unwrap_err();
         assert!(
             e.starts_with("cannot parse the pushed exposition: line 2:"),

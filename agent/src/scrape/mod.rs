@@ -7,6 +7,7 @@ pub mod client;
 pub mod report;
 
 use crate::config::Config;
+use crate::metrics::ScrapeTargetLabels;
 use crate::sink::{Sink, Source, Stored};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ struct Target {
     labels: Vec<(String, String)>,
     interval: Duration,
     client: Arc<client::Client>,
+    /// Whether repeated series on this target's page have been warned about yet.
+    warned_repeats: std::sync::atomic::AtomicBool,
 }
 
 /// Starts a task per target. Returns the tasks, which end when `stop` turns true; an error
@@ -50,6 +53,7 @@ pub fn spawn(
                 labels,
                 interval,
                 client: client.clone(),
+                warned_repeats: Default::default(),
             };
             tasks.push(tokio::spawn(run_target(target, sink.clone(), stop.clone())));
         }
@@ -119,6 +123,26 @@ fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
         duration,
     );
     drop(fetched);
+    if let Some(first) = r.duplicates.first() {
+        sink.metrics
+            .scrape_duplicate_samples
+            .get_or_create(&ScrapeTargetLabels {
+                job: t.job.clone(),
+                instance: t.instance.clone(),
+            })
+            .inc_by(r.duplicates.len() as u64);
+        // A page that repeats series does so on every scrape: warn once, then at debug level.
+        let n = r.duplicates.len();
+        if t.warned_repeats
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::debug!(job = %t.job, instance = %t.instance, duplicates = n,
+                "the page repeats series; kept the first sample of each, first repeated: {first}");
+        } else {
+            tracing::warn!(job = %t.job, instance = %t.instance, duplicates = n,
+                "the page repeats series; kept the first sample of each, first repeated: {first}");
+        }
+    }
     match sink.store(&r.batch, Source::Scrape) {
         Ok(Stored::Seq(_) | Stored::Empty) => {}
         Ok(Stored::Dropped) => {

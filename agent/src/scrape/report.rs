@@ -2,7 +2,9 @@
 //! samples with the target's labels attached (clashes kept as `exported_<name>`), each at its
 //! own timestamp when it has one, else at the scrape's; plus `up`, `scrape_duration_seconds`
 //! and `scrape_samples_scraped`. A page that does not parse is dropped whole (`up` = 0),
-//! never stored in part. Pure: time and the fetched body are passed in.
+//! never stored in part. A series the page repeats (same labels and timestamp) keeps its
+//! first sample, as Prometheus keeps it; the repeats are dropped and reported in
+//! [`Report::duplicates`]. Pure: time and the fetched body are passed in.
 
 use crate::target_labels;
 use crate::textparse::{self, Format};
@@ -22,6 +24,9 @@ pub struct Report {
     pub scraped: usize,
     /// Why the target is down.
     pub error: Option<String>,
+    /// Samples dropped because their series already had a sample at that timestamp in this
+    /// page, in page order (the first is kept, as Prometheus does).
+    pub duplicates: Vec<Labels>,
 }
 
 /// Builds the batch of one scrape of a target with labels `target` (job, instance, agent,
@@ -53,8 +58,24 @@ pub fn build(
             )
         })
     });
+    let mut duplicates = Vec::new();
     let (up, scraped, error) = match outcome {
-        Ok(n) => (true, n, None),
+        Ok(n) => {
+            let repeated = crate::push::repeated(&batch);
+            if !repeated.is_empty() {
+                let mut next = repeated.iter().copied().peekable();
+                let mut i = 0;
+                batch.series.retain_mut(|s| {
+                    let repeat = next.next_if_eq(&i).is_some();
+                    i += 1;
+                    if repeat {
+                        duplicates.push(std::mem::take(&mut s.labels));
+                    }
+                    !repeat
+                });
+            }
+            (true, n, None)
+        }
         Err(e) => {
             batch.series.clear();
             (false, 0, Some(e))
@@ -74,6 +95,7 @@ pub fn build(
         up,
         scraped,
         error,
+        duplicates,
     }
 }
 
@@ -144,6 +166,45 @@ mod tests {
             );
             assert_eq!(s[0].points[0].value, v, "{name}");
         }
+    }
+
+    #[test]
+    fn repeated_series_keep_their_first_sample_and_are_reported() {
+        let body = "# TYPE m counter\nm{l=\"a\"} 42\nm{l=\"b\"} 1\nm{l=\"a\"} 43\nm{l=\"a\"} 44\n\
+                    t 1 1000\nt 2 2000\nt 3 1000\n";
+        let r = build(
+            Ok(Fetched {
+                body,
+                content_type: "text/plain",
+            }),
+            &target(),
+            5_000,
+            0.1,
+        );
+        assert!(r.up && r.error.is_none());
+        assert_eq!(
+            r.scraped, 7,
+            "scrape_samples_scraped counts the page as it came"
+        );
+        let got: Vec<String> = r
+            .batch
+            .series
+            .iter()
+            .filter(|s| matches!(s.labels.metric_name(), Some("m" | "t")))
+            .map(|s| {
+                format!(
+                    "{} {} @{}",
+                    s.labels.metric_name().unwrap_or_default(),
+                    s.points[0].value,
+                    s.points[0].ts
+                )
+            })
+            .collect();
+        assert_eq!(got, ["m 42 @5000", "m 1 @5000", "t 1 @1000", "t 2 @2000"]);
+        let dups: Vec<String> = r.duplicates.iter().map(|l| l.to_string()).collect();
+        let m = r#"m{agent="web-1", instance="127.0.0.1:8080", job="app", l="a", region="eu"}"#;
+        let t = r#"t{agent="web-1", instance="127.0.0.1:8080", job="app", region="eu"}"#;
+        assert_eq!(dups, [m, m, t]);
     }
 
     #[test]

@@ -108,10 +108,59 @@ fn header<'a>(r: &'a Req, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// What `/coded/<coding>` serves, once decoded.
+pub const CODED_TEXT: &str = "the word to look for is marmalade, and it is here";
+
+/// `text` in a content coding: gzip, deflate, br or zstd.
+pub fn encode(coding: &str, text: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(text).unwrap();
+            }
+            out
+        }
+        "zstd" => {
+            ruzstd::encoding::compress_to_vec(text, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+        other => panic!("no encoder for {other}"),
+    }
+}
+
 /// The routes every test server answers: (status, extra headers, body).
 fn route(r: &Req) -> (u16, Vec<(&'static str, String)>, Vec<u8>, Duration) {
     let json = ("content-type", "application/json".to_string());
     let none = Duration::ZERO;
+    // `/coded/<coding>[/<anything>]`: CODED_TEXT in that coding; `/coded/<coding>/broken`:
+    // the plain text declared as that coding.
+    if let Some(rest) = r.path.strip_prefix("/coded/") {
+        let (coding, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let broken = tail == "broken";
+        let body = if broken {
+            CODED_TEXT.as_bytes().to_vec()
+        } else {
+            encode(coding, CODED_TEXT.as_bytes())
+        };
+        return (
+            200,
+            vec![("content-encoding", coding.to_string())],
+            body,
+            none,
+        );
+    }
     match (r.method.as_str(), r.path.as_str()) {
         (_, "/ok") => (200, vec![], b"ok".to_vec(), none),
         (_, "/fail") => (500, vec![], b"broken".to_vec(), none),
