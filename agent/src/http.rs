@@ -2,10 +2,10 @@
 //! `/metrics`, and the push endpoints (`POST /v1/metrics`, `POST|PUT /metrics/job/...`, see
 //! [`crate::push`]).
 
+use crate::appender::Appender;
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sink::Sink;
 use crate::uplink::UplinkState;
 use axum::Router;
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ pub struct HttpState {
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<Metrics>,
     pub uplink: Arc<UplinkState>,
-    pub sink: Sink,
+    pub appender: Appender,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -79,7 +79,7 @@ async fn push_text(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    crate::push::push_text(s.sink, uri, headers, body).await
+    crate::push::push_text(s.appender, uri, headers, body).await
 }
 
 async fn push_otlp(
@@ -87,5 +87,5 @@ async fn push_otlp(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    crate::push::push_otlp(s.sink, headers, body).await
+    crate::push::push_otlp(s.appender, headers, body).await
 }

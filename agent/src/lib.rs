@@ -3,7 +3,7 @@
 //!
 //! [`run`] wires the parts: collectors ([`collect`]) feed one batch per cycle into the
 //! [`buffer`]; scraped targets ([`scrape`]) and pushes ([`push`]) enter it through the
-//! [`sink`], one batch per scrape or request, and so do the results of [`synthetic`] checks;
+//! [`appender`], one batch per scrape or request, and so do the results of [`synthetic`] checks;
 //! the [`uplink`] sends from the buffer; [`http`] serves `/health`, `/metrics` and the push
 //! endpoints. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
@@ -12,6 +12,7 @@
 //! Logging, trace export, systemd notification, config loading and the clock come from
 //! `outpost-service`, as they do for the aggregator.
 
+pub mod appender;
 pub mod buffer;
 pub mod check_config;
 pub mod collect;
@@ -21,7 +22,6 @@ pub mod metrics;
 pub mod push;
 pub mod reload;
 pub mod scrape;
-pub mod sink;
 pub mod status;
 pub mod synthetic;
 pub mod target_labels;
@@ -140,7 +140,7 @@ pub async fn run_with(
             source,
         })?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sink = sink::Sink {
+    let appender = appender::Appender {
         buffer: buffer.clone(),
         metrics: metrics.clone(),
         new_data: new_data.clone(),
@@ -148,15 +148,20 @@ pub async fn run_with(
         region: cfg.region.clone(),
     };
     let scrapers =
-        scrape::spawn(&cfg, sink.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
+        scrape::spawn(&cfg, appender.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
     let (assigned, assigned_rx) = synthetic::Assigned::new(&cfg);
-    let checks_task = synthetic::spawn(cfg_rx.clone(), assigned_rx, sink.clone(), stop_rx.clone());
+    let checks_task = synthetic::spawn(
+        cfg_rx.clone(),
+        assigned_rx,
+        appender.clone(),
+        stop_rx.clone(),
+    );
     let app = http::router(http::HttpState {
         cfg: cfg.clone(),
         buffer: buffer.clone(),
         metrics: metrics.clone(),
         uplink: state.clone(),
-        sink,
+        appender,
     });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {

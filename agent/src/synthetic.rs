@@ -1,13 +1,13 @@
 //! Synthetic checks on the agent: the ones the aggregator assigns over the control stream
 //! plus the local `[[checks]]` of the config, run by the `outpost-synthetic` scheduler. Each
-//! outcome becomes one batch through the [`Sink`], so results recorded during a partition
+//! outcome becomes one batch through the [`Appender`], so results recorded during a partition
 //! wait in the buffer like every other sample.
 //!
 //! The last assignment is kept in `assigned-checks.json` beside the buffer directory, so an
 //! agent restarted while cut off from the aggregator goes on running its checks.
 
+use crate::appender::{Appender, Source, Stored};
 use crate::config::Config;
-use crate::sink::{Sink, Source, Stored};
 use outpost_synthetic::{CheckDef, Outcome, Scheduler};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub fn merge(local: &[CheckDef], assigned: &[CheckDef]) -> Vec<CheckDef> {
 pub fn spawn(
     mut cfg: watch::Receiver<Arc<Config>>,
     mut assigned: watch::Receiver<Arc<Vec<CheckDef>>>,
-    sink: Sink,
+    appender: Appender,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -131,15 +131,15 @@ pub fn spawn(
         let scheduler = Scheduler::spawn(out_tx);
         let mut running = merge(&cfg.borrow().checks, &assigned.borrow());
         scheduler.set_checks(running.clone());
-        sink.metrics.checks_running.set(running.len() as i64);
-        let extra = sink.agent_labels();
+        appender.metrics.checks_running.set(running.len() as i64);
+        let extra = appender.agent_labels();
         loop {
             tokio::select! {
                 _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
                 Ok(()) = cfg.changed() => {}
                 Ok(()) = assigned.changed() => {}
                 Some((ts, def, outcome)) = out_rx.recv() => {
-                    record(&sink, &def, ts, &outcome, &extra).await;
+                    record(&appender, &def, ts, &outcome, &extra).await;
                     continue;
                 }
             }
@@ -149,7 +149,7 @@ pub fn spawn(
             );
             if now != running {
                 running = now;
-                sink.metrics.checks_running.set(running.len() as i64);
+                appender.metrics.checks_running.set(running.len() as i64);
                 scheduler.set_checks(running.clone());
             }
         }
@@ -157,9 +157,16 @@ pub fn spawn(
     })
 }
 
-async fn record(sink: &Sink, def: &CheckDef, ts: i64, o: &Outcome, extra: &[(String, String)]) {
+async fn record(
+    appender: &Appender,
+    def: &CheckDef,
+    ts: i64,
+    o: &Outcome,
+    extra: &[(String, String)],
+) {
     let result = if o.success { "success" } else { "failure" };
-    sink.metrics
+    appender
+        .metrics
         .check_runs
         .get_or_create(&crate::metrics::CheckRunLabels {
             check: def.name.clone(),
@@ -170,7 +177,7 @@ async fn record(sink: &Sink, def: &CheckDef, ts: i64, o: &Outcome, extra: &[(Str
         tracing::debug!(check = %def.name, step = ?o.failed_step, reason = ?o.reason, "check failed");
     }
     let batch = o.to_batch(def, ts, extra);
-    let s = sink.clone();
+    let s = appender.clone();
     match tokio::task::spawn_blocking(move || s.store(&batch, Source::Check)).await {
         Ok(Ok(Stored::Seq(_) | Stored::Empty)) => {}
         Ok(Ok(Stored::Dropped)) => {

@@ -15,8 +15,8 @@
 pub mod otlp;
 pub mod pushgw;
 
+use crate::appender::{Appender, Source, Stored};
 use crate::metrics::PushLabel;
-use crate::sink::{Sink, Source, Stored};
 use crate::textparse::Format;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -109,9 +109,13 @@ fn content_type(headers: &HeaderMap) -> &str {
 }
 
 /// Buffers a converted batch (blocking) and maps the outcome to an error when not stored.
-fn store(sink: &Sink, batch: &outpost_shared::Batch, source: Source) -> Result<usize, PushError> {
+fn store(
+    appender: &Appender,
+    batch: &outpost_shared::Batch,
+    source: Source,
+) -> Result<usize, PushError> {
     let n = batch.sample_count();
-    match sink.store(batch, source) {
+    match appender.store(batch, source) {
         Ok(Stored::Seq(_) | Stored::Empty) => Ok(n),
         Ok(Stored::Dropped) => Err(PushError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -126,8 +130,9 @@ fn store(sink: &Sink, batch: &outpost_shared::Batch, source: Source) -> Result<u
     }
 }
 
-fn count(sink: &Sink, format: &str, status: StatusCode) {
-    sink.metrics
+fn count(appender: &Appender, format: &str, status: StatusCode) {
+    appender
+        .metrics
         .push_requests
         .get_or_create(&PushLabel {
             format: format.into(),
@@ -148,7 +153,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `POST|PUT /metrics/job/...`: Prometheus text (or OpenMetrics) in Pushgateway's convention.
-pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> Response {
+pub async fn push_text(appender: Appender, uri: Uri, headers: HeaderMap, raw: Bytes) -> Response {
     let r = async {
         let path = uri.path().strip_prefix("/metrics/").unwrap_or("");
         let group = pushgw::grouping(path).map_err(PushError::bad)?;
@@ -161,7 +166,7 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
         }
         let format = Format::from_content_type(&ct);
         let bytes = body(&headers, &raw)?;
-        let s2 = sink.clone();
+        let s2 = appender.clone();
         blocking(move || {
             let text = std::str::from_utf8(&bytes).map_err(|e| PushError::bad(format!("the body is not UTF-8: {e}")))?;
             let batch = pushgw::to_batch(text, format, &group, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
@@ -172,11 +177,11 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
     .await;
     match r {
         Ok(_) => {
-            count(&sink, "text", StatusCode::OK);
+            count(&appender, "text", StatusCode::OK);
             StatusCode::OK.into_response()
         }
         Err(e) => {
-            count(&sink, "text", e.status);
+            count(&appender, "text", e.status);
             tracing::debug!(status = %e.status, "push refused: {}", e.message);
             (
                 e.status,
@@ -189,7 +194,7 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
 }
 
 /// `POST /v1/metrics`: OTLP/HTTP, answered in the request's encoding as the spec asks.
-pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
+pub async fn push_otlp(appender: Appender, headers: HeaderMap, raw: Bytes) -> Response {
     let enc = otlp::Encoding::from_content_type(content_type(&headers));
     let r = async {
         let Some(enc) = enc else {
@@ -199,7 +204,7 @@ pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
             });
         };
         let bytes = body(&headers, &raw)?;
-        let s2 = sink.clone();
+        let s2 = appender.clone();
         blocking(move || {
             let req = otlp::decode(&bytes, enc).map_err(PushError::bad)?;
             let batch = otlp::to_batch(&req, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
@@ -214,7 +219,7 @@ pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
     };
     match r {
         Ok(_) => {
-            count(&sink, format, StatusCode::OK);
+            count(&appender, format, StatusCode::OK);
             match enc {
                 Some(otlp::Encoding::Json) => (
                     StatusCode::OK,
@@ -232,7 +237,7 @@ pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
             }
         }
         Err(e) => {
-            count(&sink, format, e.status);
+            count(&appender, format, e.status);
             tracing::debug!(status = %e.status, "OTLP push refused: {}", e.message);
             match enc {
                 Some(otlp::Encoding::Protobuf) => (

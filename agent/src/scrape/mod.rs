@@ -1,14 +1,14 @@
 //! Scraping local services (`[[scrape]]`): one task per target, each scraping on its own
 //! interval (spread over the interval like Prometheus spreads targets), never overlapping
 //! itself. A scrape fetches the page ([`client`]), turns it into a batch ([`report`]) and
-//! hands it to the [`Sink`], which puts it in the durable buffer the uplink sends from.
+//! hands it to the [`Appender`], which puts it in the durable buffer the uplink sends from.
 
 pub mod client;
 pub mod report;
 
+use crate::appender::{Appender, Source, Stored};
 use crate::config::Config;
 use crate::metrics::ScrapeTargetLabels;
-use crate::sink::{Sink, Source, Stored};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ struct Target {
 /// names the job whose client could not be built.
 pub fn spawn(
     cfg: &Config,
-    sink: Sink,
+    appender: Appender,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let mut tasks = vec![];
@@ -46,7 +46,7 @@ pub fn spawn(
                 ("instance".to_string(), t.clone()),
             ];
             labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            labels.extend(sink.agent_labels());
+            labels.extend(appender.agent_labels());
             let target = Target {
                 job: s.job.clone(),
                 instance: t.clone(),
@@ -55,7 +55,11 @@ pub fn spawn(
                 client: client.clone(),
                 warned_repeats: Default::default(),
             };
-            tasks.push(tokio::spawn(run_target(target, sink.clone(), stop.clone())));
+            tasks.push(tokio::spawn(run_target(
+                target,
+                appender.clone(),
+                stop.clone(),
+            )));
         }
     }
     Ok(tasks)
@@ -69,7 +73,7 @@ fn offset(job: &str, instance: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
-async fn run_target(t: Target, sink: Sink, mut stop: watch::Receiver<bool>) {
+async fn run_target(t: Target, appender: Appender, mut stop: watch::Receiver<bool>) {
     let start = tokio::time::Instant::now() + offset(&t.job, &t.instance, t.interval);
     let mut tick = tokio::time::interval_at(start, t.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -80,7 +84,7 @@ async fn run_target(t: Target, sink: Sink, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|v| *v) => return,
             _ = tick.tick() => {}
         }
-        let (t2, s2) = (t.clone(), sink.clone());
+        let (t2, s2) = (t.clone(), appender.clone());
         match tokio::task::spawn_blocking(move || scrape_once(&t2, &s2)).await {
             Ok((up, err)) => {
                 if was_up != Some(up) {
@@ -105,7 +109,7 @@ async fn run_target(t: Target, sink: Sink, mut stop: watch::Receiver<bool>) {
 }
 
 /// Fetches, builds and buffers one scrape; returns whether the target was up and why not.
-fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
+fn scrape_once(t: &Target, appender: &Appender) -> (bool, Option<String>) {
     let ts = outpost_service::now_ms();
     let started = Instant::now();
     let fetched = t.client.fetch(&t.instance);
@@ -124,7 +128,8 @@ fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
     );
     drop(fetched);
     if let Some(first) = r.duplicates.first() {
-        sink.metrics
+        appender
+            .metrics
             .scrape_duplicate_samples
             .get_or_create(&ScrapeTargetLabels {
                 job: t.job.clone(),
@@ -143,7 +148,7 @@ fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
                 "the page repeats series; kept the first sample of each, first repeated: {first}");
         }
     }
-    match sink.store(&r.batch, Source::Scrape) {
+    match appender.store(&r.batch, Source::Scrape) {
         Ok(Stored::Seq(_) | Stored::Empty) => {}
         Ok(Stored::Dropped) => {
             tracing::warn!(job = %t.job, instance = %t.instance, "buffer full: this scrape was dropped by the when_full policy")

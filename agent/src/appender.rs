@@ -1,4 +1,4 @@
-//! Where scraped and pushed samples enter the agent's pipeline: one batch is encoded, put in
+//! The appender (Prometheus' word for it): where scraped and pushed samples enter the agent's pipeline: one batch is encoded, put in
 //! the durable buffer (same ledger and when-full policy as the collection cycles), counted,
 //! and the uplink is woken. Blocking (a RocksDB write): call it from a blocking task.
 
@@ -29,7 +29,7 @@ impl Source {
     }
 }
 
-/// What happened to a batch handed to [`Sink::store`].
+/// What happened to a batch handed to [`Appender::store`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {
     /// In the buffer under this seq.
@@ -41,7 +41,7 @@ pub enum Stored {
 }
 
 #[derive(Clone)]
-pub struct Sink {
+pub struct Appender {
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<Metrics>,
     pub new_data: Arc<Notify>,
@@ -50,7 +50,7 @@ pub struct Sink {
     pub region: String,
 }
 
-impl Sink {
+impl Appender {
     /// The labels every sample of this agent carries, as target labels.
     pub fn agent_labels(&self) -> [(String, String); 2] {
         [
