@@ -1,6 +1,8 @@
 //! The agent's TOML configuration: typed fields, unknown keys refused, and a validation pass
 //! that lists every problem with the key and the file it is in.
 
+use outpost_service::config::ConfigError;
+pub use outpost_service::config::{LogConfig, LogFormat, Problem, TelemetryConfig};
 use outpost_shared::tls::{TlsFiles, validate_agent_id};
 use outpost_shared::units::{ByteSize, Duration};
 use serde::Deserialize;
@@ -31,28 +33,6 @@ pub struct Config {
     /// those the aggregator assigns to it.
     #[serde(default)]
     pub checks: Vec<outpost_synthetic::CheckDef>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// OTLP/HTTP base URL (`http://host:4318`) that receives this program's trace spans.
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it. Default: no export.
-    pub otlp_endpoint: Option<String>,
-}
-
-impl TelemetryConfig {
-    /// Problems with `[telemetry]`, each naming its key.
-    pub fn validate(&self) -> Vec<String> {
-        match &self.otlp_endpoint {
-            Some(u) => crate::telemetry::validate_endpoint(u)
-                .err()
-                .map(|e| format!("telemetry.otlp_endpoint: {e}"))
-                .into_iter()
-                .collect(),
-            None => vec![],
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -244,38 +224,6 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Log filter (`info`, `debug`, `outpost_agent=debug`). `RUST_LOG` overrides it.
-    pub level: Option<String>,
-    /// `text` (default) or `json`.
-    #[serde(default)]
-    pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-impl LogConfig {
-    /// Problems with `[log]`, each naming its key.
-    pub fn validate(&self) -> Vec<String> {
-        match &self.level {
-            Some(l) => crate::logging::validate_level(l)
-                .err()
-                .map(|e| format!("log.level: {e}"))
-                .into_iter()
-                .collect(),
-            None => vec![],
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {
@@ -366,67 +314,82 @@ impl ScrapeConfig {
         n: usize,
         collect: &CollectConfig,
         jobs: &mut Vec<String>,
-        out: &mut Vec<String>,
+        out: &mut Vec<Problem>,
     ) {
         let key = format!("scrape[{n}]");
         if self.job.is_empty() {
-            out.push(format!("{key}.job: must not be empty"));
+            out.push(Problem::new(format!("{key}.job"), "must not be empty"));
         } else if jobs.contains(&self.job) {
-            out.push(format!(
-                "{key}.job: {:?} is used by an earlier [[scrape]] entry; job names must be unique",
-                self.job
+            out.push(Problem::new(
+                format!("{key}.job"),
+                format!(
+                    "{:?} is used by an earlier [[scrape]] entry; job names must be unique",
+                    self.job
+                ),
             ));
         }
         jobs.push(self.job.clone());
         if self.targets.is_empty() {
-            out.push(format!("{key}.targets: list at least one \"host:port\""));
+            out.push(Problem::new(
+                format!("{key}.targets"),
+                "list at least one \"host:port\"",
+            ));
         }
         for t in &self.targets {
             if split_host_port(t).is_none() || t.contains('/') {
-                out.push(format!(
-                    "{key}.targets: {t:?} is not \"host:port\" (put the path in metrics_path)"
+                out.push(Problem::new(
+                    format!("{key}.targets"),
+                    format!("{t:?} is not \"host:port\" (put the path in metrics_path)"),
                 ));
             }
         }
         let interval = self.interval(collect);
         if interval < std::time::Duration::from_millis(100) {
-            out.push(format!(
-                "{key}.interval: {} is too short; use at least 100ms",
-                Duration(interval)
+            out.push(Problem::new(
+                format!("{key}.interval"),
+                format!("{} is too short; use at least 100ms", Duration(interval)),
             ));
         }
         if self.timeout(collect) > interval {
-            out.push(format!(
-                "{key}.timeout: {} is longer than the interval {}; make it at most the interval",
-                Duration(self.timeout(collect)),
-                Duration(interval)
+            out.push(Problem::new(
+                format!("{key}.timeout"),
+                format!(
+                    "{} is longer than the interval {}; make it at most the interval",
+                    Duration(self.timeout(collect)),
+                    Duration(interval)
+                ),
             ));
         }
         if self.timeout(collect).is_zero() {
-            out.push(format!("{key}.timeout: must be more than 0s"));
+            out.push(Problem::new(
+                format!("{key}.timeout"),
+                "must be more than 0s",
+            ));
         }
         if !self.metrics_path.starts_with('/') {
-            out.push(format!(
-                "{key}.metrics_path: {:?} must start with '/'",
-                self.metrics_path
+            out.push(Problem::new(
+                format!("{key}.metrics_path"),
+                format!("{:?} must start with '/'", self.metrics_path),
             ));
         }
         if let Some(p) = &self.bearer_token_file
             && let Err(e) = std::fs::read_to_string(p)
         {
-            out.push(format!(
-                "{key}.bearer_token_file: cannot read {}: {e}",
-                p.display()
+            out.push(Problem::new(
+                format!("{key}.bearer_token_file"),
+                format!("cannot read {}: {e}", p.display()),
             ));
         }
         for (name, _) in &self.labels {
             if RESERVED_LABELS.contains(&name.as_str()) || name.starts_with("__") {
-                out.push(format!(
-                    "{key}.labels: {name:?} is set by the agent; choose another name"
+                out.push(Problem::new(
+                    format!("{key}.labels"),
+                    format!("{name:?} is set by the agent; choose another name"),
                 ));
             } else if !crate::textparse::is_label_name(name) {
-                out.push(format!(
-                    "{key}.labels: {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                out.push(Problem::new(
+                    format!("{key}.labels"),
+                    format!("{name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
                 ));
             }
         }
@@ -438,33 +401,45 @@ impl ScrapeConfig {
             if let Some(p) = p
                 && let Err(e) = std::fs::File::open(p)
             {
-                out.push(format!("{key}.tls.{k}: cannot open {}: {e}", p.display()));
+                out.push(Problem::new(
+                    format!("{key}.tls.{k}"),
+                    format!("cannot open {}: {e}", p.display()),
+                ));
             }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            out.push(format!(
-                "{key}.tls: set both cert_file and key_file, or neither"
+            out.push(Problem::new(
+                format!("{key}.tls"),
+                format!("set both cert_file and key_file, or neither"),
             ));
         }
         let tls_set = self.tls.ca_file.is_some()
             || self.tls.cert_file.is_some()
             || self.tls.insecure_skip_verify;
         if tls_set && self.scheme != Scheme::Https {
-            out.push(format!("{key}.tls: TLS settings need scheme = \"https\""));
+            out.push(Problem::new(
+                format!("{key}.tls"),
+                "TLS settings need scheme = \"https\"",
+            ));
         }
     }
 }
 
 impl Config {
     /// Reads, parses and validates; the error lists every problem found.
-    pub fn load(path: &Path) -> Result<Config, String> {
-        crate::check::load_config(path, Self::parse, Self::validate)
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or has problems ([`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        outpost_service::config::load_config(path, Self::parse, Self::validate)
     }
 
     /// Parses TOML; relative paths in the file are taken relative to the file's folder.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    ///
+    /// # Errors
+    /// The text is not TOML of this shape (unknown key, wrong type): one whole-file problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = outpost_service::config::parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut cfg.aggregator.ca,
@@ -495,20 +470,26 @@ impl Config {
     }
 
     /// Every problem, each naming its key.
-    pub fn validate(&self) -> Vec<String> {
+    pub fn validate(&self) -> Vec<Problem> {
         let mut out = vec![];
         if let Err(e) = validate_agent_id(&self.id) {
-            out.push(format!("id: {e}"));
+            out.push(Problem::new("id", e.to_string()));
         }
         if self.region.is_empty() {
-            out.push("region: must not be empty".into());
+            out.push(Problem::new("region", "must not be empty"));
         }
         if self.aggregator.endpoints.is_empty() {
-            out.push("aggregator.endpoints: list at least one \"host:port\"".into());
+            out.push(Problem::new(
+                "aggregator.endpoints",
+                "list at least one \"host:port\"",
+            ));
         }
         for e in &self.aggregator.endpoints {
             if split_host_port(e).is_none() {
-                out.push(format!("aggregator.endpoints: {e:?} is not \"host:port\""));
+                out.push(Problem::new(
+                    "aggregator.endpoints",
+                    format!("{e:?} is not \"host:port\""),
+                ));
             }
         }
         for (key, p) in [
@@ -517,25 +498,31 @@ impl Config {
             ("aggregator.key", &self.aggregator.key),
         ] {
             if let Err(e) = std::fs::File::open(p) {
-                out.push(format!("{key}: cannot open {}: {e}", p.display()));
+                out.push(Problem::new(
+                    key,
+                    format!("cannot open {}: {e}", p.display()),
+                ));
             }
         }
         if self.buffer.max_bytes.0 < 64 << 10 {
-            out.push(format!(
-                "buffer.max_bytes: {} is too small; use at least 64KiB",
-                self.buffer.max_bytes
+            out.push(Problem::new(
+                "buffer.max_bytes",
+                format!("{} is too small; use at least 64KiB", self.buffer.max_bytes),
             ));
         }
         if self.collect.interval.get() < std::time::Duration::from_millis(100) {
-            out.push(format!(
-                "collect.interval: {} is too short; use at least 100ms",
-                self.collect.interval
+            out.push(Problem::new(
+                "collect.interval",
+                format!("{} is too short; use at least 100ms", self.collect.interval),
             ));
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
-            out.push(format!(
-                "http.listen: {:?} is not an address such as \"127.0.0.1:9472\"",
-                self.http.listen
+            out.push(Problem::new(
+                "http.listen",
+                format!(
+                    "{:?} is not an address such as \"127.0.0.1:9472\"",
+                    self.http.listen
+                ),
             ));
         }
         out.extend(self.log.validate());
@@ -547,12 +534,19 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (n, c) in self.checks.iter().enumerate() {
             if let Err(problems) = c.validate() {
-                out.extend(problems.into_iter().map(|p| format!("checks[{n}]: {p}")));
+                out.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| Problem::new(format!("checks[{n}]"), p)),
+                );
             }
             if !names.insert(c.name.as_str()) {
-                out.push(format!(
-                    "checks[{n}].name: {:?} is used by an earlier [[checks]] entry; check names must be unique",
-                    c.name
+                out.push(Problem::new(
+                    format!("checks[{n}].name"),
+                    format!(
+                        "{:?} is used by an earlier [[checks]] entry; check names must be unique",
+                        c.name
+                    ),
                 ));
             }
         }
@@ -623,7 +617,12 @@ listen = "127.0.0.1:0"
             c.checks[0].frequency.get(),
             std::time::Duration::from_secs(15)
         );
-        let p = c.validate().join("\n");
+        let p = c
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(
             p.contains("checks[1].name: \"local-health\" is used by an earlier"),
             "{p}"
@@ -651,13 +650,15 @@ listen = "127.0.0.1:0"
             &GOOD.replace("[collect]", "[collect]\nintervall = \"1s\""),
             Path::new("a.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("a.toml: ") && e.contains("intervall"), "{e}");
         let e = Config::parse(
             &GOOD.replace("\"64MiB\"", "\"64 parsecs\""),
             Path::new("a.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("invalid size") && e.contains("max_bytes"), "{e}");
     }
 
@@ -681,13 +682,15 @@ listen = "127.0.0.1:0"
             &GOOD.replace("[collect]", "[collect]\nhwmonn = false"),
             Path::new("a.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("a.toml: ") && e.contains("hwmonn"), "{e}");
         let e = Config::parse(
             &GOOD.replace("[collect]", "[collect]\nhwmon = \"no\""),
             Path::new("a.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("hwmon") && e.contains("bool"), "{e}");
     }
 
@@ -742,7 +745,8 @@ listen = "127.0.0.1:0"
             &format!("{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = []\nscrape_interval = \"1s\"\n"),
             Path::new("a.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("scrape_interval"), "{e}");
     }
 
@@ -780,7 +784,12 @@ listen = "127.0.0.1:0"
             "{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = [\"http://x:1/metrics\"]\ninterval = \"1s\"\ntimeout = \"2s\"\nmetrics_path = \"metrics\"\nbearer_token_file = \"/nonexistent/t\"\nlabels = {{ job = \"x\", \"bad-name\" = \"y\" }}\n[scrape.tls]\ncert_file = \"/nonexistent/c\"\n[[scrape]]\njob = \"a\"\ntargets = []\n"
         );
         let c = Config::parse(&text, Path::new("/nonexistent/a.toml")).unwrap();
-        let p = c.validate().join("\n");
+        let p = c
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         for needle in [
             "scrape[0].targets: \"http://x:1/metrics\" is not \"host:port\"",
             "scrape[0].timeout: 2s is longer than the interval 1s",
@@ -808,7 +817,12 @@ listen = "127.0.0.1:0"
             Path::new("/nonexistent/a.toml"),
         )
         .unwrap();
-        let p = c.validate().join("\n");
+        let p = c
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         for needle in [
             "id: invalid agent id",
             "aggregator.endpoints: \"nohost\"",

@@ -62,7 +62,8 @@ async fn status(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    s.metrics.observe_buffer(&s.buffer.stats(), crate::now_ms());
+    s.metrics
+        .observe_buffer(&s.buffer.stats(), outpost_service::now_ms());
     (
         [(
             header::CONTENT_TYPE,

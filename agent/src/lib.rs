@@ -8,32 +8,30 @@
 //! endpoints. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
 //!
-//! Shared with the aggregator: [`logging`] and [`telemetry`] (logs, OTLP trace export),
-//! [`sdnotify`] (systemd readiness and watchdog), [`lifecycle`] (SIGHUP reload and its
-//! metrics) and [`check`] (`check-config`).
+//! [`reload`] applies a changed config on SIGHUP; [`check_config`] is `check-config`.
+//! Logging, trace export, systemd notification, config loading and the clock come from
+//! `outpost-service`, as they do for the aggregator.
 
 pub mod buffer;
-pub mod check;
+pub mod check_config;
 pub mod collect;
 pub mod config;
 pub mod http;
-pub mod lifecycle;
-pub mod logging;
 pub mod metrics;
 pub mod push;
+pub mod reload;
 pub mod scrape;
-pub mod sdnotify;
 pub mod sink;
 pub mod status;
 pub mod synthetic;
 pub mod target_labels;
-pub mod telemetry;
 pub mod textparse;
 pub mod uplink;
 
 use buffer::Buffer;
 use config::Config;
 use metrics::Metrics;
+use outpost_service::now_ms;
 use outpost_shared::codec::Encoder;
 use outpost_shared::{Batch, Labels};
 use std::future::Future;
@@ -61,13 +59,6 @@ pub enum AgentError {
     Task(String),
     #[error("{0}")]
     Scrape(String),
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Turns one cycle's collected pairs into a batch: every sample gets `agent` and `region`,
@@ -187,7 +178,7 @@ pub async fn run_with(
 
     let reloader = match config_path {
         Some(p) => Some(
-            lifecycle::spawn_reloader(p, cfg_tx, metrics.reload.clone())
+            reload::spawn_reloader(p, cfg_tx, metrics.reload.clone())
                 .map_err(|e| AgentError::Task(format!("cannot handle SIGHUP: {e}")))?,
         ),
         None => None,
@@ -197,8 +188,8 @@ pub async fn run_with(
         id = %cfg.id, region = %cfg.region, interval = %cfg.collect.interval, http = %cfg.http.listen,
         buffered_batches = s.batches, cycles = s.cycles, "agent started"
     );
-    sdnotify::ready(&format!("running; {} batches buffered", s.batches));
-    let watchdog = sdnotify::spawn_watchdog();
+    outpost_service::sdnotify::ready(&format!("running; {} batches buffered", s.batches));
+    let watchdog = outpost_service::sdnotify::spawn_watchdog();
     // The collectors and the cycle's sample vector travel to each cycle's blocking task and
     // back, so their buffers are reused rather than reallocated every cycle.
     let mut collectors = Some((
@@ -240,7 +231,7 @@ pub async fn run_with(
         new_data.notify_one();
     }
     tracing::info!("shutting down: sending what is in flight");
-    sdnotify::stopping();
+    outpost_service::sdnotify::stopping();
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -318,18 +309,18 @@ pub fn collect_command(
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-    let cfg = Config::parse(&text, path)?;
-    let problems: Vec<String> = cfg
+    let cfg = Config::parse(&text, path).map_err(|e| e.to_string())?;
+    let problems: Vec<_> = cfg
         .validate()
         .into_iter()
-        .filter(|p| p.starts_with("collect."))
+        .filter(|p| p.key.starts_with("collect."))
         .collect();
     if !problems.is_empty() {
-        return Err(format!(
-            "{}: {}",
-            path.display(),
-            problems.join(&format!("\n{}: ", path.display()))
-        ));
+        return Err(outpost_service::ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        }
+        .to_string());
     }
     let mut cs = collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
     let mut samples = Vec::with_capacity(1024);
@@ -346,28 +337,6 @@ pub fn collect_command(
             return Ok(());
         }
         std::thread::sleep(cfg.collect.interval.get().saturating_sub(started.elapsed()));
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 

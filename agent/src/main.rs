@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use outpost_agent::config::{Config, LogFormat};
-use outpost_agent::logging::LogOptions;
+use outpost_service::logging::LogOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
                 } else {
                     print!(
                         "{}",
-                        outpost_agent::status::render(&s, outpost_agent::now_ms())
+                        outpost_agent::status::render(&s, outpost_service::now_ms())
                     );
                 }
                 ExitCode::SUCCESS
@@ -82,15 +82,15 @@ fn main() -> ExitCode {
         },
         Cmd::CheckConfig { config } => {
             outpost_shared::tls::install_crypto_provider();
-            let problems = outpost_agent::check::check(&config);
-            if problems.is_empty() {
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
-            } else {
-                for p in &problems {
-                    eprintln!("{p}");
+            match outpost_agent::check_config::check(&config) {
+                Ok(()) => {
+                    println!("{}: OK", config.display());
+                    ExitCode::SUCCESS
                 }
-                ExitCode::FAILURE
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Cmd::Run { config } => {
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let telemetry = outpost_agent::logging::init_with(&LogOptions {
+            let telemetry = outpost_service::logging::init_with(&LogOptions {
                 level: cfg.log.level.as_deref(),
                 json: cfg.log.format == LogFormat::Json,
                 service: "outpost-agent",
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             let r = rt.block_on(outpost_agent::run_with(
                 cfg,
                 Some(config),
-                outpost_agent::shutdown_signal(),
+                outpost_service::signal::shutdown_signal(),
             ));
             // Stop the runtime's tasks, then flush exported spans, outside the runtime.
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
 
 /// The running agent's `/status`, or what the buffer on disk says when no agent answers.
 fn status(path: &std::path::Path) -> Result<outpost_agent::status::Status, String> {
-    let cfg = Config::load(path)?;
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
     if let Some(s) = ask_running_agent(&cfg.http.listen) {
         return Ok(s);
     }

@@ -58,18 +58,12 @@ pub struct Metrics {
     pub uplink_bytes_sent: Counter,
     pub uplink_bytes_received: Counter,
     pub clock_skew: Gauge<f64, AtomicU64>,
-    pub reload: crate::lifecycle::ReloadGauges,
-    pub build_info: Family<BuildLabels, Gauge>,
-    pub start_time: Gauge<f64, AtomicU64>,
+    pub reload: outpost_service::metrics::ReloadGauges,
+    pub process: outpost_service::metrics::ProcessInfo,
     pub samples_received: Family<SourceLabel, Counter>,
     pub push_requests: Family<PushLabel, Counter>,
     pub checks_running: Gauge,
     pub check_runs: Family<CheckRunLabels, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    pub version: String,
 }
 
 impl Default for Metrics {
@@ -107,8 +101,7 @@ impl Metrics {
             uplink_bytes_received: Counter::default(),
             clock_skew: Gauge::default(),
             reload: Default::default(),
-            build_info: Family::default(),
-            start_time: Gauge::default(),
+            process: Default::default(),
             samples_received: Family::default(),
             push_requests: Family::default(),
             checks_running: Gauge::default(),
@@ -226,24 +219,9 @@ impl Metrics {
             m.clock_skew.clone(),
         );
         m.reload.register(&mut r);
-        r.register(
-            "build_info",
-            "Always 1; the version label says which build runs",
-            m.build_info.clone(),
-        );
-        m.build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .set(1);
-        r.register_with_unit(
-            "start_time",
-            "Unix time the agent started",
-            Unit::Seconds,
-            m.start_time.clone(),
-        );
-        m.start_time.set(crate::now_ms() as f64 / 1000.0);
-        m.reload.succeeded(crate::now_ms());
+        let now = outpost_service::now_ms();
+        m.process.register(&mut r, "agent", now);
+        m.reload.succeeded(now);
         r.register(
             "samples_received",
             "Scraped and pushed samples put in the buffer, by source",

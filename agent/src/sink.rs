@@ -74,7 +74,7 @@ impl Sink {
         let payload = Encoder::new().encode(batch);
         let r = self.buffer.append_batch(&payload, samples, oldest);
         self.metrics
-            .observe_buffer(&self.buffer.stats(), crate::now_ms());
+            .observe_buffer(&self.buffer.stats(), outpost_service::now_ms());
         match r {
             Ok(Some(seq)) => {
                 self.metrics

@@ -14,6 +14,8 @@ use crate::buffer::{Buffer, BufferStats};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::status::{DrainMeter, Status};
+use outpost_service::now_ms;
+use outpost_service::quic::transport;
 use outpost_shared::codec::{Decoder, Encoder};
 use outpost_shared::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, close};
 use quinn::{Connection, Endpoint, VarInt};
@@ -119,13 +121,6 @@ pub struct Uplink {
     pub state: Arc<UplinkState>,
     /// Receives the synthetic checks the aggregator assigns to this agent.
     pub assigned: crate::synthetic::Assigned,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Uplink {
@@ -526,7 +521,7 @@ impl Uplink {
                     }
                 };
                 let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
-                let trace = crate::telemetry::context_of(&span);
+                let trace = outpost_service::telemetry::context_of(&span);
                 let payload = span.in_scope(|| enc.encode(&batch));
                 self.buffer.mark_sent(sb.seq);
                 data.write_all(&frame::encode(&Frame::Batch {
@@ -549,15 +544,6 @@ struct Live {
     enc: Encoder,
     /// The first seq not yet considered for the live stream.
     from: u64,
-}
-
-/// QUIC transport settings shared by both ends' expectations: keep-alive well inside the
-/// idle timeout so a quiet but healthy link stays up.
-pub fn transport() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
-    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
-    t
 }
 
 #[cfg(test)]

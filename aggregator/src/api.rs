@@ -8,20 +8,21 @@
 //! a query that cannot run, 500 `internal` for storage failures, whose details are only
 //! logged.
 
-use crate::query::{self, QueryError, Steps, Value};
-use crate::source::{Matcher, SeriesSource, SourceError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use outpost_promql::{
+    self as query, Matcher, Querier, QueryError, Queryable, Steps, StorageError, Value,
+};
 use outpost_shared::Labels;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-type Src = Arc<dyn SeriesSource>;
+type Src = Arc<dyn Queryable>;
 
 /// The query API's routes with their state applied, ready to `.merge()`.
 pub fn query_router(src: Src) -> Router {
@@ -34,13 +35,7 @@ pub fn query_router(src: Src) -> Router {
         .with_state(src)
 }
 
-/// Milliseconds since the Unix epoch by the system clock; 0 if the clock is before 1970.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use outpost_service::now_ms;
 
 /// Every way a query API request fails, as Prometheus reports it.
 #[derive(Debug)]
@@ -61,7 +56,7 @@ impl ApiError {
     /// Maps a query error, blaming `param` for errors in the query text.
     fn query(param: &str, e: QueryError) -> Self {
         match e {
-            QueryError::Source(e) => e.into(),
+            QueryError::Storage(e) => e.into(),
             QueryError::TooManySamples => ApiError::Execution(e.to_string()),
             e if e.is_query_text_error() => ApiError::param(param, e),
             e => ApiError::BadData(e.to_string()),
@@ -83,8 +78,8 @@ impl From<QueryError> for ApiError {
     }
 }
 
-impl From<SourceError> for ApiError {
-    fn from(e: SourceError) -> Self {
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
         ApiError::Internal(e.to_string())
     }
 }
@@ -191,11 +186,14 @@ fn series_matchers(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiE
     Ok(sets)
 }
 
+/// A querier over all stored time: `/series` and `/labels` ignore `start` and `end` in this
+/// version.
+fn all_time(src: &dyn Queryable) -> Result<Box<dyn Querier + '_>, StorageError> {
+    src.querier(i64::MIN, i64::MAX)
+}
+
 /// The label sets of every series any of `sets` selects, sorted and without repeats.
-fn select_union(
-    src: &dyn SeriesSource,
-    sets: &[Vec<Matcher>],
-) -> Result<BTreeSet<Labels>, ApiError> {
+fn select_union(src: &dyn Querier, sets: &[Vec<Matcher>]) -> Result<BTreeSet<Labels>, ApiError> {
     let mut out = BTreeSet::new();
     for matchers in sets {
         out.extend(src.select(matchers)?.into_iter().map(|(_, l)| l));
@@ -211,7 +209,7 @@ async fn series(
 ) -> Result<Response, ApiError> {
     let p = Params::from_request(q.as_deref(), &headers, &body);
     let sets = series_matchers(&p, true)?;
-    let found = blocking(move || select_union(src.as_ref(), &sets)).await?;
+    let found = blocking(move || select_union(all_time(src.as_ref())?.as_ref(), &sets)).await?;
     let mut data = String::from("[");
     for (i, labels) in found.iter().enumerate() {
         if i > 0 {
@@ -232,10 +230,11 @@ async fn labels(
     let p = Params::from_request(q.as_deref(), &headers, &body);
     let sets = series_matchers(&p, false)?;
     let names = blocking(move || {
+        let q = all_time(src.as_ref())?;
         if sets.is_empty() {
-            return Ok(src.label_names()?);
+            return Ok(q.label_names()?);
         }
-        let names: BTreeSet<String> = select_union(src.as_ref(), &sets)?
+        let names: BTreeSet<String> = select_union(q.as_ref(), &sets)?
             .iter()
             .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
             .collect();
@@ -256,10 +255,11 @@ async fn label_values(
     }
     let sets = series_matchers(&p, false)?;
     let values = blocking(move || {
+        let q = all_time(src.as_ref())?;
         if sets.is_empty() {
-            return Ok(src.label_values(&name)?);
+            return Ok(q.label_values(&name)?);
         }
-        let values: BTreeSet<String> = select_union(src.as_ref(), &sets)?
+        let values: BTreeSet<String> = select_union(q.as_ref(), &sets)?
             .iter()
             .filter_map(|l| l.get(&name).map(str::to_string))
             .collect();
@@ -612,10 +612,10 @@ fn value_json(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::memsource::MemSource;
     use axum::body::Body;
     use axum::http::{Method, Request};
     use http_body_util::BodyExt;
+    use outpost_promql::memory::MemStorage as MemSource;
     use outpost_shared::model::stale_nan;
     use tower::ServiceExt;
 
@@ -873,7 +873,7 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (
-                ApiError::from(QueryError::Source(SourceError("x".into()))),
+                ApiError::from(QueryError::Storage(StorageError("x".into()))),
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
         ];

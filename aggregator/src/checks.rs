@@ -9,7 +9,7 @@
 //! moves only the checks it wins or held, and every aggregator restart picks the same
 //! agents again.
 
-use crate::source::{MatchOp, Matcher, SeriesSource, SourceError};
+use outpost_promql::{MatchOp, Matcher, Queryable, StorageError};
 use outpost_shared::model::METRIC_NAME;
 use outpost_synthetic::CheckDef;
 use std::collections::{BTreeMap, HashMap};
@@ -335,12 +335,13 @@ fn eq(name: &str, value: &str) -> Option<Matcher> {
 /// The newest `probe_success` of `check` per region among points in `[from_ms, to_ms]`, with
 /// the duration and failure reason recorded at the same instant by the same agent.
 pub fn latest_results(
-    src: &dyn SeriesSource,
+    src: &dyn Queryable,
     check: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<BTreeMap<String, Latest>, SourceError> {
+) -> Result<BTreeMap<String, Latest>, StorageError> {
     let mut out: BTreeMap<String, Latest> = BTreeMap::new();
+    let src = src.querier(from_ms, to_ms)?;
     let Some(sel) = eq(METRIC_NAME, "probe_success").zip(eq("check", check)) else {
         return Ok(out);
     };

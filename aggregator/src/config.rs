@@ -1,5 +1,6 @@
 //! The aggregator's TOML configuration, validated with every problem listed by key.
 
+use outpost_service::config::{ConfigError, Problem};
 use outpost_shared::tls::TlsFiles;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -16,9 +17,9 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
-    pub log: outpost_agent::config::LogConfig,
+    pub log: outpost_service::config::LogConfig,
     #[serde(default)]
-    pub telemetry: outpost_agent::config::TelemetryConfig,
+    pub telemetry: outpost_service::config::TelemetryConfig,
     /// YAML file of synthetic checks (a top-level `checks:` list) that the aggregator assigns
     /// to agents by region. Re-read when it changes. Default: no checks.
     pub checks_file: Option<PathBuf>,
@@ -70,13 +71,20 @@ pub struct ApiConfig {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, String> {
-        outpost_agent::check::load_config(path, Self::parse, Self::validate)
+    /// Reads, parses and validates.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or has problems ([`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        outpost_service::config::load_config(path, Self::parse, Self::validate)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Parses TOML; relative paths in the file are taken relative to the file's folder.
+    ///
+    /// # Errors
+    /// The text is not TOML of this shape: one whole-file problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = outpost_service::config::parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut paths = vec![
             &mut cfg.data_dir,
@@ -98,19 +106,22 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Vec<String> {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut out = vec![];
         if self.listen.quic.parse::<SocketAddr>().is_err() {
-            out.push(format!(
-                "listen.quic: {:?} is not an address such as \"0.0.0.0:9471\"",
-                self.listen.quic
+            out.push(Problem::new(
+                "listen.quic",
+                format!(
+                    "{:?} is not an address such as \"0.0.0.0:9471\"",
+                    self.listen.quic
+                ),
             ));
         }
         match self.listen.http.parse::<SocketAddr>() {
-            Err(_) => out.push(format!("listen.http: {:?} is not an address such as \"127.0.0.1:9470\"", self.listen.http)),
-            Ok(a) if !a.ip().is_loopback() && self.api.bearer_token_file.is_none() => out.push(format!(
-                "listen.http: {a} is reachable beyond this host; set api.bearer_token_file so the API requires a token"
-            )),
+            Err(_) => out.push(Problem::new("listen.http", format!("{:?} is not an address such as \"127.0.0.1:9470\"", self.listen.http))),
+            Ok(a) if !a.ip().is_loopback() && self.api.bearer_token_file.is_none() => out.push(Problem::new("listen.http", format!("{a} is reachable beyond this host; set api.bearer_token_file so the API requires a token"
+            ))),
             Ok(_) => {}
         }
         for (key, p) in [
@@ -119,25 +130,29 @@ impl Config {
             ("tls.key", &self.tls.key),
         ] {
             if let Err(e) = std::fs::File::open(p) {
-                out.push(format!("{key}: cannot open {}: {e}", p.display()));
+                out.push(Problem::new(
+                    key,
+                    format!("cannot open {}: {e}", p.display()),
+                ));
             }
         }
         if let Some(t) = &self.api.bearer_token_file {
             match std::fs::read_to_string(t) {
-                Ok(s) if s.trim().is_empty() => {
-                    out.push(format!("api.bearer_token_file: {} is empty", t.display()))
-                }
+                Ok(s) if s.trim().is_empty() => out.push(Problem::new(
+                    "api.bearer_token_file",
+                    format!("{} is empty", t.display()),
+                )),
                 Ok(_) => {}
-                Err(e) => out.push(format!(
-                    "api.bearer_token_file: cannot read {}: {e}",
-                    t.display()
+                Err(e) => out.push(Problem::new(
+                    "api.bearer_token_file",
+                    format!("cannot read {}: {e}", t.display()),
                 )),
             }
         }
         if let Some(c) = &self.checks_file
             && let Err(e) = crate::checks::load_file(c)
         {
-            out.extend(e.lines().map(|l| format!("checks_file: {l}")));
+            out.extend(e.lines().map(|l| Problem::new("checks_file", l)));
         }
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
@@ -189,14 +204,20 @@ key = "aggregator.key"
             &GOOD.replace("[tls]", "[tls]\ncrt = \"x\""),
             Path::new("agg.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("agg.toml: ") && e.contains("crt"), "{e}");
         let c = Config::parse(
             &GOOD.replace("127.0.0.1:9470", "0.0.0.0:9470"),
             Path::new("/nonexistent/agg.toml"),
         )
         .unwrap();
-        let p = c.validate().join("\n");
+        let p = c
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(
             p.contains("listen.http: 0.0.0.0:9470 is reachable beyond this host"),
             "{p}"

@@ -2,23 +2,26 @@
 //! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
 //! authentication when a token is configured.
 
+use crate::ledger::{AgentMeta, Ledger};
 use crate::live::Live;
 use crate::metrics::{HandlerLabel, Metrics, RequestLabels};
-use crate::source::SeriesSource;
-use crate::storage::Storage;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use outpost_promql::Queryable;
+use outpost_tsdb::Storage;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct AppState {
     pub storage: Arc<Storage>,
+    pub ledger: Arc<Mutex<Ledger>>,
     pub checks: Arc<crate::checks::Registry>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
@@ -26,7 +29,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let source: Arc<dyn SeriesSource> = state.storage.clone();
+    let source: Arc<dyn Queryable> = state.storage.clone();
     let api = crate::api::query_router(source).merge(
         Router::new()
             .route("/api/v1/agents", get(agents))
@@ -148,8 +151,13 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 async fn agents(State(s): State<AppState>) -> impl IntoResponse {
-    let mut known: std::collections::BTreeMap<String, crate::storage::AgentMeta> =
-        s.storage.agents().into_iter().collect();
+    let mut known: std::collections::BTreeMap<String, AgentMeta> = s
+        .ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .agents()
+        .into_iter()
+        .collect();
     for id in s.live.ids() {
         known.entry(id).or_default();
     }

@@ -3,14 +3,17 @@
 //! that group-commits them to storage. A batch is acknowledged only after its write is
 //! durable; acknowledgements go back in seq order on the control stream.
 
+use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
 use crate::live::{Live, LiveAgent};
 use crate::metrics::Metrics;
-use crate::storage::{ConnMaps, IngestOutcome, IngestRequest, Storage};
+use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
 use outpost_shared::frame::{self, Frame, PROTOCOL_VERSION, Welcome, close};
+use outpost_tsdb::Storage;
 use quinn::{Connection, Endpoint, VarInt};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,13 +35,13 @@ pub enum WriterMsg {
 /// synced write, so many agents share one fsync.
 pub fn spawn_writer(
     storage: Arc<Storage>,
+    ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<WriterMsg>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || {
-            let mut conns = ConnMaps::new();
             while let Some(first) = rx.blocking_recv() {
                 let mut reqs = Vec::new();
                 let mut replies = Vec::new();
@@ -51,24 +54,50 @@ pub fn spawn_writer(
                         }
                         WriterMsg::Closed(c) => {
                             // Commit what this connection sent before forgetting its numbering.
-                            commit(&storage, &metrics, &mut conns, &mut reqs, &mut replies);
-                            conns.remove(&c);
+                            commit(&storage, &ledger, &metrics, &mut reqs, &mut replies);
+                            lock(&ledger).connection_closed(c);
                         }
                     }
                     if reqs.len() < MAX_GROUP {
                         next = rx.try_recv().ok();
                     }
                 }
-                commit(&storage, &metrics, &mut conns, &mut reqs, &mut replies);
+                commit(&storage, &ledger, &metrics, &mut reqs, &mut replies);
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"))
 }
 
+fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes a group of batches: the ledger plans, the store commits the plan in one atomic,
+/// synced write, and only then does the ledger take in what was applied. Returns one outcome
+/// per batch, in order; on a write failure nothing is applied and every batch gets the error.
+pub fn apply_group(
+    storage: &Storage,
+    ledger: &Mutex<Ledger>,
+    reqs: &[IngestRequest],
+) -> Vec<Result<IngestOutcome, String>> {
+    let planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
+    match storage.commit(&planned.plan) {
+        Ok(ids) => {
+            let outcomes = planned.outcomes.clone();
+            lock(ledger).committed(planned, &ids);
+            outcomes
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            reqs.iter().map(|_| Err(msg.clone())).collect()
+        }
+    }
+}
+
 fn commit(
     storage: &Storage,
+    ledger: &Mutex<Ledger>,
     metrics: &Metrics,
-    conns: &mut ConnMaps,
     reqs: &mut Vec<IngestRequest>,
     replies: &mut Vec<Reply>,
 ) {
@@ -76,7 +105,7 @@ fn commit(
         return;
     }
     let t = Instant::now();
-    let results = storage.apply(conns, reqs);
+    let results = apply_group(storage, ledger, reqs);
     metrics.commit_duration.observe(t.elapsed().as_secs_f64());
     metrics.commit_batches.observe(reqs.len() as f64);
     for ((r, res), tx) in reqs.drain(..).zip(results).zip(replies.drain(..)) {
@@ -106,7 +135,7 @@ pub fn server_endpoint(
     let tls = outpost_shared::tls::server_config(files).map_err(|e| e.to_string())?;
     let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(qsc));
-    let mut t = outpost_agent::uplink::transport();
+    let mut t = outpost_service::quic::transport();
     t.max_concurrent_uni_streams(VarInt::from_u32(4));
     t.max_concurrent_bidi_streams(VarInt::from_u32(2));
     sc.transport_config(Arc::new(t));
@@ -116,19 +145,12 @@ pub fn server_endpoint(
 
 #[derive(Clone)]
 pub struct Ingest {
-    pub storage: Arc<Storage>,
+    pub ledger: Arc<Mutex<Ledger>>,
     pub checks: Arc<crate::checks::Registry>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub writer: mpsc::Sender<WriterMsg>,
     pub next_conn: Arc<AtomicU64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Ingest {
@@ -269,8 +291,7 @@ impl Ingest {
         }
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let applied = self
-            .storage
+        let applied = lock(&self.ledger)
             .agent(&hello.agent_id)
             .map(|m| m.applied_seq)
             .unwrap_or(0);
@@ -406,7 +427,7 @@ impl Ingest {
             // The batch's span continues the agent's trace when the frame carries one.
             let span = tracing::info_span!("batch ingest", agent = %agent, seq, live, samples = tracing::field::Empty);
             if let Some(tc) = &trace {
-                outpost_agent::telemetry::continue_from(&span, tc);
+                outpost_service::telemetry::continue_from(&span, tc);
             }
             let entered = span.enter();
             if seq <= last_seq {

@@ -1,31 +1,31 @@
 //! `outpost-aggregator`: receives agents' batches over mutual-TLS QUIC, stores them in a
 //! RocksDB time-series store, and answers Prometheus-style queries over HTTP.
 //!
-//! [`run`] wires [`ingest`] (QUIC server and the group-committing writer), [`storage`],
-//! [`http`] (API, `/metrics`, `/health`) and the head compactor. [`demo`] runs an
+//! [`run`] wires [`ingest`] (QUIC server and the group-committing writer, which the pure
+//! [`ledger`] tells what to write), the store (`outpost-tsdb`), [`http`] (API, `/metrics`,
+//! `/health`; queries evaluated by `outpost-promql`) and the head compactor. [`demo`] runs an
 //! aggregator and a local agent together with generated certificates.
 
 pub mod api;
-pub mod check;
+pub mod check_config;
 pub mod checks;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod ledger;
 pub mod live;
 pub mod metrics;
-pub mod query;
 pub mod reload;
-pub mod source;
-pub mod storage;
 
 use config::Config;
+use outpost_tsdb::Storage;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use storage::Storage;
 
 /// How often the head is compacted into chunks.
 pub const COMPACT_EVERY: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ pub const COMPACT_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Storage(#[from] storage::StorageError),
+    Storage(#[from] outpost_tsdb::StorageError),
     #[error("{0}")]
     Setup(String),
 }
@@ -58,6 +58,10 @@ pub async fn run_with(
                 .map_err(|e| RunError::Setup(e.to_string()))??,
         )
     };
+    let ledger = Arc::new(Mutex::new(
+        ledger::Ledger::load(storage.meta(ledger::AGENT_PREFIX)?)
+            .map_err(|e| RunError::Setup(format!("storage at {}: {e}", cfg.data_dir.display())))?,
+    ));
     let metrics = Arc::new(metrics::Metrics::new());
     let live = Arc::new(live::Live::default());
     let checks = Arc::new(
@@ -81,13 +85,13 @@ pub async fn run_with(
         })?;
 
     let (writer_tx, writer_rx) = tokio::sync::mpsc::channel(4096);
-    let writer = ingest::spawn_writer(storage.clone(), metrics.clone(), writer_rx);
+    let writer = ingest::spawn_writer(storage.clone(), ledger.clone(), metrics.clone(), writer_rx);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
     let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
     let ingest = ingest::Ingest {
-        storage: storage.clone(),
+        ledger: ledger.clone(),
         checks: checks.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
@@ -97,6 +101,7 @@ pub async fn run_with(
     let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
     let app = http::router(http::AppState {
         storage: storage.clone(),
+        ledger: ledger.clone(),
         checks: checks.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
@@ -122,11 +127,11 @@ pub async fn run_with(
         http = %cfg.listen.http, data_dir = %cfg.data_dir.display(),
         series = storage.series_count(), checks = checks.view().checks.len(), "aggregator ready"
     );
-    outpost_agent::sdnotify::ready(&format!("running; {} series", storage.series_count()));
-    let watchdog = outpost_agent::sdnotify::spawn_watchdog();
+    outpost_service::sdnotify::ready(&format!("running; {} series", storage.series_count()));
+    let watchdog = outpost_service::sdnotify::spawn_watchdog();
     shutdown.await;
     tracing::info!("shutting down");
-    outpost_agent::sdnotify::stopping();
+    outpost_service::sdnotify::stopping();
     for t in [watchdog, reloader, checks_watch].into_iter().flatten() {
         t.abort();
     }

@@ -87,15 +87,16 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::CheckConfig { config } => {
             outpost_shared::tls::install_crypto_provider();
-            let problems = outpost_aggregator::check::check(&config);
-            if problems.is_empty() {
-                println!("{}: OK", config.display());
-                return ExitCode::SUCCESS;
-            }
-            for p in &problems {
-                eprintln!("{p}");
-            }
-            return ExitCode::FAILURE;
+            return match outpost_aggregator::check_config::check(&config) {
+                Ok(()) => {
+                    println!("{}: OK", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Cmd::Certs {
             cmd: CertsCmd::Init { dir, sans },
@@ -113,18 +114,15 @@ fn main() -> ExitCode {
             quic,
             agent_http,
             interval,
-        } => {
-            outpost_agent::logging::init(Some("info"), false);
-            runtime().and_then(|rt| {
-                rt.block_on(outpost_aggregator::demo::run(DemoOptions {
-                    dir,
-                    http,
-                    quic,
-                    agent_http,
-                    interval,
-                }))
-            })
-        }
+        } => runtime().and_then(|rt| {
+            rt.block_on(outpost_aggregator::demo::run(DemoOptions {
+                dir,
+                http,
+                quic,
+                agent_http,
+                interval,
+            }))
+        }),
         Cmd::Run { config } => match Config::load(&config) {
             Err(e) => {
                 eprintln!("{e}");
@@ -132,9 +130,9 @@ fn main() -> ExitCode {
             }
             Ok(cfg) => {
                 let telemetry =
-                    outpost_agent::logging::init_with(&outpost_agent::logging::LogOptions {
+                    outpost_service::logging::init_with(&outpost_service::logging::LogOptions {
                         level: cfg.log.level.as_deref(),
-                        json: cfg.log.format == outpost_agent::config::LogFormat::Json,
+                        json: cfg.log.format == outpost_service::config::LogFormat::Json,
                         service: "outpost-aggregator",
                         otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
                     });
@@ -143,7 +141,7 @@ fn main() -> ExitCode {
                         .block_on(outpost_aggregator::run_with(
                             cfg,
                             Some(config),
-                            outpost_agent::shutdown_signal(),
+                            outpost_service::signal::shutdown_signal(),
                         ))
                         .map_err(|e| e.to_string());
                     rt.shutdown_timeout(std::time::Duration::from_secs(2));

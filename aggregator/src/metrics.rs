@@ -37,10 +37,9 @@ pub struct Metrics {
     pub compaction_errors: Counter,
     pub http_duration: Family<HandlerLabel, Histogram>,
     pub http_requests: Family<RequestLabels, Counter>,
-    pub reload: outpost_agent::lifecycle::ReloadGauges,
+    pub reload: outpost_service::metrics::ReloadGauges,
     pub checks: crate::checks::Gauges,
-    pub build_info: Family<outpost_agent::metrics::BuildLabels, Gauge>,
-    pub start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process: outpost_service::metrics::ProcessInfo,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,8 +83,7 @@ impl Metrics {
             http_requests: Family::default(),
             reload: Default::default(),
             checks: Default::default(),
-            build_info: Family::default(),
-            start_time: Gauge::default(),
+            process: Default::default(),
         };
         r.register(
             "ingest_batches",
@@ -209,24 +207,8 @@ impl Metrics {
             "Check locations with no connected agent in their region",
             m.checks.unassigned.clone(),
         );
-        r.register(
-            "build_info",
-            "Always 1; the version label says which build runs",
-            m.build_info.clone(),
-        );
-        m.build_info
-            .get_or_create(&outpost_agent::metrics::BuildLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .set(1);
-        r.register_with_unit(
-            "start_time",
-            "Unix time the aggregator started",
-            Unit::Seconds,
-            m.start_time.clone(),
-        );
-        let now = outpost_agent::now_ms();
-        m.start_time.set(now as f64 / 1000.0);
+        let now = outpost_service::now_ms();
+        m.process.register(&mut r, "aggregator", now);
         m.reload.succeeded(now);
         Metrics { registry: r, ..m }
     }

@@ -6,7 +6,9 @@
 //! `outpost_aggregator_config_last_reload_success_timestamp_seconds`.
 
 use crate::config::Config;
-use outpost_agent::lifecycle::ReloadGauges;
+use outpost_service::logging::{self, LevelChange};
+use outpost_service::metrics::ReloadGauges;
+use outpost_service::sdnotify;
 use std::path::PathBuf;
 
 /// Keys of `new` that differ from `old` and only take effect after a restart.
@@ -38,12 +40,13 @@ pub fn spawn(
     Ok(tokio::spawn(async move {
         let mut running = initial;
         while hup.recv().await.is_some() {
-            outpost_agent::sdnotify::reloading();
+            sdnotify::reloading();
             tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
             match Config::load(&path) {
                 Err(e) => {
                     gauges.failed();
                     for line in e.lines() {
+                        let line = line.as_str();
                         tracing::error!(
                             "config reload failed, still running on the previous config: {line}"
                         );
@@ -58,11 +61,9 @@ pub fn spawn(
                         );
                     }
                     if new.log.level != running.log.level {
-                        match outpost_agent::logging::set_level(new.log.level.as_deref()) {
-                            Ok(outpost_agent::logging::LevelChange::Applied) => {
-                                running.log.level = new.log.level.clone()
-                            }
-                            Ok(outpost_agent::logging::LevelChange::OverriddenByEnv) => {
+                        match logging::set_level(new.log.level.as_deref()) {
+                            Ok(LevelChange::Applied) => running.log.level = new.log.level.clone(),
+                            Ok(LevelChange::OverriddenByEnv) => {
                                 tracing::warn!(
                                     "config reload: log.level changed, but RUST_LOG is set and takes precedence"
                                 )
@@ -83,13 +84,13 @@ pub fn spawn(
                     };
                     if checks_ok {
                         tracing::info!(needs_restart = ?restart, "configuration reloaded");
-                        gauges.succeeded(outpost_agent::now_ms());
+                        gauges.succeeded(outpost_service::now_ms());
                     } else {
                         gauges.failed();
                     }
                 }
             }
-            outpost_agent::sdnotify::ready("running");
+            sdnotify::ready("running");
         }
     }))
 }

@@ -6,6 +6,7 @@
 //! frames whose payloads share one codec context (see [`crate::codec`]).
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "io")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The protocol version this build speaks. A peer with another version is refused at hello.
@@ -152,7 +153,9 @@ pub fn check_version(theirs: u16) -> Result<(), String> {
     }
 }
 
-/// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
+/// Reads one frame body. `Ok(None)` is a clean end of stream between frames. (Feature
+/// `io`: the only part of this crate that needs an async runtime's traits.)
+#[cfg(feature = "io")]
 pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
@@ -180,6 +183,8 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>
 }
 
 /// Reads and decodes one frame. `Ok(None)` is a clean end of stream between frames.
+/// (Feature `io`.)
+#[cfg(feature = "io")]
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
     match read_body(r).await? {
         Some(b) => decode(&b).map(Some),

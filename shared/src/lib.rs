@@ -6,6 +6,7 @@
 //! - [`session`]: the uplink protocol as pure client and server state machines.
 //! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
 //! - [`units`]: durations and byte sizes as written in config files.
+//! - [`problem`]: one thing wrong with a configuration, tied to its key.
 //!
 //! Nothing here opens sockets, reads the clock or spawns tasks; the TLS helpers read and
 //! write certificate files and nothing else.
@@ -14,8 +15,10 @@ mod bits;
 pub mod codec;
 pub mod frame;
 pub mod model;
+pub mod problem;
 pub mod session;
 pub mod tls;
 pub mod units;
 
 pub use model::{Batch, Label, Labels, Point, SeriesPoints};
+pub use problem::Problem;

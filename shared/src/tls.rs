@@ -137,29 +137,41 @@ pub enum Role {
 /// the ca, cert and key entries): PEM that does not parse, certificates outside their
 /// validity at `now_secs` (Unix seconds), and a key that does not match its certificate.
 /// Files that cannot be opened are left to the caller's existence check.
-pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64) -> Vec<String> {
+pub fn check_files(
+    files: &TlsFiles,
+    role: Role,
+    keys: [&str; 3],
+    now_secs: i64,
+) -> Vec<crate::Problem> {
+    use crate::Problem;
     let mut out = vec![];
     let readable = |p: &Path| std::fs::File::open(p).is_ok();
-    fn validity(key: &str, path: &Path, der: &[u8], now_secs: i64, out: &mut Vec<String>) {
+    fn validity(key: &str, path: &Path, der: &[u8], now_secs: i64, out: &mut Vec<Problem>) {
         match x509_parser::parse_x509_certificate(der) {
-            Err(e) => out.push(format!(
-                "{key}: {}: unparsable certificate: {e}",
-                path.display()
+            Err(e) => out.push(Problem::new(
+                key,
+                format!("{}: unparsable certificate: {e}", path.display()),
             )),
             Ok((_, c)) => {
                 let v = c.validity();
                 if now_secs < v.not_before.timestamp() {
-                    out.push(format!(
-                        "{key}: {}: not valid before {} (check this host's clock)",
-                        path.display(),
-                        v.not_before
+                    out.push(Problem::new(
+                        key,
+                        format!(
+                            "{}: not valid before {} (check this host's clock)",
+                            path.display(),
+                            v.not_before
+                        ),
                     ));
                 }
                 if now_secs > v.not_after.timestamp() {
-                    out.push(format!(
-                        "{key}: {}: expired on {}; issue a new one",
-                        path.display(),
-                        v.not_after
+                    out.push(Problem::new(
+                        key,
+                        format!(
+                            "{}: expired on {}; issue a new one",
+                            path.display(),
+                            v.not_after
+                        ),
                     ));
                 }
             }
@@ -174,7 +186,7 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
                     }
                 }
             }
-            Err(e) => out.push(format!("{}: {e}", keys[0])),
+            Err(e) => out.push(Problem::new(keys[0], e.to_string())),
         }
     }
     let certs = if readable(&files.cert) {
@@ -184,7 +196,7 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
                 Some(c)
             }
             Err(e) => {
-                out.push(format!("{}: {e}", keys[1]));
+                out.push(Problem::new(keys[1], e.to_string()));
                 None
             }
         }
@@ -193,7 +205,7 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
     };
     let key = if readable(&files.key) {
         load_key(&files.key)
-            .map_err(|e| out.push(format!("{}: {e}", keys[2])))
+            .map_err(|e| out.push(Problem::new(keys[2], e.to_string())))
             .ok()
     } else {
         None
@@ -217,7 +229,7 @@ pub fn check_files(files: &TlsFiles, role: Role, keys: [&str; 3], now_secs: i64)
                 }),
         };
         if let Ok(Err(e)) | Err(e) = pair {
-            out.push(format!("{}: {}", keys[2], key_mismatch(files, e)));
+            out.push(Problem::new(keys[2], key_mismatch(files, e).to_string()));
         }
     }
     out
@@ -401,9 +413,10 @@ mod tests {
         };
         assert_eq!(
             check_files(&good, Role::Server, keys, now),
-            Vec::<String>::new()
+            Vec::<crate::Problem>::new()
         );
-        let expired = check_files(&good, Role::Server, keys, now + 3651 * 86_400);
+        let lines = |ps: Vec<crate::Problem>| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let expired = lines(check_files(&good, Role::Server, keys, now + 3651 * 86_400));
         assert!(
             expired
                 .iter()
@@ -422,7 +435,7 @@ mod tests {
             cert: dir.join("aggregator.crt"),
             key: dir.join("ca.key"),
         };
-        let p = check_files(&bad, Role::Server, keys, now);
+        let p = lines(check_files(&bad, Role::Server, keys, now));
         assert!(
             p.iter()
                 .any(|p| p.starts_with("tls.ca: ") && p.contains("no certificate found")),

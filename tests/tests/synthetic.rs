@@ -473,12 +473,7 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     );
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use outpost_service::now_ms;
 
 fn post(url: &str, body: &str) -> (u16, String) {
     let agent = ureq::Agent::new_with_config(

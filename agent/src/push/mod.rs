@@ -133,7 +133,7 @@ pub async fn push_text(sink: Sink, uri: Uri, headers: HeaderMap, raw: Bytes) -> 
         let s2 = sink.clone();
         blocking(move || {
             let text = std::str::from_utf8(&bytes).map_err(|e| PushError::bad(format!("the body is not UTF-8: {e}")))?;
-            let batch = pushgw::to_batch(text, format, &group, &s2.agent_labels(), crate::now_ms()).map_err(PushError::bad)?;
+            let batch = pushgw::to_batch(text, format, &group, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
             store(&s2, &batch, Source::PushText)
         })
         .await
@@ -171,7 +171,7 @@ pub async fn push_otlp(sink: Sink, headers: HeaderMap, raw: Bytes) -> Response {
         let s2 = sink.clone();
         blocking(move || {
             let req = otlp::decode(&bytes, enc).map_err(PushError::bad)?;
-            let batch = otlp::to_batch(&req, &s2.agent_labels(), crate::now_ms()).map_err(PushError::bad)?;
+            let batch = otlp::to_batch(&req, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
             store(&s2, &batch, Source::PushOtlp)
         })
         .await

@@ -102,7 +102,7 @@ async fn run_target(t: Target, sink: Sink, mut stop: watch::Receiver<bool>) {
 
 /// Fetches, builds and buffers one scrape; returns whether the target was up and why not.
 fn scrape_once(t: &Target, sink: &Sink) -> (bool, Option<String>) {
-    let ts = crate::now_ms();
+    let ts = outpost_service::now_ms();
     let started = Instant::now();
     let fetched = t.client.fetch(&t.instance);
     let duration = started.elapsed().as_secs_f64();

@@ -288,20 +288,11 @@ fn quic_client(a: &Args, id: &str) -> Result<quinn::ClientConfig> {
     let tls = client_config(&files)?;
     let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cc = quinn::ClientConfig::new(Arc::new(qc));
-    // The agent's transport settings (agent/src/uplink.rs `transport()`).
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
-    cc.transport_config(Arc::new(t));
+    cc.transport_config(Arc::new(outpost_service::quic::transport()));
     Ok(cc)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use outpost_service::now_ms;
 
 /// One agent's session: hello/welcome, all batches with a window, until all are acknowledged.
 /// Returns the connection's UDP bytes sent and received.

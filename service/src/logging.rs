@@ -16,6 +16,7 @@ static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 pub struct LogOptions<'a> {
     /// Configured filter (`[log] level`); `RUST_LOG` overrides it.
     pub level: Option<&'a str>,
+    /// One JSON object per line instead of text.
     pub json: bool,
     /// `service.name` of exported spans.
     pub service: &'static str,
@@ -79,6 +80,7 @@ fn filter(level: Option<&str>) -> EnvFilter {
 /// What [`set_level`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LevelChange {
+    /// The new level is in effect.
     Applied,
     /// `RUST_LOG` is set and keeps precedence over the config.
     OverriddenByEnv,

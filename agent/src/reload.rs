@@ -4,49 +4,15 @@
 //! that every component can subscribe to (the collection loop follows `[collect] interval`,
 //! logging follows `[log] level`). Keys that only take effect at start are logged as
 //! needing a restart and keep their running value.
-//!
-//! [`ReloadGauges`] are the reload metrics both programs expose, named like Prometheus'
-//! own: `*_config_last_reload_successful` and `*_config_last_reload_success_timestamp_seconds`.
+//! The outcome is recorded in [`ReloadGauges`] (`outpost-service`).
 
 use crate::config::Config;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use outpost_service::logging::{self, LevelChange};
+use outpost_service::metrics::ReloadGauges;
+use outpost_service::sdnotify;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
-
-/// Whether the last reload worked, and when the config was last loaded successfully.
-#[derive(Clone, Default)]
-pub struct ReloadGauges {
-    pub successful: Gauge,
-    pub success_timestamp: Gauge<f64, AtomicU64>,
-}
-
-impl ReloadGauges {
-    pub fn register(&self, r: &mut Registry) {
-        r.register(
-            "config_last_reload_successful",
-            "Whether the last configuration reload attempt was successful (1) or not (0)",
-            self.successful.clone(),
-        );
-        r.register_with_unit(
-            "config_last_reload_success_timestamp",
-            "Unix time of the last successful configuration load (at start or on SIGHUP)",
-            Unit::Seconds,
-            self.success_timestamp.clone(),
-        );
-    }
-
-    pub fn succeeded(&self, now_ms: i64) {
-        self.successful.set(1);
-        self.success_timestamp.set(now_ms as f64 / 1000.0);
-    }
-
-    pub fn failed(&self) {
-        self.successful.set(0);
-    }
-}
 
 /// What a reload changes.
 #[derive(Debug)]
@@ -136,9 +102,9 @@ pub fn spawn_reloader(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            crate::sdnotify::reloading();
+            sdnotify::reloading();
             reload(&path, &tx, &gauges);
-            crate::sdnotify::ready("running");
+            sdnotify::ready("running");
         }
     }))
 }
@@ -150,6 +116,7 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
         Err(e) => {
             gauges.failed();
             for line in e.lines() {
+                let line = line.as_str();
                 tracing::error!(
                     "config reload failed, still running on the previous config: {line}"
                 );
@@ -166,9 +133,9 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
         );
     }
     if p.live.contains(&"log.level") {
-        match crate::logging::set_level(p.effective.log.level.as_deref()) {
-            Ok(crate::logging::LevelChange::Applied) => {}
-            Ok(crate::logging::LevelChange::OverriddenByEnv) => {
+        match logging::set_level(p.effective.log.level.as_deref()) {
+            Ok(LevelChange::Applied) => {}
+            Ok(LevelChange::OverriddenByEnv) => {
                 tracing::warn!(
                     "config reload: log.level changed, but RUST_LOG is set and takes precedence"
                 )
@@ -178,7 +145,7 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
     }
     tracing::info!(applied = ?p.live, needs_restart = ?p.restart, "configuration reloaded");
     tx.send_replace(Arc::new(p.effective));
-    gauges.succeeded(crate::now_ms());
+    gauges.succeeded(outpost_service::now_ms());
 }
 
 #[cfg(test)]

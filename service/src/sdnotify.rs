@@ -10,7 +10,9 @@ use std::time::Duration;
 /// Where the service manager listens: a path, or an abstract socket written `@name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyTarget {
+    /// A socket file.
     Path(std::path::PathBuf),
+    /// A socket in the abstract namespace (`@name`), without the leading NUL.
     Abstract(Vec<u8>),
 }
 

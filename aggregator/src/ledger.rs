@@ -1,0 +1,684 @@
+//! The ingest ledger: what the aggregator knows about each agent's batches (the highest seq
+//! applied, the gaps the agent's when-full policy left, counts) and, per connection, which
+//! stored series each connection-local series number means.
+//!
+//! Pure: no I/O, no clock. [`Ledger::plan`] turns a group of batches into a
+//! [`WritePlan`] for the store plus one outcome per batch; the writer commits the plan in one
+//! atomic, synced write (samples and the agents' records together) and only then calls
+//! [`Ledger::committed`], so what the ledger says was applied is exactly what is durable.
+//! This is where contracts 1 and 2 live: a batch is acknowledged only after the write that
+//! applied it (or an earlier one) succeeded, and a seq at or below an agent's applied seq is
+//! acknowledged but not written again.
+
+use outpost_shared::codec::RawPoint;
+use outpost_shared::{Labels, Point};
+use outpost_tsdb::{SeriesId, SeriesSlot, WritePlan};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Prefix of the agents' records among the store's metadata: `agent/<id>` → postcard
+/// [`AgentMeta`].
+pub const AGENT_PREFIX: &[u8] = b"agent/";
+
+/// How many gap ranges are remembered per agent.
+pub const MAX_GAPS: usize = 64;
+
+/// What the aggregator remembers about each agent, persisted with every batch it applies.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentMeta {
+    /// The region the agent last said it is in.
+    pub region: String,
+    /// The highest seq applied; lower and equal seqs are duplicates.
+    pub applied_seq: u64,
+    /// When a batch of this agent was last written, ms since the Unix epoch.
+    pub last_seen_ms: i64,
+    /// Batch seqs that never arrived (skipped by the agent's when-full policy).
+    pub gap_batches: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// Samples applied.
+    pub samples: u64,
+    /// The most recent runs of missing seqs, `(first, last)` inclusive, oldest first (at most
+    /// [`MAX_GAPS`]; `gap_batches` counts them all).
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// One batch ready to be written, with its series still in the connection's numbering.
+#[derive(Clone, Debug)]
+pub struct IngestRequest {
+    /// The connection it came on (its series numbering).
+    pub conn: u64,
+    /// The agent's id (its certificate's common name).
+    pub agent: Arc<str>,
+    /// The agent's region.
+    pub region: Arc<str>,
+    /// The batch's seq.
+    pub seq: u64,
+    /// When it arrived, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// Label sets of series first defined in this batch, numbered from `first_new`.
+    pub first_new: u32,
+    /// The label sets themselves.
+    pub new_series: Vec<Labels>,
+    /// The points, series in the connection's numbering.
+    pub points: Vec<RawPoint>,
+    /// A copy sent ahead of the backlog on the live stream: its points are stored, but the
+    /// agent's seq bookkeeping waits for the same batch on the batch stream, where it is
+    /// stored again (a repeated timestamp keeps one point) and acknowledged.
+    pub live: bool,
+}
+
+/// What happened to one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Written now.
+    Applied,
+    /// Already applied before (a resend); acknowledged, not stored again.
+    Duplicate,
+    /// A live copy stored ahead of its turn; not acknowledged.
+    Live,
+}
+
+/// A group of batches turned into one write, waiting for it to commit.
+#[derive(Debug)]
+pub struct Planned {
+    /// What to write, in one atomic, synced write.
+    pub plan: WritePlan,
+    /// One per batch, in order: the outcome once the plan commits, or why the batch is
+    /// refused (refused batches write nothing but their agent's `last_seen`).
+    pub outcomes: Vec<Result<IngestOutcome, String>>,
+    agents: HashMap<String, AgentMeta>,
+    numbering: HashMap<u64, Vec<SeriesSlot>>,
+}
+
+/// Agents' records and connections' numbering. See the module docs.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    agents: HashMap<String, AgentMeta>,
+    conns: HashMap<u64, Vec<SeriesId>>,
+}
+
+/// The key of an agent's record.
+pub fn agent_key(id: &str) -> Vec<u8> {
+    let mut k = AGENT_PREFIX.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl Ledger {
+    /// The ledger as the store's metadata entries under [`AGENT_PREFIX`] record it.
+    ///
+    /// # Errors
+    /// An entry that does not decode (named by its key).
+    pub fn load(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Ledger, String> {
+        let mut agents = HashMap::new();
+        for (k, v) in entries {
+            let Some(id) = k.strip_prefix(AGENT_PREFIX) else {
+                continue;
+            };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let meta: AgentMeta = postcard::from_bytes(&v)
+                .map_err(|e| format!("damaged agent record {id:?}: {e}"))?;
+            agents.insert(id, meta);
+        }
+        Ok(Ledger {
+            agents,
+            conns: HashMap::new(),
+        })
+    }
+
+    /// The record of agent `id`, if it ever sent a batch.
+    pub fn agent(&self, id: &str) -> Option<AgentMeta> {
+        self.agents.get(id).cloned()
+    }
+
+    /// Every agent's record, sorted by id.
+    pub fn agents(&self) -> Vec<(String, AgentMeta)> {
+        let mut v: Vec<_> = self
+            .agents
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Forgets a closed connection's numbering.
+    pub fn connection_closed(&mut self, conn: u64) {
+        self.conns.remove(&conn);
+    }
+
+    /// Decides what a group of batches writes. `known` gives the id of a label set the store
+    /// already has. Changes nothing until [`Ledger::committed`].
+    pub fn plan(
+        &self,
+        reqs: &[IngestRequest],
+        known: impl Fn(&Labels) -> Option<SeriesId>,
+    ) -> Planned {
+        let mut plan = WritePlan::default();
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let mut agents: HashMap<String, AgentMeta> = HashMap::new();
+        let mut numbering: HashMap<u64, Vec<SeriesSlot>> = HashMap::new();
+        let mut new_slots: HashMap<Labels, u32> = HashMap::new();
+        let mut touched = BTreeSet::new();
+        for r in reqs {
+            let base: &[SeriesId] = self.conns.get(&r.conn).map(Vec::as_slice).unwrap_or(&[]);
+            let added = numbering.entry(r.conn).or_default();
+            let len = base.len() + added.len();
+            if len != r.first_new as usize {
+                outcomes.push(Err(format!(
+                    "series numbering out of step: expected #{len}, batch defines #{}",
+                    r.first_new
+                )));
+                continue;
+            }
+            for l in &r.new_series {
+                let slot = match known(l) {
+                    Some(id) => SeriesSlot::Existing(id),
+                    None => {
+                        let n = *new_slots.entry(l.clone()).or_insert_with(|| {
+                            plan.new_series.push(l.clone());
+                            (plan.new_series.len() - 1) as u32
+                        });
+                        SeriesSlot::New(n)
+                    }
+                };
+                added.push(slot);
+            }
+            let meta = agents
+                .entry(r.agent.to_string())
+                .or_insert_with(|| self.agents.get(&*r.agent).cloned().unwrap_or_default());
+            meta.last_seen_ms = r.now_ms;
+            if meta.region != *r.region {
+                meta.region = r.region.to_string();
+            }
+            touched.insert(r.agent.to_string());
+            if r.seq <= meta.applied_seq {
+                outcomes.push(Ok(IngestOutcome::Duplicate));
+                continue;
+            }
+            let slot = |n: u32| -> Option<SeriesSlot> {
+                let n = n as usize;
+                match base.get(n) {
+                    Some(&id) => Some(SeriesSlot::Existing(id)),
+                    None => added.get(n - base.len()).copied(),
+                }
+            };
+            let mut pts = Vec::with_capacity(r.points.len());
+            let mut bad = None;
+            for p in &r.points {
+                match slot(p.series) {
+                    Some(s) => pts.push((
+                        s,
+                        Point {
+                            ts: p.ts,
+                            value: p.value,
+                        },
+                    )),
+                    None => {
+                        bad = Some(p.series);
+                        break;
+                    }
+                }
+            }
+            if let Some(b) = bad {
+                outcomes.push(Err(format!(
+                    "batch {} refers to undefined series #{b}",
+                    r.seq
+                )));
+                continue;
+            }
+            if r.live {
+                plan.records.push(pts);
+                outcomes.push(Ok(IngestOutcome::Live));
+                continue;
+            }
+            if r.seq > meta.applied_seq + 1 {
+                meta.gap_batches += r.seq - meta.applied_seq - 1;
+                meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
+                if meta.gaps.len() > MAX_GAPS {
+                    meta.gaps.remove(0);
+                }
+            }
+            meta.applied_seq = r.seq;
+            meta.batches += 1;
+            meta.samples += pts.len() as u64;
+            plan.records.push(pts);
+            outcomes.push(Ok(IngestOutcome::Applied));
+        }
+        for a in &touched {
+            if let Some(m) = agents.get(a) {
+                plan.meta
+                    .push((agent_key(a), postcard::to_allocvec(m).unwrap_or_default()));
+            }
+        }
+        Planned {
+            plan,
+            outcomes,
+            agents,
+            numbering,
+        }
+    }
+
+    /// Takes in what a plan changed, once the store has committed it; `ids` are the ids the
+    /// store gave `plan.new_series`. A plan that failed to commit is dropped instead, and the
+    /// ledger stays as it was.
+    pub fn committed(&mut self, planned: Planned, ids: &[SeriesId]) {
+        for (a, m) in planned.agents {
+            self.agents.insert(a, m);
+        }
+        for (conn, slots) in planned.numbering {
+            if slots.is_empty() {
+                continue;
+            }
+            let map = self.conns.entry(conn).or_default();
+            map.extend(slots.into_iter().map(|s| match s {
+                SeriesSlot::Existing(id) => id,
+                SeriesSlot::New(n) => ids[n as usize],
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::apply_group;
+    use outpost_promql::{MatchOp, Matcher};
+    use outpost_tsdb::Storage;
+    use std::sync::Mutex;
+
+    /// The store and the ledger as the writer holds them; `agent` reads the ledger.
+    struct Store {
+        s: Storage,
+        ledger: Mutex<Ledger>,
+    }
+
+    impl Store {
+        fn open(dir: &std::path::Path) -> Store {
+            let s = Storage::open(dir).unwrap();
+            let ledger = Mutex::new(Ledger::load(s.meta(AGENT_PREFIX).unwrap()).unwrap());
+            Store { s, ledger }
+        }
+        fn apply(&self, reqs: &[IngestRequest]) -> Vec<Result<IngestOutcome, String>> {
+            apply_group(&self.s, &self.ledger, reqs)
+        }
+        fn agent(&self, id: &str) -> Option<AgentMeta> {
+            self.ledger.lock().unwrap().agent(id)
+        }
+        fn select(&self, m: &[Matcher]) -> Result<Vec<(SeriesId, Labels)>, String> {
+            Ok(self.s.select(m))
+        }
+        fn points(&self, id: SeriesId, a: i64, b: i64) -> Result<Vec<Point>, String> {
+            self.s.points(id, a, b).map_err(|e| e.to_string())
+        }
+        fn compact_head(&self) -> Result<usize, String> {
+            self.s.compact_head().map_err(|e| e.to_string())
+        }
+        fn head_points(&self) -> usize {
+            self.s.head_points()
+        }
+        fn label_values(&self, n: &str) -> Result<Vec<String>, String> {
+            Ok(self.s.label_values(n))
+        }
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("outpost-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn req(
+        conn: u64,
+        seq: u64,
+        first_new: u32,
+        new: &[&str],
+        pts: &[(u32, i64, f64)],
+    ) -> IngestRequest {
+        IngestRequest {
+            conn,
+            agent: "a1".into(),
+            region: "eu".into(),
+            seq,
+            now_ms: 1000,
+            first_new,
+            new_series: new
+                .iter()
+                .map(|n| Labels::metric(n, [("agent", "a1")]))
+                .collect(),
+            points: pts
+                .iter()
+                .map(|&(series, ts, value)| RawPoint { series, ts, value })
+                .collect(),
+            live: false,
+        }
+    }
+
+    #[test]
+    fn live_copies_store_points_but_leave_the_seq_to_the_batch_stream() {
+        let dir = tmp("live");
+        let s = Store::open(&dir);
+        let mut live = req(100, 5, 0, &["up"], &[(0, 50, 1.0)]);
+        live.live = true;
+        assert_eq!(s.apply(&[live]), vec![Ok(IngestOutcome::Live)]);
+        let m = s.agent("a1").unwrap();
+        assert_eq!((m.applied_seq, m.batches, m.gap_batches), (0, 0, 0));
+        let id = s
+            .select(&[Matcher::new("__name__", MatchOp::Equal, "up").unwrap()])
+            .unwrap()[0]
+            .0;
+        assert_eq!(
+            s.points(id, 0, 100).unwrap().len(),
+            1,
+            "visible before its turn"
+        );
+        // The backlog catches up: seqs 1..=5 arrive in order on the batch stream.
+        let mut reqs = vec![req(1, 1, 0, &["up"], &[(0, 10, 1.0)])];
+        for seq in 2..=5 {
+            reqs.push(req(1, seq, 1, &[], &[(0, seq as i64 * 10, 1.0)]));
+        }
+        assert!(
+            s.apply(&reqs)
+                .iter()
+                .all(|r| *r == Ok(IngestOutcome::Applied))
+        );
+        let m = s.agent("a1").unwrap();
+        assert_eq!((m.applied_seq, m.batches, m.gap_batches), (5, 5, 0));
+        let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
+        assert_eq!(
+            ts,
+            [10, 20, 30, 40, 50],
+            "the twice-written point is there once"
+        );
+        s.compact_head().unwrap();
+        let ts: Vec<i64> = s.points(id, 0, 100).unwrap().iter().map(|p| p.ts).collect();
+        assert_eq!(ts, [10, 20, 30, 40, 50], "and once after compaction");
+        // A live copy of something already applied is a duplicate.
+        let mut late = req(101, 3, 0, &["up"], &[(0, 30, 1.0)]);
+        late.live = true;
+        assert_eq!(s.apply(&[late]), vec![Ok(IngestOutcome::Duplicate)]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn applies_once_survives_restart_and_compaction() {
+        let dir = tmp("once");
+        {
+            let s = Store::open(&dir);
+            let r = s.apply(&[
+                req(1, 1, 0, &["up", "x"], &[(0, 10, 1.0), (1, 10, 5.0)]),
+                req(1, 2, 2, &[], &[(1, 20, 6.0)]),
+            ]);
+            assert_eq!(
+                r,
+                vec![Ok(IngestOutcome::Applied), Ok(IngestOutcome::Applied)]
+            );
+            // A resend on a new connection: numbering restarts, the seq is a duplicate.
+            let r = s.apply(&[req(2, 2, 0, &["x"], &[(0, 20, 6.0)])]);
+            assert_eq!(r, vec![Ok(IngestOutcome::Duplicate)]);
+            assert_eq!(s.agent("a1").unwrap().applied_seq, 2);
+        }
+        let s = Store::open(&dir);
+        let x = s
+            .select(&[Matcher::new("__name__", MatchOp::Equal, "x").unwrap()])
+            .unwrap();
+        assert_eq!(x.len(), 1);
+        let want = vec![Point { ts: 10, value: 5.0 }, Point { ts: 20, value: 6.0 }];
+        assert_eq!(s.points(x[0].0, 0, 100).unwrap(), want);
+        assert_eq!(s.compact_head().unwrap(), 3);
+        assert_eq!(s.points(x[0].0, 0, 100).unwrap(), want);
+        assert_eq!(s.points(x[0].0, 15, 100).unwrap(), want[1..]);
+        // Late data lands between existing chunks.
+        s.apply(&[req(3, 3, 0, &["x"], &[(0, 15, 5.5), (0, 20, 7.0)])]);
+        let got = s.points(x[0].0, 0, 100).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Point { ts: 10, value: 5.0 },
+                Point { ts: 15, value: 5.5 },
+                Point { ts: 20, value: 7.0 }
+            ]
+        );
+        s.compact_head().unwrap();
+        drop(s);
+        let s = Store::open(&dir);
+        assert_eq!(s.points(x[0].0, 0, 100).unwrap(), got);
+        assert_eq!(s.head_points(), 0);
+        assert_eq!(s.label_values("__name__").unwrap(), vec!["up", "x"]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn numbering_out_of_step_is_refused_without_writing() {
+        let dir = tmp("step");
+        let s = Store::open(&dir);
+        let r = s.apply(&[req(1, 1, 5, &["up"], &[(0, 1, 1.0)])]);
+        assert!(r[0].as_ref().unwrap_err().contains("out of step"));
+        let r = s.apply(&[req(1, 1, 0, &["up"], &[(3, 1, 1.0)])]);
+        assert!(r[0].as_ref().unwrap_err().contains("undefined series #3"));
+        assert_eq!(s.agent("a1").unwrap().applied_seq, 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Contracts 1 and 2 checked against a model, without RocksDB: an agent produces batches,
+/// sends them in groups over connections that come and go, loses acks, drops its oldest
+/// batches when full, and the aggregator crashes (its ledger rebuilt from what was
+/// committed) or fails writes, in any order.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+    /// What a store commits, kept in memory; a commit may be made to fail.
+    #[derive(Default)]
+    struct MemStore {
+        ids: HashMap<Labels, SeriesId>,
+        points: Vec<(SeriesId, Point)>,
+        meta: BTreeMap<Vec<u8>, Vec<u8>>,
+    }
+
+    impl MemStore {
+        fn commit(&mut self, plan: &WritePlan, fail: bool) -> Result<Vec<SeriesId>, ()> {
+            if fail {
+                return Err(());
+            }
+            let ids: Vec<SeriesId> = plan
+                .new_series
+                .iter()
+                .map(|l| {
+                    let next = self.ids.len() as SeriesId + 1;
+                    *self.ids.entry(l.clone()).or_insert(next)
+                })
+                .collect();
+            for r in &plan.records {
+                for &(s, p) in r {
+                    let id = match s {
+                        SeriesSlot::Existing(id) => id,
+                        SeriesSlot::New(n) => ids[n as usize],
+                    };
+                    self.points.push((id, p));
+                }
+            }
+            for (k, v) in &plan.meta {
+                self.meta.insert(k.clone(), v.clone());
+            }
+            Ok(ids)
+        }
+
+        /// How many times the batch-stream copy of `seq` was written (live copies carry
+        /// `seq + 0.5`).
+        fn written(&self, seq: u64) -> usize {
+            self.points
+                .iter()
+                .filter(|(_, p)| p.value == seq as f64)
+                .count()
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The agent collects a batch.
+        Produce,
+        /// The agent sends its oldest `n` unacked batches in one group; the write fails or
+        /// not; the acks reach the agent or are lost with the connection.
+        Send {
+            n: usize,
+            fail: bool,
+            ack_lost: bool,
+        },
+        /// A live copy of the newest batch goes ahead of the backlog.
+        Live,
+        /// The buffer is full: the oldest batch is dropped unsent.
+        DropOldest,
+        /// The connection breaks; the agent reconnects.
+        Reconnect,
+        /// The aggregator is killed and restarts from what it committed.
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Produce),
+            4 => (1usize..5, prop::bool::weighted(0.15), prop::bool::weighted(0.15))
+                .prop_map(|(n, fail, ack_lost)| Op::Send { n, fail, ack_lost }),
+            1 => Just(Op::Live),
+            1 => Just(Op::DropOldest),
+            1 => Just(Op::Reconnect),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn nothing_acknowledged_is_lost_and_nothing_is_stored_twice(ops in prop::collection::vec(op(), 1..80)) {
+            let labels = Labels::metric("m", [("agent", "a1")]);
+            let mut store = MemStore::default();
+            let mut ledger = Ledger::default();
+            let mut buffer: VecDeque<u64> = VecDeque::new();
+            let mut next_seq = 1u64;
+            let mut conn = 1u64;
+            let mut defined = false;
+            let mut deleted: BTreeSet<u64> = BTreeSet::new();
+            let mut gaps: BTreeSet<u64> = BTreeSet::new();
+            let req = |seq: u64, conn: u64, defined: &mut bool, live: bool| {
+                let first = !*defined;
+                *defined = true;
+                IngestRequest {
+                    conn,
+                    agent: "a1".into(),
+                    region: "eu".into(),
+                    seq,
+                    now_ms: 0,
+                    first_new: if first { 0 } else { 1 },
+                    new_series: if first { vec![labels.clone()] } else { vec![] },
+                    points: vec![RawPoint {
+                        series: 0,
+                        ts: seq as i64,
+                        value: seq as f64 + if live { 0.5 } else { 0.0 },
+                    }],
+                    live,
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Produce => {
+                        buffer.push_back(next_seq);
+                        next_seq += 1;
+                    }
+                    Op::Send { n, fail, ack_lost } => {
+                        let reqs: Vec<_> = buffer
+                            .iter()
+                            .take(n)
+                            .map(|&s| req(s, conn, &mut defined, false))
+                            .collect();
+                        if reqs.is_empty() {
+                            continue;
+                        }
+                        let planned = ledger.plan(&reqs, |l| store.ids.get(l).copied());
+                        match store.commit(&planned.plan, fail) {
+                            Err(()) => {
+                                // Nothing written, nothing acknowledged: the driver closes
+                                // the connection and the agent resends on a new one.
+                                ledger.connection_closed(conn);
+                                conn += 1;
+                                defined = false;
+                            }
+                            Ok(ids) => {
+                                let outcomes = planned.outcomes.clone();
+                                ledger.committed(planned, &ids);
+                                if ack_lost {
+                                    ledger.connection_closed(conn);
+                                    conn += 1;
+                                    defined = false;
+                                    continue;
+                                }
+                                for (r, o) in reqs.iter().zip(outcomes) {
+                                    let o = o.expect("well-formed batches are accepted");
+                                    prop_assert!(matches!(o, IngestOutcome::Applied | IngestOutcome::Duplicate));
+                                    // The agent deletes on ack: the batch must be durable.
+                                    prop_assert_eq!(store.written(r.seq), 1, "seq {} acked", r.seq);
+                                    buffer.retain(|&s| s != r.seq);
+                                    deleted.insert(r.seq);
+                                }
+                            }
+                        }
+                    }
+                    Op::Live => {
+                        if let Some(&s) = buffer.back() {
+                            let r = req(s, conn + 1_000_000, &mut false, true);
+                            let planned = ledger.plan(std::slice::from_ref(&r), |l| store.ids.get(l).copied());
+                            let ids = store.commit(&planned.plan, false).unwrap();
+                            let o = planned.outcomes[0].clone();
+                            ledger.committed(planned, &ids);
+                            ledger.connection_closed(conn + 1_000_000);
+                            prop_assert!(matches!(o, Ok(IngestOutcome::Live) | Ok(IngestOutcome::Duplicate)));
+                        }
+                    }
+                    Op::DropOldest => {
+                        if let Some(s) = buffer.pop_front() {
+                            if store.written(s) == 0 {
+                                gaps.insert(s);
+                            }
+                        }
+                    }
+                    Op::Reconnect => {
+                        ledger.connection_closed(conn);
+                        conn += 1;
+                        defined = false;
+                    }
+                    Op::Crash => {
+                        ledger = Ledger::load(store.meta.clone()).unwrap();
+                        conn += 1;
+                        defined = false;
+                    }
+                }
+                // Contract 2: no batch is stored twice.
+                for s in 1..next_seq {
+                    prop_assert!(store.written(s) <= 1, "seq {} stored twice", s);
+                }
+                // Contract 1: every deleted batch is durable.
+                for &s in &deleted {
+                    prop_assert_eq!(store.written(s), 1);
+                }
+                // What the ledger says was applied is what is durable, even after a crash.
+                let applied = ledger.agent("a1").map(|m| m.applied_seq).unwrap_or(0);
+                let durable_max = (1..next_seq).filter(|&s| store.written(s) == 1).max().unwrap_or(0);
+                prop_assert_eq!(applied, durable_max);
+                let reloaded = Ledger::load(store.meta.clone()).unwrap();
+                prop_assert_eq!(reloaded.agent("a1"), ledger.agent("a1"));
+                // Every seq below the applied one that was dropped unsent is a counted gap.
+                let m = ledger.agent("a1").unwrap_or_default();
+                let expected_gaps = gaps.iter().filter(|&&s| s < applied).count() as u64;
+                prop_assert_eq!(m.gap_batches, expected_gaps);
+            }
+        }
+    }
+}

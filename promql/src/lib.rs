@@ -1,0 +1,28 @@
+//! `outpost-promql`: the PromQL engine, with Prometheus 2.42's semantics as the reference.
+//!
+//! - [`parse`]: PromQL text → the plan ([`Expr`]); `promql-parser` parses, this crate lowers
+//!   and refuses what it cannot evaluate yet, naming the construct.
+//! - [`eval`]: instant and range evaluation of a plan, one module per family of the
+//!   language (selectors today; aggregations, binary operators, range and instant-vector
+//!   functions and subqueries each get theirs).
+//! - [`storage`]: the [`Queryable`]/[`Querier`] traits a store implements, and label
+//!   [`Matcher`]s; [`memory`] is an in-memory store for tests.
+//! - [`steps`]: a range query's evaluation times; [`error`]: every failure, in
+//!   Prometheus' words.
+//!
+//! Pure: no runtime, no clock (the time is always an argument), no I/O but through
+//! [`Queryable`]. It depends on `outpost-shared` and `promql-parser` and never on tokio,
+//! RocksDB or HTTP, so `cargo test -p outpost-promql` builds in seconds.
+
+pub mod error;
+pub mod eval;
+pub mod memory;
+pub mod parse;
+pub mod steps;
+pub mod storage;
+
+pub use error::QueryError;
+pub use eval::{LOOKBACK_DELTA_MS, MAX_SAMPLES, Sample, Value, instant_query, range_query};
+pub use parse::{Expr, Selector, parse, parse_series_selector};
+pub use steps::{MAX_STEPS, Steps};
+pub use storage::{MatchOp, Matcher, Querier, Queryable, SeriesRef, StorageError};

@@ -1,0 +1,106 @@
+//! The read side of a time-series store as the engine sees it, in Prometheus' vocabulary:
+//! a [`Queryable`] opens a [`Querier`] over a time range; the querier selects series by
+//! label [`Matcher`]s, reads their points, and lists label names and values. The engine and
+//! the HTTP API depend only on these traits, so they are tested over [`crate::memory`].
+
+use outpost_shared::{Labels, Point};
+use regex::Regex;
+
+/// A stored series' number, stable for the life of the data directory (Prometheus'
+/// `storage.SeriesRef`).
+pub type SeriesRef = u64;
+
+/// How a [`Matcher`] compares a label's value: `=`, `!=`, `=~`, `!~`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    /// `=`: the value equals.
+    Equal,
+    /// `!=`: the value differs.
+    NotEqual,
+    /// `=~`: the whole value matches the regular expression.
+    Regex,
+    /// `!~`: the whole value does not match the regular expression.
+    NotRegex,
+}
+
+/// One label matcher. As in Prometheus, a label that is absent matches as the empty string,
+/// and regexes are anchored at both ends.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    /// The label name.
+    pub name: String,
+    /// The comparison.
+    pub op: MatchOp,
+    /// The value or, for `=~`/`!~`, the regular expression as written.
+    pub value: String,
+    re: Option<Regex>,
+}
+
+impl Matcher {
+    /// A matcher; for `=~` and `!~`, `value` is compiled anchored (`^(?:value)$`).
+    ///
+    /// # Errors
+    /// `value` is not a regular expression the `regex` crate accepts.
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, regex::Error> {
+        let re = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(Regex::new(&format!("^(?:{value})$"))?),
+            _ => None,
+        };
+        Ok(Matcher {
+            name: name.to_string(),
+            op,
+            value: value.to_string(),
+            re,
+        })
+    }
+
+    /// Whether a label value `v` satisfies the matcher.
+    pub fn matches(&self, v: &str) -> bool {
+        match self.op {
+            MatchOp::Equal => v == self.value,
+            MatchOp::NotEqual => v != self.value,
+            MatchOp::Regex => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+
+    /// Whether a series with these labels is selected by this matcher.
+    pub fn matches_labels(&self, l: &Labels) -> bool {
+        self.matches(l.get(&self.name).unwrap_or(""))
+    }
+
+    /// True when the matcher also selects series that lack the label.
+    pub fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+}
+
+/// A read from the store failed; the message says what and where.
+#[derive(Debug, thiserror::Error)]
+#[error("storage read failed: {0}")]
+pub struct StorageError(pub String);
+
+/// A store that can be queried: opens [`Querier`]s over time ranges (Prometheus'
+/// `storage.Queryable`).
+pub trait Queryable: Send + Sync {
+    /// A reader of the points with `mint_ms <= ts <= maxt_ms` (ms since the Unix epoch).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn querier(&self, mint_ms: i64, maxt_ms: i64) -> Result<Box<dyn Querier + '_>, StorageError>;
+}
+
+/// Reads series from a store within the time range it was opened for (Prometheus'
+/// `storage.Querier`). Every method may fail with a [`StorageError`].
+pub trait Querier {
+    /// Every series whose labels satisfy all matchers, sorted by labels.
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Labels)>, StorageError>;
+    /// The series' points with `start_ms <= ts <= end_ms`, clipped to the querier's range,
+    /// sorted by time, one per timestamp (the newest write wins).
+    fn points(&self, id: SeriesRef, start_ms: i64, end_ms: i64)
+    -> Result<Vec<Point>, StorageError>;
+    /// All label names in use, sorted.
+    fn label_names(&self) -> Result<Vec<String>, StorageError>;
+    /// All values of one label name, sorted.
+    fn label_values(&self, name: &str) -> Result<Vec<String>, StorageError>;
+}

@@ -1,0 +1,68 @@
+//! Compaction: the head becomes chunks, and the wal records it came from are deleted, in one
+//! atomic write. Until that write lands, the frozen head is still read, and a failed write
+//! puts its points back.
+
+use crate::chunks;
+use crate::db::{CF_CHUNKS, CF_WAL, KEY_WAL_NEXT, Storage, StorageError};
+use outpost_shared::codec::encode_points;
+use rocksdb::WriteBatch;
+use std::sync::Arc;
+
+impl Storage {
+    /// Moves the head into chunks and drops the wal records it came from. Returns the number
+    /// of points compacted.
+    ///
+    /// # Errors
+    /// The write failed; the points stay in the head and the wal, to be compacted later.
+    pub fn compact_head(&self) -> Result<usize, StorageError> {
+        let (frozen, upto) = {
+            let mut h = self.head.write().unwrap_or_else(|p| p.into_inner());
+            if h.active.is_empty() || h.frozen.is_some() {
+                return Ok(0);
+            }
+            let f = Arc::new(std::mem::take(&mut h.active));
+            h.active_points = 0;
+            h.frozen = Some(f.clone());
+            (f, h.last_wal)
+        };
+        let cf_chunks = self.cf(CF_CHUNKS)?;
+        let cf_wal = self.cf(CF_WAL)?;
+        let mut wb = WriteBatch::default();
+        let mut n = 0;
+        for (sid, pts) in frozen.iter() {
+            let mut pts = pts.clone();
+            // Newest write wins for a repeated timestamp: reverse, stable sort, keep first.
+            pts.reverse();
+            pts.sort_by_key(|p| p.ts);
+            pts.dedup_by_key(|p| p.ts);
+            n += pts.len();
+            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                continue;
+            };
+            wb.put_cf(
+                &cf_chunks,
+                chunks::key(*sid, first.ts, last.ts, upto),
+                encode_points(&pts),
+            );
+        }
+        wb.delete_range_cf(&cf_wal, 0u64.to_be_bytes(), (upto + 1).to_be_bytes());
+        wb.put(KEY_WAL_NEXT, (upto + 1).to_le_bytes());
+        let r = self.db.write(wb);
+        let mut h = self.head.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = r {
+            // Put the points back in front of what arrived meanwhile; the wal still has them.
+            if let Some(f) = h.frozen.take() {
+                let f = Arc::try_unwrap(f).unwrap_or_else(|a| (*a).clone());
+                for (sid, mut pts) in f {
+                    h.active_points += pts.len();
+                    let e = h.active.entry(sid).or_default();
+                    pts.append(e);
+                    *e = pts;
+                }
+            }
+            return Err(self.err(e));
+        }
+        h.frozen = None;
+        Ok(n)
+    }
+}

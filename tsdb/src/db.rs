@@ -1,0 +1,362 @@
+//! [`Storage`]: opening the RocksDB folder, rebuilding the index and head, committing write
+//! plans, and reading series back.
+
+use crate::encoding::{labels_from_bytes, labels_to_bytes};
+use crate::head::Head;
+use crate::index::Index;
+use crate::plan::{SeriesSlot, WritePlan};
+use crate::{SeriesId, chunks, wal};
+use outpost_promql::{Matcher, StorageError as ReadError};
+use outpost_shared::{Labels, Point};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) const CF_SERIES: &str = "series";
+pub(crate) const CF_WAL: &str = "wal";
+pub(crate) const CF_CHUNKS: &str = "chunks";
+/// Default column family: the first wal record id not yet used, kept by compaction.
+pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
+
+/// Why the store cannot open or write.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB failed (I/O error, full disk, lock held by another process…).
+    #[error("storage at {dir}: {source}")]
+    Db {
+        /// The data folder.
+        dir: String,
+        /// RocksDB's error.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A record in the folder does not decode; names which.
+    #[error("storage at {dir}: damaged {what}")]
+    Damaged {
+        /// The data folder.
+        dir: String,
+        /// What does not decode, e.g. "wal record 17".
+        what: String,
+    },
+}
+
+/// The time-series store in one RocksDB folder. Column families:
+/// - `series`: series id (u64 BE) → label set; loaded into the in-memory postings index.
+/// - `wal`: record id (u64 BE) → the points of one committed batch; replayed into the head.
+/// - `chunks`: see [`crate::chunks`].
+/// - `default`: `wal_next` and the caller's metadata from [`WritePlan::meta`].
+pub struct Storage {
+    pub(crate) db: DB,
+    pub(crate) dir: String,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) head: RwLock<Head>,
+    next_series: AtomicU64,
+    next_wal: AtomicU64,
+    sync: WriteOptions,
+}
+
+impl Storage {
+    /// Opens (or creates) the store in `dir`, loads the index and replays the wal into the
+    /// head.
+    ///
+    /// # Errors
+    /// RocksDB cannot open the folder, or a record does not decode.
+    pub fn open(dir: &Path) -> Result<Storage, StorageError> {
+        let d = dir.display().to_string();
+        let err = |source| StorageError::Db {
+            dir: d.clone(),
+            source,
+        };
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        o.set_max_open_files(512);
+        o.set_keep_log_file_num(4);
+        o.set_max_background_jobs(2);
+        o.set_write_buffer_size(32 << 20);
+        o.set_max_total_wal_size(128 << 20);
+        let cfs = [CF_SERIES, CF_WAL, CF_CHUNKS]
+            .into_iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
+            .chain([ColumnFamilyDescriptor::new("default", Options::default())]);
+        let db = DB::open_cf_descriptors(&o, dir, cfs).map_err(err)?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        let s = Storage {
+            db,
+            dir: d.clone(),
+            index: RwLock::default(),
+            head: RwLock::default(),
+            next_series: AtomicU64::new(1),
+            next_wal: AtomicU64::new(1),
+            sync,
+        };
+        s.load()?;
+        Ok(s)
+    }
+
+    pub(crate) fn err(&self, source: rocksdb::Error) -> StorageError {
+        StorageError::Db {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn damaged(&self, what: String) -> StorageError {
+        StorageError::Damaged {
+            dir: self.dir.clone(),
+            what,
+        }
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.damaged(format!("column family {name} missing")))
+    }
+
+    fn load(&self) -> Result<(), StorageError> {
+        let mut index = Index::default();
+        let mut max_sid = 0;
+        for item in self
+            .db
+            .iterator_cf(&self.cf(CF_SERIES)?, IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let id = u64::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| self.damaged("series key".into()))?,
+            );
+            let l = labels_from_bytes(&v)
+                .ok_or_else(|| self.damaged(format!("label set of series {id}")))?;
+            max_sid = max_sid.max(id);
+            index.insert(id, l);
+        }
+        self.next_series.store(max_sid + 1, Ordering::Relaxed);
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+
+        let mut wal_next = self
+            .db
+            .get(KEY_WAL_NEXT)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(1);
+        let mut head = Head::default();
+        let mut records = 0u64;
+        for item in self.db.iterator_cf(&self.cf(CF_WAL)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let id = u64::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| self.damaged("wal key".into()))?,
+            );
+            let pts =
+                wal::decode_record(&v).ok_or_else(|| self.damaged(format!("wal record {id}")))?;
+            for (sid, p) in pts {
+                head.active.entry(sid).or_default().push(p);
+                head.active_points += 1;
+            }
+            head.last_wal = id;
+            wal_next = wal_next.max(id + 1);
+            records += 1;
+        }
+        if records > 0 {
+            tracing::info!(
+                records,
+                points = head.active_points,
+                "replayed the ingest log into the head"
+            );
+        }
+        self.next_wal.store(wal_next, Ordering::Relaxed);
+        *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
+        Ok(())
+    }
+
+    /// The id of the series with exactly these labels, if stored.
+    pub fn series_id(&self, labels: &Labels) -> Option<SeriesId> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_labels
+            .get(labels)
+            .copied()
+    }
+
+    /// Commits `plan` in one atomic, synced write and makes its points readable. Returns the
+    /// ids of `plan.new_series`, in order. Commits must not run concurrently (one writer).
+    ///
+    /// # Errors
+    /// The write failed: nothing of the plan was written, and the store is as before.
+    pub fn commit(&self, plan: &WritePlan) -> Result<Vec<SeriesId>, StorageError> {
+        let cf_series = self.cf(CF_SERIES)?;
+        let cf_wal = self.cf(CF_WAL)?;
+        let next_series_before = self.next_series.load(Ordering::Relaxed);
+        let next_wal_before = self.next_wal.load(Ordering::Relaxed);
+        let mut wb = WriteBatch::default();
+        let mut ids = Vec::with_capacity(plan.new_series.len());
+        let mut created: Vec<(SeriesId, Labels)> = vec![];
+        {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            let mut pending: HashMap<&Labels, SeriesId> = HashMap::new();
+            for l in &plan.new_series {
+                let id = match index.by_labels.get(l).or_else(|| pending.get(l)) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.next_series.fetch_add(1, Ordering::Relaxed);
+                        wb.put_cf(&cf_series, id.to_be_bytes(), labels_to_bytes(l));
+                        pending.insert(l, id);
+                        created.push((id, l.clone()));
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+        }
+        let resolve = |s: SeriesSlot| match s {
+            SeriesSlot::Existing(id) => id,
+            SeriesSlot::New(n) => ids[n as usize],
+        };
+        let mut head_add: Vec<(SeriesId, Point)> = vec![];
+        let mut last_wal = 0;
+        for r in &plan.records {
+            let pts: Vec<(SeriesId, Point)> = r.iter().map(|&(s, p)| (resolve(s), p)).collect();
+            let wal_id = self.next_wal.fetch_add(1, Ordering::Relaxed);
+            wb.put_cf(&cf_wal, wal_id.to_be_bytes(), wal::encode_record(&pts));
+            last_wal = wal_id;
+            head_add.extend(pts);
+        }
+        for (k, v) in &plan.meta {
+            wb.put(k, v);
+        }
+        if let Err(e) = self.db.write_opt(wb, &self.sync) {
+            // Nothing was written: put the counters back as they were.
+            self.next_series
+                .store(next_series_before, Ordering::Relaxed);
+            self.next_wal.store(next_wal_before, Ordering::Relaxed);
+            return Err(self.err(e));
+        }
+        if !created.is_empty() {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for (s, l) in created {
+                index.insert(s, l);
+            }
+        }
+        if !head_add.is_empty() {
+            let mut head = self.head.write().unwrap_or_else(|p| p.into_inner());
+            head.active_points += head_add.len();
+            for (sid, p) in head_add {
+                head.active.entry(sid).or_default().push(p);
+            }
+            head.last_wal = head.last_wal.max(last_wal);
+        }
+        Ok(ids)
+    }
+
+    /// Every caller metadata entry whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// RocksDB fails to read.
+    pub fn meta(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut out = vec![];
+        for item in self.db.prefix_iterator(prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many series are stored.
+    pub fn series_count(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .labels
+            .len()
+    }
+
+    /// How many points wait in the head for compaction.
+    pub fn head_points(&self) -> usize {
+        self.head.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Bytes on disk and in memtables, as RocksDB reports them.
+    pub fn size_bytes(&self) -> u64 {
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.size-all-mem-tables",
+        ]
+        .iter()
+        .flat_map(|p| {
+            [CF_SERIES, CF_WAL, CF_CHUNKS, "default"]
+                .into_iter()
+                .filter_map(move |cf| {
+                    let h = self.db.cf_handle(cf)?;
+                    self.db.property_int_value_cf(&h, *p).ok().flatten()
+                })
+        })
+        .sum()
+    }
+
+    /// Syncs RocksDB's own log to disk.
+    ///
+    /// # Errors
+    /// The sync failed.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    /// Every series whose labels satisfy all matchers, sorted by labels.
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .select(matchers)
+    }
+
+    /// The series' points with `start_ms <= ts <= end_ms`, sorted by time, one per timestamp
+    /// (the newest write wins), from head and chunks.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub fn points(
+        &self,
+        id: SeriesId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Point>, ReadError> {
+        let mut v: Vec<Point> = vec![];
+        self.head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .points_newest_first(id, start_ms, end_ms, &mut v);
+        let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
+        chunks::read_newest_first(&self.db, cf, id, start_ms, end_ms, &mut v)?;
+        // Sources were added newest first: a stable sort keeps the newest write first for a
+        // repeated timestamp.
+        v.sort_by_key(|p| p.ts);
+        v.dedup_by_key(|p| p.ts);
+        Ok(v)
+    }
+
+    /// All label names in use, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .label_names()
+    }
+
+    /// All values of one label name, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .label_values(name)
+    }
+}

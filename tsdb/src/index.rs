@@ -1,0 +1,92 @@
+//! The postings index: every series' label set, and for each label name and value the
+//! series that carry it. Held in memory, rebuilt from the `series` column family at open.
+
+use crate::SeriesId;
+use outpost_promql::{MatchOp, Matcher};
+use outpost_shared::Labels;
+use std::collections::HashMap;
+
+/// The in-memory inverted index.
+#[derive(Default)]
+pub(crate) struct Index {
+    /// Series id by label set.
+    pub(crate) by_labels: HashMap<Labels, SeriesId>,
+    /// Label set by series id.
+    pub(crate) labels: HashMap<SeriesId, Labels>,
+    /// Postings: label name → value → series ids, in insertion order.
+    pub(crate) postings: HashMap<String, HashMap<String, Vec<SeriesId>>>,
+}
+
+impl Index {
+    /// Adds a series to every posting list of its labels.
+    pub(crate) fn insert(&mut self, id: SeriesId, l: Labels) {
+        for lab in l.iter() {
+            self.postings
+                .entry(lab.name.clone())
+                .or_default()
+                .entry(lab.value.clone())
+                .or_default()
+                .push(id);
+        }
+        self.by_labels.insert(l.clone(), id);
+        self.labels.insert(id, l);
+    }
+
+    /// Every series whose labels satisfy all matchers, sorted by labels.
+    pub(crate) fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
+        let index = self;
+        let candidates: Box<dyn Iterator<Item = SeriesId>> = match matchers
+            .iter()
+            .filter(|m| m.op == MatchOp::Equal && !m.value.is_empty())
+            .filter_map(|m| {
+                Some(
+                    index
+                        .postings
+                        .get(&m.name)?
+                        .get(&m.value)
+                        .map(|v| v.as_slice())
+                        .unwrap_or(&[]),
+                )
+            })
+            .min_by_key(|p| p.len())
+        {
+            Some(p) => Box::new(p.iter().copied()),
+            None if matchers
+                .iter()
+                .any(|m| m.op == MatchOp::Equal && !m.value.is_empty()) =>
+            {
+                Box::new(std::iter::empty())
+            }
+            None => Box::new(index.labels.keys().copied()),
+        };
+        let mut out: Vec<(SeriesId, Labels)> = candidates
+            .filter_map(|id| {
+                let l = index.labels.get(&id)?;
+                matchers
+                    .iter()
+                    .all(|m| m.matches_labels(l))
+                    .then(|| (id, l.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
+    /// All label names in use, sorted.
+    pub(crate) fn label_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.postings.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// All values of one label name, sorted.
+    pub(crate) fn label_values(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .postings
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}

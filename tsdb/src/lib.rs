@@ -1,0 +1,31 @@
+//! `outpost-tsdb`: the aggregator's time-series store on RocksDB.
+//!
+//! - [`index`]: the postings index (label name → value → series), in memory.
+//! - [`head`]: recent points in memory, rebuilt from the wal at open.
+//! - [`wal`]: one record per committed batch, until compaction.
+//! - [`chunks`]: compressed per-series point runs, the long-term form.
+//! - [`compact`]: head → chunks, wal records dropped, in one atomic write.
+//! - [`plan`]: [`WritePlan`], what one group commit writes; [`Storage::commit`] writes it in
+//!   one atomic, synced RocksDB write with the caller's metadata.
+//! - [`querier`]: [`Storage`] implements `outpost_promql::Queryable`.
+//!
+//! Out-of-order and backfilled points are welcome: chunks may overlap in time, and reads
+//! merge chunks and head keeping one point per timestamp (the newest write). This crate
+//! knows nothing of agents, seqs or the ingest protocol (the caller's ledger decides what to
+//! write), and serves no HTTP.
+
+mod chunks;
+mod compact;
+mod db;
+mod encoding;
+mod head;
+mod index;
+mod plan;
+mod querier;
+mod wal;
+
+pub use db::{Storage, StorageError};
+pub use plan::{SeriesSlot, WritePlan};
+
+/// A stored series' number, stable for the life of the data folder.
+pub type SeriesId = outpost_promql::SeriesRef;
