@@ -15,10 +15,11 @@ pub struct ClientConfig {
     /// Batches sent but not acknowledged, at most (counted in seqs from the last ack to the
     /// next seq to send, so skipped seqs count too). Default 256.
     pub window: u64,
-    /// Bytes (as the driver reports them in [`ClientSession::handle_sent`]) sent but not
-    /// acknowledged, at most; no new batches are requested at or above it. What is in flight
-    /// cannot be evicted without doubt about whether it arrived, so it must leave the buffer
-    /// room to work: the agent uses half its buffer size. Default `u64::MAX`.
+    /// Bytes sent but not acknowledged (as [`BufferState::unacked_bytes`] reports them, plus
+    /// what [`ClientSession::handle_sent`] added since), at most; no new batches are
+    /// requested at or above it. What is in flight cannot be evicted without doubt about
+    /// whether it arrived, so it must leave the buffer room to work: the agent uses half its
+    /// buffer size. Default `u64::MAX`.
     pub window_bytes: u64,
     /// Interval between heartbeats, ms; the first goes out right after the welcome.
     /// Default 15 000.
@@ -65,6 +66,10 @@ pub struct BufferState {
     /// Samples dropped by the when-full policy since the buffer was created (sent in
     /// heartbeats).
     pub dropped_samples: u64,
+    /// Bytes of the buffered batches with seqs from [`ClientSession::acked`]` + 1` up to
+    /// [`ClientSession::cursor`] (sent, not acknowledged), as the buffer counts them now:
+    /// batches the when-full policy evicted while in flight no longer count.
+    pub unacked_bytes: u64,
 }
 
 /// Something the driver must send.
@@ -135,6 +140,7 @@ pub struct ClientSession {
     cursor: u64,
     /// Batches sent on this connection and not yet acknowledged: (seq, bytes).
     in_flight: VecDeque<(u64, u64)>,
+    /// The buffer's last [`BufferState::unacked_bytes`] plus bytes sent since.
     in_flight_bytes: u64,
     buffer: BufferState,
     /// New batches, acks or a welcome since the last [`Transmit::Batches`].
@@ -235,8 +241,11 @@ impl ClientSession {
 
     /// The buffer's current state. New batches make the window and the live lane look again.
     pub fn handle_buffer(&mut self, state: BufferState) {
-        if state.next_seq > self.buffer.next_seq {
+        if state.next_seq > self.buffer.next_seq || state.unacked_bytes < self.in_flight_bytes {
             self.want_batches = true;
+        }
+        if self.state == State::Established {
+            self.in_flight_bytes = state.unacked_bytes;
         }
         self.buffer = state;
     }
@@ -305,7 +314,7 @@ impl ClientSession {
                 break;
             }
             self.in_flight.pop_front();
-            self.in_flight_bytes -= b;
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(b);
         }
         self.want_batches = true;
         self.events.push_back(ClientEvent::Acked { seq, newly });

@@ -43,10 +43,12 @@ impl Agent {
     }
 
     fn state(&self) -> BufferState {
+        let unacked = self.session.acked() + 1..self.session.cursor().max(self.session.acked() + 1);
         BufferState {
             next_seq: self.next_seq,
             backlog_bytes: self.buffer.values().sum(),
             dropped_samples: self.dropped_samples,
+            unacked_bytes: self.buffer.range(unacked).map(|(_, b)| b).sum(),
         }
     }
 
@@ -883,10 +885,22 @@ fn the_byte_window_holds_back_batches() {
         c.handle_sent(2, 1),
         Err(ClientError::OutOfOrder { seq: 2, cursor: 4 })
     );
+    // The when-full policy evicts seq 1 while in flight: its bytes no longer hold the window.
+    c.handle_buffer(BufferState {
+        next_seq: 10,
+        unacked_bytes: 200,
+        ..BufferState::default()
+    });
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Transmit::Batches { from: 4, max: 253 })
+    );
+    c.handle_sent(4, 100).unwrap();
+    assert_eq!(c.poll_transmit(), None);
     c.handle_frame(Frame::Ack { seq: 2 }, T0 + 30).unwrap();
     assert_eq!(
         c.poll_transmit(),
-        Some(Transmit::Batches { from: 4, max: 255 })
+        Some(Transmit::Batches { from: 5, max: 254 })
     );
 }
 
