@@ -122,13 +122,15 @@ pub struct View {
     pub regions_up: BTreeMap<String, usize>,
 }
 
-pub struct Registry {
+/// The checks file's checks and where each runs: one connected agent per check and
+/// region, moved when that agent goes away; reloaded when the file changes.
+pub struct Placement {
     file: Option<PathBuf>,
     inner: Mutex<Inner>,
     gauges: Gauges,
 }
 
-/// The registry's own metrics.
+/// The placement's own metrics.
 #[derive(Clone, Default)]
 pub struct Gauges {
     pub checks: prometheus_client::metrics::gauge::Gauge,
@@ -137,17 +139,17 @@ pub struct Gauges {
     pub unassigned: prometheus_client::metrics::gauge::Gauge,
 }
 
-impl Registry {
+impl Placement {
     /// Loads `file` (if any). A file that cannot be read or has problems is an error here:
     /// the aggregator refuses to start on it rather than run without the checks.
-    pub fn load(file: Option<PathBuf>, gauges: Gauges) -> Result<Registry, String> {
+    pub fn load(file: Option<PathBuf>, gauges: Gauges) -> Result<Placement, String> {
         let (checks, st) = match &file {
             Some(p) => (load_file(p)?, stamp(p)),
             None => (vec![], None),
         };
         gauges.checks.set(checks.len() as i64);
         gauges.reload_ok.set(1);
-        let r = Registry {
+        let r = Placement {
             file,
             inner: Mutex::new(Inner {
                 checks,
@@ -513,7 +515,7 @@ checks:
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("checks.yaml");
         std::fs::write(&path, TWO).unwrap();
-        let r = Registry::load(Some(path.clone()), Gauges::default()).unwrap();
+        let r = Placement::load(Some(path.clone()), Gauges::default()).unwrap();
         let mut e1 = r.attach("e1", "us-east", 1);
         let first: Vec<CheckDef> = serde_json::from_str(&e1.borrow_and_update()).unwrap();
         assert_eq!(first.len(), 2);

@@ -22,7 +22,7 @@ use tracing::Instrument;
 pub struct AppState {
     pub storage: Arc<Storage>,
     pub ledger: Arc<Mutex<Ledger>>,
-    pub checks: Arc<crate::checks::Registry>,
+    pub checks: Arc<crate::checks::Placement>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,

@@ -151,7 +151,7 @@ pub fn server_endpoint(
 #[derive(Clone)]
 pub struct Ingest {
     pub ledger: Arc<Mutex<Ledger>>,
-    pub checks: Arc<crate::checks::Registry>,
+    pub checks: Arc<crate::checks::Placement>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub writer: mpsc::Sender<WriterMsg>,

@@ -65,7 +65,7 @@ pub async fn run_with(
     let metrics = Arc::new(metrics::Metrics::new());
     let live = Arc::new(live::Live::default());
     let checks = Arc::new(
-        checks::Registry::load(cfg.checks_file.clone(), metrics.checks.clone())
+        checks::Placement::load(cfg.checks_file.clone(), metrics.checks.clone())
             .map_err(RunError::Setup)?,
     );
     let quic_addr: SocketAddr = cfg.listen.quic.parse().map_err(|_| {

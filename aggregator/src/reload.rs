@@ -34,7 +34,7 @@ pub fn spawn(
     path: PathBuf,
     initial: Config,
     gauges: ReloadGauges,
-    checks: std::sync::Arc<crate::checks::Registry>,
+    checks: std::sync::Arc<crate::checks::Placement>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {

@@ -3,20 +3,20 @@
 
 /// Appends bits to a byte vector.
 #[derive(Default)]
-pub struct BitWriter {
+pub(crate) struct BitWriter {
     out: Vec<u8>,
     acc: u64,
     n: u32,
 }
 
 impl BitWriter {
-    pub fn new(out: Vec<u8>) -> Self {
+    pub(crate) fn new(out: Vec<u8>) -> Self {
         BitWriter { out, acc: 0, n: 0 }
     }
 
     /// Writes the low `bits` bits of `v` (0 ≤ bits ≤ 64).
     #[inline]
-    pub fn write(&mut self, v: u64, bits: u32) {
+    pub(crate) fn write(&mut self, v: u64, bits: u32) {
         debug_assert!(bits <= 64);
         if bits == 0 {
             return;
@@ -37,7 +37,7 @@ impl BitWriter {
     }
 
     #[inline]
-    pub fn bit(&mut self, b: bool) {
+    pub(crate) fn bit(&mut self, b: bool) {
         self.write(b as u64, 1);
     }
 
@@ -45,7 +45,7 @@ impl BitWriter {
     /// (0 for zero), then the bits below the leading one. Lengths of 63 and 64 share the code
     /// 63, followed by all 64 bits.
     #[inline]
-    pub fn varbits(&mut self, v: u64) {
+    pub(crate) fn varbits(&mut self, v: u64) {
         let len = 64 - v.leading_zeros();
         if len >= 63 {
             self.write(63, 6);
@@ -59,7 +59,7 @@ impl BitWriter {
     }
 
     /// Pads the last byte with zero bits and returns the bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         if self.n > 0 {
             self.out.push((self.acc << (8 - self.n)) as u8);
         }
@@ -68,25 +68,25 @@ impl BitWriter {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutOfBits;
+pub(crate) struct OutOfBits;
 
 /// Reads bits from a byte slice.
-pub struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize, // in bits
 }
 
 impl<'a> BitReader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         BitReader { data, pos: 0 }
     }
 
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.data.len() * 8 - self.pos
     }
 
     #[inline]
-    pub fn read(&mut self, bits: u32) -> Result<u64, OutOfBits> {
+    pub(crate) fn read(&mut self, bits: u32) -> Result<u64, OutOfBits> {
         if bits == 0 {
             return Ok(0);
         }
@@ -109,12 +109,12 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    pub fn bit(&mut self) -> Result<bool, OutOfBits> {
+    pub(crate) fn bit(&mut self) -> Result<bool, OutOfBits> {
         Ok(self.read(1)? == 1)
     }
 
     #[inline]
-    pub fn varbits(&mut self) -> Result<u64, OutOfBits> {
+    pub(crate) fn varbits(&mut self) -> Result<u64, OutOfBits> {
         let len = self.read(6)? as u32;
         match len {
             0 => Ok(0),
@@ -125,13 +125,15 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// Maps signed to unsigned so small magnitudes stay small (0, -1, 1, -2 → 0, 1, 2, 3).
 #[inline]
-pub fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
+/// The inverse of [`zigzag`].
 #[inline]
-pub fn unzigzag(v: u64) -> i64 {
+pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 

@@ -23,20 +23,29 @@ const FLAG_SINGLE_POINT: u8 = 1;
 const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 
+/// Why a batch payload cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The payload ends before the batch does.
     #[error("batch ends early (truncated or damaged)")]
     Truncated,
+    /// A format byte this build does not know.
     #[error("unknown batch format {0} (this build reads format {FORMAT_V1})")]
     UnknownFormat(u8),
+    /// A reference to a string or series the context has not defined.
     #[error("batch refers to {what} #{id}, but only {known} are defined")]
     BadReference {
+        /// "string" or "series".
         what: &'static str,
+        /// The number referred to.
         id: u64,
+        /// How many are defined.
         known: usize,
     },
+    /// A field with a value out of its range; names the field.
     #[error("batch has an invalid {0}")]
     Invalid(&'static str),
+    /// An earlier batch failed to decode, so the shared context is unknown.
     #[error("decoder is out of step after an earlier error; the stream must be restarted")]
     Poisoned,
 }
@@ -155,6 +164,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder with an empty context (the first batch defines every string and series).
     pub fn new() -> Self {
         Self::default()
     }
@@ -164,6 +174,7 @@ impl Encoder {
         self.state.len()
     }
 
+    /// Encodes `batch` against the context, then adds its new strings and series to it.
     pub fn encode(&mut self, batch: &Batch) -> Vec<u8> {
         let mut new_strings: Vec<&str> = Vec::new();
         let mut new_series: Vec<&Labels> = Vec::new();
@@ -297,8 +308,11 @@ fn encode_value(w: &mut BitWriter, st: &mut SeriesState, v: f64) {
 /// One decoded point with its series as the context's number for it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RawPoint {
+    /// The series' number in the decoder's context.
     pub series: u32,
+    /// Milliseconds since the Unix epoch.
     pub ts: i64,
+    /// The value.
     pub value: f64,
 }
 
@@ -309,6 +323,7 @@ pub struct RawBatch {
     pub new_series: std::ops::Range<u32>,
     /// Per series entry in the batch: its context number and how many points follow.
     pub entries: Vec<(u32, u32)>,
+    /// Every point, entry after entry.
     pub points: Vec<RawPoint>,
 }
 
@@ -323,6 +338,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder with an empty context, matching a new [`Encoder`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -332,6 +348,10 @@ impl Decoder {
         self.series.get(id as usize)
     }
 
+    /// Decodes one batch with its label sets attached.
+    ///
+    /// # Errors
+    /// As [`Decoder::decode_raw`].
     pub fn decode(&mut self, data: &[u8]) -> Result<Batch, DecodeError> {
         let raw = self.decode_raw(data)?;
         let mut series = Vec::with_capacity(raw.entries.len());
@@ -351,6 +371,11 @@ impl Decoder {
         Ok(Batch { series })
     }
 
+    /// Decodes one batch, series as context numbers.
+    ///
+    /// # Errors
+    /// The payload is damaged or refers to what the context lacks; the decoder is then
+    /// poisoned, as its context no longer matches the encoder's.
     pub fn decode_raw(&mut self, data: &[u8]) -> Result<RawBatch, DecodeError> {
         if self.poisoned {
             return Err(DecodeError::Poisoned);

@@ -18,37 +18,53 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
 /// QUIC application close codes.
 pub mod close {
+    /// A clean close: nothing went wrong.
     pub const NORMAL: u32 = 0;
+    /// The peer speaks another protocol version.
     pub const VERSION_MISMATCH: u32 = 1;
+    /// The agent id in the hello differs from the client certificate's common name.
     pub const IDENTITY_MISMATCH: u32 = 2;
+    /// A frame or batch that does not decode.
     pub const MALFORMED: u32 = 3;
+    /// A newer connection of the same agent took over.
     pub const REPLACED: u32 = 4;
+    /// The aggregator is shutting down.
     pub const SHUTDOWN: u32 = 5;
 }
 
+/// The agent's first frame on the control stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Must stay the first field of the first variant: [`peek_hello_version`] reads it
     /// without decoding the rest, so a future layout still gets a clear refusal.
     pub protocol: u16,
+    /// The agent's id; must equal its certificate's common name.
     pub agent_id: String,
+    /// The region the agent reports from.
     pub region: String,
+    /// The agent's build version.
     pub agent_version: String,
     /// The agent's wall clock, ms since the Unix epoch, when it sent the hello.
     pub clock_ms: i64,
 }
 
+/// The aggregator's answer to an accepted hello.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
+    /// The aggregator's protocol version.
     pub protocol: u16,
+    /// The aggregator's build version.
     pub aggregator_version: String,
+    /// The aggregator's wall clock, ms since the Unix epoch, when it sent the welcome.
     pub clock_ms: i64,
     /// The highest batch seq the aggregator has durably applied for this agent.
     pub applied_seq: u64,
 }
 
+/// The agent's periodic report on the control stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// The agent's wall clock, ms since the Unix epoch.
     pub clock_ms: i64,
     /// Samples the agent's buffer has dropped by policy since it was created.
     pub dropped_samples: u64,
@@ -59,22 +75,31 @@ pub struct Heartbeat {
 /// A W3C trace context (the `traceparent` fields) carried with a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceContext {
+    /// The trace's id.
     pub trace_id: [u8; 16],
+    /// The sending span's id.
     pub span_id: [u8; 8],
     /// W3C trace flags; bit 0 is "sampled".
     pub flags: u8,
 }
 
+/// Everything agent and aggregator say to each other (postcard-encoded, length-prefixed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
+    /// Agent → aggregator, first: who is connecting.
     Hello(Hello),
+    /// Aggregator → agent: accepted, and where to resume.
     Welcome(Welcome),
     /// Sent before closing: why the peer is not accepted.
     Refused {
+        /// Human-readable, names the problem.
         reason: String,
     },
+    /// One buffered batch.
     Batch {
+        /// The batch's place in the agent's sequence.
         seq: u64,
+        /// The batch, encoded with [`crate::codec`].
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         /// The sender's tracing span for this batch, when it exports traces; the receiver
@@ -83,17 +108,21 @@ pub enum Frame {
     },
     /// Every batch up to and including `seq` is durable at the aggregator.
     Ack {
+        /// The highest durable seq.
         seq: u64,
     },
+    /// Agent → aggregator: clock, drops and backlog.
     Heartbeat(Heartbeat),
     /// Aggregator to agent, on the control stream: the synthetic checks this agent runs from
     /// now on, as a JSON array of check definitions. Each one replaces the previous set.
     Checks {
+        /// The definitions, a JSON array.
         json: String,
     },
 }
 
 impl Frame {
+    /// The frame's kind in one word, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {
             Frame::Hello(_) => "hello",
@@ -107,14 +136,19 @@ impl Frame {
     }
 }
 
+/// Why a frame cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The length prefix exceeds [`MAX_FRAME_BYTES`].
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
     TooLarge(usize),
+    /// The body does not decode as a frame.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// The stream ended inside a frame.
     #[error("stream ended inside a frame")]
     Truncated,
+    /// The stream failed.
     #[error("stream read failed: {0}")]
     Io(std::io::Error),
 }

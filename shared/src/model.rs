@@ -9,7 +9,9 @@ pub const METRIC_NAME: &str = "__name__";
 /// One label pair.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
+    /// The label name.
     pub name: String,
+    /// The label value.
     pub value: String,
 }
 
@@ -51,6 +53,7 @@ impl Labels {
         ok.then_some(Labels(v))
     }
 
+    /// The value of label `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .binary_search_by(|l| l.name.as_str().cmp(name))
@@ -58,6 +61,7 @@ impl Labels {
             .map(|i| self.0[i].value.as_str())
     }
 
+    /// The value of `__name__`, if set.
     pub fn metric_name(&self) -> Option<&str> {
         self.get(METRIC_NAME)
     }
@@ -78,6 +82,7 @@ impl Labels {
         Labels(v)
     }
 
+    /// The pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Label> {
         self.0.iter()
     }
@@ -88,10 +93,12 @@ impl Labels {
         self.0
     }
 
+    /// How many pairs.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True for the empty label set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -121,7 +128,9 @@ impl fmt::Display for Labels {
 /// kept apart and a NaN equals itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Point {
+    /// Milliseconds since the Unix epoch.
     pub ts: i64,
+    /// The value.
     pub value: f64,
 }
 
@@ -135,10 +144,12 @@ impl Eq for Point {}
 /// The bit pattern Prometheus writes to mark a series stale.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
+/// Prometheus' stale marker as a float.
 pub fn stale_nan() -> f64 {
     f64::from_bits(STALE_NAN)
 }
 
+/// Whether `v` is Prometheus' stale marker (its exact bits, not any NaN).
 pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
 }
@@ -146,17 +157,21 @@ pub fn is_stale(v: f64) -> bool {
 /// The points of one series inside a batch, in the order they were taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeriesPoints {
+    /// The series.
     pub labels: Labels,
+    /// Its points.
     pub points: Vec<Point>,
 }
 
 /// What an agent sends in one go: usually one collection cycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
+    /// One entry per series, in the order collected.
     pub series: Vec<SeriesPoints>,
 }
 
 impl Batch {
+    /// Points in the batch.
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.points.len()).sum()
     }

@@ -15,12 +15,21 @@ use std::sync::Arc;
 
 use crate::frame::ALPN;
 
+/// Why certificates or keys cannot be loaded, generated or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file cannot be read, written or parsed.
     #[error("{path}: {msg}")]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// The files do not make a usable TLS configuration.
     #[error("{0}")]
     Config(String),
+    /// rcgen could not make a certificate.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
 }
@@ -54,6 +63,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The first PEM private key in `path`.
+///
+/// # Errors
+/// The file cannot be read or holds no private key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data =
         std::fs::read(path).map_err(|e| file_err(path, format!("cannot read key file: {e}")))?;
@@ -61,6 +74,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|e| file_err(path, format!("no PEM private key found: {e}")))
 }
 
+/// Every PEM certificate in `path`, as trust anchors.
+///
+/// # Errors
+/// The file cannot be read, holds no certificate, or one is not a usable CA.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(path)? {
@@ -74,8 +91,11 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 /// The three files one side of a connection needs.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// CA certificate(s) that sign the other side's certificate (PEM).
     pub ca: PathBuf,
+    /// This side's certificate (PEM).
     pub cert: PathBuf,
+    /// This side's private key (PEM).
     pub key: PathBuf,
 }
 
@@ -129,7 +149,9 @@ pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
 /// Which end of the connection a set of [`TlsFiles`] is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// An agent.
     Client,
+    /// The aggregator.
     Server,
 }
 

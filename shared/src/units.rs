@@ -10,12 +10,15 @@ use std::{fmt, str::FromStr, time::Duration as StdDuration};
 pub struct Duration(pub StdDuration);
 
 impl Duration {
+    /// `s` seconds.
     pub fn from_secs(s: u64) -> Self {
         Duration(StdDuration::from_secs(s))
     }
+    /// `ms` milliseconds.
     pub fn from_millis(ms: u64) -> Self {
         Duration(StdDuration::from_millis(ms))
     }
+    /// As a standard duration.
     pub fn get(self) -> StdDuration {
         self.0
     }
