@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 pub struct ClientConfig {
     /// The agent id sent in the hello; must match the client certificate's common name.
     pub agent_id: String,
+    /// The agent's region, sent in the hello.
     pub region: String,
+    /// The agent's version, sent in the hello.
     pub agent_version: String,
     /// Batches sent but not acknowledged, at most (counted in seqs from the last ack to the
     /// next seq to send, so skipped seqs count too). Default 256.
@@ -81,10 +83,20 @@ pub enum Transmit {
     /// after `from`, then the following ones, at most `max` of them. Report each with
     /// [`ClientSession::handle_sent`] (or [`ClientSession::handle_skipped`] when it cannot be
     /// read) before writing it. Fewer, or none, is fine.
-    Batches { from: u64, max: u64 },
+    Batches {
+        /// The first seq to consider.
+        from: u64,
+        /// How many batches at most (what the window has room for).
+        max: u64,
+    },
     /// Copy the buffered batches with seqs in `from..to` onto the live stream (opening it on
     /// first use). Nothing is reported back: live copies are never acknowledged.
-    Live { from: u64, to: u64 },
+    Live {
+        /// The first seq to copy.
+        from: u64,
+        /// One past the last seq to copy.
+        to: u64,
+    },
 }
 
 /// Something the driver must act on.
@@ -94,15 +106,28 @@ pub enum ClientEvent {
     /// `applied_seq`, so the driver deletes those batches from the buffer (and resolves
     /// batches evicted while in flight). `skew_ms` is the agent clock minus the aggregator
     /// clock, estimated with half the round trip.
-    Connected { applied_seq: u64, skew_ms: i64 },
+    Connected {
+        /// The highest seq the aggregator has durably applied for this agent.
+        applied_seq: u64,
+        /// Agent clock minus aggregator clock, ms.
+        skew_ms: i64,
+    },
     /// Every batch up to `seq` is durable at the aggregator: delete them from the buffer.
     /// `newly` is how many seqs this ack covers that no earlier ack did.
-    Acked { seq: u64, newly: u64 },
+    Acked {
+        /// Every batch up to and including this seq is durable.
+        seq: u64,
+        /// Seqs covered for the first time by this ack.
+        newly: u64,
+    },
     /// The synthetic checks assigned to this agent from now on (a JSON array).
     Checks(String),
     /// After [`ClientSession::begin_shutdown`]: the session is done. `all_acked` is false when
     /// the grace period ended with batches unacknowledged (they stay buffered).
-    Finished { all_acked: bool },
+    Finished {
+        /// Everything sent was acknowledged.
+        all_acked: bool,
+    },
 }
 
 /// Why a connection's session ended. The driver closes the connection and, except after a
@@ -118,7 +143,12 @@ pub enum ClientError {
     Protocol(String),
     /// The driver reported a batch out of order; a bug in the driver.
     #[error("batch {seq} reported sent but the batch stream is at {cursor}")]
-    OutOfOrder { seq: u64, cursor: u64 },
+    OutOfOrder {
+        /// The seq reported.
+        seq: u64,
+        /// The lowest seq the batch stream could take.
+        cursor: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

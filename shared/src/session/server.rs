@@ -30,8 +30,11 @@ impl ServerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refusal {
+    /// The QUIC application close code.
     pub code: u32,
+    /// Why, in words for the agent's log and ours.
     pub reason: String,
+    /// The refusal metric's label.
     pub label: &'static str,
 }
 
@@ -53,7 +56,12 @@ pub enum Verdict {
     Next,
     /// Seqs `from..=to` never came (the agent's when-full policy dropped them): count the
     /// gap, apply this batch, report it.
-    Gap { from: u64, to: u64 },
+    Gap {
+        /// The first missing seq.
+        from: u64,
+        /// The last missing seq.
+        to: u64,
+    },
     /// Already applied (a resend after a lost ack): do not store it again, but report it
     /// with [`ServerSession::handle_durable`] so it is acknowledged in its turn.
     Duplicate,
@@ -68,7 +76,12 @@ pub enum ServerTransmit {
     /// A frame for the control stream (welcome, refusal, ack, checks).
     Control(Frame),
     /// Close the connection with this code and reason (after sending the frames before it).
-    Close { code: u32, reason: String },
+    Close {
+        /// The QUIC application close code.
+        code: u32,
+        /// The close reason.
+        reason: String,
+    },
 }
 
 /// Something the driver must act on.
