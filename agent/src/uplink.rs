@@ -9,6 +9,10 @@
 //! copies of the newest batches. The aggregator stores those copies at once and
 //! acknowledges each batch only when it arrives in order on the batch stream, so the seq
 //! bookkeeping (exactly once, gaps) stays the batch stream's alone.
+//!
+//! The protocol's logic (handshake, window, acks, heartbeats, the live lane, the shutdown
+//! grace) is `outpost_shared::session::ClientSession`; this module drives it: control frames
+//! and deadlines in, frames and buffered batches out, acknowledged batches deleted.
 
 use crate::buffer::{Buffer, BufferStats};
 use crate::config::Config;
@@ -17,12 +21,15 @@ use crate::status::{DrainMeter, Status};
 use outpost_service::now_ms;
 use outpost_service::quic::transport;
 use outpost_shared::codec::{Decoder, Encoder};
-use outpost_shared::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, close};
+use outpost_shared::frame::{self, Frame, close};
+use outpost_shared::session::{
+    BufferState, ClientConfig, ClientError, ClientEvent, ClientSession, Transmit,
+};
 use quinn::{Connection, Endpoint, VarInt};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 /// Batches written but not yet acknowledged, at most.
@@ -112,6 +119,16 @@ enum SessionError {
     Buffer(#[from] crate::buffer::BufferError),
 }
 
+impl From<ClientError> for SessionError {
+    fn from(e: ClientError) -> SessionError {
+        match e {
+            ClientError::Refused(r) => SessionError::Refused(r),
+            ClientError::Protocol(m) => SessionError::Protocol(m),
+            e => SessionError::Protocol(e.to_string()),
+        }
+    }
+}
+
 pub struct Uplink {
     pub cfg: Arc<Config>,
     pub buffer: Arc<Buffer>,
@@ -146,6 +163,8 @@ impl Uplink {
         let mut attempt: u32 = 0;
         let mut idx = 0usize;
         let endpoints = self.cfg.aggregator.endpoints.clone();
+        // One session across connections: what was acknowledged stays acknowledged.
+        let mut session = ClientSession::new(self.session_config(), self.buffer_state(None));
         while !*shutdown.borrow() {
             let target = &endpoints[idx % endpoints.len()];
             if attempt > 0 {
@@ -153,7 +172,14 @@ impl Uplink {
             }
             let mut established = false;
             let result = self
-                .session(&endpoint, target, &mut shutdown, grace, &mut established)
+                .session(
+                    &endpoint,
+                    &mut session,
+                    target,
+                    &mut shutdown,
+                    grace,
+                    &mut established,
+                )
                 .await;
             self.state.connected.store(false, Ordering::Relaxed);
             self.metrics.uplink_connected.set(0);
@@ -201,6 +227,7 @@ impl Uplink {
     async fn session(
         &self,
         endpoint: &Endpoint,
+        session: &mut ClientSession,
         target: &str,
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
@@ -218,7 +245,10 @@ impl Uplink {
         let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
             .await
             .map_err(|_| SessionError::Connect("handshake timed out".into()))??;
-        let r = self.drive(&conn, shutdown, grace, established).await;
+        let r = self
+            .drive(&conn, session, shutdown, grace, established)
+            .await;
+        session.handle_connection_lost();
         self.account_bytes(&conn, &mut (0, 0));
         match &r {
             Ok(()) => conn.close(VarInt::from_u32(close::SHUTDOWN), b"agent shutting down"),
@@ -242,173 +272,146 @@ impl Uplink {
         *last = (tx, rx);
     }
 
+    /// The session's settings: the agent's window, heartbeat and live-lane constants.
+    fn session_config(&self) -> ClientConfig {
+        ClientConfig {
+            window: WINDOW,
+            window_bytes: self.cfg.buffer.max_bytes.0 / 2,
+            heartbeat_every_ms: HEARTBEAT_EVERY.as_millis() as i64,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as i64,
+            live_after: LIVE_AFTER,
+            live_burst: LIVE_BURST,
+            ..ClientConfig::new(&self.cfg.id, &self.cfg.region, env!("CARGO_PKG_VERSION"))
+        }
+    }
+
+    /// The buffer as `session` needs to know it (its unacknowledged bytes counted as the
+    /// buffer holds them now).
+    fn buffer_state(&self, session: Option<&ClientSession>) -> BufferState {
+        let s = self.buffer.stats();
+        BufferState {
+            next_seq: s.next_seq,
+            backlog_bytes: s.bytes,
+            dropped_samples: s.dropped_samples,
+            unacked_bytes: session
+                .map(|c| self.buffer.bytes_between(c.acked() + 1, c.cursor()))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Drives `session` over one connection: control frames and the session's deadlines in,
+    /// frames and buffered batches out, acknowledged batches deleted from the buffer.
     async fn drive(
         &self,
         conn: &Connection,
+        session: &mut ClientSession,
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
         established: &mut bool,
     ) -> Result<(), SessionError> {
-        let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await?;
-        let hello = Frame::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            agent_id: self.cfg.id.clone(),
-            region: self.cfg.region.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            clock_ms: now_ms(),
-        });
-        ctl_tx.write_all(&frame::encode(&hello)).await?;
-        let sent_at = now_ms();
-        let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read(&mut ctl_rx))
-            .await
-            .map_err(|_| SessionError::Protocol("no welcome within 10s".into()))?;
-        let welcome = match reply {
-            Ok(Some(Frame::Welcome(w))) => w,
-            Ok(Some(Frame::Refused { reason })) => return Err(SessionError::Refused(reason)),
-            Ok(Some(f)) => {
-                return Err(SessionError::Protocol(format!(
-                    "expected welcome, got {}",
-                    f.kind()
-                )));
-            }
-            Ok(None) => {
-                return Err(SessionError::Protocol(
-                    "aggregator closed the control stream".into(),
-                ));
-            }
-            Err(e) => {
-                // A refusal closes the connection right after the frame; prefer its reason.
-                if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
-                    return Err(SessionError::Refused(
-                        String::from_utf8_lossy(&c.reason).into_owned(),
-                    ));
-                }
-                return Err(SessionError::Protocol(e.to_string()));
-            }
-        };
-        frame::check_version(welcome.protocol).map_err(SessionError::Refused)?;
-        let rtt_half = (now_ms() - sent_at) / 2;
-        let skew = sent_at + rtt_half - welcome.clock_ms;
-        self.state.clock_skew_ms.store(skew, Ordering::Relaxed);
-        self.metrics.clock_skew.set(skew as f64 / 1000.0);
-        {
-            let (b, applied) = (self.buffer.clone(), welcome.applied_seq);
-            tokio::task::spawn_blocking(move || b.session_started(applied))
-                .await
-                .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
-            self.state.acked_seq.fetch_max(applied, Ordering::Relaxed);
-        }
-        *established = true;
-        self.state.connected.store(true, Ordering::Relaxed);
-        *self
-            .state
-            .endpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(conn.remote_address().to_string());
-        self.metrics.uplink_connected.set(1);
-        tracing::info!(aggregator = %conn.remote_address(), applied_seq = welcome.applied_seq, "connected");
-
-        // Acks arrive on their own task so a half-read frame is never abandoned.
-        let acked = Arc::new(AtomicU64::new(welcome.applied_seq));
-        let ack_arrived = Arc::new(Notify::new());
-        let mut reader = {
-            let (buffer, metrics, acked, ack_arrived, state, assigned) = (
-                self.buffer.clone(),
-                self.metrics.clone(),
-                acked.clone(),
-                ack_arrived.clone(),
-                self.state.clone(),
-                self.assigned.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    match frame::read(&mut ctl_rx).await {
-                        Ok(Some(Frame::Ack { seq })) => {
-                            let prev = acked.fetch_max(seq, Ordering::Relaxed);
-                            if seq > prev {
-                                let b = buffer.clone();
-                                let r = tokio::task::spawn_blocking(move || b.ack(seq)).await;
-                                if let Ok(Err(e)) = r {
-                                    return SessionError::Buffer(e);
-                                }
-                                metrics.batches_acked.inc_by(seq - prev);
-                                state.acked_seq.fetch_max(seq, Ordering::Relaxed);
-                                state.record_acked(metrics.batches_acked.get());
-                                ack_arrived.notify_one();
-                            }
-                        }
-                        Ok(Some(Frame::Refused { reason })) => {
-                            return SessionError::Refused(reason);
-                        }
-                        Ok(Some(Frame::Heartbeat(_))) => {}
-                        Ok(Some(Frame::Checks { json })) => {
-                            let a = assigned.clone();
-                            let _ = tokio::task::spawn_blocking(move || a.receive(&json)).await;
-                        }
-                        Ok(Some(f)) => {
-                            return SessionError::Protocol(format!(
-                                "unexpected {} frame",
-                                f.kind()
-                            ));
-                        }
-                        Ok(None) => {
-                            return SessionError::Protocol(
-                                "aggregator closed the control stream".into(),
-                            );
-                        }
-                        Err(e) => return SessionError::Protocol(e.to_string()),
-                    }
-                }
-            })
-        };
-
-        let mut data = conn.open_uni().await?;
+        let (mut ctl_tx, ctl_rx) = conn.open_bi().await?;
+        session.handle_buffer(self.buffer_state(Some(session)));
+        session.handle_connected(now_ms());
+        // Control frames are read on their own task so a half-read frame is never abandoned.
+        let (frames_tx, mut frames) = mpsc::channel(64);
+        let _reader = AbortOnDrop(tokio::spawn(read_control(ctl_rx, frames_tx)));
+        let mut data: Option<quinn::SendStream> = None;
         let mut enc = Encoder::new();
-        let mut cursor = welcome.applied_seq + 1;
         let mut live = Live {
             stream: None,
             enc: Encoder::new(),
-            // Batches written from now on may go live; the backlog goes in order.
-            from: self.buffer.stats().next_seq,
         };
-        let mut hb = tokio::time::interval(HEARTBEAT_EVERY);
         let mut bytes_seen = (0, 0);
-        let mut draining_since: Option<tokio::time::Instant> = None;
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
         let mut was_draining = false;
+        let mut shutting_down = false;
         loop {
-            if draining_since.is_none() {
-                self.send_window(
-                    &mut data,
-                    &mut enc,
-                    &mut cursor,
-                    acked.load(Ordering::Relaxed),
-                )
-                .await?;
-                self.send_live(conn, &mut live, cursor).await?;
+            session.handle_buffer(self.buffer_state(Some(session)));
+            while let Some(e) = session.poll_event() {
+                match e {
+                    ClientEvent::Connected {
+                        applied_seq,
+                        skew_ms,
+                    } => {
+                        self.state.clock_skew_ms.store(skew_ms, Ordering::Relaxed);
+                        self.metrics.clock_skew.set(skew_ms as f64 / 1000.0);
+                        let b = self.buffer.clone();
+                        tokio::task::spawn_blocking(move || b.session_started(applied_seq))
+                            .await
+                            .map_err(|e| SessionError::Protocol(format!("buffer task: {e}")))??;
+                        self.state
+                            .acked_seq
+                            .fetch_max(applied_seq, Ordering::Relaxed);
+                        *established = true;
+                        self.state.connected.store(true, Ordering::Relaxed);
+                        *self
+                            .state
+                            .endpoint
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) =
+                            Some(conn.remote_address().to_string());
+                        self.metrics.uplink_connected.set(1);
+                        tracing::info!(aggregator = %conn.remote_address(), applied_seq, "connected");
+                        data = Some(conn.open_uni().await?);
+                    }
+                    ClientEvent::Acked { seq, newly } => {
+                        let b = self.buffer.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.ack(seq)).await {
+                            return Err(SessionError::Buffer(e));
+                        }
+                        self.metrics.batches_acked.inc_by(newly);
+                        self.state.acked_seq.fetch_max(seq, Ordering::Relaxed);
+                        self.state.record_acked(self.metrics.batches_acked.get());
+                    }
+                    ClientEvent::Checks(json) => {
+                        let a = self.assigned.clone();
+                        let _ = tokio::task::spawn_blocking(move || a.receive(&json)).await;
+                    }
+                    ClientEvent::Finished { all_acked } => {
+                        if !all_acked {
+                            tracing::warn!(
+                                "shutting down with batches unacknowledged; they stay buffered and are resent next time"
+                            );
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            while let Some(t) = session.poll_transmit() {
+                match t {
+                    Transmit::Control(f) => ctl_tx.write_all(&frame::encode(&f)).await?,
+                    Transmit::Batches { from, max } => {
+                        if let Some(d) = &mut data {
+                            self.send_batches(session, d, &mut enc, from, max).await?;
+                        }
+                    }
+                    Transmit::Live { from, to } => {
+                        self.send_live(conn, &mut live, from, to).await?
+                    }
+                }
             }
             self.account_bytes(conn, &mut bytes_seen);
-            let all_acked = acked.load(Ordering::Relaxed) + 1 >= cursor;
-            if let Some(t) = draining_since {
-                if all_acked || t.elapsed() >= grace {
-                    if !all_acked {
-                        tracing::warn!(
-                            "shutting down with batches unacknowledged; they stay buffered and are resent next time"
-                        );
-                    }
-                    reader.abort();
-                    return Ok(());
-                }
-            }
+            let deadline = session.poll_timeout();
             tokio::select! {
                 _ = self.new_data.notified() => {}
-                _ = ack_arrived.notified() => {}
-                _ = hb.tick() => {
-                    let s = self.buffer.stats();
-                    let f = Frame::Heartbeat(Heartbeat { clock_ms: now_ms(), dropped_samples: s.dropped_samples, backlog_bytes: s.bytes });
-                    ctl_tx.write_all(&frame::encode(&f)).await?;
-                }
+                r = frames.recv() => match r {
+                    Some(Ok(f)) => {
+                        session.handle_buffer(self.buffer_state(Some(session)));
+                        session.handle_frame(f, now_ms())?;
+                    }
+                    Some(Err(e)) => {
+                        // A refusal closes the connection right after the frame; prefer its reason.
+                        if !session.is_established()
+                            && let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason()
+                        {
+                            return Err(SessionError::Refused(String::from_utf8_lossy(&c.reason).into_owned()));
+                        }
+                        return Err(e);
+                    }
+                    None => return Err(SessionError::Protocol("control reader stopped".into())),
+                },
+                _ = sleep_until_ms(deadline) => session.handle_timeout(now_ms())?,
                 _ = progress.tick() => {
                     let s = self.buffer.stats();
                     if s.batches > DRAINING_ABOVE {
@@ -425,37 +428,29 @@ impl Uplink {
                         was_draining = false;
                     }
                 }
-                _ = shutdown.changed(), if draining_since.is_none() => {
-                    draining_since = Some(tokio::time::Instant::now());
-                }
-                _ = tokio::time::sleep(Duration::from_millis(100)), if draining_since.is_some() => {}
-                r = &mut reader => {
-                    return Err(r.unwrap_or_else(|e| SessionError::Protocol(format!("ack reader failed: {e}"))));
+                _ = shutdown.changed(), if !shutting_down => {
+                    shutting_down = true;
+                    session.begin_shutdown(now_ms(), grace.as_millis() as i64);
                 }
             }
         }
     }
 
-    /// Copies batches written since the last call to the live stream when more than
-    /// [`LIVE_AFTER`] batches wait for the batch stream (`cursor` is its next seq).
+    /// Copies the buffered batches with seqs in `from..to` to the live stream, opening it on
+    /// first use.
     async fn send_live(
         &self,
         conn: &Connection,
         live: &mut Live,
-        cursor: u64,
+        from: u64,
+        to: u64,
     ) -> Result<(), SessionError> {
-        let next = self.buffer.stats().next_seq;
-        let from = live.from.max(cursor).max(next.saturating_sub(LIVE_BURST));
-        live.from = next;
-        if next <= from || next - cursor <= LIVE_AFTER {
-            return Ok(());
-        }
         let b = self.buffer.clone();
         let batches =
-            tokio::task::spawn_blocking(move || b.read_from(from, (next - from) as usize, 4 << 20))
+            tokio::task::spawn_blocking(move || b.read_from(from, (to - from) as usize, 4 << 20))
                 .await
                 .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
-        for sb in batches.into_iter().filter(|b| b.seq < next) {
+        for sb in batches.into_iter().filter(|b| b.seq < to) {
             let Ok(batch) = Decoder::new().decode(&sb.payload) else {
                 continue; // The batch stream reports and skips it.
             };
@@ -481,69 +476,91 @@ impl Uplink {
         Ok(())
     }
 
-    /// Writes buffered batches from `cursor` on while fewer than [`WINDOW`] are unacknowledged.
-    async fn send_window(
+    /// Writes up to `max` buffered batches from the first at or after `from` on the batch
+    /// stream, reporting each to the session.
+    async fn send_batches(
         &self,
+        session: &mut ClientSession,
         data: &mut quinn::SendStream,
         enc: &mut Encoder,
-        cursor: &mut u64,
-        acked: u64,
+        from: u64,
+        max: u64,
     ) -> Result<(), SessionError> {
-        loop {
-            let in_flight = cursor.saturating_sub(acked + 1);
-            // Bounded in batches and in bytes: what is in flight cannot be evicted without
-            // doubt about whether it arrived, so it must leave the buffer room to work.
-            if in_flight >= WINDOW
-                || self.buffer.bytes_between(acked + 1, *cursor) >= self.cfg.buffer.max_bytes.0 / 2
-            {
-                return Ok(());
-            }
-            let Some(next) = self.buffer.next_at_or_after(*cursor) else {
-                return Ok(());
+        let Some(next) = self.buffer.next_at_or_after(from) else {
+            return Ok(());
+        };
+        let b = self.buffer.clone();
+        let batches = tokio::task::spawn_blocking(move || b.read_from(next, max as usize, 4 << 20))
+            .await
+            .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+        for sb in batches {
+            let batch = match Decoder::new().decode(&sb.payload) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(seq = sb.seq, "buffered batch does not decode: {e}");
+                    session.handle_skipped(sb.seq)?;
+                    let b = self.buffer.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.skip_damaged(sb.seq)).await;
+                    continue;
+                }
             };
-            let (b, from) = (self.buffer.clone(), next);
-            let want = (WINDOW - in_flight) as usize;
-            let batches = tokio::task::spawn_blocking(move || b.read_from(from, want, 4 << 20))
-                .await
-                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
-            if batches.is_empty() {
-                return Ok(());
-            }
-            for sb in batches {
-                *cursor = sb.seq + 1;
-                let batch = match Decoder::new().decode(&sb.payload) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(seq = sb.seq, "buffered batch does not decode: {e}");
-                        let b = self.buffer.clone();
-                        let _ = tokio::task::spawn_blocking(move || b.skip_damaged(sb.seq)).await;
-                        continue;
-                    }
-                };
-                let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
-                let trace = outpost_service::telemetry::context_of(&span);
-                let payload = span.in_scope(|| enc.encode(&batch));
-                self.buffer.mark_sent(sb.seq);
-                data.write_all(&frame::encode(&Frame::Batch {
-                    seq: sb.seq,
-                    payload,
-                    trace,
-                }))
-                .instrument(span)
-                .await?;
-                self.metrics.batches_sent.inc();
-                self.metrics.samples_sent.inc_by(sb.samples);
-            }
+            session.handle_sent(sb.seq, self.buffer.bytes_between(sb.seq, sb.seq + 1))?;
+            let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
+            let trace = outpost_service::telemetry::context_of(&span);
+            let payload = span.in_scope(|| enc.encode(&batch));
+            self.buffer.mark_sent(sb.seq);
+            data.write_all(&frame::encode(&Frame::Batch {
+                seq: sb.seq,
+                payload,
+                trace,
+            }))
+            .instrument(span)
+            .await?;
+            self.metrics.batches_sent.inc();
+            self.metrics.samples_sent.inc_by(sb.samples);
+        }
+        Ok(())
+    }
+}
+
+/// Reads control frames until the stream ends or fails; the failure is the last message.
+async fn read_control(mut rx: quinn::RecvStream, tx: mpsc::Sender<Result<Frame, SessionError>>) {
+    loop {
+        let r = match frame::read(&mut rx).await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(SessionError::Protocol(
+                "aggregator closed the control stream".into(),
+            )),
+            Err(e) => Err(SessionError::Protocol(e.to_string())),
+        };
+        let end = r.is_err();
+        if tx.send(r).await.is_err() || end {
+            return;
         }
     }
 }
 
-/// The live stream of a session, opened on first use.
+/// Aborts a task when dropped, on every way out of a session.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sleeps until `deadline` (ms since the Unix epoch), or forever without one.
+async fn sleep_until_ms(deadline: Option<i64>) {
+    match deadline {
+        Some(d) => tokio::time::sleep(Duration::from_millis((d - now_ms()).max(0) as u64)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The live stream of a connection, opened on first use, with its own codec context.
 struct Live {
     stream: Option<quinn::SendStream>,
     enc: Encoder,
-    /// The first seq not yet considered for the live stream.
-    from: u64,
 }
 
 #[cfg(test)]

@@ -2,19 +2,24 @@
 //! hello/welcome handshake, decodes batch frames, and hands batches to one writer thread
 //! that group-commits them to storage. A batch is acknowledged only after its write is
 //! durable; acknowledgements go back in seq order on the control stream.
+//!
+//! The protocol's checks (hello, seqs per stream) and the ack order are
+//! `outpost_shared::session::ServerSession`, one per connection; this module drives it.
 
 use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
 use crate::live::{Live, LiveAgent};
 use crate::metrics::Metrics;
 use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
-use outpost_shared::frame::{self, Frame, PROTOCOL_VERSION, Welcome, close};
+use outpost_shared::frame::{self, Frame, close};
+use outpost_shared::session::{
+    Lane, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit,
+};
 use outpost_tsdb::Storage;
 use quinn::{Connection, Endpoint, VarInt};
 use rustls::pki_types::CertificateDer;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -172,25 +177,26 @@ impl Ingest {
         }
     }
 
+    /// Sends what a refusing session queued (its refused frame), then closes the connection
+    /// with the refusal's code.
     async fn refuse(
         &self,
         conn: &Connection,
         tx: &mut quinn::SendStream,
-        code: u32,
-        reason: &str,
-        label: &str,
+        session: &mut ServerSession,
+        r: Refusal,
     ) {
-        tracing::warn!(remote = %conn.remote_address(), "refusing agent: {reason}");
-        self.metrics.refused(label);
-        let _ = tx
-            .write_all(&frame::encode(&Frame::Refused {
-                reason: reason.to_string(),
-            }))
-            .await;
+        tracing::warn!(remote = %conn.remote_address(), "refusing agent: {}", r.reason);
+        self.metrics.refused(r.label);
+        while let Some(t) = session.poll_transmit() {
+            if let ServerTransmit::Control(f) = t {
+                let _ = tx.write_all(&frame::encode(&f)).await;
+            }
+        }
         let _ = tx.finish();
         // Give the frame a moment to leave before the close overtakes it.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        conn.close(VarInt::from_u32(code), reason.as_bytes());
+        conn.close(VarInt::from_u32(r.code), r.reason.as_bytes());
     }
 
     async fn handle(self, conn: Connection) {
@@ -217,92 +223,43 @@ impl Ingest {
                 return;
             }
         };
-        let body = match tokio::time::timeout(HELLO_TIMEOUT, frame::read_body(&mut rx)).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(Err(e)) => {
-                return self
-                    .refuse(
-                        &conn,
-                        &mut tx,
-                        close::MALFORMED,
-                        &format!("bad hello: {e}"),
-                        "malformed",
-                    )
-                    .await;
-            }
+        let mut session = ServerSession::new(
+            ServerConfig {
+                hello_timeout_ms: HELLO_TIMEOUT.as_millis() as i64,
+                ..ServerConfig::new(env!("CARGO_PKG_VERSION"))
+            },
+            cert_id,
+            now_ms(),
+        );
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, frame::read_body(&mut rx)).await {
+            Ok(Ok(Some(b))) => session.handle_hello(&b).cloned(),
+            Ok(Err(e)) => Err(session.handle_malformed(format!("bad hello: {e}"))),
+            // No hello in time (or the stream ended before one): the deadline has passed.
             _ => {
-                return self
-                    .refuse(
-                        &conn,
-                        &mut tx,
-                        close::MALFORMED,
-                        "no hello within 10s",
-                        "malformed",
-                    )
-                    .await;
+                let deadline = session.poll_timeout().unwrap_or_else(now_ms);
+                match session.handle_timeout(deadline) {
+                    Err(r) => Err(r),
+                    Ok(()) => Err(session.handle_malformed("no hello".into())),
+                }
             }
         };
-        if let Some(v) = frame::peek_hello_version(&body)
-            && let Err(reason) = frame::check_version(v)
-        {
-            return self
-                .refuse(&conn, &mut tx, close::VERSION_MISMATCH, &reason, "version")
-                .await;
-        }
-        let hello = match frame::decode(&body) {
-            Ok(Frame::Hello(h)) => h,
-            Ok(f) => {
-                return self
-                    .refuse(
-                        &conn,
-                        &mut tx,
-                        close::MALFORMED,
-                        &format!("expected hello, got {}", f.kind()),
-                        "malformed",
-                    )
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .refuse(
-                        &conn,
-                        &mut tx,
-                        close::MALFORMED,
-                        &format!("bad hello: {e}"),
-                        "malformed",
-                    )
-                    .await;
-            }
+        let hello = match hello {
+            Ok(h) => h,
+            Err(r) => return self.refuse(&conn, &mut tx, &mut session, r).await,
         };
-        if hello.agent_id != cert_id {
-            let reason = format!(
-                "hello claims agent id {:?} but the client certificate is for {:?}",
-                hello.agent_id, cert_id
-            );
-            return self
-                .refuse(
-                    &conn,
-                    &mut tx,
-                    close::IDENTITY_MISMATCH,
-                    &reason,
-                    "identity",
-                )
-                .await;
-        }
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let applied = lock(&self.ledger)
             .agent(&hello.agent_id)
             .map(|m| m.applied_seq)
             .unwrap_or(0);
-        let welcome = Frame::Welcome(Welcome {
-            protocol: PROTOCOL_VERSION,
-            aggregator_version: env!("CARGO_PKG_VERSION").into(),
-            clock_ms: now,
-            applied_seq: applied,
-        });
-        if tx.write_all(&frame::encode(&welcome)).await.is_err() {
-            return;
+        session.welcome(applied, now);
+        while let Some(t) = session.poll_transmit() {
+            if let ServerTransmit::Control(f) = t
+                && tx.write_all(&frame::encode(&f)).await.is_err()
+            {
+                return;
+            }
         }
         if let Some(old) = self
             .live
@@ -319,12 +276,25 @@ impl Ingest {
 
         let agent: Arc<str> = hello.agent_id.as_str().into();
         let region: Arc<str> = hello.region.as_str().into();
+        let session = Arc::new(Mutex::new(session));
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(PIPELINE);
         let assigned = self.checks.attach(&hello.agent_id, &hello.region, conn_id);
-        let acker = tokio::spawn(ack_loop(conn.clone(), tx, ack_rx, assigned));
-        let control = tokio::spawn(control_loop(rx, self.live.clone(), agent.clone(), conn_id));
+        let acker = tokio::spawn(ack_loop(
+            conn.clone(),
+            tx,
+            session.clone(),
+            ack_rx,
+            assigned,
+        ));
+        let control = tokio::spawn(control_loop(
+            rx,
+            session.clone(),
+            self.live.clone(),
+            agent.clone(),
+            conn_id,
+        ));
         let result = self
-            .read_batches(&conn, conn_id, &agent, &region, ack_tx)
+            .read_batches(&conn, &session, conn_id, &agent, &region, ack_tx)
             .await;
         let _ = self.writer.send(WriterMsg::Closed(conn_id)).await;
         match result {
@@ -347,6 +317,7 @@ impl Ingest {
     async fn read_batches(
         &self,
         conn: &Connection,
+        session: &Shared,
         conn_id: u64,
         agent: &Arc<str>,
         region: &Arc<str>,
@@ -358,15 +329,20 @@ impl Ingest {
         };
         // The agent opens a second stream for live copies when it has a backlog to send.
         let live = {
-            let (me, conn, agent, region) =
-                (self.clone(), conn.clone(), agent.clone(), region.clone());
+            let (me, conn, agent, region, session) = (
+                self.clone(),
+                conn.clone(),
+                agent.clone(),
+                region.clone(),
+                session.clone(),
+            );
             tokio::spawn(async move {
                 let Ok(mut stream) = conn.accept_uni().await else {
                     return;
                 };
                 let live_conn = conn_id | LIVE_CONN;
                 let r = me
-                    .read_stream(&mut stream, live_conn, &agent, &region, None)
+                    .read_stream(&mut stream, &session, live_conn, &agent, &region, None)
                     .await;
                 let _ = me.writer.send(WriterMsg::Closed(live_conn)).await;
                 if let Err((code, reason)) = r {
@@ -379,7 +355,7 @@ impl Ingest {
             })
         };
         let r = self
-            .read_stream(&mut data, conn_id, agent, region, Some(acks))
+            .read_stream(&mut data, session, conn_id, agent, region, Some(acks))
             .await;
         live.abort();
         let _ = self
@@ -395,14 +371,15 @@ impl Ingest {
     async fn read_stream(
         &self,
         data: &mut quinn::RecvStream,
+        session: &Shared,
         conn_id: u64,
         agent: &Arc<str>,
         region: &Arc<str>,
         acks: Option<mpsc::Sender<Pending>>,
     ) -> Result<(), (u32, String)> {
         let live = acks.is_none();
+        let lane = if live { Lane::Live } else { Lane::Batch };
         let mut dec = Decoder::new();
-        let mut last_seq = 0u64;
         loop {
             let body = match frame::read_body(data).await {
                 Ok(Some(b)) => b,
@@ -430,13 +407,13 @@ impl Ingest {
                 outpost_service::telemetry::continue_from(&span, tc);
             }
             let entered = span.enter();
-            if seq <= last_seq {
-                return Err((
-                    close::MALFORMED,
-                    format!("batch seq {seq} after {last_seq}: seqs must increase"),
-                ));
+            // Seqs must increase on each stream. Whatever the session's verdict, the batch
+            // goes to the writer: it decodes against this stream's context, and the writer's
+            // ledger, in the same atomic write as the samples, has the last word on
+            // duplicates and gaps.
+            if let Err(r) = locked(session).handle_batch(lane, seq) {
+                return Err((r.code, r.reason));
             }
-            last_seq = seq;
             let raw = dec
                 .decode_raw(&payload)
                 .map_err(|e| (close::MALFORMED, format!("batch {seq}: {e}")))?;
@@ -487,73 +464,113 @@ const LIVE_CONN: u64 = 1 << 63;
 
 type Pending = (u64, oneshot::Receiver<Result<IngestOutcome, String>>);
 
-/// Sends acks in seq order as writes complete, coalescing those already done, and the
-/// agent's share of the synthetic checks whenever it changes.
+/// A connection's session, shared by the tasks that read its streams and write its control
+/// stream; never locked across an await.
+type Shared = Arc<Mutex<ServerSession>>;
+
+fn locked(s: &Mutex<ServerSession>) -> std::sync::MutexGuard<'_, ServerSession> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reports write completions to the session in seq order and sends what it says (acks,
+/// coalescing those already done, and the agent's share of the synthetic checks whenever
+/// it changes).
 async fn ack_loop(
     conn: Connection,
     tx: quinn::SendStream,
+    session: Shared,
     rx: mpsc::Receiver<Pending>,
     assigned: watch::Receiver<Arc<str>>,
 ) {
-    if let Err(reason) = send_control(tx, rx, assigned).await {
+    if let Err((code, reason)) = send_control(tx, session, rx, assigned).await {
         tracing::error!("closing connection: {reason}");
-        conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
+        conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
 }
 
 async fn wait(d: oneshot::Receiver<Result<IngestOutcome, String>>) -> Result<(), String> {
     match d.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("batch not stored: {e}")),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err("ingest writer stopped".into()),
     }
 }
 
+/// Writes the session's control frames. Its close requests are carried out by whoever got
+/// the refusal: the stream readers for a batch out of step, this task for a failed write.
+async fn flush(tx: &mut quinn::SendStream, session: &Shared) -> Result<(), (u32, String)> {
+    loop {
+        let Some(t) = locked(session).poll_transmit() else {
+            return Ok(());
+        };
+        if let ServerTransmit::Control(f) = t {
+            tx.write_all(&frame::encode(&f))
+                .await
+                .map_err(|e| (close::SHUTDOWN, format!("control stream: {e}")))?;
+        }
+    }
+}
+
+fn durable(session: &Shared, seq: u64, r: Result<(), String>) -> Result<(), (u32, String)> {
+    locked(session)
+        .handle_durable(seq, r)
+        .map_err(|r| (r.code, r.reason))
+}
+
 async fn send_control(
     mut tx: quinn::SendStream,
+    session: Shared,
     mut rx: mpsc::Receiver<Pending>,
     mut assigned: watch::Receiver<Arc<str>>,
-) -> Result<(), String> {
-    let write_err = |e: quinn::WriteError| format!("control stream: {e}");
+) -> Result<(), (u32, String)> {
     assigned.mark_changed();
     loop {
-        let (mut seq, done) = tokio::select! {
+        let (seq, done) = tokio::select! {
             next = rx.recv() => match next {
                 Some(p) => p,
                 None => return Ok(()),
             },
             Ok(()) = assigned.changed() => {
                 let json = assigned.borrow_and_update().to_string();
-                tx.write_all(&frame::encode(&Frame::Checks { json }))
-                    .await
-                    .map_err(write_err)?;
+                locked(&session).handle_checks(json);
+                flush(&mut tx, &session).await?;
                 continue;
             }
         };
-        wait(done).await?;
+        durable(&session, seq, wait(done).await)?;
         while let Ok((s, mut d)) = rx.try_recv() {
             match d.try_recv() {
-                Ok(Ok(_)) => seq = s,
-                Ok(Err(e)) => return Err(format!("batch {s} not stored: {e}")),
-                Err(_) => {
+                Ok(r) => durable(&session, s, r.map(|_| ()))?,
+                Err(oneshot::error::TryRecvError::Empty) => {
                     // Not written yet: ack what we have, then wait for this one.
-                    tx.write_all(&frame::encode(&Frame::Ack { seq }))
-                        .await
-                        .map_err(write_err)?;
-                    wait(d).await?;
-                    seq = s;
+                    flush(&mut tx, &session).await?;
+                    durable(&session, s, wait(d).await)?;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    durable(&session, s, Err("ingest writer stopped".into()))?
                 }
             }
         }
-        tx.write_all(&frame::encode(&Frame::Ack { seq }))
-            .await
-            .map_err(write_err)?;
+        flush(&mut tx, &session).await?;
     }
 }
 
-async fn control_loop(mut rx: quinn::RecvStream, live: Arc<Live>, agent: Arc<str>, conn_id: u64) {
+/// Reads the control stream after the hello: heartbeats go to the registry of connected
+/// agents.
+async fn control_loop(
+    mut rx: quinn::RecvStream,
+    session: Shared,
+    live: Arc<Live>,
+    agent: Arc<str>,
+    conn_id: u64,
+) {
     while let Ok(Some(f)) = frame::read(&mut rx).await {
-        if let Frame::Heartbeat(h) = f {
+        let events: Vec<ServerEvent> = {
+            let mut s = locked(&session);
+            s.handle_control(f);
+            std::iter::from_fn(|| s.poll_event()).collect()
+        };
+        for ServerEvent::Heartbeat(h) in events {
             live.heartbeat(&agent, conn_id, &h, now_ms());
         }
     }

@@ -3,6 +3,7 @@
 //! - [`model`]: labels, points, series and batches.
 //! - [`codec`]: the compact batch encoding (dictionary, delta-of-delta times, value codes).
 //! - [`frame`]: protocol frames and their length-delimited framing on QUIC streams.
+//! - [`session`]: the uplink protocol as pure client and server state machines.
 //! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
 //! - [`units`]: durations and byte sizes as written in config files.
 //! - [`problem`]: one thing wrong with a configuration, tied to its key.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod frame;
 pub mod model;
 pub mod problem;
+pub mod session;
 pub mod tls;
 pub mod units;
 

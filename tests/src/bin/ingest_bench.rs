@@ -4,11 +4,12 @@
 //!
 //! Series are grouped by a host label (`instance` in gen_dataset's data); each host becomes its
 //! own agent with its own client certificate (issued in-process from `--certs`' CA when
-//! missing), its own UDP socket and QUIC connection. Each connection does what
-//! `agent/src/uplink.rs` does: a control stream with hello → welcome, heartbeats every 5 s and
-//! acks coming back; one unidirectional stream of `Batch` frames whose payloads share one
-//! `Encoder` context, one batch per timestamp (that host's series at that time), at most
-//! `--window` batches unacknowledged. It ends when every batch is acknowledged, i.e. durably
+//! missing), its own UDP socket and QUIC connection. Each connection is driven by the same
+//! `outpost_shared::session::ClientSession` as `agent/src/uplink.rs`, so it speaks the
+//! protocol as the agent does: a control stream with hello → welcome, heartbeats every 5 s,
+//! acks and check assignments coming back; one unidirectional stream of `Batch` frames whose
+//! payloads share one `Encoder` context, one batch per timestamp (that host's series at that
+//! time), at most `--window` batches unacknowledged. It ends when every batch is acknowledged, i.e. durably
 //! written (the aggregator's group commit fsyncs).
 //!
 //! Batches are encoded before the clock starts (the encoder context is deterministic), so the
@@ -20,7 +21,8 @@
 
 use anyhow::{Context, Result, bail};
 use outpost_shared::codec::Encoder;
-use outpost_shared::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, close};
+use outpost_shared::frame::{self, Frame, close};
+use outpost_shared::session::{BufferState, ClientConfig, ClientEvent, ClientSession, Transmit};
 use outpost_shared::tls::{TlsFiles, client_config, install_crypto_provider, issue_agent};
 use outpost_shared::{Batch, Labels, Point, SeriesPoints};
 use quinn::{Endpoint, VarInt};
@@ -294,8 +296,17 @@ fn quic_client(a: &Args, id: &str) -> Result<quinn::ClientConfig> {
 
 use outpost_service::now_ms;
 
-/// One agent's session: hello/welcome, all batches with a window, until all are acknowledged.
-/// Returns the connection's UDP bytes sent and received.
+/// Sleeps until `deadline` (ms since the Unix epoch), or forever without one.
+async fn sleep_until_ms(deadline: Option<i64>) {
+    match deadline {
+        Some(d) => tokio::time::sleep(Duration::from_millis((d - now_ms()).max(0) as u64)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One agent's session, driven by the agent's own [`ClientSession`]: hello/welcome, all
+/// batches with a window, heartbeats, until all are acknowledged. Returns the connection's
+/// UDP bytes sent and received.
 async fn run_host(
     cfg: quinn::ClientConfig,
     addr: SocketAddr,
@@ -310,87 +321,80 @@ async fn run_host(
         .await
         .context("handshake timed out")??;
     let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await?;
-    let hello = Frame::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        agent_id: id.clone(),
-        region: "bench".into(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        clock_ms: now_ms(),
-    });
-    ctl_tx.write_all(&frame::encode(&hello)).await?;
-    let welcome = match tokio::time::timeout(Duration::from_secs(10), frame::read(&mut ctl_rx))
-        .await
-        .context("no welcome within 10s")??
-    {
-        Some(Frame::Welcome(w)) => w,
-        Some(Frame::Refused { reason }) => bail!("{id}: refused: {reason}"),
-        Some(f) => bail!("{id}: expected welcome, got {}", f.kind()),
-        None => bail!("{id}: aggregator closed the control stream"),
-    };
-    frame::check_version(welcome.protocol).map_err(anyhow::Error::msg)?;
-    if welcome.applied_seq != 0 {
-        bail!(
-            "{id}: the aggregator already holds batches of this agent (applied seq {}): start it on an empty data dir",
-            welcome.applied_seq
-        );
-    }
     let last = frames.len() as u64;
-    let (ack_tx, mut ack_rx) = tokio::sync::watch::channel(0u64);
+    // The whole data set is buffered before the start, as seqs 1..=last.
+    let mut session = ClientSession::new(
+        ClientConfig {
+            window,
+            heartbeat_every_ms: 5_000,
+            ..ClientConfig::new(&id, "bench", env!("CARGO_PKG_VERSION"))
+        },
+        BufferState {
+            next_seq: last + 1,
+            ..BufferState::default()
+        },
+    );
+    session.handle_connected(now_ms());
+    // Control frames are read on their own task so a half-read frame is never abandoned.
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel(64);
     let reader = tokio::spawn(async move {
         loop {
-            match frame::read(&mut ctl_rx).await {
-                Ok(Some(Frame::Ack { seq })) => {
-                    ack_tx.send_replace(seq);
-                    if seq >= last {
-                        return Ok(());
-                    }
-                }
-                Ok(Some(Frame::Heartbeat(_))) => {}
-                Ok(Some(Frame::Refused { reason })) => bail!("refused: {reason}"),
-                Ok(Some(f)) => bail!("unexpected {} frame", f.kind()),
-                Ok(None) => bail!("aggregator closed the control stream"),
-                Err(e) => bail!("control stream: {e}"),
+            let r = frame::read(&mut ctl_rx).await;
+            let end = !matches!(r, Ok(Some(_)));
+            if frames_tx.send(r).await.is_err() || end {
+                return;
             }
         }
     });
-    let heartbeat = tokio::spawn(async move {
-        let mut hb = tokio::time::interval(Duration::from_secs(5));
-        hb.tick().await;
+    let mut data: Option<quinn::SendStream> = None;
+    let result: Result<()> = async {
         loop {
-            hb.tick().await;
-            let f = Frame::Heartbeat(Heartbeat {
-                clock_ms: now_ms(),
-                dropped_samples: 0,
-                backlog_bytes: 0,
-            });
-            if ctl_tx.write_all(&frame::encode(&f)).await.is_err() {
-                return ctl_tx;
+            while let Some(t) = session.poll_transmit() {
+                match t {
+                    Transmit::Control(f) => ctl_tx.write_all(&frame::encode(&f)).await?,
+                    Transmit::Batches { from, max } => {
+                        let stream = match &mut data {
+                            Some(d) => d,
+                            None => data.insert(conn.open_uni().await?),
+                        };
+                        for seq in from..from.saturating_add(max).min(last + 1) {
+                            session.handle_sent(seq, 0)?;
+                            stream.write_all(&frames[seq as usize - 1]).await?;
+                        }
+                    }
+                    // Nothing is buffered after the start, so nothing goes live.
+                    Transmit::Live { .. } => {}
+                }
+            }
+            while let Some(e) = session.poll_event() {
+                if let ClientEvent::Connected { applied_seq, .. } = e
+                    && applied_seq != 0
+                {
+                    bail!(
+                        "the aggregator already holds batches of this agent (applied seq {applied_seq}): start it on an empty data dir"
+                    );
+                }
+            }
+            if session.acked() >= last {
+                return Ok(());
+            }
+            tokio::select! {
+                r = frames_rx.recv() => match r {
+                    Some(Ok(Some(f))) => session.handle_frame(f, now_ms())?,
+                    Some(Ok(None)) | None => bail!("aggregator closed the control stream"),
+                    Some(Err(e)) => bail!("control stream: {e}"),
+                },
+                _ = sleep_until_ms(session.poll_timeout()) => session.handle_timeout(now_ms())?,
             }
         }
-    });
-    let mut data = conn.open_uni().await?;
-    let mut reader_gone = false;
-    for (i, f) in frames.iter().enumerate() {
-        let seq = i as u64 + 1;
-        while !reader_gone && seq - 1 - *ack_rx.borrow_and_update() >= window {
-            if ack_rx.changed().await.is_err() {
-                reader_gone = true;
-            }
-        }
-        if reader_gone {
-            break;
-        }
-        data.write_all(f).await?;
     }
-    let r = reader.await;
-    heartbeat.abort();
+    .await;
+    reader.abort();
+    result.with_context(|| id.clone())?;
     let s = conn.stats();
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => bail!("{id}: {e}"),
-        Err(e) => bail!("{id}: ack reader: {e}"),
+    if let Some(mut d) = data {
+        let _ = d.finish();
     }
-    let _ = data.finish();
     conn.close(VarInt::from_u32(close::SHUTDOWN), b"benchmark done");
     let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
     Ok((s.udp_tx.bytes, s.udp_rx.bytes))

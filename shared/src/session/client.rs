@@ -1,0 +1,496 @@
+//! The agent's end of a session: handshake, send window, acknowledgements, heartbeats and
+//! the live lane, across any number of connections.
+
+use super::Millis;
+use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION};
+use std::collections::VecDeque;
+
+/// How a [`ClientSession`] behaves. [`ClientConfig::new`] gives the agent's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The agent id sent in the hello; must match the client certificate's common name.
+    pub agent_id: String,
+    /// The agent's region, sent in the hello.
+    pub region: String,
+    /// The agent's version, sent in the hello.
+    pub agent_version: String,
+    /// Batches sent but not acknowledged, at most (counted in seqs from the last ack to the
+    /// next seq to send, so skipped seqs count too). Default 256.
+    pub window: u64,
+    /// Bytes sent but not acknowledged (as [`BufferState::unacked_bytes`] reports them, plus
+    /// what [`ClientSession::handle_sent`] added since), at most; no new batches are
+    /// requested at or above it. What is in flight cannot be evicted without doubt about
+    /// whether it arrived, so it must leave the buffer room to work: the agent uses half its
+    /// buffer size. Default `u64::MAX`.
+    pub window_bytes: u64,
+    /// Interval between heartbeats, ms; the first goes out right after the welcome.
+    /// Default 15 000.
+    pub heartbeat_every_ms: i64,
+    /// How long to wait for a welcome after the hello, ms. Default 10 000.
+    pub handshake_timeout_ms: i64,
+    /// When more than this many batches wait for the batch stream, each new batch also goes
+    /// out on the live stream. Default 8.
+    pub live_after: u64,
+    /// Live copies requested per [`Transmit::Live`], at most (the newest). Default 16.
+    pub live_burst: u64,
+}
+
+impl ClientConfig {
+    /// The agent's settings for `agent_id` in `region`.
+    pub fn new(
+        agent_id: impl Into<String>,
+        region: impl Into<String>,
+        agent_version: impl Into<String>,
+    ) -> ClientConfig {
+        ClientConfig {
+            agent_id: agent_id.into(),
+            region: region.into(),
+            agent_version: agent_version.into(),
+            window: 256,
+            window_bytes: u64::MAX,
+            heartbeat_every_ms: 15_000,
+            handshake_timeout_ms: 10_000,
+            live_after: 8,
+            live_burst: 16,
+        }
+    }
+}
+
+/// What the client knows of the agent's buffer; the driver reports it with
+/// [`ClientSession::handle_buffer`] whenever it may have changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferState {
+    /// The seq the next buffered batch will get: every batch below it has been written
+    /// (or dropped by the when-full policy).
+    pub next_seq: u64,
+    /// Bytes waiting in the buffer (sent in heartbeats).
+    pub backlog_bytes: u64,
+    /// Samples dropped by the when-full policy since the buffer was created (sent in
+    /// heartbeats).
+    pub dropped_samples: u64,
+    /// Bytes of the buffered batches with seqs from [`ClientSession::acked`]` + 1` up to
+    /// [`ClientSession::cursor`] (sent, not acknowledged), as the buffer counts them now:
+    /// batches the when-full policy evicted while in flight no longer count.
+    pub unacked_bytes: u64,
+}
+
+/// Something the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A frame for the control stream (hello, heartbeat).
+    Control(Frame),
+    /// Send buffered batches on the batch stream, in seq order: the first buffered seq at or
+    /// after `from`, then the following ones, at most `max` of them. Report each with
+    /// [`ClientSession::handle_sent`] (or [`ClientSession::handle_skipped`] when it cannot be
+    /// read) before writing it. Fewer, or none, is fine.
+    Batches {
+        /// The first seq to consider.
+        from: u64,
+        /// How many batches at most (what the window has room for).
+        max: u64,
+    },
+    /// Copy the buffered batches with seqs in `from..to` onto the live stream (opening it on
+    /// first use). Nothing is reported back: live copies are never acknowledged.
+    Live {
+        /// The first seq to copy.
+        from: u64,
+        /// One past the last seq to copy.
+        to: u64,
+    },
+}
+
+/// Something the driver must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The aggregator welcomed this agent: it has durably applied everything up to
+    /// `applied_seq`, so the driver deletes those batches from the buffer (and resolves
+    /// batches evicted while in flight). `skew_ms` is the agent clock minus the aggregator
+    /// clock, estimated with half the round trip.
+    Connected {
+        /// The highest seq the aggregator has durably applied for this agent.
+        applied_seq: u64,
+        /// Agent clock minus aggregator clock, ms.
+        skew_ms: i64,
+    },
+    /// Every batch up to `seq` is durable at the aggregator: delete them from the buffer.
+    /// `newly` is how many seqs this ack covers that no earlier ack did.
+    Acked {
+        /// Every batch up to and including this seq is durable.
+        seq: u64,
+        /// Seqs covered for the first time by this ack.
+        newly: u64,
+    },
+    /// The synthetic checks assigned to this agent from now on (a JSON array).
+    Checks(String),
+    /// After [`ClientSession::begin_shutdown`]: the session is done. `all_acked` is false when
+    /// the grace period ended with batches unacknowledged (they stay buffered).
+    Finished {
+        /// Everything sent was acknowledged.
+        all_acked: bool,
+    },
+}
+
+/// Why a connection's session ended. The driver closes the connection and, except after a
+/// refusal it cannot fix, reconnects.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The aggregator refused this agent (a refusal frame, or a welcome of another protocol
+    /// version).
+    #[error("aggregator refused this agent: {0}")]
+    Refused(String),
+    /// The aggregator broke the protocol (an unexpected frame, no welcome in time).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The driver reported a batch out of order; a bug in the driver.
+    #[error("batch {seq} reported sent but the batch stream is at {cursor}")]
+    OutOfOrder {
+        /// The seq reported.
+        seq: u64,
+        /// The lowest seq the batch stream could take.
+        cursor: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Disconnected,
+    AwaitWelcome { hello_at: Millis },
+    Established,
+}
+
+/// The agent's end of the protocol. See the module docs of [`crate::session`] for the call
+/// order.
+#[derive(Debug)]
+pub struct ClientSession {
+    cfg: ClientConfig,
+    state: State,
+    /// Highest seq acknowledged (or welcomed) so far, over all connections.
+    acked: u64,
+    /// The next seq the batch stream may send.
+    cursor: u64,
+    /// Batches sent on this connection and not yet acknowledged: (seq, bytes).
+    in_flight: VecDeque<(u64, u64)>,
+    /// The buffer's last [`BufferState::unacked_bytes`] plus bytes sent since.
+    in_flight_bytes: u64,
+    buffer: BufferState,
+    /// New batches, acks or a welcome since the last [`Transmit::Batches`].
+    want_batches: bool,
+    /// The first seq not yet considered for the live stream.
+    live_from: u64,
+    next_heartbeat: Option<Millis>,
+    control: VecDeque<Frame>,
+    events: VecDeque<ClientEvent>,
+    /// Set by [`ClientSession::begin_shutdown`]: send nothing new, finish by this time.
+    shutdown_by: Option<Millis>,
+    finished: bool,
+}
+
+impl ClientSession {
+    /// A session over a buffer in `buffer` state, not connected yet.
+    pub fn new(cfg: ClientConfig, buffer: BufferState) -> ClientSession {
+        ClientSession {
+            cfg,
+            state: State::Disconnected,
+            acked: 0,
+            cursor: 1,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            buffer,
+            want_batches: false,
+            live_from: buffer.next_seq,
+            next_heartbeat: None,
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            shutdown_by: None,
+            finished: false,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// Highest seq the aggregator acknowledged or welcomed, over all connections.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The next seq the batch stream may send.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Seqs sent on this connection and not yet acknowledged.
+    pub fn in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.in_flight.iter().map(|(s, _)| *s)
+    }
+
+    /// True between a welcome and the loss of its connection.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// True when everything sent has been acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.acked + 1 >= self.cursor
+    }
+
+    /// A new connection is up with its control stream open: queues the hello. Anything left
+    /// of a previous connection is forgotten; what it had in flight is resent after the
+    /// welcome.
+    pub fn handle_connected(&mut self, now: Millis) {
+        self.reset_connection();
+        self.state = State::AwaitWelcome { hello_at: now };
+        self.control.push_back(Frame::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_id: self.cfg.agent_id.clone(),
+            region: self.cfg.region.clone(),
+            agent_version: self.cfg.agent_version.clone(),
+            clock_ms: now,
+        }));
+    }
+
+    /// The connection is gone (closed by either side, timed out, or the aggregator
+    /// restarted). Batches in flight stay buffered and are resent on the next connection.
+    pub fn handle_connection_lost(&mut self) {
+        self.reset_connection();
+        if self.shutdown_by.is_some() {
+            self.finish();
+        }
+    }
+
+    fn reset_connection(&mut self) {
+        self.state = State::Disconnected;
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
+        self.want_batches = false;
+        self.next_heartbeat = None;
+        self.control.clear();
+    }
+
+    /// The buffer's current state. New batches make the window and the live lane look again.
+    pub fn handle_buffer(&mut self, state: BufferState) {
+        if state.next_seq > self.buffer.next_seq || state.unacked_bytes < self.in_flight_bytes {
+            self.want_batches = true;
+        }
+        if self.state == State::Established {
+            self.in_flight_bytes = state.unacked_bytes;
+        }
+        self.buffer = state;
+    }
+
+    /// A frame arrived on the control stream. An error ends this connection's session.
+    pub fn handle_frame(&mut self, f: Frame, now: Millis) -> Result<(), ClientError> {
+        match self.state {
+            State::Disconnected => Ok(()),
+            State::AwaitWelcome { hello_at } => match f {
+                Frame::Welcome(w) => {
+                    frame::check_version(w.protocol).map_err(ClientError::Refused)?;
+                    let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
+                    self.state = State::Established;
+                    self.acked = self.acked.max(w.applied_seq);
+                    self.cursor = w.applied_seq + 1;
+                    // Batches written from now on may go live; the backlog goes in order.
+                    self.live_from = self.buffer.next_seq;
+                    self.want_batches = true;
+                    self.events.push_back(ClientEvent::Connected {
+                        applied_seq: w.applied_seq,
+                        skew_ms,
+                    });
+                    self.queue_heartbeat(now);
+                    Ok(())
+                }
+                Frame::Refused { reason } => Err(self.fail(ClientError::Refused(reason))),
+                f => Err(self.fail(ClientError::Protocol(format!(
+                    "expected welcome, got {}",
+                    f.kind()
+                )))),
+            },
+            State::Established => match f {
+                Frame::Ack { seq } => {
+                    self.handle_ack(seq);
+                    Ok(())
+                }
+                Frame::Checks { json } => {
+                    self.events.push_back(ClientEvent::Checks(json));
+                    Ok(())
+                }
+                Frame::Heartbeat(_) => Ok(()),
+                Frame::Refused { reason } => Err(self.fail(ClientError::Refused(reason))),
+                f => Err(self.fail(ClientError::Protocol(format!(
+                    "unexpected {} frame",
+                    f.kind()
+                )))),
+            },
+        }
+    }
+
+    fn fail(&mut self, e: ClientError) -> ClientError {
+        self.handle_connection_lost();
+        e
+    }
+
+    /// Acks are cumulative: one at or below the last is a duplicate and changes nothing.
+    fn handle_ack(&mut self, seq: u64) {
+        if seq <= self.acked {
+            return;
+        }
+        let newly = seq - self.acked;
+        self.acked = seq;
+        self.cursor = self.cursor.max(seq + 1);
+        while let Some(&(s, b)) = self.in_flight.front() {
+            if s > seq {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(b);
+        }
+        self.want_batches = true;
+        self.events.push_back(ClientEvent::Acked { seq, newly });
+        if self.shutdown_by.is_some() && self.all_acked() {
+            self.finish();
+        }
+    }
+
+    /// The driver is about to write batch `seq` of `bytes` bytes on the batch stream, as
+    /// asked by [`Transmit::Batches`]. Seqs must increase.
+    pub fn handle_sent(&mut self, seq: u64, bytes: u64) -> Result<(), ClientError> {
+        if seq < self.cursor {
+            return Err(ClientError::OutOfOrder {
+                seq,
+                cursor: self.cursor,
+            });
+        }
+        self.cursor = seq + 1;
+        self.in_flight.push_back((seq, bytes));
+        self.in_flight_bytes += bytes;
+        self.want_batches = true;
+        Ok(())
+    }
+
+    /// Batch `seq` could not be read (damaged) and was removed from the buffer instead of
+    /// being sent. Seqs must increase, as for [`ClientSession::handle_sent`].
+    pub fn handle_skipped(&mut self, seq: u64) -> Result<(), ClientError> {
+        if seq < self.cursor {
+            return Err(ClientError::OutOfOrder {
+                seq,
+                cursor: self.cursor,
+            });
+        }
+        self.cursor = seq + 1;
+        self.want_batches = true;
+        Ok(())
+    }
+
+    /// Stops sending new batches; the session finishes ([`ClientEvent::Finished`]) when
+    /// everything sent is acknowledged, or at `now + grace_ms`, or at once when not
+    /// connected.
+    pub fn begin_shutdown(&mut self, now: Millis, grace_ms: i64) {
+        if self.shutdown_by.is_some() {
+            return;
+        }
+        self.shutdown_by = Some(now.saturating_add(grace_ms));
+        if self.state != State::Established || self.all_acked() {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.events.push_back(ClientEvent::Finished {
+                all_acked: self.all_acked(),
+            });
+        }
+    }
+
+    /// True once [`ClientEvent::Finished`] was queued.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next time [`ClientSession::handle_timeout`] must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.finished {
+            return None;
+        }
+        let handshake = match self.state {
+            State::AwaitWelcome { hello_at } => Some(hello_at + self.cfg.handshake_timeout_ms),
+            _ => None,
+        };
+        [handshake, self.next_heartbeat, self.shutdown_by]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Deadlines at or before `now` pass: a missing welcome ends the session with an error;
+    /// a heartbeat is queued; the shutdown grace ends.
+    pub fn handle_timeout(&mut self, now: Millis) -> Result<(), ClientError> {
+        if let State::AwaitWelcome { hello_at } = self.state
+            && now >= hello_at + self.cfg.handshake_timeout_ms
+        {
+            return Err(self.fail(ClientError::Protocol(format!(
+                "no welcome within {}s",
+                self.cfg.handshake_timeout_ms / 1000
+            ))));
+        }
+        if self.next_heartbeat.is_some_and(|t| now >= t) {
+            self.queue_heartbeat(now);
+        }
+        if self.shutdown_by.is_some_and(|t| now >= t) {
+            self.finish();
+        }
+        Ok(())
+    }
+
+    fn queue_heartbeat(&mut self, now: Millis) {
+        self.control.push_back(Frame::Heartbeat(Heartbeat {
+            clock_ms: now,
+            dropped_samples: self.buffer.dropped_samples,
+            backlog_bytes: self.buffer.backlog_bytes,
+        }));
+        self.next_heartbeat = Some(now + self.cfg.heartbeat_every_ms);
+    }
+
+    /// The next thing to send: control frames first, then batches for the window, then
+    /// live copies. `None` when there is nothing to send until the next input.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(f) = self.control.pop_front() {
+            return Some(Transmit::Control(f));
+        }
+        if self.state != State::Established || self.shutdown_by.is_some() {
+            return None;
+        }
+        if std::mem::take(&mut self.want_batches) {
+            let in_flight = self.cursor.saturating_sub(self.acked + 1);
+            if in_flight < self.cfg.window
+                && self.in_flight_bytes < self.cfg.window_bytes
+                && self.cursor < self.buffer.next_seq
+            {
+                return Some(Transmit::Batches {
+                    from: self.cursor,
+                    max: self.cfg.window - in_flight,
+                });
+            }
+        }
+        let next = self.buffer.next_seq;
+        if next > self.live_from {
+            let from = self
+                .live_from
+                .max(self.cursor)
+                .max(next.saturating_sub(self.cfg.live_burst));
+            self.live_from = next;
+            if next > from && next - self.cursor > self.cfg.live_after {
+                return Some(Transmit::Live { from, to: next });
+            }
+        }
+        None
+    }
+
+    /// The next thing the driver must act on, in the order it happened.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,370 @@
+//! The aggregator's end of one connection: the hello checks, seq checks per stream, and
+//! acknowledgements in seq order of what the driver wrote durably.
+
+use super::{Lane, Millis};
+use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, Welcome, close};
+use std::collections::VecDeque;
+
+/// How a [`ServerSession`] behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Sent in the welcome.
+    pub aggregator_version: String,
+    /// How long a connection may take to send its hello, ms. Default 10 000.
+    pub hello_timeout_ms: i64,
+}
+
+impl ServerConfig {
+    /// The aggregator's settings.
+    pub fn new(aggregator_version: impl Into<String>) -> ServerConfig {
+        ServerConfig {
+            aggregator_version: aggregator_version.into(),
+            hello_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Why the server ends a connection: the close code (one of [`frame::close`]), the reason
+/// (sent to the agent and logged), and a short label for the refusal metric (`version`,
+/// `identity`, `malformed`, `storage`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// The QUIC application close code.
+    pub code: u32,
+    /// Why, in words for the agent's log and ours.
+    pub reason: String,
+    /// The refusal metric's label.
+    pub label: &'static str,
+}
+
+impl Refusal {
+    fn malformed(reason: String) -> Refusal {
+        Refusal {
+            code: close::MALFORMED,
+            reason,
+            label: "malformed",
+        }
+    }
+}
+
+/// What the driver does with a batch frame that passed the seq checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The next seq: apply it durably, then report it with
+    /// [`ServerSession::handle_durable`].
+    Next,
+    /// Seqs `from..=to` never came (the agent's when-full policy dropped them): count the
+    /// gap, apply this batch, report it.
+    Gap {
+        /// The first missing seq.
+        from: u64,
+        /// The last missing seq.
+        to: u64,
+    },
+    /// Already applied (a resend after a lost ack): do not store it again, but report it
+    /// with [`ServerSession::handle_durable`] so it is acknowledged in its turn.
+    Duplicate,
+    /// A live copy: store its points now; it is never acknowledged and does not move the
+    /// agent's applied seq. Nothing to report.
+    Live,
+}
+
+/// Something the driver must send, or do to the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerTransmit {
+    /// A frame for the control stream (welcome, refusal, ack, checks).
+    Control(Frame),
+    /// Close the connection with this code and reason (after sending the frames before it).
+    Close {
+        /// The QUIC application close code.
+        code: u32,
+        /// The close reason.
+        reason: String,
+    },
+}
+
+/// Something the driver must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A heartbeat from the agent (its clock, backlog and dropped samples).
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitHello { since: Millis },
+    AwaitApplied,
+    Established,
+    Closed,
+}
+
+/// The aggregator's end of one connection, from its hello to its close. A new connection
+/// (or a restarted aggregator) gets a new session, welcomed with the durable applied seq.
+#[derive(Debug)]
+pub struct ServerSession {
+    cfg: ServerConfig,
+    cert_id: String,
+    state: State,
+    hello: Option<Hello>,
+    /// Highest seq reported durable (or welcomed).
+    applied: u64,
+    /// Highest seq handed to the driver to apply on the batch stream (or welcomed).
+    accepted: u64,
+    last_batch: u64,
+    last_live: u64,
+    /// Batch-stream seqs waiting for their durable write, in arrival order, and whether it
+    /// completed.
+    pending: VecDeque<(u64, bool)>,
+    out: VecDeque<ServerTransmit>,
+    events: VecDeque<ServerEvent>,
+}
+
+impl ServerSession {
+    /// A connection whose client certificate names agent `cert_id` came up at `now`.
+    pub fn new(cfg: ServerConfig, cert_id: impl Into<String>, now: Millis) -> ServerSession {
+        ServerSession {
+            cfg,
+            cert_id: cert_id.into(),
+            state: State::AwaitHello { since: now },
+            hello: None,
+            applied: 0,
+            accepted: 0,
+            last_batch: 0,
+            last_live: 0,
+            pending: VecDeque::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The hello, once accepted.
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Highest seq reported durable on this connection, or welcomed.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// True once the session refused or closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The body of the first control-stream frame (without its length prefix). The
+    /// protocol version is read before the rest, so a peer of another version is refused
+    /// clearly. On success the driver looks up the agent's durable applied seq and calls
+    /// [`ServerSession::welcome`]; on a refusal, a refused frame and a close are queued.
+    pub fn handle_hello(&mut self, body: &[u8]) -> Result<&Hello, Refusal> {
+        if !matches!(self.state, State::AwaitHello { .. }) {
+            return Err(self.refuse(Refusal::malformed("a second hello".into())));
+        }
+        if let Some(v) = frame::peek_hello_version(body)
+            && let Err(reason) = frame::check_version(v)
+        {
+            return Err(self.refuse(Refusal {
+                code: close::VERSION_MISMATCH,
+                reason,
+                label: "version",
+            }));
+        }
+        let hello = match frame::decode(body) {
+            Ok(Frame::Hello(h)) => h,
+            Ok(f) => {
+                return Err(self.refuse(Refusal::malformed(format!(
+                    "expected hello, got {}",
+                    f.kind()
+                ))));
+            }
+            Err(e) => return Err(self.refuse(Refusal::malformed(format!("bad hello: {e}")))),
+        };
+        if hello.agent_id != self.cert_id {
+            let reason = format!(
+                "hello claims agent id {:?} but the client certificate is for {:?}",
+                hello.agent_id, self.cert_id
+            );
+            return Err(self.refuse(Refusal {
+                code: close::IDENTITY_MISMATCH,
+                reason,
+                label: "identity",
+            }));
+        }
+        self.state = State::AwaitApplied;
+        Ok(self.hello.insert(hello))
+    }
+
+    /// Queues the refused frame and the close; the session accepts nothing more.
+    fn refuse(&mut self, r: Refusal) -> Refusal {
+        if self.state != State::Closed {
+            if self.state != State::Established {
+                self.out.push_back(ServerTransmit::Control(Frame::Refused {
+                    reason: r.reason.clone(),
+                }));
+            }
+            self.out.push_back(ServerTransmit::Close {
+                code: r.code,
+                reason: r.reason.clone(),
+            });
+            self.state = State::Closed;
+        }
+        r
+    }
+
+    /// A stream carried something that is not a valid frame where one was due (`reason`
+    /// says what): ends the connection with [`close::MALFORMED`], with a refused frame first
+    /// while no welcome was sent.
+    pub fn handle_malformed(&mut self, reason: String) -> Refusal {
+        self.refuse(Refusal::malformed(reason))
+    }
+
+    /// Welcomes the agent whose hello was accepted: `applied_seq` is the highest seq its
+    /// storage has durably applied for this agent.
+    pub fn welcome(&mut self, applied_seq: u64, now: Millis) {
+        if self.state != State::AwaitApplied {
+            return;
+        }
+        self.state = State::Established;
+        self.applied = applied_seq;
+        self.accepted = applied_seq;
+        self.out
+            .push_back(ServerTransmit::Control(Frame::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                aggregator_version: self.cfg.aggregator_version.clone(),
+                clock_ms: now,
+                applied_seq,
+            })));
+    }
+
+    /// A frame on the control stream after the hello. Heartbeats become
+    /// [`ServerEvent::Heartbeat`]; anything else is ignored.
+    pub fn handle_control(&mut self, f: Frame) {
+        if let Frame::Heartbeat(h) = f
+            && self.state == State::Established
+        {
+            self.events.push_back(ServerEvent::Heartbeat(h));
+        }
+    }
+
+    /// A batch frame with `seq` arrived on `lane` ([`Lane::Batch`] or [`Lane::Live`]).
+    /// Seqs must increase on each stream; a frame out of step (or before the welcome, or on
+    /// the control lane) ends the connection with [`close::MALFORMED`].
+    pub fn handle_batch(&mut self, lane: Lane, seq: u64) -> Result<Verdict, Refusal> {
+        if self.state != State::Established {
+            return Err(self.refuse(Refusal::malformed("a batch before the welcome".into())));
+        }
+        let last = match lane {
+            Lane::Batch => &mut self.last_batch,
+            Lane::Live => &mut self.last_live,
+            Lane::Control => {
+                return Err(self.refuse(Refusal::malformed(
+                    "a batch frame on the control stream".into(),
+                )));
+            }
+        };
+        if seq <= *last {
+            let reason = format!("batch seq {seq} after {last}: seqs must increase");
+            return Err(self.refuse(Refusal::malformed(reason)));
+        }
+        *last = seq;
+        if lane == Lane::Live {
+            return Ok(Verdict::Live);
+        }
+        self.pending.push_back((seq, false));
+        let verdict = if seq <= self.accepted {
+            Verdict::Duplicate
+        } else if seq > self.accepted + 1 {
+            Verdict::Gap {
+                from: self.accepted + 1,
+                to: seq - 1,
+            }
+        } else {
+            Verdict::Next
+        };
+        self.accepted = self.accepted.max(seq);
+        Ok(verdict)
+    }
+
+    /// The durable write of batch-stream batch `seq` finished: `Ok` when it is in a synced
+    /// write (or was a duplicate), `Err` with the storage's message when it failed, which
+    /// ends the connection with [`close::SHUTDOWN`] (the agent resends it elsewhere or
+    /// later). Acks go out in seq order, coalesced: one ack covers every batch written
+    /// before it was polled.
+    pub fn handle_durable(&mut self, seq: u64, result: Result<(), String>) -> Result<(), Refusal> {
+        if let Err(e) = result {
+            return Err(self.refuse(Refusal {
+                code: close::SHUTDOWN,
+                reason: format!("batch {seq} not stored: {e}"),
+                label: "storage",
+            }));
+        }
+        if let Some(p) = self.pending.iter_mut().find(|(s, _)| *s == seq) {
+            p.1 = true;
+        }
+        Ok(())
+    }
+
+    /// The agent's share of the synthetic checks changed (or it just connected): queues a
+    /// checks frame with `json`, a JSON array of check definitions.
+    pub fn handle_checks(&mut self, json: String) {
+        if self.state == State::Established {
+            self.out
+                .push_back(ServerTransmit::Control(Frame::Checks { json }));
+        }
+    }
+
+    /// Closes the connection for `code` (e.g. [`close::REPLACED`], [`close::SHUTDOWN`]).
+    pub fn close(&mut self, code: u32, reason: impl Into<String>) {
+        if self.state != State::Closed {
+            self.out.push_back(ServerTransmit::Close {
+                code,
+                reason: reason.into(),
+            });
+            self.state = State::Closed;
+        }
+    }
+
+    /// The hello deadline, while waiting for the hello.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.state {
+            State::AwaitHello { since } => Some(since + self.cfg.hello_timeout_ms),
+            _ => None,
+        }
+    }
+
+    /// Deadlines at or before `now` pass: no hello in time refuses the connection.
+    pub fn handle_timeout(&mut self, now: Millis) -> Result<(), Refusal> {
+        if let State::AwaitHello { since } = self.state
+            && now >= since + self.cfg.hello_timeout_ms
+        {
+            let reason = format!("no hello within {}s", self.cfg.hello_timeout_ms / 1000);
+            return Err(self.refuse(Refusal::malformed(reason)));
+        }
+        Ok(())
+    }
+
+    /// The next thing to send: queued control frames (and a close), then one ack for every
+    /// batch at the head of the queue whose write is durable.
+    pub fn poll_transmit(&mut self) -> Option<ServerTransmit> {
+        if let Some(t) = self.out.pop_front() {
+            return Some(t);
+        }
+        if self.state != State::Established {
+            return None;
+        }
+        let mut upto = None;
+        while let Some(&(seq, true)) = self.pending.front() {
+            self.pending.pop_front();
+            upto = Some(seq);
+        }
+        let seq = upto?;
+        self.applied = self.applied.max(seq);
+        Some(ServerTransmit::Control(Frame::Ack { seq }))
+    }
+
+    /// The next thing the driver must act on.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+}
