@@ -128,7 +128,7 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (out_tx, mut out_rx) = mpsc::channel::<(i64, Arc<CheckDef>, Outcome)>(256);
-        let scheduler = Scheduler::spawn(out_tx);
+        let scheduler = Scheduler::spawn(out_tx, outpost_service::now_ms);
         let mut running = merge(&cfg.borrow().checks, &assigned.borrow());
         scheduler.set_checks(running.clone());
         appender.metrics.checks_running.set(running.len() as i64);

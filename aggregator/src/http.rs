@@ -2,8 +2,8 @@
 //! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
 //! authentication when a token is configured.
 
+use crate::connections::Connections;
 use crate::ledger::{AgentMeta, Ledger};
-use crate::live::Live;
 use crate::metrics::{HandlerLabel, Metrics, RequestLabels};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -23,7 +23,7 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub checks: Arc<crate::checks::Placement>,
-    pub live: Arc<Live>,
+    pub connections: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
 }
@@ -103,7 +103,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let m = &s.metrics;
-    m.connected_agents.set(s.live.connected() as i64);
+    m.connected_agents.set(s.connections.connected() as i64);
     m.series.set(s.storage.series_count() as i64);
     m.head_points.set(s.storage.head_points() as i64);
     m.storage_bytes.set(s.storage.size_bytes() as i64);
@@ -158,27 +158,27 @@ async fn agents(State(s): State<AppState>) -> impl IntoResponse {
         .agents()
         .into_iter()
         .collect();
-    for id in s.live.ids() {
+    for id in s.connections.ids() {
         known.entry(id).or_default();
     }
     let mut items = vec![];
     for (id, meta) in known {
-        let live = s.live.get(&id).unwrap_or_default();
-        let last_seen = meta.last_seen_ms.max(live.last_heartbeat_ms);
+        let conn = s.connections.get(&id).unwrap_or_default();
+        let last_seen = meta.last_seen_ms.max(conn.last_heartbeat_ms);
         items.push(serde_json::json!({
             "id": id,
-            "region": if live.region.is_empty() { meta.region.clone() } else { live.region.clone() },
-            "connected": live.connected,
+            "region": if conn.region.is_empty() { meta.region.clone() } else { conn.region.clone() },
+            "connected": conn.connected,
             "last_seen": rfc3339(last_seen),
             "last_seq": meta.applied_seq,
-            "clock_skew_seconds": live.clock_skew_ms as f64 / 1000.0,
-            "version": live.version,
+            "clock_skew_seconds": conn.clock_skew_ms as f64 / 1000.0,
+            "version": conn.version,
             "batches": meta.batches,
             "samples": meta.samples,
             "gap_batches": meta.gap_batches,
             "gaps": meta.gaps.iter().map(|(a, b)| serde_json::json!({"from_seq": a, "to_seq": b, "batches": b - a + 1})).collect::<Vec<_>>(),
-            "dropped_samples": live.dropped_samples,
-            "backlog_bytes": live.backlog_bytes,
+            "dropped_samples": conn.dropped_samples,
+            "backlog_bytes": conn.backlog_bytes,
         }));
     }
     axum::Json(serde_json::json!({"status": "success", "data": items}))

@@ -6,8 +6,8 @@
 //! The protocol's checks (hello, seqs per stream) and the ack order are
 //! `outpost_shared::session::ServerSession`, one per connection; this module drives it.
 
+use crate::connections::{ConnectedAgent, Connections};
 use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
-use crate::live::{Live, LiveAgent};
 use crate::metrics::Metrics;
 use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
@@ -152,7 +152,7 @@ pub fn server_endpoint(
 pub struct Ingest {
     pub ledger: Arc<Mutex<Ledger>>,
     pub checks: Arc<crate::checks::Placement>,
-    pub live: Arc<Live>,
+    pub connections: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     pub writer: mpsc::Sender<WriterMsg>,
     pub next_conn: Arc<AtomicU64>,
@@ -261,9 +261,9 @@ impl Ingest {
                 return;
             }
         }
-        if let Some(old) = self
-            .live
-            .connect(LiveAgent::new(conn_id, conn.clone(), &hello, now))
+        if let Some(old) =
+            self.connections
+                .connect(ConnectedAgent::new(conn_id, conn.clone(), &hello, now))
         {
             tracing::info!(agent = %hello.agent_id, "a new connection replaces the previous one");
             old.close(
@@ -289,7 +289,7 @@ impl Ingest {
         let control = tokio::spawn(control_loop(
             rx,
             session.clone(),
-            self.live.clone(),
+            self.connections.clone(),
             agent.clone(),
             conn_id,
         ));
@@ -310,7 +310,7 @@ impl Ingest {
         let _ = acker.await;
         control.abort();
         self.checks.detach(&agent, conn_id);
-        self.live.disconnect(&agent, conn_id, now_ms());
+        self.connections.disconnect(&agent, conn_id, now_ms());
         tracing::info!(agent = %agent, "agent disconnected");
     }
 
@@ -560,7 +560,7 @@ async fn send_control(
 async fn control_loop(
     mut rx: quinn::RecvStream,
     session: Shared,
-    live: Arc<Live>,
+    connections: Arc<Connections>,
     agent: Arc<str>,
     conn_id: u64,
 ) {
@@ -571,7 +571,7 @@ async fn control_loop(
             std::iter::from_fn(|| s.poll_event()).collect()
         };
         for ServerEvent::Heartbeat(h) in events {
-            live.heartbeat(&agent, conn_id, &h, now_ms());
+            connections.heartbeat(&agent, conn_id, &h, now_ms());
         }
     }
 }

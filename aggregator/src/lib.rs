@@ -10,11 +10,11 @@ pub mod api;
 pub mod check_config;
 pub mod checks;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
-pub mod live;
 pub mod metrics;
 pub mod reload;
 
@@ -63,7 +63,7 @@ pub async fn run_with(
             .map_err(|e| RunError::Setup(format!("storage at {}: {e}", cfg.data_dir.display())))?,
     ));
     let metrics = Arc::new(metrics::Metrics::new());
-    let live = Arc::new(live::Live::default());
+    let connections = Arc::new(connections::Connections::default());
     let checks = Arc::new(
         checks::Placement::load(cfg.checks_file.clone(), metrics.checks.clone())
             .map_err(RunError::Setup)?,
@@ -93,7 +93,7 @@ pub async fn run_with(
     let ingest = ingest::Ingest {
         ledger: ledger.clone(),
         checks: checks.clone(),
-        live: live.clone(),
+        connections: connections.clone(),
         metrics: metrics.clone(),
         writer: writer_tx,
         next_conn: Arc::new(AtomicU64::new(1)),
@@ -103,7 +103,7 @@ pub async fn run_with(
         storage: storage.clone(),
         ledger: ledger.clone(),
         checks: checks.clone(),
-        live: live.clone(),
+        connections: connections.clone(),
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
     });
@@ -139,7 +139,7 @@ pub async fn run_with(
         quinn::VarInt::from_u32(outpost_shared::frame::close::SHUTDOWN),
         b"aggregator shutting down",
     );
-    live.close_all(
+    connections.close_all(
         outpost_shared::frame::close::SHUTDOWN,
         b"aggregator shutting down",
     );

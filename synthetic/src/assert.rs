@@ -9,14 +9,18 @@ use std::time::Duration;
 
 /// What an HTTP response looked like, as far as assertions care.
 pub struct Response<'a> {
+    /// The HTTP status code.
     pub status: u16,
     /// Header names in lower case.
     pub headers: &'a [(String, String)],
+    /// The body, decoded per `Content-Encoding`.
     pub body: &'a [u8],
+    /// How long the request took.
     pub duration: Duration,
 }
 
 impl Response<'_> {
+    /// The first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
@@ -79,6 +83,7 @@ pub fn json_path(p: &str) -> Result<JsonPath, String> {
 /// The outcome of the body assertions beside the verdict, for `probe_failed_due_to_regex`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
+    /// True when the failure came from a regular expression that does not compile.
     pub failed_due_to_regex: bool,
 }
 

@@ -33,6 +33,7 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
+    /// The name as written in check files (`http`, `tcp`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Http => "http",
@@ -50,10 +51,14 @@ impl CheckKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckDef {
+    /// Unique name; the `check` label of its samples.
     pub name: String,
+    /// The check type (`type:` in the file).
     #[serde(rename = "type")]
     pub kind: CheckKind,
+    /// How often the check runs from each of its locations.
     pub frequency: Duration,
+    /// How long one run may take. Default: the frequency, at most 10 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Regions that run the check; empty for an agent's local checks.
@@ -138,7 +143,9 @@ pub struct CheckDef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpProtocol {
+    /// IPv4.
     Ip4,
+    /// IPv6.
     Ip6,
 }
 
@@ -161,7 +168,9 @@ pub struct TlsOptions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StatusPattern {
+    /// One status code, e.g. `200`.
     Code(u16),
+    /// A class written `2xx`.
     Class(String),
 }
 
@@ -169,11 +178,14 @@ pub enum StatusPattern {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
+    /// A single value.
     One(T),
+    /// A list of values.
     Many(Vec<T>),
 }
 
 impl<T> OneOrMany<T> {
+    /// The values as a slice, one or many.
     pub fn as_slice(&self) -> &[T] {
         match self {
             OneOrMany::One(t) => std::slice::from_ref(t),
@@ -192,10 +204,13 @@ pub struct HttpAssert {
     /// Headers that must be present with a value matching the regex.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderAssert>,
+    /// The body must contain this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
+    /// The body must match this regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_regex: Option<String>,
+    /// The body must not match this regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_not_regex: Option<String>,
     /// JSON path assertions on a JSON body.
@@ -206,10 +221,13 @@ pub struct HttpAssert {
     pub max_duration: Option<Duration>,
 }
 
+/// A header that must be present and match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderAssert {
+    /// The header name (case-insensitive).
     pub name: String,
+    /// A regular expression its value must match.
     pub regex: String,
 }
 
@@ -218,9 +236,12 @@ pub struct HeaderAssert {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonAssert {
+    /// A JSONPath into the body, e.g. `$.status`.
     pub path: String,
+    /// The value found there must equal this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<serde_json::Value>,
+    /// Whether the path must (true) or must not (false) find a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
 }
@@ -233,13 +254,18 @@ pub struct Step {
     /// Defaults to `step<N>` (N counted from 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The URL; may use `${variables}` captured by earlier steps.
     pub url: String,
+    /// HTTP method. Default GET (POST when `body` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Request headers; values may use captured variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Request body; may use captured variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// What the response must satisfy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assert: Option<HttpAssert>,
     /// Variable name -> where its value comes from.
@@ -248,6 +274,7 @@ pub struct Step {
 }
 
 impl Step {
+    /// The step's name, or `step N` (1-based) when it has none.
     pub fn display_name(&self, index: usize) -> String {
         self.name
             .clone()
@@ -261,10 +288,13 @@ impl Step {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capture {
+    /// A JSONPath into the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<String>,
+    /// A response header name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// A regular expression whose first group is captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }

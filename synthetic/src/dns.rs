@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// The first `nameserver` of a resolv.conf text.
-pub fn first_nameserver(resolv_conf: &str) -> Option<String> {
+pub(crate) fn first_nameserver(resolv_conf: &str) -> Option<String> {
     resolv_conf.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         (w.next() == Some("nameserver"))
@@ -24,7 +24,7 @@ pub fn first_nameserver(resolv_conf: &str) -> Option<String> {
 }
 
 /// The response code's name as written in checks (`NOERROR`, `NXDOMAIN`, ...).
-pub fn rcode_name(code: u16) -> String {
+pub(crate) fn rcode_name(code: u16) -> String {
     match code {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),

@@ -72,7 +72,7 @@ pub(crate) struct Fetched {
 }
 
 impl Fetched {
-    pub fn response(&self) -> Response<'_> {
+    pub(crate) fn response(&self) -> Response<'_> {
         Response {
             status: self.status,
             headers: &self.headers,

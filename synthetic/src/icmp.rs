@@ -10,13 +10,13 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 /// What to do when the kernel refuses a ping socket.
-pub const PING_SOCKET_DENIED: &str = "icmp: the kernel refused an unprivileged ping socket; \
+pub(crate) const PING_SOCKET_DENIED: &str = "icmp: the kernel refused an unprivileged ping socket; \
 allow this process's group with `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` \
 (or the group id range of the service user), or give the process CAP_NET_RAW";
 
 /// An echo request with this id, sequence and payload (the kernel fills in the checksum
 /// and, for ping sockets, the id).
-pub fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
@@ -29,7 +29,7 @@ pub fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The Internet checksum (RFC 1071).
-pub fn checksum(b: &[u8]) -> u16 {
+pub(crate) fn checksum(b: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in b.chunks(2) {
         let w = if c.len() == 2 {
@@ -46,12 +46,12 @@ pub fn checksum(b: &[u8]) -> u16 {
 }
 
 /// Is `p` an echo reply with this sequence number?
-pub fn is_reply(v6: bool, p: &[u8], seq: u16) -> bool {
+pub(crate) fn is_reply(v6: bool, p: &[u8], seq: u16) -> bool {
     p.len() >= 8 && p[0] == if v6 { 129 } else { 0 } && u16::from_be_bytes([p[6], p[7]]) == seq
 }
 
 /// Opens a ping socket; EACCES/EPERM become [`PING_SOCKET_DENIED`].
-pub fn ping_socket(v6: bool) -> Result<Socket, String> {
+pub(crate) fn ping_socket(v6: bool) -> Result<Socket, String> {
     let (d, p) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
     } else {

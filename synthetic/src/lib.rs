@@ -4,28 +4,46 @@
 //! ([`addr`]) and body decoding ([`coding`]) they share, the [`Scheduler`] that runs a
 //! changing set of checks, and [`Outcome::to_batch`], which turns a run into samples named
 //! like blackbox_exporter's. Knows nothing of QUIC transport to the aggregator or storage.
+//!
+//! Definitions, validation, assertions and outcomes are pure and always built. The runners,
+//! the address selection and body decoding they use, and the scheduler need a runtime and
+//! network libraries: they are behind the `runners` feature (on by default), which the
+//! aggregator, which only reads and places checks, leaves off.
 
+#[cfg(feature = "runners")]
 pub mod addr;
 pub mod assert;
+#[cfg(feature = "runners")]
 pub mod coding;
 pub mod def;
+#[cfg(feature = "runners")]
 mod dns;
+#[cfg(feature = "runners")]
 mod http;
+#[cfg(feature = "runners")]
 mod http3;
+#[cfg(feature = "runners")]
 mod icmp;
+#[cfg(feature = "runners")]
 mod journey;
 mod outcome;
+#[cfg(feature = "runners")]
 mod scheduler;
+#[cfg(feature = "runners")]
 mod tcp;
+#[cfg(feature = "runners")]
 mod tls;
 pub mod validate;
 
 pub use def::{CheckDef, CheckKind, IpProtocol, parse_checks_file};
 pub use outcome::{Metric, Outcome, StepOutcome};
-pub use scheduler::{Scheduler, start_offset};
+#[cfg(feature = "runners")]
+pub use scheduler::{Clock, Scheduler, start_offset};
 
+#[cfg(feature = "runners")]
 use std::time::Instant;
 
+#[cfg(feature = "runners")]
 /// Runs one check once, within its timeout, and reports the outcome. Never panics: a panic
 /// inside a runner becomes a failed outcome naming it.
 pub async fn run(def: &CheckDef) -> Outcome {
@@ -45,6 +63,7 @@ pub async fn run(def: &CheckDef) -> Outcome {
     out
 }
 
+#[cfg(feature = "runners")]
 /// Runs `probe` with a fresh outcome until `deadline`; a probe still running then fails with
 /// the timeout as its reason, keeping the metrics it recorded so far.
 pub(crate) async fn probe_until(
@@ -60,6 +79,7 @@ pub(crate) async fn probe_until(
     o.finish(r)
 }
 
+#[cfg(feature = "runners")]
 pub(crate) fn timeout_reason(def: &CheckDef) -> String {
     format!(
         "timed out after {}",
@@ -67,6 +87,7 @@ pub(crate) fn timeout_reason(def: &CheckDef) -> String {
     )
 }
 
+#[cfg(feature = "runners")]
 async fn run_inner(def: &CheckDef, deadline: tokio::time::Instant) -> Outcome {
     match def.kind {
         CheckKind::Http if !def.steps.is_empty() => journey::run(def, deadline).await,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// Longest `reason` label value in `probe_failure_info`.
-pub const MAX_REASON_LEN: usize = 200;
+pub(crate) const MAX_REASON_LEN: usize = 200;
 
 /// One further metric of a probe: (name, extra label pairs, value).
 pub type Metric = (String, Vec<(String, String)>, f64);
@@ -15,8 +15,11 @@ pub type Metric = (String, Vec<(String, String)>, f64);
 /// What one run of a check found. Serializes to JSON for APIs that show the last result.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Outcome {
+    /// The check's name.
     pub check: String,
+    /// Whether every assertion held.
     pub success: bool,
+    /// How long the run took.
     pub duration: Duration,
     /// For journeys: the name of the step that failed.
     pub failed_step: Option<String>,
@@ -28,13 +31,18 @@ pub struct Outcome {
     pub metrics: Vec<Metric>,
 }
 
+/// One step of a journey and how it went.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StepOutcome {
+    /// The step's name.
     pub name: String,
+    /// Whether the step's assertions held.
     pub success: bool,
+    /// How long the step took.
     pub duration: Duration,
 }
 
+#[cfg_attr(not(feature = "runners"), allow(dead_code))]
 impl Outcome {
     pub(crate) fn new(def: &CheckDef) -> Self {
         Outcome {

@@ -47,16 +47,14 @@ pub struct Scheduler {
     out: Sender<(i64, Arc<CheckDef>, Outcome)>,
     running: Mutex<HashMap<String, Running>>,
     runtime: tokio::runtime::Handle,
+    clock: Clock,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// The wall clock, ms since the Unix epoch; the program passes its own (one clock per
+/// program, read in one place).
+pub type Clock = fn() -> i64;
 
-async fn check_loop(def: Arc<CheckDef>, out: Sender<(i64, Arc<CheckDef>, Outcome)>) {
+async fn check_loop(def: Arc<CheckDef>, out: Sender<(i64, Arc<CheckDef>, Outcome)>, now_ms: Clock) {
     let every = def.frequency.get();
     let jitter = every.mul_f64(JITTER_FRACTION * fastrand::f64());
     let first = Instant::now() + start_offset(&def.name, every) + jitter;
@@ -74,10 +72,12 @@ async fn check_loop(def: Arc<CheckDef>, out: Sender<(i64, Arc<CheckDef>, Outcome
 
 impl Scheduler {
     /// Starts an empty scheduler on the current tokio runtime (call it from inside one);
-    /// `out` receives (start of the run in ms since the epoch, the definition, its outcome).
+    /// `out` receives (start of the run in ms since the epoch by `clock`, the definition, its
+    /// outcome).
     /// Runs wait while `out` is full, so a slow receiver delays checks instead of piling up.
-    pub fn spawn(out: Sender<(i64, Arc<CheckDef>, Outcome)>) -> Scheduler {
+    pub fn spawn(out: Sender<(i64, Arc<CheckDef>, Outcome)>, clock: Clock) -> Scheduler {
         Scheduler {
+            clock,
             out,
             running: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -102,9 +102,9 @@ impl Scheduler {
                         r.task.abort();
                     }
                     let def = Arc::new(c);
-                    let task = self
-                        .runtime
-                        .spawn(check_loop(def.clone(), self.out.clone()));
+                    let task =
+                        self.runtime
+                            .spawn(check_loop(def.clone(), self.out.clone(), self.clock));
                     next.insert(def.name.clone(), Running { def, task });
                 }
             }

@@ -29,6 +29,13 @@ async fn collect(rx: &mut Rx, until: Duration) -> HashMap<String, Vec<i64>> {
     runs
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing() {
     let target = common::banner_server().await;
@@ -42,7 +49,7 @@ async fn checks_with_the_same_frequency_fire_apart_and_replacement_keeps_timing(
     );
 
     let (tx, mut rx) = mpsc::channel(64);
-    let s = Scheduler::spawn(tx);
+    let s = Scheduler::spawn(tx, now_ms);
     s.set_checks(vec![tcp(a, target), tcp(b, target)]);
     let runs = collect(&mut rx, Duration::from_millis(2600)).await;
     let (ra, rb) = (&runs[a], &runs[b]);
@@ -93,7 +100,7 @@ async fn a_run_that_overruns_skips_ticks_instead_of_overlapping() {
         "{{name: slow, type: http, frequency: 1s, timeout: 1s, url: 'http://{a}/slow'}}"
     ));
     let (tx, mut rx) = mpsc::channel(64);
-    let s = Scheduler::spawn(tx);
+    let s = Scheduler::spawn(tx, now_ms);
     s.set_checks(vec![d]);
     let mut starts = Vec::new();
     let end = tokio::time::Instant::now() + Duration::from_millis(4500);

@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)]
 //! Real servers on loopback for the runner tests: a small HTTP/1.1 server (plain and TLS),
 //! a DNS responder (UDP, and TCP for truncated answers), a TCP banner server and an HTTP/3
 //! server, with a CA and a localhost certificate made by outpost_shared::tls.

@@ -1,12 +1,12 @@
 //! Which agents are connected right now, through which connection, and what their last
-//! heartbeat said. Persisted facts (applied seq, last batch time) live in storage.
+//! heartbeat said. Persisted facts (applied seq, last batch time) are in the ledger.
 
 use outpost_shared::frame::{Heartbeat, Hello};
 use quinn::Connection;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub struct LiveAgent {
+pub struct ConnectedAgent {
     pub id: String,
     pub conn_id: u64,
     pub conn: Connection,
@@ -20,9 +20,9 @@ pub struct LiveAgent {
     pub backlog_bytes: u64,
 }
 
-impl LiveAgent {
+impl ConnectedAgent {
     pub fn new(conn_id: u64, conn: Connection, h: &Hello, now_ms: i64) -> Self {
-        LiveAgent {
+        ConnectedAgent {
             id: h.agent_id.clone(),
             conn_id,
             conn,
@@ -39,7 +39,7 @@ impl LiveAgent {
 
 /// A snapshot for the API.
 #[derive(Clone, Debug, Default)]
-pub struct LiveView {
+pub struct AgentView {
     pub connected: bool,
     pub region: String,
     pub version: String,
@@ -50,19 +50,19 @@ pub struct LiveView {
 }
 
 #[derive(Default)]
-pub struct Live {
-    agents: Mutex<HashMap<String, LiveAgent>>,
+pub struct Connections {
+    agents: Mutex<HashMap<String, ConnectedAgent>>,
     /// Last known state of agents that disconnected.
-    gone: Mutex<HashMap<String, LiveView>>,
+    gone: Mutex<HashMap<String, AgentView>>,
 }
 
-impl Live {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveAgent>> {
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectedAgent>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a connection; returns the one it replaces, for the caller to close.
-    pub fn connect(&self, a: LiveAgent) -> Option<Connection> {
+    pub fn connect(&self, a: ConnectedAgent) -> Option<Connection> {
         self.lock().insert(a.id.clone(), a).map(|old| old.conn)
     }
 
@@ -90,7 +90,7 @@ impl Live {
         }
     }
 
-    pub fn get(&self, agent: &str) -> Option<LiveView> {
+    pub fn get(&self, agent: &str) -> Option<AgentView> {
         if let Some(a) = self.lock().get(agent) {
             return Some(view(a, true));
         }
@@ -117,8 +117,8 @@ impl Live {
     }
 }
 
-fn view(a: &LiveAgent, connected: bool) -> LiveView {
-    LiveView {
+fn view(a: &ConnectedAgent, connected: bool) -> AgentView {
+    AgentView {
         connected,
         region: a.region.clone(),
         version: a.version.clone(),
