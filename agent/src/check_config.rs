@@ -40,12 +40,5 @@ pub fn check(path: &Path) -> Result<(), ConfigError> {
     if let Some(p) = dir_problem(&cfg.buffer.dir) {
         problems.push(Problem::new("buffer.dir", p));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        })
-    }
+    ConfigError::check(path, problems)
 }

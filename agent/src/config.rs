@@ -617,12 +617,7 @@ listen = "127.0.0.1:0"
             c.checks[0].frequency.get(),
             std::time::Duration::from_secs(15)
         );
-        let p = c
-            .validate()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let p = outpost_shared::problem::lines(&c.validate());
         assert!(
             p.contains("checks[1].name: \"local-health\" is used by an earlier"),
             "{p}"
@@ -784,12 +779,7 @@ listen = "127.0.0.1:0"
             "{GOOD}\n[[scrape]]\njob = \"a\"\ntargets = [\"http://x:1/metrics\"]\ninterval = \"1s\"\ntimeout = \"2s\"\nmetrics_path = \"metrics\"\nbearer_token_file = \"/nonexistent/t\"\nlabels = {{ job = \"x\", \"bad-name\" = \"y\" }}\n[scrape.tls]\ncert_file = \"/nonexistent/c\"\n[[scrape]]\njob = \"a\"\ntargets = []\n"
         );
         let c = Config::parse(&text, Path::new("/nonexistent/a.toml")).unwrap();
-        let p = c
-            .validate()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let p = outpost_shared::problem::lines(&c.validate());
         for needle in [
             "scrape[0].targets: \"http://x:1/metrics\" is not \"host:port\"",
             "scrape[0].timeout: 2s is longer than the interval 1s",
@@ -817,12 +807,7 @@ listen = "127.0.0.1:0"
             Path::new("/nonexistent/a.toml"),
         )
         .unwrap();
-        let p = c
-            .validate()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let p = outpost_shared::problem::lines(&c.validate());
         for needle in [
             "id: invalid agent id",
             "aggregator.endpoints: \"nohost\"",

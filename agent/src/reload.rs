@@ -7,7 +7,7 @@
 //! The outcome is recorded in [`ReloadGauges`] (`outpost-service`).
 
 use crate::config::Config;
-use outpost_service::logging::{self, LevelChange};
+use outpost_service::logging;
 use outpost_service::metrics::ReloadGauges;
 use outpost_service::sdnotify;
 use std::path::PathBuf;
@@ -115,12 +115,7 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
         Ok(c) => c,
         Err(e) => {
             gauges.failed();
-            for line in e.lines() {
-                let line = line.as_str();
-                tracing::error!(
-                    "config reload failed, still running on the previous config: {line}"
-                );
-            }
+            e.log_refused_reload();
             return;
         }
     };
@@ -133,15 +128,7 @@ fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, gauges: &Relo
         );
     }
     if p.live.contains(&"log.level") {
-        match logging::set_level(p.effective.log.level.as_deref()) {
-            Ok(LevelChange::Applied) => {}
-            Ok(LevelChange::OverriddenByEnv) => {
-                tracing::warn!(
-                    "config reload: log.level changed, but RUST_LOG is set and takes precedence"
-                )
-            }
-            Err(e) => tracing::error!("config reload: {e}"),
-        }
+        logging::reload_level(p.effective.log.level.as_deref());
     }
     tracing::info!(applied = ?p.live, needs_restart = ?p.restart, "configuration reloaded");
     tx.send_replace(Arc::new(p.effective));

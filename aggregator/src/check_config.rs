@@ -26,12 +26,5 @@ pub fn check(path: &Path) -> Result<(), ConfigError> {
     if let Some(p) = dir_problem(&cfg.data_dir) {
         problems.push(Problem::new("data_dir", p));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        })
-    }
+    ConfigError::check(path, problems)
 }

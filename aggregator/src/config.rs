@@ -212,12 +212,7 @@ key = "aggregator.key"
             Path::new("/nonexistent/agg.toml"),
         )
         .unwrap();
-        let p = c
-            .validate()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let p = outpost_shared::problem::lines(&c.validate());
         assert!(
             p.contains("listen.http: 0.0.0.0:9470 is reachable beyond this host"),
             "{p}"

@@ -6,7 +6,7 @@
 //! `outpost_aggregator_config_last_reload_success_timestamp_seconds`.
 
 use crate::config::Config;
-use outpost_service::logging::{self, LevelChange};
+use outpost_service::logging;
 use outpost_service::metrics::ReloadGauges;
 use outpost_service::sdnotify;
 use std::path::PathBuf;
@@ -45,12 +45,7 @@ pub fn spawn(
             match Config::load(&path) {
                 Err(e) => {
                     gauges.failed();
-                    for line in e.lines() {
-                        let line = line.as_str();
-                        tracing::error!(
-                            "config reload failed, still running on the previous config: {line}"
-                        );
-                    }
+                    e.log_refused_reload();
                 }
                 Ok(new) => {
                     let restart = restart_keys(&running, &new);
@@ -60,16 +55,10 @@ pub fn spawn(
                             "config reload: {key} changed; it takes effect after a restart, the running value stays until then"
                         );
                     }
-                    if new.log.level != running.log.level {
-                        match logging::set_level(new.log.level.as_deref()) {
-                            Ok(LevelChange::Applied) => running.log.level = new.log.level.clone(),
-                            Ok(LevelChange::OverriddenByEnv) => {
-                                tracing::warn!(
-                                    "config reload: log.level changed, but RUST_LOG is set and takes precedence"
-                                )
-                            }
-                            Err(e) => tracing::error!("config reload: {e}"),
-                        }
+                    if new.log.level != running.log.level
+                        && logging::reload_level(new.log.level.as_deref())
+                    {
+                        running.log.level = new.log.level.clone();
                     }
                     // The checks file is re-read too (its own errors keep the running checks).
                     let checks_ok = match checks.file() {

@@ -27,6 +27,25 @@ impl ConfigError {
         }
     }
 
+    /// `Ok` when `problems` is empty, else the error listing them all for `file`.
+    pub fn check(file: &Path, problems: Vec<Problem>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: file.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Logs every problem as an error, saying the running config stays (a refused reload).
+    pub fn log_refused_reload(&self) {
+        for line in self.lines() {
+            tracing::error!("config reload failed, still running on the previous config: {line}");
+        }
+    }
+
     /// One line per problem, each `file: key: message`.
     pub fn lines(&self) -> Vec<String> {
         let f = self.file.display();
@@ -65,15 +84,8 @@ pub fn load_config<T>(
     validate: impl FnOnce(&T) -> Vec<Problem>,
 ) -> Result<T, ConfigError> {
     let cfg = read_config(path, parse)?;
-    let problems = validate(&cfg);
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        })
-    }
+    ConfigError::check(path, validate(&cfg))?;
+    Ok(cfg)
 }
 
 /// Parses TOML text into `T`; a syntax or type error is one whole-file problem giving line,

@@ -103,3 +103,21 @@ pub fn validate_level(level: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("{level:?} is not a log filter: {e}"))
 }
+
+/// Applies a reloaded `[log] level` and logs what happened: `RUST_LOG` keeping precedence is
+/// a warning, a filter that cannot be applied an error. True when the new level is in effect.
+pub fn reload_level(level: Option<&str>) -> bool {
+    match set_level(level) {
+        Ok(LevelChange::Applied) => true,
+        Ok(LevelChange::OverriddenByEnv) => {
+            tracing::warn!(
+                "config reload: log.level changed, but RUST_LOG is set and takes precedence"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::error!("config reload: {e}");
+            false
+        }
+    }
+}
