@@ -78,15 +78,15 @@ impl Connections {
     /// Forgets the connection if it is still the agent's current one.
     pub fn disconnect(&self, agent: &str, conn_id: u64, now_ms: i64) {
         let mut m = self.lock();
-        if m.get(agent).is_some_and(|a| a.conn_id == conn_id) {
-            if let Some(a) = m.remove(agent) {
-                let mut v = view(&a, false);
-                v.last_heartbeat_ms = now_ms;
-                self.gone
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(agent.to_string(), v);
-            }
+        if m.get(agent).is_some_and(|a| a.conn_id == conn_id)
+            && let Some(a) = m.remove(agent)
+        {
+            let mut v = view(&a, false);
+            v.last_heartbeat_ms = now_ms;
+            self.gone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(agent.to_string(), v);
         }
     }
 

@@ -643,10 +643,10 @@ mod model {
                         }
                     }
                     Op::DropOldest => {
-                        if let Some(s) = buffer.pop_front() {
-                            if store.written(s) == 0 {
-                                gaps.insert(s);
-                            }
+                        if let Some(s) = buffer.pop_front()
+                            && store.written(s) == 0
+                        {
+                            gaps.insert(s);
                         }
                     }
                     Op::Reconnect => {

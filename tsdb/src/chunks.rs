@@ -57,7 +57,7 @@ pub(crate) fn read_newest_first(
         chunk.retain(|p| p.ts >= start_ms && p.ts <= end_ms);
         chunks.push((record, chunk));
     }
-    chunks.sort_by(|a, b| b.0.cmp(&a.0));
+    chunks.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, chunk) in chunks {
         out.extend(chunk.into_iter().rev());
     }

@@ -20,6 +20,9 @@ pub(crate) const CF_CHUNKS: &str = "chunks";
 /// Default column family: the first wal record id not yet used, kept by compaction.
 pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
 
+/// One caller metadata entry: key and value, as given in [`WritePlan::meta`].
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
 /// Why the store cannot open or write.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -259,7 +262,7 @@ impl Storage {
     ///
     /// # Errors
     /// RocksDB fails to read.
-    pub fn meta(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn meta(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, StorageError> {
         let mut out = vec![];
         for item in self.db.prefix_iterator(prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;

@@ -24,7 +24,7 @@ mod plan;
 mod querier;
 mod wal;
 
-pub use db::{Storage, StorageError};
+pub use db::{MetaEntry, Storage, StorageError};
 pub use plan::{SeriesSlot, WritePlan};
 
 /// A stored series' number, stable for the life of the data folder.
