@@ -4,24 +4,34 @@
 //! Pure: no clock, no I/O of its own. The caller passes the evaluation time in milliseconds
 //! since the Unix epoch and a [`Queryable`] to read from.
 //!
-//! Semantics follow Prometheus: an instant vector selector takes, per series, the latest point
-//! in the 5-minute lookback window `(t - 5m, t]` unless that point is a stale marker, and
-//! stamps it with the evaluation time; a matrix selector `x[r]` returns the raw points in
-//! `(t - r, t]`; `offset o` shifts the window to end at `t - o`. Each series' points are
-//! fetched once per query, covering every step of a range query.
+//! Semantics follow Prometheus 2.42's `promql/engine.go`: an instant vector selector takes,
+//! per series, the latest point in the 5-minute lookback window `(t - 5m, t]` unless that
+//! point is a stale marker, and stamps it with the evaluation time; a matrix selector `x[r]`
+//! returns the raw points in `(t - r, t]`; `offset o` shifts the window to end at `t - o`.
+//! Every selector's series are fetched once per query, covering every step of a range query
+//! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
+//! `rangeEval` does, and a range query gathers each step's output into series.
 //!
-//! One module per family: [`selector`] today; aggregations, binary operators, range and
-//! instant-vector functions and subqueries each get theirs beside it.
+//! One module per family: [`selector`], [`binary`] operators, [`aggregate`]s, [`range_fn`]
+//! (functions of a range vector) and [`instant_fn`] (functions of instant vectors and
+//! scalars).
 
+pub(crate) mod aggregate;
+pub(crate) mod binary;
+pub(crate) mod instant_fn;
+pub(crate) mod range_fn;
 pub(crate) mod selector;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::error::QueryError;
-use crate::parse::{Expr, Selector};
+use crate::parse::{Expr, ValueType};
 use crate::steps::Steps;
 use crate::storage::Queryable;
-use outpost_shared::model::is_stale;
+use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Labels, Point, SeriesPoints};
-use selector::{Loader, window_start};
+use selector::Loaded;
+use std::collections::HashMap;
 
 /// How far back an instant vector selector looks for a series' latest point (5 min, as
 /// Prometheus' default `--query.lookback-delta`).
@@ -46,20 +56,172 @@ pub enum Value {
     Vector(Vec<Sample>),
     /// Points per series; series without points are left out.
     Matrix(Vec<SeriesPoints>),
+    /// A single number at the evaluation time (an instant query of a scalar expression).
+    Scalar(Point),
+    /// A string at the evaluation time (an instant query of a string literal).
+    String {
+        /// The evaluation time, ms since the Unix epoch.
+        ts: i64,
+        /// The string.
+        value: String,
+    },
+}
+
+/// Whether this version evaluates the function `name` (used while planning).
+pub fn is_supported_function(name: &str) -> bool {
+    range_fn::FUNCTIONS.contains(&name) || instant_fn::FUNCTIONS.contains(&name)
+}
+
+/// An intermediate value during evaluation at one step.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<SeriesPoints>),
+}
+
+impl Val {
+    fn into_vector(self) -> Vec<Sample> {
+        match self {
+            Val::Vector(v) => v,
+            _ => Vec::new(),
+        }
+    }
+    fn scalar(&self) -> f64 {
+        match self {
+            Val::Scalar(v) => *v,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// An error while evaluating, in Prometheus' words.
+pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// `labels` without `__name__`, as Prometheus' `dropMetricName`.
+pub(crate) fn drop_name(labels: &Labels) -> Labels {
+    if labels.metric_name().is_none() {
+        return labels.clone();
+    }
+    Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| l.name != METRIC_NAME)
+            .cloned()
+            .collect(),
+    )
+    .unwrap_or_default()
+}
+
+/// Prometheus' check after every function call, operator and unary minus.
+fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(&s.labels) {
+            return Err(exec_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates one plan over the series a [`Loaded`] holds.
+pub(crate) struct Evaluator {
+    loaded: Loaded,
+}
+
+impl Evaluator {
+    /// The value of `e` at `t`.
+    pub(crate) fn eval(&self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        match e {
+            Expr::Number(n) => Ok(Val::Scalar(*n)),
+            Expr::String(s) => Ok(Val::Str(s.clone())),
+            Expr::Vector(sel) => Ok(Val::Vector(self.loaded.instant(sel, t, false))),
+            Expr::Matrix { selector, range_ms } => {
+                Ok(Val::Matrix(self.loaded.matrix(selector, *range_ms, t)))
+            }
+            Expr::Neg(inner) => match self.eval(inner, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => {
+                    let out: Vec<Sample> = v
+                        .into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(&s.labels),
+                            point: Point {
+                                ts: t,
+                                value: -s.point.value,
+                            },
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Val::Vector(out))
+                }
+                other => Ok(other),
+            },
+            Expr::Binary(b) => {
+                let lhs = self.eval(&b.lhs, t)?;
+                let rhs = self.eval(&b.rhs, t)?;
+                let out = binary::eval(b, lhs, rhs, t)?;
+                if let Val::Vector(v) = &out {
+                    check_unique(v)?;
+                }
+                Ok(out)
+            }
+            Expr::Aggregate(a) => {
+                let param = match &a.param {
+                    Some(p) => Some(self.eval(p, t)?),
+                    None => None,
+                };
+                let input = self.eval(&a.expr, t)?.into_vector();
+                Ok(Val::Vector(aggregate::eval(a, input, param, t)?))
+            }
+            Expr::Call { name, args } => {
+                let out = if range_fn::FUNCTIONS.contains(&name.as_str()) {
+                    range_fn::call(self, name, args, t)?
+                } else {
+                    instant_fn::call(self, name, args, t)?
+                };
+                if let Val::Vector(v) = &out {
+                    check_unique(v)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The value of a scalar argument at `t`.
+    pub(crate) fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        Ok(self.eval(e, t)?.scalar())
+    }
+
+    /// The series of an instant vector selector at `t`, keeping their own timestamps.
+    pub(crate) fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
 }
 
 /// Evaluates `expr` at `t_ms`.
 ///
 /// # Errors
-/// Storage failures, or more than [`MAX_SAMPLES`] points loaded.
+/// Storage failures, more than [`MAX_SAMPLES`] points loaded, or Prometheus' execution
+/// errors (e.g. many-to-many matching).
 pub fn instant_query(src: &dyn Queryable, expr: &Expr, t_ms: i64) -> Result<Value, QueryError> {
     instant_query_limited(src, expr, t_ms, MAX_SAMPLES)
 }
 
-/// Evaluates `expr` at every step. Only instant vector selectors are allowed.
+/// Evaluates `expr` at every step. Range vector and string expressions are refused, as
+/// Prometheus refuses them.
 ///
 /// # Errors
-/// A range vector expression, storage failures, or more than [`MAX_SAMPLES`] points loaded.
+/// A range vector or string expression, storage failures, more than [`MAX_SAMPLES`] points
+/// loaded, or Prometheus' execution errors.
 pub fn range_query(src: &dyn Queryable, expr: &Expr, steps: &Steps) -> Result<Value, QueryError> {
     range_query_limited(src, expr, steps, MAX_SAMPLES)
 }
@@ -70,40 +232,15 @@ pub(crate) fn instant_query_limited(
     t_ms: i64,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    match expr {
-        Expr::Vector(sel) => {
-            let end = t_ms.saturating_sub(sel.offset_ms);
-            let start = window_start(end, LOOKBACK_DELTA_MS);
-            let series = Loader::open(src, start, end, max_samples)?.load(sel, start, end)?;
-            let samples = series
-                .into_iter()
-                .filter_map(|(labels, points)| {
-                    let last = points.last().filter(|p| !is_stale(p.value))?;
-                    Some(Sample {
-                        labels,
-                        point: Point {
-                            ts: t_ms,
-                            value: last.value,
-                        },
-                    })
-                })
-                .collect();
-            Ok(Value::Vector(samples))
-        }
-        Expr::Matrix { selector, range_ms } => {
-            let end = t_ms.saturating_sub(selector.offset_ms);
-            let start = window_start(end, *range_ms);
-            let series = Loader::open(src, start, end, max_samples)?.load(selector, start, end)?;
-            let matrix = series
-                .into_iter()
-                .filter_map(|(labels, mut points)| {
-                    points.retain(|p| !is_stale(p.value));
-                    (!points.is_empty()).then_some(SeriesPoints { labels, points })
-                })
-                .collect();
-            Ok(Value::Matrix(matrix))
-        }
-    }
+    let ev = Evaluator {
+        loaded: Loaded::load(src, expr, t_ms, t_ms, max_samples)?,
+    };
+    Ok(match ev.eval(expr, t_ms)? {
+        Val::Scalar(value) => Value::Scalar(Point { ts: t_ms, value }),
+        Val::Str(value) => Value::String { ts: t_ms, value },
+        Val::Vector(v) => Value::Vector(v),
+        Val::Matrix(m) => Value::Matrix(m),
+    })
 }
 
 fn range_query_limited(
@@ -112,46 +249,51 @@ fn range_query_limited(
     steps: &Steps,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    let sel = match expr {
-        Expr::Vector(sel) => sel,
-        Expr::Matrix { .. } => return Err(QueryError::RangeVectorInRangeQuery),
+    match expr.value_type() {
+        ValueType::Matrix => return Err(QueryError::RangeVectorInRangeQuery),
+        ValueType::String => return Err(QueryError::StringInRangeQuery),
+        _ => {}
+    }
+    let ev = Evaluator {
+        loaded: Loaded::load(src, expr, steps.start_ms(), steps.end_ms(), max_samples)?,
     };
-    let first_end = steps.start_ms().saturating_sub(sel.offset_ms);
-    let last_end = steps.end_ms().saturating_sub(sel.offset_ms);
-    let start = window_start(first_end, LOOKBACK_DELTA_MS);
-    let series = Loader::open(src, start, last_end, max_samples)?.load(sel, start, last_end)?;
-    let mut matrix = Vec::new();
-    for (labels, points) in series {
-        let mut out = Vec::new();
-        // `next` only moves forward: steps and points are both in time order.
-        let mut next = 0;
-        for t in steps.times() {
-            let end = t.saturating_sub(sel.offset_ms);
-            while next < points.len() && points[next].ts <= end {
-                next += 1;
-            }
-            let Some(p) = next.checked_sub(1).map(|i| points[i]) else {
-                continue;
-            };
-            if p.ts > end.saturating_sub(LOOKBACK_DELTA_MS) && !is_stale(p.value) {
-                out.push(Point {
-                    ts: t,
-                    value: p.value,
-                });
-            }
-        }
-        if !out.is_empty() {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut matrix: Vec<SeriesPoints> = Vec::new();
+    let mut push = |labels: Labels, point: Point| match index.get(&labels) {
+        Some(&i) => matrix[i].points.push(point),
+        None => {
+            index.insert(labels.clone(), matrix.len());
             matrix.push(SeriesPoints {
                 labels,
-                points: out,
+                points: vec![point],
             });
         }
+    };
+    for t in steps.times() {
+        match ev.eval(expr, t)? {
+            Val::Scalar(value) => push(Labels::default(), Point { ts: t, value }),
+            Val::Vector(v) => {
+                for s in v {
+                    push(
+                        s.labels,
+                        Point {
+                            ts: t,
+                            value: s.point.value,
+                        },
+                    );
+                }
+            }
+            Val::Str(_) => return Err(QueryError::StringInRangeQuery),
+            Val::Matrix(_) => return Err(QueryError::RangeVectorInRangeQuery),
+        }
     }
+    matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(matrix))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::show;
     use super::*;
     use crate::memory::MemStorage as MemSource;
     use crate::parse::parse;
@@ -193,27 +335,6 @@ mod tests {
                 Labels::metric("node_cpu_seconds_total", [("mode", "user")]),
                 &[(T, 13.0)],
             )
-    }
-
-    /// `name{labels} value@ts` per sample or point, for compact assertions.
-    fn show(v: &Value) -> Vec<String> {
-        match v {
-            Value::Vector(s) => s
-                .iter()
-                .map(|s| format!("{} {}@{}", s.labels, s.point.value, s.point.ts - T))
-                .collect(),
-            Value::Matrix(m) => m
-                .iter()
-                .map(|s| {
-                    let pts: Vec<String> = s
-                        .points
-                        .iter()
-                        .map(|p| format!("{}@{}", p.value, p.ts - T))
-                        .collect();
-                    format!("{} [{}]", s.labels, pts.join(" "))
-                })
-                .collect(),
-        }
     }
 
     #[test]

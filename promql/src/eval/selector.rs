@@ -1,54 +1,144 @@
 //! Series selectors: loading each selected series' points once per query, within the
-//! sample limit, and the window arithmetic every selector shares.
+//! sample limit, and taking an instant vector or a range vector out of them at each step.
+//!
+//! As Prometheus' `vectorSelector` and `matrixSelector`: an instant selector takes the
+//! latest point in `(t - o - 5m, t - o]` unless it is a stale marker; a range selector takes
+//! every point in `(t - o - r, t - o]` but stale markers.
 
-use super::Selector;
 use crate::error::QueryError;
-use crate::storage::{Querier, Queryable};
-use outpost_shared::{Labels, Point};
+use crate::eval::{LOOKBACK_DELTA_MS, Sample};
+use crate::parse::{Expr, Selector};
+use crate::storage::Queryable;
+use outpost_shared::model::is_stale;
+use outpost_shared::{Labels, Point, SeriesPoints};
+use std::collections::HashMap;
 
 /// The first millisecond of the left-open window `(end - len, end]`.
 pub(crate) fn window_start(end: i64, len: i64) -> i64 {
     end.saturating_sub(len).saturating_add(1)
 }
 
-/// Loads each selected series' points once, counting them against the sample limit.
-pub(crate) struct Loader<'a> {
-    querier: Box<dyn Querier + 'a>,
-    max_samples: usize,
-    loaded: usize,
+/// Every selector in a plan with the length of the window it looks back over.
+fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e Selector, i64)>) {
+    match e {
+        Expr::Vector(s) => out.push((s, LOOKBACK_DELTA_MS)),
+        Expr::Matrix { selector, range_ms } => out.push((selector, *range_ms)),
+        Expr::Number(_) | Expr::String(_) => {}
+        Expr::Neg(e) => selectors(e, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                selectors(p, out);
+            }
+            selectors(&a.expr, out);
+        }
+        Expr::Call { args, .. } => args.iter().for_each(|a| selectors(a, out)),
+    }
 }
 
-impl<'a> Loader<'a> {
-    /// A loader reading `src` within `[mint_ms, maxt_ms]`.
-    pub(crate) fn open(
-        src: &'a dyn Queryable,
-        mint_ms: i64,
-        maxt_ms: i64,
+/// The series of every selector of a plan, loaded once for all its evaluation times.
+pub(crate) struct Loaded {
+    /// Keyed by the selector's address in the plan, which outlives the evaluation.
+    series: HashMap<usize, Vec<(Labels, Vec<Point>)>>,
+}
+
+fn key(sel: &Selector) -> usize {
+    sel as *const Selector as usize
+}
+
+impl Loaded {
+    /// Loads what `expr` needs to be evaluated at times in `[first_ms, last_ms]`, counting
+    /// points against `max_samples`.
+    pub(crate) fn load(
+        src: &dyn Queryable,
+        expr: &Expr,
+        first_ms: i64,
+        last_ms: i64,
         max_samples: usize,
     ) -> Result<Self, QueryError> {
-        Ok(Loader {
-            querier: src.querier(mint_ms, maxt_ms)?,
-            max_samples,
-            loaded: 0,
-        })
+        let mut sels = Vec::new();
+        selectors(expr, &mut sels);
+        let windows: Vec<(&Selector, i64, i64)> = sels
+            .iter()
+            .map(|&(sel, len)| {
+                let start = window_start(first_ms.saturating_sub(sel.offset_ms), len);
+                (sel, start, last_ms.saturating_sub(sel.offset_ms))
+            })
+            .collect();
+        let mut series = HashMap::new();
+        let (Some(mint), Some(maxt)) = (
+            windows.iter().map(|w| w.1).min(),
+            windows.iter().map(|w| w.2).max(),
+        ) else {
+            return Ok(Loaded { series });
+        };
+        let querier = src.querier(mint, maxt)?;
+        let mut loaded = 0usize;
+        for (sel, start, end) in windows {
+            let selected = querier.select(&sel.matchers)?;
+            let mut out = Vec::with_capacity(selected.len());
+            for (id, labels) in selected {
+                let points = querier.points(id, start, end)?;
+                loaded = loaded.saturating_add(points.len());
+                if loaded > max_samples {
+                    return Err(QueryError::TooManySamples);
+                }
+                out.push((labels, points));
+            }
+            series.insert(key(sel), out);
+        }
+        Ok(Loaded { series })
     }
 
-    pub(crate) fn load(
-        &mut self,
-        sel: &Selector,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<(Labels, Vec<Point>)>, QueryError> {
-        let series = self.querier.select(&sel.matchers)?;
-        let mut out = Vec::with_capacity(series.len());
-        for (id, labels) in series {
-            let points = self.querier.points(id, start_ms, end_ms)?;
-            self.loaded = self.loaded.saturating_add(points.len());
-            if self.loaded > self.max_samples {
-                return Err(QueryError::TooManySamples);
-            }
-            out.push((labels, points));
-        }
-        Ok(out)
+    fn of(&self, sel: &Selector) -> &[(Labels, Vec<Point>)] {
+        self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
+    /// time when `own_ts` (as Prometheus' `timestamp()` of a selector sees them).
+    pub(crate) fn instant(&self, sel: &Selector, t: i64, own_ts: bool) -> Vec<Sample> {
+        let end = t.saturating_sub(sel.offset_ms);
+        let start = end.saturating_sub(LOOKBACK_DELTA_MS);
+        self.of(sel)
+            .iter()
+            .filter_map(|(labels, points)| {
+                let i = points.partition_point(|p| p.ts <= end);
+                let p = points[..i]
+                    .last()
+                    .filter(|p| p.ts > start && !is_stale(p.value))?;
+                Some(Sample {
+                    labels: labels.clone(),
+                    point: Point {
+                        ts: if own_ts { p.ts } else { t },
+                        value: p.value,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The range vector `sel[range_ms]` at `t`; series without points are left out.
+    pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<SeriesPoints> {
+        let end = t.saturating_sub(sel.offset_ms);
+        let start = end.saturating_sub(range_ms);
+        self.of(sel)
+            .iter()
+            .filter_map(|(labels, points)| {
+                let lo = points.partition_point(|p| p.ts <= start);
+                let hi = points.partition_point(|p| p.ts <= end);
+                let pts: Vec<Point> = points[lo..hi.max(lo)]
+                    .iter()
+                    .filter(|p| !is_stale(p.value))
+                    .copied()
+                    .collect();
+                (!pts.is_empty()).then(|| SeriesPoints {
+                    labels: labels.clone(),
+                    points: pts,
+                })
+            })
+            .collect()
     }
 }
