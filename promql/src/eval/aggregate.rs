@@ -305,3 +305,145 @@ pub(crate) fn valid_label_name(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+
+    fn source() -> MemStorage {
+        let at = |v: f64| [(T - 10_000, v)];
+        MemStorage::default()
+            .with(Labels::metric("x", [("job", "a"), ("i", "1")]), &at(1.0))
+            .with(Labels::metric("x", [("job", "a"), ("i", "2")]), &at(2.0))
+            .with(Labels::metric("x", [("job", "a"), ("i", "3")]), &at(3.0))
+            .with(Labels::metric("x", [("job", "b"), ("i", "4")]), &at(10.0))
+            .with(Labels::metric("y", [("i", "1")]), &at(f64::NAN))
+            .with(Labels::metric("y", [("i", "2")]), &at(1.0))
+            .with(Labels::metric("y", [("i", "3")]), &at(f64::INFINITY))
+            .with(Labels::metric("z", [("i", "1")]), &at(0.5))
+            .with(Labels::metric("z", [("i", "2")]), &at(0.5))
+            .with(Labels::metric("z", [("i", "3")]), &at(f64::NEG_INFINITY))
+    }
+
+    #[test]
+    fn aggregations() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("sum(x)", &["{} 16@0"]),
+                (
+                    "sum by (job) (x)",
+                    &[r#"{job="a"} 6@0"#, r#"{job="b"} 10@0"#],
+                ),
+                (
+                    "sum without (i) (x)",
+                    &[r#"{job="a"} 6@0"#, r#"{job="b"} 10@0"#],
+                ),
+                // `by` may keep the name; `without` never does.
+                ("sum by (__name__) (x)", &["x{} 16@0"]),
+                ("sum without () (x{i=\"1\"})", &[r#"{i="1", job="a"} 1@0"#]),
+                ("sum(nothing)", &[]),
+                (
+                    "avg by (job) (x)",
+                    &[r#"{job="a"} 2@0"#, r#"{job="b"} 10@0"#],
+                ),
+                (
+                    "count without (i) (x)",
+                    &[r#"{job="a"} 3@0"#, r#"{job="b"} 1@0"#],
+                ),
+                (
+                    "min by (job) (x)",
+                    &[r#"{job="a"} 1@0"#, r#"{job="b"} 10@0"#],
+                ),
+                ("max(x)", &["{} 10@0"]),
+                (
+                    "group by (job) (x)",
+                    &[r#"{job="a"} 1@0"#, r#"{job="b"} 1@0"#],
+                ),
+                // Population variance of 1, 2, 3: 2/3.
+                (
+                    "stdvar by (job) (x)",
+                    &[r#"{job="a"} 0.6666666666666666@0"#, r#"{job="b"} 0@0"#],
+                ),
+                (
+                    "stddev by (job) (x)",
+                    &[r#"{job="a"} 0.816496580927726@0"#, r#"{job="b"} 0@0"#],
+                ),
+                // NaN and Inf: min/max skip a NaN, sum and avg take Inf.
+                ("max(y)", &["{} inf@0"]),
+                ("min(y)", &["{} 1@0"]),
+                ("sum(y)", &["{} NaN@0"]),
+                ("avg(y{i!=\"1\"})", &["{} inf@0"]),
+                ("avg(y{i!=\"1\"} or z)", &["{} inf@0"]),
+                (r#"avg({__name__=~"y|z", i="3"})"#, &["{} NaN@0"]),
+                ("avg(z)", &["{} -inf@0"]),
+                // topk/bottomk keep whole samples, in order; NaN goes last.
+                (
+                    "topk(2, x)",
+                    &[r#"x{i="4", job="b"} 10@0"#, r#"x{i="3", job="a"} 3@0"#],
+                ),
+                (
+                    "bottomk by (job) (1, x)",
+                    &[r#"x{i="1", job="a"} 1@0"#, r#"x{i="4", job="b"} 10@0"#],
+                ),
+                ("topk(0, x)", &[]),
+                (
+                    "topk(3, y)",
+                    &[r#"y{i="3"} inf@0"#, r#"y{i="2"} 1@0"#, r#"y{i="1"} NaN@0"#],
+                ),
+                ("bottomk(1, y)", &[r#"y{i="2"} 1@0"#]),
+                ("topk(NaN, x)", &["error: Scalar value NaN overflows int64"]),
+                // quantile: linear interpolation between ranks.
+                ("quantile(0.5, x)", &["{} 2.5@0"]),
+                (
+                    "quantile by (job) (0.25, x)",
+                    &[r#"{job="a"} 1.5@0"#, r#"{job="b"} 10@0"#],
+                ),
+                ("quantile(1, x)", &["{} 10@0"]),
+                ("quantile(-1, x)", &["{} -inf@0"]),
+                ("quantile(2, x)", &["{} inf@0"]),
+                // count_values: one series per distinct value, in a new label.
+                (
+                    "count_values(\"v\", z)",
+                    &[r#"{v="0.5"} 2@0"#, r#"{v="-Inf"} 1@0"#],
+                ),
+                (
+                    "count_values without (i) (\"v\", x)",
+                    &[
+                        r#"{job="a", v="1"} 1@0"#,
+                        r#"{job="a", v="2"} 1@0"#,
+                        r#"{job="a", v="3"} 1@0"#,
+                        r#"{job="b", v="10"} 1@0"#,
+                    ],
+                ),
+                (
+                    "count_values(\"1x\", x)",
+                    &[r#"error: invalid label name "1x""#],
+                ),
+                // Aggregations of expressions.
+                ("sum(x * 2) / count(x)", &["{} 8@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn range_queries_aggregate_each_step() {
+        let src = MemStorage::default()
+            .with(
+                Labels::metric("m", [("k", "1")]),
+                &[(T, 1.0), (T + 60_000, 2.0)],
+            )
+            .with(Labels::metric("m", [("k", "2")]), &[(T + 60_000, 10.0)]);
+        assert_eq!(
+            range(&src, "sum(m)", T, T + 120_000, 60_000),
+            ["{} [1@0 12@60000 12@120000]"]
+        );
+        assert_eq!(
+            range(&src, "topk(1, m)", T, T + 120_000, 60_000),
+            [r#"m{k="1"} [1@0]"#, r#"m{k="2"} [10@60000 10@120000]"#]
+        );
+    }
+}

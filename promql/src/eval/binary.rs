@@ -250,3 +250,264 @@ fn unless(b: &Binary, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Vec<Sample> {
         .filter(|s| !right.contains(&match_labels(b, &s.labels)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+
+    fn source() -> MemStorage {
+        let at = |v: f64| [(T - 10_000, v)];
+        MemStorage::default()
+            .with(
+                Labels::metric("a", [("job", "x"), ("inst", "1")]),
+                &at(10.0),
+            )
+            .with(
+                Labels::metric("a", [("job", "x"), ("inst", "2")]),
+                &at(20.0),
+            )
+            .with(Labels::metric("b", [("job", "x"), ("inst", "1")]), &at(2.0))
+            .with(Labels::metric("b", [("job", "x"), ("inst", "2")]), &at(4.0))
+            .with(Labels::metric("c", [("job", "x")]), &at(5.0))
+            .with(Labels::metric("c", [("job", "y")]), &at(7.0))
+            .with(
+                Labels::metric("d", [("job", "x"), ("tier", "web")]),
+                &at(1.0),
+            )
+    }
+
+    #[test]
+    fn scalar_scalar() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("1 + 2 * 3", &["scalar 7@0"]),
+                ("2 ^ 3 ^ 2", &["scalar 512@0"]),
+                ("(1 + 2) * -3", &["scalar -9@0"]),
+                ("5 % 3", &["scalar 2@0"]),
+                ("-5 % 3", &["scalar -2@0"]),
+                ("5 % 0", &["scalar NaN@0"]),
+                ("1 / 0", &["scalar inf@0"]),
+                ("-1 / 0", &["scalar -inf@0"]),
+                ("0 / 0", &["scalar NaN@0"]),
+                ("1 > bool 2", &["scalar 0@0"]),
+                ("2 >= bool 2", &["scalar 1@0"]),
+                ("NaN == bool NaN", &["scalar 0@0"]),
+                ("NaN != bool NaN", &["scalar 1@0"]),
+                ("1 atan2 1", &["scalar 0.7853981633974483@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn vector_scalar() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                // Arithmetic drops the name; the sample takes the evaluation time.
+                (
+                    "a * 2",
+                    &[r#"{inst="1", job="x"} 20@0"#, r#"{inst="2", job="x"} 40@0"#],
+                ),
+                (
+                    "2 - a",
+                    &[
+                        r#"{inst="1", job="x"} -8@0"#,
+                        r#"{inst="2", job="x"} -18@0"#,
+                    ],
+                ),
+                (
+                    "-a",
+                    &[
+                        r#"{inst="1", job="x"} -10@0"#,
+                        r#"{inst="2", job="x"} -20@0"#,
+                    ],
+                ),
+                // A filter keeps the name and the vector's value, whichever side it is on.
+                ("a > 15", &[r#"a{inst="2", job="x"} 20@0"#]),
+                ("15 < a", &[r#"a{inst="2", job="x"} 20@0"#]),
+                ("a == 7", &[]),
+                // `bool` drops the name and keeps every sample as 0 or 1.
+                (
+                    "a > bool 15",
+                    &[r#"{inst="1", job="x"} 0@0"#, r#"{inst="2", job="x"} 1@0"#],
+                ),
+                (
+                    "a atan2 0",
+                    &[
+                        r#"a{inst="1", job="x"} 1.5707963267948966@0"#,
+                        r#"a{inst="2", job="x"} 1.5707963267948966@0"#,
+                    ],
+                ),
+                ("nothing + 1", &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn vector_vector() {
+        let src = source();
+        check_instant(
+            &src,
+            T,
+            &[
+                // One-to-one on all labels but the name.
+                (
+                    "a / b",
+                    &[r#"{inst="1", job="x"} 5@0"#, r#"{inst="2", job="x"} 5@0"#],
+                ),
+                (
+                    "a > b",
+                    &[
+                        r#"a{inst="1", job="x"} 10@0"#,
+                        r#"a{inst="2", job="x"} 20@0"#,
+                    ],
+                ),
+                ("a < b", &[]),
+                (
+                    "a < bool b",
+                    &[r#"{inst="1", job="x"} 0@0"#, r#"{inst="2", job="x"} 0@0"#],
+                ),
+                ("a + c", &[]),
+                // on(): the result keeps only the matching labels.
+                ("a{inst=\"1\"} - on(job) c", &[r#"{job="x"} 5@0"#]),
+                ("a{inst=\"1\"} - ignoring(inst) c", &[r#"{job="x"} 5@0"#]),
+                // group_left: the many side's labels; group_right the same from the right.
+                (
+                    "a / on(job) group_left c",
+                    &[r#"{inst="1", job="x"} 2@0"#, r#"{inst="2", job="x"} 4@0"#],
+                ),
+                (
+                    "a + ignoring(inst) group_left c",
+                    &[r#"{inst="1", job="x"} 15@0"#, r#"{inst="2", job="x"} 25@0"#],
+                ),
+                (
+                    "c / on(job) group_right a",
+                    &[
+                        r#"{inst="1", job="x"} 0.5@0"#,
+                        r#"{inst="2", job="x"} 0.25@0"#,
+                    ],
+                ),
+                // A filtering comparison with group_right keeps the left value.
+                (
+                    "c < on(job) group_right a",
+                    &[r#"a{inst="1", job="x"} 5@0"#, r#"a{inst="2", job="x"} 5@0"#],
+                ),
+                // Labels listed in the group modifier are copied from the "one" side.
+                (
+                    "a * on(job) group_left(tier) d",
+                    &[
+                        r#"{inst="1", job="x", tier="web"} 10@0"#,
+                        r#"{inst="2", job="x", tier="web"} 20@0"#,
+                    ],
+                ),
+                // Prometheus' errors.
+                (
+                    "a / on(job) c",
+                    &[
+                        "error: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ],
+                ),
+                (
+                    "c / on(job) a",
+                    &[
+                        r#"error: found duplicate series for the match group {job="x"} on the right hand-side of the operation: [{__name__="a", inst="2", job="x"}, {__name__="a", inst="1", job="x"}];many-to-many matching not allowed: matching labels must be unique on one side"#,
+                    ],
+                ),
+                (
+                    "a / on(job) group_right c",
+                    &[
+                        r#"error: found duplicate series for the match group {job="x"} on the left hand-side of the operation: [{__name__="a", inst="2", job="x"}, {__name__="a", inst="1", job="x"}];many-to-many matching not allowed: matching labels must be unique on one side"#,
+                    ],
+                ),
+                (
+                    r#"{__name__=~"a|b"} + on(job) group_left c"#,
+                    &[
+                        r#"error: multiple matches for labels: grouping labels must ensure unique matches"#,
+                    ],
+                ),
+                (
+                    r#"{__name__=~"a|b"} * 1"#,
+                    &["error: vector cannot contain metrics with the same labelset"],
+                ),
+            ],
+        );
+        // Without the group modifier the result is one series per match group: fine here.
+        assert_eq!(
+            instant(&src, "a{inst=\"2\"} + on(job) c", T),
+            [r#"{job="x"} 25@0"#]
+        );
+    }
+
+    #[test]
+    fn set_operators() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                (
+                    "a and b",
+                    &[
+                        r#"a{inst="1", job="x"} 10@0"#,
+                        r#"a{inst="2", job="x"} 20@0"#,
+                    ],
+                ),
+                ("a and b{inst=\"1\"}", &[r#"a{inst="1", job="x"} 10@0"#]),
+                (
+                    "a and on(job) c",
+                    &[
+                        r#"a{inst="1", job="x"} 10@0"#,
+                        r#"a{inst="2", job="x"} 20@0"#,
+                    ],
+                ),
+                ("a and c", &[]),
+                ("a unless b{inst=\"1\"}", &[r#"a{inst="2", job="x"} 20@0"#]),
+                ("a unless on(job) c", &[]),
+                (
+                    "a or c",
+                    &[
+                        r#"a{inst="1", job="x"} 10@0"#,
+                        r#"a{inst="2", job="x"} 20@0"#,
+                        r#"c{job="x"} 5@0"#,
+                        r#"c{job="y"} 7@0"#,
+                    ],
+                ),
+                (
+                    "a or on(job) c",
+                    &[
+                        r#"a{inst="1", job="x"} 10@0"#,
+                        r#"a{inst="2", job="x"} 20@0"#,
+                        r#"c{job="y"} 7@0"#,
+                    ],
+                ),
+                ("nothing or b{inst=\"2\"}", &[r#"b{inst="2", job="x"} 4@0"#]),
+            ],
+        );
+    }
+
+    #[test]
+    fn range_queries_step_binary_operators() {
+        let src = MemStorage::default()
+            .with(
+                Labels::metric("m", [("k", "v")]),
+                &[(T, 1.0), (T + 60_000, 2.0)],
+            )
+            .with(Labels::metric("n", [("k", "v")]), &[(T + 60_000, 10.0)]);
+        assert_eq!(
+            range(&src, "m + n", T, T + 120_000, 60_000),
+            [r#"{k="v"} [12@60000 12@120000]"#]
+        );
+        assert_eq!(
+            range(&src, "m * 2 > 3", T, T + 120_000, 60_000),
+            [r#"{k="v"} [4@60000 4@120000]"#]
+        );
+        assert_eq!(
+            range(&src, "1 + 1", T, T + 60_000, 60_000),
+            ["{} [2@0 2@60000]"]
+        );
+    }
+}
