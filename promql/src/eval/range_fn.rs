@@ -323,3 +323,206 @@ fn stdvar(pts: &[Point]) -> f64 {
     }
     (aux + caux) / count
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+    use outpost_shared::model::stale_nan;
+
+    /// Points every 15 s at T-50s, T-35s, T-20s, T-5s.
+    fn every_15s(values: [f64; 4]) -> Vec<(i64, f64)> {
+        [-50_000, -35_000, -20_000, -5_000]
+            .iter()
+            .zip(values)
+            .map(|(dt, v)| (T + dt, v))
+            .collect()
+    }
+
+    fn source() -> MemStorage {
+        MemStorage::default()
+            .with(
+                Labels::metric("c", [("k", "plain")]),
+                &every_15s([10.0, 20.0, 30.0, 40.0]),
+            )
+            .with(
+                Labels::metric("c", [("k", "reset")]),
+                &every_15s([5.0, 10.0, 2.0, 6.0]),
+            )
+            .with(
+                Labels::metric("c", [("k", "zero")]),
+                &every_15s([1.0, 11.0, 21.0, 31.0]),
+            )
+            .with(
+                Labels::metric("g", [("k", "g")]),
+                &every_15s([1.0, 3.0, 2.0, 6.0]),
+            )
+            .with(Labels::metric("one", []), &[(T - 5_000, 1.0)])
+            .with(
+                Labels::metric("far", []),
+                &[(T - 40_000, 1.0), (T - 30_000, 3.0)],
+            )
+            .with(
+                Labels::metric("stale", []),
+                &[
+                    (T - 50_000, 1.0),
+                    (T - 40_000, stale_nan()),
+                    (T - 30_000, 3.0),
+                ],
+            )
+    }
+
+    #[test]
+    fn rate_family() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                // 30 over 45 s sampled; 10 s to the window start and 5 s to its end are
+                // within 1.1 intervals, so the increase is extrapolated over the full 60 s.
+                (
+                    "rate(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                ("increase(c{k=\"plain\"}[1m])", &[r#"{k="plain"} 40@0"#]),
+                // A reset adds the value before it back: 6 - 5 + 10 = 11, times 60/45.
+                (
+                    "increase(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 14.666666666666666@0"#],
+                ),
+                // Counters do not extrapolate below zero: the zero point is 1.5 s before
+                // the first sample, so 30 is extrapolated over 51.5 s of 45.
+                (
+                    "increase(c{k=\"zero\"}[1m])",
+                    &[r#"{k="zero"} 34.33333333333333@0"#],
+                ),
+                // delta does not treat the drop as a reset.
+                (
+                    "delta(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 1.3333333333333333@0"#],
+                ),
+                // Far from both edges: extrapolated by half an interval each side.
+                ("delta(far[5m])", &["{} 4@0"]),
+                ("rate(far[5m])", &["{} 0.013333333333333334@0"]),
+                // Fewer than two points: no output.
+                ("rate(one[1m])", &[]),
+                ("irate(one[1m])", &[]),
+                // irate/idelta: the last two points.
+                (
+                    "irate(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                (
+                    "irate(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 0.26666666666666666@0"#],
+                ),
+                (
+                    "irate(c{k=\"reset\"}[1m] offset 15s)",
+                    &[r#"{k="reset"} 0.13333333333333333@0"#],
+                ),
+                (
+                    "idelta(c{k=\"reset\"}[1m] offset 15s)",
+                    &[r#"{k="reset"} -8@0"#],
+                ),
+                // Stale markers are not points.
+                ("changes(stale[1m])", &["{} 1@0"]),
+                ("count_over_time(stale[1m])", &["{} 2@0"]),
+                // The name is dropped, the label set kept.
+                (
+                    "resets(c[1m])",
+                    &[
+                        r#"{k="plain"} 0@0"#,
+                        r#"{k="reset"} 1@0"#,
+                        r#"{k="zero"} 0@0"#,
+                    ],
+                ),
+                ("changes(g[1m])", &[r#"{k="g"} 3@0"#]),
+                ("changes(one[1m])", &["{} 0@0"]),
+                // Linear regression: 10 per 15 s; the prediction is from T.
+                (
+                    "deriv(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                (
+                    "predict_linear(c{k=\"plain\"}[1m], 60)",
+                    &[r#"{k="plain"} 83.33333333333333@0"#],
+                ),
+                ("deriv(one[1m])", &[]),
+                // Double exponential smoothing of 1, 3, 2, 6 with sf = tf = 0.5.
+                ("holt_winters(g[1m], 0.5, 0.5)", &[r#"{k="g"} 5.375@0"#]),
+                (
+                    "holt_winters(g[1m], 1, 0.5)",
+                    &["error: invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000"],
+                ),
+                (
+                    "holt_winters(g[1m], 0.5, 0)",
+                    &["error: invalid trend factor. Expected: 0 < tf < 1, got: 0.000000"],
+                ),
+                ("holt_winters(nothing[1m], 1, 0)", &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn over_time() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("avg_over_time(g[1m])", &[r#"{k="g"} 3@0"#]),
+                ("min_over_time(g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("max_over_time(g[1m])", &[r#"{k="g"} 6@0"#]),
+                ("sum_over_time(g[1m])", &[r#"{k="g"} 12@0"#]),
+                ("count_over_time(g[1m])", &[r#"{k="g"} 4@0"#]),
+                ("count_over_time(g[30s])", &[r#"{k="g"} 2@0"#]),
+                // Deviations from the mean 3: 4, 0, 1, 9.
+                ("stdvar_over_time(g[1m])", &[r#"{k="g"} 3.5@0"#]),
+                (
+                    "stddev_over_time(g[1m])",
+                    &[r#"{k="g"} 1.8708286933869707@0"#],
+                ),
+                ("quantile_over_time(0.5, g[1m])", &[r#"{k="g"} 2.5@0"#]),
+                ("quantile_over_time(0, g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("quantile_over_time(1.5, g[1m])", &[r#"{k="g"} inf@0"#]),
+                // last_over_time keeps the name.
+                ("last_over_time(g[1m])", &[r#"g{k="g"} 6@0"#]),
+                ("present_over_time(g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("absent_over_time(g[1m])", &[]),
+                ("absent_over_time(nothing[1m])", &["{} 1@0"]),
+                (
+                    r#"absent_over_time(nothing{job="x",i=~"a.*",k="1",k="2"}[1m])"#,
+                    &[r#"{job="x"} 1@0"#],
+                ),
+                // The window is left-open: the point at exactly T-50s is out of [50s].
+                ("count_over_time(g[50s])", &[r#"{k="g"} 3@0"#]),
+                ("sum_over_time(nothing[1m])", &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn range_queries_slide_the_window() {
+        let src = MemStorage::default().with(
+            Labels::metric("c", []),
+            &(0..10)
+                .map(|i| (T + i * 10_000, i as f64))
+                .collect::<Vec<_>>(),
+        );
+        // Each step sees the points of its own 30 s window.
+        assert_eq!(
+            range(&src, "count_over_time(c[30s])", T, T + 60_000, 30_000),
+            ["{} [1@0 3@30000 3@60000]"]
+        );
+        assert_eq!(
+            range(&src, "sum(rate(c[30s]))", T, T + 60_000, 30_000),
+            ["{} [0.1@30000 0.1@60000]"]
+        );
+        assert_eq!(
+            range(&src, "c[1m]", T, T + 60_000, 30_000),
+            [
+                r#"error: invalid expression type "range vector" for range query, must be Scalar or instant Vector"#
+            ]
+        );
+    }
+}
