@@ -512,3 +512,238 @@ fn date_part(name: &str, secs: i64) -> f64 {
     };
     v as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+
+    fn source() -> MemStorage {
+        let at = |v: f64| [(T - 10_000, v)];
+        let bucket = |le: &'static str, v: f64| {
+            (
+                Labels::metric("h_bucket", [("job", "a"), ("le", le)]),
+                at(v),
+            )
+        };
+        let mut src = MemStorage::default()
+            .with(Labels::metric("v", [("i", "1")]), &at(-2.5))
+            .with(Labels::metric("v", [("i", "2")]), &at(2.5))
+            .with(Labels::metric("v", [("i", "3")]), &at(f64::NAN))
+            .with(
+                Labels::metric("w", [("src", "ab"), ("x", "1"), ("y", "2")]),
+                &at(8.0),
+            )
+            // 2000-02-29T00:00:00Z.
+            .with(Labels::metric("date", []), &at(951_782_400.0))
+            .with(Labels::metric("nobucket", [("le", "0.1")]), &at(1.0));
+        for (le, v) in [("0.1", 2.0), ("0.5", 6.0), ("1", 8.0), ("+Inf", 10.0)] {
+            let (l, p) = bucket(le, v);
+            src = src.with(l, &p);
+        }
+        src
+    }
+
+    #[test]
+    fn math() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                (
+                    "abs(v)",
+                    &[r#"{i="1"} 2.5@0"#, r#"{i="2"} 2.5@0"#, r#"{i="3"} NaN@0"#],
+                ),
+                ("ceil(v{i=\"1\"})", &[r#"{i="1"} -2@0"#]),
+                ("floor(v{i=\"1\"})", &[r#"{i="1"} -3@0"#]),
+                // Ties round up.
+                ("round(v{i!=\"3\"})", &[r#"{i="1"} -2@0"#, r#"{i="2"} 3@0"#]),
+                ("round(w, 5)", &[r#"{src="ab", x="1", y="2"} 10@0"#]),
+                ("round(v{i=\"2\"}, 0.2)", &[r#"{i="2"} 2.6@0"#]),
+                (
+                    "clamp(v, -1, 1)",
+                    &[r#"{i="1"} -1@0"#, r#"{i="2"} 1@0"#, r#"{i="3"} NaN@0"#],
+                ),
+                ("clamp(v, 1, -1)", &[]),
+                (
+                    "clamp_min(v{i!=\"3\"}, 0)",
+                    &[r#"{i="1"} 0@0"#, r#"{i="2"} 2.5@0"#],
+                ),
+                (
+                    "clamp_max(v{i!=\"3\"}, 0)",
+                    &[r#"{i="1"} -2.5@0"#, r#"{i="2"} 0@0"#],
+                ),
+                ("exp(v{i=\"1\"} * 0)", &[r#"{i="1"} 1@0"#]),
+                ("ln(v{i=\"1\"} * 0)", &[r#"{i="1"} -inf@0"#]),
+                ("sqrt(v{i=\"1\"})", &[r#"{i="1"} NaN@0"#]),
+                ("log2(w)", &[r#"{src="ab", x="1", y="2"} 3@0"#]),
+                ("log10(w * 125)", &[r#"{src="ab", x="1", y="2"} 3@0"#]),
+                (
+                    "sgn(v)",
+                    &[r#"{i="1"} -1@0"#, r#"{i="2"} 1@0"#, r#"{i="3"} NaN@0"#],
+                ),
+                ("sin(v{i=\"2\"} * 0)", &[r#"{i="2"} 0@0"#]),
+                ("cos(v{i=\"2\"} * 0)", &[r#"{i="2"} 1@0"#]),
+                ("deg(vector(pi()))", &["{} 180@0"]),
+                ("rad(vector(180))", &["{} 3.141592653589793@0"]),
+                ("acosh(vector(1))", &["{} 0@0"]),
+                ("atanh(vector(1))", &["{} inf@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn labels_and_time() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                (
+                    r#"label_replace(w, "dst", "$1-${1}x", "src", "(a)b")"#,
+                    &[r#"w{dst="a-ax", src="ab", x="1", y="2"} 8@0"#],
+                ),
+                // No match: unchanged. An empty replacement removes the label.
+                (
+                    r#"label_replace(w, "dst", "$1", "src", "zz")"#,
+                    &[r#"w{src="ab", x="1", y="2"} 8@0"#],
+                ),
+                (
+                    r#"label_replace(w, "x", "", "src", ".*")"#,
+                    &[r#"w{src="ab", y="2"} 8@0"#],
+                ),
+                (
+                    r#"label_replace(w, "1x", "", "src", ".*")"#,
+                    &["error: invalid destination label name in label_replace(): 1x"],
+                ),
+                (
+                    r#"label_replace(w, "d", "", "src", "(")"#,
+                    &["error: invalid regular expression in label_replace(): ("],
+                ),
+                (
+                    r#"label_join(w, "j", "-", "x", "y", "missing")"#,
+                    &[r#"w{j="1-2-", src="ab", x="1", y="2"} 8@0"#],
+                ),
+                (r#"label_join(w, "x", ",")"#, &[r#"w{src="ab", y="2"} 8@0"#]),
+                // Two series that become one label set are an error.
+                (
+                    r#"label_replace(v, "i", "", "i", ".*")"#,
+                    &["error: vector cannot contain metrics with the same labelset"],
+                ),
+                ("time()", &["scalar 1700000000@0"]),
+                // timestamp() of a selector is the point's own time; of anything else, now.
+                (
+                    "timestamp(w)",
+                    &[r#"{src="ab", x="1", y="2"} 1699999990@0"#],
+                ),
+                (
+                    "timestamp(w * 1)",
+                    &[r#"{src="ab", x="1", y="2"} 1700000000@0"#],
+                ),
+                ("vector(3)", &["{} 3@0"]),
+                ("scalar(w)", &["scalar 8@0"]),
+                ("scalar(v)", &["scalar NaN@0"]),
+                ("scalar(nothing)", &["scalar NaN@0"]),
+                (
+                    "sort(v)",
+                    &[
+                        r#"v{i="1"} -2.5@0"#,
+                        r#"v{i="2"} 2.5@0"#,
+                        r#"v{i="3"} NaN@0"#,
+                    ],
+                ),
+                (
+                    "sort_desc(v)",
+                    &[
+                        r#"v{i="2"} 2.5@0"#,
+                        r#"v{i="1"} -2.5@0"#,
+                        r#"v{i="3"} NaN@0"#,
+                    ],
+                ),
+                ("absent(v)", &[]),
+                (
+                    r#"absent(nothing{job="x", i=~"a", k="1", k="2"})"#,
+                    &[r#"{job="x"} 1@0"#],
+                ),
+                ("absent(sum(nothing))", &["{} 1@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn dates() {
+        // T is 2023-11-14T22:13:20Z, a Tuesday.
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("year()", &["{} 2023@0"]),
+                ("month()", &["{} 11@0"]),
+                ("day_of_month()", &["{} 14@0"]),
+                ("day_of_week()", &["{} 2@0"]),
+                ("day_of_year()", &["{} 318@0"]),
+                ("days_in_month()", &["{} 30@0"]),
+                ("hour()", &["{} 22@0"]),
+                ("minute()", &["{} 13@0"]),
+                ("year(vector(0))", &["{} 1970@0"]),
+                ("day_of_week(vector(0))", &["{} 4@0"]),
+                ("days_in_month(date)", &["{} 29@0"]),
+                ("day_of_year(date)", &["{} 60@0"]),
+                ("month(date)", &["{} 2@0"]),
+                ("day_of_week(date)", &["{} 2@0"]),
+                ("year(vector(-1))", &["{} 1969@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn histogram_quantile_of_classic_buckets() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                // Rank 5 falls in (0.1, 0.5], 3 of its 4 observations in: 0.1 + 0.4 * 3/4.
+                ("histogram_quantile(0.5, h_bucket)", &[r#"{job="a"} 0.4@0"#]),
+                // Rank 1 in the first bucket, interpolated from 0.
+                (
+                    "histogram_quantile(0.1, h_bucket)",
+                    &[r#"{job="a"} 0.05@0"#],
+                ),
+                // In the +Inf bucket: the largest finite bound.
+                ("histogram_quantile(0.99, h_bucket)", &[r#"{job="a"} 1@0"#]),
+                ("histogram_quantile(-1, h_bucket)", &[r#"{job="a"} -inf@0"#]),
+                ("histogram_quantile(2, h_bucket)", &[r#"{job="a"} inf@0"#]),
+                // No +Inf bucket: NaN.
+                ("histogram_quantile(0.5, nobucket)", &["{} NaN@0"]),
+                (
+                    "histogram_quantile(0.5, h_bucket{le!=\"+Inf\"})",
+                    &[r#"{job="a"} NaN@0"#],
+                ),
+                ("histogram_quantile(0.5, w)", &[]),
+                (
+                    "histogram_quantile(0.5, sum by (le) (h_bucket))",
+                    &["{} 0.4@0"],
+                ),
+            ],
+        );
+        let src = MemStorage::default()
+            .with(
+                Labels::metric("h_bucket", [("le", "1")]),
+                &[(T, 1.0), (T + 60_000, 3.0)],
+            )
+            .with(
+                Labels::metric("h_bucket", [("le", "+Inf")]),
+                &[(T, 2.0), (T + 60_000, 4.0)],
+            );
+        assert_eq!(
+            range(
+                &src,
+                "histogram_quantile(0.5, h_bucket)",
+                T,
+                T + 60_000,
+                60_000
+            ),
+            ["{} [1@0 0.6666666666666666@60000]"]
+        );
+    }
+}
