@@ -5,9 +5,10 @@
 //! since the Unix epoch and a [`Queryable`] to read from.
 //!
 //! Semantics follow Prometheus 2.42's `promql/engine.go`: an instant vector selector takes,
-//! per series, the latest point in the 5-minute lookback window `(t - 5m, t]` unless that
+//! per series, the latest point in the 5-minute lookback window `[t - 5m, t]` unless that
 //! point is a stale marker, and stamps it with the evaluation time; a matrix selector `x[r]`
-//! returns the raw points in `(t - r, t]`; `offset o` shifts the window to end at `t - o`.
+//! returns the raw points in `[t - r, t]` (both windows closed, as in Prometheus 2);
+//! `offset o` shifts the window to end at `t - o`.
 //! Every selector's series are fetched once per query, covering every step of a range query
 //! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
 //! `rangeEval` does, and a range query gathers each step's output into series.
@@ -362,12 +363,13 @@ mod tests {
                 T + 30_000,
                 &[r#"up{instance="d", job="db"} 0@30000"#],
             ),
-            // Exactly 5 minutes old is outside the window (left-open).
-            (r#"up{instance="b"}"#, T - MIN, &[]),
+            // Exactly 5 minutes old is inside the window (closed, as in Prometheus 2);
+            // a millisecond more is out.
+            (r#"up{instance="b"}"#, T - MIN + 1, &[]),
             (
                 r#"up{instance="b"}"#,
-                T - MIN - 1,
-                &[r#"up{instance="b", job="node"} 1@-60001"#],
+                T - MIN,
+                &[r#"up{instance="b", job="node"} 1@-60000"#],
             ),
             // Before the stale marker, c is still live.
             (
@@ -447,16 +449,20 @@ mod tests {
             ],
         );
         let cases: &[(&str, &[&str])] = &[
-            // (T-3m, T]: the point at exactly T-3m is out, the stale marker is dropped.
+            // [T-3m, T]: the point at exactly T-3m is in, the stale marker is dropped.
             (
                 "up[3m]",
+                &[r#"up{instance="a", job="node"} [1@-180000 2@-120000 4@0]"#],
+            ),
+            (
+                "up[179999ms]",
                 &[r#"up{instance="a", job="node"} [2@-120000 4@0]"#],
             ),
             ("up[1ms]", &[r#"up{instance="a", job="node"} [4@0]"#]),
             // Offset keeps the points' own timestamps.
             (
                 "up[2m] offset 1m",
-                &[r#"up{instance="a", job="node"} [2@-120000]"#],
+                &[r#"up{instance="a", job="node"} [1@-180000 2@-120000]"#],
             ),
             // Only a stale marker in the window: the series is left out.
             ("up[30s] offset 1m", &[]),
@@ -482,7 +488,7 @@ mod tests {
                     (T + 3 * MIN, 3.0),
                 ],
             )
-            // Its only point is 4.5 minutes before the range: visible for the first 30s.
+            // Its only point is 4.5 minutes before the range: visible through T+30s.
             .with(up("node", "b"), &[(T - 270_000, 7.0)])
             .with(up("node", "c"), &[(T - 10 * MIN, 7.0)]);
         let cases: &[(&str, i64, i64, i64, &[&str])] = &[
@@ -502,7 +508,7 @@ mod tests {
                 T,
                 T + MIN,
                 15_000,
-                &[r#"up{instance="b", job="node"} [7@0 7@15000]"#],
+                &[r#"up{instance="b", job="node"} [7@0 7@15000 7@30000]"#],
             ),
             // Between points the latest one repeats; the last step may fall short of `end`.
             (
@@ -547,7 +553,7 @@ mod tests {
         let steps = Steps::new(T, T + 100 * MIN, 15_000).expect("steps");
         range_query(&src, &expr, &steps).expect("query");
         let fetches = src.fetches.lock().expect("fetch log").clone();
-        let window = (T - MIN - LOOKBACK_DELTA_MS + 1, T + 99 * MIN);
+        let window = (T - MIN - LOOKBACK_DELTA_MS, T + 99 * MIN);
         assert_eq!(
             fetches,
             vec![(0, window.0, window.1), (1, window.0, window.1)]

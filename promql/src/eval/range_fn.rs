@@ -1,5 +1,5 @@
 //! Functions of a range vector, as Prometheus 2.42's `promql/functions.go`: each is
-//! applied per series to the points of its window `(t - o - r, t - o]` (stale markers
+//! applied per series to the points of its window `[t - o - r, t - o]` (stale markers
 //! left out), and a series with no point in the window gives no output. The output drops
 //! the metric name, except `last_over_time`'s.
 //!
@@ -494,8 +494,9 @@ mod tests {
                     r#"absent_over_time(nothing{job="x",i=~"a.*",k="1",k="2"}[1m])"#,
                     &[r#"{job="x"} 1@0"#],
                 ),
-                // The window is left-open: the point at exactly T-50s is out of [50s].
-                ("count_over_time(g[50s])", &[r#"{k="g"} 3@0"#]),
+                // The window is closed: the point at exactly T-50s is in [50s].
+                ("count_over_time(g[50s])", &[r#"{k="g"} 4@0"#]),
+                ("count_over_time(g[49999ms])", &[r#"{k="g"} 3@0"#]),
                 ("sum_over_time(nothing[1m])", &[]),
             ],
         );
@@ -509,10 +510,10 @@ mod tests {
                 .map(|i| (T + i * 10_000, i as f64))
                 .collect::<Vec<_>>(),
         );
-        // Each step sees the points of its own 30 s window.
+        // Each step sees the points of its own 30 s window, both ends included.
         assert_eq!(
             range(&src, "count_over_time(c[30s])", T, T + 60_000, 30_000),
-            ["{} [1@0 3@30000 3@60000]"]
+            ["{} [1@0 4@30000 4@60000]"]
         );
         assert_eq!(
             range(&src, "sum(rate(c[30s]))", T, T + 60_000, 30_000),

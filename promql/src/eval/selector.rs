@@ -1,9 +1,10 @@
 //! Series selectors: loading each selected series' points once per query, within the
 //! sample limit, and taking an instant vector or a range vector out of them at each step.
 //!
-//! As Prometheus' `vectorSelector` and `matrixSelector`: an instant selector takes the
-//! latest point in `(t - o - 5m, t - o]` unless it is a stale marker; a range selector takes
-//! every point in `(t - o - r, t - o]` but stale markers.
+//! As Prometheus 2.42's `vectorSelectorSingle` and `matrixIterSlice`: an instant selector
+//! takes the latest point in `[t - o - 5m, t - o]` unless it is a stale marker; a range
+//! selector takes every point in `[t - o - r, t - o]` but stale markers. Both windows are
+//! closed at both ends in Prometheus 2.
 
 use crate::error::QueryError;
 use crate::eval::{LOOKBACK_DELTA_MS, Sample};
@@ -13,9 +14,10 @@ use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point, SeriesPoints};
 use std::collections::HashMap;
 
-/// The first millisecond of the left-open window `(end - len, end]`.
+/// The first millisecond of the closed window `[end - len, end]` (Prometheus 2's windows
+/// include both ends; Prometheus 3 made them left-open).
 pub(crate) fn window_start(end: i64, len: i64) -> i64 {
-    end.saturating_sub(len).saturating_add(1)
+    end.saturating_sub(len)
 }
 
 /// Every selector in a plan with the length of the window it looks back over.
@@ -108,7 +110,7 @@ impl Loaded {
                 let i = points.partition_point(|p| p.ts <= end);
                 let p = points[..i]
                     .last()
-                    .filter(|p| p.ts > start && !is_stale(p.value))?;
+                    .filter(|p| p.ts >= start && !is_stale(p.value))?;
                 Some(Sample {
                     labels: labels.clone(),
                     point: Point {
@@ -127,7 +129,7 @@ impl Loaded {
         self.of(sel)
             .iter()
             .filter_map(|(labels, points)| {
-                let lo = points.partition_point(|p| p.ts <= start);
+                let lo = points.partition_point(|p| p.ts < start);
                 let hi = points.partition_point(|p| p.ts <= end);
                 let pts: Vec<Point> = points[lo..hi.max(lo)]
                     .iter()

@@ -8,8 +8,6 @@ use crate::steps::Steps;
 
 /// The reference time of the tests (ms).
 pub(crate) const T: i64 = 1_700_000_000_000;
-/// A minute, ms.
-pub(crate) const MIN: i64 = 60_000;
 
 /// `name{labels} value@ts` per sample or point (times relative to [`T`]), for compact
 /// assertions.
