@@ -34,6 +34,8 @@ pub enum Expr {
     Binary(Box<Binary>),
     /// `sum by (...) (e)` and the other aggregations.
     Aggregate(Box<Aggregate>),
+    /// `e[range:step] [offset o] [@ t]`: a subquery.
+    Subquery(Box<Subquery>),
     /// `f(args...)`: a function call; the name is one this version evaluates.
     Call {
         /// The function's name, as in PromQL.
@@ -61,7 +63,7 @@ impl Expr {
     pub fn value_type(&self) -> ValueType {
         match self {
             Expr::Vector(_) | Expr::Aggregate(_) => ValueType::Vector,
-            Expr::Matrix { .. } => ValueType::Matrix,
+            Expr::Matrix { .. } | Expr::Subquery(_) => ValueType::Matrix,
             Expr::Number(_) => ValueType::Scalar,
             Expr::String(_) => ValueType::String,
             Expr::Neg(e) => e.value_type(),
@@ -211,6 +213,43 @@ pub struct Aggregate {
     pub grouping: Vec<String>,
 }
 
+/// A subquery: `expr` evaluated every `step_ms` over `range_ms`, as a range vector.
+#[derive(Clone, Debug)]
+pub struct Subquery {
+    /// The inner expression (an instant vector).
+    pub expr: Expr,
+    /// The range, ms.
+    pub range_ms: i64,
+    /// The resolution, ms; `None` for Prometheus' default evaluation interval (1 m).
+    pub step_ms: Option<i64>,
+    /// `offset` in milliseconds; negative for `offset -5m`.
+    pub offset_ms: i64,
+    /// The `@` modifier.
+    pub at: Option<At>,
+}
+
+/// The `@` modifier: evaluate at a fixed time instead of the step's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// `@ <unix seconds>`, in ms.
+    Ms(i64),
+    /// `@ start()`: the range query's start (the instant query's time).
+    Start,
+    /// `@ end()`: the range query's end (the instant query's time).
+    End,
+}
+
+impl At {
+    /// The time this modifier stands for, given the query's start and end.
+    pub fn resolve(self, start_ms: i64, end_ms: i64) -> i64 {
+        match self {
+            At::Ms(t) => t,
+            At::Start => start_ms,
+            At::End => end_ms,
+        }
+    }
+}
+
 /// The series a selector picks and how far its window is shifted into the past.
 #[derive(Clone, Debug)]
 pub struct Selector {
@@ -218,6 +257,8 @@ pub struct Selector {
     pub matchers: Vec<Matcher>,
     /// `offset` in milliseconds; negative for `offset -5m`.
     pub offset_ms: i64,
+    /// The `@` modifier, if any.
+    pub at: Option<At>,
 }
 
 /// Parses a query and keeps it only if this version can evaluate it.
@@ -244,7 +285,11 @@ pub fn parse_series_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
         Selector {
             matchers,
             offset_ms: 0,
+            at: None,
         } => Ok(matchers),
+        Selector { at: Some(_), .. } => Err(QueryError::NotASeriesSelector(
+            "a selector with the @ modifier".into(),
+        )),
         _ => Err(QueryError::NotASeriesSelector(
             "a selector with offset".into(),
         )),
@@ -408,15 +453,40 @@ fn from_ast(expr: &ast::Expr) -> Result<Expr, QueryError> {
                 include,
             })))
         }
-        ast::Expr::Subquery(_) => unsupported("subquery".into()),
+        ast::Expr::Subquery(sq) => {
+            let step_ms = sq.step.map(duration_ms).filter(|s| *s > 0);
+            Ok(Expr::Subquery(Box::new(Subquery {
+                expr: from_ast(&sq.expr)?,
+                range_ms: duration_ms(sq.range),
+                step_ms,
+                offset_ms: offset_ms(&sq.offset),
+                at: sq.at.as_ref().map(at),
+            })))
+        }
         ast::Expr::Extension(_) => unsupported("extension expression".into()),
     }
 }
 
-fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
-    if vs.at.is_some() {
-        return Err(QueryError::Unsupported("the @ modifier".into()));
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(*d),
+        Some(Offset::Neg(d)) => -duration_ms(*d),
     }
+}
+
+fn at(a: &ast::AtModifier) -> At {
+    match a {
+        ast::AtModifier::Start => At::Start,
+        ast::AtModifier::End => At::End,
+        ast::AtModifier::At(t) => At::Ms(match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => duration_ms(d),
+            Err(e) => -duration_ms(e.duration()),
+        }),
+    }
+}
+
+fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(QueryError::Unsupported(
             "\"or\" between label matchers".into(),
@@ -438,14 +508,10 @@ fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
     if matchers.iter().all(Matcher::matches_empty) {
         return Err(QueryError::EmptySelector);
     }
-    let offset_ms = match vs.offset {
-        None => 0,
-        Some(Offset::Pos(d)) => duration_ms(d),
-        Some(Offset::Neg(d)) => -duration_ms(d),
-    };
     Ok(Selector {
         matchers,
-        offset_ms,
+        offset_ms: offset_ms(&vs.offset),
+        at: vs.at.as_ref().map(at),
     })
 }
 
@@ -479,18 +545,6 @@ mod tests {
     #[test]
     fn rejected_queries_name_the_problem() {
         let cases: &[(&str, &str)] = &[
-            (
-                "up[5m:1m]",
-                "unsupported expression: subquery; this version cannot evaluate it yet",
-            ),
-            (
-                "up @ 100",
-                "unsupported expression: the @ modifier; this version cannot evaluate it yet",
-            ),
-            (
-                "rate(up[5m] @ end())",
-                "unsupported expression: the @ modifier; this version cannot evaluate it yet",
-            ),
             (
                 "histogram_count(up)",
                 "unsupported expression: function call histogram_count(); this version cannot evaluate it yet",
@@ -538,6 +592,10 @@ mod tests {
             "histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))",
             "quantile_over_time(0.5, up[5m]) > bool 1",
             "year()",
+            "max_over_time(rate(up[5m])[30m:1m] offset 1m)",
+            "up @ 100",
+            "rate(up[5m] @ end())",
+            "sum_over_time(up[5m:] @ start())",
         ] {
             parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }

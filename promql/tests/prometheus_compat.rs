@@ -490,6 +490,16 @@ const QUERIES: &[&str] = &[
     "bottomk(2, g) > 0",
     "avg(g) - on() group_right g",
     "rate(c_total[5m]) > bool on(inst) group_left avg by (inst) (irate(c_total[5m]))",
+    "max_over_time(g[10m:1m])",
+    "rate(c_total[5m:30s])",
+    "avg_over_time(rate(c_total[2m])[10m:])",
+    "sum_over_time(g[7m:45s] offset 1m)",
+    "deriv(g[10m:30s])",
+    "g[5m:1m] offset 2m",
+    "g @ start()",
+    "c_total @ end() - c_total",
+    "rate(c_total[5m] @ end())",
+    "max_over_time(g[10m:1m] @ start())",
 ];
 
 /// Queries Prometheus answers with an error; both must fail.

@@ -13,15 +13,17 @@
 //! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
 //! `rangeEval` does, and a range query gathers each step's output into series.
 //!
-//! One module per family: [`selector`], [`binary`] operators, [`aggregate`]s, [`range_fn`]
-//! (functions of a range vector) and [`instant_fn`] (functions of instant vectors and
-//! scalars).
+//! One module per family: [`selector`] (with `@` and the subquery step alignment),
+//! [`binary`] operators, [`aggregate`]s, [`range_fn`] (functions of a range vector or a
+//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery is
+//! evaluated at its inner steps, each inner result cached for the next outer step.
 
 pub(crate) mod aggregate;
 pub(crate) mod binary;
 pub(crate) mod instant_fn;
 pub(crate) mod range_fn;
 pub(crate) mod selector;
+pub(crate) mod subquery;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -32,7 +34,9 @@ use crate::storage::Queryable;
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Labels, Point, SeriesPoints};
 use selector::Loaded;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// How far back an instant vector selector looks for a series' latest point (5 min, as
 /// Prometheus' default `--query.lookback-delta`).
@@ -135,7 +139,10 @@ fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
 
 /// Evaluates one plan over the series a [`Loaded`] holds.
 pub(crate) struct Evaluator {
-    loaded: Loaded,
+    pub(crate) loaded: Loaded,
+    /// Subqueries' inner results by (subquery address, inner time): consecutive steps of a
+    /// range query share most inner times, which are aligned to the epoch.
+    pub(crate) inner: RefCell<HashMap<(usize, i64), Rc<Vec<Sample>>>>,
 }
 
 impl Evaluator {
@@ -183,6 +190,7 @@ impl Evaluator {
                 let input = self.eval(&a.expr, t)?.into_vector();
                 Ok(Val::Vector(aggregate::eval(a, input, param, t)?))
             }
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, t)?)),
             Expr::Call { name, args } => {
                 let out = if range_fn::FUNCTIONS.contains(&name.as_str()) {
                     range_fn::call(self, name, args, t)?
@@ -202,9 +210,16 @@ impl Evaluator {
         Ok(self.eval(e, t)?.scalar())
     }
 
-    /// The series of an instant vector selector at `t`, keeping their own timestamps.
+    /// The loaded series of every selector.
     pub(crate) fn loaded(&self) -> &Loaded {
         &self.loaded
+    }
+
+    fn new(loaded: Loaded) -> Self {
+        Evaluator {
+            loaded,
+            inner: RefCell::new(HashMap::new()),
+        }
     }
 }
 
@@ -233,9 +248,7 @@ pub(crate) fn instant_query_limited(
     t_ms: i64,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    let ev = Evaluator {
-        loaded: Loaded::load(src, expr, t_ms, t_ms, max_samples)?,
-    };
+    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, max_samples)?);
     Ok(match ev.eval(expr, t_ms)? {
         Val::Scalar(value) => Value::Scalar(Point { ts: t_ms, value }),
         Val::Str(value) => Value::String { ts: t_ms, value },
@@ -255,9 +268,13 @@ fn range_query_limited(
         ValueType::String => return Err(QueryError::StringInRangeQuery),
         _ => {}
     }
-    let ev = Evaluator {
-        loaded: Loaded::load(src, expr, steps.start_ms(), steps.end_ms(), max_samples)?,
-    };
+    let ev = Evaluator::new(Loaded::load(
+        src,
+        expr,
+        steps.start_ms(),
+        steps.end_ms(),
+        max_samples,
+    )?);
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut matrix: Vec<SeriesPoints> = Vec::new();
     let mut push = |labels: Labels, point: Point| match index.get(&labels) {

@@ -1,6 +1,7 @@
 //! Functions of a range vector, as Prometheus 2.42's `promql/functions.go`: each is
 //! applied per series to the points of its window `[t - o - r, t - o]` (stale markers
-//! left out), and a series with no point in the window gives no output. The output drops
+//! left out; with `@`, the window ends at the `@` time), or to a subquery's points, and a
+//! series with no point in the window gives no output. The output drops
 //! the metric name, except `last_over_time`'s.
 //!
 //! - `rate`, `increase`, `delta`: as Prometheus' `extrapolatedRate`: the change between the
@@ -48,15 +49,26 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 /// Evaluates the range-vector function `name` at `t`.
 pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
     let mi = usize::from(name == "quantile_over_time");
-    let Some(Expr::Matrix { selector, range_ms }) = args.get(mi) else {
-        return Err(QueryError::Unsupported(format!(
-            "{name}() of anything but a range vector selector"
-        )));
+    let span = ev.loaded().span;
+    let (matrix, range_end, range_ms) = match args.get(mi) {
+        Some(Expr::Matrix { selector, range_ms }) => (
+            ev.loaded().matrix(selector, *range_ms, t),
+            ev.loaded().at(selector, t) - selector.offset_ms,
+            *range_ms,
+        ),
+        Some(Expr::Subquery(sq)) => (
+            ev.subquery(sq, t)?,
+            sq.at.map_or(t, |a| a.resolve(span.start_ms, span.end_ms)) - sq.offset_ms,
+            sq.range_ms,
+        ),
+        _ => {
+            return Err(QueryError::Unsupported(format!(
+                "{name}() of anything but a range vector"
+            )));
+        }
     };
-    let matrix = ev.loaded().matrix(selector, *range_ms, t);
-    let range_end = t - selector.offset_ms;
     let range_start = range_end - range_ms;
-    let range_s = *range_ms as f64 / 1000.0;
+    let range_s = range_ms as f64 / 1000.0;
     if name == "absent_over_time" {
         if !matrix.is_empty() {
             return Ok(Val::Vector(Vec::new()));

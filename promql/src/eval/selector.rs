@@ -4,9 +4,11 @@
 //! As Prometheus 2.42's `vectorSelectorSingle` and `matrixIterSlice`: an instant selector
 //! takes the latest point in `[t - o - 5m, t - o]` unless it is a stale marker; a range
 //! selector takes every point in `[t - o - r, t - o]` but stale markers. Both windows are
-//! closed at both ends in Prometheus 2.
+//! closed at both ends in Prometheus 2. With `@`, the window ends at the `@` time (minus
+//! the offset) whatever the step.
 
 use crate::error::QueryError;
+use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, Sample};
 use crate::parse::{Expr, Selector};
 use crate::storage::Queryable;
@@ -20,24 +22,56 @@ pub(crate) fn window_start(end: i64, len: i64) -> i64 {
     end.saturating_sub(len)
 }
 
-/// Every selector in a plan with the length of the window it looks back over.
-fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e Selector, i64)>) {
+/// The query's own time span, which `@ start()` and `@ end()` refer to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuerySpan {
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
+}
+
+/// Every selector in a plan with the window `[start, end]` of points it needs when the
+/// expression is evaluated at times in `span`.
+fn selectors<'e>(
+    e: &'e Expr,
+    span: (i64, i64),
+    q: QuerySpan,
+    out: &mut Vec<(&'e Selector, i64, i64)>,
+) {
+    let mut push = |sel: &'e Selector, len: i64| {
+        let (lo, hi) = match sel.at {
+            Some(a) => {
+                let at = a.resolve(q.start_ms, q.end_ms);
+                (at, at)
+            }
+            None => span,
+        };
+        out.push((
+            sel,
+            window_start(lo.saturating_sub(sel.offset_ms), len),
+            hi.saturating_sub(sel.offset_ms),
+        ));
+    };
     match e {
-        Expr::Vector(s) => out.push((s, LOOKBACK_DELTA_MS)),
-        Expr::Matrix { selector, range_ms } => out.push((selector, *range_ms)),
+        Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS),
+        Expr::Matrix { selector, range_ms } => push(selector, *range_ms),
         Expr::Number(_) | Expr::String(_) => {}
-        Expr::Neg(e) => selectors(e, out),
+        Expr::Neg(e) => selectors(e, span, q, out),
         Expr::Binary(b) => {
-            selectors(&b.lhs, out);
-            selectors(&b.rhs, out);
+            selectors(&b.lhs, span, q, out);
+            selectors(&b.rhs, span, q, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                selectors(p, out);
+                selectors(p, span, q, out);
             }
-            selectors(&a.expr, out);
+            selectors(&a.expr, span, q, out);
         }
-        Expr::Call { args, .. } => args.iter().for_each(|a| selectors(a, out)),
+        Expr::Call { args, .. } => args.iter().for_each(|a| selectors(a, span, q, out)),
+        Expr::Subquery(sq) => {
+            let (first, _, _) = subquery_times(sq, span.0, q);
+            let (_, last, _) = subquery_times(sq, span.1, q);
+            selectors(&sq.expr, (first, last), q, out);
+        }
     }
 }
 
@@ -45,6 +79,8 @@ fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e Selector, i64)>) {
 pub(crate) struct Loaded {
     /// Keyed by the selector's address in the plan, which outlives the evaluation.
     series: HashMap<usize, Vec<(Labels, Vec<Point>)>>,
+    /// The query's span, for `@ start()` and `@ end()`.
+    pub(crate) span: QuerySpan,
 }
 
 fn key(sel: &Selector) -> usize {
@@ -61,21 +97,18 @@ impl Loaded {
         last_ms: i64,
         max_samples: usize,
     ) -> Result<Self, QueryError> {
-        let mut sels = Vec::new();
-        selectors(expr, &mut sels);
-        let windows: Vec<(&Selector, i64, i64)> = sels
-            .iter()
-            .map(|&(sel, len)| {
-                let start = window_start(first_ms.saturating_sub(sel.offset_ms), len);
-                (sel, start, last_ms.saturating_sub(sel.offset_ms))
-            })
-            .collect();
+        let span = QuerySpan {
+            start_ms: first_ms,
+            end_ms: last_ms,
+        };
+        let mut windows = Vec::new();
+        selectors(expr, (first_ms, last_ms), span, &mut windows);
         let mut series = HashMap::new();
         let (Some(mint), Some(maxt)) = (
             windows.iter().map(|w| w.1).min(),
             windows.iter().map(|w| w.2).max(),
         ) else {
-            return Ok(Loaded { series });
+            return Ok(Loaded { series, span });
         };
         let querier = src.querier(mint, maxt)?;
         let mut loaded = 0usize;
@@ -92,7 +125,13 @@ impl Loaded {
             }
             series.insert(key(sel), out);
         }
-        Ok(Loaded { series })
+        Ok(Loaded { series, span })
+    }
+
+    /// The time a selector is evaluated at for step `t`: its `@` time, or `t`.
+    pub(crate) fn at(&self, sel: &Selector, t: i64) -> i64 {
+        sel.at
+            .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
     }
 
     fn of(&self, sel: &Selector) -> &[(Labels, Vec<Point>)] {
@@ -102,7 +141,7 @@ impl Loaded {
     /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
     /// time when `own_ts` (as Prometheus' `timestamp()` of a selector sees them).
     pub(crate) fn instant(&self, sel: &Selector, t: i64, own_ts: bool) -> Vec<Sample> {
-        let end = t.saturating_sub(sel.offset_ms);
+        let end = self.at(sel, t).saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         self.of(sel)
             .iter()
@@ -124,7 +163,7 @@ impl Loaded {
 
     /// The range vector `sel[range_ms]` at `t`; series without points are left out.
     pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<SeriesPoints> {
-        let end = t.saturating_sub(sel.offset_ms);
+        let end = self.at(sel, t).saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(range_ms);
         self.of(sel)
             .iter()
