@@ -137,12 +137,15 @@ fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// Subqueries' inner results by (subquery address, inner time).
+pub(crate) type InnerCache = RefCell<HashMap<(usize, i64), Rc<Vec<Sample>>>>;
+
 /// Evaluates one plan over the series a [`Loaded`] holds.
 pub(crate) struct Evaluator {
     pub(crate) loaded: Loaded,
     /// Subqueries' inner results by (subquery address, inner time): consecutive steps of a
     /// range query share most inner times, which are aligned to the epoch.
-    pub(crate) inner: RefCell<HashMap<(usize, i64), Rc<Vec<Sample>>>>,
+    pub(crate) inner: InnerCache,
 }
 
 impl Evaluator {
