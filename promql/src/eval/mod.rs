@@ -146,6 +146,8 @@ pub(crate) struct Evaluator {
     /// Subqueries' inner results by (subquery address, inner time): consecutive steps of a
     /// range query share most inner times, which are aligned to the epoch.
     pub(crate) inner: InnerCache,
+    /// Inner points produced by subqueries so far, against [`Loaded::budget`].
+    pub(crate) inner_points: std::cell::Cell<usize>,
 }
 
 impl Evaluator {
@@ -222,6 +224,7 @@ impl Evaluator {
         Evaluator {
             loaded,
             inner: RefCell::new(HashMap::new()),
+            inner_points: std::cell::Cell::new(0),
         }
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct Loaded {
     series: HashMap<usize, Vec<(Labels, Vec<Point>)>>,
     /// The query's span, for `@ start()` and `@ end()`.
     pub(crate) span: QuerySpan,
+    /// The sample limit; subqueries count their inner points against what is left of it.
+    pub(crate) budget: usize,
 }
 
 fn key(sel: &Selector) -> usize {
@@ -108,7 +110,11 @@ impl Loaded {
             windows.iter().map(|w| w.1).min(),
             windows.iter().map(|w| w.2).max(),
         ) else {
-            return Ok(Loaded { series, span });
+            return Ok(Loaded {
+                series,
+                span,
+                budget: max_samples,
+            });
         };
         let querier = src.querier(mint, maxt)?;
         let mut loaded = 0usize;
@@ -125,7 +131,11 @@ impl Loaded {
             }
             series.insert(key(sel), out);
         }
-        Ok(Loaded { series, span })
+        Ok(Loaded {
+            series,
+            span,
+            budget: max_samples - loaded,
+        })
     }
 
     /// The time a selector is evaluated at for step `t`: its `@` time, or `t`.

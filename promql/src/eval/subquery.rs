@@ -36,6 +36,11 @@ impl Evaluator {
     /// expression at every aligned inner step, each point stamped with its inner time.
     pub(crate) fn subquery(&self, sq: &Subquery, t: i64) -> Result<Vec<SeriesPoints>, QueryError> {
         let (first, last, step) = subquery_times(sq, t, self.loaded.span);
+        // A step of 1 ms over years must fail fast, not loop: each inner step makes at
+        // least one point per series, so more steps than the budget cannot fit.
+        if usize::try_from((last - first) / step).unwrap_or(usize::MAX) > self.loaded.budget {
+            return Err(QueryError::TooManySamples);
+        }
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<SeriesPoints> = Vec::new();
         let mut ti = first;
@@ -46,6 +51,11 @@ impl Evaluator {
                 Some(v) => v,
                 None => {
                     let v = Rc::new(self.eval(&sq.expr, ti)?.into_vector());
+                    let n = self.inner_points.get().saturating_add(v.len());
+                    if n > self.loaded.budget {
+                        return Err(QueryError::TooManySamples);
+                    }
+                    self.inner_points.set(n);
                     self.inner.borrow_mut().insert(key, Rc::clone(&v));
                     v
                 }
@@ -110,6 +120,19 @@ mod tests {
                 ("count_over_time((c > 27)[1m:10s])", &["{} 3@300000"]),
             ],
         );
+    }
+
+    #[test]
+    fn subqueries_count_against_the_sample_limit() {
+        let src = source();
+        let q = crate::parse::parse("count_over_time(c[10y:1ms])").expect("parse");
+        let err = crate::eval::instant_query(&src, &q, T).expect_err("limit");
+        assert!(matches!(err, crate::QueryError::TooManySamples), "{err}");
+        let q = crate::parse::parse("count_over_time(c[5m:10s])").expect("parse");
+        // 31 points loaded, 31 inner points: 62 fit in 62, not in 61.
+        assert!(crate::eval::instant_query_limited(&src, &q, T + 300_000, 62).is_ok());
+        let err = crate::eval::instant_query_limited(&src, &q, T + 300_000, 61).expect_err("limit");
+        assert!(matches!(err, crate::QueryError::TooManySamples), "{err}");
     }
 
     #[test]
