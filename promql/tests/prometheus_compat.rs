@@ -363,7 +363,8 @@ fn same(a: f64, b: f64) -> bool {
 
 fn agree(q: &str, prom: &Answer, ours: &Answer) -> bool {
     match (prom, ours) {
-        (Err(_), Err(_)) => true,
+        // The same error text, as Prometheus words it.
+        (Err(a), Err(b)) => a == b,
         (Ok(p), Ok(o)) => {
             let ordered = q.starts_with("sort");
             let (mut p, mut o) = (p.clone(), o.clone());
@@ -500,10 +501,29 @@ const QUERIES: &[&str] = &[
     "c_total @ end() - c_total",
     "rate(c_total[5m] @ end())",
     "max_over_time(g[10m:1m] @ start())",
+    "-2 ^ 2",
+    "-g ^ 2",
+    "2 * -g",
+    "g / 0",
+    "0 / g",
+    "g == bool NaN",
+    "sum(g / 0)",
+    "avg(g / 0)",
+    "max(0 / g)",
+    "count_values(\"v\", g / 3)",
+    "topk(scalar(nothing), g)",
+    "label_replace(g, \"x\", \"y\", \"job\", \"(\")",
+    "rate(c_total[5m]) / ignoring(job) group_left irate(c_total[5m])",
+    "label_replace(g, \"inst\", \"\", \"inst\", \".*\")",
 ];
 
 /// Queries Prometheus answers with an error; both must fail.
-const FAILING: &[&str] = &["g / on(job) g"];
+const FAILING: &[&str] = &[
+    "g / on(job) g",
+    "topk(scalar(nothing), g)",
+    "label_replace(g, \"x\", \"y\", \"job\", \"(\")",
+    "label_replace(g, \"inst\", \"\", \"inst\", \".*\")",
+];
 
 #[test]
 fn answers_agree_with_prometheus() {
