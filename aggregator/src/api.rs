@@ -809,9 +809,12 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests() {
-        let unsupported = r#"invalid parameter "query": unsupported expression: subquery; this version cannot evaluate it yet"#;
+        let unsupported = r#"invalid parameter "query": unsupported expression: function call mad_over_time(); this version cannot evaluate it yet"#;
         let cases: &[(&str, String)] = &[
-            ("/api/v1/query?query=up%5B5m:1m%5D", bad(unsupported)),
+            (
+                "/api/v1/query?query=mad_over_time(up%5B5m%5D)",
+                bad(unsupported),
+            ),
             (
                 "/api/v1/query?query=histogram_count(up)",
                 bad(

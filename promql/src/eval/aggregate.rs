@@ -15,6 +15,7 @@ use crate::parse::{AggOp, Aggregate};
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 struct Group {
     labels: Labels,
@@ -72,7 +73,7 @@ pub(crate) fn eval(
         let metric = if a.op == AggOp::CountValues {
             s.labels.with(&value_label, &go_float(v))
         } else {
-            s.labels.clone()
+            Labels::clone(&s.labels)
         };
         let key = group_labels(&metric, &grouping, a.without);
         let Some(&gi) = index.get(&key) else {
@@ -186,7 +187,7 @@ pub(crate) fn eval(
             _ => g.value,
         };
         out.push(Sample {
-            labels: g.labels,
+            labels: Arc::new(g.labels),
             point: Point { ts: t, value },
         });
     }

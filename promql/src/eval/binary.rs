@@ -18,6 +18,7 @@ use crate::parse::{BinOp, Binary, Card};
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Applies `b.op` to two evaluated operands at `t`.
 pub(crate) fn eval(b: &Binary, lhs: Val, rhs: Val, t: i64) -> Result<Val, QueryError> {
@@ -182,7 +183,7 @@ fn vector_vector(
         }
         one_sigs.insert(sig, rs);
     }
-    let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
+    let mut matched: HashMap<Labels, HashSet<Arc<Labels>>> = HashMap::new();
     let mut out = Vec::new();
     for ls in &many {
         let sig = match_labels(b, &ls.labels);
@@ -200,7 +201,7 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let mut metric = result_metric(b, &ls.labels, &rs.labels);
+        let mut metric = Arc::new(result_metric(b, &ls.labels, &rs.labels));
         if b.return_bool {
             metric = drop_name(&metric);
         }

@@ -22,6 +22,7 @@ use crate::storage::MatchOp;
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The functions of this family.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -123,7 +124,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => {
             return Ok(Val::Vector(vec![Sample {
-                labels: Labels::default(),
+                labels: Arc::new(Labels::default()),
                 point: Point {
                     ts: t,
                     value: scalar(0)?,
@@ -153,7 +154,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
             if args.is_empty() =>
         {
             return Ok(Val::Vector(vec![Sample {
-                labels: Labels::default(),
+                labels: Arc::new(Labels::default()),
                 point: Point {
                     ts: t,
                     value: date_part(name, t.div_euclid(1000)),
@@ -246,7 +247,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         "absent" => {
             if vec.is_empty() {
                 vec![Sample {
-                    labels: absent_labels(&args[0]),
+                    labels: Arc::new(absent_labels(&args[0])),
                     point: Point { ts: t, value: 1.0 },
                 }]
             } else {
@@ -324,7 +325,7 @@ fn label_replace(vec: Vec<Sample>, args: &[Expr], t: i64) -> Result<Vec<Sample>,
                 Some(caps) => {
                     let mut res = String::new();
                     caps.expand(&repl, &mut res);
-                    set_label(&s.labels, &dst, &res)
+                    Arc::new(set_label(&s.labels, &dst, &res))
                 }
             };
             Sample {
@@ -358,7 +359,7 @@ fn label_join(vec: Vec<Sample>, args: &[Expr], t: i64) -> Result<Vec<Sample>, Qu
         .map(|s| {
             let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
             Sample {
-                labels: set_label(&s.labels, &dst, &joined.join(&sep)),
+                labels: Arc::new(set_label(&s.labels, &dst, &joined.join(&sep))),
                 point: Point {
                     ts: t,
                     value: s.point.value,
@@ -402,7 +403,7 @@ fn histogram_quantile(q: f64, vec: Vec<Sample>, t: i64) -> Vec<Sample> {
     groups
         .into_iter()
         .map(|(labels, buckets)| Sample {
-            labels,
+            labels: Arc::new(labels),
             point: Point {
                 ts: t,
                 value: bucket_quantile(q, buckets),

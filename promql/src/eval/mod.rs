@@ -36,7 +36,9 @@ use outpost_shared::{Labels, Point, SeriesPoints};
 use selector::Loaded;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// How far back an instant vector selector looks for a series' latest point (5 min, as
 /// Prometheus' default `--query.lookback-delta`).
@@ -48,8 +50,8 @@ pub const MAX_SAMPLES: usize = 50_000_000;
 /// One sample of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    /// The series' labels.
-    pub labels: Labels,
+    /// The series' labels, shared: evaluation steps hand the same set from step to step.
+    pub labels: Arc<Labels>,
     /// The value, stamped with the evaluation time.
     pub point: Point,
 }
@@ -77,14 +79,48 @@ pub fn is_supported_function(name: &str) -> bool {
     range_fn::FUNCTIONS.contains(&name) || instant_fn::FUNCTIONS.contains(&name)
 }
 
+/// One series of a range vector during evaluation: its labels, the same without the
+/// metric name (computed once per series, as most functions drop it), and its points.
+#[derive(Clone, Debug)]
+pub(crate) struct RangeSeries {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) dropped: Arc<Labels>,
+    pub(crate) points: Vec<Point>,
+}
+
 /// An intermediate value during evaluation at one step.
 #[derive(Clone, Debug)]
 pub(crate) enum Val {
     Scalar(f64),
     Str(String),
     Vector(Vec<Sample>),
-    Matrix(Vec<SeriesPoints>),
+    Matrix(Vec<RangeSeries>),
 }
+
+/// FNV-1a: a fast hash for label sets, which come from the store, not from the query.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A hash map keyed by label sets, with [`Fnv`].
+pub(crate) type LabelMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 impl Val {
     fn into_vector(self) -> Vec<Sample> {
@@ -107,18 +143,20 @@ pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
 }
 
 /// `labels` without `__name__`, as Prometheus' `dropMetricName`.
-pub(crate) fn drop_name(labels: &Labels) -> Labels {
+pub(crate) fn drop_name(labels: &Arc<Labels>) -> Arc<Labels> {
     if labels.metric_name().is_none() {
-        return labels.clone();
+        return Arc::clone(labels);
     }
-    Labels::from_sorted(
-        labels
-            .iter()
-            .filter(|l| l.name != METRIC_NAME)
-            .cloned()
-            .collect(),
+    Arc::new(
+        Labels::from_sorted(
+            labels
+                .iter()
+                .filter(|l| l.name != METRIC_NAME)
+                .cloned()
+                .collect(),
+        )
+        .unwrap_or_default(),
     )
-    .unwrap_or_default()
 }
 
 /// Prometheus' check after every function call, operator and unary minus.
@@ -126,9 +164,10 @@ fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut seen: LabelMap<&Labels, ()> = LabelMap::default();
+    seen.reserve(v.len());
     for s in v {
-        if !seen.insert(&s.labels) {
+        if seen.insert(&s.labels, ()).is_some() {
             return Err(exec_err(
                 "vector cannot contain metrics with the same labelset",
             ));
@@ -259,7 +298,14 @@ pub(crate) fn instant_query_limited(
         Val::Scalar(value) => Value::Scalar(Point { ts: t_ms, value }),
         Val::Str(value) => Value::String { ts: t_ms, value },
         Val::Vector(v) => Value::Vector(v),
-        Val::Matrix(m) => Value::Matrix(m),
+        Val::Matrix(m) => Value::Matrix(
+            m.into_iter()
+                .map(|s| SeriesPoints {
+                    labels: Arc::unwrap_or_clone(s.labels),
+                    points: s.points,
+                })
+                .collect(),
+        ),
     })
 }
 
@@ -281,21 +327,36 @@ fn range_query_limited(
         steps.end_ms(),
         max_samples,
     )?);
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut matrix: Vec<SeriesPoints> = Vec::new();
-    let mut push = |labels: Labels, point: Point| match index.get(&labels) {
-        Some(&i) => matrix[i].points.push(point),
-        None => {
-            index.insert(labels.clone(), matrix.len());
-            matrix.push(SeriesPoints {
-                labels,
-                points: vec![point],
-            });
+    // Series by label set, and by the address of a label set already seen: most steps
+    // hand back the very same shared labels, found without hashing them. `seen` keeps
+    // those addresses alive, so none is reused for other labels.
+    let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
+    let mut by_ptr: LabelMap<usize, usize> = LabelMap::default();
+    let n_steps = steps.times().count();
+    let mut seen: Vec<Arc<Labels>> = Vec::new();
+    let mut series: Vec<(Arc<Labels>, Vec<Point>)> = Vec::new();
+    let mut push = |labels: Arc<Labels>, point: Point| {
+        let ptr = Arc::as_ptr(&labels) as usize;
+        if let Some(&i) = by_ptr.get(&ptr) {
+            series[i].1.push(point);
+            return;
         }
+        let i = match index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                index.insert(Arc::clone(&labels), series.len());
+                series.push((Arc::clone(&labels), Vec::with_capacity(n_steps)));
+                series.len() - 1
+            }
+        };
+        series[i].1.push(point);
+        by_ptr.insert(ptr, i);
+        seen.push(labels);
     };
+    let empty = Arc::new(Labels::default());
     for t in steps.times() {
         match ev.eval(expr, t)? {
-            Val::Scalar(value) => push(Labels::default(), Point { ts: t, value }),
+            Val::Scalar(value) => push(Arc::clone(&empty), Point { ts: t, value }),
             Val::Vector(v) => {
                 for s in v {
                     push(
@@ -311,6 +372,14 @@ fn range_query_limited(
             Val::Matrix(_) => return Err(QueryError::RangeVectorInRangeQuery),
         }
     }
+    drop(index);
+    let mut matrix: Vec<SeriesPoints> = series
+        .into_iter()
+        .map(|(labels, points)| SeriesPoints {
+            labels: Labels::clone(&labels),
+            points,
+        })
+        .collect();
     matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(matrix))
 }

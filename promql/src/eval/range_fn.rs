@@ -16,10 +16,11 @@
 //!   `(0, 1)`), every `*_over_time` and `absent_over_time`.
 
 use super::aggregate::quantile;
-use super::{Evaluator, Sample, Val, drop_name, exec_err};
+use super::{Evaluator, Sample, Val, exec_err};
 use crate::error::QueryError;
 use crate::parse::Expr;
-use outpost_shared::{Labels, Point};
+use outpost_shared::Point;
+use std::sync::Arc;
 
 /// The functions of this family.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -74,7 +75,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
             return Ok(Val::Vector(Vec::new()));
         }
         return Ok(Val::Vector(vec![Sample {
-            labels: super::instant_fn::absent_labels(&args[0]),
+            labels: Arc::new(super::instant_fn::absent_labels(&args[0])),
             point: Point { ts: t, value: 1.0 },
         }]));
     }
@@ -151,10 +152,10 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
             _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
         };
         if let Some(value) = v {
-            let labels: Labels = if name == "last_over_time" {
+            let labels = if name == "last_over_time" {
                 s.labels
             } else {
-                drop_name(&s.labels)
+                s.dropped
             };
             out.push(Sample {
                 labels,

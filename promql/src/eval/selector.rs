@@ -9,12 +9,41 @@
 
 use crate::error::QueryError;
 use crate::eval::subquery::subquery_times;
-use crate::eval::{LOOKBACK_DELTA_MS, Sample};
+use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
 use crate::parse::{Expr, Selector};
 use crate::storage::Queryable;
 use outpost_shared::model::is_stale;
-use outpost_shared::{Labels, Point, SeriesPoints};
+use outpost_shared::{Labels, Point};
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One loaded series: its labels, the same without the metric name, its points, and where
+/// the previous step's window started and ended in them.
+type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
+
+/// The first index whose point is at or after `ts` (`after`: strictly after), starting
+/// from the previous step's answer: steps move forward, so this is usually a short walk
+/// through memory already in cache rather than a binary search of cold points.
+fn seek(points: &[Point], hint: &Cell<usize>, ts: i64, after: bool) -> usize {
+    let before = |p: &Point| if after { p.ts <= ts } else { p.ts < ts };
+    let mut i = hint.get().min(points.len());
+    if i > 0 && !before(&points[i - 1]) {
+        i = points[..i].partition_point(before);
+    } else {
+        let mut walked = 0;
+        while i < points.len() && before(&points[i]) {
+            i += 1;
+            walked += 1;
+            if walked == 16 {
+                i += points[i..].partition_point(before);
+                break;
+            }
+        }
+    }
+    hint.set(i);
+    i
+}
 
 /// The first millisecond of the closed window `[end - len, end]` (Prometheus 2's windows
 /// include both ends; Prometheus 3 made them left-open).
@@ -78,7 +107,7 @@ fn selectors<'e>(
 /// The series of every selector of a plan, loaded once for all its evaluation times.
 pub(crate) struct Loaded {
     /// Keyed by the selector's address in the plan, which outlives the evaluation.
-    series: HashMap<usize, Vec<(Labels, Vec<Point>)>>,
+    series: HashMap<usize, Vec<LoadedSeries>>,
     /// The query's span, for `@ start()` and `@ end()`.
     pub(crate) span: QuerySpan,
     /// The sample limit; subqueries count their inner points against what is left of it.
@@ -127,7 +156,9 @@ impl Loaded {
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                out.push((labels, points));
+                let labels = Arc::new(labels);
+                let hints = [Cell::new(0), Cell::new(0)];
+                out.push((Arc::clone(&labels), drop_name(&labels), points, hints));
             }
             series.insert(key(sel), out);
         }
@@ -144,7 +175,7 @@ impl Loaded {
             .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
     }
 
-    fn of(&self, sel: &Selector) -> &[(Labels, Vec<Point>)] {
+    fn of(&self, sel: &Selector) -> &[LoadedSeries] {
         self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
     }
 
@@ -155,13 +186,13 @@ impl Loaded {
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, points)| {
-                let i = points.partition_point(|p| p.ts <= end);
+            .filter_map(|(labels, _, points, hints)| {
+                let i = seek(points, &hints[1], end, true);
                 let p = points[..i]
                     .last()
                     .filter(|p| p.ts >= start && !is_stale(p.value))?;
                 Some(Sample {
-                    labels: labels.clone(),
+                    labels: Arc::clone(labels),
                     point: Point {
                         ts: if own_ts { p.ts } else { t },
                         value: p.value,
@@ -172,21 +203,22 @@ impl Loaded {
     }
 
     /// The range vector `sel[range_ms]` at `t`; series without points are left out.
-    pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<SeriesPoints> {
+    pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<RangeSeries> {
         let end = self.at(sel, t).saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(range_ms);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, points)| {
-                let lo = points.partition_point(|p| p.ts < start);
-                let hi = points.partition_point(|p| p.ts <= end);
+            .filter_map(|(labels, dropped, points, hints)| {
+                let lo = seek(points, &hints[0], start, false);
+                let hi = seek(points, &hints[1], end, true);
                 let pts: Vec<Point> = points[lo..hi.max(lo)]
                     .iter()
                     .filter(|p| !is_stale(p.value))
                     .copied()
                     .collect();
-                (!pts.is_empty()).then(|| SeriesPoints {
-                    labels: labels.clone(),
+                (!pts.is_empty()).then(|| RangeSeries {
+                    labels: Arc::clone(labels),
+                    dropped: Arc::clone(dropped),
                     points: pts,
                 })
             })

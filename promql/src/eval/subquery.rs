@@ -6,13 +6,13 @@
 //! selector, with the same window. Inner results are cached per inner time, so a range
 //! query evaluates each inner step once.
 
-use super::Evaluator;
 use super::selector::QuerySpan;
+use super::{Evaluator, LabelMap, RangeSeries, drop_name};
 use crate::error::QueryError;
 use crate::parse::Subquery;
-use outpost_shared::{Labels, Point, SeriesPoints};
-use std::collections::HashMap;
+use outpost_shared::{Labels, Point};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Where a subquery's inner expression is evaluated for an outer time `t`: every multiple
 /// of `step` (counted from the Unix epoch, as Prometheus aligns them) in
@@ -34,15 +34,15 @@ pub(crate) const DEFAULT_EVAL_INTERVAL_MS: i64 = 60_000;
 impl Evaluator {
     /// A subquery's range vector at `t`, as Prometheus' `evalSubquery`: the inner
     /// expression at every aligned inner step, each point stamped with its inner time.
-    pub(crate) fn subquery(&self, sq: &Subquery, t: i64) -> Result<Vec<SeriesPoints>, QueryError> {
+    pub(crate) fn subquery(&self, sq: &Subquery, t: i64) -> Result<Vec<RangeSeries>, QueryError> {
         let (first, last, step) = subquery_times(sq, t, self.loaded.span);
         // A step of 1 ms over years must fail fast, not loop: each inner step makes at
         // least one point per series, so more steps than the budget cannot fit.
         if usize::try_from((last - first) / step).unwrap_or(usize::MAX) > self.loaded.budget {
             return Err(QueryError::TooManySamples);
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut out: Vec<SeriesPoints> = Vec::new();
+        let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
+        let mut out: Vec<RangeSeries> = Vec::new();
         let mut ti = first;
         while ti <= last {
             let key = (sq as *const Subquery as usize, ti);
@@ -68,9 +68,10 @@ impl Evaluator {
                 match index.get(&s.labels) {
                     Some(&i) => out[i].points.push(point),
                     None => {
-                        index.insert(s.labels.clone(), out.len());
-                        out.push(SeriesPoints {
-                            labels: s.labels.clone(),
+                        index.insert(Arc::clone(&s.labels), out.len());
+                        out.push(RangeSeries {
+                            labels: Arc::clone(&s.labels),
+                            dropped: drop_name(&s.labels),
                             points: vec![point],
                         });
                     }
