@@ -225,3 +225,35 @@ impl Loaded {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::seek;
+    use outpost_shared::Point;
+    use std::cell::Cell;
+
+    #[test]
+    fn seek_agrees_with_a_binary_search_whichever_way_steps_go() {
+        let points: Vec<Point> = (0..100)
+            .map(|i| Point {
+                ts: i * 10,
+                value: 0.0,
+            })
+            .collect();
+        let hint = Cell::new(0);
+        // Forward, backward, far jumps, before the first and after the last point.
+        for ts in [
+            0, 5, 10, 15, 300, 290, 295, 1000, -5, 999, 990, 991, 500, 20, 20, 2000,
+        ] {
+            for after in [false, true] {
+                let want = points.partition_point(|p| if after { p.ts <= ts } else { p.ts < ts });
+                assert_eq!(
+                    seek(&points, &hint, ts, after),
+                    want,
+                    "ts {ts} after {after}"
+                );
+            }
+        }
+        assert_eq!(seek(&[], &Cell::new(3), 5, true), 0);
+    }
+}
