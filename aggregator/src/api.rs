@@ -57,7 +57,9 @@ impl ApiError {
     fn query(param: &str, e: QueryError) -> Self {
         match e {
             QueryError::Storage(e) => e.into(),
-            QueryError::TooManySamples => ApiError::Execution(e.to_string()),
+            QueryError::TooManySamples | QueryError::Execution(_) => {
+                ApiError::Execution(e.to_string())
+            }
             e if e.is_query_text_error() => ApiError::param(param, e),
             e => ApiError::BadData(e.to_string()),
         }
@@ -573,6 +575,20 @@ fn string_list(items: &[String]) -> String {
 fn value_json(v: &Value) -> String {
     let mut out = String::new();
     match v {
+        Value::Scalar(p) => {
+            out.push_str(r#"{"resultType":"scalar","result":"#);
+            push_sample(&mut out, p.ts, p.value);
+            out.push('}');
+            return out;
+        }
+        Value::String { ts, value } => {
+            out.push_str(r#"{"resultType":"string","result":["#);
+            push_timestamp(&mut out, *ts);
+            out.push(',');
+            push_json_str(&mut out, value);
+            out.push_str("]}");
+            return out;
+        }
         Value::Vector(samples) => {
             out.push_str(r#"{"resultType":"vector","result":["#);
             for (i, s) in samples.iter().enumerate() {
@@ -722,6 +738,20 @@ mod tests {
                 "/api/v1/query?query=absent_metric&time=1700000000",
                 r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
             ),
+            // Scalars and strings in Prometheus' shape: `[time, "value"]`.
+            (
+                "/api/v1/query?query=1%2B2*3&time=1700000000",
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"7"]}}"#,
+            ),
+            (
+                "/api/v1/query?query=%22a%5C%22b%22&time=1700000000.5",
+                r#"{"status":"success","data":{"resultType":"string","result":[1700000000.500,"a\"b"]}}"#,
+            ),
+            // An aggregation over the selected series; the name is dropped.
+            (
+                "/api/v1/query?query=sum%20by%20(job)%20(up)&time=1700000000",
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"node"},"value":[1700000000,"1"]},{"metric":{"job":"db"},"value":[1700000000,"0.5"]}]}}"#,
+            ),
         ];
         for (uri, want) in cases {
             let (status, body) = get(uri).await;
@@ -779,13 +809,16 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests() {
-        let unsupported = r#"invalid parameter "query": unsupported expression: function call rate(); this version evaluates series selectors only"#;
+        let unsupported = r#"invalid parameter "query": unsupported expression: function call mad_over_time(); this version cannot evaluate it yet"#;
         let cases: &[(&str, String)] = &[
-            ("/api/v1/query?query=rate(up%5B5m%5D)", bad(unsupported)),
             (
-                "/api/v1/query?query=sum%20by%20(job)%20(up)",
+                "/api/v1/query?query=mad_over_time(up%5B5m%5D)",
+                bad(unsupported),
+            ),
+            (
+                "/api/v1/query?query=histogram_count(up)",
                 bad(
-                    r#"invalid parameter "query": unsupported expression: aggregation sum(); this version evaluates series selectors only"#,
+                    r#"invalid parameter "query": unsupported expression: function call histogram_count(); this version cannot evaluate it yet"#,
                 ),
             ),
             (
@@ -832,11 +865,17 @@ mod tests {
                     r#"invalid parameter "query": invalid expression type "range vector" for range query, must be Scalar or instant Vector"#,
                 ),
             ),
+            (
+                "/api/v1/query_range?query=%22x%22&start=0&end=100&step=10",
+                bad(
+                    r#"invalid parameter "query": invalid expression type "string" for range query, must be Scalar or instant Vector"#,
+                ),
+            ),
             ("/api/v1/series", bad("no match[] parameter provided")),
             (
                 "/api/v1/series?match[]=rate(up%5B1m%5D)",
                 bad(
-                    r#"invalid parameter "match[]": unsupported expression: function call rate(); this version evaluates series selectors only"#,
+                    r#"invalid parameter "match[]": expected a series selector such as up{job="node"}, got function call rate()"#,
                 ),
             ),
         ];
@@ -866,6 +905,10 @@ mod tests {
         let cases = [
             (
                 ApiError::from(QueryError::TooManySamples),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                ApiError::from(QueryError::Execution("x".into())),
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
             (

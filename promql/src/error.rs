@@ -9,7 +9,7 @@ pub enum QueryError {
     #[error("parse error: {0}")]
     Parse(String),
     /// Valid PromQL that this version cannot evaluate; names the construct.
-    #[error("unsupported expression: {0}; this version evaluates series selectors only")]
+    #[error("unsupported expression: {0}; this version cannot evaluate it yet")]
     Unsupported(String),
     /// A selector that would select every series.
     #[error("vector selector must contain at least one non-empty matcher")]
@@ -32,6 +32,13 @@ pub enum QueryError {
         "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
     )]
     RangeVectorInRangeQuery,
+    /// A range query of a string expression.
+    #[error("invalid expression type \"string\" for range query, must be Scalar or instant Vector")]
+    StringInRangeQuery,
+    /// A failure while evaluating, in Prometheus' words (e.g. many-to-many matching,
+    /// duplicate series after a function dropped the metric name, an invalid argument).
+    #[error("{0}")]
+    Execution(String),
     /// `end` before `start`.
     #[error("end timestamp must not be before start time")]
     EndBeforeStart,
@@ -65,6 +72,7 @@ impl QueryError {
                 | QueryError::BadRegex { .. }
                 | QueryError::NotASeriesSelector(_)
                 | QueryError::RangeVectorInRangeQuery
+                | QueryError::StringInRangeQuery
         )
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`parse`]: PromQL text → the plan ([`Expr`]); `promql-parser` parses, this crate lowers
 //!   and refuses what it cannot evaluate yet, naming the construct.
-//! - [`eval`]: instant and range evaluation of a plan, one module per family of the
-//!   language (selectors today; aggregations, binary operators, range and instant-vector
-//!   functions and subqueries each get theirs).
+//! - [`eval`]: instant and range evaluation of a plan with Prometheus 2.42's semantics, one
+//!   module per family of the language: selectors (lookback, staleness, `offset`, `@`),
+//!   binary operators with vector matching, aggregations, functions of range vectors,
+//!   functions of instant vectors, and subqueries. What it cannot evaluate yet (native
+//!   histogram functions, functions newer than 2.42) is refused while planning.
 //! - [`storage`]: the [`Queryable`]/[`Querier`] traits a store implements, and label
 //!   [`Matcher`]s; [`memory`] is an in-memory store for tests.
 //! - [`steps`]: a range query's evaluation times; [`error`]: every failure, in

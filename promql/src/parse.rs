@@ -24,6 +24,230 @@ pub enum Expr {
         /// The range `r`, in milliseconds.
         range_ms: i64,
     },
+    /// A number literal such as `42` or `Inf`.
+    Number(f64),
+    /// A string literal such as `"x"`.
+    String(String),
+    /// `-e`: unary minus (unary plus is dropped while lowering).
+    Neg(Box<Expr>),
+    /// `a <op> b`.
+    Binary(Box<Binary>),
+    /// `sum by (...) (e)` and the other aggregations.
+    Aggregate(Box<Aggregate>),
+    /// `e[range:step] [offset o] [@ t]`: a subquery.
+    Subquery(Box<Subquery>),
+    /// `f(args...)`: a function call; the name is one this version evaluates.
+    Call {
+        /// The function's name, as in PromQL.
+        name: String,
+        /// The arguments in order.
+        args: Vec<Expr>,
+    },
+}
+
+/// The kind of value an expression yields, as Prometheus types them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    /// A single number.
+    Scalar,
+    /// A string.
+    String,
+    /// An instant vector.
+    Vector,
+    /// A range vector.
+    Matrix,
+}
+
+impl Expr {
+    /// What the expression yields.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Expr::Vector(_) | Expr::Aggregate(_) => ValueType::Vector,
+            Expr::Matrix { .. } | Expr::Subquery(_) => ValueType::Matrix,
+            Expr::Number(_) => ValueType::Scalar,
+            Expr::String(_) => ValueType::String,
+            Expr::Neg(e) => e.value_type(),
+            Expr::Binary(b) => {
+                if b.lhs.value_type() == ValueType::Scalar
+                    && b.rhs.value_type() == ValueType::Scalar
+                {
+                    ValueType::Scalar
+                } else {
+                    ValueType::Vector
+                }
+            }
+            Expr::Call { name, .. } => match name.as_str() {
+                "time" | "scalar" | "pi" => ValueType::Scalar,
+                _ => ValueType::Vector,
+            },
+        }
+    }
+}
+
+/// A binary operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Mod,
+    /// `^`
+    Pow,
+    /// `atan2`
+    Atan2,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>`
+    Gt,
+    /// `<`
+    Lt,
+    /// `>=`
+    Ge,
+    /// `<=`
+    Le,
+    /// `and`
+    And,
+    /// `or`
+    Or,
+    /// `unless`
+    Unless,
+}
+
+impl BinOp {
+    /// True for `== != > < >= <=`.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
+        )
+    }
+    /// True for `and or unless`.
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+}
+
+/// How the two sides of a vector–vector operation are matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Card {
+    /// One series on each side per match group.
+    OneToOne,
+    /// `group_left`: many on the left, one on the right.
+    ManyToOne,
+    /// `group_right`: one on the left, many on the right.
+    OneToMany,
+    /// The set operators.
+    ManyToMany,
+}
+
+/// A binary operation and its modifiers.
+#[derive(Clone, Debug)]
+pub struct Binary {
+    /// The operator.
+    pub op: BinOp,
+    /// The left operand.
+    pub lhs: Expr,
+    /// The right operand.
+    pub rhs: Expr,
+    /// `bool` after a comparison.
+    pub return_bool: bool,
+    /// The cardinality.
+    pub card: Card,
+    /// True for `on(...)`, false for `ignoring(...)` or no modifier.
+    pub on: bool,
+    /// The labels listed in `on`/`ignoring`.
+    pub matching: Vec<String>,
+    /// The labels listed in `group_left`/`group_right`.
+    pub include: Vec<String>,
+}
+
+/// An aggregation operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggOp {
+    /// `sum`
+    Sum,
+    /// `avg`
+    Avg,
+    /// `count`
+    Count,
+    /// `min`
+    Min,
+    /// `max`
+    Max,
+    /// `group`
+    Group,
+    /// `stddev`
+    Stddev,
+    /// `stdvar`
+    Stdvar,
+    /// `topk`
+    Topk,
+    /// `bottomk`
+    Bottomk,
+    /// `quantile`
+    Quantile,
+    /// `count_values`
+    CountValues,
+}
+
+/// An aggregation and its grouping.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    /// The operator.
+    pub op: AggOp,
+    /// The aggregated vector.
+    pub expr: Expr,
+    /// The parameter of `topk`, `bottomk`, `quantile` and `count_values`.
+    pub param: Option<Expr>,
+    /// True for `without(...)`, false for `by(...)` or no clause.
+    pub without: bool,
+    /// The labels listed.
+    pub grouping: Vec<String>,
+}
+
+/// A subquery: `expr` evaluated every `step_ms` over `range_ms`, as a range vector.
+#[derive(Clone, Debug)]
+pub struct Subquery {
+    /// The inner expression (an instant vector).
+    pub expr: Expr,
+    /// The range, ms.
+    pub range_ms: i64,
+    /// The resolution, ms; `None` for Prometheus' default evaluation interval (1 m).
+    pub step_ms: Option<i64>,
+    /// `offset` in milliseconds; negative for `offset -5m`.
+    pub offset_ms: i64,
+    /// The `@` modifier.
+    pub at: Option<At>,
+}
+
+/// The `@` modifier: evaluate at a fixed time instead of the step's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// `@ <unix seconds>`, in ms.
+    Ms(i64),
+    /// `@ start()`: the range query's start (the instant query's time).
+    Start,
+    /// `@ end()`: the range query's end (the instant query's time).
+    End,
+}
+
+impl At {
+    /// The time this modifier stands for, given the query's start and end.
+    pub fn resolve(self, start_ms: i64, end_ms: i64) -> i64 {
+        match self {
+            At::Ms(t) => t,
+            At::Start => start_ms,
+            At::End => end_ms,
+        }
+    }
 }
 
 /// The series a selector picks and how far its window is shifted into the past.
@@ -33,27 +257,76 @@ pub struct Selector {
     pub matchers: Vec<Matcher>,
     /// `offset` in milliseconds; negative for `offset -5m`.
     pub offset_ms: i64,
+    /// The `@` modifier, if any.
+    pub at: Option<At>,
 }
 
 /// Parses a query and keeps it only if this version can evaluate it.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    register_functions();
     let expr = ast::parse(query).map_err(QueryError::Parse)?;
     from_ast(&expr)
 }
 
 /// Parses a plain series selector such as `up{job="node"}`, as `match[]` takes.
 pub fn parse_series_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
-    match parse(text)? {
-        Expr::Vector(Selector {
+    register_functions();
+    let expr = ast::parse(text).map_err(QueryError::Parse)?;
+    let vs = match &expr {
+        ast::Expr::VectorSelector(vs) => vs,
+        ast::Expr::MatrixSelector(_) => {
+            return Err(QueryError::NotASeriesSelector(
+                "a range vector selector".into(),
+            ));
+        }
+        other => return Err(QueryError::NotASeriesSelector(describe(other))),
+    };
+    match selector(vs)? {
+        Selector {
             matchers,
             offset_ms: 0,
-        }) => Ok(matchers),
-        Expr::Vector(_) => Err(QueryError::NotASeriesSelector(
+            at: None,
+        } => Ok(matchers),
+        Selector { at: Some(_), .. } => Err(QueryError::NotASeriesSelector(
+            "a selector with the @ modifier".into(),
+        )),
+        _ => Err(QueryError::NotASeriesSelector(
             "a selector with offset".into(),
         )),
-        Expr::Matrix { .. } => Err(QueryError::NotASeriesSelector(
-            "a range vector selector".into(),
-        )),
+    }
+}
+
+/// Teaches `promql-parser` the functions of Prometheus 2.42 it no longer knows:
+/// `holt_winters(range vector, scalar, scalar)` (renamed in Prometheus 3).
+fn register_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use promql_parser::parser::value::ValueType as T;
+        // Fails only if the parser already knows the name, which is as good.
+        let _ = ast::register_extra_functions(vec![ast::Function::new(
+            "holt_winters",
+            vec![T::Matrix, T::Scalar, T::Scalar],
+            0,
+            T::Vector,
+            false,
+        )]);
+    });
+}
+
+/// How an AST node is named in errors.
+fn describe(expr: &ast::Expr) -> String {
+    match expr {
+        ast::Expr::VectorSelector(_) => "a vector selector".into(),
+        ast::Expr::MatrixSelector(_) => "a range vector selector".into(),
+        ast::Expr::Paren(p) => describe(&p.expr),
+        ast::Expr::Call(c) => format!("function call {}()", c.func.name),
+        ast::Expr::Aggregate(a) => format!("aggregation {}()", a.op),
+        ast::Expr::Binary(b) => format!("binary operator {}", b.op),
+        ast::Expr::Unary(_) => "unary minus".into(),
+        ast::Expr::Subquery(_) => "subquery".into(),
+        ast::Expr::NumberLiteral(n) => format!("number literal {}", n.val),
+        ast::Expr::StringLiteral(s) => format!("string literal {:?}", s.val),
+        ast::Expr::Extension(_) => "extension expression".into(),
     }
 }
 
@@ -66,21 +339,154 @@ fn from_ast(expr: &ast::Expr) -> Result<Expr, QueryError> {
             range_ms: duration_ms(ms.range),
         }),
         ast::Expr::Paren(p) => from_ast(&p.expr),
-        ast::Expr::Call(c) => unsupported(format!("function call {}()", c.func.name)),
-        ast::Expr::Aggregate(a) => unsupported(format!("aggregation {}()", a.op)),
-        ast::Expr::Binary(b) => unsupported(format!("binary operator {}", b.op)),
-        ast::Expr::Unary(_) => unsupported("unary minus".into()),
-        ast::Expr::Subquery(_) => unsupported("subquery".into()),
-        ast::Expr::NumberLiteral(n) => unsupported(format!("number literal {}", n.val)),
-        ast::Expr::StringLiteral(s) => unsupported(format!("string literal {:?}", s.val)),
+        ast::Expr::NumberLiteral(n) => Ok(Expr::Number(n.val)),
+        ast::Expr::StringLiteral(s) => Ok(Expr::String(s.val.clone())),
+        ast::Expr::Unary(u) => Ok(Expr::Neg(Box::new(from_ast(&u.expr)?))),
+        ast::Expr::Call(c) => {
+            let name = c.func.name;
+            if !crate::eval::is_supported_function(name) {
+                return unsupported(format!("function call {name}()"));
+            }
+            let args = c
+                .args
+                .args
+                .iter()
+                .map(|a| from_ast(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Expr::Call {
+                name: name.to_string(),
+                args,
+            })
+        }
+        ast::Expr::Aggregate(a) => {
+            let op = match a.op.to_string().as_str() {
+                "sum" => AggOp::Sum,
+                "avg" => AggOp::Avg,
+                "count" => AggOp::Count,
+                "min" => AggOp::Min,
+                "max" => AggOp::Max,
+                "group" => AggOp::Group,
+                "stddev" => AggOp::Stddev,
+                "stdvar" => AggOp::Stdvar,
+                "topk" => AggOp::Topk,
+                "bottomk" => AggOp::Bottomk,
+                "quantile" => AggOp::Quantile,
+                "count_values" => AggOp::CountValues,
+                other => return unsupported(format!("aggregation {other}()")),
+            };
+            let (without, grouping) = match &a.modifier {
+                None => (false, Vec::new()),
+                Some(ast::LabelModifier::Include(l)) => (false, l.labels.clone()),
+                Some(ast::LabelModifier::Exclude(l)) => (true, l.labels.clone()),
+            };
+            let param = match &a.param {
+                Some(p) => Some(from_ast(p)?),
+                None => None,
+            };
+            Ok(Expr::Aggregate(Box::new(Aggregate {
+                op,
+                expr: from_ast(&a.expr)?,
+                param,
+                without,
+                grouping,
+            })))
+        }
+        ast::Expr::Binary(b) => {
+            let op = match b.op.to_string().as_str() {
+                "+" => BinOp::Add,
+                "-" => BinOp::Sub,
+                "*" => BinOp::Mul,
+                "/" => BinOp::Div,
+                "%" => BinOp::Mod,
+                "^" => BinOp::Pow,
+                "atan2" => BinOp::Atan2,
+                "==" => BinOp::Eq,
+                "!=" => BinOp::Ne,
+                ">" => BinOp::Gt,
+                "<" => BinOp::Lt,
+                ">=" => BinOp::Ge,
+                "<=" => BinOp::Le,
+                "and" => BinOp::And,
+                "or" => BinOp::Or,
+                "unless" => BinOp::Unless,
+                other => return unsupported(format!("binary operator {other}")),
+            };
+            let (mut card, mut on, mut matching, mut include, mut return_bool) =
+                (Card::OneToOne, false, Vec::new(), Vec::new(), false);
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return unsupported("fill modifiers".into());
+                }
+                return_bool = m.return_bool;
+                card = match &m.card {
+                    ast::VectorMatchCardinality::OneToOne => Card::OneToOne,
+                    ast::VectorMatchCardinality::ManyToOne(l) => {
+                        include = l.labels.clone();
+                        Card::ManyToOne
+                    }
+                    ast::VectorMatchCardinality::OneToMany(l) => {
+                        include = l.labels.clone();
+                        Card::OneToMany
+                    }
+                    ast::VectorMatchCardinality::ManyToMany => Card::ManyToMany,
+                };
+                match &m.matching {
+                    None => {}
+                    Some(ast::LabelModifier::Include(l)) => {
+                        on = true;
+                        matching = l.labels.clone();
+                    }
+                    Some(ast::LabelModifier::Exclude(l)) => matching = l.labels.clone(),
+                }
+            }
+            if op.is_set() {
+                card = Card::ManyToMany;
+            }
+            Ok(Expr::Binary(Box::new(Binary {
+                op,
+                lhs: from_ast(&b.lhs)?,
+                rhs: from_ast(&b.rhs)?,
+                return_bool,
+                card,
+                on,
+                matching,
+                include,
+            })))
+        }
+        ast::Expr::Subquery(sq) => {
+            let step_ms = sq.step.map(duration_ms).filter(|s| *s > 0);
+            Ok(Expr::Subquery(Box::new(Subquery {
+                expr: from_ast(&sq.expr)?,
+                range_ms: duration_ms(sq.range),
+                step_ms,
+                offset_ms: offset_ms(&sq.offset),
+                at: sq.at.as_ref().map(at),
+            })))
+        }
         ast::Expr::Extension(_) => unsupported("extension expression".into()),
     }
 }
 
-fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
-    if vs.at.is_some() {
-        return Err(QueryError::Unsupported("the @ modifier".into()));
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(*d),
+        Some(Offset::Neg(d)) => -duration_ms(*d),
     }
+}
+
+fn at(a: &ast::AtModifier) -> At {
+    match a {
+        ast::AtModifier::Start => At::Start,
+        ast::AtModifier::End => At::End,
+        ast::AtModifier::At(t) => At::Ms(match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => duration_ms(d),
+            Err(e) => -duration_ms(e.duration()),
+        }),
+    }
+}
+
+fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(QueryError::Unsupported(
             "\"or\" between label matchers".into(),
@@ -102,14 +508,10 @@ fn selector(vs: &ast::VectorSelector) -> Result<Selector, QueryError> {
     if matchers.iter().all(Matcher::matches_empty) {
         return Err(QueryError::EmptySelector);
     }
-    let offset_ms = match vs.offset {
-        None => 0,
-        Some(Offset::Pos(d)) => duration_ms(d),
-        Some(Offset::Neg(d)) => -duration_ms(d),
-    };
     Ok(Selector {
         matchers,
-        offset_ms,
+        offset_ms: offset_ms(&vs.offset),
+        at: vs.at.as_ref().map(at),
     })
 }
 
@@ -144,36 +546,20 @@ mod tests {
     fn rejected_queries_name_the_problem() {
         let cases: &[(&str, &str)] = &[
             (
-                "rate(up[5m])",
-                "unsupported expression: function call rate(); this version evaluates series selectors only",
+                "histogram_count(up)",
+                "unsupported expression: function call histogram_count(); this version cannot evaluate it yet",
             ),
             (
-                "sum(up)",
-                "unsupported expression: aggregation sum(); this version evaluates series selectors only",
+                "mad_over_time(up[5m])",
+                "unsupported expression: function call mad_over_time(); this version cannot evaluate it yet",
             ),
             (
-                "up + up",
-                "unsupported expression: binary operator +; this version evaluates series selectors only",
+                "sum(sort_by_label(up, \"job\"))",
+                "unsupported expression: function call sort_by_label(); this version cannot evaluate it yet",
             ),
             (
-                "-up",
-                "unsupported expression: unary minus; this version evaluates series selectors only",
-            ),
-            (
-                "up[5m:1m]",
-                "unsupported expression: subquery; this version evaluates series selectors only",
-            ),
-            (
-                "42",
-                "unsupported expression: number literal 42; this version evaluates series selectors only",
-            ),
-            (
-                r#""x""#,
-                r#"unsupported expression: string literal "x"; this version evaluates series selectors only"#,
-            ),
-            (
-                "up @ 100",
-                "unsupported expression: the @ modifier; this version evaluates series selectors only",
+                "limitk(2, up)",
+                "unsupported expression: aggregation limitk(); this version cannot evaluate it yet",
             ),
             // promql-parser rejects these itself, with Prometheus' wording.
             (
@@ -192,6 +578,27 @@ mod tests {
         }
         let err = parse("up{").expect_err("syntax");
         assert!(matches!(err, QueryError::Parse(_)), "{err}");
+    }
+
+    #[test]
+    fn every_family_is_planned() {
+        for q in [
+            "1 + -2 * (3 ^ 2)",
+            r#""text""#,
+            "sum by (job) (rate(up[5m])) / on(job) group_left count(up)",
+            "topk(3, up) or bottomk without (instance) (1, up)",
+            "holt_winters(up[10m], 0.5, 0.5)",
+            r#"label_replace(up, "a", "$1", "job", "(.*)")"#,
+            "histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))",
+            "quantile_over_time(0.5, up[5m]) > bool 1",
+            "year()",
+            "max_over_time(rate(up[5m])[30m:1m] offset 1m)",
+            "up @ 100",
+            "rate(up[5m] @ end())",
+            "sum_over_time(up[5m:] @ start())",
+        ] {
+            parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
     }
 
     #[test]
@@ -244,6 +651,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"expected a series selector such as up{job="node"}, got a range vector selector"#
+        );
+        let err = parse_series_selector("rate(up[1m])").expect_err("function");
+        assert_eq!(
+            err.to_string(),
+            r#"expected a series selector such as up{job="node"}, got function call rate()"#
         );
         let err = parse_series_selector("up offset 5m").expect_err("offset");
         assert_eq!(

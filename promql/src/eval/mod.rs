@@ -4,24 +4,41 @@
 //! Pure: no clock, no I/O of its own. The caller passes the evaluation time in milliseconds
 //! since the Unix epoch and a [`Queryable`] to read from.
 //!
-//! Semantics follow Prometheus: an instant vector selector takes, per series, the latest point
-//! in the 5-minute lookback window `(t - 5m, t]` unless that point is a stale marker, and
-//! stamps it with the evaluation time; a matrix selector `x[r]` returns the raw points in
-//! `(t - r, t]`; `offset o` shifts the window to end at `t - o`. Each series' points are
-//! fetched once per query, covering every step of a range query.
+//! Semantics follow Prometheus 2.42's `promql/engine.go`: an instant vector selector takes,
+//! per series, the latest point in the 5-minute lookback window `[t - 5m, t]` unless that
+//! point is a stale marker, and stamps it with the evaluation time; a matrix selector `x[r]`
+//! returns the raw points in `[t - r, t]` (both windows closed, as in Prometheus 2);
+//! `offset o` shifts the window to end at `t - o`.
+//! Every selector's series are fetched once per query, covering every step of a range query
+//! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
+//! `rangeEval` does, and a range query gathers each step's output into series.
 //!
-//! One module per family: [`selector`] today; aggregations, binary operators, range and
-//! instant-vector functions and subqueries each get theirs beside it.
+//! One module per family: [`selector`] (with `@` and the subquery step alignment),
+//! [`binary`] operators, [`aggregate`]s, [`range_fn`] (functions of a range vector or a
+//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery is
+//! evaluated at its inner steps, each inner result cached for the next outer step.
 
+pub(crate) mod aggregate;
+pub(crate) mod binary;
+pub(crate) mod instant_fn;
+pub(crate) mod range_fn;
 pub(crate) mod selector;
+pub(crate) mod subquery;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::error::QueryError;
-use crate::parse::{Expr, Selector};
+use crate::parse::{Expr, ValueType};
 use crate::steps::Steps;
 use crate::storage::Queryable;
-use outpost_shared::model::is_stale;
+use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Labels, Point, SeriesPoints};
-use selector::{Loader, window_start};
+use selector::Loaded;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// How far back an instant vector selector looks for a series' latest point (5 min, as
 /// Prometheus' default `--query.lookback-delta`).
@@ -33,8 +50,8 @@ pub const MAX_SAMPLES: usize = 50_000_000;
 /// One sample of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    /// The series' labels.
-    pub labels: Labels,
+    /// The series' labels, shared: evaluation steps hand the same set from step to step.
+    pub labels: Arc<Labels>,
     /// The value, stamped with the evaluation time.
     pub point: Point,
 }
@@ -46,20 +63,226 @@ pub enum Value {
     Vector(Vec<Sample>),
     /// Points per series; series without points are left out.
     Matrix(Vec<SeriesPoints>),
+    /// A single number at the evaluation time (an instant query of a scalar expression).
+    Scalar(Point),
+    /// A string at the evaluation time (an instant query of a string literal).
+    String {
+        /// The evaluation time, ms since the Unix epoch.
+        ts: i64,
+        /// The string.
+        value: String,
+    },
+}
+
+/// Whether this version evaluates the function `name` (used while planning).
+pub fn is_supported_function(name: &str) -> bool {
+    range_fn::FUNCTIONS.contains(&name) || instant_fn::FUNCTIONS.contains(&name)
+}
+
+/// One series of a range vector during evaluation: its labels, the same without the
+/// metric name (computed once per series, as most functions drop it), and its points.
+#[derive(Clone, Debug)]
+pub(crate) struct RangeSeries {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) dropped: Arc<Labels>,
+    pub(crate) points: Vec<Point>,
+}
+
+/// An intermediate value during evaluation at one step.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+/// FNV-1a: a fast hash for label sets, which come from the store, not from the query.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A hash map keyed by label sets, with [`Fnv`].
+pub(crate) type LabelMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+impl Val {
+    fn into_vector(self) -> Vec<Sample> {
+        match self {
+            Val::Vector(v) => v,
+            _ => Vec::new(),
+        }
+    }
+    fn scalar(&self) -> f64 {
+        match self {
+            Val::Scalar(v) => *v,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// An error while evaluating, in Prometheus' words.
+pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// `labels` without `__name__`, as Prometheus' `dropMetricName`.
+pub(crate) fn drop_name(labels: &Arc<Labels>) -> Arc<Labels> {
+    if labels.metric_name().is_none() {
+        return Arc::clone(labels);
+    }
+    Arc::new(
+        Labels::from_sorted(
+            labels
+                .iter()
+                .filter(|l| l.name != METRIC_NAME)
+                .cloned()
+                .collect(),
+        )
+        .unwrap_or_default(),
+    )
+}
+
+/// Prometheus' check after every function call, operator and unary minus.
+fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: LabelMap<&Labels, ()> = LabelMap::default();
+    seen.reserve(v.len());
+    for s in v {
+        if seen.insert(&s.labels, ()).is_some() {
+            return Err(exec_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Subqueries' inner results by (subquery address, inner time).
+pub(crate) type InnerCache = RefCell<HashMap<(usize, i64), Rc<Vec<Sample>>>>;
+
+/// Evaluates one plan over the series a [`Loaded`] holds.
+pub(crate) struct Evaluator {
+    pub(crate) loaded: Loaded,
+    /// Subqueries' inner results by (subquery address, inner time): consecutive steps of a
+    /// range query share most inner times, which are aligned to the epoch.
+    pub(crate) inner: InnerCache,
+    /// Inner points produced by subqueries so far, against [`Loaded::budget`].
+    pub(crate) inner_points: std::cell::Cell<usize>,
+}
+
+impl Evaluator {
+    /// The value of `e` at `t`.
+    pub(crate) fn eval(&self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        match e {
+            Expr::Number(n) => Ok(Val::Scalar(*n)),
+            Expr::String(s) => Ok(Val::Str(s.clone())),
+            Expr::Vector(sel) => Ok(Val::Vector(self.loaded.instant(sel, t, false))),
+            Expr::Matrix { selector, range_ms } => {
+                Ok(Val::Matrix(self.loaded.matrix(selector, *range_ms, t)))
+            }
+            Expr::Neg(inner) => match self.eval(inner, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => {
+                    let out: Vec<Sample> = v
+                        .into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(&s.labels),
+                            point: Point {
+                                ts: t,
+                                value: -s.point.value,
+                            },
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Val::Vector(out))
+                }
+                other => Ok(other),
+            },
+            Expr::Binary(b) => {
+                let lhs = self.eval(&b.lhs, t)?;
+                let rhs = self.eval(&b.rhs, t)?;
+                let out = binary::eval(b, lhs, rhs, t)?;
+                if let Val::Vector(v) = &out {
+                    check_unique(v)?;
+                }
+                Ok(out)
+            }
+            Expr::Aggregate(a) => {
+                let param = match &a.param {
+                    Some(p) => Some(self.eval(p, t)?),
+                    None => None,
+                };
+                let input = self.eval(&a.expr, t)?.into_vector();
+                Ok(Val::Vector(aggregate::eval(a, input, param, t)?))
+            }
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, t)?)),
+            Expr::Call { name, args } => {
+                let out = if range_fn::FUNCTIONS.contains(&name.as_str()) {
+                    range_fn::call(self, name, args, t)?
+                } else {
+                    instant_fn::call(self, name, args, t)?
+                };
+                if let Val::Vector(v) = &out {
+                    check_unique(v)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The value of a scalar argument at `t`.
+    pub(crate) fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        Ok(self.eval(e, t)?.scalar())
+    }
+
+    /// The loaded series of every selector.
+    pub(crate) fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn new(loaded: Loaded) -> Self {
+        Evaluator {
+            loaded,
+            inner: RefCell::new(HashMap::new()),
+            inner_points: std::cell::Cell::new(0),
+        }
+    }
 }
 
 /// Evaluates `expr` at `t_ms`.
 ///
 /// # Errors
-/// Storage failures, or more than [`MAX_SAMPLES`] points loaded.
+/// Storage failures, more than [`MAX_SAMPLES`] points loaded, or Prometheus' execution
+/// errors (e.g. many-to-many matching).
 pub fn instant_query(src: &dyn Queryable, expr: &Expr, t_ms: i64) -> Result<Value, QueryError> {
     instant_query_limited(src, expr, t_ms, MAX_SAMPLES)
 }
 
-/// Evaluates `expr` at every step. Only instant vector selectors are allowed.
+/// Evaluates `expr` at every step. Range vector and string expressions are refused, as
+/// Prometheus refuses them.
 ///
 /// # Errors
-/// A range vector expression, storage failures, or more than [`MAX_SAMPLES`] points loaded.
+/// A range vector or string expression, storage failures, more than [`MAX_SAMPLES`] points
+/// loaded, or Prometheus' execution errors.
 pub fn range_query(src: &dyn Queryable, expr: &Expr, steps: &Steps) -> Result<Value, QueryError> {
     range_query_limited(src, expr, steps, MAX_SAMPLES)
 }
@@ -70,40 +293,20 @@ pub(crate) fn instant_query_limited(
     t_ms: i64,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    match expr {
-        Expr::Vector(sel) => {
-            let end = t_ms.saturating_sub(sel.offset_ms);
-            let start = window_start(end, LOOKBACK_DELTA_MS);
-            let series = Loader::open(src, start, end, max_samples)?.load(sel, start, end)?;
-            let samples = series
-                .into_iter()
-                .filter_map(|(labels, points)| {
-                    let last = points.last().filter(|p| !is_stale(p.value))?;
-                    Some(Sample {
-                        labels,
-                        point: Point {
-                            ts: t_ms,
-                            value: last.value,
-                        },
-                    })
+    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, max_samples)?);
+    Ok(match ev.eval(expr, t_ms)? {
+        Val::Scalar(value) => Value::Scalar(Point { ts: t_ms, value }),
+        Val::Str(value) => Value::String { ts: t_ms, value },
+        Val::Vector(v) => Value::Vector(v),
+        Val::Matrix(m) => Value::Matrix(
+            m.into_iter()
+                .map(|s| SeriesPoints {
+                    labels: Arc::unwrap_or_clone(s.labels),
+                    points: s.points,
                 })
-                .collect();
-            Ok(Value::Vector(samples))
-        }
-        Expr::Matrix { selector, range_ms } => {
-            let end = t_ms.saturating_sub(selector.offset_ms);
-            let start = window_start(end, *range_ms);
-            let series = Loader::open(src, start, end, max_samples)?.load(selector, start, end)?;
-            let matrix = series
-                .into_iter()
-                .filter_map(|(labels, mut points)| {
-                    points.retain(|p| !is_stale(p.value));
-                    (!points.is_empty()).then_some(SeriesPoints { labels, points })
-                })
-                .collect();
-            Ok(Value::Matrix(matrix))
-        }
-    }
+                .collect(),
+        ),
+    })
 }
 
 fn range_query_limited(
@@ -112,46 +315,78 @@ fn range_query_limited(
     steps: &Steps,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    let sel = match expr {
-        Expr::Vector(sel) => sel,
-        Expr::Matrix { .. } => return Err(QueryError::RangeVectorInRangeQuery),
-    };
-    let first_end = steps.start_ms().saturating_sub(sel.offset_ms);
-    let last_end = steps.end_ms().saturating_sub(sel.offset_ms);
-    let start = window_start(first_end, LOOKBACK_DELTA_MS);
-    let series = Loader::open(src, start, last_end, max_samples)?.load(sel, start, last_end)?;
-    let mut matrix = Vec::new();
-    for (labels, points) in series {
-        let mut out = Vec::new();
-        // `next` only moves forward: steps and points are both in time order.
-        let mut next = 0;
-        for t in steps.times() {
-            let end = t.saturating_sub(sel.offset_ms);
-            while next < points.len() && points[next].ts <= end {
-                next += 1;
-            }
-            let Some(p) = next.checked_sub(1).map(|i| points[i]) else {
-                continue;
-            };
-            if p.ts > end.saturating_sub(LOOKBACK_DELTA_MS) && !is_stale(p.value) {
-                out.push(Point {
-                    ts: t,
-                    value: p.value,
-                });
-            }
+    match expr.value_type() {
+        ValueType::Matrix => return Err(QueryError::RangeVectorInRangeQuery),
+        ValueType::String => return Err(QueryError::StringInRangeQuery),
+        _ => {}
+    }
+    let ev = Evaluator::new(Loaded::load(
+        src,
+        expr,
+        steps.start_ms(),
+        steps.end_ms(),
+        max_samples,
+    )?);
+    // Series by label set, and by the address of a label set already seen: most steps
+    // hand back the very same shared labels, found without hashing them. `seen` keeps
+    // those addresses alive, so none is reused for other labels.
+    let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
+    let mut by_ptr: LabelMap<usize, usize> = LabelMap::default();
+    let n_steps = steps.times().count();
+    let mut seen: Vec<Arc<Labels>> = Vec::new();
+    let mut series: Vec<(Arc<Labels>, Vec<Point>)> = Vec::new();
+    let mut push = |labels: Arc<Labels>, point: Point| {
+        let ptr = Arc::as_ptr(&labels) as usize;
+        if let Some(&i) = by_ptr.get(&ptr) {
+            series[i].1.push(point);
+            return;
         }
-        if !out.is_empty() {
-            matrix.push(SeriesPoints {
-                labels,
-                points: out,
-            });
+        let i = match index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                index.insert(Arc::clone(&labels), series.len());
+                series.push((Arc::clone(&labels), Vec::with_capacity(n_steps)));
+                series.len() - 1
+            }
+        };
+        series[i].1.push(point);
+        by_ptr.insert(ptr, i);
+        seen.push(labels);
+    };
+    let empty = Arc::new(Labels::default());
+    for t in steps.times() {
+        match ev.eval(expr, t)? {
+            Val::Scalar(value) => push(Arc::clone(&empty), Point { ts: t, value }),
+            Val::Vector(v) => {
+                for s in v {
+                    push(
+                        s.labels,
+                        Point {
+                            ts: t,
+                            value: s.point.value,
+                        },
+                    );
+                }
+            }
+            Val::Str(_) => return Err(QueryError::StringInRangeQuery),
+            Val::Matrix(_) => return Err(QueryError::RangeVectorInRangeQuery),
         }
     }
+    drop(index);
+    let mut matrix: Vec<SeriesPoints> = series
+        .into_iter()
+        .map(|(labels, points)| SeriesPoints {
+            labels: Labels::clone(&labels),
+            points,
+        })
+        .collect();
+    matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(matrix))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::show;
     use super::*;
     use crate::memory::MemStorage as MemSource;
     use crate::parse::parse;
@@ -195,27 +430,6 @@ mod tests {
             )
     }
 
-    /// `name{labels} value@ts` per sample or point, for compact assertions.
-    fn show(v: &Value) -> Vec<String> {
-        match v {
-            Value::Vector(s) => s
-                .iter()
-                .map(|s| format!("{} {}@{}", s.labels, s.point.value, s.point.ts - T))
-                .collect(),
-            Value::Matrix(m) => m
-                .iter()
-                .map(|s| {
-                    let pts: Vec<String> = s
-                        .points
-                        .iter()
-                        .map(|p| format!("{}@{}", p.value, p.ts - T))
-                        .collect();
-                    format!("{} [{}]", s.labels, pts.join(" "))
-                })
-                .collect(),
-        }
-    }
-
     #[test]
     fn instant_vector_selectors() {
         let src = source();
@@ -241,12 +455,13 @@ mod tests {
                 T + 30_000,
                 &[r#"up{instance="d", job="db"} 0@30000"#],
             ),
-            // Exactly 5 minutes old is outside the window (left-open).
-            (r#"up{instance="b"}"#, T - MIN, &[]),
+            // Exactly 5 minutes old is inside the window (closed, as in Prometheus 2);
+            // a millisecond more is out.
+            (r#"up{instance="b"}"#, T - MIN + 1, &[]),
             (
                 r#"up{instance="b"}"#,
-                T - MIN - 1,
-                &[r#"up{instance="b", job="node"} 1@-60001"#],
+                T - MIN,
+                &[r#"up{instance="b", job="node"} 1@-60000"#],
             ),
             // Before the stale marker, c is still live.
             (
@@ -326,16 +541,20 @@ mod tests {
             ],
         );
         let cases: &[(&str, &[&str])] = &[
-            // (T-3m, T]: the point at exactly T-3m is out, the stale marker is dropped.
+            // [T-3m, T]: the point at exactly T-3m is in, the stale marker is dropped.
             (
                 "up[3m]",
+                &[r#"up{instance="a", job="node"} [1@-180000 2@-120000 4@0]"#],
+            ),
+            (
+                "up[179999ms]",
                 &[r#"up{instance="a", job="node"} [2@-120000 4@0]"#],
             ),
             ("up[1ms]", &[r#"up{instance="a", job="node"} [4@0]"#]),
             // Offset keeps the points' own timestamps.
             (
                 "up[2m] offset 1m",
-                &[r#"up{instance="a", job="node"} [2@-120000]"#],
+                &[r#"up{instance="a", job="node"} [1@-180000 2@-120000]"#],
             ),
             // Only a stale marker in the window: the series is left out.
             ("up[30s] offset 1m", &[]),
@@ -361,7 +580,7 @@ mod tests {
                     (T + 3 * MIN, 3.0),
                 ],
             )
-            // Its only point is 4.5 minutes before the range: visible for the first 30s.
+            // Its only point is 4.5 minutes before the range: visible through T+30s.
             .with(up("node", "b"), &[(T - 270_000, 7.0)])
             .with(up("node", "c"), &[(T - 10 * MIN, 7.0)]);
         let cases: &[(&str, i64, i64, i64, &[&str])] = &[
@@ -381,7 +600,7 @@ mod tests {
                 T,
                 T + MIN,
                 15_000,
-                &[r#"up{instance="b", job="node"} [7@0 7@15000]"#],
+                &[r#"up{instance="b", job="node"} [7@0 7@15000 7@30000]"#],
             ),
             // Between points the latest one repeats; the last step may fall short of `end`.
             (
@@ -426,7 +645,7 @@ mod tests {
         let steps = Steps::new(T, T + 100 * MIN, 15_000).expect("steps");
         range_query(&src, &expr, &steps).expect("query");
         let fetches = src.fetches.lock().expect("fetch log").clone();
-        let window = (T - MIN - LOOKBACK_DELTA_MS + 1, T + 99 * MIN);
+        let window = (T - MIN - LOOKBACK_DELTA_MS, T + 99 * MIN);
         assert_eq!(
             fetches,
             vec![(0, window.0, window.1), (1, window.0, window.1)]

@@ -1,54 +1,259 @@
 //! Series selectors: loading each selected series' points once per query, within the
-//! sample limit, and the window arithmetic every selector shares.
+//! sample limit, and taking an instant vector or a range vector out of them at each step.
+//!
+//! As Prometheus 2.42's `vectorSelectorSingle` and `matrixIterSlice`: an instant selector
+//! takes the latest point in `[t - o - 5m, t - o]` unless it is a stale marker; a range
+//! selector takes every point in `[t - o - r, t - o]` but stale markers. Both windows are
+//! closed at both ends in Prometheus 2. With `@`, the window ends at the `@` time (minus
+//! the offset) whatever the step.
 
-use super::Selector;
 use crate::error::QueryError;
-use crate::storage::{Querier, Queryable};
+use crate::eval::subquery::subquery_times;
+use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
+use crate::parse::{Expr, Selector};
+use crate::storage::Queryable;
+use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// The first millisecond of the left-open window `(end - len, end]`.
+/// One loaded series: its labels, the same without the metric name, its points, and where
+/// the previous step's window started and ended in them.
+type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
+
+/// The first index whose point is at or after `ts` (`after`: strictly after), starting
+/// from the previous step's answer: steps move forward, so this is usually a short walk
+/// through memory already in cache rather than a binary search of cold points.
+fn seek(points: &[Point], hint: &Cell<usize>, ts: i64, after: bool) -> usize {
+    let before = |p: &Point| if after { p.ts <= ts } else { p.ts < ts };
+    let mut i = hint.get().min(points.len());
+    if i > 0 && !before(&points[i - 1]) {
+        i = points[..i].partition_point(before);
+    } else {
+        let mut walked = 0;
+        while i < points.len() && before(&points[i]) {
+            i += 1;
+            walked += 1;
+            if walked == 16 {
+                i += points[i..].partition_point(before);
+                break;
+            }
+        }
+    }
+    hint.set(i);
+    i
+}
+
+/// The first millisecond of the closed window `[end - len, end]` (Prometheus 2's windows
+/// include both ends; Prometheus 3 made them left-open).
 pub(crate) fn window_start(end: i64, len: i64) -> i64 {
-    end.saturating_sub(len).saturating_add(1)
+    end.saturating_sub(len)
 }
 
-/// Loads each selected series' points once, counting them against the sample limit.
-pub(crate) struct Loader<'a> {
-    querier: Box<dyn Querier + 'a>,
-    max_samples: usize,
-    loaded: usize,
+/// The query's own time span, which `@ start()` and `@ end()` refer to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuerySpan {
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
 }
 
-impl<'a> Loader<'a> {
-    /// A loader reading `src` within `[mint_ms, maxt_ms]`.
-    pub(crate) fn open(
-        src: &'a dyn Queryable,
-        mint_ms: i64,
-        maxt_ms: i64,
+/// Every selector in a plan with the window `[start, end]` of points it needs when the
+/// expression is evaluated at times in `span`.
+fn selectors<'e>(
+    e: &'e Expr,
+    span: (i64, i64),
+    q: QuerySpan,
+    out: &mut Vec<(&'e Selector, i64, i64)>,
+) {
+    let mut push = |sel: &'e Selector, len: i64| {
+        let (lo, hi) = match sel.at {
+            Some(a) => {
+                let at = a.resolve(q.start_ms, q.end_ms);
+                (at, at)
+            }
+            None => span,
+        };
+        out.push((
+            sel,
+            window_start(lo.saturating_sub(sel.offset_ms), len),
+            hi.saturating_sub(sel.offset_ms),
+        ));
+    };
+    match e {
+        Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS),
+        Expr::Matrix { selector, range_ms } => push(selector, *range_ms),
+        Expr::Number(_) | Expr::String(_) => {}
+        Expr::Neg(e) => selectors(e, span, q, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, span, q, out);
+            selectors(&b.rhs, span, q, out);
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                selectors(p, span, q, out);
+            }
+            selectors(&a.expr, span, q, out);
+        }
+        Expr::Call { args, .. } => args.iter().for_each(|a| selectors(a, span, q, out)),
+        Expr::Subquery(sq) => {
+            let (first, _, _) = subquery_times(sq, span.0, q);
+            let (_, last, _) = subquery_times(sq, span.1, q);
+            selectors(&sq.expr, (first, last), q, out);
+        }
+    }
+}
+
+/// The series of every selector of a plan, loaded once for all its evaluation times.
+pub(crate) struct Loaded {
+    /// Keyed by the selector's address in the plan, which outlives the evaluation.
+    series: HashMap<usize, Vec<LoadedSeries>>,
+    /// The query's span, for `@ start()` and `@ end()`.
+    pub(crate) span: QuerySpan,
+    /// The sample limit; subqueries count their inner points against what is left of it.
+    pub(crate) budget: usize,
+}
+
+fn key(sel: &Selector) -> usize {
+    sel as *const Selector as usize
+}
+
+impl Loaded {
+    /// Loads what `expr` needs to be evaluated at times in `[first_ms, last_ms]`, counting
+    /// points against `max_samples`.
+    pub(crate) fn load(
+        src: &dyn Queryable,
+        expr: &Expr,
+        first_ms: i64,
+        last_ms: i64,
         max_samples: usize,
     ) -> Result<Self, QueryError> {
-        Ok(Loader {
-            querier: src.querier(mint_ms, maxt_ms)?,
-            max_samples,
-            loaded: 0,
+        let span = QuerySpan {
+            start_ms: first_ms,
+            end_ms: last_ms,
+        };
+        let mut windows = Vec::new();
+        selectors(expr, (first_ms, last_ms), span, &mut windows);
+        let mut series = HashMap::new();
+        let (Some(mint), Some(maxt)) = (
+            windows.iter().map(|w| w.1).min(),
+            windows.iter().map(|w| w.2).max(),
+        ) else {
+            return Ok(Loaded {
+                series,
+                span,
+                budget: max_samples,
+            });
+        };
+        let querier = src.querier(mint, maxt)?;
+        let mut loaded = 0usize;
+        for (sel, start, end) in windows {
+            let selected = querier.select(&sel.matchers)?;
+            let mut out = Vec::with_capacity(selected.len());
+            for (id, labels) in selected {
+                let points = querier.points(id, start, end)?;
+                loaded = loaded.saturating_add(points.len());
+                if loaded > max_samples {
+                    return Err(QueryError::TooManySamples);
+                }
+                let labels = Arc::new(labels);
+                let hints = [Cell::new(0), Cell::new(0)];
+                out.push((Arc::clone(&labels), drop_name(&labels), points, hints));
+            }
+            series.insert(key(sel), out);
+        }
+        Ok(Loaded {
+            series,
+            span,
+            budget: max_samples - loaded,
         })
     }
 
-    pub(crate) fn load(
-        &mut self,
-        sel: &Selector,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<(Labels, Vec<Point>)>, QueryError> {
-        let series = self.querier.select(&sel.matchers)?;
-        let mut out = Vec::with_capacity(series.len());
-        for (id, labels) in series {
-            let points = self.querier.points(id, start_ms, end_ms)?;
-            self.loaded = self.loaded.saturating_add(points.len());
-            if self.loaded > self.max_samples {
-                return Err(QueryError::TooManySamples);
+    /// The time a selector is evaluated at for step `t`: its `@` time, or `t`.
+    pub(crate) fn at(&self, sel: &Selector, t: i64) -> i64 {
+        sel.at
+            .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
+    }
+
+    fn of(&self, sel: &Selector) -> &[LoadedSeries] {
+        self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
+    /// time when `own_ts` (as Prometheus' `timestamp()` of a selector sees them).
+    pub(crate) fn instant(&self, sel: &Selector, t: i64, own_ts: bool) -> Vec<Sample> {
+        let end = self.at(sel, t).saturating_sub(sel.offset_ms);
+        let start = end.saturating_sub(LOOKBACK_DELTA_MS);
+        self.of(sel)
+            .iter()
+            .filter_map(|(labels, _, points, hints)| {
+                let i = seek(points, &hints[1], end, true);
+                let p = points[..i]
+                    .last()
+                    .filter(|p| p.ts >= start && !is_stale(p.value))?;
+                Some(Sample {
+                    labels: Arc::clone(labels),
+                    point: Point {
+                        ts: if own_ts { p.ts } else { t },
+                        value: p.value,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The range vector `sel[range_ms]` at `t`; series without points are left out.
+    pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<RangeSeries> {
+        let end = self.at(sel, t).saturating_sub(sel.offset_ms);
+        let start = end.saturating_sub(range_ms);
+        self.of(sel)
+            .iter()
+            .filter_map(|(labels, dropped, points, hints)| {
+                let lo = seek(points, &hints[0], start, false);
+                let hi = seek(points, &hints[1], end, true);
+                let pts: Vec<Point> = points[lo..hi.max(lo)]
+                    .iter()
+                    .filter(|p| !is_stale(p.value))
+                    .copied()
+                    .collect();
+                (!pts.is_empty()).then(|| RangeSeries {
+                    labels: Arc::clone(labels),
+                    dropped: Arc::clone(dropped),
+                    points: pts,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seek;
+    use outpost_shared::Point;
+    use std::cell::Cell;
+
+    #[test]
+    fn seek_agrees_with_a_binary_search_whichever_way_steps_go() {
+        let points: Vec<Point> = (0..100)
+            .map(|i| Point {
+                ts: i * 10,
+                value: 0.0,
+            })
+            .collect();
+        let hint = Cell::new(0);
+        // Forward, backward, far jumps, before the first and after the last point.
+        for ts in [
+            0, 5, 10, 15, 300, 290, 295, 1000, -5, 999, 990, 991, 500, 20, 20, 2000,
+        ] {
+            for after in [false, true] {
+                let want = points.partition_point(|p| if after { p.ts <= ts } else { p.ts < ts });
+                assert_eq!(
+                    seek(&points, &hint, ts, after),
+                    want,
+                    "ts {ts} after {after}"
+                );
             }
-            out.push((labels, points));
         }
-        Ok(out)
+        assert_eq!(seek(&[], &Cell::new(3), 5, true), 0);
     }
 }

@@ -1,0 +1,450 @@
+//! Aggregation operators, as Prometheus 2.42's `aggregation` (`promql/engine.go`).
+//!
+//! Samples are grouped by the labels listed in `by (...)` (none without a clause), or by
+//! all but `__name__` and those listed in `without (...)`; groups come out in the order
+//! their first sample came in. `sum`, `avg` (an incremental mean that survives ±Inf),
+//! `min`/`max` (NaN only if every value is NaN), `count`, `group`, `stddev`/`stdvar`
+//! (Welford, population), `quantile` (φ-quantile with linear interpolation, ±Inf outside
+//! `[0, 1]`), `count_values` (the value, formatted as Go's `'f', -1`, in a new label),
+//! `topk`/`bottomk` (the samples themselves, labels and all, kept in a heap exactly as
+//! Prometheus does so ties resolve alike).
+
+use super::{Sample, Val, exec_err};
+use crate::error::QueryError;
+use crate::parse::{AggOp, Aggregate};
+use outpost_shared::model::METRIC_NAME;
+use outpost_shared::{Label, Labels, Point};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Group {
+    labels: Labels,
+    value: f64,
+    mean: f64,
+    count: f64,
+    heap: Vec<Sample>,
+}
+
+/// Aggregates `input` at `t`; `param` is the evaluated parameter for `topk`, `bottomk`,
+/// `quantile` and `count_values`.
+pub(crate) fn eval(
+    a: &Aggregate,
+    input: Vec<Sample>,
+    param: Option<Val>,
+    t: i64,
+) -> Result<Vec<Sample>, QueryError> {
+    let mut k = 0usize;
+    if matches!(a.op, AggOp::Topk | AggOp::Bottomk) {
+        let f = param.as_ref().map_or(f64::NAN, Val::scalar);
+        if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
+            return Err(exec_err(format!(
+                "Scalar value {} overflows int64",
+                go_float(f)
+            )));
+        }
+        let ki = f as i64;
+        if ki < 1 {
+            return Ok(Vec::new());
+        }
+        k = usize::try_from(ki).unwrap_or(usize::MAX);
+    }
+    let q = match (a.op, &param) {
+        (AggOp::Quantile, Some(p)) => p.scalar(),
+        _ => f64::NAN,
+    };
+    let mut grouping = a.grouping.clone();
+    let mut value_label = String::new();
+    if a.op == AggOp::CountValues {
+        value_label = match &param {
+            Some(Val::Str(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if !valid_label_name(&value_label) {
+            return Err(exec_err(format!("invalid label name {value_label:?}")));
+        }
+        if !a.without {
+            grouping.push(value_label.clone());
+        }
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for s in input {
+        let v = s.point.value;
+        let metric = if a.op == AggOp::CountValues {
+            s.labels.with(&value_label, &go_float(v))
+        } else {
+            Labels::clone(&s.labels)
+        };
+        let key = group_labels(&metric, &grouping, a.without);
+        let Some(&gi) = index.get(&key) else {
+            index.insert(key.clone(), groups.len());
+            groups.push(Group {
+                labels: key,
+                value: match a.op {
+                    AggOp::Stddev | AggOp::Stdvar => 0.0,
+                    AggOp::Group => 1.0,
+                    _ => v,
+                },
+                mean: v,
+                count: 1.0,
+                heap: if matches!(a.op, AggOp::Topk | AggOp::Bottomk | AggOp::Quantile) {
+                    vec![Sample {
+                        labels: s.labels,
+                        point: s.point,
+                    }]
+                } else {
+                    Vec::new()
+                },
+            });
+            continue;
+        };
+        let g = &mut groups[gi];
+        match a.op {
+            AggOp::Sum => g.value += v,
+            AggOp::Avg => {
+                g.count += 1.0;
+                if g.mean.is_infinite() {
+                    if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                g.mean += v / g.count - g.mean / g.count;
+            }
+            AggOp::Group => {}
+            AggOp::Max => {
+                if g.value < v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            AggOp::Min => {
+                if g.value > v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            AggOp::Count | AggOp::CountValues => g.count += 1.0,
+            AggOp::Stddev | AggOp::Stdvar => {
+                g.count += 1.0;
+                let delta = v - g.mean;
+                g.mean += delta / g.count;
+                g.value += delta * (v - g.mean);
+            }
+            AggOp::Topk | AggOp::Bottomk => {
+                let top = a.op == AggOp::Topk;
+                let less = if top { less_by_value } else { greater_by_value };
+                let head = g.heap[0].point.value;
+                let beats = if top { head < v } else { head > v };
+                if g.heap.len() < k || beats || head.is_nan() {
+                    if g.heap.len() == k {
+                        if k == 1 {
+                            g.heap[0] = s;
+                            continue;
+                        }
+                        heap_pop(&mut g.heap, less);
+                    }
+                    heap_push(&mut g.heap, s, less);
+                }
+            }
+            AggOp::Quantile => g.heap.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let value = match a.op {
+            AggOp::Avg => g.mean,
+            AggOp::Count | AggOp::CountValues => g.count,
+            AggOp::Stdvar => g.value / g.count,
+            AggOp::Stddev => (g.value / g.count).sqrt(),
+            AggOp::Quantile => {
+                let vals: Vec<f64> = g.heap.iter().map(|s| s.point.value).collect();
+                quantile(q, vals)
+            }
+            AggOp::Topk | AggOp::Bottomk => {
+                // Both heaps keep the sample that goes last on top; Prometheus sorts them in
+                // reverse: descending for topk, ascending for bottomk, NaN last.
+                let desc = a.op == AggOp::Topk;
+                g.heap.sort_by(|x, y| {
+                    let (x, y) = (x.point.value, y.point.value);
+                    match (x.is_nan(), y.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+                        _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                    }
+                });
+                out.extend(g.heap.into_iter().map(|s| Sample {
+                    labels: s.labels,
+                    point: Point {
+                        ts: t,
+                        value: s.point.value,
+                    },
+                }));
+                continue;
+            }
+            _ => g.value,
+        };
+        out.push(Sample {
+            labels: Arc::new(g.labels),
+            point: Point { ts: t, value },
+        });
+    }
+    Ok(out)
+}
+
+/// The group a series falls in: the labels listed in `by`, or all but `__name__` and
+/// those listed in `without`.
+pub(crate) fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
+    let v: Vec<Label> = l
+        .iter()
+        .filter(|x| {
+            if without {
+                x.name != METRIC_NAME && !grouping.contains(&x.name)
+            } else {
+                grouping.contains(&x.name)
+            }
+        })
+        .cloned()
+        .collect();
+    Labels::from_sorted(v).unwrap_or_default()
+}
+
+/// Prometheus' `vectorByValueHeap.Less`: NaN first, then ascending.
+fn less_by_value(a: &Sample, b: &Sample) -> bool {
+    a.point.value.is_nan() || a.point.value < b.point.value
+}
+
+/// Prometheus' `vectorByReverseValueHeap.Less`: NaN first, then descending.
+fn greater_by_value(a: &Sample, b: &Sample) -> bool {
+    a.point.value.is_nan() || a.point.value > b.point.value
+}
+
+/// Go's `container/heap.Push`.
+fn heap_push(h: &mut Vec<Sample>, s: Sample, less: fn(&Sample, &Sample) -> bool) {
+    h.push(s);
+    let mut j = h.len() - 1;
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if i == j || !less(&h[j], &h[i]) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+/// Go's `container/heap.Pop`, the removed element dropped.
+fn heap_pop(h: &mut Vec<Sample>, less: fn(&Sample, &Sample) -> bool) {
+    let n = h.len() - 1;
+    h.swap(0, n);
+    let mut i = 0;
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        if j1 + 1 < n && less(&h[j1 + 1], &h[j1]) {
+            j = j1 + 1;
+        }
+        if !less(&h[j], &h[i]) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
+    }
+    h.pop();
+}
+
+/// Prometheus' `quantile`: the φ-quantile of `values` with linear interpolation between
+/// the two closest ranks; NaN for no values or a NaN φ, ±Inf for φ outside `[0, 1]`.
+pub(crate) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| {
+        if a.is_nan() && !b.is_nan() {
+            std::cmp::Ordering::Less
+        } else if b.is_nan() && !a.is_nan() {
+            std::cmp::Ordering::Greater
+        } else {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+pub(crate) fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Prometheus' label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub(crate) fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+
+    fn source() -> MemStorage {
+        let at = |v: f64| [(T - 10_000, v)];
+        MemStorage::default()
+            .with(Labels::metric("x", [("job", "a"), ("i", "1")]), &at(1.0))
+            .with(Labels::metric("x", [("job", "a"), ("i", "2")]), &at(2.0))
+            .with(Labels::metric("x", [("job", "a"), ("i", "3")]), &at(3.0))
+            .with(Labels::metric("x", [("job", "b"), ("i", "4")]), &at(10.0))
+            .with(Labels::metric("y", [("i", "1")]), &at(f64::NAN))
+            .with(Labels::metric("y", [("i", "2")]), &at(1.0))
+            .with(Labels::metric("y", [("i", "3")]), &at(f64::INFINITY))
+            .with(Labels::metric("z", [("i", "1")]), &at(0.5))
+            .with(Labels::metric("z", [("i", "2")]), &at(0.5))
+            .with(Labels::metric("z", [("i", "3")]), &at(f64::NEG_INFINITY))
+    }
+
+    #[test]
+    fn aggregations() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("sum(x)", &["{} 16@0"]),
+                (
+                    "sum by (job) (x)",
+                    &[r#"{job="a"} 6@0"#, r#"{job="b"} 10@0"#],
+                ),
+                (
+                    "sum without (i) (x)",
+                    &[r#"{job="a"} 6@0"#, r#"{job="b"} 10@0"#],
+                ),
+                // `by` may keep the name; `without` never does.
+                ("sum by (__name__) (x)", &["x{} 16@0"]),
+                ("sum without () (x{i=\"1\"})", &[r#"{i="1", job="a"} 1@0"#]),
+                ("sum(nothing)", &[]),
+                (
+                    "avg by (job) (x)",
+                    &[r#"{job="a"} 2@0"#, r#"{job="b"} 10@0"#],
+                ),
+                (
+                    "count without (i) (x)",
+                    &[r#"{job="a"} 3@0"#, r#"{job="b"} 1@0"#],
+                ),
+                (
+                    "min by (job) (x)",
+                    &[r#"{job="a"} 1@0"#, r#"{job="b"} 10@0"#],
+                ),
+                ("max(x)", &["{} 10@0"]),
+                (
+                    "group by (job) (x)",
+                    &[r#"{job="a"} 1@0"#, r#"{job="b"} 1@0"#],
+                ),
+                // Population variance of 1, 2, 3: 2/3.
+                (
+                    "stdvar by (job) (x)",
+                    &[r#"{job="a"} 0.6666666666666666@0"#, r#"{job="b"} 0@0"#],
+                ),
+                (
+                    "stddev by (job) (x)",
+                    &[r#"{job="a"} 0.816496580927726@0"#, r#"{job="b"} 0@0"#],
+                ),
+                // NaN and Inf: min/max skip a NaN, sum and avg take Inf.
+                ("max(y)", &["{} inf@0"]),
+                ("min(y)", &["{} 1@0"]),
+                ("sum(y)", &["{} NaN@0"]),
+                ("avg(y{i!=\"1\"})", &["{} inf@0"]),
+                ("avg(y{i!=\"1\"} or z)", &["{} inf@0"]),
+                (r#"avg({__name__=~"y|z", i="3"})"#, &["{} NaN@0"]),
+                ("avg(z)", &["{} -inf@0"]),
+                // topk/bottomk keep whole samples, in order; NaN goes last.
+                (
+                    "topk(2, x)",
+                    &[r#"x{i="4", job="b"} 10@0"#, r#"x{i="3", job="a"} 3@0"#],
+                ),
+                (
+                    "bottomk by (job) (1, x)",
+                    &[r#"x{i="1", job="a"} 1@0"#, r#"x{i="4", job="b"} 10@0"#],
+                ),
+                ("topk(0, x)", &[]),
+                (
+                    "topk(3, y)",
+                    &[r#"y{i="3"} inf@0"#, r#"y{i="2"} 1@0"#, r#"y{i="1"} NaN@0"#],
+                ),
+                ("bottomk(1, y)", &[r#"y{i="2"} 1@0"#]),
+                ("topk(NaN, x)", &["error: Scalar value NaN overflows int64"]),
+                // quantile: linear interpolation between ranks.
+                ("quantile(0.5, x)", &["{} 2.5@0"]),
+                (
+                    "quantile by (job) (0.25, x)",
+                    &[r#"{job="a"} 1.5@0"#, r#"{job="b"} 10@0"#],
+                ),
+                ("quantile(1, x)", &["{} 10@0"]),
+                ("quantile(-1, x)", &["{} -inf@0"]),
+                ("quantile(2, x)", &["{} inf@0"]),
+                // count_values: one series per distinct value, in a new label.
+                (
+                    "count_values(\"v\", z)",
+                    &[r#"{v="0.5"} 2@0"#, r#"{v="-Inf"} 1@0"#],
+                ),
+                (
+                    "count_values without (i) (\"v\", x)",
+                    &[
+                        r#"{job="a", v="1"} 1@0"#,
+                        r#"{job="a", v="2"} 1@0"#,
+                        r#"{job="a", v="3"} 1@0"#,
+                        r#"{job="b", v="10"} 1@0"#,
+                    ],
+                ),
+                (
+                    "count_values(\"1x\", x)",
+                    &[r#"error: invalid label name "1x""#],
+                ),
+                // Aggregations of expressions.
+                ("sum(x * 2) / count(x)", &["{} 8@0"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn range_queries_aggregate_each_step() {
+        let src = MemStorage::default()
+            .with(
+                Labels::metric("m", [("k", "1")]),
+                &[(T, 1.0), (T + 60_000, 2.0)],
+            )
+            .with(Labels::metric("m", [("k", "2")]), &[(T + 60_000, 10.0)]);
+        assert_eq!(
+            range(&src, "sum(m)", T, T + 120_000, 60_000),
+            ["{} [1@0 12@60000 12@120000]"]
+        );
+        assert_eq!(
+            range(&src, "topk(1, m)", T, T + 120_000, 60_000),
+            [r#"m{k="1"} [1@0]"#, r#"m{k="2"} [10@60000 10@120000]"#]
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! Functions of a range vector, as Prometheus 2.42's `promql/functions.go`: each is
+//! applied per series to the points of its window `[t - o - r, t - o]` (stale markers
+//! left out; with `@`, the window ends at the `@` time), or to a subquery's points, and a
+//! series with no point in the window gives no output. The output drops
+//! the metric name, except `last_over_time`'s.
+//!
+//! - `rate`, `increase`, `delta`: as Prometheus' `extrapolatedRate`: the change between the
+//!   first and last points (counter resets added back for `rate`/`increase`), extrapolated
+//!   to the window edges when the first/last point is within 1.1 average intervals of
+//!   them (else by half an interval), never extrapolating a counter below zero; `rate`
+//!   divides by the range in seconds. Fewer than two points: no output.
+//! - `irate`, `idelta`: the last two points (`irate` treats a drop as a reset).
+//! - `deriv`, `predict_linear`: least-squares regression (Kahan sums), intercept at the
+//!   first point / at the evaluation time.
+//! - `resets`, `changes`, `holt_winters` (double exponential smoothing, factors in
+//!   `(0, 1)`), every `*_over_time` and `absent_over_time`.
+
+use super::aggregate::quantile;
+use super::{Evaluator, Sample, Val, exec_err};
+use crate::error::QueryError;
+use crate::parse::Expr;
+use outpost_shared::Point;
+use std::sync::Arc;
+
+/// The functions of this family.
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "resets",
+    "changes",
+    "holt_winters",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "present_over_time",
+    "absent_over_time",
+];
+
+/// Evaluates the range-vector function `name` at `t`.
+pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
+    let mi = usize::from(name == "quantile_over_time");
+    let span = ev.loaded().span;
+    let (matrix, range_end, range_ms) = match args.get(mi) {
+        Some(Expr::Matrix { selector, range_ms }) => (
+            ev.loaded().matrix(selector, *range_ms, t),
+            ev.loaded().at(selector, t) - selector.offset_ms,
+            *range_ms,
+        ),
+        Some(Expr::Subquery(sq)) => (
+            ev.subquery(sq, t)?,
+            sq.at.map_or(t, |a| a.resolve(span.start_ms, span.end_ms)) - sq.offset_ms,
+            sq.range_ms,
+        ),
+        _ => {
+            return Err(QueryError::Unsupported(format!(
+                "{name}() of anything but a range vector"
+            )));
+        }
+    };
+    let range_start = range_end - range_ms;
+    let range_s = range_ms as f64 / 1000.0;
+    if name == "absent_over_time" {
+        if !matrix.is_empty() {
+            return Ok(Val::Vector(Vec::new()));
+        }
+        return Ok(Val::Vector(vec![Sample {
+            labels: Arc::new(super::instant_fn::absent_labels(&args[0])),
+            point: Point { ts: t, value: 1.0 },
+        }]));
+    }
+    let scalar = |i: usize| -> Result<f64, QueryError> {
+        match args.get(i) {
+            Some(e) => ev.eval_scalar(e, t),
+            None => Ok(f64::NAN),
+        }
+    };
+    let (p1, p2) = match name {
+        "quantile_over_time" => (scalar(0)?, 0.0),
+        "predict_linear" => (scalar(1)?, 0.0),
+        "holt_winters" => (scalar(1)?, scalar(2)?),
+        _ => (0.0, 0.0),
+    };
+    if name == "holt_winters" && !matrix.is_empty() {
+        if p1 <= 0.0 || p1 >= 1.0 {
+            return Err(exec_err(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {p1:.6}"
+            )));
+        }
+        if p2 <= 0.0 || p2 >= 1.0 {
+            return Err(exec_err(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {p2:.6}"
+            )));
+        }
+    }
+    let mut out = Vec::with_capacity(matrix.len());
+    for s in matrix {
+        let pts = &s.points;
+        let v = match name {
+            "rate" => extrapolated_rate(pts, range_start, range_end, range_s, true, true),
+            "increase" => extrapolated_rate(pts, range_start, range_end, range_s, true, false),
+            "delta" => extrapolated_rate(pts, range_start, range_end, range_s, false, false),
+            "irate" => instant_value(pts, true),
+            "idelta" => instant_value(pts, false),
+            "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
+            "predict_linear" => (pts.len() >= 2).then(|| {
+                let (slope, intercept) = linear_regression(pts, t);
+                slope * p1 + intercept
+            }),
+            "resets" => Some(pts.windows(2).filter(|w| w[1].value < w[0].value).count() as f64),
+            "changes" => Some(
+                pts.windows(2)
+                    .filter(|w| {
+                        let (a, b) = (w[0].value, w[1].value);
+                        a != b && !(a.is_nan() && b.is_nan())
+                    })
+                    .count() as f64,
+            ),
+            "holt_winters" => holt_winters(pts, p1, p2),
+            "avg_over_time" => Some(avg(pts)),
+            "min_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value < m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            "max_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value > m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            "sum_over_time" => Some(sum(pts)),
+            "count_over_time" => Some(pts.len() as f64),
+            "quantile_over_time" => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
+            "stddev_over_time" => Some(stdvar(pts).sqrt()),
+            "stdvar_over_time" => Some(stdvar(pts)),
+            "last_over_time" => pts.last().map(|p| p.value),
+            "present_over_time" => Some(1.0),
+            _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
+        };
+        if let Some(value) = v {
+            let labels = if name == "last_over_time" {
+                s.labels
+            } else {
+                s.dropped
+            };
+            out.push(Sample {
+                labels,
+                point: Point { ts: t, value },
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Prometheus' `extrapolatedRate`.
+fn extrapolated_rate(
+    pts: &[Point],
+    range_start: i64,
+    range_end: i64,
+    range_s: f64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let (first, last) = (pts[0], pts[pts.len() - 1]);
+    let mut result = last.value - first.value;
+    if is_counter {
+        for w in pts.windows(2) {
+            if w[1].value < w[0].value {
+                result += w[0].value;
+            }
+        }
+    }
+    let mut to_start = (first.ts - range_start) as f64 / 1000.0;
+    let to_end = (range_end - last.ts) as f64 / 1000.0;
+    let sampled = (last.ts - first.ts) as f64 / 1000.0;
+    let avg_between = sampled / (pts.len() - 1) as f64;
+    if is_counter && result > 0.0 && first.value >= 0.0 {
+        let to_zero = sampled * (first.value / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg_between * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_between / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg_between / 2.0
+    };
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= range_s;
+    }
+    Some(result * factor)
+}
+
+/// Prometheus' `instantValue` (`irate`, `idelta`).
+fn instant_value(pts: &[Point], is_rate: bool) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (pts[pts.len() - 2], pts[pts.len() - 1]);
+    let mut v = if is_rate && last.value < prev.value {
+        last.value
+    } else {
+        last.value - prev.value
+    };
+    let interval = last.ts - prev.ts;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= interval as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Prometheus' `kahanSumInc` (Neumaier's variant).
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Prometheus' `linearRegression`: `(slope, intercept at intercept_ms)`.
+fn linear_regression(pts: &[Point], intercept_ms: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = pts[0].value;
+    let mut const_y = true;
+    for (i, p) in pts.iter().enumerate() {
+        if const_y && i > 0 && p.value != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.ts - intercept_ms) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.value, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.value, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov_xy = sxy - sx * sy / n;
+    let var_x = sx2 - sx * sx / n;
+    let slope = cov_xy / var_x;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus' `funcHoltWinters`.
+fn holt_winters(pts: &[Point], sf: f64, tf: f64) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, pts[0].value);
+    let mut b = pts[1].value - pts[0].value;
+    for (i, p) in pts.iter().enumerate().skip(1) {
+        let x = sf * p.value;
+        // calcTrendValue(i-1, ...): the raw trend for the first step.
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, x + y);
+    }
+    Some(s1)
+}
+
+/// Prometheus' `avg_over_time`: an incremental Kahan mean that survives ±Inf.
+fn avg(pts: &[Point]) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0, 0.0);
+    for p in pts {
+        count += 1.0;
+        let v = p.value;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
+}
+
+/// Prometheus' `sum_over_time`: a Kahan sum.
+fn sum(pts: &[Point]) -> f64 {
+    let (mut s, mut c) = (0.0f64, 0.0);
+    for p in pts {
+        (s, c) = kahan_inc(p.value, s, c);
+    }
+    if s.is_infinite() { s } else { s + c }
+}
+
+/// Prometheus' `stdvar_over_time`: Welford with Kahan sums, population variance.
+fn stdvar(pts: &[Point]) -> f64 {
+    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for p in pts {
+        count += 1.0;
+        let delta = p.value - (mean + cmean);
+        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+        (aux, caux) = kahan_inc(delta * (p.value - (mean + cmean)), aux, caux);
+    }
+    (aux + caux) / count
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::testing::{T, check_instant, range};
+    use crate::memory::MemStorage;
+    use outpost_shared::Labels;
+    use outpost_shared::model::stale_nan;
+
+    /// Points every 15 s at T-50s, T-35s, T-20s, T-5s.
+    fn every_15s(values: [f64; 4]) -> Vec<(i64, f64)> {
+        [-50_000, -35_000, -20_000, -5_000]
+            .iter()
+            .zip(values)
+            .map(|(dt, v)| (T + dt, v))
+            .collect()
+    }
+
+    fn source() -> MemStorage {
+        MemStorage::default()
+            .with(
+                Labels::metric("c", [("k", "plain")]),
+                &every_15s([10.0, 20.0, 30.0, 40.0]),
+            )
+            .with(
+                Labels::metric("c", [("k", "reset")]),
+                &every_15s([5.0, 10.0, 2.0, 6.0]),
+            )
+            .with(
+                Labels::metric("c", [("k", "zero")]),
+                &every_15s([1.0, 11.0, 21.0, 31.0]),
+            )
+            .with(
+                Labels::metric("g", [("k", "g")]),
+                &every_15s([1.0, 3.0, 2.0, 6.0]),
+            )
+            .with(Labels::metric("one", []), &[(T - 5_000, 1.0)])
+            .with(
+                Labels::metric("far", []),
+                &[(T - 40_000, 1.0), (T - 30_000, 3.0)],
+            )
+            .with(
+                Labels::metric("stale", []),
+                &[
+                    (T - 50_000, 1.0),
+                    (T - 40_000, stale_nan()),
+                    (T - 30_000, 3.0),
+                ],
+            )
+    }
+
+    #[test]
+    fn rate_family() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                // 30 over 45 s sampled; 10 s to the window start and 5 s to its end are
+                // within 1.1 intervals, so the increase is extrapolated over the full 60 s.
+                (
+                    "rate(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                ("increase(c{k=\"plain\"}[1m])", &[r#"{k="plain"} 40@0"#]),
+                // A reset adds the value before it back: 6 - 5 + 10 = 11, times 60/45.
+                (
+                    "increase(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 14.666666666666666@0"#],
+                ),
+                // Counters do not extrapolate below zero: the zero point is 1.5 s before
+                // the first sample, so 30 is extrapolated over 51.5 s of 45.
+                (
+                    "increase(c{k=\"zero\"}[1m])",
+                    &[r#"{k="zero"} 34.33333333333333@0"#],
+                ),
+                // delta does not treat the drop as a reset.
+                (
+                    "delta(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 1.3333333333333333@0"#],
+                ),
+                // Far from both edges: extrapolated by half an interval each side.
+                ("delta(far[5m])", &["{} 4@0"]),
+                ("rate(far[5m])", &["{} 0.013333333333333334@0"]),
+                // Fewer than two points: no output.
+                ("rate(one[1m])", &[]),
+                ("irate(one[1m])", &[]),
+                // irate/idelta: the last two points.
+                (
+                    "irate(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                (
+                    "irate(c{k=\"reset\"}[1m])",
+                    &[r#"{k="reset"} 0.26666666666666666@0"#],
+                ),
+                (
+                    "irate(c{k=\"reset\"}[1m] offset 15s)",
+                    &[r#"{k="reset"} 0.13333333333333333@0"#],
+                ),
+                (
+                    "idelta(c{k=\"reset\"}[1m] offset 15s)",
+                    &[r#"{k="reset"} -8@0"#],
+                ),
+                // Stale markers are not points.
+                ("changes(stale[1m])", &["{} 1@0"]),
+                ("count_over_time(stale[1m])", &["{} 2@0"]),
+                // The name is dropped, the label set kept.
+                (
+                    "resets(c[1m])",
+                    &[
+                        r#"{k="plain"} 0@0"#,
+                        r#"{k="reset"} 1@0"#,
+                        r#"{k="zero"} 0@0"#,
+                    ],
+                ),
+                ("changes(g[1m])", &[r#"{k="g"} 3@0"#]),
+                ("changes(one[1m])", &["{} 0@0"]),
+                // Linear regression: 10 per 15 s; the prediction is from T.
+                (
+                    "deriv(c{k=\"plain\"}[1m])",
+                    &[r#"{k="plain"} 0.6666666666666666@0"#],
+                ),
+                (
+                    "predict_linear(c{k=\"plain\"}[1m], 60)",
+                    &[r#"{k="plain"} 83.33333333333333@0"#],
+                ),
+                ("deriv(one[1m])", &[]),
+                // Double exponential smoothing of 1, 3, 2, 6 with sf = tf = 0.5.
+                ("holt_winters(g[1m], 0.5, 0.5)", &[r#"{k="g"} 5.375@0"#]),
+                (
+                    "holt_winters(g[1m], 1, 0.5)",
+                    &["error: invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000"],
+                ),
+                (
+                    "holt_winters(g[1m], 0.5, 0)",
+                    &["error: invalid trend factor. Expected: 0 < tf < 1, got: 0.000000"],
+                ),
+                ("holt_winters(nothing[1m], 1, 0)", &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn over_time() {
+        check_instant(
+            &source(),
+            T,
+            &[
+                ("avg_over_time(g[1m])", &[r#"{k="g"} 3@0"#]),
+                ("min_over_time(g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("max_over_time(g[1m])", &[r#"{k="g"} 6@0"#]),
+                ("sum_over_time(g[1m])", &[r#"{k="g"} 12@0"#]),
+                ("count_over_time(g[1m])", &[r#"{k="g"} 4@0"#]),
+                ("count_over_time(g[30s])", &[r#"{k="g"} 2@0"#]),
+                // Deviations from the mean 3: 4, 0, 1, 9.
+                ("stdvar_over_time(g[1m])", &[r#"{k="g"} 3.5@0"#]),
+                (
+                    "stddev_over_time(g[1m])",
+                    &[r#"{k="g"} 1.8708286933869707@0"#],
+                ),
+                ("quantile_over_time(0.5, g[1m])", &[r#"{k="g"} 2.5@0"#]),
+                ("quantile_over_time(0, g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("quantile_over_time(1.5, g[1m])", &[r#"{k="g"} inf@0"#]),
+                // last_over_time keeps the name.
+                ("last_over_time(g[1m])", &[r#"g{k="g"} 6@0"#]),
+                ("present_over_time(g[1m])", &[r#"{k="g"} 1@0"#]),
+                ("absent_over_time(g[1m])", &[]),
+                ("absent_over_time(nothing[1m])", &["{} 1@0"]),
+                (
+                    r#"absent_over_time(nothing{job="x",i=~"a.*",k="1",k="2"}[1m])"#,
+                    &[r#"{job="x"} 1@0"#],
+                ),
+                // The window is closed: the point at exactly T-50s is in [50s].
+                ("count_over_time(g[50s])", &[r#"{k="g"} 4@0"#]),
+                ("count_over_time(g[49999ms])", &[r#"{k="g"} 3@0"#]),
+                ("sum_over_time(nothing[1m])", &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn range_queries_slide_the_window() {
+        let src = MemStorage::default().with(
+            Labels::metric("c", []),
+            &(0..10)
+                .map(|i| (T + i * 10_000, i as f64))
+                .collect::<Vec<_>>(),
+        );
+        // Each step sees the points of its own 30 s window, both ends included.
+        assert_eq!(
+            range(&src, "count_over_time(c[30s])", T, T + 60_000, 30_000),
+            ["{} [1@0 4@30000 4@60000]"]
+        );
+        assert_eq!(
+            range(&src, "sum(rate(c[30s]))", T, T + 60_000, 30_000),
+            ["{} [0.1@30000 0.1@60000]"]
+        );
+        assert_eq!(
+            range(&src, "c[1m]", T, T + 60_000, 30_000),
+            [
+                r#"error: invalid expression type "range vector" for range query, must be Scalar or instant Vector"#
+            ]
+        );
+    }
+}
