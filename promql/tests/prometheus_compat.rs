@@ -5,148 +5,18 @@
 //! values equal within 1e-9 relative, NaN equal to NaN, both failing where Prometheus
 //! fails. Order is compared only where PromQL defines it (`sort`, `sort_desc`).
 //!
-//! Skipped (with a note) when `prometheus` and `promtool` are not installed, as Debian's
-//! `prometheus` package provides them.
+//! Needs `prometheus` and `promtool` from Debian's `prometheus` package (2.42), which
+//! `scripts/install-deps` installs; without them the test fails saying so.
 
 use outpost_promql::memory::MemStorage;
 use outpost_promql::{Steps, Value, instant_query, parse, range_query};
 use outpost_shared::Labels;
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// A tiny JSON value, enough for Prometheus' query API.
-#[derive(Debug, Clone)]
-enum Json {
-    Null,
-    Bool,
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(v) => v.iter().find(|(n, _)| n == k).map(|(_, j)| j),
-            _ => None,
-        }
-    }
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => "",
-        }
-    }
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(v) => v,
-            _ => &[],
-        }
-    }
-}
-
-fn parse_json(s: &[u8], i: &mut usize) -> Json {
-    while s[*i].is_ascii_whitespace() {
-        *i += 1;
-    }
-    match s[*i] {
-        b'{' => {
-            *i += 1;
-            let mut v = Vec::new();
-            loop {
-                while s[*i].is_ascii_whitespace() || s[*i] == b',' {
-                    *i += 1;
-                }
-                if s[*i] == b'}' {
-                    *i += 1;
-                    return Json::Obj(v);
-                }
-                let Json::Str(k) = parse_json(s, i) else {
-                    panic!("object key")
-                };
-                while s[*i].is_ascii_whitespace() || s[*i] == b':' {
-                    *i += 1;
-                }
-                v.push((k, parse_json(s, i)));
-            }
-        }
-        b'[' => {
-            *i += 1;
-            let mut v = Vec::new();
-            loop {
-                while s[*i].is_ascii_whitespace() || s[*i] == b',' {
-                    *i += 1;
-                }
-                if s[*i] == b']' {
-                    *i += 1;
-                    return Json::Arr(v);
-                }
-                v.push(parse_json(s, i));
-            }
-        }
-        b'"' => {
-            *i += 1;
-            let mut out = Vec::new();
-            while s[*i] != b'"' {
-                if s[*i] == b'\\' {
-                    *i += 1;
-                    match s[*i] {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&s[*i + 1..*i + 5]).expect("hex");
-                            let c = char::from_u32(u32::from_str_radix(hex, 16).expect("hex"))
-                                .unwrap_or('?');
-                            out.extend(c.to_string().as_bytes());
-                            *i += 4;
-                        }
-                        c => out.push(c),
-                    }
-                } else {
-                    out.push(s[*i]);
-                }
-                *i += 1;
-            }
-            *i += 1;
-            Json::Str(String::from_utf8(out).expect("utf-8"))
-        }
-        b't' => {
-            *i += 4;
-            Json::Bool
-        }
-        b'f' => {
-            *i += 5;
-            Json::Bool
-        }
-        b'n' => {
-            *i += 4;
-            Json::Null
-        }
-        _ => {
-            let start = *i;
-            while *i < s.len()
-                && (s[*i] == b'-'
-                    || s[*i] == b'+'
-                    || s[*i] == b'.'
-                    || s[*i] == b'e'
-                    || s[*i] == b'E'
-                    || s[*i].is_ascii_digit())
-            {
-                *i += 1;
-            }
-            Json::Num(
-                std::str::from_utf8(&s[start..*i])
-                    .expect("num")
-                    .parse()
-                    .expect("num"),
-            )
-        }
-    }
-}
 
 fn encode(s: &str) -> String {
     s.bytes()
@@ -283,17 +153,18 @@ fn labels_string(pairs: impl Iterator<Item = (String, String)>) -> String {
 }
 
 fn from_prometheus(j: &Json) -> Answer {
-    if j.get("status").map(Json::str) != Some("success") {
-        return Err(j.get("error").map(Json::str).unwrap_or("?").to_string());
+    if j.get("status").and_then(Json::as_str) != Some("success") {
+        return Err(j
+            .get("error")
+            .and_then(Json::as_str)
+            .unwrap_or("?")
+            .to_string());
     }
     let data = j.get("data").expect("data");
     let num = |p: &Json| -> (i64, f64) {
-        let a = p.arr();
-        let ts = match a[0] {
-            Json::Num(n) => (n * 1000.0).round() as i64,
-            _ => 0,
-        };
-        let v = match a[1].str() {
+        let a = p.as_array().expect("a [time, value] pair");
+        let ts = (a[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+        let v = match a[1].as_str().unwrap_or("") {
             "NaN" => f64::NAN,
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
@@ -303,28 +174,29 @@ fn from_prometheus(j: &Json) -> Answer {
     };
     let result = data.get("result").expect("result");
     let metric = |s: &Json| {
-        let m = match s.get("metric") {
-            Some(Json::Obj(v)) => v.clone(),
-            _ => Vec::new(),
-        };
-        labels_string(m.into_iter().map(|(k, v)| (k, v.str().to_string())))
+        let m = s
+            .get("metric")
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
+        labels_string(
+            m.into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or("").to_string())),
+        )
     };
-    Ok(match data.get("resultType").map(Json::str) {
+    let items = |r: &Json| r.as_array().cloned().unwrap_or_default();
+    Ok(match data.get("resultType").and_then(Json::as_str) {
         Some("scalar") => vec![("scalar".into(), vec![num(result)])],
-        Some("vector") => result
-            .arr()
+        Some("vector") => items(result)
             .iter()
             .map(|s| (metric(s), vec![num(s.get("value").expect("value"))]))
             .collect(),
-        Some("matrix") => result
-            .arr()
+        Some("matrix") => items(result)
             .iter()
             .map(|s| {
                 (
                     metric(s),
-                    s.get("values")
-                        .expect("values")
-                        .arr()
+                    items(s.get("values").expect("values"))
                         .iter()
                         .map(num)
                         .collect(),
@@ -527,10 +399,10 @@ const FAILING: &[&str] = &[
 
 #[test]
 fn answers_agree_with_prometheus() {
-    if !installed("prometheus") || !installed("promtool") {
-        eprintln!("prometheus/promtool not installed: comparison skipped");
-        return;
-    }
+    assert!(
+        installed("prometheus") && installed("promtool"),
+        "the reference is Debian's prometheus package (prometheus and promtool): run scripts/install-deps"
+    );
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -614,7 +486,8 @@ fn answers_agree_with_prometheus() {
                 t % 1000
             );
             let (_, body) = http_get(port, &path).expect("query");
-            let prom = from_prometheus(&parse_json(&body, &mut 0));
+            let prom =
+                from_prometheus(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
             let ours = from_outpost(instant_query(&mem, &expr, t));
             if !agree(q, &prom, &ours) {
                 failures.push(format!(
@@ -633,7 +506,8 @@ fn answers_agree_with_prometheus() {
             step as f64 / 1000.0
         );
         let (_, body) = http_get(port, &path).expect("query");
-        let prom = from_prometheus(&parse_json(&body, &mut 0));
+        let prom =
+            from_prometheus(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
         let steps = Steps::new(start, end, step).expect("steps");
         let ours = from_outpost(range_query(&mem, &expr, &steps));
         if !agree("range", &prom, &ours) {
