@@ -165,16 +165,8 @@ pub(crate) fn eval(
                 // Both heaps keep the sample that goes last on top; Prometheus sorts them in
                 // reverse: descending for topk, ascending for bottomk, NaN last.
                 let desc = a.op == AggOp::Topk;
-                g.heap.sort_by(|x, y| {
-                    let (x, y) = (x.point.value, y.point.value);
-                    match (x.is_nan(), y.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                        _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                    }
-                });
+                g.heap
+                    .sort_by(|x, y| super::by_value_nan_last(x.point.value, y.point.value, desc));
                 out.extend(g.heap.into_iter().map(|s| Sample {
                     labels: s.labels,
                     point: Point {

@@ -232,16 +232,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         "sort" | "sort_desc" => {
             let desc = name == "sort_desc";
             let mut vec = vec;
-            vec.sort_by(|x, y| {
-                let (x, y) = (x.point.value, y.point.value);
-                match (x.is_nan(), y.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                    _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                }
-            });
+            vec.sort_by(|x, y| super::by_value_nan_last(x.point.value, y.point.value, desc));
             vec
         }
         "absent" => {

@@ -40,6 +40,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// The order Prometheus gives samples by value in `sort`, `sort_desc`, `topk` and `bottomk`:
+/// ascending (or descending when `desc`), NaN last either way.
+pub(crate) fn by_value_nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if desc => y.partial_cmp(&x).unwrap_or(Ordering::Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
 /// How far back an instant vector selector looks for a series' latest point (5 min, as
 /// Prometheus' default `--query.lookback-delta`).
 pub const LOOKBACK_DELTA_MS: i64 = 5 * 60 * 1000;
