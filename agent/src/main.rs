@@ -82,16 +82,10 @@ fn main() -> ExitCode {
         },
         Cmd::CheckConfig { config } => {
             outpost_shared::tls::install_crypto_provider();
-            match outpost_agent::check_config::check(&config) {
-                Ok(()) => {
-                    println!("{}: OK", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            outpost_service::config::report_check(
+                &config,
+                outpost_agent::check_config::check(&config),
+            )
         }
         Cmd::Run { config } => {
             let cfg = match Config::load(&config) {

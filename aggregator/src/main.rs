@@ -87,16 +87,10 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::CheckConfig { config } => {
             outpost_shared::tls::install_crypto_provider();
-            return match outpost_aggregator::check_config::check(&config) {
-                Ok(()) => {
-                    println!("{}: OK", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return outpost_service::config::report_check(
+                &config,
+                outpost_aggregator::check_config::check(&config),
+            );
         }
         Cmd::Certs {
             cmd: CertsCmd::Init { dir, sans },

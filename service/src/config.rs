@@ -61,6 +61,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What `check-config` prints for the outcome of checking `path`: `path: OK` on stdout and
+/// success, or every problem on stderr and failure.
+pub fn report_check(path: &Path, outcome: Result<(), ConfigError>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => {
+            println!("{}: OK", path.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Reads the config file at `path` and parses it with `parse`.
 ///
 /// # Errors

@@ -526,3 +526,20 @@ pub fn encode(s: &str) -> String {
 pub fn sample_value(v: &Value) -> Option<f64> {
     v.get(1)?.as_str()?.parse().ok()
 }
+
+/// `outpost-agent collect --once --config cfg`: its stdout (the exposition) and stderr
+/// (collector failures). Panics, with stderr, when the command fails.
+pub fn collect_once(cfg: &Path) -> (String, String) {
+    let out = Command::new(bin("outpost-agent"))
+        .args(["collect", "--once", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("run outpost-agent collect");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "outpost-agent collect failed: {stderr}"
+    );
+    (stdout, stderr)
+}

@@ -13,18 +13,7 @@ fn agent_collect(dir: &std::path::Path) -> (String, String) {
         "id = \"names\"\nregion = \"test\"\n[aggregator]\nendpoints = [\"127.0.0.1:9\"]\nca = \"ca.crt\"\ncert = \"a.crt\"\nkey = \"a.key\"\n[buffer]\ndir = \"buf\"\n[collect]\ninterval = \"1s\"\n",
     )
     .unwrap();
-    let out = Command::new(bin("outpost-agent"))
-        .args(["collect", "--once", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run outpost-agent collect");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "outpost-agent collect failed: {stderr}"
-    );
-    (stdout, stderr)
+    collect_once(&cfg)
 }
 
 /// Removes a mount when dropped.

@@ -182,26 +182,11 @@ fn agent_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     cfg
 }
 
-fn agent_collect(cfg: &Path) -> (String, String) {
-    let out = Command::new(bin("outpost-agent"))
-        .args(["collect", "--once", "--config"])
-        .arg(cfg)
-        .output()
-        .expect("run outpost-agent collect");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "outpost-agent collect failed: {stderr}"
-    );
-    (stdout, stderr)
-}
-
 #[test]
 fn agent_families_match_node_exporter() {
     let tmp = TempDir::new("parity");
     let (_ne, ne_text) = start_node_exporter(tmp.path());
-    let (agent_text, agent_err) = agent_collect(&agent_config(tmp.path(), ""));
+    let (agent_text, agent_err) = collect_once(&agent_config(tmp.path(), ""));
     let ne = parse(&ne_text);
     let agent = parse(&agent_text);
 
@@ -357,7 +342,7 @@ fn collector_switches_and_an_unavailable_systemd() {
         tmp.path(),
         "meminfo = false\nnetstat = false\nsystemd = true\n",
     );
-    let (text, err) = agent_collect(&cfg);
+    let (text, err) = collect_once(&cfg);
     let fams = parse(&text);
     assert!(
         !fams
@@ -408,7 +393,7 @@ fn collector_switches_and_an_unavailable_systemd() {
 #[test]
 fn metrics_doc_matches_what_the_agent_emits() {
     let tmp = TempDir::new("metrics-doc");
-    let (text, _) = agent_collect(&agent_config(tmp.path(), ""));
+    let (text, _) = collect_once(&agent_config(tmp.path(), ""));
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/METRICS.md");
     let doc = std::fs::read_to_string(&doc_path)
         .unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
