@@ -26,6 +26,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
+    /// The ingest writer, for `POST /api/v1/write`.
+    pub writer: tokio::sync::mpsc::Sender<crate::ingest::WriterMsg>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,6 +38,12 @@ pub fn router(state: AppState) -> Router {
             .route("/api/v1/checks", get(checks))
             .route("/api/v1/checks/reload", post(reload_checks))
             .route("/api/v1/status/buildinfo", get(buildinfo))
+            .route(
+                "/api/v1/write",
+                post(crate::remote_write::receive).layer(axum::extract::DefaultBodyLimit::max(
+                    crate::remote_write::MAX_DECODED_BYTES,
+                )),
+            )
             .with_state(state.clone()),
     );
     let api = api.layer(middleware::from_fn_with_state(state.clone(), auth));

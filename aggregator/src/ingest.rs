@@ -15,9 +15,11 @@ use outpost_shared::frame::{self, Frame, close};
 use outpost_shared::session::{
     Lane, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit,
 };
-use outpost_tsdb::Storage;
+use outpost_shared::{Labels, Point};
+use outpost_tsdb::{SeriesId, SeriesSlot, Storage, WritePlan};
 use quinn::{Connection, Endpoint, VarInt};
 use rustls::pki_types::CertificateDer;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,8 +33,14 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
 
+/// Samples written with no seq bookkeeping (`POST /api/v1/write`): label sets with their
+/// points, any order, late data welcome.
+pub type SeriesWrite = Vec<(Labels, Vec<Point>)>;
+
 pub enum WriterMsg {
     Batch(IngestRequest, Reply),
+    /// A remote_write request; answered once its samples are durable.
+    Write(SeriesWrite, oneshot::Sender<Result<(), String>>),
     Closed(u64),
 }
 
@@ -48,26 +56,29 @@ pub fn spawn_writer(
         .name("ingest-writer".into())
         .spawn(move || {
             while let Some(first) = rx.blocking_recv() {
-                let mut reqs = Vec::new();
-                let mut replies = Vec::new();
+                let mut g = Group::default();
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
                         WriterMsg::Batch(r, tx) => {
-                            reqs.push(r);
-                            replies.push(tx);
+                            g.reqs.push(r);
+                            g.replies.push(tx);
+                        }
+                        WriterMsg::Write(w, tx) => {
+                            g.writes.push(w);
+                            g.write_replies.push(tx);
                         }
                         WriterMsg::Closed(c) => {
                             // Commit what this connection sent before forgetting its numbering.
-                            commit(&storage, &ledger, &metrics, &mut reqs, &mut replies);
+                            commit(&storage, &ledger, &metrics, &mut g);
                             lock(&ledger).connection_closed(c);
                         }
                     }
-                    if reqs.len() < MAX_GROUP {
+                    if g.reqs.len() + g.writes.len() < MAX_GROUP {
                         next = rx.try_recv().ok();
                     }
                 }
-                commit(&storage, &ledger, &metrics, &mut reqs, &mut replies);
+                commit(&storage, &ledger, &metrics, &mut g);
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"))
@@ -85,35 +96,82 @@ pub fn apply_group(
     ledger: &Mutex<Ledger>,
     reqs: &[IngestRequest],
 ) -> Vec<Result<IngestOutcome, String>> {
-    let planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
+    apply_with_writes(storage, ledger, reqs, &[]).0
+}
+
+/// [`apply_group`] plus remote_write requests, all in the same synced write. Returns the
+/// batches' outcomes and the writes' common outcome.
+pub fn apply_with_writes(
+    storage: &Storage,
+    ledger: &Mutex<Ledger>,
+    reqs: &[IngestRequest],
+    writes: &[SeriesWrite],
+) -> (Vec<Result<IngestOutcome, String>>, Result<(), String>) {
+    let mut planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
+    add_writes(&mut planned.plan, writes, |l| storage.series_id(l));
     match storage.commit(&planned.plan) {
         Ok(ids) => {
             let outcomes = planned.outcomes.clone();
             lock(ledger).committed(planned, &ids);
-            outcomes
+            (outcomes, Ok(()))
         }
         Err(e) => {
             let msg = e.to_string();
-            reqs.iter().map(|_| Err(msg.clone())).collect()
+            (reqs.iter().map(|_| Err(msg.clone())).collect(), Err(msg))
         }
     }
 }
 
-fn commit(
-    storage: &Storage,
-    ledger: &Mutex<Ledger>,
-    metrics: &Metrics,
-    reqs: &mut Vec<IngestRequest>,
-    replies: &mut Vec<Reply>,
+/// Appends remote_write samples to `plan`: one wal record per request, series the store
+/// lacks added after the ledger's own new series (so the ledger's slot numbers still hold).
+fn add_writes(
+    plan: &mut WritePlan,
+    writes: &[SeriesWrite],
+    known: impl Fn(&Labels) -> Option<SeriesId>,
 ) {
-    if reqs.is_empty() {
+    let mut added: HashMap<&Labels, u32> = HashMap::new();
+    for w in writes {
+        let mut record = Vec::with_capacity(w.iter().map(|(_, p)| p.len()).sum());
+        for (labels, points) in w {
+            let slot = match known(labels) {
+                Some(id) => SeriesSlot::Existing(id),
+                None => SeriesSlot::New(*added.entry(labels).or_insert_with(|| {
+                    plan.new_series.push(labels.clone());
+                    (plan.new_series.len() - 1) as u32
+                })),
+            };
+            record.extend(points.iter().map(|&p| (slot, p)));
+        }
+        if !record.is_empty() {
+            plan.records.push(record);
+        }
+    }
+}
+
+/// What the writer collected for one commit.
+#[derive(Default)]
+struct Group {
+    reqs: Vec<IngestRequest>,
+    replies: Vec<Reply>,
+    writes: Vec<SeriesWrite>,
+    write_replies: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+fn commit(storage: &Storage, ledger: &Mutex<Ledger>, metrics: &Metrics, g: &mut Group) {
+    if g.reqs.is_empty() && g.writes.is_empty() {
         return;
     }
     let t = Instant::now();
-    let results = apply_group(storage, ledger, reqs);
+    let (results, written) = apply_with_writes(storage, ledger, &g.reqs, &g.writes);
     metrics.commit_duration.observe(t.elapsed().as_secs_f64());
-    metrics.commit_batches.observe(reqs.len() as f64);
-    for ((r, res), tx) in reqs.drain(..).zip(results).zip(replies.drain(..)) {
+    metrics
+        .commit_batches
+        .observe((g.reqs.len() + g.writes.len()) as f64);
+    g.writes.clear();
+    for tx in g.write_replies.drain(..) {
+        let _ = tx.send(written.clone());
+    }
+    for ((r, res), tx) in g.reqs.drain(..).zip(results).zip(g.replies.drain(..)) {
         match &res {
             Ok(IngestOutcome::Applied) => {
                 metrics.batches.inc();

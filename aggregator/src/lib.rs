@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod metrics;
 pub mod reload;
+pub mod remote_write;
 
 use config::Config;
 use outpost_tsdb::Storage;
@@ -95,7 +96,7 @@ pub async fn run_with(
         checks: checks.clone(),
         connections: connections.clone(),
         metrics: metrics.clone(),
-        writer: writer_tx,
+        writer: writer_tx.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
     };
     let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
@@ -106,6 +107,7 @@ pub async fn run_with(
         connections: connections.clone(),
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
+        writer: writer_tx,
     });
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {

@@ -13,6 +13,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandlerLabel {
     pub handler: String,
 }
@@ -35,6 +40,8 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub compactions: Counter,
     pub compaction_errors: Counter,
+    pub remote_write_requests: Family<OutcomeLabel, Counter>,
+    pub remote_write_samples: Counter,
     pub http_duration: Family<HandlerLabel, Histogram>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub reload: outpost_service::metrics::ReloadGauges,
@@ -79,6 +86,8 @@ impl Metrics {
             storage_bytes: Gauge::default(),
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
+            remote_write_requests: Family::default(),
+            remote_write_samples: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             http_requests: Family::default(),
             reload: Default::default(),
@@ -140,6 +149,24 @@ impl Metrics {
             "ingest_commit_batches",
             "Batches per group commit",
             m.commit_batches.clone(),
+        );
+        r.register(
+            "remote_write_requests",
+            "POST /api/v1/write requests by outcome: stored, bad_request (400: nothing stored), \
+             error (500: the store failed), unavailable (503: shutting down)",
+            m.remote_write_requests.clone(),
+        );
+        for outcome in ["stored", "bad_request", "error", "unavailable"] {
+            m.remote_write_requests
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
+        r.register(
+            "remote_write_samples",
+            "Samples stored from POST /api/v1/write",
+            m.remote_write_samples.clone(),
         );
         r.register(
             "storage_series",
@@ -217,6 +244,14 @@ impl Metrics {
         self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn remote_write(&self, outcome: &str) {
+        self.remote_write_requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
             })
             .inc();
     }

@@ -8,56 +8,17 @@
 //! Needs `prometheus` and `promtool` from Debian's `prometheus` package (2.42), which
 //! `scripts/install-deps` installs; without them the test fails saying so.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use outpost_promql::memory::MemStorage;
 use outpost_promql::{Steps, Value, instant_query, parse, range_query};
 use outpost_shared::Labels;
-use serde_json::Value as Json;
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let status = std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()?;
-    Some((status, buf[split + 4..].to_vec()))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn installed(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use support::{
+    Answer, Server, agree, corpus, encode, from_json, http_get, installed, labels_string,
+};
 
 /// One series of the test data: labels, and points as `(ms, value)`.
 type Series = (Vec<(&'static str, String)>, Vec<(i64, f64)>);
@@ -143,70 +104,6 @@ fn render(labels: &[(&str, String)]) -> String {
     format!("{name}{{{}}}", rest.join(","))
 }
 
-/// A result as sorted lines `labels => values`, or `error`.
-type Answer = Result<Vec<(String, Vec<(i64, f64)>)>, String>;
-
-fn labels_string(pairs: impl Iterator<Item = (String, String)>) -> String {
-    let m: BTreeMap<String, String> = pairs.collect();
-    let v: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", v.join(", "))
-}
-
-fn from_prometheus(j: &Json) -> Answer {
-    if j.get("status").and_then(Json::as_str) != Some("success") {
-        return Err(j
-            .get("error")
-            .and_then(Json::as_str)
-            .unwrap_or("?")
-            .to_string());
-    }
-    let data = j.get("data").expect("data");
-    let num = |p: &Json| -> (i64, f64) {
-        let a = p.as_array().expect("a [time, value] pair");
-        let ts = (a[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
-        let v = match a[1].as_str().unwrap_or("") {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            s => s.parse().expect("value"),
-        };
-        (ts, v)
-    };
-    let result = data.get("result").expect("result");
-    let metric = |s: &Json| {
-        let m = s
-            .get("metric")
-            .and_then(Json::as_object)
-            .cloned()
-            .unwrap_or_default();
-        labels_string(
-            m.into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or("").to_string())),
-        )
-    };
-    let items = |r: &Json| r.as_array().cloned().unwrap_or_default();
-    Ok(match data.get("resultType").and_then(Json::as_str) {
-        Some("scalar") => vec![("scalar".into(), vec![num(result)])],
-        Some("vector") => items(result)
-            .iter()
-            .map(|s| (metric(s), vec![num(s.get("value").expect("value"))]))
-            .collect(),
-        Some("matrix") => items(result)
-            .iter()
-            .map(|s| {
-                (
-                    metric(s),
-                    items(s.get("values").expect("values"))
-                        .iter()
-                        .map(num)
-                        .collect(),
-                )
-            })
-            .collect(),
-        other => panic!("result type {other:?}"),
-    })
-}
-
 fn from_outpost(v: Result<Value, outpost_promql::QueryError>) -> Answer {
     let lab = |l: &Labels| labels_string(l.iter().map(|l| (l.name.clone(), l.value.clone())));
     match v {
@@ -225,177 +122,12 @@ fn from_outpost(v: Result<Value, outpost_promql::QueryError>) -> Answer {
                 )
             })
             .collect()),
-        Ok(Value::String { .. }) => Err("string".into()),
+        Ok(Value::String { ts, value }) => Ok(vec![(
+            format!("string {}", serde_json::Value::String(value)),
+            vec![(ts, 0.0)],
+        )]),
     }
 }
-
-fn same(a: f64, b: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b || ((a - b).abs() <= 1e-9 * a.abs().max(b.abs()))
-}
-
-fn agree(q: &str, prom: &Answer, ours: &Answer) -> bool {
-    match (prom, ours) {
-        // The same error text, as Prometheus words it.
-        (Err(a), Err(b)) => a == b,
-        (Ok(p), Ok(o)) => {
-            let ordered = q.starts_with("sort");
-            let (mut p, mut o) = (p.clone(), o.clone());
-            if !ordered {
-                p.sort_by(|a, b| a.0.cmp(&b.0));
-                o.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            p.len() == o.len()
-                && p.iter().zip(&o).all(|(a, b)| {
-                    a.0 == b.0
-                        && a.1.len() == b.1.len()
-                        && a.1
-                            .iter()
-                            .zip(&b.1)
-                            .all(|(x, y)| x.0 == y.0 && same(x.1, y.1))
-                })
-        }
-        _ => false,
-    }
-}
-
-const QUERIES: &[&str] = &[
-    "c_total",
-    "g offset 5m",
-    "-g",
-    "g * 2 + 1",
-    "2 ^ g",
-    "g % 3",
-    "g > 2",
-    "g > bool 2",
-    "1 < g",
-    "g == g",
-    "g != bool 0",
-    "c_total / g",
-    "c_total / on(inst) g",
-    "c_total + ignoring(job) g",
-    "g / on(job) group_left sum by (job) (g)",
-    "sum by (job) (g) / on(job) group_right g",
-    "g / on(job) g",
-    "g and g > 0",
-    "g or c_total",
-    "g unless g < 0",
-    "g or on(job) c_total",
-    "sum(g)",
-    "sum by (job) (c_total)",
-    "sum without (inst) (g)",
-    "avg by (job) (g)",
-    "count(g)",
-    "min(g)",
-    "max by (job) (g)",
-    "group by (job) (g)",
-    "stddev(g)",
-    "stdvar by (job) (g)",
-    "topk(2, g)",
-    "bottomk by (job) (1, g)",
-    "quantile(0.3, g)",
-    "quantile by (job) (0.9, c_total)",
-    "count_values(\"v\", g)",
-    "rate(c_total[5m])",
-    "rate(c_total[1m])",
-    "increase(c_total[10m])",
-    "irate(c_total[2m])",
-    "delta(g[5m])",
-    "idelta(g[5m])",
-    "deriv(g[5m])",
-    "predict_linear(g[10m], 600)",
-    "resets(c_total[30m])",
-    "changes(g[10m])",
-    "holt_winters(g[10m], 0.3, 0.6)",
-    "avg_over_time(g[5m])",
-    "min_over_time(g[5m])",
-    "max_over_time(g[5m])",
-    "sum_over_time(g[5m])",
-    "count_over_time(g[5m])",
-    "quantile_over_time(0.75, g[5m])",
-    "stddev_over_time(g[5m])",
-    "stdvar_over_time(g[5m])",
-    "last_over_time(g[5m])",
-    "present_over_time(g[5m])",
-    "absent_over_time(g[1m])",
-    "absent_over_time(nothing{job=\"x\"}[1m])",
-    "rate(c_total[5m] offset 10m)",
-    "sum by (job) (rate(c_total[5m]))",
-    "histogram_quantile(0.9, rate(h_bucket[5m]))",
-    "histogram_quantile(0.5, sum by (le) (rate(h_bucket[5m])))",
-    "histogram_quantile(0.99, h_bucket)",
-    "abs(g)",
-    "ceil(g / 3)",
-    "floor(g / 3)",
-    "round(g / 3)",
-    "round(g, 0.3)",
-    "clamp(g, -1, 2)",
-    "clamp_min(g, 0)",
-    "clamp_max(g, 0)",
-    "exp(g)",
-    "ln(g)",
-    "log2(c_total)",
-    "log10(c_total)",
-    "sqrt(g)",
-    "sgn(g)",
-    "sin(g)",
-    "atan(g)",
-    "cosh(g)",
-    "deg(g)",
-    "label_replace(g, \"x\", \"$1-$2\", \"inst\", \"(.)(.*)\")",
-    "label_join(g, \"x\", \"/\", \"job\", \"inst\")",
-    "time()",
-    "timestamp(c_total)",
-    "vector(time())",
-    "scalar(sum(g))",
-    "sort(g)",
-    "sort_desc(g)",
-    "absent(g)",
-    "absent(nothing{a=\"b\"})",
-    "hour()",
-    "day_of_week(vector(time()))",
-    "minute(g * 1000)",
-    "year()",
-    "1 + 2 * 3",
-    "time() > bool 5",
-    "count_values by (job) (\"v\", round(g))",
-    "sum by (le) (h_bucket)",
-    "topk(1, c_total)",
-    "bottomk(2, g) > 0",
-    "avg(g) - on() group_right g",
-    "rate(c_total[5m]) > bool on(inst) group_left avg by (inst) (irate(c_total[5m]))",
-    "max_over_time(g[10m:1m])",
-    "rate(c_total[5m:30s])",
-    "avg_over_time(rate(c_total[2m])[10m:])",
-    "sum_over_time(g[7m:45s] offset 1m)",
-    "deriv(g[10m:30s])",
-    "g[5m:1m] offset 2m",
-    "g @ start()",
-    "c_total @ end() - c_total",
-    "rate(c_total[5m] @ end())",
-    "max_over_time(g[10m:1m] @ start())",
-    "-2 ^ 2",
-    "-g ^ 2",
-    "2 * -g",
-    "g / 0",
-    "0 / g",
-    "g == bool NaN",
-    "sum(g / 0)",
-    "avg(g / 0)",
-    "max(0 / g)",
-    "count_values(\"v\", g / 3)",
-    "topk(scalar(nothing), g)",
-    "label_replace(g, \"x\", \"y\", \"job\", \"(\")",
-    "rate(c_total[5m]) / ignoring(job) group_left irate(c_total[5m])",
-    "label_replace(g, \"inst\", \"\", \"inst\", \".*\")",
-];
-
-/// Queries Prometheus answers with an error; both must fail.
-const FAILING: &[&str] = &[
-    "g / on(job) g",
-    "topk(scalar(nothing), g)",
-    "label_replace(g, \"x\", \"y\", \"job\", \"(\")",
-    "label_replace(g, \"inst\", \"\", \"inst\", \".*\")",
-];
 
 #[test]
 fn answers_agree_with_prometheus() {
@@ -475,9 +207,13 @@ fn answers_agree_with_prometheus() {
     ];
     let (start, end, step) = (base + 10 * 60_000, base + 95 * 60_000, 60_000 + 7_000);
     let mut failures = Vec::new();
-    let mut both_failed = Vec::new();
-    for q in QUERIES {
-        let expr = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    // Queries whose `!` mark in the corpus disagrees with what Prometheus did.
+    let mut marks = Vec::new();
+    let queries = corpus();
+    for query in &queries {
+        let q = query.text.as_str();
+        let ours_parsed = parse(q);
+        let mut refused = false;
         for t in times {
             let path = format!(
                 "/api/v1/query?query={}&time={}.{:03}",
@@ -486,17 +222,18 @@ fn answers_agree_with_prometheus() {
                 t % 1000
             );
             let (_, body) = http_get(port, &path).expect("query");
-            let prom =
-                from_prometheus(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
-            let ours = from_outpost(instant_query(&mem, &expr, t));
-            if !agree(q, &prom, &ours) {
+            let prom = from_json(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
+            let ours = match &ours_parsed {
+                Ok(expr) => from_outpost(instant_query(&mem, expr, t)),
+                Err(e) => Err(e.to_string()),
+            };
+            if !agree(support::ordered(q), &prom, &ours) {
                 failures.push(format!(
-                    "{q} at {t}\n  prometheus: {prom:?}\n  outpost:    {ours:?}"
+                    "line {}: {q} at {t}\n  prometheus: {prom:?}\n  outpost:    {ours:?}",
+                    query.line
                 ));
             }
-            if prom.is_err() && !both_failed.contains(q) {
-                both_failed.push(*q);
-            }
+            refused |= prom.is_err();
         }
         let path = format!(
             "/api/v1/query_range?query={}&start={}&end={}&step={}",
@@ -506,18 +243,37 @@ fn answers_agree_with_prometheus() {
             step as f64 / 1000.0
         );
         let (_, body) = http_get(port, &path).expect("query");
-        let prom =
-            from_prometheus(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
+        let prom = from_json(&serde_json::from_slice(&body).expect("Prometheus answers JSON"));
+        refused |= prom.is_err();
+        if refused != query.fails {
+            marks.push(format!(
+                "line {}: {q}: prometheus refused it: {refused}",
+                query.line
+            ));
+        }
         let steps = Steps::new(start, end, step).expect("steps");
-        let ours = from_outpost(range_query(&mem, &expr, &steps));
-        if !agree("range", &prom, &ours) {
+        let ours = match &ours_parsed {
+            Ok(expr) => from_outpost(range_query(&mem, expr, &steps)),
+            Err(e) => Err(e.to_string()),
+        };
+        if !agree(false, &prom, &ours) {
             failures.push(format!(
-                "range {q}\n  prometheus: {prom:?}\n  outpost:    {ours:?}"
+                "line {}: range {q}\n  prometheus: {prom:?}\n  outpost:    {ours:?}",
+                query.line
             ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(both_failed, FAILING, "queries Prometheus refused");
+    assert!(
+        queries.len() >= 300,
+        "the corpus has {} queries",
+        queries.len()
+    );
+    assert!(
+        marks.is_empty(),
+        "queries whose `!` mark is wrong:\n{}",
+        marks.join("\n")
+    );
     assert!(
         failures.is_empty(),
         "{} differences:\n{}",

@@ -7,6 +7,7 @@
 //! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
 //! - [`units`]: durations and byte sizes as written in config files.
 //! - [`problem`]: one thing wrong with a configuration, tied to its key.
+//! - `remote_write` (feature `remote-write`): Prometheus remote_write 1.0 messages.
 //!
 //! Nothing here opens sockets, reads the clock or spawns tasks; the TLS helpers read and
 //! write certificate files and nothing else.
@@ -16,6 +17,8 @@ pub mod codec;
 pub mod frame;
 pub mod model;
 pub mod problem;
+#[cfg(feature = "remote-write")]
+pub mod remote_write;
 pub mod session;
 pub mod tls;
 pub mod units;

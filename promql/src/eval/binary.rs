@@ -167,6 +167,10 @@ fn vector_vector(
     rhs: Vec<Sample>,
     t: i64,
 ) -> Result<Vec<Sample>, QueryError> {
+    // As Prometheus: nothing can match when a side is empty, so no duplicate check either.
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(vec![]);
+    }
     let swapped = b.card == Card::OneToMany;
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
     let mut one_sigs: HashMap<Labels, &Sample> = HashMap::with_capacity(one.len());

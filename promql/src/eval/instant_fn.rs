@@ -249,7 +249,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         "label_join" => label_join(vec, args, t)?,
         "histogram_quantile" => histogram_quantile(scalar(0)?, vec, t),
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
-        | "month" | "year" => map_values(vec, t, |v| date_part(name, v as i64)),
+        | "month" | "year" => map_values(vec, t, |v| date_part(name, go_int64(v))),
         _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
     };
     Ok(Val::Vector(out))
@@ -460,40 +460,82 @@ pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
     start + (end - start) * (rank / count)
 }
 
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
 
-/// One part of the UTC date and time of `secs` since the Unix epoch, as Go's `time`.
+/// A float as Go's `int64(f)` on amd64, which Prometheus' date functions apply to sample
+/// values: NaN and values out of range become `i64::MIN` (Rust's `as` would saturate).
+fn go_int64(v: f64) -> i64 {
+    if v.is_nan() || v >= 9_223_372_036_854_775_808.0 || v < -9_223_372_036_854_775_808.0 {
+        i64::MIN
+    } else {
+        v as i64
+    }
+}
+
+/// One part of the UTC date and time of `secs` since the Unix epoch, computed as Go's
+/// `time.Unix(secs, 0).UTC()` does (its "absolute" time and `absDate`), so that even
+/// times outside any calendar (NaN, ±Inf, huge values) give Prometheus' numbers.
 fn date_part(name: &str, secs: i64) -> f64 {
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let v = match name {
-        "year" => y,
-        "month" => m,
-        "day_of_month" => d,
-        "day_of_week" => (days + 4).rem_euclid(7),
-        "day_of_year" => {
-            const CUM: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-            CUM[(m - 1) as usize] + d + i64::from(m > 2 && is_leap(y))
+    const SECS_PER_DAY: u64 = 86_400;
+    const UNIX_TO_INTERNAL: i64 = 62_135_596_800;
+    const INTERNAL_TO_ABSOLUTE: i64 = 9_223_371_966_579_724_800;
+    const ABSOLUTE_ZERO_YEAR: i64 = -292_277_022_399;
+    const DAYS_BEFORE: [i64; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
+    // Go adds the offsets in int64 and reinterprets as uint64, wrapping silently.
+    let abs = secs
+        .wrapping_add(UNIX_TO_INTERNAL)
+        .wrapping_add(INTERNAL_TO_ABSOLUTE) as u64;
+    let mut d = abs / SECS_PER_DAY;
+    let mut n = d / 146_097;
+    let mut y = 400 * n;
+    d -= 146_097 * n;
+    n = d / 36_524;
+    n -= n >> 2;
+    y += 100 * n;
+    d -= 36_524 * n;
+    n = d / 1461;
+    y += 4 * n;
+    d -= 1461 * n;
+    n = d / 365;
+    n -= n >> 2;
+    y += n;
+    d -= 365 * n;
+    let year = (y as i64).wrapping_add(ABSOLUTE_ZERO_YEAR);
+    let yday = d as i64;
+    let (month, day) = {
+        let mut day = yday;
+        let leap = is_leap(year);
+        if leap && day == 31 + 29 - 1 {
+            (2, 29)
+        } else {
+            if leap && day > 31 + 29 - 1 {
+                day -= 1;
+            }
+            let mut m = (day / 31) as usize;
+            let end = DAYS_BEFORE[m + 1];
+            let begin = if day >= end {
+                m += 1;
+                end
+            } else {
+                DAYS_BEFORE[m]
+            };
+            (m as i64 + 1, day - begin + 1)
         }
-        "days_in_month" => match m {
-            2 if is_leap(y) => 29,
+    };
+    let sod = (abs % SECS_PER_DAY) as i64;
+    let v = match name {
+        "year" => year,
+        "month" => month,
+        "day_of_month" => day,
+        // Go counts weekdays from an absolute epoch that fell on a Monday.
+        "day_of_week" => {
+            ((abs.wrapping_add(SECS_PER_DAY) % (7 * SECS_PER_DAY)) / SECS_PER_DAY) as i64
+        }
+        "day_of_year" => yday + 1,
+        "days_in_month" => match month {
+            2 if is_leap(year) => 29,
             2 => 28,
             4 | 6 | 9 | 11 => 30,
             _ => 31,
