@@ -862,13 +862,13 @@ mod tests {
             (
                 "/api/v1/query_range?query=up%5B5m%5D&start=0&end=100&step=10",
                 bad(
-                    r#"invalid parameter "query": invalid expression type "range vector" for range query, must be Scalar or instant Vector"#,
+                    r#"invalid expression type "range vector" for range query, must be Scalar or instant Vector"#,
                 ),
             ),
             (
                 "/api/v1/query_range?query=%22x%22&start=0&end=100&step=10",
                 bad(
-                    r#"invalid parameter "query": invalid expression type "string" for range query, must be Scalar or instant Vector"#,
+                    r#"invalid expression type "string" for range query, must be Scalar or instant Vector"#,
                 ),
             ),
             ("/api/v1/series", bad("no match[] parameter provided")),

@@ -62,7 +62,9 @@ pub enum QueryError {
 
 impl QueryError {
     /// True for errors caused by the query text itself (Prometheus reports them against the
-    /// `query` parameter); false for range, execution and storage errors.
+    /// `query` parameter); false for range, execution and storage errors, and for a range
+    /// query of a range vector or string (Prometheus reports those without naming a
+    /// parameter).
     pub fn is_query_text_error(&self) -> bool {
         matches!(
             self,
@@ -71,8 +73,6 @@ impl QueryError {
                 | QueryError::EmptySelector
                 | QueryError::BadRegex { .. }
                 | QueryError::NotASeriesSelector(_)
-                | QueryError::RangeVectorInRangeQuery
-                | QueryError::StringInRangeQuery
         )
     }
 }

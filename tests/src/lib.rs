@@ -269,11 +269,16 @@ impl Aggregator {
     /// [`Aggregator::start`] with `top` (top-level keys such as `checks_file = "..."`) at the
     /// head of the config.
     pub fn start_top(dir: &Path, certs: &Certs, top: &str) -> Aggregator {
+        Self::start_config(dir, certs, top, "")
+    }
+
+    /// [`Aggregator::start_top`] plus `tail` (tables such as `[api]`) at the end.
+    pub fn start_config(dir: &Path, certs: &Certs, top: &str, tail: &str) -> Aggregator {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let quic = format!("127.0.0.1:{}", free_udp_port());
         let config = dir.join("aggregator.toml");
         let text = format!(
-            "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tail}",
             data = dir.join("agg-data").display(),
             ca = certs.ca().display(),
             cert = certs.dir.join("aggregator.crt").display(),

@@ -103,11 +103,8 @@ pub fn labels_string(pairs: impl Iterator<Item = (String, String)>) -> String {
 /// Reads an answer of Prometheus' HTTP API (`/api/v1/query`, `/query_range`).
 pub fn from_json(j: &Json) -> Answer {
     if j.get("status").and_then(Json::as_str) != Some("success") {
-        return Err(j
-            .get("error")
-            .and_then(Json::as_str)
-            .unwrap_or("?")
-            .to_string());
+        let field = |k: &str| j.get(k).and_then(Json::as_str).unwrap_or("?").to_string();
+        return Err(format!("{}: {}", field("errorType"), field("error")));
     }
     let data = j.get("data").expect("data");
     let num = |p: &Json| -> (i64, f64) {
@@ -198,4 +195,123 @@ pub fn agree(ordered: bool, prom: &Answer, ours: &Answer) -> bool {
 /// `sort_desc`.
 pub fn ordered(q: &str) -> bool {
     q.starts_with("sort(") || q.starts_with("sort_desc(")
+}
+
+/// One series of the test data: labels, and points as `(ms, value)`.
+pub type Series = (Vec<(&'static str, String)>, Vec<(i64, f64)>);
+
+/// The test data: counters (one with a reset, and offset by a second per instance), gauges
+/// with a 10-minute gap, and a classic histogram per job.
+pub fn data(base: i64) -> Vec<Series> {
+    let mut out = Vec::new();
+    let n = 360; // 90 minutes at 15 s.
+    for inst in 0..3 {
+        let mut v = 0.0;
+        let pts = (0..n)
+            .map(|i| {
+                v += (i % 7 + inst) as f64;
+                if inst == 1 && i == 200 {
+                    v = 3.0; // a counter reset
+                }
+                (base + i as i64 * 15_000 + inst as i64 * 1_000, v)
+            })
+            .collect();
+        let job = if inst == 2 { "b" } else { "a" };
+        out.push((
+            vec![
+                ("__name__", "c_total".into()),
+                ("job", job.into()),
+                ("inst", inst.to_string()),
+            ],
+            pts,
+        ));
+        // A gauge with a gap of 10 minutes in the middle.
+        let pts = (0..n)
+            .filter(|i| !(150..190).contains(i))
+            .map(|i| {
+                let x = i as f64 / 10.0 + inst as f64;
+                (base + i as i64 * 15_000, (x.sin() * 10.0).round() / 2.0)
+            })
+            .collect();
+        out.push((
+            vec![
+                ("__name__", "g".into()),
+                ("job", job.into()),
+                ("inst", inst.to_string()),
+            ],
+            pts,
+        ));
+    }
+    // A classic histogram per job.
+    for (j, job) in ["a", "b"].iter().enumerate() {
+        let bounds = ["0.1", "0.5", "1", "5", "+Inf"];
+        let mut counts = [0.0; 5];
+        let mut series: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 5];
+        for i in 0..n {
+            for (b, c) in counts.iter_mut().enumerate() {
+                *c += ((i * (b + 1) + j) % 5) as f64 + b as f64;
+            }
+            let mut cum = 0.0;
+            for b in 0..5 {
+                cum += counts[b];
+                series[b].push((base + i as i64 * 15_000, cum));
+            }
+        }
+        for (b, pts) in series.into_iter().enumerate() {
+            out.push((
+                vec![
+                    ("__name__", "h_bucket".into()),
+                    ("job", job.to_string()),
+                    ("le", bounds[b].into()),
+                ],
+                pts,
+            ));
+        }
+    }
+    out
+}
+
+/// What the end-to-end comparison adds to [`data`], sent through remote_write: `s{inst}`
+/// gauges ending in Prometheus' stale marker (`inst="0"` comes back 15 minutes later,
+/// `inst="1"` does not), and `late{inst}` counters whose every fourth point is sent only
+/// after the newer ones. Returns (sent first, sent afterwards).
+pub fn stale_and_late(base: i64) -> (Vec<Series>, Vec<Series>) {
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let at = |i: i64| base + i * 15_000;
+    let mut first = Vec::new();
+    let mut later = Vec::new();
+    for inst in 0..2i64 {
+        let mut pts: Vec<(i64, f64)> = Vec::new();
+        for i in 0..360 {
+            let v = ((i * 7 + inst * 3) % 11) as f64 - 2.0;
+            match (inst, i) {
+                (0, 120) | (1, 300) => pts.push((at(i), stale)),
+                (0, 121..180) | (1, 301..) => {}
+                _ => pts.push((at(i), v)),
+            }
+        }
+        first.push((
+            vec![("__name__", "s".into()), ("inst", inst.to_string())],
+            pts,
+        ));
+        let labels = vec![("__name__", "late".into()), ("inst", inst.to_string())];
+        let pts: Vec<(i64, f64)> = (0..360)
+            .map(|i| (at(i) + inst * 500, (i * (inst + 1)) as f64 + 0.25))
+            .collect();
+        first.push((
+            labels.clone(),
+            pts.iter()
+                .copied()
+                .filter(|p| (p.0 - base) / 15_000 % 4 != 1)
+                .collect(),
+        ));
+        later.push((
+            labels,
+            pts.iter()
+                .copied()
+                .filter(|p| (p.0 - base) / 15_000 % 4 == 1)
+                .collect(),
+        ));
+    }
+    (first, later)
 }
