@@ -32,6 +32,11 @@ pub fn query_router(src: Src) -> Router {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query_exemplars).post(query_exemplars),
+        )
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .with_state(src)
 }
 
@@ -171,13 +176,25 @@ fn parse_query(p: &Params) -> Result<query::Expr, ApiError> {
     }
 }
 
-/// The `match[]` selectors, and `start`/`end` checked but not yet used.
-fn series_matchers(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
-    for name in ["start", "end"] {
-        if let Some(s) = p.get(name) {
-            parse_time(s).map_err(|e| ApiError::param(name, e))?;
-        }
-    }
+/// What `/series`, `/labels` and `/label/<name>/values` select: the `match[]` selectors,
+/// the time range (`start`/`end`; all time when both are absent), and `limit`.
+struct SeriesRequest {
+    sets: Vec<Vec<Matcher>>,
+    range: Option<(i64, i64)>,
+    /// At most this many results; 0 means no limit.
+    limit: usize,
+}
+
+/// Reads [`SeriesRequest`]'s parameters; `match[]` must be present when `required`.
+fn series_request(p: &Params, required: bool) -> Result<SeriesRequest, ApiError> {
+    let time = |name: &str, default: i64| match p.get(name) {
+        Some(s) => parse_time(s).map_err(|e| ApiError::param(name, e)),
+        None => Ok(default),
+    };
+    let start = time("start", MIN_TIME.1)?;
+    let end = time("end", MAX_TIME.1)?;
+    let range = (p.get("start").is_some() || p.get("end").is_some()).then_some((start, end));
+    let limit = parse_limit(p)?;
     let sets = p
         .all("match[]")
         .map(|s| query::parse_series_selector(s).map_err(|e| ApiError::query("match[]", e)))
@@ -185,22 +202,61 @@ fn series_matchers(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiE
     if required && sets.is_empty() {
         return Err(ApiError::BadData("no match[] parameter provided".into()));
     }
-    Ok(sets)
+    Ok(SeriesRequest { sets, range, limit })
 }
 
-/// A querier over all stored time: `/series` and `/labels` ignore `start` and `end` in this
-/// version.
-fn all_time(src: &dyn Queryable) -> Result<Box<dyn Querier + '_>, StorageError> {
-    src.querier(i64::MIN, i64::MAX)
+/// `limit`: a non-negative integer, 0 (the default) for none; as Prometheus' metadata APIs.
+fn parse_limit(p: &Params) -> Result<usize, ApiError> {
+    match p.get("limit") {
+        None => Ok(0),
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::param("limit", format!("cannot parse {s:?} to a valid limit"))),
+    }
 }
 
-/// The label sets of every series any of `sets` selects, sorted and without repeats.
-fn select_union(src: &dyn Querier, sets: &[Vec<Matcher>]) -> Result<BTreeSet<Labels>, ApiError> {
+/// The label sets of every series any of `req.sets` selects (every series when there are
+/// none) with data in `req.range`, sorted and without repeats.
+fn select_series(q: &dyn Querier, req: &SeriesRequest) -> Result<BTreeSet<Labels>, ApiError> {
+    let everything = [Matcher::new("__name__", query::MatchOp::Regex, ".+")
+        .map_err(|e| ApiError::Internal(e.to_string()))?];
+    let sets: Vec<&[Matcher]> = if req.sets.is_empty() {
+        vec![&everything]
+    } else {
+        req.sets.iter().map(Vec::as_slice).collect()
+    };
     let mut out = BTreeSet::new();
     for matchers in sets {
-        out.extend(src.select(matchers)?.into_iter().map(|(_, l)| l));
+        for (id, labels) in q.select(matchers)? {
+            let keep = match req.range {
+                None => true,
+                Some((start, end)) => q.has_points(id, start, end)?,
+            };
+            if keep {
+                out.insert(labels);
+            }
+        }
     }
     Ok(out)
+}
+
+/// The warning Prometheus adds when `limit` cut a list short.
+const TRUNCATED: &str = "results truncated due to limit";
+
+/// `{"status":"success","data":<data>}` with `warnings` when `truncated`.
+fn success_limited(data: &str, truncated: bool) -> Response {
+    if !truncated {
+        return success(data);
+    }
+    json(
+        StatusCode::OK,
+        format!(r#"{{"status":"success","data":{data},"warnings":["{TRUNCATED}"]}}"#),
+    )
+}
+
+/// A querier over all stored time.
+fn all_time(src: &dyn Queryable) -> Result<Box<dyn Querier + '_>, StorageError> {
+    src.querier(i64::MIN, i64::MAX)
 }
 
 async fn series(
@@ -210,17 +266,52 @@ async fn series(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::from_request(q.as_deref(), &headers, &body);
-    let sets = series_matchers(&p, true)?;
-    let found = blocking(move || select_union(all_time(src.as_ref())?.as_ref(), &sets)).await?;
+    let req = series_request(&p, true)?;
+    let found = blocking(move || select_series(all_time(src.as_ref())?.as_ref(), &req)).await?;
+    let limit = parse_limit(&p)?;
     let mut data = String::from("[");
     for (i, labels) in found.iter().enumerate() {
+        if limit > 0 && i == limit {
+            break;
+        }
         if i > 0 {
             data.push(',');
         }
         push_labels(&mut data, labels);
     }
     data.push(']');
-    Ok(success(&data))
+    Ok(success_limited(&data, limit > 0 && found.len() > limit))
+}
+
+/// Label names (`name` = `None`) or one name's values, for the series `req` selects.
+fn label_strings(
+    src: &dyn Queryable,
+    req: &SeriesRequest,
+    name: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let q = all_time(src)?;
+    if req.sets.is_empty() && req.range.is_none() {
+        return Ok(match name {
+            None => q.label_names()?,
+            Some(n) => q.label_values(n)?,
+        });
+    }
+    let found: BTreeSet<String> = select_series(q.as_ref(), req)?
+        .iter()
+        .flat_map(|l| match name {
+            None => l.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+            Some(n) => l.get(n).map(str::to_string).into_iter().collect(),
+        })
+        .collect();
+    Ok(found.into_iter().collect())
+}
+
+fn limited_list(mut items: Vec<String>, limit: usize) -> Response {
+    let truncated = limit > 0 && items.len() > limit;
+    if truncated {
+        items.truncate(limit);
+    }
+    success_limited(&string_list(&items), truncated)
 }
 
 async fn labels(
@@ -230,20 +321,10 @@ async fn labels(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::from_request(q.as_deref(), &headers, &body);
-    let sets = series_matchers(&p, false)?;
-    let names = blocking(move || {
-        let q = all_time(src.as_ref())?;
-        if sets.is_empty() {
-            return Ok(q.label_names()?);
-        }
-        let names: BTreeSet<String> = select_union(q.as_ref(), &sets)?
-            .iter()
-            .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
-            .collect();
-        Ok(names.into_iter().collect())
-    })
-    .await?;
-    Ok(success(&string_list(&names)))
+    let req = series_request(&p, false)?;
+    let limit = req.limit;
+    let names = blocking(move || label_strings(src.as_ref(), &req, None)).await?;
+    Ok(limited_list(names, limit))
 }
 
 async fn label_values(
@@ -252,23 +333,44 @@ async fn label_values(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = Params::from_request(q.as_deref(), &HeaderMap::new(), &[]);
-    if name.is_empty() {
+    if !outpost_shared::remote_write::valid_label_name(&name) {
         return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
     }
-    let sets = series_matchers(&p, false)?;
-    let values = blocking(move || {
-        let q = all_time(src.as_ref())?;
-        if sets.is_empty() {
-            return Ok(q.label_values(&name)?);
+    let req = series_request(&p, false)?;
+    let limit = req.limit;
+    let values = blocking(move || label_strings(src.as_ref(), &req, Some(&name))).await?;
+    Ok(limited_list(values, limit))
+}
+
+/// `/api/v1/query_exemplars`: Outpost stores no exemplars, so after checking the
+/// parameters as Prometheus does the answer is always an empty list.
+async fn query_exemplars(
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::from_request(q.as_deref(), &headers, &body);
+    for name in ["start", "end"] {
+        if let Some(s) = p.get(name) {
+            parse_time(s).map_err(|e| ApiError::param(name, e))?;
         }
-        let values: BTreeSet<String> = select_union(q.as_ref(), &sets)?
-            .iter()
-            .filter_map(|l| l.get(&name).map(str::to_string))
-            .collect();
-        Ok(values.into_iter().collect())
-    })
-    .await?;
-    Ok(success(&string_list(&values)))
+    }
+    parse_query(&p)?;
+    Ok(success("[]"))
+}
+
+/// `/api/v1/format_query`: the query laid out as Prometheus' `promtool`/API prettier does.
+async fn format_query(
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::from_request(q.as_deref(), &headers, &body);
+    let text = p.get("query").unwrap_or("");
+    let pretty = query::format_query(text).map_err(|e| ApiError::query("query", e))?;
+    let mut data = String::new();
+    push_json_str(&mut data, &pretty);
+    Ok(success(&data))
 }
 
 /// Request parameters from the URL query and, when the body is a form, the body; as in Go's

@@ -25,6 +25,6 @@ pub mod storage;
 
 pub use error::QueryError;
 pub use eval::{LOOKBACK_DELTA_MS, MAX_SAMPLES, Sample, Value, instant_query, range_query};
-pub use parse::{Expr, Selector, parse, parse_series_selector};
+pub use parse::{Expr, Selector, format_query, parse, parse_series_selector};
 pub use steps::{MAX_STEPS, Steps};
 pub use storage::{MatchOp, Matcher, Querier, Queryable, SeriesRef, StorageError};

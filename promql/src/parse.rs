@@ -268,6 +268,78 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
     from_ast(&expr)
 }
 
+/// The query laid out as Prometheus' `/api/v1/format_query` does (its prettier: one
+/// operand per line once a line would pass 100 characters, two-space indents).
+///
+/// # Errors
+/// The query does not parse.
+pub fn format_query(query: &str) -> Result<String, QueryError> {
+    register_functions();
+    let expr = ast::parse(query).map_err(QueryError::Parse)?;
+    Ok(go_number_literals(&expr.prettify()))
+}
+
+/// Rewrites the number literals of a formatted query as Go's `fmt.Sprint` writes a float,
+/// which Prometheus' prettier uses: `+Inf`, and the shortest digits with an exponent from
+/// 1e+06 or below 1e-04 (`1e+09`, `5.0976e+06`, `1e-07`). Quoted strings, durations and
+/// `@` times are left as they are.
+fn go_number_literals(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + 8);
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':' || c == b'.';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\'' || c == b'`' {
+            // Copy the quoted string through its closing quote.
+            let start = i;
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += if b[i] == b'\\' && c != b'`' { 2 } else { 1 };
+            }
+            i = (i + 1).min(b.len());
+            out.push_str(&s[start..i]);
+            continue;
+        }
+        let boundary = i == 0 || !ident(b[i - 1]);
+        if boundary && c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+                i += 1;
+            }
+            let token = &s[start..i];
+            let duration = i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_');
+            match token.parse::<f64>() {
+                Ok(v) if !duration && !out.ends_with("@ ") => out.push_str(&go_float(v)),
+                _ => out.push_str(token),
+            }
+            continue;
+        }
+        if boundary && s[i..].starts_with("Inf") && !b.get(i + 3).is_some_and(|&c| ident(c)) {
+            out.push_str(if out.ends_with('-') { "Inf" } else { "+Inf" });
+            i += 3;
+            continue;
+        }
+        let ch = s[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// A finite float as Go's `%v`: shortest round-trip digits, in exponent form when the
+/// exponent is below -4 or at least 6 (e.g. `1e+09`, `2.5e-05`), plain otherwise.
+fn go_float(v: f64) -> String {
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return format!("{v}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 /// Parses a plain series selector such as `up{job="node"}`, as `match[]` takes.
 pub fn parse_series_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
     register_functions();
@@ -536,6 +608,36 @@ fn new_matcher(
 
 fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_as_go_writes_them() {
+        for (v, want) in [
+            (1e9, "1e+09"),
+            (5_097_600.0, "5.0976e+06"),
+            (999_999.0, "999999"),
+            (1e-7, "1e-07"),
+            (0.0001, "0.0001"),
+            (0.5, "0.5"),
+            (-2.5e-5, "-2.5e-05"),
+            (1e300, "1e+300"),
+        ] {
+            assert_eq!(go_float(v), want);
+        }
+    }
+
+    #[test]
+    fn only_number_literals_are_rewritten() {
+        let q = r#"x{a="1000000"} offset 5m > 1000000 or y @ 100.000 + Inf - -Inf"#;
+        assert_eq!(
+            format_query(q).unwrap(),
+            r#"x{a="1000000"} offset 5m > 1e+06 or y @ 100.000 + +Inf - -Inf"#
+        );
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,12 @@ pub trait Querier {
     /// sorted by time, one per timestamp (the newest write wins).
     fn points(&self, id: SeriesRef, start_ms: i64, end_ms: i64)
     -> Result<Vec<Point>, StorageError>;
+    /// Whether the series has data in `[start_ms, end_ms]`, for the metadata APIs' `start`
+    /// and `end`. A store may answer from coarser spans (Prometheus answers by block); the
+    /// default reads the points.
+    fn has_points(&self, id: SeriesRef, start_ms: i64, end_ms: i64) -> Result<bool, StorageError> {
+        Ok(!self.points(id, start_ms, end_ms)?.is_empty())
+    }
     /// All label names in use, sorted.
     fn label_names(&self) -> Result<Vec<String>, StorageError>;
     /// All values of one label name, sorted.

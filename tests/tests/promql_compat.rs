@@ -65,6 +65,15 @@ fn port_of(addr: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {addr}"))
 }
 
+/// Queries `/api/v1/format_query` lays out differently from Prometheus, known and left:
+/// the parser drops a unary plus (`+g` comes back as `g`, which means the same).
+const FORMAT_DIFFERS: &[&str] = &["+g"];
+
+fn raw(port: u16, path: &str) -> serde_json::Value {
+    let (_, body) = http_get(port, path).unwrap_or_else(|| panic!("no answer to {path}"));
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e})"))
+}
+
 fn ask(port: u16, path: &str) -> Answer {
     let (_, body) = http_get(port, path).unwrap_or_else(|| panic!("no answer to {path}"));
     from_json(
@@ -178,6 +187,15 @@ fn answers_agree_with_prometheus_over_remote_write() {
             ),
             false,
         ));
+        // The prettier's layout, as `/api/v1/format_query` gives it.
+        let fq = format!("/api/v1/format_query?query={}", encode(q));
+        let (prom_fmt, our_fmt) = (raw(prom_port, &fq), raw(agg_port, &fq));
+        if prom_fmt["status"] == "success" && prom_fmt != our_fmt && !FORMAT_DIFFERS.contains(&q) {
+            failures.push(format!(
+                "line {}: {fq}\n  prometheus: {prom_fmt}\n  outpost:    {our_fmt}",
+                query.line
+            ));
+        }
         let mut any_refused = false;
         for (path, ordered) in paths {
             let prom = ask(prom_port, &path);
@@ -201,6 +219,40 @@ fn answers_agree_with_prometheus_over_remote_write() {
         }
     }
     assert!(refused > 10, "Prometheus refused only {refused} queries");
+    // The metadata APIs Grafana's query editor calls answer alike.
+    for m in [
+        "g",
+        "{job=\"a\"}",
+        "{__name__=~\"h.*\"}",
+        "s",
+        "late",
+        "nothing",
+    ] {
+        let m = encode(m);
+        for path in [
+            format!("/api/v1/series?match[]={m}"),
+            format!("/api/v1/series?match[]={m}&match[]=c_total"),
+            format!("/api/v1/labels?match[]={m}"),
+            format!("/api/v1/label/inst/values?match[]={m}"),
+            format!("/api/v1/label/__name__/values?match[]={m}"),
+        ] {
+            let (p, o) = (raw(prom_port, &path), raw(agg_port, &path));
+            if p != o {
+                failures.push(format!("{path}\n  prometheus: {p}\n  outpost:    {o}"));
+            }
+        }
+    }
+    for path in [
+        "/api/v1/labels",
+        "/api/v1/label/__name__/values",
+        "/api/v1/label/le/values",
+        "/api/v1/label/nolabel/values",
+    ] {
+        let (p, o) = (raw(prom_port, path), raw(agg_port, path));
+        if p != o {
+            failures.push(format!("{path}\n  prometheus: {p}\n  outpost:    {o}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} differences from Prometheus:\n{}",

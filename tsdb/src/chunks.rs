@@ -24,6 +24,33 @@ pub(crate) fn key(id: SeriesId, min_ts: i64, max_ts: i64, record: u64) -> Vec<u8
     key
 }
 
+/// Whether a chunk of series `id` spans a time overlapping `[start_ms, end_ms]`. A chunk's
+/// span is its oldest to newest point, so this can say yes for a chunk whose points all
+/// fall around the window; it reads keys only.
+///
+/// # Errors
+/// RocksDB fails.
+pub(crate) fn any_overlapping(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    id: SeriesId,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<bool, ReadError> {
+    let mut from = id.to_be_bytes().to_vec();
+    from.extend_from_slice(&sortable(start_ms));
+    for item in db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
+        let (k, _) = item.map_err(|e| ReadError(e.to_string()))?;
+        if k.len() != 32 || k[..8] != id.to_be_bytes() {
+            return Ok(false);
+        }
+        if unsortable(&k[16..24]) <= end_ms {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Appends the points of series `id` with `start_ms <= ts <= end_ms` found in chunks to
 /// `out`, newest write first (chunks by record id, newest first, each reversed).
 ///

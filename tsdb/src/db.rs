@@ -347,6 +347,40 @@ impl Storage {
         Ok(v)
     }
 
+    /// Cardinality statistics with the `top` largest entries of each list.
+    pub fn cardinality(&self, top: usize) -> crate::CardinalityStats {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats(top)
+    }
+
+    /// The oldest and newest timestamps (ms) in the head, if it holds any point.
+    pub fn head_time_range(&self) -> Option<(i64, i64)> {
+        self.head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .time_range()
+    }
+
+    /// Whether the series has any point with `start_ms <= ts <= end_ms`, found without
+    /// decoding chunks (a seek to the first chunk that may hold one).
+    ///
+    /// # Errors
+    /// RocksDB fails to read.
+    pub fn has_points(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<bool, ReadError> {
+        if self
+            .head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_points(id, start_ms, end_ms)
+        {
+            return Ok(true);
+        }
+        let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
+        chunks::any_overlapping(&self.db, cf, id, start_ms, end_ms)
+    }
+
     /// All label names in use, sorted.
     pub fn label_names(&self) -> Vec<String> {
         self.index

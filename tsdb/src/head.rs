@@ -40,6 +40,30 @@ impl Head {
         }
     }
 
+    /// Whether this series has a head point with `start_ms <= ts <= end_ms`.
+    pub(crate) fn has_points(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> bool {
+        let hit = |pts: &Vec<Point>| pts.iter().any(|p| p.ts >= start_ms && p.ts <= end_ms);
+        self.active.get(&id).is_some_and(hit)
+            || self
+                .frozen
+                .as_ref()
+                .and_then(|f| f.get(&id))
+                .is_some_and(hit)
+    }
+
+    /// The oldest and newest timestamps in the head, if any.
+    pub(crate) fn time_range(&self) -> Option<(i64, i64)> {
+        let frozen = self.frozen.iter().flat_map(|f| f.values());
+        self.active
+            .values()
+            .chain(frozen)
+            .flatten()
+            .fold(None, |acc, p| match acc {
+                None => Some((p.ts, p.ts)),
+                Some((a, b)) => Some((a.min(p.ts), b.max(p.ts))),
+            })
+    }
+
     /// Points in the head, active and frozen.
     pub(crate) fn len(&self) -> usize {
         self.active_points

@@ -25,6 +25,7 @@ mod querier;
 mod wal;
 
 pub use db::{MetaEntry, Storage, StorageError};
+pub use index::CardinalityStats;
 pub use plan::{SeriesSlot, WritePlan};
 
 /// A stored series' number, stable for the life of the data folder.

@@ -33,6 +33,11 @@ impl Querier for StorageQuerier<'_> {
             .points(id, start_ms.max(self.mint_ms), end_ms.min(self.maxt_ms))
     }
 
+    fn has_points(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<bool, StorageError> {
+        self.storage
+            .has_points(id, start_ms.max(self.mint_ms), end_ms.min(self.maxt_ms))
+    }
+
     fn label_names(&self) -> Result<Vec<String>, StorageError> {
         Ok(self.storage.label_names())
     }
