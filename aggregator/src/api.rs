@@ -18,14 +18,195 @@ use outpost_promql::{
     self as query, Matcher, Querier, QueryError, Queryable, Steps, StorageError, Value,
 };
 use outpost_shared::Labels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 type Src = Arc<dyn Queryable>;
 
+/// The query API's state: the store and the limits every query runs under.
+#[derive(Clone)]
+pub struct QueryApi {
+    src: Src,
+    limits: Arc<QueryLimits>,
+}
+
+/// The limits of `[query]`, shared by every query request.
+pub struct QueryLimits {
+    timeout: Duration,
+    max_samples: usize,
+    max_concurrency: usize,
+    max_queued: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+    gauges: QueryGauges,
+}
+
+/// The query API's own metrics, registered by the program.
+#[derive(Clone, Default)]
+pub struct QueryGauges {
+    /// Queries being evaluated now.
+    pub running: Gauge,
+    /// Queries waiting for a slot.
+    pub queued: Gauge,
+    /// Queries refused or stopped by a limit, by `reason`: `queue_full`, `timeout`,
+    /// `too_many_samples`.
+    pub limited: Family<crate::metrics::ReasonLabel, Counter>,
+}
+
+impl QueryLimits {
+    /// Limits from `[query]`, reporting into `gauges`.
+    pub fn new(cfg: &crate::config::QueryConfig, gauges: QueryGauges) -> QueryLimits {
+        for reason in ["queue_full", "timeout", "too_many_samples"] {
+            gauges
+                .limited
+                .get_or_create(&reason_label(reason))
+                .inc_by(0);
+        }
+        QueryLimits {
+            timeout: cfg.timeout.get(),
+            max_samples: cfg.max_samples,
+            max_concurrency: cfg.max_concurrency,
+            max_queued: cfg.max_queued,
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency)),
+            gauges,
+        }
+    }
+
+    fn limited(&self, reason: &str) {
+        self.gauges
+            .limited
+            .get_or_create(&reason_label(reason))
+            .inc();
+    }
+
+    /// Runs `f` on a blocking thread once a slot is free, within `timeout` from now
+    /// (queueing included), raising the query's cancel flag when the time is up.
+    async fn run<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&query::Limits) -> Result<T, QueryError> + Send + 'static,
+    ) -> Result<(T, Timings), ApiError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        if self.gauges.queued.inc() >= self.max_queued as i64 {
+            self.gauges.queued.dec();
+            self.limited("queue_full");
+            return Err(ApiError::Unavailable(format!(
+                "too many queries waiting: {} running and {} queued ([query] max_concurrency, max_queued); retry later",
+                self.max_concurrency, self.max_queued
+            )));
+        }
+        let permit =
+            tokio::time::timeout_at(deadline.into(), self.slots.clone().acquire_owned()).await;
+        self.gauges.queued.dec();
+        let permit = match permit {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("the aggregator is stopping".into())),
+            Err(_) => {
+                self.limited("timeout");
+                return Err(ApiError::Timeout("query timed out in query queue".into()));
+            }
+        };
+        let queued = started.elapsed();
+        let limits = query::Limits {
+            max_samples: self.max_samples,
+            cancel: query::Cancel::default(),
+        };
+        let cancel = limits.cancel.clone();
+        let running = self.gauges.running.clone();
+        running.inc();
+        let task = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let out = f(&limits);
+            running.dec();
+            drop(permit);
+            out.map(|v| (v, t.elapsed()))
+        });
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Err(_) => {
+                // The evaluation sees the flag at its next check and frees its slot.
+                cancel.cancel();
+                self.limited("timeout");
+                Err(QueryError::Timeout.into())
+            }
+            Ok(Err(e)) => Err(ApiError::Internal(format!("query task failed: {e}"))),
+            Ok(Ok(Err(e))) => {
+                if matches!(e, QueryError::TooManySamples) {
+                    self.limited("too_many_samples");
+                }
+                if matches!(e, QueryError::Timeout) {
+                    self.limited("timeout");
+                }
+                Err(e.into())
+            }
+            Ok(Ok(Ok((v, eval)))) => Ok((
+                v,
+                Timings {
+                    queued,
+                    eval,
+                    total: started.elapsed(),
+                },
+            )),
+        }
+    }
+
+    /// The request's `timeout` parameter, which may only shorten `[query] timeout`.
+    fn timeout_for(&self, p: &Params) -> Result<Duration, ApiError> {
+        match p.get("timeout") {
+            None => Ok(self.timeout),
+            Some(s) => {
+                let ms = parse_duration_ms(s).map_err(|e| ApiError::param("timeout", e))?;
+                Ok(self.timeout.min(Duration::from_millis(ms.max(0) as u64)))
+            }
+        }
+    }
+}
+
+fn reason_label(reason: &str) -> crate::metrics::ReasonLabel {
+    crate::metrics::ReasonLabel {
+        reason: reason.into(),
+    }
+}
+
+/// Where a query's time went, for the `stats` parameter.
+struct Timings {
+    queued: Duration,
+    eval: Duration,
+    total: Duration,
+}
+
+impl Timings {
+    /// Prometheus' `stats.timings` object, in seconds.
+    fn json(&self) -> String {
+        let s = |d: Duration| d.as_secs_f64();
+        format!(
+            r#"{{"timings":{{"evalTotalTime":{},"resultSortTime":0,"queryPreparationTime":0,"innerEvalTime":{},"execQueueTime":{},"execTotalTime":{}}}}}"#,
+            s(self.eval),
+            s(self.eval),
+            s(self.queued),
+            s(self.total)
+        )
+    }
+}
+
+/// A query answer, with `stats` when the request asked for them.
+fn query_success(value: &Value, timings: &Timings, p: &Params) -> Response {
+    let data = value_json(value);
+    match p.get("stats") {
+        None => success(&data),
+        Some(_) => {
+            let data = format!("{},\"stats\":{}}}", &data[..data.len() - 1], timings.json());
+            success(&data)
+        }
+    }
+}
+
 /// The query API's routes with their state applied, ready to `.merge()`.
-pub fn query_router(src: Src) -> Router {
+pub fn query_router(src: Src, limits: Arc<QueryLimits>) -> Router {
     Router::new()
         .route("/api/v1/query", get(instant).post(instant))
         .route("/api/v1/query_range", get(range).post(range))
@@ -37,7 +218,7 @@ pub fn query_router(src: Src) -> Router {
             get(query_exemplars).post(query_exemplars),
         )
         .route("/api/v1/format_query", get(format_query).post(format_query))
-        .with_state(src)
+        .with_state(QueryApi { src, limits })
 }
 
 pub use outpost_service::now_ms;
@@ -51,6 +232,10 @@ pub enum ApiError {
     Execution(String),
     /// 500, `internal`: the detail is logged; the client sees only "internal error".
     Internal(String),
+    /// 503, `timeout`: the query ran out of time (`[query] timeout` or `timeout=`).
+    Timeout(String),
+    /// 503, `unavailable`: too many queries are waiting, or the aggregator is stopping.
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -62,6 +247,7 @@ impl ApiError {
     fn query(param: &str, e: QueryError) -> Self {
         match e {
             QueryError::Storage(e) => e.into(),
+            QueryError::Timeout => ApiError::Timeout(e.to_string()),
             QueryError::TooManySamples | QueryError::Execution(_) => {
                 ApiError::Execution(e.to_string())
             }
@@ -75,6 +261,7 @@ impl ApiError {
             ApiError::BadData(_) => StatusCode::BAD_REQUEST,
             ApiError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Timeout(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,6 +284,8 @@ impl IntoResponse for ApiError {
         let (kind, msg) = match self {
             ApiError::BadData(m) => ("bad_data", m),
             ApiError::Execution(m) => ("execution", m),
+            ApiError::Timeout(m) => ("timeout", m),
+            ApiError::Unavailable(m) => ("unavailable", m),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "query API request failed");
                 ("internal", "internal error".to_string())
@@ -121,17 +310,8 @@ fn success(data: &str) -> Response {
     )
 }
 
-/// Runs storage reads off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("query task failed: {e}")))?
-}
-
 async fn instant(
-    State(src): State<Src>,
+    State(api): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -141,13 +321,20 @@ async fn instant(
         Some(s) => parse_time(s).map_err(|e| ApiError::param("time", e))?,
         None => now_ms(),
     };
+    let timeout = api.limits.timeout_for(&p)?;
     let expr = parse_query(&p)?;
-    let value = blocking(move || Ok(query::instant_query(src.as_ref(), &expr, t)?)).await?;
-    Ok(success(&value_json(&value)))
+    let src = api.src.clone();
+    let (value, timings) = api
+        .limits
+        .run(timeout, move |l| {
+            query::instant_query_with(src.as_ref(), &expr, t, l)
+        })
+        .await?;
+    Ok(query_success(&value, &timings, &p))
 }
 
 async fn range(
-    State(src): State<Src>,
+    State(api): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -164,9 +351,16 @@ async fn range(
     let step =
         parse_duration_ms(p.get("step").unwrap_or("")).map_err(|e| ApiError::param("step", e))?;
     let steps = Steps::new(start, end, step)?;
+    let timeout = api.limits.timeout_for(&p)?;
     let expr = parse_query(&p)?;
-    let value = blocking(move || Ok(query::range_query(src.as_ref(), &expr, &steps)?)).await?;
-    Ok(success(&value_json(&value)))
+    let src = api.src.clone();
+    let (value, timings) = api
+        .limits
+        .run(timeout, move |l| {
+            query::range_query_with(src.as_ref(), &expr, &steps, l)
+        })
+        .await?;
+    Ok(query_success(&value, &timings, &p))
 }
 
 fn parse_query(p: &Params) -> Result<query::Expr, ApiError> {
@@ -217,9 +411,13 @@ fn parse_limit(p: &Params) -> Result<usize, ApiError> {
 
 /// The label sets of every series any of `req.sets` selects (every series when there are
 /// none) with data in `req.range`, sorted and without repeats.
-fn select_series(q: &dyn Querier, req: &SeriesRequest) -> Result<BTreeSet<Labels>, ApiError> {
+fn select_series(
+    q: &dyn Querier,
+    req: &SeriesRequest,
+    limits: &query::Limits,
+) -> Result<BTreeSet<Labels>, QueryError> {
     let everything = [Matcher::new("__name__", query::MatchOp::Regex, ".+")
-        .map_err(|e| ApiError::Internal(e.to_string()))?];
+        .map_err(|e| QueryError::Execution(e.to_string()))?];
     let sets: Vec<&[Matcher]> = if req.sets.is_empty() {
         vec![&everything]
     } else {
@@ -228,6 +426,7 @@ fn select_series(q: &dyn Querier, req: &SeriesRequest) -> Result<BTreeSet<Labels
     let mut out = BTreeSet::new();
     for matchers in sets {
         for (id, labels) in q.select(matchers)? {
+            limits.cancel.check()?;
             let keep = match req.range {
                 None => true,
                 Some((start, end)) => q.has_points(id, start, end)?,
@@ -260,14 +459,18 @@ fn all_time(src: &dyn Queryable) -> Result<Box<dyn Querier + '_>, StorageError> 
 }
 
 async fn series(
-    State(src): State<Src>,
+    State(QueryApi { src, limits }): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::from_request(q.as_deref(), &headers, &body);
     let req = series_request(&p, true)?;
-    let found = blocking(move || select_series(all_time(src.as_ref())?.as_ref(), &req)).await?;
+    let (found, _) = limits
+        .run(limits.timeout_for(&p)?, move |l| {
+            select_series(all_time(src.as_ref())?.as_ref(), &req, l)
+        })
+        .await?;
     let limit = parse_limit(&p)?;
     let mut data = String::from("[");
     for (i, labels) in found.iter().enumerate() {
@@ -288,7 +491,8 @@ fn label_strings(
     src: &dyn Queryable,
     req: &SeriesRequest,
     name: Option<&str>,
-) -> Result<Vec<String>, ApiError> {
+    limits: &query::Limits,
+) -> Result<Vec<String>, QueryError> {
     let q = all_time(src)?;
     if req.sets.is_empty() && req.range.is_none() {
         return Ok(match name {
@@ -296,7 +500,7 @@ fn label_strings(
             Some(n) => q.label_values(n)?,
         });
     }
-    let found: BTreeSet<String> = select_series(q.as_ref(), req)?
+    let found: BTreeSet<String> = select_series(q.as_ref(), req, limits)?
         .iter()
         .flat_map(|l| match name {
             None => l.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
@@ -315,7 +519,7 @@ fn limited_list(mut items: Vec<String>, limit: usize) -> Response {
 }
 
 async fn labels(
-    State(src): State<Src>,
+    State(QueryApi { src, limits }): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -323,12 +527,16 @@ async fn labels(
     let p = Params::from_request(q.as_deref(), &headers, &body);
     let req = series_request(&p, false)?;
     let limit = req.limit;
-    let names = blocking(move || label_strings(src.as_ref(), &req, None)).await?;
+    let (names, _) = limits
+        .run(limits.timeout_for(&p)?, move |l| {
+            label_strings(src.as_ref(), &req, None, l)
+        })
+        .await?;
     Ok(limited_list(names, limit))
 }
 
 async fn label_values(
-    State(src): State<Src>,
+    State(QueryApi { src, limits }): State<QueryApi>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -338,7 +546,11 @@ async fn label_values(
     }
     let req = series_request(&p, false)?;
     let limit = req.limit;
-    let values = blocking(move || label_strings(src.as_ref(), &req, Some(&name))).await?;
+    let (values, _) = limits
+        .run(limits.timeout_for(&p)?, move |l| {
+            label_strings(src.as_ref(), &req, Some(&name), l)
+        })
+        .await?;
     Ok(limited_list(values, limit))
 }
 
@@ -773,7 +985,8 @@ mod tests {
         uri: &str,
         form: Option<&str>,
     ) -> (StatusCode, String) {
-        let router = query_router(Arc::new(src));
+        let limits = QueryLimits::new(&Default::default(), QueryGauges::default());
+        let router = query_router(Arc::new(src), Arc::new(limits));
         let mut req = Request::builder().method(method).uri(uri);
         let body = match form {
             Some(f) => {

@@ -17,6 +17,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub query: QueryConfig,
+    #[serde(default)]
     pub log: outpost_service::config::LogConfig,
     #[serde(default)]
     pub telemetry: outpost_service::config::TelemetryConfig,
@@ -68,6 +70,70 @@ pub struct ApiConfig {
     /// File holding the bearer token the HTTP API requires. Mandatory when `listen.http` is
     /// not a loopback address.
     pub bearer_token_file: Option<PathBuf>,
+}
+
+/// `[query]`: limits that keep queries from starving ingestion, named and defaulted as
+/// Prometheus' `--query.*` flags.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Longest a query may run, queueing included (`--query.timeout`). Default 2m. A
+    /// request's own `timeout` parameter can only shorten it.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: outpost_shared::units::Duration,
+    /// Most points one query may hold in memory at once (`--query.max-samples`).
+    /// Default 50,000,000.
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+    /// Queries evaluated at once (`--query.max-concurrency`). Default 20.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Queries that may wait for a slot; beyond this, requests are refused at once with 503.
+    /// Default 1,000.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+fn default_query_timeout() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(120)
+}
+fn default_max_samples() -> usize {
+    outpost_promql::MAX_SAMPLES
+}
+fn default_max_concurrency() -> usize {
+    20
+}
+fn default_max_queued() -> usize {
+    1000
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: default_query_timeout(),
+            max_samples: default_max_samples(),
+            max_concurrency: default_max_concurrency(),
+            max_queued: default_max_queued(),
+        }
+    }
+}
+
+impl QueryConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = vec![];
+        if self.timeout.get().is_zero() {
+            out.push(Problem::new("query.timeout", "must be more than 0s"));
+        }
+        for (key, v) in [
+            ("query.max_samples", self.max_samples),
+            ("query.max_concurrency", self.max_concurrency),
+        ] {
+            if v == 0 {
+                out.push(Problem::new(key, "must be at least 1"));
+            }
+        }
+        out
+    }
 }
 
 impl Config {
@@ -154,6 +220,7 @@ impl Config {
         {
             out.extend(e.lines().map(|l| Problem::new("checks_file", l)));
         }
+        out.extend(self.query.validate());
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
         out

@@ -26,13 +26,15 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
+    /// The limits every query runs under.
+    pub query: Arc<crate::api::QueryLimits>,
     /// The ingest writer, for `POST /api/v1/write`.
     pub writer: tokio::sync::mpsc::Sender<crate::ingest::WriterMsg>,
 }
 
 pub fn router(state: AppState) -> Router {
     let source: Arc<dyn Queryable> = state.storage.clone();
-    let api = crate::api::query_router(source).merge(
+    let api = crate::api::query_router(source, state.query.clone()).merge(
         Router::new()
             .route("/api/v1/agents", get(agents))
             .route("/api/v1/checks", get(checks))

@@ -107,6 +107,7 @@ pub async fn run_with(
         connections: connections.clone(),
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
+        query: Arc::new(api::QueryLimits::new(&cfg.query, metrics.query.clone())),
         writer: writer_tx,
     });
     let mut http_stop = stop_rx.clone();

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub compactions: Counter,
     pub compaction_errors: Counter,
+    pub query: crate::api::QueryGauges,
     pub remote_write_requests: Family<OutcomeLabel, Counter>,
     pub remote_write_samples: Counter,
     pub http_duration: Family<HandlerLabel, Histogram>,
@@ -86,6 +87,7 @@ impl Metrics {
             storage_bytes: Gauge::default(),
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
+            query: Default::default(),
             remote_write_requests: Family::default(),
             remote_write_samples: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
@@ -149,6 +151,21 @@ impl Metrics {
             "ingest_commit_batches",
             "Batches per group commit",
             m.commit_batches.clone(),
+        );
+        r.register(
+            "queries_running",
+            "Queries being evaluated now ([query] max_concurrency caps it)",
+            m.query.running.clone(),
+        );
+        r.register(
+            "queries_queued",
+            "Queries waiting for an evaluation slot ([query] max_queued caps it)",
+            m.query.queued.clone(),
+        );
+        r.register(
+            "queries_limited",
+            "Queries refused or stopped by a limit, by reason: queue_full, timeout, too_many_samples",
+            m.query.limited.clone(),
         );
         r.register(
             "remote_write_requests",

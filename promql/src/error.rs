@@ -55,6 +55,10 @@ pub enum QueryError {
     /// More than [`crate::MAX_SAMPLES`] points would be loaded.
     #[error("query processing would load too many samples into memory in query execution")]
     TooManySamples,
+    /// The caller cancelled the query (its deadline passed), as Prometheus'
+    /// `ErrQueryTimeout` during evaluation.
+    #[error("query timed out in expression evaluation")]
+    Timeout,
     /// The store could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),

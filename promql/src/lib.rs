@@ -9,8 +9,8 @@
 //!   histogram functions, functions newer than 2.42) is refused while planning.
 //! - [`storage`]: the [`Queryable`]/[`Querier`] traits a store implements, and label
 //!   [`Matcher`]s; [`memory`] is an in-memory store for tests.
-//! - [`steps`]: a range query's evaluation times; [`error`]: every failure, in
-//!   Prometheus' words.
+//! - [`steps`]: a range query's evaluation times; [`limits`]: the sample cap and the
+//!   caller's cancellation; [`error`]: every failure, in Prometheus' words.
 //!
 //! Pure: no runtime, no clock (the time is always an argument), no I/O but through
 //! [`Queryable`]. It depends on `outpost-shared` and `promql-parser` and never on tokio,
@@ -18,13 +18,18 @@
 
 pub mod error;
 pub mod eval;
+pub mod limits;
 pub mod memory;
 pub mod parse;
 pub mod steps;
 pub mod storage;
 
 pub use error::QueryError;
-pub use eval::{LOOKBACK_DELTA_MS, MAX_SAMPLES, Sample, Value, instant_query, range_query};
+pub use eval::{
+    LOOKBACK_DELTA_MS, MAX_SAMPLES, Sample, Value, instant_query, instant_query_with, range_query,
+    range_query_with,
+};
+pub use limits::{Cancel, Limits};
 pub use parse::{Expr, Selector, format_query, parse, parse_series_selector};
 pub use steps::{MAX_STEPS, Steps};
 pub use storage::{MatchOp, Matcher, Querier, Queryable, SeriesRef, StorageError};

@@ -300,6 +300,40 @@ pub fn range_query(src: &dyn Queryable, expr: &Expr, steps: &Steps) -> Result<Va
     range_query_limited(src, expr, steps, MAX_SAMPLES)
 }
 
+/// [`instant_query`] within `limits`.
+///
+/// # Errors
+/// As [`instant_query`], with `limits.max_samples` as the cap, and
+/// [`QueryError::Timeout`] once `limits.cancel` is raised.
+pub fn instant_query_with(
+    src: &dyn Queryable,
+    expr: &Expr,
+    t_ms: i64,
+    limits: &crate::Limits,
+) -> Result<Value, QueryError> {
+    limits.cancel.check()?;
+    let v = instant_query_limited(src, expr, t_ms, limits.max_samples)?;
+    limits.cancel.check()?;
+    Ok(v)
+}
+
+/// [`range_query`] within `limits`.
+///
+/// # Errors
+/// As [`range_query`], with `limits.max_samples` as the cap, and [`QueryError::Timeout`]
+/// once `limits.cancel` is raised.
+pub fn range_query_with(
+    src: &dyn Queryable,
+    expr: &Expr,
+    steps: &Steps,
+    limits: &crate::Limits,
+) -> Result<Value, QueryError> {
+    limits.cancel.check()?;
+    let v = range_query_limited(src, expr, steps, limits.max_samples)?;
+    limits.cancel.check()?;
+    Ok(v)
+}
+
 pub(crate) fn instant_query_limited(
     src: &dyn Queryable,
     expr: &Expr,
