@@ -627,7 +627,7 @@ impl Params {
 
 /// `application/x-www-form-urlencoded` pairs. Lenient: a `%` not followed by two hex digits
 /// is kept as it is.
-fn parse_form(s: &str, out: &mut Vec<(String, String)>) {
+pub(crate) fn parse_form(s: &str, out: &mut Vec<(String, String)>) {
     for part in s.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         out.push((percent_decode(k), percent_decode(v)));
@@ -841,7 +841,7 @@ fn push_sample(out: &mut String, ts: i64, v: f64) {
     out.push_str("\"]");
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

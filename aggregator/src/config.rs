@@ -234,6 +234,56 @@ impl Config {
         }
     }
 
+    /// The settings `/api/v1/status/flags` shows, named as Prometheus' flags where one
+    /// exists (`config.file`, `storage.tsdb.path`, `web.listen-address`, `query.*`); the
+    /// token file's path is shown, never the token.
+    pub fn flags(&self, config_file: Option<&Path>) -> Vec<(String, String)> {
+        let d = |d: &outpost_shared::units::Duration| format!("{}s", d.get().as_secs_f64());
+        vec![
+            (
+                "config.file".into(),
+                config_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "storage.tsdb.path".into(),
+                self.data_dir.display().to_string(),
+            ),
+            ("web.listen-address".into(), self.listen.http.clone()),
+            ("listen.quic".into(), self.listen.quic.clone()),
+            ("query.timeout".into(), d(&self.query.timeout)),
+            (
+                "query.max-samples".into(),
+                self.query.max_samples.to_string(),
+            ),
+            (
+                "query.max-concurrency".into(),
+                self.query.max_concurrency.to_string(),
+            ),
+            ("query.max-queued".into(), self.query.max_queued.to_string()),
+            (
+                "query.lookback-delta".into(),
+                format!("{}s", outpost_promql::LOOKBACK_DELTA_MS / 1000),
+            ),
+            (
+                "api.bearer-token-file".into(),
+                self.api
+                    .bearer_token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "checks-file".into(),
+                self.checks_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+
     /// The API token, if one is configured.
     pub fn token(&self) -> Option<String> {
         let p = self.api.bearer_token_file.as_ref()?;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
+    /// Flags and start time for the status API.
+    pub start: Arc<crate::status::StartInfo>,
     /// The limits every query runs under.
     pub query: Arc<crate::api::QueryLimits>,
     /// The ingest writer, for `POST /api/v1/write`.
@@ -39,7 +41,14 @@ pub fn router(state: AppState) -> Router {
             .route("/api/v1/agents", get(agents))
             .route("/api/v1/checks", get(checks))
             .route("/api/v1/checks/reload", post(reload_checks))
-            .route("/api/v1/status/buildinfo", get(buildinfo))
+            .route("/api/v1/status/buildinfo", get(crate::status::buildinfo))
+            .route(
+                "/api/v1/status/runtimeinfo",
+                get(crate::status::runtimeinfo),
+            )
+            .route("/api/v1/status/flags", get(crate::status::flags))
+            .route("/api/v1/status/tsdb", get(crate::status::tsdb))
+            .route("/federate", get(crate::status::federate))
             .route(
                 "/api/v1/write",
                 post(crate::remote_write::receive).layer(axum::extract::DefaultBodyLimit::max(
@@ -123,16 +132,6 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         m.encode(),
-    )
-}
-
-async fn buildinfo() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        format!(
-            r#"{{"status":"success","data":{{"version":"{}","revision":"","branch":"","buildUser":"","buildDate":"","goVersion":"","application":"outpost-aggregator"}}}}"#,
-            env!("CARGO_PKG_VERSION")
-        ),
     )
 }
 

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod reload;
 pub mod remote_write;
+pub mod status;
 
 use config::Config;
 use outpost_tsdb::Storage;
@@ -108,6 +109,10 @@ pub async fn run_with(
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
         query: Arc::new(api::QueryLimits::new(&cfg.query, metrics.query.clone())),
+        start: Arc::new(status::StartInfo {
+            flags: cfg.flags(config_path.as_deref()),
+            start_ms: outpost_service::now_ms(),
+        }),
         writer: writer_tx,
     });
     let mut http_stop = stop_rx.clone();

@@ -284,6 +284,7 @@ pub fn format_query(query: &str) -> Result<String, QueryError> {
 /// 1e+06 or below 1e-04 (`1e+09`, `5.0976e+06`, `1e-07`). Quoted strings, durations and
 /// `@` times are left as they are.
 fn go_number_literals(s: &str) -> String {
+    use outpost_shared::model::format_go_float;
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len() + 8);
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':' || c == b'.';
@@ -310,7 +311,7 @@ fn go_number_literals(s: &str) -> String {
             let token = &s[start..i];
             let duration = i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_');
             match token.parse::<f64>() {
-                Ok(v) if !duration && !out.ends_with("@ ") => out.push_str(&go_float(v)),
+                Ok(v) if !duration && !out.ends_with("@ ") => out.push_str(&format_go_float(v)),
                 _ => out.push_str(token),
             }
             continue;
@@ -325,19 +326,6 @@ fn go_number_literals(s: &str) -> String {
         i += ch.len_utf8();
     }
     out
-}
-
-/// A finite float as Go's `%v`: shortest round-trip digits, in exponent form when the
-/// exponent is below -4 or at least 6 (e.g. `1e+09`, `2.5e-05`), plain otherwise.
-fn go_float(v: f64) -> String {
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..6).contains(&exp) {
-        return format!("{v}");
-    }
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
 /// Parses a plain series selector such as `up{job="node"}`, as `match[]` takes.
@@ -613,6 +601,7 @@ fn duration_ms(d: std::time::Duration) -> i64 {
 #[cfg(test)]
 mod format_tests {
     use super::*;
+    use outpost_shared::model::format_go_float;
 
     #[test]
     fn numbers_are_written_as_go_writes_them() {
@@ -626,7 +615,7 @@ mod format_tests {
             (-2.5e-5, "-2.5e-05"),
             (1e300, "1e+300"),
         ] {
-            assert_eq!(go_float(v), want);
+            assert_eq!(format_go_float(v), want);
         }
     }
 

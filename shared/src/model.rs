@@ -144,6 +144,28 @@ impl Eq for Point {}
 /// The bit pattern Prometheus writes to mark a series stale.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
+/// A float as Go's `strconv.FormatFloat(v, 'g', -1, 64)` (and `fmt.Sprint`), which
+/// Prometheus uses in its text exposition and its query prettier: `NaN`, `+Inf`, `-Inf`;
+/// otherwise the shortest digits that read back exactly, in exponent form when the decimal
+/// exponent is below -4 or at least 6 (`1e+06`, `5.0976e+06`, `2.5e-05`), plain otherwise
+/// (`999999`, `0.0001`).
+pub fn format_go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return format!("{v}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 /// Prometheus' stale marker as a float.
 pub fn stale_nan() -> f64 {
     f64::from_bits(STALE_NAN)

@@ -1,0 +1,232 @@
+//! Prometheus' status API and federation, answered from the aggregator's own state:
+//!
+//! - `/api/v1/status/buildinfo`, `/runtimeinfo`, `/flags`: Prometheus 2.42's shapes, with
+//!   Outpost's values (its version, its process, its configuration as flag-like keys).
+//! - `/api/v1/status/tsdb`: the index's cardinality as Prometheus reports its head's
+//!   (`headStats`, and the ten largest of each list).
+//! - `/federate`: the newest sample of every series some `match[]` selects, within the
+//!   5-minute lookback, in the Prometheus text format, so an existing Prometheus can scrape
+//!   Outpost with `honor_labels: true`, as it federates from another Prometheus.
+
+use crate::api::push_json_str;
+use crate::http::{AppState, rfc3339};
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use outpost_promql::{LOOKBACK_DELTA_MS, Matcher, parse_series_selector};
+use outpost_service::now_ms;
+use outpost_shared::model::{METRIC_NAME, format_go_float, is_stale};
+use outpost_shared::{Labels, Point};
+use std::fmt::Write as _;
+
+/// What `/status/flags` and `/status/runtimeinfo` report, fixed at start.
+#[derive(Clone, Debug, Default)]
+pub struct StartInfo {
+    /// Flag-like settings, `(name, value)`, in the order shown.
+    pub flags: Vec<(String, String)>,
+    /// When the aggregator started, ms since the Unix epoch.
+    pub start_ms: i64,
+}
+
+fn json_ok(data: &str) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"status":"success","data":{data}}}"#),
+    )
+        .into_response()
+}
+
+/// `/api/v1/status/buildinfo`.
+pub async fn buildinfo() -> Response {
+    json_ok(&format!(
+        r#"{{"version":"{}","revision":"","branch":"","buildUser":"","buildDate":"","goVersion":"","application":"outpost-aggregator"}}"#,
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// `/api/v1/status/flags`: `{"name":"value",...}`.
+pub async fn flags(State(s): State<AppState>) -> Response {
+    let mut data = String::from("{");
+    for (i, (k, v)) in s.start.flags.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        push_json_str(&mut data, k);
+        data.push(':');
+        push_json_str(&mut data, v);
+    }
+    data.push('}');
+    json_ok(&data)
+}
+
+/// Threads of this process, from `/proc/self/status` (Prometheus reports goroutines).
+fn thread_count() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `/api/v1/status/runtimeinfo`, with Prometheus' keys.
+pub async fn runtimeinfo(State(s): State<AppState>) -> Response {
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let reload_ok = s.metrics.reload.successful.get() == 1;
+    let last_config_ms = (s.metrics.reload.success_timestamp.get() * 1000.0) as i64;
+    let mut data = String::from(r#"{"startTime":"#);
+    push_json_str(&mut data, &rfc3339(s.start.start_ms));
+    data.push_str(r#","CWD":"#);
+    push_json_str(&mut data, &cwd);
+    let _ = write!(
+        data,
+        r#","reloadConfigSuccess":{reload_ok},"lastConfigTime":"{}","corruptionCount":0,"goroutineCount":{},"GOMAXPROCS":{},"GOMEMLIMIT":0,"GOGC":"","GODEBUG":"","storageRetention":"unlimited"}}"#,
+        rfc3339(last_config_ms),
+        thread_count(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    json_ok(&data)
+}
+
+fn name_values(out: &mut String, key: &str, items: &[(String, u64)]) {
+    let _ = write!(out, r#""{key}":["#);
+    for (i, (n, v)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"name":"#);
+        push_json_str(out, n);
+        let _ = write!(out, r#","value":{v}}}"#);
+    }
+    out.push(']');
+}
+
+/// `/api/v1/status/tsdb`: Prometheus' head statistics over the whole store, plus
+/// `outpostStats` (points in the head, bytes on disk).
+pub async fn tsdb(State(s): State<AppState>) -> Response {
+    let storage = s.storage.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let c = storage.cardinality(10);
+        let (min, max) = storage.head_time_range().unwrap_or((0, 0));
+        let mut d = format!(
+            r#"{{"headStats":{{"numSeries":{},"numLabelPairs":{},"chunkCount":0,"minTime":{min},"maxTime":{max}}},"#,
+            c.series, c.label_pairs
+        );
+        name_values(&mut d, "seriesCountByMetricName", &c.series_by_metric_name);
+        d.push(',');
+        name_values(&mut d, "labelValueCountByLabelName", &c.values_by_label_name);
+        d.push(',');
+        name_values(&mut d, "memoryInBytesByLabelName", &c.bytes_by_label_name);
+        d.push(',');
+        name_values(&mut d, "seriesCountByLabelValuePair", &c.series_by_label_pair);
+        let _ = write!(
+            d,
+            r#","outpostStats":{{"headPoints":{},"storageBytes":{}}}}}"#,
+            storage.head_points(),
+            storage.size_bytes()
+        );
+        d
+    })
+    .await;
+    match built {
+        Ok(d) => json_ok(&d),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The federation text for `series` (each with its newest sample), sorted by metric name as
+/// Prometheus sorts it, with one `# TYPE <name> untyped` line per name.
+pub fn federation_text(mut series: Vec<(Labels, Point)>) -> String {
+    series.sort_by(|a, b| {
+        a.0.metric_name()
+            .cmp(&b.0.metric_name())
+            .then(a.0.cmp(&b.0))
+    });
+    let mut out = String::new();
+    let mut last: Option<String> = None;
+    for (labels, p) in &series {
+        let name = labels.metric_name().unwrap_or("");
+        if last.as_deref() != Some(name) {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            last = Some(name.to_string());
+        }
+        out.push_str(name);
+        let rest: Vec<_> = labels.iter().filter(|l| l.name != METRIC_NAME).collect();
+        if !rest.is_empty() {
+            out.push('{');
+            for (i, l) in rest.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let v = l
+                    .value
+                    .replace('\\', r"\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', r"\n");
+                let _ = write!(out, "{}=\"{v}\"", l.name);
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {} {}", format_go_float(p.value), p.ts);
+    }
+    out
+}
+
+/// `/federate?match[]=...`.
+pub async fn federate(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let mut sets: Vec<Vec<Matcher>> = vec![];
+    let mut pairs = vec![];
+    crate::api::parse_form(q.as_deref().unwrap_or(""), &mut pairs);
+    for (k, v) in pairs {
+        if k != "match[]" {
+            continue;
+        }
+        match parse_series_selector(&v) {
+            Ok(m) => sets.push(m),
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+            }
+        }
+    }
+    let storage = s.storage.clone();
+    let now = now_ms();
+    let built = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let mut seen = std::collections::BTreeMap::new();
+        for m in &sets {
+            for (id, labels) in storage.select(m) {
+                if seen.contains_key(&labels) {
+                    continue;
+                }
+                let pts = storage
+                    .points(id, now - LOOKBACK_DELTA_MS, now)
+                    .map_err(|e| e.to_string())?;
+                if let Some(p) = pts.last().filter(|p| !is_stale(p.value)) {
+                    seen.insert(labels, *p);
+                }
+            }
+        }
+        Ok(federation_text(seen.into_iter().collect()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match built {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("federation failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
