@@ -3,7 +3,7 @@
 //! from the buffer only when the aggregator acknowledges them, and reconnects with
 //! exponential backoff and jitter, moving to the next endpoint after a failure.
 //!
-//! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks and check
+//! Streams: a bidirectional control stream (hello/welcome, heartbeats and metadata out, acks and check
 //! assignments in), a unidirectional batch stream whose payloads share one codec context,
 //! and, while a backlog drains, a second unidirectional stream of higher priority carrying
 //! copies of the newest batches. The aggregator stores those copies at once and
@@ -16,6 +16,7 @@
 
 use crate::buffer::{Buffer, BufferStats};
 use crate::config::Config;
+use crate::metadata::MetadataRegistry;
 use crate::metrics::Metrics;
 use crate::status::{DrainMeter, Status};
 use outpost_service::now_ms;
@@ -138,6 +139,8 @@ pub struct Uplink {
     pub state: Arc<UplinkState>,
     /// Receives the synthetic checks the aggregator assigns to this agent.
     pub assigned: crate::synthetic::Assigned,
+    /// The families' metadata, sent when new or changed and again on every connection.
+    pub metadata: Arc<MetadataRegistry>,
 }
 
 impl Uplink {
@@ -165,6 +168,8 @@ impl Uplink {
         let endpoints = self.cfg.aggregator.endpoints.clone();
         // One session across connections: what was acknowledged stays acknowledged.
         let mut session = ClientSession::new(self.session_config(), self.buffer_state(None));
+        // The metadata registry's generation the session has taken in.
+        let mut meta_seen = 0u64;
         while !*shutdown.borrow() {
             let target = &endpoints[idx % endpoints.len()];
             if attempt > 0 {
@@ -179,6 +184,7 @@ impl Uplink {
                     &mut shutdown,
                     grace,
                     &mut established,
+                    &mut meta_seen,
                 )
                 .await;
             self.state.connected.store(false, Ordering::Relaxed);
@@ -232,6 +238,7 @@ impl Uplink {
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
         established: &mut bool,
+        meta_seen: &mut u64,
     ) -> Result<(), SessionError> {
         let addr = tokio::net::lookup_host(target)
             .await
@@ -246,7 +253,7 @@ impl Uplink {
             .await
             .map_err(|_| SessionError::Connect("handshake timed out".into()))??;
         let r = self
-            .drive(&conn, session, shutdown, grace, established)
+            .drive(&conn, session, shutdown, grace, established, meta_seen)
             .await;
         session.handle_connection_lost();
         self.account_bytes(&conn, &mut (0, 0));
@@ -308,6 +315,7 @@ impl Uplink {
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
         established: &mut bool,
+        meta_seen: &mut u64,
     ) -> Result<(), SessionError> {
         let (mut ctl_tx, ctl_rx) = conn.open_bi().await?;
         session.handle_buffer(self.buffer_state(Some(session)));
@@ -328,6 +336,9 @@ impl Uplink {
         let mut shutting_down = false;
         loop {
             session.handle_buffer(self.buffer_state(Some(session)));
+            let (declared, generation) = self.metadata.changed_since(*meta_seen);
+            *meta_seen = generation;
+            session.handle_metadata(declared);
             while let Some(e) = session.poll_event() {
                 match e {
                     ClientEvent::Connected {
@@ -395,6 +406,7 @@ impl Uplink {
             let deadline = session.poll_timeout();
             tokio::select! {
                 _ = self.new_data.notified() => {}
+                _ = self.metadata.changed.notified() => {}
                 r = frames.recv() => match r {
                     Some(Ok(f)) => {
                         session.handle_buffer(self.buffer_state(Some(session)));
