@@ -32,6 +32,10 @@ pub fn query_router(src: Src) -> Router {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
+        .route(
+            "/api/v1/metadata",
+            get(crate::metadata::handler).post(crate::metadata::handler),
+        )
         .with_state(src)
 }
 
