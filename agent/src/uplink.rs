@@ -168,8 +168,6 @@ impl Uplink {
         let endpoints = self.cfg.aggregator.endpoints.clone();
         // One session across connections: what was acknowledged stays acknowledged.
         let mut session = ClientSession::new(self.session_config(), self.buffer_state(None));
-        // The metadata registry's generation the session has taken in.
-        let mut meta_seen = 0u64;
         while !*shutdown.borrow() {
             let target = &endpoints[idx % endpoints.len()];
             if attempt > 0 {
@@ -184,7 +182,6 @@ impl Uplink {
                     &mut shutdown,
                     grace,
                     &mut established,
-                    &mut meta_seen,
                 )
                 .await;
             self.state.connected.store(false, Ordering::Relaxed);
@@ -238,7 +235,6 @@ impl Uplink {
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
         established: &mut bool,
-        meta_seen: &mut u64,
     ) -> Result<(), SessionError> {
         let addr = tokio::net::lookup_host(target)
             .await
@@ -253,7 +249,7 @@ impl Uplink {
             .await
             .map_err(|_| SessionError::Connect("handshake timed out".into()))??;
         let r = self
-            .drive(&conn, session, shutdown, grace, established, meta_seen)
+            .drive(&conn, session, shutdown, grace, established)
             .await;
         session.handle_connection_lost();
         self.account_bytes(&conn, &mut (0, 0));
@@ -315,7 +311,6 @@ impl Uplink {
         shutdown: &mut watch::Receiver<bool>,
         grace: Duration,
         established: &mut bool,
-        meta_seen: &mut u64,
     ) -> Result<(), SessionError> {
         let (mut ctl_tx, ctl_rx) = conn.open_bi().await?;
         session.handle_buffer(self.buffer_state(Some(session)));
@@ -334,10 +329,13 @@ impl Uplink {
         progress.tick().await;
         let mut was_draining = false;
         let mut shutting_down = false;
+        // The registry's generation the session has taken in; every connection starts by
+        // handing it all (the session skips what it already has).
+        let mut meta_seen = 0u64;
         loop {
             session.handle_buffer(self.buffer_state(Some(session)));
-            let (declared, generation) = self.metadata.changed_since(*meta_seen);
-            *meta_seen = generation;
+            let (declared, generation) = self.metadata.changed_since(meta_seen);
+            meta_seen = generation;
             session.handle_metadata(declared);
             while let Some(e) = session.poll_event() {
                 match e {
