@@ -3,6 +3,7 @@
 //! and the uplink is woken. Blocking (a RocksDB write): call it from a blocking task.
 
 use crate::buffer::{Buffer, BufferError};
+use crate::metadata::MetadataRegistry;
 use crate::metrics::{Metrics, SourceLabel};
 use outpost_shared::Batch;
 use outpost_shared::codec::Encoder;
@@ -45,6 +46,8 @@ pub struct Appender {
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<Metrics>,
     pub new_data: Arc<Notify>,
+    /// Where sources record the metadata their families declare.
+    pub metadata: Arc<MetadataRegistry>,
     /// This agent's `agent` and `region` labels.
     pub agent: String,
     pub region: String,

@@ -8,6 +8,9 @@
 //! endpoints. Collection never waits for the network: a batch is in the buffer before it is
 //! first sent.
 //!
+//! Every source also declares its families' type, HELP and UNIT in the [`metadata`]
+//! registry, which the uplink sends to the aggregator beside the batches.
+//!
 //! [`reload`] applies a changed config on SIGHUP; [`check_config`] is `check-config`.
 //! Logging, trace export, systemd notification, config loading and the clock come from
 //! `outpost-service`, as they do for the aggregator.
@@ -18,6 +21,7 @@ pub mod check_config;
 pub mod collect;
 pub mod config;
 pub mod http;
+pub mod metadata;
 pub mod metrics;
 pub mod push;
 pub mod reload;
@@ -132,6 +136,7 @@ pub async fn run_with(
     metrics.observe_buffer(&buffer.stats(), now_ms());
     let state = Arc::new(UplinkState::default());
     let new_data = Arc::new(Notify::new());
+    let registry = Arc::new(metadata::MetadataRegistry::new());
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -144,6 +149,7 @@ pub async fn run_with(
         buffer: buffer.clone(),
         metrics: metrics.clone(),
         new_data: new_data.clone(),
+        metadata: registry.clone(),
         agent: cfg.id.clone(),
         region: cfg.region.clone(),
     };
@@ -178,6 +184,7 @@ pub async fn run_with(
         new_data: new_data.clone(),
         state,
         assigned,
+        metadata: registry.clone(),
     };
     let uplink_task = tokio::spawn(uplink.run(stop_rx, SHUTDOWN_GRACE));
 
@@ -221,13 +228,14 @@ pub async fn run_with(
             }
         }
         let c = cfg_rx.borrow().clone();
-        let (b, m, (mut cs, mut pairs)) = (
+        let (b, m, r, (mut cs, mut pairs)) = (
             buffer.clone(),
             metrics.clone(),
+            registry.clone(),
             collectors.take().unwrap_or_default(),
         );
         let done = tokio::task::spawn_blocking(move || {
-            run_cycle(&c, &b, &m, &mut cs, &mut pairs);
+            run_cycle(&c, &b, &m, &r, &mut cs, &mut pairs);
             (cs, pairs)
         })
         .await
@@ -260,12 +268,35 @@ pub async fn run_with(
     Ok(())
 }
 
+/// What the agent declares for its cycle counter.
+pub fn cycles_metadata() -> outpost_shared::metadata::Metadata {
+    outpost_shared::metadata::Metadata::new(
+        outpost_shared::metadata::MetricType::Counter,
+        "Collection cycles this agent has run; a missing value is a cycle that was lost.",
+    )
+}
+
+/// Declares the type and node_exporter's HELP of every host family in `pairs`, and the
+/// cycle counter's, in `registry`.
+pub fn declare_host_families(pairs: &[(Labels, f64)], registry: &metadata::MetadataRegistry) {
+    let mut names: Vec<&str> = pairs.iter().filter_map(|(l, _)| l.metric_name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let declared: Vec<(&str, outpost_shared::metadata::Metadata)> = names
+        .into_iter()
+        .map(|n| (n, collect::exposition::metadata(n)))
+        .chain([(CYCLES_METRIC, cycles_metadata())])
+        .collect();
+    registry.observe(declared.iter().map(|(n, m)| (*n, m)));
+}
+
 /// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
 /// the next cycle runs regardless.
 fn run_cycle(
     cfg: &Config,
     buffer: &Buffer,
     metrics: &Metrics,
+    registry: &metadata::MetadataRegistry,
     collectors: &mut [Box<dyn collect::Collector>],
     pairs: &mut Vec<(Labels, f64)>,
 ) {
@@ -281,6 +312,7 @@ fn run_cycle(
             })
             .inc();
     }
+    declare_host_families(pairs, registry);
     let cycle = buffer.cycles() + 1;
     let batch = cycle_batch(cfg, pairs.drain(..), cycle, ts);
     let samples = batch.sample_count() as u64;

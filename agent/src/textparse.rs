@@ -12,6 +12,7 @@
 //! and OpenMetrics' mandatory final `# EOF`. As Prometheus does, OpenMetrics `_created`
 //! series of counters, histograms and summaries are not returned as samples.
 
+use outpost_shared::metadata::{FamilyMetadata, Metadata, MetricType};
 use std::borrow::Cow;
 
 /// Which grammar to apply.
@@ -117,14 +118,95 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<OwnedSample>, ParseError>
     Ok(out)
 }
 
+impl Kind {
+    fn metric_type(self) -> MetricType {
+        match self {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+            Kind::GaugeHistogram => MetricType::GaugeHistogram,
+            Kind::Summary => MetricType::Summary,
+            Kind::Info => MetricType::Info,
+            Kind::StateSet => MetricType::StateSet,
+            Kind::Unknown => MetricType::Unknown,
+        }
+    }
+}
+
 /// Parses a whole exposition, calling `on_sample` for each sample in order. Returns the
 /// number of samples. On error, samples before the bad line have already been handed over:
 /// callers that must not keep partial results collect first and commit only on `Ok`.
 pub fn parse_each<'a>(
     text: &'a str,
     format: Format,
+    on_sample: impl FnMut(&Sample<'a, '_>),
+) -> Result<usize, ParseError> {
+    parse_inner(text, format, None, on_sample)
+}
+
+/// [`parse_each`], also collecting what the exposition declares about its families in
+/// `metadata`: one entry per family named by a `# HELP`, `# TYPE` or `# UNIT` line, in
+/// order of first mention, with the HELP text unescaped. A family declared with HELP only
+/// has type [`MetricType::Unknown`], as in Prometheus (so has the text format's `untyped`).
+/// When a family is declared twice, the later line wins.
+pub fn parse_each_with_metadata<'a>(
+    text: &'a str,
+    format: Format,
+    metadata: &mut Vec<FamilyMetadata>,
+    on_sample: impl FnMut(&Sample<'a, '_>),
+) -> Result<usize, ParseError> {
+    parse_inner(text, format, Some(metadata), on_sample)
+}
+
+/// The entry of `family` in `out`, added when new; `index` maps names to positions.
+fn family_entry<'o>(
+    out: &'o mut Vec<FamilyMetadata>,
+    index: &mut std::collections::HashMap<String, usize>,
+    family: &str,
+) -> &'o mut Metadata {
+    let i = *index.entry(family.to_string()).or_insert_with(|| {
+        out.push(FamilyMetadata {
+            family: family.to_string(),
+            meta: Metadata::default(),
+        });
+        out.len() - 1
+    });
+    &mut out[i].meta
+}
+
+/// A `# HELP` text without its escapes: `\\` and `\n`, and in OpenMetrics also `\"`.
+fn unescape_help(s: &str, format: Format) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('"') if format == Format::OpenMetrics => out.push('"'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn parse_inner<'a>(
+    text: &'a str,
+    format: Format,
+    mut metadata: Option<&mut Vec<FamilyMetadata>>,
     mut on_sample: impl FnMut(&Sample<'a, '_>),
 ) -> Result<usize, ParseError> {
+    let mut meta_index = std::collections::HashMap::new();
     let mut labels: Vec<LabelPair<'a>> = Vec::with_capacity(8);
     let mut family: Option<(&'a str, Kind)> = None;
     let mut count = 0;
@@ -159,7 +241,22 @@ pub fn parse_each<'a>(
         if let Some(comment) = line.strip_prefix('#') {
             match parse_comment(comment, format).map_err(err)? {
                 Comment::Eof => eof = true,
-                Comment::Type(name, k) => family = Some((name, k)),
+                Comment::Type(name, k) => {
+                    family = Some((name, k));
+                    if let Some(out) = metadata.as_deref_mut() {
+                        family_entry(out, &mut meta_index, name).kind = k.metric_type();
+                    }
+                }
+                Comment::Help(name, text) => {
+                    if let Some(out) = metadata.as_deref_mut() {
+                        family_entry(out, &mut meta_index, name).help = unescape_help(text, format);
+                    }
+                }
+                Comment::Unit(name, unit) => {
+                    if let Some(out) = metadata.as_deref_mut() {
+                        family_entry(out, &mut meta_index, name).unit = unit.to_string();
+                    }
+                }
                 Comment::Other => {}
             }
             continue;
@@ -196,6 +293,9 @@ pub fn parse_each<'a>(
 enum Comment<'a> {
     Eof,
     Type(&'a str, Kind),
+    /// A family's HELP text, still escaped.
+    Help(&'a str, &'a str),
+    Unit(&'a str, &'a str),
     Other,
 }
 
@@ -227,7 +327,10 @@ fn parse_comment(c: &str, format: Format) -> Result<Comment<'_>, String> {
             .ok_or_else(|| format!("# TYPE {name}: unknown type {:?}", truncate(t)))?;
         return Ok(Comment::Type(name, k));
     }
-    Ok(Comment::Other)
+    if word == "HELP" {
+        return Ok(Comment::Help(name, rest.trim_start_matches([' ', '\t'])));
+    }
+    Ok(Comment::Unit(name, rest.trim_matches([' ', '\t'])))
 }
 
 fn split_blank(s: &str) -> (&str, &str) {
@@ -847,5 +950,61 @@ mod tests {
             let s = one(&format!("m{{a=\"{esc}\"}} 1"), Format::Text);
             prop_assert_eq!(&s.labels[0].1, &v);
         }
+    }
+
+    #[test]
+    fn declared_metadata_is_collected_per_family() {
+        let meta = |text: &str, f: Format| {
+            let mut out = vec![];
+            parse_each_with_metadata(text, f, &mut out, |_| {}).unwrap();
+            out.into_iter()
+                .map(|m| (m.family, m.meta.kind.as_str(), m.meta.help, m.meta.unit))
+                .collect::<Vec<_>>()
+        };
+        let text = "# HELP req_total Requests served.\n# TYPE req_total counter\nreq_total 1\n\
+                    # TYPE temp untyped\ntemp 3\n# HELP esc A \\\\ and\\nnewline \\\"kept\\\"\n\
+                    # a comment\n# HELP only_help   Text with  spaces \nonly_help 1\nno_meta 2\n";
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            meta(text, Format::Text),
+            [
+                (s("req_total"), "counter", s("Requests served."), s("")),
+                (s("temp"), "unknown", s(""), s("")),
+                (
+                    s("esc"),
+                    "unknown",
+                    s("A \\ and\nnewline \\\"kept\\\""),
+                    s("")
+                ),
+                (s("only_help"), "unknown", s("Text with  spaces "), s("")),
+            ]
+        );
+        let om = "# TYPE http_request_duration_seconds histogram\n\
+                  # UNIT http_request_duration_seconds seconds\n\
+                  # HELP http_request_duration_seconds Latency \\\"p\\\"\n\
+                  http_request_duration_seconds_bucket{le=\"+Inf\"} 1\n\
+                  http_request_duration_seconds_count 1\nhttp_request_duration_seconds_sum 1\n\
+                  # TYPE build info\nbuild_info{v=\"1\"} 1\n# TYPE jobs counter\n# HELP jobs Jobs.\n\
+                  jobs_total 3\n# EOF\n";
+        assert_eq!(
+            meta(om, Format::OpenMetrics),
+            [
+                (
+                    s("http_request_duration_seconds"),
+                    "histogram",
+                    s("Latency \"p\""),
+                    s("seconds")
+                ),
+                (s("build"), "info", s(""), s("")),
+                (s("jobs"), "counter", s("Jobs."), s("")),
+            ]
+        );
+        // A later declaration of the same family wins.
+        assert_eq!(
+            meta("# TYPE m gauge\n# TYPE m counter\nm 1\n", Format::Text),
+            [(s("m"), "counter", s(""), s(""))]
+        );
+        // Parsing without metadata is unchanged.
+        assert_eq!(parse_each(text, Format::Text, |_| {}), Ok(4));
     }
 }

@@ -3,7 +3,7 @@
 //! from the buffer only when the aggregator acknowledges them, and reconnects with
 //! exponential backoff and jitter, moving to the next endpoint after a failure.
 //!
-//! Streams: a bidirectional control stream (hello/welcome, heartbeats out, acks and check
+//! Streams: a bidirectional control stream (hello/welcome, heartbeats and metadata out, acks and check
 //! assignments in), a unidirectional batch stream whose payloads share one codec context,
 //! and, while a backlog drains, a second unidirectional stream of higher priority carrying
 //! copies of the newest batches. The aggregator stores those copies at once and
@@ -16,6 +16,7 @@
 
 use crate::buffer::{Buffer, BufferStats};
 use crate::config::Config;
+use crate::metadata::MetadataRegistry;
 use crate::metrics::Metrics;
 use crate::status::{DrainMeter, Status};
 use outpost_service::now_ms;
@@ -138,6 +139,8 @@ pub struct Uplink {
     pub state: Arc<UplinkState>,
     /// Receives the synthetic checks the aggregator assigns to this agent.
     pub assigned: crate::synthetic::Assigned,
+    /// The families' metadata, sent when new or changed and again on every connection.
+    pub metadata: Arc<MetadataRegistry>,
 }
 
 impl Uplink {
@@ -326,8 +329,14 @@ impl Uplink {
         progress.tick().await;
         let mut was_draining = false;
         let mut shutting_down = false;
+        // The registry's generation the session has taken in; every connection starts by
+        // handing it all (the session skips what it already has).
+        let mut meta_seen = 0u64;
         loop {
             session.handle_buffer(self.buffer_state(Some(session)));
+            let (declared, generation) = self.metadata.changed_since(meta_seen);
+            meta_seen = generation;
+            session.handle_metadata(declared);
             while let Some(e) = session.poll_event() {
                 match e {
                     ClientEvent::Connected {
@@ -395,6 +404,7 @@ impl Uplink {
             let deadline = session.poll_timeout();
             tokio::select! {
                 _ = self.new_data.notified() => {}
+                _ = self.metadata.changed.notified() => {}
                 r = frames.recv() => match r {
                     Some(Ok(f)) => {
                         session.handle_buffer(self.buffer_state(Some(session)));

@@ -218,6 +218,10 @@ pub fn query_router(src: Src, limits: Arc<QueryLimits>) -> Router {
             get(query_exemplars).post(query_exemplars),
         )
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route(
+            "/api/v1/metadata",
+            get(crate::metadata::handler).post(crate::metadata::handler),
+        )
         .with_state(QueryApi { src, limits })
 }
 

@@ -1,4 +1,6 @@
-//! The aggregator's HTTP server: the Prometheus query API (see [`crate::api`]) plus
+//! The aggregator's HTTP server: the Prometheus query API (see [`crate::api`]; its
+//! `/api/v1/metadata` reads the [`crate::metadata::MetadataStore`] this router adds as a
+//! request extension) plus
 //! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
 //! authentication when a token is configured.
 
@@ -32,6 +34,8 @@ pub struct AppState {
     pub query: Arc<crate::api::QueryLimits>,
     /// The ingest writer, for `POST /api/v1/write`.
     pub writer: tokio::sync::mpsc::Sender<crate::ingest::WriterMsg>,
+    /// The stored metric metadata, served by `/api/v1/metadata`.
+    pub metadata: Arc<crate::metadata::MetadataStore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,7 +61,9 @@ pub fn router(state: AppState) -> Router {
             )
             .with_state(state.clone()),
     );
-    let api = api.layer(middleware::from_fn_with_state(state.clone(), auth));
+    let api = api
+        .layer(axum::Extension(state.metadata.clone()))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))

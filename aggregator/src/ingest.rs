@@ -3,15 +3,20 @@
 //! that group-commits them to storage. A batch is acknowledged only after its write is
 //! durable; acknowledgements go back in seq order on the control stream.
 //!
+//! Metric metadata from the control stream goes to the same writer, which stores what
+//! changed in its own synced commit (see [`crate::metadata`]).
+//!
 //! The protocol's checks (hello, seqs per stream) and the ack order are
 //! `outpost_shared::session::ServerSession`, one per connection; this module drives it.
 
 use crate::connections::{ConnectedAgent, Connections};
 use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
+use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
 use outpost_shared::frame::{self, Frame, close};
+use outpost_shared::metadata::FamilyMetadata;
 use outpost_shared::session::{
     Lane, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit,
 };
@@ -42,6 +47,8 @@ pub enum WriterMsg {
     /// A remote_write request; answered once its samples are durable.
     Write(SeriesWrite, oneshot::Sender<Result<(), String>>),
     Closed(u64),
+    /// Families' metadata that differs from what is stored.
+    Metadata(Vec<FamilyMetadata>),
 }
 
 /// The single writer: takes whatever is queued (up to [`MAX_GROUP`]) and commits it in one
@@ -50,6 +57,7 @@ pub fn spawn_writer(
     storage: Arc<Storage>,
     ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
+    metadata: Arc<MetadataStore>,
     mut rx: mpsc::Receiver<WriterMsg>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -57,6 +65,7 @@ pub fn spawn_writer(
         .spawn(move || {
             while let Some(first) = rx.blocking_recv() {
                 let mut g = Group::default();
+                let mut declared = Vec::new();
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
@@ -73,12 +82,14 @@ pub fn spawn_writer(
                             commit(&storage, &ledger, &metrics, &mut g);
                             lock(&ledger).connection_closed(c);
                         }
+                        WriterMsg::Metadata(m) => declared.extend(m),
                     }
                     if g.reqs.len() + g.writes.len() < MAX_GROUP {
                         next = rx.try_recv().ok();
                     }
                 }
                 commit(&storage, &ledger, &metrics, &mut g);
+                commit_metadata(&storage, &metadata, declared);
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"))
@@ -191,6 +202,42 @@ fn commit(storage: &Storage, ledger: &Mutex<Ledger>, metrics: &Metrics, g: &mut 
     }
 }
 
+/// Stores the families' metadata that differs from what is stored (the latest entry of a
+/// family wins) in one synced commit, then serves it. A failed write is logged: agents send
+/// all their metadata again on their next connection.
+pub fn commit_metadata(storage: &Storage, store: &MetadataStore, declared: Vec<FamilyMetadata>) {
+    if declared.is_empty() {
+        return;
+    }
+    let mut latest = std::collections::BTreeMap::new();
+    for f in declared {
+        latest.insert(f.family, f.meta);
+    }
+    let changed = store.changed(
+        latest
+            .into_iter()
+            .map(|(family, meta)| FamilyMetadata { family, meta })
+            .collect(),
+    );
+    if changed.is_empty() {
+        return;
+    }
+    let plan = outpost_tsdb::WritePlan {
+        meta: MetadataStore::entries(&changed),
+        ..Default::default()
+    };
+    match storage.commit(&plan) {
+        Ok(_) => {
+            tracing::debug!(families = changed.len(), "stored metric metadata");
+            store.committed(changed);
+        }
+        Err(e) => tracing::error!(
+            families = changed.len(),
+            "cannot store metric metadata (agents send it again when they reconnect): {e}"
+        ),
+    }
+}
+
 pub fn server_endpoint(
     files: &outpost_shared::tls::TlsFiles,
     addr: std::net::SocketAddr,
@@ -214,6 +261,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub writer: mpsc::Sender<WriterMsg>,
     pub next_conn: Arc<AtomicU64>,
+    /// The stored metric metadata, to skip writing what did not change.
+    pub metadata: Arc<MetadataStore>,
 }
 
 impl Ingest {
@@ -345,9 +394,10 @@ impl Ingest {
             assigned,
         ));
         let control = tokio::spawn(control_loop(
+            conn.clone(),
             rx,
             session.clone(),
-            self.connections.clone(),
+            self.clone(),
             agent.clone(),
             conn_id,
         ));
@@ -614,22 +664,60 @@ async fn send_control(
 }
 
 /// Reads the control stream after the hello: heartbeats go to the registry of connected
-/// agents.
+/// agents, metadata that changed to the writer. A frame that does not decode, or metadata
+/// the session refuses, closes the connection as malformed.
 async fn control_loop(
+    conn: Connection,
     mut rx: quinn::RecvStream,
     session: Shared,
-    connections: Arc<Connections>,
+    ingest: Ingest,
     agent: Arc<str>,
     conn_id: u64,
 ) {
-    while let Ok(Some(f)) = frame::read(&mut rx).await {
-        let events: Vec<ServerEvent> = {
-            let mut s = locked(&session);
-            s.handle_control(f);
-            std::iter::from_fn(|| s.poll_event()).collect()
+    loop {
+        let f = match frame::read(&mut rx).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(frame::FrameError::Io(_)) => return,
+            Err(e) => {
+                let r = locked(&session).handle_malformed(format!("control stream: {e}"));
+                return refuse_control(&conn, &ingest, &agent, r);
+            }
         };
-        for ServerEvent::Heartbeat(h) in events {
-            connections.heartbeat(&agent, conn_id, &h, now_ms());
+        let (events, refused) = {
+            let mut s = locked(&session);
+            let r = s.handle_control(f);
+            (
+                std::iter::from_fn(|| s.poll_event()).collect::<Vec<_>>(),
+                r.err(),
+            )
+        };
+        if let Some(r) = refused {
+            return refuse_control(&conn, &ingest, &agent, r);
+        }
+        for e in events {
+            match e {
+                ServerEvent::Heartbeat(h) => {
+                    ingest.connections.heartbeat(&agent, conn_id, &h, now_ms())
+                }
+                ServerEvent::Metadata(m) => {
+                    let changed = ingest.metadata.changed(m);
+                    if !changed.is_empty()
+                        && ingest
+                            .writer
+                            .send(WriterMsg::Metadata(changed))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
         }
     }
+}
+
+fn refuse_control(conn: &Connection, ingest: &Ingest, agent: &str, r: Refusal) {
+    tracing::warn!(agent = %agent, "closing connection: {}", r.reason);
+    ingest.metrics.malformed.inc();
+    conn.close(VarInt::from_u32(r.code), r.reason.as_bytes());
 }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
+pub mod metadata;
 pub mod metrics;
 pub mod reload;
 pub mod remote_write;
@@ -64,6 +65,9 @@ pub async fn run_with(
         ledger::Ledger::load(storage.meta(ledger::AGENT_PREFIX)?)
             .map_err(|e| RunError::Setup(format!("storage at {}: {e}", cfg.data_dir.display())))?,
     ));
+    let metadata = Arc::new(metadata::MetadataStore::load(
+        storage.meta(metadata::PREFIX)?,
+    ));
     let metrics = Arc::new(metrics::Metrics::new());
     let connections = Arc::new(connections::Connections::default());
     let checks = Arc::new(
@@ -87,7 +91,13 @@ pub async fn run_with(
         })?;
 
     let (writer_tx, writer_rx) = tokio::sync::mpsc::channel(4096);
-    let writer = ingest::spawn_writer(storage.clone(), ledger.clone(), metrics.clone(), writer_rx);
+    let writer = ingest::spawn_writer(
+        storage.clone(),
+        ledger.clone(),
+        metrics.clone(),
+        metadata.clone(),
+        writer_rx,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
@@ -99,6 +109,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         writer: writer_tx.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
+        metadata: metadata.clone(),
     };
     let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
     let app = http::router(http::AppState {
@@ -114,6 +125,7 @@ pub async fn run_with(
             start_ms: outpost_service::now_ms(),
         }),
         writer: writer_tx,
+        metadata: metadata.clone(),
     });
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {

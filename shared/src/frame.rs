@@ -5,13 +5,19 @@
 //! acknowledgements and check assignments the other) and one unidirectional stream of batch
 //! frames whose payloads share one codec context (see [`crate::codec`]).
 
+use crate::metadata::FamilyMetadata;
 use serde::{Deserialize, Serialize};
 #[cfg(feature = "io")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The protocol version this build speaks. A peer with another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// ALPN token for QUIC connections between agent and aggregator.
+///
+/// Version 2 added [`Frame::Metadata`]. The version changes whenever a peer of the previous
+/// version could not read what this one sends (a new frame variant, a new field).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// ALPN token for QUIC connections between agent and aggregator. It names the framing, not
+/// the protocol version, and stays `outpost/1`, so that a peer of another version still
+/// reaches the hello and gets a clear refusal.
 pub const ALPN: &[u8] = b"outpost/1";
 /// No frame may be larger than this (a batch of a few million points).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -119,6 +125,14 @@ pub enum Frame {
         /// The definitions, a JSON array.
         json: String,
     },
+    /// Agent to aggregator, on the control stream: the metadata (type, help, unit) of metric
+    /// families first seen, or changed, since the last metadata frame on this connection;
+    /// after a welcome, every family the agent knows. At most
+    /// [`crate::metadata::MAX_FAMILIES_PER_FRAME`] families per frame.
+    Metadata {
+        /// One entry per family, each name once.
+        families: Vec<FamilyMetadata>,
+    },
 }
 
 impl Frame {
@@ -132,6 +146,7 @@ impl Frame {
             Frame::Ack { .. } => "ack",
             Frame::Heartbeat(_) => "heartbeat",
             Frame::Checks { .. } => "checks",
+            Frame::Metadata { .. } => "metadata",
         }
     }
 }
@@ -339,6 +354,58 @@ mod tests {
             rt.block_on(read(&mut &bytes[..2])),
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[test]
+    fn metadata_frames_round_trip_and_bad_ones_are_malformed() {
+        use crate::metadata::{FamilyMetadata, Metadata, MetricType};
+        let f = Frame::Metadata {
+            families: vec![
+                FamilyMetadata {
+                    family: "node_cpu_seconds_total".into(),
+                    meta: Metadata::new(
+                        MetricType::Counter,
+                        "Seconds the CPUs spent in each mode.",
+                    ),
+                },
+                FamilyMetadata {
+                    family: "http_request_duration".into(),
+                    meta: Metadata {
+                        kind: MetricType::Histogram,
+                        help: "Latency \"quoted\"\nsecond line".into(),
+                        unit: "seconds".into(),
+                    },
+                },
+            ],
+        };
+        let bytes = encode(&f);
+        assert_eq!(decode(&bytes[4..]).unwrap(), f);
+        assert_eq!(f.kind(), "metadata");
+        // Compact: the variant, the count, and per family its strings and a type byte.
+        let strings: usize = 22 + 36 + 21 + 31 + 7;
+        assert!(
+            bytes.len() <= 4 + 2 + strings + 5 * 2 + 2,
+            "{} bytes",
+            bytes.len()
+        );
+        // Every strict prefix of the body is malformed, never a panic or a shorter frame.
+        for cut in 0..bytes.len() - 4 {
+            assert!(
+                matches!(decode(&bytes[4..4 + cut]), Err(FrameError::Malformed(_))),
+                "cut at {cut}"
+            );
+        }
+        // An unknown metric type (index 8) and a name that is not UTF-8.
+        let mut body = bytes[4..].to_vec();
+        let type_at = 2 + 1 + 22;
+        assert_eq!(body[type_at], 0, "counter is type 0");
+        body[type_at] = 8;
+        assert!(matches!(decode(&body), Err(FrameError::Malformed(_))));
+        let mut body = bytes[4..].to_vec();
+        body[3] = 0xff;
+        assert!(matches!(decode(&body), Err(FrameError::Malformed(_))));
+        // An unknown frame variant, as a newer peer might send.
+        assert!(matches!(decode(&[42, 0]), Err(FrameError::Malformed(_))));
     }
 
     /// A minimal executor: the readers here never wait on anything but an in-memory slice.

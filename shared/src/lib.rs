@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: labels, points, series and batches.
 //! - [`codec`]: the compact batch encoding (dictionary, delta-of-delta times, value codes).
+//! - [`metadata`]: a metric family's type, help and unit.
 //! - [`frame`]: protocol frames and their length-delimited framing on QUIC streams.
 //! - [`session`]: the uplink protocol as pure client and server state machines.
 //! - [`tls`]: certificate generation, loading, and rustls configs for mutual TLS.
@@ -15,6 +16,7 @@
 mod bits;
 pub mod codec;
 pub mod frame;
+pub mod metadata;
 pub mod model;
 pub mod problem;
 #[cfg(feature = "remote-write")]

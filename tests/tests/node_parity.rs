@@ -1,7 +1,7 @@
 //! Parity with node_exporter: the real `prometheus-node-exporter` (Debian package, installed
 //! by scripts/install-deps) runs on loopback beside `outpost-agent collect --once`, and every
-//! metric family the agent emits must exist in node_exporter's output with the same type and
-//! label names; stable gauges must agree in value; and node_exporter's families of the
+//! metric family the agent emits must exist in node_exporter's output with the same type,
+//! HELP text and label names; stable gauges must agree in value; and node_exporter's families of the
 //! collectors the agent has must be present in the agent's output, apart from the gaps
 //! docs/METRICS.md lists.
 
@@ -62,16 +62,24 @@ const COVERED_PREFIXES: &[&str] = &[
 #[derive(Default, Debug)]
 struct Family {
     ty: String,
+    /// The `# HELP` text as written (escapes kept); `None` without a HELP line.
+    help: Option<String>,
     /// Each distinct set of label names (labels with empty values left out, as Prometheus does).
     label_sets: BTreeSet<Vec<String>>,
     /// Rendered label pairs → value.
     samples: BTreeMap<Vec<(String, String)>, f64>,
 }
 
-/// A small text exposition reader: `# TYPE` lines and `name{a="v",...} value` samples.
+/// A small text exposition reader: `# HELP` and `# TYPE` lines and `name{a="v",...} value`
+/// samples.
 fn parse(text: &str) -> BTreeMap<String, Family> {
     let mut fams: BTreeMap<String, Family> = BTreeMap::new();
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            fams.entry(name.to_string()).or_default().help = Some(help.to_string());
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.split(' ');
             let (name, ty) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
@@ -190,7 +198,7 @@ fn agent_families_match_node_exporter() {
     let ne = parse(&ne_text);
     let agent = parse(&agent_text);
 
-    // Every family the agent claims: same name, type and label names in node_exporter.
+    // Every family the agent claims: same name, type, HELP and label names in node_exporter.
     let mut problems = Vec::new();
     for (name, f) in &agent {
         let Some(theirs) = ne.get(name) else {
@@ -201,6 +209,12 @@ fn agent_families_match_node_exporter() {
             problems.push(format!(
                 "{name}: type {} but node_exporter says {}",
                 f.ty, theirs.ty
+            ));
+        }
+        if f.help != theirs.help {
+            problems.push(format!(
+                "{name}: HELP {:?} but node_exporter says {:?}",
+                f.help, theirs.help
             ));
         }
         for set in &f.label_sets {

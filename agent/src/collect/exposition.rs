@@ -1,37 +1,50 @@
-//! Prometheus text exposition of collected host samples, with the `# TYPE` node_exporter
-//! gives each family — for `outpost-agent collect`, and so the parity test can hold the
-//! agent's families against node_exporter's. Pure: samples in, text out.
+//! Prometheus text exposition of collected host samples, with the `# HELP` and `# TYPE` lines
+//! node_exporter gives each family — for `outpost-agent collect`, and so the parity test can
+//! hold the agent's families against node_exporter's. [`metadata`] is the same declaration
+//! as the agent sends it to the aggregator. Pure: samples in, text out.
 
+use super::help;
 use outpost_shared::Labels;
+use outpost_shared::metadata::Metadata;
+pub use outpost_shared::metadata::MetricType;
 use outpost_shared::model::METRIC_NAME;
 use std::fmt::Write;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricType {
-    Counter,
-    Gauge,
-    Untyped,
-}
-
-impl MetricType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MetricType::Counter => "counter",
-            MetricType::Gauge => "gauge",
-            MetricType::Untyped => "untyped",
-        }
-    }
-}
-
 /// The type node_exporter 1.5 declares for a family the agent collects: its vmstat and
-/// netstat fields are untyped, every `_total` family is a counter, every other one a gauge.
+/// netstat fields are untyped ([`MetricType::Unknown`]), every `_total` family is a counter,
+/// every other one a gauge.
 pub fn metric_type(family: &str) -> MetricType {
     if family.starts_with("node_vmstat_") || family.starts_with("node_netstat_") {
-        MetricType::Untyped
+        MetricType::Unknown
     } else if family.ends_with("_total") {
         MetricType::Counter
     } else {
         MetricType::Gauge
+    }
+}
+
+/// The type as the text format writes it: `untyped` for [`MetricType::Unknown`].
+pub fn text_type(t: MetricType) -> &'static str {
+    match t {
+        MetricType::Unknown => "untyped",
+        t => t.as_str(),
+    }
+}
+
+/// What the agent declares for a host family: node_exporter's type and HELP text (empty
+/// for a family node_exporter does not describe, such as the agent's own cycle counter).
+pub fn metadata(family: &str) -> Metadata {
+    Metadata::new(metric_type(family), help::help(family).unwrap_or_default())
+}
+
+/// A HELP text as the text format escapes it: backslash and newline.
+fn escape_help(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
     }
 }
 
@@ -56,8 +69,9 @@ fn push_value(v: f64, out: &mut String) {
     }
 }
 
-/// Renders samples grouped by family, families sorted by name, each under its `# TYPE` line;
-/// within a family the samples keep their collection order.
+/// Renders samples grouped by family, families sorted by name, each under its `# HELP` (when
+/// node_exporter has one) and `# TYPE` lines, as node_exporter writes them; within a family
+/// the samples keep their collection order.
 pub fn render(samples: &[(Labels, f64)]) -> String {
     let mut order: Vec<usize> = (0..samples.len()).collect();
     order.sort_by(|&a, &b| samples[a].0.metric_name().cmp(&samples[b].0.metric_name()));
@@ -67,7 +81,13 @@ pub fn render(samples: &[(Labels, f64)]) -> String {
         let (labels, v) = &samples[i];
         let name = labels.metric_name().unwrap_or("");
         if family != Some(name) {
-            let _ = writeln!(out, "# TYPE {name} {}", metric_type(name).as_str());
+            let meta = metadata(name);
+            if !meta.help.is_empty() {
+                let _ = write!(out, "# HELP {name} ");
+                escape_help(&meta.help, &mut out);
+                out.push('\n');
+            }
+            let _ = writeln!(out, "# TYPE {name} {}", text_type(meta.kind));
             family = Some(name);
         }
         out.push_str(name);
@@ -105,13 +125,20 @@ mod tests {
             ("node_memory_MemTotal_bytes", MetricType::Gauge),
             ("node_memory_HugePages_Total", MetricType::Gauge),
             ("node_disk_io_now", MetricType::Gauge),
-            ("node_vmstat_pgfault", MetricType::Untyped),
-            ("node_netstat_Tcp_CurrEstab", MetricType::Untyped),
+            ("node_vmstat_pgfault", MetricType::Unknown),
+            ("node_netstat_Tcp_CurrEstab", MetricType::Unknown),
             ("node_scrape_collector_success", MetricType::Gauge),
         ];
         for (name, want) in cases {
             assert_eq!(metric_type(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn help_texts_are_escaped() {
+        let mut out = String::new();
+        escape_help("a\\b\nc \"d\"", &mut out);
+        assert_eq!(out, "a\\\\b\\nc \"d\"");
     }
 
     #[test]
@@ -134,19 +161,26 @@ mod tests {
                 f64::NAN,
             ),
             (Labels::metric("node_vmstat_pgfault", []), f64::INFINITY),
+            (Labels::metric("outpost_own", []), 1.0),
         ];
         assert_eq!(
             render(&samples),
             "\
+# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.
 # TYPE node_cpu_seconds_total counter
 node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 12.25
 node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} NaN
+# HELP node_filesystem_avail_bytes Filesystem space available to non-root users in bytes.
 # TYPE node_filesystem_avail_bytes gauge
 node_filesystem_avail_bytes{mountpoint=\"/mnt/a \\\"b\\\"\\\\c\\nd\"} 1000000000000
+# HELP node_load1 1m load average.
 # TYPE node_load1 gauge
 node_load1 0.5
+# HELP node_vmstat_pgfault /proc/vmstat information field pgfault.
 # TYPE node_vmstat_pgfault untyped
 node_vmstat_pgfault +Inf
+# TYPE outpost_own gauge
+outpost_own 1
 "
         );
     }

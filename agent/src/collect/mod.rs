@@ -14,6 +14,7 @@ mod diskstats;
 pub mod exposition;
 mod filefd;
 mod filesystem;
+pub mod help;
 mod hwmon;
 mod loadavg;
 mod meminfo;

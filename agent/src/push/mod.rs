@@ -169,8 +169,10 @@ pub async fn push_text(appender: Appender, uri: Uri, headers: HeaderMap, raw: By
         let s2 = appender.clone();
         blocking(move || {
             let text = std::str::from_utf8(&bytes).map_err(|e| PushError::bad(format!("the body is not UTF-8: {e}")))?;
-            let batch = pushgw::to_batch(text, format, &group, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
-            store(&s2, &batch, Source::PushText)
+            let (batch, metadata) = pushgw::to_batch(text, format, &group, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
+            let n = store(&s2, &batch, Source::PushText)?;
+            s2.metadata.observe(metadata.iter().map(|m| (m.family.as_str(), &m.meta)));
+            Ok(n)
         })
         .await
     }
@@ -208,7 +210,10 @@ pub async fn push_otlp(appender: Appender, headers: HeaderMap, raw: Bytes) -> Re
         blocking(move || {
             let req = otlp::decode(&bytes, enc).map_err(PushError::bad)?;
             let batch = otlp::to_batch(&req, &s2.agent_labels(), outpost_service::now_ms()).map_err(PushError::bad)?;
-            store(&s2, &batch, Source::PushOtlp)
+            let n = store(&s2, &batch, Source::PushOtlp)?;
+            let metadata = otlp::metadata(&req);
+            s2.metadata.observe(metadata.iter().map(|m| (m.family.as_str(), &m.meta)));
+            Ok(n)
         })
         .await
     }

@@ -27,6 +27,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, metric::Data, number_data_point,
 };
 use outpost_shared::Batch;
+use outpost_shared::metadata::{FamilyMetadata, Metadata, MetricType};
 use outpost_shared::model::stale_nan;
 use prost::Message;
 
@@ -263,6 +264,83 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
         s.insert(0, '_');
     }
     s
+}
+
+/// An OTLP unit in the words [`metric_name`] appends to the name (`ms` → `milliseconds`,
+/// `By/s` → `bytes_per_second`); empty for `1` and for annotations alone.
+pub fn unit_words(unit: &str) -> String {
+    let mut unit = unit.to_string();
+    while let (Some(a), Some(b)) = (unit.find('{'), unit.find('}')) {
+        if b < a {
+            break;
+        }
+        unit.replace_range(a..=b, "");
+    }
+    let (main, per) = match unit.split_once('/') {
+        Some((m, p)) => (m.trim().to_string(), p.trim().to_string()),
+        None => (unit.trim().to_string(), String::new()),
+    };
+    let mut words: Vec<String> = vec![];
+    if !main.is_empty() && main != "1" {
+        let word = unit_word(&main)
+            .map(str::to_string)
+            .unwrap_or_else(|| tokens(&main).collect::<Vec<_>>().join("_"));
+        words.extend(tokens(&word).map(str::to_string));
+    }
+    if !per.is_empty() {
+        let word = per_unit_word(&per)
+            .map(str::to_string)
+            .unwrap_or_else(|| tokens(&per).collect::<Vec<_>>().join("_"));
+        if !word.is_empty() {
+            words.push("per".into());
+            words.extend(tokens(&word).map(str::to_string));
+        }
+    }
+    words.join("_")
+}
+
+/// What a request declares about its metrics, one entry per family as [`to_batch`] names
+/// it: gauges and non-monotonic sums are gauges, monotonic sums counters, (exponential)
+/// histograms histograms and summaries summaries; the description is the HELP text and
+/// the unit [`unit_words`]. Metrics without data are left out.
+pub fn metadata(req: &ExportMetricsServiceRequest) -> Vec<FamilyMetadata> {
+    let mut out: Vec<FamilyMetadata> = vec![];
+    let mut seen = std::collections::HashMap::new();
+    for m in req
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+    {
+        let (kind, name_kind) = match &m.data {
+            Some(Data::Gauge(_)) => (MetricType::Gauge, NameKind::Gauge),
+            Some(Data::Sum(s)) if s.is_monotonic => (MetricType::Counter, NameKind::Counter),
+            Some(Data::Sum(_)) => (MetricType::Gauge, NameKind::Gauge),
+            Some(Data::Histogram(_) | Data::ExponentialHistogram(_)) => {
+                (MetricType::Histogram, NameKind::Other)
+            }
+            Some(Data::Summary(_)) => (MetricType::Summary, NameKind::Other),
+            None => continue,
+        };
+        if m.name.is_empty() {
+            continue;
+        }
+        let family = metric_name(&m.name, &m.unit, name_kind);
+        let meta = Metadata {
+            kind,
+            help: m.description.clone(),
+            unit: unit_words(&m.unit),
+        };
+        // The same metric in several resources or scopes: the last one wins.
+        match seen.get(&family) {
+            Some(&i) => out[i] = FamilyMetadata { family, meta },
+            None => {
+                seen.insert(family.clone(), out.len());
+                out.push(FamilyMetadata { family, meta });
+            }
+        }
+    }
+    out
 }
 
 fn ts_ms(nanos: u64, now_ms: i64) -> i64 {
@@ -651,6 +729,41 @@ mod tests {
     }
 
     #[test]
+    fn metadata_names_types_help_and_units() {
+        let json = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+            {"name":"http.server.duration","unit":"ms","description":"Duration of HTTP requests.",
+             "histogram":{"aggregationTemporality":2,"dataPoints":[]}},
+            {"name":"requests","unit":"{request}","description":"Requests.",
+             "sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[]}},
+            {"name":"net.io","unit":"By/s","gauge":{"dataPoints":[]}},
+            {"name":"cpu.utilization","unit":"1","description":"CPU.","gauge":{"dataPoints":[]}},
+            {"name":"nodata"}
+          ]}]}]}"#;
+        let req = decode(json.as_bytes(), Encoding::Json).unwrap();
+        let got: Vec<String> = metadata(&req)
+            .into_iter()
+            .map(|m| {
+                format!(
+                    "{} {} {:?} {:?}",
+                    m.family,
+                    m.meta.kind.as_str(),
+                    m.meta.help,
+                    m.meta.unit
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#"http_server_duration_milliseconds histogram "Duration of HTTP requests." "milliseconds""#,
+                r#"requests_total counter "Requests." """#,
+                r#"net_io_bytes_per_second gauge "" "bytes_per_second""#,
+                r#"cpu_utilization_ratio gauge "CPU." """#,
+            ]
+        );
+    }
+
+    #[test]
     fn label_names_are_sanitised() {
         assert_eq!(label_name("http.method"), "http_method");
         assert_eq!(label_name("1st"), "key_1st");
@@ -716,6 +829,27 @@ mod tests {
             r#"target_info{agent="a1", host_cores="4", job="shop/api"} 1 @5000"#
         );
         let req = decode(json.as_bytes(), Encoding::Json).unwrap();
+        let declared: Vec<(String, &str, String, String)> = metadata(&req)
+            .into_iter()
+            .map(|m| (m.family, m.meta.kind.as_str(), m.meta.help, m.meta.unit))
+            .collect();
+        assert_eq!(
+            declared,
+            [
+                (
+                    "rpc_latency_milliseconds".to_string(),
+                    "summary",
+                    String::new(),
+                    "milliseconds".to_string()
+                ),
+                (
+                    "inflight".to_string(),
+                    "gauge",
+                    String::new(),
+                    String::new()
+                ),
+            ]
+        );
         let b = to_batch(&req, &[], 5_000).unwrap();
         assert!(
             outpost_shared::model::is_stale(b.series[3].points[0].value),

@@ -10,6 +10,7 @@ use crate::target_labels;
 use crate::textparse::{self, Format};
 use base64::Engine;
 use outpost_shared::Batch;
+use outpost_shared::metadata::FamilyMetadata;
 
 fn unhex(b: u8) -> Option<u8> {
     match b {
@@ -101,14 +102,14 @@ pub fn grouping(path: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// Converts a pushed exposition: every sample at `ts`, with the grouping labels and
-/// `agent_labels` attached.
+/// `agent_labels` attached; also what the exposition declares about its families.
 pub fn to_batch(
     body: &str,
     format: Format,
     group: &[(String, String)],
     agent_labels: &[(String, String)],
     ts: i64,
-) -> Result<Batch, String> {
+) -> Result<(Batch, Vec<FamilyMetadata>), String> {
     let mut target: Vec<(String, String)> = group
         .iter()
         .filter(|(_, v)| !v.is_empty())
@@ -117,7 +118,8 @@ pub fn to_batch(
     target.extend(agent_labels.iter().cloned());
     let mut batch = Batch::default();
     let mut problem: Option<String> = None;
-    textparse::parse_each(body, format, |s| {
+    let mut metadata = Vec::new();
+    textparse::parse_each_with_metadata(body, format, &mut metadata, |s| {
         if problem.is_some() {
             return;
         }
@@ -142,7 +144,7 @@ pub fn to_batch(
         return Err(p);
     }
     super::refuse_repeats(&batch)?;
-    Ok(batch)
+    Ok((batch, metadata))
 }
 
 #[cfg(test)]
@@ -217,6 +219,13 @@ mod tests {
             42,
         )
         .unwrap();
+        assert_eq!(
+            b.1.iter()
+                .map(|m| (m.family.as_str(), m.meta.kind.as_str()))
+                .collect::<Vec<_>>(),
+            [("done", "gauge")]
+        );
+        let b = b.0;
         let got: Vec<String> = b
             .series
             .iter()
@@ -262,7 +271,7 @@ mod tests {
             &[],
             1,
         );
-        assert_eq!(ok.map(|b| b.series.len()), Ok(3));
+        assert_eq!(ok.map(|b| b.0.series.len()), Ok(3));
         let e = to_batch("m 1\nm{ 2\n", Format::Text, &grp, &[], 1).unwrap_err();
         assert!(
             e.starts_with("cannot parse the pushed exposition: line 2:"),

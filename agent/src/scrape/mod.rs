@@ -127,6 +127,9 @@ fn scrape_once(t: &Target, appender: &Appender) -> (bool, Option<String>) {
         duration,
     );
     drop(fetched);
+    appender
+        .metadata
+        .observe(r.metadata.iter().map(|m| (m.family.as_str(), &m.meta)));
     if let Some(first) = r.duplicates.first() {
         appender
             .metrics

@@ -8,6 +8,7 @@
 
 use crate::target_labels;
 use crate::textparse::{self, Format};
+use outpost_shared::metadata::FamilyMetadata;
 use outpost_shared::{Batch, Labels};
 
 /// What the HTTP request brought back.
@@ -27,6 +28,9 @@ pub struct Report {
     /// Samples dropped because their series already had a sample at that timestamp in this
     /// page, in page order (the first is kept, as Prometheus does).
     pub duplicates: Vec<Labels>,
+    /// What the page declares about its families (`# HELP`, `# TYPE`, `# UNIT`); empty when
+    /// the page was not read.
+    pub metadata: Vec<FamilyMetadata>,
 }
 
 /// Builds the batch of one scrape of a target with labels `target` (job, instance, agent,
@@ -38,9 +42,10 @@ pub fn build(
     duration_s: f64,
 ) -> Report {
     let mut batch = Batch::default();
+    let mut metadata = Vec::new();
     let outcome = fetched.and_then(|f| {
         let format = Format::from_content_type(f.content_type);
-        textparse::parse_each(f.body, format, |s| {
+        textparse::parse_each_with_metadata(f.body, format, &mut metadata, |s| {
             let labels = target_labels::attach(
                 &s.name,
                 s.labels.iter().map(|(n, v)| -> (&str, &str) { (n, v) }),
@@ -78,6 +83,7 @@ pub fn build(
         }
         Err(e) => {
             batch.series.clear();
+            metadata.clear();
             (false, 0, Some(e))
         }
     };
@@ -96,6 +102,7 @@ pub fn build(
         scraped,
         error,
         duplicates,
+        metadata,
     }
 }
 
@@ -137,6 +144,16 @@ mod tests {
         );
         assert!(r.up && r.error.is_none());
         assert_eq!(r.scraped, 2);
+        assert_eq!(
+            r.metadata,
+            [FamilyMetadata {
+                family: "req".into(),
+                meta: outpost_shared::metadata::Metadata::new(
+                    outpost_shared::metadata::MetricType::Counter,
+                    ""
+                ),
+            }]
+        );
         let req = find(&r.batch, "req_total");
         assert_eq!(
             req[0].labels.to_string(),
@@ -239,6 +256,7 @@ mod tests {
             ["up", "scrape_duration_seconds", "scrape_samples_scraped"]
         );
         assert_eq!(find(&r.batch, "up")[0].points[0].value, 0.0);
+        assert!(r.metadata.is_empty());
     }
 
     #[test]

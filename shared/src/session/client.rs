@@ -3,7 +3,8 @@
 
 use super::Millis;
 use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION};
-use std::collections::VecDeque;
+use crate::metadata::{self as meta, FamilyMetadata, Metadata};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How a [`ClientSession`] behaves. [`ClientConfig::new`] gives the agent's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub struct BufferState {
 /// Something the driver must send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transmit {
-    /// A frame for the control stream (hello, heartbeat).
+    /// A frame for the control stream (hello, heartbeat, metadata).
     Control(Frame),
     /// Send buffered batches on the batch stream, in seq order: the first buffered seq at or
     /// after `from`, then the following ones, at most `max` of them. Report each with
@@ -183,6 +184,10 @@ pub struct ClientSession {
     /// Set by [`ClientSession::begin_shutdown`]: send nothing new, finish by this time.
     shutdown_by: Option<Millis>,
     finished: bool,
+    /// The latest metadata of every family the driver reported, over all connections.
+    metadata: BTreeMap<String, Metadata>,
+    /// Families whose metadata this connection has not been sent yet.
+    metadata_unsent: BTreeSet<String>,
 }
 
 impl ClientSession {
@@ -203,6 +208,8 @@ impl ClientSession {
             events: VecDeque::new(),
             shutdown_by: None,
             finished: false,
+            metadata: BTreeMap::new(),
+            metadata_unsent: BTreeSet::new(),
         }
     }
 
@@ -262,6 +269,7 @@ impl ClientSession {
 
     fn reset_connection(&mut self) {
         self.state = State::Disconnected;
+        self.metadata_unsent.clear();
         self.in_flight.clear();
         self.in_flight_bytes = 0;
         self.want_batches = false;
@@ -280,6 +288,53 @@ impl ClientSession {
         self.buffer = state;
     }
 
+    /// The metadata of metric families as their sources declare them now. A family seen for
+    /// the first time, or whose metadata changed, goes out in the next [`Frame::Metadata`];
+    /// after every welcome, all of them go out again. Unchanged entries cost nothing, so
+    /// the driver may report the same family many times. Texts longer than
+    /// [`meta::MAX_TEXT_BYTES`] are truncated.
+    pub fn handle_metadata(&mut self, families: impl IntoIterator<Item = FamilyMetadata>) {
+        for mut f in families {
+            if f.family.is_empty() || f.family.len() > meta::MAX_TEXT_BYTES {
+                continue;
+            }
+            meta::truncate_text(&mut f.meta.help);
+            meta::truncate_text(&mut f.meta.unit);
+            if self.metadata.get(&f.family) == Some(&f.meta) {
+                continue;
+            }
+            if self.state == State::Established {
+                self.metadata_unsent.insert(f.family.clone());
+            }
+            self.metadata.insert(f.family, f.meta);
+        }
+    }
+
+    /// How many families' metadata the session knows.
+    pub fn metadata_len(&self) -> usize {
+        self.metadata.len()
+    }
+
+    /// The next metadata frame for this connection, if any family is unsent.
+    fn metadata_frame(&mut self) -> Option<Frame> {
+        if self.metadata_unsent.is_empty() {
+            return None;
+        }
+        let mut families = Vec::new();
+        while families.len() < meta::MAX_FAMILIES_PER_FRAME {
+            let Some(family) = self.metadata_unsent.pop_first() else {
+                break;
+            };
+            if let Some(m) = self.metadata.get(&family) {
+                families.push(FamilyMetadata {
+                    family,
+                    meta: m.clone(),
+                });
+            }
+        }
+        (!families.is_empty()).then_some(Frame::Metadata { families })
+    }
+
     /// A frame arrived on the control stream. An error ends this connection's session.
     pub fn handle_frame(&mut self, f: Frame, now: Millis) -> Result<(), ClientError> {
         match self.state {
@@ -294,6 +349,8 @@ impl ClientSession {
                     // Batches written from now on may go live; the backlog goes in order.
                     self.live_from = self.buffer.next_seq;
                     self.want_batches = true;
+                    // A new connection may reach an aggregator that knows nothing yet.
+                    self.metadata_unsent = self.metadata.keys().cloned().collect();
                     self.events.push_back(ClientEvent::Connected {
                         applied_seq: w.applied_seq,
                         skew_ms,
@@ -454,13 +511,20 @@ impl ClientSession {
         self.next_heartbeat = Some(now + self.cfg.heartbeat_every_ms);
     }
 
-    /// The next thing to send: control frames first, then batches for the window, then
-    /// live copies. `None` when there is nothing to send until the next input.
+    /// The next thing to send: control frames first, then metadata not yet sent on this
+    /// connection, then batches for the window, then live copies. `None` when there is
+    /// nothing to send until the next input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(f) = self.control.pop_front() {
             return Some(Transmit::Control(f));
         }
-        if self.state != State::Established || self.shutdown_by.is_some() {
+        if self.state != State::Established {
+            return None;
+        }
+        if let Some(f) = self.metadata_frame() {
+            return Some(Transmit::Control(f));
+        }
+        if self.shutdown_by.is_some() {
             return None;
         }
         if std::mem::take(&mut self.want_batches) {

@@ -3,7 +3,8 @@
 
 use super::{Lane, Millis};
 use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, Welcome, close};
-use std::collections::VecDeque;
+use crate::metadata::{self, FamilyMetadata};
+use std::collections::{HashSet, VecDeque};
 
 /// How a [`ServerSession`] behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +90,10 @@ pub enum ServerTransmit {
 pub enum ServerEvent {
     /// A heartbeat from the agent (its clock, backlog and dropped samples).
     Heartbeat(Heartbeat),
+    /// Metric families' metadata as the agent's sources declare it now: store it as each
+    /// family's latest. Checked: names non-empty and unique, texts within
+    /// [`metadata::MAX_TEXT_BYTES`].
+    Metadata(Vec<FamilyMetadata>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,13 +243,41 @@ impl ServerSession {
     }
 
     /// A frame on the control stream after the hello. Heartbeats become
-    /// [`ServerEvent::Heartbeat`]; anything else is ignored.
-    pub fn handle_control(&mut self, f: Frame) {
-        if let Frame::Heartbeat(h) = f
-            && self.state == State::Established
-        {
-            self.events.push_back(ServerEvent::Heartbeat(h));
+    /// [`ServerEvent::Heartbeat`] and metadata [`ServerEvent::Metadata`]; anything else is
+    /// ignored. A metadata frame with an empty or repeated family name, a text longer than
+    /// [`metadata::MAX_TEXT_BYTES`] or more than [`metadata::MAX_FAMILIES_PER_FRAME`]
+    /// families ends the connection with [`close::MALFORMED`], and none of it is taken.
+    pub fn handle_control(&mut self, f: Frame) -> Result<(), Refusal> {
+        if self.state != State::Established {
+            return Ok(());
         }
+        match f {
+            Frame::Heartbeat(h) => self.events.push_back(ServerEvent::Heartbeat(h)),
+            Frame::Metadata { families } => {
+                if families.len() > metadata::MAX_FAMILIES_PER_FRAME {
+                    return Err(self.refuse(Refusal::malformed(format!(
+                        "metadata frame with {} families; at most {} are allowed",
+                        families.len(),
+                        metadata::MAX_FAMILIES_PER_FRAME
+                    ))));
+                }
+                let mut seen = HashSet::with_capacity(families.len());
+                for f in &families {
+                    if let Err(e) = metadata::validate(f) {
+                        return Err(self.refuse(Refusal::malformed(e)));
+                    }
+                    if !seen.insert(f.family.as_str()) {
+                        let reason = format!("metadata frame names family {:?} twice", f.family);
+                        return Err(self.refuse(Refusal::malformed(reason)));
+                    }
+                }
+                if !families.is_empty() {
+                    self.events.push_back(ServerEvent::Metadata(families));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// A batch frame with `seq` arrived on `lane` ([`Lane::Batch`] or [`Lane::Live`]).

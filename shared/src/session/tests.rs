@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::frame::{self, Frame, Heartbeat, close};
+use crate::metadata::{FamilyMetadata, MAX_FAMILIES_PER_FRAME, Metadata, MetricType};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -111,6 +112,8 @@ struct Aggregator {
     refusals: Vec<Refusal>,
     closes: Vec<(u32, String)>,
     heartbeats: Vec<Heartbeat>,
+    /// Every metadata event, in order, over all connections.
+    metadata: Vec<Vec<FamilyMetadata>>,
     /// Applied seq the next welcome reports instead of the durable one (a welcome composed
     /// while the previous connection's writes are still queued).
     stale_welcome: Option<u64>,
@@ -129,6 +132,7 @@ impl Aggregator {
             refusals: vec![],
             closes: vec![],
             heartbeats: vec![],
+            metadata: vec![],
             stale_welcome: None,
         }
     }
@@ -277,8 +281,11 @@ impl Sim {
                     }
                 }
             }
-            while let Some(ServerEvent::Heartbeat(h)) = s.poll_event() {
-                self.agg.heartbeats.push(h);
+            while let Some(e) = s.poll_event() {
+                match e {
+                    ServerEvent::Heartbeat(h) => self.agg.heartbeats.push(h),
+                    ServerEvent::Metadata(m) => self.agg.metadata.push(m),
+                }
             }
         }
         // Client inputs.
@@ -322,10 +329,7 @@ impl Sim {
                     Err(r) => Err(r),
                 }
             }
-            (Lane::Control, f) => {
-                s.handle_control(f);
-                Ok(())
-            }
+            (Lane::Control, f) => s.handle_control(f),
             (lane, Frame::Batch { seq, .. }) => match s.handle_batch(lane, seq) {
                 Ok(Verdict::Live) => {
                     self.agg.live_stored.push(seq);
@@ -1024,4 +1028,171 @@ fn a_hello_that_is_not_one_is_refused_as_malformed() {
         (r.code, r.reason.as_str()),
         (close::SHUTDOWN, "batch 1 not stored: disk full")
     );
+}
+
+fn family(name: &str, kind: MetricType, help: &str) -> FamilyMetadata {
+    FamilyMetadata {
+        family: name.into(),
+        meta: Metadata::new(kind, help),
+    }
+}
+
+/// Every family name the aggregator received metadata for, in order, over all events.
+fn names(events: &[Vec<FamilyMetadata>]) -> Vec<String> {
+    events.iter().flatten().map(|f| f.family.clone()).collect()
+}
+
+#[test]
+fn metadata_goes_out_when_first_seen_or_changed_and_again_after_a_reconnect() {
+    let mut sim = Sim::new();
+    // Known before any connection: sent right after the welcome.
+    sim.agent.session.handle_metadata([
+        family("node_load1", MetricType::Gauge, "1m load average."),
+        family("up", MetricType::Unknown, ""),
+    ]);
+    sim.connect();
+    sim.run();
+    assert_eq!(names(&sim.agg.metadata), ["node_load1", "up"]);
+
+    // Reported again unchanged: nothing is sent.
+    sim.agent.session.handle_metadata([family(
+        "node_load1",
+        MetricType::Gauge,
+        "1m load average.",
+    )]);
+    sim.run();
+    assert_eq!(sim.agg.metadata.len(), 1);
+
+    // A new family and a changed one: only those two.
+    sim.agent.session.handle_metadata([
+        family("node_load1", MetricType::Gauge, "1m load average."),
+        family("req_total", MetricType::Counter, "Requests."),
+        family("up", MetricType::Gauge, "Target up."),
+    ]);
+    sim.run();
+    assert_eq!(sim.agg.metadata.len(), 2);
+    assert_eq!(
+        sim.agg.metadata[1],
+        [
+            family("req_total", MetricType::Counter, "Requests."),
+            family("up", MetricType::Gauge, "Target up."),
+        ]
+    );
+
+    // Changes while disconnected are not queued twice; the new connection gets everything,
+    // latest versions only.
+    sim.disconnect();
+    sim.agent.session.handle_metadata([family(
+        "up",
+        MetricType::Gauge,
+        "Whether the target is up.",
+    )]);
+    sim.run();
+    assert_eq!(sim.agg.metadata.len(), 2);
+    sim.connect();
+    sim.run();
+    assert_eq!(sim.agg.metadata.len(), 3);
+    assert_eq!(
+        sim.agg.metadata[2],
+        [
+            family("node_load1", MetricType::Gauge, "1m load average."),
+            family("req_total", MetricType::Counter, "Requests."),
+            family("up", MetricType::Gauge, "Whether the target is up."),
+        ]
+    );
+    assert!(sim.agg.refusals.is_empty() && sim.client_errors.is_empty());
+}
+
+#[test]
+fn many_families_are_split_over_frames_and_long_texts_truncated() {
+    let mut sim = Sim::new();
+    let n = MAX_FAMILIES_PER_FRAME * 2 + 5;
+    sim.agent.session.handle_metadata(
+        (0..n).map(|i| family(&format!("m{i:05}"), MetricType::Gauge, &"h".repeat(5000))),
+    );
+    // Empty names are never sent.
+    sim.agent
+        .session
+        .handle_metadata([family("", MetricType::Gauge, "")]);
+    assert_eq!(sim.agent.session.metadata_len(), n);
+    sim.connect();
+    sim.run();
+    let sizes: Vec<usize> = sim.agg.metadata.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [MAX_FAMILIES_PER_FRAME, MAX_FAMILIES_PER_FRAME, 5]);
+    assert!(
+        sim.agg
+            .metadata
+            .iter()
+            .flatten()
+            .all(|f| f.meta.help.len() == crate::metadata::MAX_TEXT_BYTES)
+    );
+    assert!(sim.agg.refusals.is_empty());
+}
+
+#[test]
+fn malformed_metadata_frames_close_the_connection_and_store_nothing() {
+    let established = || {
+        let mut s = ServerSession::new(ServerConfig::new("0.1.0"), AGENT, T0);
+        s.handle_hello(&frame::encode(&frame_hello_back())[4..])
+            .unwrap();
+        s.welcome(0, T0);
+        while s.poll_transmit().is_some() {}
+        s
+    };
+    let too_long = "x".repeat(crate::metadata::MAX_TEXT_BYTES + 1);
+    let cases: Vec<(Vec<FamilyMetadata>, &str)> = vec![
+        (
+            vec![family("", MetricType::Gauge, "h")],
+            "metadata for a family with an empty name",
+        ),
+        (
+            vec![
+                family("a", MetricType::Gauge, "h"),
+                family("a", MetricType::Counter, "h"),
+            ],
+            "metadata frame names family \"a\" twice",
+        ),
+        (
+            vec![family("a", MetricType::Gauge, &too_long)],
+            "metadata help of 4097 bytes exceeds 4096",
+        ),
+        (
+            (0..=MAX_FAMILIES_PER_FRAME)
+                .map(|i| family(&format!("m{i}"), MetricType::Gauge, ""))
+                .collect(),
+            "metadata frame with 1001 families; at most 1000 are allowed",
+        ),
+    ];
+    for (families, want) in cases {
+        let mut s = established();
+        let r = s.handle_control(Frame::Metadata { families }).unwrap_err();
+        assert_eq!((r.code, r.reason.as_str()), (close::MALFORMED, want));
+        assert!(s.is_closed());
+        assert_eq!(s.poll_event(), None, "{want}: nothing is taken");
+        assert_eq!(
+            s.poll_transmit(),
+            Some(ServerTransmit::Close {
+                code: close::MALFORMED,
+                reason: want.into()
+            })
+        );
+    }
+    // A good frame becomes one event; an empty one none.
+    let mut s = established();
+    let good = vec![family("a", MetricType::Summary, "h")];
+    s.handle_control(Frame::Metadata {
+        families: good.clone(),
+    })
+    .unwrap();
+    s.handle_control(Frame::Metadata { families: vec![] })
+        .unwrap();
+    assert_eq!(s.poll_event(), Some(ServerEvent::Metadata(good)));
+    assert_eq!(s.poll_event(), None);
+    // Before the welcome it is ignored, like a heartbeat.
+    let mut s = ServerSession::new(ServerConfig::new("0.1.0"), AGENT, T0);
+    s.handle_control(Frame::Metadata {
+        families: vec![family("a", MetricType::Gauge, "h")],
+    })
+    .unwrap();
+    assert_eq!(s.poll_event(), None);
 }
