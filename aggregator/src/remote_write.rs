@@ -7,8 +7,9 @@
 //! decode or a series whose labels are unusable (and then nothing of the request is stored),
 //! `500` when the store fails. Unlike Prometheus, samples older than what is already stored
 //! are welcome (late data lands where it belongs; a repeated timestamp keeps the newest
-//! write), and stale markers are stored as sent. The bearer-token rule is the rest of the
-//! API's.
+//! write), and stale markers are stored as sent. Metric metadata in the request (Prometheus
+//! sends it every minute) joins the agents' in `/api/v1/metadata`. The bearer-token rule is
+//! the rest of the API's.
 
 use crate::http::AppState;
 use crate::ingest::{SeriesWrite, WriterMsg};
@@ -17,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_shared::Point;
+use outpost_shared::metadata::{FamilyMetadata, Metadata, MetricType, truncate_text};
 use outpost_shared::remote_write::{self, DecodeError, WriteRequest};
 use tokio::sync::oneshot;
 
@@ -49,6 +51,29 @@ pub fn to_write(req: WriteRequest) -> Result<SeriesWrite, DecodeError> {
     Ok(out)
 }
 
+/// The request's metric metadata as the metadata store keeps it; entries without a family
+/// name are skipped and over-long texts cut, as the agents' are.
+pub fn to_metadata(meta: Vec<remote_write::MetricMetadata>) -> Vec<FamilyMetadata> {
+    meta.into_iter()
+        .filter(|m| !m.metric_family_name.is_empty())
+        .map(|m| {
+            let kind = MetricType::parse(m.type_name()).unwrap_or(MetricType::Unknown);
+            let mut f = FamilyMetadata {
+                family: m.metric_family_name,
+                meta: Metadata {
+                    kind,
+                    help: m.help,
+                    unit: m.unit,
+                },
+            };
+            truncate_text(&mut f.family);
+            truncate_text(&mut f.meta.help);
+            truncate_text(&mut f.meta.unit);
+            f
+        })
+        .collect()
+}
+
 fn text(status: StatusCode, msg: String) -> Response {
     (
         status,
@@ -72,12 +97,20 @@ pub async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         );
     }
     let decoded = tokio::task::spawn_blocking(move || {
-        let req = remote_write::decode(&body, MAX_DECODED_BYTES)?;
-        to_write(req)
+        let mut req = remote_write::decode(&body, MAX_DECODED_BYTES)?;
+        let declared = to_metadata(std::mem::take(&mut req.metadata));
+        Ok::<_, DecodeError>((to_write(req)?, declared))
     })
     .await;
     let write = match decoded {
-        Ok(Ok(w)) => w,
+        Ok(Ok((w, declared))) => {
+            // Metadata is kept as the agents' is: the latest declaration per family.
+            let changed = s.metadata.changed(declared);
+            if !changed.is_empty() {
+                let _ = s.writer.send(WriterMsg::Metadata(changed)).await;
+            }
+            w
+        }
         Ok(Err(e)) => {
             s.metrics.remote_write("bad_request");
             return text(StatusCode::BAD_REQUEST, e.to_string());

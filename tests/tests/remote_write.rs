@@ -249,7 +249,8 @@ fn a_real_prometheus_remote_writes_into_outpost() {
             "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: r1\n\
              scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\n\
              remote_write:\n  - url: {url}\n    authorization:\n      credentials_file: {token}\n    \
-             queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n",
+             queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n    \
+             metadata_config:\n      send_interval: 1s\n",
             url = agg.url("/api/v1/write"),
             token = token_file.display()
         ),
@@ -317,4 +318,31 @@ fn a_real_prometheus_remote_writes_into_outpost() {
         )
         .is_some_and(|v| v >= 1.0)
     );
+    // The metadata Prometheus sends lands in /api/v1/metadata, as Prometheus itself has it.
+    let path = "/api/v1/metadata?metric=prometheus_http_requests_total";
+    let theirs = get_json(&format!("http://127.0.0.1:{prom_port}{path}")).expect("metadata");
+    assert_eq!(
+        theirs["data"]["prometheus_http_requests_total"][0]["type"],
+        "counter"
+    );
+    let ours = wait_for(Duration::from_secs(30), || {
+        let v = get_authorized(&agg.url(path));
+        (v["data"] != serde_json::json!({})).then_some(v)
+    })
+    .expect("no metadata arrived");
+    assert_eq!(ours["data"], theirs["data"]);
+}
+
+fn get_authorized(url: &str) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(url)
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json().ok())
+        .unwrap_or_default()
 }
