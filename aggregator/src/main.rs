@@ -78,6 +78,10 @@ enum CertsCmd {
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Queries nest up to outpost_promql::MAX_NESTING deep and are parsed, planned and
+        // evaluated recursively on these threads; 8 MiB leaves a wide margin (only touched
+        // pages cost memory).
+        .thread_stack_size(8 << 20)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }

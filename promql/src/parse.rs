@@ -263,9 +263,60 @@ pub struct Selector {
 
 /// Parses a query and keeps it only if this version can evaluate it.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    check_nesting(query)?;
     register_functions();
     let expr = ast::parse(query).map_err(QueryError::Parse)?;
     from_ast(&expr)
+}
+
+/// Most operators, brackets and set keywords one query may hold: a bound on how deep its
+/// expression tree can nest, which parsing, planning and evaluation walk recursively. Far
+/// above what dashboards and rules write; a query beyond it is refused before parsing
+/// rather than risking the program's stack.
+pub const MAX_NESTING: usize = 1000;
+
+/// Refuses a query whose tree could nest deeper than [`MAX_NESTING`]: counts, outside
+/// quoted strings, every bracket, operator character and `and`/`or`/`unless`/`atan2`.
+fn check_nesting(query: &str) -> Result<(), QueryError> {
+    let b = query.as_bytes();
+    let mut count = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    i += if b[i] == b'\\' && c != b'`' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<'
+            | b'>' => count += 1,
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                let word = &query[start..i];
+                if ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k))
+                {
+                    count += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if count > MAX_NESTING {
+        return Err(QueryError::Parse(format!(
+            "query too complex: {count} operators and brackets, at most {MAX_NESTING} are accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// The query laid out as Prometheus' `/api/v1/format_query` does (its prettier: one
@@ -274,6 +325,7 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
 /// # Errors
 /// The query does not parse.
 pub fn format_query(query: &str) -> Result<String, QueryError> {
+    check_nesting(query)?;
     register_functions();
     let expr = ast::parse(query).map_err(QueryError::Parse)?;
     Ok(go_number_literals(&expr.prettify()))
@@ -330,6 +382,7 @@ fn go_number_literals(s: &str) -> String {
 
 /// Parses a plain series selector such as `up{job="node"}`, as `match[]` takes.
 pub fn parse_series_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
+    check_nesting(text)?;
     register_functions();
     let expr = ast::parse(text).map_err(QueryError::Parse)?;
     let vs = match &expr {
@@ -601,6 +654,32 @@ fn duration_ms(d: std::time::Duration) -> i64 {
 #[cfg(test)]
 mod format_tests {
     use super::*;
+
+    #[test]
+    fn deep_queries_are_refused_before_they_reach_the_stack() {
+        let deep = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        // At the limit: parsed and planned on a small stack.
+        let q = deep(MAX_NESTING);
+        let ok = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse(&q).is_ok())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(ok);
+        for q in [
+            deep(MAX_NESTING + 1),
+            format!("{}x", "-".repeat(100_000)),
+            vec!["x"; 50_000].join(" + "),
+            vec!["x"; 50_000].join(" or "),
+        ] {
+            let e = parse(&q).unwrap_err().to_string();
+            assert!(e.starts_with("parse error: query too complex"), "{e}");
+        }
+        // Brackets inside strings do not count.
+        let q = format!("x{{a=\"{}\"}}", "(".repeat(5000));
+        assert!(parse(&q).is_ok());
+    }
     use outpost_shared::model::format_go_float;
 
     #[test]
