@@ -336,4 +336,31 @@ key = "aggregator.key"
         );
         assert!(p.contains("tls.ca: cannot open /nonexistent/ca.crt"), "{p}");
     }
+
+    #[test]
+    fn query_limits_default_as_prometheus_and_bad_ones_are_named() {
+        let c = Config::parse(GOOD, Path::new("agg.toml")).unwrap();
+        assert_eq!(c.query, QueryConfig::default());
+        assert_eq!(c.query.timeout.get(), std::time::Duration::from_secs(120));
+        assert_eq!(c.query.max_samples, 50_000_000);
+        let c = Config::parse(
+            &format!("{GOOD}[query]\ntimeout = \"0s\"\nmax_concurrency = 0\nmax_samples = 10\n"),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(p.contains("query.timeout: must be more than 0s"), "{p}");
+        assert!(
+            p.contains("query.max_concurrency: must be at least 1"),
+            "{p}"
+        );
+        assert!(!p.contains("query.max_samples"), "{p}");
+        let e = Config::parse(
+            &format!("{GOOD}[query]\ntimeuot = \"1s\"\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("timeuot"), "{e}");
+    }
 }
