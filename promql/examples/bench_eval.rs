@@ -24,7 +24,7 @@ fn store() -> MemStorage {
         for i in 0..n_points {
             v += ((n + i as u64) % 13) as f64;
             // A counter reset now and then.
-            if (n + i as u64) % 997 == 0 {
+            if (n + i as u64).is_multiple_of(997) {
                 v = 1.0;
             }
             pts.push((START + i as i64 * STEP, v));
@@ -78,7 +78,10 @@ fn main() {
     ];
     let end = START + HOUR;
     let steps = Steps::new(end - HOUR, end, STEP).expect("steps");
-    println!("{:<62} {:>10} {:>10} {:>10}", "query", "range ms", "instant ms", "points");
+    println!(
+        "{:<62} {:>10} {:>10} {:>10}",
+        "query", "range ms", "instant ms", "points"
+    );
     for q in queries {
         let expr = parse(q).expect("parse");
         let t = Instant::now();

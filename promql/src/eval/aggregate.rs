@@ -19,10 +19,105 @@ use std::sync::Arc;
 
 struct Group {
     labels: Labels,
+    acc: Acc,
+    heap: Vec<Sample>,
+}
+
+/// The running state of one group at one step for `sum`, `avg`, `min`, `max`, `count`,
+/// `group`, `stddev`, `stdvar` and `count_values` (Prometheus' `groupedAggregation`);
+/// `count == 0` before the first sample.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Acc {
     value: f64,
     mean: f64,
     count: f64,
-    heap: Vec<Sample>,
+}
+
+impl Acc {
+    /// The state after the group's first sample `v`.
+    pub(crate) fn first(op: AggOp, v: f64) -> Self {
+        Acc {
+            value: match op {
+                AggOp::Stddev | AggOp::Stdvar => 0.0,
+                AggOp::Group => 1.0,
+                _ => v,
+            },
+            mean: v,
+            count: 1.0,
+        }
+    }
+
+    /// Adds the sample `v`: the first one (see [`Acc::first`]) or a later one.
+    pub(crate) fn add(&mut self, op: AggOp, v: f64) {
+        if self.count == 0.0 {
+            *self = Acc::first(op, v);
+            return;
+        }
+        match op {
+            AggOp::Sum => self.value += v,
+            AggOp::Avg => {
+                self.count += 1.0;
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                self.mean += v / self.count - self.mean / self.count;
+            }
+            AggOp::Max => {
+                if self.value < v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Min => {
+                if self.value > v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Count | AggOp::CountValues => self.count += 1.0,
+            AggOp::Stddev | AggOp::Stdvar => {
+                self.count += 1.0;
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            AggOp::Group | AggOp::Topk | AggOp::Bottomk | AggOp::Quantile => {}
+        }
+    }
+
+    /// Whether a sample was added.
+    pub(crate) fn is_set(&self) -> bool {
+        self.count != 0.0
+    }
+
+    /// The group's value.
+    pub(crate) fn result(&self, op: AggOp) -> f64 {
+        match op {
+            AggOp::Avg => self.mean,
+            AggOp::Count | AggOp::CountValues => self.count,
+            AggOp::Stdvar => self.value / self.count,
+            AggOp::Stddev => (self.value / self.count).sqrt(),
+            _ => self.value,
+        }
+    }
+}
+
+/// Whether [`Acc`] computes `op` (no parameter, no per-sample heap).
+pub(crate) fn is_accumulated(op: AggOp) -> bool {
+    matches!(
+        op,
+        AggOp::Sum
+            | AggOp::Avg
+            | AggOp::Max
+            | AggOp::Min
+            | AggOp::Count
+            | AggOp::Group
+            | AggOp::Stddev
+            | AggOp::Stdvar
+    )
 }
 
 /// Aggregates `input` at `t`; `param` is the evaluated parameter for `topk`, `bottomk`,
@@ -80,13 +175,7 @@ pub(crate) fn eval(
             index.insert(key.clone(), groups.len());
             groups.push(Group {
                 labels: key,
-                value: match a.op {
-                    AggOp::Stddev | AggOp::Stdvar => 0.0,
-                    AggOp::Group => 1.0,
-                    _ => v,
-                },
-                mean: v,
-                count: 1.0,
+                acc: Acc::first(a.op, v),
                 heap: if matches!(a.op, AggOp::Topk | AggOp::Bottomk | AggOp::Quantile) {
                     vec![Sample {
                         labels: s.labels,
@@ -100,37 +189,6 @@ pub(crate) fn eval(
         };
         let g = &mut groups[gi];
         match a.op {
-            AggOp::Sum => g.value += v,
-            AggOp::Avg => {
-                g.count += 1.0;
-                if g.mean.is_infinite() {
-                    if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
-                        continue;
-                    }
-                    if !v.is_infinite() && !v.is_nan() {
-                        continue;
-                    }
-                }
-                g.mean += v / g.count - g.mean / g.count;
-            }
-            AggOp::Group => {}
-            AggOp::Max => {
-                if g.value < v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            AggOp::Min => {
-                if g.value > v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            AggOp::Count | AggOp::CountValues => g.count += 1.0,
-            AggOp::Stddev | AggOp::Stdvar => {
-                g.count += 1.0;
-                let delta = v - g.mean;
-                g.mean += delta / g.count;
-                g.value += delta * (v - g.mean);
-            }
             AggOp::Topk | AggOp::Bottomk => {
                 let top = a.op == AggOp::Topk;
                 let less = if top { less_by_value } else { greater_by_value };
@@ -148,15 +206,12 @@ pub(crate) fn eval(
                 }
             }
             AggOp::Quantile => g.heap.push(s),
+            op => g.acc.add(op, v),
         }
     }
     let mut out = Vec::with_capacity(groups.len());
     for mut g in groups {
         let value = match a.op {
-            AggOp::Avg => g.mean,
-            AggOp::Count | AggOp::CountValues => g.count,
-            AggOp::Stdvar => g.value / g.count,
-            AggOp::Stddev => (g.value / g.count).sqrt(),
             AggOp::Quantile => {
                 let vals: Vec<f64> = g.heap.iter().map(|s| s.point.value).collect();
                 quantile(q, vals)
@@ -176,7 +231,7 @@ pub(crate) fn eval(
                 }));
                 continue;
             }
-            _ => g.value,
+            op => g.acc.result(op),
         };
         out.push(Sample {
             labels: Arc::new(g.labels),

@@ -67,7 +67,8 @@ fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
+/// A binary operator between two scalars.
+pub(crate) fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
     let (v, keep) = elem(op, l, r);
     if op.is_comparison() {
         if keep { 1.0 } else { 0.0 }
@@ -76,28 +77,37 @@ fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
     }
 }
 
+/// The value of a vector sample `v` operated with the scalar `s` (on the left when
+/// `swap`), or `None` when a comparison filters it out.
+pub(crate) fn vector_scalar_value(b: &Binary, v: f64, s: f64, swap: bool) -> Option<f64> {
+    let (l, r) = if swap { (s, v) } else { (v, s) };
+    let (mut value, mut keep) = elem(b.op, l, r);
+    if b.op.is_comparison() && swap {
+        value = r;
+    }
+    if b.return_bool {
+        value = if keep { 1.0 } else { 0.0 };
+        keep = true;
+    }
+    keep.then_some(value)
+}
+
+/// The labels of a vector sample operated with a scalar: without the metric name for
+/// arithmetic and `bool` comparisons.
+pub(crate) fn vector_scalar_labels(b: &Binary, labels: &Arc<Labels>) -> Arc<Labels> {
+    if drops_name(b.op) || b.return_bool {
+        drop_name(labels)
+    } else {
+        Arc::clone(labels)
+    }
+}
+
 fn vector_scalar(b: &Binary, vec: Vec<Sample>, s: f64, swap: bool, t: i64) -> Vec<Sample> {
     vec.into_iter()
         .filter_map(|smp| {
-            let (l, r) = if swap {
-                (s, smp.point.value)
-            } else {
-                (smp.point.value, s)
-            };
-            let (mut value, mut keep) = elem(b.op, l, r);
-            if b.op.is_comparison() && swap {
-                value = r;
-            }
-            if b.return_bool {
-                value = if keep { 1.0 } else { 0.0 };
-                keep = true;
-            }
-            keep.then(|| Sample {
-                labels: if drops_name(b.op) || b.return_bool {
-                    drop_name(&smp.labels)
-                } else {
-                    smp.labels
-                },
+            let value = vector_scalar_value(b, smp.point.value, s, swap)?;
+            Some(Sample {
+                labels: vector_scalar_labels(b, &smp.labels),
                 point: Point { ts: t, value },
             })
         })

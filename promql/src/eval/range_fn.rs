@@ -47,9 +47,160 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "absent_over_time",
 ];
 
+/// A function of this family but `absent_over_time`, resolved once per query rather than
+/// by name at every window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeFunc {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    Resets,
+    Changes,
+    HoltWinters,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    Quantile,
+    Stddev,
+    Stdvar,
+    Last,
+    Present,
+}
+
+impl RangeFunc {
+    /// The function called `name`; `None` for `absent_over_time` and other names.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "delta" => Self::Delta,
+            "irate" => Self::Irate,
+            "idelta" => Self::Idelta,
+            "deriv" => Self::Deriv,
+            "predict_linear" => Self::PredictLinear,
+            "resets" => Self::Resets,
+            "changes" => Self::Changes,
+            "holt_winters" => Self::HoltWinters,
+            "avg_over_time" => Self::Avg,
+            "min_over_time" => Self::Min,
+            "max_over_time" => Self::Max,
+            "sum_over_time" => Self::Sum,
+            "count_over_time" => Self::Count,
+            "quantile_over_time" => Self::Quantile,
+            "stddev_over_time" => Self::Stddev,
+            "stdvar_over_time" => Self::Stdvar,
+            "last_over_time" => Self::Last,
+            "present_over_time" => Self::Present,
+            _ => return None,
+        })
+    }
+
+    /// Where the range vector is among the arguments.
+    pub(crate) fn matrix_arg(self) -> usize {
+        usize::from(self == Self::Quantile)
+    }
+
+    /// The arguments of the scalar parameters `(p1, p2)` [`RangeFunc::apply`] takes.
+    pub(crate) fn scalar_args(self) -> (Option<usize>, Option<usize>) {
+        match self {
+            Self::Quantile => (Some(0), None),
+            Self::PredictLinear => (Some(1), None),
+            Self::HoltWinters => (Some(1), Some(2)),
+            _ => (None, None),
+        }
+    }
+
+    /// Whether the output keeps the metric name (only `last_over_time`'s does).
+    pub(crate) fn keeps_name(self) -> bool {
+        self == Self::Last
+    }
+
+    /// The function's value for the points `pts` (stale markers left out, not empty) of
+    /// the window `[range_start, range_end]` evaluated at `t`; `p1` and `p2` are its
+    /// scalar parameters ([`RangeFunc::scalar_args`]). `None`: no output for this series.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply(
+        self,
+        pts: &[Point],
+        range_start: i64,
+        range_end: i64,
+        range_s: f64,
+        t: i64,
+        p1: f64,
+        p2: f64,
+    ) -> Option<f64> {
+        match self {
+            Self::Rate => extrapolated_rate(pts, range_start, range_end, range_s, true, true),
+            Self::Increase => extrapolated_rate(pts, range_start, range_end, range_s, true, false),
+            Self::Delta => extrapolated_rate(pts, range_start, range_end, range_s, false, false),
+            Self::Irate => instant_value(pts, true),
+            Self::Idelta => instant_value(pts, false),
+            Self::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
+            Self::PredictLinear => (pts.len() >= 2).then(|| {
+                let (slope, intercept) = linear_regression(pts, t);
+                slope * p1 + intercept
+            }),
+            Self::Resets => Some(pts.windows(2).filter(|w| w[1].value < w[0].value).count() as f64),
+            Self::Changes => Some(
+                pts.windows(2)
+                    .filter(|w| {
+                        let (a, b) = (w[0].value, w[1].value);
+                        a != b && !(a.is_nan() && b.is_nan())
+                    })
+                    .count() as f64,
+            ),
+            Self::HoltWinters => holt_winters(pts, p1, p2),
+            Self::Avg => Some(avg(pts)),
+            Self::Min => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value < m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            Self::Max => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value > m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            Self::Sum => Some(sum(pts)),
+            Self::Count => Some(pts.len() as f64),
+            Self::Quantile => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
+            Self::Stddev => Some(stdvar(pts).sqrt()),
+            Self::Stdvar => Some(stdvar(pts)),
+            Self::Last => pts.last().map(|p| p.value),
+            Self::Present => Some(1.0),
+        }
+    }
+}
+
+/// `holt_winters`' check of its factors, made when the range vector is not empty.
+pub(crate) fn check_holt_winters(sf: f64, tf: f64) -> Result<(), QueryError> {
+    if sf <= 0.0 || sf >= 1.0 {
+        return Err(exec_err(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+        )));
+    }
+    if tf <= 0.0 || tf >= 1.0 {
+        return Err(exec_err(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+        )));
+    }
+    Ok(())
+}
+
 /// Evaluates the range-vector function `name` at `t`.
 pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
-    let mi = usize::from(name == "quantile_over_time");
+    let func = RangeFunc::of(name);
+    let mi = func.map_or(0, RangeFunc::matrix_arg);
     let span = ev.loaded().span;
     let (matrix, range_end, range_ms) = match args.get(mi) {
         Some(Expr::Matrix { selector, range_ms }) => (
@@ -70,7 +221,10 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     };
     let range_start = range_end - range_ms;
     let range_s = range_ms as f64 / 1000.0;
-    if name == "absent_over_time" {
+    let Some(func) = func else {
+        if name != "absent_over_time" {
+            return Err(QueryError::Unsupported(format!("function call {name}()")));
+        }
         if !matrix.is_empty() {
             return Ok(Val::Vector(Vec::new()));
         }
@@ -78,87 +232,27 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
             labels: Arc::new(super::instant_fn::absent_labels(&args[0])),
             point: Point { ts: t, value: 1.0 },
         }]));
-    }
-    let scalar = |i: usize| -> Result<f64, QueryError> {
-        match args.get(i) {
+    };
+    let scalar = |i: Option<usize>| -> Result<f64, QueryError> {
+        match i.and_then(|i| args.get(i)) {
             Some(e) => ev.eval_scalar(e, t),
-            None => Ok(f64::NAN),
+            None => Ok(if i.is_some() { f64::NAN } else { 0.0 }),
         }
     };
-    let (p1, p2) = match name {
-        "quantile_over_time" => (scalar(0)?, 0.0),
-        "predict_linear" => (scalar(1)?, 0.0),
-        "holt_winters" => (scalar(1)?, scalar(2)?),
-        _ => (0.0, 0.0),
-    };
-    if name == "holt_winters" && !matrix.is_empty() {
-        if p1 <= 0.0 || p1 >= 1.0 {
-            return Err(exec_err(format!(
-                "invalid smoothing factor. Expected: 0 < sf < 1, got: {p1:.6}"
-            )));
-        }
-        if p2 <= 0.0 || p2 >= 1.0 {
-            return Err(exec_err(format!(
-                "invalid trend factor. Expected: 0 < tf < 1, got: {p2:.6}"
-            )));
-        }
+    let (a1, a2) = func.scalar_args();
+    let (p1, p2) = (scalar(a1)?, scalar(a2)?);
+    if func == RangeFunc::HoltWinters && !matrix.is_empty() {
+        check_holt_winters(p1, p2)?;
     }
     let mut out = Vec::with_capacity(matrix.len());
     for s in matrix {
-        let pts = &s.points;
-        let v = match name {
-            "rate" => extrapolated_rate(pts, range_start, range_end, range_s, true, true),
-            "increase" => extrapolated_rate(pts, range_start, range_end, range_s, true, false),
-            "delta" => extrapolated_rate(pts, range_start, range_end, range_s, false, false),
-            "irate" => instant_value(pts, true),
-            "idelta" => instant_value(pts, false),
-            "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
-            "predict_linear" => (pts.len() >= 2).then(|| {
-                let (slope, intercept) = linear_regression(pts, t);
-                slope * p1 + intercept
-            }),
-            "resets" => Some(pts.windows(2).filter(|w| w[1].value < w[0].value).count() as f64),
-            "changes" => Some(
-                pts.windows(2)
-                    .filter(|w| {
-                        let (a, b) = (w[0].value, w[1].value);
-                        a != b && !(a.is_nan() && b.is_nan())
-                    })
-                    .count() as f64,
-            ),
-            "holt_winters" => holt_winters(pts, p1, p2),
-            "avg_over_time" => Some(avg(pts)),
-            "min_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
-                if p.value < m || m.is_nan() {
-                    p.value
-                } else {
-                    m
-                }
-            })),
-            "max_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
-                if p.value > m || m.is_nan() {
-                    p.value
-                } else {
-                    m
-                }
-            })),
-            "sum_over_time" => Some(sum(pts)),
-            "count_over_time" => Some(pts.len() as f64),
-            "quantile_over_time" => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
-            "stddev_over_time" => Some(stdvar(pts).sqrt()),
-            "stdvar_over_time" => Some(stdvar(pts)),
-            "last_over_time" => pts.last().map(|p| p.value),
-            "present_over_time" => Some(1.0),
-            _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
-        };
-        if let Some(value) = v {
-            let labels = if name == "last_over_time" {
-                s.labels
-            } else {
-                s.dropped
-            };
+        if let Some(value) = func.apply(&s.points, range_start, range_end, range_s, t, p1, p2) {
             out.push(Sample {
-                labels,
+                labels: if func.keeps_name() {
+                    s.labels
+                } else {
+                    s.dropped
+                },
                 point: Point { ts: t, value },
             });
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 /// One loaded series: its labels, the same without the metric name, its points, and where
 /// the previous step's window started and ended in them.
-type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
+pub(crate) type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
 
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
 /// from the previous step's answer: steps move forward, so this is usually a short walk
@@ -175,7 +175,8 @@ impl Loaded {
             .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
     }
 
-    fn of(&self, sel: &Selector) -> &[LoadedSeries] {
+    /// The series `sel` selects, as loaded.
+    pub(crate) fn of(&self, sel: &Selector) -> &[LoadedSeries] {
         self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
     }
 
