@@ -21,7 +21,7 @@
 use super::aggregate::{Acc, group_labels, is_accumulated};
 use super::binary::{scalar_binop, vector_scalar_labels, vector_scalar_value};
 use super::instant_fn::{Clamp, unary};
-use super::range_fn::{RangeFunc, check_holt_winters};
+use super::range_fn::{AvgFold, RangeFunc, SumFold, VarFold, check_holt_winters, fold4};
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::{Aggregate, Binary, Expr, Selector, ValueType};
@@ -218,6 +218,9 @@ fn ranged_children(e: &Expr) -> Vec<&Expr> {
         })
         .collect()
 }
+
+/// A function folding four windows side by side ([`fold4`]).
+type Fold4 = fn([&[Point]; 4]) -> [f64; 4];
 
 fn key(e: &Expr) -> usize {
     e as *const Expr as usize
@@ -458,8 +461,21 @@ impl Evaluator {
             Some(i) => self.scalar_range(args.get(i), f64::NAN)?,
             None => vec![0.0; g.len],
         };
+        let batch: Option<Fold4> = match func {
+            RangeFunc::Avg => Some(fold4::<AvgFold>),
+            RangeFunc::Sum => Some(fold4::<SumFold>),
+            RangeFunc::Stdvar => Some(fold4::<VarFold>),
+            RangeFunc::Stddev => Some(|ws| fold4::<VarFold>(ws).map(f64::sqrt)),
+            _ => None,
+        };
+        let counts_resets = matches!(func, RangeFunc::Rate | RangeFunc::Increase);
         let mut nonempty = vec![false; g.len];
         let mut out = Vec::new();
+        // Per series, reused: each step's window `pts[lo..hi]`, the steps with a non-empty
+        // window, and how many drops in value come before each point.
+        let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(g.len);
+        let mut filled: Vec<usize> = Vec::with_capacity(g.len);
+        let mut drops: Vec<u32> = Vec::new();
         for (labels, dropped, points, _) in self.loaded.of(sel) {
             let pts: Cow<[Point]> = if points.iter().any(|p| is_stale(p.value)) {
                 Cow::Owned(
@@ -472,8 +488,8 @@ impl Evaluator {
             } else {
                 Cow::Borrowed(points)
             };
-            let mut values = Vec::with_capacity(g.len);
-            let mut any = false;
+            bounds.clear();
+            filled.clear();
             let (mut lo, mut hi) = (0, 0);
             for (i, &end) in ends.iter().enumerate() {
                 let start = end.saturating_sub(range_ms);
@@ -489,25 +505,52 @@ impl Evaluator {
                 while hi < pts.len() && pts[hi].ts <= end {
                     hi += 1;
                 }
-                let v = if hi > lo {
+                bounds.push((lo, hi));
+                if hi > lo {
                     nonempty[i] = true;
-                    let range_end = fn_ends[i];
-                    func.apply(
-                        &pts[lo..hi],
-                        range_end - range_ms,
-                        range_end,
-                        range_s,
-                        g.time(i),
-                        p1[i],
-                        p2[i],
-                    )
-                } else {
-                    None
-                };
-                any |= v.is_some();
-                values.push(v);
+                    filled.push(i);
+                }
             }
-            if any {
+            if filled.is_empty() {
+                continue;
+            }
+            if counts_resets {
+                drops.clear();
+                drops.push(0);
+                for w in pts.windows(2) {
+                    let n = drops[drops.len() - 1] + u32::from(w[1].value < w[0].value);
+                    drops.push(n);
+                }
+            }
+            let mut values = vec![None; g.len];
+            let mut rest: &[usize] = &filled;
+            if let Some(batch) = batch {
+                let mut chunks = filled.chunks_exact(4);
+                for c in &mut chunks {
+                    let w = |k: usize| &pts[bounds[c[k]].0..bounds[c[k]].1];
+                    let r = batch([w(0), w(1), w(2), w(3)]);
+                    for k in 0..4 {
+                        values[c[k]] = Some(r[k]);
+                    }
+                }
+                rest = chunks.remainder();
+            }
+            for &i in rest {
+                let (lo, hi) = bounds[i];
+                let range_end = fn_ends[i];
+                let may_reset = !counts_resets || drops[hi - 1] > drops[lo];
+                values[i] = func.apply(
+                    &pts[lo..hi],
+                    range_end - range_ms,
+                    range_end,
+                    range_s,
+                    g.time(i),
+                    p1[i],
+                    p2[i],
+                    may_reset,
+                );
+            }
+            if values.iter().any(Option::is_some) {
                 out.push(StepSeries {
                     labels: Arc::clone(if func.keeps_name() { labels } else { dropped }),
                     values,

@@ -124,6 +124,8 @@ impl RangeFunc {
     /// The function's value for the points `pts` (stale markers left out, not empty) of
     /// the window `[range_start, range_end]` evaluated at `t`; `p1` and `p2` are its
     /// scalar parameters ([`RangeFunc::scalar_args`]). `None`: no output for this series.
+    /// `may_reset`: whether a value in `pts` may be below the one before it (when false,
+    /// `rate` and `increase` skip looking for counter resets).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply(
         self,
@@ -134,11 +136,17 @@ impl RangeFunc {
         t: i64,
         p1: f64,
         p2: f64,
+        may_reset: bool,
     ) -> Option<f64> {
+        let w = Window {
+            start: range_start,
+            end: range_end,
+            secs: range_s,
+        };
         match self {
-            Self::Rate => extrapolated_rate(pts, range_start, range_end, range_s, true, true),
-            Self::Increase => extrapolated_rate(pts, range_start, range_end, range_s, true, false),
-            Self::Delta => extrapolated_rate(pts, range_start, range_end, range_s, false, false),
+            Self::Rate => extrapolated_rate(pts, w, true, true, may_reset),
+            Self::Increase => extrapolated_rate(pts, w, true, false, may_reset),
+            Self::Delta => extrapolated_rate(pts, w, false, false, false),
             Self::Irate => instant_value(pts, true),
             Self::Idelta => instant_value(pts, false),
             Self::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
@@ -156,7 +164,7 @@ impl RangeFunc {
                     .count() as f64,
             ),
             Self::HoltWinters => holt_winters(pts, p1, p2),
-            Self::Avg => Some(avg(pts)),
+            Self::Avg => Some(fold::<AvgFold>(pts)),
             Self::Min => Some(pts.iter().fold(pts[0].value, |m, p| {
                 if p.value < m || m.is_nan() {
                     p.value
@@ -171,11 +179,11 @@ impl RangeFunc {
                     m
                 }
             })),
-            Self::Sum => Some(sum(pts)),
+            Self::Sum => Some(fold::<SumFold>(pts)),
             Self::Count => Some(pts.len() as f64),
             Self::Quantile => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
-            Self::Stddev => Some(stdvar(pts).sqrt()),
-            Self::Stdvar => Some(stdvar(pts)),
+            Self::Stddev => Some(fold::<VarFold>(pts).sqrt()),
+            Self::Stdvar => Some(fold::<VarFold>(pts)),
             Self::Last => pts.last().map(|p| p.value),
             Self::Present => Some(1.0),
         }
@@ -246,7 +254,8 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     }
     let mut out = Vec::with_capacity(matrix.len());
     for s in matrix {
-        if let Some(value) = func.apply(&s.points, range_start, range_end, range_s, t, p1, p2) {
+        let v = func.apply(&s.points, range_start, range_end, range_s, t, p1, p2, true);
+        if let Some(value) = v {
             out.push(Sample {
                 labels: if func.keeps_name() {
                     s.labels
@@ -260,21 +269,30 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     Ok(Val::Vector(out))
 }
 
-/// Prometheus' `extrapolatedRate`.
+/// A window's edges (ms) and length (s).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: i64,
+    end: i64,
+    secs: f64,
+}
+
+/// Prometheus' `extrapolatedRate`; `is_counter`: `rate` or `increase`, whose counter
+/// resets are added back (none is looked for unless `may_reset`).
 fn extrapolated_rate(
     pts: &[Point],
-    range_start: i64,
-    range_end: i64,
-    range_s: f64,
+    w: Window,
     is_counter: bool,
     is_rate: bool,
+    may_reset: bool,
 ) -> Option<f64> {
+    let (range_start, range_end, range_s) = (w.start, w.end, w.secs);
     if pts.len() < 2 {
         return None;
     }
     let (first, last) = (pts[0], pts[pts.len() - 1]);
     let mut result = last.value - first.value;
-    if is_counter {
+    if is_counter && may_reset {
         for w in pts.windows(2) {
             if w[1].value < w[0].value {
                 result += w[0].value;
@@ -391,52 +409,122 @@ fn holt_winters(pts: &[Point], sf: f64, tf: f64) -> Option<f64> {
     Some(s1)
 }
 
+/// A function of a window's values taken one at a time, in order, so that several
+/// windows can be folded side by side ([`fold4`]) with the very same arithmetic.
+pub(crate) trait Fold: Copy + Default {
+    /// Takes the next value.
+    fn push(&mut self, v: f64);
+    /// The result so far.
+    fn value(&self) -> f64;
+}
+
 /// Prometheus' `avg_over_time`: an incremental Kahan mean that survives ±Inf.
-fn avg(pts: &[Point]) -> f64 {
-    let (mut mean, mut count, mut c) = (0.0f64, 0.0, 0.0);
-    for p in pts {
-        count += 1.0;
-        let v = p.value;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AvgFold {
+    mean: f64,
+    count: f64,
+    c: f64,
+}
+
+impl Fold for AvgFold {
+    fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        if self.mean.is_infinite() {
+            if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                return;
             }
             if !v.is_infinite() && !v.is_nan() {
-                continue;
+                return;
             }
         }
-        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+        (self.mean, self.c) = kahan_inc(v / self.count - self.mean / self.count, self.mean, self.c);
     }
-    if mean.is_infinite() { mean } else { mean + c }
+    fn value(&self) -> f64 {
+        if self.mean.is_infinite() {
+            self.mean
+        } else {
+            self.mean + self.c
+        }
+    }
 }
 
 /// Prometheus' `sum_over_time`: a Kahan sum.
-fn sum(pts: &[Point]) -> f64 {
-    let (mut s, mut c) = (0.0f64, 0.0);
-    for p in pts {
-        (s, c) = kahan_inc(p.value, s, c);
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SumFold {
+    s: f64,
+    c: f64,
+}
+
+impl Fold for SumFold {
+    fn push(&mut self, v: f64) {
+        (self.s, self.c) = kahan_inc(v, self.s, self.c);
     }
-    if s.is_infinite() { s } else { s + c }
+    fn value(&self) -> f64 {
+        if self.s.is_infinite() {
+            self.s
+        } else {
+            self.s + self.c
+        }
+    }
 }
 
 /// Prometheus' `stdvar_over_time`: Welford with Kahan sums, population variance.
-fn stdvar(pts: &[Point]) -> f64 {
-    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for p in pts {
-        count += 1.0;
-        let delta = p.value - (mean + cmean);
-        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
-        (aux, caux) = kahan_inc(delta * (p.value - (mean + cmean)), aux, caux);
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VarFold {
+    count: f64,
+    mean: f64,
+    cmean: f64,
+    aux: f64,
+    caux: f64,
+}
+
+impl Fold for VarFold {
+    fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        let delta = v - (self.mean + self.cmean);
+        (self.mean, self.cmean) = kahan_inc(delta / self.count, self.mean, self.cmean);
+        (self.aux, self.caux) =
+            kahan_inc(delta * (v - (self.mean + self.cmean)), self.aux, self.caux);
     }
-    (aux + caux) / count
+    fn value(&self) -> f64 {
+        (self.aux + self.caux) / self.count
+    }
+}
+
+/// `F` over the values of `pts`.
+pub(crate) fn fold<F: Fold>(pts: &[Point]) -> f64 {
+    let mut f = F::default();
+    for p in pts {
+        f.push(p.value);
+    }
+    f.value()
+}
+
+/// `F` over each of four windows, side by side: each window's values are taken in order
+/// exactly as [`fold`] takes them, but the four running states do not wait on each other.
+pub(crate) fn fold4<F: Fold>(ws: [&[Point]; 4]) -> [f64; 4] {
+    let mut f = [F::default(); 4];
+    let n = ws.iter().map(|w| w.len()).min().unwrap_or(0);
+    for j in 0..n {
+        for (f, w) in f.iter_mut().zip(&ws) {
+            f.push(w[j].value);
+        }
+    }
+    for (f, w) in f.iter_mut().zip(&ws) {
+        for p in &w[n..] {
+            f.push(p.value);
+        }
+    }
+    f.map(|f| f.value())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{AvgFold, Fold, SumFold, VarFold, fold, fold4};
     use crate::eval::testing::{T, check_instant, range};
     use crate::memory::MemStorage;
-    use outpost_shared::Labels;
     use outpost_shared::model::stale_nan;
+    use outpost_shared::{Labels, Point};
 
     /// Points every 15 s at T-50s, T-35s, T-20s, T-5s.
     fn every_15s(values: [f64; 4]) -> Vec<(i64, f64)> {
@@ -478,6 +566,65 @@ mod tests {
                     (T - 30_000, 3.0),
                 ],
             )
+    }
+
+    fn same_bits<F: Fold>(windows: [&[Point]; 4]) {
+        let side_by_side = fold4::<F>(windows);
+        for (w, got) in windows.iter().zip(side_by_side) {
+            let want = fold::<F>(w);
+            // Any NaN is NaN (its sign and payload are not part of an answer).
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{w:?}: {got} != {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn folding_side_by_side_gives_the_same_bits() {
+        let values = [
+            1e16,
+            1.0,
+            -1e16,
+            0.1,
+            f64::INFINITY,
+            3.0,
+            f64::NAN,
+            0.7,
+            f64::NEG_INFINITY,
+            2.5,
+            1e-300,
+            -0.0,
+        ];
+        let pts: Vec<Point> = values
+            .iter()
+            .cycle()
+            .take(60)
+            .enumerate()
+            .map(|(i, &value)| Point {
+                ts: i as i64,
+                value,
+            })
+            .collect();
+        // Windows of different lengths, overlapping, one empty.
+        let ws: [&[Point]; 4] = [&pts[0..4], &pts[1..13], &pts[10..10], &pts[5..60]];
+        same_bits::<AvgFold>(ws);
+        same_bits::<SumFold>(ws);
+        same_bits::<VarFold>(ws);
+        let finite: Vec<Point> = pts
+            .iter()
+            .filter(|p| p.value.is_finite())
+            .copied()
+            .collect();
+        let ws: [&[Point]; 4] = [
+            &finite[0..9],
+            &finite[1..10],
+            &finite[2..11],
+            &finite[3..30],
+        ];
+        same_bits::<AvgFold>(ws);
+        same_bits::<SumFold>(ws);
+        same_bits::<VarFold>(ws);
     }
 
     #[test]
