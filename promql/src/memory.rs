@@ -96,11 +96,9 @@ impl Querier for MemQuerier<'_> {
             .get(id as usize)
             .map(|s| s.1.as_slice())
             .unwrap_or_default();
-        Ok(pts
-            .iter()
-            .copied()
-            .filter(|p| start_ms <= p.ts && p.ts <= end_ms)
-            .collect())
+        let lo = pts.partition_point(|p| p.ts < start_ms);
+        let hi = pts.partition_point(|p| p.ts <= end_ms).max(lo);
+        Ok(pts[lo..hi].to_vec())
     }
 
     fn label_names(&self) -> Result<Vec<String>, StorageError> {

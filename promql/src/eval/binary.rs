@@ -92,10 +92,15 @@ pub(crate) fn vector_scalar_value(b: &Binary, v: f64, s: f64, swap: bool) -> Opt
     keep.then_some(value)
 }
 
-/// The labels of a vector sample operated with a scalar: without the metric name for
-/// arithmetic and `bool` comparisons.
+/// Whether an operation between a vector and a scalar drops the metric name: arithmetic
+/// and `bool` comparisons do.
+pub(crate) fn vector_scalar_drops_name(b: &Binary) -> bool {
+    drops_name(b.op) || b.return_bool
+}
+
+/// The labels of a vector sample operated with a scalar ([`vector_scalar_drops_name`]).
 pub(crate) fn vector_scalar_labels(b: &Binary, labels: &Arc<Labels>) -> Arc<Labels> {
-    if drops_name(b.op) || b.return_bool {
+    if vector_scalar_drops_name(b) {
         drop_name(labels)
     } else {
         Arc::clone(labels)

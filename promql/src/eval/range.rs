@@ -19,13 +19,15 @@
 //! check that a vector holds no label set twice is made.
 
 use super::aggregate::{Acc, group_labels, is_accumulated};
-use super::binary::{scalar_binop, vector_scalar_labels, vector_scalar_value};
+use super::binary::{
+    scalar_binop, vector_scalar_drops_name, vector_scalar_labels, vector_scalar_value,
+};
 use super::instant_fn::{Clamp, unary};
 use super::range_fn::{AvgFold, RangeFunc, SumFold, VarFold, check_holt_winters, fold4};
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::{Aggregate, Binary, Expr, Selector, ValueType};
-use outpost_shared::model::is_stale;
+use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -219,6 +221,43 @@ fn ranged_children(e: &Expr) -> Vec<&Expr> {
         .collect()
 }
 
+/// Where a producer hands its series one at a time: labels and a value per step (or
+/// none), in a buffer reused for the next series.
+type Sink<'a> = dyn FnMut(&Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + 'a;
+
+/// A [`Sink`] that keeps every series in `out`.
+fn collect(
+    out: &mut Vec<StepSeries>,
+) -> impl FnMut(&Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + '_ {
+    |labels, values| {
+        out.push(StepSeries {
+            labels: Arc::clone(labels),
+            values: values.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+/// Whether the series all have the same metric name (or none has one), so that dropping
+/// it keeps their label sets apart.
+fn one_name(series: &[StepSeries]) -> bool {
+    let first = series.first().map(|s| s.labels.metric_name());
+    series.iter().all(|s| Some(s.labels.metric_name()) == first)
+}
+
+/// [`unique`] unless `distinct` says no two label sets can be alike; then only series
+/// without any value are dropped.
+fn unique_unless(
+    distinct: bool,
+    mut series: Vec<StepSeries>,
+) -> Result<Vec<StepSeries>, QueryError> {
+    if distinct {
+        series.retain(|s| s.values.iter().any(Option::is_some));
+        return Ok(series);
+    }
+    unique(series)
+}
+
 /// A function folding four windows side by side ([`fold4`]).
 type Fold4 = fn([&[Point]; 4]) -> [f64; 4];
 
@@ -231,13 +270,18 @@ impl Evaluator {
     pub(crate) fn eval_range(&self, e: &Expr) -> Result<Ranged, QueryError> {
         match e {
             Expr::Number(n) => Ok(Ranged::Scalar(vec![*n; self.grid.len])),
-            Expr::Vector(sel) => Ok(Ranged::Vector(self.select_range(sel))),
+            Expr::Vector(sel) => {
+                let mut out = Vec::new();
+                self.select_each(sel, &mut collect(&mut out))?;
+                Ok(Ranged::Vector(out))
+            }
             Expr::Neg(inner)
                 if matches!(inner.value_type(), ValueType::Scalar | ValueType::Vector) =>
             {
                 Ok(match self.eval_range(inner)? {
                     Ranged::Scalar(v) => Ranged::Scalar(v.into_iter().map(|x| -x).collect()),
-                    Ranged::Vector(series) => Ranged::Vector(unique(
+                    Ranged::Vector(series) => Ranged::Vector(unique_unless(
+                        one_name(&series),
                         series
                             .into_iter()
                             .map(|s| StepSeries {
@@ -323,12 +367,14 @@ impl Evaluator {
             .collect()
     }
 
-    /// An instant vector selector at every step, as [`super::selector::Loaded::instant`].
-    fn select_range(&self, sel: &Selector) -> Vec<StepSeries> {
+    /// An instant vector selector at every step, as [`super::selector::Loaded::instant`],
+    /// each series with a value handed to `sink`.
+    fn select_each(&self, sel: &Selector, sink: &mut Sink<'_>) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
-        let mut out = Vec::new();
-        for (labels, _, points, _) in self.loaded.of(sel) {
-            let mut values = Vec::with_capacity(ends.len());
+        let mut values = Vec::with_capacity(ends.len());
+        for s in self.loaded.of(sel) {
+            let points = &s.points;
+            values.clear();
             let mut any = false;
             // Points at or before the current window's end.
             let mut j = 0;
@@ -351,13 +397,10 @@ impl Evaluator {
                 values.push(v);
             }
             if any {
-                out.push(StepSeries {
-                    labels: Arc::clone(labels),
-                    values,
-                });
+                sink(&s.labels, &values)?;
             }
         }
-        out
+        Ok(())
     }
 
     fn scalar_range(&self, arg: Option<&Expr>, missing: f64) -> Result<Vec<f64>, QueryError> {
@@ -373,7 +416,17 @@ impl Evaluator {
     fn call_range(&self, e: &Expr, name: &str, args: &[Expr]) -> Result<Ranged, QueryError> {
         if let Some(func) = RangeFunc::of(name) {
             if let Some(Expr::Matrix { selector, range_ms }) = args.get(func.matrix_arg()) {
-                return self.range_fn_range(func, args, selector, *range_ms);
+                let mut out = Vec::new();
+                self.range_fn_each(
+                    func,
+                    args,
+                    selector,
+                    *range_ms,
+                    true,
+                    &mut collect(&mut out),
+                )?;
+                let distinct = func.keeps_name() || self.loaded.one_name(selector);
+                return Ok(Ranged::Vector(if distinct { out } else { unique(out)? }));
             }
             return self.step_by_step(e, Vec::new());
         }
@@ -420,6 +473,7 @@ impl Evaluator {
         let Ranged::Vector(input) = self.eval_range(arg)? else {
             return Ok(Ranged::Vector(Vec::new()));
         };
+        let distinct = one_name(&input);
         let out = input
             .into_iter()
             .map(|s| StepSeries {
@@ -432,18 +486,23 @@ impl Evaluator {
                     .collect(),
             })
             .collect();
-        Ok(Ranged::Vector(unique(out)?))
+        Ok(Ranged::Vector(unique_unless(distinct, out)?))
     }
 
     /// A function of a range selector at every step: per series, a window sliding over
-    /// its points.
-    fn range_fn_range(
+    /// its points. Each series with a value is handed to `sink`, with its labels as the
+    /// function gives them, or with the metric name still on unless `drop_name` (for an
+    /// aggregation that ignores it).
+    #[allow(clippy::too_many_arguments)]
+    fn range_fn_each(
         &self,
         func: RangeFunc,
         args: &[Expr],
         sel: &Selector,
         range_ms: i64,
-    ) -> Result<Ranged, QueryError> {
+        drop_name: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), QueryError> {
         let g = self.grid;
         let ends = self.window_ends(sel);
         // The window the function sees: `at - offset`, unsaturated, as the step by step path.
@@ -470,13 +529,14 @@ impl Evaluator {
         };
         let counts_resets = matches!(func, RangeFunc::Rate | RangeFunc::Increase);
         let mut nonempty = vec![false; g.len];
-        let mut out = Vec::new();
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(g.len);
         // Per series, reused: each step's window `pts[lo..hi]`, the steps with a non-empty
         // window, and how many drops in value come before each point.
         let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(g.len);
         let mut filled: Vec<usize> = Vec::with_capacity(g.len);
         let mut drops: Vec<u32> = Vec::new();
-        for (labels, dropped, points, _) in self.loaded.of(sel) {
+        for s in self.loaded.of(sel) {
+            let points = &s.points;
             let pts: Cow<[Point]> = if points.iter().any(|p| is_stale(p.value)) {
                 Cow::Owned(
                     points
@@ -522,7 +582,8 @@ impl Evaluator {
                     drops.push(n);
                 }
             }
-            let mut values = vec![None; g.len];
+            values.clear();
+            values.resize(g.len, None);
             let mut rest: &[usize] = &filled;
             if let Some(batch) = batch {
                 let mut chunks = filled.chunks_exact(4);
@@ -551,10 +612,12 @@ impl Evaluator {
                 );
             }
             if values.iter().any(Option::is_some) {
-                out.push(StepSeries {
-                    labels: Arc::clone(if func.keeps_name() { labels } else { dropped }),
-                    values,
-                });
+                let labels = if drop_name && !func.keeps_name() {
+                    s.dropped()
+                } else {
+                    &s.labels
+                };
+                sink(labels, &values)?;
             }
         }
         if func == RangeFunc::HoltWinters {
@@ -562,20 +625,18 @@ impl Evaluator {
                 check_holt_winters(p1[i], p2[i])?;
             }
         }
-        Ok(Ranged::Vector(unique(out)?))
+        Ok(())
     }
 
     /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev` and `stdvar` at every step.
+    /// A selector's or a range function's series are folded in as they are made.
     fn aggregate_range(&self, a: &Aggregate) -> Result<Ranged, QueryError> {
         let len = self.grid.len;
-        let Ranged::Vector(input) = self.eval_range(&a.expr)? else {
-            return Ok(Ranged::Vector(Vec::new()));
-        };
         let mut index: LabelMap<Labels, usize> = LabelMap::default();
         let mut groups: Vec<Arc<Labels>> = Vec::new();
         let mut accs: Vec<Acc> = Vec::new();
-        for s in &input {
-            let key = group_labels(&s.labels, &a.grouping, a.without);
+        let mut add = |labels: &Arc<Labels>, values: &[Option<f64>]| {
+            let key = group_labels(labels, &a.grouping, a.without);
             let gi = match index.get(&key) {
                 Some(&gi) => gi,
                 None => {
@@ -586,9 +647,31 @@ impl Evaluator {
                 }
             };
             let accs = &mut accs[gi * len..(gi + 1) * len];
-            for (acc, v) in accs.iter_mut().zip(&s.values) {
+            for (acc, v) in accs.iter_mut().zip(values) {
                 if let Some(v) = *v {
                     acc.add(a.op, v);
+                }
+            }
+            Ok(())
+        };
+        // Grouping by `without` always leaves the name out; `by` only if not listed.
+        let name_matters = !a.without && a.grouping.iter().any(|g| g == METRIC_NAME);
+        match &a.expr {
+            Expr::Vector(sel) => self.select_each(sel, &mut add)?,
+            Expr::Call { name, args }
+                if let Some(func) = RangeFunc::of(name)
+                    && let Some(Expr::Matrix { selector, range_ms }) =
+                        args.get(func.matrix_arg())
+                    // Series that only the name told apart must be checked first.
+                    && (func.keeps_name() || self.loaded.one_name(selector)) =>
+            {
+                self.range_fn_each(func, args, selector, *range_ms, name_matters, &mut add)?;
+            }
+            e => {
+                if let Ranged::Vector(input) = self.eval_range(e)? {
+                    for s in &input {
+                        add(&s.labels, &s.values)?;
+                    }
                 }
             }
         }
@@ -627,6 +710,7 @@ impl Evaluator {
             (Ranged::Scalar(s), Ranged::Vector(v)) => (v, s, true),
             (l, r) => return self.step_by_step(e, vec![(&b.lhs, l), (&b.rhs, r)]),
         };
+        let distinct = !vector_scalar_drops_name(b) || one_name(&vector);
         let out = vector
             .into_iter()
             .map(|s| StepSeries {
@@ -639,7 +723,7 @@ impl Evaluator {
                     .collect(),
             })
             .collect();
-        Ok(Ranged::Vector(unique(out)?))
+        Ok(Ranged::Vector(unique_unless(distinct, out)?))
     }
 }
 

@@ -14,13 +14,32 @@ use crate::parse::{Expr, Selector};
 use crate::storage::Queryable;
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One loaded series: its labels, the same without the metric name, its points, and where
-/// the previous step's window started and ended in them.
-pub(crate) type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
+/// One loaded series: its labels, the same without the metric name (made when first
+/// needed), its points, and where the previous step's window started and ended in them.
+pub(crate) struct LoadedSeries {
+    pub(crate) labels: Arc<Labels>,
+    dropped: OnceCell<Arc<Labels>>,
+    pub(crate) points: Vec<Point>,
+    hints: [Cell<usize>; 2],
+}
+
+impl LoadedSeries {
+    /// The labels without the metric name.
+    pub(crate) fn dropped(&self) -> &Arc<Labels> {
+        self.dropped.get_or_init(|| drop_name(&self.labels))
+    }
+}
+
+/// The series one selector selects, and whether they all have the same metric name (or
+/// none has one), so that dropping it cannot make two of them alike.
+struct Selected {
+    series: Vec<LoadedSeries>,
+    one_name: bool,
+}
 
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
 /// from the previous step's answer: steps move forward, so this is usually a short walk
@@ -107,7 +126,7 @@ fn selectors<'e>(
 /// The series of every selector of a plan, loaded once for all its evaluation times.
 pub(crate) struct Loaded {
     /// Keyed by the selector's address in the plan, which outlives the evaluation.
-    series: HashMap<usize, Vec<LoadedSeries>>,
+    series: HashMap<usize, Selected>,
     /// The query's span, for `@ start()` and `@ end()`.
     pub(crate) span: QuerySpan,
     /// The sample limit; subqueries count their inner points against what is left of it.
@@ -156,11 +175,22 @@ impl Loaded {
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                let labels = Arc::new(labels);
-                let hints = [Cell::new(0), Cell::new(0)];
-                out.push((Arc::clone(&labels), drop_name(&labels), points, hints));
+                out.push(LoadedSeries {
+                    labels: Arc::new(labels),
+                    dropped: OnceCell::new(),
+                    points,
+                    hints: [Cell::new(0), Cell::new(0)],
+                });
             }
-            series.insert(key(sel), out);
+            let first = out.first().map(|s| s.labels.metric_name());
+            let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
+            series.insert(
+                key(sel),
+                Selected {
+                    series: out,
+                    one_name,
+                },
+            );
         }
         Ok(Loaded {
             series,
@@ -177,7 +207,14 @@ impl Loaded {
 
     /// The series `sel` selects, as loaded.
     pub(crate) fn of(&self, sel: &Selector) -> &[LoadedSeries] {
-        self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
+        self.series
+            .get(&key(sel))
+            .map_or(&[], |s| s.series.as_slice())
+    }
+
+    /// Whether the series `sel` selects all have the same metric name, or none.
+    pub(crate) fn one_name(&self, sel: &Selector) -> bool {
+        self.series.get(&key(sel)).is_none_or(|s| s.one_name)
     }
 
     /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
@@ -187,8 +224,9 @@ impl Loaded {
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, _, points, hints)| {
-                let i = seek(points, &hints[1], end, true);
+            .filter_map(|s| {
+                let (labels, points) = (&s.labels, &s.points);
+                let i = seek(points, &s.hints[1], end, true);
                 let p = points[..i]
                     .last()
                     .filter(|p| p.ts >= start && !is_stale(p.value))?;
@@ -209,17 +247,18 @@ impl Loaded {
         let start = end.saturating_sub(range_ms);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, dropped, points, hints)| {
-                let lo = seek(points, &hints[0], start, false);
-                let hi = seek(points, &hints[1], end, true);
+            .filter_map(|s| {
+                let points = &s.points;
+                let lo = seek(points, &s.hints[0], start, false);
+                let hi = seek(points, &s.hints[1], end, true);
                 let pts: Vec<Point> = points[lo..hi.max(lo)]
                     .iter()
                     .filter(|p| !is_stale(p.value))
                     .copied()
                     .collect();
                 (!pts.is_empty()).then(|| RangeSeries {
-                    labels: Arc::clone(labels),
-                    dropped: Arc::clone(dropped),
+                    labels: Arc::clone(&s.labels),
+                    dropped: Arc::clone(s.dropped()),
                     points: pts,
                 })
             })
