@@ -76,6 +76,11 @@ fn main() {
         "rate(x[5m])",
         "avg_over_time(x[5m])",
         "sum by (job) (x)",
+        // Beyond the headline set: vector matching, topk, per-series buckets, a subquery.
+        "x / x",
+        "topk(5, x)",
+        "histogram_quantile(0.9, rate(x_bucket[5m]))",
+        "max_over_time(rate(x[5m])[10m:1m])",
     ];
     let end = START + HOUR;
     let steps = Steps::new(end - HOUR, end, STEP).expect("steps");

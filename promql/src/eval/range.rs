@@ -21,6 +21,7 @@
 use super::aggregate::{Acc, group_labels, is_accumulated};
 use super::binary::{
     scalar_binop, vector_scalar_drops_name, vector_scalar_labels, vector_scalar_value,
+    vector_vector_range,
 };
 use super::instant_fn::{Clamp, unary};
 use super::range_fn::{AvgFold, RangeFunc, SumFold, VarFold, check_holt_winters, fold4};
@@ -107,7 +108,7 @@ impl Ranged {
 /// Merges series with the same labels (which the step by step evaluation would list as
 /// one), failing as Prometheus does when two of them have a value at the same step; drops
 /// series without any value.
-fn unique(mut series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
+pub(crate) fn unique(mut series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
     series.retain(|s| s.values.iter().any(Option::is_some));
     if series.len() < 2 {
         return Ok(series);
@@ -708,7 +709,13 @@ impl Evaluator {
             }
             (Ranged::Vector(v), Ranged::Scalar(s)) => (v, s, false),
             (Ranged::Scalar(s), Ranged::Vector(v)) => (v, s, true),
-            (l, r) => return self.step_by_step(e, vec![(&b.lhs, l), (&b.rhs, r)]),
+            (Ranged::Vector(l), Ranged::Vector(r)) => {
+                if let Some(out) = vector_vector_range(b, &l, &r, self.grid.len) {
+                    return Ok(Ranged::Vector(out));
+                }
+                let (l, r) = (Ranged::Vector(l), Ranged::Vector(r));
+                return self.step_by_step(e, vec![(&b.lhs, l), (&b.rhs, r)]);
+            }
         };
         let distinct = !vector_scalar_drops_name(b) || one_name(&vector);
         let out = vector
@@ -878,6 +885,28 @@ mod tests {
         "sum by (job) ({__name__=~\"early|late\"})",
         "1 + 2 * 3",
         "time() > bool 1700001000",
+        // Vector matching, and its failures at some steps or all.
+        "c + ignoring(job) g",
+        "c > bool on(inst) g",
+        "c == g",
+        "c / on(inst) group_left g",
+        "c / on(job) group_left(inst) sum by (job) (g)",
+        "sum by (job) (g) - on(job) group_right c",
+        "g / on(job) group_left c",
+        "c / on(job) g",
+        "c / on(job) {__name__=~\"early|late\"}",
+        "c / on(job) group_left {__name__=~\"early|late\"}",
+        "{__name__=~\"early|late\"} + on(job) group_left c{inst=\"a\"}",
+        "{__name__=~\"early|late\"} / ignoring(inst) group_left c{inst=\"a\"}",
+        "c and on(job) g > 5",
+        "c unless g > 0",
+        "c or on(job) g",
+        "g or c",
+        "{__name__=~\"early|late\"} or c",
+        "early or late",
+        "early unless on(job) late",
+        "(g > 0) or on(inst) (g < 0) * 2",
+        "topk(3, c / on(inst) group_left g)",
     ];
 
     #[test]
