@@ -202,8 +202,9 @@ pub(crate) struct Evaluator {
     pub(crate) inner: InnerCache,
     /// Inner points produced by subqueries so far, against [`Loaded::budget`].
     pub(crate) inner_points: std::cell::Cell<usize>,
-    /// The query's evaluation times.
-    pub(crate) grid: range::Grid,
+    /// The evaluation times: the query's, or a subquery's inner times while its inner
+    /// expression is evaluated over all of them.
+    pub(crate) grid: std::cell::Cell<range::Grid>,
     /// Expressions evaluated over every step of [`Evaluator::grid`], by address, while a
     /// node that uses them is evaluated step by step.
     pub(crate) ranged: RefCell<LabelMap<usize, Rc<range::Ranged>>>,
@@ -289,7 +290,7 @@ impl Evaluator {
             loaded,
             inner: RefCell::new(HashMap::new()),
             inner_points: std::cell::Cell::new(0),
-            grid,
+            grid: std::cell::Cell::new(grid),
             ranged: RefCell::new(LabelMap::default()),
         }
     }

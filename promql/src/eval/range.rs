@@ -25,9 +25,11 @@ use super::binary::{
 };
 use super::instant_fn::{Clamp, unary};
 use super::range_fn::{AvgFold, RangeFunc, SumFold, VarFold, check_holt_winters, fold4};
+use super::selector::LoadedSeries;
+use super::subquery::subquery_times;
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
-use crate::parse::{Aggregate, Binary, Expr, Selector, ValueType};
+use crate::parse::{Aggregate, Binary, Expr, Selector, Subquery, ValueType};
 use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
@@ -222,6 +224,10 @@ fn ranged_children(e: &Expr) -> Vec<&Expr> {
         .collect()
 }
 
+/// The most inner steps a subquery is evaluated at over all steps at once; beyond, it is
+/// evaluated step by step.
+const MAX_INNER_STEPS: usize = 100_000;
+
 /// Where a producer hands its series one at a time: labels and a value per step (or
 /// none), in a buffer reused for the next series.
 type Sink<'a> = dyn FnMut(&Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + 'a;
@@ -259,6 +265,17 @@ fn unique_unless(
     unique(series)
 }
 
+/// The series a range function slides its window over, and the window at each step:
+/// `[end - range_ms, end]` in the points, the function told `fn_end`.
+struct Windows<'a> {
+    series: &'a [LoadedSeries],
+    ends: Vec<i64>,
+    fn_ends: Vec<i64>,
+    range_ms: i64,
+    /// Leave stale markers out (of stored points; a subquery's points are kept).
+    skip_stale: bool,
+}
+
 /// A function folding four windows side by side ([`fold4`]).
 type Fold4 = fn([&[Point]; 4]) -> [f64; 4];
 
@@ -270,7 +287,7 @@ impl Evaluator {
     /// The value of the scalar or instant vector expression `e` at every step of the grid.
     pub(crate) fn eval_range(&self, e: &Expr) -> Result<Ranged, QueryError> {
         match e {
-            Expr::Number(n) => Ok(Ranged::Scalar(vec![*n; self.grid.len])),
+            Expr::Number(n) => Ok(Ranged::Scalar(vec![*n; self.grid.get().len])),
             Expr::Vector(sel) => {
                 let mut out = Vec::new();
                 self.select_each(sel, &mut collect(&mut out))?;
@@ -332,7 +349,7 @@ impl Evaluator {
 
     /// The value of `e` at every step, evaluated step by step ([`Evaluator::eval`]).
     pub(crate) fn gather(&self, e: &Expr) -> Result<Ranged, QueryError> {
-        let g = self.grid;
+        let g = self.grid.get();
         if e.value_type() == ValueType::Scalar {
             let v: Result<Vec<f64>, QueryError> =
                 g.times().map(|t| Ok(self.eval(e, t)?.scalar())).collect();
@@ -355,7 +372,7 @@ impl Evaluator {
     /// The value of `e` at `t` if it was evaluated over all steps and `t` is one of them.
     pub(crate) fn ranged_at(&self, e: &Expr, t: i64) -> Option<Val> {
         let v = Rc::clone(self.ranged.borrow().get(&key(e))?);
-        let i = self.grid.index(t)?;
+        let i = self.grid.get().index(t)?;
         Some(v.at(i, t))
     }
 
@@ -363,6 +380,7 @@ impl Evaluator {
     /// offset.
     fn window_ends(&self, sel: &Selector) -> Vec<i64> {
         self.grid
+            .get()
             .times()
             .map(|t| self.loaded.at(sel, t).saturating_sub(sel.offset_ms))
             .collect()
@@ -406,10 +424,10 @@ impl Evaluator {
 
     fn scalar_range(&self, arg: Option<&Expr>, missing: f64) -> Result<Vec<f64>, QueryError> {
         Ok(match arg {
-            None => vec![missing; self.grid.len],
+            None => vec![missing; self.grid.get().len],
             Some(e) => match self.eval_range(e)? {
                 Ranged::Scalar(v) => v,
-                Ranged::Vector(_) => vec![f64::NAN; self.grid.len],
+                Ranged::Vector(_) => vec![f64::NAN; self.grid.get().len],
             },
         })
     }
@@ -418,20 +436,32 @@ impl Evaluator {
         if let Some(func) = RangeFunc::of(name) {
             if let Some(Expr::Matrix { selector, range_ms }) = args.get(func.matrix_arg()) {
                 let mut out = Vec::new();
-                self.range_fn_each(
-                    func,
-                    args,
-                    selector,
-                    *range_ms,
-                    true,
-                    &mut collect(&mut out),
-                )?;
+                let w = self.selector_windows(selector, *range_ms);
+                self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
                 let distinct = func.keeps_name() || self.loaded.one_name(selector);
+                return Ok(Ranged::Vector(if distinct { out } else { unique(out)? }));
+            }
+            if let Some(Expr::Subquery(sq)) = args.get(func.matrix_arg())
+                && let Some(series) = self.subquery_range(sq)?
+            {
+                let w = Windows {
+                    series: &series,
+                    ends: self.subquery_ends(sq),
+                    fn_ends: self.subquery_ends(sq),
+                    range_ms: sq.range_ms,
+                    skip_stale: false,
+                };
+                let mut out = Vec::new();
+                self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
+                let labels: Vec<&Arc<Labels>> = series.iter().map(|s| &s.labels).collect();
+                let first = labels.first().map(|l| l.metric_name());
+                let distinct =
+                    func.keeps_name() || labels.iter().all(|l| Some(l.metric_name()) == first);
                 return Ok(Ranged::Vector(if distinct { out } else { unique(out)? }));
             }
             return self.step_by_step(e, Vec::new());
         }
-        let g = self.grid;
+        let g = self.grid.get();
         match name {
             "time" => {
                 return Ok(Ranged::Scalar(
@@ -490,27 +520,122 @@ impl Evaluator {
         Ok(Ranged::Vector(unique_unless(distinct, out)?))
     }
 
-    /// A function of a range selector at every step: per series, a window sliding over
+    /// Where a subquery's window ends at each step: its `@` time or the step's, minus the
+    /// offset.
+    fn subquery_ends(&self, sq: &Subquery) -> Vec<i64> {
+        let span = self.loaded.span;
+        self.grid
+            .get()
+            .times()
+            .map(|t| sq.at.map_or(t, |a| a.resolve(span.start_ms, span.end_ms)) - sq.offset_ms)
+            .collect()
+    }
+
+    /// A subquery's series for every step: its inner expression evaluated once over all
+    /// the inner times the steps need, as [`Evaluator::subquery`] would step by step.
+    /// `None` (evaluate step by step) when those times have gaps between steps, or are
+    /// too many to hold per series.
+    fn subquery_range(&self, sq: &Subquery) -> Result<Option<Vec<LoadedSeries>>, QueryError> {
+        let outer = self.grid.get();
+        let span = self.loaded.span;
+        let mut first = i64::MAX;
+        let mut last = i64::MIN;
+        let mut step = 1;
+        for t in outer.times() {
+            let (f, l, s) = subquery_times(sq, t, span);
+            // The same early refusal as step by step.
+            if usize::try_from((l - f) / s).unwrap_or(usize::MAX) > self.loaded.budget {
+                return Err(QueryError::TooManySamples);
+            }
+            (first, last, step) = (first.min(f), last.max(l), s);
+        }
+        // Contiguous inner times only: the windows of consecutive steps overlap or touch.
+        if sq.at.is_none() && outer.len > 1 && outer.step > sq.range_ms {
+            return Ok(None);
+        }
+        let len = if last >= first {
+            usize::try_from((last - first) / step)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        } else {
+            0
+        };
+        if len > MAX_INNER_STEPS {
+            return Ok(None);
+        }
+        let inner = Grid {
+            start: first,
+            step,
+            len,
+        };
+        let value = if len == 0 {
+            Ok(Ranged::Vector(Vec::new()))
+        } else {
+            self.grid.set(inner);
+            let v = self.eval_range(&sq.expr);
+            self.grid.set(outer);
+            v
+        };
+        let Ranged::Vector(value) = value? else {
+            return Ok(Some(Vec::new()));
+        };
+        let mut out = Vec::with_capacity(value.len());
+        let mut n = 0usize;
+        for s in value {
+            let points: Vec<Point> = s
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    Some(Point {
+                        ts: inner.time(i),
+                        value: (*v)?,
+                    })
+                })
+                .collect();
+            n = n.saturating_add(points.len());
+            out.push(LoadedSeries::new(s.labels, points));
+        }
+        let n = self.inner_points.get().saturating_add(n);
+        if n > self.loaded.budget {
+            return Err(QueryError::TooManySamples);
+        }
+        self.inner_points.set(n);
+        Ok(Some(out))
+    }
+
+    /// The windows of a range selector at every step.
+    fn selector_windows<'a>(&'a self, sel: &Selector, range_ms: i64) -> Windows<'a> {
+        Windows {
+            series: self.loaded.of(sel),
+            ends: self.window_ends(sel),
+            // The window the function sees: `at - offset`, unsaturated, as the step by step
+            // path has it.
+            fn_ends: self
+                .grid
+                .get()
+                .times()
+                .map(|t| self.loaded.at(sel, t) - sel.offset_ms)
+                .collect(),
+            range_ms,
+            skip_stale: true,
+        }
+    }
+
+    /// A function of a range vector at every step: per series, a window sliding over
     /// its points. Each series with a value is handed to `sink`, with its labels as the
     /// function gives them, or with the metric name still on unless `drop_name` (for an
     /// aggregation that ignores it).
-    #[allow(clippy::too_many_arguments)]
     fn range_fn_each(
         &self,
         func: RangeFunc,
         args: &[Expr],
-        sel: &Selector,
-        range_ms: i64,
+        w: &Windows<'_>,
         drop_name: bool,
         sink: &mut Sink<'_>,
     ) -> Result<(), QueryError> {
-        let g = self.grid;
-        let ends = self.window_ends(sel);
-        // The window the function sees: `at - offset`, unsaturated, as the step by step path.
-        let fn_ends: Vec<i64> = g
-            .times()
-            .map(|t| self.loaded.at(sel, t) - sel.offset_ms)
-            .collect();
+        let g = self.grid.get();
+        let (ends, fn_ends, range_ms) = (&w.ends, &w.fn_ends, w.range_ms);
         let range_s = range_ms as f64 / 1000.0;
         let (a1, a2) = func.scalar_args();
         let p1 = match a1 {
@@ -536,9 +661,9 @@ impl Evaluator {
         let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(g.len);
         let mut filled: Vec<usize> = Vec::with_capacity(g.len);
         let mut drops: Vec<u32> = Vec::new();
-        for s in self.loaded.of(sel) {
+        for s in w.series {
             let points = &s.points;
-            let pts: Cow<[Point]> = if points.iter().any(|p| is_stale(p.value)) {
+            let pts: Cow<[Point]> = if w.skip_stale && points.iter().any(|p| is_stale(p.value)) {
                 Cow::Owned(
                     points
                         .iter()
@@ -632,7 +757,7 @@ impl Evaluator {
     /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev` and `stdvar` at every step.
     /// A selector's or a range function's series are folded in as they are made.
     fn aggregate_range(&self, a: &Aggregate) -> Result<Ranged, QueryError> {
-        let len = self.grid.len;
+        let len = self.grid.get().len;
         let mut index: LabelMap<Labels, usize> = LabelMap::default();
         let mut groups: Vec<Arc<Labels>> = Vec::new();
         let mut accs: Vec<Acc> = Vec::new();
@@ -666,7 +791,8 @@ impl Evaluator {
                     // Series that only the name told apart must be checked first.
                     && (func.keeps_name() || self.loaded.one_name(selector)) =>
             {
-                self.range_fn_each(func, args, selector, *range_ms, name_matters, &mut add)?;
+                let w = self.selector_windows(selector, *range_ms);
+                self.range_fn_each(func, args, &w, name_matters, &mut add)?;
             }
             e => {
                 if let Ranged::Vector(input) = self.eval_range(e)? {
@@ -710,7 +836,7 @@ impl Evaluator {
             (Ranged::Vector(v), Ranged::Scalar(s)) => (v, s, false),
             (Ranged::Scalar(s), Ranged::Vector(v)) => (v, s, true),
             (Ranged::Vector(l), Ranged::Vector(r)) => {
-                if let Some(out) = vector_vector_range(b, &l, &r, self.grid.len) {
+                if let Some(out) = vector_vector_range(b, &l, &r, self.grid.get().len) {
                     return Ok(Ranged::Vector(out));
                 }
                 let (l, r) = (Ranged::Vector(l), Ranged::Vector(r));
@@ -875,6 +1001,21 @@ mod tests {
         "avg_over_time(rate(c[2m])[10m:])",
         "sum_over_time(g[7m:45s] offset 1m)",
         "max_over_time(g[10m:1m] @ start())",
+        "max_over_time(g[10m:1m] offset 3m)",
+        "rate(c[5m:1m] @ 1700001000)",
+        "deriv(g[10m:30s])",
+        "sum_over_time((c > 10)[3m:20s])",
+        "sum by (job) (max_over_time(rate(c[1m])[5m:15s]))",
+        "max_over_time(max_over_time(c[1m:20s])[3m:1m])",
+        "holt_winters(g[10m:1m], 0.5, 0.5)",
+        "absent_over_time(nothing[5m:1m])",
+        "last_over_time({__name__=~\"early|late\"}[5m:1m])",
+        "count_over_time({__name__=~\"early|late\"}[5m:1m])",
+        "count_over_time({__name__=~\"c|g\"}[5m:1m])",
+        "sort(max_over_time(g[10m:1m]))",
+        "sort_desc(rate(c[5m]))",
+        // Gaps between the steps' inner times when the step is 2 min: step by step.
+        "count_over_time(c[1m:10s])",
         // Name dropped: `early` and `late` merge; `early` and `c` collide.
         "rate({__name__=~\"early|late\"}[1m])",
         "{__name__=~\"early|late\"} * 1",
@@ -919,7 +1060,15 @@ mod tests {
         ) -> Result<crate::Value, crate::QueryError>| {
             let expr = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             [Mode::PerSeries, Mode::StepByStep].map(|m| match f(&expr, m) {
-                Ok(v) => show(&v),
+                Ok(v) => {
+                    let mut lines = show(&v);
+                    // PromQL orders a vector only in `sort` and `sort_desc` (Prometheus
+                    // builds others from a hash map).
+                    if !q.starts_with("sort") {
+                        lines.sort();
+                    }
+                    lines
+                }
                 Err(e) => vec![format!("error: {e}")],
             })
         };

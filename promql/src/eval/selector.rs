@@ -28,6 +28,16 @@ pub(crate) struct LoadedSeries {
 }
 
 impl LoadedSeries {
+    /// A series with these labels and points (sorted by time).
+    pub(crate) fn new(labels: Arc<Labels>, points: Vec<Point>) -> Self {
+        LoadedSeries {
+            labels,
+            dropped: OnceCell::new(),
+            points,
+            hints: [Cell::new(0), Cell::new(0)],
+        }
+    }
+
     /// The labels without the metric name.
     pub(crate) fn dropped(&self) -> &Arc<Labels> {
         self.dropped.get_or_init(|| drop_name(&self.labels))
@@ -175,12 +185,7 @@ impl Loaded {
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                out.push(LoadedSeries {
-                    labels: Arc::new(labels),
-                    dropped: OnceCell::new(),
-                    points,
-                    hints: [Cell::new(0), Cell::new(0)],
-                });
+                out.push(LoadedSeries::new(Arc::new(labels), points));
             }
             let first = out.first().map(|s| s.labels.metric_name());
             let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
