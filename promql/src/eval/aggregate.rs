@@ -130,18 +130,10 @@ pub(crate) fn eval(
 ) -> Result<Vec<Sample>, QueryError> {
     let mut k = 0usize;
     if matches!(a.op, AggOp::Topk | AggOp::Bottomk) {
-        let f = param.as_ref().map_or(f64::NAN, Val::scalar);
-        if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
-            return Err(exec_err(format!(
-                "Scalar value {} overflows int64",
-                go_float(f)
-            )));
+        match top_k(param.as_ref().map_or(f64::NAN, Val::scalar))? {
+            Some(n) => k = n,
+            None => return Ok(Vec::new()),
         }
-        let ki = f as i64;
-        if ki < 1 {
-            return Ok(Vec::new());
-        }
-        k = usize::try_from(ki).unwrap_or(usize::MAX);
     }
     let q = match (a.op, &param) {
         (AggOp::Quantile, Some(p)) => p.scalar(),
@@ -189,22 +181,7 @@ pub(crate) fn eval(
         };
         let g = &mut groups[gi];
         match a.op {
-            AggOp::Topk | AggOp::Bottomk => {
-                let top = a.op == AggOp::Topk;
-                let less = if top { less_by_value } else { greater_by_value };
-                let head = g.heap[0].point.value;
-                let beats = if top { head < v } else { head > v };
-                if g.heap.len() < k || beats || head.is_nan() {
-                    if g.heap.len() == k {
-                        if k == 1 {
-                            g.heap[0] = s;
-                            continue;
-                        }
-                        heap_pop(&mut g.heap, less);
-                    }
-                    heap_push(&mut g.heap, s, less);
-                }
-            }
+            AggOp::Topk | AggOp::Bottomk => offer(&mut g.heap, s, k, a.op == AggOp::Topk),
             AggOp::Quantile => g.heap.push(s),
             op => g.acc.add(op, v),
         }
@@ -258,18 +235,76 @@ pub(crate) fn group_labels(l: &Labels, grouping: &[String], without: bool) -> La
     Labels::from_sorted(v).unwrap_or_default()
 }
 
+/// Something `topk` and `bottomk` rank by its value.
+pub(crate) trait Ranked {
+    /// The value ranked by.
+    fn rank_value(&self) -> f64;
+}
+
+impl Ranked for Sample {
+    fn rank_value(&self) -> f64 {
+        self.point.value
+    }
+}
+
+impl Ranked for (f64, usize) {
+    fn rank_value(&self) -> f64 {
+        self.0
+    }
+}
+
 /// Prometheus' `vectorByValueHeap.Less`: NaN first, then ascending.
-fn less_by_value(a: &Sample, b: &Sample) -> bool {
-    a.point.value.is_nan() || a.point.value < b.point.value
+fn less_by_value<T: Ranked>(a: &T, b: &T) -> bool {
+    a.rank_value().is_nan() || a.rank_value() < b.rank_value()
 }
 
 /// Prometheus' `vectorByReverseValueHeap.Less`: NaN first, then descending.
-fn greater_by_value(a: &Sample, b: &Sample) -> bool {
-    a.point.value.is_nan() || a.point.value > b.point.value
+fn greater_by_value<T: Ranked>(a: &T, b: &T) -> bool {
+    a.rank_value().is_nan() || a.rank_value() > b.rank_value()
+}
+
+/// Offers `s` to a `topk` (`top`) or `bottomk` group's heap of at most `k` that already
+/// holds its first sample, as Prometheus' `aggregation` does.
+pub(crate) fn offer<T: Ranked>(heap: &mut Vec<T>, s: T, k: usize, top: bool) {
+    let less = if top {
+        less_by_value::<T>
+    } else {
+        greater_by_value::<T>
+    };
+    let (head, v) = (heap[0].rank_value(), s.rank_value());
+    let beats = if top { head < v } else { head > v };
+    if heap.len() < k || beats || head.is_nan() {
+        if heap.len() == k {
+            if k == 1 {
+                heap[0] = s;
+                return;
+            }
+            heap_pop(heap, less);
+        }
+        heap_push(heap, s, less);
+    }
+}
+
+/// The `k` of `topk`/`bottomk` from its parameter: `Ok(None)` when below 1 (no output).
+///
+/// # Errors
+/// Prometheus' error for a parameter outside the range of an `int64`.
+pub(crate) fn top_k(f: f64) -> Result<Option<usize>, QueryError> {
+    if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
+        return Err(exec_err(format!(
+            "Scalar value {} overflows int64",
+            go_float(f)
+        )));
+    }
+    let ki = f as i64;
+    if ki < 1 {
+        return Ok(None);
+    }
+    Ok(Some(usize::try_from(ki).unwrap_or(usize::MAX)))
 }
 
 /// Go's `container/heap.Push`.
-fn heap_push(h: &mut Vec<Sample>, s: Sample, less: fn(&Sample, &Sample) -> bool) {
+fn heap_push<T>(h: &mut Vec<T>, s: T, less: fn(&T, &T) -> bool) {
     h.push(s);
     let mut j = h.len() - 1;
     while j > 0 {
@@ -283,7 +318,7 @@ fn heap_push(h: &mut Vec<Sample>, s: Sample, less: fn(&Sample, &Sample) -> bool)
 }
 
 /// Go's `container/heap.Pop`, the removed element dropped.
-fn heap_pop(h: &mut Vec<Sample>, less: fn(&Sample, &Sample) -> bool) {
+fn heap_pop<T>(h: &mut Vec<T>, less: fn(&T, &T) -> bool) {
     let n = h.len() - 1;
     h.swap(0, n);
     let mut i = 0;

@@ -18,7 +18,7 @@
 //! in the order the step by step evaluation lists samples: that is where Prometheus'
 //! check that a vector holds no label set twice is made.
 
-use super::aggregate::{Acc, group_labels, is_accumulated};
+use super::aggregate::{Acc, group_labels, is_accumulated, offer, top_k};
 use super::binary::{
     scalar_binop, vector_scalar_drops_name, vector_scalar_labels, vector_scalar_value,
     vector_vector_range,
@@ -29,7 +29,7 @@ use super::selector::LoadedSeries;
 use super::subquery::subquery_times;
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
-use crate::parse::{Aggregate, Binary, Expr, Selector, Subquery, ValueType};
+use crate::parse::{AggOp, Aggregate, Binary, Expr, Selector, Subquery, ValueType};
 use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
@@ -313,6 +313,9 @@ impl Evaluator {
             Expr::Binary(b) => self.binary_range(e, b),
             Expr::Aggregate(a) if a.param.is_none() && is_accumulated(a.op) => {
                 self.aggregate_range(a)
+            }
+            Expr::Aggregate(a) if matches!(a.op, AggOp::Topk | AggOp::Bottomk) => {
+                self.topk_range(e, a)
             }
             Expr::Call { name, args } => self.call_range(e, name, args),
             _ => self.step_by_step(e, Vec::new()),
@@ -816,6 +819,68 @@ impl Evaluator {
         Ok(Ranged::Vector(out))
     }
 
+    /// `topk` and `bottomk` at every step: each series' group found once, then at each step
+    /// the same heap as step by step, of series numbers. A parameter out of range at some
+    /// step: step by step, to fail as that does.
+    fn topk_range(&self, e: &Expr, a: &Aggregate) -> Result<Ranged, QueryError> {
+        let len = self.grid.get().len;
+        let param = self.scalar_range(a.param.as_ref(), f64::NAN)?;
+        let Ok(ks) = param
+            .iter()
+            .map(|&f| top_k(f))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return self.step_by_step(e, vec![(&a.expr, self.eval_range(&a.expr)?)]);
+        };
+        let Ranged::Vector(input) = self.eval_range(&a.expr)? else {
+            return Ok(Ranged::Vector(Vec::new()));
+        };
+        let mut index: LabelMap<Labels, usize> = LabelMap::default();
+        let group: Vec<usize> = input
+            .iter()
+            .map(|s| {
+                let n = index.len();
+                *index
+                    .entry(group_labels(&s.labels, &a.grouping, a.without))
+                    .or_insert(n)
+            })
+            .collect();
+        let top = a.op == AggOp::Topk;
+        let mut heaps: Vec<Vec<(f64, usize)>> = vec![Vec::new(); index.len()];
+        let mut order: Vec<usize> = Vec::new();
+        // Output series by input series, in order of first output.
+        let mut out_of: Vec<Option<usize>> = vec![None; input.len()];
+        let mut out: Vec<StepSeries> = Vec::new();
+        for (i, k) in ks.into_iter().enumerate() {
+            let Some(k) = k else { continue };
+            for (n, (s, &g)) in input.iter().zip(&group).enumerate() {
+                let Some(v) = s.values[i] else { continue };
+                if heaps[g].is_empty() {
+                    heaps[g].push((v, n));
+                    order.push(g);
+                } else {
+                    offer(&mut heaps[g], (v, n), k, top);
+                }
+            }
+            for g in order.drain(..) {
+                let mut heap = std::mem::take(&mut heaps[g]);
+                heap.sort_by(|x, y| super::by_value_nan_last(x.0, y.0, top));
+                for (v, n) in heap.drain(..) {
+                    let o = *out_of[n].get_or_insert_with(|| {
+                        out.push(StepSeries {
+                            labels: Arc::clone(&input[n].labels),
+                            values: vec![None; len],
+                        });
+                        out.len() - 1
+                    });
+                    out[o].values[i] = Some(v);
+                }
+                heaps[g] = heap;
+            }
+        }
+        Ok(Ranged::Vector(out))
+    }
+
     /// A binary operator at every step; between two vectors, step by step.
     fn binary_range(&self, e: &Expr, b: &Binary) -> Result<Ranged, QueryError> {
         let operand = |x: &Expr| matches!(x.value_type(), ValueType::Scalar | ValueType::Vector);
@@ -950,6 +1015,17 @@ mod tests {
         "stddev(g)",
         "stdvar by (job) (c)",
         "topk(2, g)",
+        "bottomk(3, c)",
+        "topk by (job) (1, g)",
+        "bottomk without (inst) (2, g)",
+        "topk(scalar(count(g)) - 2, c)",
+        "topk(0, g)",
+        "topk(scalar(nothing), g)",
+        "topk(1e30, g)",
+        "sum(topk(2, rate(c[5m])))",
+        "topk(2, {__name__=~\"early|late\"})",
+        "topk(1, g / 0)",
+        "bottomk(1, 0 / g)",
         "quantile(0.3, g)",
         "count_values(\"v\", round(g))",
         "rate(c[5m])",
