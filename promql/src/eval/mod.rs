@@ -10,13 +10,20 @@
 //! returns the raw points in `[t - r, t]` (both windows closed, as in Prometheus 2);
 //! `offset o` shifts the window to end at `t - o`.
 //! Every selector's series are fetched once per query, covering every step of a range query
-//! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
-//! `rangeEval` does, and a range query gathers each step's output into series.
+//! (`selector`). Then each expression is evaluated once for all steps, series by series
+//! (`range`): a selector walks each series' points once, a function of a range vector
+//! slides its window over them, an aggregation folds series into per-group, per-step
+//! accumulators, labels are worked out once per series. An instant query is the same with
+//! a single step. What has no such evaluation is evaluated step by step as Prometheus'
+//! `rangeEval` does (`Evaluator::eval`), its arguments evaluated for all steps first and
+//! read back at each step; the step-by-step path is also the reference the per-series one
+//! is tested against, and each family's arithmetic is shared by both.
 //!
 //! One module per family: [`selector`] (with `@` and the subquery step alignment),
 //! [`binary`] operators, [`aggregate`]s, [`range_fn`] (functions of a range vector or a
-//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery is
-//! evaluated at its inner steps, each inner result cached for the next outer step.
+//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery's
+//! inner expression is evaluated once over all the inner times the steps need (step by
+//! step, each inner result cached for the next outer step, where those times have gaps).
 
 pub(crate) mod aggregate;
 pub(crate) mod binary;

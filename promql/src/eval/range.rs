@@ -3,20 +3,27 @@
 //! step), as Prometheus' `rangeEval` evaluates arguments into matrices before the node.
 //!
 //! - An instant vector selector walks each series' points once for all steps; a function
-//!   of a range selector slides its window over the series' points with two indices and
-//!   applies the function to each window ([`RangeFunc::apply`], shared with the step by
-//!   step path, so answers are the same to the bit).
+//!   of a range selector or of a subquery slides its window over the series' points with
+//!   two indices and applies the function to each window ([`RangeFunc::apply`], shared
+//!   with the step by step path; four windows at a time for the Kahan folds), counting
+//!   drops in value once per series so that `rate` scans only windows with a reset.
 //! - Labels are worked out once per series: the name dropped, the aggregation group, the
-//!   labels of an operation with a scalar.
-//! - Aggregations without a parameter find each input series' group once, then fold the
-//!   series' values into one running [`Acc`] per group and step.
-//! - Anything else (vector matching, `topk`, `histogram_quantile`, subqueries, label
-//!   functions...) falls back to the step by step evaluation ([`Evaluator::eval`]) of
-//!   that node, its arguments evaluated here first and read back step by step.
+//!   labels of an operation with a scalar, the matching signature and result labels of
+//!   vector matching.
+//! - Aggregations without a parameter fold each series, as a selector or range function
+//!   makes it, into one running [`Acc`] per group and step; `topk` and `bottomk` run the
+//!   step by step heap over series numbers.
+//! - A subquery's inner expression is evaluated once over every inner time the steps
+//!   need, on a [`Grid`] of its own.
+//! - Anything else (`quantile`, `count_values`, `histogram_quantile`, label functions,
+//!   `absent`...) and every step that would fail falls back to the step by step
+//!   evaluation ([`Evaluator::eval`]) of that node, its arguments evaluated here first and
+//!   read back step by step; errors are thus reported as the step by step path does.
 //!
-//! Every [`Ranged::Vector`] keeps one series per label set, each with at least one value,
-//! in the order the step by step evaluation lists samples: that is where Prometheus'
-//! check that a vector holds no label set twice is made.
+//! Every [`Ranged::Vector`] keeps one series per label set, each with at least one value:
+//! that is where Prometheus' check that a vector holds no label set twice is made. Series
+//! come in the order the step by step evaluation lists samples, except where PromQL
+//! leaves it open (series that first appear at a later step).
 
 use super::aggregate::{Acc, group_labels, is_accumulated, offer, top_k};
 use super::binary::{
