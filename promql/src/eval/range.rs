@@ -5,7 +5,7 @@
 //! - An instant vector selector walks each series' points once for all steps; a function
 //!   of a range selector or of a subquery slides its window over the series' points with
 //!   two indices and applies the function to each window ([`RangeFunc::apply`], shared
-//!   with the step by step path; four windows at a time for the Kahan folds), counting
+//!   with the step by step path; several windows at a time for the Kahan folds), counting
 //!   drops in value once per series so that `rate` scans only windows with a reset.
 //! - Labels are worked out once per series: the name dropped, the aggregation group, the
 //!   labels of an operation with a scalar, the matching signature and result labels of
@@ -31,7 +31,7 @@ use super::binary::{
     vector_vector_range,
 };
 use super::instant_fn::{Clamp, unary};
-use super::range_fn::{AvgFold, RangeFunc, SumFold, VarFold, check_holt_winters, fold4};
+use super::range_fn::{RangeFunc, SumFold, VarFold, avg_n, check_holt_winters, fold_n};
 use super::selector::LoadedSeries;
 use super::subquery::subquery_times;
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
@@ -283,8 +283,11 @@ struct Windows<'a> {
     skip_stale: bool,
 }
 
-/// A function folding four windows side by side ([`fold4`]).
-type Fold4 = fn([&[Point]; 4]) -> [f64; 4];
+/// How many windows of a series are folded side by side.
+const LANES: usize = 8;
+
+/// A function folding [`LANES`] windows side by side ([`fold_n`]).
+type FoldN = fn([&[Point]; LANES]) -> [f64; LANES];
 
 fn key(e: &Expr) -> usize {
     e as *const Expr as usize
@@ -656,11 +659,11 @@ impl Evaluator {
             Some(i) => self.scalar_range(args.get(i), f64::NAN)?,
             None => vec![0.0; g.len],
         };
-        let batch: Option<Fold4> = match func {
-            RangeFunc::Avg => Some(fold4::<AvgFold>),
-            RangeFunc::Sum => Some(fold4::<SumFold>),
-            RangeFunc::Stdvar => Some(fold4::<VarFold>),
-            RangeFunc::Stddev => Some(|ws| fold4::<VarFold>(ws).map(f64::sqrt)),
+        let batch: Option<FoldN> = match func {
+            RangeFunc::Avg => Some(avg_n),
+            RangeFunc::Sum => Some(fold_n::<SumFold, LANES>),
+            RangeFunc::Stdvar => Some(fold_n::<VarFold, LANES>),
+            RangeFunc::Stddev => Some(|ws| fold_n::<VarFold, LANES>(ws).map(f64::sqrt)),
             _ => None,
         };
         let counts_resets = matches!(func, RangeFunc::Rate | RangeFunc::Increase);
@@ -722,12 +725,13 @@ impl Evaluator {
             values.resize(g.len, None);
             let mut rest: &[usize] = &filled;
             if let Some(batch) = batch {
-                let mut chunks = filled.chunks_exact(4);
+                let mut chunks = filled.chunks_exact(LANES);
                 for c in &mut chunks {
-                    let w = |k: usize| &pts[bounds[c[k]].0..bounds[c[k]].1];
-                    let r = batch([w(0), w(1), w(2), w(3)]);
-                    for k in 0..4 {
-                        values[c[k]] = Some(r[k]);
+                    let r = batch(std::array::from_fn(|k| {
+                        &pts[bounds[c[k]].0..bounds[c[k]].1]
+                    }));
+                    for (&i, r) in c.iter().zip(r) {
+                        values[i] = Some(r);
                     }
                 }
                 rest = chunks.remainder();
