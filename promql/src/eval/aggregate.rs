@@ -9,12 +9,11 @@
 //! `topk`/`bottomk` (the samples themselves, labels and all, kept in a heap exactly as
 //! Prometheus does so ties resolve alike).
 
-use super::{Sample, Val, exec_err};
+use super::{LabelMap, Sample, Val, exec_err};
 use crate::error::QueryError;
 use crate::parse::{AggOp, Aggregate};
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 struct Group {
@@ -153,16 +152,16 @@ pub(crate) fn eval(
             grouping.push(value_label.clone());
         }
     }
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelMap<Labels, usize> = LabelMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for s in input {
         let v = s.point.value;
-        let metric = if a.op == AggOp::CountValues {
-            s.labels.with(&value_label, &go_float(v))
+        let key = if a.op == AggOp::CountValues {
+            let metric = s.labels.with(&value_label, &go_float(v));
+            group_labels(&metric, &grouping, a.without)
         } else {
-            Labels::clone(&s.labels)
+            group_labels(&s.labels, &grouping, a.without)
         };
-        let key = group_labels(&metric, &grouping, a.without);
         let Some(&gi) = index.get(&key) else {
             index.insert(key.clone(), groups.len());
             groups.push(Group {

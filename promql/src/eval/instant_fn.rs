@@ -15,13 +15,12 @@
 //!   classic `le` buckets (Prometheus' `bucketQuantile`).
 
 use super::aggregate::valid_label_name;
-use super::{Evaluator, Sample, Val, drop_name, exec_err};
+use super::{Evaluator, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::Expr;
 use crate::storage::MatchOp;
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The functions of this family.
@@ -417,7 +416,7 @@ fn parse_go_float(s: &str) -> Option<f64> {
 }
 
 fn histogram_quantile(q: f64, vec: Vec<Sample>, t: i64) -> Vec<Sample> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelMap<Labels, usize> = LabelMap::default();
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for s in vec {
         let Some(upper) = s.labels.get("le").and_then(parse_go_float) else {
