@@ -415,21 +415,28 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
+/// A bucket series' histogram (its labels but `le` and the name) and upper bound; `None`
+/// for a series without a valid `le`, which `histogram_quantile` leaves out.
+pub(crate) fn bucket_of(labels: &Labels) -> Option<(Labels, f64)> {
+    let upper = labels.get("le").and_then(parse_go_float)?;
+    let key = Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| l.name != "le" && l.name != METRIC_NAME)
+            .cloned()
+            .collect(),
+    )
+    .unwrap_or_default();
+    Some((key, upper))
+}
+
 fn histogram_quantile(q: f64, vec: Vec<Sample>, t: i64) -> Vec<Sample> {
     let mut index: LabelMap<Labels, usize> = LabelMap::default();
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for s in vec {
-        let Some(upper) = s.labels.get("le").and_then(parse_go_float) else {
+        let Some((key, upper)) = bucket_of(&s.labels) else {
             continue;
         };
-        let key = Labels::from_sorted(
-            s.labels
-                .iter()
-                .filter(|l| l.name != "le" && l.name != METRIC_NAME)
-                .cloned()
-                .collect(),
-        )
-        .unwrap_or_default();
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1

@@ -15,7 +15,8 @@
 //!   step by step heap over series numbers.
 //! - A subquery's inner expression is evaluated once over every inner time the steps
 //!   need, on a [`Grid`] of its own.
-//! - Anything else (`quantile`, `count_values`, `histogram_quantile`, label functions,
+//! - `histogram_quantile` finds each series' histogram and bucket bound once.
+//! - Anything else (`quantile`, `count_values`, label functions,
 //!   `absent`...) and every step that would fail falls back to the step by step
 //!   evaluation ([`Evaluator::eval`]) of that node, its arguments evaluated here first and
 //!   read back step by step; errors are thus reported as the step by step path does.
@@ -30,7 +31,7 @@ use super::binary::{
     scalar_binop, vector_scalar_drops_name, vector_scalar_labels, vector_scalar_value,
     vector_vector_range,
 };
-use super::instant_fn::{Clamp, unary};
+use super::instant_fn::{Clamp, bucket_of, bucket_quantile, unary};
 use super::range_fn::{RangeFunc, SumFold, VarFold, avg_n, check_holt_winters, fold_n};
 use super::selector::LoadedSeries;
 use super::subquery::subquery_times;
@@ -490,6 +491,9 @@ impl Evaluator {
             }
             _ => {}
         }
+        if name == "histogram_quantile" {
+            return self.histogram_quantile_range(args);
+        }
         let Some(arg) = args.first().filter(|a| a.value_type() == ValueType::Vector) else {
             return self.step_by_step(e, Vec::new());
         };
@@ -633,6 +637,60 @@ impl Evaluator {
             range_ms,
             skip_stale: true,
         }
+    }
+
+    /// `histogram_quantile` of classic buckets at every step: each series' histogram and
+    /// bound found once, then at each step the buckets with a value, in order, as step
+    /// by step.
+    fn histogram_quantile_range(&self, args: &[Expr]) -> Result<Ranged, QueryError> {
+        let len = self.grid.get().len;
+        let input = match args.get(1) {
+            Some(a) => self.eval_range(a)?,
+            None => Ranged::Vector(Vec::new()),
+        };
+        let q = self.scalar_range(args.first(), f64::NAN)?;
+        let Ranged::Vector(input) = input else {
+            return Ok(Ranged::Vector(Vec::new()));
+        };
+        let mut index: LabelMap<Labels, usize> = LabelMap::default();
+        let mut keys: Vec<Arc<Labels>> = Vec::new();
+        let member: Vec<Option<(usize, f64)>> = input
+            .iter()
+            .map(|s| {
+                let (key, upper) = bucket_of(&s.labels)?;
+                let g = *index.entry(key).or_insert_with_key(|key| {
+                    keys.push(Arc::new(key.clone()));
+                    keys.len() - 1
+                });
+                Some((g, upper))
+            })
+            .collect();
+        let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); keys.len()];
+        let mut order: Vec<usize> = Vec::new();
+        let mut out_of: Vec<Option<usize>> = vec![None; keys.len()];
+        let mut out: Vec<StepSeries> = Vec::new();
+        for (i, &q) in q.iter().enumerate() {
+            for (s, m) in input.iter().zip(&member) {
+                if let (Some((g, upper)), Some(v)) = (*m, s.values[i]) {
+                    if buckets[g].is_empty() {
+                        order.push(g);
+                    }
+                    buckets[g].push((upper, v));
+                }
+            }
+            for g in order.drain(..) {
+                let value = bucket_quantile(q, std::mem::take(&mut buckets[g]));
+                let o = *out_of[g].get_or_insert_with(|| {
+                    out.push(StepSeries {
+                        labels: Arc::clone(&keys[g]),
+                        values: vec![None; len],
+                    });
+                    out.len() - 1
+                });
+                out[o].values[i] = Some(value);
+            }
+        }
+        Ok(Ranged::Vector(out))
     }
 
     /// A function of a range vector at every step: per series, a window sliding over
@@ -1067,6 +1125,10 @@ mod tests {
         "sum by (job) (rate(c[5m]))",
         "histogram_quantile(0.9, rate(h_bucket[5m]))",
         "histogram_quantile(0.5, sum by (le) (rate(h_bucket[5m])))",
+        "histogram_quantile(time() / 1700003000, h_bucket)",
+        "histogram_quantile(0.3, h_bucket offset 8m)",
+        "histogram_quantile(0.3, c)",
+        "histogram_quantile(0.3, label_replace(h_bucket, \"le\", \"1\", \"le\", \"10\"))",
         "abs(g)",
         "round(g, 0.3)",
         "round(g)",
