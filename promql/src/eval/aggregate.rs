@@ -9,20 +9,114 @@
 //! `topk`/`bottomk` (the samples themselves, labels and all, kept in a heap exactly as
 //! Prometheus does so ties resolve alike).
 
-use super::{Sample, Val, exec_err};
+use super::{LabelMap, Sample, Val, exec_err};
 use crate::error::QueryError;
 use crate::parse::{AggOp, Aggregate};
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 struct Group {
     labels: Labels,
+    acc: Acc,
+    heap: Vec<Sample>,
+}
+
+/// The running state of one group at one step for `sum`, `avg`, `min`, `max`, `count`,
+/// `group`, `stddev`, `stdvar` and `count_values` (Prometheus' `groupedAggregation`);
+/// `count == 0` before the first sample.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Acc {
     value: f64,
     mean: f64,
     count: f64,
-    heap: Vec<Sample>,
+}
+
+impl Acc {
+    /// The state after the group's first sample `v`.
+    pub(crate) fn first(op: AggOp, v: f64) -> Self {
+        Acc {
+            value: match op {
+                AggOp::Stddev | AggOp::Stdvar => 0.0,
+                AggOp::Group => 1.0,
+                _ => v,
+            },
+            mean: v,
+            count: 1.0,
+        }
+    }
+
+    /// Adds the sample `v`: the first one (see [`Acc::first`]) or a later one.
+    pub(crate) fn add(&mut self, op: AggOp, v: f64) {
+        if self.count == 0.0 {
+            *self = Acc::first(op, v);
+            return;
+        }
+        match op {
+            AggOp::Sum => self.value += v,
+            AggOp::Avg => {
+                self.count += 1.0;
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                self.mean += v / self.count - self.mean / self.count;
+            }
+            AggOp::Max => {
+                if self.value < v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Min => {
+                if self.value > v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Count | AggOp::CountValues => self.count += 1.0,
+            AggOp::Stddev | AggOp::Stdvar => {
+                self.count += 1.0;
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            AggOp::Group | AggOp::Topk | AggOp::Bottomk | AggOp::Quantile => {}
+        }
+    }
+
+    /// Whether a sample was added.
+    pub(crate) fn is_set(&self) -> bool {
+        self.count != 0.0
+    }
+
+    /// The group's value.
+    pub(crate) fn result(&self, op: AggOp) -> f64 {
+        match op {
+            AggOp::Avg => self.mean,
+            AggOp::Count | AggOp::CountValues => self.count,
+            AggOp::Stdvar => self.value / self.count,
+            AggOp::Stddev => (self.value / self.count).sqrt(),
+            _ => self.value,
+        }
+    }
+}
+
+/// Whether [`Acc`] computes `op` (no parameter, no per-sample heap).
+pub(crate) fn is_accumulated(op: AggOp) -> bool {
+    matches!(
+        op,
+        AggOp::Sum
+            | AggOp::Avg
+            | AggOp::Max
+            | AggOp::Min
+            | AggOp::Count
+            | AggOp::Group
+            | AggOp::Stddev
+            | AggOp::Stdvar
+    )
 }
 
 /// Aggregates `input` at `t`; `param` is the evaluated parameter for `topk`, `bottomk`,
@@ -35,18 +129,10 @@ pub(crate) fn eval(
 ) -> Result<Vec<Sample>, QueryError> {
     let mut k = 0usize;
     if matches!(a.op, AggOp::Topk | AggOp::Bottomk) {
-        let f = param.as_ref().map_or(f64::NAN, Val::scalar);
-        if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
-            return Err(exec_err(format!(
-                "Scalar value {} overflows int64",
-                go_float(f)
-            )));
+        match top_k(param.as_ref().map_or(f64::NAN, Val::scalar))? {
+            Some(n) => k = n,
+            None => return Ok(Vec::new()),
         }
-        let ki = f as i64;
-        if ki < 1 {
-            return Ok(Vec::new());
-        }
-        k = usize::try_from(ki).unwrap_or(usize::MAX);
     }
     let q = match (a.op, &param) {
         (AggOp::Quantile, Some(p)) => p.scalar(),
@@ -66,27 +152,21 @@ pub(crate) fn eval(
             grouping.push(value_label.clone());
         }
     }
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelMap<Labels, usize> = LabelMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for s in input {
         let v = s.point.value;
-        let metric = if a.op == AggOp::CountValues {
-            s.labels.with(&value_label, &go_float(v))
+        let key = if a.op == AggOp::CountValues {
+            let metric = s.labels.with(&value_label, &go_float(v));
+            group_labels(&metric, &grouping, a.without)
         } else {
-            Labels::clone(&s.labels)
+            group_labels(&s.labels, &grouping, a.without)
         };
-        let key = group_labels(&metric, &grouping, a.without);
         let Some(&gi) = index.get(&key) else {
             index.insert(key.clone(), groups.len());
             groups.push(Group {
                 labels: key,
-                value: match a.op {
-                    AggOp::Stddev | AggOp::Stdvar => 0.0,
-                    AggOp::Group => 1.0,
-                    _ => v,
-                },
-                mean: v,
-                count: 1.0,
+                acc: Acc::first(a.op, v),
                 heap: if matches!(a.op, AggOp::Topk | AggOp::Bottomk | AggOp::Quantile) {
                     vec![Sample {
                         labels: s.labels,
@@ -100,63 +180,14 @@ pub(crate) fn eval(
         };
         let g = &mut groups[gi];
         match a.op {
-            AggOp::Sum => g.value += v,
-            AggOp::Avg => {
-                g.count += 1.0;
-                if g.mean.is_infinite() {
-                    if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
-                        continue;
-                    }
-                    if !v.is_infinite() && !v.is_nan() {
-                        continue;
-                    }
-                }
-                g.mean += v / g.count - g.mean / g.count;
-            }
-            AggOp::Group => {}
-            AggOp::Max => {
-                if g.value < v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            AggOp::Min => {
-                if g.value > v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            AggOp::Count | AggOp::CountValues => g.count += 1.0,
-            AggOp::Stddev | AggOp::Stdvar => {
-                g.count += 1.0;
-                let delta = v - g.mean;
-                g.mean += delta / g.count;
-                g.value += delta * (v - g.mean);
-            }
-            AggOp::Topk | AggOp::Bottomk => {
-                let top = a.op == AggOp::Topk;
-                let less = if top { less_by_value } else { greater_by_value };
-                let head = g.heap[0].point.value;
-                let beats = if top { head < v } else { head > v };
-                if g.heap.len() < k || beats || head.is_nan() {
-                    if g.heap.len() == k {
-                        if k == 1 {
-                            g.heap[0] = s;
-                            continue;
-                        }
-                        heap_pop(&mut g.heap, less);
-                    }
-                    heap_push(&mut g.heap, s, less);
-                }
-            }
+            AggOp::Topk | AggOp::Bottomk => offer(&mut g.heap, s, k, a.op == AggOp::Topk),
             AggOp::Quantile => g.heap.push(s),
+            op => g.acc.add(op, v),
         }
     }
     let mut out = Vec::with_capacity(groups.len());
     for mut g in groups {
         let value = match a.op {
-            AggOp::Avg => g.mean,
-            AggOp::Count | AggOp::CountValues => g.count,
-            AggOp::Stdvar => g.value / g.count,
-            AggOp::Stddev => (g.value / g.count).sqrt(),
             AggOp::Quantile => {
                 let vals: Vec<f64> = g.heap.iter().map(|s| s.point.value).collect();
                 quantile(q, vals)
@@ -176,7 +207,7 @@ pub(crate) fn eval(
                 }));
                 continue;
             }
-            _ => g.value,
+            op => g.acc.result(op),
         };
         out.push(Sample {
             labels: Arc::new(g.labels),
@@ -203,18 +234,76 @@ pub(crate) fn group_labels(l: &Labels, grouping: &[String], without: bool) -> La
     Labels::from_sorted(v).unwrap_or_default()
 }
 
+/// Something `topk` and `bottomk` rank by its value.
+pub(crate) trait Ranked {
+    /// The value ranked by.
+    fn rank_value(&self) -> f64;
+}
+
+impl Ranked for Sample {
+    fn rank_value(&self) -> f64 {
+        self.point.value
+    }
+}
+
+impl Ranked for (f64, usize) {
+    fn rank_value(&self) -> f64 {
+        self.0
+    }
+}
+
 /// Prometheus' `vectorByValueHeap.Less`: NaN first, then ascending.
-fn less_by_value(a: &Sample, b: &Sample) -> bool {
-    a.point.value.is_nan() || a.point.value < b.point.value
+fn less_by_value<T: Ranked>(a: &T, b: &T) -> bool {
+    a.rank_value().is_nan() || a.rank_value() < b.rank_value()
 }
 
 /// Prometheus' `vectorByReverseValueHeap.Less`: NaN first, then descending.
-fn greater_by_value(a: &Sample, b: &Sample) -> bool {
-    a.point.value.is_nan() || a.point.value > b.point.value
+fn greater_by_value<T: Ranked>(a: &T, b: &T) -> bool {
+    a.rank_value().is_nan() || a.rank_value() > b.rank_value()
+}
+
+/// Offers `s` to a `topk` (`top`) or `bottomk` group's heap of at most `k` that already
+/// holds its first sample, as Prometheus' `aggregation` does.
+pub(crate) fn offer<T: Ranked>(heap: &mut Vec<T>, s: T, k: usize, top: bool) {
+    let less = if top {
+        less_by_value::<T>
+    } else {
+        greater_by_value::<T>
+    };
+    let (head, v) = (heap[0].rank_value(), s.rank_value());
+    let beats = if top { head < v } else { head > v };
+    if heap.len() < k || beats || head.is_nan() {
+        if heap.len() == k {
+            if k == 1 {
+                heap[0] = s;
+                return;
+            }
+            heap_pop(heap, less);
+        }
+        heap_push(heap, s, less);
+    }
+}
+
+/// The `k` of `topk`/`bottomk` from its parameter: `Ok(None)` when below 1 (no output).
+///
+/// # Errors
+/// Prometheus' error for a parameter outside the range of an `int64`.
+pub(crate) fn top_k(f: f64) -> Result<Option<usize>, QueryError> {
+    if !(f >= i64::MIN as f64 && f <= i64::MAX as f64) {
+        return Err(exec_err(format!(
+            "Scalar value {} overflows int64",
+            go_float(f)
+        )));
+    }
+    let ki = f as i64;
+    if ki < 1 {
+        return Ok(None);
+    }
+    Ok(Some(usize::try_from(ki).unwrap_or(usize::MAX)))
 }
 
 /// Go's `container/heap.Push`.
-fn heap_push(h: &mut Vec<Sample>, s: Sample, less: fn(&Sample, &Sample) -> bool) {
+fn heap_push<T>(h: &mut Vec<T>, s: T, less: fn(&T, &T) -> bool) {
     h.push(s);
     let mut j = h.len() - 1;
     while j > 0 {
@@ -228,7 +317,7 @@ fn heap_push(h: &mut Vec<Sample>, s: Sample, less: fn(&Sample, &Sample) -> bool)
 }
 
 /// Go's `container/heap.Pop`, the removed element dropped.
-fn heap_pop(h: &mut Vec<Sample>, less: fn(&Sample, &Sample) -> bool) {
+fn heap_pop<T>(h: &mut Vec<T>, less: fn(&T, &T) -> bool) {
     let n = h.len() - 1;
     h.swap(0, n);
     let mut i = 0;

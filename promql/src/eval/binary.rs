@@ -12,7 +12,8 @@
 //!   a scalar on the left).
 //! - `and`, `or`, `unless` keep whole samples by the matching signature.
 
-use super::{Sample, Val, drop_name, exec_err};
+use super::range::{StepSeries, unique};
+use super::{LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::{BinOp, Binary, Card};
 use outpost_shared::model::METRIC_NAME;
@@ -67,7 +68,8 @@ fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
+/// A binary operator between two scalars.
+pub(crate) fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
     let (v, keep) = elem(op, l, r);
     if op.is_comparison() {
         if keep { 1.0 } else { 0.0 }
@@ -76,28 +78,42 @@ fn scalar_binop(op: BinOp, l: f64, r: f64) -> f64 {
     }
 }
 
+/// The value of a vector sample `v` operated with the scalar `s` (on the left when
+/// `swap`), or `None` when a comparison filters it out.
+pub(crate) fn vector_scalar_value(b: &Binary, v: f64, s: f64, swap: bool) -> Option<f64> {
+    let (l, r) = if swap { (s, v) } else { (v, s) };
+    let (mut value, mut keep) = elem(b.op, l, r);
+    if b.op.is_comparison() && swap {
+        value = r;
+    }
+    if b.return_bool {
+        value = if keep { 1.0 } else { 0.0 };
+        keep = true;
+    }
+    keep.then_some(value)
+}
+
+/// Whether an operation between a vector and a scalar drops the metric name: arithmetic
+/// and `bool` comparisons do.
+pub(crate) fn vector_scalar_drops_name(b: &Binary) -> bool {
+    drops_name(b.op) || b.return_bool
+}
+
+/// The labels of a vector sample operated with a scalar ([`vector_scalar_drops_name`]).
+pub(crate) fn vector_scalar_labels(b: &Binary, labels: &Arc<Labels>) -> Arc<Labels> {
+    if vector_scalar_drops_name(b) {
+        drop_name(labels)
+    } else {
+        Arc::clone(labels)
+    }
+}
+
 fn vector_scalar(b: &Binary, vec: Vec<Sample>, s: f64, swap: bool, t: i64) -> Vec<Sample> {
     vec.into_iter()
         .filter_map(|smp| {
-            let (l, r) = if swap {
-                (s, smp.point.value)
-            } else {
-                (smp.point.value, s)
-            };
-            let (mut value, mut keep) = elem(b.op, l, r);
-            if b.op.is_comparison() && swap {
-                value = r;
-            }
-            if b.return_bool {
-                value = if keep { 1.0 } else { 0.0 };
-                keep = true;
-            }
-            keep.then(|| Sample {
-                labels: if drops_name(b.op) || b.return_bool {
-                    drop_name(&smp.labels)
-                } else {
-                    smp.labels
-                },
+            let value = vector_scalar_value(b, smp.point.value, s, swap)?;
+            Some(Sample {
+                labels: vector_scalar_labels(b, &smp.labels),
                 point: Point { ts: t, value },
             })
         })
@@ -254,6 +270,151 @@ fn unless(b: &Binary, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Vec<Sample> {
     lhs.into_iter()
         .filter(|s| !right.contains(&match_labels(b, &s.labels)))
         .collect()
+}
+
+/// Each series' matching signature ([`match_labels`]) as a small number, for the left and
+/// the right operand, and how many signatures there are.
+fn signatures(b: &Binary, lhs: &[StepSeries], rhs: &[StepSeries]) -> [Vec<usize>; 2] {
+    let mut ids: LabelMap<Labels, usize> = LabelMap::default();
+    let mut sig = |s: &StepSeries| {
+        let n = ids.len();
+        *ids.entry(match_labels(b, &s.labels)).or_insert(n)
+    };
+    let l = lhs.iter().map(&mut sig).collect();
+    let r = rhs.iter().map(&mut sig).collect();
+    [l, r]
+}
+
+/// Which signatures have a series with a value, by signature and step.
+fn presence(sigs: &[usize], series: &[StepSeries], n_sigs: usize, len: usize) -> Vec<bool> {
+    let mut present = vec![false; n_sigs * len];
+    for (s, &sig) in series.iter().zip(sigs) {
+        let row = &mut present[sig * len..(sig + 1) * len];
+        for (p, v) in row.iter_mut().zip(&s.values) {
+            *p |= v.is_some();
+        }
+    }
+    present
+}
+
+/// A binary operator between two vectors at every step of `len`, series by series: the
+/// signatures and result labels are worked out once per series (or pair of series).
+/// `None` when some step fails (many-to-many matching, multiple matches, or a label set
+/// twice in the output): the caller then evaluates step by step, which fails as
+/// Prometheus does at the first such step.
+pub(crate) fn vector_vector_range(
+    b: &Binary,
+    lhs: &[StepSeries],
+    rhs: &[StepSeries],
+    len: usize,
+) -> Option<Vec<StepSeries>> {
+    let [lsigs, rsigs] = signatures(b, lhs, rhs);
+    let n_sigs = lsigs.iter().chain(&rsigs).max().map_or(0, |m| m + 1);
+    let keep_where = |sigs: &[usize], series: &[StepSeries], present: &[bool], want: bool| {
+        series
+            .iter()
+            .zip(sigs)
+            .map(|(s, &sig)| StepSeries {
+                labels: Arc::clone(&s.labels),
+                values: s
+                    .values
+                    .iter()
+                    .zip(&present[sig * len..(sig + 1) * len])
+                    .map(|(v, &p)| v.filter(|_| p == want))
+                    .collect(),
+            })
+            .filter(|s| s.values.iter().any(Option::is_some))
+            .collect::<Vec<_>>()
+    };
+    match b.op {
+        BinOp::And => {
+            let present = presence(&rsigs, rhs, n_sigs, len);
+            return Some(keep_where(&lsigs, lhs, &present, true));
+        }
+        BinOp::Unless => {
+            let present = presence(&rsigs, rhs, n_sigs, len);
+            return Some(keep_where(&lsigs, lhs, &present, false));
+        }
+        BinOp::Or => {
+            let present = presence(&lsigs, lhs, n_sigs, len);
+            let mut out = keep_where(&lsigs, lhs, &present, true);
+            out.extend(keep_where(&rsigs, rhs, &present, false));
+            return unique(out).ok();
+        }
+        _ => {}
+    }
+    let swapped = b.card == Card::OneToMany;
+    let (many, one, msigs, osigs) = if swapped {
+        (rhs, lhs, &rsigs, &lsigs)
+    } else {
+        (lhs, rhs, &lsigs, &rsigs)
+    };
+    // The "one" side's series by signature; two with a value at the same step fail.
+    let mut by_sig: Vec<Vec<usize>> = vec![Vec::new(); n_sigs];
+    for (j, &sig) in osigs.iter().enumerate() {
+        by_sig[sig].push(j);
+    }
+    for js in by_sig.iter().filter(|js| js.len() > 1) {
+        let mut seen = vec![false; len];
+        for &j in js {
+            for (seen, v) in seen.iter_mut().zip(&one[j].values) {
+                if v.is_some() && std::mem::replace(seen, true) {
+                    return None;
+                }
+            }
+        }
+    }
+    // One-to-one: a signature matched twice at a step fails.
+    let mut matched = vec![
+        false;
+        if b.card == Card::OneToOne {
+            n_sigs * len
+        } else {
+            0
+        }
+    ];
+    let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
+    let mut out: Vec<StepSeries> = Vec::new();
+    for (ls, &sig) in many.iter().zip(msigs) {
+        for &j in &by_sig[sig] {
+            let rs = &one[j];
+            let mut o = None;
+            for (i, (lv, rv)) in ls.values.iter().zip(&rs.values).enumerate() {
+                let (Some(lv), Some(rv)) = (*lv, *rv) else {
+                    continue;
+                };
+                let (vl, vr) = if swapped { (rv, lv) } else { (lv, rv) };
+                let (mut value, keep) = elem(b.op, vl, vr);
+                if b.return_bool {
+                    value = if keep { 1.0 } else { 0.0 };
+                } else if !keep {
+                    continue;
+                }
+                if b.card == Card::OneToOne && std::mem::replace(&mut matched[sig * len + i], true)
+                {
+                    return None;
+                }
+                let o = *o.get_or_insert_with(|| {
+                    let mut metric = Arc::new(result_metric(b, &ls.labels, &rs.labels));
+                    if b.return_bool {
+                        metric = drop_name(&metric);
+                    }
+                    *index.entry(metric).or_insert_with_key(|metric| {
+                        out.push(StepSeries {
+                            labels: Arc::clone(metric),
+                            values: vec![None; len],
+                        });
+                        out.len() - 1
+                    })
+                });
+                // The same labels twice at a step: multiple matches or a duplicate set.
+                if out[o].values[i].replace(value).is_some() {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -15,13 +15,12 @@
 //!   classic `le` buckets (Prometheus' `bucketQuantile`).
 
 use super::aggregate::valid_label_name;
-use super::{Evaluator, Sample, Val, drop_name, exec_err};
+use super::{Evaluator, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::Expr;
 use crate::storage::MatchOp;
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels, Point};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The functions of this family.
@@ -104,6 +103,91 @@ fn map_values(v: Vec<Sample>, t: i64, f: impl Fn(f64) -> f64) -> Vec<Sample> {
         .collect()
 }
 
+/// The functions of one sample's value and nothing else (math, and dates of a value):
+/// the output drops the metric name.
+pub(crate) fn unary(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sqrt" => f64::sqrt,
+        "sgn" => |v| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        },
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => |v| v * 180.0 / std::f64::consts::PI,
+        "rad" => |v| v * std::f64::consts::PI / 180.0,
+        "day_of_month" => |v| date_part("day_of_month", go_int64(v)),
+        "day_of_week" => |v| date_part("day_of_week", go_int64(v)),
+        "day_of_year" => |v| date_part("day_of_year", go_int64(v)),
+        "days_in_month" => |v| date_part("days_in_month", go_int64(v)),
+        "hour" => |v| date_part("hour", go_int64(v)),
+        "minute" => |v| date_part("minute", go_int64(v)),
+        "month" => |v| date_part("month", go_int64(v)),
+        "year" => |v| date_part("year", go_int64(v)),
+        _ => return None,
+    })
+}
+
+/// `round`, `clamp`, `clamp_min` and `clamp_max` with their scalar arguments.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Clamp {
+    /// `round(v, to_nearest)`, by the inverse of `to_nearest`.
+    Round(f64),
+    /// `clamp(v, min, max)`.
+    Both(f64, f64),
+    /// `clamp_min(v, min)`.
+    Min(f64),
+    /// `clamp_max(v, max)`.
+    Max(f64),
+}
+
+impl Clamp {
+    /// The function `name` with its arguments `p1` (`round`'s to-nearest, 1 when not
+    /// given; a clamp's first bound) and `p2`; `None` when `clamp`'s `max < min`, which
+    /// gives no output at all.
+    pub(crate) fn of(name: &str, p1: f64, p2: f64) -> Option<Self> {
+        Some(match name {
+            "round" => Clamp::Round(1.0 / p1),
+            "clamp" if p2 < p1 => return None,
+            "clamp" => Clamp::Both(p1, p2),
+            "clamp_min" => Clamp::Min(p1),
+            _ => Clamp::Max(p1),
+        })
+    }
+
+    /// The function of one value.
+    pub(crate) fn apply(self, v: f64) -> f64 {
+        match self {
+            Clamp::Round(inv) => (v * inv + 0.5).floor() / inv,
+            Clamp::Both(min, max) => go_max(min, go_min(max, v)),
+            Clamp::Min(min) => go_max(min, v),
+            Clamp::Max(max) => go_min(max, v),
+        }
+    }
+}
+
 fn string_arg(args: &[Expr], i: usize) -> String {
     match args.get(i) {
         Some(Expr::String(s)) => s.clone(),
@@ -168,59 +252,22 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         Some(e) => ev.eval(e, t)?.into_vector(),
         None => Vec::new(),
     };
+    if let Some(f) = unary(name) {
+        return Ok(Val::Vector(map_values(vec, t, f)));
+    }
     let out = match name {
-        "abs" => map_values(vec, t, f64::abs),
-        "ceil" => map_values(vec, t, f64::ceil),
-        "floor" => map_values(vec, t, f64::floor),
-        "round" => {
-            let to_nearest = if args.len() >= 2 { scalar(1)? } else { 1.0 };
-            let inv = 1.0 / to_nearest;
-            map_values(vec, t, |v| (v * inv + 0.5).floor() / inv)
-        }
-        "clamp" => {
-            let (min, max) = (scalar(1)?, scalar(2)?);
-            if max < min {
-                Vec::new()
-            } else {
-                map_values(vec, t, |v| go_max(min, go_min(max, v)))
-            }
-        }
-        "clamp_min" => {
-            let min = scalar(1)?;
-            map_values(vec, t, |v| go_max(min, v))
-        }
-        "clamp_max" => {
-            let max = scalar(1)?;
-            map_values(vec, t, |v| go_min(max, v))
-        }
-        "exp" => map_values(vec, t, f64::exp),
-        "ln" => map_values(vec, t, f64::ln),
-        "log2" => map_values(vec, t, f64::log2),
-        "log10" => map_values(vec, t, f64::log10),
-        "sqrt" => map_values(vec, t, f64::sqrt),
-        "sgn" => map_values(vec, t, |v| {
-            if v < 0.0 {
-                -1.0
-            } else if v > 0.0 {
+        "round" | "clamp" | "clamp_min" | "clamp_max" => {
+            let (p1, p2) = (scalar(1)?, scalar(2)?);
+            let p1 = if name == "round" && args.len() < 2 {
                 1.0
             } else {
-                v
+                p1
+            };
+            match Clamp::of(name, p1, p2) {
+                Some(c) => map_values(vec, t, |v| c.apply(v)),
+                None => Vec::new(),
             }
-        }),
-        "sin" => map_values(vec, t, f64::sin),
-        "cos" => map_values(vec, t, f64::cos),
-        "tan" => map_values(vec, t, f64::tan),
-        "asin" => map_values(vec, t, f64::asin),
-        "acos" => map_values(vec, t, f64::acos),
-        "atan" => map_values(vec, t, f64::atan),
-        "sinh" => map_values(vec, t, f64::sinh),
-        "cosh" => map_values(vec, t, f64::cosh),
-        "tanh" => map_values(vec, t, f64::tanh),
-        "asinh" => map_values(vec, t, f64::asinh),
-        "acosh" => map_values(vec, t, f64::acosh),
-        "atanh" => map_values(vec, t, f64::atanh),
-        "deg" => map_values(vec, t, |v| v * 180.0 / std::f64::consts::PI),
-        "rad" => map_values(vec, t, |v| v * std::f64::consts::PI / 180.0),
+        }
         "scalar" => {
             let v = if vec.len() == 1 {
                 vec[0].point.value
@@ -248,8 +295,6 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         "label_replace" => label_replace(vec, args, t)?,
         "label_join" => label_join(vec, args, t)?,
         "histogram_quantile" => histogram_quantile(scalar(0)?, vec, t),
-        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
-        | "month" | "year" => map_values(vec, t, |v| date_part(name, go_int64(v))),
         _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
     };
     Ok(Val::Vector(out))
@@ -370,21 +415,28 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
+/// A bucket series' histogram (its labels but `le` and the name) and upper bound; `None`
+/// for a series without a valid `le`, which `histogram_quantile` leaves out.
+pub(crate) fn bucket_of(labels: &Labels) -> Option<(Labels, f64)> {
+    let upper = labels.get("le").and_then(parse_go_float)?;
+    let key = Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| l.name != "le" && l.name != METRIC_NAME)
+            .cloned()
+            .collect(),
+    )
+    .unwrap_or_default();
+    Some((key, upper))
+}
+
 fn histogram_quantile(q: f64, vec: Vec<Sample>, t: i64) -> Vec<Sample> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelMap<Labels, usize> = LabelMap::default();
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for s in vec {
-        let Some(upper) = s.labels.get("le").and_then(parse_go_float) else {
+        let Some((key, upper)) = bucket_of(&s.labels) else {
             continue;
         };
-        let key = Labels::from_sorted(
-            s.labels
-                .iter()
-                .filter(|l| l.name != "le" && l.name != METRIC_NAME)
-                .cloned()
-                .collect(),
-        )
-        .unwrap_or_default();
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1

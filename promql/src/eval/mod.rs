@@ -10,17 +10,25 @@
 //! returns the raw points in `[t - r, t]` (both windows closed, as in Prometheus 2);
 //! `offset o` shifts the window to end at `t - o`.
 //! Every selector's series are fetched once per query, covering every step of a range query
-//! ([`selector`]); then every expression is evaluated step by step, as Prometheus'
-//! `rangeEval` does, and a range query gathers each step's output into series.
+//! (`selector`). Then each expression is evaluated once for all steps, series by series
+//! (`range`): a selector walks each series' points once, a function of a range vector
+//! slides its window over them, an aggregation folds series into per-group, per-step
+//! accumulators, labels are worked out once per series. An instant query is the same with
+//! a single step. What has no such evaluation is evaluated step by step as Prometheus'
+//! `rangeEval` does (`Evaluator::eval`), its arguments evaluated for all steps first and
+//! read back at each step; the step-by-step path is also the reference the per-series one
+//! is tested against, and each family's arithmetic is shared by both.
 //!
 //! One module per family: [`selector`] (with `@` and the subquery step alignment),
 //! [`binary`] operators, [`aggregate`]s, [`range_fn`] (functions of a range vector or a
-//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery is
-//! evaluated at its inner steps, each inner result cached for the next outer step.
+//! subquery) and [`instant_fn`] (functions of instant vectors and scalars). A subquery's
+//! inner expression is evaluated once over all the inner times the steps need (step by
+//! step, each inner result cached for the next outer step, where those times have gaps).
 
 pub(crate) mod aggregate;
 pub(crate) mod binary;
 pub(crate) mod instant_fn;
+pub(crate) mod range;
 pub(crate) mod range_fn;
 pub(crate) mod selector;
 pub(crate) mod subquery;
@@ -33,6 +41,7 @@ use crate::steps::Steps;
 use crate::storage::Queryable;
 use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Labels, Point, SeriesPoints};
+use range::Ranged;
 use selector::Loaded;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -200,11 +209,23 @@ pub(crate) struct Evaluator {
     pub(crate) inner: InnerCache,
     /// Inner points produced by subqueries so far, against [`Loaded::budget`].
     pub(crate) inner_points: std::cell::Cell<usize>,
+    /// The evaluation times: the query's, or a subquery's inner times while its inner
+    /// expression is evaluated over all of them.
+    pub(crate) grid: std::cell::Cell<range::Grid>,
+    /// Expressions evaluated over every step of [`Evaluator::grid`], by address, while a
+    /// node that uses them is evaluated step by step.
+    pub(crate) ranged: RefCell<LabelMap<usize, Rc<range::Ranged>>>,
 }
 
 impl Evaluator {
     /// The value of `e` at `t`.
     pub(crate) fn eval(&self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        self.loaded.cancel.check()?;
+        if !self.ranged.borrow().is_empty()
+            && let Some(v) = self.ranged_at(e, t)
+        {
+            return Ok(v);
+        }
         match e {
             Expr::Number(n) => Ok(Val::Scalar(*n)),
             Expr::String(s) => Ok(Val::Str(s.clone())),
@@ -272,11 +293,13 @@ impl Evaluator {
         &self.loaded
     }
 
-    fn new(loaded: Loaded) -> Self {
+    fn new(loaded: Loaded, grid: range::Grid) -> Self {
         Evaluator {
             loaded,
             inner: RefCell::new(HashMap::new()),
             inner_points: std::cell::Cell::new(0),
+            grid: std::cell::Cell::new(grid),
+            ranged: RefCell::new(LabelMap::default()),
         }
     }
 }
@@ -311,10 +334,7 @@ pub fn instant_query_with(
     t_ms: i64,
     limits: &crate::Limits,
 ) -> Result<Value, QueryError> {
-    limits.cancel.check()?;
-    let v = instant_query_limited(src, expr, t_ms, limits.max_samples)?;
-    limits.cancel.check()?;
-    Ok(v)
+    instant_query_mode(src, expr, t_ms, limits, Mode::PerSeries)
 }
 
 /// [`range_query`] within `limits`.
@@ -328,10 +348,16 @@ pub fn range_query_with(
     steps: &Steps,
     limits: &crate::Limits,
 ) -> Result<Value, QueryError> {
-    limits.cancel.check()?;
-    let v = range_query_limited(src, expr, steps, limits.max_samples)?;
-    limits.cancel.check()?;
-    Ok(v)
+    range_query_mode(src, expr, steps, limits, Mode::PerSeries)
+}
+
+/// How a query is evaluated: over all steps at once where the evaluator can (the
+/// default), or strictly step by step (the reference the former is tested against).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    PerSeries,
+    #[cfg(test)]
+    StepByStep,
 }
 
 pub(crate) fn instant_query_limited(
@@ -340,7 +366,50 @@ pub(crate) fn instant_query_limited(
     t_ms: i64,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
-    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, max_samples)?);
+    let limits = crate::Limits {
+        max_samples,
+        ..Default::default()
+    };
+    instant_query_mode(src, expr, t_ms, &limits, Mode::PerSeries)
+}
+
+pub(crate) fn instant_query_mode(
+    src: &dyn Queryable,
+    expr: &Expr,
+    t_ms: i64,
+    limits: &crate::Limits,
+    mode: Mode,
+) -> Result<Value, QueryError> {
+    let grid = range::Grid {
+        start: t_ms,
+        step: 1,
+        len: 1,
+    };
+    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, limits)?, grid);
+    if matches!(expr.value_type(), ValueType::Scalar | ValueType::Vector) {
+        let ranged = ev.eval_mode(expr, mode)?;
+        drop(ev);
+        return Ok(match ranged {
+            Ranged::Scalar(v) => Value::Scalar(Point {
+                ts: t_ms,
+                value: v[0],
+            }),
+            Ranged::Vector(series) => Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(Sample {
+                            point: Point {
+                                ts: t_ms,
+                                value: s.values[0]?,
+                            },
+                            labels: s.labels,
+                        })
+                    })
+                    .collect(),
+            ),
+        });
+    }
     Ok(match ev.eval(expr, t_ms)? {
         Val::Scalar(value) => Value::Scalar(Point { ts: t_ms, value }),
         Val::Str(value) => Value::String { ts: t_ms, value },
@@ -362,73 +431,76 @@ fn range_query_limited(
     steps: &Steps,
     max_samples: usize,
 ) -> Result<Value, QueryError> {
+    let limits = crate::Limits {
+        max_samples,
+        ..Default::default()
+    };
+    range_query_mode(src, expr, steps, &limits, Mode::PerSeries)
+}
+
+pub(crate) fn range_query_mode(
+    src: &dyn Queryable,
+    expr: &Expr,
+    steps: &Steps,
+    limits: &crate::Limits,
+    mode: Mode,
+) -> Result<Value, QueryError> {
     match expr.value_type() {
         ValueType::Matrix => return Err(QueryError::RangeVectorInRangeQuery),
         ValueType::String => return Err(QueryError::StringInRangeQuery),
         _ => {}
     }
-    let ev = Evaluator::new(Loaded::load(
-        src,
-        expr,
-        steps.start_ms(),
-        steps.end_ms(),
-        max_samples,
-    )?);
-    // Series by label set, and by the address of a label set already seen: most steps
-    // hand back the very same shared labels, found without hashing them. `seen` keeps
-    // those addresses alive, so none is reused for other labels.
-    let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
-    let mut by_ptr: LabelMap<usize, usize> = LabelMap::default();
-    let n_steps = steps.times().count();
-    let mut seen: Vec<Arc<Labels>> = Vec::new();
-    let mut series: Vec<(Arc<Labels>, Vec<Point>)> = Vec::new();
-    let mut push = |labels: Arc<Labels>, point: Point| {
-        let ptr = Arc::as_ptr(&labels) as usize;
-        if let Some(&i) = by_ptr.get(&ptr) {
-            series[i].1.push(point);
-            return;
-        }
-        let i = match index.get(&labels) {
-            Some(&i) => i,
-            None => {
-                index.insert(Arc::clone(&labels), series.len());
-                series.push((Arc::clone(&labels), Vec::with_capacity(n_steps)));
-                series.len() - 1
-            }
-        };
-        series[i].1.push(point);
-        by_ptr.insert(ptr, i);
-        seen.push(labels);
+    let grid = range::Grid {
+        start: steps.start_ms(),
+        step: steps.step_ms(),
+        len: steps.times().count(),
     };
-    let empty = Arc::new(Labels::default());
-    for t in steps.times() {
-        match ev.eval(expr, t)? {
-            Val::Scalar(value) => push(Arc::clone(&empty), Point { ts: t, value }),
-            Val::Vector(v) => {
-                for s in v {
-                    push(
-                        s.labels,
-                        Point {
-                            ts: t,
-                            value: s.point.value,
-                        },
-                    );
-                }
-            }
-            Val::Str(_) => return Err(QueryError::StringInRangeQuery),
-            Val::Matrix(_) => return Err(QueryError::RangeVectorInRangeQuery),
-        }
-    }
-    drop(index);
-    let mut matrix: Vec<SeriesPoints> = series
-        .into_iter()
-        .map(|(labels, points)| SeriesPoints {
-            labels: Labels::clone(&labels),
-            points,
-        })
-        .collect();
+    let ev = Evaluator::new(
+        Loaded::load(src, expr, steps.start_ms(), steps.end_ms(), limits)?,
+        grid,
+    );
+    let ranged = ev.eval_mode(expr, mode)?;
+    // The loaded series share their labels with the result: dropped first, the result's
+    // labels are moved out rather than copied.
+    drop(ev);
+    let points = |values: Vec<Option<f64>>| -> Vec<Point> {
+        values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                Some(Point {
+                    ts: grid.time(i),
+                    value: v?,
+                })
+            })
+            .collect()
+    };
+    let mut matrix: Vec<SeriesPoints> = match ranged {
+        Ranged::Scalar(v) => vec![SeriesPoints {
+            labels: Labels::default(),
+            points: points(v.into_iter().map(Some).collect()),
+        }],
+        Ranged::Vector(series) => series
+            .into_iter()
+            .map(|s| SeriesPoints {
+                labels: Arc::unwrap_or_clone(s.labels),
+                points: points(s.values),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+    };
     matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(matrix))
+}
+
+impl Evaluator {
+    fn eval_mode(&self, e: &Expr, mode: Mode) -> Result<Ranged, QueryError> {
+        match mode {
+            Mode::PerSeries => self.eval_range(e),
+            #[cfg(test)]
+            Mode::StepByStep => self.gather(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -774,6 +846,36 @@ mod tests {
         let err = instant_query_limited(&src, &expr, T, 3).expect_err("limit");
         assert!(matches!(err, QueryError::TooManySamples), "{err}");
         assert!(!err.is_query_text_error());
+    }
+
+    #[test]
+    fn a_raised_cancel_flag_stops_the_query() {
+        let src = MemSource::default().with(up("node", "a"), &[(T - 2_000, 1.0)]);
+        let limits = crate::Limits::default();
+        for q in [
+            "up",
+            "sum(rate(up[5m]))",
+            "label_replace(up, \"a\", \"b\", \"\", \"\")",
+        ] {
+            let expr = parse(q).expect("parse");
+            let steps = Steps::new(T - MIN, T, 1_000).expect("steps");
+            assert!(instant_query_with(&src, &expr, T, &limits).is_ok());
+            assert!(range_query_with(&src, &expr, &steps, &limits).is_ok());
+        }
+        limits.cancel.cancel();
+        for q in [
+            "up",
+            "sum(rate(up[5m]))",
+            "label_replace(up, \"a\", \"b\", \"\", \"\")",
+            "1",
+        ] {
+            let expr = parse(q).expect("parse");
+            let steps = Steps::new(T - MIN, T, 1_000).expect("steps");
+            let err = instant_query_with(&src, &expr, T, &limits).expect_err(q);
+            assert!(matches!(err, QueryError::Timeout), "{q}: {err}");
+            let err = range_query_with(&src, &expr, &steps, &limits).expect_err(q);
+            assert_eq!(err.to_string(), "query timed out in expression evaluation");
+        }
     }
 
     #[test]

@@ -47,9 +47,168 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "absent_over_time",
 ];
 
+/// A function of this family but `absent_over_time`, resolved once per query rather than
+/// by name at every window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeFunc {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    Resets,
+    Changes,
+    HoltWinters,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    Quantile,
+    Stddev,
+    Stdvar,
+    Last,
+    Present,
+}
+
+impl RangeFunc {
+    /// The function called `name`; `None` for `absent_over_time` and other names.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "delta" => Self::Delta,
+            "irate" => Self::Irate,
+            "idelta" => Self::Idelta,
+            "deriv" => Self::Deriv,
+            "predict_linear" => Self::PredictLinear,
+            "resets" => Self::Resets,
+            "changes" => Self::Changes,
+            "holt_winters" => Self::HoltWinters,
+            "avg_over_time" => Self::Avg,
+            "min_over_time" => Self::Min,
+            "max_over_time" => Self::Max,
+            "sum_over_time" => Self::Sum,
+            "count_over_time" => Self::Count,
+            "quantile_over_time" => Self::Quantile,
+            "stddev_over_time" => Self::Stddev,
+            "stdvar_over_time" => Self::Stdvar,
+            "last_over_time" => Self::Last,
+            "present_over_time" => Self::Present,
+            _ => return None,
+        })
+    }
+
+    /// Where the range vector is among the arguments.
+    pub(crate) fn matrix_arg(self) -> usize {
+        usize::from(self == Self::Quantile)
+    }
+
+    /// The arguments of the scalar parameters `(p1, p2)` [`RangeFunc::apply`] takes.
+    pub(crate) fn scalar_args(self) -> (Option<usize>, Option<usize>) {
+        match self {
+            Self::Quantile => (Some(0), None),
+            Self::PredictLinear => (Some(1), None),
+            Self::HoltWinters => (Some(1), Some(2)),
+            _ => (None, None),
+        }
+    }
+
+    /// Whether the output keeps the metric name (only `last_over_time`'s does).
+    pub(crate) fn keeps_name(self) -> bool {
+        self == Self::Last
+    }
+
+    /// The function's value for the points `pts` (stale markers left out, not empty) of
+    /// the window `[range_start, range_end]` evaluated at `t`; `p1` and `p2` are its
+    /// scalar parameters ([`RangeFunc::scalar_args`]). `None`: no output for this series.
+    /// `may_reset`: whether a value in `pts` may be below the one before it (when false,
+    /// `rate` and `increase` skip looking for counter resets).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply(
+        self,
+        pts: &[Point],
+        range_start: i64,
+        range_end: i64,
+        range_s: f64,
+        t: i64,
+        p1: f64,
+        p2: f64,
+        may_reset: bool,
+    ) -> Option<f64> {
+        let w = Window {
+            start: range_start,
+            end: range_end,
+            secs: range_s,
+        };
+        match self {
+            Self::Rate => extrapolated_rate(pts, w, true, true, may_reset),
+            Self::Increase => extrapolated_rate(pts, w, true, false, may_reset),
+            Self::Delta => extrapolated_rate(pts, w, false, false, false),
+            Self::Irate => instant_value(pts, true),
+            Self::Idelta => instant_value(pts, false),
+            Self::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
+            Self::PredictLinear => (pts.len() >= 2).then(|| {
+                let (slope, intercept) = linear_regression(pts, t);
+                slope * p1 + intercept
+            }),
+            Self::Resets => Some(pts.windows(2).filter(|w| w[1].value < w[0].value).count() as f64),
+            Self::Changes => Some(
+                pts.windows(2)
+                    .filter(|w| {
+                        let (a, b) = (w[0].value, w[1].value);
+                        a != b && !(a.is_nan() && b.is_nan())
+                    })
+                    .count() as f64,
+            ),
+            Self::HoltWinters => holt_winters(pts, p1, p2),
+            Self::Avg => Some(fold::<AvgFold>(pts)),
+            Self::Min => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value < m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            Self::Max => Some(pts.iter().fold(pts[0].value, |m, p| {
+                if p.value > m || m.is_nan() {
+                    p.value
+                } else {
+                    m
+                }
+            })),
+            Self::Sum => Some(fold::<SumFold>(pts)),
+            Self::Count => Some(pts.len() as f64),
+            Self::Quantile => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
+            Self::Stddev => Some(fold::<VarFold>(pts).sqrt()),
+            Self::Stdvar => Some(fold::<VarFold>(pts)),
+            Self::Last => pts.last().map(|p| p.value),
+            Self::Present => Some(1.0),
+        }
+    }
+}
+
+/// `holt_winters`' check of its factors, made when the range vector is not empty.
+pub(crate) fn check_holt_winters(sf: f64, tf: f64) -> Result<(), QueryError> {
+    if sf <= 0.0 || sf >= 1.0 {
+        return Err(exec_err(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+        )));
+    }
+    if tf <= 0.0 || tf >= 1.0 {
+        return Err(exec_err(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+        )));
+    }
+    Ok(())
+}
+
 /// Evaluates the range-vector function `name` at `t`.
 pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
-    let mi = usize::from(name == "quantile_over_time");
+    let func = RangeFunc::of(name);
+    let mi = func.map_or(0, RangeFunc::matrix_arg);
     let span = ev.loaded().span;
     let (matrix, range_end, range_ms) = match args.get(mi) {
         Some(Expr::Matrix { selector, range_ms }) => (
@@ -70,7 +229,10 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     };
     let range_start = range_end - range_ms;
     let range_s = range_ms as f64 / 1000.0;
-    if name == "absent_over_time" {
+    let Some(func) = func else {
+        if name != "absent_over_time" {
+            return Err(QueryError::Unsupported(format!("function call {name}()")));
+        }
         if !matrix.is_empty() {
             return Ok(Val::Vector(Vec::new()));
         }
@@ -78,87 +240,28 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
             labels: Arc::new(super::instant_fn::absent_labels(&args[0])),
             point: Point { ts: t, value: 1.0 },
         }]));
-    }
-    let scalar = |i: usize| -> Result<f64, QueryError> {
-        match args.get(i) {
+    };
+    let scalar = |i: Option<usize>| -> Result<f64, QueryError> {
+        match i.and_then(|i| args.get(i)) {
             Some(e) => ev.eval_scalar(e, t),
-            None => Ok(f64::NAN),
+            None => Ok(if i.is_some() { f64::NAN } else { 0.0 }),
         }
     };
-    let (p1, p2) = match name {
-        "quantile_over_time" => (scalar(0)?, 0.0),
-        "predict_linear" => (scalar(1)?, 0.0),
-        "holt_winters" => (scalar(1)?, scalar(2)?),
-        _ => (0.0, 0.0),
-    };
-    if name == "holt_winters" && !matrix.is_empty() {
-        if p1 <= 0.0 || p1 >= 1.0 {
-            return Err(exec_err(format!(
-                "invalid smoothing factor. Expected: 0 < sf < 1, got: {p1:.6}"
-            )));
-        }
-        if p2 <= 0.0 || p2 >= 1.0 {
-            return Err(exec_err(format!(
-                "invalid trend factor. Expected: 0 < tf < 1, got: {p2:.6}"
-            )));
-        }
+    let (a1, a2) = func.scalar_args();
+    let (p1, p2) = (scalar(a1)?, scalar(a2)?);
+    if func == RangeFunc::HoltWinters && !matrix.is_empty() {
+        check_holt_winters(p1, p2)?;
     }
     let mut out = Vec::with_capacity(matrix.len());
     for s in matrix {
-        let pts = &s.points;
-        let v = match name {
-            "rate" => extrapolated_rate(pts, range_start, range_end, range_s, true, true),
-            "increase" => extrapolated_rate(pts, range_start, range_end, range_s, true, false),
-            "delta" => extrapolated_rate(pts, range_start, range_end, range_s, false, false),
-            "irate" => instant_value(pts, true),
-            "idelta" => instant_value(pts, false),
-            "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].ts).0),
-            "predict_linear" => (pts.len() >= 2).then(|| {
-                let (slope, intercept) = linear_regression(pts, t);
-                slope * p1 + intercept
-            }),
-            "resets" => Some(pts.windows(2).filter(|w| w[1].value < w[0].value).count() as f64),
-            "changes" => Some(
-                pts.windows(2)
-                    .filter(|w| {
-                        let (a, b) = (w[0].value, w[1].value);
-                        a != b && !(a.is_nan() && b.is_nan())
-                    })
-                    .count() as f64,
-            ),
-            "holt_winters" => holt_winters(pts, p1, p2),
-            "avg_over_time" => Some(avg(pts)),
-            "min_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
-                if p.value < m || m.is_nan() {
-                    p.value
-                } else {
-                    m
-                }
-            })),
-            "max_over_time" => Some(pts.iter().fold(pts[0].value, |m, p| {
-                if p.value > m || m.is_nan() {
-                    p.value
-                } else {
-                    m
-                }
-            })),
-            "sum_over_time" => Some(sum(pts)),
-            "count_over_time" => Some(pts.len() as f64),
-            "quantile_over_time" => Some(quantile(p1, pts.iter().map(|p| p.value).collect())),
-            "stddev_over_time" => Some(stdvar(pts).sqrt()),
-            "stdvar_over_time" => Some(stdvar(pts)),
-            "last_over_time" => pts.last().map(|p| p.value),
-            "present_over_time" => Some(1.0),
-            _ => return Err(QueryError::Unsupported(format!("function call {name}()"))),
-        };
+        let v = func.apply(&s.points, range_start, range_end, range_s, t, p1, p2, true);
         if let Some(value) = v {
-            let labels = if name == "last_over_time" {
-                s.labels
-            } else {
-                s.dropped
-            };
             out.push(Sample {
-                labels,
+                labels: if func.keeps_name() {
+                    s.labels
+                } else {
+                    s.dropped
+                },
                 point: Point { ts: t, value },
             });
         }
@@ -166,21 +269,30 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     Ok(Val::Vector(out))
 }
 
-/// Prometheus' `extrapolatedRate`.
+/// A window's edges (ms) and length (s).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: i64,
+    end: i64,
+    secs: f64,
+}
+
+/// Prometheus' `extrapolatedRate`; `is_counter`: `rate` or `increase`, whose counter
+/// resets are added back (none is looked for unless `may_reset`).
 fn extrapolated_rate(
     pts: &[Point],
-    range_start: i64,
-    range_end: i64,
-    range_s: f64,
+    w: Window,
     is_counter: bool,
     is_rate: bool,
+    may_reset: bool,
 ) -> Option<f64> {
+    let (range_start, range_end, range_s) = (w.start, w.end, w.secs);
     if pts.len() < 2 {
         return None;
     }
     let (first, last) = (pts[0], pts[pts.len() - 1]);
     let mut result = last.value - first.value;
-    if is_counter {
+    if is_counter && may_reset {
         for w in pts.windows(2) {
             if w[1].value < w[0].value {
                 result += w[0].value;
@@ -297,52 +409,161 @@ fn holt_winters(pts: &[Point], sf: f64, tf: f64) -> Option<f64> {
     Some(s1)
 }
 
+/// A function of a window's values taken one at a time, in order, so that several
+/// windows can be folded side by side ([`fold_n`]) with the very same arithmetic.
+pub(crate) trait Fold: Copy + Default {
+    /// Takes the next value.
+    fn push(&mut self, v: f64);
+    /// The result so far.
+    fn value(&self) -> f64;
+}
+
 /// Prometheus' `avg_over_time`: an incremental Kahan mean that survives ±Inf.
-fn avg(pts: &[Point]) -> f64 {
-    let (mut mean, mut count, mut c) = (0.0f64, 0.0, 0.0);
-    for p in pts {
-        count += 1.0;
-        let v = p.value;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AvgFold {
+    mean: f64,
+    count: f64,
+    c: f64,
+}
+
+impl Fold for AvgFold {
+    fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        if self.mean.is_infinite() {
+            if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                return;
             }
             if !v.is_infinite() && !v.is_nan() {
-                continue;
+                return;
             }
         }
-        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+        (self.mean, self.c) = kahan_inc(v / self.count - self.mean / self.count, self.mean, self.c);
     }
-    if mean.is_infinite() { mean } else { mean + c }
+    fn value(&self) -> f64 {
+        if self.mean.is_infinite() {
+            self.mean
+        } else {
+            self.mean + self.c
+        }
+    }
+}
+
+/// [`AvgFold`] over `N` windows side by side, as [`fold_n`] but with the running means
+/// in arrays, so that while none is infinite each step is the same few operations on
+/// all of them (which the compiler does two at a time): the same arithmetic, in the same
+/// order per window.
+pub(crate) fn avg_n<const N: usize>(ws: [&[Point]; N]) -> [f64; N] {
+    let n = ws.iter().map(|w| w.len()).min().unwrap_or(0);
+    let (mut mean, mut c) = ([0.0f64; N], [0.0f64; N]);
+    let mut count = 0.0;
+    let mut j = 0;
+    while j < n && mean.iter().all(|m| m.is_finite()) {
+        count += 1.0;
+        let v: [f64; N] = std::array::from_fn(|k| ws[k][j].value);
+        for k in 0..N {
+            let inc = v[k] / count - mean[k] / count;
+            let t = mean[k] + inc;
+            c[k] += if mean[k].abs() >= inc.abs() {
+                (mean[k] - t) + inc
+            } else {
+                (inc - t) + mean[k]
+            };
+            mean[k] = t;
+        }
+        j += 1;
+    }
+    let mut out = [0.0; N];
+    for k in 0..N {
+        let mut f = AvgFold {
+            mean: mean[k],
+            count,
+            c: c[k],
+        };
+        for p in &ws[k][j..] {
+            f.push(p.value);
+        }
+        out[k] = f.value();
+    }
+    out
 }
 
 /// Prometheus' `sum_over_time`: a Kahan sum.
-fn sum(pts: &[Point]) -> f64 {
-    let (mut s, mut c) = (0.0f64, 0.0);
-    for p in pts {
-        (s, c) = kahan_inc(p.value, s, c);
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SumFold {
+    s: f64,
+    c: f64,
+}
+
+impl Fold for SumFold {
+    fn push(&mut self, v: f64) {
+        (self.s, self.c) = kahan_inc(v, self.s, self.c);
     }
-    if s.is_infinite() { s } else { s + c }
+    fn value(&self) -> f64 {
+        if self.s.is_infinite() {
+            self.s
+        } else {
+            self.s + self.c
+        }
+    }
 }
 
 /// Prometheus' `stdvar_over_time`: Welford with Kahan sums, population variance.
-fn stdvar(pts: &[Point]) -> f64 {
-    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for p in pts {
-        count += 1.0;
-        let delta = p.value - (mean + cmean);
-        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
-        (aux, caux) = kahan_inc(delta * (p.value - (mean + cmean)), aux, caux);
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VarFold {
+    count: f64,
+    mean: f64,
+    cmean: f64,
+    aux: f64,
+    caux: f64,
+}
+
+impl Fold for VarFold {
+    fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        let delta = v - (self.mean + self.cmean);
+        (self.mean, self.cmean) = kahan_inc(delta / self.count, self.mean, self.cmean);
+        (self.aux, self.caux) =
+            kahan_inc(delta * (v - (self.mean + self.cmean)), self.aux, self.caux);
     }
-    (aux + caux) / count
+    fn value(&self) -> f64 {
+        (self.aux + self.caux) / self.count
+    }
+}
+
+/// `F` over the values of `pts`.
+pub(crate) fn fold<F: Fold>(pts: &[Point]) -> f64 {
+    let mut f = F::default();
+    for p in pts {
+        f.push(p.value);
+    }
+    f.value()
+}
+
+/// `F` over each of `N` windows, side by side: each window's values are taken in order
+/// exactly as [`fold`] takes them, but the running states do not wait on each other.
+pub(crate) fn fold_n<F: Fold, const N: usize>(ws: [&[Point]; N]) -> [f64; N] {
+    let mut f = [F::default(); N];
+    let n = ws.iter().map(|w| w.len()).min().unwrap_or(0);
+    for j in 0..n {
+        for (f, w) in f.iter_mut().zip(&ws) {
+            f.push(w[j].value);
+        }
+    }
+    for (f, w) in f.iter_mut().zip(&ws) {
+        for p in &w[n..] {
+            f.push(p.value);
+        }
+    }
+    f.map(|f| f.value())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{AvgFold, Fold, SumFold, VarFold, avg_n, fold, fold_n};
     use crate::eval::testing::{T, check_instant, range};
     use crate::memory::MemStorage;
-    use outpost_shared::Labels;
     use outpost_shared::model::stale_nan;
+    use outpost_shared::{Labels, Point};
 
     /// Points every 15 s at T-50s, T-35s, T-20s, T-5s.
     fn every_15s(values: [f64; 4]) -> Vec<(i64, f64)> {
@@ -384,6 +605,83 @@ mod tests {
                     (T - 30_000, 3.0),
                 ],
             )
+    }
+
+    fn same_bits<F: Fold>(windows: [&[Point]; 4]) {
+        let side_by_side = fold_n::<F, 4>(windows);
+        for (w, got) in windows.iter().zip(side_by_side) {
+            let want = fold::<F>(w);
+            // Any NaN is NaN (its sign and payload are not part of an answer).
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{w:?}: {got} != {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn folding_side_by_side_gives_the_same_bits() {
+        let values = [
+            1e16,
+            1.0,
+            -1e16,
+            0.1,
+            f64::INFINITY,
+            3.0,
+            f64::NAN,
+            0.7,
+            f64::NEG_INFINITY,
+            2.5,
+            1e-300,
+            -0.0,
+        ];
+        let pts: Vec<Point> = values
+            .iter()
+            .cycle()
+            .take(60)
+            .enumerate()
+            .map(|(i, &value)| Point {
+                ts: i as i64,
+                value,
+            })
+            .collect();
+        // Windows of different lengths, overlapping, one empty.
+        let ws: [&[Point]; 4] = [&pts[0..4], &pts[1..13], &pts[10..10], &pts[5..60]];
+        same_bits::<AvgFold>(ws);
+        same_bits::<SumFold>(ws);
+        same_bits::<VarFold>(ws);
+        same_avg_n(ws);
+        let finite: Vec<Point> = pts
+            .iter()
+            .filter(|p| p.value.is_finite())
+            .copied()
+            .collect();
+        let ws: [&[Point]; 4] = [
+            &finite[0..9],
+            &finite[1..10],
+            &finite[2..11],
+            &finite[3..30],
+        ];
+        same_bits::<AvgFold>(ws);
+        same_bits::<SumFold>(ws);
+        same_bits::<VarFold>(ws);
+        same_avg_n(ws);
+        let ws: [&[Point]; 4] = [&pts[0..30], &pts[2..40], &pts[20..60], &pts[7..8]];
+        same_avg_n(ws);
+        let ws: [&[Point]; 8] = std::array::from_fn(|k| &finite[k..k + 20]);
+        same_avg_n(ws);
+        let ws: [&[Point]; 8] = std::array::from_fn(|k| &pts[k * 3..k * 3 + 25]);
+        same_avg_n(ws);
+    }
+
+    fn same_avg_n<const N: usize>(windows: [&[Point]; N]) {
+        for (w, got) in windows.iter().zip(avg_n(windows)) {
+            let want = fold::<AvgFold>(w);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{w:?}: {got} != {want}"
+            );
+        }
     }
 
     #[test]

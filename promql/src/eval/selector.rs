@@ -14,13 +14,42 @@ use crate::parse::{Expr, Selector};
 use crate::storage::Queryable;
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One loaded series: its labels, the same without the metric name, its points, and where
-/// the previous step's window started and ended in them.
-type LoadedSeries = (Arc<Labels>, Arc<Labels>, Vec<Point>, [Cell<usize>; 2]);
+/// One loaded series: its labels, the same without the metric name (made when first
+/// needed), its points, and where the previous step's window started and ended in them.
+pub(crate) struct LoadedSeries {
+    pub(crate) labels: Arc<Labels>,
+    dropped: OnceCell<Arc<Labels>>,
+    pub(crate) points: Vec<Point>,
+    hints: [Cell<usize>; 2],
+}
+
+impl LoadedSeries {
+    /// A series with these labels and points (sorted by time).
+    pub(crate) fn new(labels: Arc<Labels>, points: Vec<Point>) -> Self {
+        LoadedSeries {
+            labels,
+            dropped: OnceCell::new(),
+            points,
+            hints: [Cell::new(0), Cell::new(0)],
+        }
+    }
+
+    /// The labels without the metric name.
+    pub(crate) fn dropped(&self) -> &Arc<Labels> {
+        self.dropped.get_or_init(|| drop_name(&self.labels))
+    }
+}
+
+/// The series one selector selects, and whether they all have the same metric name (or
+/// none has one), so that dropping it cannot make two of them alike.
+struct Selected {
+    series: Vec<LoadedSeries>,
+    one_name: bool,
+}
 
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
 /// from the previous step's answer: steps move forward, so this is usually a short walk
@@ -107,11 +136,13 @@ fn selectors<'e>(
 /// The series of every selector of a plan, loaded once for all its evaluation times.
 pub(crate) struct Loaded {
     /// Keyed by the selector's address in the plan, which outlives the evaluation.
-    series: HashMap<usize, Vec<LoadedSeries>>,
+    series: HashMap<usize, Selected>,
     /// The query's span, for `@ start()` and `@ end()`.
     pub(crate) span: QuerySpan,
     /// The sample limit; subqueries count their inner points against what is left of it.
     pub(crate) budget: usize,
+    /// The caller's stop flag, checked between series and steps.
+    pub(crate) cancel: crate::Cancel,
 }
 
 fn key(sel: &Selector) -> usize {
@@ -120,14 +151,16 @@ fn key(sel: &Selector) -> usize {
 
 impl Loaded {
     /// Loads what `expr` needs to be evaluated at times in `[first_ms, last_ms]`, counting
-    /// points against `max_samples`.
+    /// points against `limits.max_samples` and stopping when `limits.cancel` is raised.
     pub(crate) fn load(
         src: &dyn Queryable,
         expr: &Expr,
         first_ms: i64,
         last_ms: i64,
-        max_samples: usize,
+        limits: &crate::Limits,
     ) -> Result<Self, QueryError> {
+        let max_samples = limits.max_samples;
+        let cancel = limits.cancel.clone();
         let span = QuerySpan {
             start_ms: first_ms,
             end_ms: last_ms,
@@ -143,6 +176,7 @@ impl Loaded {
                 series,
                 span,
                 budget: max_samples,
+                cancel,
             });
         };
         let querier = src.querier(mint, maxt)?;
@@ -151,21 +185,29 @@ impl Loaded {
             let selected = querier.select(&sel.matchers)?;
             let mut out = Vec::with_capacity(selected.len());
             for (id, labels) in selected {
+                cancel.check()?;
                 let points = querier.points(id, start, end)?;
                 loaded = loaded.saturating_add(points.len());
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                let labels = Arc::new(labels);
-                let hints = [Cell::new(0), Cell::new(0)];
-                out.push((Arc::clone(&labels), drop_name(&labels), points, hints));
+                out.push(LoadedSeries::new(Arc::new(labels), points));
             }
-            series.insert(key(sel), out);
+            let first = out.first().map(|s| s.labels.metric_name());
+            let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
+            series.insert(
+                key(sel),
+                Selected {
+                    series: out,
+                    one_name,
+                },
+            );
         }
         Ok(Loaded {
             series,
             span,
             budget: max_samples - loaded,
+            cancel,
         })
     }
 
@@ -175,8 +217,16 @@ impl Loaded {
             .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
     }
 
-    fn of(&self, sel: &Selector) -> &[LoadedSeries] {
-        self.series.get(&key(sel)).map_or(&[], Vec::as_slice)
+    /// The series `sel` selects, as loaded.
+    pub(crate) fn of(&self, sel: &Selector) -> &[LoadedSeries] {
+        self.series
+            .get(&key(sel))
+            .map_or(&[], |s| s.series.as_slice())
+    }
+
+    /// Whether the series `sel` selects all have the same metric name, or none.
+    pub(crate) fn one_name(&self, sel: &Selector) -> bool {
+        self.series.get(&key(sel)).is_none_or(|s| s.one_name)
     }
 
     /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
@@ -186,8 +236,9 @@ impl Loaded {
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, _, points, hints)| {
-                let i = seek(points, &hints[1], end, true);
+            .filter_map(|s| {
+                let (labels, points) = (&s.labels, &s.points);
+                let i = seek(points, &s.hints[1], end, true);
                 let p = points[..i]
                     .last()
                     .filter(|p| p.ts >= start && !is_stale(p.value))?;
@@ -208,17 +259,18 @@ impl Loaded {
         let start = end.saturating_sub(range_ms);
         self.of(sel)
             .iter()
-            .filter_map(|(labels, dropped, points, hints)| {
-                let lo = seek(points, &hints[0], start, false);
-                let hi = seek(points, &hints[1], end, true);
+            .filter_map(|s| {
+                let points = &s.points;
+                let lo = seek(points, &s.hints[0], start, false);
+                let hi = seek(points, &s.hints[1], end, true);
                 let pts: Vec<Point> = points[lo..hi.max(lo)]
                     .iter()
                     .filter(|p| !is_stale(p.value))
                     .copied()
                     .collect();
                 (!pts.is_empty()).then(|| RangeSeries {
-                    labels: Arc::clone(labels),
-                    dropped: Arc::clone(dropped),
+                    labels: Arc::clone(&s.labels),
+                    dropped: Arc::clone(s.dropped()),
                     points: pts,
                 })
             })
