@@ -422,3 +422,53 @@ fn hostile_queries_fail_fast_and_ingestion_continues() {
     let (code, _, _) = q("count(h_1)", &format!("&time={}", base / 1000 + 3600));
     assert_eq!(code, 200);
 }
+
+#[test]
+fn the_seed_queries_answer_over_an_agents_host_metrics() {
+    use outpost_tests::{Agent, AgentSpec};
+    let dir = TempDir::new("seed-queries");
+    let certs = Certs::init(&dir.path().join("pki"));
+    let agg = Aggregator::start(dir.path(), &certs);
+    let _agent = Agent::start(dir.path(), &agg, &AgentSpec::new("host-1", &certs));
+    // Enough cycles for rate() to have two points per series.
+    let ready = wait_for(Duration::from_secs(30), || {
+        (agg.cycles("host-1").len() >= 4).then_some(())
+    });
+    assert!(ready.is_some(), "the agent's cycles never arrived");
+    let end = now_ms() as f64 / 1000.0;
+    for (q, min_series) in [
+        ("sum(rate(node_cpu_seconds_total[5m]))", 1),
+        (
+            "sum by (instance) (rate(node_cpu_seconds_total{mode!=\"idle\"}[5m]))",
+            1,
+        ),
+        (
+            "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes",
+            1,
+        ),
+        (
+            "sum(rate(node_cpu_seconds_total[5m])) + sum(rate(node_network_receive_bytes_total[5m]))",
+            1,
+        ),
+    ] {
+        let url = format!(
+            "{}?query={}&start={}&end={end}&step=1",
+            agg.url("/api/v1/query_range"),
+            encode(q),
+            end - 60.0
+        );
+        let (code, v) = get(&url);
+        assert_eq!(code, 200, "{q}: {v}");
+        let series = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        assert!(series.len() >= min_series, "{q}: {v}");
+        let values = series[0]["values"].as_array().cloned().unwrap_or_default();
+        assert!(!values.is_empty(), "{q}: {v}");
+        if q.starts_with("node_memory") {
+            let ratio: f64 = values[0][1]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1.0);
+            assert!(ratio > 0.0 && ratio < 1.0, "{q}: {ratio}");
+        }
+    }
+}
