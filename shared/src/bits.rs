@@ -93,18 +93,25 @@ impl<'a> BitReader<'a> {
         if bits as usize > self.remaining() {
             return Err(OutOfBits);
         }
-        let mut v: u64 = 0;
-        let mut left = bits;
-        while left > 0 {
-            let byte = self.data[self.pos / 8];
-            let off = (self.pos % 8) as u32;
-            let avail = 8 - off;
-            let take = avail.min(left);
-            let chunk = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
-            v = (v << take) | chunk as u64;
-            left -= take;
-            self.pos += take as usize;
+        if bits > 56 {
+            // One 8-byte window holds at most 57 bits past any offset: split.
+            let hi = self.read(bits - 32)?;
+            return Ok((hi << 32) | self.read(32)?);
         }
+        // The 8 bytes from the current one, big endian (zeros past the end), shifted so the
+        // wanted bits are on top.
+        let byte = self.pos / 8;
+        let window = match self.data.get(byte..byte + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
+            None => {
+                let mut buf = [0u8; 8];
+                let tail = &self.data[byte..];
+                buf[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(buf)
+            }
+        };
+        let v = (window << (self.pos % 8)) >> (64 - bits);
+        self.pos += bits as usize;
         Ok(v)
     }
 
@@ -185,6 +192,23 @@ mod tests {
         let mut r = BitReader::new(&bytes);
         for &v in &vals {
             assert_eq!(r.varbits().unwrap(), v);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_widths_round_trip(vals in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u32..=64), 0..200)) {
+            let mut w = BitWriter::default();
+            for &(v, b) in &vals {
+                w.write(v, b);
+            }
+            let bytes = w.finish();
+            let mut r = BitReader::new(&bytes);
+            for &(v, b) in &vals {
+                let want = if b == 64 { v } else { v & ((1u64 << b) - 1) };
+                proptest::prop_assert_eq!(r.read(b).unwrap(), want);
+            }
+            proptest::prop_assert!(r.remaining() < 8);
         }
     }
 
