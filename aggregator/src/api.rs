@@ -43,6 +43,7 @@ pub struct QueryLimits {
     max_queued: usize,
     slots: Arc<tokio::sync::Semaphore>,
     gauges: QueryGauges,
+    cache: Arc<crate::query_cache::QueryCache>,
 }
 
 /// The query API's own metrics, registered by the program.
@@ -58,8 +59,12 @@ pub struct QueryGauges {
 }
 
 impl QueryLimits {
-    /// Limits from `[query]`, reporting into `gauges`.
-    pub fn new(cfg: &crate::config::QueryConfig, gauges: QueryGauges) -> QueryLimits {
+    /// Limits from `[query]`, reporting into `gauges`, with the range query result `cache`.
+    pub fn new(
+        cfg: &crate::config::QueryConfig,
+        gauges: QueryGauges,
+        cache: Arc<crate::query_cache::QueryCache>,
+    ) -> QueryLimits {
         for reason in ["queue_full", "timeout", "too_many_samples"] {
             gauges
                 .limited
@@ -73,6 +78,7 @@ impl QueryLimits {
             max_queued: cfg.max_queued,
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency)),
             gauges,
+            cache,
         }
     }
 
@@ -191,6 +197,46 @@ impl Timings {
             s(self.total)
         )
     }
+}
+
+/// A range query through the result cache (see [`crate::query_cache`]): the steps a
+/// previous answer still covers come from it, the rest are evaluated, and the whole answer
+/// is kept for the next refresh. Queries that read past their step (`@`, negative
+/// `offset`) always evaluate in full.
+fn cached_range(
+    src: &dyn Queryable,
+    cache: &crate::query_cache::QueryCache,
+    text: &str,
+    expr: &query::Expr,
+    steps: &Steps,
+    limits: &query::Limits,
+) -> Result<Value, QueryError> {
+    use crate::query_cache::{Key, merge};
+    if !expr.reads_only_up_to_step() {
+        return query::range_query_with(src, expr, steps, limits);
+    }
+    let (start, end, step) = (steps.start_ms(), steps.end_ms(), steps.step_ms());
+    let key = Key::new(text, start, step);
+    let epoch = cache.epoch();
+    let hit = cache.lookup(&key, start, end);
+    // The first step the cache does not cover.
+    let next = hit.as_ref().map_or(start, |h| {
+        start + ((h.last - start).div_euclid(step) + 1) * step
+    });
+    let fresh = if next <= end {
+        match query::range_query_with(src, expr, &Steps::new(next, end, step)?, limits)? {
+            Value::Matrix(m) => m,
+            other => return Ok(other),
+        }
+    } else {
+        vec![]
+    };
+    let series = match hit {
+        Some(h) => merge(h.series, fresh),
+        None => fresh,
+    };
+    cache.store(key, start, end, &series, epoch);
+    Ok(Value::Matrix(series))
 }
 
 /// A query answer, with `stats` when the request asked for them.
@@ -356,12 +402,14 @@ async fn range(
         parse_duration_ms(p.get("step").unwrap_or("")).map_err(|e| ApiError::param("step", e))?;
     let steps = Steps::new(start, end, step)?;
     let timeout = api.limits.timeout_for(&p)?;
+    let text = p.get("query").unwrap_or("").to_string();
     let expr = parse_query(&p)?;
     let src = api.src.clone();
+    let cache = api.limits.cache.clone();
     let (value, timings) = api
         .limits
         .run(timeout, move |l| {
-            query::range_query_with(src.as_ref(), &expr, &steps, l)
+            cached_range(src.as_ref(), &cache, &text, &expr, &steps, l)
         })
         .await?;
     Ok(query_success(&value, &timings, &p))
@@ -989,7 +1037,11 @@ mod tests {
         uri: &str,
         form: Option<&str>,
     ) -> (StatusCode, String) {
-        let limits = QueryLimits::new(&Default::default(), QueryGauges::default());
+        let limits = QueryLimits::new(
+            &Default::default(),
+            QueryGauges::default(),
+            Arc::new(crate::query_cache::QueryCache::new(0, 0)),
+        );
         let router = query_router(Arc::new(src), Arc::new(limits));
         let mut req = Request::builder().method(method).uri(uri);
         let body = match form {

@@ -92,6 +92,12 @@ pub struct QueryConfig {
     /// Default 1,000.
     #[serde(default = "default_max_queued")]
     pub max_queued: usize,
+    /// Range queries whose answers are kept for refreshes (0: no cache). Default 512.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+    /// Points kept in all cached answers. Default 5,000,000 (about 80 MiB).
+    #[serde(default = "default_cache_points")]
+    pub cache_points: usize,
 }
 
 fn default_query_timeout() -> outpost_shared::units::Duration {
@@ -106,6 +112,12 @@ fn default_max_concurrency() -> usize {
 fn default_max_queued() -> usize {
     1000
 }
+fn default_cache_entries() -> usize {
+    512
+}
+fn default_cache_points() -> usize {
+    5_000_000
+}
 
 impl Default for QueryConfig {
     fn default() -> Self {
@@ -114,6 +126,8 @@ impl Default for QueryConfig {
             max_samples: default_max_samples(),
             max_concurrency: default_max_concurrency(),
             max_queued: default_max_queued(),
+            cache_entries: default_cache_entries(),
+            cache_points: default_cache_points(),
         }
     }
 }
@@ -262,6 +276,14 @@ impl Config {
                 self.query.max_concurrency.to_string(),
             ),
             ("query.max-queued".into(), self.query.max_queued.to_string()),
+            (
+                "query.cache-entries".into(),
+                self.query.cache_entries.to_string(),
+            ),
+            (
+                "query.cache-points".into(),
+                self.query.cache_points.to_string(),
+            ),
             (
                 "query.lookback-delta".into(),
                 format!("{}s", outpost_promql::LOOKBACK_DELTA_MS / 1000),

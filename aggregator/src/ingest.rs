@@ -13,6 +13,7 @@ use crate::connections::{ConnectedAgent, Connections};
 use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
+use crate::query_cache::QueryCache;
 use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
 use outpost_shared::frame::{self, Frame, close};
@@ -58,6 +59,7 @@ pub fn spawn_writer(
     ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
     metadata: Arc<MetadataStore>,
+    cache: Arc<QueryCache>,
     mut rx: mpsc::Receiver<WriterMsg>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -79,7 +81,7 @@ pub fn spawn_writer(
                         }
                         WriterMsg::Closed(c) => {
                             // Commit what this connection sent before forgetting its numbering.
-                            commit(&storage, &ledger, &metrics, &mut g);
+                            commit(&storage, &ledger, &metrics, &cache, &mut g);
                             lock(&ledger).connection_closed(c);
                         }
                         WriterMsg::Metadata(m) => declared.extend(m),
@@ -88,7 +90,7 @@ pub fn spawn_writer(
                         next = rx.try_recv().ok();
                     }
                 }
-                commit(&storage, &ledger, &metrics, &mut g);
+                commit(&storage, &ledger, &metrics, &cache, &mut g);
                 commit_metadata(&storage, &metadata, declared);
             }
         })
@@ -107,20 +109,34 @@ pub fn apply_group(
     ledger: &Mutex<Ledger>,
     reqs: &[IngestRequest],
 ) -> Vec<Result<IngestOutcome, String>> {
-    apply_with_writes(storage, ledger, reqs, &[]).0
+    apply_with_writes(storage, ledger, reqs, &[], None).0
 }
 
-/// [`apply_group`] plus remote_write requests, all in the same synced write. Returns the
-/// batches' outcomes and the writes' common outcome.
+/// [`apply_group`] plus remote_write requests, all in the same synced write, then tells
+/// `cache` the oldest timestamp written (before anyone is answered, so no query can see the
+/// data and then find a stale cached answer). Returns the batches' outcomes and the writes'
+/// common outcome.
 pub fn apply_with_writes(
     storage: &Storage,
     ledger: &Mutex<Ledger>,
     reqs: &[IngestRequest],
     writes: &[SeriesWrite],
+    cache: Option<&QueryCache>,
 ) -> (Vec<Result<IngestOutcome, String>>, Result<(), String>) {
     let mut planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
     add_writes(&mut planned.plan, writes, |l| storage.series_id(l));
-    match storage.commit(&planned.plan) {
+    let oldest = planned
+        .plan
+        .records
+        .iter()
+        .flatten()
+        .map(|(_, p)| p.ts)
+        .min();
+    let result = storage.commit(&planned.plan);
+    if let (Ok(_), Some(ts), Some(cache)) = (&result, oldest, cache) {
+        cache.note_write(ts);
+    }
+    match result {
         Ok(ids) => {
             let outcomes = planned.outcomes.clone();
             lock(ledger).committed(planned, &ids);
@@ -168,12 +184,18 @@ struct Group {
     write_replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
-fn commit(storage: &Storage, ledger: &Mutex<Ledger>, metrics: &Metrics, g: &mut Group) {
+fn commit(
+    storage: &Storage,
+    ledger: &Mutex<Ledger>,
+    metrics: &Metrics,
+    cache: &QueryCache,
+    g: &mut Group,
+) {
     if g.reqs.is_empty() && g.writes.is_empty() {
         return;
     }
     let t = Instant::now();
-    let (results, written) = apply_with_writes(storage, ledger, &g.reqs, &g.writes);
+    let (results, written) = apply_with_writes(storage, ledger, &g.reqs, &g.writes, Some(cache));
     metrics.commit_duration.observe(t.elapsed().as_secs_f64());
     metrics
         .commit_batches

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod metadata;
 pub mod metrics;
+pub mod query_cache;
 pub mod reload;
 pub mod remote_write;
 pub mod status;
@@ -91,11 +92,16 @@ pub async fn run_with(
         })?;
 
     let (writer_tx, writer_rx) = tokio::sync::mpsc::channel(4096);
+    let cache = Arc::new(query_cache::QueryCache::new(
+        cfg.query.cache_entries,
+        cfg.query.cache_points,
+    ));
     let writer = ingest::spawn_writer(
         storage.clone(),
         ledger.clone(),
         metrics.clone(),
         metadata.clone(),
+        cache.clone(),
         writer_rx,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -119,7 +125,11 @@ pub async fn run_with(
         connections: connections.clone(),
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
-        query: Arc::new(api::QueryLimits::new(&cfg.query, metrics.query.clone())),
+        query: Arc::new(api::QueryLimits::new(
+            &cfg.query,
+            metrics.query.clone(),
+            cache,
+        )),
         start: Arc::new(status::StartInfo {
             flags: cfg.flags(config_path.as_deref()),
             start_ms: outpost_service::now_ms(),

@@ -45,6 +45,30 @@ pub enum Expr {
     },
 }
 
+impl Expr {
+    /// True when evaluating at step `t` reads no point newer than `t`: no `@` modifier and
+    /// no negative `offset` anywhere in the expression. Then a range query's answer at `t`
+    /// cannot change by a write newer than `t`, which a result cache relies on.
+    pub fn reads_only_up_to_step(&self) -> bool {
+        let sel_ok = |s: &Selector| s.at.is_none() && s.offset_ms >= 0;
+        match self {
+            Expr::Vector(s) => sel_ok(s),
+            Expr::Matrix { selector, .. } => sel_ok(selector),
+            Expr::Number(_) | Expr::String(_) => true,
+            Expr::Neg(e) => e.reads_only_up_to_step(),
+            Expr::Binary(b) => b.lhs.reads_only_up_to_step() && b.rhs.reads_only_up_to_step(),
+            Expr::Aggregate(a) => {
+                a.expr.reads_only_up_to_step()
+                    && a.param.as_ref().is_none_or(Expr::reads_only_up_to_step)
+            }
+            Expr::Subquery(q) => {
+                q.at.is_none() && q.offset_ms >= 0 && q.expr.reads_only_up_to_step()
+            }
+            Expr::Call { args, .. } => args.iter().all(Expr::reads_only_up_to_step),
+        }
+    }
+}
+
 /// The kind of value an expression yields, as Prometheus types them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ValueType {
@@ -654,6 +678,24 @@ fn duration_ms(d: std::time::Duration) -> i64 {
 #[cfg(test)]
 mod format_tests {
     use super::*;
+
+    #[test]
+    fn expressions_that_read_past_the_step_are_told_apart() {
+        for (q, only_past) in [
+            ("sum(rate(x[5m]))", true),
+            ("x offset 5m", true),
+            ("x offset -5m", false),
+            ("x @ 100", false),
+            ("rate(x[5m] @ end())", false),
+            ("max_over_time(x[10m:1m] offset -1m)", false),
+            ("max_over_time(x[10m:1m] @ start())", false),
+            ("topk(scalar(y @ 5), x)", false),
+            ("x + on() group_left y offset -1s", false),
+            ("label_replace(x, \"a\", \"b\", \"c\", \"d\")", true),
+        ] {
+            assert_eq!(parse(q).unwrap().reads_only_up_to_step(), only_past, "{q}");
+        }
+    }
 
     #[test]
     fn deep_queries_are_refused_before_they_reach_the_stack() {

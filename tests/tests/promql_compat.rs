@@ -4,7 +4,8 @@
 //! real `outpost-aggregator` and to Debian's `prometheus` (with its remote-write receiver
 //! and an out-of-order window), the aggregator is killed with SIGKILL and restarted, and
 //! then both HTTP APIs answer the corpus `promql/tests/support/queries.promql`, each query
-//! at four instants and as a range query. Answers must agree (see `support::agree`); a
+//! at four instants and as a range query asked three times (the second and third partly or
+//! wholly from the aggregator's result cache). Answers must agree (see `support::agree`); a
 //! failure prints the query and both answers.
 
 #[path = "../../promql/tests/support/mod.rs"]
@@ -177,16 +178,20 @@ fn answers_agree_with_prometheus_over_remote_write() {
                 )
             })
             .collect();
-        paths.push((
-            format!(
-                "/api/v1/query_range?query={}&start={}&end={}&step={}",
-                encode(q),
-                start / 1000,
-                end / 1000,
-                step as f64 / 1000.0
-            ),
-            false,
-        ));
+        // The range query three times: evaluated, then answered from the result cache, then
+        // one step later (a refresh: cached steps plus one evaluated).
+        for (s, e) in [(start, end), (start, end), (start + step, end + step)] {
+            paths.push((
+                format!(
+                    "/api/v1/query_range?query={}&start={}&end={}&step={}",
+                    encode(q),
+                    s as f64 / 1000.0,
+                    e as f64 / 1000.0,
+                    step as f64 / 1000.0
+                ),
+                false,
+            ));
+        }
         // The prettier's layout, as `/api/v1/format_query` gives it.
         let fq = format!("/api/v1/format_query?query={}", encode(q));
         let (prom_fmt, our_fmt) = (raw(prom_port, &fq), raw(agg_port, &fq));

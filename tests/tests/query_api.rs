@@ -472,3 +472,62 @@ fn the_seed_queries_answer_over_an_agents_host_metrics() {
         }
     }
 }
+
+#[test]
+fn cached_range_answers_follow_late_writes() {
+    let dir = TempDir::new("cache-late");
+    let certs = Certs::init(&dir.path().join("pki"));
+    let agg = Aggregator::start(dir.path(), &certs);
+    let base = (now_ms() - 3_600_000) / 60_000 * 60_000;
+    let pts = |range: std::ops::Range<i64>| -> Vec<(i64, f64)> {
+        range.map(|i| (base + i * 60_000, i as f64)).collect()
+    };
+    let lab = vec![("__name__", "late_c".to_string())];
+    write(&agg, vec![series(&lab, &pts(0..30))]);
+    let range = |start: i64, end: i64| {
+        let url = format!(
+            "{}?query={}&start={}&end={}&step=60",
+            agg.url("/api/v1/query_range"),
+            encode("sum_over_time(late_c[2m])"),
+            start / 1000,
+            end / 1000
+        );
+        let (code, v) = get(&url);
+        assert_eq!(code, 200, "{v}");
+        v["data"]["result"][0]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p[1].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let (start, end) = (base + 5 * 60_000, base + 40 * 60_000);
+    let first = range(start, end);
+    assert_eq!(first.len(), 27, "{first:?}"); // steps 5..=31 have points in their window
+    assert_eq!(first[0], "12"); // step 5: points 3, 4 and 5 in [t - 2m, t]
+    // Asked again: the same answer, from the cache.
+    assert_eq!(range(start, end), first);
+    // A late point inside the cached window, and a newer one: both show at once.
+    write(
+        &agg,
+        vec![series(
+            &lab,
+            &[
+                (base + 10 * 60_000 + 30_000, 100.0),
+                (base + 35 * 60_000, 35.0),
+            ],
+        )],
+    );
+    let after = range(start, end);
+    assert_eq!(
+        after[..6],
+        first[..6],
+        "steps before the late point changed"
+    );
+    assert_eq!(after[6], "130"); // step 11: 9 + 10 + 100 + 11
+    assert_eq!(after[7], "133"); // step 12: 10 + 100 + 11 + 12
+    assert_eq!(after[8], first[8]); // step 13: the late point is out of its window
+    assert_eq!(after.len(), 30, "{after:?}"); // and steps 35..=37 see the new point
+    assert_eq!(after[27..], ["35", "35", "35"]);
+}
