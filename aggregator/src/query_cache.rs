@@ -191,6 +191,19 @@ impl QueryCache {
         e.used = g.tick;
         if let Some(old) = g.entries.remove(&key) {
             g.points -= old.points;
+            // Runs that overlap or touch join, so windows a step apart (dashboards refreshed
+            // at different moments) share one run instead of displacing each other.
+            if old.first <= e.last + key.step_ms && e.first <= old.last + key.step_ms {
+                join(&mut e, old);
+                // Keep at most twice the request's span, the newest steps.
+                let keep_from = e.last - 2 * (last - first) - key.step_ms;
+                if e.first < keep_from {
+                    trim_front(&mut e, keep_from);
+                }
+            }
+        }
+        if e.points > self.max_points {
+            return;
         }
         g.points += e.points;
         g.entries.insert(key, e);
@@ -215,6 +228,40 @@ impl QueryCache {
         let g = self.lock();
         (g.entries.len(), g.points)
     }
+}
+
+/// Adds `old`'s steps to `e`; where both have a step, `e`'s (the newer evaluation) wins.
+fn join(e: &mut Entry, old: Entry) {
+    e.first = e.first.min(old.first);
+    e.last = e.last.max(old.last);
+    for (labels, pts) in old.series {
+        match e.series.get_mut(&labels) {
+            None => {
+                e.series.insert(labels, pts);
+            }
+            Some(mine) => {
+                let mut all: Vec<Point> = Vec::with_capacity(mine.len() + pts.len());
+                all.append(mine);
+                all.extend(pts);
+                // Stable: `e`'s point stays first for a repeated timestamp.
+                all.sort_by_key(|p| p.ts);
+                all.dedup_by_key(|p| p.ts);
+                *mine = all;
+            }
+        }
+    }
+    e.points = e.series.values().map(Vec::len).sum();
+}
+
+/// Drops the steps before `from` from `e`.
+fn trim_front(e: &mut Entry, from: i64) {
+    e.first = from;
+    e.series.retain(|_, pts| {
+        let drop = pts.partition_point(|p| p.ts < from);
+        pts.drain(..drop);
+        !pts.is_empty()
+    });
+    e.points = e.series.values().map(Vec::len).sum();
 }
 
 /// Drops the steps at or after `min_ts` from `e`.
@@ -341,6 +388,40 @@ mod tests {
         let big: Vec<(i64, f64)> = (0..6).map(|i| (i * 10, 1.0)).collect();
         c.store(Key::new("d", 0, 10), 0, 50, &[series("d", &big)], e);
         assert!(c.lookup(&Key::new("d", 0, 10), 0, 50).is_none());
+    }
+
+    #[test]
+    fn windows_a_step_apart_share_one_run() {
+        let c = QueryCache::new(10, 1000);
+        let key = Key::new("q", 0, 10);
+        let run = |from: i64, to: i64| -> Vec<(i64, f64)> {
+            (from / 10..=to / 10).map(|i| (i * 10, i as f64)).collect()
+        };
+        let e = c.epoch();
+        c.store(key.clone(), 100, 200, &[series("a", &run(100, 200))], e);
+        let e = c.epoch();
+        c.store(key.clone(), 110, 210, &[series("a", &run(110, 210))], e);
+        // The earlier window is still whole.
+        let hit = c.lookup(&key, 100, 200).expect("hit");
+        assert_eq!(hit.last, 200);
+        assert_eq!(hit.series, vec![series("a", &run(100, 200))]);
+        let hit = c.lookup(&key, 110, 210).expect("hit");
+        assert_eq!(hit.last, 210);
+        // A run moving on for long keeps twice the window: old steps go.
+        for k in 1..30 {
+            let e = c.epoch();
+            c.store(
+                key.clone(),
+                110 + k * 10,
+                210 + k * 10,
+                &[series("a", &run(110 + k * 10, 210 + k * 10))],
+                e,
+            );
+        }
+        assert!(c.lookup(&key, 100, 200).is_none());
+        let (_, points) = c.size();
+        assert!(points <= 2 * 11 + 2, "{points}");
+        assert!(c.lookup(&key, 400, 500).is_some());
     }
 
     #[test]

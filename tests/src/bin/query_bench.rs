@@ -6,8 +6,11 @@
 //!   (cold: the first query after loading);
 //! - `histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))`, the same range;
 //! - a high-cardinality selector: an instant query of `x`, every series;
-//! - a dashboard refresh: the first query again, 5 s later;
-//! - load: refresh queries arriving at a fixed rate (open loop) for a while; latency is from
+//! - a dashboard refresh 5 s later: as Grafana sends range queries with start and end
+//!   aligned to the step, 5 s later is either the same window (measured as "refresh") or,
+//!   every third time at a 15 s step, the window one step on ("refresh_next_step");
+//! - load: refresh queries arriving at a fixed rate (open loop) for a while, their windows
+//!   moving 5 s per refresh and aligned to the step as Grafana aligns them; latency is from
 //!   the moment a query was due, so a server that falls behind shows it.
 //!
 //! Outpost's answers to the first two queries are compared with Prometheus' (values within
@@ -269,8 +272,9 @@ fn load_test(url: &str, end: i64, qps: u64, secs: u64) -> (Vec<Duration>, usize)
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        // Users refresh every 5 s: windows move by 5 s, 20 distinct windows in turn.
-        let shift = (i % 20) as i64 * 5_000;
+        // Users refresh every 5 s: windows move by 5 s, 20 distinct moments in turn, aligned
+        // to the 15 s step as Grafana aligns them.
+        let shift = (i % 20) as i64 * 5_000 / 15_000 * 15_000;
         let path = range_path("sum(rate(x[5m]))", end - 3_600_000 + shift, end + shift);
         let _ = tx.send((due, path));
     }
@@ -347,7 +351,8 @@ fn main() -> Result<()> {
         end,
     );
     let q3 = format!("/api/v1/query?query=x&time={}", end as f64 / 1000.0);
-    let q4 = range_path("sum(rate(x[5m]))", end - 3_600_000 + 5_000, end + 5_000);
+    let q4 = range_path("sum(rate(x[5m]))", end - 3_600_000, end);
+    let q5 = range_path("sum(rate(x[5m]))", end - 3_600_000 + 15_000, end + 15_000);
     let mut report =
         json!({"series": data.len(), "samples": samples, "qps": a.qps, "load_secs": a.load_secs});
     let mut answers: BTreeMap<String, (Value, Value)> = BTreeMap::new();
@@ -356,13 +361,15 @@ fn main() -> Result<()> {
         let (t2, v2) = get(&ag, url, &q2)?;
         let (t3, v3) = get(&ag, url, &q3)?;
         let (t4, _) = get(&ag, url, &q4)?;
+        let (t5, _) = get(&ag, url, &q5)?;
         let n3 = v3["data"]["result"].as_array().map_or(0, Vec::len);
         eprintln!(
-            "{name}: sum(rate) cold {:.1} ms, histogram_quantile {:.1} ms, selector ({n3} series) {:.1} ms, refresh {:.1} ms",
+            "{name}: sum(rate) cold {:.1} ms, histogram_quantile {:.1} ms, selector ({n3} series) {:.1} ms, refresh {:.1} ms, refresh one step on {:.1} ms",
             ms(t1),
             ms(t2),
             ms(t3),
-            ms(t4)
+            ms(t4),
+            ms(t5)
         );
         let (lat, errors) = load_test(url, end, a.qps, a.load_secs);
         eprintln!(
@@ -379,6 +386,7 @@ fn main() -> Result<()> {
             "selector_ms": ms(t3),
             "selector_series": n3,
             "refresh_ms": ms(t4),
+            "refresh_next_step_ms": ms(t5),
             "load_p50_ms": pct(&lat, 0.5),
             "load_p99_ms": pct(&lat, 0.99),
             "load_max_ms": pct(&lat, 1.0),
