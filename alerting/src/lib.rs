@@ -1,6 +1,7 @@
 //! `outpost-alerting`: Prometheus rule files and their evaluation, as Prometheus 2.42 does it.
 //!
 //! - [`duration`]: Prometheus' duration syntax (`1h30m`).
+//! - [`rulefile`]: Prometheus rule files, read and validated as `promtool check rules` does.
 //! - [`template`]: Go's `text/template` with Prometheus' functions, for alert labels and
 //!   annotations.
 //!
@@ -9,4 +10,5 @@
 //! `outpost-shared` and `outpost-promql`, never on tokio, RocksDB or HTTP.
 
 pub mod duration;
+pub mod rulefile;
 pub mod template;
