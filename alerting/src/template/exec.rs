@@ -2,7 +2,7 @@
 //! `missingkey=zero` (Prometheus' option): a missing label prints as the empty string.
 
 use super::Env;
-use super::funcs::{FnError, call};
+use super::funcs::{FnError, call, string_param};
 use super::gofmt::{format_g, sprint};
 use super::parse::{Arg, BranchKind, Cmd, Node, Pipe, Tree};
 use super::value::Value;
@@ -235,7 +235,10 @@ impl Exec<'_> {
                 return self.and_or(name, c, dot, fin);
             }
             let mut args = Vec::with_capacity(c.args.len());
-            for a in &c.args[1..] {
+            for (i, a) in c.args[1..].iter().enumerate() {
+                if string_param(name, i) {
+                    self.check_string_constant(a, &c.spans[i + 1])?;
+                }
                 args.push(self.arg(a, dot, c)?);
             }
             if let Some(f) = fin {
@@ -256,6 +259,24 @@ impl Exec<'_> {
             ));
         }
         self.arg(first, dot, c)
+    }
+
+    /// Go checks constants against a `string` parameter before calling: a number, bool or
+    /// nil is refused at the argument.
+    fn check_string_constant(&self, a: &Arg, span: &(usize, String)) -> R<()> {
+        let msg = match a {
+            Arg::Int(_) | Arg::Float(_) | Arg::Bool(_) => {
+                format!("expected string; found {}", span.1)
+            }
+            Arg::Nil => "cannot assign nil to string".to_string(),
+            _ => return Ok(()),
+        };
+        Err(ExecError {
+            pos: Some(span.0),
+            context: span.1.clone(),
+            executing: self.name.clone(),
+            msg,
+        })
     }
 
     fn and_or(&mut self, name: &str, c: &Cmd, dot: &Value, fin: Option<Value>) -> R<Value> {

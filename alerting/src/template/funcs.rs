@@ -62,6 +62,19 @@ pub(crate) fn is_function(name: &str) -> bool {
     FUNCTIONS.contains(&name)
 }
 
+/// Whether parameter `i` of function `name` is declared `string` in Go, so that a
+/// constant of another type is refused before the call (`expected string; found 5`).
+pub(crate) fn string_param(name: &str, i: usize) -> bool {
+    match name {
+        "printf" | "label" | "sortByLabel" => i == 0,
+        "reReplaceAll" => i < 3,
+        "match" => i < 2,
+        "safeHtml" | "title" | "toUpper" | "toLower" | "graphLink" | "tableLink" | "stripPort"
+        | "stripDomain" | "parseDuration" | "query" => i == 0,
+        _ => false,
+    }
+}
+
 /// Why a call failed: the arguments did not fit (Go reports these as they are), or the
 /// function itself returned an error (Go prefixes `error calling <name>: `).
 #[derive(Debug)]

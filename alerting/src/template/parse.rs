@@ -56,6 +56,8 @@ pub(crate) struct Cmd {
     /// The command as written, for error messages.
     pub(crate) text: String,
     pub(crate) args: Vec<Arg>,
+    /// Each argument's byte offset and text, for errors Go reports at an argument.
+    pub(crate) spans: Vec<(usize, String)>,
 }
 
 /// An operand.
@@ -390,14 +392,17 @@ impl Parser<'_> {
     fn command(&mut self) -> Result<Cmd, ParseError> {
         let pos = self.peek().pos;
         let mut args = Vec::new();
+        let mut spans = Vec::new();
         let mut end = pos;
         loop {
             match self.peek().tok {
                 Tok::Right | Tok::RParen | Tok::Pipe | Tok::Eof => break,
                 _ => {}
             }
+            let start = self.peek().pos;
             let (a, e) = self.operand()?;
             args.push(a);
+            spans.push((start, self.src[start..e].to_string()));
             end = e;
         }
         if args.is_empty() {
@@ -410,6 +415,7 @@ impl Parser<'_> {
             pos,
             text: self.src[pos..end].to_string(),
             args,
+            spans,
         })
     }
 
