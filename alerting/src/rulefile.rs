@@ -92,7 +92,7 @@ impl RuleSpec {
 }
 
 /// One thing wrong with a rule file, with as much of its place as is known. Displays as
-/// `file:line:col: group "g", rule 2, "Name": message` (Prometheus' form, with the file).
+/// `file: line:col: group "g", rule 2, "Name": message`, as `promtool check rules` prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleProblem {
     /// The file name.
@@ -110,11 +110,10 @@ pub struct RuleProblem {
 
 impl fmt::Display for RuleProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.file)?;
+        write!(f, "{}: ", self.file)?;
         if let Some((l, c)) = self.line {
-            write!(f, "{l}:{c}:")?;
+            write!(f, "{l}:{c}: ")?;
         }
-        f.write_str(" ")?;
         if let Some(g) = &self.group {
             write!(f, "group {g:?}, ")?;
         }

@@ -78,16 +78,16 @@ fn reports_every_problem_with_its_place() {
     assert_eq!(
         problems(yaml),
         vec![
-            "rules.yml:4:17: group \"a\", rule 1, \"bad-name\": invalid field 'for' in recording rule",
-            "rules.yml:4:17: group \"a\", rule 1, \"bad-name\": invalid recording rule name: bad-name",
-            "rules.yml:8:17: group \"a\", rule 2, \"X\": only one of 'record' and 'alert' must be set",
-            "rules.yml:10:9: group \"a\", rule 3, \"\": one of 'record' or 'alert' must be set",
-            "rules.yml:12:15: group \"a\", rule 4, \"Y\": could not parse expression: parse error: unclosed left parenthesis",
-            "rules.yml:11:9: group \"a\", rule 4, \"Y\": invalid label name: bad-label",
-            "rules.yml:11:9: group \"a\", rule 4, \"Y\": annotation \"s\": error parsing template __alert_Y: template: __alert_Y:1: function \"nosuch\" not defined",
-            "rules.yml:19:14: group \"a\", rule 5, \"Z\": for: not a valid duration string: \"5 minutes\"",
-            "rules.yml:20:5: groupname: \"a\" is repeated in the same file",
-            "rules.yml:21:15: group \"a\", interval: not a valid duration string: \"1x\"",
+            "rules.yml: 4:17: group \"a\", rule 1, \"bad-name\": invalid field 'for' in recording rule",
+            "rules.yml: 4:17: group \"a\", rule 1, \"bad-name\": invalid recording rule name: bad-name",
+            "rules.yml: 8:17: group \"a\", rule 2, \"X\": only one of 'record' and 'alert' must be set",
+            "rules.yml: 10:9: group \"a\", rule 3, \"\": one of 'record' or 'alert' must be set",
+            "rules.yml: 12:15: group \"a\", rule 4, \"Y\": could not parse expression: parse error: unclosed left parenthesis",
+            "rules.yml: 11:9: group \"a\", rule 4, \"Y\": invalid label name: bad-label",
+            "rules.yml: 11:9: group \"a\", rule 4, \"Y\": annotation \"s\": template: __alert_Y:1: function \"nosuch\" not defined",
+            "rules.yml: 19:14: group \"a\", rule 5, \"Z\": for: not a valid duration string: \"5 minutes\"",
+            "rules.yml: 20:5: groupname: \"a\" is repeated in the same file",
+            "rules.yml: 21:15: group \"a\", interval: not a valid duration string: \"1x\"",
         ]
     );
 }
@@ -96,7 +96,7 @@ fn reports_every_problem_with_its_place() {
 fn reports_yaml_errors_and_unknown_keys() {
     let p = problems("groups:\n  - name: a\n    rulez: []\n");
     assert_eq!(p.len(), 1);
-    assert!(p[0].starts_with("rules.yml:3:"), "{p:?}");
+    assert!(p[0].starts_with("rules.yml: 3:"), "{p:?}");
     assert!(p[0].contains("rulez"), "{p:?}");
     let p = problems("groups: [\n");
     assert_eq!(p.len(), 1, "{p:?}");

@@ -132,12 +132,10 @@ const ALERT_DEFS: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLa
 /// (`rulefmt`'s template check), for validation.
 ///
 /// # Errors
-/// `error parsing template __alert_<rule>: template: ...` as Prometheus words it.
+/// Go's parse error, `template: __alert_<rule>:1: ...`, as `promtool check rules` prints it.
 pub fn check_alert_template(rule_name: &str, text: &str) -> Result<(), TemplateError> {
     let name = format!("__alert_{rule_name}");
-    Template::parse(&name, &format!("{ALERT_DEFS}{text}"))
-        .map(|_| ())
-        .map_err(|e| TemplateError(format!("error parsing template {name}: {e}")))
+    Template::parse(&name, &format!("{ALERT_DEFS}{text}")).map(|_| ())
 }
 
 /// Expands an alerting rule's label or annotation `text` for one alert, as Prometheus'

@@ -202,7 +202,7 @@ fn check_alert_template_reports_parse_errors_only() {
         check_alert_template("A", "{{ foo }}")
             .unwrap_err()
             .to_string(),
-        "error parsing template __alert_A: template: __alert_A:1: function \"foo\" not defined"
+        "template: __alert_A:1: function \"foo\" not defined"
     );
 }
 
