@@ -195,11 +195,14 @@ impl Exec<'_> {
     }
 
     fn set_var(&mut self, name: &str, v: Value, assign: bool) {
-        if assign {
-            if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) {
-                slot.1 = v;
-                return;
-            }
+        if let Some(slot) = self
+            .vars
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| assign && n == name)
+        {
+            slot.1 = v;
+            return;
         }
         self.vars.push((name.to_string(), v));
     }
@@ -210,7 +213,7 @@ impl Exec<'_> {
             Value::Nil => "<no value>".into(),
             Value::Sample(s) => {
                 let inner = sprint(&Value::Map(Rc::new(s.labels.clone())));
-                format!("{{{inner} {}}}", format_g(s.value, None, false))
+                format!("{{{inner} {}}}", format_g(s.value, None))
             }
             v => sprint(v),
         }

@@ -359,7 +359,7 @@ fn float_to_time(v: f64) -> Result<i64, FnError> {
     if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
         return Err(FnError::Call(format!(
             "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
-            format_g(v, None, false)
+            format_g(v, None)
         )));
     }
     let ms = (ns as i64) / 1_000_000;

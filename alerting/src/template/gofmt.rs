@@ -13,24 +13,14 @@ pub fn sprint(v: &Value) -> String {
         Value::Nil => "<nil>".into(),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => format_g(*f, None, false),
+        Value::Float(f) => format_g(*f, None),
         Value::Str(s) | Value::Html(s) => s.clone(),
         Value::Map(m) => format_map(m),
-        Value::Sample(s) => format!(
-            "&{{{} {}}}",
-            format_map(&s.labels),
-            format_g(s.value, None, false)
-        ),
+        Value::Sample(s) => format!("&{{{} {}}}", format_map(&s.labels), format_g(s.value, None)),
         Value::Samples(v) => {
             let items: Vec<String> = v
                 .iter()
-                .map(|s| {
-                    format!(
-                        "&{{{} {}}}",
-                        format_map(&s.labels),
-                        format_g(s.value, None, false)
-                    )
-                })
+                .map(|s| format!("&{{{} {}}}", format_map(&s.labels), format_g(s.value, None)))
                 .collect();
             format!("[{}]", items.join(" "))
         }
@@ -39,7 +29,7 @@ pub fn sprint(v: &Value) -> String {
             format_map(&d.labels),
             format_map(&d.external_labels),
             d.external_url,
-            format_g(d.value, None, false)
+            format_g(d.value, None)
         ),
         Value::Time(ns) => format_go_time(*ns),
     }
@@ -274,7 +264,7 @@ fn format_float(verb: char, spec: Spec, f: f64) -> String {
     let a = f.abs();
     let body = match verb {
         'v' | 'g' | 'G' => {
-            let s = format_g(a, spec.prec, spec.sharp);
+            let s = format_g(a, spec.prec);
             if verb == 'G' { s.to_uppercase() } else { s }
         }
         'e' | 'E' => {
@@ -384,7 +374,7 @@ fn format_e(a: f64, prec: usize) -> String {
 /// Go's `%g` (and `%v` with `prec` `None`) of `a`, sign included for negative values:
 /// exponent form when the exponent is below -4 or at least the precision (6 for the
 /// shortest form), as `strconv.FormatFloat(a, 'g', prec, 64)`.
-pub fn format_g(a: f64, prec: Option<usize>, sharp: bool) -> String {
+pub fn format_g(a: f64, prec: Option<usize>) -> String {
     if a.is_nan() {
         return "NaN".into();
     }
@@ -392,7 +382,7 @@ pub fn format_g(a: f64, prec: Option<usize>, sharp: bool) -> String {
         return if a > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
     if a.is_sign_negative() && a != 0.0 {
-        return format!("-{}", format_g(-a, prec, sharp));
+        return format!("-{}", format_g(-a, prec));
     }
     let shortest = prec.is_none();
     let p = prec.map(|p| p.max(1));
@@ -533,13 +523,13 @@ mod tests {
     fn printf_verbs_as_go() {
         let s = |v: &str| Value::Str(v.into());
         for (fmt, args, want) in [
-            ("%.2f", vec![f(3.14159)], "3.14"),
+            ("%.2f", vec![f(1.23456)], "1.23"),
             ("%.0f", vec![f(2.5)], "2"),
             ("%.0f", vec![f(3.5)], "4"),
             ("%f", vec![f(1.0)], "1.000000"),
-            ("%5.1f|", vec![f(3.14159)], "  3.1|"),
-            ("%-6.1f|", vec![f(3.14159)], "3.1   |"),
-            ("%06.2f", vec![f(-3.14159)], "-03.14"),
+            ("%5.1f|", vec![f(1.23456)], "  1.2|"),
+            ("%-6.1f|", vec![f(1.23456)], "1.2   |"),
+            ("%06.2f", vec![f(-1.23456)], "-01.23"),
             ("%+.1f", vec![f(2.0)], "+2.0"),
             ("%e", vec![f(123456.789)], "1.234568e+05"),
             ("%.2e", vec![f(0.000123)], "1.23e-04"),

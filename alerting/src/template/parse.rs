@@ -95,6 +95,9 @@ pub(crate) struct Tree {
 /// A parse failure: byte offset and Go's message.
 pub(crate) type ParseError = (usize, String);
 
+/// What ended a list of nodes: EOF (`None`), or `end`/`else` at a byte offset.
+type ListEnd = Option<(usize, &'static str)>;
+
 /// Parses `src`.
 pub(crate) fn parse(src: &str) -> Result<Tree, ParseError> {
     let items = lex(src)?;
@@ -159,7 +162,7 @@ impl Parser<'_> {
 
     /// Parses nodes up to `{{end}}`, `{{else ...}}` or EOF; returns the list and, for a
     /// keyword that ended it, its position and name (`end` or `else`).
-    fn list(&mut self) -> Result<(Vec<Node>, Option<(usize, &'static str)>), ParseError> {
+    fn list(&mut self) -> Result<(Vec<Node>, ListEnd), ParseError> {
         let mut out = Vec::new();
         loop {
             let it = self.next();
@@ -347,7 +350,7 @@ impl Parser<'_> {
         loop {
             match self.peek().tok {
                 Tok::Right | Tok::RParen => break,
-                Tok::Eof => return Err((self.peek().pos, format!("unclosed action"))),
+                Tok::Eof => return Err((self.peek().pos, "unclosed action".to_string())),
                 _ => {}
             }
             cmds.push(self.command()?);
@@ -368,12 +371,12 @@ impl Parser<'_> {
         if cmds.is_empty() {
             return Err((pos, format!("missing value for {ctx}")));
         }
-        for (i, c) in cmds.iter().enumerate() {
-            if i > 0 {
-                if let Some(a) = c.args.first() {
+        for (i, c) in cmds.iter().enumerate().skip(1) {
+            {
+                {
                     if !matches!(
-                        a,
-                        Arg::Func(_) | Arg::Field(_) | Arg::Var(..) | Arg::Pipe(..)
+                        c.args.first(),
+                        Some(Arg::Func(_) | Arg::Field(_) | Arg::Var(..) | Arg::Pipe(..))
                     ) {
                         return Err((
                             c.pos,
