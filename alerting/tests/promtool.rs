@@ -113,6 +113,17 @@ fn expectations(case: &Case) -> Value {
         }
         ts += eval_interval;
     }
+    // Every alert name checked must fire at some checked time, or the case proves little.
+    for name in case.alertnames {
+        let fired = alert_tests.iter().any(|t| {
+            t["alertname"] == *name && t["exp_alerts"].as_array().is_some_and(|a| !a.is_empty())
+        });
+        assert!(
+            fired,
+            "{}: {name} never fires at the checked times",
+            case.name
+        );
+    }
     let mut promql_tests = Vec::new();
     for expr in case.exprs {
         for &t in &case.expr_times_ms {
@@ -400,4 +411,185 @@ fn validation_matches_promtool_check_rules() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+#[test]
+fn node_mixin_sample_file_matches_promtool() {
+    check_with_promtool(&Case {
+        name: "node-mixin",
+        rules: include_str!("data/node.rules.yml"),
+        series: &[
+            (
+                r#"node_cpu_seconds_total{job="node",instance="h1",cpu="0",mode="idle"}"#,
+                "0+30x130",
+            ),
+            (
+                r#"node_cpu_seconds_total{job="node",instance="h1",cpu="0",mode="user"}"#,
+                "0+25x130",
+            ),
+            // Rates of 0.5 and 0.75: their average is exact in any order of addition.
+            (
+                r#"node_cpu_seconds_total{job="node",instance="h1",cpu="1",mode="idle"}"#,
+                "0+45x130",
+            ),
+            (
+                r#"node_cpu_seconds_total{job="node",instance="h1",cpu="1",mode="user"}"#,
+                "0+5x130",
+            ),
+            (r#"node_load1{job="node",instance="h1"}"#, "5x130"),
+            (
+                r#"node_memory_MemAvailable_bytes{job="node",instance="h1"}"#,
+                "50x130",
+            ),
+            (
+                r#"node_memory_MemTotal_bytes{job="node",instance="h1"}"#,
+                "1000x130",
+            ),
+            (
+                r#"node_filesystem_avail_bytes{job="node",instance="h1",device="/dev/sda1",fstype="ext4",mountpoint="/"}"#,
+                "200-2x130",
+            ),
+            (
+                r#"node_filesystem_size_bytes{job="node",instance="h1",device="/dev/sda1",fstype="ext4",mountpoint="/"}"#,
+                "1000x130",
+            ),
+            (
+                r#"node_filesystem_readonly{job="node",instance="h1",device="/dev/sda1",fstype="ext4",mountpoint="/"}"#,
+                "0x130",
+            ),
+            (
+                r#"node_nf_conntrack_entries{job="node",instance="h1"}"#,
+                "800x130",
+            ),
+            (
+                r#"node_nf_conntrack_entries_limit{job="node",instance="h1"}"#,
+                "1000x130",
+            ),
+            (
+                r#"node_timex_offset_seconds{job="node",instance="h1"}"#,
+                "0.06x130",
+            ),
+        ],
+        interval_ms: MIN,
+        external_labels: &[],
+        external_url: "",
+        alert_times_ms: vec![
+            0,
+            10 * MIN,
+            16 * MIN,
+            60 * MIN,
+            111 * MIN,
+            112 * MIN,
+            130 * MIN,
+        ],
+        alertnames: &[
+            "NodeFilesystemSpaceFillingUp",
+            "NodeFilesystemAlmostOutOfSpace",
+            "NodeHighNumberConntrackEntriesUsed",
+            "NodeClockSkewDetected",
+            "NodeMemoryHighUtilization",
+            "NodeSystemSaturation",
+        ],
+        exprs: &[
+            "instance:node_num_cpu:sum",
+            "instance:node_cpu_utilisation:rate5m",
+            "instance:node_load1_per_cpu:ratio",
+            "instance:node_memory_utilisation:ratio",
+            "ALERTS_FOR_STATE",
+        ],
+        expr_times_ms: vec![0, 5 * MIN, 30 * MIN, 130 * MIN],
+    });
+}
+
+#[test]
+fn kube_prometheus_sample_file_matches_promtool() {
+    check_with_promtool(&Case {
+        name: "kube-prometheus",
+        rules: include_str!("data/kube-prometheus.rules.yml"),
+        series: &[
+            (
+                r#"up{job="api",namespace="prod",service="api",instance="1"}"#,
+                "1 1 0x30",
+            ),
+            (
+                r#"up{job="api",namespace="prod",service="api",instance="2"}"#,
+                "1x32",
+            ),
+            (
+                r#"up{job="api",namespace="prod",service="api",instance="3"}"#,
+                "1x32",
+            ),
+            (
+                r#"prometheus_rule_evaluation_failures_total{job="prometheus-k8s",namespace="monitoring",pod="prometheus-k8s-0"}"#,
+                "0x10 0+2x21",
+            ),
+            (
+                r#"prometheus_notifications_errors_total{job="prometheus-k8s",namespace="monitoring",pod="prometheus-k8s-0",alertmanager="http://am:9093"}"#,
+                "0+1x32",
+            ),
+            (
+                r#"prometheus_notifications_sent_total{job="prometheus-k8s",namespace="monitoring",pod="prometheus-k8s-0",alertmanager="http://am:9093"}"#,
+                "0+30x32",
+            ),
+        ],
+        interval_ms: MIN,
+        external_labels: &[],
+        external_url: "",
+        alert_times_ms: vec![
+            0,
+            11 * MIN,
+            12 * MIN,
+            20 * MIN,
+            26 * MIN,
+            27 * MIN,
+            32 * MIN,
+        ],
+        alertnames: &[
+            "TargetDown",
+            "Watchdog",
+            "PrometheusRuleFailures",
+            "PrometheusErrorSendingAlertsToSomeAlertmanagers",
+        ],
+        exprs: &["ALERTS"],
+        expr_times_ms: vec![12 * MIN, 32 * MIN],
+    });
+}
+
+#[test]
+fn outpost_sample_file_matches_promtool() {
+    check_with_promtool(&Case {
+        name: "outpost",
+        rules: include_str!("data/outpost.rules.yml"),
+        series: &[
+            // promtool creates input series in random order and averages them in that
+            // order, so averages of thirds differ in the last bit from run to run: the
+            // recorded averages are not compared exactly, and no evaluation lands on the
+            // 0.5 threshold.
+            (r#"probe_success{check="web",region="ap"}"#, "1x32"),
+            (r#"probe_success{check="web",region="eu"}"#, "1 1 0x20 1x10"),
+            (
+                r#"probe_success{check="web",region="us"}"#,
+                "1 1 1 1 0x18 1x10",
+            ),
+            (
+                r#"probe_duration_seconds{check="web",region="eu"}"#,
+                "0.5 0.5 2.5x10 3661x10 0.2x10",
+            ),
+            (
+                r#"outpost_agent_buffer_bytes{job="agent",instance="db-1.example.org:9472"}"#,
+                "100+100x32",
+            ),
+            (
+                r#"outpost_agent_buffer_max_bytes{job="agent",instance="db-1.example.org:9472"}"#,
+                "2000x32",
+            ),
+        ],
+        interval_ms: MIN,
+        external_labels: &[("cluster", "eu1")],
+        external_url: "http://outpost.example:9470",
+        alert_times_ms: minutes(0..=32),
+        alertnames: &["ProbeFailing", "ProbeSlow", "AgentBufferFilling"],
+        exprs: &["ALERTS", "ALERTS_FOR_STATE"],
+        expr_times_ms: vec![3 * MIN, 10 * MIN, 24 * MIN, 30 * MIN],
+    });
 }
