@@ -593,3 +593,46 @@ fn outpost_sample_file_matches_promtool() {
         expr_times_ms: vec![3 * MIN, 10 * MIN, 24 * MIN, 30 * MIN],
     });
 }
+
+#[test]
+fn go_formatting_edge_cases_match_promtool() {
+    check_with_promtool(&Case {
+        name: "formatting",
+        rules: r#"
+groups:
+  - name: formatting
+    rules:
+      - alert: Formatting
+        expr: metric
+        annotations:
+          humanize: '{{ humanize 999.9999 }} {{ humanize 1e-30 }} {{ humanize -0.001 }} {{ humanize 1e27 }} {{ humanize 1000 }} {{ humanize 0.999 }} {{ humanize 12345.678 }}'
+          humanize1024: '{{ humanize1024 1023 }} {{ humanize1024 5.5e12 }} {{ humanize1024 -2048 }} {{ humanize1024 1 }} {{ humanize1024 1e30 }}'
+          duration: '{{ humanizeDuration 0.5 }} {{ humanizeDuration 86400 }} {{ humanizeDuration 1.5 }} {{ humanizeDuration -0.5 }} {{ humanizeDuration 0.000000002 }} {{ humanizeDuration 59.99999 }} {{ humanizeDuration "3600" }}'
+          percentage: '{{ humanizePercentage 0 }} {{ humanizePercentage 0.0000123 }} {{ humanizePercentage -0.25 }} {{ humanizePercentage 12.3456 }}'
+          timestamp: '{{ humanizeTimestamp -1.5 }} {{ humanizeTimestamp 1.0005 }} {{ humanizeTimestamp 253402300799 }} {{ humanizeTimestamp "86400.25" }}'
+          floats: '{{ printf "%.0f %.0f %.0f %.1f %.2f %.3f" 0.5 1.5 2.5 0.05 1.005 2.0005 }}'
+          g: '{{ printf "%g %g %g %g %.10g %.3g %.1g %G %.0g" 1e21 1e20 100000.0 1000000.0 0.3333333333333333 1234567.0 0.05 1e-7 15.0 }}'
+          e: '{{ printf "%e %E %.0e %.3e %+.2e %12.4e|%-12.2e|" 0.0 123.456 5.5 -0.00012345 1.0 6.02214076e23 1.5 }}'
+          widths: '{{ printf "%8.3f|%-8.2f|%08.3f|%+08.2f|% .2f|%+.1f|%5.1f" 3.5 -2.25 -3.5 2.25 1.0 -0.04 99.99 }}'
+          ints: '{{ printf "%d|%5d|%-5d|%05d|%x|%X|%#x|%o|%#o|%b|%c|% d|%+d|%.3d|%q" 42 42 42 -42 255 255 255 8 8 5 65 5 5 7 65 }}'
+          strings: '{{ printf "%s|%10s|%-10s|%.3s|%q|%x|%X|% x|%v" "abc" "abc" "abc" "abcdef" "tab\there" "hi" "hi" "hi" "v" }}'
+          values: '{{ printf "%v|%s|%d" $labels $labels.instance true }} {{ printf "%v %v" 1 "a" }} {{ printf "%6.2v|%v" 3.14159 1e-7 }}'
+          specials: '{{ $i := (query "vector(+Inf)" | first | value) }}{{ $n := (query "vector(NaN)" | first | value) }}{{ $m := (query "vector(-Inf)" | first | value) }}{{ printf "%f|%v|%6.1f|%e|%g|%+f|%d|%-6f|" $i $n $i $m $n $i $i $m }} {{ humanize $i }} {{ humanize $m }} {{ humanize1024 $n }} {{ humanizeDuration $i }} {{ humanizePercentage $n }} {{ humanizeTimestamp $i }} {{ $i }} {{ $n }}'
+          value: '{{ $value }} {{ printf "%.2f" $value }} {{ $value | humanize }}'
+          print: '{{ print 1 2 }} {{ print "a" "b" }} {{ print 1 "a" 2 }} {{ print 1.5 2.5 }} {{ println "x" 1 }}{{ print nil }} {{ print true false }}'
+          escapes: '{{ html "<a href=\"x\">&</a>" }} {{ js "it''s <b>" }} {{ urlquery "a/b?c=d e" }} {{ "x\u00e9\n" | printf "%q" }}'
+"#,
+        series: &[
+            (r#"metric{instance="a:1"}"#, "1234567.891x5"),
+            (r#"metric{instance="b:2"}"#, "0.000123x5"),
+            (r#"metric{instance="c:3"}"#, "-42x5"),
+        ],
+        interval_ms: MIN,
+        external_labels: &[],
+        external_url: "",
+        alert_times_ms: vec![0],
+        alertnames: &["Formatting"],
+        exprs: &[],
+        expr_times_ms: vec![],
+    });
+}

@@ -165,7 +165,18 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
         }
         (Value::Str(s) | Value::Html(s), 'q') => pad(spec, go_quote(s), false),
         (Value::Str(s) | Value::Html(s), 'x' | 'X') => {
-            let mut h: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+            // `% x` separates bytes with spaces; `#` prefixes 0x (every byte under ` `).
+            let bytes: Vec<String> = s.bytes().map(|b| format!("{b:02x}")).collect();
+            let mut h = match (spec.space, spec.sharp) {
+                (true, true) => bytes
+                    .iter()
+                    .map(|b| format!("0x{b}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                (true, false) => bytes.join(" "),
+                (false, true) if !bytes.is_empty() => format!("0x{}", bytes.concat()),
+                _ => bytes.concat(),
+            };
             if verb == 'X' {
                 h = h.to_uppercase();
             }
@@ -548,6 +559,8 @@ mod tests {
             ("%s", vec![s("abc")], "abc"),
             ("%q", vec![s("a\"b\n")], "\"a\\\"b\\n\""),
             ("%x", vec![s("hi")], "6869"),
+            ("% x", vec![s("hi")], "68 69"),
+            ("%#x", vec![s("hi")], "0x6869"),
             ("%10s|", vec![s("abc")], "       abc|"),
             ("%-5s|", vec![s("ab")], "ab   |"),
             ("%.2s", vec![s("abcdef")], "ab"),

@@ -105,10 +105,7 @@ impl Template {
             Ok(()) => Ok(ex.out),
             Err(e) => Err(TemplateError(match e.pos {
                 Some(pos) => {
-                    let mut ctx = e.context;
-                    if ctx.chars().count() > 20 {
-                        ctx = format!("{}...", ctx.chars().take(20).collect::<String>());
-                    }
+                    let ctx = e.context;
                     format!(
                         "template: {}:{}:{}: executing {} at <{}>: {}",
                         self.name,
