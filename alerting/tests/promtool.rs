@@ -636,3 +636,82 @@ groups:
         expr_times_ms: vec![],
     });
 }
+
+/// Template parse errors, as `promtool check rules` reports them for annotations.
+#[test]
+fn template_parse_errors_match_promtool() {
+    if !promtool_available() {
+        eprintln!("promtool not installed; skipping");
+        return;
+    }
+    let templates = [
+        "{{ end }}",
+        "{{ if true }}x",
+        "{{ else }}",
+        "{{ $x }}",
+        "{{ foo 1 }}",
+        "{{ \"unterminated }}",
+        "{{ (1 }}",
+        "{{ 1) }}",
+        "{{ }}",
+        "{{ nil }}",
+        "{{ range }}{{ end }}",
+        "{{ template }}",
+        "{{ define \"x\" }}",
+        "{{ break }}",
+        "{{ .Foo | 3 }}",
+        "{{ # }}",
+        "{{ $x := }}",
+        "{{/* unclosed }}",
+        "line1\n{{ foo }}",
+        "{{ if 1 }}{{ else }}{{ else }}{{ end }}",
+        "{{ with $x := 1 }}{{ end }}{{ $x }}",
+        "{{ 1 2 }}",
+        "{{ .A.B.C ",
+        "{{ printf \"%d\" 1 | }}",
+        "{{ 'ab' }}",
+        "{{ 1e }}",
+    ];
+    let mut yaml = String::from(
+        "groups:\n  - name: g\n    rules:\n      - alert: T\n        expr: up\n        annotations:\n",
+    );
+    for (i, t) in templates.iter().enumerate() {
+        yaml.push_str(&format!(
+            "          a{i:02}: {}\n",
+            serde_json::to_string(t).expect("json")
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("outpost-alerting-tparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("t.yml"), &yaml).expect("write");
+    let out = Command::new("promtool")
+        .args(["check", "rules", "t.yml"])
+        .current_dir(&dir)
+        .output()
+        .expect("run promtool");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let strip = |l: &str| l.split_once("\"T\": ").map(|(_, m)| m.to_string());
+    let mut theirs: Vec<String> = text.lines().filter_map(strip).collect();
+    let mut ours: Vec<String> = parse_rule_file("t.yml", &yaml)
+        .expect_err("invalid")
+        .iter()
+        .filter_map(|p| strip(&p.to_string()))
+        .collect();
+    theirs.sort();
+    ours.sort();
+    let diff: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("promtool: {a}\noutpost:  {b}"))
+        .collect();
+    assert!(
+        diff.is_empty() && theirs.len() == ours.len(),
+        "{} vs {} problems\n{}",
+        theirs.len(),
+        ours.len(),
+        diff.join("\n")
+    );
+}

@@ -252,6 +252,9 @@ impl Exec<'_> {
                 FnError::Call(m) => self.err(Some(c), format!("error calling {name}: {m}")),
             });
         }
+        if matches!(first, Arg::Nil) {
+            return Err(self.err(Some(c), "nil is not a command".into()));
+        }
         if c.args.len() > 1 || fin.is_some() {
             return Err(self.err(
                 Some(c),

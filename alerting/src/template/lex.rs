@@ -189,10 +189,8 @@ fn lex_action(
             }
             b')' => {
                 j += 1;
-                if depth == 0 {
-                    return Err((start, "unexpected right paren U+0029 ')'".into()));
-                }
-                depth -= 1;
+                // An unmatched `)` is the parser's to report, as Go's does.
+                depth = depth.saturating_sub(1);
                 Tok::RParen
             }
             b',' => {
@@ -277,7 +275,7 @@ fn lex_action(
             }
             _ => {
                 let ch = src[j..].chars().next().unwrap_or('?');
-                return Err((j, format!("bad character U+{:04X} '{ch}'", ch as u32)));
+                return Err((j, format!("unexpected {:?} in command", ch.to_string())));
             }
         };
         items.push(Item {
@@ -378,7 +376,13 @@ fn lex_quoted(src: &str, j: usize) -> Result<(String, usize), LexError> {
 }
 
 fn lex_char(src: &str, j: usize) -> Result<(char, usize), LexError> {
-    let bad = || (j, "unterminated character constant".to_string());
+    let bad = || {
+        let end = src[j + 1..].find('\'').map(|o| j + 2 + o);
+        match end {
+            Some(e) => (j, format!("malformed character constant: {}", &src[j..e])),
+            None => (j, "unterminated character constant".to_string()),
+        }
+    };
     let c = src[j + 1..].chars().next().ok_or_else(bad)?;
     let (ch, next) = if c == '\\' {
         lex_escape(src, j + 1, '\'')?

@@ -411,9 +411,6 @@ impl Parser<'_> {
         if args.is_empty() {
             return Err((pos, "empty command".into()));
         }
-        if matches!(args[0], Arg::Nil) {
-            return Err((pos, "nil is not a command".into()));
-        }
         Ok(Cmd {
             pos,
             text: self.src[pos..end].to_string(),

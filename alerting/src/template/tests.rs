@@ -148,7 +148,7 @@ fn expands_like_prometheus() {
         ),
         (
             "{{ nil }}",
-            "<error expanding template: error parsing template __alert_HighLoad: template: __alert_HighLoad:1: nil is not a command>",
+            "<error expanding template: error executing template __alert_HighLoad: template: __alert_HighLoad:1:115: executing \"__alert_HighLoad\" at <nil>: nil is not a command>",
         ),
     ] {
         assert_eq!(expand(text), want, "{text}");
