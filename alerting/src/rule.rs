@@ -504,3 +504,57 @@ fn self_sample(
         value,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_values_survive_json_including_nan_and_inf() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.1, -2.5e-300] {
+            let a = Alert {
+                state: AlertState::Firing,
+                labels: LabelMap::from([("alertname".to_string(), "A".to_string())]),
+                annotations: LabelMap::new(),
+                value: v,
+                active_at_ms: 1,
+                fired_at_ms: Some(2),
+                resolved_at_ms: None,
+                last_sent_at_ms: Some(3),
+                valid_until_ms: Some(4),
+                keep_firing_since_ms: None,
+            };
+            let json = serde_json::to_string(&a).expect("serialise");
+            let back: Alert = serde_json::from_str(&json).expect("deserialise");
+            assert_eq!(back.value.to_bits(), v.to_bits(), "{json}");
+            assert_eq!(back.state, AlertState::Firing);
+        }
+    }
+
+    #[test]
+    fn needs_sending_follows_prometheus() {
+        let mut a = Alert {
+            state: AlertState::Pending,
+            labels: LabelMap::new(),
+            annotations: LabelMap::new(),
+            value: 1.0,
+            active_at_ms: 0,
+            fired_at_ms: None,
+            resolved_at_ms: None,
+            last_sent_at_ms: None,
+            valid_until_ms: None,
+            keep_firing_since_ms: None,
+        };
+        assert!(!a.needs_sending(0, 60_000));
+        a.state = AlertState::Firing;
+        assert!(a.needs_sending(0, 60_000));
+        a.last_sent_at_ms = Some(0);
+        assert!(!a.needs_sending(60_000, 60_000));
+        assert!(a.needs_sending(60_001, 60_000));
+        a.state = AlertState::Inactive;
+        a.resolved_at_ms = Some(30_000);
+        assert!(a.needs_sending(30_000, 60_000));
+        a.last_sent_at_ms = Some(30_000);
+        assert!(!a.needs_sending(40_000, 60_000));
+    }
+}

@@ -122,3 +122,30 @@ fn sample_files_load_unchanged() {
         }
     }
 }
+
+#[test]
+fn scalars_of_any_yaml_type_read_as_text() {
+    let yaml = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: 1\n        for: 0\n        labels:\n          priority: 2\n          critical: true\n          ratio: 0.50\n";
+    let f = parse_rule_file("r.yml", yaml).expect("valid");
+    let r = &f.groups[0].rules[0];
+    assert_eq!((r.expr.as_str(), r.for_ms), ("1", 0));
+    assert_eq!(r.labels["priority"], "2");
+    assert_eq!(r.labels["critical"], "true");
+    assert_eq!(r.labels["ratio"], "0.50");
+}
+
+#[test]
+fn empty_file_has_no_groups() {
+    assert!(
+        parse_rule_file("r.yml", "")
+            .expect("valid")
+            .groups
+            .is_empty()
+    );
+    assert!(
+        parse_rule_file("r.yml", "groups: []\n")
+            .expect("valid")
+            .groups
+            .is_empty()
+    );
+}
