@@ -360,3 +360,18 @@ fn evaluations_are_slotted_like_prometheus() {
     eval(&mut g, &store, first);
     assert_eq!(g.next_eval_ms(first + 1), first + MIN);
 }
+
+#[test]
+fn slots_match_a_real_prometheus() {
+    // Prometheus 2.42 loading this group from /tmp/promslot/rules.yml wrote `slot_probe` at
+    // 1796083163.749, 1796083170.749, 1796083177.749: the slot's phase within 7s comes
+    // from XXH64 of the file and group name.
+    let yaml = "groups:\n  - name: slotted\n    interval: 7s\n    rules:\n      - record: slot_probe\n        expr: vector(1)\n";
+    let f = parse_rule_file("/tmp/promslot/rules.yml", yaml).expect("valid");
+    let g = Group::from_file(&f, &GroupOptions::default()).remove(0);
+    for seen in [1_796_083_163_749, 1_796_083_170_749, 1_796_083_177_749] {
+        assert_eq!(g.eval_timestamp_ms(seen + 1), seen);
+        assert_eq!(g.eval_timestamp_ms(seen + 6_999), seen);
+    }
+    assert_eq!(g.next_eval_ms(1_796_083_163_750), 1_796_083_170_749);
+}
