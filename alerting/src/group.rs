@@ -10,13 +10,14 @@
 //! `EvalTimestamp` (an offset from a hash of file and group name), so that restarts and
 //! several aggregators evaluate a group at the same instants.
 //!
-//! [`Group::state`] and [`Group::restore`] carry alerts (with `active_at`, so pending alerts
-//! keep their progress toward `for` and firing ones their start) and the series that need
-//! stale markers across a restart or a reload, matching rules by name and labels as
-//! Prometheus' `CopyState` does.
+//! [`Group::state`] and [`Group::restore`] carry alerts and the series that need stale
+//! markers across a reload, matching rules by name and labels as Prometheus' `CopyState`
+//! does; [`Group::restore_after_restart`] also accounts for the downtime as Prometheus'
+//! `RestoreForState` does (firing alerts keep `active_at`, pending ones their progress
+//! toward `for`, with a grace period and an outage tolerance).
 
 use crate::query::QueryFn;
-use crate::rule::{Alert, EvalContext, Health, LabelMap, Rule, RuleBody, SeriesSample};
+use crate::rule::{Alert, AlertState, EvalContext, Health, LabelMap, Rule, RuleBody, SeriesSample};
 use crate::rulefile::{GroupSpec, RuleFile, RuleKind};
 use crate::xxhash::xxh64;
 use outpost_shared::Labels;
@@ -101,6 +102,27 @@ pub struct Group {
     /// Series of rules no longer in the group, to mark stale at the next evaluation.
     stale_series: Vec<Labels>,
     last_eval_ms: Option<i64>,
+}
+
+/// How [`Group::restore_after_restart`] treats the time the aggregator was down, as
+/// Prometheus' `--rules.alert.for-outage-tolerance` and `--rules.alert.for-grace-period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestorePolicy {
+    /// After a longer outage, ms, pending and firing alerts are not restored but start
+    /// over (default 1 h).
+    pub outage_tolerance_ms: i64,
+    /// The least time, ms, a restored pending alert still waits before firing; rules with
+    /// a shorter `for` are restored as they were (default 10 min).
+    pub for_grace_period_ms: i64,
+}
+
+impl Default for RestorePolicy {
+    fn default() -> Self {
+        RestorePolicy {
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+        }
+    }
 }
 
 /// A rule's state for persisting (see [`Group::state`]).
@@ -386,6 +408,57 @@ impl Group {
         for leftover in by_key.into_values().flatten() {
             self.stale_series
                 .extend(leftover.series_in_previous_eval.iter().map(from_map));
+        }
+    }
+
+    /// Takes over state saved before a restart, at `now_ms`, as [`Group::restore`], then
+    /// treats the downtime as Prometheus' `RestoreForState` does: a firing alert keeps its
+    /// `active_at`; a pending alert keeps the time it had spent pending (its `active_at`
+    /// moves by the downtime), but fires no sooner than `for_grace_period_ms` after
+    /// `now_ms`, unless the rule's `for` is shorter than the grace period; after an outage
+    /// longer than `outage_tolerance_ms`, pending and firing alerts start over.
+    pub fn restore_after_restart(
+        &mut self,
+        state: GroupState,
+        now_ms: i64,
+        policy: &RestorePolicy,
+    ) {
+        let down_at: HashMap<(String, LabelMap), Option<i64>> = state
+            .rules
+            .iter()
+            .map(|r| ((r.name.clone(), r.labels.clone()), r.last_eval_ms))
+            .collect();
+        self.restore(state);
+        for rule in &mut self.rules {
+            let hold = rule.spec.for_ms;
+            let key = (rule.name().to_string(), rule.spec.labels.clone());
+            let Some(down) = down_at.get(&key).copied().flatten() else {
+                continue;
+            };
+            let RuleBody::Alerting { active } = &mut rule.body else {
+                continue;
+            };
+            if now_ms - down > policy.outage_tolerance_ms {
+                active.retain(|_, a| a.state == AlertState::Inactive);
+                continue;
+            }
+            if hold < policy.for_grace_period_ms {
+                continue;
+            }
+            for a in active
+                .values_mut()
+                .filter(|a| a.state == AlertState::Pending)
+            {
+                let remaining = hold - (down - a.active_at_ms);
+                if remaining <= 0 {
+                    continue;
+                }
+                a.active_at_ms = if remaining < policy.for_grace_period_ms {
+                    now_ms + policy.for_grace_period_ms - hold
+                } else {
+                    a.active_at_ms + (now_ms - down)
+                };
+            }
         }
     }
 }

@@ -23,7 +23,9 @@ pub mod rulefile;
 pub mod template;
 mod xxhash;
 
-pub use group::{AlertToSend, EvalReport, Group, GroupOptions, GroupState, RuleOutcome, RuleState};
+pub use group::{
+    AlertToSend, EvalReport, Group, GroupOptions, GroupState, RestorePolicy, RuleOutcome, RuleState,
+};
 pub use query::{QueryFn, engine_query};
 pub use rule::{Alert, AlertState, Health, Rule, SeriesSample};
 pub use rulefile::{RuleFile, RuleProblem, parse_rule_file};

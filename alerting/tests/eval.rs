@@ -375,3 +375,58 @@ fn slots_match_a_real_prometheus() {
     }
     assert_eq!(g.next_eval_ms(1_796_083_163_750), 1_796_083_170_749);
 }
+
+const SLOW: &str = r#"
+groups:
+  - name: g
+    rules:
+      - alert: Down
+        expr: up == 0
+        for: 30m
+"#;
+
+/// Saves the group's state after evaluating minutes `0..=until` of all-down input.
+fn saved_after(minutes: i64) -> (Store, GroupState) {
+    let store = Store::default();
+    store.load(r#"up{instance="a"}"#, "0x200", MIN);
+    let mut g = group(SLOW);
+    for t in 0..=minutes {
+        eval(&mut g, &store, t * MIN);
+    }
+    (store, g.state())
+}
+
+#[test]
+fn restart_keeps_pending_progress_across_the_downtime() {
+    use outpost_alerting::RestorePolicy;
+    // Pending 10 of 30 minutes at 10m, down for 20 minutes: 20 minutes still to wait.
+    let (_, state) = saved_after(10);
+    let mut g = group(SLOW);
+    g.restore_after_restart(state, 30 * MIN, &RestorePolicy::default());
+    assert_eq!(g.rules()[0].alerts()[0].active_at_ms, 20 * MIN);
+    // Pending 25 of 30 minutes: fires no sooner than the 10-minute grace period.
+    let (_, state) = saved_after(25);
+    let mut g = group(SLOW);
+    g.restore_after_restart(state, 40 * MIN, &RestorePolicy::default());
+    assert_eq!(
+        g.rules()[0].alerts()[0].active_at_ms,
+        40 * MIN + 10 * MIN - 30 * MIN
+    );
+    // Firing: keeps its start.
+    let (store, state) = saved_after(35);
+    let mut g = group(SLOW);
+    g.restore_after_restart(state, 50 * MIN, &RestorePolicy::default());
+    eval(&mut g, &store, 50 * MIN);
+    let a = g.rules()[0].alerts()[0];
+    assert_eq!(
+        (a.state, a.active_at_ms, a.fired_at_ms),
+        (AlertState::Firing, 0, Some(30 * MIN))
+    );
+    // Down longer than the outage tolerance: start over.
+    let (store, state) = saved_after(35);
+    let mut g = group(SLOW);
+    g.restore_after_restart(state, 35 * MIN + 61 * MIN, &RestorePolicy::default());
+    assert!(g.rules()[0].alerts().is_empty());
+    eval(&mut g, &store, 96 * MIN);
+    assert_eq!(g.rules()[0].alerts()[0].active_at_ms, 96 * MIN);
+}
