@@ -620,6 +620,7 @@ groups:
           specials: '{{ $i := (query "vector(+Inf)" | first | value) }}{{ $n := (query "vector(NaN)" | first | value) }}{{ $m := (query "vector(-Inf)" | first | value) }}{{ printf "%f|%v|%6.1f|%e|%g|%+f|%d|%-6f|" $i $n $i $m $n $i $i $m }} {{ humanize $i }} {{ humanize $m }} {{ humanize1024 $n }} {{ humanizeDuration $i }} {{ humanizePercentage $n }} {{ humanizeTimestamp $i }} {{ $i }} {{ $n }}'
           value: '{{ $value }} {{ printf "%.2f" $value }} {{ $value | humanize }}'
           print: '{{ print 1 2 }} {{ print "a" "b" }} {{ print 1 "a" 2 }} {{ print 1.5 2.5 }} {{ println "x" 1 }}{{ print nil }} {{ print true false }}'
+          args: '{{ define "pair" }}{{ .arg0 }}={{ .arg1 }}{{ .arg2 }}{{ end }}{{ template "pair" (args "k" 1.5) }} {{ len (args 1 2 3) }} {{ args "x" 2 }} {{ range args "p" "q" }}{{ . }}{{ end }}'
           escapes: '{{ html "<a href=\"x\">&</a>" }} {{ js "it''s <b>" }} {{ urlquery "a/b?c=d e" }} {{ "x\u00e9\n" | printf "%q" }}'
 "#,
         series: &[

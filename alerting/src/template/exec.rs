@@ -164,6 +164,10 @@ impl Exec<'_> {
                 .iter()
                 .map(|(k, v)| (Value::Str(k.clone()), Value::Str(v.clone())))
                 .collect(),
+            Value::Args(m) => m
+                .iter()
+                .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
+                .collect(),
             Value::Nil => Vec::new(),
             other => {
                 return Err(self.err(
@@ -357,6 +361,8 @@ impl Exec<'_> {
             v = match (&v, f.as_str()) {
                 (Value::Nil, _) => Value::Nil,
                 (Value::Map(m), k) => Value::Str(m.get(k).cloned().unwrap_or_default()),
+                // A missing key of a map of interfaces is nil (`missingkey=zero`).
+                (Value::Args(m), k) => m.get(k).cloned().unwrap_or(Value::Nil),
                 (Value::Data(d), "Labels") => Value::Map(Rc::new(d.labels.clone())),
                 (Value::Data(d), "ExternalLabels") => {
                     Value::Map(Rc::new(d.external_labels.clone()))

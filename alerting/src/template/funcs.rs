@@ -3,7 +3,7 @@
 //! in `template/template.go` (`query first label value strvalue reReplaceAll safeHtml match
 //! title toUpper toLower graphLink tableLink sortByLabel stripPort stripDomain humanize
 //! humanize1024 humanizeDuration humanizePercentage humanizeTimestamp toTime pathPrefix
-//! externalURL parseDuration`), with their argument checks and error texts.
+//! externalURL parseDuration args`), with their argument checks and error texts.
 
 use super::Env;
 use super::gofmt::{format_g, format_go_time, g4, sprint, sprint_all, sprintf};
@@ -55,6 +55,7 @@ const FUNCTIONS: &[&str] = &[
     "pathPrefix",
     "externalURL",
     "parseDuration",
+    "args",
 ];
 
 /// Whether `name` is a function templates can call.
@@ -176,6 +177,7 @@ pub(crate) fn call(name: &str, args: Vec<Value>, env: &Env<'_>) -> Result<Value,
             match &args[0] {
                 Value::Str(s) | Value::Html(s) => Ok(Value::Int(s.len() as i64)),
                 Value::Map(m) => Ok(Value::Int(m.len() as i64)),
+                Value::Args(m) => Ok(Value::Int(m.len() as i64)),
                 Value::Samples(v) => Ok(Value::Int(v.len() as i64)),
                 v => Err(FnError::Call(format!("len of type {}", v.type_name()))),
             }
@@ -343,6 +345,12 @@ pub(crate) fn call(name: &str, args: Vec<Value>, env: &Env<'_>) -> Result<Value,
             arity(name, &args, 0)?;
             Ok(Value::Str(env.external_url.to_string()))
         }
+        "args" => Ok(Value::Args(Rc::new(
+            args.into_iter()
+                .enumerate()
+                .map(|(i, a)| (format!("arg{i}"), a))
+                .collect(),
+        ))),
         "parseDuration" => {
             one(&args)?;
             let ms = parse_duration(string_arg(&args[0])?).map_err(FnError::Call)?;
@@ -407,7 +415,8 @@ fn index(args: Vec<Value>) -> Result<Value, FnError> {
     for idx in it {
         item = match (&item, &idx) {
             (Value::Map(m), Value::Str(k)) => Value::Str(m.get(k).cloned().unwrap_or_default()),
-            (Value::Map(_), _) => {
+            (Value::Args(m), Value::Str(k)) => m.get(k).cloned().unwrap_or(Value::Nil),
+            (Value::Map(_) | Value::Args(_), _) => {
                 return Err(FnError::Call(format!(
                     "value has type {}; should be string",
                     idx.type_name()

@@ -32,6 +32,13 @@ pub fn sprint(v: &Value) -> String {
             format_g(d.value, None)
         ),
         Value::Time(ns) => format_go_time(*ns),
+        Value::Args(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", sprint(v)))
+                .collect();
+            format!("map[{}]", items.join(" "))
+        }
     }
 }
 
@@ -184,7 +191,12 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
         }
         (Value::Nil, 'v' | 's') => pad(spec, "<nil>".into(), false),
         (
-            Value::Map(_) | Value::Sample(_) | Value::Samples(_) | Value::Data(_) | Value::Time(_),
+            Value::Map(_)
+            | Value::Sample(_)
+            | Value::Samples(_)
+            | Value::Data(_)
+            | Value::Time(_)
+            | Value::Args(_),
             'v' | 's',
         ) => pad(spec, sprint(arg), false),
         _ => bad_verb(verb, arg),

@@ -54,6 +54,8 @@ pub enum Value {
     Data(Rc<AlertData>),
     /// `*time.Time`, from `toTime`, as nanoseconds since the Unix epoch.
     Time(i64),
+    /// `map[string]interface {}`, from `args`: `arg0`, `arg1`, ….
+    Args(Rc<BTreeMap<String, Value>>),
 }
 
 impl Value {
@@ -73,6 +75,7 @@ impl Value {
                 "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value float64 }"
             }
             Value::Time(_) => "*time.Time",
+            Value::Args(_) => "map[string]interface {}",
         }
     }
 
@@ -86,6 +89,7 @@ impl Value {
             Value::Float(f) => *f != 0.0,
             Value::Str(s) | Value::Html(s) => !s.is_empty(),
             Value::Map(m) => !m.is_empty(),
+            Value::Args(m) => !m.is_empty(),
             Value::Samples(v) => !v.is_empty(),
             Value::Sample(_) | Value::Data(_) | Value::Time(_) => true,
         }
