@@ -160,7 +160,7 @@ fn bad_verb(verb: char, arg: &Value) -> String {
 
 fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
     match (arg, verb) {
-        (Value::Bool(b), 't' | 'v') => pad(spec, b.to_string(), false),
+        (Value::Bool(b), 't' | 'v') => pad(spec, b.to_string()),
         (Value::Int(i), _) => format_int(verb, spec, *i).unwrap_or_else(|| bad_verb(verb, arg)),
         (Value::Float(f), 'v' | 'g' | 'G' | 'e' | 'E' | 'f' | 'F') => format_float(verb, spec, *f),
         (Value::Str(s) | Value::Html(s), 's' | 'v') => {
@@ -168,9 +168,9 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
                 Some(p) => s.chars().take(p).collect(),
                 None => s.clone(),
             };
-            pad(spec, s, false)
+            pad(spec, s)
         }
-        (Value::Str(s) | Value::Html(s), 'q') => pad(spec, go_quote(s), false),
+        (Value::Str(s) | Value::Html(s), 'q') => pad(spec, go_quote(s)),
         (Value::Str(s) | Value::Html(s), 'x' | 'X') => {
             // `% x` separates bytes with spaces; `#` prefixes 0x (every byte under ` `).
             let bytes: Vec<String> = s.bytes().map(|b| format!("{b:02x}")).collect();
@@ -187,9 +187,9 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
             if verb == 'X' {
                 h = h.to_uppercase();
             }
-            pad(spec, h, false)
+            pad(spec, h)
         }
-        (Value::Nil, 'v' | 's') => pad(spec, "<nil>".into(), false),
+        (Value::Nil, 'v' | 's') => pad(spec, "<nil>".into()),
         (
             Value::Map(_)
             | Value::Sample(_)
@@ -198,7 +198,7 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
             | Value::Time(_)
             | Value::Args(_),
             'v' | 's',
-        ) => pad(spec, sprint(arg), false),
+        ) => pad(spec, sprint(arg)),
         _ => bad_verb(verb, arg),
     }
 }
@@ -217,12 +217,11 @@ fn format_int(verb: char, spec: Spec, i: i64) -> Option<String> {
             return Some(pad(
                 spec,
                 char::from_u32(u32::try_from(i).ok()?)?.to_string(),
-                false,
             ));
         }
         'q' => {
             let c = char::from_u32(u32::try_from(i).ok()?)?;
-            return Some(pad(spec, format!("'{}'", c.escape_default()), false));
+            return Some(pad(spec, format!("'{}'", c.escape_default())));
         }
         _ => return None,
     };
@@ -275,13 +274,7 @@ fn format_float(verb: char, spec: Spec, f: f64) -> String {
         } else {
             "-Inf"
         };
-        // Go's %v and %f print +Inf with its sign only under '+'; plain verbs print "+Inf".
-        let s = if f.is_infinite() && f > 0.0 && !spec.plus && !spec.space {
-            "+Inf"
-        } else {
-            s
-        };
-        return pad(spec, s.to_string(), false);
+        return pad(spec, s.to_string());
     }
     let neg = f.is_sign_negative();
     let a = f.abs();
@@ -308,7 +301,7 @@ fn format_float(verb: char, spec: Spec, f: f64) -> String {
     pad_number(spec, sign, body, spec.zero)
 }
 
-fn pad(spec: Spec, s: String, _num: bool) -> String {
+fn pad(spec: Spec, s: String) -> String {
     let Some(w) = spec.width else { return s };
     let n = s.chars().count();
     if n >= w {
@@ -324,7 +317,7 @@ fn pad_number(spec: Spec, sign: &str, digits: String, zero: bool) -> String {
         Some(w) if w > len && zero && !spec.minus => {
             format!("{sign}{}{digits}", "0".repeat(w - len))
         }
-        _ => pad(spec, format!("{sign}{digits}"), true),
+        _ => pad(spec, format!("{sign}{digits}")),
     }
 }
 

@@ -201,11 +201,11 @@ impl Parser<'_> {
 
     fn keyword(&mut self, k: &'static str, pos: usize) -> Result<Option<Node>, ParseError> {
         match k {
-            "if" => self.branch(BranchKind::If, pos).map(Some),
-            "with" => self.branch(BranchKind::With, pos).map(Some),
+            "if" => self.branch(BranchKind::If).map(Some),
+            "with" => self.branch(BranchKind::With).map(Some),
             "range" => {
                 self.range_depth += 1;
-                let r = self.branch(BranchKind::Range, pos);
+                let r = self.branch(BranchKind::Range);
                 self.range_depth -= 1;
                 r.map(Some)
             }
@@ -271,7 +271,7 @@ impl Parser<'_> {
         }
     }
 
-    fn branch(&mut self, kind: BranchKind, pos: usize) -> Result<Node, ParseError> {
+    fn branch(&mut self, kind: BranchKind) -> Result<Node, ParseError> {
         let scope = self.vars.len();
         let ctx = match kind {
             BranchKind::If => "if",
@@ -287,8 +287,8 @@ impl Parser<'_> {
             Some((epos, _)) => {
                 if kind == BranchKind::If && matches!(self.peek().tok, Tok::Keyword("if")) {
                     // `{{else if x}}` is `{{else}}{{if x}}...{{end}}{{end}}` sharing one end.
-                    let ipos = self.next().pos;
-                    vec![self.branch(BranchKind::If, ipos)?]
+                    self.next();
+                    vec![self.branch(BranchKind::If)?]
                 } else {
                     self.expect_right("else")?;
                     let (eb, end2) = self.list()?;
@@ -301,7 +301,6 @@ impl Parser<'_> {
             }
         };
         self.vars.truncate(scope);
-        let _ = pos;
         Ok(Node::Branch {
             kind,
             pipe,
@@ -371,19 +370,16 @@ impl Parser<'_> {
         if cmds.is_empty() {
             return Err((pos, format!("missing value for {ctx}")));
         }
+        // Every stage after the first receives the previous value: it must be callable.
         for (i, c) in cmds.iter().enumerate().skip(1) {
-            {
-                {
-                    if !matches!(
-                        c.args.first(),
-                        Some(Arg::Func(_) | Arg::Field(_) | Arg::Var(..) | Arg::Pipe(..))
-                    ) {
-                        return Err((
-                            c.pos,
-                            format!("non executable command in pipeline stage {}", i + 1),
-                        ));
-                    }
-                }
+            if !matches!(
+                c.args.first(),
+                Some(Arg::Func(_) | Arg::Field(_) | Arg::Var(..) | Arg::Pipe(..))
+            ) {
+                return Err((
+                    c.pos,
+                    format!("non executable command in pipeline stage {}", i + 1),
+                ));
             }
         }
         if !assign {
