@@ -1,0 +1,31 @@
+//! `outpost-alerting`: Prometheus rule files and their evaluation, as Prometheus 2.42 does it.
+//!
+//! - [`rulefile`]: rule files, read and validated as `promtool check rules` does.
+//! - [`template`]: Go's `text/template` with Prometheus' functions, for alert labels and
+//!   annotations.
+//! - [`rule`]: recording and alerting rules evaluated at one time; alert state
+//!   (pending → firing → resolved, `keep_firing_for`, resend bookkeeping).
+//! - [`group`]: a group's evaluation (rules in order, each seeing the ones before, stale
+//!   markers, `limit`), its Prometheus-slotted schedule and its persistable state.
+//! - [`query`]: the query function rules read through, and one over the PromQL engine.
+//! - [`duration`]: Prometheus' duration syntax (`1h30m`).
+//!
+//! Pure: no runtime, no clock (every evaluation takes the time as an argument), no I/O;
+//! series are read only through a query function and written only through an append
+//! hook, both passed in by the caller. It depends on `outpost-shared` and
+//! `outpost-promql`, never on tokio, RocksDB or HTTP.
+
+pub mod duration;
+pub mod group;
+pub mod query;
+pub mod rule;
+pub mod rulefile;
+pub mod template;
+mod xxhash;
+
+pub use group::{
+    AlertToSend, EvalReport, Group, GroupOptions, GroupState, RestorePolicy, RuleOutcome, RuleState,
+};
+pub use query::{QueryFn, engine_query};
+pub use rule::{Alert, AlertState, Health, Rule, SeriesSample};
+pub use rulefile::{RuleFile, RuleProblem, parse_rule_file};
