@@ -56,9 +56,18 @@ pub struct QueryGauges {
     /// Queries refused or stopped by a limit, by `reason`: `queue_full`, `timeout`,
     /// `too_many_samples`.
     pub limited: Family<crate::metrics::ReasonLabel, Counter>,
+    /// Range queries that found some of their steps in the result cache.
+    pub cache_hits: Counter,
+    /// Cacheable range queries that found none.
+    pub cache_misses: Counter,
 }
 
 impl QueryLimits {
+    /// The range query result cache.
+    pub fn cache(&self) -> &crate::query_cache::QueryCache {
+        &self.cache
+    }
+
     /// Limits from `[query]`, reporting into `gauges`, with the range query result `cache`.
     pub fn new(
         cfg: &crate::config::QueryConfig,
@@ -206,6 +215,7 @@ impl Timings {
 fn cached_range(
     src: &dyn Queryable,
     cache: &crate::query_cache::QueryCache,
+    gauges: &QueryGauges,
     text: &str,
     expr: &query::Expr,
     steps: &Steps,
@@ -219,6 +229,11 @@ fn cached_range(
     let key = Key::new(text, start, step);
     let epoch = cache.epoch();
     let hit = cache.lookup(&key, start, end);
+    if hit.is_some() {
+        gauges.cache_hits.inc();
+    } else {
+        gauges.cache_misses.inc();
+    }
     // The first step the cache does not cover.
     let next = hit.as_ref().map_or(start, |h| {
         start + ((h.last - start).div_euclid(step) + 1) * step
@@ -406,10 +421,11 @@ async fn range(
     let expr = parse_query(&p)?;
     let src = api.src.clone();
     let cache = api.limits.cache.clone();
+    let gauges = api.limits.gauges.clone();
     let (value, timings) = api
         .limits
         .run(timeout, move |l| {
-            cached_range(src.as_ref(), &cache, &text, &expr, &steps, l)
+            cached_range(src.as_ref(), &cache, &gauges, &text, &expr, &steps, l)
         })
         .await?;
     Ok(query_success(&value, &timings, &p))

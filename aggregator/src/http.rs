@@ -132,6 +132,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     m.series.set(s.storage.series_count() as i64);
     m.head_points.set(s.storage.head_points() as i64);
     m.storage_bytes.set(s.storage.size_bytes() as i64);
+    m.query_cache_points.set(s.query.cache().size().1 as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub compactions: Counter,
     pub compaction_errors: Counter,
     pub query: crate::api::QueryGauges,
+    pub query_cache_points: Gauge,
     pub remote_write_requests: Family<OutcomeLabel, Counter>,
     pub remote_write_samples: Counter,
     pub http_duration: Family<HandlerLabel, Histogram>,
@@ -88,6 +89,7 @@ impl Metrics {
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
             query: Default::default(),
+            query_cache_points: Gauge::default(),
             remote_write_requests: Family::default(),
             remote_write_samples: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
@@ -166,6 +168,21 @@ impl Metrics {
             "queries_limited",
             "Queries refused or stopped by a limit, by reason: queue_full, timeout, too_many_samples",
             m.query.limited.clone(),
+        );
+        r.register(
+            "query_cache_hits",
+            "Range queries that took some of their steps from the result cache",
+            m.query.cache_hits.clone(),
+        );
+        r.register(
+            "query_cache_misses",
+            "Cacheable range queries that found no cached steps",
+            m.query.cache_misses.clone(),
+        );
+        r.register(
+            "query_cache_points",
+            "Points held in cached range query answers ([query] cache_points caps it)",
+            m.query_cache_points.clone(),
         );
         r.register(
             "remote_write_requests",

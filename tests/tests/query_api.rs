@@ -508,6 +508,9 @@ fn cached_range_answers_follow_late_writes() {
     assert_eq!(first[0], "12"); // step 5: points 3, 4 and 5 in [t - 2m, t]
     // Asked again: the same answer, from the cache.
     assert_eq!(range(start, end), first);
+    let hits =
+        outpost_tests::metric_value(&agg.metrics(), "outpost_aggregator_query_cache_hits_total");
+    assert_eq!(hits, Some(1.0));
     // A late point inside the cached window, and a newer one: both show at once.
     write(
         &agg,
