@@ -363,7 +363,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response {
+pub(crate) fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -655,10 +655,10 @@ async fn format_query(
 
 /// Request parameters from the URL query and, when the body is a form, the body; as in Go's
 /// `Request.Form`, body values come first, and a name may repeat.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn from_request(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
+    pub(crate) fn from_request(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
         let mut pairs = Vec::new();
         let is_form = headers
             .get(header::CONTENT_TYPE)
@@ -678,7 +678,7 @@ impl Params {
     }
 
     /// The first non-empty value of `name`; an empty value counts as absent, as in Prometheus.
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, v)| k == name && !v.is_empty())

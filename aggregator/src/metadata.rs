@@ -15,11 +15,12 @@
 //! connection, writes [`MetadataStore::entries`] in one synced commit, and then
 //! [`MetadataStore::committed`] makes it visible.
 
+use crate::api::json;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::RawQuery;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use outpost_shared::metadata::{FamilyMetadata, Metadata};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -145,58 +146,6 @@ fn atoi(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// The first non-empty value of `name` among the form body's and then the URL's parameters,
-/// as Go's `Request.FormValue` reads them.
-fn form_value(name: &str, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    let body = is_form.then(|| String::from_utf8_lossy(body).into_owned());
-    body.as_deref()
-        .into_iter()
-        .chain(query)
-        .flat_map(|s| s.split('&'))
-        .filter_map(|part| {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
-        .find(|v| !v.is_empty())
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 fn bad_data(msg: &str) -> Response {
     json(
         StatusCode::BAD_REQUEST,
@@ -212,7 +161,8 @@ pub async fn handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let param = |name: &str| form_value(name, q.as_deref(), &headers, &body);
+    let p = crate::api::Params::from_request(q.as_deref(), &headers, &body);
+    let param = |name: &str| p.get(name).map(str::to_string);
     let limit = match param("limit") {
         None => -1,
         Some(s) => match atoi(&s) {
@@ -323,11 +273,14 @@ mod tests {
         }
         let mut form = HeaderMap::new();
         form.insert(
-            header::CONTENT_TYPE,
+            axum::http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded".parse().unwrap(),
         );
-        let v =
-            |n: &str, q: Option<&str>, h: &HeaderMap, b: &str| form_value(n, q, h, b.as_bytes());
+        let v = |n: &str, q: Option<&str>, h: &HeaderMap, b: &str| {
+            crate::api::Params::from_request(q, h, b.as_bytes())
+                .get(n)
+                .map(str::to_string)
+        };
         assert_eq!(
             v(
                 "metric",

@@ -32,6 +32,25 @@ pub struct TimeSeries {
     pub samples: Vec<ProtoSample>,
 }
 
+impl TimeSeries {
+    /// A series from label pairs (any order) and `(ms, value)` samples.
+    pub fn new<N: AsRef<str>, V: AsRef<str>>(labels: &[(N, V)], samples: &[(i64, f64)]) -> Self {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| ProtoLabel {
+                    name: n.as_ref().to_string(),
+                    value: v.as_ref().to_string(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| ProtoSample { value, timestamp })
+                .collect(),
+        }
+    }
+}
+
 /// One label pair.
 #[derive(Clone, PartialEq, Message)]
 pub struct ProtoLabel {
@@ -180,19 +199,7 @@ mod tests {
     use crate::model::{is_stale, stale_nan};
 
     fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
-        TimeSeries {
-            labels: labels
-                .iter()
-                .map(|(n, v)| ProtoLabel {
-                    name: n.to_string(),
-                    value: v.to_string(),
-                })
-                .collect(),
-            samples: samples
-                .iter()
-                .map(|&(timestamp, value)| ProtoSample { value, timestamp })
-                .collect(),
-        }
+        TimeSeries::new(labels, samples)
     }
 
     #[test]
