@@ -195,6 +195,47 @@ pub fn get_text(url: &str) -> Result<String, String> {
     }
 }
 
+/// POSTs a remote_write body (snappy + protobuf) with an optional bearer token; the status
+/// and body, errors included.
+pub fn post_remote_write(url: &str, body: &[u8], bearer: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(t) = bearer {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    match req.send(body) {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Debian's `prometheus` on `127.0.0.1:port` with `config` and its data under `dir`, plus
+/// `extra` flags; killed on drop, its output in `<dir>/prometheus.log`.
+pub fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Proc {
+    Proc::start(
+        "prometheus",
+        dir,
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra),
+    )
+}
+
 /// Status code and body of a GET, errors included.
 pub fn get_status(url: &str, bearer: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()

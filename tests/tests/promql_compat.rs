@@ -11,8 +11,8 @@
 #[path = "../../promql/tests/support/mod.rs"]
 mod support;
 
-use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
-use outpost_tests::{Aggregator, Certs, TempDir, free_tcp_port, wait_for};
+use outpost_shared::remote_write::{self, TimeSeries, WriteRequest};
+use outpost_tests::{Aggregator, Certs, TempDir, free_tcp_port, post_remote_write, wait_for};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{Answer, Series, Server, agree, corpus, encode, from_json, http_get, installed};
@@ -21,42 +21,10 @@ fn request(series: &[Series]) -> Vec<u8> {
     remote_write::encode(&WriteRequest {
         timeseries: series
             .iter()
-            .map(|(labels, pts)| TimeSeries {
-                labels: labels
-                    .iter()
-                    .map(|(n, v)| ProtoLabel {
-                        name: n.to_string(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                samples: pts
-                    .iter()
-                    .map(|&(timestamp, value)| ProtoSample { value, timestamp })
-                    .collect(),
-            })
+            .map(|(labels, pts)| TimeSeries::new(labels, pts))
             .collect(),
         metadata: vec![],
     })
-}
-
-fn post(url: &str, body: &[u8]) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    match agent
-        .post(url)
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .send(body)
-    {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(e) => (0, e.to_string()),
-    }
 }
 
 fn port_of(addr: &str) -> u16 {
@@ -139,7 +107,7 @@ fn answers_agree_with_prometheus_over_remote_write() {
     for chunk in first.chunks(4).chain(late.chunks(4)) {
         let body = request(chunk);
         for url in &targets {
-            let (status, text) = post(url, &body);
+            let (status, text) = post_remote_write(url, &body, None);
             assert_eq!(status, 204, "{url}: {text}");
         }
     }

@@ -3,10 +3,11 @@
 //! hostile queries get a clear error quickly while remote_write ingestion keeps being
 //! acknowledged.
 
-use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
-use outpost_tests::{Aggregator, Certs, TempDir, encode, free_tcp_port, get_json, wait_for};
+use outpost_shared::remote_write::{self, TimeSeries, WriteRequest};
+use outpost_tests::{
+    Aggregator, Certs, TempDir, encode, free_tcp_port, get_json, start_prometheus, wait_for,
+};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now_ms() -> i64 {
@@ -17,19 +18,7 @@ fn now_ms() -> i64 {
 }
 
 fn series(labels: &[(&str, String)], samples: &[(i64, f64)]) -> TimeSeries {
-    TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| ProtoLabel {
-                name: n.to_string(),
-                value: v.clone(),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| ProtoSample { value, timestamp })
-            .collect(),
-    }
+    TimeSeries::new(labels, samples)
 }
 
 fn agent() -> ureq::Agent {
@@ -59,15 +48,6 @@ fn get(url: &str) -> (u16, Value) {
     let mut r = agent().get(url).call().expect("request");
     let code = r.status().as_u16();
     (code, r.body_mut().read_json().unwrap_or(Value::Null))
-}
-
-struct Prom(Child);
-
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -134,19 +114,7 @@ fn a_real_prometheus_federates_from_outpost() {
         ),
     )
     .expect("config");
-    let _prom = Prom(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (scripts/install-deps installs it)"),
-    );
+    let _prom = start_prometheus(dir.path(), &config, port, &[]);
     let q = format!(
         "http://127.0.0.1:{port}/api/v1/query?query={}&time={}",
         encode("{job=\"fed\"}"),

@@ -2,12 +2,12 @@
 //! sample it stored itself is queryable there; malformed bodies are refused with a reason
 //! and store nothing; the bearer-token rule holds; outcomes are counted on `/metrics`.
 
-use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
+use outpost_shared::remote_write::{self, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Aggregator, Certs, TempDir, encode, free_tcp_port, get_json, metric_value, wait_for,
+    Aggregator, Certs, TempDir, encode, free_tcp_port, get_json, metric_value, post_remote_write,
+    start_prometheus, wait_for,
 };
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TOKEN: &str = "s3cret-token";
@@ -25,40 +25,11 @@ fn start(dir: &TempDir) -> Aggregator {
 }
 
 fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
-    TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| ProtoLabel {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| ProtoSample { value, timestamp })
-            .collect(),
-    }
+    TimeSeries::new(labels, samples)
 }
 
 fn post(url: &str, body: &[u8], token: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent
-        .post(url)
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf");
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    match req.send(body) {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(e) => (0, e.to_string()),
-    }
+    post_remote_write(url, body, token)
 }
 
 fn query(agg: &Aggregator, q: &str, time_s: f64) -> Vec<Value> {
@@ -209,15 +180,6 @@ fn late_samples_and_stale_markers_land_where_they_belong() {
     );
 }
 
-struct Prom(Child);
-
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `(ms, value)` pairs of a `[range]` answer's first series.
 fn points(result: &[Value]) -> Vec<(i64, String)> {
     result
@@ -256,19 +218,7 @@ fn a_real_prometheus_remote_writes_into_outpost() {
         ),
     )
     .expect("config");
-    let _prom = Prom(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (scripts/install-deps installs it)"),
-    );
+    let _prom = start_prometheus(dir.path(), &config, prom_port, &[]);
     let prom = |q: &str| -> Vec<Value> {
         get_json(&format!(
             "http://127.0.0.1:{prom_port}/api/v1/query?query={}",
