@@ -25,6 +25,91 @@ pub struct Config {
     /// YAML file of synthetic checks (a top-level `checks:` list) that the aggregator assigns
     /// to agents by region. Re-read when it changes. Default: no checks.
     pub checks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub alerting: AlertingConfig,
+}
+
+/// `[alerting]`: Prometheus rule files evaluated by the aggregator, and where alerts go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Rule files (Prometheus' YAML format); globs allowed, relative to the config file.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// Interval of groups that set none (Prometheus' `evaluation_interval`). Default 30s.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: outpost_shared::units::Duration,
+    /// Alertmanager base URLs (`http://host:9093`); alerts are posted to `/api/v2/alerts`.
+    #[serde(default)]
+    pub alertmanagers: Vec<String>,
+    /// Labels added to every alert sent, and `$externalLabels` in templates.
+    #[serde(default)]
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// The URL users reach the aggregator at, for alerts' `generatorURL` and templates.
+    /// Default: `http://` + `listen.http`.
+    pub external_url: Option<String>,
+}
+
+fn default_evaluation_interval() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(30)
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            rule_files: Vec::new(),
+            evaluation_interval: default_evaluation_interval(),
+            alertmanagers: Vec::new(),
+            external_labels: Default::default(),
+            external_url: None,
+        }
+    }
+}
+
+impl AlertingConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = vec![];
+        if self.evaluation_interval.get().is_zero() {
+            out.push(Problem::new(
+                "alerting.evaluation_interval",
+                "must be more than 0s",
+            ));
+        }
+        for u in &self.alertmanagers {
+            if !u.starts_with("http://") || u.len() <= "http://".len() {
+                out.push(Problem::new(
+                    "alerting.alertmanagers",
+                    format!(
+                        "{u:?} is not a URL such as \"http://127.0.0.1:9093\" (plain http only)"
+                    ),
+                ));
+            }
+        }
+        for k in self.external_labels.keys() {
+            if !outpost_alerting::rulefile::is_valid_label_name(k) {
+                out.push(Problem::new(
+                    "alerting.external_labels",
+                    format!("invalid label name: {k}"),
+                ));
+            }
+        }
+        if let Some(u) = &self.external_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(Problem::new(
+                "alerting.external_url",
+                format!("{u:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if let Err(problems) = crate::rules::load_files(&self.rule_files) {
+            out.extend(
+                problems
+                    .into_iter()
+                    .map(|p| Problem::new("alerting.rule_files", p)),
+            );
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -183,6 +268,11 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        for r in &mut cfg.alerting.rule_files {
+            if Path::new(r.as_str()).is_relative() {
+                *r = base.join(r.as_str()).display().to_string();
+            }
+        }
         Ok(cfg)
     }
 
@@ -235,6 +325,7 @@ impl Config {
             out.extend(e.lines().map(|l| Problem::new("checks_file", l)));
         }
         out.extend(self.query.validate());
+        out.extend(self.alerting.validate());
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
         out
@@ -304,6 +395,24 @@ impl Config {
                     .unwrap_or_default(),
             ),
         ]
+    }
+
+    /// The external URL alerts link back to: `[alerting] external_url`, else
+    /// `http://` + `listen.http` (an unspecified address as the host name).
+    pub fn external_url(&self) -> String {
+        if let Some(u) = &self.alerting.external_url {
+            return u.trim_end_matches('/').to_string();
+        }
+        match self.listen.http.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_unspecified() => {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into());
+                format!("http://{host}:{}", a.port())
+            }
+            _ => format!("http://{}", self.listen.http),
+        }
     }
 
     /// The API token, if one is configured.

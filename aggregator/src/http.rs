@@ -1,7 +1,8 @@
 //! The aggregator's HTTP server: the Prometheus query API (see [`crate::api`]; its
 //! `/api/v1/metadata` reads the [`crate::metadata::MetadataStore`] this router adds as a
 //! request extension) plus
-//! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
+//! `/api/v1/agents`, `/api/v1/checks`, `/api/v1/rules`, `/api/v1/alerts`, `POST /-/reload`,
+//! `/api/v1/status/buildinfo`, `/health` and `/metrics`, with bearer-token
 //! authentication when a token is configured.
 
 use crate::connections::Connections;
@@ -36,6 +37,11 @@ pub struct AppState {
     pub writer: tokio::sync::mpsc::Sender<crate::ingest::WriterMsg>,
     /// The stored metric metadata, served by `/api/v1/metadata`.
     pub metadata: Arc<crate::metadata::MetadataStore>,
+    /// The running alert and recording rules.
+    pub rules: Arc<crate::rules::Rules>,
+    /// Asks the config reloader for a reload (`POST /-/reload`); without one, only the rule
+    /// files are re-read.
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +51,12 @@ pub fn router(state: AppState) -> Router {
             .route("/api/v1/agents", get(agents))
             .route("/api/v1/checks", get(checks))
             .route("/api/v1/checks/reload", post(reload_checks))
+            .route("/api/v1/rules", get(crate::rules_api::rules))
+            .route("/api/v1/alerts", get(crate::rules_api::alerts))
+            .route(
+                "/-/reload",
+                post(crate::rules_api::reload).put(crate::rules_api::reload),
+            )
             .route("/api/v1/status/buildinfo", get(crate::status::buildinfo))
             .route(
                 "/api/v1/status/runtimeinfo",

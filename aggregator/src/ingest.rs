@@ -50,6 +50,9 @@ pub enum WriterMsg {
     Closed(u64),
     /// Families' metadata that differs from what is stored.
     Metadata(Vec<FamilyMetadata>),
+    /// Caller metadata entries (key, value) to store in one synced commit, such as rule
+    /// groups' state; answered once durable.
+    Meta(Vec<(Vec<u8>, Vec<u8>)>, oneshot::Sender<Result<(), String>>),
 }
 
 /// The single writer: takes whatever is queued (up to [`MAX_GROUP`]) and commits it in one
@@ -68,6 +71,8 @@ pub fn spawn_writer(
             while let Some(first) = rx.blocking_recv() {
                 let mut g = Group::default();
                 let mut declared = Vec::new();
+                let mut meta = Vec::new();
+                let mut meta_replies = Vec::new();
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
@@ -85,6 +90,10 @@ pub fn spawn_writer(
                             lock(&ledger).connection_closed(c);
                         }
                         WriterMsg::Metadata(m) => declared.extend(m),
+                        WriterMsg::Meta(m, tx) => {
+                            meta.extend(m);
+                            meta_replies.push(tx);
+                        }
                     }
                     if g.reqs.len() + g.writes.len() < MAX_GROUP {
                         next = rx.try_recv().ok();
@@ -92,6 +101,16 @@ pub fn spawn_writer(
                 }
                 commit(&storage, &ledger, &metrics, &cache, &mut g);
                 commit_metadata(&storage, &metadata, declared);
+                if !meta_replies.is_empty() {
+                    let plan = WritePlan {
+                        meta: std::mem::take(&mut meta),
+                        ..Default::default()
+                    };
+                    let r = storage.commit(&plan).map(|_| ()).map_err(|e| e.to_string());
+                    for tx in meta_replies.drain(..) {
+                        let _ = tx.send(r.clone());
+                    }
+                }
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"))

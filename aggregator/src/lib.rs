@@ -3,7 +3,9 @@
 //!
 //! [`run`] wires [`ingest`] (QUIC server and the group-committing writer, which the pure
 //! [`ledger`] tells what to write), the store (`outpost-tsdb`), [`http`] (API, `/metrics`,
-//! `/health`; queries evaluated by `outpost-promql`) and the head compactor. [`demo`] runs an
+//! `/health`; queries evaluated by `outpost-promql`), [`rules`] (alert and recording rules
+//! by `outpost-alerting`, their results written through the ingest writer, alerts sent to
+//! Alertmanager) and the head compactor. [`demo`] runs an
 //! aggregator and a local agent together with generated certificates.
 
 pub mod api;
@@ -20,6 +22,8 @@ pub mod metrics;
 pub mod query_cache;
 pub mod reload;
 pub mod remote_write;
+pub mod rules;
+pub mod rules_api;
 pub mod status;
 
 use config::Config;
@@ -108,6 +112,15 @@ pub async fn run_with(
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
     let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
+    let (rules, rules_task) = rules::start(
+        storage.clone(),
+        writer_tx.clone(),
+        rules::Settings::from_config(&cfg),
+        metrics.clone(),
+        stop_rx.clone(),
+    )
+    .map_err(|e| RunError::Setup(format!("[alerting] rule_files: {e}")))?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let ingest = ingest::Ingest {
         ledger: ledger.clone(),
         checks: checks.clone(),
@@ -136,6 +149,8 @@ pub async fn run_with(
         }),
         writer: writer_tx,
         metadata: metadata.clone(),
+        rules: rules.clone(),
+        reload: config_path.as_ref().map(|_| reload_tx),
     });
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -147,15 +162,23 @@ pub async fn run_with(
     });
     let reloader = match config_path {
         Some(p) => Some(
-            reload::spawn(p, cfg.clone(), metrics.reload.clone(), checks.clone())
-                .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?,
+            reload::spawn(
+                p,
+                cfg.clone(),
+                metrics.reload.clone(),
+                checks.clone(),
+                rules.clone(),
+                reload_rx,
+            )
+            .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?,
         ),
         None => None,
     };
     tracing::info!(
         quic = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         http = %cfg.listen.http, data_dir = %cfg.data_dir.display(),
-        series = storage.series_count(), checks = checks.view().checks.len(), "aggregator ready"
+        series = storage.series_count(), checks = checks.view().checks.len(),
+        rule_groups = rules.groups().len(), "aggregator ready"
     );
     outpost_service::sdnotify::ready(&format!("running; {} series", storage.series_count()));
     let watchdog = outpost_service::sdnotify::spawn_watchdog();
@@ -175,6 +198,8 @@ pub async fn run_with(
     );
     let _ = stop_tx.send(true);
     accept.abort();
+    // The rules task holds a writer sender: let it finish its evaluation and drop it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), rules_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     // The writer ends when every connection task has dropped its sender.

@@ -18,6 +18,11 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertmanagerLabel {
+    pub alertmanager: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandlerLabel {
     pub handler: String,
 }
@@ -49,6 +54,12 @@ pub struct Metrics {
     pub reload: outpost_service::metrics::ReloadGauges,
     pub checks: crate::checks::Gauges,
     pub process: outpost_service::metrics::ProcessInfo,
+    pub rule_evaluations: Counter,
+    pub rule_evaluation_failures: Counter,
+    pub rule_reloads: Family<OutcomeLabel, Counter>,
+    pub notifications_sent: Family<AlertmanagerLabel, Counter>,
+    pub notifications_errors: Family<AlertmanagerLabel, Counter>,
+    pub notifications_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +108,43 @@ impl Metrics {
             reload: Default::default(),
             checks: Default::default(),
             process: Default::default(),
+            rule_evaluations: Counter::default(),
+            rule_evaluation_failures: Counter::default(),
+            rule_reloads: Family::default(),
+            notifications_sent: Family::default(),
+            notifications_errors: Family::default(),
+            notifications_dropped: Counter::default(),
         };
+        r.register(
+            "rule_evaluations",
+            "Rule evaluations (Prometheus' prometheus_rule_evaluations_total)",
+            m.rule_evaluations.clone(),
+        );
+        r.register(
+            "rule_evaluation_failures",
+            "Rule evaluations that failed",
+            m.rule_evaluation_failures.clone(),
+        );
+        r.register(
+            "rule_reloads",
+            "Rule file reloads, by outcome (success, refused)",
+            m.rule_reloads.clone(),
+        );
+        r.register(
+            "notifications_sent",
+            "Alerts sent to an Alertmanager (Prometheus' prometheus_notifications_sent_total)",
+            m.notifications_sent.clone(),
+        );
+        r.register(
+            "notifications_errors",
+            "Alerts that could not be sent to an Alertmanager after every retry",
+            m.notifications_errors.clone(),
+        );
+        r.register(
+            "notifications_dropped",
+            "Alerts dropped because the notification queue was full",
+            m.notifications_dropped.clone(),
+        );
         r.register(
             "ingest_batches",
             "Batches applied to storage",
@@ -278,6 +325,27 @@ impl Metrics {
         self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` alerts sent to (`ok`) or failed at Alertmanager `am`.
+    pub fn notification(&self, am: &str, n: u64, ok: bool) {
+        let l = AlertmanagerLabel {
+            alertmanager: am.to_string(),
+        };
+        if ok {
+            self.notifications_sent.get_or_create(&l).inc_by(n);
+        } else {
+            self.notifications_errors.get_or_create(&l).inc_by(n);
+        }
+    }
+
+    /// Counts a rule file reload.
+    pub fn rule_reload(&self, ok: bool) {
+        self.rule_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: if ok { "success" } else { "refused" }.into(),
             })
             .inc();
     }

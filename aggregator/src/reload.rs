@@ -1,9 +1,11 @@
 //! Configuration reload on SIGHUP for the aggregator: the file is re-read and validated; a
 //! config with problems is refused as a whole (every problem logged, the running config
-//! kept). `[log] level` and the checks file's content apply at once; the other keys bind sockets, open storage or load
+//! kept). `[log] level`, `[alerting]` (rule files, intervals, Alertmanagers, external
+//! labels and URL) and the checks file's content apply at once; the other keys bind sockets, open storage or load
 //! TLS material at start, so a change to them is logged as needing a restart. The outcome
 //! goes to `outpost_aggregator_config_last_reload_successful` and
-//! `outpost_aggregator_config_last_reload_success_timestamp_seconds`.
+//! `outpost_aggregator_config_last_reload_success_timestamp_seconds`. `POST /-/reload`
+//! asks for the same reload over HTTP.
 
 use crate::config::Config;
 use outpost_service::logging;
@@ -29,59 +31,106 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
-/// Registers for SIGHUP now and reloads `path` on each one.
+/// A reload asked for over HTTP (`POST /-/reload`), answered with its outcome.
+pub type Request = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Registers for SIGHUP now and reloads `path` on each one, and on each request from
+/// `requests`.
 pub fn spawn(
     path: PathBuf,
     initial: Config,
     gauges: ReloadGauges,
     checks: std::sync::Arc<crate::checks::Placement>,
+    rules: std::sync::Arc<crate::rules::Rules>,
+    mut requests: tokio::sync::mpsc::Receiver<Request>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         let mut running = initial;
-        while hup.recv().await.is_some() {
+        loop {
+            let reply = tokio::select! {
+                s = hup.recv() => {
+                    if s.is_none() {
+                        return;
+                    }
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                    None
+                }
+                r = requests.recv() => {
+                    let Some(r) = r else { return };
+                    tracing::info!(config = %path.display(), "reload requested over HTTP: reloading the configuration");
+                    Some(r)
+                }
+            };
             sdnotify::reloading();
-            tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-            match Config::load(&path) {
-                Err(e) => {
-                    gauges.failed();
-                    e.log_refused_reload();
-                }
-                Ok(new) => {
-                    let restart = restart_keys(&running, &new);
-                    for key in &restart {
-                        tracing::warn!(
-                            key,
-                            "config reload: {key} changed; it takes effect after a restart, the running value stays until then"
-                        );
-                    }
-                    if new.log.level != running.log.level
-                        && logging::reload_level(new.log.level.as_deref())
-                    {
-                        running.log.level = new.log.level.clone();
-                    }
-                    // The checks file is re-read too (its own errors keep the running checks).
-                    let checks_ok = match checks.file() {
-                        Some(_) => {
-                            let c = checks.clone();
-                            matches!(
-                                tokio::task::spawn_blocking(move || c.reload()).await,
-                                Ok(Ok(_))
-                            )
-                        }
-                        None => true,
-                    };
-                    if checks_ok {
-                        tracing::info!(needs_restart = ?restart, "configuration reloaded");
-                        gauges.succeeded(outpost_service::now_ms());
-                    } else {
-                        gauges.failed();
-                    }
-                }
+            let outcome = reload_once(&path, &mut running, &gauges, &checks, &rules).await;
+            if let Some(r) = reply {
+                let _ = r.send(outcome);
             }
             sdnotify::ready("running");
         }
     }))
+}
+
+/// One reload: the file, then the checks file and the rule files it names.
+async fn reload_once(
+    path: &std::path::Path,
+    running: &mut Config,
+    gauges: &ReloadGauges,
+    checks: &std::sync::Arc<crate::checks::Placement>,
+    rules: &crate::rules::Rules,
+) -> Result<(), String> {
+    let new = match Config::load(path) {
+        Err(e) => {
+            gauges.failed();
+            e.log_refused_reload();
+            return Err(e.to_string());
+        }
+        Ok(new) => new,
+    };
+    let restart = restart_keys(running, &new);
+    for key in &restart {
+        tracing::warn!(
+            key,
+            "config reload: {key} changed; it takes effect after a restart, the running value stays until then"
+        );
+    }
+    if new.log.level != running.log.level && logging::reload_level(new.log.level.as_deref()) {
+        running.log.level = new.log.level.clone();
+    }
+    // The checks file is re-read too (its own errors keep the running checks).
+    let checks_ok = match checks.file() {
+        Some(_) => {
+            let c = checks.clone();
+            matches!(
+                tokio::task::spawn_blocking(move || c.reload()).await,
+                Ok(Ok(_))
+            )
+        }
+        None => true,
+    };
+    // So are the rule files, with the new [alerting] settings.
+    let rules_ok = rules
+        .reload(Some(crate::rules::Settings::from_config(&new)))
+        .await;
+    if rules_ok.is_ok() {
+        running.alerting = new.alerting.clone();
+    }
+    match (checks_ok, rules_ok) {
+        (true, Ok(_)) => {
+            tracing::info!(needs_restart = ?restart, "configuration reloaded");
+            gauges.succeeded(outpost_service::now_ms());
+            Ok(())
+        }
+        (false, _) => {
+            gauges.failed();
+            Err("the checks file was refused".into())
+        }
+        (true, Err(e)) => {
+            gauges.failed();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -210,6 +210,11 @@ impl Group {
         self.interval_ms
     }
 
+    /// The most series or alerts a rule may produce in one evaluation (0: no limit).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// The rules and their state.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

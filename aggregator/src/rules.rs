@@ -1,0 +1,757 @@
+//! Alert and recording rules: the thin shell around `outpost-alerting`.
+//!
+//! One task owns every rule group. It sleeps until the next group is due (Prometheus'
+//! slotting, [`Group::next_eval_ms`]), evaluates it on a blocking thread with the PromQL
+//! engine over the store, and writes each rule's samples (recorded series, `ALERTS`,
+//! `ALERTS_FOR_STATE`, stale markers) through the ingest writer, waiting for each commit
+//! before the next rule runs, so the next rule sees them. After each evaluation the group's
+//! state is stored (JSON, one metadata key per group under [`STATE_PREFIX`]) so that, after a
+//! crash, a firing alert keeps its `activeAt`. Alerts due to be sent go to the
+//! [`Notifier`], which posts them to every Alertmanager.
+//!
+//! Rule files are re-read on SIGHUP (with the rest of the config), on `POST /-/reload` and
+//! when a file's modification time changes; a file with problems is refused as a whole,
+//! each problem logged with file, line and reason, and the running rules are kept. State
+//! carries across a reload by group and rule.
+
+use crate::config::Config;
+use crate::ingest::{SeriesWrite, WriterMsg};
+use crate::metrics::Metrics;
+use outpost_alerting::rule::LabelMap;
+use outpost_alerting::{
+    AlertToSend, Group, GroupOptions, GroupState, RestorePolicy, RuleFile, SeriesSample,
+    engine_query, parse_rule_file,
+};
+use outpost_shared::Point;
+use outpost_tsdb::Storage;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Key prefix of the groups' stored state; the file name, a NUL and the group name follow.
+pub const STATE_PREFIX: &[u8] = b"alerting/";
+
+/// How often rule files are checked for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Expands `patterns` (globs allowed) and reads and validates every rule file, in pattern
+/// order, each file once.
+///
+/// # Errors
+/// Every problem, as the alerting crate words them (file, line, group, rule), and files
+/// that cannot be read or patterns that are not valid globs.
+pub fn load_files(patterns: &[String]) -> Result<Vec<RuleFile>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let paths = match expand(patterns) {
+        Ok(p) => p,
+        Err(e) => return Err(e),
+    };
+    for p in paths {
+        let name = p.display().to_string();
+        match std::fs::read_to_string(&p) {
+            Err(e) => problems.push(format!("{name}: cannot read: {e}")),
+            Ok(text) => match parse_rule_file(&name, &text) {
+                Ok(f) => out.push(f),
+                Err(ps) => problems.extend(ps.iter().map(ToString::to_string)),
+            },
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The files `patterns` name: a glob's matches in name order; a plain path as it is (it
+/// must exist).
+fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for pat in patterns {
+        if pat.contains(['*', '?', '[']) {
+            match glob::glob(pat) {
+                Err(e) => problems.push(format!("{pat}: not a valid pattern: {e}")),
+                Ok(paths) => {
+                    let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                    found.sort();
+                    for f in found {
+                        if f.is_file() && !out.contains(&f) {
+                            out.push(f);
+                        }
+                    }
+                }
+            }
+        } else {
+            let p = PathBuf::from(pat);
+            if !p.exists() {
+                problems.push(format!("{pat}: no such file"));
+            } else if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What the files matched by `patterns` are and when each last changed.
+fn fingerprint(patterns: &[String]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    expand(patterns)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let mtime = m.as_ref().and_then(|m| m.modified().ok());
+            let len = m.map(|m| m.len()).unwrap_or(0);
+            (p, mtime, len)
+        })
+        .collect()
+}
+
+/// The `[alerting]` settings rules run with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub patterns: Vec<String>,
+    pub opts: GroupOptions,
+    pub alertmanagers: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        let external_labels: LabelMap = cfg.alerting.external_labels.clone();
+        Settings {
+            patterns: cfg.alerting.rule_files.clone(),
+            opts: GroupOptions {
+                default_interval_ms: cfg.alerting.evaluation_interval.get().as_millis() as i64,
+                external_labels,
+                external_url: cfg.external_url(),
+                ..GroupOptions::default()
+            },
+            alertmanagers: cfg.alerting.alertmanagers.clone(),
+        }
+    }
+}
+
+/// A group as the API shows it: the group after its last evaluation, with timings.
+#[derive(Clone, Debug)]
+pub struct GroupView {
+    pub group: Group,
+    /// How long the last evaluation took, s.
+    pub eval_seconds: f64,
+    /// How long each rule took at the last evaluation, s.
+    pub rule_seconds: Vec<f64>,
+    /// When the last evaluation started (wall clock), ms.
+    pub last_eval_wall_ms: Option<i64>,
+    /// The slot the group is evaluated at next, ms (`None` until scheduled).
+    due_ms: Option<i64>,
+}
+
+impl GroupView {
+    fn new(group: Group) -> Self {
+        let n = group.rules().len();
+        GroupView {
+            group,
+            eval_seconds: 0.0,
+            rule_seconds: vec![0.0; n],
+            last_eval_wall_ms: None,
+            due_ms: None,
+        }
+    }
+}
+
+type ReloadReply = oneshot::Sender<Result<usize, String>>;
+
+/// The running rules: what the API reads, and the way to ask for a reload.
+pub struct Rules {
+    view: RwLock<Arc<Vec<GroupView>>>,
+    reload: mpsc::Sender<(Option<Settings>, ReloadReply)>,
+}
+
+impl Rules {
+    /// The groups as of their last evaluation, in file order.
+    pub fn groups(&self) -> Arc<Vec<GroupView>> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn publish(&self, groups: Vec<GroupView>) {
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(groups);
+    }
+
+    /// Re-reads the rule files (with `settings`, or the running ones); returns how many
+    /// groups run now.
+    ///
+    /// # Errors
+    /// The files' problems, one a line; the running rules are kept.
+    pub async fn reload(&self, settings: Option<Settings>) -> Result<usize, String> {
+        let (tx, rx) = oneshot::channel();
+        self.reload
+            .send((settings, tx))
+            .await
+            .map_err(|_| "the rules are not running".to_string())?;
+        rx.await
+            .map_err(|_| "the rules are not running".to_string())?
+    }
+}
+
+fn state_key(file: &str, name: &str) -> Vec<u8> {
+    let mut k = STATE_PREFIX.to_vec();
+    k.extend_from_slice(file.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn build(files: &[RuleFile], opts: &GroupOptions) -> Vec<GroupView> {
+    files
+        .iter()
+        .flat_map(|f| Group::from_file(f, opts))
+        .map(GroupView::new)
+        .collect()
+}
+
+/// Loads the rule files, restores the groups' stored state and starts evaluating.
+///
+/// # Errors
+/// The rule files have problems, or the stored state cannot be read.
+pub fn start(
+    storage: Arc<Storage>,
+    writer: mpsc::Sender<WriterMsg>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<Rules>, tokio::task::JoinHandle<()>), String> {
+    let files = load_files(&settings.patterns).map_err(|p| p.join("\n"))?;
+    let mut groups = build(&files, &settings.opts);
+    let stored = storage.meta(STATE_PREFIX).map_err(|e| e.to_string())?;
+    let mut states: BTreeMap<Vec<u8>, GroupState> = BTreeMap::new();
+    for (k, v) in stored {
+        match serde_json::from_slice::<GroupState>(&v) {
+            Ok(s) => {
+                states.insert(k, s);
+            }
+            Err(e) => tracing::warn!(
+                key = %String::from_utf8_lossy(&k),
+                "skipping stored rule group state: {e}"
+            ),
+        }
+    }
+    let now = outpost_service::now_ms();
+    let mut restored = 0;
+    for g in &mut groups {
+        if let Some(s) = states.remove(&state_key(g.group.file(), g.group.name())) {
+            g.group
+                .restore_after_restart(s, now, &RestorePolicy::default());
+            restored += 1;
+        }
+    }
+    let (tx, rx) = mpsc::channel(8);
+    let rules = Arc::new(Rules {
+        view: RwLock::new(Arc::new(groups.clone())),
+        reload: tx,
+    });
+    let notifier = Notifier::spawn(settings.alertmanagers.clone(), metrics.clone());
+    tracing::info!(groups = groups.len(), restored, "rules loaded");
+    let runner = Runner {
+        storage,
+        writer,
+        settings: settings.clone(),
+        fingerprint: fingerprint(&settings.patterns),
+        groups,
+        rules: rules.clone(),
+        notifier,
+        metrics,
+    };
+    Ok((rules, tokio::spawn(runner.run(rx, stop))))
+}
+
+struct Runner {
+    storage: Arc<Storage>,
+    writer: mpsc::Sender<WriterMsg>,
+    settings: Settings,
+    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    groups: Vec<GroupView>,
+    rules: Arc<Rules>,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+}
+
+/// When `g` is due next, seen at `now_ms`: its next slot (before its first evaluation, the
+/// slot after the one preceding `now_ms`, as Prometheus' group loop starts), or, when
+/// evaluations were missed (after a restart or a stall), the latest slot not after now.
+fn due_ms(g: &Group, now_ms: i64) -> i64 {
+    let next = g.next_eval_ms(now_ms);
+    if next + g.interval_ms() <= now_ms {
+        g.eval_timestamp_ms(now_ms)
+    } else {
+        next
+    }
+}
+
+/// Sets every group's due time that is not set yet; kept until the group is evaluated, so
+/// the first slot is not moved ahead by the wait for it.
+fn schedule(groups: &mut [GroupView], now_ms: i64) {
+    for g in groups.iter_mut().filter(|g| g.due_ms.is_none()) {
+        g.due_ms = Some(due_ms(&g.group, now_ms));
+    }
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut reloads: mpsc::Receiver<(Option<Settings>, ReloadReply)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next_watch = Instant::now() + WATCH_EVERY;
+        loop {
+            let now = outpost_service::now_ms();
+            schedule(&mut self.groups, now);
+            let next = self.groups.iter().filter_map(|g| g.due_ms).min();
+            let wait = next
+                .map(|n| Duration::from_millis((n - now).max(0) as u64))
+                .unwrap_or(WATCH_EVERY)
+                .min(next_watch.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = reloads.recv() => {
+                    let Some((settings, reply)) = r else { return };
+                    let _ = reply.send(self.reload(settings));
+                    continue;
+                }
+                _ = stop.wait_for(|v| *v) => return,
+            }
+            if Instant::now() >= next_watch {
+                next_watch = Instant::now() + WATCH_EVERY;
+                let fp = fingerprint(&self.settings.patterns);
+                if fp != self.fingerprint {
+                    tracing::info!("a rule file changed: reloading the rules");
+                    let _ = self.reload(None);
+                }
+            }
+            let now = outpost_service::now_ms();
+            schedule(&mut self.groups, now);
+            for i in 0..self.groups.len() {
+                let Some(ts) = self.groups[i].due_ms.filter(|&ts| ts <= now) else {
+                    continue;
+                };
+                if *stop.borrow() {
+                    return;
+                }
+                self.eval(i, ts).await;
+            }
+        }
+    }
+
+    /// Re-reads the rule files; on success the new groups take over the old ones' state.
+    fn reload(&mut self, settings: Option<Settings>) -> Result<usize, String> {
+        let settings = settings.unwrap_or_else(|| self.settings.clone());
+        let fp = fingerprint(&settings.patterns);
+        let files = match load_files(&settings.patterns) {
+            Ok(f) => f,
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("rule reload refused, the running rules are kept: {p}");
+                }
+                self.metrics.rule_reload(false);
+                // Not retried until a file changes again.
+                self.fingerprint = fp;
+                return Err(problems.join("\n"));
+            }
+        };
+        let mut groups = build(&files, &settings.opts);
+        for g in &mut groups {
+            if let Some(old) = self
+                .groups
+                .iter()
+                .find(|o| o.group.file() == g.group.file() && o.group.name() == g.group.name())
+            {
+                g.group.restore(old.group.state());
+                g.last_eval_wall_ms = old.last_eval_wall_ms;
+                g.eval_seconds = old.eval_seconds;
+                if g.group.interval_ms() == old.group.interval_ms() {
+                    g.due_ms = old.due_ms;
+                }
+            }
+        }
+        if settings.alertmanagers != self.settings.alertmanagers {
+            self.notifier
+                .set_alertmanagers(settings.alertmanagers.clone());
+        }
+        let n = groups.len();
+        tracing::info!(groups = n, "rules reloaded");
+        self.groups = groups;
+        self.settings = settings;
+        self.fingerprint = fp;
+        self.metrics.rule_reload(true);
+        self.rules.publish(self.groups.clone());
+        Ok(n)
+    }
+
+    /// Evaluates group `i` at `ts`, stores its state and hands its due alerts out.
+    async fn eval(&mut self, i: usize, ts: i64) {
+        let mut group = self.groups[i].group.clone();
+        let storage = self.storage.clone();
+        let writer = self.writer.clone();
+        let wall = outpost_service::now_ms();
+        let done = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let (report, rule_seconds) = eval_group(&mut group, ts, &storage, &writer);
+            let eval_seconds = t.elapsed().as_secs_f64();
+            let stored = store_state(&group, &writer);
+            (group, report, rule_seconds, eval_seconds, stored)
+        })
+        .await;
+        let Ok((group, report, rule_seconds, eval_seconds, stored)) = done else {
+            tracing::error!("rule group evaluation panicked");
+            let slot = &mut self.groups[i];
+            slot.due_ms = Some(ts + slot.group.interval_ms());
+            return;
+        };
+        if let Err(e) = stored {
+            tracing::error!(
+                file = group.file(),
+                group = group.name(),
+                "cannot store the rule group's state (kept in memory): {e}"
+            );
+        }
+        for r in &report.rules {
+            self.metrics.rule_evaluations.inc();
+            if r.error.is_some() {
+                self.metrics.rule_evaluation_failures.inc();
+                tracing::debug!(rule = %r.name, "rule evaluation failed: {}", r.error.as_deref().unwrap_or_default());
+            }
+        }
+        if !report.to_send.is_empty() {
+            let payload = alertmanager_payload(
+                &report.to_send,
+                &self.settings.opts.external_labels,
+                &self.settings.opts.external_url,
+            );
+            self.notifier.send(payload, report.to_send.len());
+        }
+        let slot = &mut self.groups[i];
+        slot.group = group;
+        slot.eval_seconds = eval_seconds;
+        slot.rule_seconds = rule_seconds;
+        slot.last_eval_wall_ms = Some(wall);
+        slot.due_ms = Some(due_ms(&slot.group, outpost_service::now_ms()));
+        self.rules.publish(self.groups.clone());
+    }
+}
+
+/// One evaluation on this (blocking) thread: queries through the engine, each rule's samples
+/// written through the ingest writer before the next rule. Returns the report and each
+/// rule's time, s.
+fn eval_group(
+    group: &mut Group,
+    ts: i64,
+    storage: &Arc<Storage>,
+    writer: &mpsc::Sender<WriterMsg>,
+) -> (outpost_alerting::EvalReport, Vec<f64>) {
+    let engine = engine_query(storage.as_ref());
+    let exprs: Vec<String> = group.rules().iter().map(|r| r.spec.expr.clone()).collect();
+    // Each rule starts by querying its own expression: that marks where its time begins.
+    let starts: RefCell<Vec<Instant>> = RefCell::new(Vec::with_capacity(exprs.len()));
+    let next_rule = Cell::new(0usize);
+    let query = |text: &str, t: i64| {
+        let i = next_rule.get();
+        if exprs.get(i).is_some_and(|e| e == text) {
+            starts.borrow_mut().push(Instant::now());
+            next_rule.set(i + 1);
+        }
+        engine(text, t)
+    };
+    let mut append = |batch: &[SeriesSample]| -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let write: SeriesWrite = batch
+            .iter()
+            .map(|s| {
+                (
+                    s.labels.clone(),
+                    vec![Point {
+                        ts: s.ts,
+                        value: s.value,
+                    }],
+                )
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        writer
+            .blocking_send(WriterMsg::Write(write, tx))
+            .map_err(|_| "the aggregator is shutting down".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "the aggregator is shutting down".to_string())?
+    };
+    let report = group.eval(ts, &query, &mut append);
+    let end = Instant::now();
+    let starts = starts.into_inner();
+    let mut secs = vec![0.0; exprs.len()];
+    if starts.len() == exprs.len() {
+        for (k, s) in starts.iter().enumerate() {
+            let e = starts.get(k + 1).copied().unwrap_or(end);
+            secs[k] = e.saturating_duration_since(*s).as_secs_f64();
+        }
+    }
+    (report, secs)
+}
+
+fn store_state(group: &Group, writer: &mpsc::Sender<WriterMsg>) -> Result<(), String> {
+    let json = serde_json::to_vec(&group.state()).map_err(|e| e.to_string())?;
+    let (tx, rx) = oneshot::channel();
+    writer
+        .blocking_send(WriterMsg::Meta(
+            vec![(state_key(group.file(), group.name()), json)],
+            tx,
+        ))
+        .map_err(|_| "the aggregator is shutting down".to_string())?;
+    rx.blocking_recv()
+        .map_err(|_| "the aggregator is shutting down".to_string())?
+}
+
+/// Go's `url.QueryEscape`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The link Prometheus puts in `generatorURL`: the expression in the console's table view.
+pub fn generator_url(external_url: &str, expr: &str) -> String {
+    format!(
+        "{}/graph?g0.expr={}&g0.tab=1",
+        external_url.trim_end_matches('/'),
+        query_escape(expr)
+    )
+}
+
+/// Alerts in Alertmanager's v2 `PostableAlerts` JSON, as Prometheus' notifier sends them:
+/// `startsAt` when the alert fired, `endsAt` when it resolved or until when this send is
+/// valid, external labels added where the alert lacks them.
+pub fn alertmanager_payload(
+    alerts: &[AlertToSend],
+    external_labels: &LabelMap,
+    external_url: &str,
+) -> String {
+    let items: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            let mut labels = a.alert.labels.clone();
+            for (k, v) in external_labels {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            let mut v = serde_json::json!({
+                "labels": labels,
+                "annotations": a.alert.annotations,
+                "startsAt": crate::http::rfc3339(a.alert.fired_at_ms.unwrap_or(a.alert.active_at_ms)),
+                "generatorURL": generator_url(external_url, &a.expr),
+            });
+            if let Some(e) = a.alert.ends_at_ms() {
+                v["endsAt"] = serde_json::Value::String(crate::http::rfc3339(e));
+            }
+            v
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+/// Posts alerts to every Alertmanager, one payload at a time, retrying with backoff.
+pub struct Notifier {
+    tx: mpsc::Sender<(Arc<String>, usize)>,
+    alertmanagers: Arc<RwLock<Vec<String>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Sends queued before new ones are dropped (and counted).
+const NOTIFY_QUEUE: usize = 1000;
+/// Attempts per payload and Alertmanager; waits between them double from the first.
+const NOTIFY_ATTEMPTS: u32 = 4;
+const NOTIFY_FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Notifier {
+    fn spawn(alertmanagers: Vec<String>, metrics: Arc<Metrics>) -> Notifier {
+        let (tx, mut rx) = mpsc::channel::<(Arc<String>, usize)>(NOTIFY_QUEUE);
+        let ams = Arc::new(RwLock::new(alertmanagers));
+        for a in ams.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            metrics.notification(a, 0, true);
+            metrics.notification(a, 0, false);
+        }
+        let (list, m) = (ams.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(NOTIFY_TIMEOUT))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            while let Some((body, n)) = rx.recv().await {
+                let targets = list.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let sends = targets.into_iter().map(|am| {
+                    let (agent, body, m) = (agent.clone(), body.clone(), m.clone());
+                    async move {
+                        let ok = post_with_retries(&agent, &am, body).await;
+                        m.notification(&am, n as u64, ok);
+                    }
+                });
+                for s in sends.collect::<Vec<_>>() {
+                    s.await;
+                }
+            }
+        });
+        Notifier {
+            tx,
+            alertmanagers: ams,
+            metrics,
+        }
+    }
+
+    fn set_alertmanagers(&self, list: Vec<String>) {
+        for a in &list {
+            self.metrics.notification(a, 0, true);
+            self.metrics.notification(a, 0, false);
+        }
+        *self
+            .alertmanagers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    fn send(&self, payload: String, alerts: usize) {
+        if self
+            .alertmanagers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        if self.tx.try_send((Arc::new(payload), alerts)).is_err() {
+            self.metrics.notifications_dropped.inc_by(alerts as u64);
+            tracing::warn!(alerts, "notification queue full: alerts dropped");
+        }
+    }
+}
+
+async fn post_with_retries(agent: &ureq::Agent, base: &str, body: Arc<String>) -> bool {
+    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+    let mut backoff = NOTIFY_FIRST_BACKOFF;
+    for attempt in 1..=NOTIFY_ATTEMPTS {
+        let (agent, url2, body2) = (agent.clone(), url.clone(), body.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            match agent
+                .post(&url2)
+                .header("Content-Type", "application/json")
+                .send(body2.as_str())
+            {
+                Ok(resp) if resp.status().is_success() => Ok(()),
+                Ok(mut resp) => Err(format!(
+                    "HTTP {}: {}",
+                    resp.status().as_u16(),
+                    resp.body_mut().read_to_string().unwrap_or_default().trim()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match r {
+            Ok(()) => return true,
+            Err(e) if attempt < NOTIFY_ATTEMPTS => {
+                tracing::warn!(alertmanager = %url, attempt, "sending alerts failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => {
+                tracing::error!(alertmanager = %url, attempt, "sending alerts failed, giving up: {e}");
+            }
+        }
+    }
+    false
+}
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus' API shows alert values.
+pub fn go_float_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let s = format!("{v:e}");
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mant}e{sign}{:02}", exp.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_as_go_does() {
+        assert_eq!(go_float_e(1.0), "1e+00");
+        assert_eq!(go_float_e(0.0), "0e+00");
+        assert_eq!(go_float_e(1234.5), "1.2345e+03");
+        assert_eq!(go_float_e(-0.00012), "-1.2e-04");
+        assert_eq!(go_float_e(1e300), "1e+300");
+        assert_eq!(go_float_e(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn generator_url_escapes_as_go() {
+        assert_eq!(
+            generator_url("http://h:9470/", "up == 0"),
+            "http://h:9470/graph?g0.expr=up+%3D%3D+0&g0.tab=1"
+        );
+    }
+
+    #[test]
+    fn missing_files_and_bad_rules_are_named() {
+        let dir = std::env::temp_dir().join(format!("outpost-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.yml");
+        std::fs::write(
+            &f,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up ==\n",
+        )
+        .unwrap();
+        let p = load_files(&[f.display().to_string()])
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            p.contains("bad.yml: 5:") && p.contains("group \"g\", rule 1, \"A\""),
+            "{p}"
+        );
+        let p = load_files(&[dir.join("none.yml").display().to_string()])
+            .unwrap_err()
+            .join("\n");
+        assert!(p.contains("none.yml: no such file"), "{p}");
+        assert!(
+            load_files(&[dir.join("*.yaml").display().to_string()])
+                .unwrap()
+                .is_empty()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
