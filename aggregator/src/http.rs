@@ -156,6 +156,25 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
 pub fn rfc3339(ms: i64) -> String {
+    let (date, millis) = civil(ms);
+    format!("{date}.{millis:03}Z")
+}
+
+/// A time as Go's `time.RFC3339Nano` prints it in UTC (as Prometheus' JSON does): `ms` since
+/// the epoch plus `sub_ms_ns` nanoseconds, the fraction's trailing zeros dropped and no
+/// fraction at all on a whole second (`2026-12-01T03:08:06.35983257Z`).
+pub fn rfc3339_nano(ms: i64, sub_ms_ns: u32) -> String {
+    let (date, millis) = civil(ms);
+    let ns = millis as u64 * 1_000_000 + u64::from(sub_ms_ns % 1_000_000);
+    if ns == 0 {
+        return format!("{date}Z");
+    }
+    let frac = format!("{ns:09}");
+    format!("{date}.{}Z", frac.trim_end_matches('0'))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` and the milliseconds of `ms` since the epoch (UTC).
+fn civil(ms: i64) -> (String, i64) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -170,12 +189,13 @@ pub fn rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+    let date = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         sod / 3600,
         sod % 3600 / 60,
         sod % 60
-    )
+    );
+    (date, millis)
 }
 
 async fn agents(State(s): State<AppState>) -> impl IntoResponse {

@@ -15,6 +15,7 @@
 //! carries across a reload by group and rule.
 
 use crate::config::Config;
+use crate::http::rfc3339_nano;
 use crate::ingest::{SeriesWrite, WriterMsg};
 use crate::metrics::Metrics;
 use outpost_alerting::rule::LabelMap;
@@ -433,6 +434,7 @@ impl Runner {
                 &report.to_send,
                 &self.settings.opts.external_labels,
                 &self.settings.opts.external_url,
+                group.slot_sub_ms_ns(),
             );
             self.notifier.send(payload, report.to_send.len());
         }
@@ -543,11 +545,13 @@ pub fn generator_url(external_url: &str, expr: &str) -> String {
 
 /// Alerts in Alertmanager's v2 `PostableAlerts` JSON, as Prometheus' notifier sends them:
 /// `startsAt` when the alert fired, `endsAt` when it resolved or until when this send is
-/// valid, external labels added where the alert lacks them.
+/// valid, external labels added where the alert lacks them. `ns` is the group's
+/// sub-millisecond slot offset ([`Group::slot_sub_ms_ns`]), as Prometheus' times carry it.
 pub fn alertmanager_payload(
     alerts: &[AlertToSend],
     external_labels: &LabelMap,
     external_url: &str,
+    ns: u32,
 ) -> String {
     let items: Vec<serde_json::Value> = alerts
         .iter()
@@ -559,11 +563,11 @@ pub fn alertmanager_payload(
             let mut v = serde_json::json!({
                 "labels": labels,
                 "annotations": a.alert.annotations,
-                "startsAt": crate::http::rfc3339(a.alert.fired_at_ms.unwrap_or(a.alert.active_at_ms)),
+                "startsAt": rfc3339_nano(a.alert.fired_at_ms.unwrap_or(a.alert.active_at_ms), ns),
                 "generatorURL": generator_url(external_url, &a.expr),
             });
             if let Some(e) = a.alert.ends_at_ms() {
-                v["endsAt"] = serde_json::Value::String(crate::http::rfc3339(e));
+                v["endsAt"] = serde_json::Value::String(rfc3339_nano(e, ns));
             }
             v
         })

@@ -10,7 +10,7 @@
 //!
 //! `/api/v1/rules?type=alert|record` keeps one kind, as Prometheus does.
 
-use crate::http::{AppState, rfc3339};
+use crate::http::{AppState, rfc3339_nano};
 use crate::rules::go_float_e;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -30,49 +30,67 @@ fn health(h: Health) -> &'static str {
     }
 }
 
-fn alert_json(a: &Alert) -> Value {
+/// An alert; `ns` is its group's sub-millisecond slot offset ([`Group::slot_sub_ms_ns`]).
+///
+/// [`Group::slot_sub_ms_ns`]: outpost_alerting::Group::slot_sub_ms_ns
+fn alert_json(a: &Alert, ns: u32) -> Value {
     let mut v = json!({
         "labels": a.labels,
         "annotations": a.annotations,
         "state": a.state.as_str(),
-        "activeAt": rfc3339(a.active_at_ms),
+        "activeAt": rfc3339_nano(a.active_at_ms, ns),
         "value": go_float_e(a.value),
     });
     if let Some(k) = a.keep_firing_since_ms {
-        v["keepFiringSince"] = Value::String(rfc3339(k));
+        v["keepFiringSince"] = Value::String(rfc3339_nano(k, ns));
     }
     v
 }
 
-fn rule_json(r: &Rule, secs: f64) -> Value {
+/// Seconds as Go's JSON prints a float64: whole numbers without a fraction (`2`, not `2.0`).
+fn secs_json(s: f64) -> Value {
+    if s.fract() == 0.0 && s.abs() < 1e15 {
+        Value::from(s as i64)
+    } else {
+        Value::from(s)
+    }
+}
+
+fn rule_json(r: &Rule, secs: f64, ns: u32) -> Value {
     let last = r
         .last_eval_ms
-        .map(rfc3339)
+        .map(|t| rfc3339_nano(t, ns))
         .unwrap_or_else(|| ZERO_TIME.into());
     let mut v = match &r.spec.kind {
         RuleKind::Alert(name) => json!({
             "state": r.alert_state().as_str(),
             "name": name,
             "query": r.spec.expr,
-            "duration": r.spec.for_ms as f64 / 1000.0,
-            "keepFiringFor": r.spec.keep_firing_for_ms as f64 / 1000.0,
+            "duration": secs_json(r.spec.for_ms as f64 / 1000.0),
+            "keepFiringFor": secs_json(r.spec.keep_firing_for_ms as f64 / 1000.0),
             "labels": r.spec.labels,
             "annotations": r.spec.annotations,
-            "alerts": r.active_alerts().into_iter().map(alert_json).collect::<Vec<_>>(),
+            "alerts": r.active_alerts().into_iter().map(|a| alert_json(a, ns)).collect::<Vec<_>>(),
             "health": health(r.health),
-            "evaluationTime": secs,
+            "evaluationTime": secs_json(secs),
             "lastEvaluation": last,
             "type": "alerting",
         }),
-        RuleKind::Record(name) => json!({
-            "name": name,
-            "query": r.spec.expr,
-            "labels": r.spec.labels,
-            "health": health(r.health),
-            "evaluationTime": secs,
-            "lastEvaluation": last,
-            "type": "recording",
-        }),
+        RuleKind::Record(name) => {
+            let mut v = json!({
+                "name": name,
+                "query": r.spec.expr,
+                "health": health(r.health),
+                "evaluationTime": secs_json(secs),
+                "lastEvaluation": last,
+                "type": "recording",
+            });
+            // Prometheus leaves out a recording rule's empty labels.
+            if !r.spec.labels.is_empty() {
+                v["labels"] = json!(r.spec.labels);
+            }
+            v
+        }
     };
     if let Some(e) = &r.last_error {
         v["lastError"] = Value::String(e.clone());
@@ -114,16 +132,22 @@ pub async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response
                     (Some("record"), RuleKind::Alert(_)) => false,
                     _ => true,
                 })
-                .map(|(i, r)| rule_json(r, g.rule_seconds.get(i).copied().unwrap_or(0.0)))
+                .map(|(i, r)| {
+                    let secs = g.rule_seconds.get(i).copied().unwrap_or(0.0);
+                    rule_json(r, secs, g.group.slot_sub_ms_ns())
+                })
                 .collect();
             json!({
                 "name": g.group.name(),
                 "file": g.group.file(),
                 "rules": rules,
-                "interval": g.group.interval_ms() as f64 / 1000.0,
+                "interval": secs_json(g.group.interval_ms() as f64 / 1000.0),
                 "limit": g.group.limit(),
-                "evaluationTime": g.eval_seconds,
-                "lastEvaluation": g.last_eval_wall_ms.map(rfc3339).unwrap_or_else(|| ZERO_TIME.into()),
+                "evaluationTime": secs_json(g.eval_seconds),
+                "lastEvaluation": g
+                    .last_eval_wall_ms
+                    .map(|t| rfc3339_nano(t, 0))
+                    .unwrap_or_else(|| ZERO_TIME.into()),
             })
         })
         .collect();
@@ -135,8 +159,14 @@ pub async fn alerts(State(s): State<AppState>) -> Response {
     let groups = s.rules.groups();
     let out: Vec<Value> = groups
         .iter()
-        .flat_map(|g| g.group.rules().iter())
-        .flat_map(|r| r.active_alerts().into_iter().map(alert_json))
+        .flat_map(|g| {
+            let ns = g.group.slot_sub_ms_ns();
+            g.group.rules().iter().flat_map(move |r| {
+                r.active_alerts()
+                    .into_iter()
+                    .map(move |a| alert_json(a, ns))
+            })
+        })
         .collect();
     axum::Json(json!({"status": "success", "data": {"alerts": out}})).into_response()
 }

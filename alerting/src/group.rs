@@ -249,6 +249,14 @@ impl Group {
         ((base + offset).div_euclid(1_000_000)) as i64
     }
 
+    /// The nanoseconds past the millisecond of every slot of this group: Prometheus keeps
+    /// evaluation times in nanoseconds and shows them so (`activeAt`, `startsAt`), while
+    /// samples and this crate's times are whole milliseconds.
+    pub fn slot_sub_ms_ns(&self) -> u32 {
+        let interval = u128::from(self.interval_ms.max(1) as u64) * 1_000_000;
+        ((u128::from(self.hash()) % interval) % 1_000_000) as u32
+    }
+
     /// When to evaluate next, after `now_ms`: one interval after the previous evaluation,
     /// or, before the first, one interval after the slot preceding `now_ms` (as
     /// Prometheus' group loop starts).

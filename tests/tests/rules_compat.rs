@@ -1,0 +1,485 @@
+//! Rules side by side with the real Prometheus (Debian's 2.42): the same rule file and the
+//! same samples, sent to both through remote_write, one step per evaluation. After every
+//! evaluation `/api/v1/alerts` and `/api/v1/rules` must be the same (wall-clock timings
+//! aside); at the end the `ALERTS`, `ALERTS_FOR_STATE` and recorded series (staleness
+//! included), and what each sent to its own Alertmanager (0.25), must be the same too.
+//!
+//! The scenario walks the alerts through inactive → pending → firing → resolved, with
+//! `for: 0`, a `for` longer and one shorter than the interval, `keep_firing_for`, templated
+//! labels that change an alert's identity, and annotations using the template functions,
+//! including one that fails to render.
+//!
+//! Both programs slot the group by the hash of its file and name, so with the same absolute
+//! file path they evaluate at the same instants; each step's samples are written half an
+//! interval before the slot that reads them.
+
+use outpost_shared::remote_write::{self, TimeSeries, WriteRequest};
+use outpost_tests::{
+    Aggregator, Certs, Proc, TempDir, free_tcp_port, get_json, post_remote_write, start_prometheus,
+    wait_for,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const INTERVAL_MS: i64 = 2000;
+
+const RULES: &str = r#"groups:
+  - name: compare
+    interval: 2s
+    rules:
+      - record: room:temp:max
+        expr: max by (room) (temp)
+      - alert: HotNow
+        expr: room:temp:max > 30
+        labels:
+          severity: warning
+        annotations:
+          summary: "{{ $labels.room }} at {{ $value | humanize }} in {{ $externalLabels.cluster }}"
+          detail: '{{ printf "%.2f" $value }} {{ humanizeDuration 3661 }} {{ .Labels.room | toUpper }} {{ with query "count(temp)" }}{{ . | first | value }}{{ end }}'
+      - alert: HotFor4s
+        expr: room:temp:max > 30
+        for: 4s
+        labels:
+          severity: page
+      - alert: HotBriefly
+        expr: room:temp:max > 30
+        for: 1s
+      - alert: HotKeep
+        expr: room:temp:max > 30
+        keep_firing_for: 5s
+      - alert: HotFor4sKeep
+        expr: room:temp:max > 30
+        for: 4s
+        keep_firing_for: 3s
+      - alert: Level
+        expr: temp > 0
+        labels:
+          level: '{{ if gt $value 30.0 }}high{{ else }}normal{{ end }}'
+        annotations:
+          all: '{{ range query "temp" | sortByLabel "room" }}{{ .Labels.room }}={{ .Value }};{{ end }}'
+          sizes: '{{ 1536 | humanize1024 }} {{ 0.256 | humanizePercentage }} {{ 1700000000 | humanizeTimestamp }} {{ "a.b" | reReplaceAll "\\." "-" | title }}'
+          broken: '{{ humanize "x" }}'
+          url: '{{ $externalURL }} {{ "a b&c" | urlquery }} {{ "host:9100" | stripPort }}'
+      - record: compare:done
+        expr: vector(1)
+"#;
+
+/// Room a's and room b's temperature at each step.
+const STEPS: &[(f64, f64)] = &[
+    (20.0, 25.0),
+    (20.0, 25.0),
+    (35.0, 25.0),
+    (35.0, 25.0),
+    (35.0, 40.0),
+    (35.0, 40.0),
+    (20.0, 40.0),
+    (20.0, 25.0),
+    (20.0, 25.0),
+    (20.0, 25.0),
+    (35.0, 25.0),
+    (20.0, 25.0),
+    (20.0, 25.0),
+    (20.0, 25.0),
+];
+
+/// The step after which what reached the Alertmanagers is compared while alerts fire.
+const FIRING_STEP: usize = 5;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+fn sleep_until(t_ms: i64) {
+    let d = t_ms - now_ms();
+    if d > 0 {
+        std::thread::sleep(Duration::from_millis(d as u64));
+    }
+}
+
+fn start_alertmanager(dir: &Path, name: &str) -> (Proc, String) {
+    let port = free_tcp_port();
+    let cfg = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("write alertmanager config");
+    let proc = Proc::start(
+        name,
+        dir,
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.join(format!("{name}-data")).display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = wait_for(Duration::from_secs(20), || {
+        outpost_tests::get_text(&format!("{url}/-/ready")).ok()
+    });
+    assert!(ready.is_some(), "{name} did not start:\n{}", proc.logs());
+    (proc, url)
+}
+
+/// The two programs under comparison: HTTP bases.
+struct Pair<'a> {
+    prom: &'a str,
+    outpost: &'a str,
+}
+
+fn query(base: &str, q: &str) -> Vec<Value> {
+    let url = format!("{base}/api/v1/query?query={}", outpost_tests::encode(q));
+    get_json(&url)
+        .ok()
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The timestamp, ms, of the latest `compare:done` sample: the last evaluation finished.
+fn done_at(base: &str) -> Option<i64> {
+    let r = query(base, "timestamp(compare:done)");
+    let v = r.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
+    Some((v * 1000.0).round() as i64)
+}
+
+fn write(base: &str, ts: i64, a: f64, b: f64) {
+    let series =
+        |room: &str, v: f64| TimeSeries::new(&[("__name__", "temp"), ("room", room)], &[(ts, v)]);
+    let body = remote_write::encode(&WriteRequest {
+        timeseries: vec![series("a", a), series("b", b)],
+        metadata: vec![],
+    });
+    let (code, text) = post_remote_write(&format!("{base}/api/v1/write"), &body, None);
+    assert!(
+        (200..300).contains(&code),
+        "{base}: remote_write {code}: {text}"
+    );
+}
+
+/// Removes what depends on the wall clock (evaluation times and durations).
+fn strip_timings(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("evaluationTime");
+            m.remove("lastEvaluation");
+            for x in m.values_mut() {
+                strip_timings(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_timings),
+        _ => {}
+    }
+}
+
+/// Where `a` and `b` first differ: a JSON path and both values.
+fn first_diff(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                if let Some(d) = first_diff(u, v, &format!("{path}.{k}")) {
+                    return Some(d);
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_diff(u, v, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: outpost {a}, prometheus {b}")),
+    }
+}
+
+/// Alerts in a stable order (by their labels).
+fn sorted_alerts(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(|a| a["labels"].to_string());
+    v
+}
+
+fn alerts(base: &str) -> Vec<Value> {
+    let v = get_json(&format!("{base}/api/v1/alerts")).expect("alerts");
+    sorted_alerts(v["data"]["alerts"].as_array().cloned().unwrap_or_default())
+}
+
+fn rules(base: &str) -> Value {
+    let mut v = get_json(&format!("{base}/api/v1/rules")).expect("rules");
+    strip_timings(&mut v);
+    for g in v["data"]["groups"].as_array_mut().into_iter().flatten() {
+        for r in g["rules"].as_array_mut().into_iter().flatten() {
+            if let Some(a) = r.get_mut("alerts") {
+                *a = Value::Array(sorted_alerts(a.as_array().cloned().unwrap_or_default()));
+            }
+        }
+    }
+    v
+}
+
+/// A range query's result as `{labels → [(t, v)]}`.
+fn range(base: &str, q: &str, start: i64, end: i64) -> BTreeMap<String, Vec<(String, String)>> {
+    let url = format!(
+        "{base}/api/v1/query_range?query={}&start={}&end={}&step={}",
+        outpost_tests::encode(q),
+        start as f64 / 1000.0,
+        end as f64 / 1000.0,
+        INTERVAL_MS as f64 / 1000.0
+    );
+    let v = get_json(&url).unwrap_or_else(|e| panic!("{base}: {q}: {e}"));
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().into_iter().flatten() {
+        let pts = s["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p[0].to_string(),
+                    p[1].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.insert(s["metric"].to_string(), pts);
+    }
+    out
+}
+
+/// What an Alertmanager holds: each alert's labels, annotations, start, end and link.
+fn am_alerts(url: &str) -> Vec<Value> {
+    let v = get_json(&format!("{url}/api/v2/alerts")).unwrap_or(Value::Null);
+    let mut out: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            serde_json::json!({
+                "labels": a["labels"],
+                "annotations": a["annotations"],
+                "startsAt": a["startsAt"],
+                "endsAt": a["endsAt"],
+                "generatorURL": a["generatorURL"],
+                "state": a["status"]["state"],
+            })
+        })
+        .collect();
+    out.sort_by_key(|a| a["labels"].to_string());
+    out
+}
+
+#[test]
+fn rules_match_prometheus_step_by_step() {
+    for (prog, arg) in [
+        ("prometheus", "--version"),
+        ("prometheus-alertmanager", "--version"),
+    ] {
+        assert!(
+            Command::new(prog).arg(arg).output().is_ok(),
+            "{prog} is not installed: run scripts/install-deps"
+        );
+    }
+    let dir = TempDir::new("rules-compat");
+    let rules_file = dir.path().join("compare.rules.yml");
+    std::fs::write(&rules_file, RULES).expect("write rules");
+    let rules_path = rules_file.canonicalize().expect("rules path");
+    let external_url = "http://outpost.example:9470";
+
+    let (_am_p, am_prom) = start_alertmanager(dir.path(), "am-prometheus");
+    let (_am_o, am_outpost) = start_alertmanager(dir.path(), "am-outpost");
+
+    let prom_port = free_tcp_port();
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  external_labels:\n    cluster: test\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
+            rules_path.display(),
+            am_prom.trim_start_matches("http://")
+        ),
+    )
+    .expect("write prometheus config");
+    let prom_proc = start_prometheus(
+        dir.path(),
+        &prom_cfg,
+        prom_port,
+        &[
+            "--web.enable-remote-write-receiver",
+            &format!("--web.external-url={external_url}"),
+        ],
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    assert!(
+        wait_for(Duration::from_secs(30), || get_json(&format!(
+            "{prom}/api/v1/rules"
+        ))
+        .ok())
+        .is_some(),
+        "prometheus did not start:\n{}",
+        prom_proc.logs()
+    );
+
+    let certs = Certs::init(&dir.path().join("certs"));
+    let tail = format!(
+        "[alerting]\nrule_files = [\"{}\"]\nalertmanagers = [\"{am_outpost}\"]\nexternal_labels = {{ cluster = \"test\" }}\nexternal_url = \"{external_url}\"\n",
+        rules_path.display()
+    );
+    let agg = Aggregator::start_config(dir.path(), &certs, "", &tail);
+    let outpost = agg.url("");
+    let pair = Pair {
+        prom: &prom,
+        outpost: &outpost,
+    };
+    let both = [pair.prom, pair.outpost];
+
+    // Both evaluate at the same instants.
+    let first = wait_for(Duration::from_secs(20), || {
+        let p = done_at(pair.prom)?;
+        let o = done_at(pair.outpost)?;
+        Some((p, o))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no evaluation seen:\n{}\n{}",
+            prom_proc.logs(),
+            agg.proc.logs()
+        )
+    });
+    assert_eq!(
+        (first.0 - first.1).rem_euclid(INTERVAL_MS),
+        0,
+        "the two do not evaluate at the same instants: {first:?}"
+    );
+    let mut slot = first.0.max(first.1);
+    let mut slots = Vec::with_capacity(STEPS.len());
+
+    for (step, &(a, b)) in STEPS.iter().enumerate() {
+        // Half an interval before the next slot: write this step's samples.
+        slot += INTERVAL_MS;
+        while now_ms() > slot - INTERVAL_MS / 2 {
+            slot += INTERVAL_MS;
+        }
+        sleep_until(slot - INTERVAL_MS / 2);
+        let ts = now_ms();
+        for base in both {
+            write(base, ts, a, b);
+        }
+        let evaluated = wait_for(Duration::from_secs(10), || {
+            both.iter()
+                .all(|b| done_at(b).is_some_and(|t| t >= slot))
+                .then_some(())
+        });
+        assert!(
+            evaluated.is_some(),
+            "step {step}: slot {slot} not evaluated by both ({:?}, {:?})",
+            done_at(pair.prom),
+            done_at(pair.outpost)
+        );
+        slots.push(slot);
+        let (pa, oa) = (alerts(pair.prom), alerts(pair.outpost));
+        let (pr, or) = (rules(pair.prom), rules(pair.outpost));
+        // The answers belong to this slot only if neither has evaluated the next one.
+        for base in both {
+            assert_eq!(
+                done_at(base),
+                Some(slot),
+                "step {step}: {base} moved past slot {slot} while being compared"
+            );
+        }
+        let (oa, pa) = (Value::Array(oa), Value::Array(pa));
+        if let Some(d) = first_diff(&oa, &pa, "alerts") {
+            panic!(
+                "step {step} (a={a}, b={b}): /api/v1/alerts differ at {d}\noutpost:    {oa}\nprometheus: {pa}"
+            );
+        }
+        if step == FIRING_STEP {
+            // Everything that fires by now has been sent once: both Alertmanagers hold the
+            // same alerts, with the same start, end and link.
+            let mut last = (vec![], vec![]);
+            let same = wait_for(Duration::from_millis(900), || {
+                let p = am_alerts(&am_prom);
+                let o = am_alerts(&am_outpost);
+                let same = p.len() >= 4 && p == o;
+                last = (p, o);
+                same.then_some(())
+            });
+            assert!(
+                same.is_some(),
+                "step {step}: the Alertmanagers hold different alerts\noutpost's:    {}\nprometheus': {}",
+                Value::Array(last.1.clone()),
+                Value::Array(last.0.clone())
+            );
+        }
+        if let Some(d) = first_diff(&or, &pr, "rules") {
+            panic!(
+                "step {step} (a={a}, b={b}): /api/v1/rules differ at {d}\noutpost:    {or}\nprometheus: {pr}"
+            );
+        }
+    }
+    let end = slot;
+
+    // Prometheus writes no `ALERTS` in a group's first two evaluations after it starts
+    // (it waits to restore `for` state from them); Outpost restores its state from its own
+    // store and writes them from the first. So the series are compared from the second
+    // step on, and Outpost's first-step alerts are checked on their own.
+    let early = range(pair.outpost, "ALERTS", slots[0], slots[0]);
+    assert_eq!(
+        early.len(),
+        2,
+        "outpost's ALERTS at the first step: {early:?}"
+    );
+    let start = slots[1];
+
+    // The series the rules wrote, staleness included, evaluated at each slot.
+    for q in [
+        "ALERTS",
+        "ALERTS_FOR_STATE",
+        "room:temp:max",
+        "count by (alertstate) (ALERTS)",
+    ] {
+        let p = range(pair.prom, q, start, end);
+        let o = range(pair.outpost, q, start, end);
+        assert!(!p.is_empty(), "{q}: prometheus has nothing");
+        let differ: Vec<String> = o
+            .keys()
+            .chain(p.keys())
+            .filter(|k| o.get(*k) != p.get(*k))
+            .map(|k| {
+                format!(
+                    "{k}\n  outpost:    {:?}\n  prometheus: {:?}",
+                    o.get(k),
+                    p.get(k)
+                )
+            })
+            .collect();
+        assert!(differ.is_empty(), "{q} differs:\n{}", differ.join("\n"));
+    }
+
+    // What each sent to its Alertmanager. Resolved alerts are re-sent for a while, so both
+    // Alertmanagers settle on the same set.
+    let mut last = (vec![], vec![]);
+    let same = wait_for(Duration::from_secs(20), || {
+        let p = am_alerts(&am_prom);
+        let o = am_alerts(&am_outpost);
+        let same = !p.is_empty() && p == o;
+        last = (p, o);
+        same.then_some(())
+    });
+    assert!(
+        same.is_some(),
+        "the Alertmanagers hold different alerts\noutpost's:    {}\nprometheus': {}",
+        Value::Array(last.1.clone()),
+        Value::Array(last.0.clone())
+    );
+}
