@@ -48,6 +48,23 @@ pub struct AlertingConfig {
     /// The URL users reach the aggregator at, for alerts' `generatorURL` and templates.
     /// Default: `http://` + `listen.http`.
     pub external_url: Option<String>,
+    /// How long alerts whose `agent` label names a cut-off agent are held as they are
+    /// instead of being resolved for lack of data (`0s`: never held). Default 1h.
+    #[serde(default = "default_cut_off_hold")]
+    pub cut_off_hold: outpost_shared::units::Duration,
+    /// An agent from which no batch has arrived for this long counts as cut off even while
+    /// its connection looks open (a partition is only noticed by the connection's idle
+    /// timeout). Keep it above the agents' collect interval. Default 30s.
+    #[serde(default = "default_cut_off_after")]
+    pub cut_off_after: outpost_shared::units::Duration,
+}
+
+fn default_cut_off_after() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(30)
+}
+
+fn default_cut_off_hold() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(3600)
 }
 
 fn default_evaluation_interval() -> outpost_shared::units::Duration {
@@ -62,6 +79,8 @@ impl Default for AlertingConfig {
             alertmanagers: Vec::new(),
             external_labels: Default::default(),
             external_url: None,
+            cut_off_hold: default_cut_off_hold(),
+            cut_off_after: default_cut_off_after(),
         }
     }
 }
@@ -73,6 +92,12 @@ impl AlertingConfig {
             out.push(Problem::new(
                 "alerting.evaluation_interval",
                 "must be more than 0s",
+            ));
+        }
+        if self.cut_off_after.get().is_zero() {
+            out.push(Problem::new(
+                "alerting.cut_off_after",
+                "must be more than 0s (above the agents' collect interval)",
             ));
         }
         for u in &self.alertmanagers {

@@ -101,6 +101,11 @@ impl Connections {
             .cloned()
     }
 
+    /// When the agent's current connection was made, ms; `None` when it is not connected.
+    pub fn connected_since(&self, agent: &str) -> Option<i64> {
+        self.lock().get(agent).map(|a| a.connected_since_ms)
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }

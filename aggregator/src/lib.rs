@@ -115,6 +115,10 @@ pub async fn run_with(
     let (rules, rules_task) = rules::start(
         storage.clone(),
         writer_tx.clone(),
+        rules::AgentState {
+            connections: connections.clone(),
+            ledger: ledger.clone(),
+        },
         rules::Settings::from_config(&cfg),
         metrics.clone(),
         stop_rx.clone(),

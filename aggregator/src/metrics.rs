@@ -60,6 +60,7 @@ pub struct Metrics {
     pub notifications_sent: Family<AlertmanagerLabel, Counter>,
     pub notifications_errors: Family<AlertmanagerLabel, Counter>,
     pub notifications_dropped: Counter,
+    pub rule_cut_off_agents: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,7 +115,13 @@ impl Metrics {
             notifications_sent: Family::default(),
             notifications_errors: Family::default(),
             notifications_dropped: Counter::default(),
+            rule_cut_off_agents: Gauge::default(),
         };
+        r.register(
+            "rule_cut_off_agents",
+            "Agents cut off (not connected, or no data since they reconnected) whose alerts are held instead of resolved",
+            m.rule_cut_off_agents.clone(),
+        );
         r.register(
             "rule_evaluations",
             "Rule evaluations (Prometheus' prometheus_rule_evaluations_total)",

@@ -9,14 +9,26 @@
 //! crash, a firing alert keeps its `activeAt`. Alerts due to be sent go to the
 //! [`Notifier`], which posts them to every Alertmanager.
 //!
+//! Late and missing data, the choices made: a group is evaluated once per slot on what has
+//! arrived by then, and a past slot is not evaluated again when an agent's backlog lands
+//! in it later (the backlog shows in the next evaluations' windows, and in `rules replay`).
+//! Missing data is not read as "resolved": an active alert whose `agent` label names an
+//! agent that is cut off (not connected, silent for `cut_off_after`, or without data since
+//! it reconnected) is held as it is, firing or pending, its `ALERTS` still written, for up
+//! to `cut_off_hold` after the agent was last heard from; then the agent's data decides
+//! again. Alerts that aggregate the agent away carry no `agent` label and are evaluated as
+//! Prometheus would.
+//!
 //! Rule files are re-read on SIGHUP (with the rest of the config), on `POST /-/reload` and
 //! when a file's modification time changes; a file with problems is refused as a whole,
 //! each problem logged with file, line and reason, and the running rules are kept. State
 //! carries across a reload by group and rule.
 
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::http::rfc3339_nano;
 use crate::ingest::{SeriesWrite, WriterMsg};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use outpost_alerting::rule::LabelMap;
 use outpost_alerting::{
@@ -26,9 +38,9 @@ use outpost_alerting::{
 use outpost_shared::Point;
 use outpost_tsdb::Storage;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -123,6 +135,49 @@ pub struct Settings {
     pub patterns: Vec<String>,
     pub opts: GroupOptions,
     pub alertmanagers: Vec<String>,
+    /// How long alerts of a cut-off agent are held, ms (0: never).
+    pub cut_off_hold_ms: i64,
+    /// Silence, ms, after which a connected agent counts as cut off.
+    pub cut_off_after_ms: i64,
+}
+
+/// Where the rules learn which agents are cut off.
+#[derive(Clone)]
+pub struct AgentState {
+    pub connections: Arc<Connections>,
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+/// Label naming the agent a series came from; alerts carrying it can be held.
+pub const AGENT_LABEL: &str = "agent";
+
+impl AgentState {
+    /// Agents whose data is not in: known to the ledger, heard from within `hold_ms` of
+    /// `now_ms`, and either not connected, silent for more than `after_ms`, or without a
+    /// batch written since they reconnected.
+    pub fn cut_off(&self, now_ms: i64, hold_ms: i64, after_ms: i64) -> HashSet<String> {
+        if hold_ms <= 0 {
+            return HashSet::new();
+        }
+        let known = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .agents();
+        known
+            .into_iter()
+            .filter(|(id, meta)| {
+                let silent = now_ms - meta.last_seen_ms;
+                silent < hold_ms
+                    && (silent > after_ms
+                        || self
+                            .connections
+                            .connected_since(id)
+                            .is_none_or(|since| meta.last_seen_ms < since))
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
 }
 
 impl Settings {
@@ -137,6 +192,8 @@ impl Settings {
                 ..GroupOptions::default()
             },
             alertmanagers: cfg.alerting.alertmanagers.clone(),
+            cut_off_hold_ms: cfg.alerting.cut_off_hold.get().as_millis() as i64,
+            cut_off_after_ms: cfg.alerting.cut_off_after.get().as_millis() as i64,
         }
     }
 }
@@ -225,6 +282,7 @@ fn build(files: &[RuleFile], opts: &GroupOptions) -> Vec<GroupView> {
 pub fn start(
     storage: Arc<Storage>,
     writer: mpsc::Sender<WriterMsg>,
+    agents: AgentState,
     settings: Settings,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -263,6 +321,7 @@ pub fn start(
     let runner = Runner {
         storage,
         writer,
+        agents,
         settings: settings.clone(),
         fingerprint: fingerprint(&settings.patterns),
         groups,
@@ -276,6 +335,7 @@ pub fn start(
 struct Runner {
     storage: Arc<Storage>,
     writer: mpsc::Sender<WriterMsg>,
+    agents: AgentState,
     settings: Settings,
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
     groups: Vec<GroupView>,
@@ -401,9 +461,15 @@ impl Runner {
         let storage = self.storage.clone();
         let writer = self.writer.clone();
         let wall = outpost_service::now_ms();
+        let cut_off = self.agents.cut_off(
+            wall,
+            self.settings.cut_off_hold_ms,
+            self.settings.cut_off_after_ms,
+        );
+        self.metrics.rule_cut_off_agents.set(cut_off.len() as i64);
         let done = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let (report, rule_seconds) = eval_group(&mut group, ts, &storage, &writer);
+            let (report, rule_seconds) = eval_group(&mut group, ts, &storage, &writer, &cut_off);
             let eval_seconds = t.elapsed().as_secs_f64();
             let stored = store_state(&group, &writer);
             (group, report, rule_seconds, eval_seconds, stored)
@@ -456,6 +522,7 @@ fn eval_group(
     ts: i64,
     storage: &Arc<Storage>,
     writer: &mpsc::Sender<WriterMsg>,
+    cut_off: &HashSet<String>,
 ) -> (outpost_alerting::EvalReport, Vec<f64>) {
     let engine = engine_query(storage.as_ref());
     let exprs: Vec<String> = group.rules().iter().map(|r| r.spec.expr.clone()).collect();
@@ -493,7 +560,13 @@ fn eval_group(
         rx.blocking_recv()
             .map_err(|_| "the aggregator is shutting down".to_string())?
     };
-    let report = group.eval(ts, &query, &mut append);
+    let held = |labels: &LabelMap| labels.get(AGENT_LABEL).is_some_and(|a| cut_off.contains(a));
+    let report = group.eval_holding(
+        ts,
+        &query,
+        &mut append,
+        (!cut_off.is_empty()).then_some(&held as &outpost_alerting::HeldFn<'_>),
+    );
     let end = Instant::now();
     let starts = starts.into_inner();
     let mut secs = vec![0.0; exprs.len()];

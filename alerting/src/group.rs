@@ -90,6 +90,10 @@ pub struct EvalReport {
 /// next staleness check.
 pub type AppendFn<'a> = dyn FnMut(&[SeriesSample]) -> Result<(), String> + 'a;
 
+/// Whether an alert with these labels is held: its source's data for the evaluation time
+/// has not arrived (see [`Group::eval_holding`]).
+pub type HeldFn<'a> = dyn Fn(&LabelMap) -> bool + 'a;
+
 /// A rule group and the state of its rules.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -275,10 +279,26 @@ impl Group {
         query: &QueryFn<'_>,
         append: &mut AppendFn<'_>,
     ) -> EvalReport {
+        self.eval_holding(ts_ms, query, append, None)
+    }
+
+    /// [`Group::eval`], where an active alert that the expression no longer returns is
+    /// *held* (kept as it is: not resolved, not advanced, its `ALERTS` still written) while
+    /// `held` says its labels belong to a source whose data is not in yet, such as an agent
+    /// that is cut off. Prometheus has no such notion: without it, missing data reads as
+    /// "resolved".
+    pub fn eval_holding(
+        &mut self,
+        ts_ms: i64,
+        query: &QueryFn<'_>,
+        append: &mut AppendFn<'_>,
+        held: Option<&HeldFn<'_>>,
+    ) -> EvalReport {
         let ctx = EvalContext {
             external_labels: &self.opts.external_labels,
             external_url: &self.opts.external_url,
             limit: self.limit,
+            held,
         };
         let mut report = EvalReport {
             ts_ms,

@@ -24,7 +24,8 @@ pub mod template;
 mod xxhash;
 
 pub use group::{
-    AlertToSend, EvalReport, Group, GroupOptions, GroupState, RestorePolicy, RuleOutcome, RuleState,
+    AlertToSend, EvalReport, Group, GroupOptions, GroupState, HeldFn, RestorePolicy, RuleOutcome,
+    RuleState,
 };
 pub use query::{QueryFn, engine_query};
 pub use rule::{Alert, AlertState, Health, Rule, SeriesSample};

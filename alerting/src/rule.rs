@@ -177,7 +177,7 @@ pub struct Rule {
 }
 
 /// What rule evaluation needs besides the time and the query function.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct EvalContext<'a> {
     /// The aggregator's external labels (`$externalLabels`).
     pub external_labels: &'a LabelMap,
@@ -185,6 +185,20 @@ pub struct EvalContext<'a> {
     pub external_url: &'a str,
     /// The group's `limit` (0 for none).
     pub limit: usize,
+    /// Whether an alert the expression no longer returns is held as it is, because its
+    /// source's data is not in yet ([`crate::Group::eval_holding`]).
+    pub held: Option<&'a crate::group::HeldFn<'a>>,
+}
+
+impl std::fmt::Debug for EvalContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalContext")
+            .field("external_labels", self.external_labels)
+            .field("external_url", &self.external_url)
+            .field("limit", &self.limit)
+            .field("held", &self.held.is_some())
+            .finish()
+    }
 }
 
 fn set_label(m: &mut LabelMap, name: &str, value: String) {
@@ -403,6 +417,23 @@ impl Rule {
         let mut n_active = 0usize;
         let mut drop = Vec::new();
         for (k, a) in active.iter_mut() {
+            let held = a.state != AlertState::Inactive
+                && !returned.contains(k)
+                && ctx.held.is_some_and(|h| h(k));
+            if held {
+                // No data either way: the alert stays as it is, and so do its series.
+                n_active += 1;
+                out.push(self_sample(&self.spec, a, ts_ms, ALERTS_METRIC, 1.0, true));
+                out.push(self_sample(
+                    &self.spec,
+                    a,
+                    ts_ms,
+                    ALERTS_FOR_STATE_METRIC,
+                    a.active_at_ms.div_euclid(1000) as f64,
+                    false,
+                ));
+                continue;
+            }
             if !returned.contains(k) {
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && keep_for > 0 {

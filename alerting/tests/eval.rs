@@ -430,3 +430,71 @@ fn restart_keeps_pending_progress_across_the_downtime() {
     eval(&mut g, &store, 96 * MIN);
     assert_eq!(g.rules()[0].alerts()[0].active_at_ms, 96 * MIN);
 }
+
+#[test]
+fn alerts_of_a_cut_off_source_are_held_not_resolved() {
+    // Instance a's data stops after 3m (its agent is cut off); b's condition clears.
+    let store = Store::default();
+    store.load(r#"up{instance="a"}"#, "0 0 0 0", MIN);
+    store.load(r#"up{instance="b"}"#, "0 0 0 0 1 1 1 1 1 1 1 1", MIN);
+    let yaml = DOWN.replace("for: 2m", "for: 0s");
+    let cut_off = std::cell::Cell::new(true);
+    let held = |l: &outpost_alerting::rule::LabelMap| {
+        cut_off.get() && l.get("instance").map(String::as_str) == Some("a")
+    };
+    let mut g = group(&yaml);
+    let mut run = |g: &mut Group, ts: i64| {
+        g.eval_holding(
+            ts,
+            &|q, t| store.query(q, t),
+            &mut |s| store.append(s),
+            Some(&held),
+        )
+    };
+    run(&mut g, 0);
+    assert_eq!(
+        states(&g),
+        vec![
+            ("a".into(), AlertState::Firing),
+            ("b".into(), AlertState::Firing)
+        ]
+    );
+    // At 9m a's last sample (3m) is past the 5m lookback: without data, a is held firing
+    // while b resolves on its data.
+    let r = run(&mut g, 9 * MIN);
+    assert_eq!(
+        states(&g),
+        vec![
+            ("a".into(), AlertState::Firing),
+            ("b".into(), AlertState::Inactive)
+        ]
+    );
+    // a is re-sent as firing (so Alertmanager keeps it), b as resolved.
+    let sent: Vec<(&str, AlertState)> = r
+        .to_send
+        .iter()
+        .map(|s| (s.alert.labels["instance"].as_str(), s.alert.state))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![("a", AlertState::Firing), ("b", AlertState::Inactive)]
+    );
+    let alerts = store
+        .query(
+            &format!("{ALERTS_METRIC}{{alertstate=\"firing\"}}"),
+            9 * MIN,
+        )
+        .expect("query");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(g.rules()[0].alerts()[0].active_at_ms, 0);
+    // Once the source is back and its data says so, a resolves as usual.
+    cut_off.set(false);
+    run(&mut g, 10 * MIN);
+    assert_eq!(
+        states(&g),
+        vec![
+            ("a".into(), AlertState::Inactive),
+            ("b".into(), AlertState::Inactive)
+        ]
+    );
+}

@@ -7,7 +7,8 @@
 
 use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Aggregator, Certs, Proc, TempDir, bin, free_tcp_port, get_json, metric_value, run, wait_for,
+    Agent, AgentSpec, Aggregator, Certs, Proc, TempDir, bin, free_tcp_port, get_json, metric_value,
+    run, wait_for,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -397,4 +398,73 @@ fn a_bad_rule_file_is_refused_and_the_running_rules_keep_running() {
         agg.query("rec:two").into_iter().next()
     });
     assert!(two.is_some(), "{}", agg.proc.logs());
+}
+
+/// An agent that is cut off (here: killed) sends no data, so its series vanish from
+/// queries once their window passes. An alert about that agent (its `agent` label) is held
+/// firing, with its `activeAt`, instead of being resolved for lack of data; an alert over
+/// the whole fleet, which no longer names the agent, resolves as Prometheus would. When
+/// the agent is back, evaluation goes on from its data.
+#[test]
+fn alerts_of_a_cut_off_agent_are_held_not_resolved() {
+    let dir = TempDir::new("rules-cut-off");
+    let certs = Certs::init(&dir.path().join("certs"));
+    std::fs::write(
+        dir.path().join("host.yml"),
+        "groups:\n  - name: host\n    interval: 1s\n    rules:\n      - alert: HostSeen\n        expr: max_over_time(node_load1[3s]) >= 0\n      - alert: FleetSeen\n        expr: count(max_over_time(node_load1[3s])) > 0\n",
+    )
+    .expect("write rules");
+    let agg = Aggregator::start_config(
+        dir.path(),
+        &certs,
+        "",
+        "[alerting]\nrule_files = [\"host.yml\"]\ncut_off_hold = \"10m\"\ncut_off_after = \"2s\"\n",
+    );
+    let mut agent = Agent::start(dir.path(), &agg, &AgentSpec::new("cut-1", &certs));
+    let firing = |name: &str| too_hot_named(&agg, name).filter(|a| a["state"] == "firing");
+    let host = wait_for(Duration::from_secs(20), || firing("HostSeen"))
+        .unwrap_or_else(|| panic!("HostSeen never fired:\n{}", agg.proc.logs()));
+    assert_eq!(host["labels"]["agent"], "cut-1", "{host}");
+    let active_at = host["activeAt"].clone();
+    assert!(firing("FleetSeen").is_some(), "{}", agg.proc.logs());
+    let held =
+        |v: f64| metric_value(&agg.metrics(), "outpost_aggregator_rule_cut_off_agents") == Some(v);
+    assert!(held(0.0), "{}", agg.metrics());
+
+    // Cut off: the fleet alert resolves on the missing data, the host alert is held.
+    agent.proc.kill();
+    let fleet_gone = wait_for(Duration::from_secs(15), || {
+        too_hot_named(&agg, "FleetSeen").is_none().then_some(())
+    });
+    assert!(fleet_gone.is_some(), "FleetSeen did not resolve");
+    assert!(
+        agg.query("max_over_time(node_load1[3s])").is_empty(),
+        "the agent's data is still in the window"
+    );
+    let still = firing("HostSeen").expect("HostSeen was resolved while its agent was cut off");
+    assert_eq!(still["activeAt"], active_at);
+    assert!(held(1.0), "{}", agg.metrics());
+    let series = agg.query("ALERTS{alertname=\"HostSeen\",alertstate=\"firing\"}");
+    assert_eq!(series.len(), 1, "{series:?}");
+
+    // Back: its data flows again and the alert goes on as it was.
+    agent.restart();
+    let back = wait_for(Duration::from_secs(20), || held(0.0).then_some(()));
+    assert!(back.is_some(), "{}", agg.metrics());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = firing("HostSeen").expect("HostSeen after the agent came back");
+    assert_eq!(after["activeAt"], active_at);
+    assert!(
+        firing("FleetSeen").is_some(),
+        "FleetSeen did not fire again"
+    );
+}
+
+fn too_hot_named(agg: &Aggregator, name: &str) -> Option<Value> {
+    let v = get_json(&agg.url("/api/v1/alerts")).ok()?;
+    v["data"]["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .cloned()
 }
