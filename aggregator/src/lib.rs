@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod query_cache;
 pub mod reload;
 pub mod remote_write;
+pub mod replay;
 pub mod rules;
 pub mod rules_api;
 pub mod status;

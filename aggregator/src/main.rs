@@ -30,6 +30,11 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
         config: PathBuf,
     },
+    /// Work with alert and recording rules.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
     /// Create and issue mutual-TLS certificates.
     Certs {
         #[command(subcommand)]
@@ -52,6 +57,38 @@ enum Cmd {
         /// The agent's collection interval.
         #[arg(long, default_value = "5s")]
         interval: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Evaluate rule files over stored data through a running aggregator's API: write the
+    /// recording rules' series for the range (as `promtool tsdb create-blocks-from rules`)
+    /// and print the alerts that would have been pending and firing.
+    Replay {
+        /// Rule files (Prometheus' format); globs allowed; repeatable.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<String>,
+        /// First evaluation time: RFC 3339 (2026-11-30T00:00:00Z) or Unix seconds.
+        #[arg(long)]
+        from: String,
+        /// Last evaluation time (inclusive); default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// The aggregator's config, for its API address, bearer token, external labels
+        /// and URL.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The aggregator's HTTP API; default `listen.http` of --config, else
+        /// http://127.0.0.1:9470.
+        #[arg(long)]
+        url: Option<String>,
+        /// Interval of groups that set none (as promtool's --eval-interval).
+        #[arg(long, default_value = "1m")]
+        eval_interval: String,
+        /// Evaluate and print the alerts, but write no samples.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -96,6 +133,18 @@ fn main() -> ExitCode {
                 outpost_aggregator::check_config::check(&config),
             );
         }
+        Cmd::Rules {
+            cmd:
+                RulesCmd::Replay {
+                    rules,
+                    from,
+                    to,
+                    config,
+                    url,
+                    eval_interval,
+                    dry_run,
+                },
+        } => replay(rules, from, to, config, url, eval_interval, dry_run),
         Cmd::Certs {
             cmd: CertsCmd::Init { dir, sans },
         } => outpost_shared::tls::init_ca(&dir, &sans)
@@ -158,6 +207,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn replay(
+    rules: Vec<String>,
+    from: String,
+    to: Option<String>,
+    config: Option<PathBuf>,
+    url: Option<String>,
+    eval_interval: String,
+    dry_run: bool,
+) -> Result<(), String> {
+    use outpost_aggregator::replay;
+    let cfg = config
+        .as_deref()
+        .map(Config::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let interval: outpost_shared::units::Duration = eval_interval
+        .parse()
+        .map_err(|e| format!("--eval-interval: {e}"))?;
+    if interval.get().is_zero() {
+        return Err("--eval-interval: must be more than 0s".into());
+    }
+    let from_ms = replay::parse_when(&from).map_err(|e| format!("--from: {e}"))?;
+    let to_ms = match to {
+        Some(t) => replay::parse_when(&t).map_err(|e| format!("--to: {e}"))?,
+        None => outpost_service::now_ms(),
+    };
+    let url = url
+        .or_else(|| cfg.as_ref().map(|c| format!("http://{}", c.listen.http)))
+        .unwrap_or_else(|| "http://127.0.0.1:9470".into());
+    let opts = replay::ReplayOptions {
+        url,
+        token: cfg.as_ref().and_then(Config::token),
+        rules,
+        from_ms,
+        to_ms,
+        eval_interval_ms: interval.get().as_millis() as i64,
+        dry_run,
+        external_labels: cfg
+            .as_ref()
+            .map(|c| c.alerting.external_labels.clone())
+            .unwrap_or_default(),
+        external_url: cfg.as_ref().map(Config::external_url).unwrap_or_default(),
+    };
+    replay::run(&opts, &mut std::io::stdout().lock())
 }
 
 fn print_files(files: Vec<PathBuf>) {

@@ -59,10 +59,7 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 pub fn load_files(patterns: &[String]) -> Result<Vec<RuleFile>, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
-    let paths = match expand(patterns) {
-        Ok(p) => p,
-        Err(e) => return Err(e),
-    };
+    let paths = expand(patterns)?;
     for p in paths {
         let name = p.display().to_string();
         match std::fs::read_to_string(&p) {

@@ -127,10 +127,11 @@ pub async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response
                 .rules()
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| match (kind.as_deref(), &r.spec.kind) {
-                    (Some("alert"), RuleKind::Record(_)) => false,
-                    (Some("record"), RuleKind::Alert(_)) => false,
-                    _ => true,
+                .filter(|(_, r)| {
+                    !matches!(
+                        (kind.as_deref(), &r.spec.kind),
+                        (Some("alert"), RuleKind::Record(_)) | (Some("record"), RuleKind::Alert(_))
+                    )
                 })
                 .map(|(i, r)| {
                     let secs = g.rule_seconds.get(i).copied().unwrap_or(0.0);

@@ -443,7 +443,7 @@ fn alerts_of_a_cut_off_source_are_held_not_resolved() {
         cut_off.get() && l.get("instance").map(String::as_str) == Some("a")
     };
     let mut g = group(&yaml);
-    let mut run = |g: &mut Group, ts: i64| {
+    let run = |g: &mut Group, ts: i64| {
         g.eval_holding(
             ts,
             &|q, t| store.query(q, t),
