@@ -500,7 +500,7 @@ fn select_series(
                 Some((start, end)) => q.has_points(id, start, end)?,
             };
             if keep {
-                out.insert(labels);
+                out.insert(Labels::clone(&labels));
             }
         }
     }

@@ -308,7 +308,12 @@ mod tests {
             self.ledger.lock().unwrap().agent(id)
         }
         fn select(&self, m: &[Matcher]) -> Result<Vec<(SeriesId, Labels)>, String> {
-            Ok(self.s.select(m))
+            Ok(self
+                .s
+                .select(m)
+                .into_iter()
+                .map(|(id, l)| (id, Labels::clone(&l)))
+                .collect())
         }
         fn points(&self, id: SeriesId, a: i64, b: i64) -> Result<Vec<Point>, String> {
             self.s.points(id, a, b).map_err(|e| e.to_string())

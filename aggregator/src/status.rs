@@ -199,14 +199,14 @@ pub async fn federate(State(s): State<AppState>, RawQuery(q): RawQuery) -> Respo
         let mut seen = std::collections::BTreeMap::new();
         for m in &sets {
             for (id, labels) in storage.select(m) {
-                if seen.contains_key(&labels) {
+                if seen.contains_key(labels.as_ref()) {
                     continue;
                 }
                 let pts = storage
                     .points(id, now - LOOKBACK_DELTA_MS, now)
                     .map_err(|e| e.to_string())?;
                 if let Some(p) = pts.last().filter(|p| !is_stale(p.value)) {
-                    seen.insert(labels, *p);
+                    seen.insert(Labels::clone(&labels), *p);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use crate::storage::{Matcher, Querier, Queryable, SeriesRef, StorageError};
 use outpost_shared::{Labels, Point};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Series held in memory, each with its points sorted by time.
 #[derive(Default)]
@@ -63,15 +63,15 @@ struct MemQuerier<'a> {
 }
 
 impl Querier for MemQuerier<'_> {
-    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Labels)>, StorageError> {
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Arc<Labels>)>, StorageError> {
         self.store.check()?;
-        let mut out: Vec<(SeriesRef, Labels)> = self
+        let mut out: Vec<(SeriesRef, Arc<Labels>)> = self
             .store
             .series
             .iter()
             .enumerate()
             .filter(|(_, (l, _))| matchers.iter().all(|m| m.matches_labels(l)))
-            .map(|(i, (l, _))| (i as SeriesRef, l.clone()))
+            .map(|(i, (l, _))| (i as SeriesRef, Arc::new(l.clone())))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(out)

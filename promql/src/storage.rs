@@ -5,6 +5,7 @@
 
 use outpost_shared::{Labels, Point};
 use regex::Regex;
+use std::sync::Arc;
 
 /// A stored series' number, stable for the life of the data directory (Prometheus'
 /// `storage.SeriesRef`).
@@ -93,8 +94,9 @@ pub trait Queryable: Send + Sync {
 /// Reads series from a store within the time range it was opened for (Prometheus'
 /// `storage.Querier`). Every method may fail with a [`StorageError`].
 pub trait Querier {
-    /// Every series whose labels satisfy all matchers, sorted by labels.
-    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Labels)>, StorageError>;
+    /// Every series whose labels satisfy all matchers, sorted by labels (shared: a store
+    /// that keeps label sets in `Arc`s hands them out without copying).
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Arc<Labels>)>, StorageError>;
     /// The series' points with `start_ms <= ts <= end_ms`, clipped to the querier's range,
     /// sorted by time, one per timestamp (the newest write wins).
     fn points(&self, id: SeriesRef, start_ms: i64, end_ms: i64)

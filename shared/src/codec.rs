@@ -573,6 +573,37 @@ pub fn decode_points(data: &[u8], out: &mut Vec<Point>) -> Result<(), DecodeErro
     Ok(())
 }
 
+/// Decodes the points of what [`encode_points`] wrote with `start_ms <= ts <= end_ms`,
+/// appending to `out`. The points must be in time order (as stored chunks are): decoding
+/// stops at the first point after `end_ms`.
+pub fn decode_points_between(
+    data: &[u8],
+    start_ms: i64,
+    end_ms: i64,
+    out: &mut Vec<Point>,
+) -> Result<(), DecodeError> {
+    let mut r = ByteReader { data, pos: 0 };
+    let n = r.varint()?;
+    let mut bits = BitReader::new(r.rest());
+    if n > (bits.remaining() / 2) as u64 {
+        return Err(DecodeError::Truncated);
+    }
+    let mut st = SeriesState::NEW;
+    let mut prev_ts = 0;
+    for _ in 0..n {
+        let ts = decode_ts(&mut bits, &mut st, prev_ts)?;
+        prev_ts = ts;
+        if ts > end_ms {
+            break;
+        }
+        let value = decode_value(&mut bits, &mut st)?;
+        if ts >= start_ms {
+            out.push(Point { ts, value });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +758,29 @@ mod tests {
                 let mut got = vec![];
                 decode_points(&encode_points(&s.points), &mut got).unwrap();
                 prop_assert_eq!(&got, &s.points);
+            }
+        }
+
+        #[test]
+        fn a_time_window_of_a_chunk_is_what_the_whole_chunk_holds_in_it(
+            b in arb_batch(),
+            a in -5i64..40,
+            len in 0i64..40,
+        ) {
+            for s in &b.series {
+                let mut pts = s.points.clone();
+                pts.sort_by_key(|p| p.ts);
+                pts.dedup_by_key(|p| p.ts);
+                let data = encode_points(&pts);
+                let (lo, hi) = match pts.first() {
+                    Some(p) => (p.ts.saturating_add(a * 1000), p.ts.saturating_add((a + len) * 1000)),
+                    None => (0, 0),
+                };
+                let mut got = vec![];
+                decode_points_between(&data, lo, hi, &mut got).unwrap();
+                let want: Vec<Point> =
+                    pts.iter().copied().filter(|p| p.ts >= lo && p.ts <= hi).collect();
+                prop_assert_eq!(got, want);
             }
         }
 

@@ -10,7 +10,7 @@ use crate::SeriesId;
 use crate::encoding::{sortable, unsortable};
 use outpost_promql::StorageError as ReadError;
 use outpost_shared::Point;
-use outpost_shared::codec::decode_points;
+use outpost_shared::codec::decode_points_between;
 use rocksdb::{DB, Direction, IteratorMode};
 
 /// The key of a chunk of series `id` holding points from `min_ts` to `max_ts` (ms),
@@ -51,39 +51,47 @@ pub(crate) fn any_overlapping(
     Ok(false)
 }
 
+/// A reusable cursor over the `chunks` column family: one RocksDB iterator for all the reads
+/// of a query, instead of one per series.
+pub(crate) type ChunkCursor<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
+
 /// Appends the points of series `id` with `start_ms <= ts <= end_ms` found in chunks to
-/// `out`, newest write first (chunks by record id, newest first, each reversed).
+/// `out`, newest write first (chunks by record id, newest first, each reversed), reading
+/// through `it` (a cursor over the `chunks` column family).
 ///
 /// # Errors
 /// RocksDB fails, or a chunk does not decode (named by series).
 pub(crate) fn read_newest_first(
-    db: &DB,
-    cf: &rocksdb::ColumnFamily,
+    it: &mut ChunkCursor<'_>,
     id: SeriesId,
     start_ms: i64,
     end_ms: i64,
     out: &mut Vec<Point>,
 ) -> Result<(), ReadError> {
-    let mut from = id.to_be_bytes().to_vec();
-    from.extend_from_slice(&sortable(start_ms));
+    let mut from = [0u8; 16];
+    from[..8].copy_from_slice(&id.to_be_bytes());
+    from[8..].copy_from_slice(&sortable(start_ms));
+    it.seek(from);
     // Chunks in key order are sorted by time, not by when they were written; a repeated
     // timestamp must resolve to the newest write, so order them by record id, newest first.
     let mut chunks: Vec<(u64, Vec<Point>)> = vec![];
-    for item in db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
-        let (k, val) = item.map_err(|e| ReadError(e.to_string()))?;
+    while it.valid() {
+        let (Some(k), Some(val)) = (it.key(), it.value()) else {
+            break;
+        };
         if k.len() != 32 || k[..8] != id.to_be_bytes() {
             break;
         }
-        if unsortable(&k[16..24]) > end_ms {
-            continue;
+        if unsortable(&k[16..24]) <= end_ms {
+            let record = u64::from_be_bytes(k[24..32].try_into().unwrap_or_default());
+            let mut chunk = vec![];
+            decode_points_between(val, start_ms, end_ms, &mut chunk)
+                .map_err(|e| ReadError(format!("chunk of series {id}: {e}")))?;
+            chunks.push((record, chunk));
         }
-        let record = u64::from_be_bytes(k[24..32].try_into().unwrap_or_default());
-        let mut chunk = vec![];
-        decode_points(&val, &mut chunk)
-            .map_err(|e| ReadError(format!("chunk of series {id}: {e}")))?;
-        chunk.retain(|p| p.ts >= start_ms && p.ts <= end_ms);
-        chunks.push((record, chunk));
+        it.next();
     }
+    it.status().map_err(|e| ReadError(e.to_string()))?;
     chunks.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, chunk) in chunks {
         out.extend(chunk.into_iter().rev());

@@ -62,6 +62,10 @@ impl Storage {
             }
             return Err(self.err(e));
         }
+        // Readers holding an older chunk cursor must make a new one before they miss what
+        // leaves the head now.
+        self.chunk_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         h.frozen = None;
         Ok(n)
     }

@@ -11,8 +11,8 @@ use outpost_shared::{Labels, Point};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 pub(crate) const CF_SERIES: &str = "series";
 pub(crate) const CF_WAL: &str = "wal";
@@ -58,6 +58,9 @@ pub struct Storage {
     next_series: AtomicU64,
     next_wal: AtomicU64,
     sync: WriteOptions,
+    /// Bumped by every compaction once its chunks are written and before its points leave
+    /// the head (under the head's write lock): a chunk cursor older than this may miss them.
+    pub(crate) chunk_generation: AtomicU64,
 }
 
 impl Storage {
@@ -95,6 +98,7 @@ impl Storage {
             next_series: AtomicU64::new(1),
             next_wal: AtomicU64::new(1),
             sync,
+            chunk_generation: AtomicU64::new(0),
         };
         s.load()?;
         Ok(s)
@@ -315,7 +319,7 @@ impl Storage {
     }
 
     /// Every series whose labels satisfy all matchers, sorted by labels.
-    pub fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Arc<Labels>)> {
         self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -333,13 +337,35 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Point>, ReadError> {
+        self.points_via(&mut None, id, start_ms, end_ms)
+    }
+
+    /// [`Storage::points`] through a chunk cursor kept in `cursor` across series (one per
+    /// query), made or remade when a compaction has moved points out of the head since.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub(crate) fn points_via<'a>(
+        &'a self,
+        cursor: &mut Option<(u64, chunks::ChunkCursor<'a>)>,
+        id: SeriesId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Point>, ReadError> {
         let mut v: Vec<Point> = vec![];
-        self.head
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .points_newest_first(id, start_ms, end_ms, &mut v);
-        let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
-        chunks::read_newest_first(&self.db, cf, id, start_ms, end_ms, &mut v)?;
+        let generation = {
+            let head = self.head.read().unwrap_or_else(|p| p.into_inner());
+            head.points_newest_first(id, start_ms, end_ms, &mut v);
+            self.chunk_generation.load(Ordering::Acquire)
+        };
+        let it = match cursor {
+            Some((g, it)) if *g == generation => it,
+            _ => {
+                let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
+                &mut cursor.insert((generation, self.db.raw_iterator_cf(cf))).1
+            }
+        };
+        chunks::read_newest_first(it, id, start_ms, end_ms, &mut v)?;
         // Sources were added newest first: a stable sort keeps the newest write first for a
         // repeated timestamp.
         v.sort_by_key(|p| p.ts);

@@ -5,15 +5,16 @@ use crate::SeriesId;
 use outpost_promql::{MatchOp, Matcher};
 use outpost_shared::Labels;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The in-memory inverted index.
 #[derive(Default)]
 pub(crate) struct Index {
     /// Series id by label set.
     pub(crate) by_labels: HashMap<Labels, SeriesId>,
-    /// Label set by series id.
-    pub(crate) labels: HashMap<SeriesId, Labels>,
-    /// Postings: label name → value → series ids, in insertion order.
+    /// Label set by series id, shared with query results.
+    pub(crate) labels: HashMap<SeriesId, Arc<Labels>>,
+    /// Postings: label name → value → series ids, ascending.
     pub(crate) postings: HashMap<String, HashMap<String, Vec<SeriesId>>>,
 }
 
@@ -25,49 +26,90 @@ impl Index {
                 .entry(lab.name.clone())
                 .or_default()
                 .entry(lab.value.clone())
-                .or_default()
-                .push(id);
+                .or_default();
+            let ids = self
+                .postings
+                .get_mut(&lab.name)
+                .and_then(|v| v.get_mut(&lab.value))
+                .expect("just inserted");
+            // Ids are handed out in ascending order; keep the list sorted regardless.
+            match ids.last() {
+                Some(&last) if last >= id => {
+                    if let Err(at) = ids.binary_search(&id) {
+                        ids.insert(at, id);
+                    }
+                }
+                _ => ids.push(id),
+            }
         }
         self.by_labels.insert(l.clone(), id);
-        self.labels.insert(id, l);
+        self.labels.insert(id, Arc::new(l));
+    }
+
+    /// The series a matcher can select, from the postings, when it needs a value (an
+    /// equality with a non-empty value, or a regular expression that does not match the
+    /// empty string, as Prometheus' `PostingsForMatchers` narrows): the posting list of
+    /// the value, or the union of those of the values it matches, ascending. `None` when
+    /// the postings cannot narrow it (every series is a candidate).
+    fn postings_for(&self, m: &Matcher) -> Option<std::borrow::Cow<'_, [SeriesId]>> {
+        use std::borrow::Cow;
+        match m.op {
+            MatchOp::Equal if !m.value.is_empty() => Some(
+                self.postings
+                    .get(&m.name)
+                    .and_then(|vals| vals.get(&m.value))
+                    .map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v.as_slice())),
+            ),
+            MatchOp::Regex if !m.matches_empty() => {
+                let Some(vals) = self.postings.get(&m.name) else {
+                    return Some(Cow::Borrowed(&[]));
+                };
+                let mut lists: Vec<&[SeriesId]> = vals
+                    .iter()
+                    .filter(|(v, _)| m.matches(v))
+                    .map(|(_, ids)| ids.as_slice())
+                    .collect();
+                if lists.len() == 1 {
+                    return lists.pop().map(Cow::Borrowed);
+                }
+                let mut ids: Vec<SeriesId> = lists.concat();
+                ids.sort_unstable();
+                ids.dedup();
+                Some(Cow::Owned(ids))
+            }
+            _ => None,
+        }
     }
 
     /// Every series whose labels satisfy all matchers, sorted by labels.
-    pub(crate) fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
-        let index = self;
-        let candidates: Box<dyn Iterator<Item = SeriesId>> = match matchers
-            .iter()
-            .filter(|m| m.op == MatchOp::Equal && !m.value.is_empty())
-            .filter_map(|m| {
-                Some(
-                    index
-                        .postings
-                        .get(&m.name)?
-                        .get(&m.value)
-                        .map(|v| v.as_slice())
-                        .unwrap_or(&[]),
-                )
-            })
-            .min_by_key(|p| p.len())
-        {
-            Some(p) => Box::new(p.iter().copied()),
-            None if matchers
-                .iter()
-                .any(|m| m.op == MatchOp::Equal && !m.value.is_empty()) =>
-            {
-                Box::new(std::iter::empty())
+    ///
+    /// The matchers the postings can answer are intersected there (smallest list first);
+    /// only the others are checked against each candidate's labels.
+    pub(crate) fn select(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Arc<Labels>)> {
+        let mut lists = Vec::new();
+        let mut rest = Vec::new();
+        for m in matchers {
+            match self.postings_for(m) {
+                Some(l) => lists.push(l),
+                None => rest.push(m),
             }
-            None => Box::new(index.labels.keys().copied()),
+        }
+        lists.sort_by_key(|l| l.len());
+        let keep = |id: SeriesId| {
+            let l = self.labels.get(&id)?;
+            rest.iter()
+                .all(|m| m.matches_labels(l))
+                .then(|| (id, l.clone()))
         };
-        let mut out: Vec<(SeriesId, Labels)> = candidates
-            .filter_map(|id| {
-                let l = index.labels.get(&id)?;
-                matchers
-                    .iter()
-                    .all(|m| m.matches_labels(l))
-                    .then(|| (id, l.clone()))
-            })
-            .collect();
+        let mut out: Vec<(SeriesId, Arc<Labels>)> = match lists.split_first() {
+            Some((first, others)) => first
+                .iter()
+                .copied()
+                .filter(|id| others.iter().all(|o| o.binary_search(id).is_ok()))
+                .filter_map(keep)
+                .collect(),
+            None => self.labels.keys().copied().filter_map(keep).collect(),
+        };
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
     }

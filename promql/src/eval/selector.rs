@@ -191,7 +191,7 @@ impl Loaded {
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                out.push(LoadedSeries::new(Arc::new(labels), points));
+                out.push(LoadedSeries::new(labels, points));
             }
             let first = out.first().map(|s| s.labels.metric_name());
             let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);

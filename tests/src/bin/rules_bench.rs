@@ -232,7 +232,10 @@ fn measure(t: &Target, a: &Args, yaml: &str, n_groups: usize) -> Result<Value> {
             break;
         }
         if t0.elapsed() > Duration::from_secs(a.warmup_s + 120) {
-            bail!("{}: only {evaluated} of {n_groups} groups evaluated", t.name);
+            bail!(
+                "{}: only {evaluated} of {n_groups} groups evaluated",
+                t.name
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
