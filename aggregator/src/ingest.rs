@@ -47,6 +47,9 @@ pub enum WriterMsg {
     Batch(IngestRequest, Reply),
     /// A remote_write request; answered once its samples are durable.
     Write(SeriesWrite, oneshot::Sender<Result<(), String>>),
+    /// A rule's output; answered once its samples are visible to queries, not synced: it
+    /// becomes durable with the next synced commit (the group's state after it).
+    RuleWrite(SeriesWrite, oneshot::Sender<Result<(), String>>),
     Closed(u64),
     /// Families' metadata that differs from what is stored.
     Metadata(Vec<FamilyMetadata>),
@@ -77,10 +80,16 @@ pub fn spawn_writer(
                 while let Some(m) = next.take() {
                     match m {
                         WriterMsg::Batch(r, tx) => {
+                            g.sync = true;
                             g.reqs.push(r);
                             g.replies.push(tx);
                         }
                         WriterMsg::Write(w, tx) => {
+                            g.writes.push(w);
+                            g.write_replies.push(tx);
+                            g.sync = true;
+                        }
+                        WriterMsg::RuleWrite(w, tx) => {
                             g.writes.push(w);
                             g.write_replies.push(tx);
                         }
@@ -128,19 +137,21 @@ pub fn apply_group(
     ledger: &Mutex<Ledger>,
     reqs: &[IngestRequest],
 ) -> Vec<Result<IngestOutcome, String>> {
-    apply_with_writes(storage, ledger, reqs, &[], None).0
+    apply_with_writes(storage, ledger, reqs, &[], None, true).0
 }
 
 /// [`apply_group`] plus remote_write requests, all in the same synced write, then tells
 /// `cache` the oldest timestamp written (before anyone is answered, so no query can see the
 /// data and then find a stale cached answer). Returns the batches' outcomes and the writes'
-/// common outcome.
+/// common outcome. Unsynced (`sync` false) only for rules' output, which the group's synced
+/// state commit makes durable.
 pub fn apply_with_writes(
     storage: &Storage,
     ledger: &Mutex<Ledger>,
     reqs: &[IngestRequest],
     writes: &[SeriesWrite],
     cache: Option<&QueryCache>,
+    sync: bool,
 ) -> (Vec<Result<IngestOutcome, String>>, Result<(), String>) {
     let mut planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
     add_writes(&mut planned.plan, writes, |l| storage.series_id(l));
@@ -151,7 +162,7 @@ pub fn apply_with_writes(
         .flatten()
         .map(|(_, p)| p.ts)
         .min();
-    let result = storage.commit(&planned.plan);
+    let result = storage.commit_with(&planned.plan, sync);
     if let (Ok(_), Some(ts), Some(cache)) = (&result, oldest, cache) {
         cache.note_write(ts);
     }
@@ -201,6 +212,8 @@ struct Group {
     replies: Vec<Reply>,
     writes: Vec<SeriesWrite>,
     write_replies: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Whether the commit must be synced (anything but rules' output in it).
+    sync: bool,
 }
 
 fn commit(
@@ -214,7 +227,9 @@ fn commit(
         return;
     }
     let t = Instant::now();
-    let (results, written) = apply_with_writes(storage, ledger, &g.reqs, &g.writes, Some(cache));
+    let (results, written) =
+        apply_with_writes(storage, ledger, &g.reqs, &g.writes, Some(cache), g.sync);
+    g.sync = false;
     metrics.commit_duration.observe(t.elapsed().as_secs_f64());
     metrics
         .commit_batches

@@ -226,18 +226,30 @@ type ReloadReply = oneshot::Sender<Result<usize, String>>;
 
 /// The running rules: what the API reads, and the way to ask for a reload.
 pub struct Rules {
-    view: RwLock<Arc<Vec<GroupView>>>,
+    view: RwLock<Arc<Vec<Arc<GroupView>>>>,
     reload: mpsc::Sender<(Option<Settings>, ReloadReply)>,
 }
 
 impl Rules {
     /// The groups as of their last evaluation, in file order.
-    pub fn groups(&self) -> Arc<Vec<GroupView>> {
+    pub fn groups(&self) -> Arc<Vec<Arc<GroupView>>> {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn publish(&self, groups: Vec<GroupView>) {
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(groups);
+    /// Shows every group as it stands (after a start or reload).
+    fn publish(&self, groups: &[GroupView]) {
+        let all = groups.iter().cloned().map(Arc::new).collect();
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(all);
+    }
+
+    /// Shows group `i` as it stands after an evaluation; the others keep their snapshots.
+    fn publish_one(&self, i: usize, group: &GroupView) {
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<Arc<GroupView>> = view.as_ref().clone();
+        if let Some(slot) = all.get_mut(i) {
+            *slot = Arc::new(group.clone());
+        }
+        *view = Arc::new(all);
     }
 
     /// Re-reads the rule files (with `settings`, or the running ones); returns how many
@@ -310,7 +322,7 @@ pub fn start(
     }
     let (tx, rx) = mpsc::channel(8);
     let rules = Arc::new(Rules {
-        view: RwLock::new(Arc::new(groups.clone())),
+        view: RwLock::new(Arc::new(groups.iter().cloned().map(Arc::new).collect())),
         reload: tx,
     });
     let notifier = Notifier::spawn(settings.alertmanagers.clone(), metrics.clone());
@@ -448,7 +460,7 @@ impl Runner {
         self.settings = settings;
         self.fingerprint = fp;
         self.metrics.rule_reload(true);
-        self.rules.publish(self.groups.clone());
+        self.rules.publish(&self.groups);
         Ok(n)
     }
 
@@ -507,7 +519,7 @@ impl Runner {
         slot.rule_seconds = rule_seconds;
         slot.last_eval_wall_ms = Some(wall);
         slot.due_ms = Some(due_ms(&slot.group, outpost_service::now_ms()));
-        self.rules.publish(self.groups.clone());
+        self.rules.publish_one(i, &self.groups[i]);
     }
 }
 
@@ -552,7 +564,7 @@ fn eval_group(
             .collect();
         let (tx, rx) = oneshot::channel();
         writer
-            .blocking_send(WriterMsg::Write(write, tx))
+            .blocking_send(WriterMsg::RuleWrite(write, tx))
             .map_err(|_| "the aggregator is shutting down".to_string())?;
         rx.blocking_recv()
             .map_err(|_| "the aggregator is shutting down".to_string())?

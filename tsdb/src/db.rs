@@ -198,6 +198,16 @@ impl Storage {
     /// # Errors
     /// The write failed: nothing of the plan was written, and the store is as before.
     pub fn commit(&self, plan: &WritePlan) -> Result<Vec<SeriesId>, StorageError> {
+        self.commit_with(plan, true)
+    }
+
+    /// [`Storage::commit`], synced or not: an unsynced commit is visible at once and
+    /// becomes durable with the next synced one (RocksDB syncs its log in order), or is
+    /// lost with the machine before that.
+    ///
+    /// # Errors
+    /// The write failed; nothing of the plan is applied.
+    pub fn commit_with(&self, plan: &WritePlan, sync: bool) -> Result<Vec<SeriesId>, StorageError> {
         let cf_series = self.cf(CF_SERIES)?;
         let cf_wal = self.cf(CF_WAL)?;
         let next_series_before = self.next_series.load(Ordering::Relaxed);
@@ -238,7 +248,12 @@ impl Storage {
         for (k, v) in &plan.meta {
             wb.put(k, v);
         }
-        if let Err(e) = self.db.write_opt(wb, &self.sync) {
+        let r = if sync {
+            self.db.write_opt(wb, &self.sync)
+        } else {
+            self.db.write(wb)
+        };
+        if let Err(e) = r {
             // Nothing was written: put the counters back as they were.
             self.next_series
                 .store(next_series_before, Ordering::Relaxed);
