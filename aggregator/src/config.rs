@@ -108,6 +108,24 @@ impl AlertingConfig {
                         "{u:?} is not a URL such as \"http://127.0.0.1:9093\" (plain http only)"
                     ),
                 ));
+            } else if u.trim_end_matches('/').ends_with("/api/v2/alerts")
+                || u.trim_end_matches('/').ends_with("/api/v1/alerts")
+            {
+                out.push(Problem::new(
+                    "alerting.alertmanagers",
+                    format!(
+                        "{u:?}: give the Alertmanager's base URL (\"http://127.0.0.1:9093\"); /api/v2/alerts is added"
+                    ),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for u in &self.alertmanagers {
+            if !seen.insert(u.trim_end_matches('/')) {
+                out.push(Problem::new(
+                    "alerting.alertmanagers",
+                    format!("{u:?} is listed twice (every alert would be sent to it twice)"),
+                ));
             }
         }
         for k in self.external_labels.keys() {
@@ -518,5 +536,23 @@ key = "aggregator.key"
         .unwrap_err()
         .to_string();
         assert!(e.contains("timeuot"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_urls_that_would_fail_are_named() {
+        let c = Config::parse(
+            &format!(
+                "{GOOD}[alerting]\nalertmanagers = [\"http://a:9093/api/v2/alerts\", \"http://b:9093\", \"http://b:9093/\"]\ncut_off_after = \"0s\"\n"
+            ),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(p.contains("give the Alertmanager's base URL"), "{p}");
+        assert!(p.contains("\"http://b:9093/\" is listed twice"), "{p}");
+        assert!(
+            p.contains("alerting.cut_off_after: must be more than 0s"),
+            "{p}"
+        );
     }
 }

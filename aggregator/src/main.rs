@@ -83,9 +83,10 @@ enum RulesCmd {
         /// http://127.0.0.1:9470.
         #[arg(long)]
         url: Option<String>,
-        /// Interval of groups that set none (as promtool's --eval-interval).
-        #[arg(long, default_value = "1m")]
-        eval_interval: String,
+        /// Interval of groups that set none (as promtool's --eval-interval); default the
+        /// config's `evaluation_interval` with --config, else 1m.
+        #[arg(long)]
+        eval_interval: Option<String>,
         /// Evaluate and print the alerts, but write no samples.
         #[arg(long)]
         dry_run: bool,
@@ -215,7 +216,7 @@ fn replay(
     to: Option<String>,
     config: Option<PathBuf>,
     url: Option<String>,
-    eval_interval: String,
+    eval_interval: Option<String>,
     dry_run: bool,
 ) -> Result<(), String> {
     use outpost_aggregator::replay;
@@ -224,16 +225,24 @@ fn replay(
         .map(Config::load)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let interval: outpost_shared::units::Duration = eval_interval
-        .parse()
-        .map_err(|e| format!("--eval-interval: {e}"))?;
+    let interval: outpost_shared::units::Duration = match (eval_interval, &cfg) {
+        (Some(t), _) => t.parse().map_err(|e| format!("--eval-interval: {e}"))?,
+        (None, Some(c)) => c.alerting.evaluation_interval,
+        (None, None) => outpost_shared::units::Duration::from_secs(60),
+    };
     if interval.get().is_zero() {
         return Err("--eval-interval: must be more than 0s".into());
     }
     let from_ms = replay::parse_when(&from).map_err(|e| format!("--from: {e}"))?;
     let to_ms = match to {
         Some(t) => replay::parse_when(&t).map_err(|e| format!("--to: {e}"))?,
-        None => outpost_service::now_ms(),
+        None => {
+            let now = outpost_service::now_ms();
+            if from_ms > now {
+                return Err("--from is in the future (--to defaults to now)".into());
+            }
+            now
+        }
     };
     let url = url
         .or_else(|| cfg.as_ref().map(|c| format!("http://{}", c.listen.http)))

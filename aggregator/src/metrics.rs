@@ -61,6 +61,7 @@ pub struct Metrics {
     pub notifications_errors: Family<AlertmanagerLabel, Counter>,
     pub notifications_dropped: Counter,
     pub rule_cut_off_agents: Gauge,
+    pub rules_last_reload_successful: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,7 +117,14 @@ impl Metrics {
             notifications_errors: Family::default(),
             notifications_dropped: Counter::default(),
             rule_cut_off_agents: Gauge::default(),
+            rules_last_reload_successful: Gauge::default(),
         };
+        m.rules_last_reload_successful.set(1);
+        r.register(
+            "rules_last_reload_successful",
+            "Whether the last reading of the rule files (at start, on a change, SIGHUP or /-/reload) was taken (1) or refused (0)",
+            m.rules_last_reload_successful.clone(),
+        );
         r.register(
             "rule_cut_off_agents",
             "Agents cut off (not connected, or no data since they reconnected) whose alerts are held instead of resolved",
@@ -339,7 +347,7 @@ impl Metrics {
     /// Counts `n` alerts sent to (`ok`) or failed at Alertmanager `am`.
     pub fn notification(&self, am: &str, n: u64, ok: bool) {
         let l = AlertmanagerLabel {
-            alertmanager: am.to_string(),
+            alertmanager: redact_url(am),
         };
         if ok {
             self.notifications_sent.get_or_create(&l).inc_by(n);
@@ -350,6 +358,7 @@ impl Metrics {
 
     /// Counts a rule file reload.
     pub fn rule_reload(&self, ok: bool) {
+        self.rules_last_reload_successful.set(i64::from(ok));
         self.rule_reloads
             .get_or_create(&OutcomeLabel {
                 outcome: if ok { "success" } else { "refused" }.into(),
@@ -369,5 +378,43 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A URL with its password hidden, as Go's `url.URL.Redacted` shows it
+/// (`http://user:xxxxx@host:9093`), for labels and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:xxxxx{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden_and_the_rest_kept() {
+        assert_eq!(
+            redact_url("http://user:secret@127.0.0.1:9093/am"),
+            "http://user:xxxxx@127.0.0.1:9093/am"
+        );
+        assert_eq!(redact_url("http://user@h:9093"), "http://user@h:9093");
+        assert_eq!(redact_url("http://h:9093/a@b"), "http://h:9093/a@b");
+        assert_eq!(redact_url("h:9093"), "h:9093");
     }
 }

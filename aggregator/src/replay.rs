@@ -195,6 +195,17 @@ fn slots(g: &Group, from_ms: i64, to_ms: i64) -> impl Iterator<Item = i64> {
         .take_while(move |&t| t <= to_ms)
 }
 
+/// Whether PromQL text `expr` names metric `name` (as a whole word: not inside a longer
+/// name).
+fn mentions(expr: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    expr.match_indices(name).any(|(i, _)| {
+        let before = expr[..i].chars().next_back();
+        let after = expr[i + name.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
+}
+
 fn label_text(l: &LabelMap) -> String {
     let name = l.get("alertname").cloned().unwrap_or_default();
     let rest: Vec<String> = l
@@ -212,9 +223,22 @@ fn label_text(l: &LabelMap) -> String {
 /// A rule whose query fails is reported and the replay goes on.
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> Result<(), String> {
     if opts.to_ms < opts.from_ms {
-        return Err("--to is before --from".into());
+        return Err(format!(
+            "--to ({}) is before --from ({})",
+            rfc3339(opts.to_ms),
+            rfc3339(opts.from_ms)
+        ));
+    }
+    if !(opts.url.starts_with("http://") || opts.url.starts_with("https://")) {
+        return Err(format!(
+            "--url {:?}: give the aggregator's URL with its scheme, such as http://127.0.0.1:9470",
+            opts.url
+        ));
     }
     let files = crate::rules::load_files(&opts.rules).map_err(|p| p.join("\n"))?;
+    if files.is_empty() {
+        return Err(format!("no rule file matches {}", opts.rules.join(", ")));
+    }
     let gopts = GroupOptions {
         default_interval_ms: opts.eval_interval_ms,
         external_labels: opts.external_labels.clone(),
@@ -228,9 +252,48 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> Result<(), String> {
         let _ = writeln!(out, "{s}");
     };
     let mut courses: BTreeMap<(String, LabelMap), Vec<Course>> = BTreeMap::new();
+    let groups: Vec<Group> = files
+        .iter()
+        .flat_map(|f| Group::from_file(f, &gopts))
+        .collect();
+    let total: usize = groups
+        .iter()
+        .map(|g| slots(g, opts.from_ms, opts.to_ms).count() * g.rules().len())
+        .sum();
+    if total > 100_000 {
+        eprintln!(
+            "this replay evaluates {total} rule queries, each an HTTP request to {}; narrow --from/--to or raise --eval-interval for a shorter run",
+            opts.url
+        );
+    }
+    if opts.dry_run {
+        // What a dry run cannot show: rules reading series that earlier rules of this replay
+        // record read what the store holds instead.
+        let recorded: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.rules())
+            .filter_map(|r| match &r.spec.kind {
+                RuleKind::Record(n) => Some(n.clone()),
+                RuleKind::Alert(_) => None,
+            })
+            .collect();
+        for g in &groups {
+            for r in g.rules() {
+                if let Some(n) = recorded.iter().find(|n| mentions(&r.spec.expr, n)) {
+                    w(
+                        out,
+                        format!(
+                            "note: dry run: {:?} reads {n}, which this replay records but a dry run does not write; its results come from what the store already holds",
+                            r.name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let mut last_progress = Instant::now();
-    for file in &files {
-        for mut group in Group::from_file(file, &gopts) {
+    {
+        for mut group in groups {
             let times: Vec<i64> = slots(&group, opts.from_ms, opts.to_ms).collect();
             let n_rules = group.rules().len();
             let mut written = vec![0usize; n_rules];
@@ -304,6 +367,20 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> Result<(), String> {
                     );
                 }
             }
+            if times.is_empty() {
+                w(
+                    out,
+                    format!(
+                        "group {:?} ({}): no evaluation from {} to {} (its interval is {}s)",
+                        group.name(),
+                        group.file(),
+                        rfc3339(opts.from_ms),
+                        rfc3339(opts.to_ms),
+                        group.interval_ms() as f64 / 1000.0
+                    ),
+                );
+                continue;
+            }
             w(
                 out,
                 format!(
@@ -363,4 +440,21 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn names_are_found_as_whole_words() {
+        assert!(mentions("job:req:rate5m > 1", "job:req:rate5m"));
+        assert!(mentions(
+            "sum(rate(x[5m])) / ignoring(a) job:req",
+            "job:req"
+        ));
+        assert!(!mentions("job:req:rate5m > 1", "job:req"));
+        assert!(!mentions("my_up == 0", "up"));
+        assert!(mentions("up{job=\"a\"} == 0", "up"));
+    }
 }

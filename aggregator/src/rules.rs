@@ -759,12 +759,12 @@ async fn post_with_retries(agent: &ureq::Agent, base: &str, body: Arc<String>) -
         match r {
             Ok(()) => return true,
             Err(e) if attempt < NOTIFY_ATTEMPTS => {
-                tracing::warn!(alertmanager = %url, attempt, "sending alerts failed, retrying in {backoff:?}: {e}");
+                tracing::warn!(alertmanager = %crate::metrics::redact_url(&url), attempt, "sending alerts failed, retrying in {backoff:?}: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
             Err(e) => {
-                tracing::error!(alertmanager = %url, attempt, "sending alerts failed, giving up: {e}");
+                tracing::error!(alertmanager = %crate::metrics::redact_url(&url), attempt, "sending alerts failed, giving up: {e}");
             }
         }
     }

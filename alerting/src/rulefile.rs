@@ -240,15 +240,8 @@ pub fn parse_rule_file(file: &str, yaml: &str) -> Result<RuleFile, Vec<RuleProbl
         let interval_ms = match &g.interval {
             None => None,
             Some(i) => match parse_duration(&i.value) {
-                Ok(0) => {
-                    problems.push(problem(
-                        loc(i),
-                        Some(gname),
-                        None,
-                        "interval: must be greater than zero".into(),
-                    ));
-                    None
-                }
+                // As Prometheus: a zero interval means the default one.
+                Ok(0) => None,
                 Ok(ms) => Some(ms),
                 Err(e) => {
                     problems.push(problem(loc(i), Some(gname), None, format!("interval: {e}")));

@@ -349,6 +349,9 @@ fn validation_matches_promtool_check_rules() {
           t: "{{ if }}"
   - name: a
     rules: []
+  - name: zero
+    interval: 0s
+    rules: []
 "#;
     let dir = std::env::temp_dir().join(format!("outpost-alerting-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

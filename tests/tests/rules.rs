@@ -362,6 +362,15 @@ fn a_bad_rule_file_is_refused_and_the_running_rules_keep_running() {
         (l.contains("config reload failed") && l.contains("rules.yml: 6:")).then_some(())
     });
     assert!(logged.is_some(), "{}", agg.proc.logs());
+    // The file watcher takes the refusal in too (within its 2 s period).
+    let refused = wait_for(Duration::from_secs(6), || {
+        (metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_rules_last_reload_successful",
+        ) == Some(0.0))
+        .then_some(())
+    });
+    assert!(refused.is_some(), "{}", agg.metrics());
     let (ok, out) = run(Command::new(bin("outpost-aggregator"))
         .arg("check-config")
         .arg("--config")
@@ -398,6 +407,13 @@ fn a_bad_rule_file_is_refused_and_the_running_rules_keep_running() {
         agg.query("rec:two").into_iter().next()
     });
     assert!(two.is_some(), "{}", agg.proc.logs());
+    assert_eq!(
+        metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_rules_last_reload_successful"
+        ),
+        Some(1.0)
+    );
 }
 
 /// An agent that is cut off (here: killed) sends no data, so its series vanish from

@@ -756,4 +756,40 @@ fn rules_replay_matches_promtool_create_blocks_from_rules() {
         agg.query("ALERTS").is_empty(),
         "a replay must not write ALERTS"
     );
+
+    // A dry run says which rules read series it does not write; a glob matching nothing is
+    // an error.
+    let both = dir.path().join("both.yml");
+    std::fs::write(
+        &both,
+        "groups:\n  - name: both\n    interval: 1m\n    rules:\n      - record: job:req:rate2m\n        expr: sum by (job) (rate(req_total[2m]))\n      - alert: JobBusy\n        expr: job:req:rate2m > 100\n",
+    )
+    .expect("write rules");
+    let dry = Command::new(outpost_tests::bin("outpost-aggregator"))
+        .args(["rules", "replay", "--dry-run"])
+        .arg(format!("--url={outpost}"))
+        .arg(format!("--from={}", from / 1000))
+        .arg(format!("--to={}", to / 1000))
+        .arg("--rules")
+        .arg(&both)
+        .output()
+        .expect("replay");
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("note: dry run: \"JobBusy\" reads job:req:rate2m"),
+        "{text}"
+    );
+    let none = Command::new(outpost_tests::bin("outpost-aggregator"))
+        .args(["rules", "replay", "--dry-run"])
+        .arg(format!("--url={outpost}"))
+        .arg(format!("--from={}", from / 1000))
+        .arg("--rules")
+        .arg(dir.path().join("nothing/*.yml"))
+        .output()
+        .expect("replay");
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && err.contains("no rule file matches"),
+        "{err}"
+    );
 }
