@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -20,6 +21,12 @@ pub struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertmanagerLabel {
     pub alertmanager: String,
+}
+
+/// A rule group, named as Prometheus names it in its metrics: `file;group`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleGroupLabel {
+    pub rule_group: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,8 +61,11 @@ pub struct Metrics {
     pub reload: outpost_service::metrics::ReloadGauges,
     pub checks: crate::checks::Gauges,
     pub process: outpost_service::metrics::ProcessInfo,
-    pub rule_evaluations: Counter,
-    pub rule_evaluation_failures: Counter,
+    pub rule_evaluations: Family<RuleGroupLabel, Counter>,
+    pub rule_evaluation_failures: Family<RuleGroupLabel, Counter>,
+    pub rule_group_last_duration: Family<RuleGroupLabel, Gauge<f64, AtomicU64>>,
+    pub rule_group_last_evaluation: Family<RuleGroupLabel, Gauge<f64, AtomicU64>>,
+    pub rule_group_rules: Family<RuleGroupLabel, Gauge>,
     pub rule_reloads: Family<OutcomeLabel, Counter>,
     pub notifications_sent: Family<AlertmanagerLabel, Counter>,
     pub notifications_errors: Family<AlertmanagerLabel, Counter>,
@@ -110,8 +120,11 @@ impl Metrics {
             reload: Default::default(),
             checks: Default::default(),
             process: Default::default(),
-            rule_evaluations: Counter::default(),
-            rule_evaluation_failures: Counter::default(),
+            rule_evaluations: Family::default(),
+            rule_evaluation_failures: Family::default(),
+            rule_group_last_duration: Family::default(),
+            rule_group_last_evaluation: Family::default(),
+            rule_group_rules: Family::default(),
             rule_reloads: Family::default(),
             notifications_sent: Family::default(),
             notifications_errors: Family::default(),
@@ -132,13 +145,30 @@ impl Metrics {
         );
         r.register(
             "rule_evaluations",
-            "Rule evaluations (Prometheus' prometheus_rule_evaluations_total)",
+            "Rule evaluations, by group `file;group` (Prometheus' prometheus_rule_evaluations_total)",
             m.rule_evaluations.clone(),
         );
         r.register(
             "rule_evaluation_failures",
             "Rule evaluations that failed",
             m.rule_evaluation_failures.clone(),
+        );
+        r.register_with_unit(
+            "rule_group_last_duration",
+            "How long the group's last evaluation took (Prometheus' prometheus_rule_group_last_duration_seconds)",
+            Unit::Seconds,
+            m.rule_group_last_duration.clone(),
+        );
+        r.register_with_unit(
+            "rule_group_last_evaluation_timestamp",
+            "The slot the group was last evaluated at, Unix seconds",
+            Unit::Seconds,
+            m.rule_group_last_evaluation.clone(),
+        );
+        r.register(
+            "rule_group_rules",
+            "Rules in the group",
+            m.rule_group_rules.clone(),
         );
         r.register(
             "rule_reloads",

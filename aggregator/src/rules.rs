@@ -460,6 +460,11 @@ impl Runner {
         self.settings = settings;
         self.fingerprint = fp;
         self.metrics.rule_reload(true);
+        // Groups that are gone leave no gauges behind; the running ones set theirs again at
+        // their next evaluation.
+        self.metrics.rule_group_last_duration.clear();
+        self.metrics.rule_group_last_evaluation.clear();
+        self.metrics.rule_group_rules.clear();
         self.rules.publish(&self.groups);
         Ok(n)
     }
@@ -497,10 +502,26 @@ impl Runner {
                 "cannot store the rule group's state (kept in memory): {e}"
             );
         }
+        let label = crate::metrics::RuleGroupLabel {
+            rule_group: format!("{};{}", group.file(), group.name()),
+        };
+        let m = &self.metrics;
+        m.rule_group_last_duration
+            .get_or_create(&label)
+            .set(eval_seconds);
+        m.rule_group_last_evaluation
+            .get_or_create(&label)
+            .set(ts as f64 / 1000.0);
+        m.rule_group_rules
+            .get_or_create(&label)
+            .set(report.rules.len() as i64);
+        m.rule_evaluations
+            .get_or_create(&label)
+            .inc_by(report.rules.len() as u64);
+        let failures = m.rule_evaluation_failures.get_or_create(&label);
         for r in &report.rules {
-            self.metrics.rule_evaluations.inc();
             if r.error.is_some() {
-                self.metrics.rule_evaluation_failures.inc();
+                failures.inc();
                 tracing::debug!(rule = %r.name, "rule evaluation failed: {}", r.error.as_deref().unwrap_or_default());
             }
         }

@@ -303,6 +303,21 @@ fn rules_record_alert_notify_and_keep_firing_across_a_crash() {
         .filter(|v| *v >= 1.0)
     });
     assert!(sent.is_some(), "{}", agg.metrics());
+    let text = agg.metrics();
+    let per_group = text.lines().find(|l| {
+        l.starts_with("outpost_aggregator_rule_evaluations_total{rule_group=\"")
+            && l.contains("rules/lab.yml;lab\"}")
+    });
+    assert!(
+        per_group
+            .is_some_and(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)),
+        "{text}"
+    );
+    assert!(
+        text.contains("outpost_aggregator_rule_group_rules{rule_group=")
+            && text.contains("outpost_aggregator_rule_group_last_duration_seconds{rule_group="),
+        "{text}"
+    );
 
     // kill -9 and restart: still firing, with its original activeAt.
     let killed_at = now_ms();
