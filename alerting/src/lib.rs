@@ -9,6 +9,8 @@
 //!   markers, `limit`), its Prometheus-slotted schedule and its persistable state.
 //! - [`query`]: the query function rules read through, and one over the PromQL engine.
 //! - [`duration`]: Prometheus' duration syntax (`1h30m`).
+//! - [`route`]: Alertmanager's routing tree (the `route:` section, matchers in all their
+//!   spellings, inheritance, `continue`), as Alertmanager 0.25 walks it.
 //!
 //! Pure: no runtime, no clock (every evaluation takes the time as an argument), no I/O;
 //! series are read only through a query function and written only through an append
@@ -18,6 +20,7 @@
 pub mod duration;
 pub mod group;
 pub mod query;
+pub mod route;
 pub mod rule;
 pub mod rulefile;
 pub mod template;
