@@ -9,6 +9,7 @@
 //!   markers, `limit`), its Prometheus-slotted schedule and its persistable state.
 //! - [`query`]: the query function rules read through, and one over the PromQL engine.
 //! - [`duration`]: Prometheus' duration syntax (`1h30m`).
+//! - [`inhibit`]: Alertmanager's inhibition rules.
 //! - [`route`]: Alertmanager's routing tree (the `route:` section, matchers in all their
 //!   spellings, inheritance, `continue`), as Alertmanager 0.25 walks it.
 //!
@@ -19,6 +20,7 @@
 
 pub mod duration;
 pub mod group;
+pub mod inhibit;
 pub mod query;
 pub mod route;
 pub mod rule;

@@ -1,7 +1,8 @@
 //! Alertmanager's routing compared with the real `amtool config routes test` (Debian's
 //! prometheus-alertmanager 0.25) on one configuration with nested routes, `continue`, every
 //! matcher spelling and missing labels: for many label sets, the receivers chosen must be
-//! the same, in the same order.
+//! the same, in the same order. And inhibition compared with a running Alertmanager: the
+//! same alerts posted to it, the ones it reports inhibited are the ones Outpost mutes.
 
 use outpost_alerting::route::{Route, RouteConfig};
 use serde::Deserialize;
@@ -106,4 +107,182 @@ fn routes_match_amtool() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(checked > 40, "{checked}");
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+const INHIBIT_CONFIG: &str = r#"route:
+  receiver: blackhole
+receivers:
+  - name: blackhole
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity=~"warning|info"']
+    equal: [cluster, service]
+  - source_match: {alertname: NodeDown}
+    target_match_re: {alertname: ".+"}
+    equal: [instance]
+  - source_matchers: ['team="x"']
+    target_matchers: ['team="x"']
+    equal: [zone]
+"#;
+
+#[derive(Deserialize)]
+struct InhibitTop {
+    inhibit_rules: Vec<outpost_alerting::inhibit::InhibitRuleConfig>,
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The same alerts posted to a real Alertmanager: the ones it reports inhibited are the ones
+/// Outpost's rules mute.
+#[test]
+fn inhibition_matches_alertmanager() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("outpost-am-inhibit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("am.yml"), INHIBIT_CONFIG).expect("write");
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "alertmanager did not start");
+
+    let alerts: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("alertname", "Disk"),
+            ("severity", "critical"),
+            ("cluster", "a"),
+            ("service", "db"),
+        ],
+        vec![
+            ("alertname", "Disk"),
+            ("severity", "warning"),
+            ("cluster", "a"),
+            ("service", "db"),
+        ],
+        vec![
+            ("alertname", "Disk"),
+            ("severity", "info"),
+            ("cluster", "a"),
+            ("service", "db"),
+        ],
+        vec![
+            ("alertname", "Disk"),
+            ("severity", "warning"),
+            ("cluster", "b"),
+            ("service", "db"),
+        ],
+        vec![
+            ("alertname", "Cpu"),
+            ("severity", "warning"),
+            ("cluster", "a"),
+        ],
+        vec![
+            ("alertname", "Mem"),
+            ("severity", "critical"),
+            ("cluster", "a"),
+        ],
+        vec![("alertname", "NodeDown"), ("instance", "h1")],
+        vec![
+            ("alertname", "Load"),
+            ("instance", "h1"),
+            ("severity", "page"),
+        ],
+        vec![("alertname", "Load"), ("instance", "h2")],
+        vec![("alertname", "T1"), ("team", "x"), ("zone", "z1")],
+        vec![("alertname", "T2"), ("team", "x"), ("zone", "z1")],
+        vec![("alertname", "T3"), ("team", "y"), ("zone", "z1")],
+    ];
+    let maps: Vec<BTreeMap<String, String>> = alerts
+        .iter()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect();
+    let body = serde_json::Value::Array(
+        maps.iter()
+            .map(|l| serde_json::json!({"labels": l, "endsAt": "2999-01-01T00:00:00Z"}))
+            .collect(),
+    )
+    .to_string();
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        &format!("{url}/api/v2/alerts"),
+    ]);
+    // Alertmanager takes alerts in asynchronously: read until two reads agree.
+    let read = || -> BTreeMap<String, bool> {
+        let v: serde_json::Value =
+            serde_json::from_str(&curl(&[&format!("{url}/api/v2/alerts")])).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let inhibited = a["status"]["inhibitedBy"]
+                    .as_array()
+                    .is_some_and(|x| !x.is_empty());
+                (a["labels"].to_string(), inhibited)
+            })
+            .collect()
+    };
+    let mut theirs = BTreeMap::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let a = read();
+        if a.len() == maps.len() && a == theirs {
+            break;
+        }
+        theirs = a;
+    }
+    let _ = am.kill();
+    let _ = am.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(theirs.len(), maps.len(), "{theirs:?}");
+
+    let top: InhibitTop = serde_saphyr::from_str(INHIBIT_CONFIG).expect("config");
+    let rules: Vec<_> = top
+        .inhibit_rules
+        .iter()
+        .map(|c| outpost_alerting::inhibit::InhibitRule::new(c).expect("rule"))
+        .collect();
+    let ours: BTreeMap<String, bool> = maps
+        .iter()
+        .map(|l| {
+            (
+                serde_json::to_value(l).expect("json").to_string(),
+                outpost_alerting::inhibit::inhibited(&rules, &maps, l),
+            )
+        })
+        .collect();
+    assert!(ours.values().filter(|v| **v).count() >= 3, "{ours:?}");
+    assert_eq!(ours, theirs);
 }
