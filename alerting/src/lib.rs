@@ -9,6 +9,8 @@
 //!   markers, `limit`), its Prometheus-slotted schedule and its persistable state.
 //! - [`query`]: the query function rules read through, and one over the PromQL engine.
 //! - [`duration`]: Prometheus' duration syntax (`1h30m`).
+//! - [`amconfig`]: Alertmanager's configuration file, read and validated as `amtool
+//!   check-config` does.
 //! - [`inhibit`]: Alertmanager's inhibition rules.
 //! - [`route`]: Alertmanager's routing tree (the `route:` section, matchers in all their
 //!   spellings, inheritance, `continue`), as Alertmanager 0.25 walks it.
@@ -18,6 +20,7 @@
 //! hook, both passed in by the caller. It depends on `outpost-shared` and
 //! `outpost-promql`, never on tokio, RocksDB or HTTP.
 
+pub mod amconfig;
 pub mod duration;
 pub mod group;
 pub mod inhibit;

@@ -286,3 +286,189 @@ fn inhibition_matches_alertmanager() {
     assert!(ours.values().filter(|v| **v).count() >= 3, "{ours:?}");
     assert_eq!(ours, theirs);
 }
+
+const CONFIG_OK: &str = r#"global:
+  resolve_timeout: 5m
+  smtp_smarthost: 'localhost:25'
+  smtp_from: 'alertmanager@example.org'
+  slack_api_url: 'https://hooks.slack.com/services/x'
+templates: ['/etc/alertmanager/template/*.tmpl']
+route:
+  receiver: team-X-mails
+  group_by: ['alertname', 'cluster', 'service']
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 3h
+  routes:
+    - matchers: [service=~"foo1|foo2|baz"]
+      receiver: team-X-mails
+      mute_time_intervals: [offhours]
+    - match: {severity: page}
+      receiver: pd
+      continue: true
+    - matchers: ['team="hooks"']
+      receiver: hook
+time_intervals:
+  - name: offhours
+    time_intervals:
+      - weekdays: ['saturday', 'sunday']
+inhibit_rules:
+  - source_matchers: [severity="critical"]
+    target_matchers: [severity="warning"]
+    equal: [alertname]
+  - source_match: {severity: critical}
+    target_match: {severity: info}
+receivers:
+  - name: team-X-mails
+    email_configs:
+      - to: 'team-X+alerts@example.org'
+        headers:
+          Subject: 'alert'
+  - name: slack
+    slack_configs:
+      - channel: '#alerts'
+        send_resolved: true
+        title: '{{ .CommonLabels.alertname }}'
+  - name: pd
+    pagerduty_configs:
+      - routing_key: abc
+        severity: critical
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:5001/
+        max_alerts: 10
+        http_config:
+          bearer_token: x
+  - name: og
+    opsgenie_configs:
+      - api_key: x
+"#;
+
+/// Each variant replaces one text of [`CONFIG_OK`] to break it in one way.
+const BROKEN: &[(&str, &str, &str)] = &[
+    ("undefined receiver", "receiver: pd\n", "receiver: nobody\n"),
+    (
+        "webhook without url",
+        "      - url: http://127.0.0.1:5001/\n",
+        "      - send_resolved: true\n",
+    ),
+    ("duplicate receiver", "  - name: og\n", "  - name: pd\n"),
+    (
+        "pagerduty without key",
+        "      - routing_key: abc\n",
+        "      - client: x\n",
+    ),
+    (
+        "email without to",
+        "      - to: 'team-X+alerts@example.org'\n",
+        "      - require_tls: false\n",
+    ),
+    ("no smarthost", "  smtp_smarthost: 'localhost:25'\n", ""),
+    (
+        "no slack url",
+        "  slack_api_url: 'https://hooks.slack.com/services/x'\n",
+        "",
+    ),
+    (
+        "undefined time interval",
+        "mute_time_intervals: [offhours]",
+        "mute_time_intervals: [weekends]",
+    ),
+    (
+        "unknown route key",
+        "  group_wait: 30s\n",
+        "  group_wait: 30s\n  group_wiat: 1m\n",
+    ),
+    (
+        "bad matcher",
+        "matchers: ['team=\"hooks\"']",
+        "matchers: ['team=~\"(\"']",
+    ),
+    (
+        "bad duration",
+        "repeat_interval: 3h",
+        "repeat_interval: often",
+    ),
+    (
+        "root matchers",
+        "  group_wait: 30s\n",
+        "  group_wait: 30s\n  matchers: [a=b]\n",
+    ),
+];
+
+/// `amtool check-config` and Outpost agree on which configurations are valid; for a broken
+/// one, Outpost's problems include amtool's (the same words where both say it in words;
+/// for YAML-level errors, the offending key).
+#[test]
+fn configurations_are_validated_as_amtool_does() {
+    let dir = std::env::temp_dir().join(format!("outpost-amtool-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let check = |text: &str| -> (bool, String) {
+        let f = dir.join("am.yml");
+        std::fs::write(&f, text).expect("write");
+        let out = Command::new("amtool")
+            .args(["check-config"])
+            .arg(&f)
+            .output()
+            .expect("amtool");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, text) = check(CONFIG_OK);
+    assert!(ok, "amtool refuses the valid config: {text}");
+    let cfg = outpost_alerting::amconfig::parse_alertmanager_config(CONFIG_OK)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        text.contains(&format!("{} receivers", cfg.receivers.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} inhibit rules", cfg.inhibit_rules.len())),
+        "{text}"
+    );
+    assert_eq!(cfg.receivers["og"].unsupported(), vec!["opsgenie_configs"]);
+
+    let mut differ = Vec::new();
+    for (what, from, to) in BROKEN {
+        assert!(
+            CONFIG_OK.contains(from),
+            "{what}: {from:?} not in the config"
+        );
+        let broken = CONFIG_OK.replacen(from, to, 1);
+        let (ok, text) = check(&broken);
+        let ours = outpost_alerting::amconfig::parse_alertmanager_config(&broken);
+        let theirs = text
+            .split("FAILED: ")
+            .nth(1)
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        match (ok, ours) {
+            (true, Ok(_)) => {}
+            (false, Err(problems)) => {
+                let all = problems.join("\n");
+                let same = all.contains(&theirs)
+                    || (theirs.starts_with("yaml:")
+                        && text.split("field ").nth(1).is_some_and(|rest| {
+                            all.contains(rest.split_whitespace().next().unwrap_or("?"))
+                        }))
+                    || (theirs.contains("error parsing regexp") && all.contains("matchers"))
+                    || (theirs.contains("not a valid duration") && all.contains("repeat_interval"));
+                if !same {
+                    differ.push(format!("{what}: amtool {theirs:?}, outpost {problems:?}"));
+                }
+            }
+            (ok, ours) => differ.push(format!(
+                "{what}: amtool {} ({theirs}), outpost {ours:?}",
+                if ok { "accepts" } else { "refuses" }
+            )),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
