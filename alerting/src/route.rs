@@ -249,6 +249,9 @@ pub struct Route {
     pub active_time_intervals: Vec<String>,
     /// Child routes, in order.
     pub routes: Vec<Route>,
+    /// Alertmanager's route key: the parent's key, `/`, and this route's matchers
+    /// (`{}/{severity="page"}`); the root's is `{}`.
+    pub key: String,
 }
 
 impl Route {
@@ -277,6 +280,7 @@ impl Route {
             mute_time_intervals: Vec::new(),
             active_time_intervals: Vec::new(),
             routes: Vec::new(),
+            key: String::new(),
         };
         let r = Route::build(cfg, &root, "route", &mut problems);
         if problems.is_empty() {
@@ -340,7 +344,14 @@ impl Route {
                 b.value.as_str(),
             ))
         });
+        let shown: Vec<String> = matchers.iter().map(ToString::to_string).collect();
+        let key = if parent.key.is_empty() {
+            format!("{{{}}}", shown.join(","))
+        } else {
+            format!("{}/{{{}}}", parent.key, shown.join(","))
+        };
         let mut route = Route {
+            key,
             receiver: cfg
                 .receiver
                 .clone()

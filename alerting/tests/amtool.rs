@@ -3,6 +3,8 @@
 //! matcher spelling and missing labels: for many label sets, the receivers chosen must be
 //! the same, in the same order. And inhibition compared with a running Alertmanager: the
 //! same alerts posted to it, the ones it reports inhibited are the ones Outpost mutes.
+//! Configuration files validated as `amtool check-config` validates them, and the webhook
+//! message a running Alertmanager posts compared with Outpost's for the same group.
 
 use outpost_alerting::route::{Route, RouteConfig};
 use serde::Deserialize;
@@ -471,4 +473,167 @@ fn configurations_are_validated_as_amtool_does() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// A running Alertmanager groups three alerts under a child route and posts them to a
+/// webhook served here; Outpost's message for the same alerts, route and group is the same
+/// JSON, fingerprints, group key and order included.
+#[test]
+fn webhook_message_matches_alertmanager() {
+    use std::io::{Read, Write};
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink_port = sink.local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = format!(
+        "route:\n  receiver: default\n  routes:\n    - matchers: ['team=\"db\"']\n      receiver: db.hook\n      group_by: [alertname, team]\n      group_wait: 100ms\nreceivers:\n  - name: default\n  - name: db.hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/hook\n"
+    );
+    let dir = std::env::temp_dir().join(format!("outpost-am-webhook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("am.yml"), &config).expect("write");
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.external-url=http://am.example:9093")
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mk = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let alerts = [
+        (
+            mk(&[
+                ("alertname", "Down"),
+                ("team", "db"),
+                ("instance", "h2"),
+                ("severity", "page"),
+            ]),
+            mk(&[("summary", "h2 is down"), ("runbook", "r")]),
+        ),
+        (
+            mk(&[
+                ("alertname", "Down"),
+                ("team", "db"),
+                ("instance", "h1"),
+                ("severity", "page"),
+                ("job", "node"),
+            ]),
+            mk(&[("summary", "h1 is down"), ("runbook", "r")]),
+        ),
+        (
+            mk(&[("alertname", "Down"), ("team", "db"), ("zone", "z")]),
+            mk(&[("runbook", "r")]),
+        ),
+    ];
+    let starts = "2026-12-01T00:00:00.123456789Z";
+    let ends = "2999-01-01T00:00:00Z";
+    let body = serde_json::Value::Array(
+        alerts
+            .iter()
+            .map(|(l, a)| {
+                serde_json::json!({"labels": l, "annotations": a, "startsAt": starts,
+                    "endsAt": ends, "generatorURL": "http://prom:9090/graph"})
+            })
+            .collect(),
+    )
+    .to_string();
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        &format!("{url}/api/v2/alerts"),
+    ]);
+    sink.set_nonblocking(false).expect("blocking");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = sink.accept() {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                        let _ = tx.send(text[i + 4..].to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = am.kill();
+    let _ = am.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let theirs: serde_json::Value =
+        serde_json::from_str(&got.expect("Alertmanager posted nothing to the webhook"))
+            .expect("json");
+
+    let top: Top = serde_saphyr::from_str(&config).expect("config");
+    let root = Route::new_root(&top.route).expect("route");
+    let route = root.matches(&alerts[0].0)[0];
+    assert_eq!(route.receiver, "db.hook");
+    let group_labels: BTreeMap<String, String> = route
+        .group_by
+        .iter()
+        .filter_map(|k| alerts[0].0.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    let notified: Vec<outpost_alerting::webhook::NotifiedAlert> = alerts
+        .iter()
+        .map(|(l, a)| outpost_alerting::webhook::NotifiedAlert {
+            labels: l.clone(),
+            annotations: a.clone(),
+            starts_at: starts.into(),
+            ends_at: ends.into(),
+            generator_url: "http://prom:9090/graph".into(),
+            resolved: false,
+        })
+        .collect();
+    let ours: serde_json::Value =
+        serde_json::from_str(&outpost_alerting::webhook::webhook_message(
+            &route.receiver,
+            &route.key,
+            &group_labels,
+            &notified,
+            "http://am.example:9093",
+            0,
+        ))
+        .expect("json");
+    assert_eq!(
+        ours, theirs,
+        "\noutpost:      {ours}\nalertmanager: {theirs}"
+    );
 }
