@@ -12,6 +12,7 @@
 //! - [`amconfig`]: Alertmanager's configuration file, read and validated as `amtool
 //!   check-config` does.
 //! - [`inhibit`]: Alertmanager's inhibition rules.
+//! - [`silence`]: silences in Alertmanager's v2 API shape, and which alerts they mute.
 //! - [`webhook`]: Alertmanager's webhook message, alert fingerprints and group keys.
 //! - [`route`]: Alertmanager's routing tree (the `route:` section, matchers in all their
 //!   spellings, inheritance, `continue`), as Alertmanager 0.25 walks it.
@@ -29,6 +30,7 @@ pub mod query;
 pub mod route;
 pub mod rule;
 pub mod rulefile;
+pub mod silence;
 pub mod template;
 pub mod webhook;
 mod xxhash;

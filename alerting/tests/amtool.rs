@@ -4,7 +4,8 @@
 //! the same, in the same order. And inhibition compared with a running Alertmanager: the
 //! same alerts posted to it, the ones it reports inhibited are the ones Outpost mutes.
 //! Configuration files validated as `amtool check-config` validates them, and the webhook
-//! message a running Alertmanager posts compared with Outpost's for the same group.
+//! message a running Alertmanager posts compared with Outpost's for the same group. Silences
+//! made through its API mute the alerts Outpost's silences mute.
 
 use outpost_alerting::route::{Route, RouteConfig};
 use serde::Deserialize;
@@ -636,4 +637,212 @@ fn webhook_message_matches_alertmanager() {
         ours, theirs,
         "\noutpost:      {ours}\nalertmanager: {theirs}"
     );
+}
+
+/// Silences made through a running Alertmanager's v2 API, and the same alerts posted: the
+/// alerts it reports silenced (and by which silences) are the ones Outpost's silences
+/// mute; the silences it refuses, Outpost refuses.
+#[test]
+fn silences_match_alertmanager() {
+    use outpost_alerting::silence::{Silence, SilenceMatcher, silenced_by};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("outpost-am-silence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("write");
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let m = |name: &str, value: &str, is_regex: bool, is_equal: bool| SilenceMatcher {
+        name: name.into(),
+        value: value.into(),
+        is_regex,
+        is_equal,
+    };
+    // (matchers, starts in the future)
+    let specs: Vec<(Vec<SilenceMatcher>, bool)> = vec![
+        (vec![m("alertname", "Disk", false, true)], false),
+        (
+            vec![
+                m("team", "db|web", true, true),
+                m("env", "dev", false, false),
+            ],
+            false,
+        ),
+        (
+            vec![
+                m("severity", "page", true, false),
+                m("cluster", "b", false, true),
+            ],
+            false,
+        ),
+        (
+            vec![
+                m("instance", "h[0-9]+", true, true),
+                m("zone", "", false, true),
+            ],
+            false,
+        ),
+        (vec![m("alertname", "Cpu", false, true)], true),
+        (vec![], false),
+        (vec![m("team", ".*", true, true)], false),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let iso = |ms: i64| {
+        // Alertmanager takes RFC 3339; seconds since the epoch are enough here.
+        let out = Command::new("date")
+            .args([
+                "-u",
+                "-d",
+                &format!("@{}", ms / 1000),
+                "+%Y-%m-%dT%H:%M:%SZ",
+            ])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut ours = Vec::new();
+    let mut refused = Vec::new();
+    for (i, (matchers, future)) in specs.iter().enumerate() {
+        let starts = if *future {
+            now + 3_600_000
+        } else {
+            now - 60_000
+        };
+        let ends = now + 7_200_000;
+        let body = serde_json::json!({"matchers": matchers, "startsAt": iso(starts),
+            "endsAt": iso(ends), "createdBy": "test", "comment": format!("silence {i}")})
+        .to_string();
+        let answer = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+            &format!("{url}/api/v2/silences"),
+        ]);
+        let id = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["silenceID"].as_str().map(String::from));
+        let mine = Silence::new(
+            id.as_deref().unwrap_or(""),
+            matchers,
+            starts / 1000 * 1000,
+            ends / 1000 * 1000,
+            "test",
+            "",
+        );
+        match (id, mine) {
+            (Some(_), Ok(s)) => ours.push(s),
+            (None, Err(_)) => refused.push(i),
+            (theirs, mine) => {
+                panic!("silence {i}: alertmanager {theirs:?} ({answer}), outpost {mine:?}")
+            }
+        }
+    }
+    assert_eq!(refused, vec![5, 6]);
+
+    let alerts: Vec<BTreeMap<String, String>> = [
+        vec![("alertname", "Disk"), ("team", "ops")],
+        vec![("alertname", "Mem"), ("team", "db"), ("env", "prod")],
+        vec![("alertname", "Mem"), ("team", "db"), ("env", "dev")],
+        vec![("alertname", "Mem"), ("team", "web")],
+        vec![("alertname", "Net"), ("severity", "warn"), ("cluster", "b")],
+        vec![("alertname", "Net"), ("severity", "page"), ("cluster", "b")],
+        vec![("alertname", "Load"), ("instance", "h12")],
+        vec![("alertname", "Load"), ("instance", "h12"), ("zone", "z")],
+        vec![("alertname", "Cpu"), ("team", "ops")],
+    ]
+    .iter()
+    .map(|a| {
+        a.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+    .collect();
+    let body = serde_json::Value::Array(
+        alerts
+            .iter()
+            .map(|l| serde_json::json!({"labels": l, "endsAt": "2999-01-01T00:00:00Z"}))
+            .collect(),
+    )
+    .to_string();
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        &format!("{url}/api/v2/alerts"),
+    ]);
+    let read = || -> BTreeMap<String, Vec<String>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&curl(&[&format!("{url}/api/v2/alerts")])).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let mut by: Vec<String> = a["status"]["silencedBy"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect();
+                by.sort();
+                (a["labels"].to_string(), by)
+            })
+            .collect()
+    };
+    let mut theirs = BTreeMap::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let a = read();
+        if a.len() == alerts.len() && a == theirs {
+            break;
+        }
+        theirs = a;
+    }
+    let _ = am.kill();
+    let _ = am.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mine: BTreeMap<String, Vec<String>> = alerts
+        .iter()
+        .map(|l| {
+            let mut by: Vec<String> = silenced_by(&ours, l, now)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            by.sort();
+            (serde_json::to_value(l).expect("json").to_string(), by)
+        })
+        .collect();
+    assert!(
+        mine.values().filter(|v| !v.is_empty()).count() >= 4,
+        "{mine:?}"
+    );
+    assert_eq!(mine, theirs);
 }
