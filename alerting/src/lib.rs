@@ -11,6 +11,8 @@
 //! - [`duration`]: Prometheus' duration syntax (`1h30m`).
 //! - [`amconfig`]: Alertmanager's configuration file, read and validated as `amtool
 //!   check-config` does.
+//! - [`dispatch`]: Alertmanager's aggregation groups, their timings and deduplication, in
+//!   simulated time.
 //! - [`inhibit`]: Alertmanager's inhibition rules.
 //! - [`silence`]: silences in Alertmanager's v2 API shape, and which alerts they mute.
 //! - [`webhook`]: Alertmanager's webhook message, alert fingerprints and group keys.
@@ -23,6 +25,7 @@
 //! `outpost-promql`, never on tokio, RocksDB or HTTP.
 
 pub mod amconfig;
+pub mod dispatch;
 pub mod duration;
 pub mod group;
 pub mod inhibit;

@@ -1,0 +1,307 @@
+//! Alertmanager 0.25's dispatcher and deduplication in simulated time: alerts go to the
+//! aggregation groups of the routes they match (one group per route and value of its
+//! `group_by` labels); a new group is flushed after `group_wait` (at once when its first
+//! alert started longer ago than that), then every `group_interval`; a flush notifies the
+//! route's receiver when the notification log says so (the rules of Alertmanager's
+//! `DedupStage`), and resolved alerts that were flushed leave the group.
+//!
+//! Pure: the caller passes the time to every call, sends what [`Dispatcher::flush_due`]
+//! returns, and keeps the [`NotificationLog`] (it is what must survive restarts).
+
+use crate::route::Route;
+use crate::rule::LabelMap;
+use crate::webhook::{fingerprint, group_key};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How often Alertmanager drops empty aggregation groups, ms.
+pub const MAINTENANCE_INTERVAL_MS: i64 = 30_000;
+
+/// An alert as the dispatcher holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchedAlert {
+    /// Its labels (identity).
+    pub labels: LabelMap,
+    /// Its annotations.
+    pub annotations: LabelMap,
+    /// When it started, ms.
+    pub starts_at_ms: i64,
+    /// When it ends (resolved from then on), ms.
+    pub ends_at_ms: i64,
+}
+
+impl DispatchedAlert {
+    /// Resolved at `now_ms`.
+    pub fn resolved(&self, now_ms: i64) -> bool {
+        self.ends_at_ms <= now_ms
+    }
+}
+
+/// What was last sent for one group to its receiver (Alertmanager's `nflog` entry).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogEntry {
+    /// Fingerprints of the alerts firing then.
+    pub firing: BTreeSet<u64>,
+    /// Fingerprints of the alerts resolved then.
+    pub resolved: BTreeSet<u64>,
+    /// When, ms.
+    pub at_ms: i64,
+}
+
+/// The notification log: per group key and receiver, the last notification.
+pub type NotificationLog = BTreeMap<(String, String), LogEntry>;
+
+/// A notification to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// The receiver's name.
+    pub receiver: String,
+    /// The route's key.
+    pub route_key: String,
+    /// The group's key ([`group_key`]).
+    pub group_key: String,
+    /// The group's labels.
+    pub group_labels: LabelMap,
+    /// The group's alerts, firing and resolved.
+    pub alerts: Vec<DispatchedAlert>,
+    /// When it was decided, ms.
+    pub at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    receiver: String,
+    route_key: String,
+    labels: LabelMap,
+    group_interval_ms: i64,
+    repeat_interval_ms: i64,
+    alerts: BTreeMap<u64, DispatchedAlert>,
+    next_flush_ms: i64,
+    flushed: bool,
+}
+
+/// The routing tree and its aggregation groups.
+#[derive(Clone, Debug)]
+pub struct Dispatcher {
+    route: Route,
+    groups: BTreeMap<String, Group>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the tree rooted at `route`.
+    pub fn new(route: Route) -> Dispatcher {
+        Dispatcher {
+            route,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Takes in a new or updated alert (the same labels replace the alert in every group
+    /// it is in) at `now_ms`.
+    pub fn insert(&mut self, alert: DispatchedAlert, now_ms: i64) {
+        let fp = fingerprint(&alert.labels);
+        let routes: Vec<(String, LabelMap, String, i64, i64, i64)> = self
+            .route
+            .matches(&alert.labels)
+            .into_iter()
+            .map(|r| {
+                let labels: LabelMap = if r.group_by_all {
+                    alert.labels.clone()
+                } else {
+                    r.group_by
+                        .iter()
+                        .filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect()
+                };
+                (
+                    r.key.clone(),
+                    labels,
+                    r.receiver.clone(),
+                    r.group_wait_ms,
+                    r.group_interval_ms,
+                    r.repeat_interval_ms,
+                )
+            })
+            .collect();
+        for (route_key, labels, receiver, wait, interval, repeat) in routes {
+            let key = group_key(&route_key, &labels);
+            let g = self.groups.entry(key).or_insert_with(|| Group {
+                receiver,
+                route_key,
+                labels,
+                group_interval_ms: interval,
+                repeat_interval_ms: repeat,
+                alerts: BTreeMap::new(),
+                next_flush_ms: now_ms + wait,
+                flushed: false,
+            });
+            // An alert older than the group's wait is not waited for.
+            if !g.flushed && alert.starts_at_ms + wait < now_ms {
+                g.next_flush_ms = g.next_flush_ms.min(now_ms);
+            }
+            g.alerts.insert(fp, alert.clone());
+        }
+    }
+
+    /// When the next group is due to flush, ms.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.groups.values().map(|g| g.next_flush_ms).min()
+    }
+
+    /// Flushes every group due at `now_ms`; returns the notifications the log says to send
+    /// (and records them in `log`: call only when they will be sent). `send_resolved` tells
+    /// whether a receiver wants resolved alerts.
+    pub fn flush_due(
+        &mut self,
+        now_ms: i64,
+        log: &mut NotificationLog,
+        send_resolved: &dyn Fn(&str) -> bool,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for (key, g) in self.groups.iter_mut() {
+            if g.next_flush_ms > now_ms {
+                continue;
+            }
+            if g.alerts.is_empty() {
+                g.next_flush_ms = now_ms + g.group_interval_ms;
+                continue;
+            }
+            g.flushed = true;
+            g.next_flush_ms = now_ms + g.group_interval_ms;
+            let firing: BTreeSet<u64> = g
+                .alerts
+                .iter()
+                .filter(|(_, a)| !a.resolved(now_ms))
+                .map(|(fp, _)| *fp)
+                .collect();
+            let resolved: BTreeSet<u64> = g
+                .alerts
+                .iter()
+                .filter(|(_, a)| a.resolved(now_ms))
+                .map(|(fp, _)| *fp)
+                .collect();
+            let log_key = (key.clone(), g.receiver.clone());
+            let wants_resolved = send_resolved(&g.receiver);
+            let notify = match log.get(&log_key) {
+                None => !firing.is_empty(),
+                Some(e) if !firing.is_subset(&e.firing) => true,
+                Some(e) if firing.is_empty() => !e.firing.is_empty(),
+                Some(e) if wants_resolved && !resolved.is_subset(&e.resolved) => true,
+                Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
+            };
+            if notify {
+                let alerts: Vec<DispatchedAlert> = g
+                    .alerts
+                    .values()
+                    .filter(|a| wants_resolved || !a.resolved(now_ms))
+                    .cloned()
+                    .collect();
+                log.insert(
+                    log_key,
+                    LogEntry {
+                        firing: firing.clone(),
+                        resolved: resolved.clone(),
+                        at_ms: now_ms,
+                    },
+                );
+                // A receiver that does not want resolved alerts gets nothing when all are
+                // resolved; the log still forgets what was firing.
+                if !alerts.is_empty() {
+                    out.push(Notification {
+                        receiver: g.receiver.clone(),
+                        route_key: g.route_key.clone(),
+                        group_key: key.clone(),
+                        group_labels: g.labels.clone(),
+                        alerts,
+                        at_ms: now_ms,
+                    });
+                }
+            }
+            // Resolved alerts leave the group once flushed.
+            g.alerts.retain(|_, a| !a.resolved(now_ms));
+        }
+        out
+    }
+
+    /// Drops the groups left without alerts (Alertmanager does it every
+    /// [`MAINTENANCE_INTERVAL_MS`]; until then a new alert joins the flushed group and
+    /// waits for its next interval, not for `group_wait`).
+    pub fn maintain(&mut self) {
+        self.groups.retain(|_, g| !g.alerts.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RouteConfig;
+
+    fn l(pairs: &[(&str, &str)]) -> LabelMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn alert(name: &str, instance: &str, start: i64, end: i64) -> DispatchedAlert {
+        DispatchedAlert {
+            labels: l(&[("alertname", name), ("instance", instance)]),
+            annotations: LabelMap::new(),
+            starts_at_ms: start,
+            ends_at_ms: end,
+        }
+    }
+
+    const S: i64 = 1000;
+    const FOREVER: i64 = i64::MAX;
+
+    /// Timings as Alertmanager's documentation describes them, in simulated time.
+    #[test]
+    fn wait_interval_repeat_and_resolve() {
+        let cfg: RouteConfig = serde_saphyr::from_str(
+            "receiver: r\ngroup_by: [alertname]\ngroup_wait: 30s\ngroup_interval: 5m\nrepeat_interval: 1h\n",
+        )
+        .unwrap();
+        let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap());
+        let mut log = NotificationLog::new();
+        let yes = |_: &str| true;
+        d.insert(alert("Down", "a", 0, FOREVER), 0);
+        assert!(d.flush_due(29 * S, &mut log, &yes).is_empty());
+        let n = d.flush_due(30 * S, &mut log, &yes);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].group_key, "{}:{alertname=\"Down\"}");
+        // A second alert joins: sent at the next interval, not before.
+        d.insert(alert("Down", "b", 60 * S, FOREVER), 60 * S);
+        assert_eq!(d.next_due_ms(), Some(330 * S));
+        let n = d.flush_due(330 * S, &mut log, &yes);
+        assert_eq!(n[0].alerts.len(), 2);
+        // Nothing new: nothing until the repeat interval has passed.
+        assert!(d.flush_due(630 * S, &mut log, &yes).is_empty());
+        let mut t = 630 * S;
+        let mut sent = None;
+        while sent.is_none() {
+            t += 300 * S;
+            sent = d.flush_due(t, &mut log, &yes).pop().map(|n| n.at_ms);
+        }
+        assert!(sent.unwrap() > 330 * S + 3600 * S);
+        // b resolves: sent (send_resolved), then b leaves the group.
+        d.insert(alert("Down", "b", 60 * S, t + 10 * S), t + 10 * S);
+        let n = d.flush_due(t + 300 * S, &mut log, &yes);
+        assert_eq!(n[0].alerts.len(), 2);
+        assert!(n[0].alerts.iter().any(|a| a.resolved(t + 300 * S)));
+        // Without send_resolved, only the last resolve is sent, and to nobody.
+        d.insert(alert("Down", "a", 0, t + 400 * S), t + 400 * S);
+        let no = |_: &str| false;
+        assert!(d.flush_due(t + 600 * S, &mut log, &no).is_empty());
+        assert!(log.values().all(|e| e.firing.is_empty()));
+        d.maintain();
+        assert_eq!(d.next_due_ms(), None);
+    }
+
+    #[test]
+    fn an_old_alert_is_not_waited_for() {
+        let cfg: RouteConfig = serde_saphyr::from_str("receiver: r\ngroup_wait: 30s\n").unwrap();
+        let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap());
+        d.insert(alert("Old", "a", 0, FOREVER), 100 * S);
+        assert_eq!(d.next_due_ms(), Some(100 * S));
+    }
+}
