@@ -5,7 +5,9 @@
 //! same alerts posted to it, the ones it reports inhibited are the ones Outpost mutes.
 //! Configuration files validated as `amtool check-config` validates them, and the webhook
 //! message a running Alertmanager posts compared with Outpost's for the same group. Silences
-//! made through its API mute the alerts Outpost's silences mute.
+//! made through its API mute the alerts Outpost's silences mute. And the dispatcher over
+//! time: the notifications a running Alertmanager sends a webhook for a sequence of alert
+//! updates are the ones Outpost's dispatcher decides in simulated time.
 
 use outpost_alerting::route::{Route, RouteConfig};
 use serde::Deserialize;
@@ -845,4 +847,232 @@ fn silences_match_alertmanager() {
         "{mine:?}"
     );
     assert_eq!(mine, theirs);
+}
+
+/// Serves a webhook on `listener`: every request's arrival (since `t0`) and JSON body.
+fn webhook_sink(
+    listener: std::net::TcpListener,
+    t0: std::time::Instant,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::Duration, serde_json::Value)>>> {
+    use std::io::{Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some(i) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let len: usize = text[..i]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= i + 4 + len {
+                    let body = serde_json::from_str(&text[i + 4..]).unwrap_or_default();
+                    g.lock().expect("lock").push((t0.elapsed(), body));
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    break;
+                }
+            }
+        }
+    });
+    got
+}
+
+/// A running Alertmanager with short timings (wait 1 s, interval 2 s, repeat 5 s) and a
+/// webhook served here; the same alert updates, at the same moments, given to Outpost's
+/// dispatcher in simulated time: the same notifications, with the same alerts, firing or
+/// resolved, each within half a second of Alertmanager's.
+#[test]
+fn notifications_match_alertmanager_over_time() {
+    use outpost_alerting::dispatch::{DispatchedAlert, Dispatcher, NotificationLog};
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink_port = sink.local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 2s\n  repeat_interval: 5s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/\n        send_resolved: true\n"
+    );
+    let dir = std::env::temp_dir().join(format!("outpost-am-timing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("am.yml"), &config).expect("write");
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let t0 = std::time::Instant::now();
+    let got = webhook_sink(sink, t0);
+    let wall = |d: std::time::Duration| -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            + d.as_millis() as i64;
+        let out = Command::new("date")
+            .args([
+                "-u",
+                "-d",
+                &format!("@{}.{:03}", ms / 1000, ms % 1000),
+                "+%Y-%m-%dT%H:%M:%S.%3NZ",
+            ])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // (when, instance, resolved)
+    let plan = [(0u64, "a", false), (2000, "b", false), (6000, "a", true)];
+    let mut sim = Dispatcher::new(
+        Route::new_root(
+            &serde_saphyr::from_str::<Top>(&config)
+                .expect("config")
+                .route,
+        )
+        .expect("route"),
+    );
+    let mut posted = Vec::new();
+    let mut first_start: BTreeMap<&str, String> = BTreeMap::new();
+    for (at, instance, resolved) in plan {
+        let target = std::time::Duration::from_millis(at);
+        if let Some(wait) = target.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let now = t0.elapsed();
+        let ends = if resolved {
+            wall(std::time::Duration::ZERO)
+        } else {
+            "2999-01-01T00:00:00Z".to_string()
+        };
+        // An update keeps the alert's start (Alertmanager refuses an end before it).
+        let start = first_start
+            .entry(instance)
+            .or_insert_with(|| wall(std::time::Duration::ZERO))
+            .clone();
+        let body = serde_json::json!([{
+            "labels": {"alertname": "Down", "instance": instance},
+            "startsAt": start,
+            "endsAt": ends,
+        }])
+        .to_string();
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+            &format!("{url}/api/v2/alerts"),
+        ]);
+        let ms = now.as_millis() as i64;
+        posted.push((ms, instance, resolved));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(14_000).saturating_sub(t0.elapsed()));
+    let _ = am.kill();
+    let _ = am.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The same updates in simulated time (ms since t0), flushing whenever a group is due.
+    let mut log = NotificationLog::new();
+    let mut ours = Vec::new();
+    let mut started = BTreeMap::new();
+    let mut events = posted.clone().into_iter().peekable();
+    let mut t = 0i64;
+    while t <= 13_500 {
+        while let Some(&(at, instance, resolved)) = events.peek() {
+            if at > t {
+                break;
+            }
+            events.next();
+            let start = *started.entry(instance).or_insert(at);
+            sim.insert(
+                DispatchedAlert {
+                    labels: [("alertname", "Down"), ("instance", instance)]
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    annotations: BTreeMap::new(),
+                    starts_at_ms: start,
+                    ends_at_ms: if resolved { at } else { i64::MAX },
+                },
+                at,
+            );
+        }
+        for n in sim.flush_due(t, &mut log, &|_| true) {
+            let mut alerts: Vec<String> = n
+                .alerts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}:{}",
+                        a.labels["instance"],
+                        if a.resolved(t) { "resolved" } else { "firing" }
+                    )
+                })
+                .collect();
+            alerts.sort();
+            ours.push((t, alerts.join(",")));
+        }
+        t += 10;
+    }
+    let theirs: Vec<(i64, String)> = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(at, body)| {
+            let mut alerts: Vec<String> = body["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    format!(
+                        "{}:{}",
+                        a["labels"]["instance"].as_str().unwrap_or(""),
+                        a["status"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            alerts.sort();
+            (at.as_millis() as i64, alerts.join(","))
+        })
+        .collect();
+    let contents = |v: &[(i64, String)]| v.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        contents(&ours),
+        contents(&theirs),
+        "\noutpost:      {ours:?}\nalertmanager: {theirs:?}"
+    );
+    for ((a, _), (b, _)) in ours.iter().zip(&theirs) {
+        assert!(
+            (a - b).abs() <= 500,
+            "notified at {a} ms here and {b} ms by Alertmanager\noutpost:      {ours:?}\nalertmanager: {theirs:?}"
+        );
+    }
+    assert!(ours.len() >= 4, "{ours:?}");
 }
