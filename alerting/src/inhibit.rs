@@ -6,8 +6,9 @@
 //! (`source_matchers`, `target_matchers`) or the old one (`source_match`, `source_match_re`,
 //! `target_match`, `target_match_re`), or both.
 
-use crate::route::{MatchType, Matcher, parse_matchers};
+use crate::route::{matcher, matches_all, parse_matchers};
 use crate::rule::LabelMap;
+use outpost_promql::{MatchOp, Matcher};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -56,20 +57,15 @@ fn matchers(
 ) -> Result<Vec<Matcher>, String> {
     let mut out = Vec::new();
     for (k, v) in eq {
-        out.push(Matcher::new(k, MatchType::Equal, v)?);
+        out.push(matcher(k, MatchOp::Equal, v)?);
     }
     for (k, v) in re {
-        out.push(Matcher::new(k, MatchType::Regexp, v)?);
+        out.push(matcher(k, MatchOp::Regex, v)?);
     }
     for l in lists {
         out.extend(parse_matchers(l)?);
     }
     Ok(out)
-}
-
-fn all_match(ms: &[Matcher], l: &LabelMap) -> bool {
-    ms.iter()
-        .all(|m| m.matches(l.get(&m.name).map_or("", String::as_str)))
 }
 
 impl InhibitRule {
@@ -97,13 +93,13 @@ impl InhibitRule {
 
     /// The firing alert of `firing` that mutes `target` under this rule, if any.
     pub fn muted_by<'a>(&self, firing: &'a [LabelMap], target: &LabelMap) -> Option<&'a LabelMap> {
-        if !all_match(&self.target, target) {
+        if !matches_all(&self.target, target) {
             return None;
         }
-        let two_sided = all_match(&self.source, target);
+        let two_sided = matches_all(&self.source, target);
         firing.iter().find(|s| {
-            all_match(&self.source, s)
-                && !(two_sided && all_match(&self.target, s))
+            matches_all(&self.source, s)
+                && !(two_sided && matches_all(&self.target, s))
                 && self.equal.iter().all(|n| {
                     s.get(n).map_or("", String::as_str) == target.get(n).map_or("", String::as_str)
                 })

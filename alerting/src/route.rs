@@ -9,7 +9,8 @@
 //! are anchored at both ends. A label an alert lacks matches as the empty string.
 
 use crate::duration::parse_duration;
-use regex::Regex;
+use crate::rule::LabelMap;
+use outpost_promql::{MatchOp, Matcher};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -62,79 +63,25 @@ pub struct RouteConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// How a [`Matcher`] compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum MatchType {
-    /// `=`
-    Equal,
-    /// `!=`
-    NotEqual,
-    /// `=~`
-    Regexp,
-    /// `!~`
-    NotRegexp,
+/// Whether every matcher accepts the label set `labels` (a label it lacks matches as the
+/// empty string).
+pub fn matches_all(matchers: &[Matcher], labels: &LabelMap) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
 }
 
-impl MatchType {
-    fn as_str(self) -> &'static str {
-        match self {
-            MatchType::Equal => "=",
-            MatchType::NotEqual => "!=",
-            MatchType::Regexp => "=~",
-            MatchType::NotRegexp => "!~",
-        }
-    }
+/// A matcher as Alertmanager writes it in route keys: `name="value"` (`=~` etc.).
+pub fn matcher_text(m: &Matcher) -> String {
+    format!("{}{}{:?}", m.name, m.op.as_str(), m.value)
 }
 
-/// One label matcher (Alertmanager's `labels.Matcher`).
-#[derive(Clone, Debug)]
-pub struct Matcher {
-    /// The label name.
-    pub name: String,
-    /// How it compares.
-    pub op: MatchType,
-    /// The value, or the regular expression as written (unanchored).
-    pub value: String,
-    re: Option<Regex>,
-}
-
-impl Matcher {
-    /// A matcher; regular expressions are anchored (`^(?:value)$`).
-    ///
-    /// # Errors
-    /// The regular expression does not compile.
-    pub fn new(name: &str, op: MatchType, value: &str) -> Result<Matcher, String> {
-        let re = match op {
-            MatchType::Regexp | MatchType::NotRegexp => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("{name}{}{value:?}: {e}", op.as_str()))?,
-            ),
-            _ => None,
-        };
-        Ok(Matcher {
-            name: name.to_string(),
-            op,
-            value: value.to_string(),
-            re,
-        })
-    }
-
-    /// Whether `v` (the label's value, empty when absent) satisfies the matcher.
-    pub fn matches(&self, v: &str) -> bool {
-        match (self.op, &self.re) {
-            (MatchType::Equal, _) => v == self.value,
-            (MatchType::NotEqual, _) => v != self.value,
-            (MatchType::Regexp, Some(re)) => re.is_match(v),
-            (MatchType::NotRegexp, Some(re)) => !re.is_match(v),
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
-    }
+/// A matcher, its regular expression's error worded with the matcher.
+///
+/// # Errors
+/// The regular expression does not compile.
+pub fn matcher(name: &str, op: MatchOp, value: &str) -> Result<Matcher, String> {
+    Matcher::new(name, op, value).map_err(|e| format!("{name}{}{value:?}: {e}", op.as_str()))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -189,13 +136,13 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
     }
     let rest = t[name_end..].trim_start();
     let (op, rest) = if let Some(r) = rest.strip_prefix("=~") {
-        (MatchType::Regexp, r)
+        (MatchOp::Regex, r)
     } else if let Some(r) = rest.strip_prefix("!~") {
-        (MatchType::NotRegexp, r)
+        (MatchOp::NotRegex, r)
     } else if let Some(r) = rest.strip_prefix("!=") {
-        (MatchType::NotEqual, r)
+        (MatchOp::NotEqual, r)
     } else if let Some(r) = rest.strip_prefix('=') {
-        (MatchType::Equal, r)
+        (MatchOp::Equal, r)
     } else {
         return Err(bad());
     };
@@ -221,7 +168,7 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
     if escaped {
         value.push('\\');
     }
-    Matcher::new(name, op, &value)
+    matcher(name, op, &value)
 }
 
 /// A route with its options resolved (its own, else its parent's, else the defaults).
@@ -319,13 +266,13 @@ impl Route {
         };
         let mut matchers = Vec::new();
         for (k, v) in &cfg.match_eq {
-            match Matcher::new(k, MatchType::Equal, v) {
+            match matcher(k, MatchOp::Equal, v) {
                 Ok(m) => matchers.push(m),
                 Err(e) => problems.push(format!("{path}.match: {e}")),
             }
         }
         for (k, v) in &cfg.match_re {
-            match Matcher::new(k, MatchType::Regexp, v) {
+            match matcher(k, MatchOp::Regex, v) {
                 Ok(m) => matchers.push(m),
                 Err(e) => problems.push(format!("{path}.match_re: {e}")),
             }
@@ -344,7 +291,7 @@ impl Route {
                 b.value.as_str(),
             ))
         });
-        let shown: Vec<String> = matchers.iter().map(ToString::to_string).collect();
+        let shown: Vec<String> = matchers.iter().map(matcher_text).collect();
         let key = if parent.key.is_empty() {
             format!("{{{}}}", shown.join(","))
         } else {
@@ -382,11 +329,7 @@ impl Route {
     /// after the first child that matched without `continue`; this route itself when no
     /// child matched.
     pub fn matches<'a>(&'a self, labels: &BTreeMap<String, String>) -> Vec<&'a Route> {
-        let ok = self
-            .matchers
-            .iter()
-            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)));
-        if !ok {
+        if !matches_all(&self.matchers, labels) {
             return Vec::new();
         }
         let mut all = Vec::new();
@@ -412,7 +355,7 @@ mod tests {
     #[test]
     fn matchers_in_every_spelling() {
         let m = parse_matchers(r#"{a="b", c=~"x,y|z", d!=e ,f!~ "g\"h"}"#).unwrap();
-        let shown: Vec<String> = m.iter().map(ToString::to_string).collect();
+        let shown: Vec<String> = m.iter().map(matcher_text).collect();
         assert_eq!(
             shown,
             vec![r#"a="b""#, r#"c=~"x,y|z""#, r#"d!="e""#, r#"f!~"g\"h""#]

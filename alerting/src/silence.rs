@@ -3,8 +3,9 @@
 //! active silence's matchers all match its labels (a label it lacks matches as the empty
 //! string; regular expressions are anchored).
 
-use crate::route::{MatchType, Matcher};
+use crate::route::{matcher, matches_all};
 use crate::rule::LabelMap;
+use outpost_promql::{MatchOp, Matcher};
 use serde::{Deserialize, Serialize};
 
 /// One matcher as the v2 API writes it.
@@ -33,12 +34,12 @@ impl SilenceMatcher {
     /// The regular expression does not compile.
     pub fn matcher(&self) -> Result<Matcher, String> {
         let op = match (self.is_regex, self.is_equal) {
-            (false, true) => MatchType::Equal,
-            (false, false) => MatchType::NotEqual,
-            (true, true) => MatchType::Regexp,
-            (true, false) => MatchType::NotRegexp,
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (true, false) => MatchOp::NotRegex,
         };
-        Matcher::new(&self.name, op, &self.value)
+        matcher(&self.name, op, &self.value)
     }
 }
 
@@ -103,11 +104,7 @@ impl Silence {
 
     /// Whether it mutes an alert with `labels` at `now_ms`.
     pub fn mutes(&self, labels: &LabelMap, now_ms: i64) -> bool {
-        self.active(now_ms)
-            && self
-                .matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+        self.active(now_ms) && matches_all(&self.matchers, labels)
     }
 }
 

@@ -11,8 +11,9 @@ use std::sync::Arc;
 /// `storage.SeriesRef`).
 pub type SeriesRef = u64;
 
-/// How a [`Matcher`] compares a label's value: `=`, `!=`, `=~`, `!~`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a [`Matcher`] compares a label's value: `=`, `!=`, `=~`, `!~` (ordered so, as
+/// Prometheus and Alertmanager order matcher types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MatchOp {
     /// `=`: the value equals.
     Equal,
@@ -22,6 +23,18 @@ pub enum MatchOp {
     Regex,
     /// `!~`: the whole value does not match the regular expression.
     NotRegex,
+}
+
+impl MatchOp {
+    /// The operator as written: `=`, `!=`, `=~` or `!~`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        }
+    }
 }
 
 /// One label matcher. As in Prometheus, a label that is absent matches as the empty string,
