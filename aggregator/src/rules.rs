@@ -622,27 +622,12 @@ fn store_state(group: &Group, writer: &mpsc::Sender<WriterMsg>) -> Result<(), St
         .map_err(|_| "the aggregator is shutting down".to_string())?
 }
 
-/// Go's `url.QueryEscape`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// The link Prometheus puts in `generatorURL`: the expression in the console's table view.
 pub fn generator_url(external_url: &str, expr: &str) -> String {
     format!(
         "{}/graph?g0.expr={}&g0.tab=1",
         external_url.trim_end_matches('/'),
-        query_escape(expr)
+        outpost_alerting::template::query_escape(expr)
     )
 }
 
@@ -792,38 +777,9 @@ async fn post_with_retries(agent: &ureq::Agent, base: &str, body: Arc<String>) -
     false
 }
 
-/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus' API shows alert values.
-pub fn go_float_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let s = format!("{v:e}");
-    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mant}e{sign}{:02}", exp.abs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn floats_print_as_go_does() {
-        assert_eq!(go_float_e(1.0), "1e+00");
-        assert_eq!(go_float_e(0.0), "0e+00");
-        assert_eq!(go_float_e(1234.5), "1.2345e+03");
-        assert_eq!(go_float_e(-0.00012), "-1.2e-04");
-        assert_eq!(go_float_e(1e300), "1e+300");
-        assert_eq!(go_float_e(f64::NAN), "NaN");
-    }
 
     #[test]
     fn generator_url_escapes_as_go() {

@@ -11,11 +11,11 @@
 //! `/api/v1/rules?type=alert|record` keeps one kind, as Prometheus does.
 
 use crate::http::{AppState, rfc3339_nano};
-use crate::rules::go_float_e;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use outpost_alerting::rulefile::RuleKind;
+use outpost_alerting::template::gofmt::format_e_shortest;
 use outpost_alerting::{Alert, Health, Rule};
 use serde_json::{Value, json};
 
@@ -39,7 +39,7 @@ fn alert_json(a: &Alert, ns: u32) -> Value {
         "annotations": a.annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339_nano(a.active_at_ms, ns),
-        "value": go_float_e(a.value),
+        "value": format_e_shortest(a.value),
     });
     if let Some(k) = a.keep_firing_since_ms {
         v["keepFiringSince"] = Value::String(rfc3339_nano(k, ns));

@@ -684,8 +684,8 @@ fn split_host_port(hp: &str) -> Option<(&str, &str)> {
     Some((host, &hp[i + 1..]))
 }
 
-/// Go's `url.QueryEscape`.
-pub(crate) fn query_escape(s: &str) -> String {
+/// Go's `url.QueryEscape` (the template function `urlquery`, and Prometheus' alert links).
+pub fn query_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {

@@ -381,6 +381,26 @@ fn fmt_e(d: &[u8], dp: i32, prec: usize) -> String {
     s
 }
 
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus' API shows alert
+/// values: the shortest exponent form that reads back as `v`.
+pub fn format_e_shortest(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let s = format!("{v:e}");
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mant}e{sign}{:02}", exp.abs())
+}
+
 /// `strconv.FormatFloat(a, 'e', prec, 64)` for finite `a >= 0`.
 fn format_e(a: f64, prec: usize) -> String {
     let (d, dp) = decimal_digits(a, Some(prec + 1));
@@ -510,6 +530,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortest_exponent_form_as_go() {
+        assert_eq!(format_e_shortest(1.0), "1e+00");
+        assert_eq!(format_e_shortest(0.0), "0e+00");
+        assert_eq!(format_e_shortest(1234.5), "1.2345e+03");
+        assert_eq!(format_e_shortest(-0.00012), "-1.2e-04");
+        assert_eq!(format_e_shortest(1e300), "1e+300");
+        assert_eq!(format_e_shortest(f64::NAN), "NaN");
+    }
 
     fn f(v: f64) -> Value {
         Value::Float(v)

@@ -20,6 +20,7 @@ mod lex;
 mod parse;
 mod value;
 
+pub use funcs::query_escape;
 pub use value::{AlertData, QuerySample, Value};
 
 use std::fmt;
