@@ -144,36 +144,64 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A running Alertmanager 0.25 on a free loopback port, with `config`, in its own temporary
+/// folder; killed and its folder removed when dropped.
+struct Alertmanager {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Alertmanager {
+    fn start(tag: &str, config: &str, extra: &[&str]) -> Alertmanager {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("outpost-am-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("am.yml"), config).expect("write");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", dir.join("am.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
+        let am = Alertmanager {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let ready = (0..100).any(|_| {
+            let up = curl(&[&format!("{}/-/ready", am.url)]).contains("OK");
+            if !up {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            up
+        });
+        assert!(ready, "alertmanager did not start");
+        am
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The same alerts posted to a real Alertmanager: the ones it reports inhibited are the ones
 /// Outpost's rules mute.
 #[test]
 fn inhibition_matches_alertmanager() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let dir = std::env::temp_dir().join(format!("outpost-am-inhibit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("am.yml"), INHIBIT_CONFIG).expect("write");
-    let mut am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", dir.join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
-    let url = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(ready, "alertmanager did not start");
+    let am = Alertmanager::start("inhibit", INHIBIT_CONFIG, &[]);
+    let url = am.url.clone();
 
     let alerts: Vec<Vec<(&str, &str)>> = vec![
         vec![
@@ -268,9 +296,7 @@ fn inhibition_matches_alertmanager() {
         }
         theirs = a;
     }
-    let _ = am.kill();
-    let _ = am.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(am);
     assert_eq!(theirs.len(), maps.len(), "{theirs:?}");
 
     let top: InhibitTop = serde_saphyr::from_str(INHIBIT_CONFIG).expect("config");
@@ -486,33 +512,15 @@ fn webhook_message_matches_alertmanager() {
     use std::io::{Read, Write};
     let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let sink_port = sink.local_addr().expect("addr").port();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
     let config = format!(
         "route:\n  receiver: default\n  routes:\n    - matchers: ['team=\"db\"']\n      receiver: db.hook\n      group_by: [alertname, team]\n      group_wait: 100ms\nreceivers:\n  - name: default\n  - name: db.hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/hook\n"
     );
-    let dir = std::env::temp_dir().join(format!("outpost-am-webhook-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("am.yml"), &config).expect("write");
-    let mut am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", dir.join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.external-url=http://am.example:9093")
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let am = Alertmanager::start(
+        "webhook",
+        &config,
+        &["--web.external-url=http://am.example:9093"],
+    );
+    let url = am.url.clone();
     let mk = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -598,9 +606,7 @@ fn webhook_message_matches_alertmanager() {
         }
     });
     let got = rx.recv_timeout(std::time::Duration::from_secs(20));
-    let _ = am.kill();
-    let _ = am.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(am);
     let theirs: serde_json::Value =
         serde_json::from_str(&got.expect("Alertmanager posted nothing to the webhook"))
             .expect("json");
@@ -647,33 +653,12 @@ fn webhook_message_matches_alertmanager() {
 #[test]
 fn silences_match_alertmanager() {
     use outpost_alerting::silence::{Silence, SilenceMatcher, silenced_by};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let dir = std::env::temp_dir().join(format!("outpost-am-silence-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(
-        dir.join("am.yml"),
+    let am = Alertmanager::start(
+        "silence",
         "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-    )
-    .expect("write");
-    let mut am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", dir.join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        &[],
+    );
+    let url = am.url.clone();
     let m = |name: &str, value: &str, is_regex: bool, is_equal: bool| SilenceMatcher {
         name: name.into(),
         value: value.into(),
@@ -828,9 +813,7 @@ fn silences_match_alertmanager() {
         }
         theirs = a;
     }
-    let _ = am.kill();
-    let _ = am.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(am);
     let mine: BTreeMap<String, Vec<String>> = alerts
         .iter()
         .map(|l| {
@@ -902,32 +885,11 @@ fn notifications_match_alertmanager_over_time() {
     use outpost_alerting::dispatch::{DispatchedAlert, Dispatcher, NotificationLog};
     let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let sink_port = sink.local_addr().expect("addr").port();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
     let config = format!(
         "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 2s\n  repeat_interval: 5s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/\n        send_resolved: true\n"
     );
-    let dir = std::env::temp_dir().join(format!("outpost-am-timing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("am.yml"), &config).expect("write");
-    let mut am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", dir.join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if curl(&[&format!("{url}/-/ready")]).contains("OK") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let am = Alertmanager::start("timing", &config, &[]);
+    let url = am.url.clone();
     let t0 = std::time::Instant::now();
     let got = webhook_sink(sink, t0);
     let wall = |d: std::time::Duration| -> String {
@@ -994,9 +956,7 @@ fn notifications_match_alertmanager_over_time() {
         posted.push((ms, instance, resolved));
     }
     std::thread::sleep(std::time::Duration::from_millis(14_000).saturating_sub(t0.elapsed()));
-    let _ = am.kill();
-    let _ = am.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(am);
 
     // The same updates in simulated time (ms since t0), flushing whenever a group is due.
     let mut log = NotificationLog::new();

@@ -236,6 +236,37 @@ pub fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) ->
     )
 }
 
+/// Starts Debian's `prometheus-alertmanager` (0.25) on a free loopback port with a config
+/// that accepts every alert (one receiver, no integrations), its data in `dir/<name>-data`,
+/// and waits until it is ready. Returns the process and its base URL.
+pub fn start_alertmanager(dir: &Path, name: &str) -> (Proc, String) {
+    let port = free_tcp_port();
+    let cfg = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let proc = Proc::start(
+        name,
+        dir,
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.join(format!("{name}-data")).display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = wait_for(Duration::from_secs(20), || {
+        get_text(&format!("{url}/-/ready")).ok()
+    });
+    assert!(ready.is_some(), "{name} did not start:\n{}", proc.logs());
+    (proc, url)
+}
+
 /// Status code and body of a GET, errors included.
 pub fn get_status(url: &str, bearer: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()

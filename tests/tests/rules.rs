@@ -7,11 +7,10 @@
 
 use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Agent, AgentSpec, Aggregator, Certs, Proc, TempDir, bin, free_tcp_port, get_json, metric_value,
-    run, wait_for,
+    Agent, AgentSpec, Aggregator, Certs, TempDir, bin, get_json, metric_value, run,
+    start_alertmanager, wait_for,
 };
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,40 +102,6 @@ fn parse_time(s: &str) -> i64 {
     ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + ms
 }
 
-struct Alertmanager {
-    _proc: Proc,
-    url: String,
-}
-
-fn start_alertmanager(dir: &Path) -> Alertmanager {
-    let port = free_tcp_port();
-    let cfg = dir.join("alertmanager.yml");
-    std::fs::write(
-        &cfg,
-        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
-    )
-    .expect("write alertmanager config");
-    let proc = Proc::start(
-        "alertmanager",
-        dir,
-        Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address="),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = wait_for(Duration::from_secs(20), || {
-        outpost_tests::get_text(&format!("{url}/-/ready")).ok()
-    });
-    assert!(
-        ready.is_some(),
-        "alertmanager did not start:\n{}",
-        proc.logs()
-    );
-    Alertmanager { _proc: proc, url }
-}
-
 const RULES: &str = r#"groups:
   - name: lab
     interval: 1s
@@ -181,12 +146,12 @@ fn rules_record_alert_notify_and_keep_firing_across_a_crash() {
     );
     let dir = TempDir::new("rules");
     let certs = Certs::init(&dir.path().join("certs"));
-    let am = start_alertmanager(dir.path());
+    let (_am, am_url) = start_alertmanager(dir.path(), "alertmanager");
     std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
     std::fs::write(dir.path().join("rules/lab.yml"), RULES).expect("write rules");
     let tail = format!(
         "[alerting]\nrule_files = [\"rules/*.yml\"]\nevaluation_interval = \"1s\"\nalertmanagers = [\"{}\"]\nexternal_labels = {{ cluster = \"test\" }}\nexternal_url = \"http://outpost.example:9470\"\n",
-        am.url
+        am_url
     );
     let mut agg = Aggregator::start_config(dir.path(), &certs, "", &tail);
     let feeder = Feeder::start(agg.url("/api/v1/write"));
@@ -263,7 +228,7 @@ fn rules_record_alert_notify_and_keep_firing_across_a_crash() {
 
     // Alertmanager has it, with external labels and startsAt when it fired.
     let in_am = wait_for(Duration::from_secs(15), || {
-        let v = get_json(&format!("{}/api/v2/alerts", am.url)).ok()?;
+        let v = get_json(&format!("{}/api/v2/alerts", am_url)).ok()?;
         v.as_array()?
             .iter()
             .find(|a| a["labels"]["alertname"] == "TooHot")
@@ -297,7 +262,7 @@ fn rules_record_alert_notify_and_keep_firing_across_a_crash() {
             &agg.metrics(),
             &format!(
                 "outpost_aggregator_notifications_sent_total{{alertmanager=\"{}\"}}",
-                am.url
+                am_url
             ),
         )
         .filter(|v| *v >= 1.0)

@@ -15,12 +15,11 @@
 
 use outpost_shared::remote_write::{self, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Aggregator, Certs, Proc, TempDir, free_tcp_port, get_json, post_remote_write, start_prometheus,
-    wait_for,
+    Aggregator, Certs, TempDir, free_tcp_port, get_json, post_remote_write, start_alertmanager,
+    start_prometheus, wait_for,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,34 +99,6 @@ fn sleep_until(t_ms: i64) {
     if d > 0 {
         std::thread::sleep(Duration::from_millis(d as u64));
     }
-}
-
-fn start_alertmanager(dir: &Path, name: &str) -> (Proc, String) {
-    let port = free_tcp_port();
-    let cfg = dir.join(format!("{name}.yml"));
-    std::fs::write(
-        &cfg,
-        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
-    )
-    .expect("write alertmanager config");
-    let proc = Proc::start(
-        name,
-        dir,
-        Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.join(format!("{name}-data")).display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address="),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = wait_for(Duration::from_secs(20), || {
-        outpost_tests::get_text(&format!("{url}/-/ready")).ok()
-    });
-    assert!(ready.is_some(), "{name} did not start:\n{}", proc.logs());
-    (proc, url)
 }
 
 /// The two programs under comparison: HTTP bases.
