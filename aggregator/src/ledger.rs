@@ -133,6 +133,14 @@ impl Ledger {
         self.agents.get(id).cloned()
     }
 
+    /// Every agent's id and when a batch of it was last written (ms), in no order; reads
+    /// without copying the records.
+    pub fn last_seen(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.agents
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.last_seen_ms))
+    }
+
     /// Every agent's record, sorted by id.
     pub fn agents(&self) -> Vec<(String, AgentMeta)> {
         let mut v: Vec<_> = self

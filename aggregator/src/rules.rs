@@ -156,21 +156,23 @@ impl AgentState {
         if hold_ms <= 0 {
             return HashSet::new();
         }
-        let known = self
+        // Only the agents heard from within the hold are copied out of the ledger.
+        let recent: Vec<(String, i64)> = self
             .ledger
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .agents();
-        known
+            .last_seen()
+            .filter(|&(_, seen)| now_ms - seen < hold_ms)
+            .map(|(id, seen)| (id.to_string(), seen))
+            .collect();
+        recent
             .into_iter()
-            .filter(|(id, meta)| {
-                let silent = now_ms - meta.last_seen_ms;
-                silent < hold_ms
-                    && (silent > after_ms
-                        || self
-                            .connections
-                            .connected_since(id)
-                            .is_none_or(|since| meta.last_seen_ms < since))
+            .filter(|(id, seen)| {
+                now_ms - seen > after_ms
+                    || self
+                        .connections
+                        .connected_since(id)
+                        .is_none_or(|since| *seen < since)
             })
             .map(|(id, _)| id)
             .collect()
