@@ -20,6 +20,7 @@ use outpost_tests::{
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -523,6 +524,30 @@ fn raw_samples(base: &str, selector: &str, from: i64, to: i64) -> BTreeMap<(Stri
     out
 }
 
+/// `outpost-aggregator rules replay --url outpost --from --to --rules rules [--dry-run]`,
+/// times in ms (passed as Unix seconds).
+fn run_replay(
+    outpost: &str,
+    from: i64,
+    to: Option<i64>,
+    rules: &Path,
+    dry_run: bool,
+) -> std::process::Output {
+    let mut cmd = Command::new(outpost_tests::bin("outpost-aggregator"));
+    cmd.args(["rules", "replay"])
+        .arg(format!("--url={outpost}"))
+        .arg(format!("--from={}", from / 1000))
+        .arg("--rules")
+        .arg(rules);
+    if let Some(to) = to {
+        cmd.arg(format!("--to={}", to / 1000));
+    }
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    cmd.output().expect("replay")
+}
+
 /// `rules replay` writes what `promtool tsdb create-blocks-from rules` makes from the same
 /// data and rule file: the same series at the same instants with the same values; and it
 /// prints the alerts an alerting rule would have raised over the range.
@@ -637,15 +662,7 @@ fn rules_replay_matches_promtool_create_blocks_from_rules() {
         String::from_utf8_lossy(&dump.stderr)
     );
 
-    let replay = Command::new(outpost_tests::bin("outpost-aggregator"))
-        .args(["rules", "replay"])
-        .arg(format!("--url={outpost}"))
-        .arg(format!("--from={}", from / 1000))
-        .arg(format!("--to={}", to / 1000))
-        .arg("--rules")
-        .arg(&rules_path)
-        .output()
-        .expect("replay");
+    let replay = run_replay(&outpost, from, Some(to), &rules_path, false);
     let report = String::from_utf8_lossy(&replay.stdout).to_string();
     assert!(
         replay.status.success(),
@@ -682,15 +699,7 @@ fn rules_replay_matches_promtool_create_blocks_from_rules() {
     assert!(report.contains("record job:req:rate2m: "), "{report}");
 
     // Alerts over the range, printed and not written.
-    let dry = Command::new(outpost_tests::bin("outpost-aggregator"))
-        .args(["rules", "replay", "--dry-run"])
-        .arg(format!("--url={outpost}"))
-        .arg(format!("--from={}", from / 1000))
-        .arg(format!("--to={}", to / 1000))
-        .arg("--rules")
-        .arg(&alerts_file)
-        .output()
-        .expect("replay");
+    let dry = run_replay(&outpost, from, Some(to), &alerts_file, true);
     let text = String::from_utf8_lossy(&dry.stdout).to_string();
     assert!(
         dry.status.success(),
@@ -736,28 +745,19 @@ fn rules_replay_matches_promtool_create_blocks_from_rules() {
         "groups:\n  - name: both\n    interval: 1m\n    rules:\n      - record: job:req:rate2m\n        expr: sum by (job) (rate(req_total[2m]))\n      - alert: JobBusy\n        expr: job:req:rate2m > 100\n",
     )
     .expect("write rules");
-    let dry = Command::new(outpost_tests::bin("outpost-aggregator"))
-        .args(["rules", "replay", "--dry-run"])
-        .arg(format!("--url={outpost}"))
-        .arg(format!("--from={}", from / 1000))
-        .arg(format!("--to={}", to / 1000))
-        .arg("--rules")
-        .arg(&both)
-        .output()
-        .expect("replay");
+    let dry = run_replay(&outpost, from, Some(to), &both, true);
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(
         text.contains("note: dry run: \"JobBusy\" reads job:req:rate2m"),
         "{text}"
     );
-    let none = Command::new(outpost_tests::bin("outpost-aggregator"))
-        .args(["rules", "replay", "--dry-run"])
-        .arg(format!("--url={outpost}"))
-        .arg(format!("--from={}", from / 1000))
-        .arg("--rules")
-        .arg(dir.path().join("nothing/*.yml"))
-        .output()
-        .expect("replay");
+    let none = run_replay(
+        &outpost,
+        from,
+        None,
+        &dir.path().join("nothing/*.yml"),
+        true,
+    );
     let err = String::from_utf8_lossy(&none.stderr);
     assert!(
         !none.status.success() && err.contains("no rule file matches"),
