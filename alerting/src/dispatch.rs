@@ -27,6 +27,8 @@ pub struct DispatchedAlert {
     pub starts_at_ms: i64,
     /// When it ends (resolved from then on), ms.
     pub ends_at_ms: i64,
+    /// Where it came from (the rule's link), empty when unknown.
+    pub generator_url: String,
 }
 
 impl DispatchedAlert {
@@ -156,6 +158,20 @@ impl Dispatcher {
         log: &mut NotificationLog,
         send_resolved: &dyn Fn(&str) -> bool,
     ) -> Vec<Notification> {
+        self.flush_due_muted(now_ms, log, send_resolved, &|_| false)
+    }
+
+    /// [`Dispatcher::flush_due`] with silences and inhibitions: the alerts `muted` says
+    /// are muted at `now_ms` are left out before deduplication, as Alertmanager's mute
+    /// stages do (a flush whose alerts are all muted sends nothing and leaves the log as
+    /// it is; resolved alerts still leave the group).
+    pub fn flush_due_muted(
+        &mut self,
+        now_ms: i64,
+        log: &mut NotificationLog,
+        send_resolved: &dyn Fn(&str) -> bool,
+        muted: &dyn Fn(&DispatchedAlert) -> bool,
+    ) -> Vec<Notification> {
         let mut out = Vec::new();
         for (key, g) in self.groups.iter_mut() {
             if g.next_flush_ms > now_ms {
@@ -167,14 +183,22 @@ impl Dispatcher {
             }
             g.flushed = true;
             g.next_flush_ms = now_ms + g.group_interval_ms;
-            let firing: BTreeSet<u64> = g
+            let shown: BTreeMap<u64, &DispatchedAlert> = g
                 .alerts
+                .iter()
+                .filter(|(_, a)| !muted(a))
+                .map(|(fp, a)| (*fp, a))
+                .collect();
+            if shown.is_empty() {
+                g.alerts.retain(|_, a| !a.resolved(now_ms));
+                continue;
+            }
+            let firing: BTreeSet<u64> = shown
                 .iter()
                 .filter(|(_, a)| !a.resolved(now_ms))
                 .map(|(fp, _)| *fp)
                 .collect();
-            let resolved: BTreeSet<u64> = g
-                .alerts
+            let resolved: BTreeSet<u64> = shown
                 .iter()
                 .filter(|(_, a)| a.resolved(now_ms))
                 .map(|(fp, _)| *fp)
@@ -189,11 +213,10 @@ impl Dispatcher {
                 Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
             };
             if notify {
-                let alerts: Vec<DispatchedAlert> = g
-                    .alerts
+                let alerts: Vec<DispatchedAlert> = shown
                     .values()
                     .filter(|a| wants_resolved || !a.resolved(now_ms))
-                    .cloned()
+                    .map(|a| (*a).clone())
                     .collect();
                 log.insert(
                     log_key,
@@ -248,6 +271,7 @@ mod tests {
             annotations: LabelMap::new(),
             starts_at_ms: start,
             ends_at_ms: end,
+            generator_url: String::new(),
         }
     }
 
@@ -303,5 +327,31 @@ mod tests {
         let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap());
         d.insert(alert("Old", "a", 0, FOREVER), 100 * S);
         assert_eq!(d.next_due_ms(), Some(100 * S));
+    }
+
+    /// A muted alert is left out of the notification and of the log; once unmuted it is
+    /// new to the log and notified at the next flush.
+    #[test]
+    fn muted_alerts_are_left_out_before_deduplication() {
+        let cfg: RouteConfig =
+            serde_saphyr::from_str("receiver: r\ngroup_wait: 1s\ngroup_interval: 10s\n").unwrap();
+        let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap());
+        let mut log = NotificationLog::new();
+        let yes = |_: &str| true;
+        let b_muted =
+            |a: &DispatchedAlert| a.labels.get("instance").map(String::as_str) == Some("b");
+        d.insert(alert("Down", "a", 0, FOREVER), 0);
+        d.insert(alert("Down", "b", 0, FOREVER), 0);
+        let n = d.flush_due_muted(S, &mut log, &yes, &b_muted);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].alerts.len(), 1);
+        assert_eq!(log.values().next().unwrap().firing.len(), 1);
+        // Everything muted: nothing sent, the log unchanged.
+        let all = |_: &DispatchedAlert| true;
+        assert!(d.flush_due_muted(11 * S, &mut log, &yes, &all).is_empty());
+        assert_eq!(log.values().next().unwrap().at_ms, S);
+        // b unmuted: it is new, so the group is notified with both.
+        let n = d.flush_due_muted(21 * S, &mut log, &yes, &|_| false);
+        assert_eq!(n[0].alerts.len(), 2);
     }
 }

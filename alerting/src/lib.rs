@@ -13,6 +13,8 @@
 //!   check-config` does.
 //! - [`dispatch`]: Alertmanager's aggregation groups, their timings and deduplication, in
 //!   simulated time.
+//! - [`escalation`]: escalation levels with reminders, stopped by an acknowledgement or
+//!   the resolve (beyond Alertmanager).
 //! - [`inhibit`]: Alertmanager's inhibition rules.
 //! - [`silence`]: silences in Alertmanager's v2 API shape, and which alerts they mute.
 //! - [`webhook`]: Alertmanager's webhook message, alert fingerprints and group keys.
@@ -27,6 +29,7 @@
 pub mod amconfig;
 pub mod dispatch;
 pub mod duration;
+pub mod escalation;
 pub mod group;
 pub mod inhibit;
 pub mod query;

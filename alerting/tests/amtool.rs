@@ -980,6 +980,7 @@ fn notifications_match_alertmanager_over_time() {
                     annotations: BTreeMap::new(),
                     starts_at_ms: start,
                     ends_at_ms: if resolved { at } else { i64::MAX },
+                    generator_url: String::new(),
                 },
                 at,
             );
