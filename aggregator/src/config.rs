@@ -57,6 +57,45 @@ pub struct AlertingConfig {
     /// timeout). Keep it above the agents' collect interval. Default 30s.
     #[serde(default = "default_cut_off_after")]
     pub cut_off_after: outpost_shared::units::Duration,
+    /// An Alertmanager configuration file (`alertmanager.yml`, Alertmanager 0.25's format)
+    /// the aggregator notifies by itself: routes, grouping, inhibition, receivers
+    /// (webhook, Slack, PagerDuty, email). Relative to the config file. Silences and alerts
+    /// are served on `/api/v2/silences` and `/api/v2/alerts`.
+    pub notifications: Option<String>,
+    /// Escalation policies (beyond Alertmanager): alerts matching a policy page its levels
+    /// in turn until acknowledged or resolved. Needs `notifications` (receivers are its).
+    #[serde(default)]
+    pub escalation: Vec<EscalationConfig>,
+}
+
+/// One `[[alerting.escalation]]` policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// Alertmanager matchers (`severity="critical"`, `team=~"db|web"`) the alert's labels
+    /// must all match; the first matching policy applies.
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Levels: `{ after = "15m", receiver = "team-lead" }`, delays growing.
+    pub levels: Vec<EscalationLevel>,
+    /// While unacknowledged, the level reached is reminded this often (`0s`: never).
+    /// Default 0s.
+    #[serde(default = "no_reminder")]
+    pub reminder: outpost_shared::units::Duration,
+}
+
+/// One level of an escalation policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationLevel {
+    /// How long after the alert started firing this level is paged.
+    pub after: outpost_shared::units::Duration,
+    /// The receiver of the notifications file paged.
+    pub receiver: String,
+}
+
+fn no_reminder() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(0)
 }
 
 fn default_cut_off_after() -> outpost_shared::units::Duration {
@@ -81,6 +120,8 @@ impl Default for AlertingConfig {
             external_url: None,
             cut_off_hold: default_cut_off_hold(),
             cut_off_after: default_cut_off_after(),
+            notifications: None,
+            escalation: Vec::new(),
         }
     }
 }
@@ -143,6 +184,9 @@ impl AlertingConfig {
                 "alerting.external_url",
                 format!("{u:?} is not an http:// or https:// URL"),
             ));
+        }
+        if let Err(problems) = crate::notify::load(self) {
+            out.extend(problems.into_iter().map(|(k, p)| Problem::new(k, p)));
         }
         if let Err(problems) = crate::rules::load_files(&self.rule_files) {
             out.extend(
@@ -310,6 +354,11 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(n) = cfg.alerting.notifications.as_mut()
+            && Path::new(n.as_str()).is_relative()
+        {
+            *n = base.join(n.as_str()).display().to_string();
         }
         for r in &mut cfg.alerting.rule_files {
             if Path::new(r.as_str()).is_relative() {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub metadata: Arc<crate::metadata::MetadataStore>,
     /// The running alert and recording rules.
     pub rules: Arc<crate::rules::Rules>,
+    /// The notification pipeline, when `[alerting] notifications` is set.
+    pub notifications: Option<crate::notify::Notifications>,
     /// Asks the config reloader for a reload (`POST /-/reload`); without one, only the rule
     /// files are re-read.
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
             .route("/api/v1/checks/reload", post(reload_checks))
             .route("/api/v1/rules", get(crate::rules_api::rules))
             .route("/api/v1/alerts", get(crate::rules_api::alerts))
+            .merge(crate::notify_api::routes())
             .route(
                 "/-/reload",
                 post(crate::rules_api::reload).put(crate::rules_api::reload),

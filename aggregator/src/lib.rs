@@ -19,6 +19,8 @@ pub mod ingest;
 pub mod ledger;
 pub mod metadata;
 pub mod metrics;
+pub mod notify;
+pub mod notify_api;
 pub mod query_cache;
 pub mod reload;
 pub mod remote_write;
@@ -113,6 +115,28 @@ pub async fn run_with(
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
     let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
+    let (notifications, notify_task) = match notify::load(&cfg.alerting).map_err(|ps| {
+        RunError::Setup(
+            ps.into_iter()
+                .map(|(k, p)| format!("{k}: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })? {
+        Some(setup) => {
+            let (n, t) = notify::start(
+                setup,
+                &storage,
+                writer_tx.clone(),
+                metrics.clone(),
+                cfg.external_url(),
+                stop_rx.clone(),
+            )
+            .map_err(|e| RunError::Setup(format!("[alerting] notifications: {e}")))?;
+            (Some(n), Some(t))
+        }
+        None => (None, None),
+    };
     let (rules, rules_task) = rules::start(
         storage.clone(),
         writer_tx.clone(),
@@ -122,6 +146,7 @@ pub async fn run_with(
         },
         rules::Settings::from_config(&cfg),
         metrics.clone(),
+        notifications.clone(),
         stop_rx.clone(),
     )
     .map_err(|e| RunError::Setup(format!("[alerting] rule_files: {e}")))?;
@@ -155,6 +180,7 @@ pub async fn run_with(
         writer: writer_tx,
         metadata: metadata.clone(),
         rules: rules.clone(),
+        notifications: notifications.clone(),
         reload: config_path.as_ref().map(|_| reload_tx),
     });
     let mut http_stop = stop_rx.clone();
@@ -173,6 +199,7 @@ pub async fn run_with(
                 metrics.reload.clone(),
                 checks.clone(),
                 rules.clone(),
+                notifications.clone(),
                 reload_rx,
             )
             .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?,
@@ -205,6 +232,9 @@ pub async fn run_with(
     accept.abort();
     // The rules task holds a writer sender: let it finish its evaluation and drop it.
     let _ = tokio::time::timeout(Duration::from_secs(5), rules_task).await;
+    if let Some(t) = notify_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     // The writer ends when every connection task has dropped its sender.

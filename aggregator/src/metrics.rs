@@ -29,6 +29,18 @@ pub struct RuleGroupLabel {
     pub rule_group: String,
 }
 
+/// A receiver's integration, as Alertmanager labels its notification metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabel {
+    pub receiver: String,
+    pub integration: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandlerLabel {
     pub handler: String,
@@ -70,6 +82,11 @@ pub struct Metrics {
     pub notifications_sent: Family<AlertmanagerLabel, Counter>,
     pub notifications_errors: Family<AlertmanagerLabel, Counter>,
     pub notifications_dropped: Counter,
+    pub receiver_notifications: Family<ReceiverLabel, Counter>,
+    pub receiver_notifications_failed: Family<ReceiverLabel, Counter>,
+    pub receiver_attempts_failed: Family<ReceiverLabel, Counter>,
+    pub notifications_pending: Gauge,
+    pub silences: Family<StateLabel, Gauge>,
     pub rule_cut_off_agents: Gauge,
     pub rules_last_reload_successful: Gauge,
 }
@@ -129,6 +146,11 @@ impl Metrics {
             notifications_sent: Family::default(),
             notifications_errors: Family::default(),
             notifications_dropped: Counter::default(),
+            receiver_notifications: Family::default(),
+            receiver_notifications_failed: Family::default(),
+            receiver_attempts_failed: Family::default(),
+            notifications_pending: Gauge::default(),
+            silences: Family::default(),
             rule_cut_off_agents: Gauge::default(),
             rules_last_reload_successful: Gauge::default(),
         };
@@ -189,6 +211,31 @@ impl Metrics {
             "notifications_dropped",
             "Alerts dropped because the notification queue was full",
             m.notifications_dropped.clone(),
+        );
+        r.register(
+            "receiver_notifications",
+            "Notifications a receiver's integration accepted ([alerting] notifications; Alertmanager's alertmanager_notifications_total)",
+            m.receiver_notifications.clone(),
+        );
+        r.register(
+            "receiver_notifications_failed",
+            "Notifications given up: refused with a 4xx, or not accepted within an hour of retries",
+            m.receiver_notifications_failed.clone(),
+        );
+        r.register(
+            "receiver_notification_attempts_failed",
+            "Delivery attempts that failed (each retry counts)",
+            m.receiver_attempts_failed.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Notifications decided and stored but not yet accepted by their receiver",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "silences",
+            "Silences by state (active, pending, expired)",
+            m.silences.clone(),
         );
         r.register(
             "ingest_batches",
@@ -384,6 +431,38 @@ impl Metrics {
         } else {
             self.notifications_errors.get_or_create(&l).inc_by(n);
         }
+    }
+
+    /// Counts a notification accepted (`ok`) or given up by a receiver's integration.
+    pub fn notification_delivery(&self, receiver: &str, integration: &str, ok: bool) {
+        let l = ReceiverLabel {
+            receiver: receiver.to_string(),
+            integration: integration.to_string(),
+        };
+        if ok {
+            self.receiver_notifications.get_or_create(&l).inc();
+        } else {
+            self.receiver_notifications_failed.get_or_create(&l).inc();
+        }
+    }
+
+    /// Counts a failed delivery attempt.
+    pub fn notification_attempt_failed(&self, receiver: &str, integration: &str) {
+        self.receiver_attempts_failed
+            .get_or_create(&ReceiverLabel {
+                receiver: receiver.to_string(),
+                integration: integration.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of silences in `state`.
+    pub fn silences(&self, state: &str, n: i64) {
+        self.silences
+            .get_or_create(&StateLabel {
+                state: state.to_string(),
+            })
+            .set(n);
     }
 
     /// Counts a rule file reload.

@@ -1,7 +1,7 @@
 //! Configuration reload on SIGHUP for the aggregator: the file is re-read and validated; a
 //! config with problems is refused as a whole (every problem logged, the running config
 //! kept). `[log] level`, `[alerting]` (rule files, intervals, Alertmanagers, external
-//! labels and URL) and the checks file's content apply at once; the other keys bind sockets, open storage or load
+//! labels and URL, the notifications file's content and escalation policies) and the checks file's content apply at once; the other keys bind sockets, open storage or load
 //! TLS material at start, so a change to them is logged as needing a restart. The outcome
 //! goes to `outpost_aggregator_config_last_reload_successful` and
 //! `outpost_aggregator_config_last_reload_success_timestamp_seconds`. `POST /-/reload`
@@ -28,6 +28,10 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     note(old.log.format != new.log.format, "log.format");
     note(old.telemetry != new.telemetry, "telemetry.otlp_endpoint");
     note(old.checks_file != new.checks_file, "checks_file");
+    note(
+        old.alerting.notifications.is_some() != new.alerting.notifications.is_some(),
+        "alerting.notifications",
+    );
     out
 }
 
@@ -42,6 +46,7 @@ pub fn spawn(
     gauges: ReloadGauges,
     checks: std::sync::Arc<crate::checks::Placement>,
     rules: std::sync::Arc<crate::rules::Rules>,
+    notifications: Option<crate::notify::Notifications>,
     mut requests: tokio::sync::mpsc::Receiver<Request>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -63,7 +68,15 @@ pub fn spawn(
                 }
             };
             sdnotify::reloading();
-            let outcome = reload_once(&path, &mut running, &gauges, &checks, &rules).await;
+            let outcome = reload_once(
+                &path,
+                &mut running,
+                &gauges,
+                &checks,
+                &rules,
+                notifications.as_ref(),
+            )
+            .await;
             if let Some(r) = reply {
                 let _ = r.send(outcome);
             }
@@ -79,6 +92,7 @@ async fn reload_once(
     gauges: &ReloadGauges,
     checks: &std::sync::Arc<crate::checks::Placement>,
     rules: &crate::rules::Rules,
+    notifications: Option<&crate::notify::Notifications>,
 ) -> Result<(), String> {
     let new = match Config::load(path) {
         Err(e) => {
@@ -114,6 +128,10 @@ async fn reload_once(
         .reload(Some(crate::rules::Settings::from_config(&new)))
         .await;
     if rules_ok.is_ok() {
+        // The notifications file was validated with the config; it is read again here.
+        if let (Some(n), Ok(Some(setup))) = (notifications, crate::notify::load(&new.alerting)) {
+            n.reload(setup).await;
+        }
         running.alerting = new.alerting.clone();
     }
     match (checks_ok, rules_ok) {

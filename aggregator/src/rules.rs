@@ -296,6 +296,7 @@ pub fn start(
     agents: AgentState,
     settings: Settings,
     metrics: Arc<Metrics>,
+    notifications: Option<crate::notify::Notifications>,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Rules>, tokio::task::JoinHandle<()>), String> {
     let files = load_files(&settings.patterns).map_err(|p| p.join("\n"))?;
@@ -338,6 +339,7 @@ pub fn start(
         groups,
         rules: rules.clone(),
         notifier,
+        notifications,
         metrics,
     };
     Ok((rules, tokio::spawn(runner.run(rx, stop))))
@@ -352,6 +354,8 @@ struct Runner {
     groups: Vec<GroupView>,
     rules: Arc<Rules>,
     notifier: Notifier,
+    /// The aggregator's own notification pipeline, when `[alerting] notifications` is set.
+    notifications: Option<crate::notify::Notifications>,
     metrics: Arc<Metrics>,
 }
 
@@ -535,6 +539,13 @@ impl Runner {
                 group.slot_sub_ms_ns(),
             );
             self.notifier.send(payload, report.to_send.len());
+            if let Some(n) = &self.notifications {
+                n.alerts(crate::notify::from_rules(
+                    &report.to_send,
+                    &self.settings.opts.external_labels,
+                    &self.settings.opts.external_url,
+                ));
+            }
         }
         let slot = &mut self.groups[i];
         slot.group = group;

@@ -5,6 +5,7 @@
 //! printed.
 
 pub mod proxy;
+pub mod sink;
 
 use serde_json::Value;
 use std::net::{TcpListener, UdpSocket};

@@ -246,7 +246,11 @@ impl Storage {
             head_add.extend(pts);
         }
         for (k, v) in &plan.meta {
-            wb.put(k, v);
+            if v.is_empty() {
+                wb.delete(k);
+            } else {
+                wb.put(k, v);
+            }
         }
         let r = if sync {
             self.db.write_opt(wb, &self.sync)

@@ -24,7 +24,8 @@ pub struct WritePlan {
     /// One wal record per batch: its points, in the batch's order.
     pub records: Vec<Vec<(SeriesSlot, Point)>>,
     /// Caller metadata to put in the same write: (key, value) in the default column family.
-    /// Keys must not collide with the store's own (`wal_next`).
+    /// Keys must not collide with the store's own (`wal_next`). An empty value deletes the
+    /// key.
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
