@@ -57,19 +57,32 @@ pub struct Sink {
     fail_next: Arc<AtomicU32>,
     hang: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    started: Instant,
 }
 
 impl Sink {
+    /// When it started: [`Received::at`] counts from here.
+    pub fn started_at(&self) -> Instant {
+        self.started
+    }
+
     /// Starts a sink on a free loopback port.
     pub fn start() -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a sink");
+        Self::start_on(0)
+    }
+
+    /// Starts a sink on loopback `port` (0: a free one).
+    pub fn start_on(port: u16) -> Sink {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind a sink");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let started = Instant::now();
         let sink = Sink {
             url,
             state: Arc::default(),
             fail_next: Arc::default(),
             hang: Arc::default(),
             stop: Arc::default(),
+            started,
         };
         let (state, fail, hang, stop) = (
             sink.state.clone(),
@@ -77,7 +90,6 @@ impl Sink {
             sink.hang.clone(),
             sink.stop.clone(),
         );
-        let started = Instant::now();
         listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
