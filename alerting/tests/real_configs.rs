@@ -1,0 +1,96 @@
+//! Alertmanager configurations of the kinds users bring (`tests/data/alertmanager/*.yml`:
+//! the shape Kubernetes monitoring stacks ship by default, and a team-routed one in old and
+//! new spellings with every integration Outpost sends to, templates and time intervals)
+//! load unchanged, are accepted by the real `amtool check-config` (Alertmanager 0.25), and
+//! route every label combination to the receivers `amtool config routes test` names.
+
+use outpost_alerting::amconfig::parse_alertmanager_config;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/alertmanager");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("data dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn users_configurations_load_and_route_as_alertmanager_does() {
+    assert!(
+        Command::new("amtool").arg("--version").output().is_ok(),
+        "amtool is not installed: run scripts/install-deps (prometheus-alertmanager)"
+    );
+    let files = files();
+    assert!(files.len() >= 2, "{files:?}");
+    let values: [(&str, &[&str]); 6] = [
+        ("alertname", &["Watchdog", "InfoInhibitor", "HostDown", ""]),
+        ("severity", &["critical", "warning", "info", ""]),
+        ("service", &["foo1", "files", "database", "db-main", "web", ""]),
+        ("owner", &["team-X", "team-Y", ""]),
+        ("team", &["frontend", ""]),
+        ("namespace", &["default", ""]),
+    ];
+    let total: usize = values.iter().map(|(_, v)| v.len()).product();
+    let mut differ = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let out = Command::new("amtool")
+            .arg("check-config")
+            .arg(f)
+            .output()
+            .expect("amtool");
+        let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "amtool refuses {}: {theirs}", f.display());
+        let cfg = parse_alertmanager_config(&text)
+            .unwrap_or_else(|e| panic!("{} does not load: {e:?}", f.display()));
+        assert!(
+            theirs.contains(&format!(" - {} receivers", cfg.receivers.len())),
+            "{}: {theirs}",
+            f.display()
+        );
+        assert!(
+            theirs.contains(&format!(" - {} inhibit rules", cfg.inhibit_rules.len())),
+            "{}: {theirs}",
+            f.display()
+        );
+        for r in cfg.receivers.values() {
+            assert!(r.unsupported().is_empty(), "{}: {}", f.display(), r.name);
+        }
+        // Every 11th combination (11 shares no factor with the value counts).
+        for k in (0..total).step_by(11) {
+            let mut rest = k;
+            let mut labels = BTreeMap::new();
+            for (name, vals) in &values {
+                let v = vals[rest % vals.len()];
+                rest /= vals.len();
+                if !v.is_empty() {
+                    labels.insert(name.to_string(), v.to_string());
+                }
+            }
+            let args: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let out = Command::new("amtool")
+                .args(["config", "routes", "test"])
+                .arg(format!("--config.file={}", f.display()))
+                .args(&args)
+                .output()
+                .expect("amtool");
+            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let ours: Vec<&str> = cfg
+                .route
+                .matches(&labels)
+                .iter()
+                .map(|r| r.receiver.as_str())
+                .collect();
+            if ours.join(",") != theirs {
+                differ.push(format!("{}: {args:?}: outpost {ours:?}, amtool {theirs}", f.display()));
+            }
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
