@@ -1010,12 +1010,20 @@ impl Pipeline {
             }
             self.resolved(fp, &labels, at, &mut w);
         }
+        let due = |t: Option<i64>| t.is_some_and(|t| t <= now);
+        let maintenance = now - self.last_maintenance_ms >= MAINTENANCE_INTERVAL_MS;
+        if !due(self.dispatcher.next_due_ms())
+            && !due(self.escalations.next_due_ms())
+            && !maintenance
+        {
+            self.commit(w).await;
+            return;
+        }
         let silences = self.active_silences(now);
         let firing = self.firing_labels(now);
         let rules = &self.setup.am.inhibit_rules;
         let muted_labels =
             |l: &LabelMap| silences.iter().any(|s| s.mutes(l, now)) || inhibited(rules, &firing, l);
-        let before = self.log.clone();
         let receivers = &self.setup.am.receivers;
         let wants_resolved = |r: &str| receivers.get(r).is_some_and(wants_resolved);
         let notes = self
@@ -1024,8 +1032,9 @@ impl Pipeline {
                 muted_labels(&a.labels)
             });
         let (steps, changed) = self.escalations.due(now, &muted_labels);
+        // A flush stamps the entries it writes with its time.
         for (k, e) in &self.log {
-            if before.get(k) != Some(e) {
+            if e.at_ms == now {
                 w.put(format!("log/{}\0{}", k.0, k.1), &LogRecord::of(e));
             }
         }
@@ -1044,7 +1053,7 @@ impl Pipeline {
         for o in &out {
             w.put(format!("outbox/{}", o.key), o);
         }
-        if now - self.last_maintenance_ms >= MAINTENANCE_INTERVAL_MS {
+        if maintenance {
             self.last_maintenance_ms = now;
             self.maintain(now, &mut w);
         }

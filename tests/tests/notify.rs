@@ -327,11 +327,77 @@ fn silences_through_amtool_mute_until_expired() {
     let dir = TempDir::new("notify-silence");
     let certs = Certs::init(&dir.path().join("certs"));
     let sink = Sink::start();
-    let am = am_config(&sink);
+    let am = am_config(&sink).replace("group_by: [alertname]", "group_by: [alertname, service]")
+        + "inhibit_rules:\n  - source_matchers: [severity=\"critical\"]\n    target_matchers: [severity=\"warning\"]\n    equal: [service]\n";
     std::fs::write(dir.path().join("alertmanager.yml"), &am).expect("am");
     let tail = "[alerting]\nnotifications = \"alertmanager.yml\"\n";
     let agg = Aggregator::start_config(dir.path(), &certs, "", tail);
     let base = agg.url("");
+
+    // Inhibition: the warning of a service whose critical alert fires is not notified; the
+    // warning of another service is.
+    post_alert(
+        &agg,
+        "DbDown",
+        &[("severity", "critical"), ("service", "db")],
+        now_ms(),
+        None,
+    );
+    post_alert(
+        &agg,
+        "DbSlow",
+        &[("severity", "warning"), ("service", "db")],
+        now_ms(),
+        None,
+    );
+    post_alert(
+        &agg,
+        "WebSlow",
+        &[("severity", "warning"), ("service", "web")],
+        now_ms(),
+        None,
+    );
+    wait_for(Duration::from_secs(10), || {
+        (sink.accepted().len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not notified: {:?}\n{}", sink.accepted(), agg.proc.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut names: Vec<String> = sink
+        .accepted()
+        .iter()
+        .map(|r| {
+            r.json()["alerts"][0]["labels"]["alertname"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["DbDown", "WebSlow"],
+        "the inhibited warning was notified"
+    );
+    let (ok, out) = amtool(
+        &base,
+        &[
+            "alert",
+            "query",
+            "--inhibited",
+            "-o",
+            "json",
+            "alertname=DbSlow",
+        ],
+    );
+    assert!(ok, "{out}");
+    let slow: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(slow[0]["status"]["state"], "suppressed", "{slow}");
+    assert_eq!(
+        slow[0]["status"]["inhibitedBy"].as_array().map(Vec::len),
+        Some(1),
+        "{slow}"
+    );
+    let before = sink.accepted().len();
 
     let (ok, id) = amtool(
         &base,
@@ -359,13 +425,15 @@ fn silences_through_amtool_mute_until_expired() {
 
     post_alert(&agg, "Noisy", &[], now_ms(), None);
     post_alert(&agg, "Loud", &[], now_ms(), None);
-    let loud = wait_for(Duration::from_secs(10), || sink.accepted().first().cloned())
-        .unwrap_or_else(|| {
-            panic!(
-                "the unsilenced alert was not notified:\n{}",
-                agg.proc.logs()
-            )
-        });
+    let loud = wait_for(Duration::from_secs(10), || {
+        sink.accepted().get(before).cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the unsilenced alert was not notified:\n{}",
+            agg.proc.logs()
+        )
+    });
     assert_eq!(loud.json()["alerts"][0]["labels"]["alertname"], "Loud");
     let (ok, out) = amtool(&base, &["alert", "query", "--silenced", "-o", "json"]);
     assert!(ok, "{out}");
@@ -381,20 +449,22 @@ fn silences_through_amtool_mute_until_expired() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         sink.accepted().len(),
-        1,
+        before + 1,
         "the silenced alert was notified: {:?}",
         sink.accepted()
     );
 
     let (ok, out) = amtool(&base, &["silence", "expire", &id]);
     assert!(ok, "amtool silence expire: {out}");
-    let noisy = wait_for(Duration::from_secs(10), || sink.accepted().get(1).cloned())
-        .unwrap_or_else(|| {
-            panic!(
-                "not notified once the silence expired:\n{}",
-                agg.proc.logs()
-            )
-        });
+    let noisy = wait_for(Duration::from_secs(10), || {
+        sink.accepted().get(before + 1).cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not notified once the silence expired:\n{}",
+            agg.proc.logs()
+        )
+    });
     assert_eq!(noisy.json()["alerts"][0]["labels"]["alertname"], "Noisy");
     let (_, out) = amtool(&base, &["silence", "query", "--expired", "-o", "json"]);
     let listed: Value = serde_json::from_str(&out).expect("json");
