@@ -27,6 +27,10 @@ pub struct Config {
     pub checks_file: Option<PathBuf>,
     #[serde(default)]
     pub alerting: AlertingConfig,
+    /// `[[forward]]`: remote_write destinations everything stored is forwarded to, each
+    /// from its own durable cursor (see [`crate::forward`]).
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardConfig>,
 }
 
 /// `[alerting]`: Prometheus rule files evaluated by the aggregator, and where alerts go.
@@ -350,6 +354,13 @@ impl Config {
         if let Some(c) = cfg.checks_file.as_mut() {
             paths.push(c);
         }
+        for f in &mut cfg.forward {
+            paths.extend(f.bearer_token_file.as_mut());
+            paths.extend(f.basic_auth.as_mut().and_then(|b| b.password_file.as_mut()));
+            paths.extend(f.tls.ca_file.as_mut());
+            paths.extend(f.tls.cert_file.as_mut());
+            paths.extend(f.tls.key_file.as_mut());
+        }
         for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -418,6 +429,7 @@ impl Config {
         }
         out.extend(self.query.validate());
         out.extend(self.alerting.validate());
+        out.extend(crate::forward::validate(&self.forward));
         out.extend(self.log.validate());
         out.extend(self.telemetry.validate());
         out

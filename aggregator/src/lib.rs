@@ -14,6 +14,7 @@ pub mod checks;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
@@ -115,6 +116,14 @@ pub async fn run_with(
     let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
 
     let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
+    let forwarders = forward::start(
+        &cfg.forward,
+        storage.clone(),
+        writer_tx.clone(),
+        metrics.forward.clone(),
+        stop_rx.clone(),
+    )
+    .map_err(RunError::Setup)?;
     let (notifications, notify_task) = match notify::load(&cfg.alerting).map_err(|ps| {
         RunError::Setup(
             ps.into_iter()
@@ -235,6 +244,7 @@ pub async fn run_with(
     if let Some(t) = notify_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
+    forwarders.join(Duration::from_secs(5)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     // The writer ends when every connection task has dropped its sender.

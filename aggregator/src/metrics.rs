@@ -87,6 +87,7 @@ pub struct Metrics {
     pub receiver_attempts_failed: Family<ReceiverLabel, Counter>,
     pub notifications_pending: Gauge,
     pub silences: Family<StateLabel, Gauge>,
+    pub forward: std::sync::Arc<crate::forward::ForwardMetrics>,
     pub rule_cut_off_agents: Gauge,
     pub rules_last_reload_successful: Gauge,
 }
@@ -151,6 +152,7 @@ impl Metrics {
             receiver_attempts_failed: Family::default(),
             notifications_pending: Gauge::default(),
             silences: Family::default(),
+            forward: Default::default(),
             rule_cut_off_agents: Gauge::default(),
             rules_last_reload_successful: Gauge::default(),
         };
@@ -231,6 +233,38 @@ impl Metrics {
             "notifications_pending",
             "Notifications decided and stored but not yet accepted by their receiver",
             m.notifications_pending.clone(),
+        );
+        let f = &m.forward;
+        r.register(
+            "forward_samples_sent",
+            "Samples a [[forward]] destination accepted",
+            f.sent.clone(),
+        );
+        r.register(
+            "forward_samples_failed",
+            "Samples in requests a destination refused for good (4xx other than 408/429); not retried",
+            f.failed.clone(),
+        );
+        r.register(
+            "forward_samples_dropped",
+            "Samples skipped because the destination's backlog passed its max_pending_bytes",
+            f.dropped.clone(),
+        );
+        r.register(
+            "forward_retries",
+            "Requests retried after a 5xx, 429 or network error",
+            f.retries.clone(),
+        );
+        r.register(
+            "forward_pending_records",
+            "Forward-log records (committed batches) behind the destination's cursor",
+            f.pending.clone(),
+        );
+        r.register_with_unit(
+            "forward_lag",
+            "Age of the oldest record the destination has not accepted yet (0 when caught up)",
+            Unit::Seconds,
+            f.lag.clone(),
         );
         r.register(
             "silences",

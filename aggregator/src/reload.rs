@@ -28,6 +28,7 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     note(old.log.format != new.log.format, "log.format");
     note(old.telemetry != new.telemetry, "telemetry.otlp_endpoint");
     note(old.checks_file != new.checks_file, "checks_file");
+    note(old.forward != new.forward, "forward");
     note(
         old.alerting.notifications.is_some() != new.alerting.notifications.is_some(),
         "alerting.notifications",

@@ -31,7 +31,10 @@ fn users_configurations_load_and_route_as_alertmanager_does() {
     let values: [(&str, &[&str]); 6] = [
         ("alertname", &["Watchdog", "InfoInhibitor", "HostDown", ""]),
         ("severity", &["critical", "warning", "info", ""]),
-        ("service", &["foo1", "files", "database", "db-main", "web", ""]),
+        (
+            "service",
+            &["foo1", "files", "database", "db-main", "web", ""],
+        ),
         ("owner", &["team-X", "team-Y", ""]),
         ("team", &["frontend", ""]),
         ("namespace", &["default", ""]),
@@ -46,7 +49,11 @@ fn users_configurations_load_and_route_as_alertmanager_does() {
             .output()
             .expect("amtool");
         let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "amtool refuses {}: {theirs}", f.display());
+        assert!(
+            out.status.success(),
+            "amtool refuses {}: {theirs}",
+            f.display()
+        );
         let cfg = parse_alertmanager_config(&text)
             .unwrap_or_else(|e| panic!("{} does not load: {e:?}", f.display()));
         assert!(
@@ -88,7 +95,10 @@ fn users_configurations_load_and_route_as_alertmanager_does() {
                 .map(|r| r.receiver.as_str())
                 .collect();
             if ours.join(",") != theirs {
-                differ.push(format!("{}: {args:?}: outpost {ours:?}, amtool {theirs}", f.display()));
+                differ.push(format!(
+                    "{}: {args:?}: outpost {ours:?}, amtool {theirs}",
+                    f.display()
+                ));
             }
         }
     }

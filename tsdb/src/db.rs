@@ -11,12 +11,13 @@ use outpost_shared::{Labels, Point};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub(crate) const CF_SERIES: &str = "series";
 pub(crate) const CF_WAL: &str = "wal";
 pub(crate) const CF_CHUNKS: &str = "chunks";
+pub(crate) const CF_FORWARD: &str = "forward";
 /// Default column family: the first wal record id not yet used, kept by compaction.
 pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
 
@@ -49,6 +50,8 @@ pub enum StorageError {
 /// - `series`: series id (u64 BE) → label set; loaded into the in-memory postings index.
 /// - `wal`: record id (u64 BE) → the points of one committed batch; replayed into the head.
 /// - `chunks`: see [`crate::chunks`].
+/// - `forward`: while forwarding is on, a copy of every wal record stamped with its commit
+///   time, kept until every destination has sent it (see [`crate::forward`]).
 /// - `default`: `wal_next` and the caller's metadata from [`WritePlan::meta`].
 pub struct Storage {
     pub(crate) db: DB,
@@ -61,6 +64,8 @@ pub struct Storage {
     /// Bumped by every compaction once its chunks are written and before its points leave
     /// the head (under the head's write lock): a chunk cursor older than this may miss them.
     pub(crate) chunk_generation: AtomicU64,
+    /// Whether commits also write the forward log.
+    pub(crate) forwarding: AtomicBool,
 }
 
 impl Storage {
@@ -83,7 +88,7 @@ impl Storage {
         o.set_max_background_jobs(2);
         o.set_write_buffer_size(32 << 20);
         o.set_max_total_wal_size(128 << 20);
-        let cfs = [CF_SERIES, CF_WAL, CF_CHUNKS]
+        let cfs = [CF_SERIES, CF_WAL, CF_CHUNKS, CF_FORWARD]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
             .chain([ColumnFamilyDescriptor::new("default", Options::default())]);
@@ -99,6 +104,7 @@ impl Storage {
             next_wal: AtomicU64::new(1),
             sync,
             chunk_generation: AtomicU64::new(0),
+            forwarding: AtomicBool::new(false),
         };
         s.load()?;
         Ok(s)
@@ -111,7 +117,7 @@ impl Storage {
         }
     }
 
-    fn damaged(&self, what: String) -> StorageError {
+    pub(crate) fn damaged(&self, what: String) -> StorageError {
         StorageError::Damaged {
             dir: self.dir.clone(),
             what,
@@ -210,6 +216,9 @@ impl Storage {
     pub fn commit_with(&self, plan: &WritePlan, sync: bool) -> Result<Vec<SeriesId>, StorageError> {
         let cf_series = self.cf(CF_SERIES)?;
         let cf_wal = self.cf(CF_WAL)?;
+        let forward = self.forwarding.load(Ordering::Relaxed);
+        let cf_forward = self.cf(CF_FORWARD)?;
+        let stamp = crate::forward::stamp_now();
         let next_series_before = self.next_series.load(Ordering::Relaxed);
         let next_wal_before = self.next_wal.load(Ordering::Relaxed);
         let mut wb = WriteBatch::default();
@@ -241,7 +250,14 @@ impl Storage {
         for r in &plan.records {
             let pts: Vec<(SeriesId, Point)> = r.iter().map(|&(s, p)| (resolve(s), p)).collect();
             let wal_id = self.next_wal.fetch_add(1, Ordering::Relaxed);
-            wb.put_cf(&cf_wal, wal_id.to_be_bytes(), wal::encode_record(&pts));
+            let record = wal::encode_record(&pts);
+            if forward {
+                let mut v = Vec::with_capacity(8 + record.len());
+                v.extend_from_slice(&stamp.to_le_bytes());
+                v.extend_from_slice(&record);
+                wb.put_cf(cf_forward, wal_id.to_be_bytes(), v);
+            }
+            wb.put_cf(&cf_wal, wal_id.to_be_bytes(), record);
             last_wal = wal_id;
             head_add.extend(pts);
         }
@@ -319,7 +335,7 @@ impl Storage {
         ]
         .iter()
         .flat_map(|p| {
-            [CF_SERIES, CF_WAL, CF_CHUNKS, "default"]
+            [CF_SERIES, CF_WAL, CF_CHUNKS, CF_FORWARD, "default"]
                 .into_iter()
                 .filter_map(move |cf| {
                     let h = self.db.cf_handle(cf)?;

@@ -7,6 +7,7 @@
 //! - [`compact`]: head → chunks, wal records dropped, in one atomic write.
 //! - [`plan`]: [`WritePlan`], what one group commit writes; [`Storage::commit`] writes it in
 //!   one atomic, synced RocksDB write with the caller's metadata.
+//! - [`forward`]: the forward log, what remote_write forwarding reads from a durable cursor.
 //! - [`querier`]: [`Storage`] implements `outpost_promql::Queryable`.
 //!
 //! Out-of-order and backfilled points are welcome: chunks may overlap in time, and reads
@@ -18,6 +19,7 @@ mod chunks;
 mod compact;
 mod db;
 mod encoding;
+pub mod forward;
 mod head;
 mod index;
 mod plan;
