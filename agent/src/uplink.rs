@@ -377,6 +377,7 @@ impl Uplink {
                         let a = self.assigned.clone();
                         let _ = tokio::task::spawn_blocking(move || a.receive(&json)).await;
                     }
+                    ClientEvent::RunCheck(json) => self.assigned.run_once(&json),
                     ClientEvent::Finished { all_acked } => {
                         if !all_acked {
                             tracing::warn!(
