@@ -57,6 +57,32 @@ pub struct AlertingConfig {
     /// timeout). Keep it above the agents' collect interval. Default 30s.
     #[serde(default = "default_cut_off_after")]
     pub cut_off_after: outpost_shared::units::Duration,
+    /// Whether the built-in `OutpostAgentDown` alert (`outpost_agent_up == 0`) runs.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub agent_down_alert: bool,
+    /// The `for` of `OutpostAgentDown`: how long an agent must be down before it fires.
+    /// Default 30s (an agent restart does not page).
+    #[serde(default = "default_agent_down_for")]
+    pub agent_down_for: outpost_shared::units::Duration,
+    /// An agent of protocol 3 or later (which sends something at least every second while
+    /// connected) that was heard from for longer than this is down: `outpost_agent_up` turns
+    /// 0, its connection is closed and its checks move. Older agents are noticed when their
+    /// connection ends. Default 4s.
+    #[serde(default = "default_agent_down_after")]
+    pub agent_down_after: outpost_shared::units::Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_agent_down_for() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(30)
+}
+
+fn default_agent_down_after() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(4)
 }
 
 fn default_cut_off_after() -> outpost_shared::units::Duration {
@@ -81,6 +107,9 @@ impl Default for AlertingConfig {
             external_url: None,
             cut_off_hold: default_cut_off_hold(),
             cut_off_after: default_cut_off_after(),
+            agent_down_alert: true,
+            agent_down_for: default_agent_down_for(),
+            agent_down_after: default_agent_down_after(),
         }
     }
 }
@@ -98,6 +127,18 @@ impl AlertingConfig {
             out.push(Problem::new(
                 "alerting.cut_off_after",
                 "must be more than 0s (above the agents' collect interval)",
+            ));
+        }
+        let alive_every =
+            std::time::Duration::from_millis(outpost_shared::frame::ALIVE_EVERY_MS.unsigned_abs());
+        if self.agent_down_after.get() < 3 * alive_every {
+            out.push(Problem::new(
+                "alerting.agent_down_after",
+                format!(
+                    "{} is too short: agents may stay silent for two of their {}ms liveness intervals; use at least 3s",
+                    self.agent_down_after,
+                    outpost_shared::frame::ALIVE_EVERY_MS
+                ),
             ));
         }
         for u in &self.alertmanagers {
