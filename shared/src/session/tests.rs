@@ -1261,7 +1261,7 @@ fn a_v3_client_heartbeats_only_when_nothing_else_went_out_for_a_second() {
 
 #[test]
 fn a_v2_aggregator_gets_no_liveness_heartbeats_and_a_v3_agent_falls_back_to_v2() {
-    let mut c = established_client(2);
+    let c = established_client(2);
     assert_eq!(c.protocol(), 2);
     assert_eq!(
         c.poll_timeout(),
