@@ -68,7 +68,7 @@ pub struct AlertingConfig {
     /// An agent of protocol 3 or later (which sends something at least every second while
     /// connected) that was heard from for longer than this is down: `outpost_agent_up` turns
     /// 0, its connection is closed and its checks move. Older agents are noticed when their
-    /// connection ends. Default 4s.
+    /// connection ends. Read at start. Default 4s.
     #[serde(default = "default_agent_down_after")]
     pub agent_down_after: outpost_shared::units::Duration,
 }
@@ -593,6 +593,25 @@ key = "aggregator.key"
         assert!(p.contains("\"http://b:9093/\" is listed twice"), "{p}");
         assert!(
             p.contains("alerting.cut_off_after: must be more than 0s"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn agent_down_settings_default_and_a_too_short_wait_is_named() {
+        let c = Config::parse(GOOD, Path::new("agg.toml")).unwrap();
+        assert!(c.alerting.agent_down_alert);
+        assert_eq!(c.alerting.agent_down_for.get().as_secs(), 30);
+        assert_eq!(c.alerting.agent_down_after.get().as_secs(), 4);
+        let c = Config::parse(
+            &format!("{GOOD}[alerting]\nagent_down_after = \"1s\"\nagent_down_alert = false\n"),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        assert!(!c.alerting.agent_down_alert);
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(
+            p.contains("alerting.agent_down_after: 1s is too short"),
             "{p}"
         );
     }

@@ -28,6 +28,10 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     note(old.log.format != new.log.format, "log.format");
     note(old.telemetry != new.telemetry, "telemetry.otlp_endpoint");
     note(old.checks_file != new.checks_file, "checks_file");
+    note(
+        old.alerting.agent_down_after != new.alerting.agent_down_after,
+        "alerting.agent_down_after",
+    );
     out
 }
 
