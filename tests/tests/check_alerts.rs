@@ -9,10 +9,13 @@
 //! - a failure seen by one agent only is re-run by another agent of its region and does
 //!   not count, while a failure every agent sees does;
 //! - an agent killed with `kill -9` is noticed within seconds (`outpost_agent_up` 0,
-//!   `OutpostAgentDown` firing) and its checks move to the other agent of its region.
+//!   `OutpostAgentDown` firing) and its checks move to the other agent of its region;
+//! - so is an agent cut off by a partition (the harness' UDP proxy), which is up again
+//!   once the partition ends.
 //!
 //! The tests run one at a time: they measure seconds.
 
+use outpost_tests::proxy::{Faults, UdpProxy};
 use outpost_tests::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -547,5 +550,73 @@ fn an_agent_killed_with_kill_9_is_noticed_within_seconds_and_its_checks_move() {
         killed_at.elapsed() < Duration::from_secs(20),
         "the move took {:?}",
         killed_at.elapsed()
+    );
+}
+
+#[test]
+fn a_partitioned_agent_is_down_within_seconds_and_up_again_after_the_partition() {
+    let _one = serial();
+    let mut s = Setup::start("check-alerts-partition", MOVING_CHECKS, &[("p-1", "r")], "");
+    let proxy = UdpProxy::start(s.agg.quic.parse().expect("quic address"));
+    let mut spec = AgentSpec::new("p-2", &s.certs);
+    spec.region = "r";
+    spec.interval = "5s";
+    spec.endpoint = Some(proxy.listen.to_string());
+    s.agents.push(Agent::start(s.dir.path(), &s.agg, &spec));
+    let agg = &s.agg;
+    let up = "outpost_agent_up{agent=\"p-2\",region=\"r\"}";
+    // Idle but alive (5 s collect interval): p-2 stays up on its heartbeats alone.
+    assert!(
+        wait_for(Duration::from_secs(20), || (scalar(agg, up) == Some(1.0))
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        agg.query("outpost_agent_up")
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(scalar(agg, up), Some(1.0), "a quiet agent is not down");
+    assert!(
+        agg.query("min_over_time(outpost_agent_up{agent=\"p-2\"}[6s]) < 1")
+            .is_empty()
+    );
+
+    proxy.set(Faults::blackhole());
+    let cut_at = Instant::now();
+    wait_for(Duration::from_secs(30), || {
+        (scalar(agg, up) == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the partition was not noticed:\n{}", s.logs()));
+    let noticed = cut_at.elapsed();
+    assert!(
+        noticed < Duration::from_secs(8),
+        "noticed after {noticed:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || firing(
+            agg,
+            "OutpostAgentDown",
+            "agent",
+            "p-2"
+        ))
+        .is_some()
+    );
+    assert_eq!(scalar(agg, "outpost_agent_up{agent=\"p-1\"}"), Some(1.0));
+
+    proxy.set(Faults::pass());
+    wait_for(Duration::from_secs(60), || {
+        (scalar(agg, up) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the agent did not come back:\n{}", s.logs()));
+    assert!(
+        wait_for(Duration::from_secs(5), || alerts(
+            agg,
+            "OutpostAgentDown",
+            "agent",
+            "p-2"
+        )
+        .is_empty()
+        .then_some(()))
+        .is_some(),
+        "OutpostAgentDown resolved"
     );
 }
