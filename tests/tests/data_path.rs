@@ -366,3 +366,45 @@ fn protocol_version_mismatch_is_refused_clearly() {
     assert_eq!(code, Some(close::VERSION_MISMATCH as u64));
     assert!(agg.proc.logs().contains("protocol version mismatch"));
 }
+
+#[test]
+fn a_v2_agent_is_welcomed_in_v2_and_kept_while_quiet_and_a_silent_v3_agent_is_closed() {
+    let tmp = TempDir::new("versions");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (old_welcome, old_code, new_code, new_silent_for) = rt.block_on(async {
+        let old = raw_connect(&agg, &certs, "old-1").await;
+        let (mut otx, mut orx) = old.conn.open_bi().await.unwrap();
+        otx.write_all(&hello("old-1", 2)).await.unwrap();
+        let w = frame::read(&mut orx).await.ok().flatten();
+        // A v3 peer promised to send something every second; this one sends nothing more.
+        let new = raw_connect(&agg, &certs, "new-1").await;
+        let (mut ntx, mut nrx) = new.conn.open_bi().await.unwrap();
+        ntx.write_all(&hello("new-1", PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        assert!(matches!(
+            frame::read(&mut nrx).await.ok().flatten(),
+            Some(Frame::Welcome(_))
+        ));
+        let t = std::time::Instant::now();
+        let _ = tokio::time::timeout(Duration::from_secs(15), new.conn.closed()).await;
+        let silent_for = t.elapsed();
+        (w, close_code(&old.conn), close_code(&new.conn), silent_for)
+    });
+    match old_welcome {
+        Some(Frame::Welcome(w)) => assert_eq!(w.protocol, 2, "welcomed in its own version"),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    assert_eq!(old_code, None, "the quiet v2 agent is still connected");
+    assert_eq!(new_code, Some(close::SILENT as u64));
+    assert!(
+        new_silent_for >= Duration::from_secs(3) && new_silent_for < Duration::from_secs(7),
+        "closed after {new_silent_for:?} of silence (agent_down_after is 4s)"
+    );
+    assert!(
+        agg.proc.logs().contains("agent is down"),
+        "the aggregator says why"
+    );
+}
