@@ -749,6 +749,102 @@ mod tests {
         ));
     }
 
+    fn names(w: &SeriesWrite) -> Vec<String> {
+        w.iter()
+            .map(|(l, p)| {
+                let v = if outpost_shared::model::is_stale(p[0].value) {
+                    "stale".to_string()
+                } else {
+                    p[0].value.to_string()
+                };
+                let step = l.get("step").map(|s| format!(",{s}")).unwrap_or_default();
+                format!(
+                    "{}{{{}{step}}}={v}",
+                    l.get(METRIC_NAME).unwrap_or(""),
+                    l.get("agent").or(l.get("region")).unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounds_write_states_and_end_series_that_change_or_go_unknown() {
+        let mut c = check("{failing_regions: 1}");
+        c.locations = vec!["a".into()];
+        let checks = [c];
+        let mut t = Tracker::new();
+        let agents = [("x1".to_string(), "a".to_string(), true)];
+        let mut feed = vec![run(1000, "x1", false, 0.1)];
+        let mut nobody = |_: &str, _: &str, _: &str| None;
+        let w = t.round(
+            &checks,
+            1000,
+            &|_| true,
+            &mut |_, _, _| std::mem::take(&mut feed),
+            &mut nobody,
+            &agents,
+        );
+        assert_eq!(
+            names(&w),
+            [
+                "outpost_check_region_unknown{a}=0",
+                "outpost_check_region_failing{a,login}=1",
+                "outpost_check_region_degraded{a}=0",
+                "outpost_agent_up{x1}=1",
+            ]
+        );
+        // It passes: the failing series with the step ends, one without it starts.
+        let mut feed = vec![run(2000, "x1", true, 0.1)];
+        let w = t.round(
+            &checks,
+            2000,
+            &|_| true,
+            &mut |_, _, _| std::mem::take(&mut feed),
+            &mut nobody,
+            &agents,
+        );
+        assert_eq!(
+            names(&w)[1..3],
+            [
+                "outpost_check_region_failing{a,login}=stale",
+                "outpost_check_region_failing{a}=0",
+            ]
+        );
+        // The region is cut off: unknown, and its state series end.
+        let down = [("x1".to_string(), "a".to_string(), false)];
+        let w = t.round(
+            &checks,
+            2500,
+            &|_| false,
+            &mut |_, _, _| vec![],
+            &mut nobody,
+            &down,
+        );
+        assert_eq!(
+            names(&w),
+            [
+                "outpost_check_region_unknown{a}=1",
+                "outpost_check_region_failing{a}=stale",
+                "outpost_check_region_degraded{a}=stale",
+                "outpost_agent_up{x1}=0",
+            ]
+        );
+        // The check loses its alert: its series end.
+        let plain = [CheckDef {
+            alert: None,
+            ..checks[0].clone()
+        }];
+        let w = t.round(
+            &plain,
+            3000,
+            &|_| true,
+            &mut |_, _, _| vec![],
+            &mut nobody,
+            &[],
+        );
+        assert_eq!(names(&w), ["outpost_check_region_unknown{a}=stale"]);
+    }
+
     #[test]
     fn generated_rules_validate_and_quote_names() {
         let mut c = check("{failing_regions: 2, for: 2s, severity: page, degraded_ms: 800}");
