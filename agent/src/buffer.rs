@@ -1023,10 +1023,10 @@ fn rebuild(
                 return;
             }
             wb.put_cf(cf_new, seq.to_be_bytes(), v);
-            if wb.len() >= 256 {
-                if let Err(e) = new.write(std::mem::take(&mut wb)) {
-                    failed = Some(e);
-                }
+            if wb.len() >= 256
+                && let Err(e) = new.write(std::mem::take(&mut wb))
+            {
+                failed = Some(e);
             }
         });
         if let Some(e) = failed {

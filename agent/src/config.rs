@@ -380,7 +380,7 @@ impl ScrapeConfig {
                 format!("cannot read {}: {e}", p.display()),
             ));
         }
-        for (name, _) in &self.labels {
+        for name in self.labels.keys() {
             if RESERVED_LABELS.contains(&name.as_str()) || name.starts_with("__") {
                 out.push(Problem::new(
                     format!("{key}.labels"),
@@ -410,7 +410,7 @@ impl ScrapeConfig {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             out.push(Problem::new(
                 format!("{key}.tls"),
-                format!("set both cert_file and key_file, or neither"),
+                "set both cert_file and key_file, or neither".to_string(),
             ));
         }
         let tls_set = self.tls.ca_file.is_some()

@@ -155,10 +155,11 @@ pub async fn run_with(
     };
     let scrapers =
         scrape::spawn(&cfg, appender.clone(), stop_rx.clone()).map_err(AgentError::Scrape)?;
-    let (assigned, assigned_rx) = synthetic::Assigned::new(&cfg);
+    let (assigned, assigned_rx, runs_rx) = synthetic::Assigned::new(&cfg);
     let checks_task = synthetic::spawn(
         cfg_rx.clone(),
         assigned_rx,
+        runs_rx,
         appender.clone(),
         stop_rx.clone(),
     );

@@ -63,24 +63,48 @@ fn save_assignment(path: &Path, json: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Where the uplink puts each assignment it receives.
+/// Where the uplink puts each assignment it receives, and each request to run a check
+/// once.
 #[derive(Clone)]
 pub struct Assigned {
     tx: Arc<watch::Sender<Arc<Vec<CheckDef>>>>,
+    runs: mpsc::UnboundedSender<CheckDef>,
     file: PathBuf,
 }
 
+/// Checks to run once, now (re-runs the aggregator asks for).
+pub type RunOnce = mpsc::UnboundedReceiver<CheckDef>;
+
 impl Assigned {
-    pub fn new(cfg: &Config) -> (Assigned, watch::Receiver<Arc<Vec<CheckDef>>>) {
+    /// The saved assignment, the receiver of every new one, and the receiver of one-off runs.
+    pub fn new(cfg: &Config) -> (Assigned, watch::Receiver<Arc<Vec<CheckDef>>>, RunOnce) {
         let file = assignment_file(cfg);
         let (tx, rx) = watch::channel(Arc::new(load_assignment(&file)));
+        let (runs, runs_rx) = mpsc::unbounded_channel();
         (
             Assigned {
                 tx: Arc::new(tx),
+                runs,
                 file,
             },
             rx,
+            runs_rx,
         )
+    }
+
+    /// Takes the JSON of a `run-check` frame (one definition) and runs it once; one that
+    /// does not parse or validate is refused (logged).
+    pub fn run_once(&self, json: &str) {
+        let parsed = serde_json::from_str::<CheckDef>(json)
+            .map_err(|e| format!("not a check: {e}"))
+            .and_then(|c| c.validate().map(|()| c).map_err(|p| p.join("; ")));
+        match parsed {
+            Ok(c) => {
+                tracing::info!(check = %c.name, "re-running a check at the aggregator's request");
+                let _ = self.runs.send(c);
+            }
+            Err(e) => tracing::error!("refusing a check re-run from the aggregator: {e}"),
+        }
     }
 
     /// Takes the JSON of a `checks` frame. A set that does not parse is refused (logged) and
@@ -123,6 +147,7 @@ pub fn merge(local: &[CheckDef], assigned: &[CheckDef]) -> Vec<CheckDef> {
 pub fn spawn(
     mut cfg: watch::Receiver<Arc<Config>>,
     mut assigned: watch::Receiver<Arc<Vec<CheckDef>>>,
+    mut runs: RunOnce,
     appender: Appender,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -138,6 +163,10 @@ pub fn spawn(
                 _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
                 Ok(()) = cfg.changed() => {}
                 Ok(()) = assigned.changed() => {}
+                Some(def) = runs.recv() => {
+                    scheduler.run_once(def);
+                    continue;
+                }
                 Some((ts, def, outcome)) = out_rx.recv() => {
                     record(&appender, &def, ts, &outcome, &extra).await;
                     continue;

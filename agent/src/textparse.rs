@@ -722,7 +722,15 @@ mod tests {
     fn sample_lines_table() {
         use Format::*;
         let nan = f64::NAN;
-        let cases: &[(&str, Format, &str, Vec<(String, String)>, f64, Option<i64>)] = &[
+        type Case<'a> = (
+            &'a str,
+            Format,
+            &'a str,
+            Vec<(String, String)>,
+            f64,
+            Option<i64>,
+        );
+        let cases: &[Case<'_>] = &[
             ("up 1", Text, "up", l(&[]), 1.0, None),
             ("up{} 0", Text, "up", l(&[]), 0.0, None),
             (

@@ -377,6 +377,7 @@ impl Uplink {
                         let a = self.assigned.clone();
                         let _ = tokio::task::spawn_blocking(move || a.receive(&json)).await;
                     }
+                    ClientEvent::RunCheck(json) => self.assigned.run_once(&json),
                     ClientEvent::Finished { all_acked } => {
                         if !all_acked {
                             tracing::warn!(
@@ -415,7 +416,13 @@ impl Uplink {
                         if !session.is_established()
                             && let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason()
                         {
-                            return Err(SessionError::Refused(String::from_utf8_lossy(&c.reason).into_owned()));
+                            let reason = String::from_utf8_lossy(&c.reason).into_owned();
+                            // The session learns of it too (an older aggregator's version).
+                            let _ = session.handle_frame(
+                                outpost_shared::frame::Frame::Refused { reason: reason.clone() },
+                                now_ms(),
+                            );
+                            return Err(SessionError::Refused(reason));
                         }
                         return Err(e);
                     }

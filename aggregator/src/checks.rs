@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// How often the checks file's modification time and size are compared.
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -57,17 +57,55 @@ fn rendezvous(check: &str, agent: &str) -> u64 {
     h
 }
 
+/// A definition as agents get it: without `alert`, which is the aggregator's business (and
+/// which agents before it would refuse as an unknown field).
+pub fn for_agent(c: &CheckDef) -> CheckDef {
+    CheckDef {
+        alert: None,
+        ..c.clone()
+    }
+}
+
 /// The checks of `assignment` that `agent` runs, as the JSON array sent to it.
 pub fn agent_share(checks: &[CheckDef], assignment: &Assignment, agent: &str) -> String {
-    let mine: Vec<&CheckDef> = checks
+    let mine: Vec<CheckDef> = checks
         .iter()
         .filter(|c| {
             assignment
                 .get(&c.name)
                 .is_some_and(|r| r.values().any(|a| a.as_deref() == Some(agent)))
         })
+        .map(for_agent)
         .collect();
     serde_json::to_string(&mine).unwrap_or_else(|_| "[]".into())
+}
+
+/// Which agent re-runs `check`'s failure seen by `failed` in a region whose connected
+/// agents are `candidates` (id, whether it takes run-check frames): another agent of the
+/// region that takes them, the one with the highest rendezvous hash; when there is none,
+/// `failed` itself (the re-run is then a second run from the same agent); `None` when
+/// neither takes run-check frames (an older agent), and the failure counts unconfirmed.
+pub fn pick_rerun<'a>(
+    check: &str,
+    failed: &str,
+    candidates: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Option<String> {
+    let mut same = None;
+    let mut best: Option<(u64, &str)> = None;
+    for (id, can) in candidates {
+        if !can {
+            continue;
+        }
+        if id == failed {
+            same = Some(id);
+            continue;
+        }
+        let key = (rendezvous(check, id), id);
+        if best.is_none_or(|b| key > b) {
+            best = Some(key);
+        }
+    }
+    best.map(|(_, id)| id).or(same).map(str::to_string)
 }
 
 /// Reads and validates a checks file; every problem is listed, each prefixed by the path.
@@ -87,6 +125,8 @@ struct Attached {
     region: String,
     conn_id: u64,
     tx: watch::Sender<Arc<str>>,
+    /// One-off runs for this connection (definitions as JSON), when it takes them.
+    runs: Option<mpsc::UnboundedSender<String>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -128,6 +168,8 @@ pub struct Placement {
     file: Option<PathBuf>,
     inner: Mutex<Inner>,
     gauges: Gauges,
+    /// The running checks, for whoever derives something from them (the generated rules).
+    published: watch::Sender<Arc<Vec<CheckDef>>>,
 }
 
 /// The placement's own metrics.
@@ -149,7 +191,9 @@ impl Placement {
         };
         gauges.checks.set(checks.len() as i64);
         gauges.reload_ok.set(1);
+        let (published, _) = watch::channel(Arc::new(checks.clone()));
         let r = Placement {
+            published,
             file,
             inner: Mutex::new(Inner {
                 checks,
@@ -188,6 +232,7 @@ impl Placement {
         match loaded {
             Ok(checks) => {
                 let n = checks.len();
+                self.published.send_replace(Arc::new(checks.clone()));
                 inner.checks = checks;
                 inner.loaded_ms = crate::api::now_ms();
                 inner.last_error = None;
@@ -215,9 +260,21 @@ impl Placement {
         }
     }
 
+    /// The running checks now and whenever a reload changes them.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Vec<CheckDef>>> {
+        self.published.subscribe()
+    }
+
     /// Registers an agent's connection; the receiver yields its share of the checks now and
-    /// whenever it changes.
-    pub fn attach(&self, agent: &str, region: &str, conn_id: u64) -> watch::Receiver<Arc<str>> {
+    /// whenever it changes. With `runs`, the connection takes one-off runs
+    /// ([`Placement::request_rerun`]) through it.
+    pub fn attach(
+        &self,
+        agent: &str,
+        region: &str,
+        conn_id: u64,
+        runs: Option<mpsc::UnboundedSender<String>>,
+    ) -> watch::Receiver<Arc<str>> {
         let (tx, rx) = watch::channel::<Arc<str>>(Arc::from(""));
         let mut inner = self.lock();
         inner.agents.insert(
@@ -226,10 +283,48 @@ impl Placement {
                 region: region.to_string(),
                 conn_id,
                 tx,
+                runs,
             },
         );
         inner.reassign(&self.gauges);
         rx
+    }
+
+    /// Asks an agent of `region` to run `check` once now, after `failed` saw it fail (the
+    /// choice: [`pick_rerun`]). Returns the agent asked, or `None` when no connected agent
+    /// takes one-off runs or the check is unknown.
+    pub fn request_rerun(&self, check: &str, region: &str, failed: &str) -> Option<String> {
+        let inner = self.lock();
+        let def = inner.checks.iter().find(|c| c.name == check)?;
+        let chosen = pick_rerun(
+            check,
+            failed,
+            inner
+                .agents
+                .iter()
+                .filter(|(_, a)| a.region == region)
+                .map(|(id, a)| (id.as_str(), a.runs.is_some())),
+        )?;
+        let json = serde_json::to_string(&for_agent(def)).ok()?;
+        let sent = inner
+            .agents
+            .get(&chosen)
+            .and_then(|a| a.runs.as_ref())
+            .is_some_and(|tx| tx.send(json).is_ok());
+        sent.then_some(chosen)
+    }
+
+    /// The connected agents of each region (ids, sorted).
+    pub fn agents_by_region(&self) -> BTreeMap<String, Vec<String>> {
+        let inner = self.lock();
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, a) in &inner.agents {
+            out.entry(a.region.clone()).or_default().push(id.clone());
+        }
+        for v in out.values_mut() {
+            v.sort();
+        }
+        out
     }
 
     /// Forgets the agent's connection if it is still the current one; its checks move to
@@ -441,6 +536,32 @@ checks:
     }
 
     #[test]
+    fn reruns_go_to_another_agent_of_the_region_else_the_same_one() {
+        let all = [("a", true), ("b", true), ("c", true)];
+        let p = pick_rerun("api", "a", all).unwrap();
+        assert!(p == "b" || p == "c", "{p}");
+        assert_eq!(pick_rerun("api", "a", all), Some(p), "stable");
+        assert_eq!(
+            pick_rerun("api", "a", [("a", true), ("b", false)]).as_deref(),
+            Some("a"),
+            "an older agent cannot re-run; the failed one runs it again"
+        );
+        assert_eq!(pick_rerun("api", "a", [("a", false), ("b", false)]), None);
+        assert_eq!(pick_rerun("api", "a", []), None);
+    }
+
+    #[test]
+    fn agents_never_get_the_alert_settings() {
+        let c = checks(
+            "checks:\n  - {name: a, type: http, frequency: 1s, url: 'http://127.0.0.1:1/', locations: [r], alert: {failing_regions: 1}}\n",
+        );
+        assert!(c[0].alert.is_some());
+        let a = assign(&c, &regions(&[("r", &["x"])]));
+        let share = agent_share(&c, &a, "x");
+        assert!(!share.contains("alert"), "{share}");
+    }
+
+    #[test]
     fn the_packaged_example_file_is_valid() {
         let c = checks(include_str!("../../packaging/checks.yaml"));
         assert!(c.len() >= 8, "{}", c.len());
@@ -516,10 +637,10 @@ checks:
         let path = dir.join("checks.yaml");
         std::fs::write(&path, TWO).unwrap();
         let r = Placement::load(Some(path.clone()), Gauges::default()).unwrap();
-        let mut e1 = r.attach("e1", "us-east", 1);
+        let mut e1 = r.attach("e1", "us-east", 1, None);
         let first: Vec<CheckDef> = serde_json::from_str(&e1.borrow_and_update()).unwrap();
         assert_eq!(first.len(), 2);
-        let mut e2 = r.attach("e2", "us-east", 2);
+        let mut e2 = r.attach("e2", "us-east", 2, None);
         // Between them, e1 and e2 hold each us-east check exactly once.
         let n = |rx: &mut watch::Receiver<Arc<str>>| {
             serde_json::from_str::<Vec<CheckDef>>(&rx.borrow_and_update())

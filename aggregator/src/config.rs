@@ -61,6 +61,20 @@ pub struct AlertingConfig {
     /// timeout). Keep it above the agents' collect interval. Default 30s.
     #[serde(default = "default_cut_off_after")]
     pub cut_off_after: outpost_shared::units::Duration,
+    /// Whether the built-in `OutpostAgentDown` alert (`outpost_agent_up == 0`) runs.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub agent_down_alert: bool,
+    /// The `for` of `OutpostAgentDown`: how long an agent must be down before it fires.
+    /// Default 30s (an agent restart does not page).
+    #[serde(default = "default_agent_down_for")]
+    pub agent_down_for: outpost_shared::units::Duration,
+    /// An agent of protocol 3 or later (which sends something at least every second while
+    /// connected) that was heard from for longer than this is down: `outpost_agent_up` turns
+    /// 0, its connection is closed and its checks move. Older agents are noticed when their
+    /// connection ends. Read at start. Default 4s.
+    #[serde(default = "default_agent_down_after")]
+    pub agent_down_after: outpost_shared::units::Duration,
     /// An Alertmanager configuration file (`alertmanager.yml`, Alertmanager 0.25's format)
     /// the aggregator notifies by itself: routes, grouping, inhibition, receivers
     /// (webhook, Slack, PagerDuty, email). Relative to the config file. Silences and alerts
@@ -102,6 +116,18 @@ fn no_reminder() -> outpost_shared::units::Duration {
     outpost_shared::units::Duration::from_secs(0)
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_agent_down_for() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(30)
+}
+
+fn default_agent_down_after() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(4)
+}
+
 fn default_cut_off_after() -> outpost_shared::units::Duration {
     outpost_shared::units::Duration::from_secs(30)
 }
@@ -124,6 +150,9 @@ impl Default for AlertingConfig {
             external_url: None,
             cut_off_hold: default_cut_off_hold(),
             cut_off_after: default_cut_off_after(),
+            agent_down_alert: true,
+            agent_down_for: default_agent_down_for(),
+            agent_down_after: default_agent_down_after(),
             notifications: None,
             escalation: Vec::new(),
         }
@@ -143,6 +172,18 @@ impl AlertingConfig {
             out.push(Problem::new(
                 "alerting.cut_off_after",
                 "must be more than 0s (above the agents' collect interval)",
+            ));
+        }
+        let alive_every =
+            std::time::Duration::from_millis(outpost_shared::frame::ALIVE_EVERY_MS.unsigned_abs());
+        if self.agent_down_after.get() < 3 * alive_every {
+            out.push(Problem::new(
+                "alerting.agent_down_after",
+                format!(
+                    "{} is too short: agents may stay silent for two of their {}ms liveness intervals; use at least 3s",
+                    self.agent_down_after,
+                    outpost_shared::frame::ALIVE_EVERY_MS
+                ),
             ));
         }
         for u in &self.alertmanagers {
@@ -613,6 +654,25 @@ key = "aggregator.key"
         assert!(p.contains("\"http://b:9093/\" is listed twice"), "{p}");
         assert!(
             p.contains("alerting.cut_off_after: must be more than 0s"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn agent_down_settings_default_and_a_too_short_wait_is_named() {
+        let c = Config::parse(GOOD, Path::new("agg.toml")).unwrap();
+        assert!(c.alerting.agent_down_alert);
+        assert_eq!(c.alerting.agent_down_for.get().as_secs(), 30);
+        assert_eq!(c.alerting.agent_down_after.get().as_secs(), 4);
+        let c = Config::parse(
+            &format!("{GOOD}[alerting]\nagent_down_after = \"1s\"\nagent_down_alert = false\n"),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        assert!(!c.alerting.agent_down_alert);
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(
+            p.contains("alerting.agent_down_after: 1s is too short"),
             "{p}"
         );
     }

@@ -18,10 +18,14 @@ pub struct ConnectedAgent {
     pub clock_skew_ms: i64,
     pub dropped_samples: u64,
     pub backlog_bytes: u64,
+    /// The protocol version the connection speaks.
+    pub protocol: u16,
+    /// When anything (a batch, a live copy, a control frame) last arrived from it, ms.
+    pub last_heard_ms: i64,
 }
 
 impl ConnectedAgent {
-    pub fn new(conn_id: u64, conn: Connection, h: &Hello, now_ms: i64) -> Self {
+    pub fn new(conn_id: u64, conn: Connection, h: &Hello, protocol: u16, now_ms: i64) -> Self {
         ConnectedAgent {
             id: h.agent_id.clone(),
             conn_id,
@@ -33,6 +37,8 @@ impl ConnectedAgent {
             clock_skew_ms: h.clock_ms - now_ms,
             dropped_samples: 0,
             backlog_bytes: 0,
+            protocol,
+            last_heard_ms: now_ms,
         }
     }
 }
@@ -73,6 +79,45 @@ impl Connections {
             a.backlog_bytes = h.backlog_bytes;
             a.clock_skew_ms = h.clock_ms - now_ms;
         }
+    }
+
+    /// Something arrived from the agent on connection `conn_id`.
+    pub fn heard(&self, agent: &str, conn_id: u64, now_ms: i64) {
+        if let Some(a) = self.lock().get_mut(agent).filter(|a| a.conn_id == conn_id) {
+            a.last_heard_ms = a.last_heard_ms.max(now_ms);
+        }
+    }
+
+    /// Connections of agents that promised liveness (protocol
+    /// [`outpost_shared::session::RUN_CHECK_VERSION`] and later) and were silent for more
+    /// than `after_ms` at `now_ms`: (agent, its connection, ms silent). Older agents are
+    /// only noticed when their connection ends.
+    pub fn silent(&self, now_ms: i64, after_ms: i64) -> Vec<(String, Connection, i64)> {
+        self.lock()
+            .values()
+            .filter(|a| a.protocol >= outpost_shared::session::RUN_CHECK_VERSION)
+            .filter(|a| now_ms - a.last_heard_ms > after_ms)
+            .map(|a| (a.id.clone(), a.conn.clone(), now_ms - a.last_heard_ms))
+            .collect()
+    }
+
+    /// Every agent this aggregator has seen connect since it started: (id, region,
+    /// connected now), sorted by id.
+    pub fn known(&self) -> Vec<(String, String, bool)> {
+        let mut out: Vec<(String, String, bool)> = self
+            .lock()
+            .values()
+            .map(|a| (a.id.clone(), a.region.clone(), true))
+            .collect();
+        let gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<(String, String, bool)> = gone
+            .iter()
+            .filter(|(id, _)| !out.iter().any(|(o, _, _)| o == *id))
+            .map(|(id, v)| (id.clone(), v.region.clone(), false))
+            .collect();
+        out.extend(gone);
+        out.sort();
+        out
     }
 
     /// Forgets the connection if it is still the agent's current one.

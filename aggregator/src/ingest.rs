@@ -19,7 +19,7 @@ use outpost_shared::codec::Decoder;
 use outpost_shared::frame::{self, Frame, close};
 use outpost_shared::metadata::FamilyMetadata;
 use outpost_shared::session::{
-    Lane, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit,
+    Lane, RUN_CHECK_VERSION, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit,
 };
 use outpost_shared::{Labels, Point};
 use outpost_tsdb::{SeriesId, SeriesSlot, Storage, WritePlan};
@@ -424,10 +424,14 @@ impl Ingest {
                 return;
             }
         }
-        if let Some(old) =
-            self.connections
-                .connect(ConnectedAgent::new(conn_id, conn.clone(), &hello, now))
-        {
+        let protocol = session.protocol();
+        if let Some(old) = self.connections.connect(ConnectedAgent::new(
+            conn_id,
+            conn.clone(),
+            &hello,
+            protocol,
+            now,
+        )) {
             tracing::info!(agent = %hello.agent_id, "a new connection replaces the previous one");
             old.close(
                 VarInt::from_u32(close::REPLACED),
@@ -441,13 +445,23 @@ impl Ingest {
         let region: Arc<str> = hello.region.as_str().into();
         let session = Arc::new(Mutex::new(session));
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(PIPELINE);
-        let assigned = self.checks.attach(&hello.agent_id, &hello.region, conn_id);
+        // Agents that take one-off runs get a channel for them.
+        let (runs_tx, runs_rx) = if protocol >= RUN_CHECK_VERSION {
+            let (t, r) = mpsc::unbounded_channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let assigned = self
+            .checks
+            .attach(&hello.agent_id, &hello.region, conn_id, runs_tx);
         let acker = tokio::spawn(ack_loop(
             conn.clone(),
             tx,
             session.clone(),
             ack_rx,
             assigned,
+            runs_rx,
         ));
         let control = tokio::spawn(control_loop(
             conn.clone(),
@@ -578,6 +592,8 @@ impl Ingest {
             if let Err(r) = locked(session).handle_batch(lane, seq) {
                 return Err((r.code, r.reason));
             }
+            self.connections
+                .heard(agent, conn_id & !LIVE_CONN, now_ms());
             let raw = dec
                 .decode_raw(&payload)
                 .map_err(|e| (close::MALFORMED, format!("batch {seq}: {e}")))?;
@@ -645,8 +661,9 @@ async fn ack_loop(
     session: Shared,
     rx: mpsc::Receiver<Pending>,
     assigned: watch::Receiver<Arc<str>>,
+    runs: Option<mpsc::UnboundedReceiver<String>>,
 ) {
-    if let Err((code, reason)) = send_control(tx, session, rx, assigned).await {
+    if let Err((code, reason)) = send_control(tx, session, rx, assigned, runs).await {
         tracing::error!("closing connection: {reason}");
         conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
@@ -686,10 +703,21 @@ async fn send_control(
     session: Shared,
     mut rx: mpsc::Receiver<Pending>,
     mut assigned: watch::Receiver<Arc<str>>,
+    mut runs: Option<mpsc::UnboundedReceiver<String>>,
 ) -> Result<(), (u32, String)> {
     assigned.mark_changed();
     loop {
         let (seq, done) = tokio::select! {
+            Some(json) = async {
+                match runs.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                locked(&session).handle_run_check(json);
+                flush(&mut tx, &session).await?;
+                continue;
+            }
             next = rx.recv() => match next {
                 Some(p) => p,
                 None => return Ok(()),
@@ -739,6 +767,7 @@ async fn control_loop(
                 return refuse_control(&conn, &ingest, &agent, r);
             }
         };
+        ingest.connections.heard(&agent, conn_id, now_ms());
         let (events, refused) = {
             let mut s = locked(&session);
             let r = s.handle_control(f);

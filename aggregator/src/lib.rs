@@ -9,6 +9,7 @@
 //! aggregator and a local agent together with generated certificates.
 
 pub mod api;
+pub mod check_alerts;
 pub mod check_config;
 pub mod checks;
 pub mod config;
@@ -154,11 +155,20 @@ pub async fn run_with(
             ledger: ledger.clone(),
         },
         rules::Settings::from_config(&cfg),
+        checks.subscribe(),
         metrics.clone(),
         notifications.clone(),
         stop_rx.clone(),
     )
     .map_err(|e| RunError::Setup(format!("[alerting] rule_files: {e}")))?;
+    let check_alerts = check_alerts::spawn(
+        storage.clone(),
+        writer_tx.clone(),
+        checks.clone(),
+        connections.clone(),
+        cfg.alerting.agent_down_after.get(),
+        stop_rx.clone(),
+    );
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let ingest = ingest::Ingest {
         ledger: ledger.clone(),
@@ -241,6 +251,7 @@ pub async fn run_with(
     accept.abort();
     // The rules task holds a writer sender: let it finish its evaluation and drop it.
     let _ = tokio::time::timeout(Duration::from_secs(5), rules_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), check_alerts).await;
     if let Some(t) = notify_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }

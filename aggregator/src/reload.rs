@@ -33,6 +33,10 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
         old.alerting.notifications.is_some() != new.alerting.notifications.is_some(),
         "alerting.notifications",
     );
+    note(
+        old.alerting.agent_down_after != new.alerting.agent_down_after,
+        "alerting.agent_down_after",
+    );
     out
 }
 

@@ -36,6 +36,7 @@ use outpost_alerting::{
     engine_query, parse_rule_file,
 };
 use outpost_shared::Point;
+use outpost_synthetic::CheckDef;
 use outpost_tsdb::Storage;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -136,6 +137,8 @@ pub struct Settings {
     pub cut_off_hold_ms: i64,
     /// Silence, ms, after which a connected agent counts as cut off.
     pub cut_off_after_ms: i64,
+    /// The `for` of the built-in `OutpostAgentDown` alert; `None` when it is disabled.
+    pub agent_down_for: Option<Duration>,
 }
 
 /// Where the rules learn which agents are cut off.
@@ -193,6 +196,10 @@ impl Settings {
             alertmanagers: cfg.alerting.alertmanagers.clone(),
             cut_off_hold_ms: cfg.alerting.cut_off_hold.get().as_millis() as i64,
             cut_off_after_ms: cfg.alerting.cut_off_after.get().as_millis() as i64,
+            agent_down_for: cfg
+                .alerting
+                .agent_down_alert
+                .then(|| cfg.alerting.agent_down_for.get()),
         }
     }
 }
@@ -278,15 +285,24 @@ fn state_key(file: &str, name: &str) -> Vec<u8> {
     k
 }
 
-fn build(files: &[RuleFile], opts: &GroupOptions) -> Vec<GroupView> {
-    files
+/// The groups of the rule files, then the generated ones (check alerts and the agent-down
+/// alert, [`crate::check_alerts::rule_file`]).
+fn build(
+    files: &[RuleFile],
+    checks: &[CheckDef],
+    settings: &Settings,
+) -> Result<Vec<GroupView>, String> {
+    let generated = crate::check_alerts::rule_file(checks, settings.agent_down_for)?;
+    Ok(files
         .iter()
-        .flat_map(|f| Group::from_file(f, opts))
+        .chain(generated.as_ref())
+        .flat_map(|f| Group::from_file(f, &settings.opts))
         .map(GroupView::new)
-        .collect()
+        .collect())
 }
 
-/// Loads the rule files, restores the groups' stored state and starts evaluating.
+/// Loads the rule files, adds the groups generated from `checks` (and regenerates them
+/// whenever `checks` changes), restores the groups' stored state and starts evaluating.
 ///
 /// # Errors
 /// The rule files have problems, or the stored state cannot be read.
@@ -295,12 +311,14 @@ pub fn start(
     writer: mpsc::Sender<WriterMsg>,
     agents: AgentState,
     settings: Settings,
+    mut checks: watch::Receiver<Arc<Vec<CheckDef>>>,
     metrics: Arc<Metrics>,
     notifications: Option<crate::notify::Notifications>,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Rules>, tokio::task::JoinHandle<()>), String> {
     let files = load_files(&settings.patterns).map_err(|p| p.join("\n"))?;
-    let mut groups = build(&files, &settings.opts);
+    let defs = checks.borrow_and_update().clone();
+    let mut groups = build(&files, &defs, &settings)?;
     let stored = storage.meta(STATE_PREFIX).map_err(|e| e.to_string())?;
     let mut states: BTreeMap<Vec<u8>, GroupState> = BTreeMap::new();
     for (k, v) in stored {
@@ -334,6 +352,8 @@ pub fn start(
         storage,
         writer,
         agents,
+        files,
+        checks,
         settings: settings.clone(),
         fingerprint: fingerprint(&settings.patterns),
         groups,
@@ -349,6 +369,10 @@ struct Runner {
     storage: Arc<Storage>,
     writer: mpsc::Sender<WriterMsg>,
     agents: AgentState,
+    /// The rule files as last loaded.
+    files: Vec<RuleFile>,
+    /// The running checks, whose alerts are generated rules.
+    checks: watch::Receiver<Arc<Vec<CheckDef>>>,
     settings: Settings,
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
     groups: Vec<GroupView>,
@@ -401,6 +425,15 @@ impl Runner {
                     let _ = reply.send(self.reload(settings));
                     continue;
                 }
+                Ok(()) = self.checks.changed() => {
+                    let defs = self.checks.borrow_and_update().clone();
+                    let (files, settings) = (self.files.clone(), self.settings.clone());
+                    match self.regroup(files, &defs, settings) {
+                        Ok(n) => tracing::info!(groups = n, "the checks changed: check alerts regenerated"),
+                        Err(e) => tracing::error!("the checks changed but their alerts could not be generated, the running rules are kept: {e}"),
+                    }
+                    continue;
+                }
                 _ = stop.wait_for(|v| *v) => return,
             }
             if Instant::now() >= next_watch {
@@ -441,7 +474,25 @@ impl Runner {
                 return Err(problems.join("\n"));
             }
         };
-        let mut groups = build(&files, &settings.opts);
+        let defs = self.checks.borrow().clone();
+        self.regroup(files, &defs, settings).inspect_err(|e| {
+            tracing::error!("rule reload refused, the running rules are kept: {e}");
+            self.metrics.rule_reload(false);
+        })?;
+        self.fingerprint = fp;
+        self.metrics.rule_reload(true);
+        Ok(self.groups.len())
+    }
+
+    /// Replaces the groups with those of `files` plus the generated ones; each new group
+    /// takes over the state of the old group of the same file and name.
+    fn regroup(
+        &mut self,
+        files: Vec<RuleFile>,
+        checks: &[CheckDef],
+        settings: Settings,
+    ) -> Result<usize, String> {
+        let mut groups = build(&files, checks, &settings)?;
         for g in &mut groups {
             if let Some(old) = self
                 .groups
@@ -463,9 +514,8 @@ impl Runner {
         let n = groups.len();
         tracing::info!(groups = n, "rules reloaded");
         self.groups = groups;
+        self.files = files;
         self.settings = settings;
-        self.fingerprint = fp;
-        self.metrics.rule_reload(true);
         // Groups that are gone leave no gauges behind; the running ones set theirs again at
         // their next evaluation.
         self.metrics.rule_group_last_duration.clear();
@@ -481,12 +531,16 @@ impl Runner {
         let storage = self.storage.clone();
         let writer = self.writer.clone();
         let wall = outpost_service::now_ms();
-        let cut_off = self.agents.cut_off(
+        let mut cut_off = self.agents.cut_off(
             wall,
             self.settings.cut_off_hold_ms,
             self.settings.cut_off_after_ms,
         );
         self.metrics.rule_cut_off_agents.set(cut_off.len() as i64);
+        // The generated rules are about agents being cut off: nothing of theirs is held.
+        if group.file() == crate::check_alerts::GENERATED_FILE {
+            cut_off.clear();
+        }
         let done = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let (report, rule_seconds) = eval_group(&mut group, ts, &storage, &writer, &cut_off);

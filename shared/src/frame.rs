@@ -12,9 +12,19 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The protocol version this build speaks. A peer with another version is refused at hello.
 ///
-/// Version 2 added [`Frame::Metadata`]. The version changes whenever a peer of the previous
+/// Version 2 added [`Frame::Metadata`]. Version 3 added [`Frame::RunCheck`] and the agent's
+/// liveness promise ([`ALIVE_EVERY_MS`]). The version changes whenever a peer of the previous
 /// version could not read what this one sends (a new frame variant, a new field).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The oldest protocol version this build still speaks. A peer announcing any version from
+/// this one to [`PROTOCOL_VERSION`] is accepted; frames newer than the peer's version are
+/// never sent to it.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// Version 3 agents send something (a batch, or else a heartbeat) at least this often,
+/// ms, as long as they are connected: whatever else was sent in the last interval counts,
+/// so while data flows this costs nothing on the wire. The aggregator counts such an agent
+/// down when it has heard nothing from it for a few of these intervals.
+pub const ALIVE_EVERY_MS: i64 = 1_000;
 /// ALPN token for QUIC connections between agent and aggregator. It names the framing, not
 /// the protocol version, and stays `outpost/1`, so that a peer of another version still
 /// reaches the hello and gets a clear refusal.
@@ -36,6 +46,9 @@ pub mod close {
     pub const REPLACED: u32 = 4;
     /// The aggregator is shutting down.
     pub const SHUTDOWN: u32 = 5;
+    /// The agent sent nothing for longer than its liveness promise allows (protocol 3): the
+    /// aggregator counts it down and closes the connection; a live agent reconnects.
+    pub const SILENT: u32 = 6;
 }
 
 /// The agent's first frame on the control stream.
@@ -133,6 +146,14 @@ pub enum Frame {
         /// One entry per family, each name once.
         families: Vec<FamilyMetadata>,
     },
+    /// Aggregator to agent, on the control stream (protocol 3 and later): run this check
+    /// once, now, whether or not it is among the agent's checks, and record its result like
+    /// any other (with this agent's `agent` and `region` labels). The aggregator uses it to
+    /// re-run a failure from another agent before counting it.
+    RunCheck {
+        /// One check definition as a JSON object.
+        json: String,
+    },
 }
 
 impl Frame {
@@ -147,6 +168,7 @@ impl Frame {
             Frame::Heartbeat(_) => "heartbeat",
             Frame::Checks { .. } => "checks",
             Frame::Metadata { .. } => "metadata",
+            Frame::RunCheck { .. } => "run-check",
         }
     }
 }
@@ -191,15 +213,28 @@ pub fn peek_hello_version(body: &[u8]) -> Option<u16> {
     }
 }
 
-/// Checks a hello's version against ours; the error text is sent to the agent and logged.
+/// Checks a peer's version against the ones this build speaks ([`MIN_PROTOCOL_VERSION`] to
+/// [`PROTOCOL_VERSION`]); the error text is sent to the agent and logged. Its wording
+/// ("this build speaks vN") is what [`spoken_version`] reads back.
 pub fn check_version(theirs: u16) -> Result<(), String> {
-    if theirs == PROTOCOL_VERSION {
+    if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&theirs) {
         Ok(())
     } else {
         Err(format!(
             "protocol version mismatch: peer speaks v{theirs}, this build speaks v{PROTOCOL_VERSION}; upgrade the older side"
         ))
     }
+}
+
+/// The version a refusing peer says it speaks, read from a version-mismatch refusal
+/// ([`check_version`]'s text, the same in every version since 1); `None` for other reasons.
+pub fn spoken_version(reason: &str) -> Option<u16> {
+    let rest = reason
+        .strip_prefix("protocol version mismatch: ")?
+        .split("this build speaks v")
+        .nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Reads one frame body. `Ok(None)` is a clean end of stream between frames. (Feature
@@ -266,6 +301,16 @@ mod tests {
         );
         assert!(check_version(7).unwrap_err().contains("peer speaks v7"));
         assert!(check_version(PROTOCOL_VERSION).is_ok());
+        assert!(check_version(MIN_PROTOCOL_VERSION).is_ok());
+        assert!(check_version(MIN_PROTOCOL_VERSION - 1).is_err());
+        assert_eq!(spoken_version(&check_version(9).unwrap_err()), Some(3));
+        assert_eq!(
+            spoken_version(
+                "protocol version mismatch: peer speaks v3, this build speaks v2; upgrade the older side"
+            ),
+            Some(2)
+        );
+        assert_eq!(spoken_version("hello claims agent id"), None);
     }
 
     #[test]

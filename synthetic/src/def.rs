@@ -137,6 +137,93 @@ pub struct CheckDef {
     /// address, or (http, tcp, tls) none of its addresses accepts a connection; default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_protocol_fallback: Option<bool>,
+
+    /// Central checks only: when the aggregator alerts on this check (generated alerting
+    /// rules `OutpostCheckFailing` and `OutpostCheckDegraded`). Never sent to agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertDef>,
+}
+
+/// The severity label of `OutpostCheckFailing` when `alert.severity` is not given.
+pub const DEFAULT_ALERT_SEVERITY: &str = "critical";
+
+/// `alert:` of a central check. Region states come from the aggregator (passing, degraded,
+/// failing after a confirming re-run, or unknown when cut off); see `docs/CHECKS.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertDef {
+    /// How many reachable regions must fail (or, for the degraded alert, be degraded) for
+    /// the alert to be active: 1 to the number of `locations`. Unknown regions (no live
+    /// agent, or stale results) count neither way.
+    #[serde(deserialize_with = "de_failing_regions")]
+    pub failing_regions: u32,
+    /// How long the condition must hold before the alert fires (the rule's `for`); default
+    /// 0s, firing at the first evaluation that sees it.
+    #[serde(
+        rename = "for",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_for"
+    )]
+    pub for_: Option<Duration>,
+    /// The `severity` label of the failing alert; default `critical`. The degraded alert
+    /// is always `warning`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_severity"
+    )]
+    pub severity: Option<String>,
+    /// A region whose run passed but took longer than this, ms, is degraded; default: no
+    /// degraded state.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_degraded_ms"
+    )]
+    pub degraded_ms: Option<u64>,
+}
+
+/// Deserializes one `alert:` value, naming its key and what it takes when it is not one.
+fn de_named<'de, D, T>(d: D, key: &str, takes: &str) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("alert.{key}: {e}; expected {takes}")))
+}
+
+fn de_failing_regions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de_named(
+        d,
+        "failing_regions",
+        "a whole number from 1 to the number of locations",
+    )
+}
+
+fn de_for<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_named(d, "for", "a duration such as \"2m\" or \"30s\"").map(Some)
+}
+
+fn de_severity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_named(d, "severity", "a label value such as \"critical\"").map(Some)
+}
+
+fn de_degraded_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_named(d, "degraded_ms", "a whole number of milliseconds above 0").map(Some)
+}
+
+impl AlertDef {
+    /// The severity label of the failing alert.
+    pub fn severity(&self) -> &str {
+        self.severity.as_deref().unwrap_or(DEFAULT_ALERT_SEVERITY)
+    }
+
+    /// The `for` of both alerts.
+    pub fn for_duration(&self) -> std::time::Duration {
+        self.for_.map(Duration::get).unwrap_or_default()
+    }
 }
 
 /// An IP address family, as blackbox_exporter's `preferred_ip_protocol` names it.

@@ -35,7 +35,7 @@ mod tcp;
 mod tls;
 pub mod validate;
 
-pub use def::{CheckDef, CheckKind, IpProtocol, parse_checks_file};
+pub use def::{AlertDef, CheckDef, CheckKind, IpProtocol, parse_checks_file};
 pub use outcome::{Metric, Outcome, StepOutcome};
 #[cfg(feature = "runners")]
 pub use scheduler::{Clock, Scheduler, start_offset};

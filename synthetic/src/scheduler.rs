@@ -115,6 +115,18 @@ impl Scheduler {
         *running = next;
     }
 
+    /// Runs `def` once, now, beside the scheduled checks (whether or not it is one of
+    /// them); its outcome goes to the receiver like every other.
+    pub fn run_once(&self, def: CheckDef) {
+        let (out, now_ms) = (self.out.clone(), self.clock);
+        self.runtime.spawn(async move {
+            let def = Arc::new(def);
+            let ts = now_ms();
+            let o = crate::run(&def).await;
+            let _ = out.send((ts, def, o)).await;
+        });
+    }
+
     /// Names of the checks now scheduled, sorted.
     pub fn checks(&self) -> Vec<String> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

@@ -217,6 +217,32 @@ pub fn problems(d: &CheckDef) -> Vec<String> {
         }
     }
 
+    if let Some(a) = &d.alert {
+        let regions = d.locations.len() as u32;
+        if regions == 0 {
+            e.push(
+                "alert",
+                "only checks with locations (in the aggregator's checks file) can alert",
+            );
+        } else if a.failing_regions == 0 || a.failing_regions > regions {
+            e.push(
+                "alert.failing_regions",
+                format!(
+                    "{} is not between 1 and the number of locations ({regions})",
+                    a.failing_regions
+                ),
+            );
+        }
+        if let Some(sev) = &a.severity
+            && (sev.trim().is_empty() || sev.len() > 100 || sev.chars().any(char::is_control))
+        {
+            e.push("alert.severity", "1 to 100 printable characters");
+        }
+        if a.degraded_ms == Some(0) {
+            e.push("alert.degraded_ms", "must be more than 0");
+        }
+    }
+
     let k = d.kind;
     let is = |ks: &[CheckKind]| ks.contains(&k);
     use CheckKind::*;

@@ -265,3 +265,79 @@ resolver = "127.0.0.53"
     .unwrap();
     assert_eq!(yaml[0], t.checks[0]);
 }
+
+#[test]
+fn bad_alert_values_are_refused_with_the_key_named() {
+    let with = |alert: &str| {
+        outpost_synthetic::parse_checks_file(&format!(
+            "checks:\n  - name: api\n    type: http\n    frequency: 1s\n    url: http://127.0.0.1:1/\n    locations: [a, b, c]\n    alert: {alert}\n"
+        ))
+    };
+    let ok = with("{failing_regions: 2, for: 2m, severity: critical, degraded_ms: 800}").unwrap();
+    let a = ok[0].alert.clone().unwrap();
+    assert_eq!(
+        (
+            a.failing_regions,
+            a.for_duration().as_secs(),
+            a.severity(),
+            a.degraded_ms
+        ),
+        (2, 120, "critical", Some(800))
+    );
+    assert_eq!(
+        with("{failing_regions: 1}").unwrap()[0]
+            .alert
+            .as_ref()
+            .unwrap()
+            .severity(),
+        "critical"
+    );
+    // (alert, text the one problem must contain)
+    let cases = [
+        (
+            "{failing_regions: 0}",
+            "alert.failing_regions: 0 is not between 1 and the number of locations (3)",
+        ),
+        (
+            "{failing_regions: 4}",
+            "alert.failing_regions: 4 is not between 1",
+        ),
+        ("{failing_regions: two}", "alert.failing_regions: "),
+        (
+            "{failing_regions: 1, for: soon}",
+            "alert.for: invalid duration \"soon\"",
+        ),
+        (
+            "{failing_regions: 1, severity: ''}",
+            "alert.severity: 1 to 100 printable characters",
+        ),
+        ("{failing_regions: 1, severity: [a]}", "alert.severity: "),
+        (
+            "{failing_regions: 1, degraded_ms: 0}",
+            "alert.degraded_ms: must be more than 0",
+        ),
+        (
+            "{failing_regions: 1, degraded_ms: -5}",
+            "alert.degraded_ms: ",
+        ),
+        (
+            "{failing_regions: 1, degraded: 5}",
+            "unknown field `degraded`",
+        ),
+        ("{for: 2m}", "missing field `failing_regions`"),
+    ];
+    for (alert, want) in cases {
+        let p = with(alert).unwrap_err();
+        assert_eq!(p.len(), 1, "{alert}: {p:?}");
+        assert!(p[0].contains(want), "{alert}: {p:?}");
+    }
+    // Agent-local checks (no locations) cannot alert.
+    let p = outpost_synthetic::parse_checks_file(
+        "checks:\n  - {name: l, type: http, frequency: 1s, url: 'http://127.0.0.1:1/', alert: {failing_regions: 1}}\n",
+    )
+    .unwrap_err();
+    assert!(
+        p[0].contains("check \"l\": alert: only checks with locations"),
+        "{p:?}"
+    );
+}

@@ -366,3 +366,155 @@ fn protocol_version_mismatch_is_refused_clearly() {
     assert_eq!(code, Some(close::VERSION_MISMATCH as u64));
     assert!(agg.proc.logs().contains("protocol version mismatch"));
 }
+
+#[test]
+fn a_v2_agent_is_welcomed_in_v2_and_kept_while_quiet_and_a_silent_v3_agent_is_closed() {
+    let tmp = TempDir::new("versions");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (old_welcome, old_code, new_code, new_silent_for) = rt.block_on(async {
+        let old = raw_connect(&agg, &certs, "old-1").await;
+        let (mut otx, mut orx) = old.conn.open_bi().await.unwrap();
+        otx.write_all(&hello("old-1", 2)).await.unwrap();
+        let w = frame::read(&mut orx).await.ok().flatten();
+        // A v3 peer promised to send something every second; this one sends nothing more.
+        let new = raw_connect(&agg, &certs, "new-1").await;
+        let (mut ntx, mut nrx) = new.conn.open_bi().await.unwrap();
+        ntx.write_all(&hello("new-1", PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        assert!(matches!(
+            frame::read(&mut nrx).await.ok().flatten(),
+            Some(Frame::Welcome(_))
+        ));
+        let t = std::time::Instant::now();
+        let _ = tokio::time::timeout(Duration::from_secs(15), new.conn.closed()).await;
+        let silent_for = t.elapsed();
+        (w, close_code(&old.conn), close_code(&new.conn), silent_for)
+    });
+    match old_welcome {
+        Some(Frame::Welcome(w)) => assert_eq!(w.protocol, 2, "welcomed in its own version"),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    assert_eq!(old_code, None, "the quiet v2 agent is still connected");
+    assert_eq!(new_code, Some(close::SILENT as u64));
+    assert!(
+        new_silent_for >= Duration::from_secs(3) && new_silent_for < Duration::from_secs(7),
+        "closed after {new_silent_for:?} of silence (agent_down_after is 4s)"
+    );
+    assert!(
+        agg.proc.logs().contains("agent is down"),
+        "the aggregator says why"
+    );
+}
+
+/// A stand-in for an aggregator of protocol v2 on `127.0.0.1:0`: it refuses any other
+/// version with the words v2 aggregators use, welcomes v2 hellos, and records every hello's
+/// version. Returns its address.
+fn v2_aggregator(
+    rt: &tokio::runtime::Runtime,
+    certs: &Certs,
+    hellos: Arc<std::sync::Mutex<Vec<u16>>>,
+) -> std::net::SocketAddr {
+    outpost_shared::tls::install_crypto_provider();
+    let tls = outpost_shared::tls::server_config(&outpost_shared::tls::TlsFiles {
+        ca: certs.ca(),
+        cert: certs.dir.join("aggregator.crt"),
+        key: certs.dir.join("aggregator.key"),
+    })
+    .unwrap();
+    let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let ep = rt.block_on(async {
+        quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(qsc)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+    });
+    let addr = ep.local_addr().unwrap();
+    rt.spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let hellos = hellos.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok((mut tx, mut rx)) = conn.accept_bi().await else {
+                    return;
+                };
+                let Ok(Some(body)) = frame::read_body(&mut rx).await else {
+                    return;
+                };
+                let v = frame::peek_hello_version(&body).unwrap_or(0);
+                hellos.lock().unwrap().push(v);
+                if v != 2 {
+                    let reason = format!(
+                        "protocol version mismatch: peer speaks v{v}, this build speaks v2; upgrade the older side"
+                    );
+                    let _ = tx
+                        .write_all(&frame::encode(&Frame::Refused {
+                            reason: reason.clone(),
+                        }))
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    conn.close(quinn::VarInt::from_u32(close::VERSION_MISMATCH), reason.as_bytes());
+                    return;
+                }
+                let welcome = Frame::Welcome(outpost_shared::frame::Welcome {
+                    protocol: 2,
+                    aggregator_version: "v2".into(),
+                    clock_ms: wall_ms(),
+                    applied_seq: 0,
+                });
+                let _ = tx.write_all(&frame::encode(&welcome)).await;
+                // Keep the connection until the agent goes away.
+                conn.closed().await;
+            });
+        }
+    });
+    addr
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_agent_refused_by_a_v2_aggregator_speaks_v2_on_its_next_connection() {
+    let tmp = TempDir::new("old-aggregator");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    // The real aggregator only gives the harness an address; the agent talks to the v2 one.
+    let agg = Aggregator::start(tmp.path(), &certs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hellos = Arc::new(std::sync::Mutex::new(vec![]));
+    let old = v2_aggregator(&rt, &certs, hellos.clone());
+    let spec = AgentSpec {
+        endpoint: Some(old.to_string()),
+        ..AgentSpec::new("new-agent", &certs)
+    };
+    let agent = Agent::start(tmp.path(), &agg, &spec);
+    let seen = wait_for(Duration::from_secs(15), || {
+        let h = hellos.lock().unwrap().clone();
+        (h.len() >= 2).then_some(h)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", hellos.lock().unwrap(), agent.proc.logs()));
+    assert_eq!(
+        seen[..2],
+        [PROTOCOL_VERSION, 2],
+        "v3 first, then v2 after the refusal"
+    );
+    // Welcomed in v2, the agent stays connected.
+    let connected = wait_for(Duration::from_secs(10), || {
+        (metric_value(&agent.metrics(), "outpost_agent_uplink_connected") == Some(1.0))
+            .then_some(())
+    });
+    assert!(connected.is_some(), "{}", agent.proc.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        hellos.lock().unwrap().len(),
+        2,
+        "no more connections once welcomed"
+    );
+}

@@ -414,10 +414,10 @@ fn metrics_doc_matches_what_the_agent_emits() {
     let mut rows: BTreeMap<String, String> = BTreeMap::new();
     for line in doc.lines() {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
-        if let [_, _, fam, _, has, _] = cols[..] {
-            if let Some(name) = fam.strip_prefix('`').and_then(|f| f.strip_suffix('`')) {
-                rows.insert(name.to_string(), has.to_string());
-            }
+        if let [_, _, fam, _, has, _] = cols[..]
+            && let Some(name) = fam.strip_prefix('`').and_then(|f| f.strip_suffix('`'))
+        {
+            rows.insert(name.to_string(), has.to_string());
         }
     }
     assert!(

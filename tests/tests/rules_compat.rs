@@ -304,7 +304,7 @@ fn rules_match_prometheus_step_by_step() {
 
     let certs = Certs::init(&dir.path().join("certs"));
     let tail = format!(
-        "[alerting]\nrule_files = [\"{}\"]\nalertmanagers = [\"{am_outpost}\"]\nexternal_labels = {{ cluster = \"test\" }}\nexternal_url = \"{external_url}\"\n",
+        "[alerting]\nagent_down_alert = false\nrule_files = [\"{}\"]\nalertmanagers = [\"{am_outpost}\"]\nexternal_labels = {{ cluster = \"test\" }}\nexternal_url = \"{external_url}\"\n",
         rules_path.display()
     );
     let agg = Aggregator::start_config(dir.path(), &certs, "", &tail);

@@ -21,7 +21,7 @@ pub fn parse_sockstat(
             .split_once(':')
             .ok_or_else(|| format!("no \"PROTO:\" prefix: {line:?}"))?;
         let cols: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if cols.len() % 2 != 0 {
+        if !cols.len().is_multiple_of(2) {
             return Err(format!("odd number of columns after {proto}: {line:?}"));
         }
         for pair in cols.chunks_exact(2) {

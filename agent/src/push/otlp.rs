@@ -245,7 +245,7 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
         let word = per_unit_word(&per)
             .map(str::to_string)
             .unwrap_or_else(|| tokens(&per).collect::<Vec<_>>().join("_"));
-        if !word.is_empty() && !(t.len() >= 2 && t[t.len() - 2] == "per" && t[t.len() - 1] == word)
+        if !(word.is_empty() || (t.len() >= 2 && t[t.len() - 2] == "per" && t[t.len() - 1] == word))
         {
             t.push("per".into());
             t.extend(tokens(&word).map(str::to_string));

@@ -63,7 +63,7 @@ fn base64_value(s: &str) -> Result<String, String> {
 pub fn grouping(path: &str) -> Result<Vec<(String, String)>, String> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let segs: Vec<&str> = path.split('/').collect();
-    if segs.len() % 2 != 0 {
+    if !segs.len().is_multiple_of(2) {
         return Err(format!(
             "label {:?} in the path has no value; the path is /metrics/job/<job>{{/<label>/<value>}}",
             segs[segs.len() - 1]

@@ -34,6 +34,11 @@ pub struct ClientConfig {
     pub live_after: u64,
     /// Live copies requested per [`Transmit::Live`], at most (the newest). Default 16.
     pub live_burst: u64,
+    /// With an aggregator of protocol 3 or later: when nothing at all was sent during one
+    /// such interval, ms, a heartbeat goes out at its end, so the aggregator hears from the
+    /// agent at least every two intervals; while batches flow, nothing extra is sent.
+    /// Default [`frame::ALIVE_EVERY_MS`].
+    pub alive_every_ms: i64,
 }
 
 impl ClientConfig {
@@ -53,6 +58,7 @@ impl ClientConfig {
             handshake_timeout_ms: 10_000,
             live_after: 8,
             live_burst: 16,
+            alive_every_ms: frame::ALIVE_EVERY_MS,
         }
     }
 }
@@ -123,6 +129,8 @@ pub enum ClientEvent {
     },
     /// The synthetic checks assigned to this agent from now on (a JSON array).
     Checks(String),
+    /// Run this check (a JSON object) once, now, and record its result.
+    RunCheck(String),
     /// After [`ClientSession::begin_shutdown`]: the session is done. `all_acked` is false when
     /// the grace period ended with batches unacknowledged (they stay buffered).
     Finished {
@@ -188,6 +196,17 @@ pub struct ClientSession {
     metadata: BTreeMap<String, Metadata>,
     /// Families whose metadata this connection has not been sent yet.
     metadata_unsent: BTreeSet<String>,
+    /// The version the next hello announces: ours, or an older aggregator's after it
+    /// refused ours.
+    hello_protocol: u16,
+    /// The version this connection speaks (from the welcome).
+    protocol: u16,
+    /// When the liveness interval ends, while established with protocol 3 or later.
+    next_alive: Option<Millis>,
+    /// Frames and batches handed to the driver so far, and that count when the current
+    /// liveness interval began.
+    sends: u64,
+    sends_at_alive: u64,
 }
 
 impl ClientSession {
@@ -210,7 +229,17 @@ impl ClientSession {
             finished: false,
             metadata: BTreeMap::new(),
             metadata_unsent: BTreeSet::new(),
+            hello_protocol: PROTOCOL_VERSION,
+            protocol: 0,
+            next_alive: None,
+            sends: 0,
+            sends_at_alive: 0,
         }
+    }
+
+    /// The protocol version of the current connection (0 until welcomed).
+    pub fn protocol(&self) -> u16 {
+        self.protocol
     }
 
     /// The configuration in use.
@@ -250,7 +279,7 @@ impl ClientSession {
         self.reset_connection();
         self.state = State::AwaitWelcome { hello_at: now };
         self.control.push_back(Frame::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: self.hello_protocol,
             agent_id: self.cfg.agent_id.clone(),
             region: self.cfg.region.clone(),
             agent_version: self.cfg.agent_version.clone(),
@@ -274,6 +303,8 @@ impl ClientSession {
         self.in_flight_bytes = 0;
         self.want_batches = false;
         self.next_heartbeat = None;
+        self.next_alive = None;
+        self.protocol = 0;
         self.control.clear();
     }
 
@@ -342,6 +373,11 @@ impl ClientSession {
             State::AwaitWelcome { hello_at } => match f {
                 Frame::Welcome(w) => {
                     frame::check_version(w.protocol).map_err(ClientError::Refused)?;
+                    self.protocol = w.protocol;
+                    if w.protocol >= 3 {
+                        self.next_alive = Some(now + self.cfg.alive_every_ms);
+                        self.sends_at_alive = self.sends;
+                    }
                     let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
                     self.state = State::Established;
                     self.acked = self.acked.max(w.applied_seq);
@@ -358,7 +394,17 @@ impl ClientSession {
                     self.queue_heartbeat(now);
                     Ok(())
                 }
-                Frame::Refused { reason } => Err(self.fail(ClientError::Refused(reason))),
+                Frame::Refused { reason } => {
+                    // An older aggregator refuses our version: speak its version next time,
+                    // when we still can.
+                    if let Some(v) = frame::spoken_version(&reason)
+                        && frame::check_version(v).is_ok()
+                        && v < self.hello_protocol
+                    {
+                        self.hello_protocol = v;
+                    }
+                    Err(self.fail(ClientError::Refused(reason)))
+                }
                 f => Err(self.fail(ClientError::Protocol(format!(
                     "expected welcome, got {}",
                     f.kind()
@@ -371,6 +417,10 @@ impl ClientSession {
                 }
                 Frame::Checks { json } => {
                     self.events.push_back(ClientEvent::Checks(json));
+                    Ok(())
+                }
+                Frame::RunCheck { json } => {
+                    self.events.push_back(ClientEvent::RunCheck(json));
                     Ok(())
                 }
                 Frame::Heartbeat(_) => Ok(()),
@@ -420,6 +470,7 @@ impl ClientSession {
             });
         }
         self.cursor = seq + 1;
+        self.sends += 1;
         self.in_flight.push_back((seq, bytes));
         self.in_flight_bytes += bytes;
         self.want_batches = true;
@@ -476,10 +527,15 @@ impl ClientSession {
             State::AwaitWelcome { hello_at } => Some(hello_at + self.cfg.handshake_timeout_ms),
             _ => None,
         };
-        [handshake, self.next_heartbeat, self.shutdown_by]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            handshake,
+            self.next_heartbeat,
+            self.next_alive,
+            self.shutdown_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Deadlines at or before `now` pass: a missing welcome ends the session with an error;
@@ -495,6 +551,16 @@ impl ClientSession {
         }
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             self.queue_heartbeat(now);
+        }
+        if self.next_alive.is_some_and(|t| now >= t) {
+            if self.sends == self.sends_at_alive {
+                self.queue_heartbeat(now);
+                // The heartbeat itself does not count for the next interval.
+                self.sends_at_alive = self.sends + 1;
+            } else {
+                self.sends_at_alive = self.sends;
+            }
+            self.next_alive = Some(now + self.cfg.alive_every_ms);
         }
         if self.shutdown_by.is_some_and(|t| now >= t) {
             self.finish();
@@ -516,12 +582,14 @@ impl ClientSession {
     /// nothing to send until the next input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(f) = self.control.pop_front() {
+            self.sends += 1;
             return Some(Transmit::Control(f));
         }
         if self.state != State::Established {
             return None;
         }
         if let Some(f) = self.metadata_frame() {
+            self.sends += 1;
             return Some(Transmit::Control(f));
         }
         if self.shutdown_by.is_some() {
@@ -547,6 +615,7 @@ impl ClientSession {
                 .max(next.saturating_sub(self.cfg.live_burst));
             self.live_from = next;
             if next > from && next - self.cursor > self.cfg.live_after {
+                self.sends += 1;
                 return Some(Transmit::Live { from, to: next });
             }
         }

@@ -38,7 +38,9 @@ mod server;
 mod tests;
 
 pub use client::{BufferState, ClientConfig, ClientError, ClientEvent, ClientSession, Transmit};
-pub use server::{Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit, Verdict};
+pub use server::{
+    RUN_CHECK_VERSION, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit, Verdict,
+};
 
 /// Which stream a frame travels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,6 +3,10 @@
 
 use super::{Lane, Millis};
 use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, Welcome, close};
+
+/// The first protocol version whose agents take [`Frame::RunCheck`] and keep the liveness
+/// promise of [`frame::ALIVE_EVERY_MS`].
+pub const RUN_CHECK_VERSION: u16 = 3;
 use crate::metadata::{self, FamilyMetadata};
 use std::collections::{HashSet, VecDeque};
 
@@ -148,6 +152,14 @@ impl ServerSession {
         self.hello.as_ref()
     }
 
+    /// The protocol version this connection speaks: the lower of the agent's and ours
+    /// (0 before the hello).
+    pub fn protocol(&self) -> u16 {
+        self.hello
+            .as_ref()
+            .map_or(0, |h| h.protocol.min(PROTOCOL_VERSION))
+    }
+
     /// Highest seq reported durable on this connection, or welcomed.
     pub fn applied(&self) -> u64 {
         self.applied
@@ -235,7 +247,8 @@ impl ServerSession {
         self.accepted = applied_seq;
         self.out
             .push_back(ServerTransmit::Control(Frame::Welcome(Welcome {
-                protocol: PROTOCOL_VERSION,
+                // An older agent accepts only its own version in the welcome.
+                protocol: self.protocol(),
                 aggregator_version: self.cfg.aggregator_version.clone(),
                 clock_ms: now,
                 applied_seq,
@@ -345,6 +358,18 @@ impl ServerSession {
             self.out
                 .push_back(ServerTransmit::Control(Frame::Checks { json }));
         }
+    }
+
+    /// Asks the agent to run one check once, now (`json`: one check definition). Queued
+    /// only when the connection is established and speaks [`RUN_CHECK_VERSION`] or later;
+    /// returns whether it was.
+    pub fn handle_run_check(&mut self, json: String) -> bool {
+        if self.state != State::Established || self.protocol() < RUN_CHECK_VERSION {
+            return false;
+        }
+        self.out
+            .push_back(ServerTransmit::Control(Frame::RunCheck { json }));
+        true
     }
 
     /// Closes the connection for `code` (e.g. [`close::REPLACED`], [`close::SHUTDOWN`]).

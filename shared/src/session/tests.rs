@@ -88,7 +88,7 @@ impl Agent {
                     self.acked_events.push((*seq, *newly));
                 }
                 ClientEvent::Finished { all_acked } => self.finished = Some(*all_acked),
-                ClientEvent::Checks(_) => {}
+                ClientEvent::Checks(_) | ClientEvent::RunCheck(_) => {}
             }
             out.push(e);
         }
@@ -789,7 +789,11 @@ fn a_seq_gap_from_the_when_full_policy_is_counted_not_refused() {
 
 #[test]
 fn heartbeats_carry_backlog_and_drops_every_interval() {
-    let mut s = Sim::new();
+    // Only the periodic heartbeats: the liveness ones have their own test.
+    let mut s = Sim::with(ClientConfig {
+        alive_every_ms: 3_600_000,
+        ..ClientConfig::new(AGENT, "eu", "0.1.0")
+    });
     s.agg.write_at_once = false;
     s.connect();
     s.run();
@@ -1195,4 +1199,131 @@ fn malformed_metadata_frames_close_the_connection_and_store_nothing() {
     })
     .unwrap();
     assert_eq!(s.poll_event(), None);
+}
+
+fn welcome(protocol: u16) -> Frame {
+    Frame::Welcome(crate::frame::Welcome {
+        protocol,
+        aggregator_version: "0".into(),
+        clock_ms: T0,
+        applied_seq: 0,
+    })
+}
+
+fn established_client(protocol: u16) -> ClientSession {
+    let mut c = ClientSession::new(
+        ClientConfig::new(AGENT, "eu", "0.1.0"),
+        BufferState::default(),
+    );
+    c.handle_connected(T0);
+    while c.poll_transmit().is_some() {}
+    c.handle_frame(welcome(protocol), T0).unwrap();
+    while c.poll_transmit().is_some() {}
+    c
+}
+
+fn heartbeats(c: &mut ClientSession) -> usize {
+    std::iter::from_fn(|| c.poll_transmit())
+        .filter(|t| matches!(t, Transmit::Control(Frame::Heartbeat(_))))
+        .count()
+}
+
+#[test]
+fn a_v3_client_heartbeats_only_when_nothing_else_went_out_for_a_second() {
+    let mut c = established_client(crate::frame::PROTOCOL_VERSION);
+    let every = crate::frame::ALIVE_EVERY_MS;
+    assert_eq!(c.poll_timeout(), Some(T0 + every));
+    // The heartbeat right after the welcome covers the first interval; then, idle, one
+    // heartbeat per interval.
+    c.handle_timeout(T0 + every).unwrap();
+    assert_eq!(heartbeats(&mut c), 0);
+    for i in 2..=3 {
+        c.handle_timeout(T0 + i * every).unwrap();
+        assert_eq!(heartbeats(&mut c), 1, "interval {i}");
+    }
+    // A batch per interval: nothing extra goes out.
+    for i in 4..=8 {
+        c.handle_buffer(BufferState {
+            next_seq: i as u64,
+            ..Default::default()
+        });
+        c.handle_sent(i as u64 - 1, 10).unwrap();
+        c.handle_timeout(T0 + i * every).unwrap();
+        assert_eq!(heartbeats(&mut c), 0, "interval {i}");
+    }
+    // Silence again (the last batch went out just before the end of the last interval):
+    // one heartbeat per interval.
+    for i in 9..=10 {
+        c.handle_timeout(T0 + i * every).unwrap();
+        assert_eq!(heartbeats(&mut c), 1, "interval {i}");
+    }
+}
+
+#[test]
+fn a_v2_aggregator_gets_no_liveness_heartbeats_and_a_v3_agent_falls_back_to_v2() {
+    let c = established_client(2);
+    assert_eq!(c.protocol(), 2);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(T0 + 15_000),
+        "only the periodic heartbeat"
+    );
+
+    // A v2 aggregator refuses a v3 hello in its words; the next hello speaks v2.
+    let mut c = ClientSession::new(
+        ClientConfig::new(AGENT, "eu", "0.1.0"),
+        BufferState::default(),
+    );
+    c.handle_connected(T0);
+    let hello_version = |c: &mut ClientSession| match c.poll_transmit() {
+        Some(Transmit::Control(Frame::Hello(h))) => h.protocol,
+        t => panic!("{t:?}"),
+    };
+    assert_eq!(hello_version(&mut c), crate::frame::PROTOCOL_VERSION);
+    let reason =
+        "protocol version mismatch: peer speaks v3, this build speaks v2; upgrade the older side";
+    assert!(
+        c.handle_frame(
+            Frame::Refused {
+                reason: reason.into()
+            },
+            T0
+        )
+        .is_err()
+    );
+    c.handle_connected(T0 + 1);
+    assert_eq!(hello_version(&mut c), 2);
+}
+
+#[test]
+fn run_check_frames_go_only_to_agents_that_speak_v3() {
+    for (agent_version, sent) in [(2u16, false), (3, true)] {
+        let mut s = ServerSession::new(ServerConfig::new("0.1.0"), AGENT, T0);
+        let hello = frame::encode(&hello_frame(agent_version, AGENT));
+        s.handle_hello(&hello[4..]).unwrap();
+        s.welcome(0, T0);
+        match s.poll_transmit() {
+            Some(ServerTransmit::Control(Frame::Welcome(w))) => {
+                assert_eq!(
+                    w.protocol, agent_version,
+                    "the welcome speaks the agent's version"
+                )
+            }
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(s.protocol(), agent_version);
+        assert_eq!(s.handle_run_check("{}".into()), sent);
+        assert_eq!(
+            s.poll_transmit(),
+            sent.then(|| ServerTransmit::Control(Frame::RunCheck { json: "{}".into() }))
+        );
+    }
+    let mut c = established_client(3);
+    c.handle_frame(Frame::RunCheck { json: "{}".into() }, T0)
+        .unwrap();
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        events.contains(&ClientEvent::RunCheck("{}".into())),
+        "{events:?}"
+    );
 }

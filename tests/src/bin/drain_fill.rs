@@ -106,7 +106,7 @@ fn main() -> Result<()> {
             values,
         });
     }
-    if agents == 0 || hosts.len() < agents || hosts.len() % agents != 0 {
+    if agents == 0 || hosts.len() < agents || !hosts.len().is_multiple_of(agents) {
         bail!(
             "{} hosts cannot be shared equally by {agents} agents",
             hosts.len()

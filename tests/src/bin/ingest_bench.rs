@@ -194,7 +194,8 @@ struct Host {
 fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
     let f = std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file.display()))?;
     // host → series (labels, points by time)
-    let mut hosts: BTreeMap<String, Vec<(Labels, BTreeMap<i64, f64>)>> = BTreeMap::new();
+    type HostSeries = Vec<(Labels, BTreeMap<i64, f64>)>;
+    let mut hosts: BTreeMap<String, HostSeries> = BTreeMap::new();
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {

@@ -108,7 +108,8 @@ fn dataset(a: &Args, end: i64) -> Vec<TimeSeries> {
     ];
     for h in 0..a.hist {
         let mut counts = [0.0f64; 10];
-        let mut per_bucket: Vec<Vec<ProtoSample>> = vec![Vec::with_capacity(n); 10];
+        let mut per_bucket: Vec<Vec<ProtoSample>> =
+            (0..10).map(|_| Vec::with_capacity(n)).collect();
         for j in 0..n {
             let mut cum = 0.0;
             for (b, c) in counts.iter_mut().enumerate() {
