@@ -25,6 +25,7 @@
 //! `outpost-promql`, never on tokio, RocksDB or HTTP.
 
 pub mod amconfig;
+pub mod amtemplate;
 pub mod dispatch;
 pub mod duration;
 pub mod group;
