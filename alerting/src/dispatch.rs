@@ -10,6 +10,7 @@
 
 use crate::route::Route;
 use crate::rule::LabelMap;
+use crate::timeinterval::{TimeIntervals, in_intervals};
 use crate::webhook::{fingerprint, group_key};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +78,8 @@ struct Group {
     alerts: BTreeMap<u64, DispatchedAlert>,
     next_flush_ms: i64,
     flushed: bool,
+    mute_time_intervals: Vec<String>,
+    active_time_intervals: Vec<String>,
 }
 
 /// The routing tree and its aggregation groups.
@@ -84,6 +87,7 @@ struct Group {
 pub struct Dispatcher {
     route: Route,
     groups: BTreeMap<String, Group>,
+    intervals: TimeIntervals,
 }
 
 impl Dispatcher {
@@ -92,14 +96,23 @@ impl Dispatcher {
         Dispatcher {
             route,
             groups: BTreeMap::new(),
+            intervals: TimeIntervals::new(),
         }
+    }
+
+    /// The dispatcher with the configuration's time intervals, which the routes'
+    /// `mute_time_intervals` and `active_time_intervals` name (see [`Dispatcher::flush_due`]).
+    pub fn with_time_intervals(mut self, intervals: TimeIntervals) -> Dispatcher {
+        self.intervals = intervals;
+        self
     }
 
     /// Takes in a new or updated alert (the same labels replace the alert in every group
     /// it is in) at `now_ms`.
     pub fn insert(&mut self, alert: DispatchedAlert, now_ms: i64) {
         let fp = fingerprint(&alert.labels);
-        let routes: Vec<(String, LabelMap, String, i64, i64, i64)> = self
+        #[allow(clippy::type_complexity)]
+        let routes: Vec<(String, LabelMap, String, i64, i64, i64, [Vec<String>; 2])> = self
             .route
             .matches(&alert.labels)
             .into_iter()
@@ -119,10 +132,14 @@ impl Dispatcher {
                     r.group_wait_ms,
                     r.group_interval_ms,
                     r.repeat_interval_ms,
+                    [
+                        r.mute_time_intervals.clone(),
+                        r.active_time_intervals.clone(),
+                    ],
                 )
             })
             .collect();
-        for (route_key, labels, receiver, wait, interval, repeat) in routes {
+        for (route_key, labels, receiver, wait, interval, repeat, [mute, active]) in routes {
             let key = group_key(&route_key, &labels);
             let g = self.groups.entry(key).or_insert_with(|| Group {
                 receiver,
@@ -133,6 +150,8 @@ impl Dispatcher {
                 alerts: BTreeMap::new(),
                 next_flush_ms: now_ms + wait,
                 flushed: false,
+                mute_time_intervals: mute,
+                active_time_intervals: active,
             });
             // An alert older than the group's wait is not waited for.
             if !g.flushed && alert.starts_at_ms + wait < now_ms {
@@ -150,6 +169,11 @@ impl Dispatcher {
     /// Flushes every group due at `now_ms`; returns the notifications the log says to send
     /// (and records them in `log`: call only when they will be sent). `send_resolved` tells
     /// whether a receiver wants resolved alerts.
+    ///
+    /// A group whose route is muted at `now_ms` (inside one of its `mute_time_intervals`,
+    /// or outside all of its `active_time_intervals`) sends nothing and leaves the log as
+    /// it was, as Alertmanager 0.25's time stages do at flush time; its resolved alerts
+    /// still leave the group.
     pub fn flush_due(
         &mut self,
         now_ms: i64,
@@ -181,13 +205,17 @@ impl Dispatcher {
                 .collect();
             let log_key = (key.clone(), g.receiver.clone());
             let wants_resolved = send_resolved(&g.receiver);
-            let notify = match log.get(&log_key) {
-                None => !firing.is_empty(),
-                Some(e) if !firing.is_subset(&e.firing) => true,
-                Some(e) if firing.is_empty() => !e.firing.is_empty(),
-                Some(e) if wants_resolved && !resolved.is_subset(&e.resolved) => true,
-                Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
-            };
+            let muted = in_intervals(&self.intervals, &g.mute_time_intervals, now_ms)
+                || (!g.active_time_intervals.is_empty()
+                    && !in_intervals(&self.intervals, &g.active_time_intervals, now_ms));
+            let notify = !muted
+                && match log.get(&log_key) {
+                    None => !firing.is_empty(),
+                    Some(e) if !firing.is_subset(&e.firing) => true,
+                    Some(e) if firing.is_empty() => !e.firing.is_empty(),
+                    Some(e) if wants_resolved && !resolved.is_subset(&e.resolved) => true,
+                    Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
+                };
             if notify {
                 let alerts: Vec<DispatchedAlert> = g
                     .alerts
@@ -295,6 +323,31 @@ mod tests {
         assert!(log.values().all(|e| e.firing.is_empty()));
         d.maintain();
         assert_eq!(d.next_due_ms(), None);
+    }
+
+    /// A muted route sends nothing and keeps its log; once the mute ends it sends; an
+    /// active-only route outside its interval sends nothing.
+    #[test]
+    fn time_intervals_mute_at_flush_time() {
+        let cfg: RouteConfig = serde_saphyr::from_str(
+            "receiver: r\ngroup_wait: 0s\ngroup_interval: 1m\nroutes:\n  - receiver: m\n    mute_time_intervals: [first-hour]\n    continue: true\n  - receiver: a\n    matchers: [alertname=Down]\n    active_time_intervals: [first-hour]\n",
+        )
+        .unwrap();
+        let first_hour: Vec<crate::timeinterval::TimeInterval> =
+            serde_saphyr::from_str("- times: [{start_time: '00:00', end_time: '01:00'}]").unwrap();
+        let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap()).with_time_intervals(
+            TimeIntervals::from([("first-hour".to_string(), first_hour)]),
+        );
+        let mut log = NotificationLog::new();
+        let yes = |_: &str| true;
+        d.insert(alert("Down", "a", 0, FOREVER), 0);
+        let n = d.flush_due(0, &mut log, &yes);
+        let receivers: Vec<&str> = n.iter().map(|n| n.receiver.as_str()).collect();
+        assert_eq!(receivers, vec!["a"]);
+        assert!(log.keys().all(|(_, r)| r == "a"));
+        let n = d.flush_due(3_600 * S, &mut log, &yes);
+        let receivers: Vec<&str> = n.iter().map(|n| n.receiver.as_str()).collect();
+        assert_eq!(receivers, vec!["m"]);
     }
 
     #[test]

@@ -30,12 +30,14 @@ pub mod dispatch;
 pub mod duration;
 pub mod group;
 pub mod inhibit;
+pub mod payload;
 pub mod query;
 pub mod route;
 pub mod rule;
 pub mod rulefile;
 pub mod silence;
 pub mod template;
+pub mod timeinterval;
 pub mod webhook;
 mod xxhash;
 

@@ -68,13 +68,14 @@ fn url_process(s: &str, normalize: bool) -> String {
 /// `html/template`'s `urlFilter`: a URL with a scheme other than http, https or mailto
 /// becomes `#ZgotmplZ`.
 fn url_filter(s: &str) -> String {
-    if let Some(i) = s.find(':') {
-        if !s[..i].contains('/') {
-            let scheme = s[..i].to_ascii_lowercase();
-            if !matches!(scheme.as_str(), "http" | "https" | "mailto") {
-                return "#ZgotmplZ".into();
-            }
-        }
+    if let Some(i) = s.find(':')
+        && !s[..i].contains('/')
+        && !matches!(
+            s[..i].to_ascii_lowercase().as_str(),
+            "http" | "https" | "mailto"
+        )
+    {
+        return "#ZgotmplZ".into();
     }
     s.to_string()
 }
