@@ -288,6 +288,17 @@ pub fn read_template_files(
     Ok(out)
 }
 
+/// The template set of a configuration's `templates:` patterns: [`read_template_files`]
+/// then [`Templates::with_files`], as Alertmanager (and `amtool check-config`) loads them.
+///
+/// # Errors
+/// A file that cannot be read, or the first that does not parse, in Go's words
+/// (`template: my.tmpl:3: ...`, as `amtool check-config` prints after `FAILED:`).
+pub fn load_templates(patterns: &[String], base_dir: &Path) -> Result<Templates, String> {
+    let files = read_template_files(patterns, base_dir)?;
+    Templates::with_files(&files).map_err(|e| e.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

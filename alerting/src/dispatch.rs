@@ -82,11 +82,39 @@ struct Group {
     active_time_intervals: Vec<String>,
 }
 
+/// A route an alert goes to, and the alert's group labels there.
+struct Target<'a> {
+    index: usize,
+    labels: LabelMap,
+    route: &'a Route,
+}
+
+/// The place of `target` in the tree under `root`, counted in pre-order from 0.
+fn preorder_index(root: &Route, target: &Route) -> usize {
+    fn walk(r: &Route, target: &Route, n: &mut usize) -> bool {
+        if std::ptr::eq(r, target) {
+            return true;
+        }
+        for c in &r.routes {
+            *n += 1;
+            if walk(c, target, n) {
+                return true;
+            }
+        }
+        false
+    }
+    let mut n = 0;
+    walk(root, target, &mut n);
+    n
+}
+
 /// The routing tree and its aggregation groups.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     route: Route,
-    groups: BTreeMap<String, Group>,
+    /// Groups by the route's place in the tree (pre-order) and the group key: sibling
+    /// routes with the same key keep their own groups, as Alertmanager's do.
+    groups: BTreeMap<(usize, String), Group>,
     intervals: TimeIntervals,
 }
 
@@ -111,36 +139,41 @@ impl Dispatcher {
     /// it is in) at `now_ms`.
     pub fn insert(&mut self, alert: DispatchedAlert, now_ms: i64) {
         let fp = fingerprint(&alert.labels);
-        #[allow(clippy::type_complexity)]
-        let routes: Vec<(String, LabelMap, String, i64, i64, i64, [Vec<String>; 2])> = self
-            .route
+        let root = &self.route;
+        let targets: Vec<Target<'_>> = root
             .matches(&alert.labels)
             .into_iter()
-            .map(|r| {
-                let labels: LabelMap = if r.group_by_all {
+            .map(|r| Target {
+                index: preorder_index(root, r),
+                labels: if r.group_by_all {
                     alert.labels.clone()
                 } else {
                     r.group_by
                         .iter()
                         .filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.clone())))
                         .collect()
-                };
-                (
-                    r.key.clone(),
-                    labels,
-                    r.receiver.clone(),
-                    r.group_wait_ms,
-                    r.group_interval_ms,
-                    r.repeat_interval_ms,
-                    [
-                        r.mute_time_intervals.clone(),
-                        r.active_time_intervals.clone(),
-                    ],
-                )
+                },
+                route: r,
             })
             .collect();
-        for (route_key, labels, receiver, wait, interval, repeat, [mute, active]) in routes {
-            let key = group_key(&route_key, &labels);
+        for Target {
+            index,
+            labels,
+            route: r,
+        } in targets
+        {
+            let (route_key, receiver, wait, interval, repeat) = (
+                r.key.clone(),
+                r.receiver.clone(),
+                r.group_wait_ms,
+                r.group_interval_ms,
+                r.repeat_interval_ms,
+            );
+            let (mute, active) = (
+                r.mute_time_intervals.clone(),
+                r.active_time_intervals.clone(),
+            );
+            let key = (index, group_key(&route_key, &labels));
             let g = self.groups.entry(key).or_insert_with(|| Group {
                 receiver,
                 route_key,
@@ -181,7 +214,7 @@ impl Dispatcher {
         send_resolved: &dyn Fn(&str) -> bool,
     ) -> Vec<Notification> {
         let mut out = Vec::new();
-        for (key, g) in self.groups.iter_mut() {
+        for ((_, key), g) in self.groups.iter_mut() {
             if g.next_flush_ms > now_ms {
                 continue;
             }
