@@ -935,4 +935,93 @@ mod tests {
         );
         assert_eq!(dedup_key("{}:{alertname=\"Down\"}").len(), 64);
     }
+
+    #[test]
+    fn mime_message_layout() {
+        let m = EmailMessage {
+            smarthost: "x:25".into(),
+            hello: "localhost".into(),
+            require_tls: false,
+            envelope_from: "a@x".into(),
+            envelope_to: vec!["b@y".into()],
+            auth_username: String::new(),
+            headers: vec![("Subject".into(), "s".into()), ("To".into(), "b@y".into())],
+            text: Some("t=1".into()),
+            html: Some("<p>h</p>".into()),
+        };
+        let want = [
+            "Subject: s",
+            "To: b@y",
+            "Message-Id: <1@h>",
+            "Date: Tue, 01 Dec 2026 06:00:00 +0000",
+            "Content-Type: multipart/alternative;  boundary=B",
+            "MIME-Version: 1.0",
+            "",
+            "--B",
+            "Content-Transfer-Encoding: quoted-printable",
+            "Content-Type: text/plain; charset=UTF-8",
+            "",
+            "t=3D1",
+            "--B",
+            "Content-Transfer-Encoding: quoted-printable",
+            "Content-Type: text/html; charset=UTF-8",
+            "",
+            "<p>h</p>",
+            "--B--",
+            "",
+        ]
+        .join("\r\n");
+        assert_eq!(
+            m.to_mime("Tue, 01 Dec 2026 06:00:00 +0000", "<1@h>", "B"),
+            want
+        );
+        let long = "a".repeat(100);
+        let qp = quoted_printable(&long);
+        assert!(qp.lines().all(|l| l.len() <= 76), "{qp}");
+        assert_eq!(qp.replace("=\r\n", ""), long);
+    }
+
+    /// An event over PagerDuty's size limit loses its custom details, as Alertmanager's.
+    #[test]
+    fn oversized_pagerduty_event_drops_details() {
+        let cfg = crate::amconfig::parse_alertmanager_config(
+            "route:\n  receiver: p\nreceivers:\n  - name: p\n    pagerduty_configs:\n      - routing_key: k\n",
+        )
+        .unwrap();
+        let templates = Templates::defaults();
+        let generator = |_: &DispatchedAlert| String::new();
+        let read = |_: &str| Err("no files".to_string());
+        let ctx = Context {
+            config: &cfg,
+            templates: &templates,
+            external_url: "http://am",
+            generator_url: &generator,
+            read_file: &read,
+        };
+        let big = "y".repeat(MAX_PAGERDUTY_EVENT_BYTES);
+        let n = Notification {
+            receiver: "p".into(),
+            route_key: "{}".into(),
+            group_key: "{}:{}".into(),
+            group_labels: BTreeMap::new(),
+            alerts: vec![DispatchedAlert {
+                labels: BTreeMap::from([("alertname".to_string(), "A".to_string())]),
+                annotations: BTreeMap::from([("big".to_string(), big)]),
+                starts_at_ms: 0,
+                ends_at_ms: i64::MAX,
+            }],
+            at_ms: 1,
+        };
+        let c = &cfg.receivers["p"].pagerduty_configs[0];
+        let Ok(Payload::Http(p)) = build(&ctx, Integration::Pagerduty(c), &n) else {
+            panic!("no event");
+        };
+        assert_eq!(p.url, DEFAULT_PAGERDUTY_URL);
+        let v: serde_json::Value = serde_json::from_str(&p.body).unwrap();
+        assert_eq!(
+            v["payload"]["custom_details"],
+            serde_json::json!({"error": "Custom details have been removed because the original event exceeds the maximum size of 512kB"})
+        );
+        assert_eq!(v["payload"]["summary"], "[FIRING:1]  (A)");
+    }
 }

@@ -367,6 +367,61 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "  group_wait: 30s\n",
         "  group_wait: 30s\n  matchers: [a=b]\n",
     ),
+    (
+        "slack field without value",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        fields:\n          - title: x\n",
+    ),
+    (
+        "slack action without name or url",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        actions:\n          - type: button\n            text: t\n",
+    ),
+    (
+        "slack url twice",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        api_url: http://x/\n        api_url_file: /f\n",
+    ),
+    (
+        "unknown slack key",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        colour: red\n",
+    ),
+    (
+        "pagerduty key twice",
+        "      - routing_key: abc\n",
+        "      - routing_key: abc\n        routing_key_file: /f\n",
+    ),
+    (
+        "unknown pagerduty key",
+        "        severity: critical\n",
+        "        severity: critical\n        priority: 1\n",
+    ),
+    (
+        "duplicate email header",
+        "          Subject: 'alert'\n",
+        "          Subject: 'alert'\n          subject: 'again'\n",
+    ),
+    (
+        "time range backwards",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - times: [{start_time: '18:00', end_time: '08:00'}]\n",
+    ),
+    (
+        "unknown weekday",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - weekdays: ['caturday']\n",
+    ),
+    (
+        "negative then positive day",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - days_of_month: ['-3:5']\n",
+    ),
+    (
+        "unknown location",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - location: 'Mars/Olympus'\n",
+    ),
 ];
 
 /// `amtool check-config` and Outpost agree on which configurations are valid; for a broken
