@@ -228,7 +228,7 @@ impl Templates {
     /// empty, anything else is parsed as a template of this set and executed on `data`.
     ///
     /// # Errors
-    /// Go's parse or execution error, e.g. `template: :1:3: executing "" at
+    /// Go's parse or execution error, e.g. `template: :1:12: executing "" at
     /// <{{template "nope" .}}>: template "nope" not defined`.
     pub fn execute_text(
         &self,
@@ -391,7 +391,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.0,
-            r#"template: :1:3: executing "" at <{{template "nope" .}}>: template "nope" not defined"#
+            r#"template: :1:12: executing "" at <{{template "nope" .}}>: template "nope" not defined"#
         );
         let e = t.execute_text("{{ humanize 1 }}", &d).unwrap_err();
         assert_eq!(e.0, r#"template: :1: function "humanize" not defined"#);

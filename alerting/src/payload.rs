@@ -11,7 +11,8 @@
 //! defaults.
 
 use crate::amconfig::{
-    AlertmanagerConfig, EmailConfig, PagerdutyConfig, SlackConfig, WebhookConfig, canonical_header,
+    AlertmanagerConfig, EmailConfig, PagerdutyConfig, Receiver, SlackConfig, WebhookConfig,
+    canonical_header,
 };
 use crate::amtemplate::{NotificationData, Templates};
 use crate::dispatch::{DispatchedAlert, Notification};
@@ -59,6 +60,53 @@ pub enum Integration<'a> {
     Pagerduty(&'a PagerdutyConfig),
     /// `email_configs[i]`.
     Email(&'a EmailConfig),
+}
+
+impl Integration<'_> {
+    /// Alertmanager's name of the integration kind: `webhook`, `email`, `pagerduty`,
+    /// `slack` (as in its logs and notification log, `slack[0]`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Integration::Webhook(_) => "webhook",
+            Integration::Email(_) => "email",
+            Integration::Pagerduty(_) => "pagerduty",
+            Integration::Slack(_) => "slack",
+        }
+    }
+
+    /// Whether resolved alerts are sent: the setting's `send_resolved`, else
+    /// Alertmanager 0.25's default (webhook and PagerDuty yes, Slack and email no).
+    pub fn send_resolved(&self) -> bool {
+        match self {
+            Integration::Webhook(c) => c.send_resolved.unwrap_or(true),
+            Integration::Pagerduty(c) => c.send_resolved.unwrap_or(true),
+            Integration::Slack(c) => c.send_resolved.unwrap_or(false),
+            Integration::Email(c) => c.send_resolved.unwrap_or(false),
+        }
+    }
+}
+
+/// A receiver's integrations in the order Alertmanager 0.25 builds them (webhooks,
+/// emails, PagerDuty, Slack), each with its index among those of its kind. Alertmanager
+/// keeps one notification log entry per group and integration (`slack[1]`), so that
+/// `send_resolved` and deduplication apply per integration.
+pub fn integrations(r: &Receiver) -> Vec<(usize, Integration<'_>)> {
+    let mut out = Vec::new();
+    out.extend(
+        r.webhook_configs
+            .iter()
+            .map(Integration::Webhook)
+            .enumerate(),
+    );
+    out.extend(r.email_configs.iter().map(Integration::Email).enumerate());
+    out.extend(
+        r.pagerduty_configs
+            .iter()
+            .map(Integration::Pagerduty)
+            .enumerate(),
+    );
+    out.extend(r.slack_configs.iter().map(Integration::Slack).enumerate());
+    out
 }
 
 /// An HTTP POST to make.
@@ -142,7 +190,8 @@ pub enum Payload {
 /// without retrying.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PayloadError {
-    /// A template failed (the setting, then Go's error).
+    /// A template failed: what Alertmanager says first (empty for Slack), then Go's
+    /// error; displayed as Alertmanager words it (`"d": failed to template "...": ...`).
     Template(String, TemplateError),
     /// A `*_file` setting could not be read.
     File(String),
@@ -154,6 +203,7 @@ pub enum PayloadError {
 impl fmt::Display for PayloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            PayloadError::Template(what, e) if what.is_empty() => write!(f, "{e}"),
             PayloadError::Template(what, e) => write!(f, "{what}: {e}"),
             PayloadError::File(e) | PayloadError::Invalid(e) => f.write_str(e),
         }
@@ -251,14 +301,22 @@ pub fn webhook_post(
     })
 }
 
-/// Expands templates into one field after another; the first failure is kept.
+/// Expands the templates of one integration's settings; a failure carries the words
+/// Alertmanager's notifier puts before the template error (`context`).
 struct Expander<'a> {
     templates: &'a Templates,
     data: &'a NotificationData,
+    context: &'static str,
 }
 
 impl Expander<'_> {
-    fn text(&self, what: &str, text: &str) -> Result<String, PayloadError> {
+    /// Expands `text` (the setting named `_field`, for reading).
+    fn text(&self, _field: &str, text: &str) -> Result<String, PayloadError> {
+        self.text_as(self.context, text)
+    }
+
+    /// Expands `text`, a failure introduced by `what`.
+    fn text_as(&self, what: &str, text: &str) -> Result<String, PayloadError> {
         self.templates
             .execute_text(text, self.data)
             .map_err(|e| PayloadError::Template(what.to_string(), e))
@@ -266,11 +324,11 @@ impl Expander<'_> {
 
     fn opt(
         &self,
-        what: &str,
+        field: &str,
         text: &Option<String>,
         default: &str,
     ) -> Result<String, PayloadError> {
-        self.text(what, text.as_deref().unwrap_or(default))
+        self.text(field, text.as_deref().unwrap_or(default))
     }
 }
 
@@ -382,6 +440,7 @@ pub fn slack_message(
     let x = Expander {
         templates: ctx.templates,
         data,
+        context: "",
     };
     let d = |name: &str| format!("{{{{ template \"slack.default.{name}\" . }}}}");
     let mut fields = Vec::with_capacity(c.fields.len());
@@ -575,14 +634,22 @@ pub fn pagerduty_event(
     data: &NotificationData,
     group_key: &str,
 ) -> Result<HttpPost, PayloadError> {
+    let v1 = c.routing_key.is_none()
+        && c.routing_key_file.is_none()
+        && (c.service_key.is_some() || c.service_key_file.is_some());
     let x = Expander {
         templates: ctx.templates,
         data,
+        context: if v1 {
+            "failed to template PagerDuty v1 message"
+        } else {
+            "failed to template PagerDuty v2 message"
+        },
     };
     let trigger = data.firing();
     let mut details = BTreeMap::new();
     for (k, v) in pagerduty_details(c) {
-        let e = x.text(&format!("{k:?}: failed to template {v:?}"), &v)?;
+        let e = x.text_as(&format!("{k:?}: failed to template {v:?}"), &v)?;
         details.insert(k, e);
     }
     let client_t = c
@@ -597,9 +664,6 @@ pub fn pagerduty_event(
         .description
         .clone()
         .unwrap_or_else(|| r#"{{ template "pagerduty.default.description" .}}"#.into());
-    let v1 = c.routing_key.is_none()
-        && c.routing_key_file.is_none()
-        && (c.service_key.is_some() || c.service_key_file.is_some());
     let mut msg = if v1 {
         let key = match (&c.service_key, &c.service_key_file) {
             (Some(k), _) => k.clone(),
@@ -841,6 +905,7 @@ pub fn email_message(
     let x = Expander {
         templates: ctx.templates,
         data,
+        context: "",
     };
     let g = &ctx.config.global;
     let from_t = c
@@ -849,8 +914,8 @@ pub fn email_message(
         .or_else(|| g.smtp_from.clone())
         .unwrap_or_default();
     let to_t = c.to.clone().unwrap_or_default();
-    let from = x.text("execute 'from' template", &from_t)?;
-    let to = x.text("execute 'to' template", &to_t)?;
+    let from = x.text_as("execute 'from' template", &from_t)?;
+    let to = x.text_as("execute 'to' template", &to_t)?;
     let from_addrs = parse_addresses(&from)
         .map_err(|e| PayloadError::Invalid(format!("parse 'from' addresses: {e}")))?;
     if from_addrs.len() != 1 {
@@ -873,11 +938,11 @@ pub fn email_message(
     templates.entry("From".into()).or_insert(from_t);
     let mut headers = Vec::with_capacity(templates.len());
     for (k, t) in &templates {
-        let v = x.text(&format!("execute {k:?} header template"), t)?;
+        let v = x.text_as(&format!("execute {k:?} header template"), t)?;
         headers.push((k.clone(), q_encode(&v)));
     }
     let text = match c.text.as_deref() {
-        Some(t) if !t.is_empty() => Some(x.text("execute text template", t)?),
+        Some(t) if !t.is_empty() => Some(x.text_as("execute text template", t)?),
         _ => None,
     };
     let html_t = c

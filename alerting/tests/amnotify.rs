@@ -644,3 +644,58 @@ fn broken_template_files_are_refused_as_amtool_does() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// A setting that calls a template defined nowhere: Alertmanager gives up on the
+/// notification and logs why; Outpost's payload builder fails with the same words.
+#[test]
+fn undefined_templates_fail_as_alertmanager() {
+    let config = "route:\n  receiver: r\n  group_wait: 100ms\nreceivers:\n  - name: r\n    slack_configs:\n      - api_url: http://127.0.0.1:1/x\n        title: 'A {{ template \"nope\" .Alerts.Firing }}'\n    pagerduty_configs:\n      - routing_key: k\n        url: http://127.0.0.1:1/x\n        details:\n          d: '{{ template \"nope2\" . }}'\n";
+    let am = Alertmanager::start("undefined", config, &[]);
+    let now = now_ms();
+    post_alerts(
+        &am.url,
+        &serde_json::json!([{"labels": {"alertname": "X"}, "startsAt": rfc3339(now)}]).to_string(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = am.log();
+    while !log.contains("Notify for alerts failed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        log = am.log();
+    }
+    drop(am);
+
+    let cfg = parse_alertmanager_config(config).unwrap_or_else(|e| panic!("{e:?}"));
+    let templates = outpost_alerting::amtemplate::Templates::defaults();
+    let generator = |_: &DispatchedAlert| String::new();
+    let read_file = |_: &str| Err("no files".to_string());
+    let ctx = Context {
+        config: &cfg,
+        templates: &templates,
+        external_url: "",
+        generator_url: &generator,
+        read_file: &read_file,
+    };
+    let n = Notification {
+        receiver: "r".into(),
+        route_key: "{}".into(),
+        group_key: "{}:{}".into(),
+        group_labels: BTreeMap::new(),
+        alerts: vec![DispatchedAlert {
+            labels: l(&[("alertname", "X")]),
+            annotations: BTreeMap::new(),
+            starts_at_ms: now,
+            ends_at_ms: i64::MAX,
+        }],
+        at_ms: now,
+    };
+    let r = &cfg.receivers["r"];
+    for integration in [
+        Integration::Slack(&r.slack_configs[0]),
+        Integration::Pagerduty(&r.pagerduty_configs[0]),
+    ] {
+        let err = build(&ctx, integration, &n).expect_err("an undefined template must fail");
+        // Alertmanager's log is logfmt: quotes and backslashes escaped.
+        let logged = err.to_string().replace('\\', "\\\\").replace('"', "\\\"");
+        assert!(log.contains(&logged), "{logged}\nnot in:\n{log}");
+    }
+}

@@ -123,7 +123,11 @@ impl Exec<'_> {
                         (
                             format!(
                                 "{{{{template {quoted}{}}}}}",
-                                if pipe.is_some() { " ." } else { "" }
+                                pipe.as_ref().map_or(String::new(), |p| {
+                                    let cmds: Vec<&str> =
+                                        p.cmds.iter().map(|c| c.text.as_str()).collect();
+                                    format!(" {}", cmds.join(" | "))
+                                })
                             ),
                             format!("template {quoted} not defined"),
                         )

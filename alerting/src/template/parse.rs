@@ -239,7 +239,12 @@ impl Parser<'_> {
                     Some(self.pipeline("template clause", false)?)
                 };
                 self.expect_right("template clause")?;
-                Ok(Some(Node::Template { pos, name, pipe }))
+                // Go places a template call at its name.
+                Ok(Some(Node::Template {
+                    pos: it.pos,
+                    name,
+                    pipe,
+                }))
             }
             "define" | "block" => {
                 let it = self.next();
