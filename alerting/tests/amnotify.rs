@@ -63,14 +63,14 @@ fn config(http: u16, smtp: u16, templates_dir: &str) -> String {
   smtp_from: 'Alertmanager <am@example.org>'
   smtp_require_tls: false
 route:
-  receiver: all
+  receiver: ops.all
   group_by: [alertname]
   group_wait: 2s
   group_interval: 1s
   repeat_interval: 1h
 templates: ['{templates_dir}/*.tmpl']
 receivers:
-  - name: all
+  - name: ops.all
     slack_configs:
       - api_url: http://127.0.0.1:{http}/slack-default
         send_resolved: true
@@ -330,7 +330,7 @@ fn slack_pagerduty_and_email_match_alertmanager() {
         generator_url: &generator,
         read_file: &read_file,
     };
-    let receiver = &cfg.receivers["all"];
+    let receiver = &cfg.receivers["ops.all"];
     let mut problems = Vec::new();
     let mut second_end = None;
     for phase in ["firing", "one resolved", "resolved"] {
@@ -346,7 +346,7 @@ fn slack_pagerduty_and_email_match_alertmanager() {
         post(ends);
         let sent = collect(phase);
         let n = Notification {
-            receiver: "all".into(),
+            receiver: "ops.all".into(),
             route_key: "{}".into(),
             group_key: "{}:{alertname=\"Down\"}".into(),
             group_labels: l(&[("alertname", "Down")]),
@@ -491,7 +491,8 @@ fn slack_pagerduty_and_email_match_alertmanager() {
 }
 
 /// Routes with time intervals built around the current time (this year, today counted from
-/// the month's end, the current hour in Tokyo, next year): the receivers a running
+/// the month's end, the current hour in Tokyo, today's weekday and month by name, next
+/// year, tomorrow's weekday): the receivers a running
 /// Alertmanager notifies are those Outpost's dispatcher notifies at the same time.
 #[test]
 fn time_intervals_match_alertmanager() {
@@ -529,7 +530,18 @@ fn time_intervals_match_alertmanager() {
             "muted-utc-as-tokyo",
             "mute_time_intervals: [tokyo-hour-in-utc]",
         ),
+        (
+            "active-weekday-month",
+            "active_time_intervals: [weekday-month]",
+        ),
+        (
+            "muted-other-weekday",
+            "mute_time_intervals: [other-weekday]",
+        ),
     ];
+    let weekday = format_go_layout(now * 1_000_000, "Monday").to_lowercase();
+    let month_name = format_go_layout(now * 1_000_000, "January");
+    let other_weekday = format_go_layout((now + 86_400_000) * 1_000_000, "Monday").to_lowercase();
     let mut config = String::from(
         "route:\n  receiver: root\n  group_by: [alertname]\n  group_wait: 200ms\n  routes:\n",
     );
@@ -551,6 +563,9 @@ fn time_intervals_match_alertmanager() {
         tokyo_hour + 1,
         tokyo_hour,
         tokyo_hour + 1,
+    ));
+    config.push_str(&format!(
+        "  - name: weekday-month\n    time_intervals: [{{weekdays: ['{weekday}'], months: ['{month_name}']}}]\n  - name: other-weekday\n    time_intervals: [{{weekdays: ['{other_weekday}']}}]\n"
     ));
     // The Tokyo window in UTC would match only when Tokyo and UTC hours agree (never).
     let am = Alertmanager::start("intervals", &config, &[]);
@@ -599,6 +614,10 @@ fn time_intervals_match_alertmanager() {
         "{ours:?}"
     );
     assert!(ours.contains(&"active-tokyo-hour".to_string()), "{ours:?}");
+    assert!(
+        ours.contains(&"active-weekday-month".to_string()),
+        "{ours:?}"
+    );
     // Muted flushes leave no entry in the log.
     assert_eq!(nlog.len(), ours.len());
 }

@@ -59,7 +59,8 @@ fn url_process(s: &str, normalize: bool) -> String {
         if keep {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            // html/template writes lower-case hex digits (url.QueryEscape upper-case ones).
+            out.push_str(&format!("%{b:02x}"));
         }
     }
     out
@@ -187,7 +188,7 @@ mod tests {
         );
         assert_eq!(
             escape("<a href=\"http://x/?r=", "a b/c", &s(""), false),
-            "a%20b%2Fc"
+            "a%20b%2fc"
         );
         assert_eq!(
             escape("<a href=\"http://x/?r=", "a%2Fb", &s(""), true),
