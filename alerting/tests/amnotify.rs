@@ -234,6 +234,7 @@ fn slack_pagerduty_and_email_match_alertmanager() {
                 ("instance", "h1"),
                 ("job", "node"),
                 ("severity", "page"),
+                ("team", "a&b <c>"),
             ]),
             l(&[
                 ("summary", "h1 <is> down & \"out\""),
@@ -247,6 +248,7 @@ fn slack_pagerduty_and_email_match_alertmanager() {
                 ("instance", "db-eu"),
                 ("job", "node"),
                 ("severity", "page"),
+                ("team", "a&b <c>"),
             ]),
             l(&[
                 ("summary", "db-eu is down"),
