@@ -1,9 +1,14 @@
 //! Prometheus' template language: Go's `text/template` with Prometheus 2.42's functions,
-//! written for Outpost (no Rust crate implements it).
+//! written for Outpost (no Rust crate implements it). The same engine runs Alertmanager
+//! 0.25's notification templates ([`Dialect::Alertmanager`]: its functions, method calls on
+//! its data such as `.CommonLabels.Remove .GroupLabels.Names`, `define`d templates shared
+//! across files through [`Defines`], and `html/template`'s escaping for HTML bodies); see
+//! [`crate::amtemplate`].
 //!
 //! - [`lex`] and [`parse`]: text → tree, refusing unknown functions and variables as Go's
 //!   parser does; [`exec`]: the tree over a [`Value`] with `missingkey=zero`.
-//! - [`funcs`]: Go's builtins and Prometheus' functions; [`gofmt`]: Go's `fmt` and
+//! - [`funcs`]: Go's builtins, Prometheus' and Alertmanager's functions; `html`:
+//!   `html/template`'s escaping of printed values; [`gofmt`]: Go's `fmt` and
 //!   `strconv` formatting they print with.
 //! - [`expand_alert`]: what Prometheus' alerting rule does with each label and annotation
 //!   (`$labels`, `$externalLabels`, `$externalURL`, `$value` defined first; a failure
