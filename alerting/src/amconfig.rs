@@ -11,6 +11,7 @@
 
 use crate::inhibit::{InhibitRule, InhibitRuleConfig};
 use crate::route::{Route, RouteConfig};
+use crate::timeinterval::TimeIntervals;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,8 +84,71 @@ pub struct WebhookConfig {
     pub http_config: Option<IgnoredAny>,
 }
 
-/// A Slack message (`slack_configs`).
+/// A Slack message field (`slack_configs[].fields`).
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackField {
+    /// The field's title (template, required).
+    #[serde(default)]
+    pub title: String,
+    /// The field's value (template, required).
+    #[serde(default)]
+    pub value: String,
+    /// Shown side by side with other short fields (else the config's `short_fields`).
+    #[serde(default)]
+    pub short: Option<bool>,
+}
+
+/// A confirmation dialog of a Slack action.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfirm {
+    /// Dialog text (template, required).
+    #[serde(default)]
+    pub text: String,
+    /// Dialog title (template).
+    #[serde(default)]
+    pub title: String,
+    /// Confirm button text (template).
+    #[serde(default)]
+    pub ok_text: String,
+    /// Dismiss button text (template).
+    #[serde(default)]
+    pub dismiss_text: String,
+}
+
+/// A Slack message button (`slack_configs[].actions`): a link (`url`) or a message
+/// action (`name`, `value`, `confirm`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAction {
+    /// `button` (template, required).
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    /// Button text (template, required).
+    #[serde(default)]
+    pub text: String,
+    /// Link (template); when set, `name`, `value` and `confirm` are dropped.
+    #[serde(default)]
+    pub url: String,
+    /// `default`, `primary` or `danger` (template).
+    #[serde(default)]
+    pub style: String,
+    /// Action name (template).
+    #[serde(default)]
+    pub name: String,
+    /// Action value (template).
+    #[serde(default)]
+    pub value: String,
+    /// Confirmation dialog.
+    #[serde(default)]
+    pub confirm: Option<SlackConfirm>,
+}
+
+/// A Slack message (`slack_configs`). Text settings are templates; an absent one takes
+/// Alertmanager 0.25's default (see [`crate::payload::slack_message`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// Notify resolved alerts too (default false).
     #[serde(default)]
@@ -124,17 +188,69 @@ pub struct SlackConfig {
     pub fallback: Option<String>,
     /// See `username`.
     #[serde(default)]
+    pub callback_id: Option<String>,
+    /// See `username`.
+    #[serde(default)]
     pub icon_emoji: Option<String>,
     /// See `username`.
     #[serde(default)]
     pub icon_url: Option<String>,
-    /// Other message settings (fields, actions, …), kept but not interpreted here.
-    #[serde(flatten)]
-    pub other: BTreeMap<String, IgnoredAny>,
+    /// See `username`.
+    #[serde(default)]
+    pub image_url: Option<String>,
+    /// See `username`.
+    #[serde(default)]
+    pub thumb_url: Option<String>,
+    /// Attachment fields.
+    #[serde(default)]
+    pub fields: Vec<SlackField>,
+    /// Whether fields without `short` are short (default false).
+    #[serde(default)]
+    pub short_fields: bool,
+    /// Slack's `link_names` (default false).
+    #[serde(default)]
+    pub link_names: bool,
+    /// Which attachment fields Slack renders as markdown (default fallback, pretext, text).
+    #[serde(default)]
+    pub mrkdwn_in: Vec<String>,
+    /// Buttons.
+    #[serde(default)]
+    pub actions: Vec<SlackAction>,
+    /// HTTP client settings (not interpreted here).
+    #[serde(default)]
+    pub http_config: Option<IgnoredAny>,
+}
+
+/// A PagerDuty image (`pagerduty_configs[].images`), templates.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyImage {
+    /// Image URL; an image whose `src` expands to nothing is left out.
+    #[serde(default)]
+    pub src: String,
+    /// Alternative text.
+    #[serde(default)]
+    pub alt: String,
+    /// Link.
+    #[serde(default)]
+    pub href: String,
+}
+
+/// A PagerDuty link (`pagerduty_configs[].links`), templates.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyLink {
+    /// Target; a link whose `href` expands to nothing is left out.
+    #[serde(default)]
+    pub href: String,
+    /// Text.
+    #[serde(default)]
+    pub text: String,
 }
 
 /// A PagerDuty event (`pagerduty_configs`), Events API v2 with `routing_key`.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PagerdutyConfig {
     /// Notify resolved alerts too (default true).
     #[serde(default)]
@@ -175,9 +291,22 @@ pub struct PagerdutyConfig {
     /// See `client`.
     #[serde(default)]
     pub group: Option<String>,
-    /// Other event settings (details, images, links, http_config), not interpreted here.
-    #[serde(flatten)]
-    pub other: BTreeMap<String, IgnoredAny>,
+    /// See `client` (default: the `client` template).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Custom details (templates); Alertmanager's `firing`, `resolved`, `num_firing` and
+    /// `num_resolved` are added unless given.
+    #[serde(default)]
+    pub details: Option<BTreeMap<String, String>>,
+    /// Images.
+    #[serde(default)]
+    pub images: Vec<PagerdutyImage>,
+    /// Links.
+    #[serde(default)]
+    pub links: Vec<PagerdutyLink>,
+    /// HTTP client settings (not interpreted here).
+    #[serde(default)]
+    pub http_config: Option<IgnoredAny>,
 }
 
 /// An email (`email_configs`).
@@ -277,16 +406,7 @@ impl Receiver {
     }
 }
 
-/// A named time interval (`time_intervals`), kept as written.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamedTimeInterval {
-    /// The name routes refer to.
-    pub name: String,
-    /// The intervals (times, weekdays, days of month, months, years, location).
-    #[serde(default)]
-    pub time_intervals: Vec<IgnoredAny>,
-}
+pub use crate::timeinterval::NamedTimeInterval;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -322,6 +442,8 @@ pub struct AlertmanagerConfig {
     pub templates: Vec<String>,
     /// Names of the time intervals defined.
     pub time_intervals: BTreeSet<String>,
+    /// The time intervals by name (`time_intervals` and `mute_time_intervals`).
+    pub intervals: TimeIntervals,
 }
 
 fn route_names<'a>(r: &'a RouteConfig, out: &mut Vec<(&'a str, &'a [String], &'a [String])>) {
@@ -335,6 +457,30 @@ fn route_names<'a>(r: &'a RouteConfig, out: &mut Vec<(&'a str, &'a [String], &'a
     }
 }
 
+/// Go's `textproto.CanonicalMIMEHeaderKey`: the first letter and every letter after a
+/// hyphen upper-cased, the rest lower-cased (a key with a space or other invalid byte is
+/// left as it is).
+pub fn canonical_header(k: &str) -> String {
+    if !k
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return k.to_string();
+    }
+    let mut upper = true;
+    k.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
 /// Reads and validates an Alertmanager configuration.
 ///
 /// # Errors
@@ -344,6 +490,15 @@ pub fn parse_alertmanager_config(text: &str) -> Result<AlertmanagerConfig, Vec<S
     let f: FileConfig = serde_saphyr::from_str(text).map_err(|e| vec![format!("yaml: {e}")])?;
     let mut problems = Vec::new();
     let global = f.global.unwrap_or_default();
+    if global.slack_api_url.is_some() && global.slack_api_url_file.is_some() {
+        problems
+            .push("at most one of slack_api_url & slack_api_url_file must be configured".into());
+    }
+    if global.smtp_auth_password.is_some() && global.smtp_auth_password_file.is_some() {
+        problems.push(
+            "at most one of smtp_auth_password & smtp_auth_password_file must be configured".into(),
+        );
+    }
     let mut receivers = BTreeMap::new();
     for r in &f.receivers {
         if r.name.is_empty() {
@@ -366,6 +521,31 @@ pub fn parse_alertmanager_config(text: &str) -> Result<AlertmanagerConfig, Vec<S
             }
         }
         for s in &r.slack_configs {
+            if s.api_url.is_some() && s.api_url_file.is_some() {
+                problems.push("at most one of api_url & api_url_file must be configured".into());
+            }
+            for f in &s.fields {
+                if f.title.is_empty() {
+                    problems.push("missing title in Slack field configuration".into());
+                }
+                if f.value.is_empty() {
+                    problems.push("missing value in Slack field configuration".into());
+                }
+            }
+            for a in &s.actions {
+                if a.type_.is_empty() {
+                    problems.push("missing type in Slack action configuration".into());
+                }
+                if a.text.is_empty() {
+                    problems.push("missing text in Slack action configuration".into());
+                }
+                if a.url.is_empty() && a.name.is_empty() {
+                    problems.push("missing name or url in Slack action configuration".into());
+                }
+                if a.confirm.as_ref().is_some_and(|c| c.text.is_empty()) {
+                    problems.push("missing text in Slack confirmation configuration".into());
+                }
+            }
             if s.api_url.is_none()
                 && s.api_url_file.is_none()
                 && global.slack_api_url.is_none()
@@ -382,6 +562,16 @@ pub fn parse_alertmanager_config(text: &str) -> Result<AlertmanagerConfig, Vec<S
             {
                 problems.push("missing service or routing key in PagerDuty config".into());
             }
+            if p.routing_key.is_some() && p.routing_key_file.is_some() {
+                problems.push(
+                    "at most one of routing_key & routing_key_file must be configured".into(),
+                );
+            }
+            if p.service_key.is_some() && p.service_key_file.is_some() {
+                problems.push(
+                    "at most one of service_key & service_key_file must be configured".into(),
+                );
+            }
         }
         for e in &r.email_configs {
             if e.to.as_deref().unwrap_or("").is_empty() {
@@ -391,15 +581,27 @@ pub fn parse_alertmanager_config(text: &str) -> Result<AlertmanagerConfig, Vec<S
                 problems.push("no global SMTP smarthost set".into());
             }
             if e.from.is_none() && global.smtp_from.is_none() {
-                problems.push("no global mail from address set".into());
+                problems.push("no global SMTP from set".into());
+            }
+            let mut seen = BTreeSet::new();
+            for h in e.headers.keys() {
+                let canonical = canonical_header(h);
+                if !seen.insert(canonical.clone()) {
+                    problems.push(format!("duplicate header {canonical:?} in email config"));
+                }
             }
         }
     }
     let mut time_intervals = BTreeSet::new();
-    for t in f.time_intervals.iter().chain(&f.mute_time_intervals) {
+    let mut intervals = TimeIntervals::new();
+    for t in f.mute_time_intervals.iter().chain(&f.time_intervals) {
+        if t.name.is_empty() {
+            problems.push("missing name in time interval".into());
+        }
         if !time_intervals.insert(t.name.clone()) {
             problems.push(format!("time interval {:?} is not unique", t.name));
         }
+        intervals.insert(t.name.clone(), t.time_intervals.clone());
     }
     let route = match &f.route {
         None => {
@@ -449,6 +651,7 @@ pub fn parse_alertmanager_config(text: &str) -> Result<AlertmanagerConfig, Vec<S
             receivers,
             templates: f.templates,
             time_intervals,
+            intervals,
         }),
         _ => Err(problems),
     }

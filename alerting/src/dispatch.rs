@@ -10,6 +10,7 @@
 
 use crate::route::Route;
 use crate::rule::LabelMap;
+use crate::timeinterval::{TimeIntervals, in_intervals};
 use crate::webhook::{fingerprint, group_key};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,13 +80,44 @@ struct Group {
     alerts: BTreeMap<u64, DispatchedAlert>,
     next_flush_ms: i64,
     flushed: bool,
+    mute_time_intervals: Vec<String>,
+    active_time_intervals: Vec<String>,
+}
+
+/// A route an alert goes to, and the alert's group labels there.
+struct Target<'a> {
+    index: usize,
+    labels: LabelMap,
+    route: &'a Route,
+}
+
+/// The place of `target` in the tree under `root`, counted in pre-order from 0.
+fn preorder_index(root: &Route, target: &Route) -> usize {
+    fn walk(r: &Route, target: &Route, n: &mut usize) -> bool {
+        if std::ptr::eq(r, target) {
+            return true;
+        }
+        for c in &r.routes {
+            *n += 1;
+            if walk(c, target, n) {
+                return true;
+            }
+        }
+        false
+    }
+    let mut n = 0;
+    walk(root, target, &mut n);
+    n
 }
 
 /// The routing tree and its aggregation groups.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     route: Route,
-    groups: BTreeMap<String, Group>,
+    /// Groups by the route's place in the tree (pre-order) and the group key: sibling
+    /// routes with the same key keep their own groups, as Alertmanager's do.
+    groups: BTreeMap<(usize, String), Group>,
+    intervals: TimeIntervals,
 }
 
 impl Dispatcher {
@@ -94,38 +126,56 @@ impl Dispatcher {
         Dispatcher {
             route,
             groups: BTreeMap::new(),
+            intervals: TimeIntervals::new(),
         }
+    }
+
+    /// The dispatcher with the configuration's time intervals, which the routes'
+    /// `mute_time_intervals` and `active_time_intervals` name (see [`Dispatcher::flush_due`]).
+    pub fn with_time_intervals(mut self, intervals: TimeIntervals) -> Dispatcher {
+        self.intervals = intervals;
+        self
     }
 
     /// Takes in a new or updated alert (the same labels replace the alert in every group
     /// it is in) at `now_ms`.
     pub fn insert(&mut self, alert: DispatchedAlert, now_ms: i64) {
         let fp = fingerprint(&alert.labels);
-        let routes: Vec<(String, LabelMap, String, i64, i64, i64)> = self
-            .route
+        let root = &self.route;
+        let targets: Vec<Target<'_>> = root
             .matches(&alert.labels)
             .into_iter()
-            .map(|r| {
-                let labels: LabelMap = if r.group_by_all {
+            .map(|r| Target {
+                index: preorder_index(root, r),
+                labels: if r.group_by_all {
                     alert.labels.clone()
                 } else {
                     r.group_by
                         .iter()
                         .filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.clone())))
                         .collect()
-                };
-                (
-                    r.key.clone(),
-                    labels,
-                    r.receiver.clone(),
-                    r.group_wait_ms,
-                    r.group_interval_ms,
-                    r.repeat_interval_ms,
-                )
+                },
+                route: r,
             })
             .collect();
-        for (route_key, labels, receiver, wait, interval, repeat) in routes {
-            let key = group_key(&route_key, &labels);
+        for Target {
+            index,
+            labels,
+            route: r,
+        } in targets
+        {
+            let (route_key, receiver, wait, interval, repeat) = (
+                r.key.clone(),
+                r.receiver.clone(),
+                r.group_wait_ms,
+                r.group_interval_ms,
+                r.repeat_interval_ms,
+            );
+            let (mute, active) = (
+                r.mute_time_intervals.clone(),
+                r.active_time_intervals.clone(),
+            );
+            let key = (index, group_key(&route_key, &labels));
             let g = self.groups.entry(key).or_insert_with(|| Group {
                 receiver,
                 route_key,
@@ -135,6 +185,8 @@ impl Dispatcher {
                 alerts: BTreeMap::new(),
                 next_flush_ms: now_ms + wait,
                 flushed: false,
+                mute_time_intervals: mute,
+                active_time_intervals: active,
             });
             // An alert older than the group's wait is not waited for.
             if !g.flushed && alert.starts_at_ms + wait < now_ms {
@@ -152,6 +204,11 @@ impl Dispatcher {
     /// Flushes every group due at `now_ms`; returns the notifications the log says to send
     /// (and records them in `log`: call only when they will be sent). `send_resolved` tells
     /// whether a receiver wants resolved alerts.
+    ///
+    /// A group whose route is muted at `now_ms` (inside one of its `mute_time_intervals`,
+    /// or outside all of its `active_time_intervals`) sends nothing and leaves the log as
+    /// it was, as Alertmanager 0.25's time stages do at flush time; its resolved alerts
+    /// still leave the group.
     pub fn flush_due(
         &mut self,
         now_ms: i64,
@@ -173,7 +230,7 @@ impl Dispatcher {
         muted: &dyn Fn(&DispatchedAlert) -> bool,
     ) -> Vec<Notification> {
         let mut out = Vec::new();
-        for (key, g) in self.groups.iter_mut() {
+        for ((_, key), g) in self.groups.iter_mut() {
             if g.next_flush_ms > now_ms {
                 continue;
             }
@@ -205,13 +262,17 @@ impl Dispatcher {
                 .collect();
             let log_key = (key.clone(), g.receiver.clone());
             let wants_resolved = send_resolved(&g.receiver);
-            let notify = match log.get(&log_key) {
-                None => !firing.is_empty(),
-                Some(e) if !firing.is_subset(&e.firing) => true,
-                Some(e) if firing.is_empty() => !e.firing.is_empty(),
-                Some(e) if wants_resolved && !resolved.is_subset(&e.resolved) => true,
-                Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
-            };
+            let muted = in_intervals(&self.intervals, &g.mute_time_intervals, now_ms)
+                || (!g.active_time_intervals.is_empty()
+                    && !in_intervals(&self.intervals, &g.active_time_intervals, now_ms));
+            let notify = !muted
+                && match log.get(&log_key) {
+                    None => !firing.is_empty(),
+                    Some(e) if !firing.is_subset(&e.firing) => true,
+                    Some(e) if firing.is_empty() => !e.firing.is_empty(),
+                    Some(e) if wants_resolved && !resolved.is_subset(&e.resolved) => true,
+                    Some(e) => e.at_ms < now_ms - g.repeat_interval_ms,
+                };
             if notify {
                 let alerts: Vec<DispatchedAlert> = shown
                     .values()
@@ -319,6 +380,31 @@ mod tests {
         assert!(log.values().all(|e| e.firing.is_empty()));
         d.maintain();
         assert_eq!(d.next_due_ms(), None);
+    }
+
+    /// A muted route sends nothing and keeps its log; once the mute ends it sends; an
+    /// active-only route outside its interval sends nothing.
+    #[test]
+    fn time_intervals_mute_at_flush_time() {
+        let cfg: RouteConfig = serde_saphyr::from_str(
+            "receiver: r\ngroup_wait: 0s\ngroup_interval: 1m\nroutes:\n  - receiver: m\n    mute_time_intervals: [first-hour]\n    continue: true\n  - receiver: a\n    matchers: [alertname=Down]\n    active_time_intervals: [first-hour]\n",
+        )
+        .unwrap();
+        let first_hour: Vec<crate::timeinterval::TimeInterval> =
+            serde_saphyr::from_str("- times: [{start_time: '00:00', end_time: '01:00'}]").unwrap();
+        let mut d = Dispatcher::new(Route::new_root(&cfg).unwrap()).with_time_intervals(
+            TimeIntervals::from([("first-hour".to_string(), first_hour)]),
+        );
+        let mut log = NotificationLog::new();
+        let yes = |_: &str| true;
+        d.insert(alert("Down", "a", 0, FOREVER), 0);
+        let n = d.flush_due(0, &mut log, &yes);
+        let receivers: Vec<&str> = n.iter().map(|n| n.receiver.as_str()).collect();
+        assert_eq!(receivers, vec!["a"]);
+        assert!(log.keys().all(|(_, r)| r == "a"));
+        let n = d.flush_due(3_600 * S, &mut log, &yes);
+        let receivers: Vec<&str> = n.iter().map(|n| n.receiver.as_str()).collect();
+        assert_eq!(receivers, vec!["m"]);
     }
 
     #[test]

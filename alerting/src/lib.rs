@@ -20,24 +20,34 @@
 //! - [`webhook`]: Alertmanager's webhook message, alert fingerprints and group keys.
 //! - [`route`]: Alertmanager's routing tree (the `route:` section, matchers in all their
 //!   spellings, inheritance, `continue`), as Alertmanager 0.25 walks it.
+//! - [`timeinterval`]: Alertmanager's time intervals, which mute or activate routes.
+//! - [`amtemplate`]: Alertmanager's notification templates: their data, the template set
+//!   (default texts and the user's `templates:` files) and its expansion.
+//! - [`payload`]: what each integration sends (Slack message, PagerDuty event, email,
+//!   webhook) for a notification, built without sending.
 //!
-//! Pure: no runtime, no clock (every evaluation takes the time as an argument), no I/O;
+//! Pure: no runtime, no clock (every evaluation takes the time as an argument), no I/O
+//! (but for [`amtemplate::read_template_files`], which reads the template files a
+//! configuration names);
 //! series are read only through a query function and written only through an append
 //! hook, both passed in by the caller. It depends on `outpost-shared` and
 //! `outpost-promql`, never on tokio, RocksDB or HTTP.
 
 pub mod amconfig;
+pub mod amtemplate;
 pub mod dispatch;
 pub mod duration;
 pub mod escalation;
 pub mod group;
 pub mod inhibit;
+pub mod payload;
 pub mod query;
 pub mod route;
 pub mod rule;
 pub mod rulefile;
 pub mod silence;
 pub mod template;
+pub mod timeinterval;
 pub mod webhook;
 mod xxhash;
 

@@ -66,23 +66,26 @@ pub fn group_key(route_key: &str, group_labels: &LabelMap) -> String {
 /// Alertmanager's order of a notification's alerts (`types.AlertSlice`): by `job`, then
 /// `instance` (an alert with the label before one without), then by the whole label set.
 pub fn sort_alerts(alerts: &mut [NotifiedAlert]) {
-    alerts.sort_by(|a, b| {
-        for key in ["job", "instance"] {
-            match (a.labels.get(key), b.labels.get(key)) {
-                (None, None) => continue,
-                (None, Some(_)) => return std::cmp::Ordering::Greater,
-                (Some(_), None) => return std::cmp::Ordering::Less,
-                (Some(x), Some(y)) if x != y => return x.cmp(y),
-                _ => {}
-            }
+    alerts.sort_by(|a, b| alert_order(&a.labels, &b.labels));
+}
+
+/// The comparison [`sort_alerts`] sorts by, on two alerts' labels.
+pub fn alert_order(a: &LabelMap, b: &LabelMap) -> std::cmp::Ordering {
+    for key in ["job", "instance"] {
+        match (a.get(key), b.get(key)) {
+            (None, None) => continue,
+            (None, Some(_)) => return std::cmp::Ordering::Greater,
+            (Some(_), None) => return std::cmp::Ordering::Less,
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => {}
         }
-        let (x, y): (Vec<_>, Vec<_>) = (a.labels.iter().collect(), b.labels.iter().collect());
-        x.cmp(&y)
-    });
+    }
+    let (x, y): (Vec<_>, Vec<_>) = (a.iter().collect(), b.iter().collect());
+    x.cmp(&y)
 }
 
 /// What every map of `maps` shares (same key and value).
-fn common(maps: &[&LabelMap]) -> LabelMap {
+pub(crate) fn common(maps: &[&LabelMap]) -> LabelMap {
     let Some((first, rest)) = maps.split_first() else {
         return LabelMap::new();
     };
@@ -94,7 +97,7 @@ fn common(maps: &[&LabelMap]) -> LabelMap {
 }
 
 /// Go's `regexp.QuoteMeta`, which Alertmanager applies to the receiver's name.
-fn quote_meta(s: &str) -> String {
+pub(crate) fn quote_meta(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if r"\.+*?()|[]{}^$".contains(c) {

@@ -9,6 +9,9 @@
 //! time: the notifications a running Alertmanager sends a webhook for a sequence of alert
 //! updates are the ones Outpost's dispatcher decides in simulated time.
 
+mod common;
+
+use common::alertmanager::{Alertmanager, curl, webhook_sink};
 use outpost_alerting::route::{Route, RouteConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -133,67 +136,6 @@ inhibit_rules:
 #[derive(Deserialize)]
 struct InhibitTop {
     inhibit_rules: Vec<outpost_alerting::inhibit::InhibitRuleConfig>,
-}
-
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A running Alertmanager 0.25 on a free loopback port, with `config`, in its own temporary
-/// folder; killed and its folder removed when dropped.
-struct Alertmanager {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl Alertmanager {
-    fn start(tag: &str, config: &str, extra: &[&str]) -> Alertmanager {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("outpost-am-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("am.yml"), config).expect("write");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", dir.join("am.yml").display()))
-            .arg(format!("--storage.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-alertmanager is not installed: run scripts/install-deps");
-        let am = Alertmanager {
-            child,
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let ready = (0..100).any(|_| {
-            let up = curl(&[&format!("{}/-/ready", am.url)]).contains("OK");
-            if !up {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            up
-        });
-        assert!(ready, "alertmanager did not start");
-        am
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The same alerts posted to a real Alertmanager: the ones it reports inhibited are the ones
@@ -424,6 +366,61 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "root matchers",
         "  group_wait: 30s\n",
         "  group_wait: 30s\n  matchers: [a=b]\n",
+    ),
+    (
+        "slack field without value",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        fields:\n          - title: x\n",
+    ),
+    (
+        "slack action without name or url",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        actions:\n          - type: button\n            text: t\n",
+    ),
+    (
+        "slack url twice",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        api_url: http://x/\n        api_url_file: /f\n",
+    ),
+    (
+        "unknown slack key",
+        "        title: '{{ .CommonLabels.alertname }}'\n",
+        "        title: '{{ .CommonLabels.alertname }}'\n        colour: red\n",
+    ),
+    (
+        "pagerduty key twice",
+        "      - routing_key: abc\n",
+        "      - routing_key: abc\n        routing_key_file: /f\n",
+    ),
+    (
+        "unknown pagerduty key",
+        "        severity: critical\n",
+        "        severity: critical\n        priority: 1\n",
+    ),
+    (
+        "duplicate email header",
+        "          Subject: 'alert'\n",
+        "          Subject: 'alert'\n          subject: 'again'\n",
+    ),
+    (
+        "time range backwards",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - times: [{start_time: '18:00', end_time: '08:00'}]\n",
+    ),
+    (
+        "unknown weekday",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - weekdays: ['caturday']\n",
+    ),
+    (
+        "negative then positive day",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - days_of_month: ['-3:5']\n",
+    ),
+    (
+        "unknown location",
+        "      - weekdays: ['saturday', 'sunday']\n",
+        "      - location: 'Mars/Olympus'\n",
     ),
 ];
 
@@ -830,50 +827,6 @@ fn silences_match_alertmanager() {
         "{mine:?}"
     );
     assert_eq!(mine, theirs);
-}
-
-/// Serves a webhook on `listener`: every request's arrival (since `t0`) and JSON body.
-fn webhook_sink(
-    listener: std::net::TcpListener,
-    t0: std::time::Instant,
-) -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::Duration, serde_json::Value)>>> {
-    use std::io::{Read, Write};
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                let Some(i) = text.find("\r\n\r\n") else {
-                    continue;
-                };
-                let len: usize = text[..i]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= i + 4 + len {
-                    let body = serde_json::from_str(&text[i + 4..]).unwrap_or_default();
-                    g.lock().expect("lock").push((t0.elapsed(), body));
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                    break;
-                }
-            }
-        }
-    });
-    got
 }
 
 /// A running Alertmanager with short timings (wait 1 s, interval 2 s, repeat 5 s) and a

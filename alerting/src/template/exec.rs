@@ -1,11 +1,12 @@
 //! Execution of a parsed template over a data value, as Go's `text/template` executes with
 //! `missingkey=zero` (Prometheus' option): a missing label prints as the empty string.
 
-use super::Env;
 use super::funcs::{FnError, call, string_param};
-use super::gofmt::{format_g, sprint};
+use super::gofmt::{format_g, format_go_time, sprint};
 use super::parse::{Arg, BranchKind, Cmd, Node, Pipe, Tree};
 use super::value::Value;
+use super::{Dialect, Env};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// How deep `template` calls may nest before execution stops (Go allows 100000; a
@@ -31,6 +32,10 @@ enum Flow {
 
 pub(crate) struct Exec<'a> {
     pub(crate) tree: &'a Tree,
+    /// Named templates of the set this template was added to (looked up after its own).
+    pub(crate) shared: Option<&'a HashMap<String, Vec<Node>>>,
+    /// `html/template`'s escaping of every printed value (see [`super::html`]).
+    pub(crate) html: bool,
     pub(crate) env: &'a Env<'a>,
     pub(crate) name: String,
     pub(crate) vars: Vec<(String, Value)>,
@@ -69,12 +74,24 @@ impl Exec<'_> {
 
     fn node(&mut self, n: &Node, dot: &Value) -> R<Flow> {
         match n {
+            Node::Text(t) if self.html => {
+                let t = super::html::strip_comments(t);
+                self.out.push_str(&t);
+            }
             Node::Text(t) => self.out.push_str(t),
             Node::Action(p) => {
                 let v = self.pipe(p, dot)?;
                 if p.vars.is_empty() {
                     let s = self.printable(&v);
-                    self.out.push_str(&s);
+                    if self.html {
+                        let escaped_by_pipe = p.cmds.last().is_some_and(
+                            |c| matches!(c.args.first(), Some(Arg::Func(f)) if f == "urlquery"),
+                        );
+                        let s = super::html::escape(&self.out, &s, &v, escaped_by_pipe);
+                        self.out.push_str(&s);
+                    } else {
+                        self.out.push_str(&s);
+                    }
                 }
             }
             Node::Break => return Ok(Flow::Break),
@@ -95,16 +112,39 @@ impl Exec<'_> {
                     Some(p) => self.pipe(p, dot)?,
                     None => Value::Nil,
                 };
-                let Some(body) = self.tree.defines.get(name) else {
+                let found = self
+                    .tree
+                    .defines
+                    .get(name)
+                    .or_else(|| self.shared.and_then(|d| d.get(name)));
+                let Some(body) = found else {
+                    let quoted = super::gofmt::go_quote(name);
+                    let (context, msg) = if self.tree.dialect == Dialect::Alertmanager {
+                        (
+                            format!(
+                                "{{{{template {quoted}{}}}}}",
+                                pipe.as_ref().map_or(String::new(), |p| {
+                                    let cmds: Vec<&str> =
+                                        p.cmds.iter().map(|c| c.text.as_str()).collect();
+                                    format!(" {}", cmds.join(" | "))
+                                })
+                            ),
+                            format!("template {quoted} not defined"),
+                        )
+                    } else {
+                        (
+                            format!("template {quoted}"),
+                            format!(
+                                "template: no template {quoted} associated with template {}",
+                                super::gofmt::go_quote(&self.name)
+                            ),
+                        )
+                    };
                     return Err(ExecError {
                         pos: Some(*pos),
-                        context: format!("template {}", super::gofmt::go_quote(name)),
+                        context,
                         executing: self.name.clone(),
-                        msg: format!(
-                            "template: no template {} associated with template {}",
-                            super::gofmt::go_quote(name),
-                            super::gofmt::go_quote(&self.name)
-                        ),
+                        msg,
                     });
                 };
                 if self.depth >= MAX_DEPTH {
@@ -167,6 +207,25 @@ impl Exec<'_> {
             Value::Args(m) => m
                 .iter()
                 .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
+                .collect(),
+            Value::Kv(m) => m
+                .iter()
+                .map(|(k, v)| (Value::Str(k.clone()), Value::Str(v.clone())))
+                .collect(),
+            Value::Strings(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Value::Int(i as i64), Value::Str(s.clone())))
+                .collect(),
+            Value::Pairs(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (Value::Int(i as i64), Value::Pair(Rc::new(p.clone()))))
+                .collect(),
+            Value::AmAlerts(v, _) => v
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (Value::Int(i as i64), Value::AmAlert(Rc::new(a.clone()))))
                 .collect(),
             Value::Nil => Vec::new(),
             other => {
@@ -251,13 +310,54 @@ impl Exec<'_> {
             if let Some(f) = fin {
                 args.push(f);
             }
-            return call(name, args, self.env).map_err(|e| match e {
+            return call(name, args, self.env, self.tree.dialect).map_err(|e| match e {
                 FnError::Args(m) => self.err(Some(c), m),
                 FnError::Call(m) => self.err(Some(c), format!("error calling {name}: {m}")),
             });
         }
         if matches!(first, Arg::Nil) {
             return Err(self.err(Some(c), "nil is not a command".into()));
+        }
+        // A field chain ending in a method, given arguments: `.CommonLabels.Remove .Names`.
+        if c.args.len() > 1 || fin.is_some() {
+            let (recv, chain) = match first {
+                Arg::Field(chain) => (Some(dot.clone()), chain.as_slice()),
+                Arg::Var(name, chain) if !chain.is_empty() => (
+                    self.vars
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone()),
+                    chain.as_slice(),
+                ),
+                Arg::Pipe(p, chain) if !chain.is_empty() => {
+                    let mark = self.vars.len();
+                    let v = self.pipe(p, dot);
+                    self.vars.truncate(mark);
+                    (Some(v?), chain.as_slice())
+                }
+                _ => (None, &[][..]),
+            };
+            if let (Some(recv), Some((method, path))) = (recv, chain.split_last()) {
+                let recv = self.fields(recv, path, c)?;
+                let mut args = Vec::with_capacity(c.args.len());
+                for a in &c.args[1..] {
+                    args.push(self.arg(a, dot, c)?);
+                }
+                if let Some(f) = fin {
+                    args.push(f);
+                }
+                if let Some(r) = method_call(&recv, method, &args) {
+                    return r.map_err(|m| self.err(Some(c), m));
+                }
+                return Err(self.err(
+                    Some(c),
+                    format!(
+                        "can't give argument to non-function {}",
+                        c.text.split_whitespace().next().unwrap_or("")
+                    ),
+                ));
+            }
         }
         if c.args.len() > 1 || fin.is_some() {
             return Err(self.err(
@@ -348,7 +448,7 @@ impl Exec<'_> {
                         format!("wrong number of args for {name}: want at least 1 got 0"),
                     ));
                 }
-                call(name, Vec::new(), self.env).map_err(|e| match e {
+                call(name, Vec::new(), self.env, self.tree.dialect).map_err(|e| match e {
                     FnError::Args(m) => self.err(Some(c), m),
                     FnError::Call(m) => self.err(Some(c), format!("error calling {name}: {m}")),
                 })
@@ -371,6 +471,17 @@ impl Exec<'_> {
                 (Value::Data(d), "Value") => Value::Float(d.value),
                 (Value::Sample(s), "Labels") => Value::Map(Rc::new(s.labels.clone())),
                 (Value::Sample(s), "Value") => Value::Float(s.value),
+                (
+                    v @ (Value::Kv(_) | Value::Pairs(_) | Value::AmAlerts(..) | Value::Time(_)),
+                    f,
+                ) if method_call(v, f, &[]).is_some() => method_call(v, f, &[])
+                    .unwrap_or(Ok(Value::Nil))
+                    .map_err(|m| self.err(Some(c), m))?,
+                (Value::Kv(m), k) => Value::Str(m.get(k).cloned().unwrap_or_default()),
+                (Value::Pair(p), "Name") => Value::Str(p.0.clone()),
+                (Value::Pair(p), "Value") => Value::Str(p.1.clone()),
+                (Value::AmData(d), f) if d.field(f).is_some() => d.field(f).unwrap_or(Value::Nil),
+                (Value::AmAlert(a), f) if a.field(f).is_some() => a.field(f).unwrap_or(Value::Nil),
                 _ => {
                     return Err(self.err(
                         Some(c),
@@ -381,4 +492,85 @@ impl Exec<'_> {
         }
         Ok(v)
     }
+}
+
+/// A method of Alertmanager's template types (and of `time.Time`) called with `args`:
+/// `None` when `recv` has no method `name`, else the result or Go's error text.
+fn method_call(recv: &Value, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+    let want = |n: usize| -> Result<(), String> {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(format!(
+                "wrong number of args for {name}: want {n} got {}",
+                args.len()
+            ))
+        }
+    };
+    let r = match (recv, name) {
+        (Value::Kv(m), "SortedPairs") => want(0).map(|()| Value::Pairs(Rc::new(sorted_pairs(m)))),
+        (Value::Kv(m), "Names") => want(0)
+            .map(|()| Value::Strings(Rc::new(sorted_pairs(m).into_iter().map(|p| p.0).collect()))),
+        (Value::Kv(m), "Values") => want(0)
+            .map(|()| Value::Strings(Rc::new(sorted_pairs(m).into_iter().map(|p| p.1).collect()))),
+        (Value::Kv(m), "Remove") => want(1).and_then(|()| match &args[0] {
+            Value::Strings(keys) => Ok(Value::Kv(Rc::new(
+                m.iter()
+                    .filter(|(k, _)| !keys.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))),
+            Value::Nil => Ok(Value::Kv(m.clone())),
+            other => Err(format!(
+                "wrong type for value; expected []string; got {}",
+                other.type_name()
+            )),
+        }),
+        (Value::Pairs(v), "Names") => {
+            want(0).map(|()| Value::Strings(Rc::new(v.iter().map(|p| p.0.clone()).collect())))
+        }
+        (Value::Pairs(v), "Values") => {
+            want(0).map(|()| Value::Strings(Rc::new(v.iter().map(|p| p.1.clone()).collect())))
+        }
+        (Value::AmAlerts(v, true), "Firing" | "Resolved") => want(0).map(|()| {
+            let status = if name == "Firing" {
+                "firing"
+            } else {
+                "resolved"
+            };
+            Value::AmAlerts(
+                Rc::new(v.iter().filter(|a| a.status == status).cloned().collect()),
+                false,
+            )
+        }),
+        (Value::Time(ns), "Unix") => want(0).map(|()| Value::Int(super::gofmt::split_ns(*ns).0)),
+        (Value::Time(ns), "UnixNano") => want(0).map(|()| Value::Int(*ns)),
+        (Value::Time(ns), "UTC" | "Local") => want(0).map(|()| Value::Time(*ns)),
+        (Value::Time(ns), "String") => want(0).map(|()| Value::Str(format_go_time(*ns))),
+        (Value::Time(ns), "Format") => want(1).and_then(|()| match &args[0] {
+            Value::Str(layout) => Ok(Value::Str(super::gofmt::format_go_layout(*ns, layout))),
+            other => Err(format!(
+                "wrong type for value; expected string; got {}",
+                other.type_name()
+            )),
+        }),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// Alertmanager's `KV.SortedPairs`: `alertname` first, then the other names in order.
+pub(crate) fn sorted_pairs(
+    m: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(m.len());
+    if let Some(v) = m.get("alertname") {
+        out.push(("alertname".into(), v.clone()));
+    }
+    out.extend(
+        m.iter()
+            .filter(|(k, _)| k.as_str() != "alertname")
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    out
 }

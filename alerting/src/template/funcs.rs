@@ -5,9 +5,9 @@
 //! humanize1024 humanizeDuration humanizePercentage humanizeTimestamp toTime pathPrefix
 //! externalURL parseDuration args`), with their argument checks and error texts.
 
-use super::Env;
 use super::gofmt::{format_g, format_go_time, g4, sprint, sprint_all, sprintf};
 use super::value::{QuerySample, Value};
+use super::{Dialect, Env};
 use crate::duration::parse_duration;
 use std::rc::Rc;
 
@@ -58,9 +58,29 @@ const FUNCTIONS: &[&str] = &[
     "args",
 ];
 
-/// Whether `name` is a function templates can call.
-pub(crate) fn is_function(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
+/// Go's builtins, which every dialect has.
+const BUILTINS: usize = 17;
+
+/// The functions Alertmanager 0.25 adds to Go's builtins (`template.DefaultFuncs`).
+const AM_FUNCTIONS: &[&str] = &[
+    "toUpper",
+    "toLower",
+    "title",
+    "join",
+    "match",
+    "safeHtml",
+    "reReplaceAll",
+    "stringSlice",
+];
+
+/// Whether `name` is a function templates of `dialect` can call.
+pub(crate) fn is_function(name: &str, dialect: Dialect) -> bool {
+    match dialect {
+        Dialect::Prometheus => FUNCTIONS.contains(&name),
+        Dialect::Alertmanager => {
+            FUNCTIONS[..BUILTINS].contains(&name) || AM_FUNCTIONS.contains(&name)
+        }
+    }
 }
 
 /// Whether parameter `i` of function `name` is declared `string` in Go, so that a
@@ -70,6 +90,7 @@ pub(crate) fn string_param(name: &str, i: usize) -> bool {
         "printf" | "label" | "sortByLabel" => i == 0,
         "reReplaceAll" => i < 3,
         "match" => i < 2,
+        "join" => i == 0,
         "safeHtml" | "title" | "toUpper" | "toLower" | "graphLink" | "tableLink" | "stripPort"
         | "stripDomain" | "parseDuration" | "query" => i == 0,
         _ => false,
@@ -165,8 +186,38 @@ fn to_float(v: &Value) -> Result<f64, FnError> {
 }
 
 /// Calls `name` with evaluated `args` (`and` and `or` are evaluated lazily by the caller).
-pub(crate) fn call(name: &str, args: Vec<Value>, env: &Env<'_>) -> Result<Value, FnError> {
+pub(crate) fn call(
+    name: &str,
+    args: Vec<Value>,
+    env: &Env<'_>,
+    dialect: Dialect,
+) -> Result<Value, FnError> {
     let one = |args: &[Value]| arity(name, args, 1);
+    if dialect == Dialect::Alertmanager {
+        match name {
+            "title" => {
+                one(&args)?;
+                return Ok(Value::Str(title_cased(string_arg(&args[0])?)));
+            }
+            "join" => {
+                arity(name, &args, 2)?;
+                let sep = string_arg(&args[0])?;
+                return match &args[1] {
+                    Value::Strings(v) => Ok(Value::Str(v.join(sep))),
+                    Value::Nil => Ok(Value::Str(String::new())),
+                    other => Err(wrong_type("[]string", other)),
+                };
+            }
+            "stringSlice" => {
+                let v: Result<Vec<String>, FnError> = args
+                    .iter()
+                    .map(|a| string_arg(a).map(str::to_string))
+                    .collect();
+                return Ok(Value::Strings(Rc::new(v?)));
+            }
+            _ => {}
+        }
+    }
     match name {
         "not" => {
             one(&args)?;
@@ -179,6 +230,10 @@ pub(crate) fn call(name: &str, args: Vec<Value>, env: &Env<'_>) -> Result<Value,
                 Value::Map(m) => Ok(Value::Int(m.len() as i64)),
                 Value::Args(m) => Ok(Value::Int(m.len() as i64)),
                 Value::Samples(v) => Ok(Value::Int(v.len() as i64)),
+                Value::Strings(v) => Ok(Value::Int(v.len() as i64)),
+                Value::Kv(m) => Ok(Value::Int(m.len() as i64)),
+                Value::Pairs(v) => Ok(Value::Int(v.len() as i64)),
+                Value::AmAlerts(v, _) => Ok(Value::Int(v.len() as i64)),
                 v => Err(FnError::Call(format!("len of type {}", v.type_name()))),
             }
         }
@@ -414,9 +469,23 @@ fn index(args: Vec<Value>) -> Result<Value, FnError> {
     };
     for idx in it {
         item = match (&item, &idx) {
-            (Value::Map(m), Value::Str(k)) => Value::Str(m.get(k).cloned().unwrap_or_default()),
+            (Value::Map(m) | Value::Kv(m), Value::Str(k)) => {
+                Value::Str(m.get(k).cloned().unwrap_or_default())
+            }
+            (Value::Strings(v), Value::Int(i)) => {
+                match usize::try_from(*i).ok().and_then(|i| v.get(i)) {
+                    Some(s) => Value::Str(s.clone()),
+                    None => return Err(FnError::Call(format!("index out of range: {i}"))),
+                }
+            }
+            (Value::AmAlerts(v, _), Value::Int(i)) => {
+                match usize::try_from(*i).ok().and_then(|i| v.get(i)) {
+                    Some(a) => Value::AmAlert(Rc::new(a.clone())),
+                    None => return Err(FnError::Call(format!("index out of range: {i}"))),
+                }
+            }
             (Value::Args(m), Value::Str(k)) => m.get(k).cloned().unwrap_or(Value::Nil),
-            (Value::Map(_) | Value::Args(_), _) => {
+            (Value::Map(_) | Value::Kv(_) | Value::Args(_), _) => {
                 return Err(FnError::Call(format!(
                     "value has type {}; should be string",
                     idx.type_name()
@@ -634,6 +703,26 @@ pub(crate) fn humanize_duration(mut v: f64) -> String {
         v *= 1000.0;
     }
     format!("{}{prefix}s", g4(v))
+}
+
+/// Alertmanager's `title` (`cases.Title(language.AmericanEnglish)`): the first letter of
+/// every word upper-cased and the rest of the word lower-cased; a word is a run of letters,
+/// digits and apostrophes. (Unicode's full word-break rules are not reproduced.)
+fn title_cased(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_word = false;
+    for c in s.chars() {
+        let word_char = c.is_alphanumeric() || c == '\'' || c == '\u{2019}';
+        if word_char && !in_word {
+            out.extend(c.to_uppercase());
+        } else if word_char {
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+        in_word = word_char;
+    }
+    out
 }
 
 /// Go's `strings.Title`: the first letter of every word upper-cased.

@@ -39,7 +39,46 @@ pub fn sprint(v: &Value) -> String {
                 .collect();
             format!("map[{}]", items.join(" "))
         }
+        Value::Strings(v) => format!("[{}]", v.join(" ")),
+        Value::Kv(m) => format_map(m),
+        Value::Pairs(v) => {
+            let items: Vec<String> = v.iter().map(|(k, v)| format!("{{{k} {v}}}")).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Pair(p) => format!("{{{} {}}}", p.0, p.1),
+        Value::AmAlert(a) => format_am_alert(a),
+        Value::AmAlerts(v, _) => {
+            let items: Vec<String> = v.iter().map(format_am_alert).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::AmData(d) => {
+            let alerts: Vec<String> = d.alerts.iter().map(format_am_alert).collect();
+            format!(
+                "&{{{} {} [{}] {} {} {} {}}}",
+                d.receiver,
+                d.status,
+                alerts.join(" "),
+                format_map(&d.group_labels),
+                format_map(&d.common_labels),
+                format_map(&d.common_annotations),
+                d.external_url
+            )
+        }
     }
+}
+
+/// `fmt.Sprint` of Alertmanager's `template.Alert` (a struct: fields in order).
+fn format_am_alert(a: &crate::amtemplate::NotificationAlert) -> String {
+    format!(
+        "{{{} {} {} {} {} {} {}}}",
+        a.status,
+        format_map(&a.labels),
+        format_map(&a.annotations),
+        format_go_time(a.starts_at_ns),
+        format_go_time(a.ends_at_ns),
+        a.generator_url,
+        a.fingerprint
+    )
 }
 
 /// `fmt.Sprint` of several values: a space between two operands when neither is a string.
@@ -196,7 +235,14 @@ fn format_one(verb: char, spec: Spec, arg: &Value) -> String {
             | Value::Samples(_)
             | Value::Data(_)
             | Value::Time(_)
-            | Value::Args(_),
+            | Value::Args(_)
+            | Value::Strings(_)
+            | Value::Kv(_)
+            | Value::Pairs(_)
+            | Value::Pair(_)
+            | Value::AmData(_)
+            | Value::AmAlerts(..)
+            | Value::AmAlert(_),
             'v' | 's',
         ) => pad(spec, sprint(arg)),
         _ => bad_verb(verb, arg),
@@ -492,8 +538,7 @@ pub fn go_quote(s: &str) -> String {
 /// Go's `time.Time.String()` of a UTC time given in nanoseconds since the Unix epoch:
 /// `2006-01-02 15:04:05.999999999 +0000 UTC`, fraction without trailing zeros.
 pub fn format_go_time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let frac = ns.rem_euclid(1_000_000_000);
+    let (secs, frac) = split_ns(ns);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -510,6 +555,135 @@ pub fn format_go_time(ns: i64) -> String {
     }
     s.push_str(" +0000 UTC");
     s
+}
+
+/// Go's `time.Time.Format(layout)` of a UTC time in nanoseconds since the Unix epoch:
+/// the reference-time elements (`2006 06 01 1 Jan January 02 2 _2 002 15 03 3 04 4 05 5
+/// PM pm Mon Monday MST Z07:00 -07:00 -0700 Z0700 -07 .000 .999…`) replaced, the rest kept.
+pub fn format_go_layout(ns: i64, layout: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let (secs, frac) = split_ns(ns);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, se) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    let yday = days - days_from_civil(y, 1, 1) + 1;
+    let wd = DAYS[days.rem_euclid(7) as usize];
+    let month = MONTHS[(m - 1) as usize];
+    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+    let mut out = String::new();
+    let mut rest = layout;
+    'outer: while !rest.is_empty() {
+        // Fractional seconds: `.000` / `,000` (fixed) and `.999` (trailing zeros cut).
+        if let Some(sep) = rest.strip_prefix(['.', ',']) {
+            let n0 = sep.bytes().take_while(|b| *b == b'0').count();
+            let n9 = sep.bytes().take_while(|b| *b == b'9').count();
+            let n = n0.max(n9);
+            if n > 0 && !sep[n..].starts_with(|c: char| c.is_ascii_digit()) {
+                let digits = format!("{frac:09}");
+                let digits = &digits[..n.min(9)];
+                if n0 > 0 {
+                    out.push_str(&rest[..1]);
+                    out.push_str(digits);
+                } else {
+                    let t = digits.trim_end_matches('0');
+                    if !t.is_empty() {
+                        out.push_str(&rest[..1]);
+                        out.push_str(t);
+                    }
+                }
+                rest = &sep[n..];
+                continue;
+            }
+        }
+        let table: [(&str, String); 27] = [
+            ("January", month.to_string()),
+            ("Jan", month[..3].to_string()),
+            ("Monday", wd.to_string()),
+            ("Mon", wd[..3].to_string()),
+            ("MST", "UTC".to_string()),
+            ("2006", format!("{y:04}")),
+            ("Z07:00", "Z".to_string()),
+            ("Z0700", "Z".to_string()),
+            ("Z07", "Z".to_string()),
+            ("-07:00", "+00:00".to_string()),
+            ("-0700", "+0000".to_string()),
+            ("-07", "+00".to_string()),
+            ("002", format!("{yday:03}")),
+            ("01", format!("{m:02}")),
+            ("02", format!("{d:02}")),
+            ("_2", format!("{d:>2}")),
+            ("03", format!("{h12:02}")),
+            ("04", format!("{mi:02}")),
+            ("05", format!("{se:02}")),
+            ("06", format!("{:02}", y.rem_euclid(100))),
+            ("15", format!("{h:02}")),
+            ("PM", if h >= 12 { "PM" } else { "AM" }.to_string()),
+            ("pm", if h >= 12 { "pm" } else { "am" }.to_string()),
+            ("1", m.to_string()),
+            ("2", d.to_string()),
+            ("3", h12.to_string()),
+            ("4", mi.to_string()),
+        ];
+        for (k, v) in &table {
+            if let Some(r) = rest.strip_prefix(k) {
+                out.push_str(v);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        if let Some(r) = rest.strip_prefix('5') {
+            out.push_str(&se.to_string());
+            rest = r;
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Seconds and nanoseconds of a time in ns since the Unix epoch; `i64::MIN` stands for
+/// Go's zero time, 0001-01-01 00:00:00 UTC (out of the nanosecond range).
+pub(crate) fn split_ns(ns: i64) -> (i64, i64) {
+    if ns == i64::MIN {
+        return (-62_135_596_800, 0);
+    }
+    (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// (year, month, day) → days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar

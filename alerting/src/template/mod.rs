@@ -1,9 +1,14 @@
 //! Prometheus' template language: Go's `text/template` with Prometheus 2.42's functions,
-//! written for Outpost (no Rust crate implements it).
+//! written for Outpost (no Rust crate implements it). The same engine runs Alertmanager
+//! 0.25's notification templates ([`Dialect::Alertmanager`]: its functions, method calls on
+//! its data such as `.CommonLabels.Remove .GroupLabels.Names`, `define`d templates shared
+//! across files through [`Defines`], and `html/template`'s escaping for HTML bodies); see
+//! [`crate::amtemplate`].
 //!
 //! - [`lex`] and [`parse`]: text → tree, refusing unknown functions and variables as Go's
 //!   parser does; [`exec`]: the tree over a [`Value`] with `missingkey=zero`.
-//! - [`funcs`]: Go's builtins and Prometheus' functions; [`gofmt`]: Go's `fmt` and
+//! - [`funcs`]: Go's builtins, Prometheus' and Alertmanager's functions; `html`:
+//!   `html/template`'s escaping of printed values; [`gofmt`]: Go's `fmt` and
 //!   `strconv` formatting they print with.
 //! - [`expand_alert`]: what Prometheus' alerting rule does with each label and annotation
 //!   (`$labels`, `$externalLabels`, `$externalURL`, `$value` defined first; a failure
@@ -16,6 +21,7 @@
 mod exec;
 mod funcs;
 pub mod gofmt;
+mod html;
 mod lex;
 mod parse;
 mod value;
@@ -23,6 +29,7 @@ mod value;
 pub use funcs::query_escape;
 pub use value::{AlertData, QuerySample, Value};
 
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -38,6 +45,17 @@ pub struct Env<'a> {
     pub query: Option<&'a TemplateQuery<'a>>,
     /// The URL the aggregator is reached under (`externalURL`, `pathPrefix`); may be empty.
     pub external_url: &'a str,
+}
+
+/// Which functions a template may call: Prometheus' (rule labels and annotations) or
+/// Alertmanager's (notification templates); Go's builtins are in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// Prometheus 2.42's functions (`query`, `humanize`, …).
+    #[default]
+    Prometheus,
+    /// Alertmanager 0.25's `DefaultFuncs` (`toUpper`, `join`, `stringSlice`, …).
+    Alertmanager,
 }
 
 /// A parsing or execution failure, displayed in Go's words (see the module docs).
@@ -78,7 +96,15 @@ impl Template {
     /// # Errors
     /// Go's parse error text, e.g. `template: t:1: function "foo" not defined`.
     pub fn parse(name: &str, text: &str) -> Result<Self, TemplateError> {
-        let tree = parse::parse(text).map_err(|(pos, msg)| {
+        Self::parse_dialect(name, text, Dialect::Prometheus)
+    }
+
+    /// Parses `text` as the template `name` with the functions of `dialect`.
+    ///
+    /// # Errors
+    /// As [`Template::parse`].
+    pub fn parse_dialect(name: &str, text: &str, dialect: Dialect) -> Result<Self, TemplateError> {
+        let tree = parse::parse(text, dialect).map_err(|(pos, msg)| {
             TemplateError(format!("template: {name}:{}: {msg}", line_of(text, pos)))
         })?;
         Ok(Template {
@@ -94,8 +120,43 @@ impl Template {
     /// Go's execution error text, e.g.
     /// `template: t:1:3: executing "t" at <humanize "x">: error calling humanize: ...`.
     pub fn execute(&self, data: Value, env: &Env<'_>) -> Result<String, TemplateError> {
+        self.execute_in(data, env, None, false)
+    }
+
+    /// The named templates (`{{ define "name" }}`) this template holds.
+    pub fn defined_names(&self) -> Vec<&str> {
+        self.tree.defines.keys().map(String::as_str).collect()
+    }
+
+    /// Executes the template as a member of the set `shared` (its own `define`s first,
+    /// then the set's, as Go's `Clone` + `New("").Parse` arranges); `html` escapes every
+    /// printed value as Go's `html/template` does in the usual contexts (see the
+    /// `html` module: element text, quoted attributes, URL attributes).
+    ///
+    /// # Errors
+    /// As [`Template::execute`]; a `template` call to a name defined nowhere fails with
+    /// `template "name" not defined`.
+    pub fn execute_with(
+        &self,
+        data: Value,
+        env: &Env<'_>,
+        shared: &Defines,
+        html: bool,
+    ) -> Result<String, TemplateError> {
+        self.execute_in(data, env, Some(&shared.0), html)
+    }
+
+    fn execute_in(
+        &self,
+        data: Value,
+        env: &Env<'_>,
+        shared: Option<&HashMap<String, Vec<parse::Node>>>,
+        html: bool,
+    ) -> Result<String, TemplateError> {
         let mut ex = exec::Exec {
             tree: &self.tree,
+            shared,
+            html,
             env,
             name: self.name.clone(),
             vars: vec![("$".to_string(), data.clone())],
@@ -120,6 +181,26 @@ impl Template {
                 None => format!("template: {}: {}", self.name, e.msg),
             })),
         }
+    }
+}
+
+/// A set of named templates (`{{ define }}`s) gathered from several template files, that
+/// other templates can call with `{{ template "name" . }}` (Go's associated templates).
+#[derive(Clone, Debug, Default)]
+pub struct Defines(HashMap<String, Vec<parse::Node>>);
+
+impl Defines {
+    /// Adds the `define`s of `t`; a name defined again replaces the earlier definition,
+    /// as Go's `Parse` does.
+    pub fn add(&mut self, t: &Template) {
+        for (k, v) in &t.tree.defines {
+            self.0.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Whether `name` is defined.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 }
 

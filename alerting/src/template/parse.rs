@@ -2,6 +2,7 @@
 //! [`Node`]s, with `define`d templates collected by name. As Go's parser, it refuses
 //! functions that are not defined and variables that are not in scope.
 
+use super::Dialect;
 use super::funcs::is_function;
 use super::lex::{Item, Tok, lex};
 use std::collections::HashMap;
@@ -90,6 +91,7 @@ pub(crate) enum Arg {
 pub(crate) struct Tree {
     pub(crate) body: Vec<Node>,
     pub(crate) defines: HashMap<String, Vec<Node>>,
+    pub(crate) dialect: Dialect,
 }
 
 /// A parse failure: byte offset and Go's message.
@@ -98,8 +100,8 @@ pub(crate) type ParseError = (usize, String);
 /// What ended a list of nodes: EOF (`None`), or `end`/`else` at a byte offset.
 type ListEnd = Option<(usize, &'static str)>;
 
-/// Parses `src`.
-pub(crate) fn parse(src: &str) -> Result<Tree, ParseError> {
+/// Parses `src` with the functions of `dialect`.
+pub(crate) fn parse(src: &str, dialect: Dialect) -> Result<Tree, ParseError> {
     let items = lex(src)?;
     let mut p = Parser {
         src,
@@ -108,6 +110,7 @@ pub(crate) fn parse(src: &str) -> Result<Tree, ParseError> {
         vars: vec!["$".to_string()],
         defines: HashMap::new(),
         range_depth: 0,
+        dialect,
     };
     let (body, end) = p.list()?;
     if let Some((pos, kw)) = end {
@@ -116,6 +119,7 @@ pub(crate) fn parse(src: &str) -> Result<Tree, ParseError> {
     Ok(Tree {
         body,
         defines: p.defines,
+        dialect,
     })
 }
 
@@ -126,6 +130,7 @@ struct Parser<'s> {
     vars: Vec<String>,
     defines: HashMap<String, Vec<Node>>,
     range_depth: usize,
+    dialect: Dialect,
 }
 
 impl Parser<'_> {
@@ -234,7 +239,12 @@ impl Parser<'_> {
                     Some(self.pipeline("template clause", false)?)
                 };
                 self.expect_right("template clause")?;
-                Ok(Some(Node::Template { pos, name, pipe }))
+                // Go places a template call at its name.
+                Ok(Some(Node::Template {
+                    pos: it.pos,
+                    name,
+                    pipe,
+                }))
             }
             "define" | "block" => {
                 let it = self.next();
@@ -446,7 +456,7 @@ impl Parser<'_> {
                 return Ok((Arg::Var(v, rest), end));
             }
             Tok::Ident(name) => {
-                if !is_function(&name) {
+                if !is_function(&name, self.dialect) {
                     return Err((it.pos, format!("function {name:?} not defined")));
                 }
                 Arg::Func(name)

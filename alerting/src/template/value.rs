@@ -56,6 +56,22 @@ pub enum Value {
     Time(i64),
     /// `map[string]interface {}`, from `args`: `arg0`, `arg1`, ….
     Args(Rc<BTreeMap<String, Value>>),
+    /// `[]string` (Alertmanager: `.Names`, `.Values`, `stringSlice`).
+    Strings(Rc<Vec<String>>),
+    /// Alertmanager's `template.KV` (label sets with `.SortedPairs`, `.Names`, `.Values`,
+    /// `.Remove`).
+    Kv(Rc<BTreeMap<String, String>>),
+    /// Alertmanager's `template.Pairs`, from `.SortedPairs` (name, value).
+    Pairs(Rc<Vec<(String, String)>>),
+    /// Alertmanager's `template.Pair` (`.Name`, `.Value`).
+    Pair(Rc<(String, String)>),
+    /// Alertmanager's notification data (`*template.Data`).
+    AmData(Rc<crate::amtemplate::NotificationData>),
+    /// Alertmanager's `template.Alerts` (with `.Firing`, `.Resolved`) when the flag is
+    /// true, `[]template.Alert` (what those return) when false.
+    AmAlerts(Rc<Vec<crate::amtemplate::NotificationAlert>>, bool),
+    /// Alertmanager's `template.Alert`.
+    AmAlert(Rc<crate::amtemplate::NotificationAlert>),
 }
 
 impl Value {
@@ -76,6 +92,14 @@ impl Value {
             }
             Value::Time(_) => "*time.Time",
             Value::Args(_) => "map[string]interface {}",
+            Value::Strings(_) => "[]string",
+            Value::Kv(_) => "template.KV",
+            Value::Pairs(_) => "template.Pairs",
+            Value::Pair(_) => "template.Pair",
+            Value::AmData(_) => "*template.Data",
+            Value::AmAlerts(_, true) => "template.Alerts",
+            Value::AmAlerts(_, false) => "[]template.Alert",
+            Value::AmAlert(_) => "template.Alert",
         }
     }
 
@@ -91,7 +115,16 @@ impl Value {
             Value::Map(m) => !m.is_empty(),
             Value::Args(m) => !m.is_empty(),
             Value::Samples(v) => !v.is_empty(),
-            Value::Sample(_) | Value::Data(_) | Value::Time(_) => true,
+            Value::Strings(v) => !v.is_empty(),
+            Value::Kv(m) => !m.is_empty(),
+            Value::Pairs(v) => !v.is_empty(),
+            Value::AmAlerts(v, _) => !v.is_empty(),
+            Value::Sample(_)
+            | Value::Data(_)
+            | Value::Time(_)
+            | Value::Pair(_)
+            | Value::AmData(_)
+            | Value::AmAlert(_) => true,
         }
     }
 

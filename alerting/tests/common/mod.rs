@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod alertmanager;
+
 use outpost_alerting::{SeriesSample, engine_query};
 use outpost_promql::memory::MemStorage;
 use outpost_promql::{MatchOp, Sample, parse_series_selector};
