@@ -37,7 +37,7 @@ use outpost_alerting::escalation::{Escalation, Escalations, Level, Policy, Step,
 use outpost_alerting::inhibit::inhibited;
 use outpost_alerting::rule::LabelMap;
 use outpost_alerting::silence::{Silence, SilenceMatcher};
-use outpost_alerting::webhook::{NotifiedAlert, fingerprint, webhook_message};
+use outpost_alerting::webhook::fingerprint;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -72,6 +72,8 @@ pub struct Setup {
     pub policies: Vec<Policy>,
     /// `resolve_timeout`, ms.
     pub resolve_timeout_ms: i64,
+    /// Alertmanager's default templates and the files of `templates:`.
+    pub templates: outpost_alerting::amtemplate::Templates,
 }
 
 /// Reads `[alerting] notifications` and `[[alerting.escalation]]`. `Ok(None)` when no
@@ -157,11 +159,17 @@ pub fn load(cfg: &AlertingConfig) -> Result<Option<Setup>, Vec<(&'static str, St
         })?,
         None => DEFAULT_RESOLVE_TIMEOUT_MS,
     };
+    let base = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let templates = outpost_alerting::amtemplate::load_templates(&am.templates, base)
+        .map_err(|e| vec![("alerting.notifications", format!("{path}: {e}"))])?;
     Ok(Some(Setup {
         am,
         text,
         policies,
         resolve_timeout_ms,
+        templates,
     }))
 }
 
@@ -256,12 +264,37 @@ pub struct Outgoing {
     pub integration: String,
     /// Where it goes (a URL).
     pub url: String,
-    /// The body.
+    /// The body (an email: the whole message after SMTP's `DATA`).
     pub body: String,
+    /// HTTP headers besides `Content-Type` and the idempotency key.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// For an email: the SMTP envelope and server.
+    #[serde(default)]
+    pub smtp: Option<SmtpSend>,
     /// The alerts it carries (fingerprints), for their histories.
     pub alerts: Vec<u64>,
     /// When it was decided, ms.
     pub created_ms: i64,
+}
+
+/// How an email goes out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmtpSend {
+    /// `host:port`.
+    pub smarthost: String,
+    /// HELO name.
+    pub hello: String,
+    /// STARTTLS required.
+    pub require_tls: bool,
+    /// Envelope sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// SMTP AUTH user (empty: none) and password.
+    pub username: String,
+    /// See `username`.
+    pub password: String,
 }
 
 /// An alert as the pipeline holds it (`/api/v2/alerts`).
@@ -460,7 +493,8 @@ pub fn start(
         .build()
         .into();
     let mut p = Pipeline {
-        dispatcher: Dispatcher::new(setup.am.route.clone()),
+        dispatcher: Dispatcher::new(setup.am.route.clone())
+            .with_time_intervals(setup.am.intervals.clone()),
         escalations: Escalations::new(setup.policies.clone(), escalations),
         setup,
         log,
@@ -786,7 +820,8 @@ impl Pipeline {
             Command::Reload(setup) => {
                 // Groups start again under the new tree; the log, silences and histories
                 // stay, so nothing already notified is sent again.
-                self.dispatcher = Dispatcher::new(setup.am.route.clone());
+                self.dispatcher = Dispatcher::new(setup.am.route.clone())
+                    .with_time_intervals(setup.am.intervals.clone());
                 self.escalations.set_policies(setup.policies.clone());
                 self.setup = *setup;
                 let held: Vec<DispatchedAlert> =
@@ -1131,55 +1166,95 @@ impl Pipeline {
         })
     }
 
-    /// The outbox records for one notification: one per integration of its receiver.
+    /// The outbox records for one notification: one per integration of its receiver, as
+    /// [`outpost_alerting::payload`] builds them (an integration that does not want resolved
+    /// alerts gets the firing ones only, or nothing).
     fn render(&self, n: &Notification, key: &str) -> Vec<Outgoing> {
+        use outpost_alerting::payload::{self, Integration, Payload};
         let Some(r) = self.setup.am.receivers.get(&n.receiver) else {
             return vec![];
         };
         let now = n.at_ms;
-        let alerts: Vec<NotifiedAlert> = n
-            .alerts
-            .iter()
-            .map(|a| NotifiedAlert {
-                labels: a.labels.clone(),
-                annotations: a.annotations.clone(),
-                starts_at: crate::http::rfc3339_nano(a.starts_at_ms, 0),
-                ends_at: crate::http::rfc3339_nano(a.ends_at_ms.min(253_402_300_799_000), 0),
-                generator_url: a.generator_url.clone(),
-                resolved: a.resolved(now),
-            })
-            .collect();
-        let fps: Vec<u64> = n.alerts.iter().map(|a| fingerprint(&a.labels)).collect();
+        let generator_url = |a: &DispatchedAlert| a.generator_url.clone();
+        let read_file = |f: &str| std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"));
+        let ctx = payload::Context {
+            config: &self.setup.am,
+            templates: &self.setup.templates,
+            external_url: &self.external_url,
+            generator_url: &generator_url,
+            read_file: &read_file,
+        };
         let mut out = vec![];
-        for (i, wh) in r.webhook_configs.iter().enumerate() {
-            let url = match (&wh.url, &wh.url_file) {
-                (Some(u), _) => u.clone(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-                (None, None) => continue,
+        for (i, integration) in payload::integrations(r) {
+            let kind = integration.kind();
+            let mut shown = n.clone();
+            if !integration.send_resolved() {
+                shown.alerts.retain(|a| !a.resolved(now));
+                if shown.alerts.is_empty() {
+                    continue;
+                }
+            }
+            let fps: Vec<u64> = shown
+                .alerts
+                .iter()
+                .map(|a| fingerprint(&a.labels))
+                .collect();
+            let smtp_auth = match &integration {
+                Integration::Email(c) => {
+                    let pw = c
+                        .auth_password
+                        .clone()
+                        .or_else(|| self.setup.am.global.smtp_auth_password.clone())
+                        .or_else(|| {
+                            c.auth_password_file
+                                .as_ref()
+                                .or(self.setup.am.global.smtp_auth_password_file.as_ref())
+                                .and_then(|f| std::fs::read_to_string(f).ok())
+                                .map(|p| p.trim_end_matches('\n').to_string())
+                        })
+                        .unwrap_or_default();
+                    Some(pw)
+                }
+                _ => None,
+            };
+            let (url, body, headers, smtp) = match payload::build(&ctx, integration, &shown) {
+                Ok(Payload::Http(h)) => (h.url, h.body, h.headers, None),
+                Ok(Payload::Email(m)) => {
+                    let id = format!("<{key}-{kind}{i}@outpost>");
+                    let date = rfc1123(now);
+                    let boundary = format!(
+                        "{:016x}",
+                        fingerprint(&[(key.to_string(), String::new())].into())
+                    );
+                    let mime = m.to_mime(&date, &id, &boundary);
+                    let smtp = SmtpSend {
+                        smarthost: m.smarthost.clone(),
+                        hello: m.hello.clone(),
+                        require_tls: m.require_tls,
+                        from: m.envelope_from.clone(),
+                        to: m.envelope_to.clone(),
+                        username: m.auth_username.clone(),
+                        password: smtp_auth.unwrap_or_default(),
+                    };
+                    (format!("smtp://{}", m.smarthost), mime, vec![], Some(smtp))
+                }
+                Err(e) => {
+                    tracing::error!(receiver = %n.receiver, integration = kind, "cannot build the notification: {e}");
+                    self.metrics.notification_delivery(&n.receiver, kind, false);
+                    continue;
+                }
             };
             out.push(Outgoing {
-                key: format!("{key}-webhook{i}"),
+                key: format!("{key}-{kind}{i}"),
                 receiver: n.receiver.clone(),
-                integration: "webhook".into(),
+                integration: kind.into(),
                 url,
-                body: webhook_message(
-                    &n.receiver,
-                    &n.route_key,
-                    &n.group_labels,
-                    &alerts,
-                    &self.external_url,
-                    wh.max_alerts as usize,
-                ),
-                alerts: fps.clone(),
+                body,
+                headers,
+                smtp,
+                alerts: fps,
                 created_ms: now,
             });
-        }
-        let others = r.slack_configs.len() + r.pagerduty_configs.len() + r.email_configs.len();
-        if others > 0 {
-            tracing::warn!(receiver = %n.receiver, "slack, pagerduty and email integrations are not sent yet");
         }
         out
     }
@@ -1230,15 +1305,43 @@ async fn deliver(http: &ureq::Agent, o: &Outgoing, metrics: &Metrics) -> Result<
     let deadline = o.created_ms + GIVE_UP_AFTER.as_millis() as i64;
     let shown = crate::metrics::redact_url(&o.url);
     loop {
-        let (agent, url, body, key) = (http.clone(), o.url.clone(), o.body.clone(), o.key.clone());
+        if let Some(smtp) = o.smtp.clone() {
+            let body = o.body.clone();
+            let r = tokio::task::spawn_blocking(move || send_email(&smtp, &body))
+                .await
+                .unwrap_or_else(|e| Err((true, e.to_string())));
+            match r {
+                Ok(()) => return Ok(()),
+                Err((retry, e)) => {
+                    metrics.notification_attempt_failed(&o.receiver, &o.integration);
+                    if !retry || outpost_service::now_ms() + backoff.as_millis() as i64 > deadline {
+                        tracing::error!(receiver = %o.receiver, smarthost = %shown, key = %o.key, "email not sent, given up: {e}");
+                        return Err(e);
+                    }
+                    tracing::warn!(receiver = %o.receiver, smarthost = %shown, key = %o.key, "email failed, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        let (agent, url, body, key, headers) = (
+            http.clone(),
+            o.url.clone(),
+            o.body.clone(),
+            o.key.clone(),
+            o.headers.clone(),
+        );
         let r = tokio::task::spawn_blocking(move || {
-            match agent
+            let mut req = agent
                 .post(&url)
                 .header("Content-Type", "application/json")
                 .header("User-Agent", concat!("Outpost/", env!("CARGO_PKG_VERSION")))
-                .header("Idempotency-Key", &key)
-                .send(body.as_str())
-            {
+                .header("Idempotency-Key", &key);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            match req.send(body.as_str()) {
                 Ok(resp) if resp.status().is_success() => Ok(()),
                 Ok(mut resp) => {
                     let code = resp.status().as_u16();
@@ -1294,4 +1397,60 @@ pub fn from_rules(
             }
         })
         .collect()
+}
+
+/// A time as RFC 1123 with a numeric zone, UTC (`Mon, 02 Jan 2006 15:04:05 +0000`), as
+/// email `Date:` headers are written.
+fn rfc1123(ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let iso = crate::http::rfc3339(ms);
+    let (y, m, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
+    let day = DAYS[ms.div_euclid(86_400_000).rem_euclid(7) as usize];
+    let month = MONTHS[m.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    format!("{day}, {d} {month} {y} {} +0000", &iso[11..19])
+}
+
+/// Sends one email through its smarthost (STARTTLS when required); the error says whether
+/// to retry (a refusal of the message or its recipients is final).
+fn send_email(s: &SmtpSend, mime: &str) -> Result<(), (bool, String)> {
+    use lettre::Transport;
+    use lettre::address::Envelope;
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    let (host, port) = match s.smarthost.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .map_err(|_| (false, format!("bad smarthost {:?}", s.smarthost)))?,
+        ),
+        None => (s.smarthost.clone(), 25),
+    };
+    let mut b = lettre::SmtpTransport::builder_dangerous(&host)
+        .port(port)
+        .hello_name(ClientId::Domain(s.hello.clone()))
+        .timeout(Some(SEND_TIMEOUT));
+    if s.require_tls {
+        let tls = TlsParameters::new(host.clone()).map_err(|e| (false, e.to_string()))?;
+        b = b.tls(Tls::Required(tls));
+    }
+    if !s.username.is_empty() {
+        b = b.credentials(Credentials::new(s.username.clone(), s.password.clone()));
+    }
+    let parse = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| (false, format!("address {a:?}: {e}")))
+    };
+    let to =
+        s.to.iter()
+            .map(|a| parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+    let envelope = Envelope::new(Some(parse(&s.from)?), to).map_err(|e| (false, e.to_string()))?;
+    b.build()
+        .send_raw(&envelope, mime.as_bytes())
+        .map(|_| ())
+        .map_err(|e| (!e.is_permanent(), e.to_string()))
 }

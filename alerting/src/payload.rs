@@ -1074,6 +1074,7 @@ mod tests {
                 annotations: BTreeMap::from([("big".to_string(), big)]),
                 starts_at_ms: 0,
                 ends_at_ms: i64::MAX,
+                generator_url: String::new(),
             }],
             at_ms: 1,
         };

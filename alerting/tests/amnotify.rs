@@ -360,6 +360,7 @@ fn slack_pagerduty_and_email_match_alertmanager() {
                     annotations: ann.clone(),
                     starts_at_ms: start,
                     ends_at_ms: end.unwrap_or(i64::MAX),
+                    generator_url: String::new(),
                 })
                 .collect(),
             at_ms: now_ms(),
@@ -597,6 +598,7 @@ fn time_intervals_match_alertmanager() {
             annotations: BTreeMap::new(),
             starts_at_ms: now,
             ends_at_ms: i64::MAX,
+            generator_url: String::new(),
         },
         now,
     );
@@ -706,6 +708,7 @@ fn undefined_templates_fail_as_alertmanager() {
             annotations: BTreeMap::new(),
             starts_at_ms: now,
             ends_at_ms: i64::MAX,
+            generator_url: String::new(),
         }],
         at_ms: now,
     };

@@ -609,3 +609,103 @@ fn escalation_pages_levels_on_time_and_stops_on_acknowledgement() {
     }
     assert!(!notified.contains(&"boss"));
 }
+
+#[allow(dead_code)]
+#[path = "../../alerting/tests/common/alertmanager.rs"]
+mod am_common;
+
+/// Slack, PagerDuty and email receivers get Alertmanager's payloads (default templates):
+/// firing to all three, and the resolve to PagerDuty only (Slack and email default to
+/// `send_resolved: false`) with the same `dedup_key`.
+#[test]
+fn slack_pagerduty_and_email_receivers() {
+    let dir = TempDir::new("notify-integrations");
+    let certs = Certs::init(&dir.path().join("certs"));
+    let sink = Sink::start();
+    let smtp = am_common::SmtpSink::start("notify-integrations");
+    let am = format!(
+        "route:\n  receiver: all\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: all\n    slack_configs:\n      - api_url: {u}/slack\n        channel: '#ops'\n    pagerduty_configs:\n      - url: {u}/pagerduty\n        routing_key: key-1\n    email_configs:\n      - to: ops@example.org\n        from: outpost@example.org\n        smarthost: 127.0.0.1:{p}\n        require_tls: false\n",
+        u = sink.url,
+        p = smtp.port
+    );
+    std::fs::write(dir.path().join("alertmanager.yml"), am).expect("am");
+    let tail = "[alerting]\nnotifications = \"alertmanager.yml\"\n";
+    let agg = Aggregator::start_config(dir.path(), &certs, "", tail);
+    let start = now_ms();
+    post_alert(&agg, "Outage", &[("severity", "critical")], start, None);
+    let by_path = |p: &str| -> Vec<Received> {
+        sink.accepted()
+            .into_iter()
+            .filter(|r| r.path == p)
+            .collect()
+    };
+    wait_for(Duration::from_secs(15), || {
+        (!by_path("/slack").is_empty()
+            && !by_path("/pagerduty").is_empty()
+            && !smtp.messages().is_empty())
+        .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every receiver got it: {:?} {:?}\n{}",
+            sink.all(),
+            smtp.messages(),
+            agg.proc.logs()
+        )
+    });
+    let slack = by_path("/slack")[0].json();
+    assert_eq!(slack["channel"], "#ops", "{slack}");
+    assert_eq!(
+        slack["attachments"][0]["title"], "[FIRING:1]  (Outage critical)",
+        "{slack}"
+    );
+    let pd = by_path("/pagerduty")[0].clone();
+    let event = pd.json();
+    assert_eq!(event["event_action"], "trigger", "{event}");
+    assert_eq!(event["routing_key"], "key-1", "{event}");
+    let dedup = event["dedup_key"].as_str().expect("dedup_key").to_string();
+    assert_eq!(
+        dedup.len(),
+        64,
+        "Alertmanager's dedup key is a SHA-256 of the group key: {dedup}"
+    );
+    assert!(pd.header("idempotency-key").is_some());
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail["rcpt_tos"][0], "ops@example.org", "{mail}");
+    let subject = mail["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .find(|h| h[0] == "Subject")
+        .map(|h| h[1].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    assert!(subject.starts_with("[FIRING:1]"), "{subject}");
+
+    post_alert(
+        &agg,
+        "Outage",
+        &[("severity", "critical")],
+        start,
+        Some(now_ms()),
+    );
+    wait_for(Duration::from_secs(15), || {
+        (by_path("/pagerduty").len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no resolve to PagerDuty: {:?}\n{}",
+            sink.all(),
+            agg.proc.logs()
+        )
+    });
+    let resolve = by_path("/pagerduty")[1].json();
+    assert_eq!(resolve["event_action"], "resolve", "{resolve}");
+    assert_eq!(resolve["dedup_key"], dedup.as_str());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        by_path("/slack").len(),
+        1,
+        "Slack does not want resolved alerts by default"
+    );
+    assert_eq!(smtp.messages().len(), 1, "nor does email");
+}
