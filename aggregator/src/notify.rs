@@ -219,7 +219,7 @@ impl StoredSilence {
 }
 
 /// One event of an alert's history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// When, ms since the Unix epoch.
     pub at_ms: i64,
@@ -764,11 +764,9 @@ impl Pipeline {
                             Event {
                                 at_ms: now,
                                 kind: "acknowledged".into(),
-                                receiver: String::new(),
-                                integration: String::new(),
-                                key: String::new(),
                                 by,
                                 note,
+                                ..Default::default()
                             },
                         );
                         if self.commit(w).await {
@@ -792,11 +790,9 @@ impl Pipeline {
                             Event {
                                 at_ms: now,
                                 kind: "note".into(),
-                                receiver: String::new(),
-                                integration: String::new(),
-                                key: String::new(),
                                 by,
                                 note,
+                                ..Default::default()
                             },
                         );
                         if self.commit(w).await {
@@ -859,8 +855,8 @@ impl Pipeline {
                             receiver: o.receiver.clone(),
                             integration: o.integration.clone(),
                             key: key.clone(),
-                            by: String::new(),
                             note: note.clone(),
+                            ..Default::default()
                         },
                     );
                 }
@@ -912,11 +908,7 @@ impl Pipeline {
                 Event {
                     at_ms: a.starts_at_ms,
                     kind: "fired".into(),
-                    receiver: String::new(),
-                    integration: String::new(),
-                    key: String::new(),
-                    by: String::new(),
-                    note: String::new(),
+                    ..Default::default()
                 },
             );
         }
@@ -949,11 +941,7 @@ impl Pipeline {
             Event {
                 at_ms,
                 kind: "resolved".into(),
-                receiver: String::new(),
-                integration: String::new(),
-                key: String::new(),
-                by: String::new(),
-                note: String::new(),
+                ..Default::default()
             },
         );
         if let Some(e) = self.escalations.observe(labels, 0, true, at_ms) {
