@@ -677,6 +677,38 @@ impl Pipeline {
         }
     }
 
+    /// Adds a person's event (`acknowledged`, `note`) to alert `fp`'s history and commits
+    /// it with what `w` already holds.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_note(
+        &mut self,
+        mut w: Writes,
+        fp: u64,
+        labels: &LabelMap,
+        kind: &str,
+        by: String,
+        note: String,
+        now: i64,
+    ) -> Result<(), ApiProblem> {
+        self.event(
+            &mut w,
+            fp,
+            labels,
+            Event {
+                at_ms: now,
+                kind: kind.into(),
+                by,
+                note,
+                ..Default::default()
+            },
+        );
+        if self.commit(w).await {
+            Ok(())
+        } else {
+            Err(problem(500, format!("cannot store the {kind} event")))
+        }
+    }
+
     async fn handle(&mut self, cmd: Command) {
         let now = outpost_service::now_ms();
         match cmd {
@@ -756,24 +788,8 @@ impl Pipeline {
                     Ok(esc) => {
                         let mut w = Writes::default();
                         w.put(esc_key(fp), &esc);
-                        let labels = esc.labels.clone();
-                        self.event(
-                            &mut w,
-                            fp,
-                            &labels,
-                            Event {
-                                at_ms: now,
-                                kind: "acknowledged".into(),
-                                by,
-                                note,
-                                ..Default::default()
-                            },
-                        );
-                        if self.commit(w).await {
-                            Ok(())
-                        } else {
-                            Err(problem(500, "cannot store the acknowledgement"))
-                        }
+                        self.store_note(w, fp, &esc.labels, "acknowledged", by, note, now)
+                            .await
                     }
                 };
                 let _ = reply.send(r);
@@ -782,24 +798,8 @@ impl Pipeline {
                 let r = match self.histories.get(&fp).map(|h| h.labels.clone()) {
                     None => Err(problem(404, format!("no alert with fingerprint {fp:016x}"))),
                     Some(labels) => {
-                        let mut w = Writes::default();
-                        self.event(
-                            &mut w,
-                            fp,
-                            &labels,
-                            Event {
-                                at_ms: now,
-                                kind: "note".into(),
-                                by,
-                                note,
-                                ..Default::default()
-                            },
-                        );
-                        if self.commit(w).await {
-                            Ok(())
-                        } else {
-                            Err(problem(500, "cannot store the note"))
-                        }
+                        self.store_note(Writes::default(), fp, &labels, "note", by, note, now)
+                            .await
                     }
                 };
                 let _ = reply.send(r);
