@@ -5,6 +5,54 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Routes every `step`th combination of `values` (a label absent where its value is empty;
+/// a `step` sharing no factor with the value counts visits every value of every label)
+/// through `route` and through `amtool config routes test` on `file`; returns how many
+/// were checked and each combination whose receivers differ.
+pub fn amtool_route_differences(
+    file: &std::path::Path,
+    route: &outpost_alerting::route::Route,
+    values: &[(&str, &[&str])],
+    step: usize,
+) -> (usize, Vec<String>) {
+    let total: usize = values.iter().map(|(_, v)| v.len()).product();
+    let mut checked = 0;
+    let mut differ = Vec::new();
+    for k in (0..total).step_by(step) {
+        let mut rest = k;
+        let mut labels = std::collections::BTreeMap::new();
+        for (name, vals) in values {
+            let v = vals[rest % vals.len()];
+            rest /= vals.len();
+            if !v.is_empty() {
+                labels.insert(name.to_string(), v.to_string());
+            }
+        }
+        let args: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let out = Command::new("amtool")
+            .args(["config", "routes", "test"])
+            .arg(format!("--config.file={}", file.display()))
+            .args(&args)
+            .output()
+            .expect("amtool");
+        let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let ours: Vec<&str> = route
+            .matches(&labels)
+            .iter()
+            .map(|r| r.receiver.as_str())
+            .collect();
+        let ours = ours.join(",");
+        if ours != theirs {
+            differ.push(format!(
+                "{}: {args:?}: outpost {ours}, amtool {theirs}",
+                file.display()
+            ));
+        }
+        checked += 1;
+    }
+    (checked, differ)
+}
+
 pub fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "5"])
