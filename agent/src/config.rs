@@ -38,7 +38,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
-    /// `host:port` QUIC addresses, tried in order; the next one is used when one fails.
+    /// `host:port` QUIC addresses in order of preference; the next one is used when one
+    /// fails, and the agent returns to the first when it answers again (see
+    /// `failback_interval`). Each aggregator keeps its own record of what it acknowledged.
     pub endpoints: Vec<String>,
     /// The name the aggregator's certificate must carry. Default: the host of the first endpoint.
     pub server_name: Option<String>,
@@ -47,6 +49,15 @@ pub struct AggregatorConfig {
     /// This agent's client certificate and key (PEM).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// While connected to any endpoint but the first, how often the first is probed (a QUIC
+    /// and TLS handshake, nothing sent). When it answers, the agent finishes what is in flight
+    /// and moves back to it. Default 60s.
+    #[serde(default = "default_failback_interval")]
+    pub failback_interval: Duration,
+}
+
+fn default_failback_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub batches_acked: Counter,
     pub uplink_connected: Gauge,
     pub uplink_reconnects: Counter,
+    pub uplink_failbacks: Counter,
     pub uplink_bytes_sent: Counter,
     pub uplink_bytes_received: Counter,
     pub clock_skew: Gauge<f64, AtomicU64>,
@@ -105,6 +106,7 @@ impl Metrics {
             batches_acked: Counter::default(),
             uplink_connected: Gauge::default(),
             uplink_reconnects: Counter::default(),
+            uplink_failbacks: Counter::default(),
             uplink_bytes_sent: Counter::default(),
             uplink_bytes_received: Counter::default(),
             clock_skew: Gauge::default(),
@@ -208,6 +210,11 @@ impl Metrics {
             "uplink_reconnects",
             "Connection attempts after the first",
             m.uplink_reconnects.clone(),
+        );
+        r.register(
+            "uplink_failbacks",
+            "Moves back to the first of several endpoints once it answered again",
+            m.uplink_failbacks.clone(),
         );
         r.register_with_unit(
             "uplink_sent",

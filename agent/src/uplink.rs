@@ -46,6 +46,9 @@ pub const LIVE_AFTER: u64 = 8;
 /// Live batches sent per wake-up, at most (the newest ones).
 const LIVE_BURST: u64 = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// When moving back to the first endpoint, how long to wait for the batches in flight to be
+/// acknowledged; what is not is sent again to the first endpoint.
+const MOVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from `base`, capped at
 /// `max`, scaled by a jitter factor in [0.5, 1.0) so a fleet does not reconnect in step.
@@ -174,20 +177,39 @@ impl Uplink {
                 self.metrics.uplink_reconnects.inc();
             }
             let mut established = false;
+            // On any endpoint but the first, a probe watches for the first to come back.
+            let back = Arc::new(Notify::new());
+            let _probe = (!idx.is_multiple_of(endpoints.len())).then(|| {
+                AbortOnDrop(tokio::spawn(probe_until_up(
+                    endpoint.clone(),
+                    endpoints[0].clone(),
+                    self.cfg.server_name(),
+                    self.cfg.aggregator.failback_interval.get(),
+                    back.clone(),
+                )))
+            });
             let result = self
                 .session(
                     &endpoint,
                     &mut session,
                     target,
                     &mut shutdown,
-                    grace,
+                    Ends { grace, back: &back },
                     &mut established,
                 )
                 .await;
             self.state.connected.store(false, Ordering::Relaxed);
             self.metrics.uplink_connected.set(0);
             match result {
-                Ok(()) => break,
+                Ok(Ended::Shutdown) => break,
+                Ok(Ended::MovingBack) => {
+                    tracing::info!(from = %target, to = %endpoints[0], "the first endpoint answers again: moving back to it");
+                    self.metrics.uplink_failbacks.inc();
+                    session.reopen();
+                    idx = 0;
+                    attempt = 0;
+                    continue;
+                }
                 Err(e) => {
                     let msg = format!("{target}: {e}");
                     match &e {
@@ -233,28 +255,23 @@ impl Uplink {
         session: &mut ClientSession,
         target: &str,
         shutdown: &mut watch::Receiver<bool>,
-        grace: Duration,
+        ends: Ends<'_>,
         established: &mut bool,
-    ) -> Result<(), SessionError> {
-        let addr = tokio::net::lookup_host(target)
-            .await
-            .map_err(|e| SessionError::Connect(format!("cannot resolve: {e}")))?
-            .next()
-            .ok_or_else(|| SessionError::Connect("name resolves to no address".into()))?;
-        let server_name = self.cfg.server_name();
-        let connecting = endpoint
-            .connect(addr, &server_name)
-            .map_err(|e| SessionError::Connect(e.to_string()))?;
-        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
-            .await
-            .map_err(|_| SessionError::Connect("handshake timed out".into()))??;
+    ) -> Result<Ended, SessionError> {
+        let conn = connect(endpoint, target, &self.cfg.server_name()).await?;
         let r = self
-            .drive(&conn, session, shutdown, grace, established)
+            .drive(&conn, session, shutdown, ends, established)
             .await;
         session.handle_connection_lost();
         self.account_bytes(&conn, &mut (0, 0));
         match &r {
-            Ok(()) => conn.close(VarInt::from_u32(close::SHUTDOWN), b"agent shutting down"),
+            Ok(Ended::Shutdown) => {
+                conn.close(VarInt::from_u32(close::SHUTDOWN), b"agent shutting down")
+            }
+            Ok(Ended::MovingBack) => conn.close(
+                VarInt::from_u32(close::NORMAL),
+                b"agent moves back to its first endpoint",
+            ),
             Err(SessionError::Protocol(m)) => {
                 conn.close(VarInt::from_u32(close::MALFORMED), m.as_bytes())
             }
@@ -296,6 +313,7 @@ impl Uplink {
             next_seq: s.next_seq,
             backlog_bytes: s.bytes,
             dropped_samples: s.dropped_samples,
+            acked_seq: s.acked,
             unacked_bytes: session
                 .map(|c| self.buffer.bytes_between(c.acked() + 1, c.cursor()))
                 .unwrap_or(0),
@@ -309,9 +327,9 @@ impl Uplink {
         conn: &Connection,
         session: &mut ClientSession,
         shutdown: &mut watch::Receiver<bool>,
-        grace: Duration,
+        ends: Ends<'_>,
         established: &mut bool,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Ended, SessionError> {
         let (mut ctl_tx, ctl_rx) = conn.open_bi().await?;
         session.handle_buffer(self.buffer_state(Some(session)));
         session.handle_connected(now_ms());
@@ -329,6 +347,7 @@ impl Uplink {
         progress.tick().await;
         let mut was_draining = false;
         let mut shutting_down = false;
+        let mut moving_back = false;
         // The registry's generation the session has taken in; every connection starts by
         // handing it all (the session skips what it already has).
         let mut meta_seen = 0u64;
@@ -379,12 +398,20 @@ impl Uplink {
                     }
                     ClientEvent::RunCheck(json) => self.assigned.run_once(&json),
                     ClientEvent::Finished { all_acked } => {
+                        if moving_back {
+                            if !all_acked {
+                                tracing::warn!(
+                                    "moving back with batches unacknowledged; they are resent to the first endpoint"
+                                );
+                            }
+                            return Ok(Ended::MovingBack);
+                        }
                         if !all_acked {
                             tracing::warn!(
                                 "shutting down with batches unacknowledged; they stay buffered and are resent next time"
                             );
                         }
-                        return Ok(());
+                        return Ok(Ended::Shutdown);
                     }
                 }
             }
@@ -447,7 +474,13 @@ impl Uplink {
                 }
                 _ = shutdown.changed(), if !shutting_down => {
                     shutting_down = true;
-                    session.begin_shutdown(now_ms(), grace.as_millis() as i64);
+                    moving_back = false;
+                    session.begin_shutdown(now_ms(), ends.grace.as_millis() as i64);
+                }
+                _ = ends.back.notified(), if !shutting_down && *established => {
+                    shutting_down = true;
+                    moving_back = true;
+                    session.begin_shutdown(now_ms(), MOVE_GRACE.as_millis() as i64);
                 }
             }
         }
@@ -541,6 +574,64 @@ impl Uplink {
 }
 
 /// Reads control frames until the stream ends or fails; the failure is the last message.
+/// How a connection ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The agent is shutting down.
+    Shutdown,
+    /// The first endpoint answers again: the agent moves back to it.
+    MovingBack,
+}
+
+/// What ends a connection cleanly: the shutdown signal (with its grace) or the first
+/// endpoint answering again.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    grace: Duration,
+    back: &'a Notify,
+}
+
+/// Resolves `target` and completes a QUIC and TLS handshake with it.
+async fn connect(
+    endpoint: &Endpoint,
+    target: &str,
+    server_name: &str,
+) -> Result<Connection, SessionError> {
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| SessionError::Connect(format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| SessionError::Connect("name resolves to no address".into()))?;
+    let connecting = endpoint
+        .connect(addr, server_name)
+        .map_err(|e| SessionError::Connect(e.to_string()))?;
+    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| SessionError::Connect("handshake timed out".into()))??)
+}
+
+/// Every `every`, tries a handshake with `first`; when one succeeds, closes that probe
+/// connection, wakes `back` and ends.
+async fn probe_until_up(
+    endpoint: Endpoint,
+    first: String,
+    server_name: String,
+    every: Duration,
+    back: Arc<Notify>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match connect(&endpoint, &first, &server_name).await {
+            Ok(conn) => {
+                conn.close(VarInt::from_u32(close::NORMAL), b"probe");
+                back.notify_one();
+                return;
+            }
+            Err(e) => tracing::debug!(endpoint = %first, "first endpoint still unreachable: {e}"),
+        }
+    }
+}
+
 async fn read_control(mut rx: quinn::RecvStream, tx: mpsc::Sender<Result<Frame, SessionError>>) {
     loop {
         let r = match frame::read(&mut rx).await {

@@ -227,6 +227,7 @@ async fn agents(State(s): State<AppState>) -> impl IntoResponse {
             "batches": meta.batches,
             "samples": meta.samples,
             "gap_batches": meta.gap_batches,
+            "handed_over_batches": meta.handed_over_batches,
             "gaps": meta.gaps.iter().map(|(a, b)| serde_json::json!({"from_seq": a, "to_seq": b, "batches": b - a + 1})).collect::<Vec<_>>(),
             "dropped_samples": conn.dropped_samples,
             "backlog_bytes": conn.backlog_bytes,

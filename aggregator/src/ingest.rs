@@ -557,6 +557,7 @@ impl Ingest {
     ) -> Result<(), (u32, String)> {
         let live = acks.is_none();
         let lane = if live { Lane::Live } else { Lane::Batch };
+        let acked_elsewhere = locked(session).hello().map_or(0, |h| h.acked_seq);
         let mut dec = Decoder::new();
         loop {
             let body = match frame::read_body(data).await {
@@ -612,6 +613,7 @@ impl Ingest {
                 new_series,
                 points: raw.points,
                 live,
+                acked_elsewhere,
             };
             span.record("samples", req.points.len());
             drop(entered);

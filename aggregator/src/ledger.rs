@@ -42,6 +42,43 @@ pub struct AgentMeta {
     /// The most recent runs of missing seqs, `(first, last)` inclusive, oldest first (at most
     /// [`MAX_GAPS`]; `gap_batches` counts them all).
     pub gaps: Vec<(u64, u64)>,
+    /// Seqs this aggregator never received because another aggregator of the agent's
+    /// `endpoints` acknowledged them (the agent failed over): handed over, not missing.
+    /// Must stay the last field: records written before it existed decode without it.
+    pub handed_over_batches: u64,
+}
+
+/// An [`AgentMeta`] as written before `handed_over_batches` existed.
+#[derive(Deserialize)]
+struct AgentMetaV1 {
+    region: String,
+    applied_seq: u64,
+    last_seen_ms: i64,
+    gap_batches: u64,
+    batches: u64,
+    samples: u64,
+    gaps: Vec<(u64, u64)>,
+}
+
+impl AgentMeta {
+    /// Decodes a record, of this layout or the one before `handed_over_batches`.
+    fn decode(bytes: &[u8]) -> Result<AgentMeta, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            let Ok(v1) = postcard::from_bytes::<AgentMetaV1>(bytes) else {
+                return Err(e);
+            };
+            Ok(AgentMeta {
+                region: v1.region,
+                applied_seq: v1.applied_seq,
+                last_seen_ms: v1.last_seen_ms,
+                gap_batches: v1.gap_batches,
+                batches: v1.batches,
+                samples: v1.samples,
+                gaps: v1.gaps,
+                handed_over_batches: 0,
+            })
+        })
+    }
 }
 
 /// One batch ready to be written, with its series still in the connection's numbering.
@@ -67,6 +104,9 @@ pub struct IngestRequest {
     /// agent's seq bookkeeping waits for the same batch on the batch stream, where it is
     /// stored again (a repeated timestamp keeps one point) and acknowledged.
     pub live: bool,
+    /// The hello's [`outpost_shared::frame::Hello::acked_seq`]: seqs up to it that this
+    /// aggregator lacks went to another aggregator, and are not counted as gaps.
+    pub acked_elsewhere: u64,
 }
 
 /// What happened to one batch.
@@ -118,8 +158,8 @@ impl Ledger {
                 continue;
             };
             let id = String::from_utf8_lossy(id).into_owned();
-            let meta: AgentMeta = postcard::from_bytes(&v)
-                .map_err(|e| format!("damaged agent record {id:?}: {e}"))?;
+            let meta =
+                AgentMeta::decode(&v).map_err(|e| format!("damaged agent record {id:?}: {e}"))?;
             agents.insert(id, meta);
         }
         Ok(Ledger {
@@ -242,6 +282,13 @@ impl Ledger {
                 outcomes.push(Ok(IngestOutcome::Live));
                 continue;
             }
+            // Seqs up to what another aggregator acknowledged were handed over; only those
+            // above it are missing (dropped by the agent's when-full policy).
+            let handed_through = r.acked_elsewhere.min(r.seq - 1);
+            if handed_through > meta.applied_seq {
+                meta.handed_over_batches += handed_through - meta.applied_seq;
+                meta.applied_seq = handed_through;
+            }
             if r.seq > meta.applied_seq + 1 {
                 meta.gap_batches += r.seq - meta.applied_seq - 1;
                 meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
@@ -357,6 +404,7 @@ mod tests {
             seq,
             now_ms: 1000,
             first_new,
+            acked_elsewhere: 0,
             new_series: new
                 .iter()
                 .map(|n| Labels::metric(n, [("agent", "a1")]))
@@ -414,6 +462,67 @@ mod tests {
         assert_eq!(s.apply(&[late]), vec![Ok(IngestOutcome::Duplicate)]);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn seqs_another_aggregator_acknowledged_are_handed_over_not_missing() {
+        let dir = tmp("handover");
+        {
+            let s = Store::open(&dir);
+            s.apply(&[req(1, 1, 0, &["up"], &[(0, 10, 1.0)])]);
+            // The agent failed over: seqs 2..=6 went elsewhere, 7..=8 were dropped unsent
+            // by its when-full policy, and it is back with seq 9.
+            let mut back = req(2, 9, 0, &["up"], &[(0, 90, 1.0)]);
+            back.acked_elsewhere = 6;
+            assert_eq!(s.apply(&[back]), vec![Ok(IngestOutcome::Applied)]);
+            let m = s.agent("a1").unwrap();
+            assert_eq!(
+                (m.applied_seq, m.handed_over_batches, m.gap_batches, m.gaps),
+                (9, 5, 2, vec![(7, 8)])
+            );
+            // An acked seq at or below what is applied changes nothing.
+            let mut next = req(2, 10, 1, &[], &[(0, 100, 1.0)]);
+            next.acked_elsewhere = 6;
+            s.apply(&[next]);
+            let m = s.agent("a1").unwrap();
+            assert_eq!((m.handed_over_batches, m.gap_batches), (5, 2));
+        }
+        // The record survives a restart.
+        let s = Store::open(&dir);
+        assert_eq!(s.agent("a1").unwrap().handed_over_batches, 5);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn agent_records_written_before_handed_over_batches_still_load() {
+        #[derive(Serialize)]
+        struct Old {
+            region: String,
+            applied_seq: u64,
+            last_seen_ms: i64,
+            gap_batches: u64,
+            batches: u64,
+            samples: u64,
+            gaps: Vec<(u64, u64)>,
+        }
+        let old = postcard::to_allocvec(&Old {
+            region: "eu".into(),
+            applied_seq: 42,
+            last_seen_ms: 7,
+            gap_batches: 1,
+            batches: 41,
+            samples: 410,
+            gaps: vec![(3, 3)],
+        })
+        .unwrap();
+        let l = Ledger::load([(agent_key("a1"), old)]).unwrap();
+        let m = l.agent("a1").unwrap();
+        assert_eq!(
+            (m.applied_seq, m.gaps, m.handed_over_batches),
+            (42, vec![(3, 3)], 0)
+        );
+        assert!(Ledger::load([(agent_key("a1"), vec![0xff])]).is_err());
     }
 
     #[test]
@@ -590,6 +699,7 @@ mod model {
                     region: "eu".into(),
                     seq,
                     now_ms: 0,
+                    acked_elsewhere: 0,
                     first_new: if first { 0 } else { 1 },
                     new_series: if first { vec![labels.clone()] } else { vec![] },
                     points: vec![RawPoint {

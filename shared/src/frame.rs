@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The protocol version this build speaks. A peer with another version is refused at hello.
 ///
 /// Version 2 added [`Frame::Metadata`]. Version 3 added [`Frame::RunCheck`] and the agent's
-/// liveness promise ([`ALIVE_EVERY_MS`]). The version changes whenever a peer of the previous
-/// version could not read what this one sends (a new frame variant, a new field).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// liveness promise ([`ALIVE_EVERY_MS`]). Version 4 added [`Hello::acked_seq`], so an
+/// aggregator knows which seqs another aggregator took when an agent fails over. The version
+/// changes whenever a peer of the previous version could not read what this one sends (a new
+/// frame variant, a new field).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still speaks. A peer announcing any version from
 /// this one to [`PROTOCOL_VERSION`] is accepted; frames newer than the peer's version are
 /// never sent to it.
@@ -65,6 +67,21 @@ pub struct Hello {
     pub agent_version: String,
     /// The agent's wall clock, ms since the Unix epoch, when it sent the hello.
     pub clock_ms: i64,
+    /// The highest seq any aggregator has acknowledged to this agent (protocol 4; 0 from
+    /// older agents). Seqs from the receiving aggregator's applied seq up to this one went to
+    /// another aggregator of the agent's `endpoints`: they are handed over, not missing.
+    /// Must stay the last field: a protocol 3 hello is this struct without it.
+    pub acked_seq: u64,
+}
+
+/// A hello of protocol 3 and older: [`Hello`] without `acked_seq`.
+#[derive(Deserialize)]
+struct HelloV3 {
+    protocol: u16,
+    agent_id: String,
+    region: String,
+    agent_version: String,
+    clock_ms: i64,
 }
 
 /// The aggregator's answer to an accepted hello.
@@ -200,9 +217,24 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     out
 }
 
-/// Decodes one frame body (without its length prefix).
+/// Decodes one frame body (without its length prefix). A hello of protocol 3 or older
+/// (without [`Hello::acked_seq`]) decodes with `acked_seq` 0.
 pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
-    postcard::from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))
+    postcard::from_bytes(body).or_else(|e| match peek_hello_version(body) {
+        Some(v) if v < 4 => postcard::from_bytes::<HelloV3>(&body[1..])
+            .map(|h| {
+                Frame::Hello(Hello {
+                    protocol: h.protocol,
+                    agent_id: h.agent_id,
+                    region: h.region,
+                    agent_version: h.agent_version,
+                    clock_ms: h.clock_ms,
+                    acked_seq: 0,
+                })
+            })
+            .map_err(|e| FrameError::Malformed(e.to_string())),
+        _ => Err(FrameError::Malformed(e.to_string())),
+    })
 }
 
 /// The protocol version of a hello frame's body, read without decoding the rest.
@@ -288,7 +320,39 @@ mod tests {
             region: "eu".into(),
             agent_version: "0.1.0".into(),
             clock_ms: 1_700_000_000_123,
+            acked_seq: 0,
         })
+    }
+
+    #[test]
+    fn a_protocol_3_hello_decodes_without_acked_seq() {
+        #[derive(Serialize)]
+        enum OldFrame {
+            Hello {
+                protocol: u16,
+                agent_id: String,
+                region: String,
+                agent_version: String,
+                clock_ms: i64,
+            },
+        }
+        let old = postcard::to_allocvec(&OldFrame::Hello {
+            protocol: 3,
+            agent_id: "web-1".into(),
+            region: "eu".into(),
+            agent_version: "0.1.0".into(),
+            clock_ms: 1_700_000_000_123,
+        })
+        .unwrap();
+        assert_eq!(decode(&old).unwrap(), hello(3));
+        // A protocol 4 hello keeps its acked seq; a truncated one is still malformed.
+        let mut h = hello(4);
+        if let Frame::Hello(x) = &mut h {
+            x.acked_seq = 77;
+        }
+        let bytes = encode(&h);
+        assert_eq!(decode(&bytes[4..]).unwrap(), h);
+        assert!(decode(&bytes[4..bytes.len() - 1]).is_err());
     }
 
     #[test]
@@ -303,7 +367,10 @@ mod tests {
         assert!(check_version(PROTOCOL_VERSION).is_ok());
         assert!(check_version(MIN_PROTOCOL_VERSION).is_ok());
         assert!(check_version(MIN_PROTOCOL_VERSION - 1).is_err());
-        assert_eq!(spoken_version(&check_version(9).unwrap_err()), Some(3));
+        assert_eq!(
+            spoken_version(&check_version(9).unwrap_err()),
+            Some(PROTOCOL_VERSION)
+        );
         assert_eq!(
             spoken_version(
                 "protocol version mismatch: peer speaks v3, this build speaks v2; upgrade the older side"

@@ -237,6 +237,33 @@ pub fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) ->
     )
 }
 
+/// Starts Debian's `victoria-metrics` on `127.0.0.1:port` with its data under `dir`; waits
+/// for `/health`. Deduplication is on (`-dedup.minScrapeInterval=1ms`): a sample written
+/// twice (a request resent after a crash, a batch two aggregators both stored) is kept once,
+/// as VictoriaMetrics' documentation prescribes for HA pairs. Caches are off so a query
+/// sees what was just written.
+pub fn start_victoria_metrics(dir: &Path, port: u16) -> Proc {
+    let p = Proc::start(
+        "victoria-metrics",
+        dir,
+        Command::new("victoria-metrics")
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.join("vm-data").display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-retentionPeriod=1y")
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache"),
+    );
+    wait_for(Duration::from_secs(20), || {
+        get_text(&format!("http://127.0.0.1:{port}/health")).ok()
+    })
+    .unwrap_or_else(|| panic!("victoria-metrics did not start:\n{}", p.logs()));
+    p
+}
+
 /// Starts Debian's `prometheus-alertmanager` (0.25) on a free loopback port with a config
 /// that accepts every alert (one receiver, no integrations), its data in `dir/<name>-data`,
 /// and waits until it is ready. Returns the process and its base URL.
@@ -481,7 +508,10 @@ pub struct AgentSpec<'a> {
     pub interval: &'a str,
     pub extra: &'a str,
     /// Where the agent sends (e.g. a fault proxy); default: the aggregator's QUIC address.
+    /// Several endpoints, in order of preference, are separated by commas.
     pub endpoint: Option<String>,
+    /// Extra keys of the agent's `[aggregator]` table (e.g. `failback_interval = "2s"`).
+    pub aggregator_extra: &'a str,
     pub max_bytes: &'a str,
 }
 
@@ -497,6 +527,7 @@ impl<'a> AgentSpec<'a> {
             interval: "1s",
             extra: "",
             endpoint: None,
+            aggregator_extra: "",
             max_bytes: "64MiB",
         }
     }
@@ -519,10 +550,18 @@ impl Agent {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let config = dir.join(format!("agent-{}.toml", spec.id));
         let text = format!(
-            "id = \"{id}\"\nregion = \"{region}\"\n[aggregator]\nendpoints = [\"{quic}\"]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[buffer]\ndir = \"{buf}\"\nmax_bytes = \"{max_bytes}\"\n[collect]\ninterval = \"{interval}\"\n[http]\nlisten = \"{http}\"\n{extra}",
+            "id = \"{id}\"\nregion = \"{region}\"\n[aggregator]\nendpoints = [{quic}]\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{agg_extra}\n[buffer]\ndir = \"{buf}\"\nmax_bytes = \"{max_bytes}\"\n[collect]\ninterval = \"{interval}\"\n[http]\nlisten = \"{http}\"\n{extra}",
             id = spec.id,
             region = spec.region,
-            quic = spec.endpoint.as_deref().unwrap_or(&agg.quic),
+            quic = spec
+                .endpoint
+                .as_deref()
+                .unwrap_or(&agg.quic)
+                .split(',')
+                .map(|e| format!("\"{}\"", e.trim()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            agg_extra = spec.aggregator_extra,
             max_bytes = spec.max_bytes,
             ca = spec.ca.display(),
             cert = spec.cert.display(),
@@ -584,6 +623,47 @@ impl Agent {
 
     pub fn metrics(&self) -> String {
         get_text(&self.url("/metrics")).unwrap_or_default()
+    }
+
+    /// What `outpost-agent status` says about this agent's buffer while it is stopped:
+    /// (cycles, buffered batches).
+    pub fn offline_status(&self) -> (u64, u64) {
+        let (ok, out) = run(Command::new(bin("outpost-agent"))
+            .args(["status", "--config"])
+            .arg(&self.config));
+        assert!(ok, "status failed: {out}");
+        let field = |name: &str| -> u64 {
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().split(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("status shows no {name}\n{out}"))
+        };
+        (field("cycles:"), field("backlog:"))
+    }
+
+    /// Stops the agent cleanly (SIGTERM) once everything it collected was acknowledged by
+    /// an aggregator; returns the number of cycles it made. Cycles made just before a stop
+    /// may still be buffered: the agent is started again until its buffer is empty.
+    pub fn stop_drained(&mut self) -> u64 {
+        for _ in 0..5 {
+            assert_eq!(
+                self.proc.terminate(Duration::from_secs(15)),
+                Some(true),
+                "agent stops cleanly on SIGTERM:\n{}",
+                self.proc.logs()
+            );
+            let (cycles, buffered) = self.offline_status();
+            eprintln!("stopped: {cycles} cycles, {buffered} batches buffered");
+            if buffered == 0 {
+                return cycles;
+            }
+            self.restart();
+            let _ = wait_for(Duration::from_secs(30), || {
+                (metric_value(&self.metrics(), "outpost_agent_buffer_batches") == Some(0.0))
+                    .then_some(())
+            });
+        }
+        panic!("the agent never drained its buffer")
     }
 }
 

@@ -269,6 +269,7 @@ fn hello(id: &str, protocol: u16) -> Vec<u8> {
         region: "r".into(),
         agent_version: "test".into(),
         clock_ms: 0,
+        acked_seq: 0,
     }))
 }
 

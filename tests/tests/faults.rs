@@ -63,21 +63,6 @@ fn agent_cycles(agent: &Agent) -> u64 {
         .unwrap_or(0)
 }
 
-/// What `outpost-agent status` says about a stopped agent's buffer: (cycles, buffered batches).
-fn offline_status(agent: &Agent) -> (u64, u64) {
-    let (ok, out) = run(std::process::Command::new(bin("outpost-agent"))
-        .args(["status", "--config"])
-        .arg(&agent.config));
-    assert!(ok, "status failed: {out}");
-    let field = |name: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .and_then(|v| v.trim().split(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("status shows no {name}\n{out}"))
-    };
-    (field("cycles:"), field("backlog:"))
-}
-
 /// From `outpost-agent status` of a stopped agent: (dropped samples, damaged batches, dropped batches).
 fn offline_counts(agent: &Agent) -> (u64, u64, u64) {
     let (ok, out) = run(std::process::Command::new(bin("outpost-agent"))
@@ -91,38 +76,6 @@ fn offline_counts(agent: &Agent) -> (u64, u64, u64) {
         v["damaged_batches"].as_u64().unwrap(),
         v["dropped_batches"].as_u64().unwrap(),
     )
-}
-
-/// Stops the agent cleanly once everything it collected has reached the aggregator; returns
-/// the number of cycles it made.
-fn stop_and_drain(agent: &mut Agent, agg: &Aggregator, id: &str) -> u64 {
-    for _ in 0..5 {
-        assert_eq!(
-            agent.proc.terminate(Duration::from_secs(15)),
-            Some(true),
-            "agent stops cleanly on SIGTERM:\n{}",
-            agent.proc.logs()
-        );
-        let (cycles, buffered) = offline_status(agent);
-        eprintln!(
-            "stopped: {cycles} cycles, {buffered} batches buffered; aggregator holds up to {:?}",
-            agg.cycles(id).last()
-        );
-        if buffered == 0 {
-            return cycles;
-        }
-        // Cycles made just before the stop may still be buffered: let them drain. (Their
-        // data can be at the aggregator already as live copies, so wait for the buffer.)
-        agent.restart();
-        let _ = wait_for(Duration::from_secs(30), || {
-            agg.cycles(id).last().map(|p| p.1).filter(|c| *c >= cycles)
-        });
-        let _ = wait_for(Duration::from_secs(30), || {
-            (metric_value(&agent.metrics(), "outpost_agent_buffer_batches") == Some(0.0))
-                .then_some(())
-        });
-    }
-    panic!("the agent never drained its buffer")
 }
 
 fn agent_metric(agent: &Agent, name: &str) -> f64 {
@@ -171,7 +124,7 @@ fn a_one_minute_partition_loses_and_doubles_nothing() {
     proxy.set(Faults::pass());
     let made = agent_cycles(&agent);
     wait_cycle(&agg, "cut-1", made, Duration::from_secs(60));
-    let last = stop_and_drain(&mut agent, &agg, "cut-1");
+    let last = agent.stop_drained();
     assert_cycles_exact(&agg, "cut-1", last, &[]);
     assert!(
         agent.proc.logs().contains("connected"),
@@ -204,7 +157,7 @@ fn a_lossy_slow_link_for_a_minute_loses_and_doubles_nothing() {
         fwd + dropped
     );
     proxy.set(Faults::pass());
-    let last = stop_and_drain(&mut agent, &agg, "lossy-1");
+    let last = agent.stop_drained();
     assert!(last >= 55, "a minute of cycles: {last}");
     assert_cycles_exact(&agg, "lossy-1", last, &[]);
 }
@@ -225,7 +178,7 @@ fn kill_9_of_the_agent_five_times_loses_and_doubles_nothing() {
         assert!(!agent.proc.is_running(), "round {round}: killed");
         agent.restart();
     }
-    let last = stop_and_drain(&mut agent, &agg, "crashy-1");
+    let last = agent.stop_drained();
     assert!(last >= 10, "{last}");
     assert_cycles_exact(&agg, "crashy-1", last, &[]);
 }
@@ -254,7 +207,7 @@ fn kill_9_of_the_aggregator_while_a_backlog_drains_loses_and_doubles_nothing() {
         agg.restart();
     }
     proxy.set(Faults::pass());
-    let last = stop_and_drain(&mut agent, &agg, "drain-1");
+    let last = agent.stop_drained();
     assert!(last >= 100, "{last}");
     assert_cycles_exact(&agg, "drain-1", last, &[]);
 }
@@ -317,7 +270,7 @@ fn a_full_buffer_drops_the_oldest_and_says_exactly_how_much() {
         "samples of whole cycles: {dropped_samples}"
     );
 
-    let last = stop_and_drain(&mut agent, &agg, "full-1");
+    let last = agent.stop_drained();
     let (_, _, dropped_after) = offline_counts(&agent);
     assert_eq!(
         dropped_after, dropped_batches,
@@ -355,7 +308,7 @@ fn an_agent_restarted_with_a_new_config_replays_its_old_backlog() {
     agent.proc.kill();
     let old_cycles: u64 = {
         // The cycles the old config made, backlog included.
-        offline_status(&agent).0
+        agent.offline_status().0
     };
     assert!(old_cycles >= 6, "{old_cycles}");
     proxy.set(Faults::pass());
@@ -367,7 +320,7 @@ fn an_agent_restarted_with_a_new_config_replays_its_old_backlog() {
     };
     let mut agent = Agent::start(tmp.path(), &agg, &spec2);
     wait_cycle(&agg, "re-1", old_cycles + 6, Duration::from_secs(30));
-    let last = stop_and_drain(&mut agent, &agg, "re-1");
+    let last = agent.stop_drained();
     assert_cycles_exact(&agg, "re-1", last, &[]);
     let regions = get_json(&agg.url(&format!(
         "/api/v1/series?match[]={}",
@@ -483,7 +436,7 @@ fn damaged_buffer_files_keep_every_whole_record_and_count_the_rest() {
     assert!(made > delivered_before, "{made}");
     // Everything still whole drains; the agent keeps running and collecting.
     std::thread::sleep(Duration::from_secs(3));
-    let last = stop_and_drain(&mut agent, &agg, "rot-1");
+    let last = agent.stop_drained();
     let (_, skipped, _) = offline_counts(&agent);
     assert!(
         agent.proc.logs().contains("the buffer was damaged"),
@@ -606,7 +559,7 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let lost = agent_metric(&agent, "outpost_agent_buffer_write_errors_total") as u64;
     std::thread::sleep(Duration::from_secs(2));
     proxy.set(Faults::pass());
-    let last = stop_and_drain(&mut agent, &agg, "disk-1");
+    let last = agent.stop_drained();
     let held: Vec<u64> = agg.cycles("disk-1").iter().map(|p| p.1).collect();
     let missing: Vec<u64> = (1..=last).filter(|c| !held.contains(c)).collect();
     assert!(!missing.is_empty());
@@ -703,7 +656,7 @@ fn live_data_arrives_while_a_long_backlog_drains() {
         (applied > BACKLOG).then(|| started.elapsed())
     })
     .expect("the backlog drained");
-    let last = stop_and_drain(&mut agent, &agg, "live-1");
+    let last = agent.stop_drained();
     let got = agg.cycles("live-1");
     let values: Vec<u64> = got.iter().map(|p| p.1).collect();
     assert_eq!(

@@ -7,13 +7,11 @@
 
 use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Aggregator, Certs, Proc, TempDir, free_tcp_port, get_json, get_text, metric_value,
-    post_remote_write, start_prometheus, wait_for,
+    Aggregator, Certs, TempDir, free_tcp_port, get_json, get_text, metric_value, post_remote_write,
+    start_prometheus, start_victoria_metrics, wait_for,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SERIES: usize = 20;
@@ -23,28 +21,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64
-}
-
-fn start_vm(dir: &Path, port: u16) -> Proc {
-    let p = Proc::start(
-        "victoria-metrics",
-        dir,
-        Command::new("victoria-metrics")
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.join("vm-data").display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg("-retentionPeriod=1y")
-            // A request sent twice (the one in flight at a crash) is stored once.
-            .arg("-dedup.minScrapeInterval=1ms")
-            .arg("-search.latencyOffset=0s"),
-    );
-    wait_for(Duration::from_secs(20), || {
-        get_text(&format!("http://127.0.0.1:{port}/health")).ok()
-    })
-    .unwrap_or_else(|| panic!("victoria-metrics did not start:\n{}", p.logs()));
-    p
 }
 
 /// Writes point `k` (at `t0 + k s`) of every series.
@@ -117,7 +93,7 @@ fn forwarded_samples_survive_a_receiver_outage_and_a_crash() {
     let dir = TempDir::new("forward");
     let certs = Certs::init(&dir.path().join("certs"));
     let vm_port = free_tcp_port();
-    let mut vm = start_vm(dir.path(), vm_port);
+    let mut vm = start_victoria_metrics(dir.path(), vm_port);
     let prom_port = free_tcp_port();
     std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").expect("prom config");
     let _prom = start_prometheus(
@@ -164,7 +140,7 @@ fn forwarded_samples_survive_a_receiver_outage_and_a_crash() {
         write_round(&agg, t0, k);
         k += 1;
     }
-    let _vm = start_vm(dir.path(), vm_port);
+    let _vm = start_victoria_metrics(dir.path(), vm_port);
     let caught_up = wait_for(Duration::from_secs(60), || {
         let m = agg.metrics();
         let p = |d: &str| {

@@ -79,6 +79,9 @@ pub struct BufferState {
     /// [`ClientSession::cursor`] (sent, not acknowledged), as the buffer counts them now:
     /// batches the when-full policy evicted while in flight no longer count.
     pub unacked_bytes: u64,
+    /// The highest seq any aggregator acknowledged, as the buffer keeps it across restarts
+    /// and connections to other aggregators; sent in the hello ([`Hello::acked_seq`]).
+    pub acked_seq: u64,
 }
 
 /// Something the driver must send.
@@ -284,6 +287,7 @@ impl ClientSession {
             region: self.cfg.region.clone(),
             agent_version: self.cfg.agent_version.clone(),
             clock_ms: now,
+            acked_seq: self.acked.max(self.buffer.acked_seq),
         }));
     }
 
@@ -380,7 +384,8 @@ impl ClientSession {
                     }
                     let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
                     self.state = State::Established;
-                    self.acked = self.acked.max(w.applied_seq);
+                    // What another aggregator acknowledged stays acknowledged.
+                    self.acked = self.acked.max(w.applied_seq).max(self.buffer.acked_seq);
                     self.cursor = w.applied_seq + 1;
                     // Batches written from now on may go live; the backlog goes in order.
                     self.live_from = self.buffer.next_seq;
@@ -511,6 +516,14 @@ impl ClientSession {
                 all_acked: self.all_acked(),
             });
         }
+    }
+
+    /// Makes a finished session ready to connect again, once its connection is lost: for a
+    /// driver that ended a connection with [`ClientSession::begin_shutdown`] to move to
+    /// another aggregator rather than to stop. What was acknowledged stays acknowledged.
+    pub fn reopen(&mut self) {
+        self.shutdown_by = None;
+        self.finished = false;
     }
 
     /// True once [`ClientEvent::Finished`] was queued.

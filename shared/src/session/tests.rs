@@ -50,6 +50,8 @@ impl Agent {
             backlog_bytes: self.buffer.values().sum(),
             dropped_samples: self.dropped_samples,
             unacked_bytes: self.buffer.range(unacked).map(|(_, b)| b).sum(),
+            // The buffer deletes what the session says was acknowledged, and remembers it.
+            acked_seq: self.session.acked(),
         }
     }
 
@@ -560,6 +562,7 @@ fn hello_frame(protocol: u16, agent_id: &str) -> Frame {
         region: "eu".into(),
         agent_version: "0.1.0".into(),
         clock_ms: T0,
+        acked_seq: 0,
     })
 }
 
@@ -1326,4 +1329,51 @@ fn run_check_frames_go_only_to_agents_that_speak_v3() {
         events.contains(&ClientEvent::RunCheck("{}".into())),
         "{events:?}"
     );
+}
+
+#[test]
+fn the_hello_names_the_highest_seq_any_aggregator_acknowledged() {
+    // The buffer remembers seq 40 acknowledged (by another aggregator, or before a restart).
+    let mut c = ClientSession::new(
+        ClientConfig::new(AGENT, "eu", "0.1.0"),
+        BufferState {
+            next_seq: 50,
+            acked_seq: 40,
+            ..BufferState::default()
+        },
+    );
+    let hello_acked = |c: &mut ClientSession| match c.poll_transmit() {
+        Some(Transmit::Control(Frame::Hello(h))) => h.acked_seq,
+        t => panic!("{t:?}"),
+    };
+    c.handle_connected(T0);
+    assert_eq!(hello_acked(&mut c), 40);
+    // This aggregator knew only up to 30: the session resumes there, and once it acks 45
+    // the next hello (to any aggregator) says 45.
+    c.handle_frame(
+        Frame::Welcome(crate::frame::Welcome {
+            protocol: crate::frame::PROTOCOL_VERSION,
+            aggregator_version: "1".into(),
+            clock_ms: T0,
+            applied_seq: 30,
+        }),
+        T0 + 1,
+    )
+    .unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(ClientEvent::Connected {
+            applied_seq: 30,
+            skew_ms: 0
+        })
+    );
+    c.handle_frame(Frame::Ack { seq: 45 }, T0 + 2).unwrap();
+    // Only what no aggregator had acknowledged yet is new.
+    assert_eq!(
+        c.poll_event(),
+        Some(ClientEvent::Acked { seq: 45, newly: 5 })
+    );
+    c.handle_connection_lost();
+    c.handle_connected(T0 + 3);
+    assert_eq!(hello_acked(&mut c), 45);
 }
