@@ -31,6 +31,45 @@ pub struct Config {
     /// from its own durable cursor (see [`crate::forward`]).
     #[serde(default)]
     pub forward: Vec<crate::forward::ForwardConfig>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: how long samples are kept and how large the store may grow.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Raw samples older than this are deleted, a day (one time partition) at a time.
+    /// Default 365d.
+    #[serde(default = "default_retention")]
+    pub retention: outpost_shared::units::Duration,
+    /// The store's size cap (RocksDB's files and memtables). Past it, the oldest day is
+    /// deleted (logged and counted), never the current one, so ingestion goes on. Default:
+    /// none.
+    pub max_bytes: Option<outpost_shared::units::ByteSize>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            retention: default_retention(),
+            max_bytes: None,
+        }
+    }
+}
+
+fn default_retention() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(365 * 86_400)
+}
+
+impl StorageConfig {
+    /// The store's retention policy.
+    pub fn policy(&self) -> outpost_tsdb::RetentionPolicy {
+        outpost_tsdb::RetentionPolicy {
+            retention_ms: Some(self.retention.get().as_millis() as i64),
+            max_bytes: self.max_bytes.map(|b| b.0),
+        }
+    }
 }
 
 /// `[alerting]`: Prometheus rule files evaluated by the aggregator, and where alerts go.

@@ -294,9 +294,47 @@ pub fn commit_metadata(storage: &Storage, store: &MetadataStore, declared: Vec<F
     }
 }
 
+/// Metadata key of the secret the QUIC endpoint derives stateless reset tokens from.
+const RESET_SECRET_KEY: &[u8] = b"quic/reset-secret";
+
+/// The secret the QUIC endpoint derives its stateless reset tokens from (32 random bytes),
+/// kept in the store's metadata so that it survives restarts: after a crash or restart, the
+/// aggregator answers agents' packets for connections it no longer knows with resets they
+/// recognise, and they reconnect at once instead of waiting out the idle timeout.
+///
+/// # Errors
+/// The store fails, or the system's random source does.
+pub fn reset_secret(storage: &outpost_tsdb::Storage) -> Result<Vec<u8>, String> {
+    if let Some((_, v)) = storage
+        .meta(RESET_SECRET_KEY)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|(k, v)| k == RESET_SECRET_KEY && v.len() == 32)
+    {
+        return Ok(v);
+    }
+    let mut secret = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| "the system's random source failed".to_string())?;
+    storage
+        .commit(&outpost_tsdb::WritePlan {
+            meta: vec![(RESET_SECRET_KEY.to_vec(), secret.clone())],
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(secret)
+}
+
+/// The QUIC endpoint agents connect to, on `addr`, with stateless reset tokens derived from
+/// `reset_secret` (see [`reset_secret`]).
+///
+/// # Errors
+/// The TLS files do not load, or the address cannot be bound (the message names the
+/// config key).
 pub fn server_endpoint(
     files: &outpost_shared::tls::TlsFiles,
     addr: std::net::SocketAddr,
+    reset_secret: &[u8],
 ) -> Result<Endpoint, String> {
     let tls = outpost_shared::tls::server_config(files).map_err(|e| e.to_string())?;
     let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -305,8 +343,17 @@ pub fn server_endpoint(
     t.max_concurrent_uni_streams(VarInt::from_u32(4));
     t.max_concurrent_bidi_streams(VarInt::from_u32(2));
     sc.transport_config(Arc::new(t));
-    Endpoint::server(sc, addr)
-        .map_err(|e| format!("cannot listen on {addr}/udp ([listen] quic): {e}"))
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let listen = |e: std::io::Error| format!("cannot listen on {addr}/udp ([listen] quic): {e}");
+    let socket = std::net::UdpSocket::bind(addr).map_err(listen)?;
+    let runtime = quinn::default_runtime().ok_or("no async runtime for QUIC")?;
+    Endpoint::new(
+        quinn::EndpointConfig::new(Arc::new(key)),
+        Some(sc),
+        socket,
+        runtime,
+    )
+    .map_err(listen)
 }
 
 #[derive(Clone)]

@@ -30,6 +30,7 @@ pub mod replay;
 pub mod rules;
 pub mod rules_api;
 pub mod status;
+pub mod tsdb_cmd;
 
 use config::Config;
 use outpost_tsdb::Storage;
@@ -42,6 +43,8 @@ use std::time::Duration;
 
 /// How often the head is compacted into chunks.
 pub const COMPACT_EVERY: Duration = Duration::from_secs(10);
+/// How often partitions are merged and retention and the size cap applied.
+pub const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -90,7 +93,9 @@ pub async fn run_with(
             cfg.listen.quic
         ))
     })?;
-    let endpoint = ingest::server_endpoint(&cfg.tls_files(), quic_addr).map_err(RunError::Setup)?;
+    let reset_secret = ingest::reset_secret(&storage).map_err(RunError::Setup)?;
+    let endpoint = ingest::server_endpoint(&cfg.tls_files(), quic_addr, &reset_secret)
+        .map_err(RunError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen.http)
         .await
         .map_err(|e| {
@@ -114,7 +119,12 @@ pub async fn run_with(
         writer_rx,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let compactor = spawn_compactor(storage.clone(), metrics.clone(), stop_rx.clone());
+    let compactor = spawn_compactor(
+        storage.clone(),
+        metrics.clone(),
+        cfg.storage.policy(),
+        stop_rx.clone(),
+    );
 
     let checks_watch = checks.clone().spawn_watch(stop_rx.clone());
     let forwarders = forward::start(
@@ -195,6 +205,7 @@ pub async fn run_with(
         start: Arc::new(status::StartInfo {
             flags: cfg.flags(config_path.as_deref()),
             start_ms: outpost_service::now_ms(),
+            retention: cfg.storage.policy(),
         }),
         writer: writer_tx,
         metadata: metadata.clone(),
@@ -276,9 +287,12 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The storage thread: compacts the head every [`COMPACT_EVERY`] and maintains the store
+/// (merges, retention, size cap) every [`MAINTAIN_EVERY`], starting at once.
 fn spawn_compactor(
     storage: Arc<Storage>,
     metrics: Arc<metrics::Metrics>,
+    policy: outpost_tsdb::RetentionPolicy,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -289,11 +303,8 @@ fn spawn_compactor(
                 .build();
             let Ok(rt) = rt else { return };
             rt.block_on(async {
+                let mut last_maintenance: Option<std::time::Instant> = None;
                 loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(COMPACT_EVERY) => {}
-                        _ = stop.wait_for(|v| *v) => return,
-                    }
                     match storage.compact_head() {
                         Ok(0) => {}
                         Ok(n) => {
@@ -305,8 +316,54 @@ fn spawn_compactor(
                             tracing::error!("head compaction failed (will retry): {e}");
                         }
                     }
+                    // At start (after the wal's replay is compacted), then every interval.
+                    if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) {
+                        maintain(&storage, &metrics, &policy);
+                        last_maintenance = Some(std::time::Instant::now());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(COMPACT_EVERY) => {}
+                        _ = stop.wait_for(|v| *v) => return,
+                    }
                 }
             })
         })
         .unwrap_or_else(|e| panic!("cannot start the compactor thread: {e}"))
+}
+
+/// One maintenance pass of the store, counted in `metrics`; failures are logged and retried
+/// at the next pass.
+fn maintain(storage: &Storage, metrics: &metrics::Metrics, policy: &outpost_tsdb::RetentionPolicy) {
+    match storage.maintain(outpost_service::now_ms(), policy) {
+        Ok(r) => {
+            metrics.partitions_merged.inc_by(r.merged_partitions);
+            if r.merged_partitions > 0 {
+                tracing::debug!(
+                    partitions = r.merged_partitions,
+                    chunks_before = r.chunks_before,
+                    chunks_after = r.chunks_after,
+                    "merged partitions"
+                );
+            }
+            for d in &r.deleted {
+                let reason = metrics::ReasonLabel {
+                    reason: d.reason.as_str().into(),
+                };
+                metrics.partitions_deleted.get_or_create(&reason).inc();
+                metrics
+                    .samples_deleted
+                    .get_or_create(&reason)
+                    .inc_by(d.stats.samples);
+            }
+        }
+        Err(e) => {
+            metrics.maintenance_errors.inc();
+            tracing::error!("storage maintenance failed (will retry): {e}");
+        }
+    }
+    if let Ok(parts) = storage.partitions() {
+        metrics
+            .oldest_partition
+            .set(parts.first().map_or(0, |p| p.start_ms / 1000));
+    }
 }

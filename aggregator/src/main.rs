@@ -40,6 +40,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// Show a data folder's series, time partitions (samples, chunks, bytes each) and
+    /// retention; read-only, so it also works beside a running aggregator. With --verify,
+    /// read every record and report damage (exit status 1 when there is any).
+    Tsdb {
+        /// The aggregator's config, for `data_dir` and `[storage]`.
+        #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
+        config: PathBuf,
+        /// The data folder to read instead of the config's `data_dir` (then no config is
+        /// needed).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Decode every label set, wal record and chunk, and check they agree with the
+        /// index and the partitions' statistics.
+        #[arg(long)]
+        verify: bool,
+        /// Print JSON (the same object as `/api/v1/status/tsdb`'s `outpostStats.storage`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an aggregator and a local agent on this host, with generated certificates.
     Demo {
         /// Folder for certificates, configs and data.
@@ -171,6 +190,37 @@ fn main() -> ExitCode {
                 interval,
             }))
         }),
+        Cmd::Tsdb {
+            config,
+            data_dir,
+            verify,
+            json,
+        } => {
+            let (dir, policy) = match data_dir {
+                Some(d) => (
+                    d,
+                    outpost_aggregator::config::StorageConfig::default().policy(),
+                ),
+                None => match Config::load(&config) {
+                    Ok(c) => (c.data_dir.clone(), c.storage.policy()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match outpost_aggregator::tsdb_cmd::run(
+                &dir,
+                &policy,
+                verify,
+                json,
+                &mut std::io::stdout().lock(),
+            ) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Run { config } => match Config::load(&config) {
             Err(e) => {
                 eprintln!("{e}");

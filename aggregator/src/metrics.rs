@@ -64,6 +64,11 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub compactions: Counter,
     pub compaction_errors: Counter,
+    pub partitions_deleted: Family<ReasonLabel, Counter>,
+    pub samples_deleted: Family<ReasonLabel, Counter>,
+    pub partitions_merged: Counter,
+    pub maintenance_errors: Counter,
+    pub oldest_partition: Gauge,
     pub query: crate::api::QueryGauges,
     pub query_cache_points: Gauge,
     pub remote_write_requests: Family<OutcomeLabel, Counter>,
@@ -129,6 +134,11 @@ impl Metrics {
             storage_bytes: Gauge::default(),
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
+            partitions_deleted: Family::default(),
+            samples_deleted: Family::default(),
+            partitions_merged: Counter::default(),
+            maintenance_errors: Counter::default(),
+            oldest_partition: Gauge::default(),
             query: Default::default(),
             query_cache_points: Gauge::default(),
             remote_write_requests: Family::default(),
@@ -400,6 +410,32 @@ impl Metrics {
             "storage_compaction_errors",
             "Failed head compactions",
             m.compaction_errors.clone(),
+        );
+        r.register(
+            "storage_partitions_deleted",
+            "Time partitions (days) deleted, by reason: retention or max_bytes",
+            m.partitions_deleted.clone(),
+        );
+        r.register(
+            "storage_samples_deleted",
+            "Samples deleted with their partitions, by reason",
+            m.samples_deleted.clone(),
+        );
+        r.register(
+            "storage_partitions_merged",
+            "Partition merges (each series' chunks of a day rewritten as one)",
+            m.partitions_merged.clone(),
+        );
+        r.register(
+            "storage_maintenance_errors",
+            "Failed merge or retention passes",
+            m.maintenance_errors.clone(),
+        );
+        r.register_with_unit(
+            "storage_oldest_partition_start",
+            "Start of the oldest time partition held, Unix time",
+            Unit::Seconds,
+            m.oldest_partition.clone(),
         );
         r.register_with_unit(
             "http_request_duration",

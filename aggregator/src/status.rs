@@ -26,6 +26,51 @@ pub struct StartInfo {
     pub flags: Vec<(String, String)>,
     /// When the aggregator started, ms since the Unix epoch.
     pub start_ms: i64,
+    /// What the store keeps (`[storage]`).
+    pub retention: outpost_tsdb::RetentionPolicy,
+}
+
+/// The store's shape as `/api/v1/status/tsdb` (`outpostStats.storage`) and
+/// `outpost-aggregator tsdb` report it: series, head, total samples and bytes, every time
+/// partition (resolution, start and end as RFC 3339, samples, chunks, bytes) and the
+/// retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one).
+///
+/// # Errors
+/// The store fails to read.
+pub fn storage_report(
+    storage: &outpost_tsdb::Storage,
+    policy: &outpost_tsdb::RetentionPolicy,
+    now_ms: i64,
+) -> Result<serde_json::Value, outpost_tsdb::StorageError> {
+    let parts = storage.partitions()?;
+    let (head_min, head_max) = storage.head_time_range().unwrap_or((0, 0));
+    let samples: u64 = parts.iter().map(|p| p.stats.samples).sum();
+    let partitions: Vec<serde_json::Value> = parts
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "resolution": p.resolution,
+                "start": rfc3339(p.start_ms),
+                "end": rfc3339(p.end_ms),
+                "samples": p.stats.samples,
+                "chunks": p.stats.chunks,
+                "merged": p.stats.chunks == p.stats.merged_chunks,
+                "bytes": p.bytes,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "series": storage.series_count(),
+        "headSamples": storage.head_points(),
+        "headMinTime": head_min,
+        "headMaxTime": head_max,
+        "samples": samples + storage.head_points() as u64,
+        "bytes": storage.size_bytes(),
+        "retention": policy.retention_ms.map(|r| r / 1000),
+        "retentionHorizon": policy.retention_ms.map(|r| rfc3339(now_ms - r)),
+        "maxBytes": policy.max_bytes,
+        "partitions": partitions,
+    }))
 }
 
 fn json_ok(data: &str) -> Response {
@@ -110,6 +155,7 @@ fn name_values(out: &mut String, key: &str, items: &[(String, u64)]) {
 /// `outpostStats` (points in the head, bytes on disk).
 pub async fn tsdb(State(s): State<AppState>) -> Response {
     let storage = s.storage.clone();
+    let policy = s.start.retention;
     let built = tokio::task::spawn_blocking(move || {
         let c = storage.cardinality(10);
         let (min, max) = storage.head_time_range().unwrap_or((0, 0));
@@ -124,9 +170,11 @@ pub async fn tsdb(State(s): State<AppState>) -> Response {
         name_values(&mut d, "memoryInBytesByLabelName", &c.bytes_by_label_name);
         d.push(',');
         name_values(&mut d, "seriesCountByLabelValuePair", &c.series_by_label_pair);
+        let report = storage_report(&storage, &policy, now_ms())
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
         let _ = write!(
             d,
-            r#","outpostStats":{{"headPoints":{},"storageBytes":{}}}}}"#,
+            r#","outpostStats":{{"headPoints":{},"storageBytes":{},"storage":{report}}}}}"#,
             storage.head_points(),
             storage.size_bytes()
         );

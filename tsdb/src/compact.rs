@@ -1,11 +1,14 @@
-//! Compaction: the head becomes chunks, and the wal records it came from are deleted, in one
-//! atomic write. Until that write lands, the frozen head is still read, and a failed write
-//! puts its points back.
+//! Compaction: the head becomes chunks (one per series and time partition), and the wal
+//! records it came from are deleted, in one atomic write with the partitions' statistics.
+//! Until that write lands, the frozen head is still read, and a failed write puts its points
+//! back.
 
-use crate::chunks;
-use crate::db::{CF_CHUNKS, CF_WAL, KEY_WAL_NEXT, Storage, StorageError};
+use crate::db::{CF_PARTS, CF_WAL, KEY_WAL_NEXT, Storage, StorageError};
+use crate::maintain::PartitionStats;
+use crate::partition::{self, RAW};
 use outpost_shared::codec::encode_points;
 use rocksdb::WriteBatch;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Storage {
@@ -15,6 +18,7 @@ impl Storage {
     /// # Errors
     /// The write failed; the points stay in the head and the wal, to be compacted later.
     pub fn compact_head(&self) -> Result<usize, StorageError> {
+        let _maint = self.maint.lock().unwrap_or_else(|p| p.into_inner());
         let (frozen, upto) = {
             let mut h = self.head.write().unwrap_or_else(|p| p.into_inner());
             if h.active.is_empty() || h.frozen.is_some() {
@@ -25,10 +29,11 @@ impl Storage {
             h.frozen = Some(f.clone());
             (f, h.last_wal)
         };
-        let cf_chunks = self.cf(CF_CHUNKS)?;
+        let cf_parts = self.cf(CF_PARTS)?;
         let cf_wal = self.cf(CF_WAL)?;
         let mut wb = WriteBatch::default();
         let mut n = 0;
+        let mut added: BTreeMap<i32, PartitionStats> = BTreeMap::new();
         for (sid, pts) in frozen.iter() {
             let mut pts = pts.clone();
             // Newest write wins for a repeated timestamp: reverse, stable sort, keep first.
@@ -36,14 +41,25 @@ impl Storage {
             pts.sort_by_key(|p| p.ts);
             pts.dedup_by_key(|p| p.ts);
             n += pts.len();
-            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
-                continue;
-            };
-            wb.put_cf(
-                &cf_chunks,
-                chunks::key(*sid, first.ts, last.ts, upto),
-                encode_points(&pts),
-            );
+            for run in
+                pts.chunk_by(|a, b| partition::partition_of(a.ts) == partition::partition_of(b.ts))
+            {
+                let (first, last) = (run[0].ts, run[run.len() - 1].ts);
+                wb.put_cf(
+                    &cf_parts,
+                    partition::chunk_key(RAW, *sid, first, last, upto),
+                    encode_points(run),
+                );
+                let st = added.entry(partition::partition_of(first)).or_default();
+                st.samples += run.len() as u64;
+                st.chunks += 1;
+            }
+        }
+        for (&p, add) in &added {
+            let mut st = self.partition_stats(RAW, p)?;
+            st.samples += add.samples;
+            st.chunks += add.chunks;
+            wb.put(PartitionStats::key(RAW, p), st.to_bytes());
         }
         wb.delete_range_cf(&cf_wal, 0u64.to_be_bytes(), (upto + 1).to_be_bytes());
         wb.put(KEY_WAL_NEXT, (upto + 1).to_le_bytes());
@@ -64,6 +80,10 @@ impl Storage {
         }
         // Readers holding an older chunk cursor must make a new one before they miss what
         // leaves the head now.
+        self.parts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(added.keys());
         self.chunk_generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         h.frozen = None;

@@ -4,19 +4,22 @@
 use crate::encoding::{labels_from_bytes, labels_to_bytes};
 use crate::head::Head;
 use crate::index::Index;
+use crate::partition::{self, RAW};
 use crate::plan::{SeriesSlot, WritePlan};
 use crate::{SeriesId, chunks, wal};
 use outpost_promql::{Matcher, StorageError as ReadError};
 use outpost_shared::{Labels, Point};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) const CF_SERIES: &str = "series";
 pub(crate) const CF_WAL: &str = "wal";
+/// Chunks of data folders written before time partitions: moved into `parts` at open.
 pub(crate) const CF_CHUNKS: &str = "chunks";
+pub(crate) const CF_PARTS: &str = "parts";
 pub(crate) const CF_FORWARD: &str = "forward";
 /// Default column family: the first wal record id not yet used, kept by compaction.
 pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
@@ -49,10 +52,12 @@ pub enum StorageError {
 /// The time-series store in one RocksDB folder. Column families:
 /// - `series`: series id (u64 BE) → label set; loaded into the in-memory postings index.
 /// - `wal`: record id (u64 BE) → the points of one committed batch; replayed into the head.
-/// - `chunks`: see [`crate::chunks`].
+/// - `parts`: chunks by time partition, see [`crate::partition`] and [`crate::chunks`].
+/// - `chunks`: chunks of folders written before partitions; emptied into `parts` at open.
 /// - `forward`: while forwarding is on, a copy of every wal record stamped with its commit
 ///   time, kept until every destination has sent it (see [`crate::forward`]).
-/// - `default`: `wal_next` and the caller's metadata from [`WritePlan::meta`].
+/// - `default`: `wal_next`, partition statistics (`pstat/`, see [`crate::maintain`]) and the
+///   caller's metadata from [`WritePlan::meta`].
 pub struct Storage {
     pub(crate) db: DB,
     pub(crate) dir: String,
@@ -60,12 +65,16 @@ pub struct Storage {
     pub(crate) head: RwLock<Head>,
     next_series: AtomicU64,
     next_wal: AtomicU64,
-    sync: WriteOptions,
+    pub(crate) sync: WriteOptions,
     /// Bumped by every compaction once its chunks are written and before its points leave
     /// the head (under the head's write lock): a chunk cursor older than this may miss them.
     pub(crate) chunk_generation: AtomicU64,
     /// Whether commits also write the forward log.
     pub(crate) forwarding: AtomicBool,
+    /// The raw partitions that hold chunks.
+    pub(crate) parts: RwLock<BTreeSet<i32>>,
+    /// Held by compaction and maintenance: they update partition statistics.
+    pub(crate) maint: Mutex<()>,
 }
 
 impl Storage {
@@ -88,11 +97,41 @@ impl Storage {
         o.set_max_background_jobs(2);
         o.set_write_buffer_size(32 << 20);
         o.set_max_total_wal_size(128 << 20);
-        let cfs = [CF_SERIES, CF_WAL, CF_CHUNKS, CF_FORWARD]
+        let db = DB::open_cf_descriptors(&o, dir, cf_descriptors()).map_err(err)?;
+        let s = Self::from_db(db, d)?;
+        s.migrate_unpartitioned()?;
+        Ok(s)
+    }
+
+    /// Opens the store in `dir` for reading only, beside a running aggregator if need be:
+    /// nothing is written, nothing migrated (chunks of an older layout are not read).
+    ///
+    /// # Errors
+    /// RocksDB cannot open the folder, or a record does not decode.
+    pub fn open_read_only(dir: &Path) -> Result<Storage, StorageError> {
+        let d = dir.display().to_string();
+        let err = |source| StorageError::Db {
+            dir: d.clone(),
+            source,
+        };
+        let o = Options::default();
+        let present = DB::list_cf(&o, dir).map_err(err)?;
+        if !present.iter().any(|c| c == CF_PARTS) {
+            return Err(StorageError::Damaged {
+                dir: d,
+                what: "layout: written by an older version without time partitions; start the \
+                       aggregator on it once to convert it"
+                    .into(),
+            });
+        }
+        let cfs = cf_descriptors()
             .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
-            .chain([ColumnFamilyDescriptor::new("default", Options::default())]);
-        let db = DB::open_cf_descriptors(&o, dir, cfs).map_err(err)?;
+            .filter(|c| present.iter().any(|p| p == c.name()));
+        let db = DB::open_cf_descriptors_read_only(&o, dir, cfs, false).map_err(err)?;
+        Self::from_db(db, d)
+    }
+
+    fn from_db(db: DB, d: String) -> Result<Storage, StorageError> {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         let s = Storage {
@@ -105,6 +144,8 @@ impl Storage {
             sync,
             chunk_generation: AtomicU64::new(0),
             forwarding: AtomicBool::new(false),
+            parts: RwLock::default(),
+            maint: Mutex::new(()),
         };
         s.load()?;
         Ok(s)
@@ -185,7 +226,43 @@ impl Storage {
         }
         self.next_wal.store(wal_next, Ordering::Relaxed);
         *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
+        *self.parts.write().unwrap_or_else(|p| p.into_inner()) = self.scan_partitions(RAW)?;
         Ok(())
+    }
+
+    /// The partitions of resolution `res` that hold chunks: one seek per partition.
+    pub(crate) fn scan_partitions(&self, res: u8) -> Result<BTreeSet<i32>, StorageError> {
+        let mut out = BTreeSet::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
+        it.seek([res]);
+        while it.valid() {
+            let Some((r, p)) = it.key().and_then(partition::parse_prefix) else {
+                break;
+            };
+            if r != res {
+                break;
+            }
+            out.insert(p);
+            match p.checked_add(1) {
+                Some(next) => it.seek(partition::prefix(res, next)),
+                None => break,
+            }
+        }
+        it.status().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// The raw partitions holding chunks that overlap `[start_ms, end_ms]`, oldest first.
+    pub(crate) fn parts_between(&self, start_ms: i64, end_ms: i64) -> Vec<i32> {
+        if start_ms > end_ms {
+            return vec![];
+        }
+        self.parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(partition::partition_of(start_ms)..=partition::partition_of(end_ms))
+            .copied()
+            .collect()
     }
 
     /// The id of the series with exactly these labels, if stored.
@@ -335,12 +412,14 @@ impl Storage {
         ]
         .iter()
         .flat_map(|p| {
-            [CF_SERIES, CF_WAL, CF_CHUNKS, CF_FORWARD, "default"]
-                .into_iter()
-                .filter_map(move |cf| {
-                    let h = self.db.cf_handle(cf)?;
-                    self.db.property_int_value_cf(&h, *p).ok().flatten()
-                })
+            [
+                CF_SERIES, CF_WAL, CF_CHUNKS, CF_PARTS, CF_FORWARD, "default",
+            ]
+            .into_iter()
+            .filter_map(move |cf| {
+                let h = self.db.cf_handle(cf)?;
+                self.db.property_int_value_cf(&h, *p).ok().flatten()
+            })
         })
         .sum()
     }
@@ -396,11 +475,12 @@ impl Storage {
         let it = match cursor {
             Some((g, it)) if *g == generation => it,
             _ => {
-                let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
+                let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
                 &mut cursor.insert((generation, self.db.raw_iterator_cf(cf))).1
             }
         };
-        chunks::read_newest_first(it, id, start_ms, end_ms, &mut v)?;
+        let parts = self.parts_between(start_ms, end_ms);
+        chunks::read_newest_first(it, &parts, id, start_ms, end_ms, &mut v)?;
         // Sources were added newest first: a stable sort keeps the newest write first for a
         // repeated timestamp.
         v.sort_by_key(|p| p.ts);
@@ -438,8 +518,15 @@ impl Storage {
         {
             return Ok(true);
         }
-        let cf = self.cf(CF_CHUNKS).map_err(|e| ReadError(e.to_string()))?;
-        chunks::any_overlapping(&self.db, cf, id, start_ms, end_ms)
+        let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
+        let parts = self.parts_between(start_ms, end_ms);
+        chunks::any_overlapping(
+            &mut self.db.raw_iterator_cf(cf),
+            &parts,
+            id,
+            start_ms,
+            end_ms,
+        )
     }
 
     /// All label names in use, sorted.
@@ -457,4 +544,21 @@ impl Storage {
             .unwrap_or_else(|p| p.into_inner())
             .label_values(name)
     }
+}
+
+/// The column families of a data folder; `parts` is compressed with zstd on top of the
+/// chunks' own coding (its keys share long prefixes).
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    [
+        CF_SERIES, CF_WAL, CF_CHUNKS, CF_PARTS, CF_FORWARD, "default",
+    ]
+    .into_iter()
+    .map(|n| {
+        let mut o = Options::default();
+        if n == CF_PARTS {
+            o.set_compression_type(rocksdb::DBCompressionType::Zstd);
+        }
+        ColumnFamilyDescriptor::new(n, o)
+    })
+    .collect()
 }

@@ -138,23 +138,13 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{SeriesSlot, WritePlan};
-
-    fn write(s: &Storage, name: &str, ts: i64) {
-        s.commit(&WritePlan {
-            new_series: vec![Labels::metric(name, [])],
-            records: vec![vec![(SeriesSlot::New(0), Point { ts, value: 1.0 })]],
-            meta: vec![],
-        })
-        .unwrap();
-    }
+    use crate::testutil::{tmp_dir, write};
 
     /// Written only while on, in commit order, read from a cursor, kept across a reopen and
     /// a head compaction (which deletes the wal records), trimmed by range.
     #[test]
     fn the_forward_log_follows_commits_from_a_cursor() {
-        let dir = std::env::temp_dir().join(format!("outpost-tsdb-forward-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tmp_dir("forward");
         let s = Storage::open(&dir).unwrap();
         write(&s, "before", 1);
         assert!(s.forward_bounds().unwrap().is_none());

@@ -4,7 +4,11 @@
 //! - [`head`]: recent points in memory, rebuilt from the wal at open.
 //! - [`wal`]: one record per committed batch, until compaction.
 //! - [`chunks`]: compressed per-series point runs, the long-term form.
+//! - [`partition`]: chunks laid out by time partition (a UTC day), so old data goes with a
+//!   range delete.
 //! - [`compact`]: head → chunks, wal records dropped, in one atomic write.
+//! - [`maintain`]: merging a partition's chunks, retention and a size cap, statistics per
+//!   partition, verifying a folder.
 //! - [`plan`]: [`WritePlan`], what one group commit writes; [`Storage::commit`] writes it in
 //!   one atomic, synced RocksDB write with the caller's metadata.
 //! - [`forward`]: the forward log, what remote_write forwarding reads from a durable cursor.
@@ -22,12 +26,20 @@ mod encoding;
 pub mod forward;
 mod head;
 mod index;
+mod maintain;
+pub mod partition;
 mod plan;
 mod querier;
+#[cfg(test)]
+mod testutil;
 mod wal;
 
 pub use db::{MetaEntry, Storage, StorageError};
 pub use index::CardinalityStats;
+pub use maintain::{
+    DeleteReason, DeletedPartition, MaintenanceReport, PartitionStats, PartitionStatus,
+    RetentionPolicy, VerifyReport,
+};
 pub use plan::{SeriesSlot, WritePlan};
 
 /// A stored series' number, stable for the life of the data folder.

@@ -60,24 +60,14 @@ impl Querier for StorageQuerier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{SeriesSlot, WritePlan};
+    use crate::testutil::{tmp_dir, write};
     use outpost_promql::MatchOp;
-
-    fn write(s: &Storage, name: &str, ts: i64) {
-        s.commit(&WritePlan {
-            new_series: vec![Labels::metric(name, [])],
-            records: vec![vec![(SeriesSlot::New(0), Point { ts, value: 1.0 })]],
-            meta: vec![],
-        })
-        .unwrap();
-    }
 
     /// A query's chunk cursor is made once, then reused; a compaction that moves points
     /// from the head into chunks in the middle of a query must not hide them from it.
     #[test]
     fn a_compaction_during_a_query_hides_no_point() {
-        let dir = std::env::temp_dir().join(format!("outpost-tsdb-cursor-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tmp_dir("cursor");
         let s = Storage::open(&dir).unwrap();
         write(&s, "a", 1000);
         write(&s, "b", 1000);

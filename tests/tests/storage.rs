@@ -1,0 +1,175 @@
+//! Storage lifecycle through the real aggregator: data aged through the retention in
+//! simulated time (samples written with timestamps up to 400 days back, one day per time
+//! partition), deletion interrupted by `kill -9` over and over, and `outpost-aggregator tsdb`
+//! reading and verifying the folder.
+
+use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
+use outpost_tests::*;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const DAY_MS: i64 = 86_400_000;
+const SERIES: usize = 5;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Writes, for every day `d` in `days` back from today, `per_day` samples of each series,
+/// one request per day.
+fn write_days(agg: &Aggregator, days: std::ops::Range<i64>, per_day: i64) {
+    let today = now_ms().div_euclid(DAY_MS);
+    for d in days {
+        let start = (today - d) * DAY_MS;
+        let timeseries = (0..SERIES)
+            .map(|s| TimeSeries {
+                labels: vec![
+                    ProtoLabel {
+                        name: "__name__".into(),
+                        value: "aged".into(),
+                    },
+                    ProtoLabel {
+                        name: "series".into(),
+                        value: format!("s{s}"),
+                    },
+                ],
+                samples: (0..per_day)
+                    .map(|i| ProtoSample {
+                        value: (d * 1000 + i) as f64,
+                        timestamp: start + i * (DAY_MS / per_day),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let body = remote_write::encode(&WriteRequest {
+            timeseries,
+            metadata: vec![],
+        });
+        let (code, text) = post_remote_write(&agg.url("/api/v1/write"), &body, None);
+        assert_eq!(code, 204, "remote write: {text}");
+    }
+}
+
+/// Per day back from today: how many samples of `aged` the aggregator holds.
+fn samples_per_day(agg: &Aggregator) -> std::collections::BTreeMap<i64, usize> {
+    let today = now_ms().div_euclid(DAY_MS);
+    let mut out = std::collections::BTreeMap::new();
+    let url = format!(
+        "{}?query={}&time={}",
+        agg.url("/api/v1/query"),
+        encode("aged[500d]"),
+        now_ms() / 1000 + 60
+    );
+    let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+        for p in s["values"].as_array().cloned().unwrap_or_default() {
+            let ms = (p[0].as_f64().unwrap_or(0.0) * 1000.0) as i64;
+            *out.entry(today - ms.div_euclid(DAY_MS)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn tsdb_command(args: &[&str]) -> (bool, String) {
+    run(Command::new(bin("outpost-aggregator"))
+        .arg("tsdb")
+        .args(args))
+}
+
+#[test]
+fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
+    let dir = TempDir::new("retention");
+    let certs = Certs::init(&dir.path().join("certs"));
+    let mut agg =
+        Aggregator::start_config(dir.path(), &certs, "", "[storage]\nretention = \"400d\"\n");
+    // Days 1 to 400 back (none in the future), 48 samples per series a day.
+    write_days(&agg, 1..401, 48);
+    let held = samples_per_day(&agg);
+    assert_eq!(held.len(), 400);
+    assert!(held.values().all(|n| *n == 48 * SERIES));
+
+    // The retention drops to 30 days: the aggregator deletes a day per partition at start.
+    // It is killed again and again while it deletes; each time the folder opens and every
+    // day is there whole or not at all.
+    let config = std::fs::read_to_string(&agg.config).expect("config");
+    std::fs::write(&agg.config, config.replace("400d", "30d")).expect("config");
+    for delay_ms in [50u64, 150, 300, 600, 1000] {
+        agg.restart();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        agg.proc.kill();
+        let (ok, out) = tsdb_command(&[
+            "--data-dir",
+            &dir.path().join("agg-data").display().to_string(),
+            "--verify",
+        ]);
+        assert!(
+            ok,
+            "the folder verifies after kill -9 at {delay_ms} ms:\n{out}"
+        );
+    }
+    agg.restart();
+    let settled = wait_for(Duration::from_secs(60), || {
+        let held = samples_per_day(&agg);
+        (held.keys().max() == Some(&30)).then_some(held)
+    })
+    .unwrap_or_else(|| panic!("old days remain: {:?}", samples_per_day(&agg).keys().max()));
+    // Day 30 back ends after the horizon (30 days before now), day 31 before it: days
+    // 1..=30 remain, each whole.
+    assert_eq!(settled.len(), 30, "{settled:?}");
+    assert!(settled.values().all(|n| *n == 48 * SERIES), "{settled:?}");
+    let m = agg.metrics();
+    let deleted = metric_value(
+        &m,
+        "outpost_aggregator_storage_partitions_deleted_total{reason=\"retention\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(deleted >= 1.0, "deletions counted in this run:\n{m}");
+
+    // The status API and the offline command report the same partitions.
+    let status = get_json(&agg.url("/api/v1/status/tsdb")).expect("status");
+    let storage = &status["data"]["outpostStats"]["storage"];
+    let parts = storage["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(storage["retentionHorizon"].is_string(), "{storage}");
+    assert_eq!(storage["retention"], 30 * 86_400, "{storage}");
+    // Today's partition may also hold what else the aggregator stored.
+    let aged: Vec<&serde_json::Value> = parts
+        .iter()
+        .filter(|p| p["samples"] == 48 * SERIES as u64)
+        .collect();
+    assert_eq!(aged.len(), 30, "{storage}");
+    assert!(aged.iter().all(|p| p["merged"] == true), "{storage}");
+    assert!(parts.len() <= 31, "{storage}");
+    assert!(
+        agg.proc.terminate(Duration::from_secs(15)) == Some(true),
+        "clean stop"
+    );
+    let (ok, out) = tsdb_command(&["--config", &agg.config.display().to_string(), "--json"]);
+    assert!(ok, "{out}");
+    let offline: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // Sizes are estimates that move as RocksDB flushes; the rest must agree.
+    let shape = |v: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        v["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["start"].as_str().unwrap_or("").to_string(),
+                    p["samples"].as_u64().unwrap_or(0),
+                    p["chunks"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&offline), shape(storage));
+    let (ok, out) = tsdb_command(&["--config", &agg.config.display().to_string(), "--verify"]);
+    assert!(ok && out.contains("no problems"), "{out}");
+    assert!(out.contains("retention: 2592000s"), "{out}");
+}
