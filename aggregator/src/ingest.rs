@@ -297,10 +297,11 @@ pub fn commit_metadata(storage: &Storage, store: &MetadataStore, declared: Vec<F
 /// Metadata key of the secret the QUIC endpoint derives stateless reset tokens from.
 const RESET_SECRET_KEY: &[u8] = b"quic/reset-secret";
 
-/// The secret the QUIC endpoint derives its stateless reset tokens from (32 random bytes),
-/// kept in the store's metadata so that it survives restarts: after a crash or restart, the
-/// aggregator answers agents' packets for connections it no longer knows with resets they
-/// recognise, and they reconnect at once instead of waiting out the idle timeout.
+/// The secret the QUIC endpoint derives its stateless reset tokens and connection ids from
+/// (32 random bytes), kept in the store's metadata so that it survives restarts: after a
+/// crash or restart, the aggregator still recognises the connection ids it issued and
+/// answers agents' packets for connections it no longer knows with resets they recognise,
+/// so they reconnect at once instead of waiting out the idle timeout.
 ///
 /// # Errors
 /// The store fails, or the system's random source does.
@@ -344,16 +345,23 @@ pub fn server_endpoint(
     t.max_concurrent_bidi_streams(VarInt::from_u32(2));
     sc.transport_config(Arc::new(t));
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let mut ec = quinn::EndpointConfig::new(Arc::new(key));
+    // Connection ids are checked against a keyed hash before a reset is sent: the key must
+    // outlive the process too.
+    let mut cid_key = [0u8; 8];
+    for (i, b) in reset_secret.iter().enumerate() {
+        cid_key[i % 8] ^= b;
+    }
+    let cid_key = u64::from_le_bytes(cid_key);
+    // A restarted aggregator resets every agent's connection once; at quinn's default of
+    // one reset per 20 ms, 1,000 agents would wait up to 20 s for theirs. Resets are
+    // smaller than the packets that cause them, so they cannot amplify anything.
+    ec.min_reset_interval(Duration::from_millis(1));
+    ec.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let listen = |e: std::io::Error| format!("cannot listen on {addr}/udp ([listen] quic): {e}");
     let socket = std::net::UdpSocket::bind(addr).map_err(listen)?;
     let runtime = quinn::default_runtime().ok_or("no async runtime for QUIC")?;
-    Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(key)),
-        Some(sc),
-        socket,
-        runtime,
-    )
-    .map_err(listen)
+    Endpoint::new(ec, Some(sc), socket, runtime).map_err(listen)
 }
 
 #[derive(Clone)]

@@ -5,6 +5,7 @@
 //! printed.
 
 pub mod proxy;
+pub mod sim;
 pub mod sink;
 
 use serde_json::Value;

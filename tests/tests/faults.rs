@@ -687,3 +687,31 @@ fn live_data_arrives_while_a_long_backlog_drains() {
     assert!(live >= 1.0, "the aggregator stored live copies: {live}");
     eprintln!("backlog of {BACKLOG} batches drained in {drained:?}; {live} live copies");
 }
+
+#[test]
+fn a_restarted_aggregator_is_noticed_at_once_not_after_the_idle_timeout() {
+    let tmp = TempDir::new("reset");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    let mut agg = Aggregator::start(tmp.path(), &certs);
+    let agent = Agent::start(tmp.path(), &agg, &AgentSpec::new("reset-1", &certs));
+    wait_cycle(&agg, "reset-1", 2, Duration::from_secs(30));
+    // kill -9 and start again on the same data and port: the new process answers the
+    // agent's packets with a stateless reset the agent recognises (the reset secret is kept
+    // in the store), so the agent reconnects within seconds instead of QUIC's 30 s idle
+    // timeout.
+    agg.restart();
+    let restarted = Instant::now();
+    let back = wait_for(Duration::from_secs(40), || {
+        let m = agent.metrics();
+        (metric_value(&m, "outpost_agent_uplink_reconnects_total").unwrap_or(0.0) >= 1.0
+            && metric_value(&m, "outpost_agent_uplink_connected") == Some(1.0))
+        .then(|| restarted.elapsed())
+    })
+    .expect("the agent reconnects");
+    assert!(
+        back < Duration::from_secs(10),
+        "the agent took {back:?} to reconnect to the restarted aggregator"
+    );
+    let last = agg.cycles("reset-1").last().map(|p| p.1).unwrap_or(0);
+    wait_cycle(&agg, "reset-1", last + 2, Duration::from_secs(20));
+}

@@ -22,16 +22,15 @@
 use anyhow::{Context, Result, bail};
 use outpost_shared::codec::Encoder;
 use outpost_shared::frame::{self, Frame, close};
-use outpost_shared::session::{BufferState, ClientConfig, ClientEvent, ClientSession, Transmit};
-use outpost_shared::tls::{TlsFiles, client_config, install_crypto_provider, issue_agent};
+use outpost_shared::session::{BufferState, ClientConfig, ClientEvent, ClientSession};
+use outpost_shared::tls::install_crypto_provider;
 use outpost_shared::{Batch, Labels, Point, SeriesPoints};
-use quinn::{Endpoint, VarInt};
+use outpost_tests::sim::{self, Encoded, Link, Opts, clk_tck, cpu_s, rss_kb, sys_busy};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -46,126 +45,40 @@ struct Args {
     max_seconds: u64,
 }
 
+const USAGE: &str = "usage: ingest-bench --file vm_import.jsonl --quic 127.0.0.1:PORT --pid AGG_PID --certs DIR \
+[--http 127.0.0.1:PORT] [--window 256] [--host-label instance] [--server-name localhost] [--max-seconds 600]";
+
 fn parse_args() -> Result<Args> {
-    let mut m: BTreeMap<String, String> = BTreeMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if a == "-h" || a == "--help" {
-            println!(
-                "usage: ingest-bench --file vm_import.jsonl --quic 127.0.0.1:PORT --pid AGG_PID --certs DIR \
-                 [--http 127.0.0.1:PORT] [--window 256] [--host-label instance] [--server-name localhost] [--max-seconds 600]"
-            );
-            std::process::exit(0);
-        }
-        let Some(key) = a.strip_prefix("--") else {
-            bail!("unexpected argument {a:?} (see --help)")
-        };
-        let (k, v) = match key.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (
-                key.to_string(),
-                it.next()
-                    .with_context(|| format!("--{key} needs a value"))?,
-            ),
-        };
-        m.insert(k, v);
-    }
-    let mut take = |k: &str| m.remove(k);
-    let quic: SocketAddr = take("quic")
-        .context("--quic is required")?
-        .parse()
-        .context("--quic: an IP:port")?;
+    let mut o = Opts::from_env(USAGE)?;
+    let quic: SocketAddr = o.require("quic")?;
     if !quic.ip().is_loopback() {
         bail!("--quic must be a loopback address");
     }
-    let http = take("http");
+    let http = o.take("http");
     if let Some(h) = &http
         && !(h.starts_with("127.") || h.starts_with("localhost"))
     {
         bail!("--http must be a loopback address");
     }
     let a = Args {
-        file: take("file").context("--file is required")?.into(),
+        file: o.require::<PathBuf>("file")?,
         quic,
-        pid: take("pid")
-            .context("--pid is required")?
-            .parse()
-            .context("--pid")?,
-        certs: take("certs")
+        pid: o.require("pid")?,
+        certs: o
+            .take("certs")
             .context("--certs is required (a folder with ca.crt and ca.key)")?
             .into(),
         http,
-        window: take("window")
-            .map(|v| v.parse())
-            .transpose()
-            .context("--window")?
-            .unwrap_or(256),
-        host_label: take("host-label").unwrap_or_else(|| "instance".into()),
-        server_name: take("server-name").unwrap_or_else(|| "localhost".into()),
-        max_seconds: take("max-seconds")
-            .map(|v| v.parse())
-            .transpose()
-            .context("--max-seconds")?
-            .unwrap_or(600),
+        window: o.parse("window")?.unwrap_or(256),
+        host_label: o.take("host-label").unwrap_or_else(|| "instance".into()),
+        server_name: o.take("server-name").unwrap_or_else(|| "localhost".into()),
+        max_seconds: o.parse("max-seconds")?.unwrap_or(600),
     };
-    if let Some(k) = m.keys().next() {
-        bail!("unknown option --{k} (see --help)");
-    }
+    o.finish()?;
     if a.window == 0 {
         bail!("--window must be at least 1");
     }
     Ok(a)
-}
-
-/// Clock ticks per second for /proc/<pid>/stat times.
-fn clk_tck() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_s(pid: &str, hz: f64) -> Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    let rest = &s[s.rfind(')').context("stat format")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    Ok(ticks as f64 / hz)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
-
-/// Busy and total jiffies of the whole machine.
-fn sys_busy() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = s
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 5 {
-        return (0, 0);
-    }
-    let total: u64 = v.iter().sum();
-    (total - v[3] - v[4], total)
 }
 
 /// An agent id from a host label value (`host-007:9100` → `host-007-9100`).
@@ -279,35 +192,9 @@ fn load(a: &Args) -> Result<(Vec<Host>, u64)> {
     Ok((out, (encode_s * 1e6) as u64))
 }
 
-fn quic_client(a: &Args, id: &str) -> Result<quinn::ClientConfig> {
-    let files = TlsFiles {
-        ca: a.certs.join("ca.crt"),
-        cert: a.certs.join("agents").join(format!("{id}.crt")),
-        key: a.certs.join("agents").join(format!("{id}.key")),
-    };
-    if !files.cert.exists() || !files.key.exists() {
-        issue_agent(&a.certs, id)?;
-    }
-    let tls = client_config(&files)?;
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut cc = quinn::ClientConfig::new(Arc::new(qc));
-    cc.transport_config(Arc::new(outpost_service::quic::transport()));
-    Ok(cc)
-}
-
-use outpost_service::now_ms;
-
-/// Sleeps until `deadline` (ms since the Unix epoch), or forever without one.
-async fn sleep_until_ms(deadline: Option<i64>) {
-    match deadline {
-        Some(d) => tokio::time::sleep(Duration::from_millis((d - now_ms()).max(0) as u64)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One agent's session, driven by the agent's own [`ClientSession`]: hello/welcome, all
-/// batches with a window, heartbeats, until all are acknowledged. Returns the connection's
-/// UDP bytes sent and received.
+/// One agent's session, driven by the agent's own [`ClientSession`] over a [`Link`]:
+/// hello/welcome, all batches with a window, heartbeats, until all are acknowledged. Returns
+/// the connection's UDP bytes sent and received.
 async fn run_host(
     cfg: quinn::ClientConfig,
     addr: SocketAddr,
@@ -316,13 +203,10 @@ async fn run_host(
     frames: Vec<Vec<u8>>,
     window: u64,
 ) -> Result<(u64, u64)> {
-    let mut ep = Endpoint::client(([127, 0, 0, 1], 0).into())?;
-    ep.set_default_client_config(cfg);
-    let conn = tokio::time::timeout(Duration::from_secs(10), ep.connect(addr, &server_name)?)
-        .await
-        .context("handshake timed out")??;
-    let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await?;
+    let ep = sim::client_endpoint()?;
+    let conn = sim::connect(&ep, cfg, addr, &server_name, Duration::from_secs(10)).await?;
     let last = frames.len() as u64;
+    let mut source = Encoded(frames);
     // The whole data set is buffered before the start, as seqs 1..=last.
     let mut session = ClientSession::new(
         ClientConfig {
@@ -335,38 +219,10 @@ async fn run_host(
             ..BufferState::default()
         },
     );
-    session.handle_connected(now_ms());
-    // Control frames are read on their own task so a half-read frame is never abandoned.
-    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let r = frame::read(&mut ctl_rx).await;
-            let end = !matches!(r, Ok(Some(_)));
-            if frames_tx.send(r).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let mut data: Option<quinn::SendStream> = None;
+    let mut link = Link::open(conn, &mut session).await?;
     let result: Result<()> = async {
         loop {
-            while let Some(t) = session.poll_transmit() {
-                match t {
-                    Transmit::Control(f) => ctl_tx.write_all(&frame::encode(&f)).await?,
-                    Transmit::Batches { from, max } => {
-                        let stream = match &mut data {
-                            Some(d) => d,
-                            None => data.insert(conn.open_uni().await?),
-                        };
-                        for seq in from..from.saturating_add(max).min(last + 1) {
-                            session.handle_sent(seq, 0)?;
-                            stream.write_all(&frames[seq as usize - 1]).await?;
-                        }
-                    }
-                    // Nothing is buffered after the start, so nothing goes live.
-                    Transmit::Live { .. } => {}
-                }
-            }
+            link.transmit(&mut session, &mut source).await?;
             while let Some(e) = session.poll_event() {
                 if let ClientEvent::Connected { applied_seq, .. } = e
                     && applied_seq != 0
@@ -379,24 +235,13 @@ async fn run_host(
             if session.acked() >= last {
                 return Ok(());
             }
-            tokio::select! {
-                r = frames_rx.recv() => match r {
-                    Some(Ok(Some(f))) => session.handle_frame(f, now_ms())?,
-                    Some(Ok(None)) | None => bail!("aggregator closed the control stream"),
-                    Some(Err(e)) => bail!("control stream: {e}"),
-                },
-                _ = sleep_until_ms(session.poll_timeout()) => session.handle_timeout(now_ms())?,
-            }
+            link.wait(&mut session, std::future::pending::<()>()).await?;
         }
     }
     .await;
-    reader.abort();
     result.with_context(|| id.clone())?;
-    let s = conn.stats();
-    if let Some(mut d) = data {
-        let _ = d.finish();
-    }
-    conn.close(VarInt::from_u32(close::SHUTDOWN), b"benchmark done");
+    let s = link.connection().stats();
+    link.close(close::SHUTDOWN, b"benchmark done");
     let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
     Ok((s.udp_tx.bytes, s.udp_rx.bytes))
 }
@@ -420,7 +265,7 @@ fn main() -> Result<()> {
         .sum();
     let cfgs = hosts
         .iter()
-        .map(|h| quic_client(&a, &h.id))
+        .map(|h| sim::quic_client(&a.certs, &h.id))
         .collect::<Result<Vec<_>>>()?;
     let ids: Vec<String> = hosts.iter().map(|h| h.id.clone()).collect();
 
@@ -528,7 +373,7 @@ fn main() -> Result<()> {
             "samples_per_server_cpu_s": (n / server.max(1e-9)).round(),
             "client_cpu_s": r2(client),
             "system_busy_cores_avg": r2((b1.0 - b0.0) as f64 / hz / wall),
-            "server_rss_kb_after": rss_kb(a.pid),
+            "server_rss_kb_after": rss_kb(&pid),
             "load_s": r2(load_s),
             "encode_s": r2(encode_us as f64 / 1e6),
             "payload_bytes_per_sample": (payload_bytes as f64 / n * 1000.0).round() / 1000.0,
