@@ -50,6 +50,7 @@ pub struct AgentMeta {
 
 /// An [`AgentMeta`] as written before `handed_over_batches` existed.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct AgentMetaV1 {
     region: String,
     applied_seq: u64,
@@ -496,17 +497,7 @@ mod tests {
 
     #[test]
     fn agent_records_written_before_handed_over_batches_still_load() {
-        #[derive(Serialize)]
-        struct Old {
-            region: String,
-            applied_seq: u64,
-            last_seen_ms: i64,
-            gap_batches: u64,
-            batches: u64,
-            samples: u64,
-            gaps: Vec<(u64, u64)>,
-        }
-        let old = postcard::to_allocvec(&Old {
+        let old = postcard::to_allocvec(&AgentMetaV1 {
             region: "eu".into(),
             applied_seq: 42,
             last_seen_ms: 7,

@@ -442,29 +442,7 @@ impl Aggregator {
 
     /// Every raw sample of the agent's cycle counter: (ms, cycle), oldest first.
     pub fn cycles(&self, agent: &str) -> Vec<(i64, u64)> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-            + 60.0;
-        let q = format!("outpost_agent_cycles_total{{agent=\"{agent}\"}}[1d]");
-        let url = format!(
-            "{}?query={}&time={now}",
-            self.url("/api/v1/query"),
-            encode(&q)
-        );
-        let Ok(v) = get_json(&url) else { return vec![] };
-        let mut out = vec![];
-        for series in v["data"]["result"].as_array().cloned().unwrap_or_default() {
-            for p in series["values"].as_array().cloned().unwrap_or_default() {
-                let ts = (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
-                if let Some(c) = sample_value(&p) {
-                    out.push((ts, c as u64));
-                }
-            }
-        }
-        out.sort();
-        out
+        cycles_at(&format!("http://{}", self.http), agent)
     }
 
     /// An instant query; returns `data.result`.
@@ -666,6 +644,38 @@ impl Agent {
         }
         panic!("the agent never drained its buffer")
     }
+}
+
+/// The wall clock, ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Every raw sample of `agent`'s cycle counter (`outpost_agent_cycles_total`) over the last
+/// day that the Prometheus-compatible API at `base` (`http://host:port`: an aggregator,
+/// VictoriaMetrics, Prometheus) holds: (ms, cycle), oldest first; empty when it cannot be
+/// asked.
+pub fn cycles_at(base: &str, agent: &str) -> Vec<(i64, u64)> {
+    let q = format!("outpost_agent_cycles_total{{agent=\"{agent}\"}}[1d]");
+    let url = format!(
+        "{base}/api/v1/query?query={}&time={}",
+        encode(&q),
+        now_ms() as f64 / 1000.0 + 60.0
+    );
+    let Ok(v) = get_json(&url) else { return vec![] };
+    let mut out = vec![];
+    for series in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+        for p in series["values"].as_array().cloned().unwrap_or_default() {
+            let ts = (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+            if let Some(c) = sample_value(&p) {
+                out.push((ts, c as u64));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Percent-encodes a query parameter value.

@@ -8,36 +8,13 @@
 use outpost_tests::proxy::{Faults, UdpProxy};
 use outpost_tests::*;
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const AGENT: &str = "move-1";
 
 /// The cycles `agg` holds of the agent (values of its cycle counter), as a set.
 fn held(agg: &Aggregator) -> BTreeSet<u64> {
     agg.cycles(AGENT).into_iter().map(|p| p.1).collect()
-}
-
-/// Every raw sample of the agent's cycle counter in VictoriaMetrics, as (ms, value).
-fn vm_cycles(vm: &str) -> Vec<(i64, u64)> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-        + 60.0;
-    let q = format!("outpost_agent_cycles_total{{agent=\"{AGENT}\"}}[1d]");
-    let url = format!("{vm}/api/v1/query?query={}&time={now}", encode(&q));
-    let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
-    let mut out = vec![];
-    for series in v["data"]["result"].as_array().cloned().unwrap_or_default() {
-        for p in series["values"].as_array().cloned().unwrap_or_default() {
-            let ts = (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
-            if let Some(c) = sample_value(&p) {
-                out.push((ts, c as u64));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -147,10 +124,10 @@ fn an_agent_moving_between_two_aggregators_reaches_the_cluster_exactly_once() {
     // VictoriaMetrics has every cycle exactly once, one sample per cycle timestamp.
     // (VictoriaMetrics makes what it took searchable within about a second.)
     let got = wait_for(Duration::from_secs(20), || {
-        let got = vm_cycles(&vm);
+        let got = cycles_at(&vm, AGENT);
         (got.last().map(|p| p.1) == Some(last)).then_some(got)
     })
-    .unwrap_or_else(|| vm_cycles(&vm));
+    .unwrap_or_else(|| cycles_at(&vm, AGENT));
     let values: Vec<u64> = got.iter().map(|p| p.1).collect();
     assert_eq!(
         values,

@@ -7,21 +7,14 @@
 
 use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
 use outpost_tests::{
-    Aggregator, Certs, TempDir, free_tcp_port, get_json, get_text, metric_value, post_remote_write,
-    start_prometheus, start_victoria_metrics, wait_for,
+    Aggregator, Certs, TempDir, free_tcp_port, get_json, get_text, metric_value, now_ms,
+    post_remote_write, start_prometheus, start_victoria_metrics, wait_for,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const SERIES: usize = 20;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 /// Writes point `k` (at `t0 + k s`) of every series.
 fn write_round(agg: &Aggregator, t0: i64, k: i64) {

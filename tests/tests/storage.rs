@@ -6,17 +6,10 @@
 use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
 use outpost_tests::*;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const DAY_MS: i64 = 86_400_000;
 const SERIES: usize = 5;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 /// Writes, for every day `d` in `days` back from today, `per_day` samples of each series,
 /// one request per day.

@@ -37,8 +37,8 @@ mod wal;
 pub use db::{MetaEntry, Storage, StorageError};
 pub use index::CardinalityStats;
 pub use maintain::{
-    DeleteReason, DeletedPartition, MaintenanceReport, PartitionStats, PartitionStatus,
-    RetentionPolicy, VerifyReport,
+    DeleteReason, DeletedPartition, MERGE_AFTER_MS, MaintenanceReport, PartitionStats,
+    PartitionStatus, RetentionPolicy, VerifyReport,
 };
 pub use plan::{SeriesSlot, WritePlan};
 

@@ -157,6 +157,11 @@ pub struct VerifyReport {
 /// At most this many problems are listed (the count goes on).
 const MAX_PROBLEMS: usize = 100;
 
+/// A partition is merged once it has been closed this long (ms): late points of the last
+/// minutes still land before the merge, and the open day is not rewritten again and again.
+/// Points arriving later make it merge again, rewriting only the series they touch.
+pub const MERGE_AFTER_MS: i64 = 10 * 60_000;
+
 impl Storage {
     /// The statistics of partition `p` at resolution `res` (zero when it has none).
     ///
@@ -214,8 +219,9 @@ impl Storage {
         Ok(out)
     }
 
-    /// One maintenance pass at wall time `now_ms`: merges every partition that gained
-    /// chunks since its last merge, deletes raw partitions past `policy.retention_ms`, then
+    /// One maintenance pass at wall time `now_ms`: merges every partition closed for
+    /// [`MERGE_AFTER_MS`] that gained chunks since its last merge, deletes raw partitions
+    /// past `policy.retention_ms`, then
     /// the oldest ones while the store is over `policy.max_bytes` (never the newest).
     /// Deletions are logged.
     ///
@@ -252,7 +258,8 @@ impl Storage {
             .collect();
         for p in parts {
             let st = self.partition_stats(RAW, p)?;
-            if st.chunks > st.merged_chunks {
+            let closed = partition::partition_span(p).1 < now_ms.saturating_sub(MERGE_AFTER_MS);
+            if closed && st.chunks > st.merged_chunks {
                 let (before, after) = self.merge_partition(p)?;
                 report.merged_partitions += 1;
                 report.chunks_before += before;
@@ -650,6 +657,14 @@ mod tests {
         n
     }
 
+    /// [`ten_days`], merged and flushed to files.
+    fn merged_ten_days(s: &Storage, name: &str, day0: i64) {
+        ten_days(s, name, day0);
+        s.maintain((day0 + 11) * DAY, &RetentionPolicy::default())
+            .unwrap();
+        s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
+    }
+
     #[test]
     fn merging_keeps_every_point_and_leaves_one_chunk_per_series_and_day() {
         let dir = tmp_dir("merge");
@@ -663,10 +678,18 @@ mod tests {
         let parts = s.partitions().unwrap();
         assert_eq!(parts.len(), 10);
         assert_eq!(parts[3].stats.chunks, 25);
-        let r = s.maintain(0, &RetentionPolicy::default()).unwrap();
+        // The last day is open until its end plus the grace: not merged yet.
+        let r = s.maintain(110 * DAY, &RetentionPolicy::default()).unwrap();
         assert_eq!(
             (r.merged_partitions, r.chunks_before, r.chunks_after),
-            (10, 241, 10)
+            (9, 217, 9)
+        );
+        let r = s
+            .maintain(110 * DAY + MERGE_AFTER_MS, &RetentionPolicy::default())
+            .unwrap();
+        assert_eq!(
+            (r.merged_partitions, r.chunks_before, r.chunks_after),
+            (1, 24, 1)
         );
         assert_eq!(all_points(&s, "m"), before);
         assert_eq!(before[3 * 1440 + 1].value, 1.0, "the late write won");
@@ -677,7 +700,7 @@ mod tests {
                 .all(|p| p.stats.chunks == 1 && p.stats.samples == 1440)
         );
         // Nothing new: nothing to merge.
-        let r = s.maintain(0, &RetentionPolicy::default()).unwrap();
+        let r = s.maintain(200 * DAY, &RetentionPolicy::default()).unwrap();
         assert_eq!(r.merged_partitions, 0);
         let v = s.verify(|_| {}).unwrap();
         assert_eq!((v.chunks, v.samples, v.problems.len()), (10, n, 0), "{v:?}");
@@ -692,9 +715,7 @@ mod tests {
     fn retention_deletes_whole_days_and_returns_the_space() {
         let dir = tmp_dir("retention");
         let s = Storage::open(&dir).unwrap();
-        ten_days(&s, "r", 100);
-        s.maintain(0, &RetentionPolicy::default()).unwrap();
-        s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
+        merged_ten_days(&s, "r", 100);
         let parts_bytes = |s: &Storage| {
             s.db.property_int_value_cf(s.cf(CF_PARTS).unwrap(), "rocksdb.total-sst-files-size")
                 .unwrap()
@@ -742,9 +763,7 @@ mod tests {
     fn the_size_cap_deletes_the_oldest_days_but_never_the_newest() {
         let dir = tmp_dir("cap");
         let s = Storage::open(&dir).unwrap();
-        ten_days(&s, "c", 100);
-        s.maintain(0, &RetentionPolicy::default()).unwrap();
-        s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
+        merged_ten_days(&s, "c", 100);
         let r = s
             .maintain(
                 0,
