@@ -445,6 +445,18 @@ impl Aggregator {
         cycles_at(&format!("http://{}", self.http), agent)
     }
 
+    /// Writes `timeseries` through the aggregator's remote_write endpoint; panics unless it
+    /// answers 204.
+    pub fn remote_write(&self, timeseries: Vec<outpost_shared::remote_write::TimeSeries>) {
+        let body =
+            outpost_shared::remote_write::encode(&outpost_shared::remote_write::WriteRequest {
+                timeseries,
+                metadata: vec![],
+            });
+        let (code, text) = post_remote_write(&self.url("/api/v1/write"), &body, None);
+        assert_eq!(code, 204, "remote write: {text}");
+    }
+
     /// An instant query; returns `data.result`.
     pub fn query(&self, q: &str) -> Vec<Value> {
         let url = format!("{}?query={}", self.url("/api/v1/query"), encode(q));

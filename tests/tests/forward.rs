@@ -5,10 +5,10 @@
 //! exactly the samples the aggregator holds, series by series (count and sum of every
 //! series, queried through each one's PromQL API).
 
-use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
+use outpost_shared::remote_write::{ProtoLabel, ProtoSample, TimeSeries};
 use outpost_tests::{
     Aggregator, Certs, TempDir, free_tcp_port, get_json, get_text, metric_value, now_ms,
-    post_remote_write, start_prometheus, start_victoria_metrics, wait_for,
+    start_prometheus, start_victoria_metrics, wait_for,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,12 +36,7 @@ fn write_round(agg: &Aggregator, t0: i64, k: i64) {
             }],
         })
         .collect();
-    let body = remote_write::encode(&WriteRequest {
-        timeseries,
-        metadata: vec![],
-    });
-    let (code, text) = post_remote_write(&agg.url("/api/v1/write"), &body, None);
-    assert_eq!(code, 204, "remote write: {text}");
+    agg.remote_write(timeseries);
 }
 
 /// Per series: (sample count, sum), through `base`'s `/api/v1/query` at `at_ms`.

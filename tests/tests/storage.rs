@@ -3,7 +3,7 @@
 //! partition), deletion interrupted by `kill -9` over and over, and `outpost-aggregator tsdb`
 //! reading and verifying the folder.
 
-use outpost_shared::remote_write::{self, ProtoLabel, ProtoSample, TimeSeries, WriteRequest};
+use outpost_shared::remote_write::{ProtoLabel, ProtoSample, TimeSeries};
 use outpost_tests::*;
 use std::process::Command;
 use std::time::Duration;
@@ -37,12 +37,7 @@ fn write_days(agg: &Aggregator, days: std::ops::Range<i64>, per_day: i64) {
                     .collect(),
             })
             .collect();
-        let body = remote_write::encode(&WriteRequest {
-            timeseries,
-            metadata: vec![],
-        });
-        let (code, text) = post_remote_write(&agg.url("/api/v1/write"), &body, None);
-        assert_eq!(code, 204, "remote write: {text}");
+        agg.remote_write(timeseries);
     }
 }
 
