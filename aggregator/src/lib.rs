@@ -361,9 +361,7 @@ fn maintain(storage: &Storage, metrics: &metrics::Metrics, policy: &outpost_tsdb
             tracing::error!("storage maintenance failed (will retry): {e}");
         }
     }
-    if let Ok(parts) = storage.partitions() {
-        metrics
-            .oldest_partition
-            .set(parts.first().map_or(0, |p| p.start_ms / 1000));
-    }
+    metrics
+        .oldest_partition
+        .set(storage.oldest_partition_start().map_or(0, |ms| ms / 1000));
 }

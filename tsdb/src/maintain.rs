@@ -176,6 +176,15 @@ impl Storage {
             .unwrap_or_default())
     }
 
+    /// The first ms of the oldest raw partition holding chunks, if any (no I/O).
+    pub fn oldest_partition_start(&self) -> Option<i64> {
+        self.parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|&p| partition::partition_span(p).0)
+    }
+
     /// Every raw partition holding chunks, oldest first, with its statistics and size.
     ///
     /// # Errors
