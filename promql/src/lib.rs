@@ -9,6 +9,8 @@
 //!   histogram functions, functions newer than 2.42) is refused while planning.
 //! - [`storage`]: the [`Queryable`]/[`Querier`] traits a store implements, and label
 //!   [`Matcher`]s; [`memory`] is an in-memory store for tests.
+//! - [`rollup`]: buckets of 5 minutes and 1 hour, and the functions of aligned windows
+//!   they answer as the raw points would.
 //! - [`steps`]: a range query's evaluation times; [`limits`]: the sample cap and the
 //!   caller's cancellation; [`error`]: every failure, in Prometheus' words.
 //!
@@ -21,6 +23,7 @@ pub mod eval;
 pub mod limits;
 pub mod memory;
 pub mod parse;
+pub mod rollup;
 pub mod steps;
 pub mod storage;
 

@@ -1,6 +1,7 @@
 //! [`MemStorage`]: an in-memory [`Queryable`] for tests of the engine and of the programs
 //! that serve it, with a log of every read and a switch that makes every read fail.
 
+use crate::rollup::RollupInfo;
 use crate::storage::{Matcher, Querier, Queryable, SeriesRef, StorageError};
 use outpost_shared::{Labels, Point};
 use std::collections::BTreeSet;
@@ -14,6 +15,8 @@ pub struct MemStorage {
     pub fetches: Mutex<Vec<(SeriesRef, i64, i64)>>,
     /// When set, every read fails with this message.
     fail: Option<String>,
+    /// The rollups it claims to keep (made from its points when read).
+    rollups: Option<RollupInfo>,
 }
 
 impl MemStorage {
@@ -25,6 +28,17 @@ impl MemStorage {
             .collect();
         pts.sort_by_key(|p| p.ts);
         self.series.push((labels, pts));
+        self
+    }
+
+    /// The same source, claiming rollups of these resolutions (ms) and raw points from
+    /// `raw_start_ms` on; its buckets are made from its points when read, so queries that
+    /// the engine answers from rollups can be checked against the same queries over points.
+    pub fn with_rollups(mut self, resolutions: &[i64], raw_start_ms: Option<i64>) -> Self {
+        self.rollups = Some(RollupInfo {
+            resolutions: resolutions.to_vec(),
+            raw_start_ms,
+        });
         self
     }
 
@@ -63,6 +77,10 @@ struct MemQuerier<'a> {
 }
 
 impl Querier for MemQuerier<'_> {
+    fn rollups(&self) -> Option<RollupInfo> {
+        self.store.rollups.clone()
+    }
+
     fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Arc<Labels>)>, StorageError> {
         self.store.check()?;
         let mut out: Vec<(SeriesRef, Arc<Labels>)> = self

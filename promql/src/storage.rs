@@ -3,6 +3,7 @@
 //! label [`Matcher`]s, reads their points, and lists label names and values. The engine and
 //! the HTTP API depend only on these traits, so they are tested over [`crate::memory`].
 
+use crate::rollup::{Bucket, RollupInfo, buckets_of};
 use outpost_shared::{Labels, Point};
 use regex::Regex;
 use std::sync::Arc;
@@ -119,6 +120,26 @@ pub trait Querier {
     /// default reads the points.
     fn has_points(&self, id: SeriesRef, start_ms: i64, end_ms: i64) -> Result<bool, StorageError> {
         Ok(!self.points(id, start_ms, end_ms)?.is_empty())
+    }
+    /// The rollups the store keeps ([`crate::rollup`]); `None` (the default): none, and the
+    /// engine reads raw points only.
+    fn rollups(&self) -> Option<RollupInfo> {
+        None
+    }
+    /// The series' rollup buckets of resolution `res_ms` that start in
+    /// `[start_ms, end_ms]`, oldest first. The default makes them from the raw points.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn buckets(
+        &self,
+        id: SeriesRef,
+        start_ms: i64,
+        end_ms: i64,
+        res_ms: i64,
+    ) -> Result<Vec<Bucket>, StorageError> {
+        let pts = self.points(id, start_ms, end_ms.saturating_add(res_ms - 1))?;
+        Ok(buckets_of(&pts, res_ms))
     }
     /// All label names in use, sorted.
     fn label_names(&self) -> Result<Vec<String>, StorageError>;

@@ -385,7 +385,7 @@ pub(crate) fn instant_query_mode(
         step: 1,
         len: 1,
     };
-    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, limits)?, grid);
+    let ev = Evaluator::new(Loaded::load(src, expr, t_ms, t_ms, 0, limits)?, grid);
     if matches!(expr.value_type(), ValueType::Scalar | ValueType::Vector) {
         let ranged = ev.eval_mode(expr, mode)?;
         drop(ev);
@@ -456,7 +456,14 @@ pub(crate) fn range_query_mode(
         len: steps.times().count(),
     };
     let ev = Evaluator::new(
-        Loaded::load(src, expr, steps.start_ms(), steps.end_ms(), limits)?,
+        Loaded::load(
+            src,
+            expr,
+            steps.start_ms(),
+            steps.end_ms(),
+            steps.step_ms(),
+            limits,
+        )?,
         grid,
     );
     let ranged = ev.eval_mode(expr, mode)?;

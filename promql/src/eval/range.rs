@@ -38,6 +38,7 @@ use super::subquery::subquery_times;
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::{AggOp, Aggregate, Binary, Expr, Selector, Subquery, ValueType};
+use crate::rollup::RollupFunc;
 use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
@@ -452,8 +453,22 @@ impl Evaluator {
         if let Some(func) = RangeFunc::of(name) {
             if let Some(Expr::Matrix { selector, range_ms }) = args.get(func.matrix_arg()) {
                 let mut out = Vec::new();
-                let w = self.selector_windows(selector, *range_ms);
-                self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
+                if let (Some(res), Some(rf)) =
+                    (self.loaded.rollup_of(selector), RollupFunc::of(name))
+                {
+                    self.rollup_fn_each(
+                        rf,
+                        func.keeps_name(),
+                        selector,
+                        *range_ms,
+                        res,
+                        true,
+                        &mut collect(&mut out),
+                    )?;
+                } else {
+                    let w = self.selector_windows(selector, *range_ms);
+                    self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
+                }
                 let distinct = func.keeps_name() || self.loaded.one_name(selector);
                 return Ok(Ranged::Vector(if distinct { out } else { unique(out)? }));
             }
@@ -829,6 +844,41 @@ impl Evaluator {
         Ok(())
     }
 
+    /// A function rollups answer ([`crate::rollup`]) at every step, from the buckets
+    /// `sel`'s series were read as (resolution `res_ms`); handed to `sink` as
+    /// [`Evaluator::range_fn_each`] hands them.
+    #[allow(clippy::too_many_arguments)]
+    fn rollup_fn_each(
+        &self,
+        func: RollupFunc,
+        keeps_name: bool,
+        sel: &Selector,
+        range_ms: i64,
+        res_ms: i64,
+        drop_name: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), QueryError> {
+        let ends = self.window_ends(sel);
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
+        for s in self.loaded.of(sel) {
+            self.loaded.cancel.check()?;
+            values.clear();
+            values.extend(
+                ends.iter()
+                    .map(|&end| func.apply(&s.buckets, end, range_ms, res_ms)),
+            );
+            if values.iter().any(Option::is_some) {
+                let labels = if drop_name && !keeps_name {
+                    s.dropped()
+                } else {
+                    &s.labels
+                };
+                sink(labels, &values)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev` and `stdvar` at every step.
     /// A selector's or a range function's series are folded in as they are made.
     fn aggregate_range(&self, a: &Aggregate) -> Result<Ranged, QueryError> {
@@ -866,8 +916,23 @@ impl Evaluator {
                     // Series that only the name told apart must be checked first.
                     && (func.keeps_name() || self.loaded.one_name(selector)) =>
             {
-                let w = self.selector_windows(selector, *range_ms);
-                self.range_fn_each(func, args, &w, name_matters, &mut add)?;
+                if let (Some(res), Some(rf)) =
+                    (self.loaded.rollup_of(selector), RollupFunc::of(name))
+                {
+                    let keeps = func.keeps_name();
+                    self.rollup_fn_each(
+                        rf,
+                        keeps,
+                        selector,
+                        *range_ms,
+                        res,
+                        name_matters,
+                        &mut add,
+                    )?;
+                } else {
+                    let w = self.selector_windows(selector, *range_ms);
+                    self.range_fn_each(func, args, &w, name_matters, &mut add)?;
+                }
             }
             e => {
                 if let Ranged::Vector(input) = self.eval_range(e)? {

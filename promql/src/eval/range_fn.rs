@@ -252,6 +252,28 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     if func == RangeFunc::HoltWinters && !matrix.is_empty() {
         check_holt_winters(p1, p2)?;
     }
+    if let (Some(Expr::Matrix { selector, range_ms }), Some(rf)) =
+        (args.get(mi), crate::rollup::RollupFunc::of(name))
+        && let Some(res) = ev.loaded().rollup_of(selector)
+    {
+        let out = ev
+            .loaded()
+            .of(selector)
+            .iter()
+            .filter_map(|s| {
+                let value = rf.apply(&s.buckets, range_end, *range_ms, res)?;
+                Some(Sample {
+                    labels: Arc::clone(if func.keeps_name() {
+                        &s.labels
+                    } else {
+                        s.dropped()
+                    }),
+                    point: Point { ts: t, value },
+                })
+            })
+            .collect();
+        return Ok(Val::Vector(out));
+    }
     let mut out = Vec::with_capacity(matrix.len());
     for s in matrix {
         let v = func.apply(&s.points, range_start, range_end, range_s, t, p1, p2, true);
@@ -299,10 +321,40 @@ fn extrapolated_rate(
             }
         }
     }
+    extrapolate(
+        first,
+        last,
+        pts.len(),
+        result,
+        range_start,
+        range_end,
+        range_s,
+        is_counter,
+        is_rate,
+    )
+}
+
+/// The second half of Prometheus' `extrapolatedRate`: `result` (the change from `first` to
+/// `last`, resets added back for a counter) over `count` points, extrapolated to the window
+/// `[range_start, range_end]` (`range_s` seconds long) when the first/last point is within
+/// 1.1 average intervals of its edge (else by half an interval), never below zero for a
+/// counter; per second when `is_rate`. Shared with rollups ([`crate::rollup`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn extrapolate(
+    first: Point,
+    last: Point,
+    count: usize,
+    result: f64,
+    range_start: i64,
+    range_end: i64,
+    range_s: f64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     let mut to_start = (first.ts - range_start) as f64 / 1000.0;
     let to_end = (range_end - last.ts) as f64 / 1000.0;
     let sampled = (last.ts - first.ts) as f64 / 1000.0;
-    let avg_between = sampled / (pts.len() - 1) as f64;
+    let avg_between = sampled / (count - 1) as f64;
     if is_counter && result > 0.0 && first.value >= 0.0 {
         let to_zero = sampled * (first.value / result);
         if to_zero < to_start {

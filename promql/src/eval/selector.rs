@@ -11,6 +11,7 @@ use crate::error::QueryError;
 use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
 use crate::parse::{Expr, Selector};
+use crate::rollup::{Bucket, RES_1H_MS, RollupFunc, RollupInfo};
 use crate::storage::Queryable;
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
@@ -24,6 +25,9 @@ pub(crate) struct LoadedSeries {
     pub(crate) labels: Arc<Labels>,
     dropped: OnceCell<Arc<Labels>>,
     pub(crate) points: Vec<Point>,
+    /// The series' rollup buckets when its selector is read from rollups (then `points`
+    /// is empty), oldest first.
+    pub(crate) buckets: Vec<Bucket>,
     hints: [Cell<usize>; 2],
 }
 
@@ -34,6 +38,7 @@ impl LoadedSeries {
             labels,
             dropped: OnceCell::new(),
             points,
+            buckets: Vec::new(),
             hints: [Cell::new(0), Cell::new(0)],
         }
     }
@@ -49,6 +54,17 @@ impl LoadedSeries {
 struct Selected {
     series: Vec<LoadedSeries>,
     one_name: bool,
+    /// The rollup resolution (ms) its series' buckets have, when read from rollups.
+    rollup: Option<i64>,
+}
+
+/// One selector of a plan and what it needs: the window `[start, end]` of points, and for
+/// the range argument of a function rollups answer (outside subqueries) the range.
+struct Need<'e> {
+    sel: &'e Selector,
+    start: i64,
+    end: i64,
+    rollup_range: Option<i64>,
 }
 
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
@@ -88,14 +104,10 @@ pub(crate) struct QuerySpan {
 }
 
 /// Every selector in a plan with the window `[start, end]` of points it needs when the
-/// expression is evaluated at times in `span`.
-fn selectors<'e>(
-    e: &'e Expr,
-    span: (i64, i64),
-    q: QuerySpan,
-    out: &mut Vec<(&'e Selector, i64, i64)>,
-) {
-    let mut push = |sel: &'e Selector, len: i64| {
+/// expression is evaluated at times in `span`; `top`: not inside a subquery (whose inner
+/// steps are not the query's).
+fn selectors<'e>(e: &'e Expr, span: (i64, i64), q: QuerySpan, top: bool, out: &mut Vec<Need<'e>>) {
+    let mut push = |sel: &'e Selector, len: i64, rollup: bool| {
         let (lo, hi) = match sel.at {
             Some(a) => {
                 let at = a.resolve(q.start_ms, q.end_ms);
@@ -103,33 +115,73 @@ fn selectors<'e>(
             }
             None => span,
         };
-        out.push((
+        out.push(Need {
             sel,
-            window_start(lo.saturating_sub(sel.offset_ms), len),
-            hi.saturating_sub(sel.offset_ms),
-        ));
+            start: window_start(lo.saturating_sub(sel.offset_ms), len),
+            end: hi.saturating_sub(sel.offset_ms),
+            rollup_range: (rollup && top).then_some(len),
+        });
     };
     match e {
-        Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS),
-        Expr::Matrix { selector, range_ms } => push(selector, *range_ms),
+        Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS, false),
+        Expr::Matrix { selector, range_ms } => push(selector, *range_ms, false),
         Expr::Number(_) | Expr::String(_) => {}
-        Expr::Neg(e) => selectors(e, span, q, out),
+        Expr::Neg(e) => selectors(e, span, q, top, out),
         Expr::Binary(b) => {
-            selectors(&b.lhs, span, q, out);
-            selectors(&b.rhs, span, q, out);
+            selectors(&b.lhs, span, q, top, out);
+            selectors(&b.rhs, span, q, top, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                selectors(p, span, q, out);
+                selectors(p, span, q, top, out);
             }
-            selectors(&a.expr, span, q, out);
+            selectors(&a.expr, span, q, top, out);
         }
-        Expr::Call { args, .. } => args.iter().for_each(|a| selectors(a, span, q, out)),
+        Expr::Call { name, args } => {
+            if RollupFunc::of(name).is_some()
+                && let [Expr::Matrix { selector, range_ms }] = args.as_slice()
+            {
+                push(selector, *range_ms, true);
+            } else {
+                args.iter().for_each(|a| selectors(a, span, q, top, out));
+            }
+        }
         Expr::Subquery(sq) => {
             let (first, _, _) = subquery_times(sq, span.0, q);
             let (_, last, _) = subquery_times(sq, span.1, q);
-            selectors(&sq.expr, (first, last), q, out);
+            selectors(&sq.expr, (first, last), q, false, out);
         }
+    }
+}
+
+/// The rollup resolution to read `need` from, if any: the window's length and every end
+/// are multiples of it, and either the query's step is at least an hour (a long-range
+/// graph: the coarsest such resolution) or a window begins before the oldest raw point
+/// kept (the finest such resolution).
+fn rollup_resolution(
+    need: &Need<'_>,
+    info: &RollupInfo,
+    span: QuerySpan,
+    step_ms: i64,
+) -> Option<i64> {
+    let range = need.rollup_range?;
+    // The first window ends `range` after the earliest window start.
+    let first_end = need.start.saturating_add(range);
+    let aligned = |r: i64| {
+        r > 0
+            && range >= r
+            && range % r == 0
+            && first_end.rem_euclid(r) == 0
+            && (need.sel.at.is_some() || span.start_ms == span.end_ms || step_ms % r == 0)
+    };
+    let long_step = step_ms >= RES_1H_MS;
+    let before_raw = info.raw_start_ms.is_none_or(|s| need.start < s);
+    if long_step {
+        info.resolutions.iter().rev().copied().find(|&r| aligned(r))
+    } else if before_raw {
+        info.resolutions.iter().copied().find(|&r| aligned(r))
+    } else {
+        None
     }
 }
 
@@ -157,6 +209,7 @@ impl Loaded {
         expr: &Expr,
         first_ms: i64,
         last_ms: i64,
+        step_ms: i64,
         limits: &crate::Limits,
     ) -> Result<Self, QueryError> {
         let max_samples = limits.max_samples;
@@ -165,12 +218,12 @@ impl Loaded {
             start_ms: first_ms,
             end_ms: last_ms,
         };
-        let mut windows = Vec::new();
-        selectors(expr, (first_ms, last_ms), span, &mut windows);
+        let mut needs = Vec::new();
+        selectors(expr, (first_ms, last_ms), span, true, &mut needs);
         let mut series = HashMap::new();
         let (Some(mint), Some(maxt)) = (
-            windows.iter().map(|w| w.1).min(),
-            windows.iter().map(|w| w.2).max(),
+            needs.iter().map(|w| w.start).min(),
+            needs.iter().map(|w| w.end).max(),
         ) else {
             return Ok(Loaded {
                 series,
@@ -180,26 +233,42 @@ impl Loaded {
             });
         };
         let querier = src.querier(mint, maxt)?;
+        let info = querier.rollups();
         let mut loaded = 0usize;
-        for (sel, start, end) in windows {
-            let selected = querier.select(&sel.matchers)?;
+        for need in needs {
+            let rollup = info
+                .as_ref()
+                .and_then(|i| rollup_resolution(&need, i, span, step_ms));
+            let selected = querier.select(&need.sel.matchers)?;
             let mut out = Vec::with_capacity(selected.len());
             for (id, labels) in selected {
                 cancel.check()?;
-                let points = querier.points(id, start, end)?;
-                loaded = loaded.saturating_add(points.len());
+                let s = match rollup {
+                    Some(res) => {
+                        let mut s = LoadedSeries::new(labels, Vec::new());
+                        s.buckets = querier.buckets(id, need.start, need.end, res)?;
+                        loaded = loaded.saturating_add(s.buckets.len());
+                        s
+                    }
+                    None => {
+                        let points = querier.points(id, need.start, need.end)?;
+                        loaded = loaded.saturating_add(points.len());
+                        LoadedSeries::new(labels, points)
+                    }
+                };
                 if loaded > max_samples {
                     return Err(QueryError::TooManySamples);
                 }
-                out.push(LoadedSeries::new(labels, points));
+                out.push(s);
             }
             let first = out.first().map(|s| s.labels.metric_name());
             let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
             series.insert(
-                key(sel),
+                key(need.sel),
                 Selected {
                     series: out,
                     one_name,
+                    rollup,
                 },
             );
         }
@@ -209,6 +278,12 @@ impl Loaded {
             budget: max_samples - loaded,
             cancel,
         })
+    }
+
+    /// The rollup resolution (ms) `sel`'s series were read at, if read from rollups
+    /// ([`LoadedSeries::buckets`]).
+    pub(crate) fn rollup_of(&self, sel: &Selector) -> Option<i64> {
+        self.series.get(&key(sel)).and_then(|s| s.rollup)
     }
 
     /// The time a selector is evaluated at for step `t`: its `@` time, or `t`.

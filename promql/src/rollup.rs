@@ -1,0 +1,474 @@
+//! Rollups: a series' points summarised per fixed bucket of time (5 minutes, 1 hour), so
+//! that functions of long windows read one bucket instead of hundreds of points, and data
+//! older than the raw retention can still be queried.
+//!
+//! A [`Bucket`] covers `[start, start + resolution)` and keeps what the functions below need
+//! to give the answer they give over the raw points (stale markers left out, as the range
+//! functions leave them out): the count, sum, minimum and maximum, the first and last point
+//! (time and value), and the counter-reset correction (the sum of the values just before
+//! each drop, which Prometheus' `rate` and `increase` add back).
+//!
+//! A window `[e - r, e]` whose end `e` and length `r` are multiples of the resolution is the
+//! buckets starting in `[e - r, e)` plus the point at exactly `e` (Prometheus 2's windows are
+//! closed at both ends), which is the first point of the bucket starting at `e` when its time
+//! is `e`. Over such a window [`RollupFunc::apply`] gives:
+//! - `count_over_time`, `min_over_time`, `max_over_time`, `last_over_time`: the same value;
+//! - `sum_over_time`, `avg_over_time`: the same up to the order of floating-point additions
+//!   (sums of bucket sums rather than one running sum);
+//! - `rate`, `increase`: Prometheus' extrapolation from the same first and last points and
+//!   point count, with the counter resets at bucket boundaries added back too: the same up
+//!   to the order of additions when the window holds several resets.
+
+use outpost_shared::Point;
+use outpost_shared::model::is_stale;
+
+/// Five minutes in ms: the finer rollup resolution.
+pub const RES_5M_MS: i64 = 5 * 60_000;
+/// One hour in ms: the coarser rollup resolution.
+pub const RES_1H_MS: i64 = 60 * 60_000;
+
+/// One series' points in `[start, start + resolution)`, summarised; never empty.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// First ms of the bucket (a multiple of its resolution).
+    pub start: i64,
+    /// Points in it (stale markers left out).
+    pub count: u64,
+    /// Their sum (compensated, as `sum_over_time` sums).
+    pub sum: f64,
+    /// Their minimum, as `min_over_time` takes it (NaN only when every value is NaN).
+    pub min: f64,
+    /// Their maximum, as `max_over_time` takes it.
+    pub max: f64,
+    /// The earliest point.
+    pub first: Point,
+    /// The latest point.
+    pub last: Point,
+    /// The sum of the value before each drop between consecutive points: what a counter
+    /// lost at its resets, added back by `rate` and `increase`.
+    pub reset_add: f64,
+}
+
+impl Bucket {
+    /// A bucket of the single point `p`.
+    fn of(start: i64, p: Point) -> Bucket {
+        Bucket {
+            start,
+            count: 1,
+            sum: p.value,
+            min: p.value,
+            max: p.value,
+            first: p,
+            last: p,
+            reset_add: 0.0,
+        }
+    }
+
+    /// Adds a point later than every point in the bucket.
+    fn push(&mut self, p: Point) {
+        self.count += 1;
+        self.sum += p.value;
+        if p.value < self.min || self.min.is_nan() {
+            self.min = p.value;
+        }
+        if p.value > self.max || self.max.is_nan() {
+            self.max = p.value;
+        }
+        if p.value < self.last.value {
+            self.reset_add += self.last.value;
+        }
+        self.last = p;
+    }
+
+    /// Appends `next`, whose points are all later than this bucket's: the summary of both.
+    fn append(&mut self, next: &Bucket) {
+        self.count += next.count;
+        self.sum += next.sum;
+        if next.min < self.min || self.min.is_nan() {
+            self.min = next.min;
+        }
+        if next.max > self.max || self.max.is_nan() {
+            self.max = next.max;
+        }
+        if next.first.value < self.last.value {
+            self.reset_add += self.last.value;
+        }
+        self.reset_add += next.reset_add;
+        self.last = next.last;
+    }
+}
+
+/// The buckets of resolution `res_ms` of `points` (sorted by time, one per timestamp),
+/// stale markers left out, oldest first; buckets without points are left out.
+pub fn buckets_of(points: &[Point], res_ms: i64) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = vec![];
+    // Sums are compensated per bucket (Kahan), as `sum_over_time` compensates its sum.
+    let mut comp = 0.0;
+    for &p in points.iter().filter(|p| !is_stale(p.value)) {
+        let start = p.ts - p.ts.rem_euclid(res_ms);
+        match out.last_mut() {
+            Some(b) if b.start == start => {
+                let sum = b.sum;
+                b.push(p);
+                let (s, c) = kahan(sum, comp, p.value);
+                (b.sum, comp) = (s, c);
+            }
+            _ => {
+                if let Some(b) = out.last_mut() {
+                    finish_sum(b, comp);
+                }
+                comp = 0.0;
+                out.push(Bucket::of(start, p));
+            }
+        }
+    }
+    if let Some(b) = out.last_mut() {
+        finish_sum(b, comp);
+    }
+    out
+}
+
+/// Adds the compensation to a bucket's sum, unless the sum is infinite (as `sum_over_time`).
+fn finish_sum(b: &mut Bucket, comp: f64) {
+    if !b.sum.is_infinite() {
+        b.sum += comp;
+    }
+}
+
+/// One step of Kahan summation: `sum + v` with compensation `c`.
+fn kahan(sum: f64, c: f64, v: f64) -> (f64, f64) {
+    let t = sum + v;
+    let c = if sum.abs() >= v.abs() {
+        c + ((sum - t) + v)
+    } else {
+        c + ((v - t) + sum)
+    };
+    (t, c)
+}
+
+/// What a store can tell the engine about its rollups ([`crate::Querier::rollups`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollupInfo {
+    /// The resolutions kept, ms, finest first (e.g. `[RES_5M_MS, RES_1H_MS]`).
+    pub resolutions: Vec<i64>,
+    /// The first ms of the oldest raw point kept; `None` when no raw point is kept.
+    /// Windows starting before it can only be answered from rollups.
+    pub raw_start_ms: Option<i64>,
+}
+
+/// The functions of a range vector that rollups answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollupFunc {
+    /// `rate`.
+    Rate,
+    /// `increase`.
+    Increase,
+    /// `sum_over_time`.
+    Sum,
+    /// `count_over_time`.
+    Count,
+    /// `avg_over_time`.
+    Avg,
+    /// `min_over_time`.
+    Min,
+    /// `max_over_time`.
+    Max,
+    /// `last_over_time`.
+    Last,
+}
+
+impl RollupFunc {
+    /// The function called `name`, if rollups answer it.
+    pub fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "sum_over_time" => Self::Sum,
+            "count_over_time" => Self::Count,
+            "avg_over_time" => Self::Avg,
+            "min_over_time" => Self::Min,
+            "max_over_time" => Self::Max,
+            "last_over_time" => Self::Last,
+            _ => return None,
+        })
+    }
+
+    /// The function's value over the window `[range_end - range_ms, range_end]` from
+    /// `buckets` (a series' buckets of resolution `res_ms`, oldest first, covering at least
+    /// the window); `None` when the window holds no point (or fewer than two for `rate` and
+    /// `increase`). The window's edges must be multiples of `res_ms`.
+    pub fn apply(
+        self,
+        buckets: &[Bucket],
+        range_end: i64,
+        range_ms: i64,
+        _res_ms: i64,
+    ) -> Option<f64> {
+        let range_start = range_end - range_ms;
+        let lo = buckets.partition_point(|b| b.start < range_start);
+        let hi = buckets.partition_point(|b| b.start < range_end);
+        let mut acc: Option<Bucket> = None;
+        for b in &buckets[lo..hi] {
+            match &mut acc {
+                Some(a) => a.append(b),
+                None => acc = Some(*b),
+            }
+        }
+        // The point at exactly the window's end belongs to the next bucket.
+        if let Some(b) = buckets.get(hi)
+            && b.start == range_end
+            && b.first.ts == range_end
+        {
+            let edge = Bucket::of(range_end, b.first);
+            match &mut acc {
+                Some(a) => a.append(&edge),
+                None => acc = Some(edge),
+            }
+        }
+        let a = acc?;
+        Some(match self {
+            Self::Count => a.count as f64,
+            Self::Sum => a.sum,
+            Self::Avg => a.sum / a.count as f64,
+            Self::Min => a.min,
+            Self::Max => a.max,
+            Self::Last => a.last.value,
+            Self::Rate | Self::Increase => {
+                if a.count < 2 {
+                    return None;
+                }
+                let result = a.last.value - a.first.value + a.reset_add;
+                crate::eval::range_fn::extrapolate(
+                    a.first,
+                    a.last,
+                    a.count as usize,
+                    result,
+                    range_start,
+                    range_end,
+                    range_ms as f64 / 1000.0,
+                    true,
+                    self == Self::Rate,
+                )?
+            }
+        })
+    }
+}
+
+/// The points a store without raw data for a span shows for it: each bucket's last point,
+/// so that selectors and functions over unaligned windows still see the series' course.
+pub fn points_of(buckets: &[Bucket]) -> Vec<Point> {
+    buckets.iter().map(|b| b.last).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(v: &[(i64, f64)]) -> Vec<Point> {
+        v.iter().map(|&(ts, value)| Point { ts, value }).collect()
+    }
+
+    #[test]
+    fn buckets_split_at_multiples_of_the_resolution_and_track_resets() {
+        let b = buckets_of(
+            &pts(&[(0, 5.0), (10, 7.0), (20, 2.0), (30, 4.0), (100, 1.0)]),
+            100,
+        );
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].count, 4);
+        assert_eq!(b[0].sum, 18.0);
+        assert_eq!((b[0].min, b[0].max), (2.0, 7.0));
+        assert_eq!(b[0].reset_add, 7.0);
+        assert_eq!((b[0].first.ts, b[0].last.ts), (0, 30));
+        assert_eq!(b[1].start, 100);
+        // A drop across the boundary counts when the buckets are joined.
+        let mut a = b[0];
+        a.append(&b[1]);
+        assert_eq!(a.reset_add, 11.0);
+    }
+
+    #[test]
+    fn a_window_takes_the_point_at_its_end_from_the_next_bucket() {
+        let b = buckets_of(&pts(&[(0, 1.0), (50, 2.0), (100, 3.0), (150, 4.0)]), 100);
+        assert_eq!(RollupFunc::Count.apply(&b, 100, 100, 100), Some(3.0));
+        assert_eq!(RollupFunc::Last.apply(&b, 100, 100, 100), Some(3.0));
+        assert_eq!(RollupFunc::Count.apply(&b, 200, 200, 100), Some(4.0));
+        assert_eq!(RollupFunc::Count.apply(&b, 400, 100, 100), None);
+    }
+
+    use crate::memory::MemStorage;
+    use crate::storage::{Matcher, Querier, Queryable, SeriesRef, StorageError};
+    use crate::{Steps, Value, parse, range_query};
+    use outpost_shared::Labels;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source that counts the bucket reads its queriers make.
+    struct Counting {
+        inner: MemStorage,
+        buckets: AtomicUsize,
+    }
+
+    struct CountingQuerier<'a> {
+        inner: Box<dyn Querier + 'a>,
+        buckets: &'a AtomicUsize,
+    }
+
+    impl Queryable for Counting {
+        fn querier(&self, a: i64, b: i64) -> Result<Box<dyn Querier + '_>, StorageError> {
+            Ok(Box::new(CountingQuerier {
+                inner: self.inner.querier(a, b)?,
+                buckets: &self.buckets,
+            }))
+        }
+    }
+
+    impl Querier for CountingQuerier<'_> {
+        fn select(&self, m: &[Matcher]) -> Result<Vec<(SeriesRef, Arc<Labels>)>, StorageError> {
+            self.inner.select(m)
+        }
+        fn points(&self, id: SeriesRef, a: i64, b: i64) -> Result<Vec<Point>, StorageError> {
+            self.inner.points(id, a, b)
+        }
+        fn rollups(&self) -> Option<RollupInfo> {
+            self.inner.rollups()
+        }
+        fn buckets(
+            &self,
+            id: SeriesRef,
+            a: i64,
+            b: i64,
+            r: i64,
+        ) -> Result<Vec<Bucket>, StorageError> {
+            self.buckets.fetch_add(1, Ordering::Relaxed);
+            self.inner.buckets(id, a, b, r)
+        }
+        fn label_names(&self) -> Result<Vec<String>, StorageError> {
+            self.inner.label_names()
+        }
+        fn label_values(&self, n: &str) -> Result<Vec<String>, StorageError> {
+            self.inner.label_values(n)
+        }
+    }
+
+    /// Two days of a jittered 10 s counter with resets (some points exactly on bucket
+    /// edges), a noisy gauge with a stale marker, and a sparse series.
+    fn source() -> MemStorage {
+        let (mut counter, mut gauge, mut sparse) = (vec![], vec![], vec![]);
+        let mut c = 0.0;
+        let mut x: u64 = 42;
+        for i in 0..(2 * 8640) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let jitter = if i % 7 == 0 {
+                0
+            } else {
+                (x >> 33) as i64 % 3000
+            };
+            let ts = i * 10_000 + jitter;
+            c += ((x >> 40) % 100) as f64;
+            if i % 5000 == 4999 {
+                c = 3.0;
+            }
+            counter.push((ts, c));
+            let g = ((x >> 20) % 1000) as f64 / 7.0;
+            gauge.push((
+                ts,
+                if i == 9000 {
+                    f64::from_bits(outpost_shared::model::STALE_NAN)
+                } else {
+                    g
+                },
+            ));
+            if i % 97 == 0 {
+                sparse.push((ts, g));
+            }
+        }
+        MemStorage::default()
+            .with(Labels::metric("c_total", [("job", "a")]), &counter)
+            .with(Labels::metric("g", [("job", "a")]), &gauge)
+            .with(Labels::metric("s", [("job", "a")]), &sparse)
+    }
+
+    fn series(v: Value) -> Vec<(Labels, Vec<Point>)> {
+        match v {
+            Value::Matrix(m) => m.into_iter().map(|s| (s.labels, s.points)).collect(),
+            other => panic!("not a matrix: {other:?}"),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan())
+    }
+
+    /// Every function rollups answer gives over aligned windows what it gives over the
+    /// raw points, at a long step (rollups chosen for speed) and for windows older than
+    /// the raw data kept (rollups the only source); unaligned windows read points.
+    #[test]
+    fn aligned_windows_answer_from_buckets_as_from_points() {
+        let day = 86_400_000;
+        let queries = [
+            "rate(c_total[1h])",
+            "increase(c_total[5h])",
+            "sum_over_time(g[1h])",
+            "count_over_time(g[2h])",
+            "avg_over_time(g[1h])",
+            "min_over_time(g[1h])",
+            "max_over_time(g[1h])",
+            "last_over_time(g[1h])",
+            "sum(rate(c_total[1h]))",
+            "max_over_time(s[1h]) + 1",
+            "rate(c_total[5m])",
+            "count_over_time(s[10m])",
+        ];
+        for (step, raw_start, res) in [
+            (3_600_000, None, vec![RES_5M_MS, RES_1H_MS]),
+            (300_000, Some(2 * day), vec![RES_5M_MS, RES_1H_MS]),
+            (3_600_000, Some(2 * day), vec![RES_1H_MS]),
+            // Raw points kept for every window and a short step: no buckets read.
+            (300_000, Some(-day), vec![RES_5M_MS, RES_1H_MS]),
+        ] {
+            let raw = source();
+            let rolled = Counting {
+                inner: source().with_rollups(&res, raw_start),
+                buckets: AtomicUsize::new(0),
+            };
+            for q in queries {
+                let e = parse(q).unwrap();
+                let steps = Steps::new(3_600_000, 2 * day - 3_600_000, step).unwrap();
+                let before = rolled.buckets.load(Ordering::Relaxed);
+                let want = series(range_query(&raw, &e, &steps).unwrap());
+                let got = series(range_query(&rolled, &e, &steps).unwrap());
+                let used = rolled.buckets.load(Ordering::Relaxed) > before;
+                // 5m windows at a 1h step use 5m buckets; with only 1h buckets they cannot.
+                let alignable = !(q.contains("[5m]") || q.contains("[10m]")) || res[0] == RES_5M_MS;
+                let wanted = alignable && (step >= RES_1H_MS || raw_start == Some(2 * day));
+                assert_eq!(used, wanted, "{q} step {step} res {res:?}: buckets read");
+                assert_eq!(got.len(), want.len(), "{q} step {step}");
+                for ((gl, gp), (wl, wp)) in got.iter().zip(&want) {
+                    assert_eq!(gl, wl, "{q}");
+                    assert_eq!(gp.len(), wp.len(), "{q} {gl:?}");
+                    for (g, w) in gp.iter().zip(wp) {
+                        assert_eq!(g.ts, w.ts, "{q}");
+                        assert!(
+                            close(g.value, w.value),
+                            "{q} at {}: {} vs {}",
+                            g.ts,
+                            g.value,
+                            w.value
+                        );
+                    }
+                }
+            }
+        }
+        // Windows not on bucket edges read points even at a long step.
+        let rolled = Counting {
+            inner: source().with_rollups(&[RES_5M_MS, RES_1H_MS], None),
+            buckets: AtomicUsize::new(0),
+        };
+        let steps = Steps::new(3_600_000 + 1000, day, 3_600_000).unwrap();
+        range_query(&rolled, &parse("rate(c_total[1h])").unwrap(), &steps).unwrap();
+        assert_eq!(rolled.buckets.load(Ordering::Relaxed), 0);
+    }
+}
