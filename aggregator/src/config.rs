@@ -45,8 +45,16 @@ pub struct StorageConfig {
     pub retention: outpost_shared::units::Duration,
     /// The store's size cap (RocksDB's files and memtables). Past it, the oldest day is
     /// deleted (logged and counted), never the current one, so ingestion goes on. Default:
-    /// none.
+    /// none. Past it with one raw day left, the oldest 5-minute, then 1-hour rollup days go.
     pub max_bytes: Option<outpost_shared::units::ByteSize>,
+    /// 5-minute rollups (downsampled buckets) older than this are deleted. Default 90d:
+    /// three years of them would outweigh what they save (a tenth of a year of raw 10 s
+    /// samples in bucket count).
+    #[serde(default = "default_retention_5m")]
+    pub retention_5m: outpost_shared::units::Duration,
+    /// 1-hour rollups older than this are deleted. Default 1095d.
+    #[serde(default = "default_rollup_retention")]
+    pub retention_1h: outpost_shared::units::Duration,
 }
 
 impl Default for StorageConfig {
@@ -54,8 +62,18 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: default_retention(),
             max_bytes: None,
+            retention_5m: default_retention_5m(),
+            retention_1h: default_rollup_retention(),
         }
     }
+}
+
+fn default_retention_5m() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(90 * 86_400)
+}
+
+fn default_rollup_retention() -> outpost_shared::units::Duration {
+    outpost_shared::units::Duration::from_secs(3 * 365 * 86_400)
 }
 
 fn default_retention() -> outpost_shared::units::Duration {
@@ -68,6 +86,8 @@ impl StorageConfig {
         outpost_tsdb::RetentionPolicy {
             retention_ms: Some(self.retention.get().as_millis() as i64),
             max_bytes: self.max_bytes.map(|b| b.0),
+            retention_5m_ms: Some(self.retention_5m.get().as_millis() as i64),
+            retention_1h_ms: Some(self.retention_1h.get().as_millis() as i64),
         }
     }
 }

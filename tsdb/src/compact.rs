@@ -59,6 +59,7 @@ impl Storage {
             let mut st = self.partition_stats(RAW, p)?;
             st.samples += add.samples;
             st.chunks += add.chunks;
+            st.writes += 1;
             wb.put(PartitionStats::key(RAW, p), st.to_bytes());
         }
         wb.delete_range_cf(&cf_wal, 0u64.to_be_bytes(), (upto + 1).to_be_bytes());

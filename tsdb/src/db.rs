@@ -73,6 +73,9 @@ pub struct Storage {
     pub(crate) forwarding: AtomicBool,
     /// The raw partitions that hold chunks.
     pub(crate) parts: RwLock<BTreeSet<i32>>,
+    /// By resolution byte ([`crate::rollup::ROLLUPS`]; index 0, raw, unused): the days
+    /// rolled up.
+    pub(crate) rollups: RwLock<Vec<BTreeSet<i32>>>,
     /// Held by compaction and maintenance: they update partition statistics.
     pub(crate) maint: Mutex<()>,
 }
@@ -145,6 +148,7 @@ impl Storage {
             chunk_generation: AtomicU64::new(0),
             forwarding: AtomicBool::new(false),
             parts: RwLock::default(),
+            rollups: RwLock::default(),
             maint: Mutex::new(()),
         };
         s.load()?;
@@ -227,6 +231,11 @@ impl Storage {
         self.next_wal.store(wal_next, Ordering::Relaxed);
         *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = self.scan_partitions(RAW)?;
+        let mut rollups = vec![BTreeSet::new()];
+        for (res, _, _) in crate::rollup::ROLLUPS {
+            rollups.push(self.scan_partitions(res)?);
+        }
+        *self.rollups.write().unwrap_or_else(|p| p.into_inner()) = rollups;
         Ok(())
     }
 
@@ -481,6 +490,13 @@ impl Storage {
         };
         let parts = self.parts_between(start_ms, end_ms);
         chunks::read_newest_first(it, &parts, id, start_ms, end_ms, &mut v)?;
+        // Before the oldest raw partition, what rollups show (after the raw points, so a
+        // raw point wins a repeated timestamp).
+        if let Some(raw_start) = self.oldest_partition_start()
+            && start_ms < raw_start
+        {
+            v.extend(self.rollup_points(id, start_ms, end_ms.min(raw_start - 1))?);
+        }
         // Sources were added newest first: a stable sort keeps the newest write first for a
         // repeated timestamp.
         v.sort_by_key(|p| p.ts);

@@ -9,6 +9,8 @@
 //! - [`compact`]: head → chunks, wal records dropped, in one atomic write.
 //! - [`maintain`]: merging a partition's chunks, retention and a size cap, statistics per
 //!   partition, verifying a folder.
+//! - [`rollup`]: downsampling: 5-minute and 1-hour buckets per series and day, read by
+//!   long-range queries and for data older than the raw retention.
 //! - [`plan`]: [`WritePlan`], what one group commit writes; [`Storage::commit`] writes it in
 //!   one atomic, synced RocksDB write with the caller's metadata.
 //! - [`forward`]: the forward log, what remote_write forwarding reads from a durable cursor.
@@ -30,6 +32,7 @@ mod maintain;
 pub mod partition;
 mod plan;
 mod querier;
+pub mod rollup;
 #[cfg(test)]
 mod testutil;
 mod wal;

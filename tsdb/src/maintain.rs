@@ -20,6 +20,7 @@
 
 use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, Storage, StorageError};
 use crate::partition::{self, RAW};
+use crate::rollup::{R1H, R5M, ROLLUPS, decode_buckets, res_name};
 use crate::wal;
 use outpost_shared::Point;
 use outpost_shared::codec::{decode_points, encode_points};
@@ -36,6 +37,9 @@ pub struct PartitionStats {
     pub chunks: u64,
     /// Chunks right after the last merge; fewer than `chunks` means it needs one.
     pub merged_chunks: u64,
+    /// Raw partitions: how many compactions have added chunks to it (bumped by every one,
+    /// never lowered). Rollup partitions: the raw partition's count they were made from.
+    pub writes: u64,
 }
 
 impl PartitionStats {
@@ -46,8 +50,8 @@ impl PartitionStats {
     }
 
     pub(crate) fn to_bytes(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(24);
-        for x in [self.samples, self.chunks, self.merged_chunks] {
+        let mut v = Vec::with_capacity(32);
+        for x in [self.samples, self.chunks, self.merged_chunks, self.writes] {
             v.extend_from_slice(&x.to_le_bytes());
         }
         v
@@ -63,6 +67,8 @@ impl PartitionStats {
             samples: n(0)?,
             chunks: n(1)?,
             merged_chunks: n(2)?,
+            // Absent in statistics written before rollups.
+            writes: n(3).unwrap_or(0),
         })
     }
 }
@@ -74,6 +80,11 @@ pub struct RetentionPolicy {
     pub retention_ms: Option<i64>,
     /// The store's size cap in bytes (RocksDB's files and memtables); `None` for none.
     pub max_bytes: Option<u64>,
+    /// 5-minute rollup partitions whose last ms is older than this (ms) are deleted;
+    /// `None` keeps all.
+    pub retention_5m_ms: Option<i64>,
+    /// 1-hour rollup partitions whose last ms is older than this (ms) are deleted.
+    pub retention_1h_ms: Option<i64>,
 }
 
 /// Why a partition was deleted.
@@ -98,6 +109,8 @@ impl DeleteReason {
 /// One deleted partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeletedPartition {
+    /// `raw`, `5m` or `1h`.
+    pub resolution: &'static str,
     /// Its first and last ms.
     pub start_ms: i64,
     /// Its last ms.
@@ -119,6 +132,10 @@ pub struct MaintenanceReport {
     pub chunks_before: u64,
     /// Chunks written by the merges.
     pub chunks_after: u64,
+    /// Raw partitions rolled up (5-minute and 1-hour buckets made or remade).
+    pub rolled_up_partitions: u64,
+    /// Raw samples read to make them.
+    pub rollup_samples: u64,
     /// Partitions deleted, oldest first.
     pub deleted: Vec<DeletedPartition>,
 }
@@ -126,7 +143,7 @@ pub struct MaintenanceReport {
 /// One partition as `/api/v1/status/tsdb` and `outpost-aggregator tsdb` show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionStatus {
-    /// `raw` (rollup resolutions to come).
+    /// `raw`, `5m` or `1h`.
     pub resolution: &'static str,
     /// First ms of the partition.
     pub start_ms: i64,
@@ -143,8 +160,10 @@ pub struct PartitionStatus {
 pub struct VerifyReport {
     /// Series in the index.
     pub series: u64,
-    /// Chunks read and decoded.
+    /// Raw chunks read and decoded.
     pub chunks: u64,
+    /// Rollup chunks read and decoded.
+    pub rollup_chunks: u64,
     /// Samples in them.
     pub samples: u64,
     /// Wal records read and decoded.
@@ -185,25 +204,29 @@ impl Storage {
             .map(|&p| partition::partition_span(p).0)
     }
 
-    /// Every raw partition holding chunks, oldest first, with its statistics and size.
+    /// Every partition holding chunks, raw first then each rollup resolution, oldest first,
+    /// with its statistics and size.
     ///
     /// # Errors
     /// RocksDB fails to read.
     pub fn partitions(&self) -> Result<Vec<PartitionStatus>, StorageError> {
-        let parts: Vec<i32> = self
+        let mut all: Vec<(u8, i32)> = self
             .parts
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .copied()
+            .map(|&p| (RAW, p))
             .collect();
+        for (res, _, _) in ROLLUPS {
+            all.extend(self.rollup_parts(res).into_iter().map(|p| (res, p)));
+        }
         let cf = self.cf(CF_PARTS)?;
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = parts
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = all
             .iter()
-            .map(|&p| {
+            .map(|&(res, p)| {
                 (
-                    partition::prefix(RAW, p).to_vec(),
-                    partition::prefix(RAW, p.saturating_add(1)).to_vec(),
+                    partition::prefix(res, p).to_vec(),
+                    partition::prefix(res, p.saturating_add(1)).to_vec(),
                 )
             })
             .collect();
@@ -215,23 +238,28 @@ impl Storage {
                 .collect::<Vec<_>>(),
         );
         let mut out = vec![];
-        for (i, &p) in parts.iter().enumerate() {
+        for (i, &(res, p)) in all.iter().enumerate() {
             let (start_ms, end_ms) = partition::partition_span(p);
             out.push(PartitionStatus {
-                resolution: "raw",
+                resolution: res_name(res),
                 start_ms,
                 end_ms,
-                stats: self.partition_stats(RAW, p)?,
+                stats: self.partition_stats(res, p)?,
                 bytes: sizes.get(i).copied().unwrap_or(0),
             });
         }
         Ok(out)
     }
 
-    /// One maintenance pass at wall time `now_ms`: merges every partition closed for
-    /// [`MERGE_AFTER_MS`] that gained chunks since its last merge, deletes raw partitions
-    /// past `policy.retention_ms`, then
-    /// the oldest ones while the store is over `policy.max_bytes` (never the newest).
+    /// One maintenance pass at wall time `now_ms`:
+    /// 1. merges every raw partition closed for [`MERGE_AFTER_MS`] that gained chunks since
+    ///    its last merge, and rolls up every such partition written since its rollups were
+    ///    made ([`crate::rollup`]), a partition past the retention only if it has none;
+    /// 2. deletes raw partitions past `policy.retention_ms` and rollup partitions past
+    ///    their resolution's retention;
+    /// 3. while the store is over `policy.max_bytes`, deletes the oldest raw partition
+    ///    (never the newest), then the oldest 5-minute, then 1-hour rollup partitions.
+    ///
     /// Deletions are logged.
     ///
     /// # Errors
@@ -242,72 +270,96 @@ impl Storage {
         policy: &RetentionPolicy,
     ) -> Result<MaintenanceReport, StorageError> {
         let mut report = MaintenanceReport::default();
-        if let Some(r) = policy.retention_ms {
-            let horizon = now_ms.saturating_sub(r);
-            let old: Vec<i32> = self
-                .parts
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .copied()
-                .take_while(|&p| partition::partition_span(p).1 < horizon)
-                .collect();
-            for p in old {
-                report
-                    .deleted
-                    .push(self.delete_partition(p, DeleteReason::Retention)?);
+        let horizon = |r: Option<i64>| r.map_or(i64::MIN, |r| now_ms.saturating_sub(r));
+        let raw_horizon = horizon(policy.retention_ms);
+        let closed_before = now_ms.saturating_sub(MERGE_AFTER_MS);
+        for p in self.parts_of(RAW) {
+            let (_, end) = partition::partition_span(p);
+            if end >= closed_before {
+                continue;
             }
-        }
-        let parts: Vec<i32> = self
-            .parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
-        for p in parts {
+            let expiring = end < raw_horizon;
             let st = self.partition_stats(RAW, p)?;
-            let closed = partition::partition_span(p).1 < now_ms.saturating_sub(MERGE_AFTER_MS);
-            if closed && st.chunks > st.merged_chunks {
+            if !expiring && st.chunks > st.merged_chunks {
                 let (before, after) = self.merge_partition(p)?;
                 report.merged_partitions += 1;
                 report.chunks_before += before;
                 report.chunks_after += after;
             }
+            // A day about to leave the raw retention is rolled up first unless it already
+            // was: points that arrived for it since are older than the retention and go
+            // with it (remaking its buckets from them alone would lose the rest).
+            if self.needs_rollup(p)? && (!expiring || !self.has_rollups(p)) {
+                report.rollup_samples += self.rollup_partition(p)?;
+                report.rolled_up_partitions += 1;
+            }
         }
-        if let Some(cap) = policy.max_bytes {
-            loop {
-                let oldest = {
-                    let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
-                    if parts.len() < 2 || self.size_bytes() <= cap {
-                        break;
-                    }
-                    parts.first().copied()
-                };
-                let Some(p) = oldest else { break };
+        for (res, retention) in [
+            (RAW, policy.retention_ms),
+            (R5M, policy.retention_5m_ms),
+            (R1H, policy.retention_1h_ms),
+        ] {
+            let h = horizon(retention);
+            for p in self.parts_of(res) {
+                if partition::partition_span(p).1 >= h {
+                    break;
+                }
                 report
                     .deleted
-                    .push(self.delete_partition(p, DeleteReason::MaxBytes)?);
+                    .push(self.delete_partition(res, p, DeleteReason::Retention)?);
+            }
+        }
+        if let Some(cap) = policy.max_bytes {
+            for res in [RAW, R5M, R1H] {
+                loop {
+                    let parts = self.parts_of(res);
+                    // The newest raw partition is where ingestion writes: never deleted.
+                    let keep = usize::from(res == RAW);
+                    if parts.len() <= keep || self.size_bytes() <= cap {
+                        break;
+                    }
+                    report.deleted.push(self.delete_partition(
+                        res,
+                        parts[0],
+                        DeleteReason::MaxBytes,
+                    )?);
+                }
             }
         }
         Ok(report)
     }
 
-    /// Deletes raw partition `p` (one range delete, with its statistics, in one write) and
+    /// The partitions of resolution byte `res` holding chunks, oldest first.
+    fn parts_of(&self, res: u8) -> Vec<i32> {
+        if res == RAW {
+            self.parts
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect()
+        } else {
+            self.rollup_parts(res)
+        }
+    }
+
+    /// Deletes partition `p` of resolution byte `res` (raw, or a rollup resolution of
+    /// [`crate::rollup`]): one range delete, with its statistics, in one write; then
     /// compacts its range so the space returns to the file system.
     ///
     /// # Errors
     /// RocksDB fails; a failed write deletes nothing.
-    pub fn delete_partition(
+    pub(crate) fn delete_partition(
         &self,
+        res: u8,
         p: i32,
         reason: DeleteReason,
     ) -> Result<DeletedPartition, StorageError> {
         let _maint = self.maint.lock().unwrap_or_else(|e| e.into_inner());
         let cf = self.cf(CF_PARTS)?;
         let (from, to) = (
-            partition::prefix(RAW, p),
-            partition::prefix(RAW, p.saturating_add(1)),
+            partition::prefix(res, p),
+            partition::prefix(res, p.saturating_add(1)),
         );
         let bytes = self
             .db
@@ -315,18 +367,28 @@ impl Storage {
             .first()
             .copied()
             .unwrap_or(0);
-        let stats = self.partition_stats(RAW, p)?;
+        let stats = self.partition_stats(res, p)?;
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(cf, from, to);
-        wb.delete(PartitionStats::key(RAW, p));
+        wb.delete(PartitionStats::key(res, p));
         self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
-        self.parts
+        if res == RAW {
+            self.parts
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&p);
+        } else if let Some(set) = self
+            .rollups
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&p);
+            .get_mut(usize::from(res))
+        {
+            set.remove(&p);
+        }
         let (start_ms, end_ms) = partition::partition_span(p);
         tracing::info!(
             reason = reason.as_str(),
+            resolution = res_name(res),
             partition_start_ms = start_ms,
             samples = stats.samples,
             chunks = stats.chunks,
@@ -335,6 +397,7 @@ impl Storage {
         );
         self.db.compact_range_cf(cf, Some(from), Some(to));
         Ok(DeletedPartition {
+            resolution: res_name(res),
             start_ms,
             end_ms,
             stats,
@@ -431,6 +494,7 @@ impl Storage {
                 samples,
                 chunks: after,
                 merged_chunks: after,
+                writes: self.partition_stats(RAW, p)?.writes,
             }
             .to_bytes(),
         );
@@ -510,6 +574,7 @@ impl Storage {
             let mut st = self.partition_stats(RAW, p)?;
             st.samples += add.samples;
             st.chunks += add.chunks;
+            st.writes += 1;
             wb.put(PartitionStats::key(RAW, p), st.to_bytes());
         }
         added.clear();
@@ -567,62 +632,101 @@ impl Storage {
                 None => problem(&mut r, format!("wal record {k:?} does not decode")),
             }
         }
-        let mut counted: BTreeMap<i32, PartitionStats> = BTreeMap::new();
+        let mut counted: BTreeMap<(u8, i32), PartitionStats> = BTreeMap::new();
+        let mut read = 0u64;
         for item in self.db.iterator_cf(self.cf(CF_PARTS)?, IteratorMode::Start) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            r.chunks += 1;
-            if r.chunks % 100_000 == 0 {
-                progress(r.chunks);
+            read += 1;
+            if read % 100_000 == 0 {
+                progress(read);
             }
             let Some(c) = partition::parse(&k) else {
                 problem(&mut r, format!("chunk key {k:?} is not a chunk key"));
                 continue;
             };
-            let st = counted.entry(c.part).or_default();
+            let what = if c.res == RAW {
+                "chunk"
+            } else {
+                "rollup chunk"
+            };
+            if c.res != RAW {
+                r.rollup_chunks += 1;
+            }
+            let st = counted.entry((c.res, c.part)).or_default();
             st.chunks += 1;
-            let mut pts = vec![];
-            if let Err(e) = decode_points(&v, &mut pts) {
-                problem(
-                    &mut r,
-                    format!("chunk of series {} in partition {}: {e}", c.series, c.part),
-                );
-                continue;
+            // A chunk's first and last times: its points', or its buckets' starts.
+            let (n, span) = if c.res == RAW {
+                let mut pts = vec![];
+                if let Err(e) = decode_points(&v, &mut pts) {
+                    problem(
+                        &mut r,
+                        format!("chunk of series {} in partition {}: {e}", c.series, c.part),
+                    );
+                    continue;
+                }
+                (
+                    pts.len(),
+                    pts.first().zip(pts.last()).map(|(a, b)| (a.ts, b.ts)),
+                )
+            } else {
+                match decode_buckets(&v) {
+                    Ok(b) => (
+                        b.len(),
+                        b.first().zip(b.last()).map(|(a, z)| (a.start, z.start)),
+                    ),
+                    Err(e) => {
+                        problem(
+                            &mut r,
+                            format!(
+                                "{} rollup chunk of series {} in partition {}: {e}",
+                                res_name(c.res),
+                                c.series,
+                                c.part
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            };
+            if c.res == RAW {
+                r.samples += n as u64;
+                r.chunks += 1;
             }
-            r.samples += pts.len() as u64;
-            st.samples += pts.len() as u64;
+            st.samples += n as u64;
             if !known.contains(&c.series) {
-                problem(&mut r, format!("chunk of unknown series {}", c.series));
+                problem(&mut r, format!("{what} of unknown series {}", c.series));
             }
-            let (Some(a), Some(b)) = (pts.first(), pts.last()) else {
-                problem(&mut r, format!("empty chunk of series {}", c.series));
+            let Some((a, b)) = span else {
+                problem(&mut r, format!("empty {what} of series {}", c.series));
                 continue;
             };
-            if a.ts != c.min_ts || b.ts != c.max_ts {
+            if a != c.min_ts || b != c.max_ts {
                 problem(
                     &mut r,
                     format!(
-                        "chunk of series {} holds {}..{} ms, its key says {}..{}",
-                        c.series, a.ts, b.ts, c.min_ts, c.max_ts
+                        "{what} of series {} holds {a}..{b} ms, its key says {}..{}",
+                        c.series, c.min_ts, c.max_ts
                     ),
                 );
             }
-            if partition::partition_of(a.ts) != c.part || partition::partition_of(b.ts) != c.part {
+            if partition::partition_of(a) != c.part || partition::partition_of(b) != c.part {
                 problem(
                     &mut r,
                     format!(
-                        "chunk of series {} crosses out of its partition {}",
+                        "{what} of series {} crosses out of its partition {}",
                         c.series, c.part
                     ),
                 );
             }
         }
-        for (p, c) in &counted {
-            let st = self.partition_stats(RAW, *p)?;
+        for (&(res, p), c) in &counted {
+            let st = self.partition_stats(res, p)?;
+            let name = res_name(res);
             if st.chunks != c.chunks {
                 problem(
                     &mut r,
                     format!(
-                        "partition {p}: statistics count {} chunks, {} found",
+                        "{name} partition {p}: statistics count {} chunks, {} found",
                         st.chunks, c.chunks
                     ),
                 );
@@ -630,7 +734,7 @@ impl Storage {
                 problem(
                     &mut r,
                     format!(
-                        "partition {p}: statistics count {} samples, {} found",
+                        "{name} partition {p}: statistics count {} samples, {} found",
                         st.samples, c.samples
                     ),
                 );
@@ -647,6 +751,15 @@ mod tests {
     use crate::testutil::{all_points, tmp_dir, write, write_points};
 
     const DAY: i64 = PARTITION_MS;
+
+    /// The raw partitions, as [`Storage::partitions`] lists them.
+    fn raw_parts(s: &Storage) -> Vec<PartitionStatus> {
+        s.partitions()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.resolution == "raw")
+            .collect()
+    }
 
     /// Ten days of one point a minute for `name`, compacted every hour (as the head is
     /// compacted every few seconds, a partition ends up with many chunks per series).
@@ -684,7 +797,7 @@ mod tests {
         s.compact_head().unwrap();
         let before = all_points(&s, "m");
         assert_eq!(before.len() as u64, n);
-        let parts = s.partitions().unwrap();
+        let parts = raw_parts(&s);
         assert_eq!(parts.len(), 10);
         assert_eq!(parts[3].stats.chunks, 25);
         // The last day is open until its end plus the grace: not merged yet.
@@ -702,7 +815,7 @@ mod tests {
         );
         assert_eq!(all_points(&s, "m"), before);
         assert_eq!(before[3 * 1440 + 1].value, 1.0, "the late write won");
-        let parts = s.partitions().unwrap();
+        let parts = raw_parts(&s);
         assert!(
             parts
                 .iter()
@@ -740,6 +853,7 @@ mod tests {
                 &RetentionPolicy {
                     retention_ms: Some(4 * DAY + 1),
                     max_bytes: None,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -750,9 +864,11 @@ mod tests {
                 .iter()
                 .all(|d| d.reason == DeleteReason::Retention && d.stats.samples == 1440)
         );
+        // The deleted days were rolled up first: each 5-minute bucket's last point shows.
         let pts = all_points(&s, "r");
-        assert_eq!(pts.len(), 5 * 1440);
-        assert_eq!(pts[0].ts, 105 * DAY);
+        let raw = pts.partition_point(|p| p.ts < 105 * DAY);
+        assert_eq!((raw, pts.len() - raw), (5 * 288, 5 * 1440));
+        assert_eq!(pts[raw].ts, 105 * DAY);
         assert!(
             parts_bytes(&s) < size_before * 7 / 10,
             "space returned: {} → {}",
@@ -761,8 +877,15 @@ mod tests {
         );
         drop(s);
         let s = Storage::open(&dir).unwrap();
-        assert_eq!(all_points(&s, "r").len(), 5 * 1440);
-        assert_eq!(s.partitions().unwrap().len(), 5);
+        assert_eq!(all_points(&s, "r").len(), 5 * 288 + 5 * 1440);
+        let raw = |s: &Storage| {
+            s.partitions()
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.resolution == "raw")
+                .count()
+        };
+        assert_eq!(raw(&s), 5);
         assert!(s.verify(|_| {}).unwrap().problems.is_empty());
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
@@ -779,13 +902,17 @@ mod tests {
                 &RetentionPolicy {
                     retention_ms: None,
                     max_bytes: Some(1),
+                    ..Default::default()
                 },
             )
             .unwrap();
-        assert_eq!(r.deleted.len(), 9);
+        // Raw days first (all but the newest), then every rollup day.
+        let res: Vec<&str> = r.deleted.iter().map(|d| d.resolution).collect();
+        assert_eq!(res[..9], ["raw"; 9]);
+        assert_eq!(res[9..], [["5m"; 10], ["1h"; 10]].concat());
         assert!(r.deleted.iter().all(|d| d.reason == DeleteReason::MaxBytes));
         assert_eq!(r.deleted[0].start_ms, 100 * DAY, "oldest first");
-        let parts = s.partitions().unwrap();
+        let parts = raw_parts(&s);
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].start_ms, 109 * DAY);
         // Writing goes on.
@@ -826,7 +953,7 @@ mod tests {
         let got = all_points(&s, "old");
         assert_eq!(got.len(), 3);
         assert_eq!(&got[..2], &pts);
-        assert_eq!(s.partitions().unwrap().len(), 2, "split at the day's end");
+        assert_eq!(raw_parts(&s).len(), 2, "split at the day's end");
         let mut it = s.db.raw_iterator_cf(s.cf(CF_CHUNKS).unwrap());
         it.seek_to_first();
         assert!(!it.valid(), "the old column family is empty");

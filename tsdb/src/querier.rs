@@ -4,6 +4,7 @@
 use crate::SeriesId;
 use crate::chunks::ChunkCursor;
 use crate::db::Storage;
+use outpost_promql::rollup::{Bucket, RollupInfo};
 use outpost_promql::{Matcher, Querier, Queryable, StorageError};
 use outpost_shared::{Labels, Point};
 use std::cell::RefCell;
@@ -40,6 +41,29 @@ impl Querier for StorageQuerier<'_> {
             id,
             start_ms.max(self.mint_ms),
             end_ms.min(self.maxt_ms),
+        )
+    }
+
+    fn rollups(&self) -> Option<RollupInfo> {
+        Some(RollupInfo {
+            resolutions: crate::rollup::ROLLUPS.iter().map(|r| r.1).collect(),
+            raw_start_ms: self.storage.raw_start_ms(),
+        })
+    }
+
+    fn buckets(
+        &self,
+        id: SeriesId,
+        start_ms: i64,
+        end_ms: i64,
+        res_ms: i64,
+    ) -> Result<Vec<Bucket>, StorageError> {
+        self.storage.buckets_via(
+            &mut self.cursor.borrow_mut(),
+            id,
+            start_ms.max(self.mint_ms),
+            end_ms.min(self.maxt_ms),
+            res_ms,
         )
     }
 
