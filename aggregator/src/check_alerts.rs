@@ -647,8 +647,13 @@ pub fn spawn(
             if writer.send(WriterMsg::RuleWrite(write, tx)).await.is_err() {
                 return;
             }
-            if let Ok(Err(e)) = rx.await {
-                tracing::warn!("cannot write check region states: {e}");
+            match rx.await {
+                // A full data folder is told once by the writer.
+                Ok(Err(e)) if crate::space::is_full(&e) => {
+                    tracing::debug!("cannot write check region states: {e}")
+                }
+                Ok(Err(e)) => tracing::warn!("cannot write check region states: {e}"),
+                _ => {}
             }
         }
     })

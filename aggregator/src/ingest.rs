@@ -14,6 +14,7 @@ use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
+use crate::space::Space;
 use outpost_service::now_ms;
 use outpost_shared::codec::Decoder;
 use outpost_shared::frame::{self, Frame, close};
@@ -58,22 +59,63 @@ pub enum WriterMsg {
     Meta(Vec<(Vec<u8>, Vec<u8>)>, oneshot::Sender<Result<(), String>>),
 }
 
+/// How often the writer tries the held batches again while the data folder is full.
+const FULL_RETRY: Duration = Duration::from_secs(1);
+/// How often the writer looks for new messages while the data folder is full.
+const FULL_POLL: Duration = Duration::from_millis(50);
+/// Points held in memory at most while the data folder is full; batches beyond are refused
+/// (their connection closes; the agent keeps them and sends them again).
+const MAX_HELD_POINTS: usize = 4_000_000;
+
 /// The single writer: takes whatever is queued (up to [`MAX_GROUP`]) and commits it in one
 /// synced write, so many agents share one fsync.
+///
+/// While the data folder is full (see [`crate::space`]) the agents' batches are held,
+/// unacknowledged, and retried every [`FULL_RETRY`] together with whatever writes are
+/// queued; writes that arrive between retries, caller metadata and rules' output are
+/// refused with [`Space::refusal`](crate::space::Space::refusal).
 pub fn spawn_writer(
     storage: Arc<Storage>,
     ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
     metadata: Arc<MetadataStore>,
     cache: Arc<QueryCache>,
+    space: Arc<Space>,
     mut rx: mpsc::Receiver<WriterMsg>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
+            let mut w = Writer {
+                storage,
+                ledger,
+                metrics,
+                cache,
+                space,
+                held: Group::default(),
+                held_points: 0,
+                last_try: Instant::now(),
+            };
+            let mut declared_held = Vec::new();
+            loop {
+                let first = if w.space.is_full() {
+                    match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(FULL_POLL);
+                            w.retry_if_due();
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                } else {
+                    match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => return,
+                    }
+                };
                 let mut g = Group::default();
-                let mut declared = Vec::new();
+                let mut declared = std::mem::take(&mut declared_held);
                 let mut meta = Vec::new();
                 let mut meta_replies = Vec::new();
                 let mut next = Some(first);
@@ -95,8 +137,9 @@ pub fn spawn_writer(
                         }
                         WriterMsg::Closed(c) => {
                             // Commit what this connection sent before forgetting its numbering.
-                            commit(&storage, &ledger, &metrics, &cache, &mut g);
-                            lock(&ledger).connection_closed(c);
+                            w.commit(&mut g);
+                            w.forget_held(c);
+                            lock(&w.ledger).connection_closed(c);
                         }
                         WriterMsg::Metadata(m) => declared.extend(m),
                         WriterMsg::Meta(m, tx) => {
@@ -108,17 +151,38 @@ pub fn spawn_writer(
                         next = rx.try_recv().ok();
                     }
                 }
-                commit(&storage, &ledger, &metrics, &cache, &mut g);
-                commit_metadata(&storage, &metadata, declared);
+                w.commit(&mut g);
+                if w.space.is_full() {
+                    // Stored once there is space again.
+                    declared_held = declared;
+                } else {
+                    commit_metadata(&w.storage, &metadata, declared);
+                }
                 if !meta_replies.is_empty() {
-                    let plan = WritePlan {
-                        meta: std::mem::take(&mut meta),
-                        ..Default::default()
+                    let r = if w.space.is_full() {
+                        w.space.refused();
+                        Err(w.space.refusal())
+                    } else {
+                        let plan = WritePlan {
+                            meta: std::mem::take(&mut meta),
+                            ..Default::default()
+                        };
+                        let r = w
+                            .storage
+                            .commit(&plan)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string());
+                        if let Err(e) = &r {
+                            w.space.write_failed(e);
+                        }
+                        r
                     };
-                    let r = storage.commit(&plan).map(|_| ()).map_err(|e| e.to_string());
                     for tx in meta_replies.drain(..) {
                         let _ = tx.send(r.clone());
                     }
+                }
+                if w.space.is_full() {
+                    w.retry_if_due();
                 }
             }
         })
@@ -216,45 +280,194 @@ struct Group {
     sync: bool,
 }
 
-fn commit(
-    storage: &Storage,
-    ledger: &Mutex<Ledger>,
-    metrics: &Metrics,
-    cache: &QueryCache,
-    g: &mut Group,
-) {
-    if g.reqs.is_empty() && g.writes.is_empty() {
-        return;
+/// The writer thread's state.
+struct Writer {
+    storage: Arc<Storage>,
+    ledger: Arc<Mutex<Ledger>>,
+    metrics: Arc<Metrics>,
+    cache: Arc<QueryCache>,
+    space: Arc<Space>,
+    /// Batches waiting, unacknowledged and in arrival order, while the data folder is full.
+    held: Group,
+    /// Points in `held`.
+    held_points: usize,
+    /// When a write was last tried.
+    last_try: Instant,
+}
+
+impl Writer {
+    /// Commits `g`. While the data folder is full its batches join the held ones, and the
+    /// whole lot is tried once [`FULL_RETRY`] has passed since the last try; until then its
+    /// writes are refused.
+    fn commit(&mut self, g: &mut Group) {
+        if g.reqs.is_empty() && g.writes.is_empty() {
+            return;
+        }
+        if !self.space.is_full() {
+            return self.write(g);
+        }
+        self.hold(g);
+        if self.last_try.elapsed() < FULL_RETRY {
+            let refusal = self.space.refusal();
+            for tx in g.write_replies.drain(..) {
+                self.space.refused();
+                let _ = tx.send(Err(refusal.clone()));
+            }
+            g.writes.clear();
+            g.sync = false;
+            return;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        self.held_points = 0;
+        all.writes = std::mem::take(&mut g.writes);
+        all.write_replies = std::mem::take(&mut g.write_replies);
+        all.sync = true;
+        g.sync = false;
+        self.write(&mut all);
     }
-    let t = Instant::now();
-    let (results, written) =
-        apply_with_writes(storage, ledger, &g.reqs, &g.writes, Some(cache), g.sync);
-    g.sync = false;
-    metrics.commit_duration.observe(t.elapsed().as_secs_f64());
-    metrics
-        .commit_batches
-        .observe((g.reqs.len() + g.writes.len()) as f64);
-    g.writes.clear();
-    for tx in g.write_replies.drain(..) {
-        let _ = tx.send(written.clone());
+
+    /// Tries the held batches again if [`FULL_RETRY`] has passed since the last try.
+    fn retry_if_due(&mut self) {
+        if self.last_try.elapsed() < FULL_RETRY {
+            return;
+        }
+        if self.held.reqs.is_empty() {
+            // Nothing waits: try a write that changes nothing (a delete of a key never set).
+            self.last_try = Instant::now();
+            let probe = WritePlan {
+                meta: vec![(b"storage/probe".to_vec(), vec![])],
+                ..Default::default()
+            };
+            match self.storage.commit(&probe) {
+                Ok(_) => self.space.write_succeeded(0),
+                Err(e) => {
+                    self.space.write_failed(&e.to_string());
+                }
+            }
+            return;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        self.held_points = 0;
+        all.sync = true;
+        self.write(&mut all);
     }
-    for ((r, res), tx) in g.reqs.drain(..).zip(results).zip(g.replies.drain(..)) {
-        match &res {
-            Ok(IngestOutcome::Applied) => {
-                metrics.batches.inc();
-                metrics.samples.inc_by(r.points.len() as u64);
+
+    /// Moves `g`'s batches to the held ones. Live copies that define no series are dropped
+    /// (the batch itself comes later); those that do are kept, the stream's later copies
+    /// count on them. Past [`MAX_HELD_POINTS`] batches are refused.
+    fn hold(&mut self, g: &mut Group) {
+        for (r, tx) in g.reqs.drain(..).zip(g.replies.drain(..)) {
+            if (r.live && r.new_series.is_empty())
+                || self.held_points + r.points.len() > MAX_HELD_POINTS
+            {
+                if !r.live {
+                    self.metrics.errors.inc();
+                }
+                let _ = tx.send(Err(self.space.refusal()));
+                continue;
             }
-            Ok(IngestOutcome::Duplicate) => {
-                metrics.duplicates.inc();
-            }
-            Ok(IngestOutcome::Live) => {
-                metrics.live_batches.inc();
-            }
-            Err(_) => {
-                metrics.errors.inc();
+            self.held_points += r.points.len();
+            self.held.reqs.push(r);
+            self.held.replies.push(tx);
+        }
+    }
+
+    /// Refuses the held batches of connection (or live stream) `conn`, which closed.
+    fn forget_held(&mut self, conn: u64) {
+        if self.held.reqs.iter().all(|r| r.conn != conn) {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_points = 0;
+        for (r, tx) in held.reqs.into_iter().zip(held.replies) {
+            if r.conn == conn {
+                let _ = tx.send(Err(self.space.refusal()));
+            } else {
+                self.held_points += r.points.len();
+                self.held.reqs.push(r);
+                self.held.replies.push(tx);
             }
         }
-        let _ = tx.send(res);
+    }
+
+    /// Writes `g` in commits of at most [`MAX_GROUP`] batches (its writes go with the
+    /// first), answering each batch and write. A commit that fails for lack of space pauses
+    /// ingestion: its batches and those after it are held, its writes refused.
+    fn write(&mut self, g: &mut Group) {
+        let held_before = g.reqs.len();
+        let mut sync = g.sync;
+        g.sync = false;
+        loop {
+            let n = g.reqs.len().min(MAX_GROUP);
+            let reqs: Vec<IngestRequest> = g.reqs.drain(..n).collect();
+            let replies: Vec<Reply> = g.replies.drain(..n).collect();
+            let writes = std::mem::take(&mut g.writes);
+            let t = Instant::now();
+            self.last_try = t;
+            let (results, written) = apply_with_writes(
+                &self.storage,
+                &self.ledger,
+                &reqs,
+                &writes,
+                Some(&self.cache),
+                sync,
+            );
+            sync = true;
+            self.metrics
+                .commit_duration
+                .observe(t.elapsed().as_secs_f64());
+            self.metrics
+                .commit_batches
+                .observe((reqs.len() + writes.len()) as f64);
+            let write_replies = std::mem::take(&mut g.write_replies);
+            if let Err(e) = &written
+                && self.space.write_failed(e)
+            {
+                for tx in write_replies {
+                    let _ = tx.send(Err(self.space.refusal()));
+                }
+                // This commit's batches and the rest wait, in order, before any held since.
+                let mut held = Group {
+                    reqs,
+                    replies,
+                    ..Group::default()
+                };
+                held.reqs.append(&mut g.reqs);
+                held.replies.append(&mut g.replies);
+                held.reqs.append(&mut self.held.reqs);
+                held.replies.append(&mut self.held.replies);
+                self.held_points = held.reqs.iter().map(|r| r.points.len()).sum();
+                self.held = held;
+                return;
+            }
+            if written.is_ok() {
+                self.space.write_succeeded(held_before);
+            }
+            for tx in write_replies {
+                let _ = tx.send(written.clone());
+            }
+            for ((r, res), tx) in reqs.into_iter().zip(results).zip(replies) {
+                match &res {
+                    Ok(IngestOutcome::Applied) => {
+                        self.metrics.batches.inc();
+                        self.metrics.samples.inc_by(r.points.len() as u64);
+                    }
+                    Ok(IngestOutcome::Duplicate) => {
+                        self.metrics.duplicates.inc();
+                    }
+                    Ok(IngestOutcome::Live) => {
+                        self.metrics.live_batches.inc();
+                    }
+                    Err(_) => {
+                        self.metrics.errors.inc();
+                    }
+                }
+                let _ = tx.send(res);
+            }
+            if g.reqs.is_empty() {
+                return;
+            }
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod remote_write;
 pub mod replay;
 pub mod rules;
 pub mod rules_api;
+pub mod space;
 pub mod status;
 pub mod tsdb_cmd;
 
@@ -110,18 +111,21 @@ pub async fn run_with(
         cfg.query.cache_entries,
         cfg.query.cache_points,
     ));
+    let space = Arc::new(space::Space::new(&cfg.data_dir, &metrics));
     let writer = ingest::spawn_writer(
         storage.clone(),
         ledger.clone(),
         metrics.clone(),
         metadata.clone(),
         cache.clone(),
+        space.clone(),
         writer_rx,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let compactor = spawn_compactor(
         storage.clone(),
         metrics.clone(),
+        space,
         cfg.storage.policy(),
         stop_rx.clone(),
     );
@@ -288,10 +292,13 @@ pub async fn run_with(
 }
 
 /// The storage thread: compacts the head every [`COMPACT_EVERY`] and maintains the store
-/// (merges, retention, size cap) every [`MAINTAIN_EVERY`], starting at once.
+/// (merges, retention, size cap) every [`MAINTAIN_EVERY`], starting at once. While the data
+/// folder is full both fail and are tried again at their next turn, logged once through
+/// `space`.
 fn spawn_compactor(
     storage: Arc<Storage>,
     metrics: Arc<metrics::Metrics>,
+    space: Arc<space::Space>,
     policy: outpost_tsdb::RetentionPolicy,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::thread::JoinHandle<()> {
@@ -313,12 +320,12 @@ fn spawn_compactor(
                         }
                         Err(e) => {
                             metrics.compaction_errors.inc();
-                            tracing::error!("head compaction failed (will retry): {e}");
+                            storage_failed(&space, "head compaction", &e.to_string());
                         }
                     }
                     // At start (after the wal's replay is compacted), then every interval.
                     if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) {
-                        maintain(&storage, &metrics, &policy);
+                        maintain(&storage, &metrics, &space, &policy);
                         last_maintenance = Some(std::time::Instant::now());
                     }
                     tokio::select! {
@@ -333,7 +340,12 @@ fn spawn_compactor(
 
 /// One maintenance pass of the store, counted in `metrics`; failures are logged and retried
 /// at the next pass.
-fn maintain(storage: &Storage, metrics: &metrics::Metrics, policy: &outpost_tsdb::RetentionPolicy) {
+fn maintain(
+    storage: &Storage,
+    metrics: &metrics::Metrics,
+    space: &space::Space,
+    policy: &outpost_tsdb::RetentionPolicy,
+) {
     match storage.maintain(outpost_service::now_ms(), policy) {
         Ok(r) => {
             metrics.partitions_merged.inc_by(r.merged_partitions);
@@ -358,10 +370,22 @@ fn maintain(storage: &Storage, metrics: &metrics::Metrics, policy: &outpost_tsdb
         }
         Err(e) => {
             metrics.maintenance_errors.inc();
-            tracing::error!("storage maintenance failed (will retry): {e}");
+            storage_failed(space, "storage maintenance", &e.to_string());
         }
     }
     metrics
         .oldest_partition
         .set(storage.oldest_partition_start().map_or(0, |ms| ms / 1000));
+}
+
+/// Logs a failed compaction or maintenance pass (`what`), which is tried again at its next
+/// turn. A full data folder is told once, by `space`, which pauses ingestion until a write
+/// succeeds again.
+fn storage_failed(space: &space::Space, what: &str, err: &str) {
+    if space.is_full() || space::is_no_space(err) {
+        space.write_failed(err);
+        tracing::debug!("{what} failed for lack of space (will retry): {err}");
+    } else {
+        tracing::error!("{what} failed (will retry): {err}");
+    }
 }

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub partitions_merged: Counter,
     pub maintenance_errors: Counter,
     pub oldest_partition: Gauge,
+    /// 1 while ingestion is paused because the data folder's file system is full.
+    pub storage_disk_full: Gauge,
+    /// Writes the store refused, by reason (`no_space`, `other`).
+    pub storage_write_errors: Family<ReasonLabel, Counter>,
     pub query: crate::api::QueryGauges,
     pub query_cache_points: Gauge,
     pub remote_write_requests: Family<OutcomeLabel, Counter>,
@@ -139,6 +143,8 @@ impl Metrics {
             partitions_merged: Counter::default(),
             maintenance_errors: Counter::default(),
             oldest_partition: Gauge::default(),
+            storage_disk_full: Gauge::default(),
+            storage_write_errors: Family::default(),
             query: Default::default(),
             query_cache_points: Gauge::default(),
             remote_write_requests: Family::default(),
@@ -370,7 +376,7 @@ impl Metrics {
         r.register(
             "remote_write_requests",
             "POST /api/v1/write requests by outcome: stored, bad_request (400: nothing stored), \
-             error (500: the store failed), unavailable (503: shutting down)",
+             error (500: the store failed), unavailable (503: shutting down, or the data folder is full)",
             m.remote_write_requests.clone(),
         );
         for outcome in ["stored", "bad_request", "error", "unavailable"] {
@@ -430,6 +436,23 @@ impl Metrics {
             "storage_maintenance_errors",
             "Failed merge or retention passes",
             m.maintenance_errors.clone(),
+        );
+        r.register(
+            "storage_disk_full",
+            "Whether ingestion is paused because the data folder's file system is full (1): agents keep buffering until it has space again",
+            m.storage_disk_full.clone(),
+        );
+        for reason in ["no_space", "other"] {
+            m.storage_write_errors
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(0);
+        }
+        r.register(
+            "storage_write_errors",
+            "Writes the store refused, by reason: no_space (its file system is full; retries of the held batches and writes refused while paused count too) or other",
+            m.storage_write_errors.clone(),
         );
         r.register_with_unit(
             "storage_oldest_partition_start",

@@ -142,6 +142,11 @@ pub async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
             s.metrics.remote_write_samples.inc_by(samples as u64);
             StatusCode::NO_CONTENT.into_response()
         }
+        Ok(Err(e)) if crate::space::is_full(&e) => {
+            // Told once in the log by the writer; the sender retries.
+            s.metrics.remote_write("unavailable");
+            text(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
         Ok(Err(e)) => {
             s.metrics.remote_write("error");
             tracing::error!("remote_write: storing failed: {e}");

@@ -375,12 +375,17 @@ impl Aggregator {
 
     /// [`Aggregator::start_top`] plus `tail` (tables such as `[api]`) at the end.
     pub fn start_config(dir: &Path, certs: &Certs, top: &str, tail: &str) -> Aggregator {
+        Self::start_data(dir, &dir.join("agg-data"), certs, top, tail)
+    }
+
+    /// [`Aggregator::start_config`] with the store in `data` (config and log stay in `dir`).
+    pub fn start_data(dir: &Path, data: &Path, certs: &Certs, top: &str, tail: &str) -> Aggregator {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let quic = format!("127.0.0.1:{}", free_udp_port());
         let config = dir.join("aggregator.toml");
         let text = format!(
             "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tail}",
-            data = dir.join("agg-data").display(),
+            data = data.display(),
             ca = certs.ca().display(),
             cert = certs.dir.join("aggregator.crt").display(),
             key = certs.dir.join("aggregator.key").display(),
@@ -723,4 +728,154 @@ pub fn collect_once(cfg: &Path) -> (String, String) {
         "outpost-agent collect failed: {stderr}"
     );
     (stdout, stderr)
+}
+
+/// Whether this process runs as root (mounting a tmpfs needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A mount, removed (lazily, so open files do not keep it) when dropped.
+pub struct Mounted(pub PathBuf);
+
+impl Mounted {
+    /// Mounts a tmpfs of `size` (`24m`) on `dir`, creating it; panics when that fails (it
+    /// needs root).
+    pub fn tmpfs(dir: &Path, size: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let (ok, out) = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "outpost-test"])
+            .arg(dir));
+        assert!(
+            ok,
+            "mount -t tmpfs on {} failed (needs root): {out}",
+            dir.display()
+        );
+        Mounted(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A file that fills its file system and keeps it full, as another process would: a
+/// program that frees some of its own (preallocated) space finds it taken again within
+/// 20 ms. Removed by [`Filler::stop`] or on drop.
+pub struct Filler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Filler {
+    /// Starts filling the file system of `path` through the file `path`.
+    pub fn start(path: &Path) -> Filler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (path, stop) = (path.to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&path)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Down to the last byte: smaller and smaller writes until not even one fits.
+                    for size in [64 << 10, 4 << 10, 256, 1] {
+                        let block = vec![7u8; size];
+                        while f.write_all(&block).is_ok() {}
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(f);
+                let _ = std::fs::remove_file(&path);
+            })
+        };
+        Filler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops filling and removes the file: the space is free again when this returns.
+    pub fn stop(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The cycles the aggregator holds for `agent` must be exactly `1..=last` (or that range
+/// minus `missing`), one sample per cycle, and the aggregator must have applied each batch
+/// once.
+pub fn assert_cycles_exact(agg: &Aggregator, agent: &str, last: u64, missing: &[u64]) {
+    let got = agg.cycles(agent);
+    let values: Vec<u64> = got.iter().map(|p| p.1).collect();
+    let want: Vec<u64> = (1..=last).filter(|c| !missing.contains(c)).collect();
+    if values != want {
+        let extra: Vec<u64> = values
+            .iter()
+            .filter(|v| !want.contains(v))
+            .copied()
+            .collect();
+        let lost: Vec<u64> = want
+            .iter()
+            .filter(|v| !values.contains(v))
+            .copied()
+            .collect();
+        panic!(
+            "cycles at the aggregator differ: {} held, {} wanted; lost {lost:?}, unexpected {extra:?}",
+            values.len(),
+            want.len()
+        );
+    }
+    let mut ts: Vec<i64> = got.iter().map(|p| p.0).collect();
+    ts.dedup();
+    assert_eq!(ts.len(), got.len(), "one sample per cycle timestamp");
+    let a = agg.agent(agent).expect("agent listed");
+    // Every applied batch is counted once; a resend of an applied seq is not applied again.
+    assert_eq!(
+        a["batches"].as_u64(),
+        Some(want.len() as u64),
+        "batches applied once each: {a}"
+    );
+}
+
+/// Waits until the aggregator holds cycle `n` (or more) of `agent`; returns the highest.
+pub fn wait_cycle(agg: &Aggregator, agent: &str, n: u64, timeout: Duration) -> u64 {
+    let got = wait_for(timeout, || {
+        agg.cycles(agent).last().map(|p| p.1).filter(|c| *c >= n)
+    });
+    got.unwrap_or_else(|| {
+        panic!(
+            "cycle {n} of {agent} did not arrive within {timeout:?}; have {:?}",
+            agg.cycles(agent).last()
+        )
+    })
+}
+
+/// The agent's persisted cycle count, from its /health.
+pub fn agent_cycles(agent: &Agent) -> u64 {
+    get_json(&agent.url("/health"))
+        .ok()
+        .and_then(|v| v["cycles"].as_u64())
+        .unwrap_or(0)
 }

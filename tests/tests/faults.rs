@@ -7,62 +7,6 @@ use outpost_tests::proxy::{Faults, UdpProxy};
 use outpost_tests::*;
 use std::time::{Duration, Instant};
 
-/// The cycles the aggregator holds for `agent` must be exactly `1..=last` (or that range
-/// minus `missing`), and the aggregator must have applied each batch once.
-fn assert_cycles_exact(agg: &Aggregator, agent: &str, last: u64, missing: &[u64]) {
-    let got = agg.cycles(agent);
-    let values: Vec<u64> = got.iter().map(|p| p.1).collect();
-    let want: Vec<u64> = (1..=last).filter(|c| !missing.contains(c)).collect();
-    if values != want {
-        let extra: Vec<u64> = values
-            .iter()
-            .filter(|v| !want.contains(v))
-            .copied()
-            .collect();
-        let lost: Vec<u64> = want
-            .iter()
-            .filter(|v| !values.contains(v))
-            .copied()
-            .collect();
-        panic!(
-            "cycles at the aggregator differ: {} held, {} wanted; lost {lost:?}, unexpected {extra:?}",
-            values.len(),
-            want.len()
-        );
-    }
-    let mut ts: Vec<i64> = got.iter().map(|p| p.0).collect();
-    ts.dedup();
-    assert_eq!(ts.len(), got.len(), "one sample per cycle timestamp");
-    let a = agg.agent(agent).expect("agent listed");
-    // Every applied batch is counted once; a resend of an applied seq is not applied again.
-    assert_eq!(
-        a["batches"].as_u64(),
-        Some(want.len() as u64),
-        "batches applied once each: {a}"
-    );
-}
-
-/// Waits until the aggregator holds cycle `n` (or more) of `agent`; returns the highest.
-fn wait_cycle(agg: &Aggregator, agent: &str, n: u64, timeout: Duration) -> u64 {
-    let got = wait_for(timeout, || {
-        agg.cycles(agent).last().map(|p| p.1).filter(|c| *c >= n)
-    });
-    got.unwrap_or_else(|| {
-        panic!(
-            "cycle {n} of {agent} did not arrive within {timeout:?}; have {:?}",
-            agg.cycles(agent).last()
-        )
-    })
-}
-
-/// The agent's persisted cycle count, from its /health.
-fn agent_cycles(agent: &Agent) -> u64 {
-    get_json(&agent.url("/health"))
-        .ok()
-        .and_then(|v| v["cycles"].as_u64())
-        .unwrap_or(0)
-}
-
 /// From `outpost-agent status` of a stopped agent: (dropped samples, damaged batches, dropped batches).
 fn offline_counts(agent: &Agent) -> (u64, u64, u64) {
     let (ok, out) = run(std::process::Command::new(bin("outpost-agent"))
@@ -465,21 +409,7 @@ fn damaged_buffer_files_keep_every_whole_record_and_count_the_rest() {
 fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     let tmp = TempDir::new("disk");
     let mnt = tmp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let (ok, out) = run(std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "outpost-test"])
-        .arg(&mnt));
-    assert!(ok, "this test mounts a small tmpfs and needs root: {out}");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    let _unmount = Mounted::tmpfs(&mnt, "24m");
 
     let certs = Certs::init(&tmp.path().join("certs"));
     let agg = Aggregator::start(tmp.path(), &certs);
@@ -496,25 +426,7 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     proxy.set(Faults::blackhole());
     // Fill the disk, and keep it full: RocksDB frees its own preallocated space when it
     // reopens, and a disk that another process fills does not stay that polite.
-    let filler = mnt.join("filler");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hog = {
-        let (filler, stop) = (filler.clone(), stop.clone());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&filler).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Down to the last byte: smaller and smaller writes until not even one fits.
-                for size in [64 << 10, 4 << 10, 256, 1] {
-                    let block = vec![7u8; size];
-                    while f.write_all(&block).is_ok() {}
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            drop(f);
-            std::fs::remove_file(&filler).unwrap();
-        })
-    };
+    let filler = Filler::start(&mnt.join("filler"));
     let errors = wait_for(Duration::from_secs(30), || {
         metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total")
             .filter(|e| *e >= 5.0)
@@ -542,8 +454,7 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
         "{status}"
     );
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    hog.join().unwrap();
+    filler.stop();
     let resumed = wait_for(Duration::from_secs(30), || {
         agent
             .proc

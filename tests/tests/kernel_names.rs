@@ -3,7 +3,6 @@
 //! node_exporter 1.5 (which node_parity.rs runs) panics on such a mount point.
 
 use outpost_tests::*;
-use std::process::Command;
 
 fn agent_collect(dir: &std::path::Path) -> (String, String) {
     // `collect` reads only [collect]; the other required keys are placeholders.
@@ -14,26 +13,6 @@ fn agent_collect(dir: &std::path::Path) -> (String, String) {
     )
     .unwrap();
     collect_once(&cfg)
-}
-
-/// Removes a mount when dropped.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A mount point whose name is not UTF-8 (Latin-1 "café") is a real file system with sizes:
@@ -47,14 +26,7 @@ fn a_mount_point_that_is_not_utf8_reports_its_sizes() {
     }
     let tmp = TempDir::new("nonutf8-mount");
     let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 \\x"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .expect("run mount");
-    assert!(st.success(), "mount -t tmpfs on {} failed", dir.display());
-    let _m = Mounted(dir.clone());
+    let _m = Mounted::tmpfs(&dir, "2m");
 
     let (text, stderr) = agent_collect(tmp.path());
     let label = format!(
