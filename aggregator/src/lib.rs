@@ -349,6 +349,8 @@ fn maintain(
     match storage.maintain(outpost_service::now_ms(), policy) {
         Ok(r) => {
             metrics.partitions_merged.inc_by(r.merged_partitions);
+            metrics.partitions_rolled_up.inc_by(r.rolled_up_partitions);
+            metrics.rollup_samples.inc_by(r.rollup_samples);
             if r.merged_partitions > 0 {
                 tracing::debug!(
                     partitions = r.merged_partitions,
@@ -362,10 +364,13 @@ fn maintain(
                     reason: d.reason.as_str().into(),
                 };
                 metrics.partitions_deleted.get_or_create(&reason).inc();
-                metrics
-                    .samples_deleted
-                    .get_or_create(&reason)
-                    .inc_by(d.stats.samples);
+                // Rollup partitions count buckets, not samples.
+                if d.resolution == "raw" {
+                    metrics
+                        .samples_deleted
+                        .get_or_create(&reason)
+                        .inc_by(d.stats.samples);
+                }
             }
         }
         Err(e) => {

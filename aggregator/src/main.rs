@@ -40,9 +40,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
-    /// Show a data folder's series, time partitions (samples, chunks, bytes each) and
-    /// retention; read-only, so it also works beside a running aggregator. With --verify,
-    /// read every record and report damage (exit status 1 when there is any).
+    /// Show a data folder's series, time partitions (samples, chunks, bytes each, raw and
+    /// rollups) and retention; read-only, so it also works beside a running aggregator.
+    /// With --verify, read every record and report damage (exit status 1 when there is
+    /// any); with --maintain, run a maintenance pass first (aggregator stopped).
     Tsdb {
         /// The aggregator's config, for `data_dir` and `[storage]`.
         #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
@@ -58,6 +59,11 @@ enum Cmd {
         /// Print JSON (the same object as `/api/v1/status/tsdb`'s `outpostStats.storage`).
         #[arg(long)]
         json: bool,
+        /// First run one maintenance pass (compact the head, merge closed days, make their
+        /// 5-minute and 1-hour rollups, apply the retention and size cap), as the aggregator
+        /// does every minute. Needs the folder to itself: stop the aggregator first.
+        #[arg(long)]
+        maintain: bool,
     },
     /// Run an aggregator and a local agent on this host, with generated certificates.
     Demo {
@@ -195,6 +201,7 @@ fn main() -> ExitCode {
             data_dir,
             verify,
             json,
+            maintain,
         } => {
             let (dir, policy) = match data_dir {
                 Some(d) => (
@@ -214,6 +221,7 @@ fn main() -> ExitCode {
                 &policy,
                 verify,
                 json,
+                maintain,
                 &mut std::io::stdout().lock(),
             ) {
                 Ok(true) => Ok(()),

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub partitions_deleted: Family<ReasonLabel, Counter>,
     pub samples_deleted: Family<ReasonLabel, Counter>,
     pub partitions_merged: Counter,
+    pub partitions_rolled_up: Counter,
+    pub rollup_samples: Counter,
     pub maintenance_errors: Counter,
     pub oldest_partition: Gauge,
     /// 1 while ingestion is paused because the data folder's file system is full.
@@ -141,6 +143,8 @@ impl Metrics {
             partitions_deleted: Family::default(),
             samples_deleted: Family::default(),
             partitions_merged: Counter::default(),
+            partitions_rolled_up: Counter::default(),
+            rollup_samples: Counter::default(),
             maintenance_errors: Counter::default(),
             oldest_partition: Gauge::default(),
             storage_disk_full: Gauge::default(),
@@ -431,6 +435,16 @@ impl Metrics {
             "storage_partitions_merged",
             "Partition merges (each series' chunks of a day rewritten as one)",
             m.partitions_merged.clone(),
+        );
+        r.register(
+            "storage_partitions_rolled_up",
+            "Raw days downsampled into 5-minute and 1-hour rollups (again when late points land)",
+            m.partitions_rolled_up.clone(),
+        );
+        r.register(
+            "storage_rollup_samples",
+            "Raw samples read to make rollups",
+            m.rollup_samples.clone(),
         );
         r.register(
             "storage_maintenance_errors",

@@ -32,8 +32,9 @@ pub struct StartInfo {
 
 /// The store's shape as `/api/v1/status/tsdb` (`outpostStats.storage`) and
 /// `outpost-aggregator tsdb` report it: series, head, total samples and bytes, every time
-/// partition (resolution, start and end as RFC 3339, samples, chunks, bytes) and the
-/// retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one).
+/// partition (resolution `raw`, `5m` or `1h`; start and end as RFC 3339; samples, or
+/// buckets for rollups; chunks; bytes), totals per resolution, the retentions (s) and the
+/// raw retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one).
 ///
 /// # Errors
 /// The store fails to read.
@@ -44,7 +45,23 @@ pub fn storage_report(
 ) -> Result<serde_json::Value, outpost_tsdb::StorageError> {
     let parts = storage.partitions()?;
     let (head_min, head_max) = storage.head_time_range().unwrap_or((0, 0));
-    let samples: u64 = parts.iter().map(|p| p.stats.samples).sum();
+    let raw = |p: &&outpost_tsdb::PartitionStatus| p.resolution == "raw";
+    let samples: u64 = parts.iter().filter(raw).map(|p| p.stats.samples).sum();
+    let mut resolutions = serde_json::Map::new();
+    for res in ["raw", "5m", "1h"] {
+        let of: Vec<&outpost_tsdb::PartitionStatus> =
+            parts.iter().filter(|p| p.resolution == res).collect();
+        resolutions.insert(
+            res.into(),
+            serde_json::json!({
+                "partitions": of.len(),
+                // Raw: samples; rollups: buckets.
+                "samples": of.iter().map(|p| p.stats.samples).sum::<u64>(),
+                "bytes": of.iter().map(|p| p.bytes).sum::<u64>(),
+            }),
+        );
+    }
+    let secs = |ms: Option<i64>| ms.map(|r| r / 1000);
     let partitions: Vec<serde_json::Value> = parts
         .iter()
         .map(|p| {
@@ -52,6 +69,7 @@ pub fn storage_report(
                 "resolution": p.resolution,
                 "start": rfc3339(p.start_ms),
                 "end": rfc3339(p.end_ms),
+                // Buckets for rollup partitions.
                 "samples": p.stats.samples,
                 "chunks": p.stats.chunks,
                 "merged": p.stats.chunks == p.stats.merged_chunks,
@@ -68,7 +86,10 @@ pub fn storage_report(
         "bytes": storage.size_bytes(),
         "retention": policy.retention_ms.map(|r| r / 1000),
         "retentionHorizon": policy.retention_ms.map(|r| rfc3339(now_ms - r)),
+        "retention5m": secs(policy.retention_5m_ms),
+        "retention1h": secs(policy.retention_1h_ms),
         "maxBytes": policy.max_bytes,
+        "resolutions": resolutions,
         "partitions": partitions,
     }))
 }

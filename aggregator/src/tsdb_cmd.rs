@@ -1,6 +1,7 @@
 //! `outpost-aggregator tsdb`: a data folder's series, partitions and sizes, read offline
-//! (read-only, so also beside a running aggregator), and with `--verify` a full read that
-//! reports damage.
+//! (read-only, so also beside a running aggregator), with `--verify` a full read that
+//! reports damage, and with `--maintain` (aggregator stopped) one maintenance pass: merges,
+//! rollups and retention, as the running aggregator does every minute.
 
 use crate::status::storage_report;
 use outpost_tsdb::{RetentionPolicy, Storage};
@@ -9,19 +10,52 @@ use std::path::Path;
 
 /// Prints the report of the store in `dir` to `out` (text, or the JSON of
 /// `/api/v1/status/tsdb`'s `outpostStats.storage` with `json`); with `verify`, reads every
-/// record too and adds what it found. Returns whether the folder is sound (always true
-/// without `verify`).
+/// record too and adds what it found; with `maintain`, opens it for writing and runs one
+/// maintenance pass under `policy` first (progress on stderr). Returns whether the folder
+/// is sound (always true without `verify`).
 ///
 /// # Errors
-/// The folder does not open (the message says why), or writing `out` fails.
+/// The folder does not open (the message says why: in use by a running aggregator, for
+/// `maintain`), the pass fails, or writing `out` fails.
 pub fn run(
     dir: &Path,
     policy: &RetentionPolicy,
     verify: bool,
     json: bool,
+    maintain: bool,
     out: &mut dyn Write,
 ) -> Result<bool, String> {
-    let storage = Storage::open_read_only(dir).map_err(|e| e.to_string())?;
+    let storage = if maintain {
+        let s = Storage::open(dir).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("lock") {
+                format!("{e}: is the aggregator running on it? Stop it first; --maintain needs the folder to itself")
+            } else {
+                e
+            }
+        })?;
+        eprintln!(
+            "maintaining {}: compacting the head, merging, rolling up, applying retention…",
+            dir.display()
+        );
+        s.compact_head().map_err(|e| e.to_string())?;
+        let r = s
+            .maintain(outpost_service::now_ms(), policy)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "merged {} partition(s) ({} chunks into {}), rolled up {} day(s) ({} samples read), deleted {} partition(s)",
+            r.merged_partitions,
+            r.chunks_before,
+            r.chunks_after,
+            r.rolled_up_partitions,
+            r.rollup_samples,
+            r.deleted.len()
+        );
+        s.flush().map_err(|e| e.to_string())?;
+        s
+    } else {
+        Storage::open_read_only(dir).map_err(|e| e.to_string())?
+    };
     let mut report =
         storage_report(&storage, policy, outpost_service::now_ms()).map_err(|e| e.to_string())?;
     let checked = if verify {
@@ -31,6 +65,7 @@ pub fn run(
         report["verify"] = serde_json::json!({
             "series": v.series,
             "chunks": v.chunks,
+            "rollupChunks": v.rollup_chunks,
             "samples": v.samples,
             "walRecords": v.wal_records,
             "problems": v.problems,
@@ -56,6 +91,18 @@ pub fn run(
             None => writeln!(out, "retention: none"),
         }
         .map_err(w)?;
+        for res in ["raw", "5m", "1h"] {
+            let t = &r["resolutions"][res];
+            writeln!(
+                out,
+                "{res:<4} {} partition(s), {} {}, {} bytes",
+                t["partitions"],
+                t["samples"],
+                if res == "raw" { "samples" } else { "buckets" },
+                t["bytes"]
+            )
+            .map_err(w)?;
+        }
         writeln!(
             out,
             "{:<10} {:<22} {:>14} {:>10} {:>14}  merged",
