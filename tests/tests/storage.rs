@@ -79,11 +79,19 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     assert_eq!(held.len(), 400);
     assert!(held.values().all(|n| *n == 48 * SERIES));
 
-    // The retention drops to 30 days: the aggregator deletes a day per partition at start.
-    // It is killed again and again while it deletes; each time the folder opens and every
-    // day is there whole or not at all.
+    // The raw retention drops to 30 days, 1-hour rollups are kept 60 days and 5-minute
+    // ones 30: at start the aggregator rolls up days 31 to 60 back, then deletes a raw day
+    // per partition. It is killed again and again while it rolls up and deletes; each time
+    // the folder opens and every day is there whole or not at all.
     let config = std::fs::read_to_string(&agg.config).expect("config");
-    std::fs::write(&agg.config, config.replace("400d", "30d")).expect("config");
+    std::fs::write(
+        &agg.config,
+        config.replace(
+            "retention = \"400d\"",
+            "retention = \"30d\"\nretention_5m = \"30d\"\nretention_1h = \"60d\"",
+        ),
+    )
+    .expect("config");
     for delay_ms in [50u64, 150, 300, 600, 1000] {
         agg.restart();
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -101,13 +109,17 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     agg.restart();
     let settled = wait_for(Duration::from_secs(60), || {
         let held = samples_per_day(&agg);
-        (held.keys().max() == Some(&30)).then_some(held)
+        (held.keys().max() == Some(&60)).then_some(held)
     })
     .unwrap_or_else(|| panic!("old days remain: {:?}", samples_per_day(&agg).keys().max()));
     // Day 30 back ends after the horizon (30 days before now), day 31 before it: days
-    // 1..=30 remain, each whole.
-    assert_eq!(settled.len(), 30, "{settled:?}");
-    assert!(settled.values().all(|n| *n == 48 * SERIES), "{settled:?}");
+    // 1..=30 remain raw, each whole; days 31..=60 show their 1-hour buckets' last points
+    // (24 a day, the samples being 30 minutes apart).
+    assert_eq!(settled.len(), 60, "{settled:?}");
+    for (day, n) in &settled {
+        let want = if *day <= 30 { 48 } else { 24 };
+        assert_eq!(*n, want * SERIES, "day {day} back: {settled:?}");
+    }
     let m = agg.metrics();
     let deleted = metric_value(
         &m,
@@ -126,13 +138,20 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     assert!(storage["retentionHorizon"].is_string(), "{storage}");
     assert_eq!(storage["retention"], 30 * 86_400, "{storage}");
     // Today's partition may also hold what else the aggregator stored.
-    let aged: Vec<&serde_json::Value> = parts
-        .iter()
+    let of = |res: &str| -> Vec<&serde_json::Value> {
+        parts.iter().filter(|p| p["resolution"] == res).collect()
+    };
+    let aged: Vec<&serde_json::Value> = of("raw")
+        .into_iter()
         .filter(|p| p["samples"] == 48 * SERIES as u64)
         .collect();
     assert_eq!(aged.len(), 30, "{storage}");
     assert!(aged.iter().all(|p| p["merged"] == true), "{storage}");
-    assert!(parts.len() <= 31, "{storage}");
+    assert!(of("raw").len() <= 31, "{storage}");
+    // Rollups: 5-minute ones for the 30 raw days, 1-hour ones for 60 days.
+    assert_eq!(of("5m").len(), 30, "{storage}");
+    assert_eq!(of("1h").len(), 60, "{storage}");
+    assert_eq!(storage["retention1h"], 60 * 86_400, "{storage}");
     assert!(
         agg.proc.terminate(Duration::from_secs(15)) == Some(true),
         "clean stop"

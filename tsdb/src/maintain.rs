@@ -288,8 +288,11 @@ impl Storage {
             }
             // A day about to leave the raw retention is rolled up first unless it already
             // was: points that arrived for it since are older than the retention and go
-            // with it (remaking its buckets from them alone would lose the rest).
-            if self.needs_rollup(p)? && (!expiring || !self.has_rollups(p)) {
+            // with it (remaking its buckets from them alone would lose the rest). A day
+            // past every rollup retention too is not rolled up at all.
+            let rollups_kept =
+                end >= horizon(policy.retention_5m_ms).min(horizon(policy.retention_1h_ms));
+            if rollups_kept && self.needs_rollup(p)? && (!expiring || !self.has_rollups(p)) {
                 report.rollup_samples += self.rollup_partition(p)?;
                 report.rolled_up_partitions += 1;
             }
