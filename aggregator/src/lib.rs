@@ -42,8 +42,15 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-/// How often the head is compacted into chunks.
+/// How often the compactor looks at the head.
 pub const COMPACT_EVERY: Duration = Duration::from_secs(10);
+/// The head is compacted into chunks this long after the last compaction (so a series
+/// scraped every 10 s gets a chunk of 30 points, not one chunk a point), ...
+pub const HEAD_MAX_AGE: Duration = Duration::from_secs(300);
+/// ... or as soon as it holds this many points (16 bytes each in memory), or before a
+/// maintenance pass when it holds points of an earlier day (backfill, late data), so they
+/// are merged, rolled up and aged with their day.
+pub const HEAD_MAX_POINTS: usize = 1_000_000;
 /// How often partitions are merged and retention and the size cap applied.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
@@ -291,8 +298,9 @@ pub async fn run_with(
     Ok(())
 }
 
-/// The storage thread: compacts the head every [`COMPACT_EVERY`] and maintains the store
-/// (merges, retention, size cap) every [`MAINTAIN_EVERY`], starting at once. While the data
+/// The storage thread: compacts the head at start, then every [`HEAD_MAX_AGE`] or when it
+/// outgrows [`HEAD_MAX_POINTS`], and maintains the store (merges, rollups, retention, size
+/// cap) every [`MAINTAIN_EVERY`], starting at once. While the data
 /// folder is full both fail and are tried again at their next turn, logged once through
 /// `space`.
 fn spawn_compactor(
@@ -311,20 +319,33 @@ fn spawn_compactor(
             let Ok(rt) = rt else { return };
             rt.block_on(async {
                 let mut last_maintenance: Option<std::time::Instant> = None;
+                let mut last_compaction: Option<std::time::Instant> = None;
                 loop {
-                    match storage.compact_head() {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            metrics.compactions.inc();
-                            tracing::debug!(points = n, "compacted the head into chunks");
-                        }
-                        Err(e) => {
-                            metrics.compaction_errors.inc();
-                            storage_failed(&space, "head compaction", &e.to_string());
+                    let maintenance_due =
+                        last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY);
+                    let today = outpost_service::now_ms().div_euclid(86_400_000) * 86_400_000;
+                    let old_points = storage
+                        .head_time_range()
+                        .is_some_and(|(min, _)| min < today);
+                    let due = last_compaction.is_none_or(|t| t.elapsed() >= HEAD_MAX_AGE)
+                        || storage.head_points() >= HEAD_MAX_POINTS
+                        || (maintenance_due && old_points);
+                    if due {
+                        last_compaction = Some(std::time::Instant::now());
+                        match storage.compact_head() {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                metrics.compactions.inc();
+                                tracing::debug!(points = n, "compacted the head into chunks");
+                            }
+                            Err(e) => {
+                                metrics.compaction_errors.inc();
+                                storage_failed(&space, "head compaction", &e.to_string());
+                            }
                         }
                     }
                     // At start (after the wal's replay is compacted), then every interval.
-                    if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) {
+                    if maintenance_due {
                         maintain(&storage, &metrics, &space, &policy);
                         last_maintenance = Some(std::time::Instant::now());
                     }

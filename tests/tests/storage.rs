@@ -109,7 +109,11 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     agg.restart();
     let settled = wait_for(Duration::from_secs(60), || {
         let held = samples_per_day(&agg);
-        (held.keys().max() == Some(&60)).then_some(held)
+        // Settled: days past 60 deleted, and days 31 and 60 back down to their 1-hour
+        // buckets (the 5-minute ones are deleted in the same pass, after the raw days).
+        let hourly = Some(&(24 * SERIES));
+        (held.keys().max() == Some(&60) && held.get(&31) == hourly && held.get(&60) == hourly)
+            .then_some(held)
     })
     .unwrap_or_else(|| panic!("old days remain: {:?}", samples_per_day(&agg).keys().max()));
     // Day 30 back ends after the horizon (30 days before now), day 31 before it: days
