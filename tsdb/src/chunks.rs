@@ -17,11 +17,12 @@ use rocksdb::DB;
 /// of a query, instead of one per series.
 pub(crate) type ChunkCursor<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
 
-/// Calls `f` with the parsed key and value of every raw chunk of series `id` in partitions
-/// `parts` whose newest point is at or after `start_ms` and oldest at or before `end_ms`,
-/// until `f` returns false.
+/// Calls `f` with the parsed key and value of every chunk of resolution byte `res` of series
+/// `id` in partitions `parts` whose newest point is at or after `start_ms` and oldest at or
+/// before `end_ms`, until `f` returns false.
 fn each_chunk(
     it: &mut ChunkCursor<'_>,
+    res: u8,
     parts: &[i32],
     id: SeriesId,
     start_ms: i64,
@@ -29,7 +30,7 @@ fn each_chunk(
     mut f: impl FnMut(partition::ChunkKey, &[u8]) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     for &p in parts {
-        let prefix = partition::series_prefix(RAW, p, id);
+        let prefix = partition::series_prefix(res, p, id);
         let mut from = [0u8; 21];
         from[..13].copy_from_slice(&prefix);
         from[13..].copy_from_slice(&sortable(start_ms));
@@ -54,21 +55,23 @@ fn each_chunk(
     Ok(())
 }
 
-/// Whether a chunk of series `id` spans a time overlapping `[start_ms, end_ms]`. A chunk's
-/// span is its oldest to newest point, so this can say yes for a chunk whose points all
-/// fall around the window; it reads keys only.
+/// Whether a chunk of resolution byte `res` (raw points or a rollup) of series `id` spans a
+/// time overlapping `[start_ms, end_ms]`. A chunk's span is its oldest to newest point (or
+/// bucket start), so this can say yes for a chunk whose points all fall around the window;
+/// it reads keys only.
 ///
 /// # Errors
 /// RocksDB fails.
 pub(crate) fn any_overlapping(
     it: &mut ChunkCursor<'_>,
+    res: u8,
     parts: &[i32],
     id: SeriesId,
     start_ms: i64,
     end_ms: i64,
 ) -> Result<bool, ReadError> {
     let mut found = false;
-    each_chunk(it, parts, id, start_ms, end_ms, |_, _| {
+    each_chunk(it, res, parts, id, start_ms, end_ms, |_, _| {
         found = true;
         Ok(false)
     })?;
@@ -92,7 +95,7 @@ pub(crate) fn read_newest_first(
     // Chunks in key order are sorted by time, not by when they were written; a repeated
     // timestamp must resolve to the newest write, so order them by record id, newest first.
     let mut chunks: Vec<(u64, Vec<Point>)> = vec![];
-    each_chunk(it, parts, id, start_ms, end_ms, |c, val| {
+    each_chunk(it, RAW, parts, id, start_ms, end_ms, |c, val| {
         let mut chunk = vec![];
         decode_points_between(val, start_ms, end_ms, &mut chunk)
             .map_err(|e| ReadError(format!("chunk of series {id}: {e}")))?;

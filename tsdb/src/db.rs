@@ -521,7 +521,9 @@ impl Storage {
     }
 
     /// Whether the series has any point with `start_ms <= ts <= end_ms`, found without
-    /// decoding chunks (a seek to the first chunk that may hold one).
+    /// decoding chunks (a seek to the first chunk that may hold one); before the oldest raw
+    /// partition, whether a rollup bucket of it starts in that span (roughly: its chunk's
+    /// span of bucket starts overlaps).
     ///
     /// # Errors
     /// RocksDB fails to read.
@@ -535,14 +537,31 @@ impl Storage {
             return Ok(true);
         }
         let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
+        let mut it = self.db.raw_iterator_cf(cf);
         let parts = self.parts_between(start_ms, end_ms);
-        chunks::any_overlapping(
-            &mut self.db.raw_iterator_cf(cf),
-            &parts,
-            id,
-            start_ms,
-            end_ms,
-        )
+        if chunks::any_overlapping(&mut it, RAW, &parts, id, start_ms, end_ms)? {
+            return Ok(true);
+        }
+        // Before the oldest raw partition, rollups tell.
+        let raw_start = self.oldest_partition_start().unwrap_or(i64::MAX);
+        if start_ms >= raw_start {
+            return Ok(false);
+        }
+        let (p0, p1) = (
+            partition::partition_of(start_ms),
+            partition::partition_of(end_ms.min(raw_start - 1)),
+        );
+        for (res, _, _) in crate::rollup::ROLLUPS {
+            let parts: Vec<i32> = self
+                .rollup_parts(res)
+                .into_iter()
+                .filter(|&p| p >= p0 && p <= p1)
+                .collect();
+            if chunks::any_overlapping(&mut it, res, &parts, id, start_ms, end_ms)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// All label names in use, sorted.

@@ -632,6 +632,9 @@ mod tests {
         let id = s.series_id(&Labels::metric("g", [])).unwrap();
         let pts = s.points(id, 101 * DAY, 101 * DAY + 3_600_000 - 1).unwrap();
         assert_eq!(pts.len(), 12);
+        // The metadata APIs find the series there too, and not before the data.
+        assert!(s.has_points(id, 101 * DAY, 101 * DAY + 3_600_000).unwrap());
+        assert!(!s.has_points(id, 90 * DAY, 99 * DAY).unwrap());
 
         // A late point in a rolled-up day that still has raw data updates its rollup.
         let count = |s: &Storage| {
