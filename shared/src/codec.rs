@@ -178,52 +178,71 @@ impl Encoder {
     pub fn encode(&mut self, batch: &Batch) -> Vec<u8> {
         let mut new_strings: Vec<&str> = Vec::new();
         let mut new_series: Vec<&Labels> = Vec::new();
-        let mut ids = Vec::with_capacity(batch.series.len());
-        for s in &batch.series {
-            let id = match self.series.get(&s.labels) {
-                Some(&id) => id,
-                None => {
-                    let id = self.state.len() as u32;
-                    self.series.insert(s.labels.clone(), id);
-                    self.state.push(SeriesState::NEW);
-                    for l in s.labels.iter() {
-                        for text in [&l.name, &l.value] {
-                            if !self.strings.contains_key(text.as_str()) {
-                                self.strings.insert(text.clone(), self.strings.len() as u32);
-                                new_strings.push(text);
-                            }
-                        }
-                    }
-                    new_series.push(&s.labels);
-                    id
-                }
-            };
-            ids.push(id);
-        }
+        let ids: Vec<u32> = batch
+            .series
+            .iter()
+            .map(|s| self.intern(&s.labels, &mut new_strings, &mut new_series))
+            .collect();
         let single = batch.series.iter().all(|s| s.points.len() == 1);
+        self.write(
+            &new_strings,
+            &new_series,
+            single,
+            batch.series.len(),
+            batch
+                .series
+                .iter()
+                .zip(&ids)
+                .map(|(s, &id)| (id, s.points.iter().copied())),
+        )
+    }
 
-        let mut out = Vec::with_capacity(16 + batch.series.len() * 2);
-        out.push(FORMAT_V1);
-        out.push(if single { FLAG_SINGLE_POINT } else { 0 });
-        put_varint(&mut out, new_strings.len() as u64);
-        for s in &new_strings {
-            put_varint(&mut out, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
+    /// The context's id of `labels`; a series the context lacks is added, and it and its
+    /// strings the context lacks are appended to `new_series` and `new_strings`.
+    fn intern<'a>(
+        &mut self,
+        labels: &'a Labels,
+        new_strings: &mut Vec<&'a str>,
+        new_series: &mut Vec<&'a Labels>,
+    ) -> u32 {
+        if let Some(&id) = self.series.get(labels) {
+            return id;
         }
-        put_varint(&mut out, new_series.len() as u64);
-        for labels in &new_series {
-            put_varint(&mut out, labels.len() as u64);
-            for l in labels.iter() {
-                put_varint(&mut out, self.strings[&l.name] as u64);
-                put_varint(&mut out, self.strings[&l.value] as u64);
+        let id = self.state.len() as u32;
+        self.series.insert(labels.clone(), id);
+        self.state.push(SeriesState::NEW);
+        for l in labels.iter() {
+            for text in [&l.name, &l.value] {
+                if !self.strings.contains_key(text.as_str()) {
+                    self.strings.insert(text.clone(), self.strings.len() as u32);
+                    new_strings.push(text);
+                }
             }
         }
-        put_varint(&mut out, batch.series.len() as u64);
+        new_series.push(labels);
+        id
+    }
+
+    /// Writes one batch: the definitions of the new strings and series (already interned),
+    /// then `n_entries` entries of (series id, points).
+    fn write<P: ExactSizeIterator<Item = Point>>(
+        &mut self,
+        new_strings: &[&str],
+        new_series: &[&Labels],
+        single: bool,
+        n_entries: usize,
+        entries: impl Iterator<Item = (u32, P)>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + n_entries * 2);
+        out.push(FORMAT_V1);
+        out.push(if single { FLAG_SINGLE_POINT } else { 0 });
+        put_dictionary(&mut out, new_strings, new_series, |s| self.strings[s]);
+        put_varint(&mut out, n_entries as u64);
 
         let mut w = BitWriter::new(out);
         let mut prev_id: i64 = -1;
         let mut prev_ts = self.last_ts;
-        for (s, &id) in batch.series.iter().zip(&ids) {
+        for (id, points) in entries {
             if id as i64 == prev_id + 1 {
                 w.bit(true);
             } else {
@@ -232,10 +251,10 @@ impl Encoder {
             }
             prev_id = id as i64;
             if !single {
-                w.varbits(s.points.len() as u64);
+                w.varbits(points.len() as u64);
             }
             let st = &mut self.state[id as usize];
-            for p in &s.points {
+            for p in points {
                 encode_ts(&mut w, st, p.ts, prev_ts);
                 prev_ts = p.ts;
                 encode_value(&mut w, st, p.value);
@@ -244,6 +263,226 @@ impl Encoder {
         self.last_ts = prev_ts;
         w.finish()
     }
+}
+
+/// Writes the string and series definitions of a batch; `id` gives a string's number.
+fn put_dictionary(
+    out: &mut Vec<u8>,
+    new_strings: &[&str],
+    new_series: &[&Labels],
+    id: impl Fn(&str) -> u32,
+) {
+    put_varint(out, new_strings.len() as u64);
+    for s in new_strings {
+        put_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    put_varint(out, new_series.len() as u64);
+    for labels in new_series {
+        put_varint(out, labels.len() as u64);
+        for l in labels.iter() {
+            put_varint(out, id(&l.name) as u64);
+            put_varint(out, id(&l.value) as u64);
+        }
+    }
+}
+
+/// Encodes self-contained batches of one point per series for a list of series that stays
+/// the same from batch to batch, as an agent's collection cycles do: the strings and series
+/// are numbered and written once, when the encoder is made, and each batch copies them and
+/// encodes only its points. A batch is byte for byte what a fresh [`Encoder`] makes of the
+/// same series and points.
+pub struct CycleEncoder {
+    /// Format byte, flags, the string and series definitions.
+    head: Vec<u8>,
+    /// Per entry, its series' number (a series listed twice is one series).
+    ids: Vec<u32>,
+    /// Distinct series.
+    n_series: usize,
+}
+
+impl CycleEncoder {
+    /// An encoder for batches whose entries are `series`, in this order.
+    pub fn new<'a>(series: impl IntoIterator<Item = &'a Labels>) -> Self {
+        let mut enc = Encoder::new();
+        let mut new_strings: Vec<&str> = Vec::new();
+        let mut new_series: Vec<&Labels> = Vec::new();
+        let ids: Vec<u32> = series
+            .into_iter()
+            .map(|l| enc.intern(l, &mut new_strings, &mut new_series))
+            .collect();
+        let mut head = vec![FORMAT_V1, FLAG_SINGLE_POINT];
+        put_dictionary(&mut head, &new_strings, &new_series, |s| enc.strings[s]);
+        CycleEncoder {
+            head,
+            ids,
+            n_series: new_series.len(),
+        }
+    }
+
+    /// How many entries (values) a batch has.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when the series list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// One batch: every series of the list at `ts` (ms since the Unix epoch) with its value
+    /// from `values`, in list order. Entries beyond the shorter of the list and `values` are
+    /// left out.
+    pub fn encode(&self, ts: i64, values: &[f64]) -> Vec<u8> {
+        let n = self.ids.len().min(values.len());
+        let mut out = Vec::with_capacity(self.head.len() + 10 + n * 3);
+        out.extend_from_slice(&self.head);
+        put_varint(&mut out, n as u64);
+        let mut state = vec![SeriesState::NEW; self.n_series];
+        let mut w = BitWriter::new(out);
+        let mut prev_id: i64 = -1;
+        let mut prev_ts = 0;
+        for (&id, &v) in self.ids.iter().zip(values) {
+            if id as i64 == prev_id + 1 {
+                w.bit(true);
+            } else {
+                w.bit(false);
+                w.varbits(zigzag(id as i64 - prev_id - 1));
+            }
+            prev_id = id as i64;
+            let st = &mut state[id as usize];
+            encode_ts(&mut w, st, ts, prev_ts);
+            prev_ts = ts;
+            encode_value(&mut w, st, v);
+        }
+        w.finish()
+    }
+}
+
+/// Re-encodes self-contained batches (each made by a fresh [`Encoder`], as the agent's buffer
+/// stores them) against one stream's context, without building label sets for every batch:
+/// the series of a batch are mapped to the stream's numbers once per distinct dictionary
+/// (the strings and series a batch defines), so a run of collection cycles with the same
+/// series costs a comparison of their dictionaries and the points' codes. The output is
+/// byte for byte what the stream's [`Encoder`] makes of the decoded batch.
+#[derive(Default)]
+pub struct Transcoder {
+    enc: Encoder,
+    /// The dictionary bytes of the last batch and, per series it defines, the stream's number.
+    dict: Vec<u8>,
+    map: Vec<u32>,
+    scratch: RawBatch,
+    state: Vec<SeriesState>,
+}
+
+impl Transcoder {
+    /// A transcoder whose stream context is empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Re-encodes one self-contained batch for the stream. The stream's context changes only
+    /// when the whole batch decodes.
+    ///
+    /// # Errors
+    /// The payload is damaged or not self-contained (it refers to strings or series it does
+    /// not define); nothing is added to the stream's context then.
+    pub fn transcode(&mut self, payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let mut r = ByteReader {
+            data: payload,
+            pos: 0,
+        };
+        let format = r.u8()?;
+        if format != FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let flags = r.u8()?;
+        if flags & !FLAG_SINGLE_POINT != 0 {
+            return Err(DecodeError::Invalid("flags"));
+        }
+        let single = flags & FLAG_SINGLE_POINT != 0;
+        let dict_start = r.pos;
+        // The dictionary: skipped when it is the last one's, read and checked otherwise.
+        let same = payload[dict_start..].starts_with(&self.dict) && !self.dict.is_empty() && {
+            // Equal bytes parse alike: check the length by skipping through it.
+            skip_dictionary(&mut r)?;
+            r.pos - dict_start == self.dict.len()
+        };
+        let labels = if same {
+            None
+        } else {
+            r.pos = dict_start;
+            let mut dec = Decoder::new();
+            dec.read_dictionary(&mut r)?;
+            Some(dec.series)
+        };
+        let n_series = labels.as_ref().map_or(self.map.len(), Vec::len);
+        let dict_end = r.pos;
+        let n_entries = r.varint()?;
+        let mut bits = BitReader::new(r.rest());
+        if n_entries > bits.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        self.state.clear();
+        self.state.resize(n_series, SeriesState::NEW);
+        self.scratch.entries.clear();
+        self.scratch.points.clear();
+        let mut last_ts = 0;
+        decode_entries(
+            &mut bits,
+            &mut self.state,
+            &mut last_ts,
+            single,
+            n_entries,
+            &mut self.scratch,
+        )?;
+        // The whole batch decoded: now the stream's context may change.
+        let mut new_strings: Vec<&str> = Vec::new();
+        let mut new_series: Vec<&Labels> = Vec::new();
+        if let Some(labels) = &labels {
+            self.map.clear();
+            for l in labels {
+                let id = self.enc.intern(l, &mut new_strings, &mut new_series);
+                self.map.push(id);
+            }
+            self.dict.clear();
+            self.dict.extend_from_slice(&payload[dict_start..dict_end]);
+        }
+        let single = self.scratch.entries.iter().all(|&(_, n)| n == 1);
+        let map = &self.map;
+        let points = &self.scratch.points;
+        let mut at = 0usize;
+        let entries = self.scratch.entries.iter().map(move |&(local, n)| {
+            let pts = &points[at..at + n as usize];
+            at += n as usize;
+            let pts = pts.iter().map(|p| Point {
+                ts: p.ts,
+                value: p.value,
+            });
+            (map[local as usize], pts)
+        });
+        let n = self.scratch.entries.len();
+        Ok(self
+            .enc
+            .write(&new_strings, &new_series, single, n, entries))
+    }
+}
+
+/// Moves `r` past a batch's string and series definitions without keeping them.
+fn skip_dictionary(r: &mut ByteReader<'_>) -> Result<(), DecodeError> {
+    let n_strings = r.count(1)?;
+    for _ in 0..n_strings {
+        let len = r.varint()?;
+        r.bytes(usize::try_from(len).map_err(|_| DecodeError::Truncated)?)?;
+    }
+    let n_series = r.count(1)?;
+    for _ in 0..n_series {
+        let n_labels = r.count(2)?;
+        for _ in 0..2 * n_labels {
+            r.varint()?;
+        }
+    }
+    Ok(())
 }
 
 #[inline]
@@ -398,6 +637,31 @@ impl Decoder {
             return Err(DecodeError::Invalid("flags"));
         }
         let single = flags & FLAG_SINGLE_POINT != 0;
+        let first_new = self.series.len() as u32;
+        self.read_dictionary(&mut r)?;
+        let n_entries = r.varint()?;
+        let mut bits = BitReader::new(r.rest());
+        if n_entries > bits.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut out = RawBatch {
+            new_series: first_new..self.series.len() as u32,
+            entries: Vec::with_capacity(n_entries as usize),
+            points: Vec::with_capacity(n_entries as usize),
+        };
+        decode_entries(
+            &mut bits,
+            &mut self.state,
+            &mut self.last_ts,
+            single,
+            n_entries,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Reads a batch's string and series definitions into the context.
+    fn read_dictionary(&mut self, r: &mut ByteReader<'_>) -> Result<(), DecodeError> {
         let n_strings = r.count(1)?;
         self.strings.reserve(n_strings);
         for _ in 0..n_strings {
@@ -408,7 +672,6 @@ impl Decoder {
             self.strings.push(s.to_string());
         }
         let n_series = r.count(1)?;
-        let first_new = self.series.len() as u32;
         for _ in 0..n_series {
             let n_labels = r.count(2)?;
             let mut v = Vec::with_capacity(n_labels);
@@ -423,56 +686,7 @@ impl Decoder {
             self.series.push(labels);
             self.state.push(SeriesState::NEW);
         }
-        let n_entries = r.varint()?;
-        let mut bits = BitReader::new(r.rest());
-        if n_entries > bits.remaining() as u64 {
-            return Err(DecodeError::Truncated);
-        }
-        let mut out = RawBatch {
-            new_series: first_new..self.series.len() as u32,
-            entries: Vec::with_capacity(n_entries as usize),
-            points: Vec::with_capacity(n_entries as usize),
-        };
-        let mut prev_id: i64 = -1;
-        let mut prev_ts = self.last_ts;
-        for _ in 0..n_entries {
-            let id = if bits.bit()? {
-                prev_id + 1
-            } else {
-                (prev_id + 1).wrapping_add(unzigzag(bits.varbits()?))
-            };
-            if id < 0 || id as usize >= self.state.len() {
-                return Err(DecodeError::BadReference {
-                    what: "series",
-                    id: id as u64,
-                    known: self.state.len(),
-                });
-            }
-            prev_id = id;
-            let n = if single {
-                1
-            } else {
-                let n = bits.varbits()?;
-                if n > (bits.remaining() / 2) as u64 {
-                    return Err(DecodeError::Truncated);
-                }
-                n as u32
-            };
-            out.entries.push((id as u32, n));
-            let st = &mut self.state[id as usize];
-            for _ in 0..n {
-                let ts = decode_ts(&mut bits, st, prev_ts)?;
-                prev_ts = ts;
-                let value = decode_value(&mut bits, st)?;
-                out.points.push(RawPoint {
-                    series: id as u32,
-                    ts,
-                    value,
-                });
-            }
-        }
-        self.last_ts = prev_ts;
-        Ok(out)
+        Ok(())
     }
 
     fn string(&self, id: u64) -> Result<String, DecodeError> {
@@ -485,6 +699,58 @@ impl Decoder {
                 known: self.strings.len(),
             })
     }
+}
+
+/// Decodes `n_entries` entries of a batch's bit stream against `state` (per series) and
+/// `last_ts`, appending them to `out`.
+fn decode_entries(
+    bits: &mut BitReader<'_>,
+    state: &mut [SeriesState],
+    last_ts: &mut i64,
+    single: bool,
+    n_entries: u64,
+    out: &mut RawBatch,
+) -> Result<(), DecodeError> {
+    let mut prev_id: i64 = -1;
+    let mut prev_ts = *last_ts;
+    for _ in 0..n_entries {
+        let id = if bits.bit()? {
+            prev_id + 1
+        } else {
+            (prev_id + 1).wrapping_add(unzigzag(bits.varbits()?))
+        };
+        if id < 0 || id as usize >= state.len() {
+            return Err(DecodeError::BadReference {
+                what: "series",
+                id: id as u64,
+                known: state.len(),
+            });
+        }
+        prev_id = id;
+        let n = if single {
+            1
+        } else {
+            let n = bits.varbits()?;
+            if n > (bits.remaining() / 2) as u64 {
+                return Err(DecodeError::Truncated);
+            }
+            n as u32
+        };
+        out.entries.push((id as u32, n));
+        let st = &mut state[id as usize];
+        for _ in 0..n {
+            let ts = decode_ts(bits, st, prev_ts)?;
+            prev_ts = ts;
+            let value = decode_value(bits, st)?;
+            out.points.push(RawPoint {
+                series: id as u32,
+                ts,
+                value,
+            });
+        }
+    }
+    *last_ts = prev_ts;
+    Ok(())
 }
 
 #[inline]
@@ -750,6 +1016,58 @@ mod tests {
                 prop_assert_eq!(&dec.decode(&bytes).unwrap(), b);
                 prop_assert_eq!(&Decoder::new().decode(&Encoder::new().encode(b)).unwrap(), b);
             }
+        }
+
+        #[test]
+        fn a_cycle_encoder_writes_what_a_fresh_encoder_writes(
+            b in arb_batch(),
+            ts in prop_oneof![any::<i64>(), 0i64..100_000],
+        ) {
+            let values: Vec<f64> = b.series.iter().map(|s| s.points.first().map_or(1.5, |p| p.value)).collect();
+            let mut one = Batch::default();
+            for (s, &v) in b.series.iter().zip(&values) {
+                one.push(s.labels.clone(), ts, v);
+            }
+            let c = CycleEncoder::new(b.series.iter().map(|s| &s.labels));
+            prop_assert_eq!(c.len(), b.series.len());
+            prop_assert_eq!(c.encode(ts, &values), Encoder::new().encode(&one));
+            // Twice from the same encoder: nothing carries over between batches.
+            prop_assert_eq!(c.encode(ts, &values), Encoder::new().encode(&one));
+        }
+
+        #[test]
+        fn transcoding_writes_what_decoding_and_encoding_write(
+            batches in prop::collection::vec(arb_batch(), 1..6),
+            repeat in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let mut stream = Encoder::new();
+            let mut t = Transcoder::new();
+            let mut dec = Decoder::new();
+            let mut prev: Option<&Batch> = None;
+            for (b, again) in batches.iter().zip(repeat) {
+                // Runs of one dictionary take the cached path.
+                let b = if again { prev.unwrap_or(b) } else { b };
+                prev = Some(b);
+                let stored = Encoder::new().encode(b);
+                let want = stream.encode(&Decoder::new().decode(&stored).unwrap());
+                let got = t.transcode(&stored).unwrap();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&dec.decode(&got).unwrap(), b);
+            }
+        }
+
+        #[test]
+        fn a_damaged_batch_leaves_the_stream_context_alone(
+            a in arb_batch(), b in arb_batch(), cut in 0usize..400,
+        ) {
+            let mut t = Transcoder::new();
+            let mut dec = Decoder::new();
+            prop_assert_eq!(&dec.decode(&t.transcode(&Encoder::new().encode(&a)).unwrap()).unwrap(), &a);
+            let whole = Encoder::new().encode(&b);
+            if cut < whole.len() {
+                prop_assert!(t.transcode(&whole[..cut]).is_err());
+            }
+            prop_assert_eq!(&dec.decode(&t.transcode(&whole).unwrap()).unwrap(), &b);
         }
 
         #[test]
