@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod push;
 pub mod reload;
 pub mod scrape;
+pub mod series;
 pub mod status;
 pub mod synthetic;
 pub mod target_labels;
@@ -36,8 +37,7 @@ use buffer::Buffer;
 use config::Config;
 use metrics::Metrics;
 use outpost_service::now_ms;
-use outpost_shared::codec::Encoder;
-use outpost_shared::{Batch, Labels};
+use series::CycleSeries;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,50 +63,6 @@ pub enum AgentError {
     Task(String),
     #[error("{0}")]
     Scrape(String),
-}
-
-/// Turns one cycle's collected pairs into a batch: every sample gets `agent` and `region`,
-/// and the cycle counter is appended.
-pub fn cycle_batch(
-    cfg: &Config,
-    pairs: impl IntoIterator<Item = (Labels, f64)>,
-    cycle: u64,
-    ts: i64,
-) -> Batch {
-    let pairs = pairs.into_iter();
-    let mut b = Batch::default();
-    b.series.reserve(pairs.size_hint().0 + 1);
-    for (l, v) in pairs {
-        b.push(with_agent_region(l, &cfg.id, &cfg.region), ts, v);
-    }
-    b.push(
-        Labels::metric(
-            CYCLES_METRIC,
-            [("agent", cfg.id.as_str()), ("region", cfg.region.as_str())],
-        ),
-        ts,
-        cycle as f64,
-    );
-    b
-}
-
-/// `l` with `agent` and `region` set, moving its pairs instead of copying them (this runs for
-/// every sample of every cycle).
-fn with_agent_region(l: Labels, agent: &str, region: &str) -> Labels {
-    let mut v = l.into_vec();
-    for (name, value) in [("agent", agent), ("region", region)] {
-        match v.binary_search_by(|p| p.name.as_str().cmp(name)) {
-            Ok(i) => value.clone_into(&mut v[i].value),
-            Err(i) => v.insert(
-                i,
-                outpost_shared::Label {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                },
-            ),
-        }
-    }
-    Labels::from_sorted(v).unwrap_or_default()
 }
 
 /// Runs the agent until `shutdown` completes, then flushes and returns.
@@ -207,7 +163,8 @@ pub async fn run_with(
     // back, so their buffers are reused rather than reallocated every cycle.
     let mut collectors = Some((
         collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)),
-        Vec::with_capacity(1024),
+        CycleSeries::new(&cfg.id, &cfg.region),
+        Vec::new(),
     ));
     let mut interval = cfg.collect.interval;
     let mut tick = tokio::time::interval(interval.get());
@@ -229,15 +186,17 @@ pub async fn run_with(
             }
         }
         let c = cfg_rx.borrow().clone();
-        let (b, m, r, (mut cs, mut pairs)) = (
+        let (b, m, r, (mut cs, mut series, mut families)) = (
             buffer.clone(),
             metrics.clone(),
             registry.clone(),
-            collectors.take().unwrap_or_default(),
+            collectors
+                .take()
+                .unwrap_or_else(|| (Vec::new(), CycleSeries::new(&c.id, &c.region), Vec::new())),
         );
         let done = tokio::task::spawn_blocking(move || {
-            run_cycle(&c, &b, &m, &r, &mut cs, &mut pairs);
-            (cs, pairs)
+            run_cycle(&c, &b, &m, &r, &mut cs, &mut series, &mut families);
+            (cs, series, families)
         })
         .await
         .map_err(|e| AgentError::Task(e.to_string()))?;
@@ -277,34 +236,40 @@ pub fn cycles_metadata() -> outpost_shared::metadata::Metadata {
     )
 }
 
-/// Declares the type and node_exporter's HELP of every host family in `pairs`, and the
-/// cycle counter's, in `registry`.
-pub fn declare_host_families(pairs: &[(Labels, f64)], registry: &metadata::MetadataRegistry) {
-    let mut names: Vec<&str> = pairs.iter().filter_map(|(l, _)| l.metric_name()).collect();
+/// The type and node_exporter's HELP of every host family among the metric `names`, and the
+/// cycle counter's, one entry per family.
+pub fn host_families<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<(String, outpost_shared::metadata::Metadata)> {
+    let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
     names.dedup();
-    let declared: Vec<(&str, outpost_shared::metadata::Metadata)> = names
+    names
         .into_iter()
-        .map(|n| (n, collect::exposition::metadata(n)))
-        .chain([(CYCLES_METRIC, cycles_metadata())])
-        .collect();
-    registry.observe(declared.iter().map(|(n, m)| (*n, m)));
+        .map(|n| (n.to_string(), collect::exposition::metadata(n)))
+        .chain([(CYCLES_METRIC.to_string(), cycles_metadata())])
+        .collect()
 }
 
 /// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
-/// the next cycle runs regardless.
+/// the next cycle runs regardless. Label sets and the batch's series encoding are kept in
+/// `series` from cycle to cycle, and the families' metadata in `families`, made again only
+/// when the series change (and declared every cycle, so the host's declarations stay the
+/// latest).
 fn run_cycle(
     cfg: &Config,
     buffer: &Buffer,
     metrics: &Metrics,
     registry: &metadata::MetadataRegistry,
     collectors: &mut [Box<dyn collect::Collector>],
-    pairs: &mut Vec<(Labels, f64)>,
+    series: &mut CycleSeries,
+    families: &mut Vec<(String, outpost_shared::metadata::Metadata)>,
 ) {
+    use collect::Sink;
     let started = std::time::Instant::now();
     let ts = now_ms();
-    pairs.clear();
-    for (name, e) in collect::collect_all(collectors, ts, pairs) {
+    series.begin(&cfg.id, &cfg.region);
+    for (name, e) in collect::collect_all(collectors, ts, series) {
         tracing::debug!(collector = name, "collector failed: {e}");
         metrics
             .collector_errors
@@ -313,11 +278,14 @@ fn run_cycle(
             })
             .inc();
     }
-    declare_host_families(pairs, registry);
     let cycle = buffer.cycles() + 1;
-    let batch = cycle_batch(cfg, pairs.drain(..), cycle, ts);
-    let samples = batch.sample_count() as u64;
-    let payload = Encoder::new().encode(&batch);
+    series.metric(CYCLES_METRIC, &[], cycle as f64);
+    if series.finish() {
+        *families = host_families(series.names());
+    }
+    registry.observe(families.iter().map(|(n, m)| (n.as_str(), m)));
+    let samples = series.len() as u64;
+    let payload = series.encode(ts);
     match buffer.append(cycle, &payload, samples, ts) {
         Ok(Some(_)) => tracing::debug!(cycle, samples, "cycle buffered"),
         Ok(None) => tracing::warn!(
@@ -361,7 +329,7 @@ pub fn collect_command(
         .to_string());
     }
     let mut cs = collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
-    let mut samples = Vec::with_capacity(1024);
+    let mut samples: Vec<(outpost_shared::Labels, f64)> = Vec::with_capacity(1024);
     loop {
         let started = std::time::Instant::now();
         samples.clear();
@@ -375,32 +343,5 @@ pub fn collect_command(
             return Ok(());
         }
         std::thread::sleep(cfg.collect.interval.get().saturating_sub(started.elapsed()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_and_region_are_set_like_with_does() {
-        let cases = [
-            Labels::metric("node_load1", []),
-            Labels::metric("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")]),
-            // Names sorting before, between and after agent/region, and an agent label to replace.
-            Labels::metric(
-                "x",
-                [
-                    ("aaa", "1"),
-                    ("agent", "old"),
-                    ("device", "sda"),
-                    ("zone", "z"),
-                ],
-            ),
-        ];
-        for l in cases {
-            let want = l.with("agent", "web-1").with("region", "eu");
-            assert_eq!(with_agent_region(l, "web-1", "eu"), want);
-        }
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::status::{DrainMeter, Status};
 use outpost_service::now_ms;
 use outpost_service::quic::transport;
-use outpost_shared::codec::{Decoder, Encoder};
+use outpost_shared::codec::Transcoder;
 use outpost_shared::frame::{self, Frame, close};
 use outpost_shared::session::{
     BufferState, ClientConfig, ClientError, ClientEvent, ClientSession, Transmit,
@@ -337,10 +337,10 @@ impl Uplink {
         let (frames_tx, mut frames) = mpsc::channel(64);
         let _reader = AbortOnDrop(tokio::spawn(read_control(ctl_rx, frames_tx)));
         let mut data: Option<quinn::SendStream> = None;
-        let mut enc = Encoder::new();
+        let mut enc = Transcoder::new();
         let mut live = Live {
             stream: None,
-            enc: Encoder::new(),
+            enc: Transcoder::new(),
         };
         let mut bytes_seen = (0, 0);
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -501,7 +501,7 @@ impl Uplink {
                 .await
                 .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
         for sb in batches.into_iter().filter(|b| b.seq < to) {
-            let Ok(batch) = Decoder::new().decode(&sb.payload) else {
+            let Ok(payload) = live.enc.transcode(&sb.payload) else {
                 continue; // The batch stream reports and skips it.
             };
             let stream = match &mut live.stream {
@@ -513,7 +513,6 @@ impl Uplink {
                     live.stream.insert(s)
                 }
             };
-            let payload = live.enc.encode(&batch);
             stream
                 .write_all(&frame::encode(&Frame::Batch {
                     seq: sb.seq,
@@ -532,7 +531,7 @@ impl Uplink {
         &self,
         session: &mut ClientSession,
         data: &mut quinn::SendStream,
-        enc: &mut Encoder,
+        enc: &mut Transcoder,
         from: u64,
         max: u64,
     ) -> Result<(), SessionError> {
@@ -544,8 +543,10 @@ impl Uplink {
             .await
             .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
         for sb in batches {
-            let batch = match Decoder::new().decode(&sb.payload) {
-                Ok(b) => b,
+            // Stored batches are self-contained; the stream's context names each series once.
+            let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
+            let payload = match span.in_scope(|| enc.transcode(&sb.payload)) {
+                Ok(p) => p,
                 Err(e) => {
                     tracing::error!(seq = sb.seq, "buffered batch does not decode: {e}");
                     session.handle_skipped(sb.seq)?;
@@ -555,9 +556,7 @@ impl Uplink {
                 }
             };
             session.handle_sent(sb.seq, self.buffer.bytes_between(sb.seq, sb.seq + 1))?;
-            let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);
             let trace = outpost_service::telemetry::context_of(&span);
-            let payload = span.in_scope(|| enc.encode(&batch));
             self.buffer.mark_sent(sb.seq);
             data.write_all(&frame::encode(&Frame::Batch {
                 seq: sb.seq,
@@ -668,7 +667,7 @@ async fn sleep_until_ms(deadline: Option<i64>) {
 /// The live stream of a connection, opened on first use, with its own codec context.
 struct Live {
     stream: Option<quinn::SendStream>,
-    enc: Encoder,
+    enc: Transcoder,
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! `node_cpu_seconds_total`, `node_cpu_guest_seconds_total`) and the kernel-wide counters
 //! (collector "stat": context switches, interrupts, forks, boot time, running/blocked tasks).
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// The `cpuN` columns in kernel order: the eight modes, then guest and guest_nice.
 const MODES: [&str; 8] = [
@@ -73,27 +72,24 @@ pub fn keep_monotonic(prev: &[CpuTicks], cur: &mut [CpuTicks], jump_back_ticks: 
 }
 
 /// Appends `node_cpu_seconds_total{cpu,mode}` and `node_cpu_guest_seconds_total{cpu,mode}`.
-pub fn cpu_samples(cpus: &[CpuTicks], ticks_per_second: u64, out: &mut Vec<(Labels, f64)>) {
+pub fn cpu_samples(cpus: &[CpuTicks], ticks_per_second: u64, out: &mut (impl Sink + ?Sized)) {
     let hz = ticks_per_second as f64;
     for c in cpus {
         let cpu = c.cpu.to_string();
         for (mode, ticks) in MODES.iter().zip(c.ticks) {
             let l = [("cpu", cpu.as_str()), ("mode", mode)];
-            out.push((
-                Labels::metric("node_cpu_seconds_total", l),
-                ticks as f64 / hz,
-            ));
+            out.metric("node_cpu_seconds_total", &l, ticks as f64 / hz);
         }
         for (mode, i) in [("user", GUEST), ("nice", GUEST_NICE)] {
             let l = [("cpu", cpu.as_str()), ("mode", mode)];
             let v = c.ticks[i] as f64 / hz;
-            out.push((Labels::metric("node_cpu_guest_seconds_total", l), v));
+            out.metric("node_cpu_guest_seconds_total", &l, v);
         }
     }
 }
 
 /// Appends the kernel-wide counters of /proc/stat that node_exporter's "stat" collector reads.
-pub fn parse_stat(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_stat(text: &str, out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let name = match fields.next() {
@@ -107,7 +103,7 @@ pub fn parse_stat(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String
         };
         // `intr` is followed by one count per interrupt; the first is their total.
         let v: u64 = num(fields.next().unwrap_or(""), line)?;
-        out.push((Labels::metric(name, []), v as f64));
+        out.metric(name, &[], v as f64);
     }
     Ok(())
 }
@@ -139,7 +135,7 @@ impl Collector for CpuCollector {
         "cpu"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         self.cur.clear();
         parse_cpu_ticks(&self.buf, &mut self.cur).map_err(|m| parse_error(&self.path, m))?;
@@ -174,7 +170,7 @@ impl Collector for StatCollector {
         "stat"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         parse_stat(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

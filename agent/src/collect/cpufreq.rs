@@ -4,8 +4,7 @@
 //! the files a CPU has are reported: virtual machines commonly have no cpufreq at all, and
 //! `cpuinfo_cur_freq` is readable by root only. No cpufreq is not a failure.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, num, parse_error, read_into};
 use std::path::PathBuf;
 
 /// File in the cpufreq folder → metric.
@@ -53,7 +52,7 @@ impl Collector for CpufreqCollector {
         "cpufreq"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         let io = |source| CollectError::Io {
             path: self.dir.display().to_string(),
             source,
@@ -85,7 +84,7 @@ impl Collector for CpufreqCollector {
                     Err(e) => return Err(e),
                 }
                 let hz = parse_khz(&self.buf).map_err(|m| parse_error(&path, m))?;
-                out.push((Labels::metric(metric, [("cpu", cpu.as_str())]), hz));
+                out.metric(metric, &[("cpu", cpu.as_str())], hz);
             }
         }
         Ok(())

@@ -3,8 +3,7 @@
 //! (partitions, RAM disks, loop and floppy devices). Device names are read as bytes; only the
 //! `device` label value is made valid UTF-8.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 const SECTOR: f64 = 512.0;
 const MS: f64 = 1000.0;
@@ -55,7 +54,7 @@ pub fn is_ignored_device(name: &str) -> bool {
 }
 
 /// Appends the counters of every device not ignored.
-pub fn parse_diskstats(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_diskstats(text: &[u8], out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     for raw in text.split(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(raw);
         let mut fields = raw
@@ -75,10 +74,7 @@ pub fn parse_diskstats(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), 
         }
         for (field, (name, mul, div)) in fields.zip(COLUMNS) {
             let v: u64 = num(&field, &line)?;
-            out.push((
-                Labels::metric(name, [("device", &*device)]),
-                v as f64 * mul / div,
-            ));
+            out.metric(name, &[("device", &*device)], v as f64 * mul / div);
         }
     }
     Ok(())
@@ -104,7 +100,7 @@ impl Collector for DiskstatsCollector {
         "diskstats"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read_bytes(&mut self.buf)?;
         parse_diskstats(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

@@ -1,12 +1,11 @@
 //! `/proc/sys/fs/file-nr` (collector "filefd"): `node_filefd_allocated` and
 //! `node_filefd_maximum`.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// file-nr holds three numbers: allocated handles, free allocated handles (always 0 since
 /// Linux 2.6) and the maximum.
-pub fn parse_file_nr(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_file_nr(text: &str, out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     let cols: Vec<&str> = text.split_ascii_whitespace().collect();
     let [allocated, _, maximum] = cols[..] else {
         return Err(format!(
@@ -17,11 +16,8 @@ pub fn parse_file_nr(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
     };
     let allocated: u64 = num(allocated, "allocated")?;
     let maximum: u64 = num(maximum, "maximum")?;
-    out.push((
-        Labels::metric("node_filefd_allocated", []),
-        allocated as f64,
-    ));
-    out.push((Labels::metric("node_filefd_maximum", []), maximum as f64));
+    out.metric("node_filefd_allocated", &[], allocated as f64);
+    out.metric("node_filefd_maximum", &[], maximum as f64);
     Ok(())
 }
 
@@ -45,7 +41,7 @@ impl Collector for FilefdCollector {
         "filefd"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         parse_file_nr(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

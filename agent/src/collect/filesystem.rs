@@ -11,8 +11,7 @@
 //! the mount reports `node_filesystem_device_error 1`, and it is not asked again until the
 //! abandoned call returns — so one bad mount costs one timeout, not every later cycle.
 
-use super::{CollectError, Collector, Roots};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -180,30 +179,25 @@ pub fn unescape_octal(b: &[u8]) -> Vec<u8> {
 
 /// Appends one mount's series: only `device_error` when `statvfs` failed, as node_exporter.
 /// Label values are the names made valid UTF-8 (U+FFFD for invalid bytes).
-pub fn mount_samples(m: &Mount, stats: Option<&FsStats>, out: &mut Vec<(Labels, f64)>) {
+pub fn mount_samples(m: &Mount, stats: Option<&FsStats>, out: &mut (impl Sink + ?Sized)) {
     let device = m.device.to_string_lossy();
     let fstype = m.fstype.to_string_lossy();
     let mountpoint = m.mountpoint.to_string_lossy();
-    let labels = |name| {
-        Labels::metric(
-            name,
-            [
-                ("device", &*device),
-                ("fstype", &*fstype),
-                ("mountpoint", &*mountpoint),
-            ],
-        )
-    };
+    let labels = [
+        ("device", &*device),
+        ("fstype", &*fstype),
+        ("mountpoint", &*mountpoint),
+    ];
     let error = if stats.is_some() { 0.0 } else { 1.0 };
-    out.push((labels("node_filesystem_device_error"), error));
+    out.metric("node_filesystem_device_error", &labels, error);
     let Some(s) = stats else { return };
-    out.push((labels("node_filesystem_size_bytes"), s.size_bytes));
-    out.push((labels("node_filesystem_free_bytes"), s.free_bytes));
-    out.push((labels("node_filesystem_avail_bytes"), s.avail_bytes));
-    out.push((labels("node_filesystem_files"), s.files));
-    out.push((labels("node_filesystem_files_free"), s.files_free));
+    out.metric("node_filesystem_size_bytes", &labels, s.size_bytes);
+    out.metric("node_filesystem_free_bytes", &labels, s.free_bytes);
+    out.metric("node_filesystem_avail_bytes", &labels, s.avail_bytes);
+    out.metric("node_filesystem_files", &labels, s.files);
+    out.metric("node_filesystem_files_free", &labels, s.files_free);
     let ro = if m.readonly { 1.0 } else { 0.0 };
-    out.push((labels("node_filesystem_readonly"), ro));
+    out.metric("node_filesystem_readonly", &labels, ro);
 }
 
 type StatFn = fn(&Path) -> io::Result<FsStats>;
@@ -362,7 +356,7 @@ impl Collector for FilesystemCollector {
         "filesystem"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         let table = self.read_mounts()?;
         let mounts = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
             path: self.mounts[table].display().to_string(),

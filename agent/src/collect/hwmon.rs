@@ -9,8 +9,7 @@
 //! A host without /sys/class/hwmon (most virtual machines and containers) makes the collector
 //! fail, so `node_scrape_collector_success{collector="hwmon"}` is 0, as node_exporter reports.
 
-use super::{CollectError, Collector, Roots, num, parse_error, read_into};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, num, parse_error, read_into};
 use std::path::{Path, PathBuf};
 
 /// node_exporter's cleanMetricName: lower case, every character outside `[a-z0-9:_]` becomes
@@ -92,7 +91,7 @@ impl HwmonCollector {
     fn chip(
         &self,
         dir: &Path,
-        out: &mut Vec<(Labels, f64)>,
+        out: &mut (impl Sink + ?Sized),
         buf: &mut String,
     ) -> Result<(), CollectError> {
         let io = |source| CollectError::Io {
@@ -115,13 +114,11 @@ impl HwmonCollector {
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            out.push((
-                Labels::metric(
-                    "node_hwmon_chip_names",
-                    [("chip", chip.as_str()), ("chip_name", n)],
-                ),
+            out.metric(
+                "node_hwmon_chip_names",
+                &[("chip", chip.as_str()), ("chip_name", n)],
                 1.0,
-            ));
+            );
         }
         let mut sensors: Vec<String> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -147,13 +144,11 @@ impl HwmonCollector {
                     Err(e) => return Err(e),
                 }
                 let v = parse_millidegrees(buf).map_err(|m| parse_error(&path, m))?;
-                out.push((
-                    Labels::metric(
-                        metric,
-                        [("chip", chip.as_str()), ("sensor", sensor.as_str())],
-                    ),
+                out.metric(
+                    metric,
+                    &[("chip", chip.as_str()), ("sensor", sensor.as_str())],
                     v,
-                ));
+                );
             }
         }
         Ok(())
@@ -165,7 +160,7 @@ impl Collector for HwmonCollector {
         "hwmon"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         let io = |source| CollectError::Io {
             path: self.class.display().to_string(),
             source,

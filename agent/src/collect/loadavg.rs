@@ -1,19 +1,18 @@
 //! `/proc/loadavg` (collector "loadavg"): `node_load1`, `node_load5`, `node_load15`.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 const NAMES: [&str; 3] = ["node_load1", "node_load5", "node_load15"];
 
 /// Appends the three load averages from the first three fields.
-pub fn parse_loadavg(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_loadavg(text: &str, out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     let mut fields = text.split_ascii_whitespace();
     let mut values = [0.0; 3];
     for (v, name) in values.iter_mut().zip(NAMES) {
         *v = num(fields.next().unwrap_or(""), name)?;
     }
     for (v, name) in values.into_iter().zip(NAMES) {
-        out.push((Labels::metric(name, []), v));
+        out.metric(name, &[], v);
     }
     Ok(())
 }
@@ -38,7 +37,7 @@ impl Collector for LoadavgCollector {
         "loadavg"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         parse_loadavg(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

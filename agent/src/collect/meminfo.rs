@@ -1,11 +1,10 @@
 //! `/proc/meminfo` (collector "meminfo"): every line as `node_memory_<Field>_bytes` when it
 //! carries a `kB` unit (× 1024), else `node_memory_<Field>`, swap included.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// Appends one series per meminfo line.
-pub fn parse_meminfo(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_meminfo(text: &str, out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     let mut name = String::with_capacity(48);
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
@@ -30,7 +29,7 @@ pub fn parse_meminfo(text: &str, out: &mut Vec<(Labels, f64)>) -> Result<(), Str
                 v * 1024.0
             }
         };
-        out.push((Labels::metric(&name, []), v));
+        out.metric(&name, &[], v);
     }
     Ok(())
 }
@@ -68,7 +67,7 @@ impl Collector for MeminfoCollector {
         "meminfo"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         parse_meminfo(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

@@ -64,13 +64,44 @@ pub enum CollectError {
     Unavailable(String),
 }
 
+/// Where collectors put their samples: a metric name, label pairs and a value at a time, so
+/// a sink that keeps each series' label set from cycle to cycle (the agent's
+/// [`crate::series::CycleSeries`]) builds none for a series it has seen. A plain
+/// `Vec<(Labels, f64)>` is a sink too (for `collect --once` and tests).
+pub trait Sink {
+    /// Appends one sample of metric `name` with the label `pairs` (any order; a pair with an
+    /// empty value is left out and a repeated name takes the later value, as in
+    /// [`Labels::new`]).
+    fn metric(&mut self, name: &str, pairs: &[(&str, &str)], value: f64);
+    /// Samples appended so far.
+    fn len(&self) -> usize;
+    /// True when nothing was appended.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Takes back every sample after the first `len`.
+    fn truncate(&mut self, len: usize);
+}
+
+impl Sink for Vec<(Labels, f64)> {
+    fn metric(&mut self, name: &str, pairs: &[(&str, &str)], value: f64) {
+        self.push((Labels::metric(name, pairs.iter().copied()), value));
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+}
+
 pub trait Collector: Send {
     /// Short name as node_exporter's collector names it: "cpu", "meminfo", "loadavg",
     /// "filesystem", "diskstats", "netdev", "stat", "time", ...
     fn name(&self) -> &'static str;
     /// Appends (labels, value) pairs. `now_ms` is the cycle's wall clock (ms since epoch) for
     /// collectors that need it (time).
-    fn collect(&mut self, now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError>;
+    fn collect(&mut self, now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError>;
 }
 
 /// Paths the collectors read, so tests can point them at fixture trees.
@@ -161,7 +192,7 @@ pub fn system_collectors(roots: &Roots) -> Vec<Box<dyn Collector>> {
 pub fn collect_all(
     cs: &mut [Box<dyn Collector>],
     now_ms: i64,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut dyn Sink,
 ) -> Vec<(&'static str, CollectError)> {
     let mut errors = Vec::new();
     for c in cs.iter_mut() {
@@ -179,14 +210,8 @@ pub fn collect_all(
             }
         };
         let label = [("collector", name)];
-        out.push((
-            Labels::metric("node_scrape_collector_duration_seconds", label),
-            took,
-        ));
-        out.push((
-            Labels::metric("node_scrape_collector_success", label),
-            success,
-        ));
+        out.metric("node_scrape_collector_duration_seconds", &label, took);
+        out.metric("node_scrape_collector_success", &label, success);
     }
     errors
 }
@@ -466,12 +491,8 @@ mod tests {
             fn name(&self) -> &'static str {
                 "half"
             }
-            fn collect(
-                &mut self,
-                _: i64,
-                out: &mut Vec<(Labels, f64)>,
-            ) -> Result<(), CollectError> {
-                out.push((Labels::metric("node_half", []), 1.0));
+            fn collect(&mut self, _: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
+                out.metric("node_half", &[], 1.0);
                 Err(CollectError::Parse {
                     path: "x".into(),
                     msg: "broken".into(),

@@ -3,8 +3,7 @@
 //! kernel's bytes (any but `/`, `:` and whitespace, not necessarily UTF-8); only the `device`
 //! label value is made valid UTF-8, as node_exporter does.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// The sixteen columns after `<iface>:`, in kernel order.
 const COLUMNS: [&str; 16] = [
@@ -27,7 +26,7 @@ const COLUMNS: [&str; 16] = [
 ];
 
 /// Appends the counters of every interface; the two header lines have no `:` and are skipped.
-pub fn parse_net_dev(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_net_dev(text: &[u8], out: &mut (impl Sink + ?Sized)) -> Result<(), String> {
     let mut values = [0u64; 16];
     for raw in text.split(|&b| b == b'\n') {
         // Interface names cannot contain ':' (the kernel's dev_valid_name), and large counters
@@ -52,7 +51,7 @@ pub fn parse_net_dev(text: &[u8], out: &mut Vec<(Labels, f64)>) -> Result<(), St
             return Err(format!("{n} columns instead of 16: {line:?}"));
         }
         for (name, v) in COLUMNS.iter().zip(values) {
-            out.push((Labels::metric(name, [("device", &*device)]), v as f64));
+            out.metric(name, &[("device", &*device)], v as f64);
         }
     }
     Ok(())
@@ -78,7 +77,7 @@ impl Collector for NetdevCollector {
         "netdev"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read_bytes(&mut self.buf)?;
         parse_net_dev(&self.buf, out).map_err(|m| parse_error(&self.path, m))
     }

@@ -4,8 +4,7 @@
 //! selects by default (TCP established and retransmits among them). Untyped, as node_exporter
 //! types them. A missing snmp6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -26,7 +25,7 @@ fn push(
     value: &str,
     fields: &Regex,
     key: &mut String,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     key.clear();
     key.push_str(proto);
@@ -37,7 +36,7 @@ fn push(
     }
     let v: f64 = num(value, key)?;
     let name = format!("node_netstat_{key}");
-    out.push((Labels::metric(&name, []), v));
+    out.metric(&name, &[], v);
     Ok(())
 }
 
@@ -46,7 +45,7 @@ fn push(
 pub fn parse_netstat(
     text: &str,
     fields: &Regex,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut key = String::with_capacity(48);
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -81,7 +80,11 @@ pub fn parse_netstat(
 }
 
 /// Parses `/proc/net/snmp6`: `Ip6InReceives 123`; the protocol is the name up to its `6`.
-pub fn parse_snmp6(text: &str, fields: &Regex, out: &mut Vec<(Labels, f64)>) -> Result<(), String> {
+pub fn parse_snmp6(
+    text: &str,
+    fields: &Regex,
+    out: &mut (impl Sink + ?Sized),
+) -> Result<(), String> {
     let mut key = String::with_capacity(48);
     for line in text.lines() {
         let mut cols = line.split_ascii_whitespace();
@@ -129,7 +132,7 @@ impl Collector for NetstatCollector {
         "netstat"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         for src in [&mut self.netstat, &mut self.snmp] {
             src.read(&mut self.buf)?;
             parse_netstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(src, m))?;

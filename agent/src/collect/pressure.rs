@@ -5,8 +5,7 @@
 //! built without CONFIG_PSI) have no /proc/pressure: the collector then fails, and reports
 //! `node_scrape_collector_success{collector="pressure"} 0`, as node_exporter does.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// The resources, and whether node_exporter 1.5 reports their `full` line.
 const RESOURCES: [(&str, bool); 3] = [("cpu", false), ("io", true), ("memory", true)];
@@ -40,12 +39,17 @@ pub fn parse_pressure(text: &str) -> Result<Stall, String> {
 }
 
 /// Appends one resource's series.
-pub fn pressure_samples(resource: &str, with_full: bool, s: &Stall, out: &mut Vec<(Labels, f64)>) {
+pub fn pressure_samples(
+    resource: &str,
+    with_full: bool,
+    s: &Stall,
+    out: &mut (impl Sink + ?Sized),
+) {
     let waiting = format!("node_pressure_{resource}_waiting_seconds_total");
-    out.push((Labels::metric(&waiting, []), s.some as f64 / 1e6));
+    out.metric(&waiting, &[], s.some as f64 / 1e6);
     if let (true, Some(full)) = (with_full, s.full) {
         let stalled = format!("node_pressure_{resource}_stalled_seconds_total");
-        out.push((Labels::metric(&stalled, []), full as f64 / 1e6));
+        out.metric(&stalled, &[], full as f64 / 1e6);
     }
 }
 
@@ -74,7 +78,7 @@ impl Collector for PressureCollector {
         "pressure"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         for (resource, with_full, src) in &mut self.files {
             src.read(&mut self.buf)?;
             let s = parse_pressure(&self.buf).map_err(|m| parse_error(src, m))?;

@@ -3,14 +3,13 @@
 //! field (in pages) also `node_sockstat_<PROTO>_mem_bytes`, as node_exporter 1.5 reports them.
 //! A missing sockstat6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 
 /// Parses lines of `PROTO: field value field value ...`; `page_size` turns `mem` into bytes.
 pub fn parse_sockstat(
     text: &str,
     page_size: u64,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut name = String::with_capacity(48);
     for line in text.lines() {
@@ -37,10 +36,10 @@ pub fn parse_sockstat(
                 name.push('_');
             }
             name.push_str(field);
-            out.push((Labels::metric(&name, []), v as f64));
+            out.metric(&name, &[], v as f64);
             if field == "mem" {
                 name.push_str("_bytes");
-                out.push((Labels::metric(&name, []), (v * page_size) as f64));
+                out.metric(&name, &[], (v * page_size) as f64);
             }
         }
     }
@@ -71,7 +70,7 @@ impl Collector for SockstatCollector {
         "sockstat"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.v4.read(&mut self.buf)?;
         parse_sockstat(&self.buf, self.page_size, out).map_err(|m| parse_error(&self.v4, m))?;
         match self.v6.read(&mut self.buf) {

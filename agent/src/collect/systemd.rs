@@ -10,8 +10,7 @@
 //! is nothing to ask: the collector fails with a message saying so, and reports
 //! `node_scrape_collector_success{collector="systemd"} 0`.
 
-use super::{CollectError, Collector, Roots};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -90,7 +89,7 @@ pub fn parse_show_types(text: &str) -> HashMap<String, String> {
 pub fn systemd_samples(
     units: &[Unit],
     types: &HashMap<String, String>,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) {
     let mut counts = [0u64; STATES.len()];
     for u in units {
@@ -101,17 +100,11 @@ pub fn systemd_samples(
                 counts[i] += 1;
             }
             let l = [("name", u.name.as_str()), ("state", *state), ("type", ty)];
-            out.push((
-                Labels::metric("node_systemd_unit_state", l),
-                if on { 1.0 } else { 0.0 },
-            ));
+            out.metric("node_systemd_unit_state", &l, if on { 1.0 } else { 0.0 });
         }
     }
     for (state, n) in STATES.iter().zip(counts) {
-        out.push((
-            Labels::metric("node_systemd_units", [("state", *state)]),
-            n as f64,
-        ));
+        out.metric("node_systemd_units", &[("state", *state)], n as f64);
     }
 }
 
@@ -156,7 +149,7 @@ impl Collector for SystemdCollector {
         "systemd"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         if !self.booted.is_dir() {
             return Err(CollectError::Unavailable(format!(
                 "systemd is not running on this host ({} is missing); set systemd = false in [collect]",

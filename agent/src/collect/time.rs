@@ -4,8 +4,7 @@
 //! `node_time_clocksource_current_info{clocksource,device}`, as node_exporter 1.5 reports them.
 //! node_exporter's `node_time_zone_offset_seconds` is not reported (see docs/METRICS.md).
 
-use super::{CollectError, Collector, Roots, read_into};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, read_into};
 use std::path::PathBuf;
 
 /// Appends the clock source series of device `device` from the two files' contents.
@@ -13,18 +12,15 @@ pub fn clocksource_samples(
     device: &str,
     available: &str,
     current: &str,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) {
     for cs in available.split_ascii_whitespace() {
         let l = [("clocksource", cs), ("device", device)];
-        out.push((
-            Labels::metric("node_time_clocksource_available_info", l),
-            1.0,
-        ));
+        out.metric("node_time_clocksource_available_info", &l, 1.0);
     }
     if let Some(cs) = current.split_ascii_whitespace().next() {
         let l = [("clocksource", cs), ("device", device)];
-        out.push((Labels::metric("node_time_clocksource_current_info", l), 1.0));
+        out.metric("node_time_clocksource_current_info", &l, 1.0);
     }
 }
 
@@ -50,11 +46,8 @@ impl Collector for TimeCollector {
         "time"
     }
 
-    fn collect(&mut self, now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        out.push((
-            Labels::metric("node_time_seconds", []),
-            now_ms as f64 / 1000.0,
-        ));
+    fn collect(&mut self, now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
+        out.metric("node_time_seconds", &[], now_ms as f64 / 1000.0);
         // Hosts without clock sources in sysfs (containers with a masked /sys) report none.
         let Ok(entries) = std::fs::read_dir(&self.clocksources) else {
             return Ok(());

@@ -1,8 +1,7 @@
 //! The kernel's identity (collector "uname"): `node_uname_info` with node_exporter's six
 //! labels and the value 1.
 
-use super::{CollectError, Collector};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Sink};
 
 /// What uname(2) returns, as text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +29,10 @@ impl Uname {
         }
     }
 
-    pub fn sample(&self) -> (Labels, f64) {
-        let labels = Labels::metric(
+    pub fn sample(&self, out: &mut (impl Sink + ?Sized)) {
+        out.metric(
             "node_uname_info",
-            [
+            &[
                 ("domainname", self.domainname.as_str()),
                 ("machine", self.machine.as_str()),
                 ("nodename", self.nodename.as_str()),
@@ -41,8 +40,8 @@ impl Uname {
                 ("sysname", self.sysname.as_str()),
                 ("version", self.version.as_str()),
             ],
+            1.0,
         );
-        (labels, 1.0)
     }
 }
 
@@ -55,8 +54,8 @@ impl Collector for UnameCollector {
         "uname"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
-        out.push(Uname::current().sample());
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
+        Uname::current().sample(out);
         Ok(())
     }
 }
@@ -77,7 +76,11 @@ mod tests {
             domainname: "(none)".into(),
         };
         assert_eq!(
-            render(&[u.sample()]),
+            {
+                let mut out = Vec::new();
+                u.sample(&mut out);
+                render(&out)
+            },
             [
                 r##"node_uname_info{domainname="(none)", machine="x86_64", nodename="web-1", release="6.1.0-18-amd64", sysname="Linux", version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)"} 1"##
             ]

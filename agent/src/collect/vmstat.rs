@@ -2,8 +2,7 @@
 //! (`--collector.vmstat.fields`, `^(oom_kill|pgpg|pswp|pg.*fault).*`) as `node_vmstat_<field>`.
 //! node_exporter types them untyped though most are counters; so do we, for its dashboards.
 
-use super::{CollectError, Collector, Roots, Source, num, parse_error};
-use outpost_shared::Labels;
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -16,7 +15,7 @@ pub static DEFAULT_FIELDS: LazyLock<Regex> = LazyLock::new(|| {
 pub fn parse_vmstat(
     text: &str,
     fields: &Regex,
-    out: &mut Vec<(Labels, f64)>,
+    out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut name = String::with_capacity(48);
     for line in text.lines() {
@@ -34,7 +33,7 @@ pub fn parse_vmstat(
         name.clear();
         name.push_str("node_vmstat_");
         name.push_str(field);
-        out.push((Labels::metric(&name, []), v));
+        out.metric(&name, &[], v);
     }
     Ok(())
 }
@@ -59,7 +58,7 @@ impl Collector for VmstatCollector {
         "vmstat"
     }
 
-    fn collect(&mut self, _now_ms: i64, out: &mut Vec<(Labels, f64)>) -> Result<(), CollectError> {
+    fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
         parse_vmstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(&self.path, m))
     }
