@@ -233,7 +233,15 @@ impl Storage {
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = self.scan_partitions(RAW)?;
         let mut rollups = vec![BTreeSet::new()];
         for (res, _, _) in crate::rollup::ROLLUPS {
-            rollups.push(self.scan_partitions(res)?);
+            // A day whose rollup was cut short has chunks but no statistics: not done.
+            let mut done = BTreeSet::new();
+            for p in self.scan_partitions(res)? {
+                let key = crate::maintain::PartitionStats::key(res, p);
+                if self.db.get(key).map_err(|e| self.err(e))?.is_some() {
+                    done.insert(p);
+                }
+            }
+            rollups.push(done);
         }
         *self.rollups.write().unwrap_or_else(|p| p.into_inner()) = rollups;
         Ok(())

@@ -9,10 +9,12 @@
 //!   was made from, and a day whose raw partition was written since (late points) is rolled
 //!   up again from its raw chunks, so late points update the rollup. Points older than the
 //!   raw retention are deleted before that and never reach a rollup.
-//! - **Crash safety and idempotence.** Each series' rollup chunk of a day is replaced in one
-//!   write (its old chunk deleted by key range, the new one put); the statistics that mark
-//!   the day done are written last. A crash in between leaves the day not done, and the
-//!   next pass makes the same buckets again from the same raw chunks.
+//! - **Crash safety and idempotence.** A day's old rollups and the statistics that mark it
+//!   done are deleted first (one range delete per resolution), the new chunks written in
+//!   writes of a few MiB, the statistics last; only a day with statistics counts as rolled
+//!   up (when the store opens too), and until then queries make its buckets from the raw
+//!   points. A crash in between leaves the day not done, and the next pass makes the same
+//!   buckets again from the same raw chunks.
 //! - **Reads.** [`Storage::buckets`] reads a day's rollup chunk where the day is rolled up
 //!   and makes buckets from raw points where not (today, or a day not yet rolled up), so a
 //!   query sees the same buckets either way. [`Storage::points_via`] shows, for the time
@@ -135,7 +137,8 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-fn varint(v: &mut &[u8]) -> Option<u64> {
+/// Reads a LEB128 varint off the front of `v`.
+pub(crate) fn varint(v: &mut &[u8]) -> Option<u64> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = v.split_first()?;
@@ -195,9 +198,31 @@ impl Storage {
         let raw = self.partition_stats(RAW, p)?;
         let cf = self.cf(CF_PARTS)?;
         let prefix = partition::prefix(RAW, p);
+        // Until the day is done, queries make its buckets from raw points; its old rollups
+        // go in one range delete per resolution (with the statistics that mark it done),
+        // so a crash leaves it not done rather than half old, half new.
+        {
+            let mut r = self.rollups.write().unwrap_or_else(|e| e.into_inner());
+            for (res, _, _) in ROLLUPS {
+                if let Some(s) = r.get_mut(usize::from(res)) {
+                    s.remove(&p);
+                }
+            }
+        }
+        let mut wb = WriteBatch::default();
+        for (res, _, _) in ROLLUPS {
+            wb.delete_range_cf(
+                cf,
+                partition::prefix(res, p),
+                partition::prefix(res, p.saturating_add(1)),
+            );
+            wb.delete(PartitionStats::key(res, p));
+        }
+        self.db
+            .write(std::mem::take(&mut wb))
+            .map_err(|e| self.err(e))?;
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek(prefix);
-        let mut wb = WriteBatch::default();
         let mut stats = [PartitionStats::default(); 2];
         let mut read = 0u64;
         // The current series' chunks, newest write first after sorting: (record, points).
@@ -216,9 +241,6 @@ impl Storage {
             pts.sort_by_key(|x| x.ts);
             pts.dedup_by_key(|x| x.ts);
             for (i, (res, len, _)) in ROLLUPS.into_iter().enumerate() {
-                let from = partition::series_prefix(res, p, series);
-                let to = partition::series_prefix(res, p, series + 1);
-                wb.delete_range_cf(cf, from, to);
                 let b = buckets_of(&pts, len);
                 if let (Some(a), Some(z)) = (b.first(), b.last()) {
                     wb.put_cf(
@@ -265,9 +287,6 @@ impl Storage {
         if let Some(s) = series {
             flush(s, &mut group, &mut wb)?;
         }
-        // Series that had buckets that day but no raw chunk left keep none: the range
-        // deletes above only covered series with chunks. Such series only lose their
-        // raw chunks with the whole partition, so nothing is left behind.
         for (i, (res, _, _)) in ROLLUPS.into_iter().enumerate() {
             let st = PartitionStats {
                 merged_chunks: stats[i].chunks,
