@@ -298,22 +298,55 @@ pub struct Buffer {
     damaged: AtomicU64,
 }
 
+/// Memtable size of the `batches` column family: what the buffer holds in memory before
+/// writing a table file. Deleted (acknowledged) batches stay in the memtable until it is
+/// written, so this bounds the memory the queue takes whatever it holds: an hour of 1 s
+/// cycles (about 30 MiB) lives in table files, not in memory.
+const BATCHES_MEMTABLE: usize = 2 << 20;
+/// Memtable size of the `default` column family (the counters, rewritten every cycle).
+const COUNTERS_MEMTABLE: usize = 256 << 10;
+/// One block cache for both column families: the blocks of batches read back for sending.
+const BLOCK_CACHE: usize = 1 << 20;
+
 fn db_options() -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     // A small, steady footprint: the buffer is a queue, not a database people query.
-    o.set_max_open_files(64);
-    o.set_write_buffer_size(4 << 20);
+    o.set_max_open_files(32);
+    o.set_write_buffer_size(COUNTERS_MEMTABLE);
     o.set_max_write_buffer_number(2);
+    o.set_db_write_buffer_size(2 * BATCHES_MEMTABLE + 2 * COUNTERS_MEMTABLE);
     o.set_max_total_wal_size(32 << 20);
     o.set_keep_log_file_num(2);
+    // One flush and one compaction thread, no statistics dumps (and their timer thread).
     o.set_max_background_jobs(1);
+    o.set_stats_dump_period_sec(0);
+    o.set_stats_persist_period_sec(0);
     // A damaged log tail or record is skipped, not fatal: what is whole is kept.
     o.set_wal_recovery_mode(rocksdb::DBRecoveryMode::SkipAnyCorruptedRecord);
+    o.set_block_based_table_factory(&table_options(4 << 10));
+    o
+}
+
+/// Table options with the one small block cache, `block_size` bytes per block.
+fn table_options(block_size: usize) -> rocksdb::BlockBasedOptions {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
     let mut bb = rocksdb::BlockBasedOptions::default();
-    bb.set_block_cache(&rocksdb::Cache::new_lru_cache(2 << 20));
-    o.set_block_based_table_factory(&bb);
+    bb.set_block_size(block_size);
+    bb.set_block_cache(CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE)));
+    // Index blocks live in the cache too, so open table files cost no memory of their own.
+    bb.set_cache_index_and_filter_blocks(true);
+    bb
+}
+
+/// Options of the `default` column family (the counters). `Options::default()` here would
+/// give it RocksDB's 64 MiB memtable whatever the database-wide options say.
+fn counters_options() -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(COUNTERS_MEMTABLE);
+    o.set_max_write_buffer_number(2);
+    o.set_block_based_table_factory(&table_options(4 << 10));
     o
 }
 
@@ -324,16 +357,15 @@ fn db_options() -> Options {
 fn batches_options() -> Options {
     let mut o = Options::default();
     o.set_compression_type(rocksdb::DBCompressionType::Zstd);
-    let mut bb = rocksdb::BlockBasedOptions::default();
-    bb.set_block_size(64 << 10);
-    bb.set_block_cache(&rocksdb::Cache::new_lru_cache(2 << 20));
-    o.set_block_based_table_factory(&bb);
+    o.set_write_buffer_size(BATCHES_MEMTABLE);
+    o.set_max_write_buffer_number(2);
+    o.set_block_based_table_factory(&table_options(64 << 10));
     o
 }
 
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
     vec![
-        ColumnFamilyDescriptor::new("default", Options::default()),
+        ColumnFamilyDescriptor::new("default", counters_options()),
         ColumnFamilyDescriptor::new(CF_BATCHES, batches_options()),
     ]
 }
