@@ -6,11 +6,11 @@
 //! ([`crate::maintain`]) rewrites each series' chunks of it as one.
 
 use crate::SeriesId;
+use crate::chunk_codec::decode_chunk_between;
 use crate::encoding::sortable;
 use crate::partition::{self, RAW};
 use outpost_promql::StorageError as ReadError;
 use outpost_shared::Point;
-use outpost_shared::codec::decode_points_between;
 use rocksdb::DB;
 
 /// A reusable cursor over the `parts` column family: one RocksDB iterator for all the reads
@@ -97,7 +97,7 @@ pub(crate) fn read_newest_first(
     let mut chunks: Vec<(u64, Vec<Point>)> = vec![];
     each_chunk(it, RAW, parts, id, start_ms, end_ms, |c, val| {
         let mut chunk = vec![];
-        decode_points_between(val, start_ms, end_ms, &mut chunk)
+        decode_chunk_between(val, start_ms, end_ms, &mut chunk)
             .map_err(|e| ReadError(format!("chunk of series {id}: {e}")))?;
         chunks.push((c.record, chunk));
         Ok(true)

@@ -3,10 +3,10 @@
 //! Until that write lands, the frozen head is still read, and a failed write puts its points
 //! back.
 
+use crate::chunk_codec::encode_chunk;
 use crate::db::{CF_PARTS, CF_WAL, KEY_WAL_NEXT, Storage, StorageError};
 use crate::maintain::PartitionStats;
 use crate::partition::{self, RAW};
-use outpost_shared::codec::encode_points;
 use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl Storage {
                 wb.put_cf(
                     &cf_parts,
                     partition::chunk_key(RAW, *sid, first, last, upto),
-                    encode_points(run),
+                    encode_chunk(run),
                 );
                 let st = added.entry(partition::partition_of(first)).or_default();
                 st.samples += run.len() as u64;

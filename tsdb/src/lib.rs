@@ -3,6 +3,8 @@
 //! - [`index`]: the postings index (label name → value → series), in memory.
 //! - [`head`]: recent points in memory, rebuilt from the wal at open.
 //! - [`wal`]: one record per committed batch, until compaction.
+//! - `chunk_codec`: how a chunk's points are coded (byte-aligned decimal deltas of deltas
+//!   for zstd to compress).
 //! - [`chunks`]: compressed per-series point runs, the long-term form.
 //! - [`partition`]: chunks laid out by time partition (a UTC day), so old data goes with a
 //!   range delete.
@@ -21,6 +23,7 @@
 //! knows nothing of agents, seqs or the ingest protocol (the caller's ledger decides what to
 //! write), and serves no HTTP.
 
+mod chunk_codec;
 mod chunks;
 mod compact;
 mod db;

@@ -18,12 +18,13 @@
 //! partition's 5-byte key prefix: samples (u64 LE), chunks (u64 LE), chunks right after the
 //! last merge (u64 LE). They are updated in the same write as the chunks they count.
 
+use crate::chunk_codec::{chunk_len, decode_chunk, encode_chunk};
 use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, Storage, StorageError};
 use crate::partition::{self, RAW};
 use crate::rollup::{R1H, R5M, ROLLUPS, decode_buckets, res_name};
 use crate::wal;
 use outpost_shared::Point;
-use outpost_shared::codec::{decode_points, encode_points};
+use outpost_shared::codec::decode_points;
 use rocksdb::{IteratorMode, WriteBatch};
 use std::collections::BTreeMap;
 
@@ -516,7 +517,7 @@ impl Storage {
         run: &mut MergeRun,
     ) -> Result<u64, StorageError> {
         let decode = |v: &[u8], out: &mut Vec<Point>| {
-            decode_points(v, out).map_err(|e| {
+            decode_chunk(v, out).map_err(|e| {
                 self.damaged(format!("chunk of series {series} in partition {p}: {e}"))
             })
         };
@@ -525,7 +526,7 @@ impl Storage {
         if group.len() == 1 {
             let (_, k, v) = group.pop().unwrap_or_default();
             // A chunk starts with its point count (a varint).
-            let n = match crate::rollup::varint(&mut v.as_slice()) {
+            let n = match chunk_len(&v) {
                 Some(n) => n,
                 None => {
                     let mut pts = vec![];
@@ -549,7 +550,7 @@ impl Storage {
         if let (Some(a), Some(b)) = (pts.first(), pts.last()) {
             run.put(
                 partition::chunk_key(RAW, series, a.ts, b.ts, record),
-                encode_points(&pts),
+                encode_chunk(&pts),
             );
         }
         run.changed = true;
@@ -627,7 +628,7 @@ impl Storage {
                 wb.put_cf(
                     parts,
                     partition::chunk_key(RAW, series, first, run[run.len() - 1].ts, record),
-                    encode_points(run),
+                    encode_chunk(run),
                 );
                 let st = added.entry(partition::partition_of(first)).or_default();
                 st.samples += run.len() as u64;
@@ -742,7 +743,7 @@ impl Storage {
             // A chunk's first and last times: its points', or its buckets' starts.
             let (n, span) = if c.res == RAW {
                 let mut pts = vec![];
-                if let Err(e) = decode_points(&v, &mut pts) {
+                if let Err(e) = decode_chunk(&v, &mut pts) {
                     problem(
                         &mut r,
                         format!("chunk of series {} in partition {}: {e}", c.series, c.part),
@@ -834,6 +835,7 @@ mod tests {
     use super::*;
     use crate::partition::PARTITION_MS;
     use crate::testutil::{all_points, tmp_dir, write, write_points};
+    use outpost_shared::codec::encode_points;
 
     const DAY: i64 = PARTITION_MS;
 

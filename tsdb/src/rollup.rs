@@ -29,6 +29,7 @@
 //! (counts, offsets) cost a few bits per bucket.
 
 use crate::SeriesId;
+use crate::chunk_codec::decode_chunk;
 use crate::db::{CF_PARTS, Storage, StorageError};
 use crate::maintain::PartitionStats;
 use crate::partition::{self, PARTITION_MS, RAW};
@@ -273,7 +274,7 @@ impl Storage {
                 series = Some(c.series);
             }
             let mut pts = vec![];
-            decode_points(v, &mut pts).map_err(|e| {
+            decode_chunk(v, &mut pts).map_err(|e| {
                 self.damaged(format!(
                     "chunk of series {} in partition {p}: {e}",
                     c.series

@@ -1,0 +1,283 @@
+//! How a chunk's points are coded: byte-aligned columns that RocksDB's zstd then
+//! compresses well, as VictoriaMetrics codes its blocks (decimal mantissas, deltas of
+//! deltas, zstd), rather than the bit-packed wire coding, which zstd cannot shrink.
+//!
+//! Format (version 1), all varints LEB128, signed ones zigzag:
+//! - `0x00` (a chunk of the older format starts with its non-zero point count);
+//! - point count `n` (varint);
+//! - timestamps: the first (signed), then the first delta (signed), then `n - 2` deltas of
+//!   deltas (signed): a steady scrape interval with jitter costs one byte a point;
+//! - values: a tag byte, then
+//!   - `0x00 | e`: every value is `m / 10^e` exactly (`e` ≤ 15) for an integer `m`; then the
+//!     mantissas: the first (signed), then deltas (signed) when the tag has bit 4 (`0x10`),
+//!     else the first delta and then deltas of deltas (counters at a steady rate);
+//!   - `0x80`: the values' IEEE 754 bits, each XORed with the previous value's, as
+//!     varints (gauges without a short decimal form, NaN, infinities, stale markers).
+//!
+//! Chunks of the older format (the wire coding, [`encode_points`]) still decode.
+
+use outpost_shared::Point;
+use outpost_shared::codec::{DecodeError, decode_points, decode_points_between};
+
+const V1: u8 = 0x00;
+const TAG_XOR: u8 = 0x80;
+const TAG_DELTA: u8 = 0x10;
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+/// Mantissas stay within the integers an f64 holds exactly.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+fn put_uvarint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_ivarint(out: &mut Vec<u8>, n: i64) {
+    put_uvarint(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+fn uvarint(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *v.get(*pos).ok_or(DecodeError::Truncated)?;
+        *pos += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(n);
+        }
+    }
+    Err(DecodeError::Truncated)
+}
+
+fn ivarint(v: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {
+    let u = uvarint(v, pos)?;
+    Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+}
+
+/// The mantissas of `values` at the smallest exponent that gives every value back exactly.
+fn decimal(values: &[f64]) -> Option<(u8, Vec<i64>)> {
+    'e: for (e, p) in POW10.iter().enumerate() {
+        let mut m = Vec::with_capacity(values.len());
+        for &v in values {
+            let x = (v * p).round();
+            if !x.is_finite() || x.abs() > MAX_EXACT || (x / p).to_bits() != v.to_bits() {
+                continue 'e;
+            }
+            m.push(x as i64);
+        }
+        return Some((e as u8, m));
+    }
+    None
+}
+
+/// Writes `xs` as the first, then deltas (`order` 1) or the first delta and deltas of
+/// deltas (`order` 2).
+fn put_series(out: &mut Vec<u8>, xs: &[i64], order: u8) {
+    let mut prev = 0i64;
+    let mut prev_delta = 0i64;
+    for (i, &x) in xs.iter().enumerate() {
+        let d = x.wrapping_sub(prev);
+        match (i, order) {
+            (0, _) => put_ivarint(out, x),
+            (1, _) | (_, 1) => put_ivarint(out, d),
+            _ => put_ivarint(out, d.wrapping_sub(prev_delta)),
+        }
+        prev_delta = d;
+        prev = x;
+    }
+}
+
+fn read_series(v: &[u8], pos: &mut usize, n: usize, order: u8) -> Result<Vec<i64>, DecodeError> {
+    let mut out = Vec::with_capacity(n);
+    let (mut prev, mut delta) = (0i64, 0i64);
+    for i in 0..n {
+        let x = ivarint(v, pos)?;
+        let cur = match (i, order) {
+            (0, _) => x,
+            (1, _) | (_, 1) => {
+                delta = x;
+                prev.wrapping_add(x)
+            }
+            _ => {
+                delta = delta.wrapping_add(x);
+                prev.wrapping_add(delta)
+            }
+        };
+        out.push(cur);
+        prev = cur;
+    }
+    Ok(out)
+}
+
+/// Codes a chunk's points (sorted by time, one per timestamp, not empty).
+pub(crate) fn encode_chunk(points: &[Point]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + points.len() * 3);
+    out.push(V1);
+    put_uvarint(&mut out, points.len() as u64);
+    let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
+    put_series(&mut out, &ts, 2);
+    let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+    match decimal(&values) {
+        Some((e, m)) => {
+            let mut first = Vec::with_capacity(m.len() * 2);
+            put_series(&mut first, &m, 2);
+            let mut second = Vec::with_capacity(m.len() * 2);
+            put_series(&mut second, &m, 1);
+            if second.len() < first.len() {
+                out.push(e | TAG_DELTA);
+                out.extend_from_slice(&second);
+            } else {
+                out.push(e);
+                out.extend_from_slice(&first);
+            }
+        }
+        None => {
+            out.push(TAG_XOR);
+            let mut prev = 0u64;
+            for v in values {
+                let b = v.to_bits();
+                put_uvarint(&mut out, (b ^ prev).swap_bytes());
+                prev = b;
+            }
+        }
+    }
+    out
+}
+
+/// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`.
+///
+/// # Errors
+/// The chunk is truncated or malformed.
+pub(crate) fn decode_chunk_between(
+    v: &[u8],
+    start_ms: i64,
+    end_ms: i64,
+    out: &mut Vec<Point>,
+) -> Result<(), DecodeError> {
+    if v.first() != Some(&V1) {
+        return decode_points_between(v, start_ms, end_ms, out);
+    }
+    let mut pos = 1;
+    let n = uvarint(v, &mut pos)? as usize;
+    // Each point takes at least two bytes.
+    if n > v.len() {
+        return Err(DecodeError::Truncated);
+    }
+    let ts = read_series(v, &mut pos, n, 2)?;
+    let tag = *v.get(pos).ok_or(DecodeError::Truncated)?;
+    pos += 1;
+    let values: Vec<f64> = if tag == TAG_XOR {
+        let mut prev = 0u64;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let b = uvarint(v, &mut pos)?.swap_bytes() ^ prev;
+            out.push(f64::from_bits(b));
+            prev = b;
+        }
+        out
+    } else {
+        let e = usize::from(tag & 0x0f);
+        let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
+        let p = POW10[e];
+        read_series(v, &mut pos, n, order)?
+            .into_iter()
+            .map(|m| m as f64 / p)
+            .collect()
+    };
+    if pos != v.len() {
+        return Err(DecodeError::Truncated);
+    }
+    out.extend(
+        ts.into_iter()
+            .zip(values)
+            .filter(|(t, _)| *t >= start_ms && *t <= end_ms)
+            .map(|(ts, value)| Point { ts, value }),
+    );
+    Ok(())
+}
+
+/// Appends all of a chunk's points to `out`.
+///
+/// # Errors
+/// The chunk is truncated or malformed.
+pub(crate) fn decode_chunk(v: &[u8], out: &mut Vec<Point>) -> Result<(), DecodeError> {
+    if v.first() != Some(&V1) {
+        return decode_points(v, out);
+    }
+    decode_chunk_between(v, i64::MIN, i64::MAX, out)
+}
+
+/// How many points a chunk holds, read from its head.
+pub(crate) fn chunk_len(v: &[u8]) -> Option<u64> {
+    let mut pos = usize::from(v.first() == Some(&V1));
+    uvarint(v, &mut pos).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_shared::codec::encode_points;
+
+    fn round_trip(points: &[Point]) -> usize {
+        let enc = encode_chunk(points);
+        let mut back = vec![];
+        decode_chunk(&enc, &mut back).unwrap();
+        assert_eq!(back.len(), points.len());
+        for (a, b) in back.iter().zip(points) {
+            assert_eq!(a.ts, b.ts);
+            assert_eq!(a.value.to_bits(), b.value.to_bits());
+        }
+        assert_eq!(chunk_len(&enc), Some(points.len() as u64));
+        assert!(decode_chunk(&enc[..enc.len() - 1], &mut vec![]).is_err());
+        enc.len()
+    }
+
+    #[test]
+    fn every_kind_of_value_round_trips_and_steady_series_are_small() {
+        let at = |i: i64| 1_700_000_000_000 + i * 10_000 + (i * 7919) % 3;
+        let counter: Vec<Point> = (0..1000)
+            .map(|i| Point {
+                ts: at(i),
+                value: (i * 1234 + (i * 31) % 17) as f64 / 100.0,
+            })
+            .collect();
+        let n = round_trip(&counter);
+        assert!(n < 1000 * 3, "{n} bytes");
+        let gauge: Vec<Point> = (0..1000)
+            .map(|i| Point {
+                ts: at(i),
+                value: ((i * 2654435761) % 1000) as f64 / 7.0,
+            })
+            .collect();
+        round_trip(&gauge);
+        let odd = [
+            f64::NAN,
+            f64::INFINITY,
+            -0.0,
+            f64::from_bits(outpost_shared::model::STALE_NAN),
+            1e300,
+            -5.5,
+        ];
+        let special: Vec<Point> = odd
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Point {
+                ts: at(i as i64),
+                value,
+            })
+            .collect();
+        round_trip(&special);
+        round_trip(&counter[..1]);
+        round_trip(&counter[..2]);
+        // Chunks of the older coding still decode.
+        let old = encode_points(&gauge);
+        let mut back = vec![];
+        decode_chunk(&old, &mut back).unwrap();
+        assert_eq!(back.len(), 1000);
+        assert_eq!(chunk_len(&old), Some(1000));
+    }
+}
