@@ -99,7 +99,9 @@ impl Storage {
         o.set_keep_log_file_num(4);
         o.set_max_background_jobs(2);
         o.set_write_buffer_size(32 << 20);
-        o.set_max_total_wal_size(128 << 20);
+        // RocksDB keeps a log file until every column family with data in it has flushed;
+        // past this size it flushes the quiet ones, so old logs do not hold the disk.
+        o.set_max_total_wal_size(32 << 20);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let db = DB::open_cf_descriptors(&o, dir, cf_descriptors(&cache)).map_err(err)?;
         let s = Self::from_db(db, d)?;

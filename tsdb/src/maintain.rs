@@ -504,6 +504,15 @@ impl Storage {
         // The last run carries the statistics: written (synced) even when nothing changed.
         run.changed = true;
         self.write_run(p, &mut run, true)?;
+        // The chunks merged away still take space until RocksDB compacts their range; a
+        // closed day is done changing, so return it now.
+        if before > after {
+            self.db.compact_range_cf(
+                cf,
+                Some(partition::prefix(RAW, p)),
+                Some(partition::prefix(RAW, p.saturating_add(1))),
+            );
+        }
         Ok((before, after))
     }
 
