@@ -297,11 +297,21 @@ impl Storage {
             wb.put(PartitionStats::key(res, p), st.to_bytes());
         }
         self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
-        let mut r = self.rollups.write().unwrap_or_else(|e| e.into_inner());
-        for (res, _, _) in ROLLUPS {
-            if let Some(s) = r.get_mut(usize::from(res)) {
-                s.insert(p);
+        {
+            let mut r = self.rollups.write().unwrap_or_else(|e| e.into_inner());
+            for (res, _, _) in ROLLUPS {
+                if let Some(s) = r.get_mut(usize::from(res)) {
+                    s.insert(p);
+                }
             }
+        }
+        // Written once a day: settle it where it is compressed (the bottom levels).
+        for (res, _, _) in ROLLUPS {
+            self.db.compact_range_cf(
+                cf,
+                Some(partition::prefix(res, p)),
+                Some(partition::prefix(res, p.saturating_add(1))),
+            );
         }
         Ok(read)
     }
