@@ -732,7 +732,7 @@ impl Storage {
         for item in self.db.iterator_cf(self.cf(CF_PARTS)?, IteratorMode::Start) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             read += 1;
-            if read % 100_000 == 0 {
+            if read.is_multiple_of(100_000) {
                 progress(read);
             }
             let Some(c) = partition::parse(&k) else {
