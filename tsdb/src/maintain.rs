@@ -298,6 +298,7 @@ impl Storage {
         let horizon = |r: Option<i64>| r.map_or(i64::MIN, |r| now_ms.saturating_sub(r));
         let raw_horizon = horizon(policy.retention_ms);
         let closed_before = now_ms.saturating_sub(MERGE_AFTER_MS);
+        let mut touched: Option<(i32, i32)> = None;
         for p in self.parts_of(RAW) {
             let (_, end) = partition::partition_span(p);
             if end >= closed_before {
@@ -305,7 +306,8 @@ impl Storage {
             }
             let expiring = end < raw_horizon;
             let st = self.partition_stats(RAW, p)?;
-            if !expiring && st.chunks > st.merged_chunks {
+            let merged = !expiring && st.chunks > st.merged_chunks;
+            if merged {
                 let (before, after) = self.merge_partition(p)?;
                 report.merged_partitions += 1;
                 report.chunks_before += before;
@@ -320,6 +322,24 @@ impl Storage {
             if rollups_kept && self.needs_rollup(p)? && (!expiring || !self.has_rollups(p)) {
                 report.rollup_samples += self.rollup_partition(p)?;
                 report.rolled_up_partitions += 1;
+                touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+            }
+            if merged {
+                touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+            }
+        }
+        // Closed days merged or rolled up are done changing: one compaction of their span
+        // returns the space of the chunks merged away and settles the new ones where zstd
+        // applies (one for the whole span, not one a day, which would rewrite the same
+        // files again and again after a backfill).
+        if let Some((a, b)) = touched {
+            let cf = self.cf(CF_PARTS)?;
+            for res in [RAW, R5M, R1H] {
+                self.db.compact_range_cf(
+                    cf,
+                    Some(partition::prefix(res, a)),
+                    Some(partition::prefix(res, b.saturating_add(1))),
+                );
             }
         }
         for (res, retention) in [
@@ -504,15 +524,6 @@ impl Storage {
         // The last run carries the statistics: written (synced) even when nothing changed.
         run.changed = true;
         self.write_run(p, &mut run, true)?;
-        // The chunks merged away still take space until RocksDB compacts their range; a
-        // closed day is done changing, so return it now.
-        if before > after {
-            self.db.compact_range_cf(
-                cf,
-                Some(partition::prefix(RAW, p)),
-                Some(partition::prefix(RAW, p.saturating_add(1))),
-            );
-        }
         Ok((before, after))
     }
 

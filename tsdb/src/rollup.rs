@@ -305,14 +305,6 @@ impl Storage {
                 }
             }
         }
-        // Written once a day: settle it where it is compressed (the bottom levels).
-        for (res, _, _) in ROLLUPS {
-            self.db.compact_range_cf(
-                cf,
-                Some(partition::prefix(res, p)),
-                Some(partition::prefix(res, p.saturating_add(1))),
-            );
-        }
         Ok(read)
     }
 
