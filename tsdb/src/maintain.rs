@@ -474,43 +474,17 @@ impl Storage {
     /// RocksDB fails, or a chunk does not decode (named); runs written before stay merged.
     pub fn merge_partition(&self, p: i32) -> Result<(u64, u64), StorageError> {
         let _maint = self.maint.lock().unwrap_or_else(|e| e.into_inner());
-        let cf = self.cf(CF_PARTS)?;
-        let prefix = partition::prefix(RAW, p);
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(prefix);
         let (mut before, mut after, mut samples) = (0u64, 0u64, 0u64);
         let mut run = MergeRun::default();
-        // The current series' chunks: (record, key, value).
-        let mut group: Vec<(u64, Vec<u8>, Vec<u8>)> = vec![];
-        let mut group_series = None;
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let c = partition::parse(k)
-                .ok_or_else(|| self.damaged(format!("chunk key in partition {p}")))?;
-            if group_series != Some(c.series) {
-                if let Some(series) = group_series {
-                    samples += self.merge_series(p, series, &mut group, &mut run)?;
-                    after += 1;
-                    if run.bytes > 4 << 20 {
-                        self.write_run(p, &mut run, false)?;
-                    }
-                }
-                group_series = Some(c.series);
-            }
-            group.push((c.record, k.to_vec(), v.to_vec()));
-            before += 1;
-            it.next();
-        }
-        it.status().map_err(|e| self.err(e))?;
-        if let Some(series) = group_series {
-            samples += self.merge_series(p, series, &mut group, &mut run)?;
+        self.each_series_chunks(p, |series, group| {
+            before += group.len() as u64;
+            samples += self.merge_series(p, series, group, &mut run)?;
             after += 1;
-        }
+            if run.bytes > 4 << 20 {
+                self.write_run(p, &mut run, false)?;
+            }
+            Ok(())
+        })?;
         run.extra.push((
             PartitionStats::key(RAW, p),
             PartitionStats {
@@ -527,6 +501,76 @@ impl Storage {
         Ok((before, after))
     }
 
+    /// Calls `f` with each series of raw partition `p` and its chunks there, as
+    /// `(record, key, value)` in key order (emptied by `f` or not, it is cleared after).
+    ///
+    /// # Errors
+    /// RocksDB fails, a key is not a chunk key, or `f` fails.
+    pub(crate) fn each_series_chunks(
+        &self,
+        p: i32,
+        mut f: impl FnMut(
+            crate::SeriesId,
+            &mut Vec<(u64, Vec<u8>, Vec<u8>)>,
+        ) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let prefix = partition::prefix(RAW, p);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
+        it.seek(prefix);
+        let mut group: Vec<(u64, Vec<u8>, Vec<u8>)> = vec![];
+        let mut group_series = None;
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let c = partition::parse(k)
+                .ok_or_else(|| self.damaged(format!("chunk key in partition {p}")))?;
+            if group_series != Some(c.series) {
+                if let Some(series) = group_series {
+                    f(series, &mut group)?;
+                    group.clear();
+                }
+                group_series = Some(c.series);
+            }
+            group.push((c.record, k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(|e| self.err(e))?;
+        if let Some(series) = group_series {
+            f(series, &mut group)?;
+        }
+        Ok(())
+    }
+
+    /// The points of series `series`' chunks `group` (of partition `p`), sorted by time,
+    /// one per timestamp: the newest write (highest record) wins. Also returns how many
+    /// points the chunks held before that.
+    ///
+    /// # Errors
+    /// A chunk does not decode (named).
+    pub(crate) fn newest_points(
+        &self,
+        p: i32,
+        series: crate::SeriesId,
+        group: &mut [(u64, Vec<u8>, Vec<u8>)],
+    ) -> Result<(Vec<Point>, u64), StorageError> {
+        // Newest write first, then a stable sort by time keeps it for a repeated ts.
+        group.sort_by_key(|g| std::cmp::Reverse(g.0));
+        let mut pts: Vec<Point> = vec![];
+        for (_, _, v) in group.iter() {
+            decode_chunk(v, &mut pts).map_err(|e| {
+                self.damaged(format!("chunk of series {series} in partition {p}: {e}"))
+            })?;
+        }
+        let decoded = pts.len() as u64;
+        pts.sort_by_key(|x| x.ts);
+        pts.dedup_by_key(|x| x.ts);
+        Ok((pts, decoded))
+    }
+
     /// Adds series `series`' chunks of partition `p` (`group`, emptied) to `run` as one
     /// chunk; returns its samples.
     fn merge_series(
@@ -536,37 +580,20 @@ impl Storage {
         group: &mut Vec<(u64, Vec<u8>, Vec<u8>)>,
         run: &mut MergeRun,
     ) -> Result<u64, StorageError> {
-        let decode = |v: &[u8], out: &mut Vec<Point>| {
-            decode_chunk(v, out).map_err(|e| {
-                self.damaged(format!("chunk of series {series} in partition {p}: {e}"))
-            })
-        };
         run.first.get_or_insert(series);
         run.last = Some(series);
         if group.len() == 1 {
-            let (_, k, v) = group.pop().unwrap_or_default();
             // A chunk starts with its point count (a varint).
-            let n = match chunk_len(&v) {
+            let n = match chunk_len(&group[0].2) {
                 Some(n) => n,
-                None => {
-                    let mut pts = vec![];
-                    decode(&v, &mut pts)?;
-                    pts.len() as u64
-                }
+                None => self.newest_points(p, series, group)?.1,
             };
+            let (_, k, v) = group.pop().unwrap_or_default();
             run.put(k, v);
             return Ok(n);
         }
-        // Newest write first, then a stable sort by time keeps it for a repeated ts.
-        group.sort_by_key(|g| std::cmp::Reverse(g.0));
-        let record = group[0].0;
-        let mut pts: Vec<Point> = vec![];
-        for (_, _, v) in group.iter() {
-            decode(v, &mut pts)?;
-        }
-        group.clear();
-        pts.sort_by_key(|x| x.ts);
-        pts.dedup_by_key(|x| x.ts);
+        let record = group.iter().map(|g| g.0).max().unwrap_or(0);
+        let (pts, _) = self.newest_points(p, series, group)?;
         if let (Some(a), Some(b)) = (pts.first(), pts.last()) {
             run.put(
                 partition::chunk_key(RAW, series, a.ts, b.ts, record),

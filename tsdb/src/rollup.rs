@@ -29,7 +29,6 @@
 //! (counts, offsets) cost a few bits per bucket.
 
 use crate::SeriesId;
-use crate::chunk_codec::decode_chunk;
 use crate::db::{CF_PARTS, Storage, StorageError};
 use crate::maintain::PartitionStats;
 use crate::partition::{self, PARTITION_MS, RAW};
@@ -198,7 +197,6 @@ impl Storage {
         let _maint = self.maint.lock().unwrap_or_else(|e| e.into_inner());
         let raw = self.partition_stats(RAW, p)?;
         let cf = self.cf(CF_PARTS)?;
-        let prefix = partition::prefix(RAW, p);
         // Until the day is done, queries make its buckets from raw points; its old rollups
         // go in one range delete per resolution (with the statistics that mark it done),
         // so a crash leaves it not done rather than half old, half new.
@@ -222,25 +220,11 @@ impl Storage {
         self.db
             .write(std::mem::take(&mut wb))
             .map_err(|e| self.err(e))?;
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(prefix);
         let mut stats = [PartitionStats::default(); 2];
         let mut read = 0u64;
-        // The current series' chunks, newest write first after sorting: (record, points).
-        let mut group: Vec<(u64, Vec<Point>)> = vec![];
-        let mut series: Option<SeriesId> = None;
-        let mut flush = |series: SeriesId,
-                         group: &mut Vec<(u64, Vec<Point>)>,
-                         wb: &mut WriteBatch|
-         -> Result<(), StorageError> {
-            group.sort_by_key(|g| std::cmp::Reverse(g.0));
-            let mut pts: Vec<Point> = vec![];
-            for (_, chunk) in group.iter_mut() {
-                pts.append(chunk);
-            }
-            group.clear();
-            pts.sort_by_key(|x| x.ts);
-            pts.dedup_by_key(|x| x.ts);
+        self.each_series_chunks(p, |series, group| {
+            let (pts, decoded) = self.newest_points(p, series, group)?;
+            read += decoded;
             for (i, (res, len, _)) in ROLLUPS.into_iter().enumerate() {
                 let b = buckets_of(&pts, len);
                 if let (Some(a), Some(z)) = (b.first(), b.last()) {
@@ -254,40 +238,12 @@ impl Storage {
                 }
             }
             if wb.size_in_bytes() > 4 << 20 {
-                self.db.write(std::mem::take(wb)).map_err(|e| self.err(e))?;
+                self.db
+                    .write(std::mem::take(&mut wb))
+                    .map_err(|e| self.err(e))?;
             }
             Ok(())
-        };
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let c = partition::parse(k)
-                .ok_or_else(|| self.damaged(format!("chunk key in partition {p}")))?;
-            if series != Some(c.series) {
-                if let Some(s) = series {
-                    flush(s, &mut group, &mut wb)?;
-                }
-                series = Some(c.series);
-            }
-            let mut pts = vec![];
-            decode_chunk(v, &mut pts).map_err(|e| {
-                self.damaged(format!(
-                    "chunk of series {} in partition {p}: {e}",
-                    c.series
-                ))
-            })?;
-            read += pts.len() as u64;
-            group.push((c.record, pts));
-            it.next();
-        }
-        it.status().map_err(|e| self.err(e))?;
-        if let Some(s) = series {
-            flush(s, &mut group, &mut wb)?;
-        }
+        })?;
         for (i, (res, _, _)) in ROLLUPS.into_iter().enumerate() {
             let st = PartitionStats {
                 merged_chunks: stats[i].chunks,
@@ -306,6 +262,33 @@ impl Storage {
             }
         }
         Ok(read)
+    }
+
+    /// Calls `f` with the buckets of every rollup chunk of series `id` on `day` at
+    /// resolution byte `res`, read through `it`.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    fn each_rollup_chunk(
+        it: &mut crate::chunks::ChunkCursor<'_>,
+        res: u8,
+        day: i32,
+        id: SeriesId,
+        mut f: impl FnMut(Vec<Bucket>),
+    ) -> Result<(), ReadError> {
+        let prefix = partition::series_prefix(res, day, id);
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            f(decode_buckets(v).map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?);
+            it.next();
+        }
+        it.status().map_err(|e| ReadError(e.to_string()))
     }
 
     /// The buckets of length `res_ms` of series `id` starting in `[start_ms, end_ms]`,
@@ -356,21 +339,9 @@ impl Storage {
                             self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?,
                         )),
                     };
-                let prefix = partition::series_prefix(res, day, id);
-                it.seek(prefix);
-                while it.valid() {
-                    let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                        break;
-                    };
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    let b = decode_buckets(v)
-                        .map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?;
+                Self::each_rollup_chunk(it, res, day, id, |b| {
                     out.extend(b.into_iter().filter(|b| b.start >= from && b.start <= to));
-                    it.next();
-                }
-                it.status().map_err(|e| ReadError(e.to_string()))?;
+                })?;
                 day += 1;
             } else {
                 // The run of days not rolled up, read as points at once.
@@ -430,25 +401,13 @@ impl Storage {
         let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
         let mut it = self.db.raw_iterator_cf(cf);
         for (day, res) in days {
-            let prefix = partition::series_prefix(res, day, id);
-            it.seek(prefix);
-            while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                let b = decode_buckets(v)
-                    .map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?;
+            Self::each_rollup_chunk(&mut it, res, day, id, |b| {
                 out.extend(
                     b.iter()
                         .map(|b| b.last)
                         .filter(|p| p.ts >= start_ms && p.ts <= end_ms),
                 );
-                it.next();
-            }
-            it.status().map_err(|e| ReadError(e.to_string()))?;
+            })?;
         }
         Ok(out)
     }
