@@ -453,15 +453,13 @@ impl Evaluator {
         if let Some(func) = RangeFunc::of(name) {
             if let Some(Expr::Matrix { selector, range_ms }) = args.get(func.matrix_arg()) {
                 let mut out = Vec::new();
-                if let (Some(res), Some(rf)) =
-                    (self.loaded.rollup_of(selector), RollupFunc::of(name))
+                if let (Some(_), Some(rf)) = (self.loaded.rollup_of(selector), RollupFunc::of(name))
                 {
                     self.rollup_fn_each(
                         rf,
                         func.keeps_name(),
                         selector,
                         *range_ms,
-                        res,
                         true,
                         &mut collect(&mut out),
                     )?;
@@ -845,16 +843,14 @@ impl Evaluator {
     }
 
     /// A function rollups answer ([`crate::rollup`]) at every step, from the buckets
-    /// `sel`'s series were read as (resolution `res_ms`); handed to `sink` as
+    /// `sel`'s series were read as; handed to `sink` as
     /// [`Evaluator::range_fn_each`] hands them.
-    #[allow(clippy::too_many_arguments)]
     fn rollup_fn_each(
         &self,
         func: RollupFunc,
         keeps_name: bool,
         sel: &Selector,
         range_ms: i64,
-        res_ms: i64,
         drop_name: bool,
         sink: &mut Sink<'_>,
     ) -> Result<(), QueryError> {
@@ -863,10 +859,7 @@ impl Evaluator {
         for s in self.loaded.of(sel) {
             self.loaded.cancel.check()?;
             values.clear();
-            values.extend(
-                ends.iter()
-                    .map(|&end| func.apply(&s.buckets, end, range_ms, res_ms)),
-            );
+            func.apply_each(&s.buckets, &ends, range_ms, &mut values);
             if values.iter().any(Option::is_some) {
                 let labels = if drop_name && !keeps_name {
                     s.dropped()
@@ -916,19 +909,10 @@ impl Evaluator {
                     // Series that only the name told apart must be checked first.
                     && (func.keeps_name() || self.loaded.one_name(selector)) =>
             {
-                if let (Some(res), Some(rf)) =
-                    (self.loaded.rollup_of(selector), RollupFunc::of(name))
+                if let (Some(_), Some(rf)) = (self.loaded.rollup_of(selector), RollupFunc::of(name))
                 {
                     let keeps = func.keeps_name();
-                    self.rollup_fn_each(
-                        rf,
-                        keeps,
-                        selector,
-                        *range_ms,
-                        res,
-                        name_matters,
-                        &mut add,
-                    )?;
+                    self.rollup_fn_each(rf, keeps, selector, *range_ms, name_matters, &mut add)?;
                 } else {
                     let w = self.selector_windows(selector, *range_ms);
                     self.range_fn_each(func, args, &w, name_matters, &mut add)?;
