@@ -141,6 +141,58 @@ pub trait Querier {
         let pts = self.points(id, start_ms, end_ms.saturating_add(res_ms - 1))?;
         Ok(buckets_of(&pts, res_ms))
     }
+    /// [`Querier::points`] of every series in `ids` at once: `Some(out)` with `out[i]` the
+    /// points of `ids[i]`. A store may read them in one pass over its time partitions
+    /// instead of one seek per series and partition. `stop` is called with the number of
+    /// points read so far, after each series or partition; when it returns true the read
+    /// ends with `Ok(None)` (a query over its sample limit, or cancelled).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn points_many(
+        &self,
+        ids: &[SeriesRef],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Point>>>, StorageError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut read = 0usize;
+        for &id in ids {
+            let p = self.points(id, start_ms, end_ms)?;
+            read = read.saturating_add(p.len());
+            out.push(p);
+            if stop(read) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
+    }
+    /// [`Querier::buckets`] of every series in `ids` at once, as [`Querier::points_many`]
+    /// reads points (`stop` counts buckets).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn buckets_many(
+        &self,
+        ids: &[SeriesRef],
+        start_ms: i64,
+        end_ms: i64,
+        res_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Bucket>>>, StorageError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut read = 0usize;
+        for &id in ids {
+            let b = self.buckets(id, start_ms, end_ms, res_ms)?;
+            read = read.saturating_add(b.len());
+            out.push(b);
+            if stop(read) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
+    }
     /// All label names in use, sorted.
     fn label_names(&self) -> Result<Vec<String>, StorageError>;
     /// All values of one label name, sorted.

@@ -28,7 +28,7 @@ const POW10: [f64; 16] = [
 /// Mantissas stay within the integers an f64 holds exactly.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
-fn put_uvarint(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -40,7 +40,7 @@ fn put_ivarint(out: &mut Vec<u8>, n: i64) {
     put_uvarint(out, ((n << 1) ^ (n >> 63)) as u64);
 }
 
-fn uvarint(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+pub(crate) fn uvarint(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *v.get(*pos).ok_or(DecodeError::Truncated)?;
@@ -76,7 +76,7 @@ fn decimal(values: &[f64]) -> Option<(u8, Vec<i64>)> {
 
 /// Writes `xs` as the first, then deltas (`order` 1) or the first delta and deltas of
 /// deltas (`order` 2).
-fn put_series(out: &mut Vec<u8>, xs: &[i64], order: u8) {
+pub(crate) fn put_series(out: &mut Vec<u8>, xs: &[i64], order: u8) {
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for (i, &x) in xs.iter().enumerate() {
@@ -91,7 +91,13 @@ fn put_series(out: &mut Vec<u8>, xs: &[i64], order: u8) {
     }
 }
 
-fn read_series(v: &[u8], pos: &mut usize, n: usize, order: u8) -> Result<Vec<i64>, DecodeError> {
+/// Reads `n` integers written by [`put_series`] with the same `order`.
+pub(crate) fn read_series(
+    v: &[u8],
+    pos: &mut usize,
+    n: usize,
+    order: u8,
+) -> Result<Vec<i64>, DecodeError> {
     let mut out = Vec::with_capacity(n);
     let (mut prev, mut delta) = (0i64, 0i64);
     for i in 0..n {
@@ -121,7 +127,14 @@ pub(crate) fn encode_chunk(points: &[Point]) -> Vec<u8> {
     let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
     put_series(&mut out, &ts, 2);
     let values: Vec<f64> = points.iter().map(|p| p.value).collect();
-    match decimal(&values) {
+    put_values(&mut out, &values);
+    out
+}
+
+/// Writes a column of values: a tag byte, then decimal mantissas (deltas or deltas of
+/// deltas, whichever is shorter) or XORed bits (see the module docs).
+pub(crate) fn put_values(out: &mut Vec<u8>, values: &[f64]) {
+    match decimal(values) {
         Some((e, m)) => {
             let mut first = Vec::with_capacity(m.len() * 2);
             put_series(&mut first, &m, 2);
@@ -138,14 +151,43 @@ pub(crate) fn encode_chunk(points: &[Point]) -> Vec<u8> {
         None => {
             out.push(TAG_XOR);
             let mut prev = 0u64;
-            for v in values {
+            for &v in values {
                 let b = v.to_bits();
-                put_uvarint(&mut out, (b ^ prev).swap_bytes());
+                put_uvarint(out, (b ^ prev).swap_bytes());
                 prev = b;
             }
         }
     }
-    out
+}
+
+/// Reads `n` values written by [`put_values`] at `pos`.
+///
+/// # Errors
+/// The column is truncated or its tag unknown.
+pub(crate) fn read_values(v: &[u8], pos: &mut usize, n: usize) -> Result<Vec<f64>, DecodeError> {
+    let tag = *v.get(*pos).ok_or(DecodeError::Truncated)?;
+    *pos += 1;
+    Ok(if tag == TAG_XOR {
+        let mut prev = 0u64;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let b = uvarint(v, pos)?.swap_bytes() ^ prev;
+            out.push(f64::from_bits(b));
+            prev = b;
+        }
+        out
+    } else {
+        let e = usize::from(tag & 0x0f);
+        if tag & !(0x0f | TAG_DELTA) != 0 {
+            return Err(DecodeError::Invalid("value column tag"));
+        }
+        let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
+        let p = POW10[e];
+        read_series(v, pos, n, order)?
+            .into_iter()
+            .map(|m| m as f64 / p)
+            .collect()
+    })
 }
 
 /// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`.
@@ -168,26 +210,7 @@ pub(crate) fn decode_chunk_between(
         return Err(DecodeError::Truncated);
     }
     let ts = read_series(v, &mut pos, n, 2)?;
-    let tag = *v.get(pos).ok_or(DecodeError::Truncated)?;
-    pos += 1;
-    let values: Vec<f64> = if tag == TAG_XOR {
-        let mut prev = 0u64;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let b = uvarint(v, &mut pos)?.swap_bytes() ^ prev;
-            out.push(f64::from_bits(b));
-            prev = b;
-        }
-        out
-    } else {
-        let e = usize::from(tag & 0x0f);
-        let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
-        let p = POW10[e];
-        read_series(v, &mut pos, n, order)?
-            .into_iter()
-            .map(|m| m as f64 / p)
-            .collect()
-    };
+    let values = read_values(v, &mut pos, n)?;
     if pos != v.len() {
         return Err(DecodeError::Truncated);
     }

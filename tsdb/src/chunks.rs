@@ -55,6 +55,69 @@ fn each_chunk(
     Ok(())
 }
 
+/// Keys stepped over with `next` before a walk seeks instead: a short gap between wanted
+/// series is cheaper to step over than to seek across.
+const STEP_BEFORE_SEEK: usize = 8;
+
+/// Calls `f` with `wanted[k].1`, the parsed key and the value of every chunk of resolution
+/// byte `res` in partition `part` of the series `wanted[k].0` (sorted by id, no repeats)
+/// whose newest point is at or after `start_ms` and oldest at or before `end_ms`. Walks the
+/// partition's keys in order, stepping over short gaps between wanted series and seeking
+/// across long ones, so reading many series of a partition costs one seek, not one each.
+///
+/// # Errors
+/// RocksDB fails, or `f` does.
+pub(crate) fn each_chunk_of_many(
+    it: &mut ChunkCursor<'_>,
+    res: u8,
+    part: i32,
+    wanted: &[(SeriesId, usize)],
+    start_ms: i64,
+    end_ms: i64,
+    mut f: impl FnMut(usize, partition::ChunkKey, &[u8]) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let Some(&(first, _)) = wanted.first() else {
+        return Ok(());
+    };
+    let part_prefix = partition::prefix(res, part);
+    it.seek(partition::series_prefix(res, part, first));
+    let (mut k, mut stepped) = (0usize, 0usize);
+    while k < wanted.len() && it.valid() {
+        let Some(key) = it.key() else { break };
+        if !key.starts_with(&part_prefix) {
+            break;
+        }
+        let Some(c) = partition::parse(key) else {
+            it.next();
+            continue;
+        };
+        let (want, idx) = wanted[k];
+        if c.series < want {
+            stepped += 1;
+            if stepped > STEP_BEFORE_SEEK {
+                it.seek(partition::series_prefix(res, part, want));
+                stepped = 0;
+            } else {
+                it.next();
+            }
+            continue;
+        }
+        if c.series > want {
+            k += 1;
+            continue;
+        }
+        stepped = 0;
+        if c.max_ts >= start_ms
+            && c.min_ts <= end_ms
+            && let Some(v) = it.value()
+        {
+            f(idx, c, v)?;
+        }
+        it.next();
+    }
+    it.status().map_err(|e| ReadError(e.to_string()))
+}
+
 /// Whether a chunk of resolution byte `res` (raw points or a rollup) of series `id` spans a
 /// time overlapping `[start_ms, end_ms]`. A chunk's span is its oldest to newest point (or
 /// bucket start), so this can say yes for a chunk whose points all fall around the window;

@@ -516,6 +516,74 @@ impl Storage {
         Ok(v)
     }
 
+    /// [`Storage::points`] of every series in `ids`: `Some(out)` with `out[i]` the points
+    /// of `ids[i]`, read in one walk over each partition's keys (see
+    /// [`chunks::each_chunk_of_many`]) rather than one seek per series and partition.
+    /// `stop` is called with the points read so far after each partition; when it returns
+    /// true the read ends with `Ok(None)`.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub(crate) fn points_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
+        let mut out: Vec<Vec<Point>> = vec![Vec::new(); ids.len()];
+        if start_ms > end_ms {
+            return Ok(Some(out));
+        }
+        // The head first, then the chunks: a compaction in between moves points into
+        // chunks the cursor, made after, still sees.
+        {
+            let head = self.head.read().unwrap_or_else(|p| p.into_inner());
+            for (v, &id) in out.iter_mut().zip(ids) {
+                head.points_newest_first(id, start_ms, end_ms, v);
+            }
+        }
+        let (wanted, repeats) = wanted_order(ids);
+        let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        let mut read: usize = out.iter().map(Vec::len).sum();
+        let mut day: Vec<(usize, u64, Vec<Point>)> = vec![];
+        for p in self.parts_between(start_ms, end_ms) {
+            chunks::each_chunk_of_many(&mut it, RAW, p, &wanted, start_ms, end_ms, |i, c, v| {
+                let mut pts = vec![];
+                crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, &mut pts)
+                    .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))?;
+                day.push((i, c.record, pts));
+                Ok(())
+            })?;
+            // A repeated timestamp resolves to the newest write: a series' chunks of the
+            // day newest record first, each newest point first, as `points_via` orders them.
+            day.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            for (i, _, pts) in day.drain(..) {
+                read = read.saturating_add(pts.len());
+                out[i].extend(pts.into_iter().rev());
+            }
+            if stop(read) {
+                return Ok(None);
+            }
+        }
+        if let Some(raw_start) = self.oldest_partition_start()
+            && start_ms < raw_start
+        {
+            for (v, &id) in out.iter_mut().zip(ids) {
+                v.extend(self.rollup_points(id, start_ms, end_ms.min(raw_start - 1))?);
+            }
+        }
+        for v in &mut out {
+            v.sort_by_key(|p| p.ts);
+            v.dedup_by_key(|p| p.ts);
+        }
+        for (from, to) in repeats {
+            out[to] = out[from].clone();
+        }
+        Ok(Some(out))
+    }
+
     /// Cardinality statistics with the `top` largest entries of each list.
     pub fn cardinality(&self, top: usize) -> crate::CardinalityStats {
         self.index
@@ -620,4 +688,24 @@ fn cf_descriptors(cache: &rocksdb::Cache) -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(n, o)
     })
     .collect()
+}
+
+/// Series a walk over a partition reads: (id, position in the caller's list), sorted by id.
+pub(crate) type Wanted = Vec<(SeriesId, usize)>;
+
+/// `ids` as a walk over a partition wants them, each id once, and the (first position,
+/// repeated position) pairs of ids listed more than once.
+pub(crate) fn wanted_order(ids: &[SeriesId]) -> (Wanted, Vec<(usize, usize)>) {
+    let mut wanted: Vec<(SeriesId, usize)> =
+        ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    wanted.sort_unstable();
+    let mut repeats = vec![];
+    wanted.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            repeats.push((kept.1, later.1));
+        }
+        same
+    });
+    (wanted, repeats)
 }

@@ -21,7 +21,7 @@
 use crate::chunk_codec::{chunk_len, decode_chunk, encode_chunk};
 use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, Storage, StorageError};
 use crate::partition::{self, RAW};
-use crate::rollup::{R1H, R5M, ROLLUPS, decode_buckets, res_name};
+use crate::rollup::{R1H, R5M, ROLLUPS, decode_rollup, res_ms, res_name};
 use crate::wal;
 use outpost_shared::Point;
 use outpost_shared::codec::decode_points;
@@ -802,7 +802,7 @@ impl Storage {
                     pts.first().zip(pts.last()).map(|(a, b)| (a.ts, b.ts)),
                 )
             } else {
-                match decode_buckets(&v) {
+                match decode_rollup(&v, res_ms(c.res)) {
                     Ok(b) => (
                         b.len(),
                         b.first().zip(b.last()).map(|(a, z)| (a.start, z.start)),

@@ -67,6 +67,38 @@ impl Querier for StorageQuerier<'_> {
         )
     }
 
+    fn points_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Point>>>, StorageError> {
+        self.storage.points_many(
+            ids,
+            start_ms.max(self.mint_ms),
+            end_ms.min(self.maxt_ms),
+            stop,
+        )
+    }
+
+    fn buckets_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        res_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Bucket>>>, StorageError> {
+        self.storage.buckets_many(
+            ids,
+            start_ms.max(self.mint_ms),
+            end_ms.min(self.maxt_ms),
+            res_ms,
+            stop,
+        )
+    }
+
     fn has_points(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<bool, StorageError> {
         self.storage
             .has_points(id, start_ms.max(self.mint_ms), end_ms.min(self.maxt_ms))
@@ -108,6 +140,90 @@ mod tests {
         s.compact_head().unwrap();
         let b = q.points(id("b"), 0, 10_000).unwrap();
         assert_eq!(b.iter().map(|p| p.ts).collect::<Vec<_>>(), vec![1000, 2000]);
+        drop(q);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Reading many series at once gives what reading each alone gives: head and chunks,
+    /// overwritten points (newest write wins), rolled-up and not rolled-up days, series
+    /// wanted densely (stepped over) and sparsely (sought), repeated and unknown ids.
+    #[test]
+    fn reading_many_series_at_once_answers_as_reading_each() {
+        const DAY: i64 = crate::partition::PARTITION_MS;
+        let dir = tmp_dir("many");
+        let s = Storage::open(&dir).unwrap();
+        let names: Vec<String> = (0..60).map(|i| format!("m{i:02}")).collect();
+        for d in 100..104i64 {
+            for (k, n) in names.iter().enumerate() {
+                // Every third series skips a day; points every 20 minutes.
+                if (k as i64 + d) % 3 == 0 {
+                    continue;
+                }
+                let pts: Vec<(i64, f64)> = (0..72)
+                    .map(|j| (d * DAY + j * 1_200_000 + k as i64, (d * 100 + j) as f64))
+                    .collect();
+                crate::testutil::write_points(&s, n, &pts);
+            }
+            s.compact_head().unwrap();
+            // A rewrite of some points of the day, in a later record.
+            crate::testutil::write_points(&s, &names[7], &[(d * DAY + 7, -1.0)]);
+            s.compact_head().unwrap();
+        }
+        // Today's points stay in the head.
+        crate::testutil::write_points(&s, &names[3], &[(104 * DAY + 5, 42.0)]);
+        s.maintain(104 * DAY + 3_600_000, &crate::RetentionPolicy::default())
+            .unwrap();
+        // Day 102's rollups are taken away again: read from raw points.
+        s.rollups.write().unwrap().iter_mut().for_each(|r| {
+            r.remove(&102);
+        });
+        let q = s.querier(i64::MIN, i64::MAX).unwrap();
+        let all = q
+            .select(&[Matcher::new("__name__", MatchOp::Regex, "m.*").unwrap()])
+            .unwrap();
+        let ids: Vec<SeriesId> = all.iter().map(|s| s.0).collect();
+        let dense: Vec<SeriesId> = ids.iter().copied().step_by(3).collect();
+        let sparse: Vec<SeriesId> = ids.iter().copied().step_by(20).collect();
+        let odd = vec![ids[9], ids[2], ids[9], 999_999, ids[40]];
+        let (a, b) = (100 * DAY + 3_600_000, 104 * DAY + 600_000);
+        for set in [&ids, &dense, &sparse, &odd] {
+            let many = q.points_many(set, a, b, &mut |_| false).unwrap().unwrap();
+            for (id, got) in set.iter().zip(&many) {
+                assert_eq!(got, &q.points(*id, a, b).unwrap(), "series {id}");
+            }
+            for res in [300_000, 3_600_000, 600_000] {
+                let many = q
+                    .buckets_many(set, a, b, res, &mut |_| false)
+                    .unwrap()
+                    .unwrap();
+                for (id, got) in set.iter().zip(&many) {
+                    assert_eq!(
+                        got,
+                        &q.buckets(*id, a, b, res).unwrap(),
+                        "series {id} at {res}"
+                    );
+                }
+            }
+        }
+        let one = q.points(ids[7], a, b).unwrap();
+        assert!(one.iter().any(|p| p.value == -1.0), "the rewrite wins");
+        assert!(!q.buckets(ids[0], a, b, 3_600_000).unwrap().is_empty());
+        // A limit ends the read.
+        let mut calls = 0;
+        let stopped = q
+            .points_many(&ids, a, b, &mut |n| {
+                calls += 1;
+                n > 1000
+            })
+            .unwrap();
+        assert!(stopped.is_none());
+        assert!(calls < 4, "{calls} calls");
+        assert!(
+            q.buckets_many(&ids, a, b, 3_600_000, &mut |n| n > 100)
+                .unwrap()
+                .is_none()
+        );
         drop(q);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);

@@ -21,12 +21,23 @@
 //!   before the oldest raw partition, each 5-minute bucket's last point (1-hour buckets
 //!   where no 5-minute one is kept).
 //!
-//! Chunk value: a varint bucket count, then nine columns, each the batch codec's point
-//! coding ([`encode_points`]) of (bucket start, field) for every bucket, length-prefixed
-//! (varint): count, sum, min XOR first value, max XOR last value (bitwise, so a counter's
-//! are 0), first value, last value, reset correction, first point's offset from the
-//! bucket start (ms), last point's offset. Constant and regular columns
-//! (counts, offsets) cost a few bits per bucket.
+//! Chunk value (byte-aligned, as raw chunks are, so RocksDB's zstd shrinks it further):
+//! `0x00`, then a kind byte:
+//! - `0x01`: the day's raw points as a raw chunk ([`crate::chunk_codec`]); the buckets are
+//!   made from them when read. Chosen when it is shorter than the columns: a series with a
+//!   point or two per bucket.
+//! - `0x02`: the bucket count `n` (varint); the spacing of bucket starts in ms (varint, the
+//!   greatest common divisor of their gaps) and the starts divided by it, as the first and
+//!   then deltas (signed varints); then nine columns of `n` values, in this order: first
+//!   value, last value, minimum, maximum, count, sum, reset correction, first point's
+//!   offset from the bucket start (ms), last point's offset. Each column is either
+//!   `0xc0 | i`, the same bits as column `i` before it (a counter's minimum is its first
+//!   value and its maximum its last); or `0xa0` and the IEEE 754 bits (8 bytes, little
+//!   endian) of a value every bucket has; or the raw chunks' value coding: decimal
+//!   mantissas in deltas or deltas of deltas, else XORed bits.
+//!
+//! Chunks of the first format (starting with their non-zero bucket count, nine bit-packed
+//! columns of the batch codec's point coding) still decode.
 
 use crate::SeriesId;
 use crate::db::{CF_PARTS, Storage, StorageError};
@@ -35,7 +46,7 @@ use crate::partition::{self, PARTITION_MS, RAW};
 use outpost_promql::StorageError as ReadError;
 use outpost_promql::rollup::{Bucket, RES_1H_MS, RES_5M_MS, buckets_of};
 use outpost_shared::Point;
-use outpost_shared::codec::{decode_points, encode_points};
+use outpost_shared::codec::decode_points;
 use rocksdb::WriteBatch;
 
 /// The resolution byte of 5-minute buckets.
@@ -50,47 +61,185 @@ pub(crate) fn res_byte(res_ms: i64) -> Option<u8> {
     ROLLUPS.iter().find(|r| r.1 == res_ms).map(|r| r.0)
 }
 
+/// The bucket length (ms) of a rollup resolution byte; 0 for raw points.
+pub(crate) fn res_ms(res: u8) -> i64 {
+    ROLLUPS.iter().find(|r| r.0 == res).map_or(0, |r| r.1)
+}
+
 /// The name (`raw`, `5m`, `1h`) of a resolution byte.
 pub(crate) fn res_name(res: u8) -> &'static str {
     ROLLUPS.iter().find(|r| r.0 == res).map_or("raw", |r| r.2)
 }
 
-/// Encodes buckets (oldest first, non-empty) as a chunk value (see the module docs).
+/// The first byte of a rollup chunk of the current format; one of the older format starts
+/// with its bucket count, never 0.
+const V1: u8 = 0x00;
+/// Kind byte: the chunk holds the day's raw points; its buckets are made from them.
+const KIND_POINTS: u8 = 0x01;
+/// Kind byte: the chunk holds bucket columns.
+const KIND_BUCKETS: u8 = 0x02;
+/// Column tag: the column equals an earlier one (its index in the low bits) bit for bit.
+const SAME_AS: u8 = 0xc0;
+/// Column tag: every value of the column is the one whose IEEE 754 bits follow (8 bytes,
+/// little endian).
+const CONSTANT: u8 = 0xa0;
+/// Bucket columns in their order in a chunk: first and last values come before the minimum
+/// and maximum, which for a counter equal them.
+const COLUMNS: usize = 9;
+
+fn column(b: &Bucket, c: usize) -> f64 {
+    match c {
+        0 => b.first.value,
+        1 => b.last.value,
+        2 => b.min,
+        3 => b.max,
+        4 => b.count as f64,
+        5 => b.sum,
+        6 => b.reset_add,
+        7 => (b.first.ts - b.start) as f64,
+        _ => (b.last.ts - b.start) as f64,
+    }
+}
+
+/// Encodes one series' day at one resolution (`buckets` made from `points`, both oldest
+/// first and non-empty) as a chunk value, whichever of two forms is shorter: the bucket
+/// columns, or the points themselves when they are hardly more than buckets (a series
+/// sampled once an hour has one point a 1-hour bucket, and nine columns would cost more).
+pub(crate) fn encode_rollup(points: &[Point], buckets: &[Bucket]) -> Vec<u8> {
+    let cols = encode_buckets(buckets);
+    if points.len() > 4 * buckets.len() {
+        return cols;
+    }
+    let mut pts = Vec::with_capacity(2 + points.len() * 3);
+    pts.extend_from_slice(&[V1, KIND_POINTS]);
+    pts.extend_from_slice(&crate::chunk_codec::encode_chunk(points));
+    if pts.len() < cols.len() { pts } else { cols }
+}
+
+/// Encodes buckets (oldest first, non-empty) as a chunk value of bucket columns (see the
+/// module docs).
 pub(crate) fn encode_buckets(b: &[Bucket]) -> Vec<u8> {
+    use crate::chunk_codec::{put_series, put_uvarint, put_values};
     let mut out = Vec::with_capacity(16 + b.len() * 12);
-    put_varint(&mut out, b.len() as u64);
-    let fields: [fn(&Bucket) -> f64; 9] = [
-        |b| b.count as f64,
-        |b| b.sum,
-        // Bitwise XOR with the first/last value: 0 for a counter, whose minimum is its
-        // first value and maximum its last, and cheap to code.
-        |b| f64::from_bits(b.min.to_bits() ^ b.first.value.to_bits()),
-        |b| f64::from_bits(b.max.to_bits() ^ b.last.value.to_bits()),
-        |b| b.first.value,
-        |b| b.last.value,
-        |b| b.reset_add,
-        |b| (b.first.ts - b.start) as f64,
-        |b| (b.last.ts - b.start) as f64,
-    ];
-    let mut col: Vec<Point> = Vec::with_capacity(b.len());
-    for f in fields {
-        col.clear();
-        col.extend(b.iter().map(|x| Point {
-            ts: x.start,
-            value: f(x),
-        }));
-        let enc = encode_points(&col);
-        put_varint(&mut out, enc.len() as u64);
-        out.extend_from_slice(&enc);
+    out.extend_from_slice(&[V1, KIND_BUCKETS]);
+    put_uvarint(&mut out, b.len() as u64);
+    let res = b
+        .windows(2)
+        .map(|w| w[1].start - w[0].start)
+        .fold(0i64, gcd)
+        .max(1);
+    put_uvarint(&mut out, res as u64);
+    let starts: Vec<i64> = b.iter().map(|x| x.start / res).collect();
+    put_series(&mut out, &starts, 1);
+    let cols: Vec<Vec<f64>> = (0..COLUMNS)
+        .map(|c| b.iter().map(|x| column(x, c)).collect())
+        .collect();
+    for (c, col) in cols.iter().enumerate() {
+        let same = (0..c).find(|&e| {
+            cols[e]
+                .iter()
+                .zip(col)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        });
+        let constant = col.iter().all(|v| v.to_bits() == col[0].to_bits());
+        match same {
+            Some(e) => out.push(SAME_AS | e as u8),
+            None if constant => {
+                out.push(CONSTANT);
+                out.extend_from_slice(&col[0].to_bits().to_le_bytes());
+            }
+            None => put_values(&mut out, col),
+        }
     }
     out
 }
 
-/// Decodes a chunk value made by [`encode_buckets`].
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
+/// Decodes a rollup chunk value of resolution `res_ms` (any of its forms).
 ///
 /// # Errors
 /// The value is truncated or its columns disagree; says which.
-pub(crate) fn decode_buckets(mut v: &[u8]) -> Result<Vec<Bucket>, String> {
+pub(crate) fn decode_rollup(v: &[u8], res_ms: i64) -> Result<Vec<Bucket>, String> {
+    use crate::chunk_codec::{read_series, read_values, uvarint};
+    match v {
+        [V1, KIND_POINTS, rest @ ..] => {
+            let mut pts = vec![];
+            crate::chunk_codec::decode_chunk(rest, &mut pts).map_err(|e| format!("points: {e}"))?;
+            Ok(buckets_of(&pts, res_ms))
+        }
+        [V1, KIND_BUCKETS, ..] => {
+            let mut pos = 2;
+            let n = uvarint(v, &mut pos).map_err(|e| format!("bucket count: {e}"))? as usize;
+            if n > v.len() {
+                return Err("bucket count past the chunk's end".into());
+            }
+            let res = uvarint(v, &mut pos).map_err(|e| format!("bucket spacing: {e}"))? as i64;
+            let starts = read_series(v, &mut pos, n, 1).map_err(|e| format!("starts: {e}"))?;
+            let mut cols: Vec<Vec<f64>> = Vec::with_capacity(COLUMNS);
+            for c in 0..COLUMNS {
+                let tag = *v.get(pos).ok_or_else(|| format!("column {c} truncated"))?;
+                if tag == CONSTANT {
+                    let bits: [u8; 8] = v
+                        .get(pos + 1..pos + 9)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| format!("column {c} truncated"))?;
+                    pos += 9;
+                    cols.push(vec![f64::from_bits(u64::from_le_bytes(bits)); n]);
+                } else if tag & SAME_AS == SAME_AS {
+                    let e = usize::from(tag & !SAME_AS);
+                    let col = cols
+                        .get(e)
+                        .filter(|_| e < c)
+                        .ok_or_else(|| format!("column {c} refers to column {e}"))?
+                        .clone();
+                    pos += 1;
+                    cols.push(col);
+                } else {
+                    cols.push(read_values(v, &mut pos, n).map_err(|e| format!("column {c}: {e}"))?);
+                }
+            }
+            if pos != v.len() {
+                return Err(format!("{} bytes after the last column", v.len() - pos));
+            }
+            Ok((0..n)
+                .map(|j| {
+                    let start = starts[j].wrapping_mul(res);
+                    Bucket {
+                        start,
+                        count: cols[4][j] as u64,
+                        sum: cols[5][j],
+                        min: cols[2][j],
+                        max: cols[3][j],
+                        first: Point {
+                            ts: start + cols[7][j] as i64,
+                            value: cols[0][j],
+                        },
+                        last: Point {
+                            ts: start + cols[8][j] as i64,
+                            value: cols[1][j],
+                        },
+                        reset_add: cols[6][j],
+                    }
+                })
+                .collect())
+        }
+        [V1, k, ..] => Err(format!("unknown rollup chunk kind {k:#04x}")),
+        _ => decode_buckets_v0(v),
+    }
+}
+
+/// Decodes a rollup chunk of the first format: a varint bucket count, then nine columns,
+/// each the batch codec's point coding ([`decode_points`]) of (bucket start, field),
+/// length-prefixed (varint): count, sum, min XOR first value, max XOR last value (bitwise),
+/// first value, last value, reset correction, first point's offset from the bucket start
+/// (ms), last point's offset.
+///
+/// # Errors
+/// The value is truncated or its columns disagree; says which.
+fn decode_buckets_v0(mut v: &[u8]) -> Result<Vec<Bucket>, String> {
     let n = varint(&mut v).ok_or("bucket count truncated")? as usize;
     let mut cols: Vec<Vec<Point>> = Vec::with_capacity(9);
     for i in 0..9 {
@@ -127,14 +276,6 @@ pub(crate) fn decode_buckets(mut v: &[u8]) -> Result<Vec<Bucket>, String> {
             }
         })
         .collect())
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 /// Reads a LEB128 varint off the front of `v`.
@@ -231,7 +372,7 @@ impl Storage {
                     wb.put_cf(
                         cf,
                         partition::chunk_key(res, series, a.start, z.start, 0),
-                        encode_buckets(&b),
+                        encode_rollup(&pts, &b),
                     );
                     stats[i].samples += b.len() as u64;
                     stats[i].chunks += 1;
@@ -285,7 +426,8 @@ impl Storage {
             if !k.starts_with(&prefix) {
                 break;
             }
-            f(decode_buckets(v).map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?);
+            f(decode_rollup(v, res_ms(res))
+                .map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?);
             it.next();
         }
         it.status().map_err(|e| ReadError(e.to_string()))
@@ -313,17 +455,7 @@ impl Storage {
             let pts = self.points_via(cursor, id, start_ms, end_ms.saturating_add(res_ms - 1))?;
             return Ok(buckets_of(&pts, res_ms));
         };
-        let rolled: std::collections::BTreeSet<i32> = self
-            .rollups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(usize::from(res))
-            .map(|s| {
-                s.range(partition::partition_of(start_ms)..=partition::partition_of(end_ms))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let rolled = self.rolled_days(res, start_ms, end_ms);
         let mut it: Option<crate::chunks::ChunkCursor<'_>> = None;
         // Days in order: rolled-up days read their chunk, runs of other days their points.
         let mut day = partition::partition_of(start_ms);
@@ -360,6 +492,112 @@ impl Storage {
             }
         }
         Ok(out)
+    }
+
+    /// [`Storage::buckets_via`] of every series in `ids`: `Some(out)` with `out[i]` the
+    /// buckets of `ids[i]`, rolled-up days read in one walk over each day's keys, the
+    /// others made from [`Storage::points_many`]. `stop` is called with the buckets read so
+    /// far after each day; when it returns true the read ends with `Ok(None)`.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub(crate) fn buckets_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        res_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Bucket>>>, ReadError> {
+        let mut out: Vec<Vec<Bucket>> = vec![Vec::new(); ids.len()];
+        if start_ms > end_ms || res_ms <= 0 {
+            return Ok(Some(out));
+        }
+        let Some(res) = res_byte(res_ms) else {
+            let pts = self.points_many(ids, start_ms, end_ms.saturating_add(res_ms - 1), stop)?;
+            return Ok(pts.map(|all| all.iter().map(|p| buckets_of(p, res_ms)).collect()));
+        };
+        let rolled = self.rolled_days(res, start_ms, end_ms);
+        let (wanted, repeats) = crate::db::wanted_order(ids);
+        let mut it: Option<crate::chunks::ChunkCursor<'_>> = None;
+        let mut read = 0usize;
+        let mut day = partition::partition_of(start_ms);
+        let last = partition::partition_of(end_ms);
+        while day <= last {
+            let (d0, d1) = partition::partition_span(day);
+            let (from, to) = (start_ms.max(d0), end_ms.min(d1));
+            if rolled.contains(&day) {
+                let it =
+                    match &mut it {
+                        Some(it) => it,
+                        None => it.insert(self.db.raw_iterator_cf(
+                            self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?,
+                        )),
+                    };
+                crate::chunks::each_chunk_of_many(
+                    it,
+                    res,
+                    day,
+                    &wanted,
+                    i64::MIN,
+                    i64::MAX,
+                    |i, c, v| {
+                        let b = decode_rollup(v, res_ms).map_err(|e| {
+                            ReadError(format!("rollup of series {}: {e}", c.series))
+                        })?;
+                        let before = out[i].len();
+                        out[i].extend(b.into_iter().filter(|b| b.start >= from && b.start <= to));
+                        read += out[i].len() - before;
+                        Ok(())
+                    },
+                )?;
+                day += 1;
+            } else {
+                let mut end_day = day;
+                while end_day < last && !rolled.contains(&(end_day + 1)) {
+                    end_day += 1;
+                }
+                let run_end = end_ms.min(partition::partition_span(end_day).1);
+                let Some(pts) =
+                    self.points_many(ids, from, run_end.saturating_add(res_ms - 1), &mut |n| {
+                        stop(read.saturating_add(n))
+                    })?
+                else {
+                    return Ok(None);
+                };
+                for (o, p) in out.iter_mut().zip(&pts) {
+                    let before = o.len();
+                    o.extend(
+                        buckets_of(p, res_ms)
+                            .into_iter()
+                            .filter(|b| b.start <= run_end),
+                    );
+                    read += o.len() - before;
+                }
+                day = end_day + 1;
+            }
+            if stop(read) {
+                return Ok(None);
+            }
+        }
+        for (from, to) in repeats {
+            out[to] = out[from].clone();
+        }
+        Ok(Some(out))
+    }
+
+    /// The days in `[start_ms, end_ms]` rolled up at resolution byte `res`.
+    fn rolled_days(&self, res: u8, start_ms: i64, end_ms: i64) -> std::collections::BTreeSet<i32> {
+        self.rollups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(usize::from(res))
+            .map(|s| {
+                s.range(partition::partition_of(start_ms)..=partition::partition_of(end_ms))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The points rollups show for `[start_ms, end_ms]` (a span before the oldest raw
@@ -428,22 +666,102 @@ impl Storage {
 mod tests {
     use super::*;
 
+    /// The first format's encoder, to show its chunks still decode.
+    fn encode_buckets_v0(b: &[Bucket]) -> Vec<u8> {
+        let mut out = vec![];
+        crate::chunk_codec::put_uvarint(&mut out, b.len() as u64);
+        let fields: [fn(&Bucket) -> f64; 9] = [
+            |b| b.count as f64,
+            |b| b.sum,
+            |b| f64::from_bits(b.min.to_bits() ^ b.first.value.to_bits()),
+            |b| f64::from_bits(b.max.to_bits() ^ b.last.value.to_bits()),
+            |b| b.first.value,
+            |b| b.last.value,
+            |b| b.reset_add,
+            |b| (b.first.ts - b.start) as f64,
+            |b| (b.last.ts - b.start) as f64,
+        ];
+        for f in fields {
+            let col: Vec<Point> = b
+                .iter()
+                .map(|x| Point {
+                    ts: x.start,
+                    value: f(x),
+                })
+                .collect();
+            let enc = outpost_shared::codec::encode_points(&col);
+            crate::chunk_codec::put_uvarint(&mut out, enc.len() as u64);
+            out.extend_from_slice(&enc);
+        }
+        out
+    }
+
     #[test]
-    fn buckets_round_trip_through_their_encoding_and_constant_columns_cost_little() {
+    fn rollup_chunks_round_trip_in_their_shorter_form_and_older_chunks_decode() {
+        // A day of a steady counter at 10 s with a reset: bucket columns, a few bytes each.
         let pts: Vec<Point> = (0..8640)
             .map(|i| Point {
-                ts: i * 10_000 + (i % 3),
+                ts: 86_400_000 * 20_000 + i * 10_000 + (i % 3),
                 value: if i == 4000 { 1.0 } else { (i * 7) as f64 },
             })
             .collect();
         let b = buckets_of(&pts, RES_5M_MS);
         assert_eq!(b.len(), 288);
-        let enc = encode_buckets(&b);
-        assert_eq!(decode_buckets(&enc).unwrap(), b);
-        // A day of a steady counter: a few bytes per bucket.
-        assert!(enc.len() < 288 * 10, "{} bytes", enc.len());
-        eprintln!("{} bytes for 288 buckets", enc.len());
-        assert!(decode_buckets(&enc[..enc.len() - 3]).is_err());
+        let enc = encode_rollup(&pts, &b);
+        assert_eq!(&enc[..2], &[V1, KIND_BUCKETS]);
+        assert_eq!(decode_rollup(&enc, RES_5M_MS).unwrap(), b);
+        assert!(enc.len() < 288 * 8, "{} bytes for 288 buckets", enc.len());
+        assert!(decode_rollup(&enc[..enc.len() - 3], RES_5M_MS).is_err());
+        // Older chunks still decode, and were larger.
+        let old = encode_buckets_v0(&b);
+        assert_eq!(decode_rollup(&old, RES_5M_MS).unwrap(), b);
+        assert!(enc.len() < old.len(), "{} against {}", enc.len(), old.len());
+        // A noisy gauge with NaN and a stale marker: XORed columns, exact bits back.
+        let g: Vec<Point> = (0..2000)
+            .map(|i| Point {
+                ts: i * 15_000,
+                value: match i {
+                    100 => f64::NAN,
+                    200 => f64::from_bits(outpost_shared::model::STALE_NAN),
+                    _ => ((i * 2654435761u64 as i64) % 1000) as f64 / 7.0,
+                },
+            })
+            .collect();
+        let gb = buckets_of(&g, RES_1H_MS);
+        let back = decode_rollup(&encode_rollup(&g, &gb), RES_1H_MS).unwrap();
+        assert_eq!(back.len(), gb.len());
+        for (x, y) in back.iter().zip(&gb) {
+            assert_eq!(
+                (x.start, x.count, x.first.ts, x.last.ts),
+                (y.start, y.count, y.first.ts, y.last.ts)
+            );
+            for (u, v) in [(x.sum, y.sum), (x.min, y.min), (x.max, y.max)] {
+                assert_eq!(u.to_bits(), v.to_bits());
+            }
+        }
+        // One point an hour: the points are kept, and cost less than the columns would.
+        let hourly: Vec<Point> = (0..24)
+            .map(|i| Point {
+                ts: 86_400_000 * 20_000 + i * 3_600_000 + 1234,
+                value: (i * i) as f64 / 4.0,
+            })
+            .collect();
+        let hb = buckets_of(&hourly, RES_1H_MS);
+        let enc = encode_rollup(&hourly, &hb);
+        assert_eq!(&enc[..2], &[V1, KIND_POINTS]);
+        assert!(enc.len() < encode_buckets(&hb).len());
+        assert_eq!(decode_rollup(&enc, RES_1H_MS).unwrap(), hb);
+        assert_eq!(
+            decode_rollup(&enc, RES_5M_MS).unwrap(),
+            buckets_of(&hourly, RES_5M_MS)
+        );
+        // Damage is named.
+        assert!(
+            decode_rollup(&[V1, 9, 1], RES_1H_MS)
+                .unwrap_err()
+                .contains("kind")
+        );
+        assert!(decode_rollup(&enc[..enc.len() - 1], RES_1H_MS).is_err());
     }
 
     use crate::RetentionPolicy;

@@ -12,7 +12,7 @@ use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
 use crate::parse::{Expr, Selector};
 use crate::rollup::{Bucket, RES_1H_MS, RollupFunc, RollupInfo};
-use crate::storage::Queryable;
+use crate::storage::{Queryable, SeriesRef};
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
 use std::cell::{Cell, OnceCell};
@@ -240,26 +240,44 @@ impl Loaded {
                 .as_ref()
                 .and_then(|i| rollup_resolution(&need, i, span, step_ms));
             let selected = querier.select(&need.sel.matchers)?;
-            let mut out = Vec::with_capacity(selected.len());
-            for (id, labels) in selected {
+            let ids: Vec<SeriesRef> = selected.iter().map(|s| s.0).collect();
+            let budget = max_samples.saturating_sub(loaded);
+            let mut stop = |read: usize| read > budget || cancel.check().is_err();
+            // Every series of the selector in one read: a store walks its partitions once.
+            let out: Option<Vec<LoadedSeries>> = match rollup {
+                Some(res) => querier
+                    .buckets_many(&ids, need.start, need.end, res, &mut stop)?
+                    .map(|all| {
+                        selected
+                            .into_iter()
+                            .zip(all)
+                            .map(|((_, labels), buckets)| {
+                                loaded = loaded.saturating_add(buckets.len());
+                                let mut s = LoadedSeries::new(labels, Vec::new());
+                                s.buckets = buckets;
+                                s
+                            })
+                            .collect()
+                    }),
+                None => querier
+                    .points_many(&ids, need.start, need.end, &mut stop)?
+                    .map(|all| {
+                        selected
+                            .into_iter()
+                            .zip(all)
+                            .map(|((_, labels), points)| {
+                                loaded = loaded.saturating_add(points.len());
+                                LoadedSeries::new(labels, points)
+                            })
+                            .collect()
+                    }),
+            };
+            let Some(out) = out else {
                 cancel.check()?;
-                let s = match rollup {
-                    Some(res) => {
-                        let mut s = LoadedSeries::new(labels, Vec::new());
-                        s.buckets = querier.buckets(id, need.start, need.end, res)?;
-                        loaded = loaded.saturating_add(s.buckets.len());
-                        s
-                    }
-                    None => {
-                        let points = querier.points(id, need.start, need.end)?;
-                        loaded = loaded.saturating_add(points.len());
-                        LoadedSeries::new(labels, points)
-                    }
-                };
-                if loaded > max_samples {
-                    return Err(QueryError::TooManySamples);
-                }
-                out.push(s);
+                return Err(QueryError::TooManySamples);
+            };
+            if loaded > max_samples {
+                return Err(QueryError::TooManySamples);
             }
             let first = out.first().map(|s| s.labels.metric_name());
             let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
