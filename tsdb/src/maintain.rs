@@ -315,12 +315,19 @@ impl Storage {
             }
             // A day about to leave the raw retention is rolled up first unless it already
             // was: points that arrived for it since are older than the retention and go
-            // with it (remaking its buckets from them alone would lose the rest). A day
-            // past every rollup retention too is not rolled up at all.
-            let rollups_kept =
-                end >= horizon(policy.retention_5m_ms).min(horizon(policy.retention_1h_ms));
-            if rollups_kept && self.needs_rollup(p)? && (!expiring || !self.has_rollups(p)) {
-                report.rollup_samples += self.rollup_partition(p)?;
+            // with it (remaking its buckets from them alone would lose the rest). Only the
+            // resolutions whose retention still covers the day are made: one past it would
+            // be deleted by the retention below and made again at every pass.
+            let kept: Vec<u8> = [(R5M, policy.retention_5m_ms), (R1H, policy.retention_1h_ms)]
+                .into_iter()
+                .filter(|&(_, r)| end >= horizon(r))
+                .map(|(res, _)| res)
+                .collect();
+            if !kept.is_empty()
+                && self.needs_rollup(p, &kept)?
+                && (!expiring || !self.has_rollups(p, &kept))
+            {
+                report.rollup_samples += self.rollup_partition(p, &kept)?;
                 report.rolled_up_partitions += 1;
                 touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
             }
@@ -354,13 +361,27 @@ impl Storage {
             } else {
                 self.scan_partitions(res)?.into_iter().collect()
             };
+            let mut gone: Option<(i32, i32)> = None;
             for p in parts {
                 if partition::partition_span(p).1 >= h {
                     break;
                 }
-                report
-                    .deleted
-                    .push(self.delete_partition(res, p, DeleteReason::Retention)?);
+                report.deleted.push(self.delete_partition(
+                    res,
+                    p,
+                    DeleteReason::Retention,
+                    false,
+                )?);
+                gone = Some(gone.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+            }
+            // One compaction returns the space of every day deleted: one a day would
+            // rewrite the same files once per day (minutes for a year's backlog).
+            if let Some((a, b)) = gone {
+                self.db.compact_range_cf(
+                    self.cf(CF_PARTS)?,
+                    Some(partition::prefix(res, a)),
+                    Some(partition::prefix(res, b.saturating_add(1))),
+                );
             }
         }
         if let Some(cap) = policy.max_bytes {
@@ -372,10 +393,12 @@ impl Storage {
                     if parts.len() <= keep || self.size_bytes() <= cap {
                         break;
                     }
+                    // Compacted at once: the size measured next must have dropped.
                     report.deleted.push(self.delete_partition(
                         res,
                         parts[0],
                         DeleteReason::MaxBytes,
+                        true,
                     )?);
                 }
             }
@@ -398,8 +421,9 @@ impl Storage {
     }
 
     /// Deletes partition `p` of resolution byte `res` (raw, or a rollup resolution of
-    /// [`crate::rollup`]): one range delete, with its statistics, in one write; then
-    /// compacts its range so the space returns to the file system.
+    /// [`crate::rollup`]): one range delete, with its statistics, in one write; then, if
+    /// `compact`, compacts its range so the space returns to the file system (else the
+    /// caller compacts a span of deleted partitions at once).
     ///
     /// # Errors
     /// RocksDB fails; a failed write deletes nothing.
@@ -408,6 +432,7 @@ impl Storage {
         res: u8,
         p: i32,
         reason: DeleteReason,
+        compact: bool,
     ) -> Result<DeletedPartition, StorageError> {
         let _maint = self.maint.lock().unwrap_or_else(|e| e.into_inner());
         let cf = self.cf(CF_PARTS)?;
@@ -449,7 +474,9 @@ impl Storage {
             bytes,
             "deleted a time partition"
         );
-        self.db.compact_range_cf(cf, Some(from), Some(to));
+        if compact {
+            self.db.compact_range_cf(cf, Some(from), Some(to));
+        }
         Ok(DeletedPartition {
             resolution: res_name(res),
             start_ms,

@@ -311,16 +311,18 @@ impl Storage {
             .is_some_and(|s| s.contains(&p))
     }
 
-    /// Whether day `p` has rollups at every resolution.
-    pub(crate) fn has_rollups(&self, p: i32) -> bool {
-        ROLLUPS.iter().all(|r| self.has_rollup(r.0, p))
+    /// Whether day `p` has rollups at every resolution byte of `kept`.
+    pub(crate) fn has_rollups(&self, p: i32, kept: &[u8]) -> bool {
+        kept.iter().all(|&r| self.has_rollup(r, p))
     }
 
-    /// Whether raw partition `p` needs rolling up: it was written since its rollups were
-    /// made, or has none.
-    pub(crate) fn needs_rollup(&self, p: i32) -> Result<bool, StorageError> {
+    /// Whether raw partition `p` needs rolling up at the resolution bytes `kept` (those
+    /// whose retention still covers it): it was written since their rollups were made, or
+    /// lacks one. A resolution past its retention for that day is not asked for, so it is
+    /// not made again after its retention deleted it.
+    pub(crate) fn needs_rollup(&self, p: i32, kept: &[u8]) -> Result<bool, StorageError> {
         let raw = self.partition_stats(RAW, p)?;
-        for (res, _, _) in ROLLUPS {
+        for &res in kept {
             if !self.has_rollup(res, p) || self.partition_stats(res, p)?.writes != raw.writes {
                 return Ok(true);
             }
@@ -328,13 +330,18 @@ impl Storage {
         Ok(false)
     }
 
-    /// Makes the 5-minute and 1-hour buckets of every series in raw partition `p` from its
-    /// chunks, replacing what rollups of that day held (see the module docs for crash
-    /// safety). Returns the raw samples read.
+    /// Makes the buckets at the resolution bytes `kept` (of [`ROLLUPS`]) of every series in
+    /// raw partition `p` from its chunks, replacing what rollups of that day at those
+    /// resolutions held (see the module docs for crash safety). Returns the raw samples
+    /// read.
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode (named).
-    pub fn rollup_partition(&self, p: i32) -> Result<u64, StorageError> {
+    pub fn rollup_partition(&self, p: i32, kept: &[u8]) -> Result<u64, StorageError> {
+        let kept: Vec<(u8, i64, &str)> = ROLLUPS
+            .into_iter()
+            .filter(|r| kept.contains(&r.0))
+            .collect();
         let _maint = self.maint.lock().unwrap_or_else(|e| e.into_inner());
         let raw = self.partition_stats(RAW, p)?;
         let cf = self.cf(CF_PARTS)?;
@@ -343,14 +350,14 @@ impl Storage {
         // so a crash leaves it not done rather than half old, half new.
         {
             let mut r = self.rollups.write().unwrap_or_else(|e| e.into_inner());
-            for (res, _, _) in ROLLUPS {
+            for &(res, _, _) in &kept {
                 if let Some(s) = r.get_mut(usize::from(res)) {
                     s.remove(&p);
                 }
             }
         }
         let mut wb = WriteBatch::default();
-        for (res, _, _) in ROLLUPS {
+        for &(res, _, _) in &kept {
             wb.delete_range_cf(
                 cf,
                 partition::prefix(res, p),
@@ -361,12 +368,12 @@ impl Storage {
         self.db
             .write(std::mem::take(&mut wb))
             .map_err(|e| self.err(e))?;
-        let mut stats = [PartitionStats::default(); 2];
+        let mut stats = vec![PartitionStats::default(); kept.len()];
         let mut read = 0u64;
         self.each_series_chunks(p, |series, group| {
             let (pts, decoded) = self.newest_points(p, series, group)?;
             read += decoded;
-            for (i, (res, len, _)) in ROLLUPS.into_iter().enumerate() {
+            for (i, &(res, len, _)) in kept.iter().enumerate() {
                 let b = buckets_of(&pts, len);
                 if let (Some(a), Some(z)) = (b.first(), b.last()) {
                     wb.put_cf(
@@ -385,7 +392,7 @@ impl Storage {
             }
             Ok(())
         })?;
-        for (i, (res, _, _)) in ROLLUPS.into_iter().enumerate() {
+        for (i, &(res, _, _)) in kept.iter().enumerate() {
             let st = PartitionStats {
                 merged_chunks: stats[i].chunks,
                 writes: raw.writes,
@@ -396,7 +403,7 @@ impl Storage {
         self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
         {
             let mut r = self.rollups.write().unwrap_or_else(|e| e.into_inner());
-            for (res, _, _) in ROLLUPS {
+            for &(res, _, _) in &kept {
                 if let Some(s) = r.get_mut(usize::from(res)) {
                     s.insert(p);
                 }
@@ -863,7 +870,7 @@ mod tests {
         let r = s.maintain(now, &keep_all).unwrap();
         assert_eq!(r.rolled_up_partitions, 10);
         assert_eq!(r.rollup_samples, 2 * 10 * 2880);
-        assert!(!s.needs_rollup(105).unwrap());
+        assert!(!s.needs_rollup(105, &[R5M, R1H]).unwrap());
         assert!(s.verify(|_| {}).unwrap().problems.is_empty());
         let hourly = Steps::new(100 * DAY + 3 * 3_600_000, 110 * DAY, 3_600_000).unwrap();
         let five = Steps::new(100 * DAY + 3 * 3_600_000, 102 * DAY, 300_000).unwrap();
@@ -891,7 +898,7 @@ mod tests {
                 partition::chunk_key(R1H, 1, 103 * DAY, 103 * DAY + 23 * 3_600_000, 0),
             )
             .unwrap();
-        s.rollup_partition(103).unwrap();
+        s.rollup_partition(103, &[R5M, R1H]).unwrap();
         let after =
             s.db.get_cf(
                 s.cf(CF_PARTS).unwrap(),
@@ -946,7 +953,7 @@ mod tests {
         assert_eq!(count(&s), 121.0);
         write_points(&s, "g", &[(107 * DAY + 1_234, 5.0)]);
         s.compact_head().unwrap();
-        assert!(s.needs_rollup(107).unwrap());
+        assert!(s.needs_rollup(107, &[R5M, R1H]).unwrap());
         let r = s.maintain(now, &short).unwrap();
         assert_eq!(r.rolled_up_partitions, 1);
         assert_eq!(count(&s), 122.0);
@@ -977,6 +984,48 @@ mod tests {
             .unwrap();
         let gone = |res: &str| r.deleted.iter().filter(|d| d.resolution == res).count();
         assert_eq!((gone("5m"), gone("1h")), (2, 1));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Days past the 5-minute retention but within the hourly one, whose raw data is still
+    /// kept, are rolled up once: a pass must not make their 5-minute buckets again only for
+    /// the retention to delete them (a year of backfill spent minutes so, at every pass).
+    #[test]
+    fn a_rollup_past_its_retention_is_not_made_again() {
+        let dir = tmp_dir("rollup-churn");
+        let s = Storage::open(&dir).unwrap();
+        load(&s);
+        let now = 110 * DAY + 3_600_000;
+        let policy = RetentionPolicy {
+            retention_5m_ms: Some(4 * DAY),
+            ..RetentionPolicy::default()
+        };
+        let first = s.maintain(now, &policy).unwrap();
+        assert_eq!(first.rolled_up_partitions, 10);
+        let gone_5m = first
+            .deleted
+            .iter()
+            .filter(|d| d.resolution == "5m")
+            .count();
+        assert_eq!(gone_5m, 0, "days past the 5-minute retention get none");
+        assert_eq!(s.rollup_parts(R5M), vec![106, 107, 108, 109]);
+        assert_eq!(s.rollup_parts(R1H).len(), 10);
+        for _ in 0..2 {
+            let again = s.maintain(now, &policy).unwrap();
+            assert_eq!(again.rolled_up_partitions, 0);
+            assert!(again.deleted.is_empty(), "{:?}", again.deleted);
+        }
+        // When the 5-minute retention moves past a day that has its buckets, they go, once.
+        let later = s.maintain(now + DAY, &policy).unwrap();
+        assert_eq!(later.rolled_up_partitions, 0);
+        let gone: Vec<_> = later
+            .deleted
+            .iter()
+            .map(|d| (d.resolution, d.start_ms))
+            .collect();
+        assert_eq!(gone, vec![("5m", 106 * DAY)]);
+        assert!(s.maintain(now + DAY, &policy).unwrap().deleted.is_empty());
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
