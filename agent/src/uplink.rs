@@ -380,7 +380,13 @@ impl Uplink {
                             .unwrap_or_else(|p| p.into_inner()) =
                             Some(conn.remote_address().to_string());
                         self.metrics.uplink_connected.set(1);
-                        tracing::info!(aggregator = %conn.remote_address(), applied_seq, "connected");
+                        tracing::info!(
+                            aggregator = %conn.remote_address(),
+                            applied_seq,
+                            protocol = session.protocol(),
+                            alive_every_ms = session.alive_every_ms(),
+                            "connected"
+                        );
                         data = Some(conn.open_uni().await?);
                     }
                     ClientEvent::Acked { seq, newly } => {

@@ -23,10 +23,13 @@
 //! virtual file [`GENERATED_FILE`]) alert on those series; the agent-down rule (group
 //! `outpost-agents`) on `outpost_agent_up`. They run in the rules engine like any rule file.
 //!
-//! Liveness: agents of protocol 3 send something at least every second (a batch, or a
-//! heartbeat when nothing else went out), so the aggregator counts an agent down when it
-//! has heard nothing for `agent_down_after` (4 s), closes its connection, and its checks
-//! move to another agent of its region. While data flows, this costs nothing on the wire.
+//! Liveness: agents of protocol 3 and later send something at least every liveness
+//! interval (a batch, or a heartbeat when nothing else went out): a quarter of
+//! `agent_down_after` for agents of protocol 5, told in the welcome
+//! ([`outpost_shared::frame::alive_every_for`]), a second for older ones. So the aggregator
+//! counts an agent down when it has heard nothing for `agent_down_after` (30 s by default),
+//! closes its connection, and its checks move to another agent of its region. While data
+//! flows, this costs nothing on the wire.
 
 use crate::checks::Placement;
 use crate::connections::Connections;

@@ -128,10 +128,13 @@ pub struct AlertingConfig {
     /// Default 30s (an agent restart does not page).
     #[serde(default = "default_agent_down_for")]
     pub agent_down_for: outpost_shared::units::Duration,
-    /// An agent of protocol 3 or later (which sends something at least every second while
-    /// connected) that was heard from for longer than this is down: `outpost_agent_up` turns
-    /// 0, its connection is closed and its checks move. Older agents are noticed when their
-    /// connection ends. Read at start. Default 4s.
+    /// An agent of protocol 3 or later that was not heard from for longer than this is down:
+    /// `outpost_agent_up` turns 0, its connection is closed and its checks move. Such an
+    /// agent sends something (a batch, or else a heartbeat) at least every liveness
+    /// interval while connected: a quarter of this (at least 1s), told to agents of
+    /// protocol 5 in the welcome; agents of protocol 3 and 4 use 1s. Older agents are
+    /// noticed when their connection ends. Read at start. Default 30s: agents that collect
+    /// every 10s then need no heartbeats beyond the periodic one every 15s.
     #[serde(default = "default_agent_down_after")]
     pub agent_down_after: outpost_shared::units::Duration,
     /// An Alertmanager configuration file (`alertmanager.yml`, Alertmanager 0.25's format)
@@ -184,7 +187,7 @@ fn default_agent_down_for() -> outpost_shared::units::Duration {
 }
 
 fn default_agent_down_after() -> outpost_shared::units::Duration {
-    outpost_shared::units::Duration::from_secs(4)
+    outpost_shared::units::Duration::from_secs(30)
 }
 
 fn default_cut_off_after() -> outpost_shared::units::Duration {
@@ -722,7 +725,7 @@ key = "aggregator.key"
         let c = Config::parse(GOOD, Path::new("agg.toml")).unwrap();
         assert!(c.alerting.agent_down_alert);
         assert_eq!(c.alerting.agent_down_for.get().as_secs(), 30);
-        assert_eq!(c.alerting.agent_down_after.get().as_secs(), 4);
+        assert_eq!(c.alerting.agent_down_after.get().as_secs(), 30);
         let c = Config::parse(
             &format!("{GOOD}[alerting]\nagent_down_after = \"1s\"\nagent_down_alert = false\n"),
             Path::new("/nonexistent/agg.toml"),
@@ -734,5 +737,13 @@ key = "aggregator.key"
             p.contains("alerting.agent_down_after: 1s is too short"),
             "{p}"
         );
+        // Three of the shortest liveness intervals is enough.
+        let c = Config::parse(
+            &format!("{GOOD}[alerting]\nagent_down_after = \"3s\"\n"),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(!p.contains("agent_down_after"), "{p}");
     }
 }

@@ -587,6 +587,9 @@ pub struct Ingest {
     pub next_conn: Arc<AtomicU64>,
     /// The stored metric metadata, to skip writing what did not change.
     pub metadata: Arc<MetadataStore>,
+    /// How often agents of protocol 5 and later must send something, ms, told in the
+    /// welcome: [`frame::alive_every_for`] `[alerting] agent_down_after`.
+    pub alive_every_ms: u32,
 }
 
 impl Ingest {
@@ -657,6 +660,7 @@ impl Ingest {
         let mut session = ServerSession::new(
             ServerConfig {
                 hello_timeout_ms: HELLO_TIMEOUT.as_millis() as i64,
+                alive_every_ms: self.alive_every_ms,
                 ..ServerConfig::new(env!("CARGO_PKG_VERSION"))
             },
             cert_id,

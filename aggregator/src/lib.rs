@@ -199,6 +199,9 @@ pub async fn run_with(
         writer: writer_tx.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
         metadata: metadata.clone(),
+        alive_every_ms: outpost_shared::frame::alive_every_for(
+            cfg.alerting.agent_down_after.get().as_millis() as u64,
+        ),
     };
     let accept = tokio::spawn(ingest.accept_loop(endpoint.clone()));
     let app = http::router(http::AppState {

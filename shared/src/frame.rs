@@ -14,19 +14,30 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 ///
 /// Version 2 added [`Frame::Metadata`]. Version 3 added [`Frame::RunCheck`] and the agent's
 /// liveness promise ([`ALIVE_EVERY_MS`]). Version 4 added [`Hello::acked_seq`], so an
-/// aggregator knows which seqs another aggregator took when an agent fails over. The version
-/// changes whenever a peer of the previous version could not read what this one sends (a new
-/// frame variant, a new field).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// aggregator knows which seqs another aggregator took when an agent fails over. Version 5
+/// added [`Welcome::alive_every_ms`]: the aggregator says how often it must hear from the
+/// agent. The version changes whenever a peer of the previous version could not read what
+/// this one sends (a new frame variant, a new field).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks. A peer announcing any version from
 /// this one to [`PROTOCOL_VERSION`] is accepted; frames newer than the peer's version are
 /// never sent to it.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
-/// Version 3 agents send something (a batch, or else a heartbeat) at least this often,
-/// ms, as long as they are connected: whatever else was sent in the last interval counts,
-/// so while data flows this costs nothing on the wire. The aggregator counts such an agent
-/// down when it has heard nothing from it for a few of these intervals.
+/// Agents of protocol 3 and 4 send something (a batch, or else a heartbeat) at least this
+/// often, ms, as long as they are connected: whatever else was sent in the last interval
+/// counts, so while data flows this costs nothing on the wire. The aggregator counts such an
+/// agent down when it has heard nothing from it for a few of these intervals. From protocol
+/// 5 the welcome sets the interval ([`Welcome::alive_every_ms`]), never below this one.
 pub const ALIVE_EVERY_MS: i64 = 1_000;
+/// The first protocol version whose welcome carries [`Welcome::alive_every_ms`].
+pub const ALIVE_IN_WELCOME_VERSION: u16 = 5;
+
+/// The liveness interval an aggregator that counts an agent down after `down_after_ms` of
+/// silence asks for in its welcome: a quarter of it, at least [`ALIVE_EVERY_MS`]. An agent
+/// is silent for at most two intervals, so half the threshold is left for the network.
+pub fn alive_every_for(down_after_ms: u64) -> u32 {
+    (down_after_ms / 4).clamp(ALIVE_EVERY_MS as u64, u32::MAX as u64) as u32
+}
 /// ALPN token for QUIC connections between agent and aggregator. It names the framing, not
 /// the protocol version, and stays `outpost/1`, so that a peer of another version still
 /// reaches the hello and gets a clear refusal.
@@ -95,7 +106,25 @@ pub struct Welcome {
     pub clock_ms: i64,
     /// The highest batch seq the aggregator has durably applied for this agent.
     pub applied_seq: u64,
+    /// How often the aggregator must hear from the agent, ms (protocol 5): when nothing went
+    /// out during one such interval, the agent sends a heartbeat at its end. A welcome of
+    /// protocol 4 and older is this struct without the field; it decodes with
+    /// [`ALIVE_EVERY_MS`], and [`encode`] leaves the field out of a welcome whose `protocol`
+    /// is older than [`ALIVE_IN_WELCOME_VERSION`]. Must stay the last field.
+    pub alive_every_ms: u32,
 }
+
+/// A welcome of protocol 4 and older: [`Welcome`] without `alive_every_ms`.
+#[derive(Serialize, Deserialize)]
+struct WelcomeV4 {
+    protocol: u16,
+    aggregator_version: String,
+    clock_ms: i64,
+    applied_seq: u64,
+}
+
+/// The index of [`Frame::Welcome`] in postcard's encoding of [`Frame`].
+const WELCOME_VARIANT: u8 = 1;
 
 /// The agent's periodic report on the control stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,20 +236,55 @@ pub enum FrameError {
     Io(std::io::Error),
 }
 
-/// Length prefix and body, ready to write to a stream.
+/// Length prefix and body, ready to write to a stream. A welcome of a protocol older than
+/// [`ALIVE_IN_WELCOME_VERSION`] is written in that protocol's layout, without
+/// [`Welcome::alive_every_ms`].
 pub fn encode(frame: &Frame) -> Vec<u8> {
     let mut out = vec![0u8; 4];
     // Serializing owned data into a Vec cannot fail.
-    out = postcard::to_extend(frame, out).unwrap_or_default();
+    out = match frame {
+        Frame::Welcome(w) if w.protocol < ALIVE_IN_WELCOME_VERSION => {
+            out.push(WELCOME_VARIANT);
+            let old = WelcomeV4 {
+                protocol: w.protocol,
+                aggregator_version: w.aggregator_version.clone(),
+                clock_ms: w.clock_ms,
+                applied_seq: w.applied_seq,
+            };
+            postcard::to_extend(&old, out).unwrap_or_default()
+        }
+        f => postcard::to_extend(f, out).unwrap_or_default(),
+    };
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_le_bytes());
     out
 }
 
 /// Decodes one frame body (without its length prefix). A hello of protocol 3 or older
-/// (without [`Hello::acked_seq`]) decodes with `acked_seq` 0.
+/// (without [`Hello::acked_seq`]) decodes with `acked_seq` 0, a welcome of protocol 4 or
+/// older (without [`Welcome::alive_every_ms`]) with [`ALIVE_EVERY_MS`].
 pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
-    postcard::from_bytes(body).or_else(|e| match peek_hello_version(body) {
+    postcard::from_bytes(body).or_else(|e| match body {
+        [WELCOME_VARIANT, rest @ ..] => postcard::from_bytes::<WelcomeV4>(rest)
+            .ok()
+            .filter(|w| w.protocol < ALIVE_IN_WELCOME_VERSION)
+            .map(|w| {
+                Frame::Welcome(Welcome {
+                    protocol: w.protocol,
+                    aggregator_version: w.aggregator_version,
+                    clock_ms: w.clock_ms,
+                    applied_seq: w.applied_seq,
+                    alive_every_ms: ALIVE_EVERY_MS as u32,
+                })
+            })
+            .ok_or_else(|| FrameError::Malformed(e.to_string())),
+        _ => decode_old_hello(body, e),
+    })
+}
+
+/// A hello of protocol 3 or older, after the current layout did not decode (`e`).
+fn decode_old_hello(body: &[u8], e: postcard::Error) -> Result<Frame, FrameError> {
+    match peek_hello_version(body) {
         Some(v) if v < 4 => postcard::from_bytes::<HelloV3>(&body[1..])
             .map(|h| {
                 Frame::Hello(Hello {
@@ -234,7 +298,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
             })
             .map_err(|e| FrameError::Malformed(e.to_string())),
         _ => Err(FrameError::Malformed(e.to_string())),
-    })
+    }
 }
 
 /// The protocol version of a hello frame's body, read without decoding the rest.
@@ -353,6 +417,67 @@ mod tests {
         let bytes = encode(&h);
         assert_eq!(decode(&bytes[4..]).unwrap(), h);
         assert!(decode(&bytes[4..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_welcome_older_than_protocol_5_keeps_its_layout_both_ways() {
+        #[derive(Serialize)]
+        enum OldFrame {
+            #[allow(dead_code)]
+            Hello,
+            Welcome {
+                protocol: u16,
+                aggregator_version: String,
+                clock_ms: i64,
+                applied_seq: u64,
+            },
+        }
+        let welcome = |protocol, alive_every_ms| Welcome {
+            protocol,
+            aggregator_version: "0.1.0".into(),
+            clock_ms: 1_700_000_000_123,
+            applied_seq: 41,
+            alive_every_ms,
+        };
+        for protocol in 2..ALIVE_IN_WELCOME_VERSION {
+            let old = postcard::to_allocvec(&OldFrame::Welcome {
+                protocol,
+                aggregator_version: "0.1.0".into(),
+                clock_ms: 1_700_000_000_123,
+                applied_seq: 41,
+            })
+            .unwrap();
+            // An older aggregator's welcome means the fixed interval.
+            let w = Frame::Welcome(welcome(protocol, ALIVE_EVERY_MS as u32));
+            assert_eq!(decode(&old).unwrap(), w);
+            // Welcoming an older agent writes exactly what it expects, whatever interval
+            // the aggregator would have asked a v5 agent for.
+            assert_eq!(
+                &encode(&Frame::Welcome(welcome(protocol, 7_500)))[4..],
+                &old[..]
+            );
+        }
+        let w = Frame::Welcome(welcome(PROTOCOL_VERSION, 7_500));
+        let bytes = encode(&w);
+        assert_eq!(decode(&bytes[4..]).unwrap(), w);
+        // A v5 welcome without its interval is malformed, as is any cut.
+        let old = encode(&Frame::Welcome(welcome(4, 0)));
+        let mut v5_without = old[4..].to_vec();
+        v5_without[1] = PROTOCOL_VERSION as u8;
+        assert!(matches!(decode(&v5_without), Err(FrameError::Malformed(_))));
+        for cut in 0..bytes.len() - 4 {
+            assert!(decode(&bytes[4..4 + cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_alive_interval_is_a_quarter_of_the_down_threshold_and_at_least_a_second() {
+        assert_eq!(alive_every_for(30_000), 7_500);
+        assert_eq!(alive_every_for(8_000), 2_000);
+        assert_eq!(alive_every_for(4_000), 1_000);
+        assert_eq!(alive_every_for(3_000), 1_000);
+        assert_eq!(alive_every_for(0), 1_000);
+        assert_eq!(alive_every_for(u64::MAX), u32::MAX);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - a slow but passing target fires `OutpostCheckDegraded`, never `OutpostCheckFailing`;
 //! - a failure seen by one agent only is re-run by another agent of its region and does
 //!   not count, while a failure every agent sees does;
-//! - an agent killed with `kill -9` is noticed within seconds (`outpost_agent_up` 0,
+//! - with `agent_down_after = "8s"`, agents are welcomed with a 2 s liveness interval, an
+//!   idle agent (nothing to send between cycles a minute apart) stays up on its heartbeats,
+//!   and an agent killed with `kill -9` is noticed about 8 s later (`outpost_agent_up` 0,
 //!   `OutpostAgentDown` firing) and its checks move to the other agent of its region;
 //! - so is an agent cut off by a partition (the harness' UDP proxy), which is up again
 //!   once the partition ends.
@@ -152,21 +154,38 @@ struct Setup {
 }
 
 impl Setup {
-    /// An aggregator with `checks` (the target's port replaces `PORT`) and rules evaluated
-    /// every second, plus one agent per (id, region).
+    /// An aggregator with `checks` (the target's port replaces `PORT`), rules evaluated
+    /// every second and agents down after 4 s of silence (unless `alerting` says otherwise),
+    /// plus one agent per (id, region) collecting every 5 s.
     fn start(name: &str, checks: &str, agents: &[(&str, &str)], alerting: &str) -> Setup {
+        Setup::start_every(name, checks, agents, alerting, "5s")
+    }
+
+    /// [`Setup::start`] with agents collecting every `interval`.
+    fn start_every(
+        name: &str,
+        checks: &str,
+        agents: &[(&str, &str)],
+        alerting: &str,
+        interval: &'static str,
+    ) -> Setup {
         let dir = TempDir::new(name);
         let certs = Certs::init(&dir.path().join("pki"));
         let blocked = Arc::new(Mutex::new(vec![]));
         let port = target(blocked.clone());
         let file = dir.path().join("checks.yaml");
         std::fs::write(&file, checks.replace("PORT", &port.to_string())).expect("write");
+        let down_after = if alerting.contains("agent_down_after") {
+            ""
+        } else {
+            "agent_down_after = \"4s\"\n"
+        };
         let agg = Aggregator::start_config(
             dir.path(),
             &certs,
             &format!("checks_file = \"{}\"\n", file.display()),
             &format!(
-                "[alerting]\nevaluation_interval = \"1s\"\nagent_down_for = \"0s\"\n{alerting}"
+                "[alerting]\nevaluation_interval = \"1s\"\nagent_down_for = \"0s\"\n{down_after}{alerting}"
             ),
         );
         let mut s = Setup {
@@ -179,7 +198,7 @@ impl Setup {
         for (id, region) in agents {
             let mut spec = AgentSpec::new(id, &s.certs);
             spec.region = region;
-            spec.interval = "5s";
+            spec.interval = interval;
             s.agents.push(Agent::start(s.dir.path(), &s.agg, &spec));
         }
         s
@@ -495,13 +514,16 @@ const MOVING_CHECKS: &str = r#"checks:
 "#;
 
 #[test]
-fn an_agent_killed_with_kill_9_is_noticed_within_seconds_and_its_checks_move() {
+fn an_idle_agent_stays_up_and_one_killed_with_kill_9_is_noticed_and_its_checks_move() {
     let _one = serial();
-    let mut s = Setup::start(
+    // Agents down after 8 s of silence: the aggregator asks them for something every 2 s.
+    // Both collect once a minute; only the holder of `moving` has results to send between.
+    let mut s = Setup::start_every(
         "check-alerts-down",
         MOVING_CHECKS,
         &[("d-1", "r"), ("d-2", "r")],
-        "",
+        "agent_down_after = \"8s\"\n",
+        "60s",
     );
     let holder = wait_for(Duration::from_secs(20), || runner(&s.agg, "moving", "r"))
         .unwrap_or_else(|| panic!("moving was never assigned:\n{}", s.logs()));
@@ -511,6 +533,25 @@ fn an_agent_killed_with_kill_9_is_noticed_within_seconds_and_its_checks_move() {
         (up.len() == 2).then_some(up)
     });
     assert!(both_up.is_some(), "{:?}", s.agg.query("outpost_agent_up"));
+    for a in &s.agents {
+        let logs = a.proc.logs();
+        assert!(
+            logs.contains("protocol=5") && logs.contains("alive_every_ms=2000"),
+            "{} was not welcomed with a 2 s interval:\n{logs}",
+            a.proc.name
+        );
+    }
+
+    // The idle agent (no batch between its cycles a minute apart) stays up on its
+    // heartbeats alone, for longer than agent_down_after.
+    std::thread::sleep(Duration::from_secs(12));
+    let idle_up = format!("min_over_time(outpost_agent_up{{agent=\"{other}\"}}[11s])");
+    assert_eq!(scalar(&s.agg, &idle_up), Some(1.0), "{}", s.logs());
+    assert!(
+        !s.agg.proc.logs().contains("agent is down"),
+        "{}",
+        s.agg.proc.logs()
+    );
 
     let killed_at = Instant::now();
     s.agent(&holder).proc.kill();
@@ -521,9 +562,11 @@ fn an_agent_killed_with_kill_9_is_noticed_within_seconds_and_its_checks_move() {
     })
     .unwrap_or_else(|| panic!("the dead agent was never noticed:\n{}", s.logs()));
     let noticed = killed_at.elapsed();
+    // 8 s after the last result it sent (a second or less before the kill), plus the sweep
+    // and the next write of outpost_agent_up.
     assert!(
-        noticed < Duration::from_secs(8),
-        "noticed after {noticed:?}, not within a few seconds"
+        noticed >= Duration::from_secs(6) && noticed < Duration::from_secs(12),
+        "noticed after {noticed:?}, not about agent_down_after (8 s) after the kill"
     );
     let alert = wait_for(Duration::from_secs(5), || {
         firing(agg, "OutpostAgentDown", "agent", &holder)
@@ -547,7 +590,7 @@ fn an_agent_killed_with_kill_9_is_noticed_within_seconds_and_its_checks_move() {
         s.logs()
     );
     assert!(
-        killed_at.elapsed() < Duration::from_secs(20),
+        killed_at.elapsed() < Duration::from_secs(24),
         "the move took {:?}",
         killed_at.elapsed()
     );

@@ -372,30 +372,64 @@ fn protocol_version_mismatch_is_refused_clearly() {
 fn a_v2_agent_is_welcomed_in_v2_and_kept_while_quiet_and_a_silent_v3_agent_is_closed() {
     let tmp = TempDir::new("versions");
     let certs = Certs::init(&tmp.path().join("certs"));
-    let agg = Aggregator::start(tmp.path(), &certs);
+    let agg = Aggregator::start_config(
+        tmp.path(),
+        &certs,
+        "",
+        "[alerting]\nagent_down_after = \"4s\"\n",
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (old_welcome, old_code, new_code, new_silent_for) = rt.block_on(async {
-        let old = raw_connect(&agg, &certs, "old-1").await;
-        let (mut otx, mut orx) = old.conn.open_bi().await.unwrap();
-        otx.write_all(&hello("old-1", 2)).await.unwrap();
-        let w = frame::read(&mut orx).await.ok().flatten();
-        // A v3 peer promised to send something every second; this one sends nothing more.
-        let new = raw_connect(&agg, &certs, "new-1").await;
-        let (mut ntx, mut nrx) = new.conn.open_bi().await.unwrap();
-        ntx.write_all(&hello("new-1", PROTOCOL_VERSION))
-            .await
-            .unwrap();
-        assert!(matches!(
-            frame::read(&mut nrx).await.ok().flatten(),
-            Some(Frame::Welcome(_))
-        ));
-        let t = std::time::Instant::now();
-        let _ = tokio::time::timeout(Duration::from_secs(15), new.conn.closed()).await;
-        let silent_for = t.elapsed();
-        (w, close_code(&old.conn), close_code(&new.conn), silent_for)
-    });
-    match old_welcome {
-        Some(Frame::Welcome(w)) => assert_eq!(w.protocol, 2, "welcomed in its own version"),
+    let (old_welcome, v4_welcome, new_welcome, old_code, new_code, new_silent_for) =
+        rt.block_on(async {
+            let old = raw_connect(&agg, &certs, "old-1").await;
+            let (mut otx, mut orx) = old.conn.open_bi().await.unwrap();
+            otx.write_all(&hello("old-1", 2)).await.unwrap();
+            let w = frame::read_body(&mut orx).await.ok().flatten();
+            // A v4 agent is welcomed in v4's layout; it leaves at once.
+            let v4 = raw_connect(&agg, &certs, "v4-1").await;
+            let (mut vtx, mut vrx) = v4.conn.open_bi().await.unwrap();
+            vtx.write_all(&hello("v4-1", 4)).await.unwrap();
+            let w4 = frame::read_body(&mut vrx).await.ok().flatten();
+            v4.conn.close(quinn::VarInt::from_u32(close::NORMAL), b"");
+            // A v5 peer promised to send something every interval of its welcome; this one
+            // sends nothing more.
+            let new = raw_connect(&agg, &certs, "new-1").await;
+            let (mut ntx, mut nrx) = new.conn.open_bi().await.unwrap();
+            ntx.write_all(&hello("new-1", PROTOCOL_VERSION))
+                .await
+                .unwrap();
+            let nw = frame::read(&mut nrx).await.ok().flatten();
+            let t = std::time::Instant::now();
+            let _ = tokio::time::timeout(Duration::from_secs(15), new.conn.closed()).await;
+            let silent_for = t.elapsed();
+            (
+                w,
+                w4,
+                nw,
+                close_code(&old.conn),
+                close_code(&new.conn),
+                silent_for,
+            )
+        });
+    // Welcomes of older versions are in their own layout, without the v5 interval: the
+    // bytes are what the codec writes for that version (frame.rs tests that layout).
+    for (body, version) in [(old_welcome, 2), (v4_welcome, 4)] {
+        let body = body.unwrap_or_else(|| panic!("no welcome for v{version}"));
+        match frame::decode(&body) {
+            Ok(f @ Frame::Welcome(_)) => {
+                if let Frame::Welcome(w) = &f {
+                    assert_eq!(w.protocol, version, "welcomed in its own version");
+                }
+                assert_eq!(frame::encode(&f)[4..], body[..], "v{version}");
+            }
+            other => panic!("v{version}: expected a welcome, got {other:?}"),
+        }
+    }
+    match new_welcome {
+        // A quarter of agent_down_after.
+        Some(Frame::Welcome(w)) => {
+            assert_eq!((w.protocol, w.alive_every_ms), (PROTOCOL_VERSION, 1_000))
+        }
         other => panic!("expected a welcome, got {other:?}"),
     }
     assert_eq!(old_code, None, "the quiet v2 agent is still connected");
@@ -465,6 +499,8 @@ fn v2_aggregator(
                     aggregator_version: "v2".into(),
                     clock_ms: wall_ms(),
                     applied_seq: 0,
+                    // Not on a v2 welcome's wire.
+                    alive_every_ms: 0,
                 });
                 let _ = tx.write_all(&frame::encode(&welcome)).await;
                 // Keep the connection until the agent goes away.

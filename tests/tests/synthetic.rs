@@ -250,10 +250,12 @@ fn checks_run_per_region_fail_where_they_fail_and_move_when_an_agent_dies() {
     );
     let file = dir.path().join("checks.yaml");
     std::fs::write(&file, checks_yaml(http, tcp, dns, "")).unwrap();
-    let agg = Aggregator::start_top(
+    // A killed agent is noticed after 4 s of silence.
+    let agg = Aggregator::start_config(
         dir.path(),
         &certs,
         &format!("checks_file = \"{}\"\n", file.display()),
+        "[alerting]\nagent_down_after = \"4s\"\n",
     );
     // us-west's agent reaches the aggregator through a proxy the test can cut.
     let proxy = UdpProxy::start(agg.quic.parse().unwrap());

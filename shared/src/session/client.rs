@@ -34,10 +34,11 @@ pub struct ClientConfig {
     pub live_after: u64,
     /// Live copies requested per [`Transmit::Live`], at most (the newest). Default 16.
     pub live_burst: u64,
-    /// With an aggregator of protocol 3 or later: when nothing at all was sent during one
-    /// such interval, ms, a heartbeat goes out at its end, so the aggregator hears from the
-    /// agent at least every two intervals; while batches flow, nothing extra is sent.
-    /// Default [`frame::ALIVE_EVERY_MS`].
+    /// With an aggregator of protocol 3 or 4: when nothing at all was sent during one such
+    /// interval, ms, a heartbeat goes out at its end, so the aggregator hears from the agent
+    /// at least every two intervals; while batches flow, nothing extra is sent. From
+    /// protocol 5 the welcome's [`frame::Welcome::alive_every_ms`] takes its place (never
+    /// below [`frame::ALIVE_EVERY_MS`]). Default [`frame::ALIVE_EVERY_MS`].
     pub alive_every_ms: i64,
 }
 
@@ -206,6 +207,8 @@ pub struct ClientSession {
     protocol: u16,
     /// When the liveness interval ends, while established with protocol 3 or later.
     next_alive: Option<Millis>,
+    /// The liveness interval of this connection, ms (0 when it has none).
+    alive_every_ms: i64,
     /// Frames and batches handed to the driver so far, and that count when the current
     /// liveness interval began.
     sends: u64,
@@ -235,14 +238,28 @@ impl ClientSession {
             hello_protocol: PROTOCOL_VERSION,
             protocol: 0,
             next_alive: None,
+            alive_every_ms: 0,
             sends: 0,
             sends_at_alive: 0,
         }
     }
 
+    /// From now on, hellos announce version `v` (tests play an older agent with it).
+    #[cfg(test)]
+    pub(super) fn announce(&mut self, v: u16) {
+        self.hello_protocol = v;
+    }
+
     /// The protocol version of the current connection (0 until welcomed).
     pub fn protocol(&self) -> u16 {
         self.protocol
+    }
+
+    /// The liveness interval of the current connection, ms: the welcome's from protocol 5,
+    /// [`ClientConfig::alive_every_ms`] with protocols 3 and 4; `None` with protocol 2 or
+    /// before a welcome.
+    pub fn alive_every_ms(&self) -> Option<i64> {
+        self.next_alive.map(|_| self.alive_every_ms)
     }
 
     /// The configuration in use.
@@ -308,6 +325,7 @@ impl ClientSession {
         self.want_batches = false;
         self.next_heartbeat = None;
         self.next_alive = None;
+        self.alive_every_ms = 0;
         self.protocol = 0;
         self.control.clear();
     }
@@ -378,8 +396,15 @@ impl ClientSession {
                 Frame::Welcome(w) => {
                     frame::check_version(w.protocol).map_err(ClientError::Refused)?;
                     self.protocol = w.protocol;
+                    if w.protocol >= frame::ALIVE_IN_WELCOME_VERSION {
+                        // An interval below the floor would only be a busier loop.
+                        self.alive_every_ms =
+                            i64::from(w.alive_every_ms).max(frame::ALIVE_EVERY_MS);
+                    } else if w.protocol >= 3 {
+                        self.alive_every_ms = self.cfg.alive_every_ms;
+                    }
                     if w.protocol >= 3 {
-                        self.next_alive = Some(now + self.cfg.alive_every_ms);
+                        self.next_alive = Some(now + self.alive_every_ms);
                         self.sends_at_alive = self.sends;
                     }
                     let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
@@ -566,14 +591,14 @@ impl ClientSession {
             self.queue_heartbeat(now);
         }
         if self.next_alive.is_some_and(|t| now >= t) {
-            if self.sends == self.sends_at_alive {
+            // Frames queued and not handed out yet (such as the periodic heartbeat just
+            // queued) go out now: they count for the interval that ends, not the next one.
+            let queued = self.control.len() as u64;
+            if self.sends + queued == self.sends_at_alive {
                 self.queue_heartbeat(now);
-                // The heartbeat itself does not count for the next interval.
-                self.sends_at_alive = self.sends + 1;
-            } else {
-                self.sends_at_alive = self.sends;
             }
-            self.next_alive = Some(now + self.cfg.alive_every_ms);
+            self.sends_at_alive = self.sends + self.control.len() as u64;
+            self.next_alive = Some(now + self.alive_every_ms);
         }
         if self.shutdown_by.is_some_and(|t| now >= t) {
             self.finish();

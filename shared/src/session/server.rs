@@ -4,8 +4,8 @@
 use super::{Lane, Millis};
 use crate::frame::{self, Frame, Heartbeat, Hello, PROTOCOL_VERSION, Welcome, close};
 
-/// The first protocol version whose agents take [`Frame::RunCheck`] and keep the liveness
-/// promise of [`frame::ALIVE_EVERY_MS`].
+/// The first protocol version whose agents take [`Frame::RunCheck`] and keep a liveness
+/// promise ([`frame::ALIVE_EVERY_MS`]; from protocol 5 the welcome's interval).
 pub const RUN_CHECK_VERSION: u16 = 3;
 use crate::metadata::{self, FamilyMetadata};
 use std::collections::{HashSet, VecDeque};
@@ -17,6 +17,11 @@ pub struct ServerConfig {
     pub aggregator_version: String,
     /// How long a connection may take to send its hello, ms. Default 10 000.
     pub hello_timeout_ms: i64,
+    /// How often the aggregator must hear from the agent, ms, sent in the welcome to agents
+    /// of protocol 5 and later (older ones keep [`frame::ALIVE_EVERY_MS`]); the aggregator
+    /// asks for [`frame::alive_every_for`] its silence threshold. Default
+    /// [`frame::ALIVE_EVERY_MS`].
+    pub alive_every_ms: u32,
 }
 
 impl ServerConfig {
@@ -25,6 +30,7 @@ impl ServerConfig {
         ServerConfig {
             aggregator_version: aggregator_version.into(),
             hello_timeout_ms: 10_000,
+            alive_every_ms: frame::ALIVE_EVERY_MS as u32,
         }
     }
 }
@@ -252,6 +258,9 @@ impl ServerSession {
                 aggregator_version: self.cfg.aggregator_version.clone(),
                 clock_ms: now,
                 applied_seq,
+                // Left out of the welcome of an agent older than protocol 5 (see
+                // `frame::encode`): it keeps its fixed interval.
+                alive_every_ms: self.cfg.alive_every_ms,
             })));
     }
 

@@ -182,6 +182,8 @@ struct Sim {
     connected: bool,
     cert_id: String,
     client_errors: Vec<ClientError>,
+    /// The settings of every server session [`Sim::connect`] starts.
+    server_cfg: ServerConfig,
 }
 
 impl Sim {
@@ -198,6 +200,7 @@ impl Sim {
             connected: false,
             cert_id: AGENT.into(),
             client_errors: vec![],
+            server_cfg: ServerConfig::new("0.1.0"),
         }
     }
 
@@ -205,7 +208,7 @@ impl Sim {
         self.wire = Wire::default();
         self.connected = true;
         self.agg.session = Some(ServerSession::new(
-            ServerConfig::new("0.1.0"),
+            self.server_cfg.clone(),
             self.cert_id.clone(),
             self.now,
         ));
@@ -639,6 +642,7 @@ fn a_welcome_of_another_version_or_no_welcome_ends_the_client_session() {
         aggregator_version: "9".into(),
         clock_ms: T0,
         applied_seq: 0,
+        alive_every_ms: 1_000,
     });
     assert!(
         matches!(c.handle_frame(w, T0), Err(ClientError::Refused(m)) if m.contains("mismatch"))
@@ -793,10 +797,8 @@ fn a_seq_gap_from_the_when_full_policy_is_counted_not_refused() {
 #[test]
 fn heartbeats_carry_backlog_and_drops_every_interval() {
     // Only the periodic heartbeats: the liveness ones have their own test.
-    let mut s = Sim::with(ClientConfig {
-        alive_every_ms: 3_600_000,
-        ..ClientConfig::new(AGENT, "eu", "0.1.0")
-    });
+    let mut s = Sim::new();
+    s.server_cfg.alive_every_ms = 3_600_000;
     s.agg.write_at_once = false;
     s.connect();
     s.run();
@@ -866,6 +868,7 @@ fn the_byte_window_holds_back_batches() {
         aggregator_version: "1".into(),
         clock_ms: T0 - 1_000,
         applied_seq: 0,
+        alive_every_ms: 1_000,
     });
     c.handle_frame(w, T0 + 20).unwrap();
     assert_eq!(
@@ -1204,23 +1207,32 @@ fn malformed_metadata_frames_close_the_connection_and_store_nothing() {
     assert_eq!(s.poll_event(), None);
 }
 
-fn welcome(protocol: u16) -> Frame {
-    Frame::Welcome(crate::frame::Welcome {
+/// A welcome of `protocol` asking for a heartbeat every `alive_every_ms`, as it reaches the
+/// agent: through the wire encoding of its version.
+fn welcome_every(protocol: u16, alive_every_ms: u32) -> Frame {
+    let w = Frame::Welcome(crate::frame::Welcome {
         protocol,
         aggregator_version: "0".into(),
         clock_ms: T0,
         applied_seq: 0,
-    })
+        alive_every_ms,
+    });
+    frame::decode(&frame::encode(&w)[4..]).unwrap()
+}
+
+fn welcome(protocol: u16) -> Frame {
+    welcome_every(protocol, crate::frame::ALIVE_EVERY_MS as u32)
 }
 
 fn established_client(protocol: u16) -> ClientSession {
-    let mut c = ClientSession::new(
-        ClientConfig::new(AGENT, "eu", "0.1.0"),
-        BufferState::default(),
-    );
+    established_client_with(ClientConfig::new(AGENT, "eu", "0.1.0"), welcome(protocol))
+}
+
+fn established_client_with(cfg: ClientConfig, welcome: Frame) -> ClientSession {
+    let mut c = ClientSession::new(cfg, BufferState::default());
     c.handle_connected(T0);
     while c.poll_transmit().is_some() {}
-    c.handle_frame(welcome(protocol), T0).unwrap();
+    c.handle_frame(welcome, T0).unwrap();
     while c.poll_transmit().is_some() {}
     c
 }
@@ -1233,8 +1245,24 @@ fn heartbeats(c: &mut ClientSession) -> usize {
 
 #[test]
 fn a_v3_client_heartbeats_only_when_nothing_else_went_out_for_a_second() {
-    let mut c = established_client(crate::frame::PROTOCOL_VERSION);
+    // v3 and v4 aggregators say nothing of an interval (what a v5 one would have asked for
+    // is not on their wire): the agent keeps a second. A v5 aggregator may ask for one.
+    for (protocol, asked) in [
+        (3, 7_500),
+        (4, 7_500),
+        (crate::frame::PROTOCOL_VERSION, 1_000),
+    ] {
+        let c = established_client_with(
+            ClientConfig::new(AGENT, "eu", "0.1.0"),
+            welcome_every(protocol, asked),
+        );
+        heartbeat_every_second(c);
+    }
+}
+
+fn heartbeat_every_second(mut c: ClientSession) {
     let every = crate::frame::ALIVE_EVERY_MS;
+    assert_eq!(c.alive_every_ms(), Some(every), "v{}", c.protocol());
     assert_eq!(c.poll_timeout(), Some(T0 + every));
     // The heartbeat right after the welcome covers the first interval; then, idle, one
     // heartbeat per interval.
@@ -1260,6 +1288,212 @@ fn a_v3_client_heartbeats_only_when_nothing_else_went_out_for_a_second() {
         c.handle_timeout(T0 + i * every).unwrap();
         assert_eq!(heartbeats(&mut c), 1, "interval {i}");
     }
+}
+
+/// Times (relative to [`T0`]) of the heartbeats the aggregator of `s` received.
+fn heartbeat_times(s: &Sim) -> Vec<Millis> {
+    s.agg.heartbeats.iter().map(|h| h.clock_ms - T0).collect()
+}
+
+/// Runs `s` from its time to `until` (relative to [`T0`]) with a batch collected every
+/// `batch_every` ms from `first_batch` on (none when `None`); returns the times (relative
+/// to `T0`) at which a batch went out.
+fn collect_every(
+    s: &mut Sim,
+    first_batch: Millis,
+    batch_every: Option<Millis>,
+    until: Millis,
+) -> Vec<Millis> {
+    let mut sent = vec![];
+    let mut next = batch_every.map(|_| first_batch);
+    loop {
+        match next.filter(|t| *t <= until) {
+            Some(t) => {
+                s.advance_to(T0 + t);
+                s.agent.collect(1);
+                s.run();
+                sent.push(t);
+                next = batch_every.map(|e| t + e);
+            }
+            None => {
+                s.advance_to(T0 + until);
+                return sent;
+            }
+        }
+    }
+}
+
+/// The longest time between two things going out (batches at `batches`, heartbeats at
+/// `heartbeats`) from `from` to `to`.
+fn longest_silence(batches: &[Millis], heartbeats: &[Millis], from: Millis, to: Millis) -> Millis {
+    let mut t: Vec<Millis> = batches
+        .iter()
+        .chain(heartbeats)
+        .copied()
+        .filter(|t| (from..=to).contains(t))
+        .collect();
+    t.push(from);
+    t.push(to);
+    t.sort();
+    t.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
+#[test]
+fn a_v5_client_heartbeats_at_the_welcomes_interval_and_not_while_batches_flow_faster() {
+    // An aggregator that counts agents down after 30 s asks for 7.5 s.
+    let mut s = Sim::with(ClientConfig {
+        // Only the liveness heartbeats: the periodic ones have their own test.
+        heartbeat_every_ms: 3_600_000,
+        ..ClientConfig::new(AGENT, "eu", "0.1.0")
+    });
+    s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
+    s.connect();
+    s.run();
+    assert_eq!(s.agent.session.protocol(), crate::frame::PROTOCOL_VERSION);
+    assert_eq!(s.agent.session.alive_every_ms(), Some(7_500));
+    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 7_500));
+    assert_eq!(
+        heartbeat_times(&s),
+        vec![0],
+        "the one right after the welcome"
+    );
+
+    // Ten minutes of a batch every 5 s: not one heartbeat.
+    let batches = collect_every(&mut s, 5_000, Some(5_000), 600_000);
+    assert_eq!(batches.len(), 120);
+    assert_eq!(heartbeat_times(&s), vec![0]);
+    assert_eq!(s.agg.applied.len(), 120, "everything arrived");
+
+    // Idle: the last batch (at 600 s, when an interval began) covers that interval, then
+    // one heartbeat per interval, so never more than two intervals of silence.
+    collect_every(&mut s, 0, None, 660_000);
+    let hb = heartbeat_times(&s);
+    assert_eq!(
+        hb[1..],
+        [
+            615_000, 622_500, 630_000, 637_500, 645_000, 652_500, 660_000
+        ]
+    );
+    assert!(longest_silence(&batches, &hb, 0, 660_000) <= 2 * 7_500);
+    assert!(s.client_errors.is_empty(), "{:?}", s.client_errors);
+}
+
+#[test]
+fn at_the_default_settings_an_agent_collecting_every_10s_sends_a_heartbeat_per_15s_at_most() {
+    // What the agent does by default against an aggregator of each version (v5 with its
+    // default 30 s threshold): collect every 10 s for ten minutes. v4 got nine heartbeats
+    // per cycle; v5 only the periodic one (backlog and drops) every 15 s, into which the
+    // rare liveness heartbeat folds.
+    for (agent_protocol, want) in [(4, 9 * 60), (crate::frame::PROTOCOL_VERSION, 40)] {
+        let mut s = Sim::new();
+        s.agent.session.announce(agent_protocol);
+        s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
+        s.connect();
+        s.run();
+        assert_eq!(s.agent.session.protocol(), agent_protocol);
+        let batches = collect_every(&mut s, 300, Some(10_000), 600_000);
+        let hb = heartbeat_times(&s);
+        // The first came right after the welcome.
+        assert_eq!(hb.len() - 1, want, "v{agent_protocol}: {hb:?}");
+        let alive = s.agent.session.alive_every_ms().unwrap();
+        assert!(
+            longest_silence(&batches, &hb, 0, 600_000) <= 2 * alive,
+            "v{agent_protocol}"
+        );
+        assert_eq!(s.agg.applied.len(), 60);
+    }
+}
+
+#[test]
+fn a_v5_welcome_cannot_ask_for_less_than_a_second() {
+    for asked in [0, 1, 999] {
+        let c = established_client_with(
+            ClientConfig::new(AGENT, "eu", "0.1.0"),
+            welcome_every(crate::frame::PROTOCOL_VERSION, asked),
+        );
+        assert_eq!(
+            c.alive_every_ms(),
+            Some(crate::frame::ALIVE_EVERY_MS),
+            "{asked}"
+        );
+    }
+    let c = established_client_with(
+        ClientConfig::new(AGENT, "eu", "0.1.0"),
+        welcome_every(crate::frame::PROTOCOL_VERSION, 2_000),
+    );
+    assert_eq!(c.alive_every_ms(), Some(2_000));
+    assert_eq!(
+        established_client(2).alive_every_ms(),
+        None,
+        "v2 promised nothing"
+    );
+}
+
+#[test]
+fn a_v4_agent_gets_a_v4_welcome_from_a_v5_aggregator_and_keeps_its_second() {
+    // The v5 server's welcome to a v4 agent: version 4, in v4's layout (no interval).
+    #[derive(serde::Deserialize)]
+    struct WelcomeV4 {
+        protocol: u16,
+        _aggregator_version: String,
+        _clock_ms: i64,
+        applied_seq: u64,
+    }
+    for agent_protocol in [2u16, 3, 4] {
+        let mut server = ServerSession::new(
+            ServerConfig {
+                alive_every_ms: 7_500,
+                ..ServerConfig::new("0.1.0")
+            },
+            AGENT,
+            T0,
+        );
+        server
+            .handle_hello(&frame::encode(&hello_frame(agent_protocol, AGENT))[4..])
+            .unwrap();
+        server.welcome(12, T0);
+        let Some(ServerTransmit::Control(w)) = server.poll_transmit() else {
+            panic!("no welcome")
+        };
+        let bytes = frame::encode(&w);
+        assert_eq!(bytes[4], 1, "the welcome variant");
+        let (old, rest) = postcard::take_from_bytes::<WelcomeV4>(&bytes[5..]).unwrap();
+        assert_eq!((old.protocol, old.applied_seq), (agent_protocol, 12));
+        assert!(
+            rest.is_empty(),
+            "v{agent_protocol}: {} bytes a v4 agent does not expect",
+            rest.len()
+        );
+    }
+
+    // A whole session: a v4 agent against a v5 aggregator that asks v5 agents for 7.5 s.
+    let mut s = Sim::with(ClientConfig {
+        heartbeat_every_ms: 3_600_000,
+        ..ClientConfig::new(AGENT, "eu", "0.1.0")
+    });
+    s.agent.session.announce(4);
+    s.server_cfg.alive_every_ms = 7_500;
+    s.agent.collect(3);
+    s.connect();
+    s.run();
+    assert_eq!(s.agent.session.protocol(), 4);
+    assert_eq!(s.agg.session.as_ref().map(|s| s.protocol()), Some(4));
+    assert_eq!(
+        s.agent.session.alive_every_ms(),
+        Some(crate::frame::ALIVE_EVERY_MS)
+    );
+    let batches = collect_every(&mut s, 500, Some(2_000), 10_000);
+    assert_eq!(
+        s.agg.applied,
+        (1..=3 + batches.len() as u64).collect::<Vec<_>>()
+    );
+    assert!(s.agent.buffer.is_empty());
+    assert!(s.client_errors.is_empty() && s.agg.refusals.is_empty());
+    // Its own second: batches at 0.5, 2.5, 4.5 … s, so a heartbeat at the end of every
+    // second without one, which the v5 aggregator takes like any other.
+    let hb = heartbeat_times(&s);
+    assert_eq!(hb, [0, 2_000, 4_000, 6_000, 8_000, 10_000]);
+    assert!(longest_silence(&batches, &hb, 0, 10_000) <= 2_000, "{hb:?}");
 }
 
 #[test]
@@ -1356,6 +1590,7 @@ fn the_hello_names_the_highest_seq_any_aggregator_acknowledged() {
             aggregator_version: "1".into(),
             clock_ms: T0,
             applied_seq: 30,
+            alive_every_ms: 1_000,
         }),
         T0 + 1,
     )
