@@ -40,7 +40,7 @@ pub fn run(
         );
         s.compact_head().map_err(|e| e.to_string())?;
         let r = s
-            .maintain(outpost_service::now_ms(), policy)
+            .maintain_with_progress(outpost_service::now_ms(), policy, &mut |m| eprintln!("{m}"))
             .map_err(|e| e.to_string())?;
         eprintln!(
             "merged {} partition(s) ({} chunks into {}), rolled up {} day(s) ({} samples read), deleted {} partition(s)",

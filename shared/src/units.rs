@@ -1,6 +1,7 @@
 //! Config primitives: durations such as `1s`, `1m30s`, `500ms` and byte sizes such as
 //! `256MiB`, `1GB` or a plain number of bytes. Both deserialize from TOML strings and
-//! report a value they cannot read with the accepted forms.
+//! report a value they cannot read with the accepted forms. Also the UTC calendar date of a
+//! day number, for the times reports print.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::{fmt, str::FromStr, time::Duration as StdDuration};
@@ -219,4 +220,18 @@ mod tests {
         }
         assert_eq!(ByteSize(256 << 20).to_string(), "256MiB");
     }
+}
+
+/// The UTC calendar date (year, month 1–12, day 1–31) of `days` since 1970-01-01, in the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m as u32, d as u32)
 }

@@ -294,12 +294,36 @@ impl Storage {
         now_ms: i64,
         policy: &RetentionPolicy,
     ) -> Result<MaintenanceReport, StorageError> {
+        self.maintain_with_progress(now_ms, policy, &mut |_| {})
+    }
+
+    /// [`Storage::maintain`], telling `progress` what it is doing in a line of text: every
+    /// 30 days checked, and before each compaction and run of deletions (after a backfill a
+    /// pass can take minutes, most of them in RocksDB's compactions).
+    ///
+    /// # Errors
+    /// RocksDB fails; what was done before stays done.
+    pub fn maintain_with_progress(
+        &self,
+        now_ms: i64,
+        policy: &RetentionPolicy,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<MaintenanceReport, StorageError> {
         let mut report = MaintenanceReport::default();
         let horizon = |r: Option<i64>| r.map_or(i64::MIN, |r| now_ms.saturating_sub(r));
         let raw_horizon = horizon(policy.retention_ms);
         let closed_before = now_ms.saturating_sub(MERGE_AFTER_MS);
         let mut touched: Option<(i32, i32)> = None;
-        for p in self.parts_of(RAW) {
+        let raw_parts = self.parts_of(RAW);
+        for (i, &p) in raw_parts.iter().enumerate() {
+            if i > 0 && i % 30 == 0 {
+                progress(&format!(
+                    "{i} of {} days checked: {} merged, {} rolled up",
+                    raw_parts.len(),
+                    report.merged_partitions,
+                    report.rolled_up_partitions
+                ));
+            }
             let (_, end) = partition::partition_span(p);
             if end >= closed_before {
                 continue;
@@ -340,6 +364,14 @@ impl Storage {
         // applies (one for the whole span, not one a day, which would rewrite the same
         // files again and again after a backfill).
         if let Some((a, b)) = touched {
+            progress(&format!(
+                "{} merged and {} rolled up; compacting the {} days from {} to {}",
+                report.merged_partitions,
+                report.rolled_up_partitions,
+                b - a + 1,
+                day_name(a),
+                day_name(b)
+            ));
             let cf = self.cf(CF_PARTS)?;
             for res in [RAW, R5M, R1H] {
                 self.db.compact_range_cf(
@@ -377,6 +409,13 @@ impl Storage {
             // One compaction returns the space of every day deleted: one a day would
             // rewrite the same files once per day (minutes for a year's backlog).
             if let Some((a, b)) = gone {
+                progress(&format!(
+                    "deleted {} {} days past their retention ({} to {}); compacting them",
+                    b - a + 1,
+                    res_name(res),
+                    day_name(a),
+                    day_name(b)
+                ));
                 self.db.compact_range_cf(
                     self.cf(CF_PARTS)?,
                     Some(partition::prefix(res, a)),
@@ -902,6 +941,12 @@ impl Storage {
         }
         Ok(r)
     }
+}
+
+/// Partition `p`'s day as `YYYY-MM-DD` (UTC), for progress lines.
+fn day_name(p: i32) -> String {
+    let (y, m, d) = outpost_shared::units::civil_from_days(i64::from(p));
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[cfg(test)]

@@ -1001,8 +1001,17 @@ mod tests {
             retention_5m_ms: Some(4 * DAY),
             ..RetentionPolicy::default()
         };
-        let first = s.maintain(now, &policy).unwrap();
+        let mut lines = vec![];
+        let first = s
+            .maintain_with_progress(now, &policy, &mut |m| lines.push(m.to_string()))
+            .unwrap();
         assert_eq!(first.rolled_up_partitions, 10);
+        assert_eq!(
+            lines,
+            vec![
+                "10 merged and 10 rolled up; compacting the 10 days from 1970-04-11 to 1970-04-20"
+            ]
+        );
         let gone_5m = first
             .deleted
             .iter()
