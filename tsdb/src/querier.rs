@@ -58,8 +58,7 @@ impl Querier for StorageQuerier<'_> {
         end_ms: i64,
         res_ms: i64,
     ) -> Result<Vec<Bucket>, StorageError> {
-        self.storage.buckets_via(
-            &mut self.cursor.borrow_mut(),
+        self.storage.series_buckets(
             id,
             start_ms.max(self.mint_ms),
             end_ms.min(self.maxt_ms),

@@ -15,7 +15,7 @@
 //!   up (when the store opens too), and until then queries make its buckets from the raw
 //!   points. A crash in between leaves the day not done, and the next pass makes the same
 //!   buckets again from the same raw chunks.
-//! - **Reads.** [`Storage::buckets`] reads a day's rollup chunk where the day is rolled up
+//! - **Reads.** [`Storage::series_buckets`] reads a day's rollup chunk where the day is rolled up
 //!   and makes buckets from raw points where not (today, or a day not yet rolled up), so a
 //!   query sees the same buckets either way. [`Storage::points_via`] shows, for the time
 //!   before the oldest raw partition, each 5-minute bucket's last point (1-hour buckets
@@ -446,62 +446,20 @@ impl Storage {
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode.
-    pub(crate) fn buckets_via<'a>(
-        &'a self,
-        cursor: &mut Option<(u64, crate::chunks::ChunkCursor<'a>)>,
+    pub(crate) fn series_buckets(
+        &self,
         id: SeriesId,
         start_ms: i64,
         end_ms: i64,
         res_ms: i64,
     ) -> Result<Vec<Bucket>, ReadError> {
-        let mut out = vec![];
-        if start_ms > end_ms || res_ms <= 0 {
-            return Ok(out);
-        }
-        let Some(res) = res_byte(res_ms) else {
-            let pts = self.points_via(cursor, id, start_ms, end_ms.saturating_add(res_ms - 1))?;
-            return Ok(buckets_of(&pts, res_ms));
-        };
-        let rolled = self.rolled_days(res, start_ms, end_ms);
-        let mut it: Option<crate::chunks::ChunkCursor<'_>> = None;
-        // Days in order: rolled-up days read their chunk, runs of other days their points.
-        let mut day = partition::partition_of(start_ms);
-        let last = partition::partition_of(end_ms);
-        while day <= last {
-            let (d0, d1) = partition::partition_span(day);
-            let (from, to) = (start_ms.max(d0), end_ms.min(d1));
-            if rolled.contains(&day) {
-                let it =
-                    match &mut it {
-                        Some(it) => it,
-                        None => it.insert(self.db.raw_iterator_cf(
-                            self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?,
-                        )),
-                    };
-                Self::each_rollup_chunk(it, res, day, id, |b| {
-                    out.extend(b.into_iter().filter(|b| b.start >= from && b.start <= to));
-                })?;
-                day += 1;
-            } else {
-                // The run of days not rolled up, read as points at once.
-                let mut end_day = day;
-                while end_day < last && !rolled.contains(&(end_day + 1)) {
-                    end_day += 1;
-                }
-                let run_end = end_ms.min(partition::partition_span(end_day).1);
-                let pts = self.points_via(cursor, id, from, run_end.saturating_add(res_ms - 1))?;
-                out.extend(
-                    buckets_of(&pts, res_ms)
-                        .into_iter()
-                        .filter(|b| b.start <= run_end),
-                );
-                day = end_day + 1;
-            }
-        }
-        Ok(out)
+        Ok(self
+            .buckets_many(&[id], start_ms, end_ms, res_ms, &mut |_| false)?
+            .and_then(|mut all| all.pop())
+            .unwrap_or_default())
     }
 
-    /// [`Storage::buckets_via`] of every series in `ids`: `Some(out)` with `out[i]` the
+    /// [`Storage::series_buckets`] of every series in `ids`: `Some(out)` with `out[i]` the
     /// buckets of `ids[i]`, rolled-up days read in one walk over each day's keys, the
     /// others made from [`Storage::points_many`]. `stop` is called with the buckets read so
     /// far after each day; when it returns true the read ends with `Ok(None)`.
