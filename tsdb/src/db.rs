@@ -547,21 +547,49 @@ impl Storage {
         let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
         let mut it = self.db.raw_iterator_cf(cf);
         let mut read: usize = out.iter().map(Vec::len).sum();
-        let mut day: Vec<(usize, u64, Vec<Point>)> = vec![];
+        // A series' chunks of a day come one after the other. The first is decoded into its
+        // output in time order (a merged day has just that one); a second sends them all
+        // through `overlap`, to be ordered newest write first as `points_via` orders them.
+        let mut overlap: Vec<(u64, Vec<Point>)> = vec![];
+        let flush = |out: &mut [Vec<Point>], overlap: &mut Vec<(u64, Vec<Point>)>, i: usize| {
+            overlap.sort_by_key(|c| std::cmp::Reverse(c.0));
+            for (_, pts) in overlap.drain(..) {
+                out[i].extend(pts.into_iter().rev());
+            }
+        };
         for p in self.parts_between(start_ms, end_ms) {
+            // (series position, where its first chunk of the day starts in its output,
+            // that chunk's record id)
+            let mut cur: Option<(usize, usize, u64)> = None;
             chunks::each_chunk_of_many(&mut it, RAW, p, &wanted, start_ms, end_ms, |i, c, v| {
-                let mut pts = vec![];
-                crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, &mut pts)
-                    .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))?;
-                day.push((i, c.record, pts));
+                let decode = |out: &mut Vec<Point>| {
+                    crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, out)
+                        .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))
+                };
+                match cur {
+                    Some((j, at, record)) if j == i => {
+                        if overlap.is_empty() {
+                            overlap.push((record, out[i].split_off(at)));
+                        }
+                        let mut pts = vec![];
+                        decode(&mut pts)?;
+                        read = read.saturating_add(pts.len());
+                        overlap.push((c.record, pts));
+                    }
+                    _ => {
+                        if let Some((j, _, _)) = cur {
+                            flush(&mut out, &mut overlap, j);
+                        }
+                        let at = out[i].len();
+                        decode(&mut out[i])?;
+                        read = read.saturating_add(out[i].len() - at);
+                        cur = Some((i, at, c.record));
+                    }
+                }
                 Ok(())
             })?;
-            // A repeated timestamp resolves to the newest write: a series' chunks of the
-            // day newest record first, each newest point first, as `points_via` orders them.
-            day.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            for (i, _, pts) in day.drain(..) {
-                read = read.saturating_add(pts.len());
-                out[i].extend(pts.into_iter().rev());
+            if let Some((j, _, _)) = cur {
+                flush(&mut out, &mut overlap, j);
             }
             if stop(read) {
                 return Ok(None);
@@ -574,9 +602,14 @@ impl Storage {
                 v.extend(self.rollup_points(id, start_ms, end_ms.min(raw_start - 1))?);
             }
         }
+        // Sources were added newest first where they overlap: a stable sort keeps the newest
+        // write first for a repeated timestamp. Days read from one chunk each are in order
+        // already.
         for v in &mut out {
-            v.sort_by_key(|p| p.ts);
-            v.dedup_by_key(|p| p.ts);
+            if !v.windows(2).all(|w| w[0].ts < w[1].ts) {
+                v.sort_by_key(|p| p.ts);
+                v.dedup_by_key(|p| p.ts);
+            }
         }
         for (from, to) in repeats {
             out[to] = out[from].clone();
