@@ -124,14 +124,6 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
         let want = if *day <= 30 { 48 } else { 24 };
         assert_eq!(*n, want * SERIES, "day {day} back: {settled:?}");
     }
-    let m = agg.metrics();
-    let deleted = metric_value(
-        &m,
-        "outpost_aggregator_storage_partitions_deleted_total{reason=\"retention\"}",
-    )
-    .unwrap_or(0.0);
-    assert!(deleted >= 1.0, "deletions counted in this run:\n{m}");
-
     // The status API and the offline command report the same partitions.
     let status = get_json(&agg.url("/api/v1/status/tsdb")).expect("status");
     let storage = &status["data"]["outpostStats"]["storage"];
@@ -183,4 +175,28 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     let (ok, out) = tsdb_command(&["--config", &agg.config.display().to_string(), "--verify"]);
     assert!(ok && out.contains("no problems"), "{out}");
     assert!(out.contains("retention: 2592000s"), "{out}");
+
+    // Deletions are counted, each once: with the raw retention down to 20 days, the next
+    // start deletes the raw days 21 to 30 back, ten partitions, and nothing else (their
+    // rollups are kept, and none is made again only to be deleted).
+    let config = std::fs::read_to_string(&agg.config).expect("config");
+    std::fs::write(
+        &agg.config,
+        config.replace("retention = \"30d\"\n", "retention = \"20d\"\n"),
+    )
+    .expect("config");
+    agg.restart();
+    let retention_deletions = |agg: &Aggregator| {
+        metric_value(
+            &agg.metrics(),
+            "outpost_aggregator_storage_partitions_deleted_total{reason=\"retention\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let deleted = wait_for(Duration::from_secs(60), || {
+        let n = retention_deletions(&agg);
+        (n >= 10.0).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("deletions counted: {}", retention_deletions(&agg)));
+    assert_eq!(deleted, 10.0, "{}", agg.metrics());
 }
