@@ -24,7 +24,7 @@
 
 use crate::config::{BufferConfig, WhenFull};
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -296,6 +296,47 @@ pub struct Buffer {
     health: Mutex<WriteHealth>,
     recovery: Recovery,
     damaged: AtomicU64,
+    /// The batches stored last (seq, samples, stored value with its header), kept until
+    /// acknowledged, evicted or pushed out by newer ones, so sending a batch just written
+    /// does not read it back from RocksDB. At most [`RECENT_BATCHES`] and [`RECENT_BYTES`].
+    recent: Mutex<VecDeque<(u64, u64, Vec<u8>)>>,
+    /// Acknowledgements applied to the ledger but not yet written; see [`Buffer::ack_deferred`].
+    deferred: Mutex<DeferredAck>,
+}
+
+/// Batches kept in memory after they are stored (see `Buffer::recent`): a few cycles.
+const RECENT_BATCHES: usize = 8;
+/// Bytes kept in memory after they are stored, at most.
+const RECENT_BYTES: usize = 256 << 10;
+/// Deferred acknowledgements write themselves once they delete this many batches.
+const DEFERRED_DELETES_AT_MOST: usize = 256;
+
+/// Acknowledgement writes that ride on the buffer's next write (see [`Buffer::ack_deferred`]).
+#[derive(Default)]
+struct DeferredAck {
+    /// Seqs to delete from `batches`.
+    deletes: Vec<u64>,
+    /// The `acked` counter to persist, when it moved.
+    acked: Option<u64>,
+}
+
+impl DeferredAck {
+    /// Adds the deferred writes to `wb`, leaving nothing deferred.
+    fn drain_into(&mut self, wb: &mut WriteBatch, cf: &rocksdb::ColumnFamily) -> DeferredAck {
+        for s in &self.deletes {
+            wb.delete_cf(cf, s.to_be_bytes());
+        }
+        if let Some(a) = self.acked {
+            wb.put(b"acked", a.to_le_bytes());
+        }
+        std::mem::take(self)
+    }
+
+    /// Defers `earlier` again (its write failed), keeping whatever was deferred since.
+    fn restore(&mut self, earlier: DeferredAck) {
+        self.deletes.extend(earlier.deletes);
+        self.acked = self.acked.max(earlier.acked);
+    }
 }
 
 /// Memtable size of the `batches` column family: what the buffer holds in memory before
@@ -653,6 +694,8 @@ impl Buffer {
             health: Mutex::default(),
             recovery,
             damaged: AtomicU64::new(0),
+            recent: Mutex::default(),
+            deferred: Mutex::default(),
         };
         b.damaged.store(damaged_before, Ordering::Relaxed);
         Ok(b)
@@ -714,6 +757,14 @@ impl Buffer {
 
     fn health(&self) -> MutexGuard<'_, WriteHealth> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, VecDeque<(u64, u64, Vec<u8>)>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deferred(&self) -> MutexGuard<'_, DeferredAck> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the open database. After a failed write the database is closed and opened
@@ -845,8 +896,8 @@ impl Buffer {
                     let mut v = Vec::with_capacity(bytes as usize);
                     v.extend_from_slice(&header(samples, oldest_ts, cycle.unwrap_or(0)));
                     v.extend_from_slice(payload);
-                    wb.put_cf(cf, seq.to_be_bytes(), v);
-                    Some(*seq)
+                    wb.put_cf(cf, seq.to_be_bytes(), &v);
+                    Some((*seq, v))
                 }
                 Admit::Reject => None,
             };
@@ -854,7 +905,9 @@ impl Buffer {
             wb.put(b"cycles", ledger.cycles.to_le_bytes());
             wb.put(b"dropped_samples", ledger.dropped_samples.to_le_bytes());
             wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
+            let deferred = self.deferred().drain_into(&mut wb, cf);
             if let Err(e) = db.write_opt(wb, &self.write_opts) {
+                self.deferred().restore(deferred);
                 // Undo the bookkeeping so memory matches disk; the caller reports the failure.
                 ledger.undo_admit(&admit);
                 (
@@ -866,8 +919,53 @@ impl Buffer {
                 self.write_failed(&e);
                 return Err(self.err(e));
             }
-            Ok(seq)
+            let mut recent = self.recent();
+            if let Admit::Store {
+                evicted: ref ev, ..
+            } = admit
+                && let Some(&last) = ev.last()
+            {
+                recent.retain(|(s, ..)| *s > last);
+            }
+            Ok(seq.map(|(seq, v)| {
+                recent.push_back((seq, samples, v));
+                let mut bytes: usize = recent.iter().map(|(.., v)| v.len()).sum();
+                while recent.len() > RECENT_BATCHES || (bytes > RECENT_BYTES && recent.len() > 1) {
+                    if let Some((.., v)) = recent.pop_front() {
+                        bytes -= v.len();
+                    }
+                }
+                seq
+            }))
         })
+    }
+
+    /// The batches [`Buffer::read_from`] would return, when every one of them is among the
+    /// batches kept in memory since they were stored; `None` when any must be read from disk.
+    /// Never touches RocksDB, so it can run on the async runtime.
+    pub fn read_recent(
+        &self,
+        from: u64,
+        max_batches: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<StoredBatch>> {
+        let ledger = self.ledger();
+        let recent = self.recent();
+        let mut out = vec![];
+        let mut size = 0;
+        for (&seq, _) in ledger.entries.range(from..).take(max_batches.max(1)) {
+            let (_, samples, v) = recent.iter().find(|(s, ..)| *s == seq)?;
+            size += v.len();
+            out.push(StoredBatch {
+                seq,
+                samples: *samples,
+                payload: v[HEADER..].to_vec(),
+            });
+            if size >= max_bytes {
+                break;
+            }
+        }
+        Some(out)
     }
 
     /// Up to `max_batches` stored batches with seq ≥ `from`, oldest first, stopping after
@@ -879,6 +977,9 @@ impl Buffer {
         max_batches: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredBatch>, BufferError> {
+        if let Some(b) = self.read_recent(from, max_batches, max_bytes) {
+            return Ok(b);
+        }
         self.with_db(|db, cf| {
             let seqs: Vec<u64> = self
                 .ledger()
@@ -926,6 +1027,7 @@ impl Buffer {
         if !removed {
             return;
         }
+        self.recent().retain(|(s, ..)| *s != seq);
         let total = self.damaged.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::error!(dir = %self.dir, seq, damaged_batches = total, "skipping a damaged buffered batch");
         let _ = self.with_db(|db, cf| {
@@ -953,7 +1055,9 @@ impl Buffer {
             if ledger.acked == prev {
                 return Ok(());
             }
+            self.recent().retain(|(s, ..)| *s > seq);
             let mut wb = WriteBatch::default();
+            let deferred = self.deferred().drain_into(&mut wb, cf);
             if gone.len() <= POINT_DELETES_AT_MOST {
                 for s in &gone {
                     wb.delete_cf(cf, s.to_be_bytes());
@@ -975,10 +1079,45 @@ impl Buffer {
             }
             drop(ledger);
             db.write_opt(wb, &self.write_opts).map_err(|e| {
+                self.deferred().restore(deferred);
                 self.write_failed(&e);
                 self.err(e)
             })
         })
+    }
+
+    /// [`Buffer::ack`] without a write of its own, for the common acknowledgement of a batch
+    /// or two: the ledger forgets the batches at once (their bytes are free for new ones and
+    /// they are never sent again), and their deletes and the `acked` counter are written with
+    /// the buffer's next write (the next cycle's batch, any other acknowledgement, or
+    /// [`Buffer::flush`]). Returns false, doing nothing, when the acknowledgement needs its
+    /// own write: a range delete of a backlog, pending drops to settle, or too much deferred.
+    ///
+    /// A crash before that write loses no data: the batches reappear at the next start and
+    /// are offered again, and the aggregator's welcome (the highest seq it applied)
+    /// acknowledges them before any is sent. Never touches RocksDB, so it can run on the
+    /// async runtime.
+    pub fn ack_deferred(&self, seq: u64) -> bool {
+        let mut ledger = self.ledger();
+        if seq <= ledger.acked {
+            return true;
+        }
+        let mut deferred = self.deferred();
+        let count = ledger.entries.range(..=seq).count();
+        if count > POINT_DELETES_AT_MOST
+            || deferred.deletes.len() + count > DEFERRED_DELETES_AT_MOST
+            || ledger.pending_drops.range(..=seq).next().is_some()
+            || ledger.next_seq <= seq
+        {
+            return false;
+        }
+        let gone = ledger.ack(seq);
+        deferred.deletes.extend(gone);
+        deferred.acked = Some(ledger.acked);
+        drop(deferred);
+        drop(ledger);
+        self.recent().retain(|(s, ..)| *s > seq);
+        true
     }
 
     /// The lowest stored seq at or after `from`.
@@ -1041,10 +1180,34 @@ impl Buffer {
     /// Writes memtables to table files, so a restart replays little log.
     pub fn flush(&self) -> Result<(), BufferError> {
         self.with_db(|db, cf| {
+            let mut wb = WriteBatch::default();
+            let deferred = self.deferred().drain_into(&mut wb, cf);
+            if !wb.is_empty() {
+                db.write_opt(wb, &self.write_opts).map_err(|e| {
+                    self.deferred().restore(deferred);
+                    self.err(e)
+                })?;
+            }
             db.flush_wal(true).map_err(|e| self.err(e))?;
             db.flush_cf(cf).map_err(|e| self.err(e))?;
             db.flush().map_err(|e| self.err(e))
         })
+    }
+}
+
+impl Drop for Buffer {
+    /// Writes the deferred acknowledgements, so a buffer closed cleanly opens without the
+    /// batches it had acknowledged.
+    fn drop(&mut self) {
+        let _ = self.with_db(|db, cf| {
+            let mut wb = WriteBatch::default();
+            self.deferred().drain_into(&mut wb, cf);
+            if !wb.is_empty() {
+                db.write_opt(wb, &self.write_opts)
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        });
     }
 }
 
@@ -1339,6 +1502,62 @@ mod tests {
         assert_eq!(b.stats().batches, 10);
         drop(b);
         assert_eq!(keys_on_disk(&dir), (91..=100).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    impl Buffer {
+        /// Closes the database without the writes a clean close makes, as `kill -9` would.
+        fn crash(self) {
+            drop(self.db.write().unwrap().take());
+        }
+    }
+
+    #[test]
+    fn recent_batches_come_from_memory_and_deferred_acks_ride_on_the_next_write() {
+        let dir = std::env::temp_dir().join(format!("outpost-buf-recent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let seqs = |v: &[StoredBatch]| v.iter().map(|b| b.seq).collect::<Vec<_>>();
+        {
+            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            for c in 1..=10u64 {
+                b.append(c, &[c as u8; 10], 2, c as i64).unwrap();
+            }
+            // The last RECENT_BATCHES are in memory; older ones only on disk.
+            assert!(b.read_recent(1, 10, 1 << 20).is_none());
+            let mem = b.read_recent(3, 10, 1 << 20).unwrap();
+            assert_eq!(seqs(&mem), (3..=10).collect::<Vec<_>>());
+            assert_eq!((mem[0].payload.clone(), mem[0].samples), (vec![3u8; 10], 2));
+            assert_eq!(seqs(&b.read_recent(9, 10, 11).unwrap()), vec![9]);
+            assert_eq!(
+                seqs(&b.read_from(1, 10, 1 << 20).unwrap()),
+                (1..=10).collect::<Vec<_>>()
+            );
+            // Deferred: the ledger forgets at once, the disk with the next write.
+            assert!(b.ack_deferred(4));
+            assert_eq!((b.stats().batches, b.stats().acked), (6, 4));
+            assert_eq!(seqs(&b.read_from(0, 1, 1 << 20).unwrap()), vec![5]);
+            b.append(11, &[11; 10], 2, 11).unwrap();
+            // A backlog's acknowledgement needs its own write.
+            for c in 12..=100u64 {
+                b.append(c, &[c as u8; 10], 2, c as i64).unwrap();
+            }
+            assert!(!b.ack_deferred(90));
+            b.ack(90).unwrap();
+            assert!(b.ack_deferred(91));
+            b.crash();
+        }
+        // Batch 91's ack was never written: it is offered again after the crash, until the
+        // aggregator's welcome says it has it.
+        assert_eq!(keys_on_disk(&dir), (91..=100).collect::<Vec<_>>());
+        {
+            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            assert_eq!((b.stats().batches, b.stats().acked), (10, 90));
+            b.session_started(91).unwrap();
+            assert_eq!(seqs(&b.read_from(0, 1, 1 << 20).unwrap()), vec![92]);
+            assert!(b.ack_deferred(93));
+        }
+        // A clean close writes what was deferred.
+        assert_eq!(keys_on_disk(&dir), (94..=100).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -164,7 +164,7 @@ pub async fn run_with(
     let mut collectors = Some((
         collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)),
         CycleSeries::new(&cfg.id, &cfg.region),
-        Vec::new(),
+        HostFamilies::default(),
     ));
     let mut interval = cfg.collect.interval;
     let mut tick = tokio::time::interval(interval.get());
@@ -190,9 +190,13 @@ pub async fn run_with(
             buffer.clone(),
             metrics.clone(),
             registry.clone(),
-            collectors
-                .take()
-                .unwrap_or_else(|| (Vec::new(), CycleSeries::new(&c.id, &c.region), Vec::new())),
+            collectors.take().unwrap_or_else(|| {
+                (
+                    Vec::new(),
+                    CycleSeries::new(&c.id, &c.region),
+                    HostFamilies::default(),
+                )
+            }),
         );
         let done = tokio::task::spawn_blocking(move || {
             run_cycle(&c, &b, &m, &r, &mut cs, &mut series, &mut families);
@@ -251,11 +255,19 @@ pub fn host_families<'a>(
         .collect()
 }
 
+/// The host collectors' families and their metadata, kept from cycle to cycle.
+#[derive(Default)]
+struct HostFamilies {
+    list: Vec<(String, outpost_shared::metadata::Metadata)>,
+    /// The registry's generation right after `list` was last declared.
+    declared: Option<u64>,
+}
+
 /// One collection cycle: collect, label, encode, buffer. Failures are logged and counted;
 /// the next cycle runs regardless. Label sets and the batch's series encoding are kept in
 /// `series` from cycle to cycle, and the families' metadata in `families`, made again only
-/// when the series change (and declared every cycle, so the host's declarations stay the
-/// latest).
+/// when the series change. They are declared again whenever they changed or anything else
+/// declared metadata since the last cycle, so the host's declarations stay the latest.
 fn run_cycle(
     cfg: &Config,
     buffer: &Buffer,
@@ -263,7 +275,7 @@ fn run_cycle(
     registry: &metadata::MetadataRegistry,
     collectors: &mut [Box<dyn collect::Collector>],
     series: &mut CycleSeries,
-    families: &mut Vec<(String, outpost_shared::metadata::Metadata)>,
+    families: &mut HostFamilies,
 ) {
     use collect::Sink;
     let started = std::time::Instant::now();
@@ -281,9 +293,13 @@ fn run_cycle(
     let cycle = buffer.cycles() + 1;
     series.metric(CYCLES_METRIC, &[], cycle as f64);
     if series.finish() {
-        *families = host_families(series.names());
+        families.list = host_families(series.names());
+        families.declared = None;
     }
-    registry.observe(families.iter().map(|(n, m)| (n.as_str(), m)));
+    if families.declared != Some(registry.generation()) {
+        registry.observe(families.list.iter().map(|(n, m)| (n.as_str(), m)));
+        families.declared = Some(registry.generation());
+    }
     let samples = series.len() as u64;
     let payload = series.encode(ts);
     match buffer.append(cycle, &payload, samples, ts) {

@@ -97,6 +97,11 @@ impl MetadataRegistry {
         (out, inner.generation)
     }
 
+    /// The current generation: it moves whenever any family is new or changed.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// The latest metadata of `family`.
     pub fn get(&self, family: &str) -> Option<Metadata> {
         self.lock().families.get(family).map(|(m, _)| m.clone())

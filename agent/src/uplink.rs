@@ -14,7 +14,7 @@
 //! grace) is `outpost_shared::session::ClientSession`; this module drives it: control frames
 //! and deadlines in, frames and buffered batches out, acknowledged batches deleted.
 
-use crate::buffer::{Buffer, BufferStats};
+use crate::buffer::{Buffer, BufferStats, StoredBatch};
 use crate::config::Config;
 use crate::metadata::MetadataRegistry;
 use crate::metrics::Metrics;
@@ -390,9 +390,14 @@ impl Uplink {
                         data = Some(conn.open_uni().await?);
                     }
                     ClientEvent::Acked { seq, newly } => {
-                        let b = self.buffer.clone();
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.ack(seq)).await {
-                            return Err(SessionError::Buffer(e));
+                        // Usually only bookkeeping; a backlog's acknowledgement writes.
+                        if !self.buffer.ack_deferred(seq) {
+                            let b = self.buffer.clone();
+                            if let Ok(Err(e)) =
+                                tokio::task::spawn_blocking(move || b.ack(seq)).await
+                            {
+                                return Err(SessionError::Buffer(e));
+                            }
                         }
                         self.metrics.batches_acked.inc_by(newly);
                         self.state.acked_seq.fetch_max(seq, Ordering::Relaxed);
@@ -501,11 +506,7 @@ impl Uplink {
         from: u64,
         to: u64,
     ) -> Result<(), SessionError> {
-        let b = self.buffer.clone();
-        let batches =
-            tokio::task::spawn_blocking(move || b.read_from(from, (to - from) as usize, 4 << 20))
-                .await
-                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+        let batches = self.read(from, (to - from) as usize).await?;
         for sb in batches.into_iter().filter(|b| b.seq < to) {
             let Ok(payload) = live.enc.transcode(&sb.payload) else {
                 continue; // The batch stream reports and skips it.
@@ -531,6 +532,21 @@ impl Uplink {
         Ok(())
     }
 
+    /// Up to `max` buffered batches from `from` on (at most 4 MiB): from memory when they were
+    /// stored a moment ago, else read from RocksDB on the blocking pool.
+    async fn read(&self, from: u64, max: usize) -> Result<Vec<StoredBatch>, SessionError> {
+        const MAX_BYTES: usize = 4 << 20;
+        if let Some(b) = self.buffer.read_recent(from, max, MAX_BYTES) {
+            return Ok(b);
+        }
+        let b = self.buffer.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || b.read_from(from, max, MAX_BYTES))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??,
+        )
+    }
+
     /// Writes up to `max` buffered batches from the first at or after `from` on the batch
     /// stream, reporting each to the session.
     async fn send_batches(
@@ -544,10 +560,7 @@ impl Uplink {
         let Some(next) = self.buffer.next_at_or_after(from) else {
             return Ok(());
         };
-        let b = self.buffer.clone();
-        let batches = tokio::task::spawn_blocking(move || b.read_from(next, max as usize, 4 << 20))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("buffer read task: {e}")))??;
+        let batches = self.read(next, max as usize).await?;
         for sb in batches {
             // Stored batches are self-contained; the stream's context names each series once.
             let span = tracing::info_span!("batch send", seq = sb.seq, samples = sb.samples);

@@ -68,6 +68,10 @@ impl Collector for CpufreqCollector {
             .sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
         for cpu in &self.cpus {
             let dir = self.dir.join(format!("cpu{cpu}/cpufreq"));
+            // One lookup instead of a failed open per file where there is no cpufreq.
+            if !dir.is_dir() {
+                continue;
+            }
             for (file, metric) in FILES {
                 let path = dir.join(file);
                 match read_into(&path, &mut self.buf) {

@@ -232,26 +232,31 @@ impl Source {
 
     /// Reads the whole file into `buf` (cleared first, its allocation reused).
     pub(crate) fn read(&mut self, buf: &mut String) -> Result<(), CollectError> {
-        buf.clear();
-        self.read_with(|f| f.read_to_string(buf))
+        let mut bytes = std::mem::take(buf).into_bytes();
+        self.read_bytes(&mut bytes)?;
+        match String::from_utf8(bytes) {
+            Ok(s) => {
+                *buf = s;
+                Ok(())
+            }
+            Err(e) => {
+                *buf = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                Err(CollectError::Io {
+                    path: self.path.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+                })
+            }
+        }
     }
 
     /// Reads the whole file as bytes, for files that carry names (interfaces, devices),
     /// which the kernel does not require to be UTF-8.
     pub(crate) fn read_bytes(&mut self, buf: &mut Vec<u8>) -> Result<(), CollectError> {
         buf.clear();
-        self.read_with(|f| f.read_to_end(buf))
-    }
-
-    fn read_with(
-        &mut self,
-        mut read: impl FnMut(&mut std::fs::File) -> std::io::Result<usize>,
-    ) -> Result<(), CollectError> {
-        use std::io::{Seek, SeekFrom};
-        let r = match self.file.as_mut() {
-            Some(f) => f.seek(SeekFrom::Start(0)).and_then(|_| read(f)),
-            None => std::fs::File::open(&self.path).and_then(|mut f| {
-                let n = read(&mut f)?;
+        let r = match self.file.as_ref() {
+            Some(f) => read_all_at(f, buf),
+            None => std::fs::File::open(&self.path).and_then(|f| {
+                let n = read_all_at(&f, buf)?;
                 self.file = Some(f);
                 Ok(n)
             }),
@@ -263,6 +268,34 @@ impl Source {
                 source,
             }
         })
+    }
+}
+
+/// Reads `f` from offset 0 to its end into `buf` with positioned reads: no seek and no
+/// `fstat` for a size hint (kernel files report size 0 or 4096 whatever they hold), so a
+/// kept-open file costs its reads alone. Returns the bytes read.
+fn read_all_at(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut off = 0usize;
+    loop {
+        // Read into the allocation's spare room (at least 4 KiB, doubling as the file grows).
+        let want = (buf.capacity() - buf.len()).max(4096);
+        buf.resize(off + want, 0);
+        match f.read_at(&mut buf[off..], off as u64) {
+            Ok(0) => {
+                buf.truncate(off);
+                return Ok(off);
+            }
+            Ok(n) => {
+                off += n;
+                buf.truncate(off);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(off),
+            Err(e) => {
+                buf.truncate(off);
+                return Err(e);
+            }
+        }
     }
 }
 
