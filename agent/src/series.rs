@@ -2,15 +2,14 @@
 //!
 //! A host yields the same few hundred series every cycle, in the same order. [`CycleSeries`]
 //! is the collectors' [`Sink`] for a cycle: it recognises a series it saw in the previous
-//! cycle at the same position by comparing the name and pairs with the label set it kept
-//! (no allocation, no hashing), and only builds and numbers the label sets of series it has
-//! not seen. Every label set carries the agent's `agent` and `region` labels, added once.
+//! cycle at the same position by comparing the name and pairs with those it was first given
+//! for that series (byte comparisons in order: no allocation, no hashing, no label lookups),
+//! and only builds and numbers the label sets of series it has not seen. Every label set carries the agent's `agent` and `region` labels, added once.
 //! While the list of series stays the same, the batch encoding of its strings and series is
 //! reused too ([`CycleEncoder`]), so a cycle costs its values' codes.
 
 use crate::collect::Sink;
 use outpost_shared::codec::CycleEncoder;
-use outpost_shared::model::METRIC_NAME;
 use outpost_shared::{Label, Labels};
 use std::collections::HashMap;
 
@@ -22,6 +21,8 @@ pub struct CycleSeries {
     keys: Vec<Labels>,
     /// Per series number: the label set with `agent` and `region`, as sent.
     full: Vec<Labels>,
+    /// Per series number: the name and pairs it was first given, as [`given`] writes them.
+    given: Vec<Vec<u8>>,
     index: HashMap<Labels, u32>,
     /// The series numbers of the previous complete cycle, in order.
     prev: Vec<u32>,
@@ -39,6 +40,7 @@ impl CycleSeries {
             region: region.to_string(),
             keys: Vec::new(),
             full: Vec::new(),
+            given: Vec::new(),
             index: HashMap::new(),
             prev: Vec::new(),
             cur: Vec::new(),
@@ -103,6 +105,7 @@ impl CycleSeries {
         let i = self.keys.len() as u32;
         self.full
             .push(with_agent_region(key.clone(), &self.agent, &self.region));
+        self.given.push(given(name, pairs));
         self.index.insert(key.clone(), i);
         self.keys.push(key);
         i
@@ -113,7 +116,7 @@ impl Sink for CycleSeries {
     fn metric(&mut self, name: &str, pairs: &[(&str, &str)], value: f64) {
         let at = self.cur.len();
         let i = match self.prev.get(at) {
-            Some(&i) if same(&self.keys[i as usize], name, pairs) => i,
+            Some(&i) if same_input(&self.given[i as usize], name, pairs) => i,
             _ => self.number(name, pairs),
         };
         self.cur.push(i);
@@ -130,23 +133,32 @@ impl Sink for CycleSeries {
     }
 }
 
-/// Whether `l` is exactly the label set `Labels::metric(name, pairs)` would build. Pairs
-/// with a repeated name are answered false (the caller then builds the set and looks it up).
-fn same(l: &Labels, name: &str, pairs: &[(&str, &str)]) -> bool {
-    let mut n = 1;
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if v.is_empty() {
-            if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-                return false;
-            }
-            continue;
-        }
-        if l.get(k) != Some(*v) {
+/// `name` and `pairs` as one byte string: each piece as its length (u32 LE) and bytes.
+fn given(name: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + name.len() + pairs.len() * 24);
+    for piece in std::iter::once(name).chain(pairs.iter().flat_map(|(k, v)| [*k, *v])) {
+        out.extend_from_slice(&(piece.len() as u32).to_le_bytes());
+        out.extend_from_slice(piece.as_bytes());
+    }
+    out
+}
+
+/// Whether `name` and `pairs` are exactly what [`given`] wrote into `g` (so they build the
+/// same label set), compared piece by piece without building anything.
+fn same_input(g: &[u8], name: &str, pairs: &[(&str, &str)]) -> bool {
+    let mut rest = g;
+    let mut take = |piece: &str| {
+        let b = piece.as_bytes();
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        if u32::from_le_bytes(*len) as usize != b.len() || !tail.starts_with(b) {
             return false;
         }
-        n += 1;
-    }
-    n == l.len() && l.metric_name() == Some(name) && !pairs.iter().any(|(k, _)| *k == METRIC_NAME)
+        rest = &tail[b.len()..];
+        true
+    };
+    take(name) && pairs.iter().all(|(k, v)| take(k) && take(v)) && rest.is_empty()
 }
 
 /// `l` with `agent` and `region` set, moving its pairs instead of copying them.
@@ -196,38 +208,39 @@ mod tests {
     }
 
     #[test]
-    fn same_agrees_with_building_the_label_set() {
+    fn the_same_input_is_recognised_and_nothing_else() {
         let cases: &[(&str, &[(&str, &str)])] = &[
             ("m", &[]),
             ("m", &[("a", "1")]),
+            ("m", &[("a", "1"), ("b", "2")]),
             ("m", &[("b", "2"), ("a", "1")]),
             ("m", &[("a", "")]),
             ("m", &[("a", "1"), ("a", "2")]),
-            ("m", &[("a", ""), ("a", "2")]),
-            ("m", &[("a", "2"), ("a", "")]),
-            ("m", &[("__name__", "n")]),
+            ("m", &[("a1", "")]),
+            ("m", &[("a", "1\u{0}")]),
+            ("ma", &[]),
+            ("m", &[("", "a")]),
             ("n", &[("a", "1")]),
         ];
-        for (n1, p1) in cases {
-            let built = Labels::metric(n1, p1.iter().copied());
-            for (n2, p2) in cases {
-                let other = Labels::metric(n2, p2.iter().copied());
-                if same(&built, n2, p2) {
-                    assert_eq!(built, other, "{n1} {p1:?} vs {n2} {p2:?}");
-                }
-            }
-            // The plain cases are recognised.
-            if !p1.iter().any(|(k, v)| v.is_empty() || *k == "__name__")
-                && p1
-                    .iter()
-                    .map(|(k, _)| k)
-                    .collect::<std::collections::HashSet<_>>()
-                    .len()
-                    == p1.len()
-            {
-                assert!(same(&built, n1, p1), "{n1} {p1:?}");
+        for (i, (n1, p1)) in cases.iter().enumerate() {
+            let g = given(n1, p1);
+            for (j, (n2, p2)) in cases.iter().enumerate() {
+                assert_eq!(same_input(&g, n2, p2), i == j, "{n1} {p1:?} vs {n2} {p2:?}");
             }
         }
+    }
+
+    /// A series first numbered from other pairs (same label set, another order) is still
+    /// found, through its label set.
+    #[test]
+    fn the_same_label_set_from_other_pairs_is_one_series() {
+        let mut s = CycleSeries::new("a", "r");
+        for order in [[("x", "1"), ("y", "2")], [("y", "2"), ("x", "1")]] {
+            s.begin("a", "r");
+            s.metric("m", &order, 1.0);
+            s.finish();
+        }
+        assert_eq!(s.known(), 1);
     }
 
     /// Cycles through the sink encode exactly what the batch of the same samples encodes,

@@ -4,7 +4,7 @@
 //! selects by default (TCP established and retransmits among them). Untyped, as node_exporter
 //! types them. A missing snmp6 (IPv6 disabled) is skipped, as node_exporter skips it.
 
-use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
+use super::{CollectError, Collector, FieldFilter, Roots, Sink, Source, num, parse_error};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -23,7 +23,7 @@ fn push(
     proto: &str,
     field: &str,
     value: &str,
-    fields: &Regex,
+    fields: &mut FieldFilter,
     key: &mut String,
     out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
@@ -44,10 +44,11 @@ fn push(
 /// and then a line of values, both starting with `<Protocol>:`.
 pub fn parse_netstat(
     text: &str,
-    fields: &Regex,
+    fields: &mut FieldFilter,
     out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut key = String::with_capacity(48);
+    fields.begin();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(header) = lines.next() {
         let values = lines
@@ -82,10 +83,11 @@ pub fn parse_netstat(
 /// Parses `/proc/net/snmp6`: `Ip6InReceives 123`; the protocol is the name up to its `6`.
 pub fn parse_snmp6(
     text: &str,
-    fields: &Regex,
+    fields: &mut FieldFilter,
     out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut key = String::with_capacity(48);
+    fields.begin();
     for line in text.lines() {
         let mut cols = line.split_ascii_whitespace();
         let (Some(stat), Some(value)) = (cols.next(), cols.next()) else {
@@ -114,6 +116,8 @@ pub struct NetstatCollector {
     snmp: Source,
     snmp6: Source,
     buf: String,
+    /// One per file: each remembers its file's fields by place.
+    fields: [FieldFilter; 3],
 }
 
 impl NetstatCollector {
@@ -123,6 +127,7 @@ impl NetstatCollector {
             snmp: Source::new(roots.proc.join("net/snmp")),
             snmp6: Source::new(roots.proc.join("net/snmp6")),
             buf: String::new(),
+            fields: [(); 3].map(|_| FieldFilter::new(&DEFAULT_FIELDS)),
         }
     }
 }
@@ -133,13 +138,13 @@ impl Collector for NetstatCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
-        for src in [&mut self.netstat, &mut self.snmp] {
+        let [f_netstat, f_snmp, f_snmp6] = &mut self.fields;
+        for (src, fields) in [(&mut self.netstat, f_netstat), (&mut self.snmp, f_snmp)] {
             src.read(&mut self.buf)?;
-            parse_netstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(src, m))?;
+            parse_netstat(&self.buf, fields, out).map_err(|m| parse_error(src, m))?;
         }
         match self.snmp6.read(&mut self.buf) {
-            Ok(()) => parse_snmp6(&self.buf, &DEFAULT_FIELDS, out)
-                .map_err(|m| parse_error(&self.snmp6, m)),
+            Ok(()) => parse_snmp6(&self.buf, f_snmp6, out).map_err(|m| parse_error(&self.snmp6, m)),
             Err(CollectError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -184,7 +189,7 @@ UdpLite6InErrors                \t0
     #[test]
     fn snmp_default_fields_tcp_established_and_retransmits() {
         let mut out = Vec::new();
-        parse_netstat(SNMP, &DEFAULT_FIELDS, &mut out).unwrap();
+        parse_netstat(SNMP, &mut FieldFilter::new(&DEFAULT_FIELDS), &mut out).unwrap();
         assert_eq!(
             render(&out),
             [
@@ -210,8 +215,8 @@ UdpLite6InErrors                \t0
     #[test]
     fn netstat_and_snmp6_default_fields() {
         let mut out = Vec::new();
-        parse_netstat(NETSTAT, &DEFAULT_FIELDS, &mut out).unwrap();
-        parse_snmp6(SNMP6, &DEFAULT_FIELDS, &mut out).unwrap();
+        parse_netstat(NETSTAT, &mut FieldFilter::new(&DEFAULT_FIELDS), &mut out).unwrap();
+        parse_snmp6(SNMP6, &mut FieldFilter::new(&DEFAULT_FIELDS), &mut out).unwrap();
         assert_eq!(
             render(&out),
             [
@@ -255,13 +260,21 @@ UdpLite6InErrors                \t0
         ];
         for (text, want) in cases {
             assert_eq!(
-                parse_netstat(text, &DEFAULT_FIELDS, &mut Vec::new()),
+                parse_netstat(
+                    text,
+                    &mut FieldFilter::new(&DEFAULT_FIELDS),
+                    &mut Vec::new()
+                ),
                 Err(want.to_string()),
                 "{text}"
             );
         }
         assert_eq!(
-            parse_snmp6("Ip6InOctets\n", &DEFAULT_FIELDS, &mut Vec::new()),
+            parse_snmp6(
+                "Ip6InOctets\n",
+                &mut FieldFilter::new(&DEFAULT_FIELDS),
+                &mut Vec::new()
+            ),
             Err("expected \"name value\": \"Ip6InOctets\"".into())
         );
     }

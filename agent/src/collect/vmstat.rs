@@ -2,7 +2,7 @@
 //! (`--collector.vmstat.fields`, `^(oom_kill|pgpg|pswp|pg.*fault).*`) as `node_vmstat_<field>`.
 //! node_exporter types them untyped though most are counters; so do we, for its dashboards.
 
-use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
+use super::{CollectError, Collector, FieldFilter, Roots, Sink, Source, num, parse_error};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -14,10 +14,11 @@ pub static DEFAULT_FIELDS: LazyLock<Regex> = LazyLock::new(|| {
 /// Appends `node_vmstat_<field>` for each `field value` line whose field `fields` matches.
 pub fn parse_vmstat(
     text: &str,
-    fields: &Regex,
+    fields: &mut FieldFilter,
     out: &mut (impl Sink + ?Sized),
 ) -> Result<(), String> {
     let mut name = String::with_capacity(48);
+    fields.begin();
     for line in text.lines() {
         let mut cols = line.split_ascii_whitespace();
         let (Some(field), Some(value)) = (cols.next(), cols.next()) else {
@@ -42,6 +43,7 @@ pub fn parse_vmstat(
 pub struct VmstatCollector {
     path: Source,
     buf: String,
+    fields: FieldFilter,
 }
 
 impl VmstatCollector {
@@ -49,6 +51,7 @@ impl VmstatCollector {
         VmstatCollector {
             path: Source::new(roots.proc.join("vmstat")),
             buf: String::new(),
+            fields: FieldFilter::new(&DEFAULT_FIELDS),
         }
     }
 }
@@ -60,7 +63,7 @@ impl Collector for VmstatCollector {
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.path.read(&mut self.buf)?;
-        parse_vmstat(&self.buf, &DEFAULT_FIELDS, out).map_err(|m| parse_error(&self.path, m))
+        parse_vmstat(&self.buf, &mut self.fields, out).map_err(|m| parse_error(&self.path, m))
     }
 }
 
@@ -87,7 +90,7 @@ numa_hit 1
     #[test]
     fn default_fields_only() {
         let mut out = Vec::new();
-        parse_vmstat(VMSTAT, &DEFAULT_FIELDS, &mut out).unwrap();
+        parse_vmstat(VMSTAT, &mut FieldFilter::new(&DEFAULT_FIELDS), &mut out).unwrap();
         assert_eq!(
             render(&out),
             [
@@ -110,14 +113,22 @@ numa_hit 1
         ];
         for (text, want) in cases {
             assert_eq!(
-                parse_vmstat(text, &DEFAULT_FIELDS, &mut Vec::new()),
+                parse_vmstat(
+                    text,
+                    &mut FieldFilter::new(&DEFAULT_FIELDS),
+                    &mut Vec::new()
+                ),
                 Err(want.to_string()),
                 "{text}"
             );
         }
         // A field outside the filter is not even parsed.
         assert_eq!(
-            parse_vmstat("nr_dirty x\n\n", &DEFAULT_FIELDS, &mut Vec::new()),
+            parse_vmstat(
+                "nr_dirty x\n\n",
+                &mut FieldFilter::new(&DEFAULT_FIELDS),
+                &mut Vec::new()
+            ),
             Ok(())
         );
     }
