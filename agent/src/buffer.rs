@@ -969,17 +969,15 @@ impl Buffer {
     }
 
     /// Up to `max_batches` stored batches with seq ≥ `from`, oldest first, stopping after
-    /// `max_bytes` (at least one is returned if any exists). A batch that can no longer be
-    /// read is skipped, counted as damaged and deleted.
+    /// `max_bytes` (at least one is returned if any exists), read from RocksDB (try
+    /// [`Buffer::read_recent`] first). A batch that can no longer be read is skipped,
+    /// counted as damaged and deleted.
     pub fn read_from(
         &self,
         from: u64,
         max_batches: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredBatch>, BufferError> {
-        if let Some(b) = self.read_recent(from, max_batches, max_bytes) {
-            return Ok(b);
-        }
         self.with_db(|db, cf| {
             let seqs: Vec<u64> = self
                 .ledger()
@@ -1180,17 +1178,24 @@ impl Buffer {
     /// Writes memtables to table files, so a restart replays little log.
     pub fn flush(&self) -> Result<(), BufferError> {
         self.with_db(|db, cf| {
-            let mut wb = WriteBatch::default();
-            let deferred = self.deferred().drain_into(&mut wb, cf);
-            if !wb.is_empty() {
-                db.write_opt(wb, &self.write_opts).map_err(|e| {
-                    self.deferred().restore(deferred);
-                    self.err(e)
-                })?;
-            }
+            self.write_deferred(db, cf)?;
             db.flush_wal(true).map_err(|e| self.err(e))?;
             db.flush_cf(cf).map_err(|e| self.err(e))?;
             db.flush().map_err(|e| self.err(e))
+        })
+    }
+
+    /// Writes the deferred acknowledgements (see [`Buffer::ack_deferred`]) on their own;
+    /// when the write fails they stay deferred.
+    fn write_deferred(&self, db: &DB, cf: &rocksdb::ColumnFamily) -> Result<(), BufferError> {
+        let mut wb = WriteBatch::default();
+        let deferred = self.deferred().drain_into(&mut wb, cf);
+        if wb.is_empty() {
+            return Ok(());
+        }
+        db.write_opt(wb, &self.write_opts).map_err(|e| {
+            self.deferred().restore(deferred);
+            self.err(e)
         })
     }
 }
@@ -1199,15 +1204,7 @@ impl Drop for Buffer {
     /// Writes the deferred acknowledgements, so a buffer closed cleanly opens without the
     /// batches it had acknowledged.
     fn drop(&mut self) {
-        let _ = self.with_db(|db, cf| {
-            let mut wb = WriteBatch::default();
-            self.deferred().drain_into(&mut wb, cf);
-            if !wb.is_empty() {
-                db.write_opt(wb, &self.write_opts)
-                    .map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        });
+        let _ = self.with_db(|db, cf| self.write_deferred(db, cf));
     }
 }
 

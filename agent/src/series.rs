@@ -4,7 +4,8 @@
 //! is the collectors' [`Sink`] for a cycle: it recognises a series it saw in the previous
 //! cycle at the same position by comparing the name and pairs with those it was first given
 //! for that series (byte comparisons in order: no allocation, no hashing, no label lookups),
-//! and only builds and numbers the label sets of series it has not seen. Every label set carries the agent's `agent` and `region` labels, added once.
+//! and only builds and numbers the label sets of series it has not seen. Every label set
+//! carries the agent's `agent` and `region` labels, added once.
 //! While the list of series stays the same, the batch encoding of its strings and series is
 //! reused too ([`CycleEncoder`]), so a cycle costs its values' codes.
 
