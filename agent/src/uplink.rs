@@ -387,6 +387,10 @@ impl Uplink {
                             alive_every_ms = session.alive_every_ms(),
                             "connected"
                         );
+                        // An aggregator that knows the codec's compact flags gets them.
+                        let compact = session.protocol() >= frame::COMPACT_VERSION;
+                        enc.set_compact(compact);
+                        live.enc.set_compact(compact);
                         data = Some(conn.open_uni().await?);
                     }
                     ClientEvent::Acked { seq, newly } => {

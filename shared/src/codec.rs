@@ -20,6 +20,23 @@ use std::collections::HashMap;
 /// The first byte of every encoded batch.
 pub const FORMAT_V1: u8 = 1;
 const FLAG_SINGLE_POINT: u8 = 1;
+/// Every entry after the first is the series after the previous entry's: no series codes.
+const FLAG_IN_ORDER: u8 = 2;
+/// Every point after the first has the first's timestamp: no more timestamp codes. Only
+/// with [`FLAG_SINGLE_POINT`].
+const FLAG_ONE_TIMESTAMP: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP;
+
+/// The flags byte after the format byte; `Invalid("flags")` for bits this build does not
+/// know and for a single timestamp without single points.
+fn check_flags(flags: u8) -> Result<u8, DecodeError> {
+    if flags & !KNOWN_FLAGS != 0
+        || (flags & FLAG_ONE_TIMESTAMP != 0 && flags & FLAG_SINGLE_POINT == 0)
+    {
+        return Err(DecodeError::Invalid("flags"));
+    }
+    Ok(flags)
+}
 const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 
@@ -161,12 +178,22 @@ pub struct Encoder {
     series: HashMap<Labels, u32>,
     state: Vec<SeriesState>,
     last_ts: i64,
+    /// Whether batches may use [`FLAG_IN_ORDER`] and [`FLAG_ONE_TIMESTAMP`].
+    compact: bool,
 }
 
 impl Encoder {
     /// An encoder with an empty context (the first batch defines every string and series).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets batches leave out the series code of entries that follow each other in the
+    /// context's order and the timestamp codes of points that share one timestamp (flags 2
+    /// and 4 in `docs/WIRE.md`). Only for a decoder that knows those flags: an aggregator of
+    /// protocol [`crate::frame::COMPACT_VERSION`] or later. Off by default.
+    pub fn set_compact(&mut self, on: bool) {
+        self.compact = on;
     }
 
     /// Number of series this context has defined.
@@ -184,10 +211,18 @@ impl Encoder {
             .map(|s| self.intern(&s.labels, &mut new_strings, &mut new_series))
             .collect();
         let single = batch.series.iter().all(|s| s.points.len() == 1);
+        let flags = self.flags(
+            single,
+            &ids,
+            batch
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.ts)),
+        );
         self.write(
             &new_strings,
             &new_series,
-            single,
+            flags,
             batch.series.len(),
             batch
                 .series
@@ -223,27 +258,47 @@ impl Encoder {
         id
     }
 
+    /// The flags of a batch of entries with series `ids` (in entry order) and points at
+    /// `ts` (in order), every entry one point when `single`.
+    fn flags(&self, single: bool, ids: &[u32], mut ts: impl Iterator<Item = i64>) -> u8 {
+        let mut flags = if single { FLAG_SINGLE_POINT } else { 0 };
+        if self.compact {
+            if ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) {
+                flags |= FLAG_IN_ORDER;
+            }
+            if single && ts.next().is_some_and(|first| ts.all(|t| t == first)) {
+                flags |= FLAG_ONE_TIMESTAMP;
+            }
+        }
+        flags
+    }
+
     /// Writes one batch: the definitions of the new strings and series (already interned),
-    /// then `n_entries` entries of (series id, points).
+    /// then `n_entries` entries of (series id, points), as `flags` allow.
     fn write<P: ExactSizeIterator<Item = Point>>(
         &mut self,
         new_strings: &[&str],
         new_series: &[&Labels],
-        single: bool,
+        flags: u8,
         n_entries: usize,
         entries: impl Iterator<Item = (u32, P)>,
     ) -> Vec<u8> {
+        let single = flags & FLAG_SINGLE_POINT != 0;
+        let in_order = flags & FLAG_IN_ORDER != 0;
+        let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
         let mut out = Vec::with_capacity(16 + n_entries * 2);
         out.push(FORMAT_V1);
-        out.push(if single { FLAG_SINGLE_POINT } else { 0 });
+        out.push(flags);
         put_dictionary(&mut out, new_strings, new_series, |s| self.strings[s]);
         put_varint(&mut out, n_entries as u64);
 
         let mut w = BitWriter::new(out);
         let mut prev_id: i64 = -1;
         let mut prev_ts = self.last_ts;
-        for (id, points) in entries {
-            if id as i64 == prev_id + 1 {
+        for (i, (id, points)) in entries.enumerate() {
+            if in_order && i > 0 {
+                debug_assert_eq!(id as i64, prev_id + 1);
+            } else if id as i64 == prev_id + 1 {
                 w.bit(true);
             } else {
                 w.bit(false);
@@ -255,7 +310,13 @@ impl Encoder {
             }
             let st = &mut self.state[id as usize];
             for p in points {
-                encode_ts(&mut w, st, p.ts, prev_ts);
+                // One timestamp implies one point per entry.
+                if one_ts && i > 0 {
+                    debug_assert_eq!(p.ts, prev_ts);
+                    st.advance_ts(p.ts);
+                } else {
+                    encode_ts(&mut w, st, p.ts, prev_ts);
+                }
                 prev_ts = p.ts;
                 encode_value(&mut w, st, p.value);
             }
@@ -381,6 +442,11 @@ impl Transcoder {
         Self::default()
     }
 
+    /// As [`Encoder::set_compact`], for the batches this transcoder writes.
+    pub fn set_compact(&mut self, on: bool) {
+        self.enc.set_compact(on);
+    }
+
     /// Re-encodes one self-contained batch for the stream. The stream's context changes only
     /// when the whole batch decodes.
     ///
@@ -396,11 +462,7 @@ impl Transcoder {
         if format != FORMAT_V1 {
             return Err(DecodeError::UnknownFormat(format));
         }
-        let flags = r.u8()?;
-        if flags & !FLAG_SINGLE_POINT != 0 {
-            return Err(DecodeError::Invalid("flags"));
-        }
-        let single = flags & FLAG_SINGLE_POINT != 0;
+        let flags = check_flags(r.u8()?)?;
         let dict_start = r.pos;
         // The dictionary: skipped when it is the last one's, read and checked otherwise.
         let same = payload[dict_start..].starts_with(&self.dict) && !self.dict.is_empty() && {
@@ -432,7 +494,7 @@ impl Transcoder {
             &mut bits,
             &mut self.state,
             &mut last_ts,
-            single,
+            flags,
             n_entries,
             &mut self.scratch,
         )?;
@@ -449,6 +511,15 @@ impl Transcoder {
             self.dict.extend_from_slice(&payload[dict_start..dict_end]);
         }
         let single = self.scratch.entries.iter().all(|&(_, n)| n == 1);
+        let ids: Vec<u32> = self
+            .scratch
+            .entries
+            .iter()
+            .map(|&(local, _)| self.map[local as usize])
+            .collect();
+        let flags = self
+            .enc
+            .flags(single, &ids, self.scratch.points.iter().map(|p| p.ts));
         let map = &self.map;
         let points = &self.scratch.points;
         let mut at = 0usize;
@@ -462,9 +533,7 @@ impl Transcoder {
             (map[local as usize], pts)
         });
         let n = self.scratch.entries.len();
-        Ok(self
-            .enc
-            .write(&new_strings, &new_series, single, n, entries))
+        Ok(self.enc.write(&new_strings, &new_series, flags, n, entries))
     }
 }
 
@@ -632,11 +701,7 @@ impl Decoder {
         if format != FORMAT_V1 {
             return Err(DecodeError::UnknownFormat(format));
         }
-        let flags = r.u8()?;
-        if flags & !FLAG_SINGLE_POINT != 0 {
-            return Err(DecodeError::Invalid("flags"));
-        }
-        let single = flags & FLAG_SINGLE_POINT != 0;
+        let flags = check_flags(r.u8()?)?;
         let first_new = self.series.len() as u32;
         self.read_dictionary(&mut r)?;
         let n_entries = r.varint()?;
@@ -653,7 +718,7 @@ impl Decoder {
             &mut bits,
             &mut self.state,
             &mut self.last_ts,
-            single,
+            flags,
             n_entries,
             &mut out,
         )?;
@@ -701,20 +766,23 @@ impl Decoder {
     }
 }
 
-/// Decodes `n_entries` entries of a batch's bit stream against `state` (per series) and
-/// `last_ts`, appending them to `out`.
+/// Decodes `n_entries` entries of a batch's bit stream with `flags` against `state` (per
+/// series) and `last_ts`, appending them to `out`.
 fn decode_entries(
     bits: &mut BitReader<'_>,
     state: &mut [SeriesState],
     last_ts: &mut i64,
-    single: bool,
+    flags: u8,
     n_entries: u64,
     out: &mut RawBatch,
 ) -> Result<(), DecodeError> {
+    let single = flags & FLAG_SINGLE_POINT != 0;
+    let in_order = flags & FLAG_IN_ORDER != 0;
+    let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
     let mut prev_id: i64 = -1;
     let mut prev_ts = *last_ts;
-    for _ in 0..n_entries {
-        let id = if bits.bit()? {
+    for i in 0..n_entries {
+        let id = if (in_order && i > 0) || bits.bit()? {
             prev_id + 1
         } else {
             (prev_id + 1).wrapping_add(unzigzag(bits.varbits()?))
@@ -739,7 +807,12 @@ fn decode_entries(
         out.entries.push((id as u32, n));
         let st = &mut state[id as usize];
         for _ in 0..n {
-            let ts = decode_ts(bits, st, prev_ts)?;
+            let ts = if one_ts && i > 0 {
+                st.advance_ts(prev_ts);
+                prev_ts
+            } else {
+                decode_ts(bits, st, prev_ts)?
+            };
             prev_ts = ts;
             let value = decode_value(bits, st)?;
             out.points.push(RawPoint {
@@ -1006,14 +1079,133 @@ mod tests {
         .prop_map(|series| Batch { series })
     }
 
+    /// Collection cycles: the same series (in one order, some left out now and then) at one
+    /// timestamp per batch, timestamps 10 s apart with jitter.
+    fn arb_cycles() -> impl Strategy<Value = Vec<Batch>> {
+        (
+            1usize..40,
+            prop::collection::vec(
+                (
+                    -50i64..50,
+                    prop::collection::vec((any::<bool>(), arb_value()), 40),
+                ),
+                1..6,
+            ),
+        )
+            .prop_map(|(n, cycles)| {
+                let labels: Vec<Labels> = (0..n)
+                    .map(|i| Labels::new([("__name__".to_string(), format!("m{i}"))]))
+                    .collect();
+                cycles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, (jitter, values))| {
+                        let ts = 1_700_000_000_000 + c as i64 * 10_000 + jitter;
+                        let mut b = Batch::default();
+                        for (l, (skip, v)) in labels.iter().zip(values) {
+                            // Most cycles have every series; some leave one out.
+                            if !(skip && c % 2 == 1) {
+                                b.push(l.clone(), ts, v);
+                            }
+                        }
+                        b
+                    })
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn compact_cycles_spend_no_series_or_timestamp_codes() {
+        let labels: Vec<Labels> = (0..300)
+            .map(|i| Labels::new([("__name__".to_string(), format!("m{i}"))]))
+            .collect();
+        let cycle = |c: i64| {
+            let mut b = Batch::default();
+            for (i, l) in labels.iter().enumerate() {
+                b.push(l.clone(), 10_000 * c, (i as i64 * c) as f64);
+            }
+            b
+        };
+        let (mut plain, mut compact) = (Encoder::new(), Encoder::new());
+        compact.set_compact(true);
+        let mut dec = Decoder::new();
+        for c in 1..=3 {
+            let b = cycle(c);
+            let (p, k) = (plain.encode(&b), compact.encode(&b));
+            assert_eq!(k[1], FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP);
+            assert_eq!(p[1], FLAG_SINGLE_POINT);
+            assert_eq!(dec.decode(&k).unwrap(), b, "cycle {c}");
+            // A series bit and a timestamp bit saved for each of the 299 entries after the
+            // first, rounded to whole bytes either way.
+            if c > 1 {
+                assert!(p.len() - k.len() >= 2 * 299 / 8, "{} {}", p.len(), k.len());
+                assert!(
+                    p.len() - k.len() <= 2 * 299 / 8 + 1,
+                    "{} {}",
+                    p.len(),
+                    k.len()
+                );
+            }
+        }
+        // Out of order or at two timestamps: the flags are not set, and the batch decodes.
+        let mut b = cycle(4);
+        b.series.swap(3, 4);
+        b.series[7].points[0].ts += 1;
+        let k = compact.encode(&b);
+        assert_eq!(k[1], FLAG_SINGLE_POINT);
+        assert_eq!(dec.decode(&k).unwrap(), b);
+    }
+
+    #[test]
+    fn a_decoder_refuses_flags_it_does_not_know_or_that_contradict() {
+        // One timestamp without one point per entry, and an unknown bit.
+        for flags in [
+            FLAG_ONE_TIMESTAMP,
+            FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP,
+            8,
+            0x80,
+        ] {
+            let data = [FORMAT_V1, flags, 0, 0, 0];
+            assert_eq!(
+                Decoder::new().decode(&data),
+                Err(DecodeError::Invalid("flags")),
+                "{flags}"
+            );
+            assert_eq!(
+                Transcoder::new().transcode(&data),
+                Err(DecodeError::Invalid("flags")),
+                "{flags}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn compact_cycles_round_trip_on_one_stream(cycles in arb_cycles()) {
+            let mut enc = Encoder::new();
+            enc.set_compact(true);
+            let mut dec = Decoder::new();
+            let mut t = Transcoder::new();
+            t.set_compact(true);
+            let mut tdec = Decoder::new();
+            for b in &cycles {
+                prop_assert_eq!(&dec.decode(&enc.encode(b)).unwrap(), b);
+                let got = t.transcode(&Encoder::new().encode(b)).unwrap();
+                prop_assert_eq!(&tdec.decode(&got).unwrap(), b);
+            }
+        }
+
         #[test]
         fn batches_round_trip_on_one_stream(batches in prop::collection::vec(arb_batch(), 1..5)) {
             let mut enc = Encoder::new();
             let mut dec = Decoder::new();
+            let mut compact = Encoder::new();
+            compact.set_compact(true);
+            let mut compact_dec = Decoder::new();
             for b in &batches {
                 let bytes = enc.encode(b);
                 prop_assert_eq!(&dec.decode(&bytes).unwrap(), b);
+                prop_assert_eq!(&compact_dec.decode(&compact.encode(b)).unwrap(), b);
                 prop_assert_eq!(&Decoder::new().decode(&Encoder::new().encode(b)).unwrap(), b);
             }
         }
@@ -1039,9 +1231,12 @@ mod tests {
         fn transcoding_writes_what_decoding_and_encoding_write(
             batches in prop::collection::vec(arb_batch(), 1..6),
             repeat in prop::collection::vec(any::<bool>(), 6),
+            compact in any::<bool>(),
         ) {
             let mut stream = Encoder::new();
+            stream.set_compact(compact);
             let mut t = Transcoder::new();
+            t.set_compact(compact);
             let mut dec = Decoder::new();
             let mut prev: Option<&Batch> = None;
             for (b, again) in batches.iter().zip(repeat) {

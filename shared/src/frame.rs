@@ -16,9 +16,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// liveness promise ([`ALIVE_EVERY_MS`]). Version 4 added [`Hello::acked_seq`], so an
 /// aggregator knows which seqs another aggregator took when an agent fails over. Version 5
 /// added [`Welcome::alive_every_ms`]: the aggregator says how often it must hear from the
-/// agent. The version changes whenever a peer of the previous version could not read what
+/// agent. Version 6 lets batches on the stream set the codec's in-order and one-timestamp
+/// flags ([`COMPACT_VERSION`]). The version changes whenever a peer of the previous version could not read what
 /// this one sends (a new frame variant, a new field).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
+/// The first protocol version whose aggregator decodes batches with the codec's in-order
+/// and one-timestamp flags (`docs/WIRE.md`, batch payload); the agent's stream encoder uses
+/// them only on such a connection.
+pub const COMPACT_VERSION: u16 = 6;
 /// The oldest protocol version this build still speaks. A peer announcing any version from
 /// this one to [`PROTOCOL_VERSION`] is accepted; frames newer than the peer's version are
 /// never sent to it.
@@ -106,8 +111,9 @@ pub struct Welcome {
     pub clock_ms: i64,
     /// The highest batch seq the aggregator has durably applied for this agent.
     pub applied_seq: u64,
-    /// How often the aggregator must hear from the agent, ms (protocol 5): when nothing went
-    /// out during one such interval, the agent sends a heartbeat at its end. A welcome of
+    /// How often the aggregator must hear from the agent, ms (protocol 5): the agent is never
+    /// silent for more than two such intervals (it sends a heartbeat after one and a half
+    /// intervals, counted in halves, without a send). A welcome of
     /// protocol 4 and older is this struct without the field; it decodes with
     /// [`ALIVE_EVERY_MS`], and [`encode`] leaves the field out of a welcome whose `protocol`
     /// is older than [`ALIVE_IN_WELCOME_VERSION`]. Must stay the last field.

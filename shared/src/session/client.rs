@@ -25,8 +25,17 @@ pub struct ClientConfig {
     /// buffer size. Default `u64::MAX`.
     pub window_bytes: u64,
     /// Interval between heartbeats, ms; the first goes out right after the welcome.
-    /// Default 15 000.
+    /// A periodic heartbeat is left out while it would repeat the last one: a batch went out
+    /// since (the aggregator hears the agent through it), the dropped samples are the same,
+    /// the backlog moved by less than [`ClientConfig::heartbeat_backlog_slack`] bytes, and the
+    /// last heartbeat is younger than [`ClientConfig::heartbeat_refresh_ms`]. Default 15 000.
     pub heartbeat_every_ms: i64,
+    /// A heartbeat goes out at least this often while batches flow, ms, so the aggregator's
+    /// view of the agent's clock and backlog is never older. Default 300 000.
+    pub heartbeat_refresh_ms: i64,
+    /// How far the backlog may move, bytes, before a heartbeat that would otherwise be left
+    /// out goes out to report it. Default 65 536.
+    pub heartbeat_backlog_slack: u64,
     /// How long to wait for a welcome after the hello, ms. Default 10 000.
     pub handshake_timeout_ms: i64,
     /// When more than this many batches wait for the batch stream, each new batch also goes
@@ -34,9 +43,10 @@ pub struct ClientConfig {
     pub live_after: u64,
     /// Live copies requested per [`Transmit::Live`], at most (the newest). Default 16.
     pub live_burst: u64,
-    /// With an aggregator of protocol 3 or 4: when nothing at all was sent during one such
-    /// interval, ms, a heartbeat goes out at its end, so the aggregator hears from the agent
-    /// at least every two intervals; while batches flow, nothing extra is sent. From
+    /// With an aggregator of protocol 3 or 4: the liveness interval, ms. When nothing at all
+    /// was sent during one and a half such intervals (three half intervals in a row), a
+    /// heartbeat goes out, so the aggregator hears from the agent at least every two
+    /// intervals; while batches flow, nothing extra is sent. From
     /// protocol 5 the welcome's [`frame::Welcome::alive_every_ms`] takes its place (never
     /// below [`frame::ALIVE_EVERY_MS`]). Default [`frame::ALIVE_EVERY_MS`].
     pub alive_every_ms: i64,
@@ -56,6 +66,8 @@ impl ClientConfig {
             window: 256,
             window_bytes: u64::MAX,
             heartbeat_every_ms: 15_000,
+            heartbeat_refresh_ms: 300_000,
+            heartbeat_backlog_slack: 64 << 10,
             handshake_timeout_ms: 10_000,
             live_after: 8,
             live_burst: 16,
@@ -191,6 +203,11 @@ pub struct ClientSession {
     /// The first seq not yet considered for the live stream.
     live_from: u64,
     next_heartbeat: Option<Millis>,
+    /// The last heartbeat handed out on this connection, and [`ClientSession::batches_sent`]
+    /// then.
+    last_heartbeat: Option<(Heartbeat, u64)>,
+    /// Batches and live copies handed to the driver on any connection.
+    batches_sent: u64,
     control: VecDeque<Frame>,
     events: VecDeque<ClientEvent>,
     /// Set by [`ClientSession::begin_shutdown`]: send nothing new, finish by this time.
@@ -205,14 +222,17 @@ pub struct ClientSession {
     hello_protocol: u16,
     /// The version this connection speaks (from the welcome).
     protocol: u16,
-    /// When the liveness interval ends, while established with protocol 3 or later.
+    /// When the current half of a liveness interval ends, while established with protocol 3
+    /// or later.
     next_alive: Option<Millis>,
     /// The liveness interval of this connection, ms (0 when it has none).
     alive_every_ms: i64,
     /// Frames and batches handed to the driver so far, and that count when the current
-    /// liveness interval began.
+    /// half interval began.
     sends: u64,
     sends_at_alive: u64,
+    /// Half intervals in a row in which nothing went out.
+    silent_halves: u32,
 }
 
 impl ClientSession {
@@ -229,6 +249,8 @@ impl ClientSession {
             want_batches: false,
             live_from: buffer.next_seq,
             next_heartbeat: None,
+            last_heartbeat: None,
+            batches_sent: 0,
             control: VecDeque::new(),
             events: VecDeque::new(),
             shutdown_by: None,
@@ -241,6 +263,7 @@ impl ClientSession {
             alive_every_ms: 0,
             sends: 0,
             sends_at_alive: 0,
+            silent_halves: 0,
         }
     }
 
@@ -324,6 +347,7 @@ impl ClientSession {
         self.in_flight_bytes = 0;
         self.want_batches = false;
         self.next_heartbeat = None;
+        self.last_heartbeat = None;
         self.next_alive = None;
         self.alive_every_ms = 0;
         self.protocol = 0;
@@ -404,8 +428,9 @@ impl ClientSession {
                         self.alive_every_ms = self.cfg.alive_every_ms;
                     }
                     if w.protocol >= 3 {
-                        self.next_alive = Some(now + self.alive_every_ms);
+                        self.next_alive = Some(now + self.alive_every_ms / 2);
                         self.sends_at_alive = self.sends;
+                        self.silent_halves = 0;
                     }
                     let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
                     self.state = State::Established;
@@ -501,6 +526,7 @@ impl ClientSession {
         }
         self.cursor = seq + 1;
         self.sends += 1;
+        self.batches_sent += 1;
         self.in_flight.push_back((seq, bytes));
         self.in_flight_bytes += bytes;
         self.want_batches = true;
@@ -588,17 +614,31 @@ impl ClientSession {
             ))));
         }
         if self.next_heartbeat.is_some_and(|t| now >= t) {
-            self.queue_heartbeat(now);
-        }
-        if self.next_alive.is_some_and(|t| now >= t) {
-            // Frames queued and not handed out yet (such as the periodic heartbeat just
-            // queued) go out now: they count for the interval that ends, not the next one.
-            let queued = self.control.len() as u64;
-            if self.sends + queued == self.sends_at_alive {
+            if self.heartbeat_says_nothing_new(now) {
+                self.next_heartbeat = Some(now + self.cfg.heartbeat_every_ms);
+            } else {
                 self.queue_heartbeat(now);
             }
+        }
+        if self.next_alive.is_some_and(|t| now >= t) {
+            // Liveness is kept in half intervals: after three in a row without a send, a
+            // heartbeat goes out. The last send was then at most two intervals ago (it fell
+            // in the half before those three), as promised, and data that flows at least
+            // every 1.5 intervals needs no heartbeat at all (an agent collecting every 10 s
+            // against a 7.5 s interval). Frames queued and not handed out yet (such as the
+            // periodic heartbeat just queued) go out now: they count for the half that ends.
+            let queued = self.control.len() as u64;
+            if self.sends + queued == self.sends_at_alive {
+                self.silent_halves += 1;
+            } else {
+                self.silent_halves = 0;
+            }
+            if self.silent_halves >= 3 {
+                self.queue_heartbeat(now);
+                self.silent_halves = 0;
+            }
             self.sends_at_alive = self.sends + self.control.len() as u64;
-            self.next_alive = Some(now + self.alive_every_ms);
+            self.next_alive = Some(now + self.alive_every_ms / 2);
         }
         if self.shutdown_by.is_some_and(|t| now >= t) {
             self.finish();
@@ -606,12 +646,27 @@ impl ClientSession {
         Ok(())
     }
 
+    /// True when a periodic heartbeat now would tell the aggregator nothing the batches
+    /// and the last heartbeat did not (see [`ClientConfig::heartbeat_every_ms`]).
+    fn heartbeat_says_nothing_new(&self, now: Millis) -> bool {
+        let Some((last, batches_then)) = &self.last_heartbeat else {
+            return false;
+        };
+        self.batches_sent > *batches_then
+            && now - last.clock_ms < self.cfg.heartbeat_refresh_ms
+            && last.dropped_samples == self.buffer.dropped_samples
+            && last.backlog_bytes.abs_diff(self.buffer.backlog_bytes)
+                < self.cfg.heartbeat_backlog_slack
+    }
+
     fn queue_heartbeat(&mut self, now: Millis) {
-        self.control.push_back(Frame::Heartbeat(Heartbeat {
+        let h = Heartbeat {
             clock_ms: now,
             dropped_samples: self.buffer.dropped_samples,
             backlog_bytes: self.buffer.backlog_bytes,
-        }));
+        };
+        self.last_heartbeat = Some((h.clone(), self.batches_sent));
+        self.control.push_back(Frame::Heartbeat(h));
         self.next_heartbeat = Some(now + self.cfg.heartbeat_every_ms);
     }
 
@@ -654,6 +709,7 @@ impl ClientSession {
             self.live_from = next;
             if next > from && next - self.cursor > self.cfg.live_after {
                 self.sends += 1;
+                self.batches_sent += 1;
                 return Some(Transmit::Live { from, to: next });
             }
         }

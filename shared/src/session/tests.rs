@@ -795,29 +795,60 @@ fn a_seq_gap_from_the_when_full_policy_is_counted_not_refused() {
 }
 
 #[test]
-fn heartbeats_carry_backlog_and_drops_every_interval() {
+fn periodic_heartbeats_report_what_changed_and_are_left_out_while_batches_say_the_rest() {
     // Only the periodic heartbeats: the liveness ones have their own test.
-    let mut s = Sim::new();
+    let mut s = Sim::with(ClientConfig {
+        heartbeat_backlog_slack: 1_000,
+        ..ClientConfig::new(AGENT, "eu", "0.1.0")
+    });
     s.server_cfg.alive_every_ms = 3_600_000;
     s.agg.write_at_once = false;
     s.connect();
     s.run();
     assert_eq!(s.agg.heartbeats.len(), 1, "one right after the welcome");
-    s.agent.collect(3);
-    s.run();
+    // Idle: nothing else tells the aggregator the agent is there.
     s.advance_to(T0 + 15_000);
     assert_eq!(s.agg.heartbeats.len(), 2);
-    assert_eq!(
-        s.agg.heartbeats[1],
-        Heartbeat {
-            clock_ms: T0 + 15_000,
-            dropped_samples: 0,
-            backlog_bytes: 300
-        }
-    );
-    s.advance_to(T0 + 44_999);
-    assert_eq!(s.agg.heartbeats.len(), 3);
+    // Batches went out and the backlog (300 bytes, unacknowledged) moved by less than the
+    // slack: nothing new to say.
+    s.agent.collect(3);
+    s.run();
+    s.advance_to(T0 + 30_000);
+    assert_eq!(s.agg.heartbeats.len(), 2);
     assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 45_000));
+    // The backlog moves by the slack: reported.
+    s.agent.collect(7);
+    s.run();
+    s.advance_to(T0 + 45_000);
+    assert_eq!(
+        s.agg.heartbeats[2..],
+        [Heartbeat {
+            clock_ms: T0 + 45_000,
+            dropped_samples: 0,
+            backlog_bytes: 1_000
+        }]
+    );
+    // Dropped samples are reported even while batches flow.
+    s.agent.collect(2);
+    s.agent.drop_oldest_unsent();
+    s.run();
+    s.advance_to(T0 + 60_000);
+    assert_eq!(s.agg.heartbeats.len(), 4);
+    assert_eq!(s.agg.heartbeats[3].dropped_samples, 10);
+    // Everything is acknowledged; the emptied backlog is reported.
+    s.agg.write_at_once = true;
+    s.agg.complete_writes();
+    s.run();
+    s.agent.collect(0);
+    s.advance_to(T0 + 75_000);
+    assert_eq!(s.agg.heartbeats.len(), 5);
+    assert_eq!(s.agg.heartbeats[4].backlog_bytes, 0);
+    // A batch every 15 s and nothing else changing: the clock and backlog are still
+    // reported every refresh interval (300 s by default).
+    let t0 = s.now - T0;
+    collect_every(&mut s, t0 + 1, Some(15_000), t0 + 610_000);
+    let times: Vec<Millis> = heartbeat_times(&s)[5..].to_vec();
+    assert_eq!(times, vec![t0 + 300_000, t0 + 600_000]);
 }
 
 #[test]
@@ -1262,31 +1293,36 @@ fn a_v3_client_heartbeats_only_when_nothing_else_went_out_for_a_second() {
 
 fn heartbeat_every_second(mut c: ClientSession) {
     let every = crate::frame::ALIVE_EVERY_MS;
+    let half = every / 2;
     assert_eq!(c.alive_every_ms(), Some(every), "v{}", c.protocol());
-    assert_eq!(c.poll_timeout(), Some(T0 + every));
-    // The heartbeat right after the welcome covers the first interval; then, idle, one
-    // heartbeat per interval.
-    c.handle_timeout(T0 + every).unwrap();
-    assert_eq!(heartbeats(&mut c), 0);
-    for i in 2..=3 {
-        c.handle_timeout(T0 + i * every).unwrap();
-        assert_eq!(heartbeats(&mut c), 1, "interval {i}");
+    assert_eq!(c.poll_timeout(), Some(T0 + half));
+    // The heartbeat right after the welcome counts for the first half; idle, a heartbeat
+    // after three silent halves, then after every three more.
+    let mut at = vec![];
+    for i in 1..=9 {
+        c.handle_timeout(T0 + i * half).unwrap();
+        if heartbeats(&mut c) == 1 {
+            at.push(i * half);
+        }
     }
-    // A batch per interval: nothing extra goes out.
-    for i in 4..=8 {
-        c.handle_buffer(BufferState {
-            next_seq: i as u64,
-            ..Default::default()
-        });
-        c.handle_sent(i as u64 - 1, 10).unwrap();
-        c.handle_timeout(T0 + i * every).unwrap();
-        assert_eq!(heartbeats(&mut c), 0, "interval {i}");
+    assert_eq!(at, [4 * half, 7 * half], "v{}", c.protocol());
+    // A batch every interval (every other half): nothing extra goes out.
+    for i in 10..=21 {
+        if i % 2 == 0 {
+            c.handle_buffer(BufferState {
+                next_seq: i as u64,
+                ..Default::default()
+            });
+            c.handle_sent(i as u64 - 1, 10).unwrap();
+        }
+        c.handle_timeout(T0 + i * half).unwrap();
+        assert_eq!(heartbeats(&mut c), 0, "half {i}");
     }
-    // Silence again (the last batch went out just before the end of the last interval):
-    // one heartbeat per interval.
-    for i in 9..=10 {
-        c.handle_timeout(T0 + i * every).unwrap();
-        assert_eq!(heartbeats(&mut c), 1, "interval {i}");
+    // Silence again (the last batch went out in the half that ended at 20, and 21 was
+    // silent): a heartbeat when 23 ends, at most two intervals after that batch.
+    for i in 22..=24 {
+        c.handle_timeout(T0 + i * half).unwrap();
+        assert_eq!(heartbeats(&mut c), usize::from(i == 23), "half {i}");
     }
 }
 
@@ -1351,40 +1387,37 @@ fn a_v5_client_heartbeats_at_the_welcomes_interval_and_not_while_batches_flow_fa
     s.run();
     assert_eq!(s.agent.session.protocol(), crate::frame::PROTOCOL_VERSION);
     assert_eq!(s.agent.session.alive_every_ms(), Some(7_500));
-    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 7_500));
+    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 3_750));
     assert_eq!(
         heartbeat_times(&s),
         vec![0],
         "the one right after the welcome"
     );
 
-    // Ten minutes of a batch every 5 s: not one heartbeat.
-    let batches = collect_every(&mut s, 5_000, Some(5_000), 600_000);
-    assert_eq!(batches.len(), 120);
+    // Ten minutes of a batch every 10 s (more than the interval, less than one and a half):
+    // not one heartbeat.
+    let batches = collect_every(&mut s, 10_000, Some(10_000), 600_000);
+    assert_eq!(batches.len(), 60);
     assert_eq!(heartbeat_times(&s), vec![0]);
-    assert_eq!(s.agg.applied.len(), 120, "everything arrived");
+    assert_eq!(s.agg.applied.len(), 60, "everything arrived");
 
-    // Idle: the last batch (at 600 s, when an interval began) covers that interval, then
-    // one heartbeat per interval, so never more than two intervals of silence.
+    // Idle: the last batch (at 600 s, when a half began) covers that half; after three
+    // silent halves a heartbeat, so never more than two intervals of silence.
     collect_every(&mut s, 0, None, 660_000);
     let hb = heartbeat_times(&s);
-    assert_eq!(
-        hb[1..],
-        [
-            615_000, 622_500, 630_000, 637_500, 645_000, 652_500, 660_000
-        ]
-    );
+    assert_eq!(hb[1..], [615_000, 626_250, 637_500, 648_750, 660_000]);
     assert!(longest_silence(&batches, &hb, 0, 660_000) <= 2 * 7_500);
     assert!(s.client_errors.is_empty(), "{:?}", s.client_errors);
 }
 
 #[test]
-fn at_the_default_settings_an_agent_collecting_every_10s_sends_a_heartbeat_per_15s_at_most() {
+fn at_the_default_settings_an_agent_collecting_every_10s_sends_a_heartbeat_per_5_minutes() {
     // What the agent does by default against an aggregator of each version (v5 with its
-    // default 30 s threshold): collect every 10 s for ten minutes. v4 got nine heartbeats
-    // per cycle; v5 only the periodic one (backlog and drops) every 15 s, into which the
-    // rare liveness heartbeat folds.
-    for (agent_protocol, want) in [(4, 9 * 60), (crate::frame::PROTOCOL_VERSION, 40)] {
+    // default 30 s threshold): collect every 10 s for ten minutes. A v4 aggregator keeps
+    // the agent to a second, so six liveness heartbeats a cycle; against v5 the batches
+    // keep the agent alive and nothing changes, so only the refresh of its clock and
+    // backlog every 5 minutes goes out.
+    for (agent_protocol, want) in [(4, 6 * 60), (crate::frame::PROTOCOL_VERSION, 2)] {
         let mut s = Sim::new();
         s.agent.session.announce(agent_protocol);
         s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
@@ -1489,10 +1522,10 @@ fn a_v4_agent_gets_a_v4_welcome_from_a_v5_aggregator_and_keeps_its_second() {
     );
     assert!(s.agent.buffer.is_empty());
     assert!(s.client_errors.is_empty() && s.agg.refusals.is_empty());
-    // Its own second: batches at 0.5, 2.5, 4.5 … s, so a heartbeat at the end of every
-    // second without one, which the v5 aggregator takes like any other.
+    // Its own second: batches at 0.5, 2.5, 4.5 … s, so a heartbeat after every three
+    // halves of a second without one, which the v5 aggregator takes like any other.
     let hb = heartbeat_times(&s);
-    assert_eq!(hb, [0, 2_000, 4_000, 6_000, 8_000, 10_000]);
+    assert_eq!(hb, [0, 2_500, 4_500, 6_500, 8_500]);
     assert!(longest_silence(&batches, &hb, 0, 10_000) <= 2_000, "{hb:?}");
 }
 
