@@ -25,7 +25,10 @@ const FLAG_IN_ORDER: u8 = 2;
 /// Every point after the first has the first's timestamp: no more timestamp codes. Only
 /// with [`FLAG_SINGLE_POINT`].
 const FLAG_ONE_TIMESTAMP: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP;
+/// Decimal deltas may reuse the series' last explicit length (`100` + that many bits).
+const FLAG_PREDICTED_LENGTHS: u8 = 8;
+const KNOWN_FLAGS: u8 =
+    FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP | FLAG_PREDICTED_LENGTHS;
 
 /// The flags byte after the format byte; `Invalid("flags")` for bits this build does not
 /// know and for a single timestamp without single points.
@@ -37,6 +40,9 @@ fn check_flags(flags: u8) -> Result<u8, DecodeError> {
     }
     Ok(flags)
 }
+/// With predicted lengths, how many bits a decimal delta may waste in the series' last
+/// length before it is written with a length of its own.
+const PREDICTED_SLACK: u8 = 3;
 const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 
@@ -80,6 +86,8 @@ struct SeriesState {
     bits: u64,
     /// The value as `m / 10^e` when it has an exact short decimal form.
     dec: Option<(u8, i64)>,
+    /// The bit length of the last decimal delta written with its length (0 before any).
+    len: u8,
 }
 
 impl SeriesState {
@@ -88,6 +96,7 @@ impl SeriesState {
         delta: 0,
         bits: 0,
         dec: Some((0, 0)),
+        len: 0,
     };
 
     fn advance_ts(&mut self, ts: i64) {
@@ -269,6 +278,7 @@ impl Encoder {
             if single && ts.next().is_some_and(|first| ts.all(|t| t == first)) {
                 flags |= FLAG_ONE_TIMESTAMP;
             }
+            flags |= FLAG_PREDICTED_LENGTHS;
         }
         flags
     }
@@ -286,6 +296,7 @@ impl Encoder {
         let single = flags & FLAG_SINGLE_POINT != 0;
         let in_order = flags & FLAG_IN_ORDER != 0;
         let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
+        let predict = flags & FLAG_PREDICTED_LENGTHS != 0;
         let mut out = Vec::with_capacity(16 + n_entries * 2);
         out.push(FORMAT_V1);
         out.push(flags);
@@ -318,7 +329,7 @@ impl Encoder {
                     encode_ts(&mut w, st, p.ts, prev_ts);
                 }
                 prev_ts = p.ts;
-                encode_value(&mut w, st, p.value);
+                encode_value(&mut w, st, p.value, predict);
             }
         }
         self.last_ts = prev_ts;
@@ -414,7 +425,7 @@ impl CycleEncoder {
             let st = &mut state[id as usize];
             encode_ts(&mut w, st, ts, prev_ts);
             prev_ts = ts;
-            encode_value(&mut w, st, v);
+            encode_value(&mut w, st, v, false);
         }
         w.finish()
     }
@@ -571,7 +582,10 @@ fn encode_ts(w: &mut BitWriter, st: &mut SeriesState, ts: i64, prev_ts: i64) {
 }
 
 #[inline]
-fn encode_value(w: &mut BitWriter, st: &mut SeriesState, v: f64) {
+/// Writes `v`'s value code against the series state `st`; with `predict`
+/// ([`FLAG_PREDICTED_LENGTHS`]), a decimal delta that fits the series' last explicit length,
+/// wasting at most [`PREDICTED_SLACK`] bits, is written in that length.
+fn encode_value(w: &mut BitWriter, st: &mut SeriesState, v: f64, predict: bool) {
     let bits = v.to_bits();
     if bits == st.bits {
         w.bit(false);
@@ -585,14 +599,30 @@ fn encode_value(w: &mut BitWriter, st: &mut SeriesState, v: f64) {
     let same_exp = st
         .dec
         .and_then(|(e, pm)| dec_at(v, e).map(|m| (e, m, zigzag(m.wrapping_sub(pm)))));
-    if let Some((e, m, d)) = same_exp
-        && 2 + varbits_cost(d) <= xor_cost
-    {
-        w.write(0b10, 2);
-        w.varbits(d);
-        st.bits = bits;
-        st.dec = Some((e, m));
-        return;
+    if let Some((e, m, d)) = same_exp {
+        let len = (64 - d.leading_zeros()) as u8;
+        let window = predict && len <= st.len && len + PREDICTED_SLACK >= st.len;
+        let cost = match (predict, window) {
+            (false, _) => 2 + varbits_cost(d),
+            (true, true) => 3 + st.len as u32,
+            (true, false) => 3 + varbits_cost(d),
+        };
+        if cost <= xor_cost {
+            if window {
+                w.write(0b100, 3);
+                w.write(d, st.len as u32);
+            } else {
+                w.write(
+                    if predict { 0b101 } else { 0b10 },
+                    if predict { 3 } else { 2 },
+                );
+                w.varbits(d);
+                st.len = len;
+            }
+            st.bits = bits;
+            st.dec = Some((e, m));
+            return;
+        }
     }
     let fresh = (0..POW10.len() as u8).find_map(|e| dec_at(v, e).map(|m| (e, m)));
     if let Some((e, m)) = fresh
@@ -779,6 +809,7 @@ fn decode_entries(
     let single = flags & FLAG_SINGLE_POINT != 0;
     let in_order = flags & FLAG_IN_ORDER != 0;
     let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
+    let predict = flags & FLAG_PREDICTED_LENGTHS != 0;
     let mut prev_id: i64 = -1;
     let mut prev_ts = *last_ts;
     for i in 0..n_entries {
@@ -814,7 +845,7 @@ fn decode_entries(
                 decode_ts(bits, st, prev_ts)?
             };
             prev_ts = ts;
-            let value = decode_value(bits, st)?;
+            let value = decode_value(bits, st, predict)?;
             out.points.push(RawPoint {
                 series: id as u32,
                 ts,
@@ -842,7 +873,12 @@ fn decode_ts(r: &mut BitReader, st: &mut SeriesState, prev_ts: i64) -> Result<i6
 }
 
 #[inline]
-fn decode_value(r: &mut BitReader, st: &mut SeriesState) -> Result<f64, DecodeError> {
+/// Reads a value code written by [`encode_value`] with the same `predict`.
+fn decode_value(
+    r: &mut BitReader,
+    st: &mut SeriesState,
+    predict: bool,
+) -> Result<f64, DecodeError> {
     if !r.bit()? {
         return Ok(f64::from_bits(st.bits));
     }
@@ -850,7 +886,17 @@ fn decode_value(r: &mut BitReader, st: &mut SeriesState) -> Result<f64, DecodeEr
         let (e, pm) = st
             .dec
             .ok_or(DecodeError::Invalid("decimal delta without a decimal base"))?;
-        let m = pm.wrapping_add(unzigzag(r.varbits()?));
+        let d = if predict && !r.bit()? {
+            if st.len == 0 {
+                return Err(DecodeError::Invalid("predicted length before any length"));
+            }
+            r.read(st.len as u32)?
+        } else {
+            let d = r.varbits()?;
+            st.len = (64 - d.leading_zeros()) as u8;
+            d
+        };
+        let m = pm.wrapping_add(unzigzag(d));
         let v = m as f64 / POW10[e as usize];
         st.bits = v.to_bits();
         st.dec = Some((e, m));
@@ -887,7 +933,7 @@ pub fn encode_points(points: &[Point]) -> Vec<u8> {
     for p in points {
         encode_ts(&mut w, &mut st, p.ts, prev_ts);
         prev_ts = p.ts;
-        encode_value(&mut w, &mut st, p.value);
+        encode_value(&mut w, &mut st, p.value, false);
     }
     w.finish()
 }
@@ -906,7 +952,7 @@ pub fn decode_points(data: &[u8], out: &mut Vec<Point>) -> Result<(), DecodeErro
     for _ in 0..n {
         let ts = decode_ts(&mut bits, &mut st, prev_ts)?;
         prev_ts = ts;
-        let value = decode_value(&mut bits, &mut st)?;
+        let value = decode_value(&mut bits, &mut st, false)?;
         out.push(Point { ts, value });
     }
     Ok(())
@@ -935,7 +981,7 @@ pub fn decode_points_between(
         if ts > end_ms {
             break;
         }
-        let value = decode_value(&mut bits, &mut st)?;
+        let value = decode_value(&mut bits, &mut st, false)?;
         if ts >= start_ms {
             out.push(Point { ts, value });
         }
@@ -1115,44 +1161,47 @@ mod tests {
     }
 
     #[test]
-    fn compact_cycles_spend_no_series_or_timestamp_codes() {
+    fn compact_cycles_spend_no_series_or_timestamp_codes_and_predict_lengths() {
         let labels: Vec<Labels> = (0..300)
             .map(|i| Labels::new([("__name__".to_string(), format!("m{i}"))]))
             .collect();
+        // Counters: each series grows by the same amount every cycle (40 plus its number).
         let cycle = |c: i64| {
             let mut b = Batch::default();
             for (i, l) in labels.iter().enumerate() {
-                b.push(l.clone(), 10_000 * c, (i as i64 * c) as f64);
+                let v = c * (40 + i as i64);
+                b.push(l.clone(), 10_000 * c, v as f64);
             }
             b
         };
+        let all = FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP | FLAG_PREDICTED_LENGTHS;
         let (mut plain, mut compact) = (Encoder::new(), Encoder::new());
         compact.set_compact(true);
         let mut dec = Decoder::new();
-        for c in 1..=3 {
+        for c in 1..=4 {
             let b = cycle(c);
             let (p, k) = (plain.encode(&b), compact.encode(&b));
-            assert_eq!(k[1], FLAG_SINGLE_POINT | FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP);
+            assert_eq!(k[1], all);
             assert_eq!(p[1], FLAG_SINGLE_POINT);
             assert_eq!(dec.decode(&k).unwrap(), b, "cycle {c}");
-            // A series bit and a timestamp bit saved for each of the 299 entries after the
-            // first, rounded to whole bytes either way.
-            if c > 1 {
-                assert!(p.len() - k.len() >= 2 * 299 / 8, "{} {}", p.len(), k.len());
+            // From the third cycle each of the 299 entries after the first saves its series
+            // bit, its timestamp bit and, at the predicted length, the 6-bit length less
+            // the bit that says so and the top bit a length-coded delta leaves out.
+            if c > 2 {
                 assert!(
-                    p.len() - k.len() <= 2 * 299 / 8 + 1,
+                    p.len() - k.len() >= (2 + 4) * 299 / 8 - 1,
                     "{} {}",
                     p.len(),
                     k.len()
                 );
             }
         }
-        // Out of order or at two timestamps: the flags are not set, and the batch decodes.
-        let mut b = cycle(4);
+        // Out of order or at two timestamps: those flags are not set, and the batch decodes.
+        let mut b = cycle(5);
         b.series.swap(3, 4);
         b.series[7].points[0].ts += 1;
         let k = compact.encode(&b);
-        assert_eq!(k[1], FLAG_SINGLE_POINT);
+        assert_eq!(k[1], FLAG_SINGLE_POINT | FLAG_PREDICTED_LENGTHS);
         assert_eq!(dec.decode(&k).unwrap(), b);
     }
 
@@ -1162,7 +1211,7 @@ mod tests {
         for flags in [
             FLAG_ONE_TIMESTAMP,
             FLAG_IN_ORDER | FLAG_ONE_TIMESTAMP,
-            8,
+            16,
             0x80,
         ] {
             let data = [FORMAT_V1, flags, 0, 0, 0];
