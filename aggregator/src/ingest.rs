@@ -30,13 +30,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 /// Batches queued to the writer per connection before the connection waits.
 const PIPELINE: usize = 512;
 const MAX_GROUP: usize = 512;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an acknowledgement to an agent of protocol 6 or later may be held at most, so
+/// one ack covers several collection cycles (`ServerConfig::hold_acks_ms`).
+const HOLD_ACKS: Duration = Duration::from_secs(30);
 
 pub type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
 
@@ -661,6 +664,7 @@ impl Ingest {
             ServerConfig {
                 hello_timeout_ms: HELLO_TIMEOUT.as_millis() as i64,
                 alive_every_ms: self.alive_every_ms,
+                hold_acks_ms: HOLD_ACKS.as_millis() as i64,
                 ..ServerConfig::new(env!("CARGO_PKG_VERSION"))
             },
             cert_id,
@@ -727,6 +731,8 @@ impl Ingest {
         let assigned = self
             .checks
             .attach(&hello.agent_id, &hello.region, conn_id, runs_tx);
+        // A heartbeat may release held acknowledgements: the control reader wakes the acker.
+        let heard = Arc::new(Notify::new());
         let acker = tokio::spawn(ack_loop(
             conn.clone(),
             tx,
@@ -734,6 +740,7 @@ impl Ingest {
             ack_rx,
             assigned,
             runs_rx,
+            heard.clone(),
         ));
         let control = tokio::spawn(control_loop(
             conn.clone(),
@@ -742,6 +749,7 @@ impl Ingest {
             self.clone(),
             agent.clone(),
             conn_id,
+            heard,
         ));
         let result = self
             .read_batches(&conn, &session, conn_id, &agent, &region, ack_tx)
@@ -862,7 +870,7 @@ impl Ingest {
             // goes to the writer: it decodes against this stream's context, and the writer's
             // ledger, in the same atomic write as the samples, has the last word on
             // duplicates and gaps.
-            if let Err(r) = locked(session).handle_batch(lane, seq) {
+            if let Err(r) = locked(session).handle_batch(lane, seq, now_ms()) {
                 return Err((r.code, r.reason));
             }
             self.connections
@@ -927,8 +935,9 @@ fn locked(s: &Mutex<ServerSession>) -> std::sync::MutexGuard<'_, ServerSession> 
 }
 
 /// Reports write completions to the session in seq order and sends what it says (acks,
-/// coalescing those already done, and the agent's share of the synthetic checks whenever
-/// it changes).
+/// coalescing those already done or held by the session, and the agent's share of the
+/// synthetic checks whenever it changes); wakes when a held ack is due or a heartbeat
+/// arrived.
 async fn ack_loop(
     conn: Connection,
     tx: quinn::SendStream,
@@ -936,8 +945,9 @@ async fn ack_loop(
     rx: mpsc::Receiver<Pending>,
     assigned: watch::Receiver<Arc<str>>,
     runs: Option<mpsc::UnboundedReceiver<String>>,
+    heard: Arc<Notify>,
 ) {
-    if let Err((code, reason)) = send_control(tx, session, rx, assigned, runs).await {
+    if let Err((code, reason)) = send_control(tx, session, rx, assigned, runs, heard).await {
         tracing::error!("closing connection: {reason}");
         conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
@@ -978,10 +988,28 @@ async fn send_control(
     mut rx: mpsc::Receiver<Pending>,
     mut assigned: watch::Receiver<Arc<str>>,
     mut runs: Option<mpsc::UnboundedReceiver<String>>,
+    heard: Arc<Notify>,
 ) -> Result<(), (u32, String)> {
     assigned.mark_changed();
     loop {
+        // The end of a held acknowledgement's wait, if one is held.
+        let held = locked(&session).poll_timeout();
         let (seq, done) = tokio::select! {
+            _ = async {
+                match held {
+                    Some(t) => tokio::time::sleep(Duration::from_millis((t - now_ms()).max(0) as u64)).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let r = locked(&session).handle_timeout(now_ms().max(held.unwrap_or(0)));
+                r.map_err(|r| (r.code, r.reason))?;
+                flush(&mut tx, &session).await?;
+                continue;
+            }
+            _ = heard.notified() => {
+                flush(&mut tx, &session).await?;
+                continue;
+            }
             Some(json) = async {
                 match runs.as_mut() {
                     Some(r) => r.recv().await,
@@ -994,7 +1022,13 @@ async fn send_control(
             }
             next = rx.recv() => match next {
                 Some(p) => p,
-                None => return Ok(()),
+                None => {
+                    // The batch stream ended: what was written is acknowledged now.
+                    // (When the connection is gone, the write fails; nothing to report.)
+                    locked(&session).handle_batches_ended();
+                    let _ = flush(&mut tx, &session).await;
+                    return Ok(());
+                }
             },
             Ok(()) = assigned.changed() => {
                 let json = assigned.borrow_and_update().to_string();
@@ -1031,6 +1065,7 @@ async fn control_loop(
     ingest: Ingest,
     agent: Arc<str>,
     conn_id: u64,
+    heard: Arc<Notify>,
 ) {
     loop {
         let f = match frame::read(&mut rx).await {
@@ -1056,7 +1091,8 @@ async fn control_loop(
         for e in events {
             match e {
                 ServerEvent::Heartbeat(h) => {
-                    ingest.connections.heartbeat(&agent, conn_id, &h, now_ms())
+                    ingest.connections.heartbeat(&agent, conn_id, &h, now_ms());
+                    heard.notify_one();
                 }
                 ServerEvent::Metadata(m) => {
                     let changed = ingest.metadata.changed(m);

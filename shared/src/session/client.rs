@@ -549,7 +549,8 @@ impl ClientSession {
 
     /// Stops sending new batches; the session finishes ([`ClientEvent::Finished`]) when
     /// everything sent is acknowledged, or at `now + grace_ms`, or at once when not
-    /// connected.
+    /// connected. While batches wait for acknowledgement a heartbeat goes out, which makes
+    /// an aggregator that holds acknowledgements send them.
     pub fn begin_shutdown(&mut self, now: Millis, grace_ms: i64) {
         if self.shutdown_by.is_some() {
             return;
@@ -557,6 +558,10 @@ impl ClientSession {
         self.shutdown_by = Some(now.saturating_add(grace_ms));
         if self.state != State::Established || self.all_acked() {
             self.finish();
+        } else {
+            // An aggregator may hold acknowledgements (protocol 6); a heartbeat releases
+            // them, so the grace is spent on writes, not on waiting.
+            self.queue_heartbeat(now);
         }
     }
 

@@ -39,7 +39,8 @@ mod tests;
 
 pub use client::{BufferState, ClientConfig, ClientError, ClientEvent, ClientSession, Transmit};
 pub use server::{
-    RUN_CHECK_VERSION, Refusal, ServerConfig, ServerEvent, ServerSession, ServerTransmit, Verdict,
+    HOLD_ACKS_VERSION, RUN_CHECK_VERSION, Refusal, ServerConfig, ServerEvent, ServerSession,
+    ServerTransmit, Verdict,
 };
 
 /// Which stream a frame travels on.

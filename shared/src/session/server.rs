@@ -22,7 +22,19 @@ pub struct ServerConfig {
     /// asks for [`frame::alive_every_for`] its silence threshold. Default
     /// [`frame::ALIVE_EVERY_MS`].
     pub alive_every_ms: u32,
+    /// Acknowledgements to agents of protocol [`HOLD_ACKS_VERSION`] and later may wait up to
+    /// this long, ms, after the oldest batch they cover arrived, and never longer than two and
+    /// a half times the time between the agent's last two batches; 0 acknowledges every
+    /// write at once.
+    /// See [`ServerSession::poll_transmit`]. Default 0.
+    pub hold_acks_ms: i64,
+    /// A held acknowledgement goes out at once when it covers this many batches. Default 3.
+    pub hold_acks_batches: usize,
 }
+
+/// The first protocol version whose agents ask for their acknowledgements (with a heartbeat)
+/// before they stop or move, so the aggregator may hold them ([`ServerConfig::hold_acks_ms`]).
+pub const HOLD_ACKS_VERSION: u16 = 6;
 
 impl ServerConfig {
     /// The aggregator's settings.
@@ -31,6 +43,8 @@ impl ServerConfig {
             aggregator_version: aggregator_version.into(),
             hello_timeout_ms: 10_000,
             alive_every_ms: frame::ALIVE_EVERY_MS as u32,
+            hold_acks_ms: 0,
+            hold_acks_batches: 3,
         }
     }
 }
@@ -128,9 +142,17 @@ pub struct ServerSession {
     accepted: u64,
     last_batch: u64,
     last_live: u64,
-    /// Batch-stream seqs waiting for their durable write, in arrival order, and whether it
-    /// completed.
-    pending: VecDeque<(u64, bool)>,
+    /// Batch-stream seqs waiting for their durable write or their acknowledgement, in
+    /// arrival order: seq, whether the write completed, when the batch arrived.
+    pending: VecDeque<(u64, bool, Millis)>,
+    /// When the last batch-stream batch arrived, and the time between the last two.
+    last_batch_at: Option<Millis>,
+    batch_gap: Option<Millis>,
+    /// The latest time the driver reported.
+    now: Millis,
+    /// Set by a heartbeat or the batch stream's end: acknowledge everything written, at once,
+    /// until nothing waits.
+    release: bool,
     out: VecDeque<ServerTransmit>,
     events: VecDeque<ServerEvent>,
 }
@@ -148,6 +170,10 @@ impl ServerSession {
             last_batch: 0,
             last_live: 0,
             pending: VecDeque::new(),
+            last_batch_at: None,
+            batch_gap: None,
+            now,
+            release: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -274,7 +300,11 @@ impl ServerSession {
             return Ok(());
         }
         match f {
-            Frame::Heartbeat(h) => self.events.push_back(ServerEvent::Heartbeat(h)),
+            Frame::Heartbeat(h) => {
+                // The agent may be about to stop or move: what is written goes out now.
+                self.release = true;
+                self.events.push_back(ServerEvent::Heartbeat(h));
+            }
             Frame::Metadata { families } => {
                 if families.len() > metadata::MAX_FAMILIES_PER_FRAME {
                     return Err(self.refuse(Refusal::malformed(format!(
@@ -302,10 +332,10 @@ impl ServerSession {
         Ok(())
     }
 
-    /// A batch frame with `seq` arrived on `lane` ([`Lane::Batch`] or [`Lane::Live`]).
-    /// Seqs must increase on each stream; a frame out of step (or before the welcome, or on
-    /// the control lane) ends the connection with [`close::MALFORMED`].
-    pub fn handle_batch(&mut self, lane: Lane, seq: u64) -> Result<Verdict, Refusal> {
+    /// A batch frame with `seq` arrived on `lane` ([`Lane::Batch`] or [`Lane::Live`]) at
+    /// `now`. Seqs must increase on each stream; a frame out of step (or before the welcome,
+    /// or on the control lane) ends the connection with [`close::MALFORMED`].
+    pub fn handle_batch(&mut self, lane: Lane, seq: u64, now: Millis) -> Result<Verdict, Refusal> {
         if self.state != State::Established {
             return Err(self.refuse(Refusal::malformed("a batch before the welcome".into())));
         }
@@ -326,7 +356,12 @@ impl ServerSession {
         if lane == Lane::Live {
             return Ok(Verdict::Live);
         }
-        self.pending.push_back((seq, false));
+        self.now = self.now.max(now);
+        if let Some(last) = self.last_batch_at {
+            self.batch_gap = Some((now - last).max(0));
+        }
+        self.last_batch_at = Some(now);
+        self.pending.push_back((seq, false, now));
         let verdict = if seq <= self.accepted {
             Verdict::Duplicate
         } else if seq > self.accepted + 1 {
@@ -354,10 +389,32 @@ impl ServerSession {
                 label: "storage",
             }));
         }
-        if let Some(p) = self.pending.iter_mut().find(|(s, _)| *s == seq) {
+        if let Some(p) = self.pending.iter_mut().find(|(s, _, _)| *s == seq) {
             p.1 = true;
         }
         Ok(())
+    }
+
+    /// The batch stream ended (the agent finished it, or the connection is going): what is
+    /// written is acknowledged at once.
+    pub fn handle_batches_ended(&mut self) {
+        self.release = true;
+    }
+
+    /// Until when the acknowledgement of the written batches at the head of the queue may
+    /// wait, when it may (see [`ServerSession::poll_transmit`]).
+    fn ack_held_until(&self) -> Option<Millis> {
+        if self.cfg.hold_acks_ms <= 0 || self.release || self.protocol() < HOLD_ACKS_VERSION {
+            return None;
+        }
+        let written = self.pending.iter().take_while(|p| p.1).count();
+        if written == 0 || written >= self.cfg.hold_acks_batches {
+            return None;
+        }
+        // Batches that come one after another, or the first of a connection: no wait. Two
+        // and a half gaps let a third batch at a steady pace come before the hold ends.
+        let hold = (self.batch_gap? * 5 / 2).min(self.cfg.hold_acks_ms);
+        Some(self.pending.front()?.2 + hold).filter(|&t| t > self.now)
     }
 
     /// The agent's share of the synthetic checks changed (or it just connected): queues a
@@ -392,16 +449,20 @@ impl ServerSession {
         }
     }
 
-    /// The hello deadline, while waiting for the hello.
+    /// The hello deadline, while waiting for the hello; then the end of an acknowledgement's
+    /// hold, while one is held.
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.state {
             State::AwaitHello { since } => Some(since + self.cfg.hello_timeout_ms),
+            State::Established => self.ack_held_until(),
             _ => None,
         }
     }
 
-    /// Deadlines at or before `now` pass: no hello in time refuses the connection.
+    /// Deadlines at or before `now` pass: no hello in time refuses the connection; a held
+    /// acknowledgement is due.
     pub fn handle_timeout(&mut self, now: Millis) -> Result<(), Refusal> {
+        self.now = self.now.max(now);
         if let State::AwaitHello { since } = self.state
             && now >= since + self.cfg.hello_timeout_ms
         {
@@ -413,17 +474,30 @@ impl ServerSession {
 
     /// The next thing to send: queued control frames (and a close), then one ack for every
     /// batch at the head of the queue whose write is durable.
+    ///
+    /// With [`ServerConfig::hold_acks_ms`] and an agent of [`HOLD_ACKS_VERSION`] or later,
+    /// that ack may wait: while it would cover fewer than
+    /// [`ServerConfig::hold_acks_batches`] batches, until the oldest of them arrived two and
+    /// a half times the agent's last gap between batches ago (at most `hold_acks_ms`); the driver
+    /// calls [`ServerSession::handle_timeout`] at [`ServerSession::poll_timeout`]. Every ack
+    /// is a packet the agent must acknowledge in turn, so an agent collecting every 10 s
+    /// gets one ack per three batches instead of one per batch. Batches that come one after
+    /// another (a backlog) and the first batch of a connection are not held; a heartbeat or
+    /// the end of the batch stream releases everything written.
     pub fn poll_transmit(&mut self) -> Option<ServerTransmit> {
         if let Some(t) = self.out.pop_front() {
             return Some(t);
         }
-        if self.state != State::Established {
+        if self.state != State::Established || self.ack_held_until().is_some() {
             return None;
         }
         let mut upto = None;
-        while let Some(&(seq, true)) = self.pending.front() {
+        while let Some(&(seq, true, _)) = self.pending.front() {
             self.pending.pop_front();
             upto = Some(seq);
+        }
+        if self.pending.is_empty() {
+            self.release = false;
         }
         let seq = upto?;
         self.applied = self.applied.max(seq);

@@ -335,7 +335,7 @@ impl Sim {
                 }
             }
             (Lane::Control, f) => s.handle_control(f),
-            (lane, Frame::Batch { seq, .. }) => match s.handle_batch(lane, seq) {
+            (lane, Frame::Batch { seq, .. }) => match s.handle_batch(lane, seq, self.now) {
                 Ok(Verdict::Live) => {
                     self.agg.live_stored.push(seq);
                     Ok(())
@@ -353,14 +353,27 @@ impl Sim {
         }
     }
 
-    /// Advances simulated time to `t`, firing every deadline on the way.
+    /// Advances simulated time to `t`, firing every deadline of both ends on the way.
     fn advance_to(&mut self, t: Millis) {
         self.run();
-        while let Some(d) = self.agent.session.poll_timeout().filter(|d| *d <= t) {
+        loop {
+            let agent = self.agent.session.poll_timeout();
+            let agg = self.agg.session.as_ref().and_then(|s| s.poll_timeout());
+            let Some(d) = agent.into_iter().chain(agg).min().filter(|d| *d <= t) else {
+                break;
+            };
             self.now = self.now.max(d);
-            if let Err(e) = self.agent.session.handle_timeout(self.now) {
+            if agent.is_some_and(|a| a <= self.now)
+                && let Err(e) = self.agent.session.handle_timeout(self.now)
+            {
                 self.client_errors.push(e);
                 self.connected = false;
+            }
+            if agg.is_some_and(|a| a <= self.now)
+                && let Some(s) = &mut self.agg.session
+                && let Err(r) = s.handle_timeout(self.now)
+            {
+                self.agg.refusals.push(r);
             }
             self.run();
         }
@@ -545,9 +558,9 @@ fn the_server_classifies_resends_as_duplicates() {
     let hello = frame::encode(&hello_frame(crate::frame::PROTOCOL_VERSION, AGENT));
     s.handle_hello(&hello[4..]).unwrap();
     s.welcome(3, T0);
-    assert_eq!(s.handle_batch(Lane::Batch, 2), Ok(Verdict::Duplicate));
-    assert_eq!(s.handle_batch(Lane::Batch, 3), Ok(Verdict::Duplicate));
-    assert_eq!(s.handle_batch(Lane::Batch, 4), Ok(Verdict::Next));
+    assert_eq!(s.handle_batch(Lane::Batch, 2, T0), Ok(Verdict::Duplicate));
+    assert_eq!(s.handle_batch(Lane::Batch, 3, T0), Ok(Verdict::Duplicate));
+    assert_eq!(s.handle_batch(Lane::Batch, 4, T0), Ok(Verdict::Next));
     for seq in [2, 3, 4] {
         s.handle_durable(seq, Ok(())).unwrap();
     }
@@ -756,7 +769,7 @@ fn live_copies_are_limited_to_the_newest_burst() {
     assert_eq!(s.agent.live_sent, (285..=300).collect::<Vec<_>>());
     // Seqs on the live stream out of step end the connection.
     let server = s.agg.session.as_mut().unwrap();
-    let r = server.handle_batch(Lane::Live, 290).unwrap_err();
+    let r = server.handle_batch(Lane::Live, 290, T0).unwrap_err();
     assert_eq!(r.code, close::MALFORMED);
     assert_eq!(r.reason, "batch seq 290 after 300: seqs must increase");
 }
@@ -783,12 +796,12 @@ fn a_seq_gap_from_the_when_full_policy_is_counted_not_refused() {
     server.handle_hello(&hello[4..]).unwrap();
     server.welcome(6, T0);
     assert_eq!(
-        server.handle_batch(Lane::Batch, 9),
+        server.handle_batch(Lane::Batch, 9, T0),
         Ok(Verdict::Gap { from: 7, to: 8 })
     );
-    assert_eq!(server.handle_batch(Lane::Batch, 10), Ok(Verdict::Next));
+    assert_eq!(server.handle_batch(Lane::Batch, 10, T0), Ok(Verdict::Next));
     // Out of step on the batch stream is refused.
-    let r = server.handle_batch(Lane::Batch, 10).unwrap_err();
+    let r = server.handle_batch(Lane::Batch, 10, T0).unwrap_err();
     assert_eq!((r.code, r.label), (close::MALFORMED, "malformed"));
     assert_eq!(r.reason, "batch seq 10 after 10: seqs must increase");
     assert!(server.is_closed());
@@ -1047,7 +1060,7 @@ fn a_hello_that_is_not_one_is_refused_as_malformed() {
     // Batches before the welcome, or a batch on the control lane, are out of step too.
     let mut s = ServerSession::new(ServerConfig::new("0.1.0"), AGENT, T0);
     assert_eq!(
-        s.handle_batch(Lane::Batch, 1).unwrap_err().code,
+        s.handle_batch(Lane::Batch, 1, T0).unwrap_err().code,
         close::MALFORMED
     );
     let mut s = ServerSession::new(ServerConfig::new("0.1.0"), AGENT, T0);
@@ -1055,7 +1068,7 @@ fn a_hello_that_is_not_one_is_refused_as_malformed() {
         .unwrap();
     s.welcome(0, T0);
     assert_eq!(
-        s.handle_batch(Lane::Control, 1).unwrap_err().code,
+        s.handle_batch(Lane::Control, 1, T0).unwrap_err().code,
         close::MALFORMED
     );
     // A write that fails closes with "shutting down": the agent resends later.
@@ -1063,7 +1076,7 @@ fn a_hello_that_is_not_one_is_refused_as_malformed() {
     s.handle_hello(&frame::encode(&frame_hello_back())[4..])
         .unwrap();
     s.welcome(0, T0);
-    assert_eq!(s.handle_batch(Lane::Batch, 1), Ok(Verdict::Next));
+    assert_eq!(s.handle_batch(Lane::Batch, 1, T0), Ok(Verdict::Next));
     let r = s.handle_durable(1, Err("disk full".into())).unwrap_err();
     assert_eq!(
         (r.code, r.reason.as_str()),
@@ -1644,4 +1657,57 @@ fn the_hello_names_the_highest_seq_any_aggregator_acknowledged() {
     c.handle_connection_lost();
     c.handle_connected(T0 + 3);
     assert_eq!(hello_acked(&mut c), 45);
+}
+
+#[test]
+fn acks_to_a_v6_agent_are_held_for_three_batches_and_released_by_a_heartbeat() {
+    let mut s = Sim::new();
+    s.server_cfg.hold_acks_ms = 30_000;
+    // The default liveness interval: batches every 10 s need no heartbeat (which would
+    // release what is held).
+    s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
+    s.connect();
+    s.run();
+    // A batch every 10 s: the first is acknowledged at once (no pace known yet), then one
+    // ack per three batches; the fifth and sixth wait for the hold to end (25 s after the
+    // fifth arrived).
+    collect_every(&mut s, 10_000, Some(10_000), 60_000);
+    assert_eq!(s.agent.acked_events, [(1, 1), (4, 3)]);
+    s.advance_to(T0 + 74_999);
+    assert_eq!(s.agent.acked_events.len(), 2);
+    s.advance_to(T0 + 75_000);
+    assert_eq!(s.agent.acked_events.last(), Some(&(6, 2)));
+    assert_eq!(s.agg.applied, (1..=6).collect::<Vec<_>>());
+
+    // Stopping with a batch unacknowledged: the heartbeat the agent sends releases it.
+    collect_every(&mut s, 110_000, Some(10_000), 110_000);
+    assert_eq!(s.agent.acked_events.len(), 3);
+    s.agent.session.begin_shutdown(s.now, 5_000);
+    s.run();
+    assert_eq!(s.agent.acked_events.last(), Some(&(7, 1)));
+    assert_eq!(s.agent.finished, Some(true));
+
+    // A backlog (batches one after another) is acknowledged as it is written.
+    let mut s = Sim::new();
+    s.server_cfg.hold_acks_ms = 30_000;
+    s.agent.collect(10);
+    s.connect();
+    s.run();
+    assert_eq!(s.agent.acked_events.last(), Some(&(10, 10)));
+    assert!(s.agent.buffer.is_empty());
+}
+
+#[test]
+fn acks_to_agents_older_than_v6_are_never_held() {
+    let mut s = Sim::new();
+    s.agent.session.announce(5);
+    s.server_cfg.hold_acks_ms = 30_000;
+    s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
+    s.connect();
+    s.run();
+    collect_every(&mut s, 10_000, Some(10_000), 60_000);
+    assert_eq!(
+        s.agent.acked_events,
+        (1..=6).map(|seq| (seq, 1)).collect::<Vec<_>>()
+    );
 }
