@@ -536,7 +536,10 @@ fn an_idle_agent_stays_up_and_one_killed_with_kill_9_is_noticed_and_its_checks_m
     for a in &s.agents {
         let logs = a.proc.logs();
         assert!(
-            logs.contains("protocol=5") && logs.contains("alive_every_ms=2000"),
+            logs.contains(&format!(
+                "protocol={}",
+                outpost_shared::frame::PROTOCOL_VERSION
+            )) && logs.contains("alive_every_ms=2000"),
             "{} was not welcomed with a 2 s interval:\n{logs}",
             a.proc.name
         );
