@@ -344,6 +344,8 @@ impl Uplink {
         };
         let mut bytes_seen = (0, 0);
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        // Ticks missed while nothing drained are not made up in a burst.
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         progress.tick().await;
         let mut was_draining = false;
         let mut shutting_down = false;
@@ -352,6 +354,7 @@ impl Uplink {
         // handing it all (the session skips what it already has).
         let mut meta_seen = 0u64;
         loop {
+            session.handle_clock(now_ms());
             session.handle_buffer(self.buffer_state(Some(session)));
             let (declared, generation) = self.metadata.changed_since(meta_seen);
             meta_seen = generation;
@@ -445,6 +448,8 @@ impl Uplink {
             }
             self.account_bytes(conn, &mut bytes_seen);
             let deadline = session.poll_timeout();
+            // The progress log runs only around a drain: no wake-up between steady cycles.
+            let draining = was_draining || self.buffer.stats().batches > DRAINING_ABOVE;
             tokio::select! {
                 _ = self.new_data.notified() => {}
                 _ = self.metadata.changed.notified() => {}
@@ -471,7 +476,7 @@ impl Uplink {
                     None => return Err(SessionError::Protocol("control reader stopped".into())),
                 },
                 _ = sleep_until_ms(deadline) => session.handle_timeout(now_ms())?,
-                _ = progress.tick() => {
+                _ = progress.tick(), if draining => {
                     let s = self.buffer.stats();
                     if s.batches > DRAINING_ABOVE {
                         let st = self.state.status(&self.cfg, &s);

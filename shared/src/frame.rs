@@ -113,7 +113,7 @@ pub struct Welcome {
     pub applied_seq: u64,
     /// How often the aggregator must hear from the agent, ms (protocol 5): the agent is never
     /// silent for more than two such intervals (it sends a heartbeat after one and a half
-    /// intervals, counted in halves, without a send). A welcome of
+    /// intervals without a send). A welcome of
     /// protocol 4 and older is this struct without the field; it decodes with
     /// [`ALIVE_EVERY_MS`], and [`encode`] leaves the field out of a welcome whose `protocol`
     /// is older than [`ALIVE_IN_WELCOME_VERSION`]. Must stay the last field.

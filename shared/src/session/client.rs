@@ -44,9 +44,9 @@ pub struct ClientConfig {
     /// Live copies requested per [`Transmit::Live`], at most (the newest). Default 16.
     pub live_burst: u64,
     /// With an aggregator of protocol 3 or 4: the liveness interval, ms. When nothing at all
-    /// was sent during one and a half such intervals (three half intervals in a row), a
-    /// heartbeat goes out, so the aggregator hears from the agent at least every two
-    /// intervals; while batches flow, nothing extra is sent. From
+    /// was sent for one and a half such intervals, a heartbeat goes out, so the aggregator
+    /// hears from the agent at least every two intervals; while batches flow, nothing extra
+    /// is sent. From
     /// protocol 5 the welcome's [`frame::Welcome::alive_every_ms`] takes its place (never
     /// below [`frame::ALIVE_EVERY_MS`]). Default [`frame::ALIVE_EVERY_MS`].
     pub alive_every_ms: i64,
@@ -222,17 +222,16 @@ pub struct ClientSession {
     hello_protocol: u16,
     /// The version this connection speaks (from the welcome).
     protocol: u16,
-    /// When the current half of a liveness interval ends, while established with protocol 3
-    /// or later.
-    next_alive: Option<Millis>,
+    /// Whether this connection keeps a liveness promise (established, protocol 3 or later).
+    alive: bool,
     /// The liveness interval of this connection, ms (0 when it has none).
     alive_every_ms: i64,
-    /// Frames and batches handed to the driver so far, and that count when the current
-    /// half interval began.
-    sends: u64,
-    sends_at_alive: u64,
-    /// Half intervals in a row in which nothing went out.
-    silent_halves: u32,
+    /// The latest time the driver reported ([`ClientSession::handle_clock`] and every other
+    /// call that takes the time), ms.
+    clock: Millis,
+    /// [`ClientSession::clock`] when something (a frame, batches, live copies) was last
+    /// handed to the driver: never later than the send itself.
+    last_send_at: Millis,
 }
 
 impl ClientSession {
@@ -259,11 +258,10 @@ impl ClientSession {
             metadata_unsent: BTreeSet::new(),
             hello_protocol: PROTOCOL_VERSION,
             protocol: 0,
-            next_alive: None,
+            alive: false,
             alive_every_ms: 0,
-            sends: 0,
-            sends_at_alive: 0,
-            silent_halves: 0,
+            clock: Millis::MIN,
+            last_send_at: Millis::MIN,
         }
     }
 
@@ -282,7 +280,7 @@ impl ClientSession {
     /// [`ClientConfig::alive_every_ms`] with protocols 3 and 4; `None` with protocol 2 or
     /// before a welcome.
     pub fn alive_every_ms(&self) -> Option<i64> {
-        self.next_alive.map(|_| self.alive_every_ms)
+        self.alive.then_some(self.alive_every_ms)
     }
 
     /// The configuration in use.
@@ -319,6 +317,7 @@ impl ClientSession {
     /// of a previous connection is forgotten; what it had in flight is resent after the
     /// welcome.
     pub fn handle_connected(&mut self, now: Millis) {
+        self.handle_clock(now);
         self.reset_connection();
         self.state = State::AwaitWelcome { hello_at: now };
         self.control.push_back(Frame::Hello(Hello {
@@ -348,7 +347,7 @@ impl ClientSession {
         self.want_batches = false;
         self.next_heartbeat = None;
         self.last_heartbeat = None;
-        self.next_alive = None;
+        self.alive = false;
         self.alive_every_ms = 0;
         self.protocol = 0;
         self.control.clear();
@@ -356,6 +355,16 @@ impl ClientSession {
 
     /// The buffer's current state. New batches make the window and the live lane look again.
     pub fn handle_buffer(&mut self, state: BufferState) {
+        if let (Some((last, _)), Some(next)) = (&self.last_heartbeat, self.next_heartbeat) {
+            let due = last.clock_ms + self.cfg.heartbeat_every_ms;
+            if due < next
+                && (last.dropped_samples != state.dropped_samples
+                    || last.backlog_bytes.abs_diff(state.backlog_bytes)
+                        >= self.cfg.heartbeat_backlog_slack)
+            {
+                self.next_heartbeat = Some(due);
+            }
+        }
         if state.next_seq > self.buffer.next_seq || state.unacked_bytes < self.in_flight_bytes {
             self.want_batches = true;
         }
@@ -414,6 +423,7 @@ impl ClientSession {
 
     /// A frame arrived on the control stream. An error ends this connection's session.
     pub fn handle_frame(&mut self, f: Frame, now: Millis) -> Result<(), ClientError> {
+        self.handle_clock(now);
         match self.state {
             State::Disconnected => Ok(()),
             State::AwaitWelcome { hello_at } => match f {
@@ -428,9 +438,8 @@ impl ClientSession {
                         self.alive_every_ms = self.cfg.alive_every_ms;
                     }
                     if w.protocol >= 3 {
-                        self.next_alive = Some(now + self.alive_every_ms / 2);
-                        self.sends_at_alive = self.sends;
-                        self.silent_halves = 0;
+                        self.alive = true;
+                        self.last_send_at = now;
                     }
                     let skew_ms = hello_at + (now - hello_at) / 2 - w.clock_ms;
                     self.state = State::Established;
@@ -525,7 +534,7 @@ impl ClientSession {
             });
         }
         self.cursor = seq + 1;
-        self.sends += 1;
+        self.last_send_at = self.clock;
         self.batches_sent += 1;
         self.in_flight.push_back((seq, bytes));
         self.in_flight_bytes += bytes;
@@ -552,6 +561,7 @@ impl ClientSession {
     /// connected. While batches wait for acknowledgement a heartbeat goes out, which makes
     /// an aggregator that holds acknowledgements send them.
     pub fn begin_shutdown(&mut self, now: Millis, grace_ms: i64) {
+        self.handle_clock(now);
         if self.shutdown_by.is_some() {
             return;
         }
@@ -599,7 +609,7 @@ impl ClientSession {
         [
             handshake,
             self.next_heartbeat,
-            self.next_alive,
+            self.alive_due(),
             self.shutdown_by,
         ]
         .into_iter()
@@ -610,6 +620,7 @@ impl ClientSession {
     /// Deadlines at or before `now` pass: a missing welcome ends the session with an error;
     /// a heartbeat is queued; the shutdown grace ends.
     pub fn handle_timeout(&mut self, now: Millis) -> Result<(), ClientError> {
+        self.handle_clock(now);
         if let State::AwaitWelcome { hello_at } = self.state
             && now >= hello_at + self.cfg.handshake_timeout_ms
         {
@@ -620,35 +631,47 @@ impl ClientSession {
         }
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             if self.heartbeat_says_nothing_new(now) {
-                self.next_heartbeat = Some(now + self.cfg.heartbeat_every_ms);
+                // Nothing to wake up for until the refresh, unless the buffer's state
+                // changes enough (see `handle_buffer`) or the batches stop (liveness).
+                self.next_heartbeat = self
+                    .last_heartbeat
+                    .as_ref()
+                    .map(|(h, _)| (h.clock_ms + self.cfg.heartbeat_refresh_ms).max(now));
             } else {
                 self.queue_heartbeat(now);
             }
         }
-        if self.next_alive.is_some_and(|t| now >= t) {
-            // Liveness is kept in half intervals: after three in a row without a send, a
-            // heartbeat goes out. The last send was then at most two intervals ago (it fell
-            // in the half before those three), as promised, and data that flows at least
-            // every 1.5 intervals needs no heartbeat at all (an agent collecting every 10 s
-            // against a 7.5 s interval). Frames queued and not handed out yet (such as the
-            // periodic heartbeat just queued) go out now: they count for the half that ends.
-            let queued = self.control.len() as u64;
-            if self.sends + queued == self.sends_at_alive {
-                self.silent_halves += 1;
-            } else {
-                self.silent_halves = 0;
-            }
-            if self.silent_halves >= 3 {
+        if self.alive_due().is_some_and(|t| now >= t) {
+            // Frames queued and not handed out yet (such as the periodic heartbeat just
+            // queued) go out now and count as the send.
+            if self.control.is_empty() {
                 self.queue_heartbeat(now);
-                self.silent_halves = 0;
             }
-            self.sends_at_alive = self.sends + self.control.len() as u64;
-            self.next_alive = Some(now + self.alive_every_ms / 2);
+            self.last_send_at = now;
         }
         if self.shutdown_by.is_some_and(|t| now >= t) {
             self.finish();
         }
         Ok(())
+    }
+
+    /// When a liveness heartbeat is due: one and a half intervals after the last send, so
+    /// the aggregator hears from the agent at least every two intervals (the send times
+    /// are never later than the sends, so the margin only grows), and data that flows at
+    /// least every one and a half intervals needs none (an agent collecting every 10 s
+    /// against a 7.5 s interval).
+    fn alive_due(&self) -> Option<Millis> {
+        self.alive.then(|| {
+            self.last_send_at
+                .saturating_add(self.alive_every_ms * 3 / 2)
+        })
+    }
+
+    /// The driver's clock, ms since the epoch, before it asks for what to send: what goes
+    /// out is counted as sent at the latest time reported. Calls that take the time report
+    /// it too.
+    pub fn handle_clock(&mut self, now: Millis) {
+        self.clock = self.clock.max(now);
     }
 
     /// True when a periodic heartbeat now would tell the aggregator nothing the batches
@@ -680,14 +703,14 @@ impl ClientSession {
     /// nothing to send until the next input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(f) = self.control.pop_front() {
-            self.sends += 1;
+            self.last_send_at = self.clock;
             return Some(Transmit::Control(f));
         }
         if self.state != State::Established {
             return None;
         }
         if let Some(f) = self.metadata_frame() {
-            self.sends += 1;
+            self.last_send_at = self.clock;
             return Some(Transmit::Control(f));
         }
         if self.shutdown_by.is_some() {
@@ -713,7 +736,7 @@ impl ClientSession {
                 .max(next.saturating_sub(self.cfg.live_burst));
             self.live_from = next;
             if next > from && next - self.cursor > self.cfg.live_after {
-                self.sends += 1;
+                self.last_send_at = self.clock;
                 self.batches_sent += 1;
                 return Some(Transmit::Live { from, to: next });
             }

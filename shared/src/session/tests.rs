@@ -235,6 +235,7 @@ impl Sim {
 
     fn step(&mut self) -> bool {
         let mut moved = false;
+        self.agent.session.handle_clock(self.now);
         // Client outputs.
         while let Some(t) = self.agent.session.poll_transmit() {
             moved = true;
@@ -818,50 +819,53 @@ fn periodic_heartbeats_report_what_changed_and_are_left_out_while_batches_say_th
     s.agg.write_at_once = false;
     s.connect();
     s.run();
-    assert_eq!(s.agg.heartbeats.len(), 1, "one right after the welcome");
+    assert_eq!(heartbeat_times(&s), [0], "one right after the welcome");
     // Idle: nothing else tells the aggregator the agent is there.
     s.advance_to(T0 + 15_000);
-    assert_eq!(s.agg.heartbeats.len(), 2);
+    assert_eq!(heartbeat_times(&s), [0, 15_000]);
     // Batches went out and the backlog (300 bytes, unacknowledged) moved by less than the
-    // slack: nothing new to say.
+    // slack: nothing new to say, and nothing to wake up for until the 5-minute refresh.
     s.agent.collect(3);
     s.run();
     s.advance_to(T0 + 30_000);
-    assert_eq!(s.agg.heartbeats.len(), 2);
-    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 45_000));
-    // The backlog moves by the slack: reported.
+    assert_eq!(heartbeat_times(&s).len(), 2);
+    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 315_000));
+    // The backlog moves by the slack: reported at once, as a period has passed since the
+    // last heartbeat.
     s.agent.collect(7);
     s.run();
-    s.advance_to(T0 + 45_000);
+    s.advance_to(T0 + 31_000);
     assert_eq!(
         s.agg.heartbeats[2..],
         [Heartbeat {
-            clock_ms: T0 + 45_000,
+            clock_ms: T0 + 30_000,
             dropped_samples: 0,
             backlog_bytes: 1_000
         }]
     );
-    // Dropped samples are reported even while batches flow.
+    // Dropped samples are reported even while batches flow: a period after the last
+    // heartbeat.
     s.agent.collect(2);
     s.agent.drop_oldest_unsent();
     s.run();
-    s.advance_to(T0 + 60_000);
-    assert_eq!(s.agg.heartbeats.len(), 4);
+    s.advance_to(T0 + 44_999);
+    assert_eq!(heartbeat_times(&s).len(), 3);
+    s.advance_to(T0 + 45_000);
+    assert_eq!(heartbeat_times(&s)[3..], [45_000]);
     assert_eq!(s.agg.heartbeats[3].dropped_samples, 10);
-    // Everything is acknowledged; the emptied backlog is reported.
+    // Everything is acknowledged; the emptied backlog is reported a period after the last.
     s.agg.write_at_once = true;
     s.agg.complete_writes();
     s.run();
     s.agent.collect(0);
-    s.advance_to(T0 + 75_000);
-    assert_eq!(s.agg.heartbeats.len(), 5);
+    s.advance_to(T0 + 60_000);
+    assert_eq!(heartbeat_times(&s)[4..], [60_000]);
     assert_eq!(s.agg.heartbeats[4].backlog_bytes, 0);
     // A batch every 15 s and nothing else changing: the clock and backlog are still
     // reported every refresh interval (300 s by default).
     let t0 = s.now - T0;
     collect_every(&mut s, t0 + 1, Some(15_000), t0 + 610_000);
-    let times: Vec<Millis> = heartbeat_times(&s)[5..].to_vec();
-    assert_eq!(times, vec![t0 + 300_000, t0 + 600_000]);
+    assert_eq!(heartbeat_times(&s)[5..], [t0 + 300_000, t0 + 600_000]);
 }
 
 #[test]
@@ -1308,9 +1312,9 @@ fn heartbeat_every_second(mut c: ClientSession) {
     let every = crate::frame::ALIVE_EVERY_MS;
     let half = every / 2;
     assert_eq!(c.alive_every_ms(), Some(every), "v{}", c.protocol());
-    assert_eq!(c.poll_timeout(), Some(T0 + half));
-    // The heartbeat right after the welcome counts for the first half; idle, a heartbeat
-    // after three silent halves, then after every three more.
+    // The heartbeat right after the welcome was the last send; idle, a heartbeat whenever
+    // one and a half intervals passed without a send.
+    assert_eq!(c.poll_timeout(), Some(T0 + 3 * half));
     let mut at = vec![];
     for i in 1..=9 {
         c.handle_timeout(T0 + i * half).unwrap();
@@ -1318,10 +1322,11 @@ fn heartbeat_every_second(mut c: ClientSession) {
             at.push(i * half);
         }
     }
-    assert_eq!(at, [4 * half, 7 * half], "v{}", c.protocol());
-    // A batch every interval (every other half): nothing extra goes out.
+    assert_eq!(at, [3 * half, 6 * half, 9 * half], "v{}", c.protocol());
+    // A batch every interval: nothing extra goes out.
     for i in 10..=21 {
         if i % 2 == 0 {
+            c.handle_clock(T0 + i * half);
             c.handle_buffer(BufferState {
                 next_seq: i as u64,
                 ..Default::default()
@@ -1331,8 +1336,8 @@ fn heartbeat_every_second(mut c: ClientSession) {
         c.handle_timeout(T0 + i * half).unwrap();
         assert_eq!(heartbeats(&mut c), 0, "half {i}");
     }
-    // Silence again (the last batch went out in the half that ended at 20, and 21 was
-    // silent): a heartbeat when 23 ends, at most two intervals after that batch.
+    // Silence again after the batch at 20 halves: a heartbeat at 23, one and a half
+    // intervals later.
     for i in 22..=24 {
         c.handle_timeout(T0 + i * half).unwrap();
         assert_eq!(heartbeats(&mut c), usize::from(i == 23), "half {i}");
@@ -1400,7 +1405,7 @@ fn a_v5_client_heartbeats_at_the_welcomes_interval_and_not_while_batches_flow_fa
     s.run();
     assert_eq!(s.agent.session.protocol(), crate::frame::PROTOCOL_VERSION);
     assert_eq!(s.agent.session.alive_every_ms(), Some(7_500));
-    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 3_750));
+    assert_eq!(s.agent.session.poll_timeout(), Some(T0 + 11_250));
     assert_eq!(
         heartbeat_times(&s),
         vec![0],
@@ -1414,11 +1419,11 @@ fn a_v5_client_heartbeats_at_the_welcomes_interval_and_not_while_batches_flow_fa
     assert_eq!(heartbeat_times(&s), vec![0]);
     assert_eq!(s.agg.applied.len(), 60, "everything arrived");
 
-    // Idle: the last batch (at 600 s, when a half began) covers that half; after three
-    // silent halves a heartbeat, so never more than two intervals of silence.
+    // Idle: a heartbeat one and a half intervals after the last batch (at 600 s), then
+    // after every one and a half more, so never more than two intervals of silence.
     collect_every(&mut s, 0, None, 660_000);
     let hb = heartbeat_times(&s);
-    assert_eq!(hb[1..], [615_000, 626_250, 637_500, 648_750, 660_000]);
+    assert_eq!(hb[1..], [611_250, 622_500, 633_750, 645_000, 656_250]);
     assert!(longest_silence(&batches, &hb, 0, 660_000) <= 2 * 7_500);
     assert!(s.client_errors.is_empty(), "{:?}", s.client_errors);
 }
@@ -1535,10 +1540,10 @@ fn a_v4_agent_gets_a_v4_welcome_from_a_v5_aggregator_and_keeps_its_second() {
     );
     assert!(s.agent.buffer.is_empty());
     assert!(s.client_errors.is_empty() && s.agg.refusals.is_empty());
-    // Its own second: batches at 0.5, 2.5, 4.5 … s, so a heartbeat after every three
-    // halves of a second without one, which the v5 aggregator takes like any other.
+    // Its own second: batches at 0.5, 2.5, 4.5 … s, so a heartbeat one and a half seconds
+    // after each, which the v5 aggregator takes like any other.
     let hb = heartbeat_times(&s);
-    assert_eq!(hb, [0, 2_500, 4_500, 6_500, 8_500]);
+    assert_eq!(hb, [0, 2_000, 4_000, 6_000, 8_000, 10_000]);
     assert!(longest_silence(&batches, &hb, 0, 10_000) <= 2_000, "{hb:?}");
 }
 
@@ -1663,9 +1668,9 @@ fn the_hello_names_the_highest_seq_any_aggregator_acknowledged() {
 fn acks_to_a_v6_agent_are_held_for_three_batches_and_released_by_a_heartbeat() {
     let mut s = Sim::new();
     s.server_cfg.hold_acks_ms = 30_000;
-    // The default liveness interval: batches every 10 s need no heartbeat (which would
-    // release what is held).
-    s.server_cfg.alive_every_ms = crate::frame::alive_every_for(30_000);
+    // A 15 s liveness interval: no heartbeat (which would release what is held) before
+    // 22.5 s of silence, so the hold's own end is what releases the last batches.
+    s.server_cfg.alive_every_ms = crate::frame::alive_every_for(60_000);
     s.connect();
     s.run();
     // A batch every 10 s: the first is acknowledged at once (no pace known yet), then one
