@@ -170,7 +170,10 @@ impl Uplink {
         let mut idx = 0usize;
         let endpoints = self.cfg.aggregator.endpoints.clone();
         // One session across connections: what was acknowledged stays acknowledged.
-        let mut session = ClientSession::new(self.session_config(), self.buffer_state(None));
+        let mut session = ClientSession::new(
+            self.session_config(),
+            self.buffer_state(&self.buffer.stats(), None),
+        );
         while !*shutdown.borrow() {
             let target = &endpoints[idx % endpoints.len()];
             if attempt > 0 {
@@ -307,8 +310,8 @@ impl Uplink {
 
     /// The buffer as `session` needs to know it (its unacknowledged bytes counted as the
     /// buffer holds them now).
-    fn buffer_state(&self, session: Option<&ClientSession>) -> BufferState {
-        let s = self.buffer.stats();
+    /// `s` is the buffer's [`Buffer::stats`], read by the caller.
+    fn buffer_state(&self, s: &BufferStats, session: Option<&ClientSession>) -> BufferState {
         BufferState {
             next_seq: s.next_seq,
             backlog_bytes: s.bytes,
@@ -331,7 +334,7 @@ impl Uplink {
         established: &mut bool,
     ) -> Result<Ended, SessionError> {
         let (mut ctl_tx, ctl_rx) = conn.open_bi().await?;
-        session.handle_buffer(self.buffer_state(Some(session)));
+        session.handle_buffer(self.buffer_state(&self.buffer.stats(), Some(session)));
         session.handle_connected(now_ms());
         // Control frames are read on their own task so a half-read frame is never abandoned.
         let (frames_tx, mut frames) = mpsc::channel(64);
@@ -355,7 +358,8 @@ impl Uplink {
         let mut meta_seen = 0u64;
         loop {
             session.handle_clock(now_ms());
-            session.handle_buffer(self.buffer_state(Some(session)));
+            let stats = self.buffer.stats();
+            session.handle_buffer(self.buffer_state(&stats, Some(session)));
             let (declared, generation) = self.metadata.changed_since(meta_seen);
             meta_seen = generation;
             session.handle_metadata(declared);
@@ -449,13 +453,14 @@ impl Uplink {
             self.account_bytes(conn, &mut bytes_seen);
             let deadline = session.poll_timeout();
             // The progress log runs only around a drain: no wake-up between steady cycles.
-            let draining = was_draining || self.buffer.stats().batches > DRAINING_ABOVE;
+            // (The backlog as this pass began; the tick itself reads it again.)
+            let draining = was_draining || stats.batches > DRAINING_ABOVE;
             tokio::select! {
                 _ = self.new_data.notified() => {}
                 _ = self.metadata.changed.notified() => {}
                 r = frames.recv() => match r {
                     Some(Ok(f)) => {
-                        session.handle_buffer(self.buffer_state(Some(session)));
+                        session.handle_buffer(self.buffer_state(&self.buffer.stats(), Some(session)));
                         session.handle_frame(f, now_ms())?;
                     }
                     Some(Err(e)) => {

@@ -187,7 +187,8 @@ pub struct Encoder {
     series: HashMap<Labels, u32>,
     state: Vec<SeriesState>,
     last_ts: i64,
-    /// Whether batches may use [`FLAG_IN_ORDER`] and [`FLAG_ONE_TIMESTAMP`].
+    /// Whether batches may use [`FLAG_IN_ORDER`], [`FLAG_ONE_TIMESTAMP`] and
+    /// [`FLAG_PREDICTED_LENGTHS`].
     compact: bool,
 }
 
@@ -198,9 +199,10 @@ impl Encoder {
     }
 
     /// Lets batches leave out the series code of entries that follow each other in the
-    /// context's order and the timestamp codes of points that share one timestamp (flags 2
-    /// and 4 in `docs/WIRE.md`). Only for a decoder that knows those flags: an aggregator of
-    /// protocol [`crate::frame::COMPACT_VERSION`] or later. Off by default.
+    /// context's order and the timestamp codes of points that share one timestamp, and
+    /// write decimal deltas in the series' last length (flags 2, 4 and 8, bits 1 to 3 in
+    /// `docs/WIRE.md`). Only for a decoder that knows those flags: an aggregator of protocol
+    /// [`crate::frame::COMPACT_VERSION`] or later. Off by default.
     pub fn set_compact(&mut self, on: bool) {
         self.compact = on;
     }
@@ -444,6 +446,8 @@ pub struct Transcoder {
     dict: Vec<u8>,
     map: Vec<u32>,
     scratch: RawBatch,
+    /// The stream's numbers of the last batch's entries, in order (reused between batches).
+    ids: Vec<u32>,
     state: Vec<SeriesState>,
 }
 
@@ -522,15 +526,16 @@ impl Transcoder {
             self.dict.extend_from_slice(&payload[dict_start..dict_end]);
         }
         let single = self.scratch.entries.iter().all(|&(_, n)| n == 1);
-        let ids: Vec<u32> = self
-            .scratch
-            .entries
-            .iter()
-            .map(|&(local, _)| self.map[local as usize])
-            .collect();
+        self.ids.clear();
+        self.ids.extend(
+            self.scratch
+                .entries
+                .iter()
+                .map(|&(local, _)| self.map[local as usize]),
+        );
         let flags = self
             .enc
-            .flags(single, &ids, self.scratch.points.iter().map(|p| p.ts));
+            .flags(single, &self.ids, self.scratch.points.iter().map(|p| p.ts));
         let map = &self.map;
         let points = &self.scratch.points;
         let mut at = 0usize;

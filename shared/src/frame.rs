@@ -16,13 +16,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// liveness promise ([`ALIVE_EVERY_MS`]). Version 4 added [`Hello::acked_seq`], so an
 /// aggregator knows which seqs another aggregator took when an agent fails over. Version 5
 /// added [`Welcome::alive_every_ms`]: the aggregator says how often it must hear from the
-/// agent. Version 6 lets batches on the stream set the codec's in-order and one-timestamp
-/// flags ([`COMPACT_VERSION`]). The version changes whenever a peer of the previous version could not read what
-/// this one sends (a new frame variant, a new field).
+/// agent. Version 6 lets batches on the stream set the codec's in-order, one-timestamp and
+/// predicted-length flags ([`COMPACT_VERSION`]), and the aggregator hold acknowledgements
+/// (`session::HOLD_ACKS_VERSION`). The version changes whenever a peer of the previous
+/// version could not read what this one sends (a new frame variant, a new field).
 pub const PROTOCOL_VERSION: u16 = 6;
-/// The first protocol version whose aggregator decodes batches with the codec's in-order
-/// and one-timestamp flags (`docs/WIRE.md`, batch payload); the agent's stream encoder uses
-/// them only on such a connection.
+/// The first protocol version whose aggregator decodes batches with the codec's in-order,
+/// one-timestamp and predicted-length flags (`docs/WIRE.md`, batch payload); the agent's
+/// stream encoder uses them only on such a connection.
 pub const COMPACT_VERSION: u16 = 6;
 /// The oldest protocol version this build still speaks. A peer announcing any version from
 /// this one to [`PROTOCOL_VERSION`] is accepted; frames newer than the peer's version are

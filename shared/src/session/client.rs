@@ -357,11 +357,7 @@ impl ClientSession {
     pub fn handle_buffer(&mut self, state: BufferState) {
         if let (Some((last, _)), Some(next)) = (&self.last_heartbeat, self.next_heartbeat) {
             let due = last.clock_ms + self.cfg.heartbeat_every_ms;
-            if due < next
-                && (last.dropped_samples != state.dropped_samples
-                    || last.backlog_bytes.abs_diff(state.backlog_bytes)
-                        >= self.cfg.heartbeat_backlog_slack)
-            {
+            if due < next && self.buffer_news(last, &state) {
                 self.next_heartbeat = Some(due);
             }
         }
@@ -682,9 +678,14 @@ impl ClientSession {
         };
         self.batches_sent > *batches_then
             && now - last.clock_ms < self.cfg.heartbeat_refresh_ms
-            && last.dropped_samples == self.buffer.dropped_samples
-            && last.backlog_bytes.abs_diff(self.buffer.backlog_bytes)
-                < self.cfg.heartbeat_backlog_slack
+            && !self.buffer_news(last, &self.buffer)
+    }
+
+    /// True when the buffer in `state` has something to report that heartbeat `last` did
+    /// not: other dropped samples, or a backlog moved by the slack or more.
+    fn buffer_news(&self, last: &Heartbeat, state: &BufferState) -> bool {
+        last.dropped_samples != state.dropped_samples
+            || last.backlog_bytes.abs_diff(state.backlog_bytes) >= self.cfg.heartbeat_backlog_slack
     }
 
     fn queue_heartbeat(&mut self, now: Millis) {

@@ -25,8 +25,7 @@ pub struct ServerConfig {
     /// Acknowledgements to agents of protocol [`HOLD_ACKS_VERSION`] and later may wait up to
     /// this long, ms, after the oldest batch they cover arrived, and never longer than two and
     /// a half times the time between the agent's last two batches; 0 acknowledges every
-    /// write at once.
-    /// See [`ServerSession::poll_transmit`]. Default 0.
+    /// write at once. See [`ServerSession::poll_transmit`]. Default 0.
     pub hold_acks_ms: i64,
     /// A held acknowledgement goes out at once when it covers this many batches. Default 3.
     pub hold_acks_batches: usize,
@@ -478,8 +477,8 @@ impl ServerSession {
     /// With [`ServerConfig::hold_acks_ms`] and an agent of [`HOLD_ACKS_VERSION`] or later,
     /// that ack may wait: while it would cover fewer than
     /// [`ServerConfig::hold_acks_batches`] batches, until the oldest of them arrived two and
-    /// a half times the agent's last gap between batches ago (at most `hold_acks_ms`); the driver
-    /// calls [`ServerSession::handle_timeout`] at [`ServerSession::poll_timeout`]. Every ack
+    /// a half times the agent's last gap between batches ago (at most `hold_acks_ms`); the
+    /// driver calls [`ServerSession::handle_timeout`] at [`ServerSession::poll_timeout`]. Every ack
     /// is a packet the agent must acknowledge in turn, so an agent collecting every 10 s
     /// gets one ack per three batches instead of one per batch. Batches that come one after
     /// another (a backlog) and the first batch of a connection are not held; a heartbeat or
