@@ -3,9 +3,18 @@
 //! its min/max, and `node_cpu_scaling_frequency_hertz` and its min/max, each `{cpu}`. Only
 //! the files a CPU has are reported: virtual machines commonly have no cpufreq at all, and
 //! `cpuinfo_cur_freq` is readable by root only. No cpufreq is not a failure.
+//!
+//! The CPU folders are listed once a minute ([`RESCAN`]), not every cycle, and the files
+//! found are kept open and read again: a CPU brought online or a cpufreq driver loaded shows
+//! within a minute, and a file that stops answering (a CPU taken offline) is left out from
+//! that cycle and makes the next cycle list the folders again.
 
-use super::{CollectError, Collector, Roots, Sink, num, parse_error, read_into};
+use super::{CollectError, Collector, Roots, Sink, Source, num, parse_error};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How often the CPU folders are listed again.
+pub const RESCAN: Duration = Duration::from_secs(60);
 
 /// File in the cpufreq folder → metric.
 const FILES: [(&str, &str); 6] = [
@@ -34,7 +43,10 @@ pub fn cpu_number(dir_name: &str) -> Option<&str> {
 pub struct CpufreqCollector {
     dir: PathBuf,
     buf: String,
-    cpus: Vec<String>,
+    /// Every readable cpufreq file: its CPU number, metric and kept-open handle, in CPU order.
+    files: Vec<(String, &'static str, Source)>,
+    /// When the folders were last listed; `None` asks for a listing at the next cycle.
+    scanned: Option<Instant>,
 }
 
 impl CpufreqCollector {
@@ -42,8 +54,47 @@ impl CpufreqCollector {
         CpufreqCollector {
             dir: roots.sys.join("devices/system/cpu"),
             buf: String::new(),
-            cpus: Vec::new(),
+            files: Vec::new(),
+            scanned: None,
         }
+    }
+
+    /// Lists the CPU folders and opens each cpufreq file there is.
+    fn scan(&mut self) -> Result<(), CollectError> {
+        self.files.clear();
+        let io = |source| CollectError::Io {
+            path: self.dir.display().to_string(),
+            source,
+        };
+        let mut cpus = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(n) = name.to_str().and_then(cpu_number) {
+                cpus.push(n.to_string());
+            }
+        }
+        cpus.sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
+        for cpu in cpus {
+            let dir = self.dir.join(format!("cpu{cpu}/cpufreq"));
+            // One lookup instead of a failed open per file where there is no cpufreq.
+            if !dir.is_dir() {
+                continue;
+            }
+            for (file, metric) in FILES {
+                let mut source = Source::new(dir.join(file));
+                match source.read(&mut self.buf) {
+                    Ok(()) => self.files.push((cpu.clone(), metric, source)),
+                    // Absent, or root-only (cpuinfo_cur_freq): not reported, as node_exporter.
+                    Err(CollectError::Io { source, .. })
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -53,43 +104,19 @@ impl Collector for CpufreqCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
-        let io = |source| CollectError::Io {
-            path: self.dir.display().to_string(),
-            source,
-        };
-        self.cpus.clear();
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if let Some(n) = name.to_str().and_then(cpu_number) {
-                self.cpus.push(n.to_string());
-            }
+        if self.scanned.is_none_or(|t| t.elapsed() >= RESCAN) {
+            self.scanned = None;
+            self.scan()?;
+            self.scanned = Some(Instant::now());
         }
-        self.cpus
-            .sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
-        for cpu in &self.cpus {
-            let dir = self.dir.join(format!("cpu{cpu}/cpufreq"));
-            // One lookup instead of a failed open per file where there is no cpufreq.
-            if !dir.is_dir() {
+        for (cpu, metric, source) in &mut self.files {
+            if source.read(&mut self.buf).is_err() {
+                // The CPU went away (offline): list the folders again next cycle.
+                self.scanned = None;
                 continue;
             }
-            for (file, metric) in FILES {
-                let path = dir.join(file);
-                match read_into(&path, &mut self.buf) {
-                    Ok(()) => {}
-                    // Absent, or root-only (cpuinfo_cur_freq): not reported, as node_exporter.
-                    Err(CollectError::Io { source, .. })
-                        if matches!(
-                            source.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                        ) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                let hz = parse_khz(&self.buf).map_err(|m| parse_error(&path, m))?;
-                out.metric(metric, &[("cpu", cpu.as_str())], hz);
-            }
+            let hz = parse_khz(&self.buf).map_err(|m| parse_error(source, m))?;
+            out.metric(metric, &[("cpu", cpu.as_str())], hz);
         }
         Ok(())
     }
@@ -156,12 +183,34 @@ mod tests {
                 r#"node_cpu_scaling_frequency_hertz{cpu="1"} 1000000000"#,
             ]
         );
+        // A file that appears is read from the next listing of the folders on.
         std::fs::write(cpu.join("cpu1/cpufreq/scaling_max_freq"), "fast\n").unwrap();
+        let mut again = Vec::new();
+        c.collect(0, &mut again).unwrap();
+        assert_eq!(render(&again), render(&out));
+        c.scanned = c.scanned.and_then(|t| t.checked_sub(RESCAN));
         let e = c.collect(0, &mut Vec::new()).unwrap_err().to_string();
         assert!(
             e.contains("cpu1/cpufreq/scaling_max_freq") && e.contains("\"fast\" is not a number"),
             "{e}"
         );
+        // Kept-open files give their new contents; a CPU that went away is gone from the
+        // next listing of the folders.
+        std::fs::write(cpu.join("cpu1/cpufreq/scaling_max_freq"), "1200000\n").unwrap();
+        let mut now = Vec::new();
+        c.collect(0, &mut now).unwrap();
+        assert!(
+            render(&now).contains(
+                &r#"node_cpu_scaling_frequency_max_hertz{cpu="1"} 1200000000"#.to_string()
+            ),
+            "{:?}",
+            render(&now)
+        );
+        std::fs::remove_dir_all(cpu.join("cpu1")).unwrap();
+        c.scanned = c.scanned.and_then(|t| t.checked_sub(RESCAN));
+        let mut gone = Vec::new();
+        c.collect(0, &mut gone).unwrap();
+        assert_eq!(render(&gone).len(), 3, "{:?}", render(&gone));
         std::fs::remove_dir_all(&sys).unwrap();
     }
 }

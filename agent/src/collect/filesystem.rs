@@ -9,14 +9,23 @@
 //! `statvfs` on a dead network mount (NFS, CIFS) can block for minutes. It therefore runs on a
 //! worker thread: a call that outlasts [`STATFS_TIMEOUT`] is abandoned together with its thread,
 //! the mount reports `node_filesystem_device_error 1`, and it is not asked again until the
-//! abandoned call returns — so one bad mount costs one timeout, not every later cycle.
+//! abandoned call returns — so one bad mount costs one timeout, not every later cycle. The
+//! cycle's calls go to the worker as one list, so a cycle wakes it once, not once per mount.
+//!
+//! The mount table is read again only when it may have changed: the procfs table is kept
+//! open and `poll`ed, which the kernel answers with `POLLPRI` after any mount, unmount or
+//! remount in that namespace, and a filesystem whose read-only state changed under its mount
+//! (ext4's `errors=remount-ro`, which the table shows but does not signal) shows it in its
+//! `statvfs` flags, which are compared with the cycle before. Anything else (a table that is
+//! not on procfs, as in tests, or a different root file system view) is read every cycle.
 
 use super::{CollectError, Collector, Roots, Sink};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -42,6 +51,9 @@ pub struct FsStats {
     pub avail_bytes: f64,
     pub files: f64,
     pub files_free: f64,
+    /// `ST_RDONLY` of the statvfs flags: read-only as the agent's own mount namespace sees
+    /// it (only used to notice a change; the reported flag is the mount table's).
+    pub readonly_flag: bool,
 }
 
 /// Parses a mount table (`/proc/<pid>/mounts`: device, mount point, type, options, 0, 0).
@@ -213,6 +225,7 @@ fn statvfs(path: &Path) -> io::Result<FsStats> {
         avail_bytes: s.f_bavail as f64 * unit,
         files: s.f_files as f64,
         files_free: s.f_ffree as f64,
+        readonly_flag: s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
     })
 }
 
@@ -225,19 +238,22 @@ enum StatError {
     Stuck,
 }
 
-/// Runs `stat` on a worker thread with a timeout (see the module docs).
+/// Runs `stat` on a worker thread with a timeout per call (see the module docs).
 struct StatRunner {
     stat: StatFn,
     timeout: Duration,
-    /// Paths whose call has not returned; shared with abandoned workers, which remove their
-    /// path when their call finally returns.
+    /// Paths whose call has not returned; shared with the workers, which add a path before
+    /// their call and remove it when the call returns, abandoned or not.
     in_flight: Arc<Mutex<HashSet<PathBuf>>>,
     worker: Option<Worker>,
 }
 
 struct Worker {
-    paths: mpsc::Sender<PathBuf>,
+    paths: mpsc::Sender<Vec<PathBuf>>,
     results: mpsc::Receiver<io::Result<FsStats>>,
+    /// Set when the worker is abandoned: it makes no further call once its current one
+    /// returns.
+    abandoned: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,62 +270,118 @@ impl StatRunner {
         }
     }
 
-    fn stat(&mut self, path: &Path) -> Result<FsStats, StatError> {
-        if !lock(&self.in_flight).insert(path.to_path_buf()) {
-            return Err(StatError::Stuck);
-        }
-        let r = self.ask(path);
-        // An abandoned call keeps its path until it returns; any other outcome is finished.
-        if !matches!(r, Err(StatError::TimedOut)) {
-            lock(&self.in_flight).remove(path);
-        }
-        r
-    }
-
-    fn ask(&mut self, path: &Path) -> Result<FsStats, StatError> {
-        if self.worker.is_none() {
-            self.worker = Some(self.spawn().map_err(StatError::Failed)?);
+    /// Stats every path into `out` (cleared first; one result per path, in order). The
+    /// worker gets the list in one message and answers each call as it returns; a call that
+    /// takes longer than the timeout is abandoned with its worker, and the paths after it
+    /// go to a fresh one.
+    fn stat_all(&mut self, paths: &[PathBuf], out: &mut Vec<Result<FsStats, StatError>>) {
+        out.clear();
+        let mut todo = Vec::with_capacity(paths.len());
+        {
+            let in_flight = lock(&self.in_flight);
+            for (i, p) in paths.iter().enumerate() {
+                out.push(Err(StatError::Stuck));
+                if !in_flight.contains(p) {
+                    todo.push(i);
+                }
+            }
         }
         let gone = || StatError::Failed(io::Error::other("statfs worker exited"));
-        let Some(worker) = self.worker.as_ref() else {
-            return Err(gone());
-        };
-        if worker.paths.send(path.to_path_buf()).is_err() {
-            self.worker = None;
-            return Err(gone());
-        }
-        match worker.results.recv_timeout(self.timeout) {
-            Ok(r) => r.map_err(StatError::Failed),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.worker = None;
-                Err(StatError::TimedOut)
+        let mut next = 0;
+        while next < todo.len() {
+            let worker = match self.worker.take() {
+                Some(w) => w,
+                None => match self.spawn() {
+                    Ok(w) => w,
+                    Err(e) => {
+                        for &i in &todo[next..] {
+                            out[i] =
+                                Err(StatError::Failed(io::Error::new(e.kind(), e.to_string())));
+                        }
+                        return;
+                    }
+                },
+            };
+            let list = todo[next..].iter().map(|&i| paths[i].clone()).collect();
+            if worker.paths.send(list).is_err() {
+                for &i in &todo[next..] {
+                    out[i] = Err(gone());
+                }
+                return;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                self.worker = None;
-                Err(gone())
+            loop {
+                if next == todo.len() {
+                    self.worker = Some(worker);
+                    return;
+                }
+                match worker.results.recv_timeout(self.timeout) {
+                    Ok(r) => out[todo[next]] = r.map_err(StatError::Failed),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        worker.abandoned.store(true, Ordering::SeqCst);
+                        out[todo[next]] = Err(StatError::TimedOut);
+                        next += 1;
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        for &i in &todo[next..] {
+                            out[i] = Err(gone());
+                        }
+                        return;
+                    }
+                }
+                next += 1;
             }
         }
     }
 
     fn spawn(&self) -> io::Result<Worker> {
-        let (paths, path_rx) = mpsc::channel::<PathBuf>();
+        let (paths, path_rx) = mpsc::channel::<Vec<PathBuf>>();
         let (result_tx, results) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
         let stat = self.stat;
         let in_flight = Arc::clone(&self.in_flight);
+        let stop = Arc::clone(&abandoned);
         std::thread::Builder::new()
             .name("outpost-statfs".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                for path in path_rx {
-                    let r = stat(&path);
-                    // Before answering, so a caller that has just given up cannot miss it.
-                    lock(&in_flight).remove(&path);
-                    if result_tx.send(r).is_err() {
-                        break;
+                for list in path_rx {
+                    for path in list {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        lock(&in_flight).insert(path.clone());
+                        let r = stat(&path);
+                        // Before answering, so a caller that has just given up cannot miss it.
+                        lock(&in_flight).remove(&path);
+                        if result_tx.send(r).is_err() {
+                            return;
+                        }
                     }
                 }
             })?;
-        Ok(Worker { paths, results })
+        Ok(Worker {
+            paths,
+            results,
+            abandoned,
+        })
+    }
+}
+
+/// `poll` of a kept-open mount table: true when the kernel reports a change since the last
+/// poll (`POLLPRI`/`POLLERR`), or when it cannot tell.
+fn table_changed(f: &std::fs::File) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(f, PollFlags::PRI)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::PRI | PollFlags::ERR | PollFlags::NVAL),
+        Err(_) => true,
     }
 }
 
@@ -319,6 +391,18 @@ pub struct FilesystemCollector {
     rootfs: Option<PathBuf>,
     buf: Vec<u8>,
     runner: StatRunner,
+    /// The mount table last read (index into `mounts`), kept open when it is procfs' and
+    /// the mount points are the agent's own (no `rootfs`), so that `poll` tells a change.
+    kept: Option<(usize, std::fs::File)>,
+    /// The mounts to report, from the last read of the table; empty before the first.
+    selected: Vec<Mount>,
+    /// Where `statvfs` looks for each of `selected`.
+    targets: Vec<PathBuf>,
+    /// Each mount's `readonly_flag` in the last cycle, when it was known.
+    flags: Vec<Option<bool>>,
+    stats: Vec<Result<FsStats, StatError>>,
+    /// Reads of the mount table so far.
+    reads: u64,
 }
 
 impl FilesystemCollector {
@@ -328,6 +412,12 @@ impl FilesystemCollector {
             rootfs: (roots.rootfs != Path::new("/")).then(|| roots.rootfs.clone()),
             buf: Vec::new(),
             runner: StatRunner::new(statvfs, STATFS_TIMEOUT),
+            kept: None,
+            selected: Vec::new(),
+            targets: Vec::new(),
+            flags: Vec::new(),
+            stats: Vec::new(),
+            reads: 0,
         }
     }
 
@@ -335,11 +425,27 @@ impl FilesystemCollector {
     /// namespace; where /proc/1 is hidden (hidepid, no privileges) our own table serves.
     /// Returns the index in `self.mounts` of the table read into `self.buf`.
     fn read_mounts(&mut self) -> Result<usize, CollectError> {
+        if let Some((i, f)) = self.kept.take() {
+            self.buf.clear();
+            if super::read_all_at(&f, &mut self.buf).is_ok() {
+                self.kept = Some((i, f));
+                return Ok(i);
+            }
+        }
         let mut last = None;
         for (i, path) in self.mounts.iter().enumerate() {
             self.buf.clear();
-            match std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut self.buf)) {
-                Ok(_) => return Ok(i),
+            match std::fs::File::open(path)
+                .and_then(|f| super::read_all_at(&f, &mut self.buf).map(|_| f))
+            {
+                Ok(f) => {
+                    let procfs = rustix::fs::fstatfs(&f)
+                        .is_ok_and(|s| s.f_type == rustix::fs::PROC_SUPER_MAGIC);
+                    if procfs && self.rootfs.is_none() {
+                        self.kept = Some((i, f));
+                    }
+                    return Ok(i);
+                }
                 Err(e) => last = Some((path, e)),
             }
         }
@@ -349,6 +455,32 @@ impl FilesystemCollector {
         );
         Err(CollectError::Io { path, source })
     }
+
+    /// Reads and selects the mount table again, with no read-only flags known yet.
+    fn reload(&mut self) -> Result<(), CollectError> {
+        self.selected.clear();
+        self.targets.clear();
+        self.flags.clear();
+        self.reads += 1;
+        let table = self.read_mounts()?;
+        self.selected = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
+            path: self.mounts[table].display().to_string(),
+            msg,
+        })?;
+        self.targets = self
+            .selected
+            .iter()
+            .map(|m| match &self.rootfs {
+                Some(root) => {
+                    let rel = m.mountpoint.as_os_str().as_bytes();
+                    root.join(OsStr::from_bytes(rel.strip_prefix(b"/").unwrap_or(rel)))
+                }
+                None => m.mountpoint.clone(),
+            })
+            .collect();
+        self.flags = vec![None; self.selected.len()];
+        Ok(())
+    }
 }
 
 impl Collector for FilesystemCollector {
@@ -357,20 +489,28 @@ impl Collector for FilesystemCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
-        let table = self.read_mounts()?;
-        let mounts = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
-            path: self.mounts[table].display().to_string(),
-            msg,
-        })?;
-        for m in &mounts {
-            let target = match &self.rootfs {
-                Some(root) => {
-                    let rel = m.mountpoint.as_os_str().as_bytes();
-                    root.join(OsStr::from_bytes(rel.strip_prefix(b"/").unwrap_or(rel)))
-                }
-                None => m.mountpoint.clone(),
-            };
-            let stats = match self.runner.stat(&target) {
+        let fresh = match &self.kept {
+            Some((_, f)) if !self.selected.is_empty() => table_changed(f),
+            _ => true,
+        };
+        if fresh {
+            self.reload()?;
+        }
+        self.runner.stat_all(&self.targets, &mut self.stats);
+        let flipped = self.flags.iter().zip(&self.stats).any(
+            |(before, now)| matches!((before, now), (Some(b), Ok(s)) if *b != s.readonly_flag),
+        );
+        if flipped {
+            // A filesystem went read-only (or back) under an unchanged table: the table
+            // shows it, so read it again, and ask again for the mounts it now lists.
+            self.reload()?;
+            self.runner.stat_all(&self.targets, &mut self.stats);
+        }
+        for (flag, s) in self.flags.iter_mut().zip(&self.stats) {
+            *flag = s.as_ref().ok().map(|s| s.readonly_flag);
+        }
+        for (m, s) in self.selected.iter().zip(&self.stats) {
+            let stats = match s {
                 Ok(s) => Some(s),
                 Err(StatError::TimedOut) => {
                     tracing::warn!(mountpoint = %m.mountpoint.display(), timeout = ?STATFS_TIMEOUT,
@@ -383,7 +523,7 @@ impl Collector for FilesystemCollector {
                 }
                 Err(StatError::Stuck) => None,
             };
-            mount_samples(m, stats.as_ref(), out);
+            mount_samples(m, stats, out);
         }
         Ok(())
     }
@@ -550,6 +690,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             avail_bytes: 3.5e11,
             files: 1000.0,
             files_free: 10.0,
+            readonly_flag: true,
         };
         let mut out = Vec::new();
         mount_samples(&m, Some(&stats), &mut out);
@@ -648,25 +789,35 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             avail_bytes: 3.0,
             files: 4.0,
             files_free: 5.0,
+            readonly_flag: false,
         })
     }
 
     #[test]
     fn a_hung_statfs_costs_one_timeout_then_is_skipped_until_it_returns() {
         let mut r = StatRunner::new(fake_stat, Duration::from_millis(50));
-        let ok = |res: Result<FsStats, StatError>| res.map(|s| s.files);
+        let paths = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        let show = |out: &Vec<Result<FsStats, StatError>>| {
+            out.iter()
+                .map(|r| match r {
+                    Ok(s) => format!("ok {}", s.files),
+                    Err(StatError::Failed(e)) => format!("failed {:?}", e.raw_os_error()),
+                    Err(StatError::TimedOut) => "timed out".into(),
+                    Err(StatError::Stuck) => "stuck".into(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let cycle = paths(&["/ok", "/hang", "/broken", "/ok2"]);
 
-        assert!(matches!(
-            r.stat(Path::new("/hang")),
-            Err(StatError::TimedOut)
-        ));
-        assert!(matches!(r.stat(Path::new("/hang")), Err(StatError::Stuck)));
-        // Other mounts keep working on a fresh worker.
-        assert_eq!(ok(r.stat(Path::new("/ok"))).ok(), Some(4.0));
-        assert!(matches!(
-            r.stat(Path::new("/broken")),
-            Err(StatError::Failed(e)) if e.raw_os_error() == Some(5)
-        ));
+        // The hung call costs one timeout; the mounts after it go to a fresh worker.
+        r.stat_all(&cycle, &mut out);
+        assert_eq!(show(&out), ["ok 4", "timed out", "failed Some(5)", "ok 4"]);
+        // Until it returns, that mount is not asked again, and the others still are.
+        let t = Instant::now();
+        r.stat_all(&cycle, &mut out);
+        assert_eq!(show(&out), ["ok 4", "stuck", "failed Some(5)", "ok 4"]);
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
 
         RELEASE.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -674,7 +825,100 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             assert!(Instant::now() < deadline, "abandoned call never returned");
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(ok(r.stat(Path::new("/hang"))).ok(), Some(4.0));
+        r.stat_all(&cycle, &mut out);
+        assert_eq!(show(&out), ["ok 4", "ok 4", "failed Some(5)", "ok 4"]);
         assert!(lock(&r.in_flight).is_empty());
+        r.stat_all(&[], &mut out);
+        assert!(out.is_empty());
+    }
+
+    static READ_ONLY: AtomicBool = AtomicBool::new(false);
+
+    fn stat_read_only_when_told(_: &Path) -> io::Result<FsStats> {
+        Ok(FsStats {
+            size_bytes: 1.0,
+            free_bytes: 1.0,
+            avail_bytes: 1.0,
+            files: 1.0,
+            files_free: 1.0,
+            readonly_flag: READ_ONLY.load(Ordering::SeqCst),
+        })
+    }
+
+    /// On the host's own /proc the table is read once and then only when something changed:
+    /// here, a filesystem turning read-only under an unchanged table (as ext4's
+    /// `errors=remount-ro` does), which only its statvfs flags show.
+    #[test]
+    fn the_mount_table_is_read_again_only_after_a_change() {
+        let mut c = FilesystemCollector::new(&Roots::default());
+        c.runner = StatRunner::new(stat_read_only_when_told, STATFS_TIMEOUT);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.clear();
+            c.collect(0, &mut out).unwrap();
+        }
+        assert!(
+            c.kept.is_some(),
+            "/proc/1/mounts or /proc/self/mounts is kept open"
+        );
+        assert!(!c.selected.is_empty(), "the host has mounts to report");
+        assert_eq!(c.reads, 1, "three cycles, one read of an unchanged table");
+        let series = out.len();
+        READ_ONLY.store(true, Ordering::SeqCst);
+        out.clear();
+        c.collect(0, &mut out).unwrap();
+        assert_eq!(c.reads, 2, "a changed read-only flag reads the table again");
+        assert_eq!(out.len(), series);
+        out.clear();
+        c.collect(0, &mut out).unwrap();
+        assert_eq!(c.reads, 2, "and only once");
+        READ_ONLY.store(false, Ordering::SeqCst);
+    }
+
+    /// The table is read again only when `poll` reports a change: a mount made, remounted
+    /// read-only and removed in a mount namespace of the test's own shows each time, and a
+    /// poll with nothing new in between does not. Needs root (CAP_SYS_ADMIN), as CI has.
+    #[test]
+    fn a_kept_mount_table_reports_changes_through_poll() {
+        use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+        let dir = std::env::temp_dir().join(format!("outpost-fs-poll-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.clone();
+        let seen = std::thread::spawn(move || {
+            // SAFETY: NEWNS gives this thread alone a mount namespace (and its own fs_struct);
+            // no file descriptor table is unshared.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+                .expect("unshare(CLONE_NEWNS): the test needs root");
+            rustix::mount::mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .unwrap();
+            let f = std::fs::File::open("/proc/thread-self/mounts").unwrap();
+            let mut seen = vec![table_changed(&f)];
+            rustix::mount::mount("outpost-test", &d, "tmpfs", MountFlags::empty(), None).unwrap();
+            seen.extend([table_changed(&f), table_changed(&f)]);
+            let mut buf = Vec::new();
+            crate::collect::read_all_at(&f, &mut buf).unwrap();
+            let listed = select_mounts(&buf)
+                .unwrap()
+                .into_iter()
+                .find(|m| m.mountpoint == d);
+            seen.push(listed.is_some_and(|m| !m.readonly));
+            rustix::mount::mount_remount(&d, MountFlags::RDONLY, c"").unwrap();
+            seen.extend([table_changed(&f), table_changed(&f)]);
+            rustix::mount::unmount(&d, UnmountFlags::empty()).unwrap();
+            seen.push(table_changed(&f));
+            seen
+        })
+        .join()
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            seen,
+            [false, true, false, true, true, false, true],
+            "poll before any change, after the mount, again, the table lists it read-write, \
+             after the remount, again, after the unmount"
+        );
     }
 }
