@@ -159,54 +159,49 @@ pub async fn run_with(
     );
     outpost_service::sdnotify::ready(&format!("running; {} batches buffered", s.batches));
     let watchdog = outpost_service::sdnotify::spawn_watchdog();
-    // The collectors and the cycle's sample vector travel to each cycle's blocking task and
-    // back, so their buffers are reused rather than reallocated every cycle.
-    let mut collectors = Some((
-        collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name)),
-        CycleSeries::new(&cfg.id, &cfg.region),
-        HostFamilies::default(),
-    ));
+    // Host collection runs on a thread of its own that sleeps until the next cycle: a cycle
+    // costs that thread's wake-up and the uplink's, with no hand-off through the runtime.
+    let (to_collector, orders) = std::sync::mpsc::channel();
+    let (stopped_tx, mut collector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = {
+        let (cfg_rx, b, m, r, n) = (
+            cfg_rx.clone(),
+            buffer.clone(),
+            metrics.clone(),
+            registry.clone(),
+            new_data.clone(),
+        );
+        std::thread::Builder::new()
+            .name("outpost-collect".into())
+            .spawn(move || {
+                let _stopped = stopped_tx;
+                collect_loop(&cfg_rx, &b, &m, &r, &n, &orders);
+            })
+            .map_err(|e| AgentError::Task(format!("cannot start the collection thread: {e}")))?
+    };
     let mut interval = cfg.collect.interval;
-    let mut tick = tokio::time::interval(interval.get());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    loop {
+    let collector_failed = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
+            _ = &mut shutdown => break false,
+            _ = &mut collector_stopped => break true,
             Ok(()) = cfg_rx.changed() => {
                 let new = cfg_rx.borrow_and_update().collect.interval;
                 if new != interval {
                     tracing::info!(from = %interval, to = %new, "collection interval changed");
                     interval = new;
-                    tick = tokio::time::interval_at(tokio::time::Instant::now() + new.get(), new.get());
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let _ = to_collector.send(Order::Interval(new.get()));
                 }
-                continue;
             }
         }
-        let c = cfg_rx.borrow().clone();
-        let (b, m, r, (mut cs, mut series, mut families)) = (
-            buffer.clone(),
-            metrics.clone(),
-            registry.clone(),
-            collectors.take().unwrap_or_else(|| {
-                (
-                    Vec::new(),
-                    CycleSeries::new(&c.id, &c.region),
-                    HostFamilies::default(),
-                )
-            }),
-        );
-        let done = tokio::task::spawn_blocking(move || {
-            run_cycle(&c, &b, &m, &r, &mut cs, &mut series, &mut families);
-            (cs, series, families)
-        })
-        .await
-        .map_err(|e| AgentError::Task(e.to_string()))?;
-        collectors = Some(done);
-        new_data.notify_one();
+    };
+    let _ = to_collector.send(Order::Stop);
+    if collector_failed {
+        tracing::error!("the collection thread stopped; the agent stops");
+    } else {
+        let _ = collector_stopped.await;
     }
+    let _ = tokio::task::spawn_blocking(move || collector.join()).await;
     tracing::info!("shutting down: sending what is in flight");
     outpost_service::sdnotify::stopping();
     if let Some(w) = watchdog {
@@ -229,7 +224,67 @@ pub async fn run_with(
         cycles = s.cycles,
         "agent stopped"
     );
+    if collector_failed {
+        return Err(AgentError::Task("the collection thread stopped".into()));
+    }
     Ok(())
+}
+
+/// What the runtime tells the collection thread.
+enum Order {
+    /// The collection interval changed: the next cycle is one new interval from now.
+    Interval(Duration),
+    /// Finish the cycle under way, if any, and return.
+    Stop,
+}
+
+/// The collection thread: a cycle at once, then one every interval until told to stop. A
+/// cycle that overruns delays the next by a whole interval rather than running cycles back
+/// to back (as tokio's `MissedTickBehavior::Delay`). After each cycle the uplink is woken.
+fn collect_loop(
+    cfg_rx: &watch::Receiver<Arc<Config>>,
+    buffer: &Buffer,
+    metrics: &Metrics,
+    registry: &metadata::MetadataRegistry,
+    new_data: &Notify,
+    orders: &std::sync::mpsc::Receiver<Order>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
+    let cfg = cfg_rx.borrow().clone();
+    let mut collectors =
+        collect::collectors(&collect::Roots::default(), |name| cfg.collect.enabled(name));
+    let mut series = CycleSeries::new(&cfg.id, &cfg.region);
+    let mut families = HostFamilies::default();
+    let mut interval = cfg.collect.interval.get();
+    let mut next = Instant::now();
+    loop {
+        match orders.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Order::Interval(new)) => {
+                interval = new;
+                next = Instant::now() + new;
+                continue;
+            }
+            Ok(Order::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let c = cfg_rx.borrow().clone();
+        run_cycle(
+            &c,
+            buffer,
+            metrics,
+            registry,
+            &mut collectors,
+            &mut series,
+            &mut families,
+        );
+        new_data.notify_one();
+        next += interval;
+        let now = Instant::now();
+        if next <= now {
+            next = now + interval;
+        }
+    }
 }
 
 /// What the agent declares for its cycle counter.
