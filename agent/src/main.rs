@@ -102,9 +102,10 @@ fn main() -> ExitCode {
                 otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
             });
             // One worker thread: the agent's tasks mostly wait (the uplink, the HTTP server,
-            // timers); collection, scrapes and buffer work run on the blocking pool (not
-            // capped, so slow scrape targets never hold up a cycle), which keeps its threads
-            // past a 10 s cycle instead of starting new ones every cycle.
+            // timers). Host collection has a thread of its own; scrapes and buffer work run
+            // on the blocking pool (not capped, so slow scrape targets never hold up a
+            // cycle), which keeps its threads past a 10 s cycle instead of starting new ones
+            // every cycle.
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_keep_alive(std::time::Duration::from_secs(120))
