@@ -238,9 +238,10 @@ enum Order {
     Stop,
 }
 
-/// The collection thread: a cycle at once, then one every interval until told to stop. A
-/// cycle that overruns delays the next by a whole interval rather than running cycles back
-/// to back (as tokio's `MissedTickBehavior::Delay`). After each cycle the uplink is woken.
+/// The collection thread: a cycle at once, then one every interval until told to stop. When
+/// a cycle overruns its interval, the next starts as soon as it ends and the ones after it
+/// are an interval apart from there: no cycle is skipped and none run back to back to catch
+/// up (as tokio's `MissedTickBehavior::Delay`). After each cycle the uplink is woken.
 fn collect_loop(
     cfg_rx: &watch::Receiver<Arc<Config>>,
     buffer: &Buffer,
@@ -279,11 +280,9 @@ fn collect_loop(
             &mut families,
         );
         new_data.notify_one();
-        next += interval;
-        let now = Instant::now();
-        if next <= now {
-            next = now + interval;
-        }
+        // Late: the missed cycle runs at once and the ones after it keep the interval from
+        // there, as tokio's `MissedTickBehavior::Delay` does.
+        next = (next + interval).max(Instant::now());
     }
 }
 

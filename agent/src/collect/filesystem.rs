@@ -12,12 +12,14 @@
 //! abandoned call returns — so one bad mount costs one timeout, not every later cycle. The
 //! cycle's calls go to the worker as one list, so a cycle wakes it once, not once per mount.
 //!
-//! The mount table is read again only when it may have changed: the procfs table is kept
+//! The mount table is read again only when it may have changed. The procfs table is kept
 //! open and `poll`ed, which the kernel answers with `POLLPRI` after any mount, unmount or
-//! remount in that namespace, and a filesystem whose read-only state changed under its mount
-//! (ext4's `errors=remount-ro`, which the table shows but does not signal) shows it in its
-//! `statvfs` flags, which are compared with the cycle before. Anything else (a table that is
-//! not on procfs, as in tests, or a different root file system view) is read every cycle.
+//! remount in that namespace. A filesystem that turns read-only under its mount (ext4's
+//! `errors=remount-ro`), which the table shows but `poll` does not signal, turns its
+//! `statvfs` flags read-only: a mount that `statvfs` calls read-only while the table says
+//! read-write has the table read again at once. Where the agent's own view of a mount is
+//! read-only anyway (systemd's `ProtectSystem=strict`), its flags cannot tell, and the table
+//! is read every cycle, as it is when it is not on procfs (tests) or with a `rootfs`.
 
 use super::{CollectError, Collector, Roots, Sink};
 use std::collections::HashSet;
@@ -350,10 +352,12 @@ impl StatRunner {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        lock(&in_flight).insert(path.clone());
-                        let r = stat(&path);
-                        // Before answering, so a caller that has just given up cannot miss it.
-                        lock(&in_flight).remove(&path);
+                        let r = {
+                            // Released before answering (so a caller that has just given
+                            // up cannot miss it), and on a panic too.
+                            let _claim = Claim::new(&in_flight, &path);
+                            stat(&path)
+                        };
                         if result_tx.send(r).is_err() {
                             return;
                         }
@@ -365,6 +369,25 @@ impl StatRunner {
             results,
             abandoned,
         })
+    }
+}
+
+/// A path in `in_flight` for as long as this lives.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<PathBuf>>,
+    path: &'a Path,
+}
+
+impl<'a> Claim<'a> {
+    fn new(set: &'a Mutex<HashSet<PathBuf>>, path: &'a Path) -> Self {
+        lock(set).insert(path.to_path_buf());
+        Claim { set, path }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(self.path);
     }
 }
 
@@ -398,8 +421,9 @@ pub struct FilesystemCollector {
     selected: Vec<Mount>,
     /// Where `statvfs` looks for each of `selected`.
     targets: Vec<PathBuf>,
-    /// Each mount's `readonly_flag` in the last cycle, when it was known.
-    flags: Vec<Option<bool>>,
+    /// Some mount's `statvfs` said read-only while the table said read-write in the last
+    /// cycle, so the table is read again at the next.
+    blind: bool,
     stats: Vec<Result<FsStats, StatError>>,
     /// Reads of the mount table so far.
     reads: u64,
@@ -415,7 +439,7 @@ impl FilesystemCollector {
             kept: None,
             selected: Vec::new(),
             targets: Vec::new(),
-            flags: Vec::new(),
+            blind: false,
             stats: Vec::new(),
             reads: 0,
         }
@@ -456,11 +480,18 @@ impl FilesystemCollector {
         Err(CollectError::Io { path, source })
     }
 
-    /// Reads and selects the mount table again, with no read-only flags known yet.
+    /// Whether some mount's `statvfs` says read-only while the table says read-write.
+    fn disagree(&self) -> bool {
+        self.selected
+            .iter()
+            .zip(&self.stats)
+            .any(|(m, s)| !m.readonly && s.as_ref().is_ok_and(|s| s.readonly_flag))
+    }
+
+    /// Reads and selects the mount table again.
     fn reload(&mut self) -> Result<(), CollectError> {
         self.selected.clear();
         self.targets.clear();
-        self.flags.clear();
         self.reads += 1;
         let table = self.read_mounts()?;
         self.selected = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
@@ -478,7 +509,6 @@ impl FilesystemCollector {
                 None => m.mountpoint.clone(),
             })
             .collect();
-        self.flags = vec![None; self.selected.len()];
         Ok(())
     }
 }
@@ -490,24 +520,20 @@ impl Collector for FilesystemCollector {
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
         let fresh = match &self.kept {
-            Some((_, f)) if !self.selected.is_empty() => table_changed(f),
+            Some((_, f)) if !self.selected.is_empty() && !self.blind => table_changed(f),
             _ => true,
         };
         if fresh {
             self.reload()?;
         }
         self.runner.stat_all(&self.targets, &mut self.stats);
-        let flipped = self.flags.iter().zip(&self.stats).any(
-            |(before, now)| matches!((before, now), (Some(b), Ok(s)) if *b != s.readonly_flag),
-        );
-        if flipped {
-            // A filesystem went read-only (or back) under an unchanged table: the table
-            // shows it, so read it again, and ask again for the mounts it now lists.
+        self.blind = self.disagree();
+        if self.blind && !fresh {
+            // A filesystem went read-only under an unchanged table (or `statvfs` cannot
+            // tell): the table shows which, so read it again and ask again.
             self.reload()?;
             self.runner.stat_all(&self.targets, &mut self.stats);
-        }
-        for (flag, s) in self.flags.iter_mut().zip(&self.stats) {
-            *flag = s.as_ref().ok().map(|s| s.readonly_flag);
+            self.blind = self.disagree();
         }
         for (m, s) in self.selected.iter().zip(&self.stats) {
             let stats = match s {
@@ -846,33 +872,45 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
     }
 
     /// On the host's own /proc the table is read once and then only when something changed:
-    /// here, a filesystem turning read-only under an unchanged table (as ext4's
-    /// `errors=remount-ro` does), which only its statvfs flags show.
+    /// here, filesystems that `statvfs` calls read-only while the table says read-write (as
+    /// after ext4's `errors=remount-ro`, or always under `ProtectSystem=strict`), which has
+    /// the table read again at once and then every cycle for as long as they disagree.
     #[test]
     fn the_mount_table_is_read_again_only_after_a_change() {
         let mut c = FilesystemCollector::new(&Roots::default());
         c.runner = StatRunner::new(stat_read_only_when_told, STATFS_TIMEOUT);
         let mut out = Vec::new();
-        for _ in 0..3 {
+        let mut cycle = |c: &mut FilesystemCollector| {
             out.clear();
             c.collect(0, &mut out).unwrap();
-        }
+            (c.reads, out.len())
+        };
+        let reads: Vec<u64> = (0..3).map(|_| cycle(&mut c).0).collect();
+        assert_eq!(
+            reads,
+            [1, 1, 1],
+            "three cycles, one read of an unchanged table"
+        );
         assert!(
             c.kept.is_some(),
             "/proc/1/mounts or /proc/self/mounts is kept open"
         );
-        assert!(!c.selected.is_empty(), "the host has mounts to report");
-        assert_eq!(c.reads, 1, "three cycles, one read of an unchanged table");
-        let series = out.len();
+        assert!(
+            c.selected.iter().any(|m| !m.readonly),
+            "the host has a read-write mount to report"
+        );
+        let series = cycle(&mut c).1;
         READ_ONLY.store(true, Ordering::SeqCst);
-        out.clear();
-        c.collect(0, &mut out).unwrap();
-        assert_eq!(c.reads, 2, "a changed read-only flag reads the table again");
-        assert_eq!(out.len(), series);
-        out.clear();
-        c.collect(0, &mut out).unwrap();
-        assert_eq!(c.reads, 2, "and only once");
+        let (reads, n) = cycle(&mut c);
+        assert_eq!(
+            reads, 2,
+            "a read-only filesystem the table calls read-write: read at once"
+        );
+        assert_eq!(n, series);
+        assert_eq!(cycle(&mut c).0, 3, "and every cycle while they disagree");
         READ_ONLY.store(false, Ordering::SeqCst);
+        assert_eq!(cycle(&mut c).0, 4, "once more after they agree again");
+        assert_eq!(cycle(&mut c).0, 4, "then no more");
     }
 
     /// The table is read again only when `poll` reports a change: a mount made, remounted
