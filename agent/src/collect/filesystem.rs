@@ -27,7 +27,6 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -253,9 +252,19 @@ struct StatRunner {
 struct Worker {
     paths: mpsc::Sender<Vec<PathBuf>>,
     results: mpsc::Receiver<io::Result<FsStats>>,
-    /// Set when the worker is abandoned: it makes no further call once its current one
-    /// returns.
-    abandoned: Arc<AtomicBool>,
+    progress: Arc<Mutex<Progress>>,
+    /// Results received from this worker so far.
+    answered: u64,
+}
+
+/// What a worker has started, and whether it may start more; one lock, so that a caller
+/// that gives up on a call knows whether the worker has moved past it.
+#[derive(Default)]
+struct Progress {
+    /// Calls started so far.
+    started: u64,
+    /// Set when the worker is abandoned: it starts no further call.
+    abandoned: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -291,7 +300,7 @@ impl StatRunner {
         let gone = || StatError::Failed(io::Error::other("statfs worker exited"));
         let mut next = 0;
         while next < todo.len() {
-            let worker = match self.worker.take() {
+            let mut worker = match self.worker.take() {
                 Some(w) => w,
                 None => match self.spawn() {
                     Ok(w) => w,
@@ -317,10 +326,26 @@ impl StatRunner {
                     return;
                 }
                 match worker.results.recv_timeout(self.timeout) {
-                    Ok(r) => out[todo[next]] = r.map_err(StatError::Failed),
+                    Ok(r) => {
+                        worker.answered += 1;
+                        out[todo[next]] = r.map_err(StatError::Failed);
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        worker.abandoned.store(true, Ordering::SeqCst);
-                        out[todo[next]] = Err(StatError::TimedOut);
+                        {
+                            let mut p = lock(&worker.progress);
+                            if p.started > worker.answered + 1 {
+                                // The call returned just now and the next has started: its
+                                // answer is queued.
+                                continue;
+                            }
+                            p.abandoned = true;
+                        }
+                        // Abandoned, it starts nothing more; an answer that came in
+                        // meanwhile is the call's own.
+                        out[todo[next]] = match worker.results.try_recv() {
+                            Ok(r) => r.map_err(StatError::Failed),
+                            Err(_) => Err(StatError::TimedOut),
+                        };
                         next += 1;
                         break;
                     }
@@ -339,25 +364,28 @@ impl StatRunner {
     fn spawn(&self) -> io::Result<Worker> {
         let (paths, path_rx) = mpsc::channel::<Vec<PathBuf>>();
         let (result_tx, results) = mpsc::channel();
-        let abandoned = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Mutex::new(Progress::default()));
         let stat = self.stat;
         let in_flight = Arc::clone(&self.in_flight);
-        let stop = Arc::clone(&abandoned);
+        let shared = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("outpost-statfs".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 for list in path_rx {
                     for path in list {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let r = {
-                            // Released before answering (so a caller that has just given
-                            // up cannot miss it), and on a panic too.
-                            let _claim = Claim::new(&in_flight, &path);
-                            stat(&path)
+                        let claim = {
+                            let mut p = lock(&shared);
+                            if p.abandoned {
+                                return;
+                            }
+                            p.started += 1;
+                            Claim::new(&in_flight, &path)
                         };
+                        // The claim is released before answering (so a caller that has just
+                        // given up cannot miss it), and on a panic too.
+                        let r = stat(&path);
+                        drop(claim);
                         if result_tx.send(r).is_err() {
                             return;
                         }
@@ -367,7 +395,8 @@ impl StatRunner {
         Ok(Worker {
             paths,
             results,
-            abandoned,
+            progress,
+            answered: 0,
         })
     }
 }
@@ -797,6 +826,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
     }
 
     static RELEASE: AtomicBool = AtomicBool::new(false);
+    static COUNTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     /// Hangs on `/hang` until released, like statfs on an unreachable NFS server.
     fn fake_stat(path: &Path) -> io::Result<FsStats> {
@@ -808,6 +838,9 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
         }
         if path == Path::new("/broken") {
             return Err(io::Error::from_raw_os_error(5));
+        }
+        if path == Path::new("/counted") {
+            COUNTED.fetch_add(1, Ordering::SeqCst);
         }
         Ok(FsStats {
             size_bytes: 1.0,
@@ -834,7 +867,7 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
                 })
                 .collect::<Vec<_>>()
         };
-        let cycle = paths(&["/ok", "/hang", "/broken", "/ok2"]);
+        let cycle = paths(&["/ok", "/hang", "/broken", "/counted"]);
 
         // The hung call costs one timeout; the mounts after it go to a fresh worker.
         r.stat_all(&cycle, &mut out);
@@ -851,8 +884,13 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             assert!(Instant::now() < deadline, "abandoned call never returned");
             std::thread::sleep(Duration::from_millis(2));
         }
+        // The abandoned worker made no call after the hung one returned: each cycle asked
+        // for /counted once.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(COUNTED.load(Ordering::SeqCst), 2);
         r.stat_all(&cycle, &mut out);
         assert_eq!(show(&out), ["ok 4", "ok 4", "failed Some(5)", "ok 4"]);
+        assert_eq!(COUNTED.load(Ordering::SeqCst), 3);
         assert!(lock(&r.in_flight).is_empty());
         r.stat_all(&[], &mut out);
         assert!(out.is_empty());
