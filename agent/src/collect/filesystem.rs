@@ -21,7 +21,7 @@
 //! read-only anyway (systemd's `ProtectSystem=strict`), its flags cannot tell, and the table
 //! is read every cycle, as it is when it is not on procfs (tests) or with a `rootfs`.
 
-use super::{CollectError, Collector, Roots, Sink};
+use super::{CollectError, Collector, Roots, Sink, Source};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -439,13 +439,14 @@ fn table_changed(f: &std::fs::File) -> bool {
 
 /// Collector "filesystem".
 pub struct FilesystemCollector {
-    mounts: [PathBuf; 2],
+    /// PID 1's mount table, then the agent's own, each kept open once read.
+    mounts: [Source; 2],
     rootfs: Option<PathBuf>,
     buf: Vec<u8>,
     runner: StatRunner,
-    /// The mount table last read (index into `mounts`), kept open when it is procfs' and
-    /// the mount points are the agent's own (no `rootfs`), so that `poll` tells a change.
-    kept: Option<(usize, std::fs::File)>,
+    /// The mount table last read (index into `mounts`) when `poll` can tell its changes:
+    /// it is procfs' and the mount points are the agent's own (no `rootfs`).
+    polled: Option<usize>,
     /// The mounts to report, from the last read of the table; empty before the first.
     selected: Vec<Mount>,
     /// Where `statvfs` looks for each of `selected`.
@@ -461,11 +462,14 @@ pub struct FilesystemCollector {
 impl FilesystemCollector {
     pub fn new(roots: &Roots) -> Self {
         FilesystemCollector {
-            mounts: [roots.proc.join("1/mounts"), roots.proc.join("self/mounts")],
+            mounts: [
+                Source::new(roots.proc.join("1/mounts")),
+                Source::new(roots.proc.join("self/mounts")),
+            ],
             rootfs: (roots.rootfs != Path::new("/")).then(|| roots.rootfs.clone()),
             buf: Vec::new(),
             runner: StatRunner::new(statvfs, STATFS_TIMEOUT),
-            kept: None,
+            polled: None,
             selected: Vec::new(),
             targets: Vec::new(),
             blind: false,
@@ -478,35 +482,27 @@ impl FilesystemCollector {
     /// namespace; where /proc/1 is hidden (hidepid, no privileges) our own table serves.
     /// Returns the index in `self.mounts` of the table read into `self.buf`.
     fn read_mounts(&mut self) -> Result<usize, CollectError> {
-        if let Some((i, f)) = self.kept.take() {
-            self.buf.clear();
-            if super::read_all_at(&f, &mut self.buf).is_ok() {
-                self.kept = Some((i, f));
-                return Ok(i);
-            }
-        }
         let mut last = None;
-        for (i, path) in self.mounts.iter().enumerate() {
-            self.buf.clear();
-            match std::fs::File::open(path)
-                .and_then(|f| super::read_all_at(&f, &mut self.buf).map(|_| f))
-            {
-                Ok(f) => {
-                    let procfs = rustix::fs::fstatfs(&f)
-                        .is_ok_and(|s| s.f_type == rustix::fs::PROC_SUPER_MAGIC);
-                    if procfs && self.rootfs.is_none() {
-                        self.kept = Some((i, f));
+        for (i, table) in self.mounts.iter_mut().enumerate() {
+            match table.read_bytes(&mut self.buf) {
+                Ok(()) => {
+                    if self.polled != Some(i) {
+                        let procfs = table.file().is_some_and(|f| {
+                            rustix::fs::fstatfs(f)
+                                .is_ok_and(|s| s.f_type == rustix::fs::PROC_SUPER_MAGIC)
+                        });
+                        self.polled = (procfs && self.rootfs.is_none()).then_some(i);
                     }
                     return Ok(i);
                 }
-                Err(e) => last = Some((path, e)),
+                Err(e) => last = Some(e),
             }
         }
-        let (path, source) = last.map_or_else(
-            || (String::new(), io::Error::other("no mount table")),
-            |(p, e)| (p.display().to_string(), e),
-        );
-        Err(CollectError::Io { path, source })
+        self.polled = None;
+        Err(last.unwrap_or_else(|| CollectError::Io {
+            path: String::new(),
+            source: io::Error::other("no mount table"),
+        }))
     }
 
     /// Whether some mount's `statvfs` says read-only while the table says read-write.
@@ -548,8 +544,8 @@ impl Collector for FilesystemCollector {
     }
 
     fn collect(&mut self, _now_ms: i64, out: &mut dyn Sink) -> Result<(), CollectError> {
-        let fresh = match &self.kept {
-            Some((_, f)) if !self.selected.is_empty() && !self.blind => table_changed(f),
+        let fresh = match self.polled.and_then(|i| self.mounts[i].file()) {
+            Some(f) if !self.selected.is_empty() && !self.blind => table_changed(f),
             _ => true,
         };
         if fresh {
@@ -930,8 +926,8 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
             "three cycles, one read of an unchanged table"
         );
         assert!(
-            c.kept.is_some(),
-            "/proc/1/mounts or /proc/self/mounts is kept open"
+            c.polled.is_some(),
+            "/proc/1/mounts or /proc/self/mounts is kept open and polled"
         );
         assert!(
             c.selected.iter().any(|m| !m.readonly),

@@ -297,6 +297,11 @@ impl Source {
         }
     }
 
+    /// The open handle, when the last read succeeded (for `poll`).
+    pub(crate) fn file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref()
+    }
+
     /// Reads the whole file as bytes, for files that carry names (interfaces, devices),
     /// which the kernel does not require to be UTF-8.
     pub(crate) fn read_bytes(&mut self, buf: &mut Vec<u8>) -> Result<(), CollectError> {
