@@ -295,16 +295,26 @@ impl Encoder {
         n_entries: usize,
         entries: impl Iterator<Item = (u32, P)>,
     ) -> Vec<u8> {
-        let single = flags & FLAG_SINGLE_POINT != 0;
-        let in_order = flags & FLAG_IN_ORDER != 0;
-        let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
-        let predict = flags & FLAG_PREDICTED_LENGTHS != 0;
         let mut out = Vec::with_capacity(16 + n_entries * 2);
         out.push(FORMAT_V1);
         out.push(flags);
         put_dictionary(&mut out, new_strings, new_series, |s| self.strings[s]);
         put_varint(&mut out, n_entries as u64);
+        self.write_entries(out, flags, entries)
+    }
 
+    /// Appends the bit stream of a batch's entries to `out` (which already holds the format
+    /// byte, `flags`, the dictionary and the entry count), against this context's states.
+    fn write_entries<P: ExactSizeIterator<Item = Point>>(
+        &mut self,
+        out: Vec<u8>,
+        flags: u8,
+        entries: impl Iterator<Item = (u32, P)>,
+    ) -> Vec<u8> {
+        let single = flags & FLAG_SINGLE_POINT != 0;
+        let in_order = flags & FLAG_IN_ORDER != 0;
+        let one_ts = flags & FLAG_ONE_TIMESTAMP != 0;
+        let predict = flags & FLAG_PREDICTED_LENGTHS != 0;
         let mut w = BitWriter::new(out);
         let mut prev_id: i64 = -1;
         let mut prev_ts = self.last_ts;
@@ -550,6 +560,113 @@ impl Transcoder {
         });
         let n = self.scratch.entries.len();
         Ok(self.enc.write(&new_strings, &new_series, flags, n, entries))
+    }
+}
+
+impl Transcoder {
+    /// A transcoder whose stream context is what a [`Decoder`] holds after decoding `key`
+    /// (the strings and series `key` defines, numbered as `key` numbers them, and every
+    /// series' last timestamp and value), so the batches it writes next decode in that
+    /// decoder. This is how the agent's buffer codes a batch against the group it continues
+    /// (`docs/BUFFER.md`) without re-encoding the group's first batch. Compact flags are on.
+    ///
+    /// # Errors
+    /// `key` does not decode on its own (damaged, or not self-contained).
+    pub fn continuing(key: &[u8]) -> Result<Transcoder, DecodeError> {
+        let mut dec = Decoder::new();
+        dec.decode_raw(key)?;
+        let mut enc = Encoder {
+            compact: true,
+            last_ts: dec.last_ts,
+            state: dec.state,
+            ..Encoder::default()
+        };
+        for (id, text) in dec.strings.into_iter().enumerate() {
+            enc.strings.entry(text).or_insert(id as u32);
+        }
+        for (id, labels) in dec.series.into_iter().enumerate() {
+            enc.series.entry(labels).or_insert(id as u32);
+        }
+        Ok(Transcoder {
+            enc,
+            ..Transcoder::default()
+        })
+    }
+}
+
+/// Turns a run of batches coded against one continuing context (the first self-contained,
+/// each later one against the context the ones before it left, as a long-lived [`Encoder`]
+/// or a [`Transcoder::continuing`] writes them) back into self-contained batches, one by
+/// one and in order.
+///
+/// A batch it returns defines every string and series the run has defined so far, numbered
+/// as the run numbers them, and codes its points against fresh series states: any fresh
+/// [`Decoder`] reads it, and decodes the same series and points as a decoder that followed
+/// the run. The dictionary is built again only when the run defines something new.
+#[derive(Default)]
+pub struct Unchainer {
+    dec: Decoder,
+    /// The run's dictionary as a self-contained batch writes it, for `dict_counts` strings
+    /// and series (`None` before the first batch).
+    dict: Vec<u8>,
+    dict_counts: Option<(usize, usize)>,
+}
+
+impl Unchainer {
+    /// An unchainer at the start of a run (the next batch must be self-contained).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes the run's next batch and returns it self-contained.
+    ///
+    /// # Errors
+    /// The batch is damaged or refers to what the run has not defined; the unchainer is then
+    /// poisoned (every later call fails) until it is replaced.
+    pub fn unchain(&mut self, payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let raw = self.dec.decode_raw(payload)?;
+        let counts = (self.dec.strings.len(), self.dec.series.len());
+        if Some(counts) != self.dict_counts {
+            self.dict.clear();
+            let mut ids: HashMap<&str, u32> = HashMap::with_capacity(counts.0);
+            put_varint(&mut self.dict, counts.0 as u64);
+            for (id, text) in self.dec.strings.iter().enumerate() {
+                ids.entry(text.as_str()).or_insert(id as u32);
+                put_varint(&mut self.dict, text.len() as u64);
+                self.dict.extend_from_slice(text.as_bytes());
+            }
+            put_varint(&mut self.dict, counts.1 as u64);
+            for labels in &self.dec.series {
+                put_varint(&mut self.dict, labels.len() as u64);
+                for l in labels.iter() {
+                    put_varint(&mut self.dict, ids[l.name.as_str()] as u64);
+                    put_varint(&mut self.dict, ids[l.value.as_str()] as u64);
+                }
+            }
+            self.dict_counts = Some(counts);
+        }
+        let single = raw.entries.iter().all(|&(_, n)| n == 1);
+        let flags = if single { FLAG_SINGLE_POINT } else { 0 };
+        let mut out = Vec::with_capacity(self.dict.len() + 8 + raw.points.len() * 3);
+        out.push(FORMAT_V1);
+        out.push(flags);
+        out.extend_from_slice(&self.dict);
+        put_varint(&mut out, raw.entries.len() as u64);
+        let mut fresh = Encoder {
+            state: vec![SeriesState::NEW; counts.1],
+            ..Encoder::default()
+        };
+        let mut at = 0usize;
+        let points = &raw.points;
+        let entries = raw.entries.iter().map(|&(id, n)| {
+            let pts = points[at..at + n as usize].iter().map(|p| Point {
+                ts: p.ts,
+                value: p.value,
+            });
+            at += n as usize;
+            (id, pts)
+        });
+        Ok(fresh.write_entries(out, flags, entries))
     }
 }
 
@@ -1166,6 +1283,54 @@ mod tests {
     }
 
     #[test]
+    fn a_chained_cycle_costs_what_changed_and_a_damaged_one_poisons_the_run() {
+        let labels: Vec<Labels> = (0..200)
+            .map(|i| Labels::new([("__name__".to_string(), format!("node_metric_{i}"))]))
+            .collect();
+        let cycle = |c: i64| {
+            let mut b = Batch::default();
+            for (i, l) in labels.iter().enumerate() {
+                // Half constant gauges, half counters growing by a steady step.
+                let v = if i % 2 == 0 {
+                    i as f64
+                } else {
+                    (c * i as i64) as f64
+                };
+                b.push(l.clone(), 1_700_000_000_000 + c * 10_000, v);
+            }
+            b
+        };
+        let key = Encoder::new().encode(&cycle(0));
+        let mut chain = Transcoder::continuing(&key).unwrap();
+        let alone = Encoder::new().encode(&cycle(1));
+        let delta = chain.transcode(&alone).unwrap();
+        // No dictionary, no timestamps after the first, a bit per constant gauge and a few
+        // per counter: about a byte a sample, against the self-contained batch's labels.
+        assert!(delta.len() < 250, "{} bytes", delta.len());
+        assert!(
+            alone.len() > 10 * delta.len(),
+            "{} vs {}",
+            alone.len(),
+            delta.len()
+        );
+        let mut un = Unchainer::new();
+        un.unchain(&key).unwrap();
+        assert_eq!(
+            Decoder::new().decode(&un.unchain(&delta).unwrap()).unwrap(),
+            cycle(1)
+        );
+        // A batch of the run that does not decode ends the run: the next ones cannot be read.
+        let next = chain.transcode(&Encoder::new().encode(&cycle(2))).unwrap();
+        let mut un = Unchainer::new();
+        un.unchain(&key).unwrap();
+        assert!(un.unchain(&delta[..delta.len() / 2]).is_err());
+        assert_eq!(un.unchain(&next), Err(DecodeError::Poisoned));
+        // A run cannot start with a batch that needs its context.
+        assert!(Unchainer::new().unchain(&next).is_err());
+        assert!(Transcoder::continuing(&next).is_err());
+    }
+
+    #[test]
     fn compact_cycles_spend_no_series_or_timestamp_codes_and_predict_lengths() {
         let labels: Vec<Labels> = (0..300)
             .map(|i| Labels::new([("__name__".to_string(), format!("m{i}"))]))
@@ -1246,6 +1411,27 @@ mod tests {
                 prop_assert_eq!(&dec.decode(&enc.encode(b)).unwrap(), b);
                 let got = t.transcode(&Encoder::new().encode(b)).unwrap();
                 prop_assert_eq!(&tdec.decode(&got).unwrap(), b);
+            }
+        }
+
+        /// A buffer group: the first batch stored as made, the rest coded against the group by
+        /// a continuing transcoder; unchained, every one is self-contained again and decodes
+        /// alone to what was stored.
+        #[test]
+        fn chained_batches_unchain_to_self_contained_ones(
+            batches in prop::collection::vec(arb_batch(), 1..6),
+            cycles in arb_cycles(),
+        ) {
+            for run in [&batches, &cycles] {
+                let key = Encoder::new().encode(&run[0]);
+                let mut chain = Transcoder::continuing(&key).unwrap();
+                let mut un = Unchainer::new();
+                prop_assert_eq!(&Decoder::new().decode(&un.unchain(&key).unwrap()).unwrap(), &run[0]);
+                for b in &run[1..] {
+                    let delta = chain.transcode(&Encoder::new().encode(b)).unwrap();
+                    let alone = un.unchain(&delta).unwrap();
+                    prop_assert_eq!(&Decoder::new().decode(&alone).unwrap(), b);
+                }
             }
         }
 

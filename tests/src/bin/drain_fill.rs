@@ -7,7 +7,8 @@
 //! timestamp to a RocksDB buffer at `<root>/<agent id>/buffer` through the agent's own
 //! [`Buffer`] (the same encoding, header and counters a running agent writes), labelled with
 //! `agent` and `region` as the agent labels its samples. Prints one JSON line per agent: its
-//! id, series, batches, samples, the buffer's bytes of batch data and the folder's size on disk.
+//! id, series, batches, samples, the buffer's bytes of batch data, the folder's size on disk
+//! and the size of its table files (what grows with the data).
 //!
 //! usage: drain-fill --file vm_import.jsonl --root DIR [--agents 1]
 
@@ -151,11 +152,21 @@ fn main() -> Result<()> {
         let st = buffer.stats();
         drop(buffer);
         let disk = du(&cfg.dir);
+        // Table files only: what grows with the data. The rest of the folder (RocksDB's LOG
+        // and OPTIONS files, about 65 KB) is the same for an hour or a week.
+        let tables: u64 = std::fs::read_dir(&cfg.dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
         println!(
             "{}",
             json!({"id": id, "series": series.len(), "batches": st.batches, "samples": samples, "buffer_bytes": st.bytes,
                    "disk_bytes": disk, "bytes_per_sample": (st.bytes as f64 / samples.max(1) as f64 * 1000.0).round() / 1000.0,
-                   "disk_bytes_per_sample": (disk as f64 / samples.max(1) as f64 * 1000.0).round() / 1000.0})
+                   "disk_bytes_per_sample": (disk as f64 / samples.max(1) as f64 * 1000.0).round() / 1000.0,
+                   "table_bytes": tables,
+                   "table_bytes_per_sample": (tables as f64 / samples.max(1) as f64 * 1000.0).round() / 1000.0})
         );
     }
     Ok(())
