@@ -209,18 +209,27 @@ impl Ledger {
         self.entries.get(&seq).map(|e| e.key)
     }
 
-    /// Seqs on disk that nothing needs any more (acknowledged, evicted or skipped, and no
-    /// held batch's context): `disk_from` up to the first held batch's group, or up to
-    /// `next_seq` when nothing is held. They are taken off the ledger's books: the caller
-    /// deletes them.
+    /// Seqs on disk that nothing needs any more (acknowledged or evicted, and no held
+    /// batch's context): `disk_from` up to the first held batch's group, or up to `next_seq`
+    /// when nothing is held; never past `acked + 1`, so the marks of batches counted as
+    /// damaged stay until they are acknowledged. They are taken off the ledger's books: the
+    /// caller deletes them.
     pub fn release(&mut self) -> std::ops::Range<u64> {
-        let upto = self
-            .entries
-            .first_key_value()
-            .map_or(self.next_seq, |(_, e)| e.key);
+        let upto = self.release_bound(self.acked, self.acked + 1);
         let from = self.disk_from;
         self.disk_from = self.disk_from.max(upto);
         from..self.disk_from
+    }
+
+    /// Where [`Ledger::release`] would stop once everything up to `acked` is acknowledged,
+    /// the first batch then held being the first at or after `held_from`.
+    fn release_bound(&self, acked: u64, held_from: u64) -> u64 {
+        let held = self
+            .entries
+            .range(held_from..)
+            .next()
+            .map_or(self.next_seq, |(_, e)| e.key);
+        held.min(self.disk_from.max(acked + 1))
     }
 
     /// Records that batches up to `seq` were handed to a connection.
@@ -397,6 +406,11 @@ pub struct Buffer {
     chain: Mutex<Option<Chain>>,
     /// Where the last read from disk left off in its group.
     reader: Mutex<Option<GroupReader>>,
+    /// Seqs counted as damaged when the buffer was opened. Those above the persisted
+    /// `acked` may still have reached the aggregator (their acknowledgement was lost with
+    /// the connection): the first session's welcome settles them (see
+    /// [`Buffer::session_started`]).
+    damaged_at_open: Mutex<Vec<std::ops::Range<u64>>>,
 }
 
 /// Batches kept in memory after they are stored (see `Buffer::recent`): a few cycles.
@@ -741,7 +755,7 @@ impl Buffer {
         }
         let live_from = first.max(acked + 1);
 
-        let (found, unreadable) = {
+        let (found, marked, unreadable) = {
             let cf = db
                 .cf_handle(CF_BATCHES)
                 .ok_or_else(|| BufferError::Layout { dir: dir.clone() })?;
@@ -750,9 +764,16 @@ impl Buffer {
             // context of held batches of their groups, or left over.
             let mut below: BTreeMap<u64, u32> = BTreeMap::new();
             let mut bad_records = 0u64;
+            // Seqs already counted as damaged (an empty value marks them).
+            let mut marked: Vec<u64> = vec![];
             let unreadable = scan(&db, cf, next_seq.unwrap_or(0), |seq, v| match parse_header(
                 v, seq, group_from,
             ) {
+                _ if v.is_empty() => {
+                    if seq >= live_from {
+                        marked.push(seq);
+                    }
+                }
                 Some(h) if seq < live_from => {
                     below.insert(seq, h.pos);
                 }
@@ -801,7 +822,7 @@ impl Buffer {
                 }
             }
             ledger.disk_from = keep_from;
-            (found, unreadable || bad_records > 0 || broken > 0)
+            (found, marked, unreadable || bad_records > 0 || broken > 0)
         };
         // Every seq in [live_from, next_seq) was stored; one that cannot be read now is damaged.
         let max_found = found.keys().next_back().copied();
@@ -814,7 +835,25 @@ impl Buffer {
         } else {
             found.keys().next().copied().unwrap_or(live_from)
         };
-        let damaged = end.saturating_sub(start).saturating_sub(found.len() as u64);
+        // Seqs the invariant promises that are neither whole nor counted before.
+        let mut accounted: Vec<u64> = found
+            .keys()
+            .copied()
+            .chain(marked.iter().copied())
+            .filter(|s| (start..end).contains(s))
+            .collect();
+        accounted.sort_unstable();
+        let damaged = end
+            .saturating_sub(start)
+            .saturating_sub(accounted.len() as u64);
+        let mut damaged_at_open: Vec<std::ops::Range<u64>> = vec![];
+        let mut at = start;
+        for &seq in accounted.iter().chain([end].iter()) {
+            if seq > at {
+                damaged_at_open.push(at..seq);
+            }
+            at = at.max(seq + 1);
+        }
         ledger.next_seq = end.max(acked + 1);
         let group_from = match stored_group_from {
             Some(g) => g,
@@ -850,6 +889,9 @@ impl Buffer {
                 &ledger,
                 damaged_before,
                 group_from,
+                marked
+                    .into_iter()
+                    .chain(damaged_at_open.iter().flat_map(|r| r.clone())),
             )?;
             recovery.rebuilt = true;
         }
@@ -869,6 +911,7 @@ impl Buffer {
             group_from,
             chain: Mutex::default(),
             reader: Mutex::default(),
+            damaged_at_open: Mutex::new(damaged_at_open),
         };
         b.damaged.store(damaged_before, Ordering::Relaxed);
         Ok(b)
@@ -1062,10 +1105,33 @@ impl Buffer {
                 ledger.dropped_batches,
                 ledger.disk_from,
             );
-            let bytes = (HEADER + payload.len()) as u64;
-            let admit = ledger.admit(bytes, samples, oldest_ts);
-            let mut wb = WriteBatch::default();
+            // Coded against the group before it is admitted, so the when-full policy weighs
+            // what is stored.
             let mut chain = self.chain();
+            let mut coded = self.continue_group(&mut chain, &ledger, ledger.next_seq, payload);
+            let size = |coded: &Option<(u64, u32, Vec<u8>)>| {
+                (HEADER + coded.as_ref().map_or(payload.len(), |c| c.2.len())) as u64
+            };
+            let mut admit = ledger.admit(size(&coded), samples, oldest_ts);
+            if let (Some((key, ..)), Admit::Store { seq, .. }) = (&coded, &admit)
+                && ledger.key_of(seq - 1) != Some(*key)
+            {
+                // Making room evicted the group it was coded against: store it as it came.
+                ledger.undo_admit(&admit);
+                (
+                    ledger.next_seq,
+                    ledger.dropped_samples,
+                    ledger.dropped_batches,
+                    ledger.disk_from,
+                ) = before;
+                coded = None;
+                admit = ledger.admit(size(&coded), samples, oldest_ts);
+            }
+            if coded.is_some() && admit == Admit::Reject {
+                // The group's context took in a batch that is not stored.
+                *chain = None;
+            }
+            let mut wb = WriteBatch::default();
             let seq = match &admit {
                 Admit::Store { seq, evicted } => {
                     if let Some(last) = evicted.last() {
@@ -1078,7 +1144,6 @@ impl Buffer {
                             wb.put(pending_key(*e), samples.to_le_bytes());
                         }
                     }
-                    let coded = self.continue_group(&mut chain, &ledger, *seq, payload);
                     let (key, pos, body) = match &coded {
                         Some((key, pos, delta)) => (*key, *pos, &delta[..]),
                         None => (*seq, 0, payload),
@@ -1328,7 +1393,8 @@ impl Buffer {
     }
 
     /// Forgets a batch that cannot be read or decoded, and the held batches after it in its
-    /// group (they are coded against it): counted, logged, deleted.
+    /// group (they are coded against it): counted, logged, and replaced on disk by an empty
+    /// value that marks them as counted.
     pub fn skip_damaged(&self, seq: u64) {
         let (key, gone): (u64, Vec<u64>) = {
             let mut ledger = self.ledger();
@@ -1357,9 +1423,10 @@ impl Buffer {
         let total = self.damaged.fetch_add(n, Ordering::Relaxed) + n;
         tracing::error!(dir = %self.dir, seq, batches = n, damaged_batches = total, "skipping a damaged buffered batch and the rest of its group");
         let _ = self.with_db(|db, cf| {
+            // An empty value marks each as counted, so a restart does not count it again.
             let mut wb = WriteBatch::default();
             for s in &gone {
-                wb.delete_cf(cf, s.to_be_bytes());
+                wb.put_cf(cf, s.to_be_bytes(), []);
             }
             wb.put(b"damaged_batches", total.to_le_bytes());
             db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
@@ -1433,11 +1500,7 @@ impl Buffer {
         let mut deferred = self.deferred();
         // What the acknowledgement would release: up to the group of the first batch it
         // leaves held.
-        let upto = ledger
-            .entries
-            .range(seq + 1..)
-            .next()
-            .map_or(ledger.next_seq, |(_, e)| e.key);
+        let upto = ledger.release_bound(seq, seq + 1);
         let count = upto.saturating_sub(ledger.disk_from) as usize;
         if count > POINT_DELETES_AT_MOST
             || deferred.count() + count > DEFERRED_DELETES_AT_MOST
@@ -1472,6 +1535,7 @@ impl Buffer {
     /// flight that did not arrive as dropped (see [`Ledger::resolve_pending`]).
     pub fn session_started(&self, applied: u64) -> Result<(), BufferError> {
         self.ack(applied)?;
+        self.settle_damaged(applied)?;
         self.with_db(|db, _| {
             let mut ledger = self.ledger();
             let gone = ledger.resolve_pending(applied);
@@ -1485,6 +1549,39 @@ impl Buffer {
             wb.put(b"dropped_batches", ledger.dropped_batches.to_le_bytes());
             drop(ledger);
             db.write_opt(wb, &self.write_opts).map_err(|e| self.err(e))
+        })
+    }
+
+    /// Batches counted as damaged at open that the aggregator has applied after all (sent
+    /// before the buffer was damaged, their acknowledgement lost): no longer counted, so the
+    /// count stays the seqs the aggregator lists as gaps.
+    fn settle_damaged(&self, applied: u64) -> Result<(), BufferError> {
+        let arrived: u64 = {
+            let mut d = self
+                .damaged_at_open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = d
+                .iter()
+                .map(|r| r.end.min(applied + 1).saturating_sub(r.start))
+                .sum();
+            d.retain_mut(|r| {
+                r.start = r.start.max(applied + 1);
+                !r.is_empty()
+            });
+            n
+        };
+        if arrived == 0 {
+            return Ok(());
+        }
+        let total = self
+            .damaged
+            .fetch_sub(arrived, Ordering::Relaxed)
+            .saturating_sub(arrived);
+        tracing::info!(dir = %self.dir, batches = arrived, damaged_batches = total, "batches counted as damaged had reached the aggregator before the damage; no longer counted");
+        self.with_db(|db, _| {
+            db.put_opt(b"damaged_batches", total.to_le_bytes(), &self.write_opts)
+                .map_err(|e| self.err(e))
         })
     }
 
@@ -1560,6 +1657,7 @@ fn rebuild(
     ledger: &Ledger,
     damaged: u64,
     group_from: u64,
+    markers: impl Iterator<Item = u64>,
 ) -> Result<DB, BufferError> {
     let io = |what: &'static str| {
         move |source| BufferError::Io {
@@ -1598,6 +1696,12 @@ fn rebuild(
         });
         if let Some(e) = failed {
             return Err(dberr(e));
+        }
+        for seq in markers {
+            wb.put_cf(cf_new, seq.to_be_bytes(), []);
+            if wb.len() >= 4096 {
+                new.write(std::mem::take(&mut wb)).map_err(dberr)?;
+            }
         }
         let first = ledger
             .entries
@@ -2036,6 +2140,13 @@ mod tests {
         assert_eq!(seqs, expect);
         assert_eq!(b.stats().damaged_batches, 49 + 53);
         assert_eq!(b.stats().batches, expect.len() as u64);
+        // The aggregator's welcome says it has everything up to 100: 80..=100, counted as
+        // damaged at open, had arrived before the damage, so they are no longer counted.
+        b.session_started(100).unwrap();
+        assert_eq!(b.stats().damaged_batches, 49 + 53 - 21);
+        drop(b);
+        let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+        assert_eq!(b.stats().damaged_batches, 49 + 53 - 21);
         drop(b);
         let _ = std::fs::remove_dir_all(&dir);
     }

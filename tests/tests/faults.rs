@@ -427,9 +427,13 @@ fn a_full_disk_loses_the_cycles_it_must_and_buffering_resumes() {
     // Fill the disk, and keep it full: RocksDB frees its own preallocated space when it
     // reopens, and a disk that another process fills does not stay that polite.
     let filler = Filler::start(&mnt.join("filler"));
+    // The link comes back while the disk stays full: the backlog of the partition drains,
+    // and a connected agent stores each cycle self-contained (a backlog is stored in groups,
+    // in a fraction of the bytes), so its writes soonest need space the disk no longer has.
     // RocksDB preallocates each log file in blocks of 1.1 × the largest memtable (2.2 MiB
-    // for the buffer's batches): cycles keep going into that room (about 50 s of 200 ms
-    // cycles) before a write needs space the disk no longer has.
+    // for the buffer's batches): cycles keep going into that room before a write fails.
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set(Faults::pass());
     let errors = wait_for(Duration::from_secs(120), || {
         metric_value(&agent.metrics(), "outpost_agent_buffer_write_errors_total")
             .filter(|e| *e >= 5.0)
