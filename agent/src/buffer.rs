@@ -479,8 +479,15 @@ const COUNTERS_MEMTABLE: usize = 256 << 10;
 const BLOCK_CACHE: usize = 1 << 20;
 
 fn db_options() -> Options {
-    let mut o = Options::default();
+    // No preallocation of log and table files (RocksDB reserves 1.1 × the largest memtable
+    // for each log): a small queue does not need it, and on a full disk a write then fails
+    // when it needs space, not minutes later when the reserved room runs out.
+    let mut o = Options::default()
+        .get_options_from_string("allow_fallocate=false")
+        .unwrap_or_default();
     o.create_if_missing(true);
+    // RocksDB's own log (`LOG` in the folder) keeps warnings and errors only.
+    o.set_log_level(rocksdb::LogLevel::Warn);
     o.create_missing_column_families(true);
     // A small, steady footprint: the buffer is a queue, not a database people query.
     o.set_max_open_files(32);
