@@ -48,9 +48,9 @@ const HEADER_V1: usize = 20;
 /// position in its group (u32 LE).
 const HEADER: usize = 24;
 /// Batches a group holds at most. A group is what a damaged batch can take with it, what
-/// eviction removes at once, and what must be decoded to read its last batch; 64 cycles of
-/// 1,000 series cost about 1.5 MB to decode and store in a fraction of their self-contained
-/// size (docs/BUFFER.md has the measurement).
+/// eviction removes at once, and what must be decoded to read its last batch. 64 gave the
+/// smallest table files on the benchmark's data (1.67 B/sample for 1,000 series at 10 s,
+/// against 1.74 for 32 and 1.73 for 128; docs/BUFFER.md).
 pub const GROUP_BATCHES: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
