@@ -1203,7 +1203,7 @@ impl Buffer {
                 recent.retain(|(s, ..)| *s > last);
             }
             drop(chain);
-            Ok(seq.map(|seq| {
+            Ok(seq.inspect(|&seq| {
                 recent.push_back((seq, samples, payload.to_vec()));
                 let mut bytes: usize = recent.iter().map(|(.., v)| v.len()).sum();
                 while recent.len() > RECENT_BATCHES || (bytes > RECENT_BYTES && recent.len() > 1) {
@@ -1211,7 +1211,6 @@ impl Buffer {
                         bytes -= v.len();
                     }
                 }
-                seq
             }))
         })
     }
