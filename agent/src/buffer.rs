@@ -802,15 +802,18 @@ impl Buffer {
             // A batch past its group's first can be read only if every batch before it in the
             // group can: one that follows a missing or broken one is damaged too.
             let mut whole: BTreeMap<u64, u32> = BTreeMap::new();
+            let readable = |whole: &BTreeMap<u64, u32>, seq: u64, pos: u32| {
+                pos == 0 || whole.get(&(seq - 1)) == Some(&(pos - 1))
+            };
             for (&seq, &pos) in &below {
-                if pos == 0 || whole.get(&(seq - 1)) == Some(&(pos - 1)) {
+                if readable(&whole, seq, pos) {
                     whole.insert(seq, pos);
                 }
             }
             let mut broken = 0u64;
             found.retain(|&seq, e| {
                 let pos = (seq - e.key) as u32;
-                let ok = pos == 0 || whole.get(&(seq - 1)) == Some(&(pos - 1));
+                let ok = readable(&whole, seq, pos);
                 if ok {
                     whole.insert(seq, pos);
                 } else {
@@ -1459,13 +1462,7 @@ impl Buffer {
             self.recent().retain(|(s, ..)| *s > seq);
             let mut wb = WriteBatch::default();
             let deferred = self.deferred().drain_into(&mut wb, cf);
-            let release = ledger.release();
-            if release.end - release.start > POINT_DELETES_AT_MOST as u64 {
-                // A backlog: everything below goes at once.
-                wb.delete_range_cf(cf, 0u64.to_be_bytes(), release.end.to_be_bytes());
-            } else {
-                delete_batches(&mut wb, cf, release);
-            }
+            delete_batches(&mut wb, cf, ledger.release());
             if pending {
                 wb.delete_range(pending_key(0), pending_key(ledger.acked + 1));
             }
@@ -1989,6 +1986,17 @@ mod tests {
             .collect()
     }
 
+    /// Appends every cycle of `cyc` to `b`, cycle number and seq counting from 1.
+    fn append_all(b: &Buffer, cyc: &[(outpost_shared::Batch, Vec<u8>)]) {
+        for (c, (batch, payload)) in cyc.iter().enumerate() {
+            let c = c as u64 + 1;
+            let seq = b
+                .append(c, payload, batch.sample_count() as u64, 0)
+                .unwrap();
+            assert_eq!(seq, Some(c));
+        }
+    }
+
     fn decoded(batches: &[StoredBatch]) -> Vec<(u64, outpost_shared::Batch)> {
         batches
             .iter()
@@ -2013,14 +2021,7 @@ mod tests {
         let alone: u64 = cyc.iter().map(|(_, p)| (HEADER + p.len()) as u64).sum();
         {
             let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
-            for (c, (batch, payload)) in cyc.iter().enumerate() {
-                let c = c as u64 + 1;
-                assert_eq!(
-                    b.append(c, payload, batch.sample_count() as u64, 0)
-                        .unwrap(),
-                    Some(c)
-                );
-            }
+            append_all(&b, &cyc);
             // Groups of GROUP_BATCHES: the first of each stored as it came, the rest coded
             // against it, in a fraction of the self-contained bytes.
             {
@@ -2116,9 +2117,7 @@ mod tests {
         let cyc = cycles(200);
         {
             let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
-            for (c, (_, payload)) in cyc.iter().enumerate() {
-                b.append(c as u64 + 1, payload, 50, 0).unwrap();
-            }
+            append_all(&b, &cyc);
         }
         {
             // Batch 80 is lost and batch 140's codes are garbled (its header intact).
@@ -2163,9 +2162,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cyc = cycles(400);
         let b = Buffer::open(&cfg(&dir, 16 << 10)).unwrap();
-        for (c, (_, payload)) in cyc.iter().enumerate() {
-            b.append(c as u64 + 1, payload, 50, 0).unwrap();
-        }
+        append_all(&b, &cyc);
         let st = b.stats();
         let first = b.next_at_or_after(0).unwrap();
         // What is left starts at a group's first batch; everything before it was evicted,
