@@ -47,11 +47,38 @@ const HEADER_V1: usize = 20;
 /// Header of a batch stored at or after `group_from`: as [`HEADER_V1`], then the batch's
 /// position in its group (u32 LE).
 const HEADER: usize = 24;
-/// Batches a group holds at most. A group is what a damaged batch can take with it, what
-/// eviction removes at once, and what must be decoded to read its last batch. 64 gave the
-/// smallest table files on the benchmark's data (1.67 B/sample for 1,000 series at 10 s,
-/// against 1.74 for 32 and 1.73 for 128; docs/BUFFER.md).
-pub const GROUP_BATCHES: u32 = 64;
+/// When a group ends. A group is what a damaged batch can take with it, what eviction
+/// removes at once, and what must be decoded to read its last batch; longer groups store
+/// labels and full values more rarely, but leave RocksDB's zstd less to compress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLimit {
+    /// Samples a group holds at most: the next batch starts a group once the group has this
+    /// many. 64,000 (64 batches of 1,000 series) gave the smallest table files on the
+    /// benchmark's data (1.67 B/sample, against 1.74 for 32 batches and 1.73 for 128;
+    /// docs/BUFFER.md); smaller batches make longer groups.
+    pub samples: u64,
+    /// Batches a group holds at most, however small they are.
+    pub batches: u32,
+    /// Stored bytes a group holds at most: a quarter of `[buffer] max_bytes`, so that
+    /// eviction when the buffer is full never takes most of it at once.
+    pub bytes: u64,
+}
+
+impl GroupLimit {
+    /// Samples a group holds at most, by default.
+    pub const SAMPLES: u64 = 64_000;
+    /// Batches a group holds at most, by default.
+    pub const BATCHES: u32 = 1024;
+
+    /// The limits for a buffer of at most `max_bytes`.
+    pub fn for_buffer(max_bytes: u64) -> Self {
+        GroupLimit {
+            samples: Self::SAMPLES,
+            batches: Self::BATCHES,
+            bytes: (max_bytes / 4).max(1),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -324,6 +351,9 @@ struct Chain {
     /// The last seq stored in it, and its position.
     last: u64,
     pos: u32,
+    /// Samples and stored bytes (headers included) the group holds so far.
+    samples: u64,
+    bytes: u64,
     /// Codes batches against the group's context, once a second batch joins the group (the
     /// first is stored as it came, so a connected agent never pays for this).
     coder: Option<Transcoder>,
@@ -404,6 +434,8 @@ pub struct Buffer {
     group_from: u64,
     /// The group the next batch may continue; `None` after a restart or a failed write.
     chain: Mutex<Option<Chain>>,
+    /// When a group ends.
+    group_limit: GroupLimit,
     /// Where the last read from disk left off in its group.
     reader: Mutex<Option<GroupReader>>,
     /// Seqs counted as damaged when the buffer was opened. Those above the persisted
@@ -708,7 +740,14 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 impl Buffer {
+    /// Opens (or creates) the buffer in `cfg.dir`, mending what a crash or damage left; see
+    /// [`Recovery`] for what it reports.
     pub fn open(cfg: &BufferConfig) -> Result<Buffer, BufferError> {
+        Self::open_with(cfg, GroupLimit::for_buffer(cfg.max_bytes.0))
+    }
+
+    /// [`Buffer::open`] with groups ending at `group_limit` instead of the default.
+    pub fn open_with(cfg: &BufferConfig, group_limit: GroupLimit) -> Result<Buffer, BufferError> {
         let path = cfg.dir.clone();
         let dir = path.display().to_string();
         let rebuild_path = sibling(&path, ".rebuild");
@@ -920,6 +959,7 @@ impl Buffer {
             deferred: Mutex::default(),
             group_from,
             chain: Mutex::default(),
+            group_limit,
             reader: Mutex::default(),
             damaged_at_open: Mutex::new(damaged_at_open),
         };
@@ -1163,13 +1203,21 @@ impl Buffer {
                     v.extend_from_slice(body);
                     ledger.stored_as(*seq, key, v.len() as u64);
                     wb.put_cf(cf, seq.to_be_bytes(), &v);
-                    if coded.is_none() {
-                        *chain = Some(Chain {
-                            key: *seq,
-                            last: *seq,
-                            pos: 0,
-                            coder: None,
-                        });
+                    match chain.as_mut() {
+                        Some(c) if coded.is_some() => {
+                            c.samples += samples;
+                            c.bytes += v.len() as u64;
+                        }
+                        _ => {
+                            *chain = Some(Chain {
+                                key: *seq,
+                                last: *seq,
+                                pos: 0,
+                                samples,
+                                bytes: v.len() as u64,
+                                coder: None,
+                            })
+                        }
                     }
                     Some(*seq)
                 }
@@ -1230,7 +1278,12 @@ impl Buffer {
         payload: &[u8],
     ) -> Option<(u64, u32, Vec<u8>)> {
         let c = chain.as_mut()?;
-        if c.last + 1 != seq || c.pos + 1 >= GROUP_BATCHES || ledger.key_of(seq - 1) != Some(c.key)
+        let limit = &self.group_limit;
+        if c.last + 1 != seq
+            || c.pos + 1 >= limit.batches
+            || c.samples >= limit.samples
+            || c.bytes >= limit.bytes
+            || ledger.key_of(seq - 1) != Some(c.key)
         {
             return None;
         }
@@ -1878,6 +1931,20 @@ mod tests {
         }
     }
 
+    /// Opens a buffer whose groups end after 64 of [`cycles`]' batches (50 samples each)
+    /// and at no byte size.
+    fn open(dir: &std::path::Path, max: u64) -> Buffer {
+        Buffer::open_with(
+            &cfg(dir, max),
+            GroupLimit {
+                samples: 64 * 50,
+                batches: GroupLimit::BATCHES,
+                bytes: u64::MAX,
+            },
+        )
+        .unwrap()
+    }
+
     fn cfg(dir: &std::path::Path, max: u64) -> BufferConfig {
         BufferConfig {
             dir: dir.to_path_buf(),
@@ -1892,7 +1959,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("outpost-buf-batch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            let b = open(&dir, 1 << 20);
             assert_eq!(b.append(1, &[1; 10], 2, 1).unwrap(), Some(1));
             assert_eq!(b.append_batch(&[9; 20], 3, 0).unwrap(), Some(2));
             assert_eq!(b.append(2, &[2; 10], 2, 2).unwrap(), Some(3));
@@ -1902,7 +1969,7 @@ mod tests {
                 (3, 2, 4, Some(0))
             );
         }
-        let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+        let b = open(&dir, 1 << 20);
         let s = b.stats();
         assert_eq!((s.batches, s.cycles, s.next_seq), (3, 2, 4));
         assert_eq!(
@@ -1927,7 +1994,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("outpost-buf-ack-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            let b = open(&dir, 1 << 20);
             for c in 1..=100u64 {
                 b.append(c, &[c as u8; 10], 2, c as i64).unwrap();
             }
@@ -1947,7 +2014,7 @@ mod tests {
             db.put_cf(cf, 7u64.to_be_bytes(), [0u8; HEADER + 4])
                 .unwrap();
         }
-        let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+        let b = open(&dir, 1 << 20);
         assert_eq!(b.read_from(0, 1, 1 << 20).unwrap()[0].seq, 91);
         assert_eq!(b.stats().batches, 10);
         drop(b);
@@ -2020,14 +2087,14 @@ mod tests {
         };
         let alone: u64 = cyc.iter().map(|(_, p)| (HEADER + p.len()) as u64).sum();
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+            let b = open(&dir, 1 << 30);
             append_all(&b, &cyc);
-            // Groups of GROUP_BATCHES: the first of each stored as it came, the rest coded
+            // Groups of 64 batches: the first of each stored as it came, the rest coded
             // against it, in a fraction of the self-contained bytes.
             {
                 let l = b.ledger();
                 for s in 1..=150u64 {
-                    let key = 1 + (s - 1) / GROUP_BATCHES as u64 * GROUP_BATCHES as u64;
+                    let key = 1 + (s - 1) / 64 * 64;
                     assert_eq!(l.key_of(s), Some(key), "seq {s}");
                 }
             }
@@ -2061,7 +2128,7 @@ mod tests {
         assert_eq!(keys_on_disk(&dir), (65..=150).collect::<Vec<_>>());
         {
             // After a crash the context is still there: the rest reads back whole.
-            let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+            let b = open(&dir, 1 << 30);
             assert_eq!(b.stats().damaged_batches, 0);
             assert_eq!(
                 decoded(&b.read_from(0, 150, 1 << 30).unwrap()),
@@ -2089,7 +2156,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cyc = cycles(5);
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+            let b = open(&dir, 1 << 30);
             for (c, (_, payload)) in cyc.iter().enumerate() {
                 let seq = b.append(c as u64 + 1, payload, 50, 0).unwrap().unwrap();
                 assert_eq!(b.ledger().key_of(seq), Some(seq));
@@ -2116,7 +2183,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cyc = cycles(200);
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+            let b = open(&dir, 1 << 30);
             append_all(&b, &cyc);
         }
         {
@@ -2130,7 +2197,7 @@ mod tests {
             }
             db.put_cf(cf, 140u64.to_be_bytes(), &v).unwrap();
         }
-        let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+        let b = open(&dir, 1 << 30);
         // At open: 80 is missing, so 81..=128 (coded against it) cannot be read either.
         assert_eq!(b.recovery().damaged_batches, 49);
         let seqs: Vec<u64> = decoded(&b.read_from(0, 200, 1 << 30).unwrap())
@@ -2150,7 +2217,7 @@ mod tests {
         b.session_started(100).unwrap();
         assert_eq!(b.stats().damaged_batches, 49 + 53 - 21);
         drop(b);
-        let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+        let b = open(&dir, 1 << 30);
         assert_eq!(b.stats().damaged_batches, 49 + 53 - 21);
         drop(b);
         let _ = std::fs::remove_dir_all(&dir);
@@ -2161,14 +2228,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("outpost-buf-gevict-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cyc = cycles(400);
-        let b = Buffer::open(&cfg(&dir, 16 << 10)).unwrap();
+        let b = open(&dir, 16 << 10);
         append_all(&b, &cyc);
         let st = b.stats();
         let first = b.next_at_or_after(0).unwrap();
         // What is left starts at a group's first batch; everything before it was evicted,
         // counted batch by batch.
         assert_eq!(b.ledger().key_of(first), Some(first));
-        assert!(first > 1 + GROUP_BATCHES as u64, "{first}");
+        assert!(first > 1 + 64, "{first}");
         assert_eq!(st.dropped_batches, first - 1);
         assert_eq!(st.dropped_samples, (first - 1) * 50);
         assert_eq!(st.batches, 400 - (first - 1));
@@ -2180,6 +2247,80 @@ mod tests {
         }
         drop(b);
         assert_eq!(keys_on_disk(&dir).first(), Some(&first));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn groups_end_at_a_sample_count_so_small_batches_make_longer_groups() {
+        let dir = std::env::temp_dir().join(format!("outpost-buf-glen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cyc = cycles(300);
+        let b = Buffer::open_with(
+            &cfg(&dir, 1 << 30),
+            GroupLimit {
+                samples: 100 * 50,
+                ..GroupLimit::for_buffer(1 << 30)
+            },
+        )
+        .unwrap();
+        append_all(&b, &cyc);
+        {
+            let l = b.ledger();
+            for s in 1..=300u64 {
+                assert_eq!(l.key_of(s), Some(1 + (s - 1) / 100 * 100), "seq {s}");
+            }
+        }
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+        // The default: 64,000 samples, so 300 batches of 50 share one group.
+        let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+        append_all(&b, &cyc);
+        assert!((1..=300u64).all(|s| b.ledger().key_of(s) == Some(1)));
+        assert_eq!(decoded(&b.read_from(250, 50, 1 << 30).unwrap()).len(), 50);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_buffer_evicts_at_most_a_quarter_of_itself_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("outpost-buf-gbytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cyc = cycles(2000);
+        let max = 64 << 10;
+        let b = Buffer::open(&cfg(&dir, max)).unwrap();
+        let mut held = vec![];
+        for (i, (_, payload)) in cyc.iter().enumerate() {
+            b.append(i as u64 + 1, payload, 50, 1).unwrap();
+            held.push(b.stats().bytes);
+        }
+        let st = b.stats();
+        assert!(st.dropped_batches > 0, "the buffer filled");
+        // Groups hold a quarter of the buffer (the batch that passes it included), so an
+        // eviction never empties the buffer: once full, it always holds most of its size.
+        let biggest = cyc
+            .iter()
+            .map(|(_, p)| (HEADER + p.len()) as u64)
+            .max()
+            .unwrap();
+        let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+        for e in b.ledger().entries.values() {
+            *sizes.entry(e.key).or_default() += e.bytes;
+        }
+        assert!(sizes.len() > 2, "{sizes:?}");
+        assert!(sizes.values().all(|&g| g < max / 4 + biggest), "{sizes:?}");
+        let full_at = held.iter().position(|&h| h + biggest > max).unwrap();
+        assert!(
+            held[full_at..]
+                .iter()
+                .all(|&h| h + max / 4 + 2 * biggest > max),
+            "{:?}",
+            &held[full_at..]
+        );
+        assert_eq!(
+            decoded(&b.read_from(0, 2000, 1 << 30).unwrap()).len() as u64,
+            st.batches
+        );
+        drop(b);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2201,13 +2342,13 @@ mod tests {
             db.put(b"cycles", 5u64.to_le_bytes()).unwrap();
         }
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+            let b = open(&dir, 1 << 30);
             assert_eq!((b.stats().batches, b.stats().damaged_batches), (5, 0));
             for s in 6..=10u64 {
                 b.append(s, &cyc[s as usize - 1].1, 50, 0).unwrap();
             }
         }
-        let b = Buffer::open(&cfg(&dir, 1 << 30)).unwrap();
+        let b = open(&dir, 1 << 30);
         let got = decoded(&b.read_from(0, 10, 1 << 30).unwrap());
         let want: Vec<_> = (1..=10u64)
             .map(|s| (s, cyc[s as usize - 1].0.clone()))
@@ -2231,7 +2372,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let seqs = |v: &[StoredBatch]| v.iter().map(|b| b.seq).collect::<Vec<_>>();
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            let b = open(&dir, 1 << 20);
             for c in 1..=10u64 {
                 b.append(c, &[c as u8; 10], 2, c as i64).unwrap();
             }
@@ -2263,7 +2404,7 @@ mod tests {
         // aggregator's welcome says it has it.
         assert_eq!(keys_on_disk(&dir), (91..=100).collect::<Vec<_>>());
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            let b = open(&dir, 1 << 20);
             assert_eq!((b.stats().batches, b.stats().acked), (10, 90));
             b.session_started(91).unwrap();
             assert_eq!(seqs(&b.read_from(0, 1, 1 << 20).unwrap()), vec![92]);
@@ -2279,13 +2420,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("outpost-buf-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+            let b = open(&dir, 1 << 20);
             for c in 1..=5u64 {
                 assert_eq!(b.append(c, &[c as u8; 10], 2, c as i64).unwrap(), Some(c));
             }
             b.ack(2).unwrap();
         }
-        let b = Buffer::open(&cfg(&dir, 1 << 20)).unwrap();
+        let b = open(&dir, 1 << 20);
         let s = b.stats();
         assert_eq!((s.batches, s.acked, s.next_seq, s.cycles), (3, 2, 6, 5));
         let got = b.read_from(0, 10, 1 << 20).unwrap();
