@@ -472,14 +472,16 @@ fn configurations_are_validated_as_amtool_does() {
 
 /// A running Alertmanager groups three alerts under a child route and posts them to a
 /// webhook served here; Outpost's message for the same alerts, route and group is the same
-/// JSON, fingerprints, group key and order included.
+/// JSON, fingerprints, group key and order included. The three are posted in one request,
+/// starting now, and `group_wait` is 1 s: Alertmanager takes them in one at a time, and on a
+/// loaded machine it once posted the group before the third was in.
 #[test]
 fn webhook_message_matches_alertmanager() {
     use std::io::{Read, Write};
     let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let sink_port = sink.local_addr().expect("addr").port();
     let config = format!(
-        "route:\n  receiver: default\n  routes:\n    - matchers: ['team=\"db\"']\n      receiver: db.hook\n      group_by: [alertname, team]\n      group_wait: 100ms\nreceivers:\n  - name: default\n  - name: db.hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/hook\n"
+        "route:\n  receiver: default\n  routes:\n    - matchers: ['team=\"db\"']\n      receiver: db.hook\n      group_by: [alertname, team]\n      group_wait: 1s\nreceivers:\n  - name: default\n  - name: db.hook\n    webhook_configs:\n      - url: http://127.0.0.1:{sink_port}/hook\n"
     );
     let am = Alertmanager::start(
         "webhook",
@@ -518,7 +520,17 @@ fn webhook_message_matches_alertmanager() {
             mk(&[("runbook", "r")]),
         ),
     ];
-    let starts = "2026-12-01T00:00:00.123456789Z";
+    // Now, to the second, with all nine digits of a fraction: Alertmanager sends an alert
+    // that started more than `group_wait` ago at once, before the rest of the request is in.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t = chrono::DateTime::from_timestamp(now as i64, 0)
+        .expect("time")
+        .naive_utc();
+    let starts = format!("{}T{}.123456789Z", t.date(), t.time());
+    let starts = starts.as_str();
     let ends = "2999-01-01T00:00:00Z";
     let body = serde_json::Value::Array(
         alerts
