@@ -1158,7 +1158,8 @@ impl Buffer {
             // Coded against the group before it is admitted, so the when-full policy weighs
             // what is stored.
             let mut chain = self.chain();
-            let mut coded = self.continue_group(&mut chain, &ledger, ledger.next_seq, payload);
+            let mut coded =
+                self.continue_group(&mut chain, &ledger, ledger.next_seq, payload, samples);
             let size = |coded: &Option<(u64, u32, Vec<u8>)>| {
                 (HEADER + coded.as_ref().map_or(payload.len(), |c| c.2.len())) as u64
             };
@@ -1203,21 +1204,15 @@ impl Buffer {
                     v.extend_from_slice(body);
                     ledger.stored_as(*seq, key, v.len() as u64);
                     wb.put_cf(cf, seq.to_be_bytes(), &v);
-                    match chain.as_mut() {
-                        Some(c) if coded.is_some() => {
-                            c.samples += samples;
-                            c.bytes += v.len() as u64;
-                        }
-                        _ => {
-                            *chain = Some(Chain {
-                                key: *seq,
-                                last: *seq,
-                                pos: 0,
-                                samples,
-                                bytes: v.len() as u64,
-                                coder: None,
-                            })
-                        }
+                    if coded.is_none() {
+                        *chain = Some(Chain {
+                            key: *seq,
+                            last: *seq,
+                            pos: 0,
+                            samples,
+                            bytes: v.len() as u64,
+                            coder: None,
+                        });
                     }
                     Some(*seq)
                 }
@@ -1269,13 +1264,15 @@ impl Buffer {
     /// Codes `payload` (self-contained), to be stored as `seq`, against the group the batch
     /// before it belongs to, when that batch is still held and the group has room: returns
     /// the group's first seq, the batch's position in it and the coded batch. `None` when the
-    /// batch starts a group (it is then stored as it came). Updates `chain` for a coded batch.
+    /// batch starts a group (it is then stored as it came). Updates `chain` for a coded batch
+    /// of `samples` samples.
     fn continue_group(
         &self,
         chain: &mut Option<Chain>,
         ledger: &Ledger,
         seq: u64,
         payload: &[u8],
+        samples: u64,
     ) -> Option<(u64, u32, Vec<u8>)> {
         let c = chain.as_mut()?;
         let limit = &self.group_limit;
@@ -1296,6 +1293,8 @@ impl Buffer {
         let coded = c.coder.as_mut()?.transcode(payload).ok()?;
         c.last = seq;
         c.pos += 1;
+        c.samples += samples;
+        c.bytes += (HEADER + coded.len()) as u64;
         Some((c.key, c.pos, coded))
     }
 
