@@ -118,6 +118,9 @@ struct Entry {
     oldest_ts: i64,
     /// The seq of the first batch of this batch's group (its own seq for a group's first).
     key: u64,
+    /// Copied to the live stream of the current connection, ahead of the batch stream: if
+    /// it is evicted before the batch stream sends it, the copy may still have been stored.
+    live: bool,
 }
 
 /// What to do with a new batch.
@@ -141,6 +144,9 @@ pub struct Ledger {
     pub cycles: u64,
     pub dropped_samples: u64,
     pub dropped_batches: u64,
+    /// Batches evicted after they were copied to the live stream and before the batch
+    /// stream sent them, since the buffer opened.
+    pub evicted_live: u64,
     /// What the last [`Ledger::admit`] evicted, for [`Ledger::undo_admit`].
     last_evicted: Vec<(u64, Entry)>,
     /// Highest seq handed to a connection. An evicted batch at or below it may still reach
@@ -166,6 +172,7 @@ impl Ledger {
             cycles: 0,
             dropped_samples: 0,
             dropped_batches: 0,
+            evicted_live: 0,
             last_evicted: vec![],
             sent_upto: 0,
             pending_drops: BTreeMap::new(),
@@ -198,7 +205,10 @@ impl Ledger {
             };
             group = Some(e.key);
             self.total_bytes -= e.bytes;
-            if seq <= self.sent_upto {
+            if seq <= self.sent_upto || e.live {
+                if seq > self.sent_upto {
+                    self.evicted_live += 1;
+                }
                 self.pending_drops.insert(seq, e.samples);
             } else {
                 self.dropped_batches += 1;
@@ -216,6 +226,7 @@ impl Ledger {
                 samples,
                 oldest_ts,
                 key: seq,
+                live: false,
             },
         );
         Admit::Store { seq, evicted }
@@ -264,9 +275,24 @@ impl Ledger {
         self.sent_upto = self.sent_upto.max(seq);
     }
 
+    /// Records that held batch `seq` was copied to the live stream. The aggregator stores the
+    /// copy's points at once; if the batch is evicted before the batch stream sends it, the
+    /// aggregator does not count the seq as missing, so the agent waits for the
+    /// acknowledgement that passes it before deciding whether it was dropped, as for a batch
+    /// evicted in flight.
+    pub fn mark_live(&mut self, seq: u64) {
+        if let Some(e) = self.entries.get_mut(&seq) {
+            e.live = true;
+        }
+    }
+
     /// A new session began and the aggregator has applied everything up to `applied`: pending
-    /// drops above it can no longer arrive, so they are dropped for good. Returns them.
+    /// drops above it can no longer arrive, so they are dropped for good. Returns them. Live
+    /// copies belong to the connection that carried them: held batches lose their mark.
     pub fn resolve_pending(&mut self, applied: u64) -> Vec<u64> {
+        for e in self.entries.values_mut() {
+            e.live = false;
+        }
         self.pending_drops.retain(|s, _| *s > applied);
         let gone = std::mem::take(&mut self.pending_drops);
         for samples in gone.values() {
@@ -381,6 +407,9 @@ pub struct BufferStats {
     pub dropped_batches: u64,
     /// Batches found damaged on disk and skipped, since the buffer was created.
     pub damaged_batches: u64,
+    /// Batches evicted after they were copied to the live stream and before the batch
+    /// stream sent them, since the buffer opened (see [`Ledger::mark_live`]).
+    pub evicted_live_batches: u64,
     /// Cycles that could not be written (disk full, I/O errors), since this process started.
     pub lost_cycles: u64,
     pub lost_samples: u64,
@@ -832,6 +861,7 @@ impl Buffer {
                             samples: h.samples,
                             oldest_ts: h.oldest_ts,
                             key: seq - u64::from(h.pos).min(seq),
+                            live: false,
                         },
                     );
                 }
@@ -1586,6 +1616,11 @@ impl Buffer {
         self.ledger().mark_sent(seq);
     }
 
+    /// See [`Ledger::mark_live`].
+    pub fn mark_live(&self, seq: u64) {
+        self.ledger().mark_live(seq);
+    }
+
     /// A session began: acknowledges up to `applied` and counts batches evicted while in
     /// flight that did not arrive as dropped (see [`Ledger::resolve_pending`]).
     pub fn session_started(&self, applied: u64) -> Result<(), BufferError> {
@@ -1661,6 +1696,7 @@ impl Buffer {
             dropped_samples: l.dropped_samples,
             dropped_batches: l.dropped_batches,
             damaged_batches: self.damaged.load(Ordering::Relaxed),
+            evicted_live_batches: l.evicted_live,
             lost_cycles,
             lost_samples,
             write_error,
@@ -1864,6 +1900,51 @@ mod tests {
             (l.dropped_batches, l.dropped_samples, l.pending_drops.len()),
             (3, 30, 0)
         );
+    }
+
+    #[test]
+    fn evicting_a_batch_copied_live_waits_for_the_ack_that_passes_it() {
+        let mut l = Ledger::new(100, WhenFull::DropOldest);
+        for i in 0..3 {
+            l.admit(30, 10, i);
+        }
+        // 1 was sent on the batch stream; 3 was copied to the live stream; 2 was neither.
+        l.mark_sent(1);
+        l.mark_live(3);
+        assert_eq!(
+            l.admit(100, 10, 5),
+            Admit::Store {
+                seq: 4,
+                evicted: vec![1, 2, 3]
+            }
+        );
+        assert_eq!((l.dropped_batches, l.dropped_samples), (1, 10), "2 is lost");
+        assert_eq!(l.evicted_live, 1);
+        assert_eq!(l.pending_drops.keys().copied().collect::<Vec<_>>(), [1, 3]);
+        // The batch stream goes on at 4; its acknowledgement says 1 and 3 were stored.
+        l.ack(4);
+        assert_eq!((l.dropped_batches, l.pending_drops.len()), (1, 0));
+
+        // A copy the connection carried, evicted: the next connection's aggregator knows
+        // nothing of it, so it is dropped unless applied.
+        l.mark_live(5); // not held: no effect
+        l.admit(30, 10, 6);
+        l.mark_live(5);
+        l.admit(30, 10, 7);
+        assert_eq!(l.resolve_pending(4), Vec::<u64>::new());
+        // The mark went with the old connection: eviction now counts 5 at once.
+        assert_eq!(
+            l.admit(80, 10, 8),
+            Admit::Store {
+                seq: 7,
+                evicted: vec![5, 6]
+            }
+        );
+        assert_eq!((l.dropped_batches, l.pending_drops.len()), (3, 0));
+        l.mark_live(7);
+        l.admit(100, 10, 9);
+        assert_eq!(l.resolve_pending(4), vec![7], "never applied: dropped");
+        assert_eq!((l.dropped_batches, l.evicted_live), (4, 2));
     }
 
     #[test]

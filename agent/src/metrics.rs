@@ -55,6 +55,7 @@ pub struct Metrics {
     pub buffer_dropped_batches: Counter,
     pub buffer_write_errors: Counter,
     pub buffer_damaged_batches: Counter,
+    pub buffer_evicted_live_batches: Counter,
     pub buffer_write_failing: Gauge,
     pub batches_sent: Counter,
     pub batches_sent_live: Counter,
@@ -99,6 +100,7 @@ impl Metrics {
             buffer_dropped_batches: Counter::default(),
             buffer_write_errors: Counter::default(),
             buffer_damaged_batches: Counter::default(),
+            buffer_evicted_live_batches: Counter::default(),
             buffer_write_failing: Gauge::default(),
             batches_sent: Counter::default(),
             batches_sent_live: Counter::default(),
@@ -165,6 +167,11 @@ impl Metrics {
             "buffer_dropped_batches",
             "Batches dropped by the buffer's when-full policy",
             m.buffer_dropped_batches.clone(),
+        );
+        r.register(
+            "buffer_evicted_live_batches",
+            "Batches evicted after their live copy was sent and before the backlog reached them; dropped only if the copy did not arrive",
+            m.buffer_evicted_live_batches.clone(),
         );
         r.register(
             "buffer_write_errors",
@@ -279,6 +286,7 @@ impl Metrics {
         advance(&self.buffer_dropped_samples, s.dropped_samples);
         advance(&self.buffer_dropped_batches, s.dropped_batches);
         advance(&self.buffer_damaged_batches, s.damaged_batches);
+        advance(&self.buffer_evicted_live_batches, s.evicted_live_batches);
         self.buffer_write_failing
             .set(i64::from(s.write_error.is_some()));
     }

@@ -534,6 +534,7 @@ impl Uplink {
                     live.stream.insert(s)
                 }
             };
+            self.buffer.mark_live(sb.seq);
             stream
                 .write_all(&frame::encode(&Frame::Batch {
                     seq: sb.seq,

@@ -10,7 +10,7 @@
 //! `outpost_shared::session::ServerSession`, one per connection; this module drives it.
 
 use crate::connections::{ConnectedAgent, Connections};
-use crate::ledger::{IngestOutcome, IngestRequest, Ledger};
+use crate::ledger::{IngestOutcome, IngestRequest, LIVE_CONN, Ledger};
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
@@ -919,10 +919,6 @@ impl Ingest {
         }
     }
 }
-
-/// Marks the connection number of a live stream: it has its own codec context, so its
-/// own series numbering at the writer.
-const LIVE_CONN: u64 = 1 << 63;
 
 type Pending = (u64, oneshot::Receiver<Result<IngestOutcome, String>>);
 

@@ -14,7 +14,7 @@ use outpost_shared::codec::RawPoint;
 use outpost_shared::{Labels, Point};
 use outpost_tsdb::{SeriesId, SeriesSlot, WritePlan};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Prefix of the agents' records among the store's metadata: `agent/<id>` → postcard
@@ -23,6 +23,10 @@ pub const AGENT_PREFIX: &[u8] = b"agent/";
 
 /// How many gap ranges are remembered per agent.
 pub const MAX_GAPS: usize = 64;
+
+/// How many live copies ahead of the batch stream a connection remembers (the newest); a
+/// copy forgotten past this bound is counted in a gap if the agent evicts its batch.
+pub const MAX_LIVE_AHEAD: usize = 4096;
 
 /// What the aggregator remembers about each agent, persisted with every batch it applies.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -131,13 +135,53 @@ pub struct Planned {
     pub outcomes: Vec<Result<IngestOutcome, String>>,
     agents: HashMap<String, AgentMeta>,
     numbering: HashMap<u64, Vec<SeriesSlot>>,
+    live: HashMap<u64, LiveAhead>,
+}
+
+/// Marks the connection number of a live stream: it has its own codec context, so its own
+/// series numbering; its copies count for the connection number without this bit.
+pub const LIVE_CONN: u64 = 1 << 63;
+
+/// What one connection's live copies left for its batch stream to settle.
+///
+/// An agent whose buffer is full can evict a batch it already copied to the live stream
+/// before its batch stream reaches it. The batch stream then skips that seq, but the copy's
+/// points are stored: the seq is not missing, and the agent does not count it as dropped
+/// (it waits for the acknowledgement that passes it, as a batch evicted in flight does).
+/// Only the connection that carried the copy knows this, so a new connection of the agent
+/// starts with nothing here (and the agent counts copies it evicted before then as dropped,
+/// as the new connection's gap does).
+#[derive(Clone, Debug)]
+struct LiveAhead {
+    /// Live copies stored above the agent's applied seq: seq → samples (at most
+    /// [`MAX_LIVE_AHEAD`], the newest).
+    seqs: BTreeMap<u64, u64>,
+    /// The first seq of the gaps this connection recorded (`u64::MAX` while none): a copy
+    /// that arrives after its batch stream skipped it fills the gap, if it is one of these.
+    gaps_from: u64,
+}
+
+impl Default for LiveAhead {
+    fn default() -> Self {
+        LiveAhead {
+            seqs: BTreeMap::new(),
+            gaps_from: u64::MAX,
+        }
+    }
+}
+
+/// One connection's series numbering and live copies.
+#[derive(Debug, Default)]
+struct Conn {
+    ids: Vec<SeriesId>,
+    live: LiveAhead,
 }
 
 /// Agents' records and connections' numbering. See the module docs.
 #[derive(Debug, Default)]
 pub struct Ledger {
     agents: HashMap<String, AgentMeta>,
-    conns: HashMap<u64, Vec<SeriesId>>,
+    conns: HashMap<u64, Conn>,
 }
 
 /// The key of an agent's record.
@@ -209,10 +253,15 @@ impl Ledger {
         let mut outcomes = Vec::with_capacity(reqs.len());
         let mut agents: HashMap<String, AgentMeta> = HashMap::new();
         let mut numbering: HashMap<u64, Vec<SeriesSlot>> = HashMap::new();
+        let mut live: HashMap<u64, LiveAhead> = HashMap::new();
         let mut new_slots: HashMap<Labels, u32> = HashMap::new();
         let mut touched = BTreeSet::new();
         for r in reqs {
-            let base: &[SeriesId] = self.conns.get(&r.conn).map(Vec::as_slice).unwrap_or(&[]);
+            let base: &[SeriesId] = self
+                .conns
+                .get(&r.conn)
+                .map(|c| c.ids.as_slice())
+                .unwrap_or(&[]);
             let added = numbering.entry(r.conn).or_default();
             let len = base.len() + added.len();
             if len != r.first_new as usize {
@@ -243,7 +292,19 @@ impl Ledger {
                 meta.region = r.region.to_string();
             }
             touched.insert(r.agent.to_string());
-            if r.seq <= meta.applied_seq {
+            let batch_conn = r.conn & !LIVE_CONN;
+            let ahead = live.entry(batch_conn).or_insert_with(|| {
+                self.conns
+                    .get(&batch_conn)
+                    .map(|c| c.live.clone())
+                    .unwrap_or_default()
+            });
+            // A late live copy of a seq this connection's batch stream skipped fills its gap.
+            let fills = r.live
+                && r.seq <= meta.applied_seq
+                && r.seq >= ahead.gaps_from
+                && meta.gaps.iter().any(|&(a, b)| (a..=b).contains(&r.seq));
+            if r.seq <= meta.applied_seq && !fills {
                 outcomes.push(Ok(IngestOutcome::Duplicate));
                 continue;
             }
@@ -279,24 +340,43 @@ impl Ledger {
                 continue;
             }
             if r.live {
+                if fills {
+                    fill_gap(meta, r.seq, pts.len() as u64);
+                } else {
+                    ahead.seqs.insert(r.seq, pts.len() as u64);
+                    while ahead.seqs.len() > MAX_LIVE_AHEAD {
+                        ahead.seqs.pop_first();
+                    }
+                }
                 plan.records.push(pts);
                 outcomes.push(Ok(IngestOutcome::Live));
                 continue;
             }
             // Seqs up to what another aggregator acknowledged were handed over; only those
-            // above it are missing (dropped by the agent's when-full policy).
+            // above it are missing (dropped by the agent's when-full policy), unless a live
+            // copy of this connection stored them.
             let handed_through = r.acked_elsewhere.min(r.seq - 1);
             if handed_through > meta.applied_seq {
                 meta.handed_over_batches += handed_through - meta.applied_seq;
                 meta.applied_seq = handed_through;
             }
             if r.seq > meta.applied_seq + 1 {
-                meta.gap_batches += r.seq - meta.applied_seq - 1;
-                meta.gaps.push((meta.applied_seq + 1, r.seq - 1));
-                if meta.gaps.len() > MAX_GAPS {
-                    meta.gaps.remove(0);
+                let mut from = meta.applied_seq + 1;
+                for (&s, &n) in ahead.seqs.range(from..r.seq) {
+                    if s > from {
+                        record_gap(meta, from, s - 1);
+                        ahead.gaps_from = ahead.gaps_from.min(from);
+                    }
+                    meta.batches += 1;
+                    meta.samples += n;
+                    from = s + 1;
+                }
+                if from < r.seq {
+                    record_gap(meta, from, r.seq - 1);
+                    ahead.gaps_from = ahead.gaps_from.min(from);
                 }
             }
+            ahead.seqs = ahead.seqs.split_off(&(r.seq + 1));
             meta.applied_seq = r.seq;
             meta.batches += 1;
             meta.samples += pts.len() as u64;
@@ -314,6 +394,7 @@ impl Ledger {
             outcomes,
             agents,
             numbering,
+            live,
         }
     }
 
@@ -328,13 +409,56 @@ impl Ledger {
             if slots.is_empty() {
                 continue;
             }
-            let map = self.conns.entry(conn).or_default();
+            let map = &mut self.conns.entry(conn).or_default().ids;
             map.extend(slots.into_iter().map(|s| match s {
                 SeriesSlot::Existing(id) => id,
                 SeriesSlot::New(n) => ids[n as usize],
             }));
         }
+        for (conn, ahead) in planned.live {
+            match self.conns.get_mut(&conn) {
+                Some(c) => c.live = ahead,
+                // Nothing to remember: do not bring back a connection that closed.
+                None if ahead.seqs.is_empty() && ahead.gaps_from == u64::MAX => {}
+                None => {
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            ids: vec![],
+                            live: ahead,
+                        },
+                    );
+                }
+            }
+        }
     }
+}
+
+/// Records that seqs `from..=to` never came.
+fn record_gap(meta: &mut AgentMeta, from: u64, to: u64) {
+    meta.gap_batches += to - from + 1;
+    meta.gaps.push((from, to));
+    if meta.gaps.len() > MAX_GAPS {
+        meta.gaps.remove(0);
+    }
+}
+
+/// Takes `seq`, with `samples` samples, out of the recorded gap that holds it: a live copy
+/// stored it after the batch stream had passed it.
+fn fill_gap(meta: &mut AgentMeta, seq: u64, samples: u64) {
+    let Some(i) = meta.gaps.iter().position(|&(a, b)| (a..=b).contains(&seq)) else {
+        return;
+    };
+    let (a, b) = meta.gaps.remove(i);
+    if seq < b {
+        meta.gaps.insert(i, (seq + 1, b));
+    }
+    if a < seq {
+        meta.gaps.insert(i, (a, seq - 1));
+    }
+    meta.gap_batches -= 1;
+    meta.batches += 1;
+    meta.samples += samples;
 }
 
 #[cfg(test)]
@@ -461,6 +585,80 @@ mod tests {
         let mut late = req(101, 3, 0, &["up"], &[(0, 30, 1.0)]);
         late.live = true;
         assert_eq!(s.apply(&[late]), vec![Ok(IngestOutcome::Duplicate)]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_seq_skipped_after_its_live_copy_was_stored_is_not_missing() {
+        let dir = tmp("live-gap");
+        let s = Store::open(&dir);
+        let copy = |conn: u64, seq: u64, first_new: u32, new: &[&str]| {
+            let mut r = req(
+                conn | LIVE_CONN,
+                seq,
+                first_new,
+                new,
+                &[(0, seq as i64, 1.0)],
+            );
+            r.live = true;
+            r
+        };
+        let batch = |conn: u64, seq: u64, first_new: u32, new: &[&str]| {
+            req(conn, seq, first_new, new, &[(0, seq as i64, 1.0)])
+        };
+        // Connection 1: seqs 1 and 2 on the batch stream, 5 and 7 copied live, then the
+        // agent's buffer evicts 3..=7 and the batch stream goes on at 8.
+        let out = s.apply(&[
+            batch(1, 1, 0, &["up"]),
+            batch(1, 2, 1, &[]),
+            copy(1, 5, 0, &["up"]),
+            copy(1, 7, 1, &[]),
+            batch(1, 8, 1, &[]),
+        ]);
+        assert_eq!(
+            out,
+            [
+                Ok(IngestOutcome::Applied),
+                Ok(IngestOutcome::Applied),
+                Ok(IngestOutcome::Live),
+                Ok(IngestOutcome::Live),
+                Ok(IngestOutcome::Applied),
+            ]
+        );
+        let m = s.agent("a1").unwrap();
+        assert_eq!(
+            m.gaps,
+            [(3, 4), (6, 6)],
+            "5 and 7 were stored from their copies"
+        );
+        assert_eq!((m.applied_seq, m.gap_batches), (8, 3));
+        assert_eq!((m.batches, m.samples), (5, 5));
+        // A copy that comes after the batch stream passed its seq fills that gap.
+        assert_eq!(s.apply(&[copy(1, 6, 1, &[])]), [Ok(IngestOutcome::Live)]);
+        let m = s.agent("a1").unwrap();
+        assert_eq!(m.gaps, [(3, 4)]);
+        assert_eq!((m.gap_batches, m.batches, m.samples), (2, 6, 6));
+        // One of a seq the batch stream applied is a duplicate, and a copy of a seq in a gap
+        // another connection recorded does not fill it: that agent counted it as dropped.
+        assert_eq!(
+            s.apply(&[copy(1, 8, 1, &[])]),
+            [Ok(IngestOutcome::Duplicate)]
+        );
+        assert_eq!(
+            s.apply(&[copy(2, 4, 0, &["up"])]),
+            [Ok(IngestOutcome::Duplicate)]
+        );
+        // A connection that closes forgets its copies: its successor's gap counts them.
+        assert_eq!(s.apply(&[copy(1, 10, 1, &[])]), [Ok(IngestOutcome::Live)]);
+        s.ledger.lock().unwrap().connection_closed(1);
+        assert_eq!(
+            s.apply(&[batch(3, 11, 0, &["up"])]),
+            [Ok(IngestOutcome::Applied)]
+        );
+        let m = s.agent("a1").unwrap();
+        assert_eq!(m.gaps, [(3, 4), (9, 10)]);
+        assert_eq!((m.gap_batches, m.batches), (4, 7));
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
