@@ -416,19 +416,11 @@ impl Ledger {
             }));
         }
         for (conn, ahead) in planned.live {
-            match self.conns.get_mut(&conn) {
-                Some(c) => c.live = ahead,
-                // Nothing to remember: do not bring back a connection that closed.
-                None if ahead.seqs.is_empty() && ahead.gaps_from == u64::MAX => {}
-                None => {
-                    self.conns.insert(
-                        conn,
-                        Conn {
-                            ids: vec![],
-                            live: ahead,
-                        },
-                    );
-                }
+            // Nothing to remember needs no entry (a live copy can commit before its batch
+            // stream's first batch; an entry is made then).
+            let empty = ahead.seqs.is_empty() && ahead.gaps_from == u64::MAX;
+            if !empty || self.conns.contains_key(&conn) {
+                self.conns.entry(conn).or_default().live = ahead;
             }
         }
     }
