@@ -532,10 +532,15 @@ impl DeferredAck {
 /// Memtable size of the `batches` column family: what the buffer holds in memory before
 /// writing a table file. Deleted (acknowledged) batches stay in the memtable until it is
 /// written, so this bounds the memory the queue takes whatever it holds: an hour of 1 s
-/// cycles (about 30 MiB) lives in table files, not in memory.
-const BATCHES_MEMTABLE: usize = 2 << 20;
-/// Memtable size of the `default` column family (the counters, rewritten every cycle).
-const COUNTERS_MEMTABLE: usize = 256 << 10;
+/// cycles (about 30 MiB) lives in table files, not in memory. A connected agent stores
+/// self-contained batches (about 3 KB a cycle of 300 series) and deletes them as they are
+/// acknowledged: its memtable fills at that pace whatever the queue holds, so its size is
+/// memory every streaming agent reaches sooner or later (2 MiB before: 10 minutes at 1 s,
+/// under 2 hours at 10 s). Writing one costs a table file of deletion markers.
+const BATCHES_MEMTABLE: usize = 512 << 10;
+/// Memtable size of the `default` column family (the counters, about 80 bytes a cycle),
+/// RocksDB's smallest.
+const COUNTERS_MEMTABLE: usize = 64 << 10;
 /// One block cache for both column families: the blocks of batches read back for sending.
 const BLOCK_CACHE: usize = 1 << 20;
 
