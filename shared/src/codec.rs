@@ -15,7 +15,7 @@
 
 use crate::bits::{BitReader, BitWriter, OutOfBits, unzigzag, zigzag};
 use crate::model::{Batch, Label, Labels, Point, SeriesPoints};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// The first byte of every encoded batch.
 pub const FORMAT_V1: u8 = 1;
@@ -183,8 +183,12 @@ impl<'a> ByteReader<'a> {
 /// Encodes batches against a context that lives as long as the encoder.
 #[derive(Default)]
 pub struct Encoder {
-    strings: HashMap<String, u32>,
-    series: HashMap<Labels, u32>,
+    // FxHash (rustc-hash) rather than std's SipHash: interning every series of a
+    // self-contained batch hashed each label string with SipHash, a tenth of a connected
+    // agent's CPU. The keys are the agent's own series and what local programs push or
+    // expose to it, not input from the network.
+    strings: FxHashMap<String, u32>,
+    series: FxHashMap<Labels, u32>,
     state: Vec<SeriesState>,
     last_ts: i64,
     /// Whether batches may use [`FLAG_IN_ORDER`], [`FLAG_ONE_TIMESTAMP`] and
@@ -214,6 +218,12 @@ impl Encoder {
 
     /// Encodes `batch` against the context, then adds its new strings and series to it.
     pub fn encode(&mut self, batch: &Batch) -> Vec<u8> {
+        if self.state.is_empty() {
+            // A fresh context defines every series of the batch: size the maps once
+            // instead of growing them through every power of two.
+            self.series.reserve(batch.series.len());
+            self.strings.reserve(batch.series.len());
+        }
         let mut new_strings: Vec<&str> = Vec::new();
         let mut new_series: Vec<&Labels> = Vec::new();
         let ids: Vec<u32> = batch
@@ -581,6 +591,8 @@ impl Transcoder {
             state: dec.state,
             ..Encoder::default()
         };
+        enc.strings.reserve(dec.strings.len());
+        enc.series.reserve(dec.series.len());
         for (id, text) in dec.strings.into_iter().enumerate() {
             enc.strings.entry(text).or_insert(id as u32);
         }
@@ -628,7 +640,8 @@ impl Unchainer {
         let counts = (self.dec.strings.len(), self.dec.series.len());
         if Some(counts) != self.dict_counts {
             self.dict.clear();
-            let mut ids: HashMap<&str, u32> = HashMap::with_capacity(counts.0);
+            let mut ids: FxHashMap<&str, u32> =
+                FxHashMap::with_capacity_and_hasher(counts.0, Default::default());
             put_varint(&mut self.dict, counts.0 as u64);
             for (id, text) in self.dec.strings.iter().enumerate() {
                 ids.entry(text.as_str()).or_insert(id as u32);
