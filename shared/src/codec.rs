@@ -184,8 +184,8 @@ impl<'a> ByteReader<'a> {
 #[derive(Default)]
 pub struct Encoder {
     // FxHash (rustc-hash) rather than std's SipHash: interning every series of a
-    // self-contained batch hashed each label string with SipHash, a tenth of a connected
-    // agent's CPU. The keys are the agent's own series and what local programs push or
+    // self-contained batch hashed each label string with SipHash, 11 % of a connected
+    // agent's instructions under callgrind (its measured CPU fell by less). The keys are the agent's own series and what local programs push or
     // expose to it, not input from the network.
     strings: FxHashMap<String, u32>,
     series: FxHashMap<Labels, u32>,
