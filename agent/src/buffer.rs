@@ -380,9 +380,14 @@ struct Chain {
     /// Samples and stored bytes (headers included) the group holds so far.
     samples: u64,
     bytes: u64,
-    /// Codes batches against the group's context, once a second batch joins the group (the
-    /// first is stored as it came, so a connected agent never pays for this).
+    /// Codes batches against the group's context once a second batch joins the group (the
+    /// first is stored as it came). Kept from group to group: a connected agent starts a
+    /// group at every acknowledgement (every two or three cycles at a 1 s interval, as the
+    /// aggregator holds acknowledgements), and a group of cycles with the series of the last
+    /// group reuses its string and series maps ([`Transcoder::continue_from`]).
     coder: Option<Transcoder>,
+    /// Whether `coder` codes against this group (it may still hold the last group's).
+    coding: bool,
 }
 
 /// Where reading left off in a group, so the next read of the same group continues there
@@ -1243,13 +1248,17 @@ impl Buffer {
                     ledger.stored_as(*seq, key, v.len() as u64);
                     wb.put_cf(cf, seq.to_be_bytes(), &v);
                     if coded.is_none() {
+                        // The last group's coder is kept: the next group's context is made
+                        // from it (see `continue_group`).
+                        let coder = chain.take().and_then(|c| c.coder);
                         *chain = Some(Chain {
                             key: *seq,
                             last: *seq,
                             pos: 0,
                             samples,
                             bytes: v.len() as u64,
-                            coder: None,
+                            coder,
+                            coding: false,
                         });
                     }
                     Some(*seq)
@@ -1322,11 +1331,15 @@ impl Buffer {
         {
             return None;
         }
-        if c.coder.is_none() {
+        if !c.coding {
             // The group's first batch was stored as it came: it is the last one stored.
             let recent = self.recent();
             let (.., key_payload) = recent.iter().rev().find(|(s, ..)| *s == c.key)?;
-            c.coder = Some(Transcoder::continuing(key_payload).ok()?);
+            match &mut c.coder {
+                Some(t) => t.continue_from(key_payload).ok()?,
+                None => c.coder = Some(Transcoder::continuing(key_payload).ok()?),
+            }
+            c.coding = true;
         }
         let coded = c.coder.as_mut()?.transcode(payload).ok()?;
         c.last = seq;

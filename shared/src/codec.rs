@@ -469,6 +469,18 @@ pub struct Transcoder {
     /// The stream's numbers of the last batch's entries, in order (reused between batches).
     ids: Vec<u32>,
     state: Vec<SeriesState>,
+    /// For a transcoder made by [`Transcoder::continuing`]: the dictionary bytes of the key
+    /// it continues and the sizes of the string and series maps right after they were built
+    /// from it, so [`Transcoder::continue_from`] can tell whether a new key leaves them as
+    /// they are.
+    key: Option<KeyContext>,
+}
+
+/// What [`Transcoder::continue_from`] compares a new key with.
+struct KeyContext {
+    dict: Vec<u8>,
+    strings: usize,
+    series: usize,
 }
 
 impl Transcoder {
@@ -585,6 +597,10 @@ impl Transcoder {
     pub fn continuing(key: &[u8]) -> Result<Transcoder, DecodeError> {
         let mut dec = Decoder::new();
         dec.decode_raw(key)?;
+        // It decoded, so its dictionary is there to skip over.
+        let mut r = ByteReader { data: key, pos: 2 };
+        skip_dictionary(&mut r)?;
+        let dict = key[2..r.pos].to_vec();
         let mut enc = Encoder {
             compact: true,
             last_ts: dec.last_ts,
@@ -599,10 +615,95 @@ impl Transcoder {
         for (id, labels) in dec.series.into_iter().enumerate() {
             enc.series.entry(labels).or_insert(id as u32);
         }
+        let key = Some(KeyContext {
+            dict,
+            strings: enc.strings.len(),
+            series: enc.series.len(),
+        });
         Ok(Transcoder {
             enc,
+            key,
             ..Transcoder::default()
         })
+    }
+
+    /// Makes this transcoder's stream context what [`Transcoder::continuing`] makes of `key`.
+    /// When `key` defines, byte for byte, the strings and series of the key this transcoder
+    /// last continued, and the batches transcoded since defined nothing new, only `key`'s
+    /// points are decoded: the string and series maps, and what the transcoder remembers of
+    /// the last batch's dictionary, are kept. A connected agent's collection cycles start a
+    /// group every few batches (each acknowledgement ends one), all with the same series, so
+    /// this spares it decoding and hashing every label of a cycle each time. Otherwise the
+    /// context is made afresh, as [`Transcoder::continuing`] does.
+    ///
+    /// # Errors
+    /// As [`Transcoder::continuing`]; the transcoder is then empty (as [`Transcoder::new`],
+    /// compact flags off) until the next `continue_from` succeeds.
+    pub fn continue_from(&mut self, key: &[u8]) -> Result<(), DecodeError> {
+        let r = self.continue_in_place(key).and_then(|reused| {
+            if !reused {
+                *self = Transcoder::continuing(key)?;
+            }
+            Ok(())
+        });
+        if r.is_err() {
+            *self = Transcoder::default();
+        }
+        r
+    }
+
+    /// The cheap path of [`Transcoder::continue_from`]: `Ok(false)` when the maps cannot be
+    /// kept (nothing changed then), `Ok(true)` when the context now continues `key`.
+    fn continue_in_place(&mut self, key: &[u8]) -> Result<bool, DecodeError> {
+        let Some(k) = &self.key else {
+            return Ok(false);
+        };
+        if self.enc.strings.len() != k.strings
+            || self.enc.series.len() != k.series
+            || self.enc.state.len() != k.series
+            || key.len() < 2 + k.dict.len()
+            || key[2..2 + k.dict.len()] != k.dict[..]
+        {
+            return Ok(false);
+        }
+        let mut r = ByteReader { data: key, pos: 0 };
+        let format = r.u8()?;
+        if format != FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let flags = check_flags(r.u8()?)?;
+        // Equal bytes parse alike: check the length by skipping through them.
+        skip_dictionary(&mut r)?;
+        if r.pos != 2 + k.dict.len() {
+            return Ok(false);
+        }
+        let n_entries = r.varint()?;
+        let mut bits = BitReader::new(r.rest());
+        if n_entries > bits.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut state = std::mem::take(&mut self.state);
+        state.clear();
+        state.resize(k.series, SeriesState::NEW);
+        self.scratch.entries.clear();
+        self.scratch.points.clear();
+        let mut last_ts = 0;
+        let decoded = decode_entries(
+            &mut bits,
+            &mut state,
+            &mut last_ts,
+            flags,
+            n_entries,
+            &mut self.scratch,
+        );
+        if let Err(e) = decoded {
+            self.state = state;
+            return Err(e);
+        }
+        self.state = std::mem::replace(&mut self.enc.state, state);
+        self.enc.last_ts = last_ts;
+        self.enc.compact = true;
+        Ok(true)
     }
 }
 
@@ -1389,6 +1490,52 @@ mod tests {
     }
 
     #[test]
+    fn continuing_from_a_key_with_the_same_series_keeps_the_maps_and_only_then() {
+        let labels = |n: usize| -> Vec<Labels> {
+            (0..n)
+                .map(|i| Labels::new([("__name__".to_string(), format!("node_metric_{i}"))]))
+                .collect()
+        };
+        let cycle = |labels: &[Labels], c: i64| {
+            let mut b = Batch::default();
+            for (i, l) in labels.iter().enumerate() {
+                b.push(
+                    l.clone(),
+                    1_700_000_000_000 + c * 1_000,
+                    (c * i as i64) as f64,
+                );
+            }
+            b
+        };
+        let (some, more) = (labels(50), labels(51));
+        let alone = |l: &[Labels], c| Encoder::new().encode(&cycle(l, c));
+        let mut t = Transcoder::continuing(&alone(&some, 0)).unwrap();
+        t.transcode(&alone(&some, 1)).unwrap();
+        assert!(!t.dict.is_empty());
+        // Same series: the maps and the last batch's dictionary stay, the points are new.
+        t.continue_from(&alone(&some, 2)).unwrap();
+        assert!(!t.dict.is_empty(), "the maps were made again");
+        let (mut fresh, next) = (
+            Transcoder::continuing(&alone(&some, 2)).unwrap(),
+            alone(&some, 3),
+        );
+        assert_eq!(t.transcode(&next).unwrap(), fresh.transcode(&next).unwrap());
+        // A batch of the group defines a series: the next key's context is made afresh.
+        t.transcode(&alone(&more, 4)).unwrap();
+        t.continue_from(&alone(&some, 5)).unwrap();
+        assert!(t.dict.is_empty());
+        // Other series in the key: made afresh too.
+        t.continue_from(&alone(&more, 6)).unwrap();
+        assert!(t.dict.is_empty());
+        // A damaged key empties the transcoder.
+        let mut bad = alone(&more, 7);
+        bad.truncate(bad.len() - 3);
+        t.transcode(&alone(&more, 8)).unwrap();
+        assert!(t.continue_from(&bad).is_err());
+        assert!(t.key.is_none() && t.enc.series_count() == 0);
+    }
+
+    #[test]
     fn a_decoder_refuses_flags_it_does_not_know_or_that_contradict() {
         // One timestamp without one point per entry, and an unknown bit.
         for flags in [
@@ -1444,6 +1591,29 @@ mod tests {
                     let delta = chain.transcode(&Encoder::new().encode(b)).unwrap();
                     let alone = un.unchain(&delta).unwrap();
                     prop_assert_eq!(&Decoder::new().decode(&alone).unwrap(), b);
+                }
+            }
+        }
+
+        /// A transcoder kept from group to group (`continue_from`) writes, byte for byte,
+        /// what one made afresh for each group (`continuing`) writes, whether it keeps its
+        /// maps (groups of cycles with the same series) or not (a group defined something
+        /// new, or the next key has other series).
+        #[test]
+        fn a_transcoder_kept_across_groups_writes_what_a_fresh_one_writes(
+            cycles in arb_cycles(),
+            batches in prop::collection::vec(arb_batch(), 1..6),
+            size in 1usize..4,
+        ) {
+            let run: Vec<&Batch> = cycles.iter().chain(&batches).chain(&cycles).collect();
+            let mut kept = Transcoder::new();
+            for group in run.chunks(size) {
+                let key = Encoder::new().encode(group[0]);
+                kept.continue_from(&key).unwrap();
+                let mut fresh = Transcoder::continuing(&key).unwrap();
+                for b in &group[1..] {
+                    let alone = Encoder::new().encode(b);
+                    prop_assert_eq!(kept.transcode(&alone).unwrap(), fresh.transcode(&alone).unwrap());
                 }
             }
         }
