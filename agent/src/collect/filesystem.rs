@@ -11,6 +11,9 @@
 //! the mount reports `node_filesystem_device_error 1`, and it is not asked again until the
 //! abandoned call returns — so one bad mount costs one timeout, not every later cycle. The
 //! cycle's calls go to the worker as one list, so a cycle wakes it once, not once per mount.
+//! Filesystems whose `statfs` only reads counters the kernel keeps in memory (ext4, XFS,
+//! Btrfs, tmpfs and the other types [`stats_in_place`] lists) are asked on the collection
+//! thread itself: waking another thread and waiting for its answer cost more than the calls.
 //!
 //! The mount table is read again only when it may have changed. The procfs table is kept
 //! open and `poll`ed, which the kernel answers with `POLLPRI` after any mount, unmount or
@@ -136,6 +139,29 @@ pub fn is_excluded_fstype(fstype: &str) -> bool {
             | "squashfs"
             | "sysfs"
             | "tracefs"
+    )
+}
+
+/// Whether `statvfs` on a filesystem of type `fstype` runs on the calling thread: true for
+/// local disk and memory filesystems, whose `statfs` answers from the superblock's in-memory
+/// counters without I/O or a server to wait for. Network and FUSE filesystems (`nfs`, `cifs`,
+/// `fuse.*`, `ceph`, ...), ZFS (a suspended pool blocks it) and every type not listed go to
+/// the worker thread with its timeout.
+pub fn stats_in_place(fstype: &OsStr) -> bool {
+    matches!(
+        fstype.as_bytes(),
+        b"ext2"
+            | b"ext3"
+            | b"ext4"
+            | b"xfs"
+            | b"btrfs"
+            | b"f2fs"
+            | b"jfs"
+            | b"vfat"
+            | b"msdos"
+            | b"exfat"
+            | b"tmpfs"
+            | b"ramfs"
     )
 }
 
@@ -281,16 +307,26 @@ impl StatRunner {
         }
     }
 
-    /// Stats every path into `out` (cleared first; one result per path, in order). The
-    /// worker gets the list in one message and answers each call as it returns; a call that
-    /// takes longer than the timeout is abandoned with its worker, and the paths after it
-    /// go to a fresh one.
-    fn stat_all(&mut self, paths: &[PathBuf], out: &mut Vec<Result<FsStats, StatError>>) {
+    /// Stats every path into `out` (cleared first; one result per path, in order). Paths
+    /// whose `in_place` entry is true are asked on the calling thread, without a timeout.
+    /// The worker gets the other paths in one message and answers each call as it returns;
+    /// a call that takes longer than the timeout is abandoned with its worker, and the paths
+    /// after it go to a fresh one. When every path is asked in place, no worker is woken.
+    fn stat_all(
+        &mut self,
+        paths: &[PathBuf],
+        in_place: &[bool],
+        out: &mut Vec<Result<FsStats, StatError>>,
+    ) {
         out.clear();
         let mut todo = Vec::with_capacity(paths.len());
         {
             let in_flight = lock(&self.in_flight);
             for (i, p) in paths.iter().enumerate() {
+                if in_place.get(i) == Some(&true) {
+                    out.push((self.stat)(p).map_err(StatError::Failed));
+                    continue;
+                }
                 out.push(Err(StatError::Stuck));
                 if !in_flight.contains(p) {
                     todo.push(i);
@@ -451,6 +487,9 @@ pub struct FilesystemCollector {
     selected: Vec<Mount>,
     /// Where `statvfs` looks for each of `selected`.
     targets: Vec<PathBuf>,
+    /// Per entry of `selected`, whether it is asked on the collection thread
+    /// ([`stats_in_place`]).
+    in_place: Vec<bool>,
     /// Some mount's `statvfs` said read-only while the table said read-write in the last
     /// cycle, so the table is read again at the next.
     blind: bool,
@@ -472,6 +511,7 @@ impl FilesystemCollector {
             polled: None,
             selected: Vec::new(),
             targets: Vec::new(),
+            in_place: Vec::new(),
             blind: false,
             stats: Vec::new(),
             reads: 0,
@@ -517,6 +557,7 @@ impl FilesystemCollector {
     fn reload(&mut self) -> Result<(), CollectError> {
         self.selected.clear();
         self.targets.clear();
+        self.in_place.clear();
         self.reads += 1;
         let table = self.read_mounts()?;
         self.selected = select_mounts(&self.buf).map_err(|msg| CollectError::Parse {
@@ -533,6 +574,11 @@ impl FilesystemCollector {
                 }
                 None => m.mountpoint.clone(),
             })
+            .collect();
+        self.in_place = self
+            .selected
+            .iter()
+            .map(|m| stats_in_place(&m.fstype))
             .collect();
         Ok(())
     }
@@ -551,13 +597,15 @@ impl Collector for FilesystemCollector {
         if fresh {
             self.reload()?;
         }
-        self.runner.stat_all(&self.targets, &mut self.stats);
+        self.runner
+            .stat_all(&self.targets, &self.in_place, &mut self.stats);
         self.blind = self.disagree();
         if self.blind && !fresh {
             // A filesystem went read-only under an unchanged table (or `statvfs` cannot
             // tell): the table shows which, so read it again and ask again.
             self.reload()?;
-            self.runner.stat_all(&self.targets, &mut self.stats);
+            self.runner
+                .stat_all(&self.targets, &self.in_place, &mut self.stats);
             self.blind = self.disagree();
         }
         for (m, s) in self.selected.iter().zip(&self.stats) {
@@ -866,11 +914,11 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
         let cycle = paths(&["/ok", "/hang", "/broken", "/counted"]);
 
         // The hung call costs one timeout; the mounts after it go to a fresh worker.
-        r.stat_all(&cycle, &mut out);
+        r.stat_all(&cycle, &[], &mut out);
         assert_eq!(show(&out), ["ok 4", "timed out", "failed Some(5)", "ok 4"]);
         // Until it returns, that mount is not asked again, and the others still are.
         let t = Instant::now();
-        r.stat_all(&cycle, &mut out);
+        r.stat_all(&cycle, &[], &mut out);
         assert_eq!(show(&out), ["ok 4", "stuck", "failed Some(5)", "ok 4"]);
         assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
 
@@ -884,12 +932,70 @@ server2:/export /mnt/nfs nfs4 ro,relatime,vers=4.2 0 0
         // for /counted once.
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(COUNTED.load(Ordering::SeqCst), 2);
-        r.stat_all(&cycle, &mut out);
+        r.stat_all(&cycle, &[], &mut out);
         assert_eq!(show(&out), ["ok 4", "ok 4", "failed Some(5)", "ok 4"]);
         assert_eq!(COUNTED.load(Ordering::SeqCst), 3);
         assert!(lock(&r.in_flight).is_empty());
-        r.stat_all(&[], &mut out);
+        r.stat_all(&[], &[], &mut out);
         assert!(out.is_empty());
+    }
+
+    /// Names the thread it runs on, as `files`.
+    fn stat_on_which_thread(_: &Path) -> io::Result<FsStats> {
+        let on_worker = std::thread::current().name() == Some("outpost-statfs");
+        Ok(FsStats {
+            size_bytes: 0.0,
+            free_bytes: 0.0,
+            avail_bytes: 0.0,
+            files: if on_worker { 1.0 } else { 0.0 },
+            files_free: 0.0,
+            readonly_flag: false,
+        })
+    }
+
+    #[test]
+    fn local_filesystems_are_asked_in_place_and_wake_no_worker() {
+        assert!(stats_in_place(OsStr::new("ext4")) && stats_in_place(OsStr::new("tmpfs")));
+        for t in [
+            "nfs",
+            "nfs4",
+            "cifs",
+            "fuse.sshfs",
+            "fuseblk",
+            "zfs",
+            "ceph",
+            "9p",
+        ] {
+            assert!(!stats_in_place(OsStr::new(t)), "{t}");
+        }
+        let mut r = StatRunner::new(stat_on_which_thread, STATFS_TIMEOUT);
+        let mut out = Vec::new();
+        let on_worker = |out: &Vec<Result<FsStats, StatError>>| -> Vec<bool> {
+            out.iter()
+                .map(|s| s.as_ref().unwrap().files == 1.0)
+                .collect()
+        };
+        let paths: Vec<PathBuf> = ["/", "/mnt/nfs", "/run"].map(PathBuf::from).into();
+        r.stat_all(&paths, &[true, true, true], &mut out);
+        assert_eq!(on_worker(&out), [false, false, false]);
+        assert!(r.worker.is_none(), "a worker was started for nothing");
+        r.stat_all(&paths, &[true, false, true], &mut out);
+        assert_eq!(on_worker(&out), [false, true, false]);
+
+        // The collector asks the host's local mounts in place: this host's / is one of them.
+        let mut c = FilesystemCollector::new(&Roots::default());
+        c.runner = StatRunner::new(stat_on_which_thread, STATFS_TIMEOUT);
+        let mut samples = Vec::new();
+        c.collect(0, &mut samples).unwrap();
+        for ((m, s), in_place) in c.selected.iter().zip(&c.stats).zip(&c.in_place) {
+            assert_eq!(*in_place, stats_in_place(&m.fstype));
+            assert_eq!(s.as_ref().unwrap().files == 1.0, !in_place, "{m:?}");
+        }
+        assert!(
+            c.in_place.iter().any(|&p| p),
+            "no local mount: {:?}",
+            c.selected
+        );
     }
 
     static READ_ONLY: AtomicBool = AtomicBool::new(false);
