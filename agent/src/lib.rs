@@ -31,6 +31,7 @@ pub mod status;
 pub mod synthetic;
 pub mod target_labels;
 pub mod textparse;
+pub mod timer;
 pub mod uplink;
 
 use buffer::Buffer;

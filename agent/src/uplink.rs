@@ -33,6 +33,14 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
+/// How long the agent's side of a connection may hear nothing before it sends a QUIC
+/// keep-alive (the aggregator's is [`outpost_service::quic::KEEP_ALIVE`], 10 s; the idle
+/// timeout is 30 s on both). Longer than the aggregator's: QUIC restarts this timer on every
+/// packet received, and with a 10 s collection interval the aggregator's acknowledgement of a
+/// batch arrives a few milliseconds after a 10 s timer, started by the previous one, expires,
+/// so a 10 s keep-alive cost a ping and its acknowledgement most cycles. The batches and the
+/// session's liveness heartbeats keep the link busy in any case.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Batches written but not yet acknowledged, at most.
 pub const WINDOW: u64 = 256;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
@@ -157,8 +165,7 @@ impl Uplink {
                 return;
             }
         };
-        let bind: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
-        let mut endpoint = match Endpoint::client(bind) {
+        let mut endpoint = match client_endpoint() {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("uplink cannot open a UDP socket: {e}");
@@ -248,7 +255,9 @@ impl Uplink {
         let qc =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
         let mut cc = quinn::ClientConfig::new(Arc::new(qc));
-        cc.transport_config(Arc::new(transport()));
+        let mut t = transport();
+        t.keep_alive_interval(Some(KEEP_ALIVE));
+        cc.transport_config(Arc::new(t));
         Ok(cc)
     }
 
@@ -346,6 +355,9 @@ impl Uplink {
             enc: Transcoder::new(),
         };
         let mut bytes_seen = (0, 0);
+        // The session's next deadline (usually the liveness heartbeat, which each batch
+        // pushes back), on a timer that wakes only when it expires.
+        let mut timer = crate::timer::FdTimer::new(std::time::Instant::now()).ok();
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         // Ticks missed while nothing drained are not made up in a burst.
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,7 +492,7 @@ impl Uplink {
                     }
                     None => return Err(SessionError::Protocol("control reader stopped".into())),
                 },
-                _ = sleep_until_ms(deadline) => session.handle_timeout(now_ms())?,
+                _ = sleep_until_ms(deadline, &mut timer) => session.handle_timeout(now_ms())?,
                 _ = progress.tick(), if draining => {
                     let s = self.buffer.stats();
                     if s.batches > DRAINING_ABOVE {
@@ -626,6 +638,17 @@ struct Ends<'a> {
     back: &'a Notify,
 }
 
+/// A client endpoint on a wildcard UDP port whose connections time with [`FdTimer`]s.
+fn client_endpoint() -> std::io::Result<Endpoint> {
+    let socket = std::net::UdpSocket::bind(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(crate::timer::QuicRuntime),
+    )
+}
+
 /// Resolves `target` and completes a QUIC and TLS handshake with it.
 async fn connect(
     endpoint: &Endpoint,
@@ -692,11 +715,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sleeps until `deadline` (ms since the Unix epoch), or forever without one.
-async fn sleep_until_ms(deadline: Option<i64>) {
-    match deadline {
-        Some(d) => tokio::time::sleep(Duration::from_millis((d - now_ms()).max(0) as u64)).await,
-        None => std::future::pending().await,
+/// Sleeps until `deadline` (ms since the Unix epoch), or forever without one; on `timer`
+/// when there is one (a session's deadline moves every cycle; see [`crate::timer`]).
+async fn sleep_until_ms(deadline: Option<i64>, timer: &mut Option<crate::timer::FdTimer>) {
+    let Some(d) = deadline else {
+        return std::future::pending().await;
+    };
+    let wait = Duration::from_millis((d - now_ms()).max(0) as u64);
+    match timer {
+        Some(t) => {
+            // The armed deadline is kept when it is at most a millisecond later (the clocks
+            // are read anew every pass): no re-arming on every pass.
+            let at = std::time::Instant::now() + wait;
+            if t.deadline() < at || t.deadline() > at + Duration::from_millis(1) {
+                t.set(at);
+            }
+            t.expired().await
+        }
+        None => tokio::time::sleep(wait).await,
     }
 }
 

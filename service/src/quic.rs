@@ -1,6 +1,7 @@
-//! QUIC transport settings for the uplink. Both ends use the same values: a keep-alive well
-//! inside the idle timeout, so a quiet but healthy link stays up, and a dead one is noticed
-//! by both sides after the same time.
+//! QUIC transport settings for the uplink. Both ends use the same idle timeout, so a dead
+//! link is noticed by both sides after the same time, and a keep-alive well inside it, so a
+//! quiet but healthy link stays up (the agent sets a longer one of its own:
+//! `outpost_agent::uplink::KEEP_ALIVE`).
 
 use std::time::Duration;
 
