@@ -638,7 +638,8 @@ struct Ends<'a> {
     back: &'a Notify,
 }
 
-/// A client endpoint on a wildcard UDP port whose connections time with [`FdTimer`]s.
+/// A client endpoint on a wildcard UDP port whose connections time with
+/// [`crate::timer::FdTimer`]s.
 fn client_endpoint() -> std::io::Result<Endpoint> {
     let socket = std::net::UdpSocket::bind(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))?;
     Endpoint::new(
