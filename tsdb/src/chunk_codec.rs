@@ -40,19 +40,37 @@ fn put_ivarint(out: &mut Vec<u8>, n: i64) {
     put_uvarint(out, ((n << 1) ^ (n >> 63)) as u64);
 }
 
+/// The LEB128 varint at `pos`, which it advances past it.
+#[inline]
 pub(crate) fn uvarint(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
+    // Most deltas of deltas fit in one byte.
+    if let Some(&b) = v.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
+    uvarint_long(v, pos)
+}
+
+/// [`uvarint`] of more than one byte (or none: truncated).
+fn uvarint_long(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    let (mut n, mut shift) = (0u64, 0u32);
+    loop {
         let b = *v.get(*pos).ok_or(DecodeError::Truncated)?;
         *pos += 1;
         n |= u64::from(b & 0x7f) << shift;
         if b < 0x80 {
             return Ok(n);
         }
+        shift += 7;
+        if shift >= 64 {
+            return Err(DecodeError::Truncated);
+        }
     }
-    Err(DecodeError::Truncated)
 }
 
+#[inline]
 fn ivarint(v: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {
     let u = uvarint(v, pos)?;
     Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
@@ -99,6 +117,18 @@ pub(crate) fn read_series(
     order: u8,
 ) -> Result<Vec<i64>, DecodeError> {
     let mut out = Vec::with_capacity(n);
+    read_series_each(v, pos, n, order, |x| out.push(x))?;
+    Ok(out)
+}
+
+/// [`read_series`], handing each integer to `f` in order instead of collecting them.
+fn read_series_each(
+    v: &[u8],
+    pos: &mut usize,
+    n: usize,
+    order: u8,
+    mut f: impl FnMut(i64),
+) -> Result<(), DecodeError> {
     let (mut prev, mut delta) = (0i64, 0i64);
     for i in 0..n {
         let x = ivarint(v, pos)?;
@@ -113,10 +143,10 @@ pub(crate) fn read_series(
                 prev.wrapping_add(delta)
             }
         };
-        out.push(cur);
+        f(cur);
         prev = cur;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Codes a chunk's points (sorted by time, one per timestamp, not empty).
@@ -165,35 +195,44 @@ pub(crate) fn put_values(out: &mut Vec<u8>, values: &[f64]) {
 /// # Errors
 /// The column is truncated or its tag unknown.
 pub(crate) fn read_values(v: &[u8], pos: &mut usize, n: usize) -> Result<Vec<f64>, DecodeError> {
-    let tag = *v.get(*pos).ok_or(DecodeError::Truncated)?;
-    *pos += 1;
-    Ok(if tag == TAG_XOR {
-        let mut prev = 0u64;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let b = uvarint(v, pos)?.swap_bytes() ^ prev;
-            out.push(f64::from_bits(b));
-            prev = b;
-        }
-        out
-    } else {
-        let e = usize::from(tag & 0x0f);
-        if tag & !(0x0f | TAG_DELTA) != 0 {
-            return Err(DecodeError::Invalid("value column tag"));
-        }
-        let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
-        let p = POW10[e];
-        read_series(v, pos, n, order)?
-            .into_iter()
-            .map(|m| m as f64 / p)
-            .collect()
-    })
+    let mut out = Vec::with_capacity(n);
+    read_values_each(v, pos, n, |x| out.push(x))?;
+    Ok(out)
 }
 
-/// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`.
+/// [`read_values`], handing each value to `f` in order instead of collecting them.
+fn read_values_each(
+    v: &[u8],
+    pos: &mut usize,
+    n: usize,
+    mut f: impl FnMut(f64),
+) -> Result<(), DecodeError> {
+    let tag = *v.get(*pos).ok_or(DecodeError::Truncated)?;
+    *pos += 1;
+    if tag == TAG_XOR {
+        let mut prev = 0u64;
+        for _ in 0..n {
+            let b = uvarint(v, pos)?.swap_bytes() ^ prev;
+            f(f64::from_bits(b));
+            prev = b;
+        }
+        return Ok(());
+    }
+    let e = usize::from(tag & 0x0f);
+    if tag & !(0x0f | TAG_DELTA) != 0 {
+        return Err(DecodeError::Invalid("value column tag"));
+    }
+    let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
+    let p = POW10[e];
+    read_series_each(v, pos, n, order, |m| f(m as f64 / p))
+}
+
+/// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`, decoded in place:
+/// the timestamps into new points, then the values into them, then the points outside
+/// the window taken out again (none, for a chunk wholly inside it).
 ///
 /// # Errors
-/// The chunk is truncated or malformed.
+/// The chunk is truncated or malformed; `out` is then as it was.
 pub(crate) fn decode_chunk_between(
     v: &[u8],
     start_ms: i64,
@@ -205,21 +244,40 @@ pub(crate) fn decode_chunk_between(
     }
     let mut pos = 1;
     let n = uvarint(v, &mut pos)? as usize;
-    // Each point takes at least two bytes.
+    // Every point takes at least a byte.
     if n > v.len() {
         return Err(DecodeError::Truncated);
     }
-    let ts = read_series(v, &mut pos, n, 2)?;
-    let values = read_values(v, &mut pos, n)?;
-    if pos != v.len() {
-        return Err(DecodeError::Truncated);
+    let base = out.len();
+    out.reserve(n);
+    let decoded = (|| {
+        read_series_each(v, &mut pos, n, 2, |ts| out.push(Point { ts, value: 0.0 }))?;
+        let mut points = out[base..].iter_mut();
+        read_values_each(v, &mut pos, n, |value| {
+            if let Some(p) = points.next() {
+                p.value = value;
+            }
+        })?;
+        if pos != v.len() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(())
+    })();
+    if let Err(e) = decoded {
+        out.truncate(base);
+        return Err(e);
     }
-    out.extend(
-        ts.into_iter()
-            .zip(values)
-            .filter(|(t, _)| *t >= start_ms && *t <= end_ms)
-            .map(|(ts, value)| Point { ts, value }),
-    );
+    let inside = |p: &Point| p.ts >= start_ms && p.ts <= end_ms;
+    if !out[base..].iter().all(inside) {
+        let mut keep = base;
+        for k in base..out.len() {
+            if inside(&out[k]) {
+                out[keep] = out[k];
+                keep += 1;
+            }
+        }
+        out.truncate(keep);
+    }
     Ok(())
 }
 
@@ -256,6 +314,21 @@ mod tests {
         }
         assert_eq!(chunk_len(&enc), Some(points.len() as u64));
         assert!(decode_chunk(&enc[..enc.len() - 1], &mut vec![]).is_err());
+        // Appended after what `out` holds, clipped to the window; a damaged chunk leaves
+        // `out` as it was.
+        let before = Point { ts: 1, value: 2.0 };
+        let (lo, hi) = (points[0].ts + 1, points[points.len() - 1].ts - 1);
+        let mut some = vec![before];
+        decode_chunk_between(&enc, lo, hi, &mut some).unwrap();
+        let want: Vec<(i64, u64)> = std::iter::once(&before)
+            .chain(points.iter().filter(|p| p.ts >= lo && p.ts <= hi))
+            .map(|p| (p.ts, p.value.to_bits()))
+            .collect();
+        let got: Vec<(i64, u64)> = some.iter().map(|p| (p.ts, p.value.to_bits())).collect();
+        assert_eq!(got, want);
+        let mut kept = vec![before];
+        assert!(decode_chunk_between(&enc[..enc.len() - 1], lo, hi, &mut kept).is_err());
+        assert_eq!(kept.len(), 1);
         enc.len()
     }
 

@@ -12,7 +12,7 @@ use outpost_shared::{Labels, Point};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) const CF_SERIES: &str = "series";
@@ -518,9 +518,12 @@ impl Storage {
 
     /// [`Storage::points`] of every series in `ids`: `Some(out)` with `out[i]` the points
     /// of `ids[i]`, read in one walk over each partition's keys (see
-    /// [`chunks::each_chunk_of_many`]) rather than one seek per series and partition.
-    /// `stop` is called with the points read so far after each partition; when it returns
-    /// true the read ends with `Ok(None)`.
+    /// [`chunks::each_chunk_of_many`]) rather than one seek per series and partition. A
+    /// large read is split by series into [`read_threads`] runs of neighbouring ids, each
+    /// walked by a thread of its own over every partition. `stop` is called, on the
+    /// calling thread, with the points read so far (by all threads) after each partition
+    /// the calling thread has read, and once at the end; when it returns true the read ends
+    /// with `Ok(None)` (the other threads stop after their current partition).
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode.
@@ -531,12 +534,29 @@ impl Storage {
         end_ms: i64,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
+        let parts = self.parts_between(start_ms, end_ms).len();
+        let threads = read_threads(ids.len(), parts);
+        self.points_many_in(ids, start_ms, end_ms, threads, stop)
+    }
+
+    /// [`Storage::points_many`] with the series split into `threads` runs.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub(crate) fn points_many_in(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        threads: usize,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
         let mut out: Vec<Vec<Point>> = vec![Vec::new(); ids.len()];
         if start_ms > end_ms {
             return Ok(Some(out));
         }
         // The head first, then the chunks: a compaction in between moves points into
-        // chunks the cursor, made after, still sees.
+        // chunks the cursors, made after, still see.
         {
             let head = self.head.read().unwrap_or_else(|p| p.into_inner());
             for (v, &id) in out.iter_mut().zip(ids) {
@@ -544,56 +564,57 @@ impl Storage {
             }
         }
         let (wanted, repeats) = wanted_order(ids);
-        let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
-        let mut it = self.db.raw_iterator_cf(cf);
-        let mut read: usize = out.iter().map(Vec::len).sum();
-        // A series' chunks of a day come one after the other. The first is decoded into its
-        // output in time order (a merged day has just that one); a second sends them all
-        // through `overlap`, to be ordered newest write first as `points_via` orders them.
-        let mut overlap: Vec<(u64, Vec<Point>)> = vec![];
-        let flush = |out: &mut [Vec<Point>], overlap: &mut Vec<(u64, Vec<Point>)>, i: usize| {
-            overlap.sort_by_key(|c| std::cmp::Reverse(c.0));
-            for (_, pts) in overlap.drain(..) {
-                out[i].extend(pts.into_iter().rev());
-            }
+        let parts = self.parts_between(start_ms, end_ms);
+        let read = AtomicUsize::new(out.iter().map(Vec::len).sum());
+        let halt = AtomicBool::new(false);
+        let per = wanted.len().div_ceil(threads.max(1)).max(1);
+        let runs: Vec<&[(SeriesId, usize)]> = wanted.chunks(per).collect();
+        let walk = |run: &[(SeriesId, usize)], after: &mut dyn FnMut() -> bool| {
+            self.chunk_points(run, &parts, start_ms, end_ms, &read, after)
         };
-        for p in self.parts_between(start_ms, end_ms) {
-            // (series position, where its first chunk of the day starts in its output,
-            // that chunk's record id)
-            let mut cur: Option<(usize, usize, u64)> = None;
-            chunks::each_chunk_of_many(&mut it, RAW, p, &wanted, start_ms, end_ms, |i, c, v| {
-                let decode = |out: &mut Vec<Point>| {
-                    crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, out)
-                        .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))
-                };
-                match cur {
-                    Some((j, at, record)) if j == i => {
-                        if overlap.is_empty() {
-                            overlap.push((record, out[i].split_off(at)));
-                        }
-                        let mut pts = vec![];
-                        decode(&mut pts)?;
-                        read = read.saturating_add(pts.len());
-                        overlap.push((c.record, pts));
-                    }
-                    _ => {
-                        if let Some((j, _, _)) = cur {
-                            flush(&mut out, &mut overlap, j);
-                        }
-                        let at = out[i].len();
-                        decode(&mut out[i])?;
-                        read = read.saturating_add(out[i].len() - at);
-                        cur = Some((i, at, c.record));
-                    }
+        let mut caller_stop = || {
+            let stopped = halt.load(Ordering::Relaxed) || stop(read.load(Ordering::Relaxed));
+            if stopped {
+                halt.store(true, Ordering::Relaxed);
+            }
+            stopped
+        };
+        let results: Vec<Result<Option<Vec<Vec<Point>>>, ReadError>> = match runs.split_first() {
+            None => vec![],
+            Some((first, [])) => vec![walk(first, &mut caller_stop)],
+            Some((first, rest)) => std::thread::scope(|scope| {
+                let others: Vec<_> = rest
+                    .iter()
+                    .map(|run| {
+                        let walk = &walk;
+                        let halt = &halt;
+                        scope.spawn(move || walk(run, &mut || halt.load(Ordering::Relaxed)))
+                    })
+                    .collect();
+                let mut all = vec![walk(first, &mut caller_stop)];
+                if !matches!(all[0], Ok(Some(_))) {
+                    halt.store(true, Ordering::Relaxed);
                 }
-                Ok(())
-            })?;
-            if let Some((j, _, _)) = cur {
-                flush(&mut out, &mut overlap, j);
-            }
-            if stop(read) {
+                for t in others {
+                    all.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                }
+                all
+            }),
+        };
+        for (run, res) in runs.iter().zip(results) {
+            let Some(pts) = res? else {
                 return Ok(None);
+            };
+            for (&(_, i), p) in run.iter().zip(pts) {
+                if out[i].is_empty() {
+                    out[i] = p;
+                } else {
+                    out[i].extend(p);
+                }
             }
+        }
+        if stop(read.load(Ordering::Relaxed)) {
+            return Ok(None);
         }
         if let Some(raw_start) = self.oldest_partition_start()
             && start_ms < raw_start
@@ -613,6 +634,79 @@ impl Storage {
         }
         for (from, to) in repeats {
             out[to] = out[from].clone();
+        }
+        Ok(Some(out))
+    }
+
+    /// The raw chunks' points of the series of `run` (sorted by id, no repeats) in
+    /// partitions `parts` with `start_ms <= ts <= end_ms`: `Some(out)` with `out[k]` those
+    /// of `run[k]`, in one walk over each partition through a cursor of its own; where a
+    /// series has several chunks in a partition, newest write first (as
+    /// [`chunks::read_newest_first`] orders them). Adds the points read to `read` and asks
+    /// `after` after each partition whether to stop (`Ok(None)`).
+    fn chunk_points(
+        &self,
+        run: &[(SeriesId, usize)],
+        parts: &[i32],
+        start_ms: i64,
+        end_ms: i64,
+        read: &AtomicUsize,
+        after: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
+        let mut out: Vec<Vec<Point>> = vec![Vec::new(); run.len()];
+        let local: Vec<(SeriesId, usize)> =
+            run.iter().enumerate().map(|(k, &(id, _))| (id, k)).collect();
+        let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        // A series' chunks of a day come one after the other. The first is decoded into its
+        // output in time order (a merged day has just that one); a second sends them all
+        // through `overlap`, to be ordered newest write first as `points_via` orders them.
+        let mut overlap: Vec<(u64, Vec<Point>)> = vec![];
+        let flush = |out: &mut [Vec<Point>], overlap: &mut Vec<(u64, Vec<Point>)>, i: usize| {
+            overlap.sort_by_key(|c| std::cmp::Reverse(c.0));
+            for (_, pts) in overlap.drain(..) {
+                out[i].extend(pts.into_iter().rev());
+            }
+        };
+        for &p in parts {
+            let mut n = 0usize;
+            // (series position, where its first chunk of the day starts in its output,
+            // that chunk's record id)
+            let mut cur: Option<(usize, usize, u64)> = None;
+            chunks::each_chunk_of_many(&mut it, RAW, p, &local, start_ms, end_ms, |i, c, v| {
+                let decode = |out: &mut Vec<Point>| {
+                    crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, out)
+                        .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))
+                };
+                match cur {
+                    Some((j, at, record)) if j == i => {
+                        if overlap.is_empty() {
+                            overlap.push((record, out[i].split_off(at)));
+                        }
+                        let mut pts = vec![];
+                        decode(&mut pts)?;
+                        n += pts.len();
+                        overlap.push((c.record, pts));
+                    }
+                    _ => {
+                        if let Some((j, _, _)) = cur {
+                            flush(&mut out, &mut overlap, j);
+                        }
+                        let at = out[i].len();
+                        decode(&mut out[i])?;
+                        n += out[i].len() - at;
+                        cur = Some((i, at, c.record));
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some((j, _, _)) = cur {
+                flush(&mut out, &mut overlap, j);
+            }
+            read.fetch_add(n, Ordering::Relaxed);
+            if after() {
+                return Ok(None);
+            }
         }
         Ok(Some(out))
     }
@@ -721,6 +815,22 @@ fn cf_descriptors(cache: &rocksdb::Cache) -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(n, o)
     })
     .collect()
+}
+
+/// Chunks (series × partitions) a read must span before a second thread joins it, and
+/// series each thread gets at least: below that, a thread costs more than it saves.
+const CHUNKS_PER_THREAD: usize = 8192;
+const SERIES_PER_THREAD: usize = 64;
+
+/// How many threads read `series` series over `parts` partitions
+/// ([`Storage::points_many`]): one per [`CHUNKS_PER_THREAD`] chunks, at most one per core
+/// and at most 4, each with at least [`SERIES_PER_THREAD`] series.
+pub(crate) fn read_threads(series: usize, parts: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (series.saturating_mul(parts) / CHUNKS_PER_THREAD)
+        .min(series / SERIES_PER_THREAD)
+        .min(cores)
+        .clamp(1, 4)
 }
 
 /// Series a walk over a partition reads: (id, position in the caller's list), sorted by id.

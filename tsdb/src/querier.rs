@@ -191,6 +191,14 @@ mod tests {
             for (id, got) in set.iter().zip(&many) {
                 assert_eq!(got, &q.points(*id, a, b).unwrap(), "series {id}");
             }
+            // Split by series over threads, the same.
+            for threads in [2, 3, 7] {
+                let split = s
+                    .points_many_in(set, a, b, threads, &mut |_| false)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(split, many, "{threads} threads");
+            }
             for res in [300_000, 3_600_000, 600_000] {
                 let many = q
                     .buckets_many(set, a, b, res, &mut |_| false)
@@ -218,6 +226,16 @@ mod tests {
             .unwrap();
         assert!(stopped.is_none());
         assert!(calls < 4, "{calls} calls");
+        // Over threads, the limit counts what every thread read.
+        let mut seen = vec![];
+        let stopped = s
+            .points_many_in(&ids, a, b, 3, &mut |n| {
+                seen.push(n);
+                n > 1000
+            })
+            .unwrap();
+        assert!(stopped.is_none(), "{seen:?}");
+        assert!(seen.len() < 4, "{seen:?}");
         assert!(
             q.buckets_many(&ids, a, b, 3_600_000, &mut |n| n > 100)
                 .unwrap()
