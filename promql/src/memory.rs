@@ -38,6 +38,7 @@ impl MemStorage {
         self.rollups = Some(RollupInfo {
             resolutions: resolutions.to_vec(),
             raw_start_ms,
+            start_ms: None,
         });
         self
     }

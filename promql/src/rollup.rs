@@ -27,6 +27,12 @@ pub const RES_5M_MS: i64 = 5 * 60_000;
 /// One hour in ms: the coarser rollup resolution.
 pub const RES_1H_MS: i64 = 60 * 60_000;
 
+/// The fewest raw points a bucket must summarise on average
+/// ([`crate::Querier::points_per_bucket`]) for a query with a long step to read buckets
+/// rather than the raw points: a [`Bucket`] takes 80 bytes of memory against a point's 16,
+/// and folding one costs more than stepping over a point.
+pub const MIN_POINTS_PER_BUCKET: f64 = 4.0;
+
 /// One series' points in `[start, start + resolution)`, summarised; never empty.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bucket {
@@ -154,6 +160,10 @@ pub struct RollupInfo {
     /// The first ms of the oldest raw point kept; `None` when no raw point is kept.
     /// Windows starting before it can only be answered from rollups.
     pub raw_start_ms: Option<i64>,
+    /// The first ms of the oldest bucket kept at any resolution; `None` when the store
+    /// cannot tell. Rollups that start no earlier than the raw points know nothing the
+    /// raw points do not.
+    pub start_ms: Option<i64>,
 }
 
 /// The functions of a range vector that rollups answer.
@@ -346,15 +356,31 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A source that counts the bucket reads its queriers make.
+    /// A source that counts the bucket reads its queriers make, and says what it is told
+    /// to of its buckets' density and start.
     struct Counting {
         inner: MemStorage,
         buckets: AtomicUsize,
+        density: Option<f64>,
+        rollup_start: Option<i64>,
+    }
+
+    impl Counting {
+        fn new(inner: MemStorage) -> Self {
+            Counting {
+                inner,
+                buckets: AtomicUsize::new(0),
+                density: None,
+                rollup_start: None,
+            }
+        }
     }
 
     struct CountingQuerier<'a> {
         inner: Box<dyn Querier + 'a>,
         buckets: &'a AtomicUsize,
+        density: Option<f64>,
+        rollup_start: Option<i64>,
     }
 
     impl Queryable for Counting {
@@ -362,6 +388,8 @@ mod tests {
             Ok(Box::new(CountingQuerier {
                 inner: self.inner.querier(a, b)?,
                 buckets: &self.buckets,
+                density: self.density,
+                rollup_start: self.rollup_start,
             }))
         }
     }
@@ -374,7 +402,12 @@ mod tests {
             self.inner.points(id, a, b)
         }
         fn rollups(&self) -> Option<RollupInfo> {
-            self.inner.rollups()
+            let mut info = self.inner.rollups()?;
+            info.start_ms = self.rollup_start;
+            Some(info)
+        }
+        fn points_per_bucket(&self, _: i64, _: i64, _: i64) -> Option<f64> {
+            self.density
         }
         fn buckets(
             &self,
@@ -518,10 +551,7 @@ mod tests {
             (300_000, Some(-day), vec![RES_5M_MS, RES_1H_MS]),
         ] {
             let raw = source();
-            let rolled = Counting {
-                inner: source().with_rollups(&res, raw_start),
-                buckets: AtomicUsize::new(0),
-            };
+            let rolled = Counting::new(source().with_rollups(&res, raw_start));
             for q in queries {
                 let e = parse(q).unwrap();
                 let steps = Steps::new(3_600_000, 2 * day - 3_600_000, step).unwrap();
@@ -551,12 +581,47 @@ mod tests {
             }
         }
         // Windows not on bucket edges read points even at a long step.
-        let rolled = Counting {
-            inner: source().with_rollups(&[RES_5M_MS, RES_1H_MS], None),
-            buckets: AtomicUsize::new(0),
-        };
+        let rolled = Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], None));
         let steps = Steps::new(3_600_000 + 1000, day, 3_600_000).unwrap();
         range_query(&rolled, &parse("rate(c_total[1h])").unwrap(), &steps).unwrap();
         assert_eq!(rolled.buckets.load(Ordering::Relaxed), 0);
+    }
+
+    /// A long step reads buckets only where they summarise enough points (or the store
+    /// cannot tell); a window before the raw points reads them even when sparse, but not
+    /// when the rollups start no earlier than the raw points. The answers stay the same.
+    #[test]
+    fn buckets_are_read_only_where_they_save_something() {
+        let day = 86_400_000;
+        let e = parse("sum_over_time(g[1h])").unwrap();
+        let cases = [
+            (3_600_000, Some(-day), None, None, true),
+            (3_600_000, Some(-day), Some(360.0), None, true),
+            (3_600_000, Some(-day), Some(MIN_POINTS_PER_BUCKET), None, true),
+            (3_600_000, Some(-day), Some(1.0), None, false),
+            (3_600_000, Some(2 * day), Some(1.0), None, true),
+            (300_000, Some(2 * day), None, Some(0), true),
+            (300_000, Some(2 * day), None, Some(2 * day), false),
+        ];
+        for (step, raw_start, density, rollup_start, wanted) in cases {
+            let rolled = Counting {
+                density,
+                rollup_start,
+                ..Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], raw_start))
+            };
+            let steps = Steps::new(3_600_000, 2 * day - 3_600_000, step).unwrap();
+            let want = series(range_query(&source(), &e, &steps).unwrap());
+            let got = series(range_query(&rolled, &e, &steps).unwrap());
+            let case = format!("step {step} raw {raw_start:?} density {density:?} start {rollup_start:?}");
+            assert_eq!(rolled.buckets.load(Ordering::Relaxed) > 0, wanted, "{case}");
+            assert_eq!(got.len(), want.len(), "{case}");
+            for ((gl, gp), (wl, wp)) in got.iter().zip(&want) {
+                assert_eq!(gl, wl, "{case}");
+                assert_eq!(gp.len(), wp.len(), "{case}");
+                for (g, w) in gp.iter().zip(wp) {
+                    assert!(g.ts == w.ts && close(g.value, w.value), "{case}: {g:?} vs {w:?}");
+                }
+            }
+        }
     }
 }

@@ -126,6 +126,15 @@ pub trait Querier {
     fn rollups(&self) -> Option<RollupInfo> {
         None
     }
+    /// How many raw points a rollup bucket of resolution `res_ms` summarises, on average,
+    /// over the days in `[start_ms, end_ms]` for which the store keeps both; `None` (the
+    /// default) when it cannot tell. The engine reads a long-step query's buckets only
+    /// where they summarise at least [`crate::rollup::MIN_POINTS_PER_BUCKET`] points: a
+    /// bucket takes five times a point's memory, so over sparse data raw points are the
+    /// cheaper read.
+    fn points_per_bucket(&self, _start_ms: i64, _end_ms: i64, _res_ms: i64) -> Option<f64> {
+        None
+    }
     /// The series' rollup buckets of resolution `res_ms` that start in
     /// `[start_ms, end_ms]`, oldest first. The default makes them from the raw points.
     ///

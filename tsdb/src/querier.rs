@@ -48,7 +48,16 @@ impl Querier for StorageQuerier<'_> {
         Some(RollupInfo {
             resolutions: crate::rollup::ROLLUPS.iter().map(|r| r.1).collect(),
             raw_start_ms: self.storage.raw_start_ms(),
+            start_ms: self.storage.rollup_start_ms(),
         })
+    }
+
+    fn points_per_bucket(&self, start_ms: i64, end_ms: i64, res_ms: i64) -> Option<f64> {
+        self.storage.points_per_bucket(
+            start_ms.max(self.mint_ms),
+            end_ms.min(self.maxt_ms),
+            res_ms,
+        )
     }
 
     fn buckets(

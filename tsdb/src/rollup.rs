@@ -552,6 +552,24 @@ impl Storage {
     }
 
     /// The days in `[start_ms, end_ms]` rolled up at resolution byte `res`.
+    /// Raw points per bucket of resolution `res_ms`, from the statistics of the days in
+    /// `[start_ms, end_ms]` that are rolled up and still have raw points: their raw
+    /// samples over their buckets. `None` when no such day exists or a statistic cannot
+    /// be read (the engine then reads buckets, as it would without this).
+    pub(crate) fn points_per_bucket(&self, start_ms: i64, end_ms: i64, res_ms: i64) -> Option<f64> {
+        let res = res_byte(res_ms)?;
+        let (mut points, mut buckets) = (0u64, 0u64);
+        for day in self.rolled_days(res, start_ms, end_ms) {
+            let raw = self.partition_stats(RAW, day).ok()?.samples;
+            let rolled = self.partition_stats(res, day).ok()?.samples;
+            if raw > 0 && rolled > 0 {
+                points += raw;
+                buckets += rolled;
+            }
+        }
+        (buckets > 0).then(|| points as f64 / buckets as f64)
+    }
+
     fn rolled_days(&self, res: u8, start_ms: i64, end_ms: i64) -> std::collections::BTreeSet<i32> {
         self.rollups
             .read()
@@ -613,6 +631,17 @@ impl Storage {
             })?;
         }
         Ok(out)
+    }
+
+    /// The first ms of the oldest day rolled up at any resolution; `None` when none is.
+    pub(crate) fn rollup_start_ms(&self) -> Option<i64> {
+        self.rollups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|days| days.first())
+            .min()
+            .map(|&d| partition::partition_span(d).0)
     }
 
     /// The first ms of raw data kept: the oldest raw partition's start, or the head's
@@ -830,6 +859,13 @@ mod tests {
         assert_eq!(r.rollup_samples, 2 * 10 * 2880);
         assert!(!s.needs_rollup(105, &[R5M, R1H]).unwrap());
         assert!(s.verify(|_| {}).unwrap().problems.is_empty());
+        // A point every 30 s: 120 in an hour's bucket, 10 in a 5-minute one; the rollups
+        // start where the raw points do.
+        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS), Some(120.0));
+        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_5M_MS), Some(10.0));
+        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, 60_000), None);
+        assert_eq!(s.rollup_start_ms(), Some(100 * DAY));
+        assert_eq!(s.raw_start_ms(), Some(100 * DAY));
         let hourly = Steps::new(100 * DAY + 3 * 3_600_000, 110 * DAY, 3_600_000).unwrap();
         let five = Steps::new(100 * DAY + 3 * 3_600_000, 102 * DAY, 300_000).unwrap();
         let answers = |steps: &Steps| -> Vec<Vec<(Labels, Vec<Point>)>> {
@@ -878,6 +914,10 @@ mod tests {
             5
         );
         assert_eq!(s.oldest_partition_start(), Some(105 * DAY));
+        // Only the days with raw points left count; the rollups reach further back.
+        assert_eq!(s.points_per_bucket(100 * DAY, 105 * DAY - 1, RES_1H_MS), None);
+        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS), Some(120.0));
+        assert_eq!(s.rollup_start_ms(), Some(100 * DAY));
         drop(s);
         let s = Storage::open(&dir).unwrap();
         let answers = |steps: &Steps| -> Vec<Vec<(Labels, Vec<Point>)>> {

@@ -11,8 +11,8 @@ use crate::error::QueryError;
 use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
 use crate::parse::{Expr, Selector};
-use crate::rollup::{Bucket, RES_1H_MS, RollupFunc, RollupInfo};
-use crate::storage::{Queryable, SeriesRef};
+use crate::rollup::{Bucket, MIN_POINTS_PER_BUCKET, RES_1H_MS, RollupFunc, RollupInfo};
+use crate::storage::{Querier, Queryable, SeriesRef};
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
 use std::cell::{Cell, OnceCell};
@@ -156,13 +156,16 @@ fn selectors<'e>(e: &'e Expr, span: (i64, i64), q: QuerySpan, top: bool, out: &m
 
 /// The rollup resolution to read `need` from, if any: the window's length and every end
 /// are multiples of it, and either the query's step is at least an hour (a long-range
-/// graph: the coarsest such resolution) or a window begins before the oldest raw point
-/// kept (the finest such resolution).
+/// graph: the coarsest such resolution whose buckets summarise at least
+/// [`MIN_POINTS_PER_BUCKET`] points, or whose density the store cannot tell) or a window
+/// begins before the oldest raw point kept and rollups reach further back (the finest such
+/// resolution).
 fn rollup_resolution(
     need: &Need<'_>,
     info: &RollupInfo,
     span: QuerySpan,
     step_ms: i64,
+    querier: &dyn Querier,
 ) -> Option<i64> {
     let range = need.rollup_range?;
     // The first window ends `range` after the earliest window start.
@@ -174,14 +177,29 @@ fn rollup_resolution(
             && first_end.rem_euclid(r) == 0
             && (need.sel.at.is_some() || span.start_ms == span.end_ms || step_ms % r == 0)
     };
+    let dense = |r: i64| {
+        querier
+            .points_per_bucket(need.start, need.end, r)
+            .is_none_or(|n| n >= MIN_POINTS_PER_BUCKET)
+    };
     let long_step = step_ms >= RES_1H_MS;
-    let before_raw = info.raw_start_ms.is_none_or(|s| need.start < s);
-    if long_step {
-        info.resolutions.iter().rev().copied().find(|&r| aligned(r))
-    } else if before_raw {
-        info.resolutions.iter().copied().find(|&r| aligned(r))
-    } else {
-        None
+    // A window that begins before the oldest raw point, where rollups know more.
+    let before_raw = info
+        .raw_start_ms
+        .is_none_or(|s| need.start < s && info.start_ms.is_none_or(|r| r < s));
+    let coarsest = |ok: &dyn Fn(i64) -> bool| {
+        info.resolutions
+            .iter()
+            .rev()
+            .copied()
+            .find(|&r| aligned(r) && ok(r))
+    };
+    match (long_step, before_raw) {
+        (true, false) => coarsest(&dense),
+        // Raw points cannot answer a window that begins before them.
+        (true, true) => coarsest(&dense).or_else(|| coarsest(&|_| true)),
+        (false, true) => info.resolutions.iter().copied().find(|&r| aligned(r)),
+        (false, false) => None,
     }
 }
 
@@ -238,7 +256,7 @@ impl Loaded {
         for need in needs {
             let rollup = info
                 .as_ref()
-                .and_then(|i| rollup_resolution(&need, i, span, step_ms));
+                .and_then(|i| rollup_resolution(&need, i, span, step_ms, querier.as_ref()));
             let selected = querier.select(&need.sel.matchers)?;
             let ids: Vec<SeriesRef> = selected.iter().map(|s| s.0).collect();
             let budget = max_samples.saturating_sub(loaded);
