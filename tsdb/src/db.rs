@@ -522,8 +522,10 @@ impl Storage {
     /// large read is split by series into [`read_threads`] runs of neighbouring ids, each
     /// walked by a thread of its own over every partition. `stop` is called, on the
     /// calling thread, with the points read so far (by all threads) after each partition
-    /// the calling thread has read, and once at the end; when it returns true the read ends
-    /// with `Ok(None)` (the other threads stop after their current partition).
+    /// the calling thread has read; when it returns true the read ends with `Ok(None)` (the
+    /// other threads stop after their current partition). Points the other threads read
+    /// after the calling thread's last partition are not offered to `stop`: a caller with a
+    /// limit checks what it gets.
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode.
@@ -612,9 +614,6 @@ impl Storage {
                     out[i].extend(p);
                 }
             }
-        }
-        if stop(read.load(Ordering::Relaxed)) {
-            return Ok(None);
         }
         if let Some(raw_start) = self.oldest_partition_start()
             && start_ms < raw_start
