@@ -279,10 +279,15 @@ impl Ledger {
     /// copy's points at once; if the batch is evicted before the batch stream sends it, the
     /// aggregator does not count the seq as missing, so the agent waits for the
     /// acknowledgement that passes it before deciding whether it was dropped, as for a batch
-    /// evicted in flight.
-    pub fn mark_live(&mut self, seq: u64) {
-        if let Some(e) = self.entries.get_mut(&seq) {
-            e.live = true;
+    /// evicted in flight. Returns false when `seq` is no longer held: it was evicted and
+    /// counted as dropped, so it must not be copied either.
+    pub fn mark_live(&mut self, seq: u64) -> bool {
+        match self.entries.get_mut(&seq) {
+            Some(e) => {
+                e.live = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -1638,8 +1643,8 @@ impl Buffer {
     }
 
     /// See [`Ledger::mark_live`].
-    pub fn mark_live(&self, seq: u64) {
-        self.ledger().mark_live(seq);
+    pub fn mark_live(&self, seq: u64) -> bool {
+        self.ledger().mark_live(seq)
     }
 
     /// A session began: acknowledges up to `applied` and counts batches evicted while in
@@ -1931,7 +1936,7 @@ mod tests {
         }
         // 1 was sent on the batch stream; 3 was copied to the live stream; 2 was neither.
         l.mark_sent(1);
-        l.mark_live(3);
+        assert!(l.mark_live(3));
         assert_eq!(
             l.admit(100, 10, 5),
             Admit::Store {
@@ -1941,6 +1946,8 @@ mod tests {
         );
         assert_eq!((l.dropped_batches, l.dropped_samples), (1, 10), "2 is lost");
         assert_eq!(l.evicted_live, 1);
+        // 2, counted as dropped, may not be copied live afterwards.
+        assert!(!l.mark_live(2), "an evicted batch is not marked");
         assert_eq!(l.pending_drops.keys().copied().collect::<Vec<_>>(), [1, 3]);
         // The batch stream goes on at 4; its acknowledgement says 1 and 3 were stored.
         l.ack(4);
@@ -1948,9 +1955,9 @@ mod tests {
 
         // A copy the connection carried, evicted: the next connection's aggregator knows
         // nothing of it, so it is dropped unless applied.
-        l.mark_live(5); // not held: no effect
+        assert!(!l.mark_live(5), "not held yet: no effect");
         l.admit(30, 10, 6);
-        l.mark_live(5);
+        assert!(l.mark_live(5));
         l.admit(30, 10, 7);
         assert_eq!(l.resolve_pending(4), Vec::<u64>::new());
         // The mark went with the old connection: eviction now counts 5 at once.

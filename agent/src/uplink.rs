@@ -534,6 +534,12 @@ impl Uplink {
     ) -> Result<(), SessionError> {
         let batches = self.read(from, (to - from) as usize).await?;
         for sb in batches.into_iter().filter(|b| b.seq < to) {
+            // Marked before it is coded and sent: a batch evicted since the read was counted
+            // as dropped and must not reach the aggregator (nor the live coder's context);
+            // one evicted after this waits for the acknowledgement that passes it.
+            if !self.buffer.mark_live(sb.seq) {
+                continue;
+            }
             let Ok(payload) = live.enc.transcode(&sb.payload) else {
                 continue; // The batch stream reports and skips it.
             };
@@ -546,7 +552,6 @@ impl Uplink {
                     live.stream.insert(s)
                 }
             };
-            self.buffer.mark_live(sb.seq);
             stream
                 .write_all(&frame::encode(&Frame::Batch {
                     seq: sb.seq,
