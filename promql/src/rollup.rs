@@ -597,7 +597,13 @@ mod tests {
         let cases = [
             (3_600_000, Some(-day), None, None, true),
             (3_600_000, Some(-day), Some(360.0), None, true),
-            (3_600_000, Some(-day), Some(MIN_POINTS_PER_BUCKET), None, true),
+            (
+                3_600_000,
+                Some(-day),
+                Some(MIN_POINTS_PER_BUCKET),
+                None,
+                true,
+            ),
             (3_600_000, Some(-day), Some(1.0), None, false),
             (3_600_000, Some(2 * day), Some(1.0), None, true),
             (300_000, Some(2 * day), None, Some(0), true),
@@ -612,14 +618,18 @@ mod tests {
             let steps = Steps::new(3_600_000, 2 * day - 3_600_000, step).unwrap();
             let want = series(range_query(&source(), &e, &steps).unwrap());
             let got = series(range_query(&rolled, &e, &steps).unwrap());
-            let case = format!("step {step} raw {raw_start:?} density {density:?} start {rollup_start:?}");
+            let case =
+                format!("step {step} raw {raw_start:?} density {density:?} start {rollup_start:?}");
             assert_eq!(rolled.buckets.load(Ordering::Relaxed) > 0, wanted, "{case}");
             assert_eq!(got.len(), want.len(), "{case}");
             for ((gl, gp), (wl, wp)) in got.iter().zip(&want) {
                 assert_eq!(gl, wl, "{case}");
                 assert_eq!(gp.len(), wp.len(), "{case}");
                 for (g, w) in gp.iter().zip(wp) {
-                    assert!(g.ts == w.ts && close(g.value, w.value), "{case}: {g:?} vs {w:?}");
+                    assert!(
+                        g.ts == w.ts && close(g.value, w.value),
+                        "{case}: {g:?} vs {w:?}"
+                    );
                 }
             }
         }

@@ -536,12 +536,11 @@ impl Storage {
         end_ms: i64,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
-        let parts = self.parts_between(start_ms, end_ms).len();
-        let threads = read_threads(ids.len(), parts);
-        self.points_many_in(ids, start_ms, end_ms, threads, stop)
+        self.points_many_in(ids, start_ms, end_ms, None, stop)
     }
 
-    /// [`Storage::points_many`] with the series split into `threads` runs.
+    /// [`Storage::points_many`] with the series split into `threads` runs, or into
+    /// [`read_threads`] runs when `None`.
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode.
@@ -550,7 +549,7 @@ impl Storage {
         ids: &[SeriesId],
         start_ms: i64,
         end_ms: i64,
-        threads: usize,
+        threads: Option<usize>,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
         let mut out: Vec<Vec<Point>> = vec![Vec::new(); ids.len()];
@@ -569,6 +568,7 @@ impl Storage {
         let parts = self.parts_between(start_ms, end_ms);
         let read = AtomicUsize::new(out.iter().map(Vec::len).sum());
         let halt = AtomicBool::new(false);
+        let threads = threads.unwrap_or_else(|| read_threads(wanted.len(), parts.len()));
         let per = wanted.len().div_ceil(threads.max(1)).max(1);
         let runs: Vec<&[(SeriesId, usize)]> = wanted.chunks(per).collect();
         let walk = |run: &[(SeriesId, usize)], after: &mut dyn FnMut() -> bool| {
@@ -653,8 +653,11 @@ impl Storage {
         after: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
         let mut out: Vec<Vec<Point>> = vec![Vec::new(); run.len()];
-        let local: Vec<(SeriesId, usize)> =
-            run.iter().enumerate().map(|(k, &(id, _))| (id, k)).collect();
+        let local: Vec<(SeriesId, usize)> = run
+            .iter()
+            .enumerate()
+            .map(|(k, &(id, _))| (id, k))
+            .collect();
         let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
         let mut it = self.db.raw_iterator_cf(cf);
         // A series' chunks of a day come one after the other. The first is decoded into its
@@ -825,7 +828,9 @@ const SERIES_PER_THREAD: usize = 64;
 /// ([`Storage::points_many`]): one per [`CHUNKS_PER_THREAD`] chunks, at most one per core
 /// and at most 4, each with at least [`SERIES_PER_THREAD`] series.
 pub(crate) fn read_threads(series: usize, parts: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Read once: the standard library asks the cgroup files each time.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     (series.saturating_mul(parts) / CHUNKS_PER_THREAD)
         .min(series / SERIES_PER_THREAD)
         .min(cores)

@@ -53,11 +53,8 @@ impl Querier for StorageQuerier<'_> {
     }
 
     fn points_per_bucket(&self, start_ms: i64, end_ms: i64, res_ms: i64) -> Option<f64> {
-        self.storage.points_per_bucket(
-            start_ms.max(self.mint_ms),
-            end_ms.min(self.maxt_ms),
-            res_ms,
-        )
+        self.storage
+            .points_per_bucket(start_ms.max(self.mint_ms), end_ms.min(self.maxt_ms), res_ms)
     }
 
     fn buckets(
@@ -203,7 +200,7 @@ mod tests {
             // Split by series over threads, the same.
             for threads in [2, 3, 7] {
                 let split = s
-                    .points_many_in(set, a, b, threads, &mut |_| false)
+                    .points_many_in(set, a, b, Some(threads), &mut |_| false)
                     .unwrap()
                     .unwrap();
                 assert_eq!(split, many, "{threads} threads");
@@ -238,7 +235,7 @@ mod tests {
         // Over threads, the limit counts what every thread read.
         let mut seen = vec![];
         let stopped = s
-            .points_many_in(&ids, a, b, 3, &mut |n| {
+            .points_many_in(&ids, a, b, Some(3), &mut |n| {
                 seen.push(n);
                 n > 1000
             })

@@ -551,7 +551,6 @@ impl Storage {
         Ok(Some(out))
     }
 
-    /// The days in `[start_ms, end_ms]` rolled up at resolution byte `res`.
     /// Raw points per bucket of resolution `res_ms`, from the statistics of the days in
     /// `[start_ms, end_ms]` that are rolled up and still have raw points: their raw
     /// samples over their buckets. `None` when no such day exists or a statistic cannot
@@ -570,6 +569,7 @@ impl Storage {
         (buckets > 0).then(|| points as f64 / buckets as f64)
     }
 
+    /// The days in `[start_ms, end_ms]` rolled up at resolution byte `res`.
     fn rolled_days(&self, res: u8, start_ms: i64, end_ms: i64) -> std::collections::BTreeSet<i32> {
         self.rollups
             .read()
@@ -861,8 +861,14 @@ mod tests {
         assert!(s.verify(|_| {}).unwrap().problems.is_empty());
         // A point every 30 s: 120 in an hour's bucket, 10 in a 5-minute one; the rollups
         // start where the raw points do.
-        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS), Some(120.0));
-        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_5M_MS), Some(10.0));
+        assert_eq!(
+            s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS),
+            Some(120.0)
+        );
+        assert_eq!(
+            s.points_per_bucket(100 * DAY, 110 * DAY, RES_5M_MS),
+            Some(10.0)
+        );
         assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, 60_000), None);
         assert_eq!(s.rollup_start_ms(), Some(100 * DAY));
         assert_eq!(s.raw_start_ms(), Some(100 * DAY));
@@ -915,8 +921,14 @@ mod tests {
         );
         assert_eq!(s.oldest_partition_start(), Some(105 * DAY));
         // Only the days with raw points left count; the rollups reach further back.
-        assert_eq!(s.points_per_bucket(100 * DAY, 105 * DAY - 1, RES_1H_MS), None);
-        assert_eq!(s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS), Some(120.0));
+        assert_eq!(
+            s.points_per_bucket(100 * DAY, 105 * DAY - 1, RES_1H_MS),
+            None
+        );
+        assert_eq!(
+            s.points_per_bucket(100 * DAY, 110 * DAY, RES_1H_MS),
+            Some(120.0)
+        );
         assert_eq!(s.rollup_start_ms(), Some(100 * DAY));
         drop(s);
         let s = Storage::open(&dir).unwrap();
