@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Limits for one query.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Most points loaded or held at once; more fails with
+    /// Most points a query reads (every batch of a selector read in batches counted, not
+    /// only those held at once) plus those its subqueries make; more fails with
     /// [`crate::QueryError::TooManySamples`].
     pub max_samples: usize,
     /// Raised by the caller to stop the query.

@@ -196,7 +196,12 @@ fn string_arg(args: &[Expr], i: usize) -> String {
 }
 
 /// Evaluates the function `name` at `t`.
-pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
+pub(crate) fn call(
+    ev: &Evaluator<'_>,
+    name: &str,
+    args: &[Expr],
+    t: i64,
+) -> Result<Val, QueryError> {
     let scalar = |i: usize| -> Result<f64, QueryError> {
         match args.get(i) {
             Some(e) => ev.eval_scalar(e, t),
@@ -217,7 +222,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
         }
         "timestamp" => {
             let v = match args.first() {
-                Some(Expr::Vector(sel)) => ev.loaded().instant(sel, t, true),
+                Some(Expr::Vector(sel)) => ev.loaded().instant(sel, t, true)?,
                 Some(e) => ev.eval(e, t)?.into_vector(),
                 None => Vec::new(),
             };

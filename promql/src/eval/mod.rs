@@ -202,13 +202,11 @@ fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
 pub(crate) type InnerCache = RefCell<HashMap<(usize, i64), Rc<Vec<Sample>>>>;
 
 /// Evaluates one plan over the series a [`Loaded`] holds.
-pub(crate) struct Evaluator {
-    pub(crate) loaded: Loaded,
+pub(crate) struct Evaluator<'q> {
+    pub(crate) loaded: Loaded<'q>,
     /// Subqueries' inner results by (subquery address, inner time): consecutive steps of a
     /// range query share most inner times, which are aligned to the epoch.
     pub(crate) inner: InnerCache,
-    /// Inner points produced by subqueries so far, against [`Loaded::budget`].
-    pub(crate) inner_points: std::cell::Cell<usize>,
     /// The evaluation times: the query's, or a subquery's inner times while its inner
     /// expression is evaluated over all of them.
     pub(crate) grid: std::cell::Cell<range::Grid>,
@@ -217,7 +215,7 @@ pub(crate) struct Evaluator {
     pub(crate) ranged: RefCell<LabelMap<usize, Rc<range::Ranged>>>,
 }
 
-impl Evaluator {
+impl<'q> Evaluator<'q> {
     /// The value of `e` at `t`.
     pub(crate) fn eval(&self, e: &Expr, t: i64) -> Result<Val, QueryError> {
         self.loaded.cancel.check()?;
@@ -229,9 +227,9 @@ impl Evaluator {
         match e {
             Expr::Number(n) => Ok(Val::Scalar(*n)),
             Expr::String(s) => Ok(Val::Str(s.clone())),
-            Expr::Vector(sel) => Ok(Val::Vector(self.loaded.instant(sel, t, false))),
+            Expr::Vector(sel) => Ok(Val::Vector(self.loaded.instant(sel, t, false)?)),
             Expr::Matrix { selector, range_ms } => {
-                Ok(Val::Matrix(self.loaded.matrix(selector, *range_ms, t)))
+                Ok(Val::Matrix(self.loaded.matrix(selector, *range_ms, t)?))
             }
             Expr::Neg(inner) => match self.eval(inner, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
@@ -289,15 +287,14 @@ impl Evaluator {
     }
 
     /// The loaded series of every selector.
-    pub(crate) fn loaded(&self) -> &Loaded {
+    pub(crate) fn loaded(&self) -> &Loaded<'q> {
         &self.loaded
     }
 
-    fn new(loaded: Loaded, grid: range::Grid) -> Self {
+    fn new(loaded: Loaded<'q>, grid: range::Grid) -> Self {
         Evaluator {
             loaded,
             inner: RefCell::new(HashMap::new()),
-            inner_points: std::cell::Cell::new(0),
             grid: std::cell::Cell::new(grid),
             ranged: RefCell::new(LabelMap::default()),
         }
@@ -500,7 +497,7 @@ pub(crate) fn range_query_mode(
     Ok(Value::Matrix(matrix))
 }
 
-impl Evaluator {
+impl Evaluator<'_> {
     fn eval_mode(&self, e: &Expr, mode: Mode) -> Result<Ranged, QueryError> {
         match mode {
             Mode::PerSeries => self.eval_range(e),

@@ -237,20 +237,41 @@ fn ranged_children(e: &Expr) -> Vec<&Expr> {
 /// evaluated step by step.
 const MAX_INNER_STEPS: usize = 100_000;
 
-/// Where a producer hands its series one at a time: labels and a value per step (or
-/// none), in a buffer reused for the next series.
-type Sink<'a> = dyn FnMut(&Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + 'a;
+/// Where a producer hands its series one at a time: the series' position among its
+/// selector's series sorted by labels ([`LoadedSeries::pos`]), labels and a value per
+/// step (or none), in a buffer reused for the next series.
+type Sink<'a> = dyn FnMut(usize, &Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + 'a;
 
-/// A [`Sink`] that keeps every series in `out`.
-fn collect(
-    out: &mut Vec<StepSeries>,
-) -> impl FnMut(&Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + '_ {
-    |labels, values| {
-        out.push(StepSeries {
-            labels: Arc::clone(labels),
-            values: values.to_vec(),
-        });
-        Ok(())
+/// Keeps every series a producer hands on, to be put back in label order.
+#[derive(Default)]
+struct Collected {
+    series: Vec<(usize, StepSeries)>,
+}
+
+impl Collected {
+    /// A [`Sink`] that keeps every series.
+    fn sink(
+        &mut self,
+    ) -> impl FnMut(usize, &Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + '_ {
+        |pos, labels, values| {
+            self.series.push((
+                pos,
+                StepSeries {
+                    labels: Arc::clone(labels),
+                    values: values.to_vec(),
+                },
+            ));
+            Ok(())
+        }
+    }
+
+    /// The series kept, in the order of their positions (a selector read in batches hands
+    /// them in the store's order).
+    fn sorted(mut self) -> Vec<StepSeries> {
+        if !self.series.is_sorted_by_key(|s| s.0) {
+            self.series.sort_unstable_by_key(|s| s.0);
+        }
+        self.series.into_iter().map(|s| s.1).collect()
     }
 }
 
@@ -274,10 +295,19 @@ fn unique_unless(
     unique(series)
 }
 
+/// Where the series a range function slides its window over come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Series at hand (a subquery's).
+    Series(&'a [LoadedSeries]),
+    /// A selector's, as [`Loaded::each`] hands them.
+    Selector(&'a Selector),
+}
+
 /// The series a range function slides its window over, and the window at each step:
 /// `[end - range_ms, end]` in the points, the function told `fn_end`.
 struct Windows<'a> {
-    series: &'a [LoadedSeries],
+    series: Source<'a>,
     ends: Vec<i64>,
     fn_ends: Vec<i64>,
     range_ms: i64,
@@ -295,16 +325,16 @@ fn key(e: &Expr) -> usize {
     e as *const Expr as usize
 }
 
-impl Evaluator {
+impl Evaluator<'_> {
     /// The value of the scalar or instant vector expression `e` at every step of the grid.
     pub(crate) fn eval_range(&self, e: &Expr) -> Result<Ranged, QueryError> {
         self.loaded.cancel.check()?;
         match e {
             Expr::Number(n) => Ok(Ranged::Scalar(vec![*n; self.grid.get().len])),
             Expr::Vector(sel) => {
-                let mut out = Vec::new();
-                self.select_each(sel, &mut collect(&mut out))?;
-                Ok(Ranged::Vector(out))
+                let mut out = Collected::default();
+                self.select_each(sel, &mut out.sink())?;
+                Ok(Ranged::Vector(out.sorted()))
             }
             Expr::Neg(inner)
                 if matches!(inner.value_type(), ValueType::Scalar | ValueType::Vector) =>
@@ -407,36 +437,38 @@ impl Evaluator {
     fn select_each(&self, sel: &Selector, sink: &mut Sink<'_>) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
         let mut values = Vec::with_capacity(ends.len());
-        for s in self.loaded.of(sel) {
-            self.loaded.cancel.check()?;
-            let points = &s.points;
-            values.clear();
-            let mut any = false;
-            // Points at or before the current window's end.
-            let mut j = 0;
-            for &end in &ends {
-                let start = end.saturating_sub(LOOKBACK_DELTA_MS);
-                if j > 0 && points[j - 1].ts > end {
-                    j = points.partition_point(|p| p.ts <= end);
-                }
-                while j < points.len() && points[j].ts <= end {
-                    j += 1;
-                }
-                let v = match j {
-                    0 => None,
-                    _ => {
-                        let p = points[j - 1];
-                        (p.ts >= start && !is_stale(p.value)).then_some(p.value)
+        self.loaded.each(sel, &mut |batch| {
+            for s in batch {
+                self.loaded.cancel.check()?;
+                let points = &s.points;
+                values.clear();
+                let mut any = false;
+                // Points at or before the current window's end.
+                let mut j = 0;
+                for &end in &ends {
+                    let start = end.saturating_sub(LOOKBACK_DELTA_MS);
+                    if j > 0 && points[j - 1].ts > end {
+                        j = points.partition_point(|p| p.ts <= end);
                     }
-                };
-                any |= v.is_some();
-                values.push(v);
+                    while j < points.len() && points[j].ts <= end {
+                        j += 1;
+                    }
+                    let v = match j {
+                        0 => None,
+                        _ => {
+                            let p = points[j - 1];
+                            (p.ts >= start && !is_stale(p.value)).then_some(p.value)
+                        }
+                    };
+                    any |= v.is_some();
+                    values.push(v);
+                }
+                if any {
+                    sink(s.pos, &s.labels, &values)?;
+                }
             }
-            if any {
-                sink(&s.labels, &values)?;
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn scalar_range(&self, arg: Option<&Expr>, missing: f64) -> Result<Vec<f64>, QueryError> {
@@ -452,7 +484,7 @@ impl Evaluator {
     fn call_range(&self, e: &Expr, name: &str, args: &[Expr]) -> Result<Ranged, QueryError> {
         if let Some(func) = RangeFunc::of(name) {
             if let Some(Expr::Matrix { selector, range_ms }) = args.get(func.matrix_arg()) {
-                let mut out = Vec::new();
+                let mut out = Collected::default();
                 if let (Some(_), Some(rf)) = (self.loaded.rollup_of(selector), RollupFunc::of(name))
                 {
                     self.rollup_fn_each(
@@ -461,12 +493,13 @@ impl Evaluator {
                         selector,
                         *range_ms,
                         true,
-                        &mut collect(&mut out),
+                        &mut out.sink(),
                     )?;
                 } else {
                     let w = self.selector_windows(selector, *range_ms);
-                    self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
+                    self.range_fn_each(func, args, &w, true, &mut out.sink())?;
                 }
+                let out = out.sorted();
                 let distinct = func.keeps_name() || self.loaded.one_name(selector);
                 return Ok(Ranged::Vector(if distinct { out } else { unique(out)? }));
             }
@@ -474,14 +507,15 @@ impl Evaluator {
                 && let Some(series) = self.subquery_range(sq)?
             {
                 let w = Windows {
-                    series: &series,
+                    series: Source::Series(&series),
                     ends: self.subquery_ends(sq),
                     fn_ends: self.subquery_ends(sq),
                     range_ms: sq.range_ms,
                     skip_stale: false,
                 };
-                let mut out = Vec::new();
-                self.range_fn_each(func, args, &w, true, &mut collect(&mut out))?;
+                let mut out = Collected::default();
+                self.range_fn_each(func, args, &w, true, &mut out.sink())?;
+                let out = out.sorted();
                 let labels: Vec<&Arc<Labels>> = series.iter().map(|s| &s.labels).collect();
                 let first = labels.first().map(|l| l.metric_name());
                 let distinct =
@@ -576,7 +610,7 @@ impl Evaluator {
         for t in outer.times() {
             let (f, l, s) = subquery_times(sq, t, span);
             // The same early refusal as step by step.
-            if usize::try_from((l - f) / s).unwrap_or(usize::MAX) > self.loaded.budget {
+            if usize::try_from((l - f) / s).unwrap_or(usize::MAX) > self.loaded.budget() {
                 return Err(QueryError::TooManySamples);
             }
             (first, last, step) = (first.min(f), last.max(l), s);
@@ -626,20 +660,16 @@ impl Evaluator {
                 })
                 .collect();
             n = n.saturating_add(points.len());
-            out.push(LoadedSeries::new(s.labels, points));
+            out.push(LoadedSeries::new(out.len(), s.labels, points));
         }
-        let n = self.inner_points.get().saturating_add(n);
-        if n > self.loaded.budget {
-            return Err(QueryError::TooManySamples);
-        }
-        self.inner_points.set(n);
+        self.loaded.take(n)?;
         Ok(Some(out))
     }
 
     /// The windows of a range selector at every step.
-    fn selector_windows<'a>(&'a self, sel: &Selector, range_ms: i64) -> Windows<'a> {
+    fn selector_windows<'a>(&self, sel: &'a Selector, range_ms: i64) -> Windows<'a> {
         Windows {
-            series: self.loaded.of(sel),
+            series: Source::Selector(sel),
             ends: self.window_ends(sel),
             // The window the function sees: `at - offset`, unsaturated, as the step by step
             // path has it.
@@ -747,7 +777,7 @@ impl Evaluator {
         let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(g.len);
         let mut filled: Vec<usize> = Vec::with_capacity(g.len);
         let mut drops: Vec<u32> = Vec::new();
-        for s in w.series {
+        let mut one = |s: &LoadedSeries| -> Result<(), QueryError> {
             self.loaded.cancel.check()?;
             let points = &s.points;
             let pts: Cow<[Point]> = if w.skip_stale && points.iter().any(|p| is_stale(p.value)) {
@@ -785,7 +815,7 @@ impl Evaluator {
                 }
             }
             if filled.is_empty() {
-                continue;
+                return Ok(());
             }
             if counts_resets {
                 drops.clear();
@@ -831,8 +861,15 @@ impl Evaluator {
                 } else {
                     &s.labels
                 };
-                sink(labels, &values)?;
+                sink(s.pos, labels, &values)?;
             }
+            Ok(())
+        };
+        match w.series {
+            Source::Series(all) => all.iter().try_for_each(&mut one)?,
+            Source::Selector(sel) => self
+                .loaded
+                .each(sel, &mut |batch| batch.iter().try_for_each(&mut one))?,
         }
         if func == RangeFunc::HoltWinters {
             for i in (0..g.len).filter(|&i| nonempty[i]) {
@@ -856,20 +893,22 @@ impl Evaluator {
     ) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
         let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
-        for s in self.loaded.of(sel) {
-            self.loaded.cancel.check()?;
-            values.clear();
-            func.apply_each(&s.buckets, &ends, range_ms, &mut values);
-            if values.iter().any(Option::is_some) {
-                let labels = if drop_name && !keeps_name {
-                    s.dropped()
-                } else {
-                    &s.labels
-                };
-                sink(labels, &values)?;
+        self.loaded.each(sel, &mut |batch| {
+            for s in batch {
+                self.loaded.cancel.check()?;
+                values.clear();
+                func.apply_each(&s.buckets, &ends, range_ms, &mut values);
+                if values.iter().any(Option::is_some) {
+                    let labels = if drop_name && !keeps_name {
+                        s.dropped()
+                    } else {
+                        &s.labels
+                    };
+                    sink(s.pos, labels, &values)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev` and `stdvar` at every step.
@@ -879,13 +918,20 @@ impl Evaluator {
         let mut index: LabelMap<Labels, usize> = LabelMap::default();
         let mut groups: Vec<Arc<Labels>> = Vec::new();
         let mut accs: Vec<Acc> = Vec::new();
-        let mut add = |labels: &Arc<Labels>, values: &[Option<f64>]| {
+        // The first position of a series of each group: groups come out in the order
+        // their first series come in label order, however the series were handed in.
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut add = |pos: usize, labels: &Arc<Labels>, values: &[Option<f64>]| {
             let key = group_labels(labels, &a.grouping, a.without);
             let gi = match index.get(&key) {
-                Some(&gi) => gi,
+                Some(&gi) => {
+                    firsts[gi] = firsts[gi].min(pos);
+                    gi
+                }
                 None => {
                     index.insert(key.clone(), groups.len());
                     groups.push(Arc::new(key));
+                    firsts.push(pos);
                     accs.resize(accs.len() + len, Acc::default());
                     groups.len() - 1
                 }
@@ -920,24 +966,28 @@ impl Evaluator {
             }
             e => {
                 if let Ranged::Vector(input) = self.eval_range(e)? {
-                    for s in &input {
-                        add(&s.labels, &s.values)?;
+                    for (pos, s) in input.iter().enumerate() {
+                        add(pos, &s.labels, &s.values)?;
                     }
                 }
             }
         }
-        let out = groups
+        let mut out: Vec<(usize, StepSeries)> = firsts
             .into_iter()
+            .zip(groups)
             .zip(accs.chunks(len.max(1)))
-            .map(|(labels, accs)| StepSeries {
-                labels,
-                values: accs
+            .map(|((first, labels), accs)| {
+                let values = accs
                     .iter()
                     .map(|acc| acc.is_set().then(|| acc.result(a.op)))
-                    .collect(),
+                    .collect();
+                (first, StepSeries { labels, values })
             })
             .collect();
-        Ok(Ranged::Vector(out))
+        if !out.is_sorted_by_key(|g| g.0) {
+            out.sort_unstable_by_key(|g| g.0);
+        }
+        Ok(Ranged::Vector(out.into_iter().map(|g| g.1).collect()))
     }
 
     /// `topk` and `bottomk` at every step: each series' group found once, then at each step
@@ -1294,5 +1344,207 @@ mod tests {
                 assert_eq!(got, want, "instant {q} at {t}");
             }
         }
+    }
+
+    /// A source that keeps the largest number of series one read asked for.
+    struct Widest {
+        inner: MemStorage,
+        widest: std::sync::atomic::AtomicUsize,
+    }
+
+    struct WidestQuerier<'a> {
+        inner: Box<dyn crate::storage::Querier + 'a>,
+        widest: &'a std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::storage::Queryable for Widest {
+        fn querier(
+            &self,
+            a: i64,
+            b: i64,
+        ) -> Result<Box<dyn crate::storage::Querier + '_>, crate::storage::StorageError> {
+            Ok(Box::new(WidestQuerier {
+                inner: self.inner.querier(a, b)?,
+                widest: &self.widest,
+            }))
+        }
+    }
+
+    impl crate::storage::Querier for WidestQuerier<'_> {
+        fn select(
+            &self,
+            m: &[crate::storage::Matcher],
+        ) -> Result<Vec<(u64, std::sync::Arc<Labels>)>, crate::storage::StorageError> {
+            self.inner.select(m)
+        }
+        fn points(
+            &self,
+            id: u64,
+            a: i64,
+            b: i64,
+        ) -> Result<Vec<outpost_shared::Point>, crate::storage::StorageError> {
+            self.inner.points(id, a, b)
+        }
+        fn rollups(&self) -> Option<crate::rollup::RollupInfo> {
+            self.inner.rollups()
+        }
+        fn points_many(
+            &self,
+            ids: &[u64],
+            a: i64,
+            b: i64,
+            stop: &mut dyn FnMut(usize) -> bool,
+        ) -> Result<Option<Vec<Vec<outpost_shared::Point>>>, crate::storage::StorageError> {
+            self.widest
+                .fetch_max(ids.len(), std::sync::atomic::Ordering::Relaxed);
+            self.inner.points_many(ids, a, b, stop)
+        }
+        fn buckets_many(
+            &self,
+            ids: &[u64],
+            a: i64,
+            b: i64,
+            r: i64,
+            stop: &mut dyn FnMut(usize) -> bool,
+        ) -> Result<Option<Vec<Vec<crate::rollup::Bucket>>>, crate::storage::StorageError> {
+            self.widest
+                .fetch_max(ids.len(), std::sync::atomic::Ordering::Relaxed);
+            self.inner.buckets_many(ids, a, b, r, stop)
+        }
+        fn label_names(&self) -> Result<Vec<String>, crate::storage::StorageError> {
+            self.inner.label_names()
+        }
+        fn label_values(&self, n: &str) -> Result<Vec<String>, crate::storage::StorageError> {
+            self.inner.label_values(n)
+        }
+    }
+
+    /// An aggregation over more series than a batch reads them a batch at a time, in the
+    /// store's order where the fold allows it, and answers exactly as when they are read
+    /// whole: the same values, bit for bit (sums fold in label order), the same series in
+    /// the same order, the same sample limit; anything else that needs the series reads
+    /// them whole.
+    #[test]
+    fn series_read_in_batches_answer_as_series_read_whole() {
+        const N: usize = 700;
+        const BATCH: usize = 64;
+        let mut inner = MemStorage::default();
+        // Ids in another order than labels: the store's order is not the label order.
+        for k in 0..N {
+            let i = (k * 337) % N;
+            let pts: Vec<(i64, f64)> = (0..180)
+                .map(|j| {
+                    let ts = T + j * 60_000 + (i as i64 % 7) * 1_000;
+                    // Counters with resets, and values with many significant bits, so
+                    // that a sum in another order would differ in its last bits.
+                    let v = if i % 5 == 0 {
+                        ((j % 50) * (i as i64 + 1)) as f64
+                    } else {
+                        (j as f64 * 0.1 + i as f64 / 3.0).sin() * 1e3
+                    };
+                    (ts, v)
+                })
+                .filter(|&(ts, _)| i % 11 != 3 || ts < T + 90 * 60_000)
+                .collect();
+            let labels = Labels::metric(
+                "m",
+                [
+                    ("i", format!("{i:04}").as_str()),
+                    ("g", format!("{}", i % 6).as_str()),
+                ],
+            );
+            inner = inner.with(labels, &pts);
+        }
+        let src = Widest {
+            inner: inner.with_rollups(&[300_000, 3_600_000], None),
+            widest: Default::default(),
+        };
+        let run = |q: &str, batch: usize, instant: Option<i64>, limit: usize| {
+            crate::eval::selector::TEST_BATCH.with(|b| b.set(Some(batch)));
+            src.widest.store(0, std::sync::atomic::Ordering::Relaxed);
+            let expr = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            let limits = crate::Limits {
+                max_samples: limit,
+                ..Default::default()
+            };
+            let out = match instant {
+                Some(t) => instant_query_mode(&src, &expr, t, &limits, Mode::PerSeries),
+                None => {
+                    // Hour-aligned, at an hour's step: rollups answer `rate(m[1h])`.
+                    let start = T - T % 3_600_000 + 3_600_000;
+                    let steps = Steps::new(start, start + 2 * 3_600_000, 3_600_000).unwrap();
+                    range_query_mode(&src, &expr, &steps, &limits, Mode::PerSeries)
+                }
+            };
+            let widest = src.widest.load(std::sync::atomic::Ordering::Relaxed);
+            let lines = match out {
+                Ok(v) => show(&v),
+                Err(e) => vec![format!("error: {e}")],
+            };
+            (lines, widest)
+        };
+        let folded = [
+            "count(last_over_time(m[10m]))",
+            "count by (g) (m)",
+            "group by (g) (rate(m[5m]))",
+            "sum by (g) (rate(m[5m]))",
+            "sum(m)",
+            "avg without (i) (m)",
+            "max by (g) (increase(m[10m]))",
+            "min(m)",
+            "stddev by (g) (m)",
+            "stdvar(delta(m[10m]))",
+            "sum(rate(m[1h]))",
+            "count by (g) (max_over_time(m[1h]))",
+            "sum(m) / count(m)",
+        ];
+        let whole = [
+            "m",
+            "rate(m[5m])",
+            "topk(3, m)",
+            "quantile(0.5, m)",
+            "sum(m * 2)",
+            "count_values(\"v\", m > 0)",
+            "sum(max_over_time(m[10m:1m]))",
+        ];
+        let times = [None, Some(T + 30 * 60_000), Some(T + 95 * 60_000 + 500)];
+        for q in folded.iter().chain(&whole) {
+            for t in times {
+                let (want, w_whole) = run(q, 0, t, usize::MAX);
+                let (got, w_batch) = run(q, BATCH, t, usize::MAX);
+                assert_eq!(got, want, "{q} at {t:?}");
+                assert!(
+                    want.first().is_some_and(|l| !l.starts_with("error")),
+                    "{q}: {want:?}"
+                );
+                assert_eq!(w_whole, N, "{q} at {t:?}");
+                if folded.contains(q) {
+                    assert_eq!(w_batch, BATCH, "{q} at {t:?}: read in batches");
+                } else {
+                    assert_eq!(w_batch, N, "{q} at {t:?}: read whole");
+                }
+            }
+        }
+        // The limit counts every batch's points, not the largest batch's.
+        let q = "sum by (g) (rate(m[5m]))";
+        let (want, _) = run(q, 0, Some(T + 30 * 60_000), usize::MAX);
+        assert!(!want[0].starts_with("error"));
+        // Each series has 5 or 6 points in the window [T + 25m, T + 30m]; a batch, at most
+        // 6 * BATCH.
+        for limit in [N * 2, N * 4] {
+            assert_eq!(
+                run(q, 0, Some(T + 30 * 60_000), limit).0,
+                [
+                    "error: query processing would load too many samples into memory in query execution"
+                ],
+            );
+            assert_eq!(
+                run(q, BATCH, Some(T + 30 * 60_000), limit).0,
+                [
+                    "error: query processing would load too many samples into memory in query execution"
+                ],
+            );
+        }
+        crate::eval::selector::TEST_BATCH.with(|b| b.set(None));
     }
 }

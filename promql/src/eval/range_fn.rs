@@ -206,13 +206,18 @@ pub(crate) fn check_holt_winters(sf: f64, tf: f64) -> Result<(), QueryError> {
 }
 
 /// Evaluates the range-vector function `name` at `t`.
-pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<Val, QueryError> {
+pub(crate) fn call(
+    ev: &Evaluator<'_>,
+    name: &str,
+    args: &[Expr],
+    t: i64,
+) -> Result<Val, QueryError> {
     let func = RangeFunc::of(name);
     let mi = func.map_or(0, RangeFunc::matrix_arg);
     let span = ev.loaded().span;
     let (matrix, range_end, range_ms) = match args.get(mi) {
         Some(Expr::Matrix { selector, range_ms }) => (
-            ev.loaded().matrix(selector, *range_ms, t),
+            ev.loaded().matrix(selector, *range_ms, t)?,
             ev.loaded().at(selector, t) - selector.offset_ms,
             *range_ms,
         ),
@@ -258,7 +263,7 @@ pub(crate) fn call(ev: &Evaluator, name: &str, args: &[Expr], t: i64) -> Result<
     {
         let out = ev
             .loaded()
-            .of(selector)
+            .of(selector)?
             .iter()
             .filter_map(|s| {
                 let value = rf.apply(&s.buckets, range_end, *range_ms, res)?;

@@ -6,11 +6,17 @@
 //! selector takes every point in `[t - o - r, t - o]` but stale markers. Both windows are
 //! closed at both ends in Prometheus 2. With `@`, the window ends at the `@` time (minus
 //! the offset) whatever the step.
+//!
+//! A selector whose series only an aggregation folds, one series at a time, is read in
+//! batches of neighbouring series as the evaluation walks them ([`Loaded::each`]), so a
+//! year of ten thousand series is never held at once.
 
 use crate::error::QueryError;
+use crate::eval::aggregate::is_accumulated;
+use crate::eval::range_fn::RangeFunc;
 use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
-use crate::parse::{Expr, Selector};
+use crate::parse::{AggOp, Expr, Selector};
 use crate::rollup::{Bucket, MIN_POINTS_PER_BUCKET, RES_1H_MS, RollupFunc, RollupInfo};
 use crate::storage::{Querier, Queryable, SeriesRef};
 use outpost_shared::model::is_stale;
@@ -22,6 +28,10 @@ use std::sync::Arc;
 /// One loaded series: its labels, the same without the metric name (made when first
 /// needed), its points, and where the previous step's window started and ended in them.
 pub(crate) struct LoadedSeries {
+    /// Where the series comes in its selector's series sorted by labels: a selector read
+    /// in batches hands its series in another order, and whoever keeps them in order of
+    /// appearance sorts by this.
+    pub(crate) pos: usize,
     pub(crate) labels: Arc<Labels>,
     dropped: OnceCell<Arc<Labels>>,
     pub(crate) points: Vec<Point>,
@@ -32,9 +42,11 @@ pub(crate) struct LoadedSeries {
 }
 
 impl LoadedSeries {
-    /// A series with these labels and points (sorted by time).
-    pub(crate) fn new(labels: Arc<Labels>, points: Vec<Point>) -> Self {
+    /// A series with these labels and points (sorted by time), at position `pos` of its
+    /// selector's series.
+    pub(crate) fn new(pos: usize, labels: Arc<Labels>, points: Vec<Point>) -> Self {
         LoadedSeries {
+            pos,
             labels,
             dropped: OnceCell::new(),
             points,
@@ -52,10 +64,27 @@ impl LoadedSeries {
 /// The series one selector selects, and whether they all have the same metric name (or
 /// none has one), so that dropping it cannot make two of them alike.
 struct Selected {
-    series: Vec<LoadedSeries>,
+    /// Every series with its points, sorted by labels: read when the plan is loaded, or,
+    /// for a selector read in batches, when something needs them all at once.
+    series: OnceCell<Vec<LoadedSeries>>,
+    /// What to read when the points were not read with the plan.
+    deferred: Option<Deferred>,
     one_name: bool,
     /// The rollup resolution (ms) its series' buckets have, when read from rollups.
     rollup: Option<i64>,
+}
+
+/// A selector's series whose points are read batch by batch ([`Loaded::each`]).
+struct Deferred {
+    /// (series, labels, position in label order), in the order to fold them: by labels,
+    /// or by series ([`Fold::Any`]), whose neighbouring ids are neighbours in the store,
+    /// so that a batch is one short walk of each partition.
+    series: Vec<(SeriesRef, Arc<Labels>, usize)>,
+    /// The window `[start, end]` (ms) of points, as [`Need`].
+    start: i64,
+    end: i64,
+    /// Series per batch.
+    batch: usize,
 }
 
 /// One selector of a plan and what it needs: the window `[start, end]` of points, and for
@@ -65,6 +94,45 @@ struct Need<'e> {
     start: i64,
     end: i64,
     rollup_range: Option<i64>,
+    /// Only an aggregation folding one series at a time reads it: it may be read in
+    /// batches, in this order.
+    streamed: Option<Fold>,
+}
+
+/// The order an aggregation must fold its series in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fold {
+    /// By labels, as Prometheus folds them: a sum's last bits, or the sign of a zero
+    /// `max` keeps, depend on the order.
+    ByLabels,
+    /// Any (`count`, `group`): batches follow the store's order, which reads fastest.
+    Any,
+}
+
+/// Series a batch takes at least; over a short window more, so that a batch spans
+/// [`STREAM_CHUNKS`] series-days and the store still splits its read over the cores.
+const STREAM_SERIES: usize = 1024;
+/// See [`STREAM_SERIES`].
+const STREAM_CHUNKS: usize = 65_536;
+const DAY_MS: i64 = 86_400_000;
+
+#[cfg(test)]
+thread_local! {
+    /// Series per batch in this thread's queries instead of [`batch_series`]' (`Some(0)`:
+    /// none read in batches), for tests.
+    pub(crate) static TEST_BATCH: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Series per batch over a window of `[start, end]` ms: [`STREAM_SERIES`], or more over a
+/// short window, so that a batch spans [`STREAM_CHUNKS`] series-days. A selector of no
+/// more series is read whole.
+fn batch_series(start: i64, end: i64) -> usize {
+    #[cfg(test)]
+    if let Some(n) = TEST_BATCH.with(Cell::get) {
+        return if n == 0 { usize::MAX } else { n };
+    }
+    let days = usize::try_from(end.saturating_sub(start) / DAY_MS + 1).unwrap_or(usize::MAX);
+    STREAM_SERIES.max(STREAM_CHUNKS.div_ceil(days.max(1)))
 }
 
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
@@ -106,7 +174,15 @@ pub(crate) struct QuerySpan {
 /// Every selector in a plan with the window `[start, end]` of points it needs when the
 /// expression is evaluated at times in `span`; `top`: not inside a subquery (whose inner
 /// steps are not the query's).
-fn selectors<'e>(e: &'e Expr, span: (i64, i64), q: QuerySpan, top: bool, out: &mut Vec<Need<'e>>) {
+/// `streamed`: `e` is what an aggregation folds one series at a time, in that order.
+fn selectors<'e>(
+    e: &'e Expr,
+    span: (i64, i64),
+    q: QuerySpan,
+    top: bool,
+    streamed: Option<Fold>,
+    out: &mut Vec<Need<'e>>,
+) {
     let mut push = |sel: &'e Selector, len: i64, rollup: bool| {
         let (lo, hi) = match sel.at {
             Some(a) => {
@@ -120,22 +196,28 @@ fn selectors<'e>(e: &'e Expr, span: (i64, i64), q: QuerySpan, top: bool, out: &m
             start: window_start(lo.saturating_sub(sel.offset_ms), len),
             end: hi.saturating_sub(sel.offset_ms),
             rollup_range: (rollup && top).then_some(len),
+            streamed: streamed.filter(|_| top),
         });
     };
     match e {
         Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS, false),
         Expr::Matrix { selector, range_ms } => push(selector, *range_ms, false),
         Expr::Number(_) | Expr::String(_) => {}
-        Expr::Neg(e) => selectors(e, span, q, top, out),
+        Expr::Neg(e) => selectors(e, span, q, top, None, out),
         Expr::Binary(b) => {
-            selectors(&b.lhs, span, q, top, out);
-            selectors(&b.rhs, span, q, top, out);
+            selectors(&b.lhs, span, q, top, None, out);
+            selectors(&b.rhs, span, q, top, None, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                selectors(p, span, q, top, out);
+                selectors(p, span, q, top, None, out);
             }
-            selectors(&a.expr, span, q, top, out);
+            let fold = match a.op {
+                _ if a.param.is_some() || !is_accumulated(a.op) => None,
+                AggOp::Count | AggOp::Group => Some(Fold::Any),
+                _ => Some(Fold::ByLabels),
+            };
+            selectors(&a.expr, span, q, top, fold, out);
         }
         Expr::Call { name, args } => {
             if RollupFunc::of(name).is_some()
@@ -143,13 +225,19 @@ fn selectors<'e>(e: &'e Expr, span: (i64, i64), q: QuerySpan, top: bool, out: &m
             {
                 push(selector, *range_ms, true);
             } else {
-                args.iter().for_each(|a| selectors(a, span, q, top, out));
+                // A range function hands its series on one at a time: folded, its range
+                // argument is read as it goes.
+                let matrix = RangeFunc::of(name).map(|f| f.matrix_arg());
+                for (i, a) in args.iter().enumerate() {
+                    let through = streamed.filter(|_| Some(i) == matrix);
+                    selectors(a, span, q, top, through, out);
+                }
             }
         }
         Expr::Subquery(sq) => {
             let (first, _, _) = subquery_times(sq, span.0, q);
             let (_, last, _) = subquery_times(sq, span.1, q);
-            selectors(&sq.expr, (first, last), q, false, out);
+            selectors(&sq.expr, (first, last), q, false, None, out);
         }
     }
 }
@@ -204,13 +292,17 @@ fn rollup_resolution(
 }
 
 /// The series of every selector of a plan, loaded once for all its evaluation times.
-pub(crate) struct Loaded {
+pub(crate) struct Loaded<'q> {
     /// Keyed by the selector's address in the plan, which outlives the evaluation.
     series: HashMap<usize, Selected>,
+    /// Where selectors read in batches are read from.
+    querier: Option<Box<dyn Querier + 'q>>,
     /// The query's span, for `@ start()` and `@ end()`.
     pub(crate) span: QuerySpan,
-    /// The sample limit; subqueries count their inner points against what is left of it.
-    pub(crate) budget: usize,
+    /// The sample limit: points read and points subqueries make count against it.
+    max_samples: usize,
+    /// Points counted against `max_samples` so far.
+    used: Cell<usize>,
     /// The caller's stop flag, checked between series and steps.
     pub(crate) cancel: crate::Cancel,
 }
@@ -219,101 +311,176 @@ fn key(sel: &Selector) -> usize {
     sel as *const Selector as usize
 }
 
-impl Loaded {
+/// Reads the points (or with `rollup`, the buckets of that resolution) of `series` in
+/// `[start, end]` in one call to the store, each series at position `pos` of its
+/// selector's series; `Ok(None)` past `budget` points or when cancelled.
+fn read(
+    querier: &dyn Querier,
+    series: impl ExactSizeIterator<Item = (SeriesRef, Arc<Labels>, usize)>,
+    start: i64,
+    end: i64,
+    rollup: Option<i64>,
+    budget: usize,
+    cancel: &crate::Cancel,
+) -> Result<Option<(Vec<LoadedSeries>, usize)>, QueryError> {
+    let mut ids = Vec::with_capacity(series.len());
+    let mut rest = Vec::with_capacity(series.len());
+    for (id, labels, pos) in series {
+        ids.push(id);
+        rest.push((labels, pos));
+    }
+    let mut stop = |read: usize| read > budget || cancel.check().is_err();
+    let mut n = 0usize;
+    let out = match rollup {
+        Some(res) => querier
+            .buckets_many(&ids, start, end, res, &mut stop)?
+            .map(|all| {
+                rest.into_iter()
+                    .zip(all)
+                    .map(|((labels, pos), buckets)| {
+                        n = n.saturating_add(buckets.len());
+                        let mut s = LoadedSeries::new(pos, labels, Vec::new());
+                        s.buckets = buckets;
+                        s
+                    })
+                    .collect()
+            }),
+        None => querier
+            .points_many(&ids, start, end, &mut stop)?
+            .map(|all| {
+                rest.into_iter()
+                    .zip(all)
+                    .map(|((labels, pos), points)| {
+                        n = n.saturating_add(points.len());
+                        LoadedSeries::new(pos, labels, points)
+                    })
+                    .collect()
+            }),
+    };
+    Ok(out.map(|out| (out, n)))
+}
+
+impl<'q> Loaded<'q> {
     /// Loads what `expr` needs to be evaluated at times in `[first_ms, last_ms]`, counting
-    /// points against `limits.max_samples` and stopping when `limits.cancel` is raised.
+    /// points against `limits.max_samples` and stopping when `limits.cancel` is raised. A
+    /// selector of more series than a batch takes ([`batch_series`]) that only an
+    /// aggregation folds is not read here but by [`Loaded::each`].
     pub(crate) fn load(
-        src: &dyn Queryable,
+        src: &'q dyn Queryable,
         expr: &Expr,
         first_ms: i64,
         last_ms: i64,
         step_ms: i64,
         limits: &crate::Limits,
     ) -> Result<Self, QueryError> {
-        let max_samples = limits.max_samples;
-        let cancel = limits.cancel.clone();
         let span = QuerySpan {
             start_ms: first_ms,
             end_ms: last_ms,
         };
         let mut needs = Vec::new();
-        selectors(expr, (first_ms, last_ms), span, true, &mut needs);
-        let mut series = HashMap::new();
+        selectors(expr, (first_ms, last_ms), span, true, None, &mut needs);
+        let mut loaded = Loaded {
+            series: HashMap::new(),
+            querier: None,
+            span,
+            max_samples: limits.max_samples,
+            used: Cell::new(0),
+            cancel: limits.cancel.clone(),
+        };
         let (Some(mint), Some(maxt)) = (
             needs.iter().map(|w| w.start).min(),
             needs.iter().map(|w| w.end).max(),
         ) else {
-            return Ok(Loaded {
-                series,
-                span,
-                budget: max_samples,
-                cancel,
-            });
+            return Ok(loaded);
         };
         let querier = src.querier(mint, maxt)?;
         let info = querier.rollups();
-        let mut loaded = 0usize;
         for need in needs {
             let rollup = info
                 .as_ref()
                 .and_then(|i| rollup_resolution(&need, i, span, step_ms, querier.as_ref()));
             let selected = querier.select(&need.sel.matchers)?;
-            let ids: Vec<SeriesRef> = selected.iter().map(|s| s.0).collect();
-            let budget = max_samples.saturating_sub(loaded);
-            let mut stop = |read: usize| read > budget || cancel.check().is_err();
-            // Every series of the selector in one read: a store walks its partitions once.
-            let out: Option<Vec<LoadedSeries>> = match rollup {
-                Some(res) => querier
-                    .buckets_many(&ids, need.start, need.end, res, &mut stop)?
-                    .map(|all| {
-                        selected
-                            .into_iter()
-                            .zip(all)
-                            .map(|((_, labels), buckets)| {
-                                loaded = loaded.saturating_add(buckets.len());
-                                let mut s = LoadedSeries::new(labels, Vec::new());
-                                s.buckets = buckets;
-                                s
-                            })
-                            .collect()
-                    }),
-                None => querier
-                    .points_many(&ids, need.start, need.end, &mut stop)?
-                    .map(|all| {
-                        selected
-                            .into_iter()
-                            .zip(all)
-                            .map(|((_, labels), points)| {
-                                loaded = loaded.saturating_add(points.len());
-                                LoadedSeries::new(labels, points)
-                            })
-                            .collect()
-                    }),
+            let first = selected.first().map(|s| s.1.metric_name());
+            let one_name = selected.iter().all(|s| Some(s.1.metric_name()) == first);
+            let all = OnceCell::new();
+            let batch = batch_series(need.start, need.end);
+            let deferred = if let Some(fold) = need.streamed
+                && selected.len() > batch
+            {
+                let mut series: Vec<(SeriesRef, Arc<Labels>, usize)> = selected
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pos, (id, labels))| (id, labels, pos))
+                    .collect();
+                if fold == Fold::Any {
+                    series.sort_unstable_by_key(|s| s.0);
+                }
+                Some(Deferred {
+                    series,
+                    start: need.start,
+                    end: need.end,
+                    batch,
+                })
+            } else {
+                // Every series of the selector in one read: a store walks its partitions once.
+                let series = selected
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pos, (id, labels))| (id, labels, pos));
+                let out =
+                    loaded.read_counted(querier.as_ref(), series, need.start, need.end, rollup)?;
+                let _ = all.set(out);
+                None
             };
-            let Some(out) = out else {
-                cancel.check()?;
-                return Err(QueryError::TooManySamples);
-            };
-            if loaded > max_samples {
-                return Err(QueryError::TooManySamples);
-            }
-            let first = out.first().map(|s| s.labels.metric_name());
-            let one_name = out.iter().all(|s| Some(s.labels.metric_name()) == first);
-            series.insert(
+            loaded.series.insert(
                 key(need.sel),
                 Selected {
-                    series: out,
+                    series: all,
+                    deferred,
                     one_name,
                     rollup,
                 },
             );
         }
-        Ok(Loaded {
-            series,
-            span,
-            budget: max_samples - loaded,
-            cancel,
-        })
+        loaded.querier = Some(querier);
+        Ok(loaded)
+    }
+
+    /// [`read`] within what is left of the sample limit, counted against it.
+    fn read_counted(
+        &self,
+        querier: &dyn Querier,
+        series: impl ExactSizeIterator<Item = (SeriesRef, Arc<Labels>, usize)>,
+        start: i64,
+        end: i64,
+        rollup: Option<i64>,
+    ) -> Result<Vec<LoadedSeries>, QueryError> {
+        let budget = self.budget();
+        let Some((out, n)) = read(querier, series, start, end, rollup, budget, &self.cancel)?
+        else {
+            self.cancel.check()?;
+            return Err(QueryError::TooManySamples);
+        };
+        self.take(n)?;
+        Ok(out)
+    }
+
+    /// Points that may still be read or made before the query is over its sample limit.
+    pub(crate) fn budget(&self) -> usize {
+        self.max_samples.saturating_sub(self.used.get())
+    }
+
+    /// Counts `n` points against the sample limit.
+    ///
+    /// # Errors
+    /// [`QueryError::TooManySamples`] when they do not fit.
+    pub(crate) fn take(&self, n: usize) -> Result<(), QueryError> {
+        let used = self.used.get().saturating_add(n);
+        if used > self.max_samples {
+            return Err(QueryError::TooManySamples);
+        }
+        self.used.set(used);
+        Ok(())
     }
 
     /// The rollup resolution (ms) `sel`'s series were read at, if read from rollups
@@ -328,11 +495,59 @@ impl Loaded {
             .map_or(t, |a| a.resolve(self.span.start_ms, self.span.end_ms))
     }
 
-    /// The series `sel` selects, as loaded.
-    pub(crate) fn of(&self, sel: &Selector) -> &[LoadedSeries] {
-        self.series
-            .get(&key(sel))
-            .map_or(&[], |s| s.series.as_slice())
+    /// The series `sel` selects with their points, sorted by labels; a selector read in
+    /// batches is read whole here, once.
+    ///
+    /// # Errors
+    /// The store cannot be read, the points do not fit in the sample limit, or the query
+    /// is cancelled.
+    pub(crate) fn of(&self, sel: &Selector) -> Result<&[LoadedSeries], QueryError> {
+        let Some(s) = self.series.get(&key(sel)) else {
+            return Ok(&[]);
+        };
+        if let Some(all) = s.series.get() {
+            return Ok(all);
+        }
+        let (Some(d), Some(querier)) = (&s.deferred, &self.querier) else {
+            return Ok(&[]);
+        };
+        let mut order: Vec<&(SeriesRef, Arc<Labels>, usize)> = d.series.iter().collect();
+        order.sort_unstable_by_key(|s| s.2);
+        let series = order
+            .into_iter()
+            .map(|(id, l, pos)| (*id, Arc::clone(l), *pos));
+        let out = self.read_counted(querier.as_ref(), series, d.start, d.end, s.rollup)?;
+        Ok(s.series.get_or_init(|| out))
+    }
+
+    /// Hands the series `sel` selects to `f`, a batch at a time: all at once when they
+    /// were read with the plan (sorted by labels), else read batch by batch in the store's
+    /// order, each batch dropped before the next is read; [`LoadedSeries::pos`] tells the
+    /// label order.
+    ///
+    /// # Errors
+    /// As [`Loaded::of`], or what `f` returns.
+    pub(crate) fn each(
+        &self,
+        sel: &Selector,
+        f: &mut dyn FnMut(&[LoadedSeries]) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let Some(s) = self.series.get(&key(sel)) else {
+            return Ok(());
+        };
+        if let Some(all) = s.series.get() {
+            return f(all);
+        }
+        let (Some(d), Some(querier)) = (&s.deferred, &self.querier) else {
+            return Ok(());
+        };
+        for batch in d.series.chunks(d.batch.max(1)) {
+            self.cancel.check()?;
+            let series = batch.iter().map(|(id, l, pos)| (*id, Arc::clone(l), *pos));
+            let out = self.read_counted(querier.as_ref(), series, d.start, d.end, s.rollup)?;
+            f(&out)?;
+        }
+        Ok(())
     }
 
     /// Whether the series `sel` selects all have the same metric name, or none.
@@ -342,10 +557,19 @@ impl Loaded {
 
     /// The instant vector `sel` selects at `t`: stamped with `t`, or with each point's own
     /// time when `own_ts` (as Prometheus' `timestamp()` of a selector sees them).
-    pub(crate) fn instant(&self, sel: &Selector, t: i64, own_ts: bool) -> Vec<Sample> {
+    ///
+    /// # Errors
+    /// As [`Loaded::of`].
+    pub(crate) fn instant(
+        &self,
+        sel: &Selector,
+        t: i64,
+        own_ts: bool,
+    ) -> Result<Vec<Sample>, QueryError> {
         let end = self.at(sel, t).saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
-        self.of(sel)
+        Ok(self
+            .of(sel)?
             .iter()
             .filter_map(|s| {
                 let (labels, points) = (&s.labels, &s.points);
@@ -361,14 +585,23 @@ impl Loaded {
                     },
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// The range vector `sel[range_ms]` at `t`; series without points are left out.
-    pub(crate) fn matrix(&self, sel: &Selector, range_ms: i64, t: i64) -> Vec<RangeSeries> {
+    ///
+    /// # Errors
+    /// As [`Loaded::of`].
+    pub(crate) fn matrix(
+        &self,
+        sel: &Selector,
+        range_ms: i64,
+        t: i64,
+    ) -> Result<Vec<RangeSeries>, QueryError> {
         let end = self.at(sel, t).saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(range_ms);
-        self.of(sel)
+        Ok(self
+            .of(sel)?
             .iter()
             .filter_map(|s| {
                 let points = &s.points;
@@ -385,7 +618,7 @@ impl Loaded {
                     points: pts,
                 })
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -31,14 +31,14 @@ pub(crate) fn subquery_times(sq: &Subquery, t: i64, q: QuerySpan) -> (i64, i64, 
 /// Prometheus' default `evaluation_interval` (1 m), the step of a subquery without one.
 pub(crate) const DEFAULT_EVAL_INTERVAL_MS: i64 = 60_000;
 
-impl Evaluator {
+impl Evaluator<'_> {
     /// A subquery's range vector at `t`, as Prometheus' `evalSubquery`: the inner
     /// expression at every aligned inner step, each point stamped with its inner time.
     pub(crate) fn subquery(&self, sq: &Subquery, t: i64) -> Result<Vec<RangeSeries>, QueryError> {
         let (first, last, step) = subquery_times(sq, t, self.loaded.span);
         // A step of 1 ms over years must fail fast, not loop: each inner step makes at
         // least one point per series, so more steps than the budget cannot fit.
-        if usize::try_from((last - first) / step).unwrap_or(usize::MAX) > self.loaded.budget {
+        if usize::try_from((last - first) / step).unwrap_or(usize::MAX) > self.loaded.budget() {
             return Err(QueryError::TooManySamples);
         }
         let mut index: LabelMap<Arc<Labels>, usize> = LabelMap::default();
@@ -51,11 +51,7 @@ impl Evaluator {
                 Some(v) => v,
                 None => {
                     let v = Rc::new(self.eval(&sq.expr, ti)?.into_vector());
-                    let n = self.inner_points.get().saturating_add(v.len());
-                    if n > self.loaded.budget {
-                        return Err(QueryError::TooManySamples);
-                    }
-                    self.inner_points.set(n);
+                    self.loaded.take(v.len())?;
                     self.inner.borrow_mut().insert(key, Rc::clone(&v));
                     v
                 }
