@@ -202,12 +202,21 @@ mod tests {
 
     /// While its deadline is more than a wheel slot away, the timer does not wake the
     /// runtime's thread before it: one sleep in all. (tokio's own timer wakes the thread at
-    /// the start of the deadline's 64 ms slot, then again at the deadline.)
+    /// the start of the deadline's 64 ms slot, then again at the deadline.) A thread can
+    /// also sleep on a lock other tests hold, which only adds sleeps: one of three waits
+    /// must take exactly one.
     #[tokio::test(flavor = "current_thread")]
     async fn a_far_deadline_wakes_the_thread_once() {
-        let mut t = FdTimer::new(Instant::now() + Duration::from_millis(1500)).unwrap();
-        let before = sleeps();
-        t.expired().await;
-        assert_eq!(sleeps() - before, 1, "woken before its deadline");
+        let mut seen = vec![];
+        for _ in 0..3 {
+            let mut t = FdTimer::new(Instant::now() + Duration::from_millis(700)).unwrap();
+            let before = sleeps();
+            t.expired().await;
+            seen.push(sleeps() - before);
+            if seen.last() == Some(&1) {
+                return;
+            }
+        }
+        panic!("woken before its deadline: sleeps per wait {seen:?}");
     }
 }
