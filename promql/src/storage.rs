@@ -106,8 +106,10 @@ pub trait Queryable: Send + Sync {
 }
 
 /// Reads series from a store within the time range it was opened for (Prometheus'
-/// `storage.Querier`). Every method may fail with a [`StorageError`].
-pub trait Querier {
+/// `storage.Querier`). Every method may fail with a [`StorageError`]. Shared between
+/// threads: the engine reads a selector's next batch of series on a thread of its own
+/// while it folds the current one.
+pub trait Querier: Sync {
     /// Every series whose labels satisfy all matchers, sorted by labels (shared: a store
     /// that keeps label sets in `Arc`s hands them out without copying).
     fn select(&self, matchers: &[Matcher]) -> Result<Vec<(SeriesRef, Arc<Labels>)>, StorageError>;

@@ -7,8 +7,7 @@ use crate::db::Storage;
 use outpost_promql::rollup::{Bucket, RollupInfo};
 use outpost_promql::{Matcher, Querier, Queryable, StorageError};
 use outpost_shared::{Labels, Point};
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 impl Queryable for Storage {
     fn querier(&self, mint_ms: i64, maxt_ms: i64) -> Result<Box<dyn Querier + '_>, StorageError> {
@@ -16,18 +15,18 @@ impl Queryable for Storage {
             storage: self,
             mint_ms,
             maxt_ms,
-            cursor: RefCell::new(None),
+            cursor: Mutex::new(None),
         }))
     }
 }
 
 /// Reads [`Storage`] within `[mint_ms, maxt_ms]`, through one chunk cursor made at the
-/// first read.
+/// first read (behind a lock: the engine may read from two threads at once).
 struct StorageQuerier<'a> {
     storage: &'a Storage,
     mint_ms: i64,
     maxt_ms: i64,
-    cursor: RefCell<Option<(u64, ChunkCursor<'a>)>>,
+    cursor: Mutex<Option<(u64, ChunkCursor<'a>)>>,
 }
 
 impl Querier for StorageQuerier<'_> {
@@ -37,7 +36,7 @@ impl Querier for StorageQuerier<'_> {
 
     fn points(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<Point>, StorageError> {
         self.storage.points_via(
-            &mut self.cursor.borrow_mut(),
+            &mut self.cursor.lock().unwrap_or_else(|p| p.into_inner()),
             id,
             start_ms.max(self.mint_ms),
             end_ms.min(self.maxt_ms),

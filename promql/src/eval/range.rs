@@ -1487,6 +1487,11 @@ mod tests {
             "count(last_over_time(m[10m]))",
             "count by (g) (m)",
             "group by (g) (rate(m[5m]))",
+            "count(rate(m[1h]))",
+            "count by (g) (max_over_time(m[1h]))",
+            "count(m) / count(last_over_time(m[10m]))",
+        ];
+        let whole = [
             "sum by (g) (rate(m[5m]))",
             "sum(m)",
             "avg without (i) (m)",
@@ -1494,11 +1499,6 @@ mod tests {
             "min(m)",
             "stddev by (g) (m)",
             "stdvar(delta(m[10m]))",
-            "sum(rate(m[1h]))",
-            "count by (g) (max_over_time(m[1h]))",
-            "sum(m) / count(m)",
-        ];
-        let whole = [
             "m",
             "rate(m[5m])",
             "topk(3, m)",
@@ -1526,7 +1526,7 @@ mod tests {
             }
         }
         // The limit counts every batch's points, not the largest batch's.
-        let q = "sum by (g) (rate(m[5m]))";
+        let q = "count by (g) (rate(m[5m]))";
         let (want, _) = run(q, 0, Some(T + 30 * 60_000), usize::MAX);
         assert!(!want[0].starts_with("error"));
         // Each series has 5 or 6 points in the window [T + 25m, T + 30m]; a batch, at most
