@@ -7,12 +7,11 @@
 //! closed at both ends in Prometheus 2. With `@`, the window ends at the `@` time (minus
 //! the offset) whatever the step.
 //!
-//! A selector whose series only an aggregation folds, one series at a time, is read in
-//! batches of neighbouring series as the evaluation walks them ([`Loaded::each`]), so a
-//! year of ten thousand series is never held at once.
+//! A selector of many series that only `count` or `group` folds, one series at a time, is
+//! read in batches of neighbouring series as the evaluation walks them ([`Loaded::each`]),
+//! so a year of ten thousand series is never held at once.
 
 use crate::error::QueryError;
-use crate::eval::aggregate::is_accumulated;
 use crate::eval::range_fn::RangeFunc;
 use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
@@ -77,9 +76,8 @@ struct Selected {
 
 /// A selector's series whose points are read batch by batch ([`Loaded::each`]).
 struct Deferred {
-    /// (series, labels, position in label order), in the order to fold them: by labels,
-    /// or by series ([`Fold::Any`]), whose neighbouring ids are neighbours in the store,
-    /// so that a batch is one short walk of each partition.
+    /// (series, labels, position in label order), sorted by series: neighbouring ids are
+    /// neighbours in the store, so that a batch is one short walk of each partition.
     series: Vec<(SeriesRef, Arc<Labels>, usize)>,
     /// The window `[start, end]` (ms) of points, as [`Need`].
     start: i64,
@@ -95,19 +93,9 @@ struct Need<'e> {
     start: i64,
     end: i64,
     rollup_range: Option<i64>,
-    /// Only an aggregation folding one series at a time reads it: it may be read in
-    /// batches, in this order.
-    streamed: Option<Fold>,
-}
-
-/// The order an aggregation must fold its series in.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fold {
-    /// By labels, as Prometheus folds them: a sum's last bits, or the sign of a zero
-    /// `max` keeps, depend on the order.
-    ByLabels,
-    /// Any (`count`, `group`): batches follow the store's order, which reads fastest.
-    Any,
+    /// Only an aggregation that may fold its series in any order reads it, one series at
+    /// a time: it may be read in batches, in the store's order.
+    streamed: bool,
 }
 
 /// Series a batch takes at least; over a short window more, so that a batch spans
@@ -175,13 +163,13 @@ pub(crate) struct QuerySpan {
 /// Every selector in a plan with the window `[start, end]` of points it needs when the
 /// expression is evaluated at times in `span`; `top`: not inside a subquery (whose inner
 /// steps are not the query's).
-/// `streamed`: `e` is what an aggregation folds one series at a time, in that order.
+/// `streamed`: `e` is what an aggregation folds one series at a time, in any order.
 fn selectors<'e>(
     e: &'e Expr,
     span: (i64, i64),
     q: QuerySpan,
     top: bool,
-    streamed: Option<Fold>,
+    streamed: bool,
     out: &mut Vec<Need<'e>>,
 ) {
     let mut push = |sel: &'e Selector, len: i64, rollup: bool| {
@@ -197,30 +185,29 @@ fn selectors<'e>(
             start: window_start(lo.saturating_sub(sel.offset_ms), len),
             end: hi.saturating_sub(sel.offset_ms),
             rollup_range: (rollup && top).then_some(len),
-            streamed: streamed.filter(|_| top),
+            streamed: streamed && top,
         });
     };
     match e {
         Expr::Vector(s) => push(s, LOOKBACK_DELTA_MS, false),
         Expr::Matrix { selector, range_ms } => push(selector, *range_ms, false),
         Expr::Number(_) | Expr::String(_) => {}
-        Expr::Neg(e) => selectors(e, span, q, top, None, out),
+        Expr::Neg(e) => selectors(e, span, q, top, false, out),
         Expr::Binary(b) => {
-            selectors(&b.lhs, span, q, top, None, out);
-            selectors(&b.rhs, span, q, top, None, out);
+            selectors(&b.lhs, span, q, top, false, out);
+            selectors(&b.rhs, span, q, top, false, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                selectors(p, span, q, top, None, out);
+                selectors(p, span, q, top, false, out);
             }
-            let fold = match a.op {
-                _ if a.param.is_some() || !is_accumulated(a.op) => None,
-                AggOp::Count | AggOp::Group => Some(Fold::Any),
-                // Read in label order, a batch's series lie all over the store: each batch
-                // decompresses most blocks again (measured slower than one read).
-                _ => None,
-            };
-            selectors(&a.expr, span, q, top, fold, out);
+            // Only `count` and `group` answer the same whatever order they fold in. The
+            // others fold in label order, as Prometheus does (a sum's last bits, the sign
+            // of a zero `max` keeps, depend on it); read in label order, a batch's series
+            // lie all over the store and every batch decompressed most of its blocks
+            // again (measured slower than one read).
+            let folded = a.param.is_none() && matches!(a.op, AggOp::Count | AggOp::Group);
+            selectors(&a.expr, span, q, top, folded, out);
         }
         Expr::Call { name, args } => {
             if RollupFunc::of(name).is_some()
@@ -232,7 +219,7 @@ fn selectors<'e>(
                 // argument is read as it goes.
                 let matrix = RangeFunc::of(name).map(|f| f.matrix_arg());
                 for (i, a) in args.iter().enumerate() {
-                    let through = streamed.filter(|_| Some(i) == matrix);
+                    let through = streamed && Some(i) == matrix;
                     selectors(a, span, q, top, through, out);
                 }
             }
@@ -240,7 +227,7 @@ fn selectors<'e>(
         Expr::Subquery(sq) => {
             let (first, _, _) = subquery_times(sq, span.0, q);
             let (_, last, _) = subquery_times(sq, span.1, q);
-            selectors(&sq.expr, (first, last), q, false, None, out);
+            selectors(&sq.expr, (first, last), q, false, false, out);
         }
     }
 }
@@ -385,7 +372,7 @@ impl<'q> Loaded<'q> {
             end_ms: last_ms,
         };
         let mut needs = Vec::new();
-        selectors(expr, (first_ms, last_ms), span, true, None, &mut needs);
+        selectors(expr, (first_ms, last_ms), span, true, false, &mut needs);
         let mut loaded = Loaded {
             series: HashMap::new(),
             querier: None,
@@ -411,17 +398,13 @@ impl<'q> Loaded<'q> {
             let one_name = selected.iter().all(|s| Some(s.1.metric_name()) == first);
             let all = OnceCell::new();
             let batch = batch_series(need.start, need.end);
-            let deferred = if let Some(fold) = need.streamed
-                && selected.len() > batch
-            {
+            let deferred = if need.streamed && selected.len() > batch {
                 let mut series: Vec<(SeriesRef, Arc<Labels>, usize)> = selected
                     .into_iter()
                     .enumerate()
                     .map(|(pos, (id, labels))| (id, labels, pos))
                     .collect();
-                if fold == Fold::Any {
-                    series.sort_unstable_by_key(|s| s.0);
-                }
+                series.sort_unstable_by_key(|s| s.0);
                 Some(Deferred {
                     series,
                     start: need.start,
@@ -538,9 +521,9 @@ impl<'q> Loaded<'q> {
     }
 
     /// Hands the series `sel` selects to `f`, a batch at a time: all at once when they
-    /// were read with the plan (sorted by labels), else read batch by batch in the fold's
-    /// order ([`Fold`]), the next batch read on a thread of its own while `f` folds the
-    /// current one, which is dropped after; [`LoadedSeries::pos`] tells the label order.
+    /// were read with the plan (sorted by labels), else read batch by batch in the store's
+    /// order, the next batch read on a thread of its own while `f` folds the current one,
+    /// which is dropped after; [`LoadedSeries::pos`] tells the label order.
     ///
     /// # Errors
     /// As [`Loaded::of`], or what `f` returns.
