@@ -379,22 +379,44 @@ impl Aggregator {
     }
 
     /// [`Aggregator::start_config`] with the store in `data` (config and log stay in `dir`).
+    /// A port taken between choosing it and binding it (another test's server) is chosen
+    /// again, up to three times.
     pub fn start_data(dir: &Path, data: &Path, certs: &Certs, top: &str, tail: &str) -> Aggregator {
-        let http = format!("127.0.0.1:{}", free_tcp_port());
-        let quic = format!("127.0.0.1:{}", free_udp_port());
-        let config = dir.join("aggregator.toml");
-        let text = format!(
-            "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tail}",
-            data = data.display(),
-            ca = certs.ca().display(),
-            cert = certs.dir.join("aggregator.crt").display(),
-            key = certs.dir.join("aggregator.key").display(),
-        );
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-        Self::start_with(dir, config, http, quic)
+        let mut tries = 0;
+        loop {
+            let http = format!("127.0.0.1:{}", free_tcp_port());
+            let quic = format!("127.0.0.1:{}", free_udp_port());
+            let config = dir.join("aggregator.toml");
+            let text = format!(
+                "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tail}",
+                data = data.display(),
+                ca = certs.ca().display(),
+                cert = certs.dir.join("aggregator.crt").display(),
+                key = certs.dir.join("aggregator.key").display(),
+            );
+            std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+            match Self::try_start_with(dir, config, http, quic) {
+                Ok(a) => return a,
+                Err(logs) if logs.contains("Address already in use") && tries < 2 => tries += 1,
+                Err(logs) => panic!("aggregator did not become healthy:\n{logs}"),
+            }
+        }
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, http: String, quic: String) -> Aggregator {
+        Self::try_start_with(dir, config, http, quic)
+            .unwrap_or_else(|logs| panic!("aggregator did not become healthy:\n{logs}"))
+    }
+
+    /// Starts the aggregator and waits until it answers `/health` while still running: a
+    /// server of another test on a port this one could not bind would answer too. `Err`
+    /// holds its log.
+    fn try_start_with(
+        dir: &Path,
+        config: PathBuf,
+        http: String,
+        quic: String,
+    ) -> Result<Aggregator, String> {
         let proc = Proc::start(
             "aggregator",
             dir,
@@ -403,19 +425,27 @@ impl Aggregator {
                 .arg("--config")
                 .arg(&config),
         );
-        let a = Aggregator {
+        let mut a = Aggregator {
             proc,
             http,
             quic,
             config,
         };
-        let up = wait_for(Duration::from_secs(20), || get_text(&a.url("/health")).ok());
-        assert!(
-            up.is_some(),
-            "aggregator did not become healthy:\n{}",
-            a.proc.logs()
-        );
-        a
+        let url = a.url("/health");
+        let up = wait_for(Duration::from_secs(20), || {
+            if !a.proc.is_running() {
+                return Some(false);
+            }
+            get_text(&url).ok().map(|_| true)
+        });
+        // A failed bind exits within milliseconds of starting: look again a little later.
+        std::thread::sleep(Duration::from_millis(200));
+        if up == Some(true) && a.proc.is_running() {
+            return Ok(a);
+        }
+        let logs = a.proc.logs();
+        drop(a);
+        Err(logs)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -555,3 +555,44 @@ fn an_agent_refused_by_a_v2_aggregator_speaks_v2_on_its_next_connection() {
         "no more connections once welcomed"
     );
 }
+
+/// The harness does not take another server on the port an aggregator could not bind for
+/// the aggregator: a `/health` answered while the aggregator has exited is a failed start
+/// (tests that went on against the wrong server failed far from the cause).
+#[test]
+fn an_aggregator_that_cannot_bind_its_port_is_not_taken_for_started() {
+    use std::io::{Read, Write};
+    let tmp = TempDir::new("taken-port");
+    let certs = Certs::init(&tmp.path().join("certs"));
+    // Another server on the port, answering every request with 200.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = other.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in other.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    assert!(get_text(&format!("http://{http}/health")).is_ok());
+    let quic = format!("127.0.0.1:{}", free_udp_port());
+    let config = tmp.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            data = tmp.path().join("data").display(),
+            ca = certs.ca().display(),
+            cert = certs.dir.join("aggregator.crt").display(),
+            key = certs.dir.join("aggregator.key").display(),
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().to_path_buf();
+    let started = std::panic::catch_unwind(move || {
+        Aggregator::start_with(&dir, config, http, quic);
+    });
+    let err = started.expect_err("started against another server");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("Address already in use"), "{msg}");
+}
