@@ -352,6 +352,18 @@ impl Certs {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
+
+    /// An aggregator config with its store in `data`, listening on `http` and `quic`
+    /// (`host:port`), with this CA's aggregator certificate.
+    pub fn aggregator_config(&self, data: &Path, http: &str, quic: &str) -> String {
+        format!(
+            "data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            data = data.display(),
+            ca = self.ca().display(),
+            cert = self.dir.join("aggregator.crt").display(),
+            key = self.dir.join("aggregator.key").display(),
+        )
+    }
 }
 
 pub struct Aggregator {
@@ -387,14 +399,8 @@ impl Aggregator {
             let http = format!("127.0.0.1:{}", free_tcp_port());
             let quic = format!("127.0.0.1:{}", free_udp_port());
             let config = dir.join("aggregator.toml");
-            let text = format!(
-                "{top}data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tail}",
-                data = data.display(),
-                ca = certs.ca().display(),
-                cert = certs.dir.join("aggregator.crt").display(),
-                key = certs.dir.join("aggregator.key").display(),
-            );
-            std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+            let text = certs.aggregator_config(data, &http, &quic);
+            std::fs::write(&config, format!("{top}{text}{tail}")).unwrap_or_else(|e| panic!("{e}"));
             match Self::try_start_with(dir, config, http, quic) {
                 Ok(a) => return a,
                 Err(logs) if logs.contains("Address already in use") && tries < 2 => tries += 1,

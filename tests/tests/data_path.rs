@@ -579,13 +579,7 @@ fn an_aggregator_that_cannot_bind_its_port_is_not_taken_for_started() {
     let config = tmp.path().join("aggregator.toml");
     std::fs::write(
         &config,
-        format!(
-            "data_dir = \"{data}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
-            data = tmp.path().join("data").display(),
-            ca = certs.ca().display(),
-            cert = certs.dir.join("aggregator.crt").display(),
-            key = certs.dir.join("aggregator.key").display(),
-        ),
+        certs.aggregator_config(&tmp.path().join("data"), &http, &quic),
     )
     .unwrap();
     let dir = tmp.path().to_path_buf();

@@ -470,13 +470,7 @@ fn both_programs_talk_to_the_systemd_notify_socket() {
     let agg_config = tmp.path().join("aggregator.toml");
     std::fs::write(
         &agg_config,
-        format!(
-            "data_dir = \"{}\"\n[listen]\nquic = \"{quic}\"\nhttp = \"{http}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            tmp.path().join("agg-data").display(),
-            certs.ca().display(),
-            certs.dir.join("aggregator.crt").display(),
-            certs.dir.join("aggregator.key").display()
-        ),
+        certs.aggregator_config(&tmp.path().join("agg-data"), &http, &quic),
     )
     .unwrap();
     let mut cmd = Command::new(bin("outpost-aggregator"));

@@ -357,8 +357,8 @@ fn read(
 impl<'q> Loaded<'q> {
     /// Loads what `expr` needs to be evaluated at times in `[first_ms, last_ms]`, counting
     /// points against `limits.max_samples` and stopping when `limits.cancel` is raised. A
-    /// selector of more series than a batch takes ([`batch_series`]) that only an
-    /// aggregation folds is not read here but by [`Loaded::each`].
+    /// selector of more series than a batch takes ([`batch_series`]) that only `count` or
+    /// `group` folds is not read here but by [`Loaded::each`].
     pub(crate) fn load(
         src: &'q dyn Queryable,
         expr: &Expr,
@@ -447,7 +447,7 @@ impl<'q> Loaded<'q> {
     ) -> Result<Vec<LoadedSeries>, QueryError> {
         let budget = self.budget();
         let halt = AtomicBool::new(false);
-        let Some((out, n)) = read(
+        let got = read(
             querier,
             series,
             start,
@@ -456,8 +456,19 @@ impl<'q> Loaded<'q> {
             budget,
             &self.cancel,
             &halt,
-        )?
-        else {
+        )?;
+        self.counted(got)
+    }
+
+    /// What [`read`] read, counted against the sample limit.
+    ///
+    /// # Errors
+    /// The read stopped (cancelled, or past the limit), or its points do not fit.
+    fn counted(
+        &self,
+        got: Option<(Vec<LoadedSeries>, usize)>,
+    ) -> Result<Vec<LoadedSeries>, QueryError> {
+        let Some((out, n)) = got else {
             self.cancel.check()?;
             return Err(QueryError::TooManySamples);
         };
@@ -557,11 +568,7 @@ impl<'q> Loaded<'q> {
         std::thread::scope(|scope| {
             let mut got = read_batch(first, self.budget());
             loop {
-                let Some((out, n)) = got? else {
-                    self.cancel.check()?;
-                    return Err(QueryError::TooManySamples);
-                };
-                self.take(n)?;
+                let out = self.counted(got?)?;
                 // The next batch is read on another thread while this one is folded.
                 let next = batches.next().map(|b| {
                     let budget = self.budget();
