@@ -4,6 +4,7 @@
 //! the HTTP API depend only on these traits, so they are tested over [`crate::memory`].
 
 use crate::rollup::{Bucket, RollupInfo, buckets_of};
+use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
 use regex::Regex;
 use std::sync::Arc;
@@ -88,6 +89,20 @@ impl Matcher {
     pub fn matches_empty(&self) -> bool {
         self.matches("")
     }
+}
+
+/// Per series, the timestamps of its points that are not stale markers, in order: what
+/// [`Querier::timestamps_many`] answers, made from what [`Querier::points_many`] read.
+pub fn unstale_timestamps(series: Vec<Vec<Point>>) -> Vec<Vec<i64>> {
+    series
+        .into_iter()
+        .map(|pts| {
+            pts.into_iter()
+                .filter(|p| !is_stale(p.value))
+                .map(|p| p.ts)
+                .collect()
+        })
+        .collect()
 }
 
 /// A read from the store failed; the message says what and where.
@@ -178,6 +193,25 @@ pub trait Querier: Sync {
             }
         }
         Ok(Some(out))
+    }
+    /// The timestamps of the points of every series in `ids` that are not stale markers,
+    /// as [`Querier::points_many`] reads points (`stop` counts points read): for an
+    /// evaluation that only asks which windows hold points (`count` or `group` of a range
+    /// function). A store may skip decoding values it can tell are no stale markers; the
+    /// default reads the points.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn timestamps_many(
+        &self,
+        ids: &[SeriesRef],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<i64>>>, StorageError> {
+        Ok(self
+            .points_many(ids, start_ms, end_ms, stop)?
+            .map(unstale_timestamps))
     }
     /// [`Querier::buckets`] of every series in `ids` at once, as [`Querier::points_many`]
     /// reads points (`stop` counts buckets).

@@ -50,10 +50,39 @@ pub(crate) fn uvarint(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
         *pos += 1;
         return Ok(u64::from(b));
     }
+    // Up to eight bytes at once, without a loop, when eight are there to load.
+    if let Some(w) = v.get(*pos..*pos + 8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let bits = ends.trailing_zeros() + 1;
+            *pos += bits as usize / 8;
+            let x = if bits == 64 {
+                w
+            } else {
+                w & ((1u64 << bits) - 1)
+            };
+            return Ok(gather7(x));
+        }
+    }
     uvarint_long(v, pos)
 }
 
-/// [`uvarint`] of more than one byte (or none: truncated).
+/// The low seven bits of each of `x`'s eight bytes, packed together (byte 0 lowest).
+#[inline]
+fn gather7(x: u64) -> u64 {
+    (x & 0x7f)
+        | ((x >> 1) & 0x3f80)
+        | ((x >> 2) & 0x1f_c000)
+        | ((x >> 3) & 0xfe0_0000)
+        | ((x >> 4) & 0x7_f000_0000)
+        | ((x >> 5) & 0x3f8_0000_0000)
+        | ((x >> 6) & 0x1_fc00_0000_0000)
+        | ((x >> 7) & 0xfe_0000_0000_0000)
+}
+
+/// [`uvarint`] byte by byte: near the end of `v`, or longer than eight bytes, or
+/// truncated.
 fn uvarint_long(v: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let (mut n, mut shift) = (0u64, 0u32);
     loop {
@@ -223,6 +252,10 @@ fn read_values_each(
         return Err(DecodeError::Invalid("value column tag"));
     }
     let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
+    if e == 0 {
+        // Whole numbers: dividing by one changes nothing, and a division costs.
+        return read_series_each(v, pos, n, order, |m| f(m as f64));
+    }
     let p = POW10[e];
     read_series_each(v, pos, n, order, |m| f(m as f64 / p))
 }
@@ -239,6 +272,33 @@ pub(crate) fn decode_chunk_between(
     end_ms: i64,
     out: &mut Vec<Point>,
 ) -> Result<(), DecodeError> {
+    decode_chunk_in(v, start_ms, end_ms, true, out)
+}
+
+/// [`decode_chunk_between`] for a reader that only asks where points are and which are
+/// stale markers: a column of decimal mantissas, which holds no NaN and so no stale
+/// marker, is not read and its points get the value 0.0; a column of IEEE bits is read.
+/// A chunk whose values are skipped is checked no further than its timestamps.
+///
+/// # Errors
+/// The chunk is truncated or malformed; `out` is then as it was.
+pub(crate) fn decode_chunk_timestamps(
+    v: &[u8],
+    start_ms: i64,
+    end_ms: i64,
+    out: &mut Vec<Point>,
+) -> Result<(), DecodeError> {
+    decode_chunk_in(v, start_ms, end_ms, false, out)
+}
+
+/// [`decode_chunk_between`], or with `values` false [`decode_chunk_timestamps`].
+fn decode_chunk_in(
+    v: &[u8],
+    start_ms: i64,
+    end_ms: i64,
+    values: bool,
+    out: &mut Vec<Point>,
+) -> Result<(), DecodeError> {
     if v.first() != Some(&V1) {
         return decode_points_between(v, start_ms, end_ms, out);
     }
@@ -252,6 +312,10 @@ pub(crate) fn decode_chunk_between(
     out.reserve(n);
     let decoded = (|| {
         read_series_each(v, &mut pos, n, 2, |ts| out.push(Point { ts, value: 0.0 }))?;
+        let tag = *v.get(pos).ok_or(DecodeError::Truncated)?;
+        if !values && tag != TAG_XOR {
+            return Ok(());
+        }
         let mut points = out[base..].iter_mut();
         read_values_each(v, &mut pos, n, |value| {
             if let Some(p) = points.next() {
@@ -303,6 +367,10 @@ mod tests {
     use super::*;
     use outpost_shared::codec::encode_points;
 
+    fn values_of(points: &[Point]) -> Vec<f64> {
+        points.iter().map(|p| p.value).collect()
+    }
+
     fn round_trip(points: &[Point]) -> usize {
         let enc = encode_chunk(points);
         let mut back = vec![];
@@ -329,7 +397,53 @@ mod tests {
         let mut kept = vec![before];
         assert!(decode_chunk_between(&enc[..enc.len() - 1], lo, hi, &mut kept).is_err());
         assert_eq!(kept.len(), 1);
+        // Without values: the same times; the values of a column of IEEE bits still read
+        // (they may be stale markers), a decimal column's left at zero.
+        let mut times = vec![];
+        decode_chunk_timestamps(&enc, lo, hi, &mut times).unwrap();
+        let xor = decimal(&values_of(points)).is_none();
+        let want: Vec<(i64, u64)> = points
+            .iter()
+            .filter(|p| p.ts >= lo && p.ts <= hi)
+            .map(|p| (p.ts, if xor { p.value.to_bits() } else { 0 }))
+            .collect();
+        let got: Vec<(i64, u64)> = times.iter().map(|p| (p.ts, p.value.to_bits())).collect();
+        assert_eq!(got, want);
         enc.len()
+    }
+
+    /// Varints of every length read the same eight bytes at a time as byte by byte, at the
+    /// end of a slice too, and a truncated one is refused either way.
+    #[test]
+    fn varints_of_every_length_read_as_written() {
+        let mut values = vec![0u64, 1, 0x7f, 0x80, u64::MAX, u64::MAX >> 1];
+        for bits in 1..64 {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) | 0x55]);
+        }
+        for &x in &values {
+            let mut one = vec![];
+            put_uvarint(&mut one, x);
+            for tail in [0usize, 3, 9] {
+                let mut v = one.clone();
+                v.extend(std::iter::repeat_n(0xffu8, tail));
+                let (mut fast, mut slow) = (0, 0);
+                assert_eq!(uvarint(&v, &mut fast), Ok(x), "{x:#x} then {tail} bytes");
+                assert_eq!(uvarint_long(&v, &mut slow), Ok(x));
+                assert_eq!((fast, slow), (one.len(), one.len()));
+            }
+            let cut = &one[..one.len() - 1];
+            assert!(uvarint(cut, &mut 0).is_err());
+        }
+        // Many after one another, as a column is laid out.
+        let mut v = vec![];
+        for &x in &values {
+            put_uvarint(&mut v, x);
+        }
+        let mut pos = 0;
+        for &x in &values {
+            assert_eq!(uvarint(&v, &mut pos), Ok(x));
+        }
+        assert_eq!(pos, v.len());
     }
 
     #[test]

@@ -536,11 +536,31 @@ impl Storage {
         end_ms: i64,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
-        self.points_many_in(ids, start_ms, end_ms, None, stop)
+        self.points_many_in(ids, start_ms, end_ms, None, true, stop)
+    }
+
+    /// The timestamps of the points of every series in `ids` that are not stale markers,
+    /// read as [`Storage::points_many`] reads points (`stop` counts points read), but
+    /// without decoding the values of chunks whose value column cannot hold a stale
+    /// marker (see [`crate::chunk_codec::decode_chunk_timestamps`]).
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    pub(crate) fn timestamps_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<i64>>>, ReadError> {
+        let got = self.points_many_in(ids, start_ms, end_ms, None, false, stop)?;
+        Ok(got.map(outpost_promql::storage::unstale_timestamps))
     }
 
     /// [`Storage::points_many`] with the series split into `threads` runs, or into
-    /// [`read_threads`] runs when `None`.
+    /// [`read_threads`] runs when `None`; with `values` false, the values of raw chunks
+    /// that cannot hold a stale marker are not decoded but 0.0 (see
+    /// [`crate::chunk_codec::decode_chunk_timestamps`]).
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode.
@@ -550,6 +570,7 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
         threads: Option<usize>,
+        values: bool,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
         let mut out: Vec<Vec<Point>> = vec![Vec::new(); ids.len()];
@@ -572,7 +593,7 @@ impl Storage {
         let per = wanted.len().div_ceil(threads.max(1)).max(1);
         let runs: Vec<&[(SeriesId, usize)]> = wanted.chunks(per).collect();
         let walk = |run: &[(SeriesId, usize)], after: &mut dyn FnMut() -> bool| {
-            self.chunk_points(run, &parts, start_ms, end_ms, &read, after)
+            self.chunk_points(run, &parts, (start_ms, end_ms), values, &read, after)
         };
         let mut caller_stop = || {
             let stopped = halt.load(Ordering::Relaxed) || stop(read.load(Ordering::Relaxed));
@@ -642,13 +663,15 @@ impl Storage {
     /// of `run[k]`, in one walk over each partition through a cursor of its own; where a
     /// series has several chunks in a partition, newest write first (as
     /// [`chunks::read_newest_first`] orders them). Adds the points read to `read` and asks
-    /// `after` after each partition whether to stop (`Ok(None)`).
+    /// `after` after each partition whether to stop (`Ok(None)`). With `values` false,
+    /// values are decoded only where they may be stale markers, as
+    /// [`crate::chunk_codec::decode_chunk_timestamps`] decodes them.
     fn chunk_points(
         &self,
         run: &[(SeriesId, usize)],
         parts: &[i32],
-        start_ms: i64,
-        end_ms: i64,
+        (start_ms, end_ms): (i64, i64),
+        values: bool,
         read: &AtomicUsize,
         after: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Vec<Vec<Point>>>, ReadError> {
@@ -677,8 +700,12 @@ impl Storage {
             let mut cur: Option<(usize, usize, u64)> = None;
             chunks::each_chunk_of_many(&mut it, RAW, p, &local, start_ms, end_ms, |i, c, v| {
                 let decode = |out: &mut Vec<Point>| {
-                    crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, out)
-                        .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))
+                    if values {
+                        crate::chunk_codec::decode_chunk_between(v, start_ms, end_ms, out)
+                    } else {
+                        crate::chunk_codec::decode_chunk_timestamps(v, start_ms, end_ms, out)
+                    }
+                    .map_err(|e| ReadError(format!("chunk of series {}: {e}", c.series)))
                 };
                 match cur {
                     Some((j, at, record)) if j == i => {
@@ -795,6 +822,15 @@ impl Storage {
 /// decompresses it first.
 pub(crate) const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
+/// Bytes of chunks per RocksDB block of `parts` (before compression), instead of RocksDB's
+/// 4 KiB: a long-range query walks every block of the days it reads, and per block it
+/// pays a cache lookup and zstd's table setup, which small blocks of a few dozen day chunks
+/// made a fifth of a year's query. Measured on a year of 10,000 hourly series: 64 KiB
+/// blocks took a third less CPU for `count` over every series and 6 % less disk than
+/// 4 KiB; a single series' read decompresses at most one such block per day. Files
+/// written before keep their blocks until compaction rewrites them.
+pub(crate) const PARTS_BLOCK_BYTES: usize = 64 << 10;
+
 /// The column families of a data folder. `parts` shares `cache` for its blocks and is
 /// compressed with zstd on top of the chunks' own coding (its keys share long prefixes)
 /// from level 2 down, where nearly all of it settles; levels 0 and 1, rewritten most
@@ -812,6 +848,7 @@ fn cf_descriptors(cache: &rocksdb::Cache) -> Vec<ColumnFamilyDescriptor> {
             o.set_bottommost_compression_type(Zstd);
             let mut t = rocksdb::BlockBasedOptions::default();
             t.set_block_cache(cache);
+            t.set_block_size(PARTS_BLOCK_BYTES);
             o.set_block_based_table_factory(&t);
         }
         ColumnFamilyDescriptor::new(n, o)

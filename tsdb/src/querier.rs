@@ -86,6 +86,21 @@ impl Querier for StorageQuerier<'_> {
         )
     }
 
+    fn timestamps_many(
+        &self,
+        ids: &[SeriesId],
+        start_ms: i64,
+        end_ms: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<i64>>>, StorageError> {
+        self.storage.timestamps_many(
+            ids,
+            start_ms.max(self.mint_ms),
+            end_ms.min(self.maxt_ms),
+            stop,
+        )
+    }
+
     fn buckets_many(
         &self,
         ids: &[SeriesId],
@@ -122,6 +137,7 @@ mod tests {
     use super::*;
     use crate::testutil::{tmp_dir, write};
     use outpost_promql::MatchOp;
+    use outpost_shared::model::is_stale;
 
     /// A query's chunk cursor is made once, then reused; a compaction that moves points
     /// from the head into chunks in the middle of a query must not hide them from it.
@@ -170,8 +186,17 @@ mod tests {
                 crate::testutil::write_points(&s, n, &pts);
             }
             s.compact_head().unwrap();
-            // A rewrite of some points of the day, in a later record.
-            crate::testutil::write_points(&s, &names[7], &[(d * DAY + 7, -1.0)]);
+            // A rewrite of some points of the day, in a later record: one a stale marker
+            // over a number, one a number over a stale marker (of a chunk of IEEE bits).
+            let stale = outpost_shared::model::stale_nan();
+            crate::testutil::write_points(
+                &s,
+                &names[7],
+                &[(d * DAY + 7, -1.0), (d * DAY + 1_200_000 + 7, stale)],
+            );
+            crate::testutil::write_points(&s, &names[8], &[(d * DAY + 2_400_000 + 8, stale)]);
+            s.compact_head().unwrap();
+            crate::testutil::write_points(&s, &names[8], &[(d * DAY + 2_400_000 + 8, 5.0)]);
             s.compact_head().unwrap();
         }
         // Today's points stay in the head.
@@ -196,10 +221,16 @@ mod tests {
             for (id, got) in set.iter().zip(&many) {
                 assert_eq!(got, &q.points(*id, a, b).unwrap(), "series {id}");
             }
+            // Times alone, values decoded only where stale markers may be: the same.
+            let times = q.timestamps_many(set, a, b, &mut |_| false).unwrap();
+            assert_eq!(
+                times,
+                Some(outpost_promql::storage::unstale_timestamps(many.clone()))
+            );
             // Split by series over threads, the same.
             for threads in [2, 3, 7] {
                 let split = s
-                    .points_many_in(set, a, b, Some(threads), &mut |_| false)
+                    .points_many_in(set, a, b, Some(threads), true, &mut |_| false)
                     .unwrap()
                     .unwrap();
                 assert_eq!(split, many, "{threads} threads");
@@ -220,6 +251,18 @@ mod tests {
         }
         let one = q.points(ids[7], a, b).unwrap();
         assert!(one.iter().any(|p| p.value == -1.0), "the rewrite wins");
+        let stale = one.iter().filter(|p| is_stale(p.value)).count();
+        assert_eq!(
+            stale, 3,
+            "days 101 to 103 rewrite a point as a stale marker"
+        );
+        let eight = q.points(ids[8], a, b).unwrap();
+        assert!(eight.iter().any(|p| p.value == 5.0));
+        assert!(!eight.iter().any(|p| is_stale(p.value)));
+        let times = q.timestamps_many(&ids[7..9], a, b, &mut |_| false);
+        let times = times.unwrap().unwrap();
+        assert_eq!(times[0].len(), one.len() - 3, "stale markers left out");
+        assert_eq!(times[1].len(), eight.len());
         assert!(!q.buckets(ids[0], a, b, 3_600_000).unwrap().is_empty());
         // A limit ends the read.
         let mut calls = 0;
@@ -234,7 +277,7 @@ mod tests {
         // Over threads, the limit counts what every thread read.
         let mut seen = vec![];
         let stopped = s
-            .points_many_in(&ids, a, b, Some(3), &mut |n| {
+            .points_many_in(&ids, a, b, Some(3), true, &mut |n| {
                 seen.push(n);
                 n > 1000
             })

@@ -879,6 +879,67 @@ impl Evaluator<'_> {
         Ok(())
     }
 
+    /// Which windows of a range function over `sel` have a value, all that `count` and
+    /// `group` ask of it: those holding at least `min` points that are not stale markers
+    /// ([`RangeFunc::min_points`]). Each series with a value at some step is handed to
+    /// `sink` with `Some(1.0)` at those steps, labelled as [`Evaluator::range_fn_each`]
+    /// labels it. Series read in batches are read without their values
+    /// ([`super::selector::Loaded::each_timestamps`]).
+    fn presence_each(
+        &self,
+        min: usize,
+        keeps_name: bool,
+        sel: &Selector,
+        range_ms: i64,
+        drop_name: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), QueryError> {
+        // Steps move forward, so windows' ends never go back: both edges of the window
+        // only move forward through a series' times.
+        let ends = self.window_ends(sel);
+        debug_assert!(ends.is_sorted());
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
+        let mut own: Vec<i64> = Vec::new();
+        self.loaded.each_timestamps(sel, &mut |batch| {
+            for s in batch {
+                self.loaded.cancel.check()?;
+                let ts: &[i64] = if s.points.is_empty() {
+                    &s.timestamps
+                } else {
+                    own.clear();
+                    own.extend(s.points.iter().filter(|p| !is_stale(p.value)).map(|p| p.ts));
+                    &own
+                };
+                if ts.len() < min {
+                    continue;
+                }
+                values.clear();
+                let (mut lo, mut hi, mut any) = (0usize, 0usize, false);
+                for &end in &ends {
+                    let start = end.saturating_sub(range_ms);
+                    while hi < ts.len() && ts[hi] <= end {
+                        hi += 1;
+                    }
+                    while lo < hi && ts[lo] < start {
+                        lo += 1;
+                    }
+                    let has = hi - lo >= min;
+                    any |= has;
+                    values.push(has.then_some(1.0));
+                }
+                if any {
+                    let labels = if drop_name && !keeps_name {
+                        s.dropped()
+                    } else {
+                        &s.labels
+                    };
+                    sink(s.pos, labels, &values)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// A function rollups answer ([`crate::rollup`]) at every step, from the buckets
     /// `sel`'s series were read as; handed to `sink` as
     /// [`Evaluator::range_fn_each`] hands them.
@@ -955,10 +1016,14 @@ impl Evaluator<'_> {
                     // Series that only the name told apart must be checked first.
                     && (func.keeps_name() || self.loaded.one_name(selector)) =>
             {
+                let keeps = func.keeps_name();
                 if let (Some(_), Some(rf)) = (self.loaded.rollup_of(selector), RollupFunc::of(name))
                 {
-                    let keeps = func.keeps_name();
                     self.rollup_fn_each(rf, keeps, selector, *range_ms, name_matters, &mut add)?;
+                } else if matches!(a.op, AggOp::Count | AggOp::Group)
+                    && let Some(min) = func.min_points()
+                {
+                    self.presence_each(min, keeps, selector, *range_ms, name_matters, &mut add)?;
                 } else {
                     let w = self.selector_windows(selector, *range_ms);
                     self.range_fn_each(func, args, &w, name_matters, &mut add)?;
@@ -1216,6 +1281,18 @@ mod tests {
         "max_over_time(c[5m])",
         "sum_over_time(c[5m])",
         "count_over_time(c[5m])",
+        // Only which windows hold points: count and group read no values.
+        "count(rate(c[1m]))",
+        "count by (job) (last_over_time(c[20s]))",
+        "group(irate(c[20s]))",
+        "count(deriv(g[30s]))",
+        "count(changes(c[16s]))",
+        "count by (inst) (increase(c[1m] offset 2m))",
+        "count by (__name__) (delta(c[45s]))",
+        "count(present_over_time(c[5m] @ 1700001000))",
+        "group by (inst) (count_over_time(c[14s]))",
+        "count(max_over_time({__name__=~\"early|late\"}[1m]))",
+        "count(quantile_over_time(0.5, c[1m]))",
         "quantile_over_time(0.75, g[5m])",
         "stddev_over_time(c[5m])",
         "stdvar_over_time(g[5m])",

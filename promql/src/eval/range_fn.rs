@@ -116,6 +116,35 @@ impl RangeFunc {
         }
     }
 
+    /// The fewest points (stale markers left out) a window must hold for the function to
+    /// have a value there, when that is all its having one depends on: two for the
+    /// functions of a difference (as Prometheus' `extrapolatedRate`, `instantValue` and
+    /// `deriv` ask), one for the rest. `None` for those with scalar parameters
+    /// (`quantile_over_time`, `predict_linear`, `holt_winters`, which may also fail on
+    /// them).
+    pub(crate) fn min_points(self) -> Option<usize> {
+        match self {
+            Self::Rate
+            | Self::Increase
+            | Self::Delta
+            | Self::Irate
+            | Self::Idelta
+            | Self::Deriv => Some(2),
+            Self::Resets
+            | Self::Changes
+            | Self::Avg
+            | Self::Min
+            | Self::Max
+            | Self::Sum
+            | Self::Count
+            | Self::Stddev
+            | Self::Stdvar
+            | Self::Last
+            | Self::Present => Some(1),
+            Self::PredictLinear | Self::HoltWinters | Self::Quantile => None,
+        }
+    }
+
     /// Whether the output keeps the metric name (only `last_over_time`'s does).
     pub(crate) fn keeps_name(self) -> bool {
         self == Self::Last

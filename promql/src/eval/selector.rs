@@ -38,6 +38,9 @@ pub(crate) struct LoadedSeries {
     /// The series' rollup buckets when its selector is read from rollups (then `points`
     /// is empty), oldest first.
     pub(crate) buckets: Vec<Bucket>,
+    /// When read by [`Loaded::each_timestamps`] (then `points` is empty): the times of its
+    /// points that are not stale markers, oldest first.
+    pub(crate) timestamps: Vec<i64>,
     hints: [Cell<usize>; 2],
 }
 
@@ -51,6 +54,7 @@ impl LoadedSeries {
             dropped: OnceCell::new(),
             points,
             buckets: Vec::new(),
+            timestamps: Vec::new(),
             hints: [Cell::new(0), Cell::new(0)],
         }
     }
@@ -301,17 +305,34 @@ fn key(sel: &Selector) -> usize {
     sel as *const Selector as usize
 }
 
-/// Reads the points (or with `rollup`, the buckets of that resolution) of `series` in
-/// `[start, end]` in one call to the store, each series at position `pos` of its
-/// selector's series; `Ok(None)` past `budget` points, when cancelled or when `halt` is
-/// raised.
+/// What a read takes of each series.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Its points ([`LoadedSeries::points`]).
+    Points,
+    /// Its rollup buckets of this resolution, in ms ([`LoadedSeries::buckets`]).
+    Buckets(i64),
+    /// The times of its points that are not stale markers
+    /// ([`LoadedSeries::timestamps`]).
+    Timestamps,
+}
+
+impl Take {
+    fn of(rollup: Option<i64>) -> Self {
+        rollup.map_or(Take::Points, Take::Buckets)
+    }
+}
+
+/// Reads what `take` says of `series` in `[start, end]` in one call to the store, each
+/// series at position `pos` of its selector's series; `Ok(None)` past `budget` points
+/// (buckets, timestamps), when cancelled or when `halt` is raised.
 #[allow(clippy::too_many_arguments)]
 fn read(
     querier: &dyn Querier,
     series: impl ExactSizeIterator<Item = (SeriesRef, Arc<Labels>, usize)>,
     start: i64,
     end: i64,
-    rollup: Option<i64>,
+    take: Take,
     budget: usize,
     cancel: &crate::Cancel,
     halt: &AtomicBool,
@@ -325,8 +346,8 @@ fn read(
     let mut stop =
         |read: usize| read > budget || cancel.check().is_err() || halt.load(Ordering::Relaxed);
     let mut n = 0usize;
-    let out = match rollup {
-        Some(res) => querier
+    let out = match take {
+        Take::Buckets(res) => querier
             .buckets_many(&ids, start, end, res, &mut stop)?
             .map(|all| {
                 rest.into_iter()
@@ -339,7 +360,7 @@ fn read(
                     })
                     .collect()
             }),
-        None => querier
+        Take::Points => querier
             .points_many(&ids, start, end, &mut stop)?
             .map(|all| {
                 rest.into_iter()
@@ -347,6 +368,19 @@ fn read(
                     .map(|((labels, pos), points)| {
                         n = n.saturating_add(points.len());
                         LoadedSeries::new(pos, labels, points)
+                    })
+                    .collect()
+            }),
+        Take::Timestamps => querier
+            .timestamps_many(&ids, start, end, &mut stop)?
+            .map(|all| {
+                rest.into_iter()
+                    .zip(all)
+                    .map(|((labels, pos), timestamps)| {
+                        n = n.saturating_add(timestamps.len());
+                        let mut s = LoadedSeries::new(pos, labels, Vec::new());
+                        s.timestamps = timestamps;
+                        s
                     })
                     .collect()
             }),
@@ -452,7 +486,7 @@ impl<'q> Loaded<'q> {
             series,
             start,
             end,
-            rollup,
+            Take::of(rollup),
             budget,
             &self.cancel,
             &halt,
@@ -543,6 +577,30 @@ impl<'q> Loaded<'q> {
         sel: &Selector,
         f: &mut dyn FnMut(&[LoadedSeries]) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
+        self.each_as(sel, false, f)
+    }
+
+    /// [`Loaded::each`] for an evaluation that only asks where points are: batches read
+    /// from raw points hold [`LoadedSeries::timestamps`] only, their values not decoded
+    /// where the store can tell none is a stale marker. Series held whole, or read from
+    /// rollups, come as [`Loaded::each`] hands them.
+    ///
+    /// # Errors
+    /// As [`Loaded::each`].
+    pub(crate) fn each_timestamps(
+        &self,
+        sel: &Selector,
+        f: &mut dyn FnMut(&[LoadedSeries]) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        self.each_as(sel, true, f)
+    }
+
+    fn each_as(
+        &self,
+        sel: &Selector,
+        timestamps: bool,
+        f: &mut dyn FnMut(&[LoadedSeries]) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let Some(s) = self.series.get(&key(sel)) else {
             return Ok(());
         };
@@ -553,13 +611,17 @@ impl<'q> Loaded<'q> {
             return Ok(());
         };
         let querier: &(dyn Querier + 'q) = querier.as_ref();
-        let (start, end, rollup) = (d.start, d.end, s.rollup);
+        let take = match s.rollup {
+            None if timestamps => Take::Timestamps,
+            rollup => Take::of(rollup),
+        };
+        let (start, end) = (d.start, d.end);
         // Raised when the fold fails, so that the batch being read stops.
         let halt = AtomicBool::new(false);
         let (halt, cancel) = (&halt, &self.cancel);
         let read_batch = move |batch: &[(SeriesRef, Arc<Labels>, usize)], budget: usize| {
             let series = batch.iter().map(|(id, l, pos)| (*id, Arc::clone(l), *pos));
-            read(querier, series, start, end, rollup, budget, cancel, halt)
+            read(querier, series, start, end, take, budget, cancel, halt)
         };
         let mut batches = d.series.chunks(d.batch.max(1));
         let Some(first) = batches.next() else {
