@@ -310,39 +310,43 @@ fn decode_chunk_in(
     }
     let base = out.len();
     out.reserve(n);
-    let decoded = (|| {
-        read_series_each(v, &mut pos, n, 2, |ts| out.push(Point { ts, value: 0.0 }))?;
+    let inside = |ts: i64| ts >= start_ms && ts <= end_ms;
+    // The timestamps into a buffer that stays in cache, then each point written out once,
+    // with its value, if inside the window.
+    let decoded = TIMES.with_borrow_mut(|times| {
+        times.clear();
+        times.reserve(n);
+        read_series_each(v, &mut pos, n, 2, |ts| times.push(ts))?;
         let tag = *v.get(pos).ok_or(DecodeError::Truncated)?;
         if !values && tag != TAG_XOR {
+            let kept = times.iter().filter(|&&ts| inside(ts));
+            out.extend(kept.map(|&ts| Point { ts, value: 0.0 }));
             return Ok(());
         }
-        let mut points = out[base..].iter_mut();
+        let mut k = 0;
         read_values_each(v, &mut pos, n, |value| {
-            if let Some(p) = points.next() {
-                p.value = value;
+            if let Some(&ts) = times.get(k)
+                && inside(ts)
+            {
+                out.push(Point { ts, value });
             }
+            k += 1;
         })?;
         if pos != v.len() {
             return Err(DecodeError::Truncated);
         }
         Ok(())
-    })();
+    });
     if let Err(e) = decoded {
         out.truncate(base);
         return Err(e);
     }
-    let inside = |p: &Point| p.ts >= start_ms && p.ts <= end_ms;
-    if !out[base..].iter().all(inside) {
-        let mut keep = base;
-        for k in base..out.len() {
-            if inside(&out[k]) {
-                out[keep] = out[k];
-                keep += 1;
-            }
-        }
-        out.truncate(keep);
-    }
     Ok(())
+}
+
+thread_local! {
+    /// A chunk's timestamps while its values are read: one buffer a thread, reused.
+    static TIMES: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Appends all of a chunk's points to `out`.

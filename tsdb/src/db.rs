@@ -693,7 +693,7 @@ impl Storage {
                 out[i].extend(pts.into_iter().rev());
             }
         };
-        for &p in parts {
+        for (k, &p) in parts.iter().enumerate() {
             let mut n = 0usize;
             // (series position, where its first chunk of the day starts in its output,
             // that chunk's record id)
@@ -722,6 +722,13 @@ impl Storage {
                             flush(&mut out, &mut overlap, j);
                         }
                         let at = out[i].len();
+                        if out[i].capacity() == 0 {
+                            // Room for as many points a day in every day left, so that a
+                            // long read does not copy its series over and over as they grow.
+                            let day = crate::chunk_codec::chunk_len(v).unwrap_or(0) as usize;
+                            let days = parts.len() - k;
+                            out[i].reserve(day.saturating_mul(days).min(RESERVE_POINTS));
+                        }
                         decode(&mut out[i])?;
                         n += out[i].len() - at;
                         cur = Some((i, at, c.record));
@@ -821,6 +828,9 @@ impl Storage {
 /// a long-range query seeks once per series and day, and a seek into a block not cached
 /// decompresses it first.
 pub(crate) const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
+/// The most points made room for at once for a series being read (2 MiB of points).
+const RESERVE_POINTS: usize = 1 << 17;
 
 /// Bytes of chunks per RocksDB block of `parts` (before compression), instead of RocksDB's
 /// 4 KiB: a long-range query walks every block of the days it reads, and per block it
