@@ -12,7 +12,10 @@
 //!   vector matching.
 //! - Aggregations without a parameter fold each series, as a selector or range function
 //!   makes it, into one running [`Acc`] per group and step; `topk` and `bottomk` run the
-//!   step by step heap over series numbers.
+//!   step by step heap over series numbers. Over many series and steps, an aggregation of
+//!   a range function splits the steps between threads, each folding every series in
+//!   order over its own steps, so each step folds as one thread would. `count` and `group`
+//!   of a range function only ask which windows hold enough points, and read no values.
 //! - A subquery's inner expression is evaluated once over every inner time the steps
 //!   need, on a [`Grid`] of its own.
 //! - `histogram_quantile` finds each series' histogram and bucket bound once.
@@ -42,6 +45,7 @@ use crate::rollup::RollupFunc;
 use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -323,6 +327,222 @@ type FoldN = fn([&[Point]; LANES]) -> [f64; LANES];
 
 fn key(e: &Expr) -> usize {
     e as *const Expr as usize
+}
+
+/// Windows (series × steps) an aggregation of a range function must have before its steps
+/// are split between threads ([`Evaluator::aggregate_range_split`]).
+const SPLIT_WINDOWS: usize = 1 << 20;
+/// Steps a thread takes at least.
+const SPLIT_STEPS: usize = 64;
+
+#[cfg(test)]
+thread_local! {
+    /// Threads this thread's queries split an aggregation's steps between, whatever its
+    /// size, instead of [`split_threads`]' choice, for tests.
+    pub(crate) static TEST_SPLIT: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// How many threads an aggregation of a range function over `series` series at `steps`
+/// steps splits its steps between: one a core (at most four) when there are
+/// [`SPLIT_WINDOWS`] windows or more, each thread at least [`SPLIT_STEPS`] steps.
+fn split_threads(series: usize, steps: usize) -> usize {
+    #[cfg(test)]
+    if let Some(n) = TEST_SPLIT.with(std::cell::Cell::get) {
+        return n.min(steps);
+    }
+    if series.saturating_mul(steps) < SPLIT_WINDOWS {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.min(4).min(steps / SPLIT_STEPS)
+}
+
+/// A range function over one series' windows at a run of steps, as
+/// [`Evaluator::range_fn_each`] evaluates it: everything but the series, shared by the
+/// threads that take parts of the steps.
+struct WindowFn<'a> {
+    func: RangeFunc,
+    grid: Grid,
+    /// Where each step's window ends, and the end the function is told.
+    ends: &'a [i64],
+    fn_ends: &'a [i64],
+    range_ms: i64,
+    range_s: f64,
+    /// The function's scalar parameters at each step.
+    p1: &'a [f64],
+    p2: &'a [f64],
+    /// Folds [`LANES`] windows at once, for the functions that can.
+    batch: Option<FoldN>,
+    counts_resets: bool,
+    skip_stale: bool,
+}
+
+/// Buffers [`WindowFn::values`] reuses from one series to the next.
+#[derive(Default)]
+struct WindowScratch {
+    /// Each step's window `pts[lo..hi]`.
+    bounds: Vec<(usize, usize)>,
+    /// The steps (from the run's first) whose window holds points.
+    filled: Vec<usize>,
+    /// How many drops in value come before each point.
+    drops: Vec<u32>,
+    /// The function's value at each step of the run last evaluated.
+    values: Vec<Option<f64>>,
+}
+
+impl<'a> WindowFn<'a> {
+    fn new(func: RangeFunc, grid: Grid, w: &'a Windows<'_>, p1: &'a [f64], p2: &'a [f64]) -> Self {
+        WindowFn {
+            func,
+            grid,
+            ends: &w.ends,
+            fn_ends: &w.fn_ends,
+            range_ms: w.range_ms,
+            range_s: w.range_ms as f64 / 1000.0,
+            p1,
+            p2,
+            batch: match func {
+                RangeFunc::Avg => Some(avg_n),
+                RangeFunc::Sum => Some(fold_n::<SumFold, LANES>),
+                RangeFunc::Stdvar => Some(fold_n::<VarFold, LANES>),
+                RangeFunc::Stddev => Some(|ws| fold_n::<VarFold, LANES>(ws).map(f64::sqrt)),
+                _ => None,
+            },
+            counts_resets: matches!(func, RangeFunc::Rate | RangeFunc::Increase),
+            skip_stale: w.skip_stale,
+        }
+    }
+
+    /// The function over `points` (sorted by time) at each step of `steps`, into
+    /// `sc.values` (`values[k]` for step `steps.start + k`); whether any step has a value.
+    /// Marks the steps whose window holds points in `nonempty`, if given (by step).
+    fn values(
+        &self,
+        points: &[Point],
+        steps: Range<usize>,
+        sc: &mut WindowScratch,
+        mut nonempty: Option<&mut [bool]>,
+    ) -> bool {
+        let pts: Cow<[Point]> = if self.skip_stale && points.iter().any(|p| is_stale(p.value)) {
+            Cow::Owned(
+                points
+                    .iter()
+                    .filter(|p| !is_stale(p.value))
+                    .copied()
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(points)
+        };
+        sc.bounds.clear();
+        sc.filled.clear();
+        let (mut lo, mut hi) = (0, 0);
+        for i in steps.clone() {
+            let end = self.ends[i];
+            let start = end.saturating_sub(self.range_ms);
+            if i == steps.start {
+                lo = pts.partition_point(|p| p.ts < start);
+                hi = pts.partition_point(|p| p.ts <= end);
+            } else {
+                if lo > 0 && pts[lo - 1].ts >= start {
+                    lo = pts.partition_point(|p| p.ts < start);
+                }
+                while lo < pts.len() && pts[lo].ts < start {
+                    lo += 1;
+                }
+                if hi > 0 && pts[hi - 1].ts > end {
+                    hi = pts.partition_point(|p| p.ts <= end);
+                }
+                while hi < pts.len() && pts[hi].ts <= end {
+                    hi += 1;
+                }
+            }
+            sc.bounds.push((lo, hi));
+            if hi > lo {
+                if let Some(n) = nonempty.as_deref_mut() {
+                    n[i] = true;
+                }
+                sc.filled.push(i - steps.start);
+            }
+        }
+        if sc.filled.is_empty() {
+            return false;
+        }
+        if self.counts_resets {
+            sc.drops.clear();
+            sc.drops.push(0);
+            for w in pts.windows(2) {
+                let n = sc.drops[sc.drops.len() - 1] + u32::from(w[1].value < w[0].value);
+                sc.drops.push(n);
+            }
+        }
+        sc.values.clear();
+        sc.values.resize(steps.len(), None);
+        let mut rest: &[usize] = &sc.filled;
+        if let Some(batch) = self.batch {
+            let mut chunks = sc.filled.chunks_exact(LANES);
+            for c in &mut chunks {
+                let r = batch(std::array::from_fn(|k| {
+                    let (lo, hi) = sc.bounds[c[k]];
+                    &pts[lo..hi]
+                }));
+                for (&k, r) in c.iter().zip(r) {
+                    sc.values[k] = Some(r);
+                }
+            }
+            rest = chunks.remainder();
+        }
+        for &k in rest {
+            let i = steps.start + k;
+            let (lo, hi) = sc.bounds[k];
+            let range_end = self.fn_ends[i];
+            let may_reset = !self.counts_resets || sc.drops[hi - 1] > sc.drops[lo];
+            sc.values[k] = self.func.apply(
+                &pts[lo..hi],
+                range_end - self.range_ms,
+                range_end,
+                self.range_s,
+                self.grid.time(i),
+                self.p1[i],
+                self.p2[i],
+                may_reset,
+            );
+        }
+        sc.values.iter().any(Option::is_some)
+    }
+}
+
+/// One thread's part of [`Evaluator::aggregate_range_split`]: every series (in order,
+/// `group[k]` the group of `series[k]`) folded with `op` over the steps `steps`. Returns
+/// the accumulators (`groups` × `steps.len()`, by group then step) and, by group, the
+/// least position of a series with a value here (`usize::MAX`: none).
+fn fold_steps(
+    wf: &WindowFn<'_>,
+    series: &[LoadedSeries],
+    group: &[usize],
+    groups: usize,
+    op: AggOp,
+    steps: Range<usize>,
+    cancel: &crate::Cancel,
+) -> Result<(Vec<Acc>, Vec<usize>), QueryError> {
+    let w = steps.len();
+    let mut accs = vec![Acc::default(); groups * w];
+    let mut firsts = vec![usize::MAX; groups];
+    let mut sc = WindowScratch::default();
+    for (s, &gi) in series.iter().zip(group) {
+        cancel.check()?;
+        if !wf.values(&s.points, steps.clone(), &mut sc, None) {
+            continue;
+        }
+        firsts[gi] = firsts[gi].min(s.pos);
+        for (acc, v) in accs[gi * w..(gi + 1) * w].iter_mut().zip(&sc.values) {
+            if let Some(v) = *v {
+                acc.add(op, v);
+            }
+        }
+    }
+    Ok((accs, firsts))
 }
 
 impl Evaluator<'_> {
@@ -751,117 +971,19 @@ impl Evaluator<'_> {
         sink: &mut Sink<'_>,
     ) -> Result<(), QueryError> {
         let g = self.grid.get();
-        let (ends, fn_ends, range_ms) = (&w.ends, &w.fn_ends, w.range_ms);
-        let range_s = range_ms as f64 / 1000.0;
-        let (a1, a2) = func.scalar_args();
-        let p1 = match a1 {
-            Some(i) => self.scalar_range(args.get(i), f64::NAN)?,
-            None => vec![0.0; g.len],
-        };
-        let p2 = match a2 {
-            Some(i) => self.scalar_range(args.get(i), f64::NAN)?,
-            None => vec![0.0; g.len],
-        };
-        let batch: Option<FoldN> = match func {
-            RangeFunc::Avg => Some(avg_n),
-            RangeFunc::Sum => Some(fold_n::<SumFold, LANES>),
-            RangeFunc::Stdvar => Some(fold_n::<VarFold, LANES>),
-            RangeFunc::Stddev => Some(|ws| fold_n::<VarFold, LANES>(ws).map(f64::sqrt)),
-            _ => None,
-        };
-        let counts_resets = matches!(func, RangeFunc::Rate | RangeFunc::Increase);
+        let (p1, p2) = self.range_fn_params(func, args)?;
+        let wf = WindowFn::new(func, g, w, &p1, &p2);
         let mut nonempty = vec![false; g.len];
-        let mut values: Vec<Option<f64>> = Vec::with_capacity(g.len);
-        // Per series, reused: each step's window `pts[lo..hi]`, the steps with a non-empty
-        // window, and how many drops in value come before each point.
-        let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(g.len);
-        let mut filled: Vec<usize> = Vec::with_capacity(g.len);
-        let mut drops: Vec<u32> = Vec::new();
+        let mut sc = WindowScratch::default();
         let mut one = |s: &LoadedSeries| -> Result<(), QueryError> {
             self.loaded.cancel.check()?;
-            let points = &s.points;
-            let pts: Cow<[Point]> = if w.skip_stale && points.iter().any(|p| is_stale(p.value)) {
-                Cow::Owned(
-                    points
-                        .iter()
-                        .filter(|p| !is_stale(p.value))
-                        .copied()
-                        .collect(),
-                )
-            } else {
-                Cow::Borrowed(points)
-            };
-            bounds.clear();
-            filled.clear();
-            let (mut lo, mut hi) = (0, 0);
-            for (i, &end) in ends.iter().enumerate() {
-                let start = end.saturating_sub(range_ms);
-                if lo > 0 && pts[lo - 1].ts >= start {
-                    lo = pts.partition_point(|p| p.ts < start);
-                }
-                while lo < pts.len() && pts[lo].ts < start {
-                    lo += 1;
-                }
-                if hi > 0 && pts[hi - 1].ts > end {
-                    hi = pts.partition_point(|p| p.ts <= end);
-                }
-                while hi < pts.len() && pts[hi].ts <= end {
-                    hi += 1;
-                }
-                bounds.push((lo, hi));
-                if hi > lo {
-                    nonempty[i] = true;
-                    filled.push(i);
-                }
-            }
-            if filled.is_empty() {
-                return Ok(());
-            }
-            if counts_resets {
-                drops.clear();
-                drops.push(0);
-                for w in pts.windows(2) {
-                    let n = drops[drops.len() - 1] + u32::from(w[1].value < w[0].value);
-                    drops.push(n);
-                }
-            }
-            values.clear();
-            values.resize(g.len, None);
-            let mut rest: &[usize] = &filled;
-            if let Some(batch) = batch {
-                let mut chunks = filled.chunks_exact(LANES);
-                for c in &mut chunks {
-                    let r = batch(std::array::from_fn(|k| {
-                        &pts[bounds[c[k]].0..bounds[c[k]].1]
-                    }));
-                    for (&i, r) in c.iter().zip(r) {
-                        values[i] = Some(r);
-                    }
-                }
-                rest = chunks.remainder();
-            }
-            for &i in rest {
-                let (lo, hi) = bounds[i];
-                let range_end = fn_ends[i];
-                let may_reset = !counts_resets || drops[hi - 1] > drops[lo];
-                values[i] = func.apply(
-                    &pts[lo..hi],
-                    range_end - range_ms,
-                    range_end,
-                    range_s,
-                    g.time(i),
-                    p1[i],
-                    p2[i],
-                    may_reset,
-                );
-            }
-            if values.iter().any(Option::is_some) {
+            if wf.values(&s.points, 0..g.len, &mut sc, Some(&mut nonempty)) {
                 let labels = if drop_name && !func.keeps_name() {
                     s.dropped()
                 } else {
                     &s.labels
                 };
-                sink(s.pos, labels, &values)?;
+                sink(s.pos, labels, &sc.values)?;
             }
             Ok(())
         };
@@ -877,6 +999,109 @@ impl Evaluator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A range function's scalar parameters at every step ([`RangeFunc::scalar_args`];
+    /// zeros where it has none).
+    fn range_fn_params(
+        &self,
+        func: RangeFunc,
+        args: &[Expr],
+    ) -> Result<(Vec<f64>, Vec<f64>), QueryError> {
+        let len = self.grid.get().len;
+        let (a1, a2) = func.scalar_args();
+        let param = |a: Option<usize>| match a {
+            Some(i) => self.scalar_range(args.get(i), f64::NAN),
+            None => Ok(vec![0.0; len]),
+        };
+        Ok((param(a1)?, param(a2)?))
+    }
+
+    /// An aggregation of a range function over a selector read whole, its steps split
+    /// between threads: each thread folds every series, in label order, into the groups'
+    /// accumulators of its own steps, so that every step folds exactly what and in the
+    /// order one thread would (a sum's last bits depend on the order). `None` when there
+    /// are too few windows for threads to pay ([`SPLIT_WINDOWS`]), or the function is
+    /// `holt_winters` (whose parameters are checked at the steps with points).
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_range_split(
+        &self,
+        a: &Aggregate,
+        func: RangeFunc,
+        args: &[Expr],
+        sel: &Selector,
+        range_ms: i64,
+        drop_name: bool,
+    ) -> Result<Option<Ranged>, QueryError> {
+        let g = self.grid.get();
+        if func == RangeFunc::HoltWinters || !self.loaded.held(sel) {
+            return Ok(None);
+        }
+        let series = self.loaded.of(sel)?;
+        let threads = split_threads(series.len(), g.len);
+        if threads < 2 {
+            return Ok(None);
+        }
+        // Every series' group, found once.
+        let mut index: LabelMap<Labels, usize> = LabelMap::default();
+        let mut groups: Vec<Labels> = Vec::new();
+        let of: Vec<usize> = series
+            .iter()
+            .map(|s| {
+                let labels = if drop_name && !func.keeps_name() {
+                    s.dropped()
+                } else {
+                    &s.labels
+                };
+                let key = group_labels(labels, &a.grouping, a.without);
+                *index.entry(key).or_insert_with_key(|k| {
+                    groups.push(k.clone());
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        let (p1, p2) = self.range_fn_params(func, args)?;
+        let w = self.selector_windows(sel, range_ms);
+        let wf = WindowFn::new(func, g, &w, &p1, &p2);
+        let per = g.len.div_ceil(threads);
+        let ranges: Vec<Range<usize>> = (0..g.len)
+            .step_by(per)
+            .map(|i| i..(i + per).min(g.len))
+            .collect();
+        let cancel = &self.loaded.cancel;
+        let fold = |r: Range<usize>| fold_steps(&wf, series, &of, groups.len(), a.op, r, cancel);
+        let parts = std::thread::scope(|scope| {
+            let rest: Vec<_> = ranges[1..]
+                .iter()
+                .map(|r| {
+                    let (fold, r) = (&fold, r.clone());
+                    scope.spawn(move || fold(r))
+                })
+                .collect();
+            let mut parts = vec![fold(ranges[0].clone())];
+            for t in rest {
+                parts.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            parts
+        });
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut out: Vec<(usize, StepSeries)> = Vec::new();
+        for (gi, labels) in groups.into_iter().enumerate() {
+            let first = parts.iter().map(|p| p.1[gi]).min().unwrap_or(usize::MAX);
+            if first == usize::MAX {
+                continue;
+            }
+            let values = parts
+                .iter()
+                .zip(&ranges)
+                .flat_map(|(p, r)| &p.0[gi * r.len()..(gi + 1) * r.len()])
+                .map(|acc| acc.is_set().then(|| acc.result(a.op)))
+                .collect();
+            let labels = Arc::new(labels);
+            out.push((first, StepSeries { labels, values }));
+        }
+        out.sort_unstable_by_key(|g| g.0);
+        Ok(Some(Ranged::Vector(out.into_iter().map(|g| g.1).collect())))
     }
 
     /// Which windows of a range function over `sel` have a value, all that `count` and
@@ -1024,6 +1249,10 @@ impl Evaluator<'_> {
                     && let Some(min) = func.min_points()
                 {
                     self.presence_each(min, keeps, selector, *range_ms, name_matters, &mut add)?;
+                } else if let Some(out) =
+                    self.aggregate_range_split(a, func, args, selector, *range_ms, name_matters)?
+                {
+                    return Ok(out);
                 } else {
                     let w = self.selector_windows(selector, *range_ms);
                     self.range_fn_each(func, args, &w, name_matters, &mut add)?;
@@ -1407,13 +1636,19 @@ mod tests {
             (T + 10 * 60_000, T + 10 * 60_000, 1),
         ];
         for q in QUERIES {
-            for &(start, end, step) in &ranges {
-                let steps = Steps::new(start, end, step).expect("steps");
-                let [got, want] = run(q, &|e, m| {
-                    range_query_mode(&src, e, &steps, &crate::Limits::default(), m)
-                });
-                assert_eq!(got, want, "range {q} {start} {end} {step}");
+            // Aggregations of range functions with their steps split between threads too,
+            // more threads than some runs have steps.
+            for split in [None, Some(2), Some(5)] {
+                super::TEST_SPLIT.with(|s| s.set(split));
+                for &(start, end, step) in &ranges {
+                    let steps = Steps::new(start, end, step).expect("steps");
+                    let [got, want] = run(q, &|e, m| {
+                        range_query_mode(&src, e, &steps, &crate::Limits::default(), m)
+                    });
+                    assert_eq!(got, want, "range {q} {start} {end} {step} split {split:?}");
+                }
             }
+            super::TEST_SPLIT.with(|s| s.set(None));
             for t in [T, T + 12 * 60_000 + 500, T + 20 * 60_000, T + 41 * 60_000] {
                 let [got, want] = run(q, &|e, m| {
                     instant_query_mode(&src, e, t, &crate::Limits::default(), m)

@@ -23,7 +23,8 @@ use outpost_shared::{Labels, Point};
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One loaded series: its labels, the same without the metric name (made when first
 /// needed), its points, and where the previous step's window started and ended in them.
@@ -33,7 +34,7 @@ pub(crate) struct LoadedSeries {
     /// appearance sorts by this.
     pub(crate) pos: usize,
     pub(crate) labels: Arc<Labels>,
-    dropped: OnceCell<Arc<Labels>>,
+    dropped: OnceLock<Arc<Labels>>,
     pub(crate) points: Vec<Point>,
     /// The series' rollup buckets when its selector is read from rollups (then `points`
     /// is empty), oldest first.
@@ -41,7 +42,7 @@ pub(crate) struct LoadedSeries {
     /// When read by [`Loaded::each_timestamps`] (then `points` is empty): the times of its
     /// points that are not stale markers, oldest first.
     pub(crate) timestamps: Vec<i64>,
-    hints: [Cell<usize>; 2],
+    hints: [AtomicUsize; 2],
 }
 
 impl LoadedSeries {
@@ -51,11 +52,11 @@ impl LoadedSeries {
         LoadedSeries {
             pos,
             labels,
-            dropped: OnceCell::new(),
+            dropped: OnceLock::new(),
             points,
             buckets: Vec::new(),
             timestamps: Vec::new(),
-            hints: [Cell::new(0), Cell::new(0)],
+            hints: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -131,9 +132,9 @@ fn batch_series(start: i64, end: i64) -> usize {
 /// The first index whose point is at or after `ts` (`after`: strictly after), starting
 /// from the previous step's answer: steps move forward, so this is usually a short walk
 /// through memory already in cache rather than a binary search of cold points.
-fn seek(points: &[Point], hint: &Cell<usize>, ts: i64, after: bool) -> usize {
+fn seek(points: &[Point], hint: &AtomicUsize, ts: i64, after: bool) -> usize {
     let before = |p: &Point| if after { p.ts <= ts } else { p.ts < ts };
-    let mut i = hint.get().min(points.len());
+    let mut i = hint.load(Ordering::Relaxed).min(points.len());
     if i > 0 && !before(&points[i - 1]) {
         i = points[..i].partition_point(before);
     } else {
@@ -147,7 +148,7 @@ fn seek(points: &[Point], hint: &Cell<usize>, ts: i64, after: bool) -> usize {
             }
         }
     }
-    hint.set(i);
+    hint.store(i, Ordering::Relaxed);
     i
 }
 
@@ -651,6 +652,14 @@ impl<'q> Loaded<'q> {
         })
     }
 
+    /// Whether `sel`'s series are held whole (read with the plan, or since by
+    /// [`Loaded::of`]), so that [`Loaded::of`] reads nothing.
+    pub(crate) fn held(&self, sel: &Selector) -> bool {
+        self.series
+            .get(&key(sel))
+            .is_some_and(|s| s.series.get().is_some())
+    }
+
     /// Whether the series `sel` selects all have the same metric name, or none.
     pub(crate) fn one_name(&self, sel: &Selector) -> bool {
         self.series.get(&key(sel)).is_none_or(|s| s.one_name)
@@ -727,7 +736,7 @@ impl<'q> Loaded<'q> {
 mod tests {
     use super::seek;
     use outpost_shared::Point;
-    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn seek_agrees_with_a_binary_search_whichever_way_steps_go() {
@@ -737,7 +746,7 @@ mod tests {
                 value: 0.0,
             })
             .collect();
-        let hint = Cell::new(0);
+        let hint = AtomicUsize::new(0);
         // Forward, backward, far jumps, before the first and after the last point.
         for ts in [
             0, 5, 10, 15, 300, 290, 295, 1000, -5, 999, 990, 991, 500, 20, 20, 2000,
@@ -751,6 +760,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(seek(&[], &Cell::new(3), 5, true), 0);
+        assert_eq!(seek(&[], &AtomicUsize::new(3), 5, true), 0);
     }
 }
