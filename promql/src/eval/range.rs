@@ -358,6 +358,76 @@ fn split_threads(series: usize, steps: usize) -> usize {
     cores.min(4).min(steps / SPLIT_STEPS)
 }
 
+/// An aggregation's groups as series are folded in ([`Evaluator::aggregate_range`]): one
+/// [`Acc`] per group and step.
+struct Groups<'a> {
+    a: &'a Aggregate,
+    /// Steps.
+    len: usize,
+    index: LabelMap<Labels, usize>,
+    groups: Vec<Arc<Labels>>,
+    /// `len` accumulators a group, by group then step.
+    accs: Vec<Acc>,
+    /// The first position of a series of each group: groups come out in the order their
+    /// first series come in label order, however the series were handed in.
+    firsts: Vec<usize>,
+}
+
+impl<'a> Groups<'a> {
+    fn new(a: &'a Aggregate, len: usize) -> Self {
+        Groups {
+            a,
+            len,
+            index: LabelMap::default(),
+            groups: Vec::new(),
+            accs: Vec::new(),
+            firsts: Vec::new(),
+        }
+    }
+
+    /// The accumulators, one a step, of the group of the series at position `pos` with
+    /// these labels (a new group if it is the first of its group).
+    fn of(&mut self, pos: usize, labels: &Labels) -> &mut [Acc] {
+        let key = group_labels(labels, &self.a.grouping, self.a.without);
+        let gi = match self.index.get(&key) {
+            Some(&gi) => {
+                self.firsts[gi] = self.firsts[gi].min(pos);
+                gi
+            }
+            None => {
+                self.index.insert(key.clone(), self.groups.len());
+                self.groups.push(Arc::new(key));
+                self.firsts.push(pos);
+                self.accs.resize(self.accs.len() + self.len, Acc::default());
+                self.groups.len() - 1
+            }
+        };
+        &mut self.accs[gi * self.len..(gi + 1) * self.len]
+    }
+
+    /// Every group with its value at each step, in the order of their first series.
+    fn into_ranged(self) -> Ranged {
+        let op = self.a.op;
+        let mut out: Vec<(usize, StepSeries)> = self
+            .firsts
+            .into_iter()
+            .zip(self.groups)
+            .zip(self.accs.chunks(self.len.max(1)))
+            .map(|((first, labels), accs)| {
+                let values = accs
+                    .iter()
+                    .map(|acc| acc.is_set().then(|| acc.result(op)))
+                    .collect();
+                (first, StepSeries { labels, values })
+            })
+            .collect();
+        if !out.is_sorted_by_key(|g| g.0) {
+            out.sort_unstable_by_key(|g| g.0);
+        }
+        Ranged::Vector(out.into_iter().map(|g| g.1).collect())
+    }
+}
+
 /// A range function over one series' windows at a run of steps, as
 /// [`Evaluator::range_fn_each`] evaluates it: everything but the series, shared by the
 /// threads that take parts of the steps.
@@ -1107,9 +1177,9 @@ impl Evaluator<'_> {
     /// Which windows of a range function over `sel` have a value, all that `count` and
     /// `group` ask of it: those holding at least `min` points that are not stale markers
     /// ([`RangeFunc::min_points`]). Each series with a value at some step is handed to
-    /// `sink` with `Some(1.0)` at those steps, labelled as [`Evaluator::range_fn_each`]
-    /// labels it. Series read in batches are read without their values
-    /// ([`super::selector::Loaded::each_timestamps`]).
+    /// `sink` with, by step, whether it has one there, labelled as
+    /// [`Evaluator::range_fn_each`] labels it. Series read in batches are read without
+    /// their values ([`super::selector::Loaded::each_timestamps`]).
     fn presence_each(
         &self,
         min: usize,
@@ -1117,13 +1187,13 @@ impl Evaluator<'_> {
         sel: &Selector,
         range_ms: i64,
         drop_name: bool,
-        sink: &mut Sink<'_>,
+        sink: &mut dyn FnMut(usize, &Arc<Labels>, &[bool]) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         // Steps move forward, so windows' ends never go back: both edges of the window
         // only move forward through a series' times.
         let ends = self.window_ends(sel);
         debug_assert!(ends.is_sorted());
-        let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
+        let mut has: Vec<bool> = Vec::with_capacity(ends.len());
         let mut own: Vec<i64> = Vec::new();
         self.loaded.each_timestamps(sel, &mut |batch| {
             for s in batch {
@@ -1138,7 +1208,7 @@ impl Evaluator<'_> {
                 if ts.len() < min {
                     continue;
                 }
-                values.clear();
+                has.clear();
                 let (mut lo, mut hi, mut any) = (0usize, 0usize, false);
                 for &end in &ends {
                     let start = end.saturating_sub(range_ms);
@@ -1148,9 +1218,9 @@ impl Evaluator<'_> {
                     while lo < hi && ts[lo] < start {
                         lo += 1;
                     }
-                    let has = hi - lo >= min;
-                    any |= has;
-                    values.push(has.then_some(1.0));
+                    let here = hi - lo >= min;
+                    any |= here;
+                    has.push(here);
                 }
                 if any {
                     let labels = if drop_name && !keeps_name {
@@ -1158,7 +1228,7 @@ impl Evaluator<'_> {
                     } else {
                         &s.labels
                     };
-                    sink(s.pos, labels, &values)?;
+                    sink(s.pos, labels, &has)?;
                 }
             }
             Ok(())
@@ -1200,32 +1270,12 @@ impl Evaluator<'_> {
     /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev` and `stdvar` at every step.
     /// A selector's or a range function's series are folded in as they are made.
     fn aggregate_range(&self, a: &Aggregate) -> Result<Ranged, QueryError> {
-        let len = self.grid.get().len;
-        let mut index: LabelMap<Labels, usize> = LabelMap::default();
-        let mut groups: Vec<Arc<Labels>> = Vec::new();
-        let mut accs: Vec<Acc> = Vec::new();
-        // The first position of a series of each group: groups come out in the order
-        // their first series come in label order, however the series were handed in.
-        let mut firsts: Vec<usize> = Vec::new();
+        let mut groups = Groups::new(a, self.grid.get().len);
         let mut add = |pos: usize, labels: &Arc<Labels>, values: &[Option<f64>]| {
-            let key = group_labels(labels, &a.grouping, a.without);
-            let gi = match index.get(&key) {
-                Some(&gi) => {
-                    firsts[gi] = firsts[gi].min(pos);
-                    gi
-                }
-                None => {
-                    index.insert(key.clone(), groups.len());
-                    groups.push(Arc::new(key));
-                    firsts.push(pos);
-                    accs.resize(accs.len() + len, Acc::default());
-                    groups.len() - 1
-                }
-            };
-            let accs = &mut accs[gi * len..(gi + 1) * len];
-            for (acc, v) in accs.iter_mut().zip(values) {
+            let op = a.op;
+            for (acc, v) in groups.of(pos, labels).iter_mut().zip(values) {
                 if let Some(v) = *v {
-                    acc.add(a.op, v);
+                    acc.add(op, v);
                 }
             }
             Ok(())
@@ -1248,7 +1298,17 @@ impl Evaluator<'_> {
                 } else if matches!(a.op, AggOp::Count | AggOp::Group)
                     && let Some(min) = func.min_points()
                 {
-                    self.presence_each(min, keeps, selector, *range_ms, name_matters, &mut add)?;
+                    // Only whether each step has a value: counted straight in.
+                    let mut count = |pos: usize, labels: &Arc<Labels>, has: &[bool]| {
+                        let op = a.op;
+                        for (acc, &has) in groups.of(pos, labels).iter_mut().zip(has) {
+                            if has {
+                                acc.add(op, 1.0);
+                            }
+                        }
+                        Ok(())
+                    };
+                    self.presence_each(min, keeps, selector, *range_ms, name_matters, &mut count)?;
                 } else if let Some(out) =
                     self.aggregate_range_split(a, func, args, selector, *range_ms, name_matters)?
                 {
@@ -1266,22 +1326,7 @@ impl Evaluator<'_> {
                 }
             }
         }
-        let mut out: Vec<(usize, StepSeries)> = firsts
-            .into_iter()
-            .zip(groups)
-            .zip(accs.chunks(len.max(1)))
-            .map(|((first, labels), accs)| {
-                let values = accs
-                    .iter()
-                    .map(|acc| acc.is_set().then(|| acc.result(a.op)))
-                    .collect();
-                (first, StepSeries { labels, values })
-            })
-            .collect();
-        if !out.is_sorted_by_key(|g| g.0) {
-            out.sort_unstable_by_key(|g| g.0);
-        }
-        Ok(Ranged::Vector(out.into_iter().map(|g| g.1).collect()))
+        Ok(groups.into_ranged())
     }
 
     /// `topk` and `bottomk` at every step: each series' group found once, then at each step
