@@ -260,9 +260,9 @@ fn read_values_each(
     read_series_each(v, pos, n, order, |m| f(m as f64 / p))
 }
 
-/// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`, decoded in place:
-/// the timestamps into new points, then the values into them, then the points outside
-/// the window taken out again (none, for a chunk wholly inside it).
+/// Appends a chunk's points with `start_ms <= ts <= end_ms` to `out`: the timestamps
+/// decoded into a per-thread buffer first, then each point inside the window written out
+/// once, with its value.
 ///
 /// # Errors
 /// The chunk is truncated or malformed; `out` is then as it was.

@@ -246,6 +246,9 @@ const MAX_INNER_STEPS: usize = 100_000;
 /// step (or none), in a buffer reused for the next series.
 type Sink<'a> = dyn FnMut(usize, &Arc<Labels>, &[Option<f64>]) -> Result<(), QueryError> + 'a;
 
+/// A [`Sink`] told only, at each step, whether the series has a value there.
+type PresenceSink<'a> = dyn FnMut(usize, &Arc<Labels>, &[bool]) -> Result<(), QueryError> + 'a;
+
 /// Keeps every series a producer hands on, to be put back in label order.
 #[derive(Default)]
 struct Collected {
@@ -385,27 +388,34 @@ impl<'a> Groups<'a> {
         }
     }
 
+    /// The group of a series with these labels: its number, and whether it is new (then
+    /// without accumulators or first position yet).
+    fn find(&mut self, labels: &Labels) -> (usize, bool) {
+        let key = group_labels(labels, &self.a.grouping, self.a.without);
+        if let Some(&gi) = self.index.get(&key) {
+            return (gi, false);
+        }
+        self.index.insert(key.clone(), self.groups.len());
+        self.groups.push(Arc::new(key));
+        (self.groups.len() - 1, true)
+    }
+
     /// The accumulators, one a step, of the group of the series at position `pos` with
     /// these labels (a new group if it is the first of its group).
     fn of(&mut self, pos: usize, labels: &Labels) -> &mut [Acc] {
-        let key = group_labels(labels, &self.a.grouping, self.a.without);
-        let gi = match self.index.get(&key) {
-            Some(&gi) => {
-                self.firsts[gi] = self.firsts[gi].min(pos);
-                gi
-            }
-            None => {
-                self.index.insert(key.clone(), self.groups.len());
-                self.groups.push(Arc::new(key));
-                self.firsts.push(pos);
-                self.accs.resize(self.accs.len() + self.len, Acc::default());
-                self.groups.len() - 1
-            }
-        };
+        let (gi, new) = self.find(labels);
+        if new {
+            self.firsts.push(pos);
+            self.accs.resize(self.accs.len() + self.len, Acc::default());
+        } else {
+            self.firsts[gi] = self.firsts[gi].min(pos);
+        }
         &mut self.accs[gi * self.len..(gi + 1) * self.len]
     }
 
-    /// Every group with its value at each step, in the order of their first series.
+    /// Every group with its value at each step, in the order of their first series; a
+    /// group whose first position is `usize::MAX` (found, but no series of it had a
+    /// value) is left out.
     fn into_ranged(self) -> Ranged {
         let op = self.a.op;
         let mut out: Vec<(usize, StepSeries)> = self
@@ -413,6 +423,7 @@ impl<'a> Groups<'a> {
             .into_iter()
             .zip(self.groups)
             .zip(self.accs.chunks(self.len.max(1)))
+            .filter(|((first, _), _)| *first != usize::MAX)
             .map(|((first, labels), accs)| {
                 let values = accs
                     .iter()
@@ -1048,11 +1059,7 @@ impl Evaluator<'_> {
         let mut one = |s: &LoadedSeries| -> Result<(), QueryError> {
             self.loaded.cancel.check()?;
             if wf.values(&s.points, 0..g.len, &mut sc, Some(&mut nonempty)) {
-                let labels = if drop_name && !func.keeps_name() {
-                    s.dropped()
-                } else {
-                    &s.labels
-                };
+                let labels = s.labels_for(drop_name && !func.keeps_name());
                 sink(s.pos, labels, &sc.values)?;
             }
             Ok(())
@@ -1113,23 +1120,13 @@ impl Evaluator<'_> {
             return Ok(None);
         }
         // Every series' group, found once.
-        let mut index: LabelMap<Labels, usize> = LabelMap::default();
-        let mut groups: Vec<Labels> = Vec::new();
+        let mut groups = Groups::new(a, g.len);
+        let drop = drop_name && !func.keeps_name();
         let of: Vec<usize> = series
             .iter()
-            .map(|s| {
-                let labels = if drop_name && !func.keeps_name() {
-                    s.dropped()
-                } else {
-                    &s.labels
-                };
-                let key = group_labels(labels, &a.grouping, a.without);
-                *index.entry(key).or_insert_with_key(|k| {
-                    groups.push(k.clone());
-                    groups.len() - 1
-                })
-            })
+            .map(|s| groups.find(s.labels_for(drop)).0)
             .collect();
+        let n = groups.groups.len();
         let (p1, p2) = self.range_fn_params(func, args)?;
         let w = self.selector_windows(sel, range_ms);
         let wf = WindowFn::new(func, g, &w, &p1, &p2);
@@ -1139,7 +1136,7 @@ impl Evaluator<'_> {
             .map(|i| i..(i + per).min(g.len))
             .collect();
         let cancel = &self.loaded.cancel;
-        let fold = |r: Range<usize>| fold_steps(&wf, series, &of, groups.len(), a.op, r, cancel);
+        let fold = |r: Range<usize>| fold_steps(&wf, series, &of, n, a.op, r, cancel);
         let parts = std::thread::scope(|scope| {
             let rest: Vec<_> = ranges[1..]
                 .iter()
@@ -1155,23 +1152,19 @@ impl Evaluator<'_> {
             parts
         });
         let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<(usize, StepSeries)> = Vec::new();
-        for (gi, labels) in groups.into_iter().enumerate() {
-            let first = parts.iter().map(|p| p.1[gi]).min().unwrap_or(usize::MAX);
-            if first == usize::MAX {
-                continue;
-            }
-            let values = parts
-                .iter()
-                .zip(&ranges)
-                .flat_map(|(p, r)| &p.0[gi * r.len()..(gi + 1) * r.len()])
-                .map(|acc| acc.is_set().then(|| acc.result(a.op)))
-                .collect();
-            let labels = Arc::new(labels);
-            out.push((first, StepSeries { labels, values }));
-        }
-        out.sort_unstable_by_key(|g| g.0);
-        Ok(Some(Ranged::Vector(out.into_iter().map(|g| g.1).collect())))
+        // The threads' parts put together, group by group, each group's steps in order.
+        let (parts, ranges) = (&parts, &ranges);
+        groups.firsts = (0..n)
+            .map(|gi| parts.iter().map(|p| p.1[gi]).min().unwrap_or(usize::MAX))
+            .collect();
+        groups.accs = (0..n)
+            .flat_map(|gi| {
+                let steps = parts.iter().zip(ranges);
+                steps.flat_map(move |(p, r)| &p.0[gi * r.len()..(gi + 1) * r.len()])
+            })
+            .copied()
+            .collect();
+        Ok(Some(groups.into_ranged()))
     }
 
     /// Which windows of a range function over `sel` have a value, all that `count` and
@@ -1187,7 +1180,7 @@ impl Evaluator<'_> {
         sel: &Selector,
         range_ms: i64,
         drop_name: bool,
-        sink: &mut dyn FnMut(usize, &Arc<Labels>, &[bool]) -> Result<(), QueryError>,
+        sink: &mut PresenceSink<'_>,
     ) -> Result<(), QueryError> {
         // Steps move forward, so windows' ends never go back: both edges of the window
         // only move forward through a series' times.
@@ -1223,12 +1216,7 @@ impl Evaluator<'_> {
                     has.push(here);
                 }
                 if any {
-                    let labels = if drop_name && !keeps_name {
-                        s.dropped()
-                    } else {
-                        &s.labels
-                    };
-                    sink(s.pos, labels, &has)?;
+                    sink(s.pos, s.labels_for(drop_name && !keeps_name), &has)?;
                 }
             }
             Ok(())
@@ -1255,12 +1243,7 @@ impl Evaluator<'_> {
                 values.clear();
                 func.apply_each(&s.buckets, &ends, range_ms, &mut values);
                 if values.iter().any(Option::is_some) {
-                    let labels = if drop_name && !keeps_name {
-                        s.dropped()
-                    } else {
-                        &s.labels
-                    };
-                    sink(s.pos, labels, &values)?;
+                    sink(s.pos, s.labels_for(drop_name && !keeps_name), &values)?;
                 }
             }
             Ok(())
@@ -1794,7 +1777,7 @@ mod tests {
                     let ts = T + j * 60_000 + (i as i64 % 7) * 1_000;
                     // Counters with resets, and values with many significant bits, so
                     // that a sum in another order would differ in its last bits.
-                    let v = if i % 5 == 0 {
+                    let v = if i.is_multiple_of(5) {
                         ((j % 50) * (i as i64 + 1)) as f64
                     } else {
                         (j as f64 * 0.1 + i as f64 / 3.0).sin() * 1e3

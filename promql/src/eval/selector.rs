@@ -64,6 +64,11 @@ impl LoadedSeries {
     pub(crate) fn dropped(&self) -> &Arc<Labels> {
         self.dropped.get_or_init(|| drop_name(&self.labels))
     }
+
+    /// The labels a function of the series hands on: without the metric name when `drop`.
+    pub(crate) fn labels_for(&self, drop: bool) -> &Arc<Labels> {
+        if drop { self.dropped() } else { &self.labels }
+    }
 }
 
 /// The series one selector selects, and whether they all have the same metric name (or
@@ -350,43 +355,34 @@ fn read(
     let out = match take {
         Take::Buckets(res) => querier
             .buckets_many(&ids, start, end, res, &mut stop)?
-            .map(|all| {
-                rest.into_iter()
-                    .zip(all)
-                    .map(|((labels, pos), buckets)| {
-                        n = n.saturating_add(buckets.len());
-                        let mut s = LoadedSeries::new(pos, labels, Vec::new());
-                        s.buckets = buckets;
-                        s
-                    })
-                    .collect()
-            }),
+            .map(|all| made(rest, all, &mut n, |s, b| s.buckets = b)),
         Take::Points => querier
             .points_many(&ids, start, end, &mut stop)?
-            .map(|all| {
-                rest.into_iter()
-                    .zip(all)
-                    .map(|((labels, pos), points)| {
-                        n = n.saturating_add(points.len());
-                        LoadedSeries::new(pos, labels, points)
-                    })
-                    .collect()
-            }),
+            .map(|all| made(rest, all, &mut n, |s, p| s.points = p)),
         Take::Timestamps => querier
             .timestamps_many(&ids, start, end, &mut stop)?
-            .map(|all| {
-                rest.into_iter()
-                    .zip(all)
-                    .map(|((labels, pos), timestamps)| {
-                        n = n.saturating_add(timestamps.len());
-                        let mut s = LoadedSeries::new(pos, labels, Vec::new());
-                        s.timestamps = timestamps;
-                        s
-                    })
-                    .collect()
-            }),
+            .map(|all| made(rest, all, &mut n, |s, t| s.timestamps = t)),
     };
     Ok(out.map(|out| (out, n)))
+}
+
+/// Each series' part of what a read returned (`all[k]` for `rest[k]`: labels, position),
+/// put into a [`LoadedSeries`] where `put` says, its length added to `n`.
+fn made<T>(
+    rest: Vec<(Arc<Labels>, usize)>,
+    all: Vec<Vec<T>>,
+    n: &mut usize,
+    put: fn(&mut LoadedSeries, Vec<T>),
+) -> Vec<LoadedSeries> {
+    rest.into_iter()
+        .zip(all)
+        .map(|((labels, pos), got)| {
+            *n = n.saturating_add(got.len());
+            let mut s = LoadedSeries::new(pos, labels, Vec::new());
+            put(&mut s, got);
+            s
+        })
+        .collect()
 }
 
 impl<'q> Loaded<'q> {
