@@ -18,6 +18,13 @@
   du      DIR                      bytes the folder occupies on disk (st_blocks * 512)
   files   DIR                      allocated and apparent bytes per file kind (JSON)
   report  RESULTS.json             prints the tables from the collected results
+  export  URL SPAN_S END_MS OUT    the raw samples of every series an aggregator (or any
+                                   Prometheus-compatible API) holds over its last SPAN_S seconds
+                                   (but the aggregator's own outpost_agent_up),
+                                   moved back by whole days to end before END_MS (a closed day),
+                                   written as OUT/rw_500.bin and OUT/meta.json in the layout of
+                                   gen_dataset.py (one shard, requests of 500 samples in time
+                                   order, one sample a TimeSeries with its full label set)
 Loopback only.
 """
 import http.client, json, os, statistics, struct, sys, threading, time, urllib.parse, urllib.request
@@ -222,6 +229,57 @@ def query(base, end, pid, reps, window, extra):
     print(json.dumps(out))
 
 
+def export(url, span_s, end_ms, out):
+    import snappy
+    loopback(url)
+    # outpost_agent_up is the aggregator's own series (written every second), not the agent's.
+    q = urllib.parse.urlencode({'query': '{__name__=~".+",__name__!="outpost_agent_up"}[%ds]' % span_s})
+    body = json.loads(urllib.request.urlopen(f'{url}/api/v1/query?{q}', timeout=600).read())
+    series = body['data']['result']
+    if not series:
+        sys.exit(f'{url} holds no samples in its last {span_s} s')
+    t_max = max(int(round(float(v[-1][0]) * 1000)) for v in (s['values'] for s in series))
+    day = 86_400_000
+    shift = max(0, -(-(t_max - end_ms + 1) // day)) * day
+    samples = []  # (ts, series index, value)
+    for i, s in enumerate(series):
+        for t, v in s['values']:
+            samples.append((int(round(float(t) * 1000)) - shift, i, float(v)))
+    samples.sort()
+    enc = [enc_labels(s['metric']) for s in series]
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'rw_500.bin'), 'wb') as f:
+        for k in range(0, len(samples), 500):
+            req = b''.join(ld(1, enc[i] + ld(2, b'\x09' + struct.pack('<d', v) + b'\x10' + varint(ts)))
+                           for ts, i, v in samples[k:k + 500])
+            c = snappy.compress(req)
+            f.write(struct.pack('<II', 0, len(c)) + c)
+    gaps = sorted(b[0] - a[0] for s in series for a, b in zip(s['values'], s['values'][1:]))
+    meta = {'source': url, 'series': len(series), 'samples': len(samples),
+            'points': round(len(samples) / len(series)), 'hosts': 1,
+            'interval_s': round(gaps[len(gaps) // 2], 3) if gaps else None,
+            't_min_ms': samples[0][0], 't_max_ms': samples[-1][0], 'shift_ms': shift, 'batch': 500, 'shards': 1}
+    json.dump(meta, open(os.path.join(out, 'meta.json'), 'w'))
+    print(json.dumps(meta))
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7f, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def ld(field, payload):  # a length-delimited protobuf field
+    return bytes([(field << 3) | 2]) + varint(len(payload)) + payload
+
+
+def enc_labels(labels):  # a label set as the repeated Label fields of a TimeSeries
+    return b''.join(ld(1, ld(1, k.encode()) + ld(2, v.encode())) for k, v in sorted(labels.items()))
+
+
 def fmt(x, nd=2):
     if x is None:
         return 'n/a'
@@ -237,7 +295,7 @@ def ratio(a, b):
 def report(path):
     R = json.load(open(path))
     stores = ['outpost', 'prometheus', 'victoriametrics']
-    for phase in ('dense', 'year'):
+    for phase in ('dense', 'year', 'host'):
         P = R.get(phase)
         if not P:
             continue
@@ -402,6 +460,8 @@ def main():
         files(a[1])
     elif cmd == 'du':
         print(du(a[1]))
+    elif cmd == 'export':
+        export(a[1], int(a[2]), int(a[3]), a[4])
     elif cmd == 'report':
         report(a[1])
     else:
