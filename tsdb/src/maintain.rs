@@ -206,6 +206,10 @@ const MAX_PROBLEMS: usize = 100;
 /// Points arriving later make it merge again, rewriting only the series they touch.
 pub const MERGE_AFTER_MS: i64 = 10 * 60_000;
 
+/// Bytes of wal files, past the live records', at which a maintenance pass compacts the
+/// records already moved into chunks away ([`Storage::settle_wal`]).
+const WAL_SETTLE_BYTES: u64 = 4 << 20;
+
 impl Storage {
     /// The statistics of partition `p` at resolution `res` (zero when it has none).
     ///
@@ -227,6 +231,50 @@ impl Storage {
             .unwrap_or_else(|p| p.into_inner())
             .first()
             .map(|&p| partition::partition_span(p).0)
+    }
+
+    /// Compacts the keys `[from, to)` of `cf` down to its last level, where zstd applies,
+    /// dropping what was deleted or merged away. Forced: by default RocksDB leaves a span
+    /// alone whose data all sits in one level, which for a small store is level 0,
+    /// uncompressed (a few hosts' days would stay there for good).
+    fn settle(&self, cf: &impl rocksdb::AsColumnFamilyRef, from: &[u8], to: &[u8]) {
+        let mut o = rocksdb::CompactOptions::default();
+        // Files this compaction writes are not compacted again.
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        self.db.compact_range_cf_opt(cf, Some(from), Some(to), &o);
+    }
+
+    /// Compacts away the wal records already moved into chunks once their files hold
+    /// [`WAL_SETTLE_BYTES`] more than the records still live. Head compaction deletes them
+    /// with one range delete, but RocksDB only frees the files when it compacts them, which
+    /// for a small store's wal may be never (a few MiB a host, on disk for good).
+    fn settle_wal(&self) -> Result<(), StorageError> {
+        let cf = self.cf(CF_WAL)?;
+        let files = self
+            .db
+            .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        if files < WAL_SETTLE_BYTES {
+            return Ok(());
+        }
+        let next = self
+            .db
+            .get(crate::db::KEY_WAL_NEXT)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0);
+        let (from, to) = (0u64.to_be_bytes(), next.to_be_bytes());
+        let live = self
+            .db
+            .get_approximate_sizes_cf(cf, &[rocksdb::Range::new(&to, &u64::MAX.to_be_bytes())])
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if files.saturating_sub(live) >= WAL_SETTLE_BYTES {
+            self.settle(cf, &from, &to);
+        }
+        Ok(())
     }
 
     /// Every partition holding chunks, raw first then each rollup resolution, oldest first,
@@ -282,7 +330,8 @@ impl Storage {
     ///    made ([`crate::rollup`]), a partition past the retention only if it has none;
     /// 2. deletes raw partitions past `policy.retention_ms` and rollup partitions past
     ///    their resolution's retention;
-    /// 3. while the store is over `policy.max_bytes`, deletes the oldest raw partition
+    /// 3. compacts away wal files of records already in chunks, once they are worth it;
+    /// 4. while the store is over `policy.max_bytes`, deletes the oldest raw partition
     ///    (never the newest), then the oldest 5-minute, then 1-hour rollup partitions.
     ///
     /// Deletions are logged.
@@ -374,10 +423,10 @@ impl Storage {
             ));
             let cf = self.cf(CF_PARTS)?;
             for res in [RAW, R5M, R1H] {
-                self.db.compact_range_cf(
+                self.settle(
                     cf,
-                    Some(partition::prefix(res, a)),
-                    Some(partition::prefix(res, b.saturating_add(1))),
+                    &partition::prefix(res, a),
+                    &partition::prefix(res, b.saturating_add(1)),
                 );
             }
         }
@@ -416,13 +465,16 @@ impl Storage {
                     day_name(a),
                     day_name(b)
                 ));
-                self.db.compact_range_cf(
+                self.settle(
                     self.cf(CF_PARTS)?,
-                    Some(partition::prefix(res, a)),
-                    Some(partition::prefix(res, b.saturating_add(1))),
+                    &partition::prefix(res, a),
+                    &partition::prefix(res, b.saturating_add(1)),
                 );
             }
         }
+        // Before the size cap is checked: wal records already in chunks must not count
+        // against it.
+        self.settle_wal()?;
         if let Some(cap) = policy.max_bytes {
             for res in [RAW, R5M, R1H] {
                 loop {
@@ -514,7 +566,7 @@ impl Storage {
             "deleted a time partition"
         );
         if compact {
-            self.db.compact_range_cf(cf, Some(from), Some(to));
+            self.settle(cf, &from, &to);
         }
         Ok(DeletedPartition {
             resolution: res_name(res),
@@ -967,15 +1019,25 @@ mod tests {
             .collect()
     }
 
+    /// A value in `[0, 10486)` with two decimals that neither the chunk coding nor zstd can
+    /// shrink much (splitmix64's finalizer of `k`).
+    fn noise(k: u64) -> f64 {
+        let mut x = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((x ^ (x >> 31)) >> 44) as f64 / 100.0
+    }
+
     /// Ten days of one point a minute for `name`, compacted every hour (as the head is
     /// compacted every few seconds, a partition ends up with many chunks per series).
+    /// Values are noisy, so that compressed files still hold about what the days hold.
     fn ten_days(s: &Storage, name: &str, day0: i64) -> u64 {
         let mut n = 0;
         for hour in 0..240 {
             let pts: Vec<(i64, f64)> = (0..60)
                 .map(|m| {
                     let ts = day0 * DAY + hour * 3_600_000 + m * 60_000;
-                    (ts, (hour * 60 + m) as f64)
+                    (ts, noise((hour * 60 + m) as u64))
                 })
                 .collect();
             n += pts.len() as u64;
@@ -1039,13 +1101,96 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Bytes of the files of column family `cf`.
+    fn cf_file_bytes(s: &Storage, cf: &str) -> u64 {
+        s.db.property_int_value_cf(s.cf(cf).unwrap(), "rocksdb.total-sst-files-size")
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_small_store_settles_its_days_in_compressed_files() {
+        let dir = tmp_dir("settle-small");
+        let s = Storage::open(&dir).unwrap();
+        // Forty series with the same day of values: their chunks differ only in their
+        // keys, which zstd sees through and the chunk coding does not.
+        let pts: Vec<(i64, f64)> = (0..1440)
+            .map(|m| (20 * DAY + m * 60_000, ((m * 2654435761) % 100_000) as f64))
+            .collect();
+        for i in 0..40 {
+            write_points(&s, &format!("s{i}"), &pts);
+        }
+        s.compact_head().unwrap();
+        s.maintain(22 * DAY, &RetentionPolicy::default()).unwrap();
+        let mut values = 0;
+        let mut it = s.db.raw_iterator_cf(s.cf(CF_PARTS).unwrap());
+        it.seek(partition::prefix(RAW, 20));
+        while let Some(v) = it.value().filter(|_| it.key().is_some_and(|k| k[0] == RAW)) {
+            values += v.len() as u64;
+            it.next();
+        }
+        let files = cf_file_bytes(&s, CF_PARTS);
+        let level0 =
+            s.db.property_int_value_cf(s.cf(CF_PARTS).unwrap(), "rocksdb.num-files-at-level0")
+                .unwrap();
+        assert_eq!(level0, Some(0));
+        assert!(
+            files * 4 < values,
+            "{files} bytes of files for {values} bytes of raw chunks"
+        );
+        drop(it);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wal_records_moved_into_chunks_leave_the_disk() {
+        let dir = tmp_dir("settle-wal");
+        let s = Storage::open(&dir).unwrap();
+        let pts = |from: i64| -> Vec<(i64, f64)> {
+            (0..1000)
+                .map(|m| {
+                    (
+                        20 * DAY + (from + m) * 1000,
+                        (m * 7919 % 1000) as f64 / 10.0,
+                    )
+                })
+                .collect()
+        };
+        for i in 0..600 {
+            write_points(&s, &format!("s{i}"), &pts(0));
+        }
+        // In files before the head is compacted (a flush after the range delete would
+        // leave the deleted records out).
+        s.db.flush_cf(s.cf(CF_WAL).unwrap()).unwrap();
+        s.compact_head().unwrap();
+        // Records still in the head stay, wherever their file is.
+        write_points(&s, "s0", &pts(1000));
+        s.db.flush_cf(s.cf(CF_WAL).unwrap()).unwrap();
+        let before = cf_file_bytes(&s, CF_WAL);
+        assert!(before >= WAL_SETTLE_BYTES, "{before} bytes of wal files");
+        s.maintain(20 * DAY + 3_600_000, &RetentionPolicy::default())
+            .unwrap();
+        let after = cf_file_bytes(&s, CF_WAL);
+        assert!(
+            after < before / 20,
+            "{after} bytes of wal files, {before} before"
+        );
+        drop(s);
+        let s = Storage::open(&dir).unwrap();
+        assert_eq!(all_points(&s, "s0").len(), 2000);
+        assert_eq!(all_points(&s, "s599").len(), 1000);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn retention_deletes_whole_days_and_returns_the_space() {
         let dir = tmp_dir("retention");
         let s = Storage::open(&dir).unwrap();
         merged_ten_days(&s, "r", 100);
         let parts_bytes = |s: &Storage| {
-            s.db.property_int_value_cf(s.cf(CF_PARTS).unwrap(), "rocksdb.total-sst-files-size")
+            s.db.property_int_value_cf(s.cf(CF_PARTS).unwrap(), "rocksdb.live-sst-files-size")
                 .unwrap()
                 .unwrap_or(0)
         };
