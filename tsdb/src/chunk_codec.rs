@@ -114,6 +114,10 @@ fn decimal(values: &[f64]) -> Option<(u8, Vec<i64>)> {
     'e: for (e, p) in POW10.iter().enumerate() {
         let mut m = Vec::with_capacity(values.len());
         for &v in values {
+            // -0.0 would come back as 0.0: its sign is kept by the bits' coding.
+            if v == 0.0 && v.is_sign_negative() {
+                return None;
+            }
             let x = (v * p).round();
             if !x.is_finite() || x.abs() > MAX_EXACT || (x / p).to_bits() != v.to_bits() {
                 continue 'e;
@@ -198,32 +202,24 @@ pub(crate) fn encode_chunk(points: &[Point]) -> Vec<u8> {
 /// deltas, whichever is shorter) or XORed bits (see the module docs).
 pub(crate) fn put_values(out: &mut Vec<u8>, values: &[f64]) {
     match decimal(values) {
-        Some((mut e, mut m)) => {
-            // A common step of the mantissas' changes: code how many steps each is.
+        Some((e, m)) => {
+            let plain = mantissas(e, &[], &m);
+            // A common step of the mantissas' changes: code how many steps each is, if
+            // that is shorter (it is not for a column of two or three values).
             let g = common_step(&m);
-            let mut head = vec![];
             if g >= 2 {
                 let r = m[0].rem_euclid(g as i64);
-                for x in &mut m {
-                    *x = (*x - r) / g as i64;
-                }
-                e |= TAG_STEP;
+                let k: Vec<i64> = m.iter().map(|x| (x - r) / g as i64).collect();
+                let mut head = vec![];
                 put_uvarint(&mut head, g);
                 put_uvarint(&mut head, r as u64);
+                let stepped = mantissas(e | TAG_STEP, &head, &k);
+                if stepped.len() < plain.len() {
+                    out.extend_from_slice(&stepped);
+                    return;
+                }
             }
-            let mut first = Vec::with_capacity(m.len() * 2);
-            put_series(&mut first, &m, 2);
-            let mut second = Vec::with_capacity(m.len() * 2);
-            put_series(&mut second, &m, 1);
-            if second.len() < first.len() {
-                out.push(e | TAG_DELTA);
-                out.extend_from_slice(&head);
-                out.extend_from_slice(&second);
-            } else {
-                out.push(e);
-                out.extend_from_slice(&head);
-                out.extend_from_slice(&first);
-            }
+            out.extend_from_slice(&plain);
         }
         None => {
             out.push(TAG_XOR);
@@ -234,6 +230,23 @@ pub(crate) fn put_values(out: &mut Vec<u8>, values: &[f64]) {
                 prev = b;
             }
         }
+    }
+}
+
+/// A decimal column: `tag` (its exponent and flags), `head`, then `m` as deltas (with
+/// [`TAG_DELTA`]) or deltas of deltas, whichever is shorter.
+fn mantissas(tag: u8, head: &[u8], m: &[i64]) -> Vec<u8> {
+    let mut first = Vec::with_capacity(1 + head.len() + m.len() * 2);
+    first.push(tag);
+    first.extend_from_slice(head);
+    let mut second = first.clone();
+    second[0] |= TAG_DELTA;
+    put_series(&mut first, m, 2);
+    put_series(&mut second, m, 1);
+    if second.len() < first.len() {
+        second
+    } else {
+        first
     }
 }
 
@@ -292,8 +305,12 @@ fn read_values_each(
     }
     let order = if tag & TAG_DELTA != 0 { 1 } else { 2 };
     if tag & TAG_STEP != 0 {
-        let g = uvarint(v, pos)? as i64;
-        let r = uvarint(v, pos)? as i64;
+        let g = uvarint(v, pos)?;
+        let r = uvarint(v, pos)?;
+        if g < 2 || r >= g || g > MAX_EXACT as u64 {
+            return Err(DecodeError::Invalid("value column step"));
+        }
+        let (g, r) = (g as i64, r as i64);
         let p = POW10[e];
         return read_series_each(v, pos, n, order, |k| {
             f(r.wrapping_add(g.wrapping_mul(k)) as f64 / p)
@@ -571,6 +588,25 @@ mod tests {
             .collect();
         round_trip(&fractional);
         assert_eq!(common_step(&[5, 5, 5]), 0);
+        // Two values: the step would cost more than it saves.
+        round_trip(&pages[..2]);
+        // Negative zero among numbers keeps its sign; near 2^53 the steps still add up.
+        let signed: Vec<Point> = [-0.0, 1.0, 0.0, -0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Point {
+                ts: at(i as i64),
+                value,
+            })
+            .collect();
+        round_trip(&signed);
+        let big: Vec<Point> = (0..50)
+            .map(|i| Point {
+                ts: at(i),
+                value: (9_007_199_254_740_000 - (i % 7) * 128) as f64,
+            })
+            .collect();
+        round_trip(&big);
         assert_eq!(common_step(&[-4096 * 3 + 7, 7, 4096 * 5 + 7]), 4096);
         // Chunks of the older coding still decode.
         let old = encode_points(&gauge);

@@ -206,9 +206,9 @@ const MAX_PROBLEMS: usize = 100;
 /// Points arriving later make it merge again, rewriting only the series they touch.
 pub const MERGE_AFTER_MS: i64 = 10 * 60_000;
 
-/// Bytes of wal files, past the live records', at which a maintenance pass compacts the
-/// records already moved into chunks away ([`Storage::settle_wal`]).
-const WAL_SETTLE_BYTES: u64 = 4 << 20;
+/// Bytes of a log's files, past its live records', at which a maintenance pass compacts
+/// its deleted records away ([`Storage::settle_log`]).
+const LOG_SETTLE_BYTES: u64 = 4 << 20;
 
 impl Storage {
     /// The statistics of partition `p` at resolution `res` (zero when it has none).
@@ -244,26 +244,23 @@ impl Storage {
         self.db.compact_range_cf_opt(cf, Some(from), Some(to), &o);
     }
 
-    /// Compacts away the wal records already moved into chunks once their files hold
-    /// [`WAL_SETTLE_BYTES`] more than the records still live. Head compaction deletes them
-    /// with one range delete, but RocksDB only frees the files when it compacts them, which
-    /// for a small store's wal may be never (a few MiB a host, on disk for good).
-    fn settle_wal(&self) -> Result<(), StorageError> {
-        let cf = self.cf(CF_WAL)?;
+    /// Compacts away the records of a log column family (`wal`, `forward`) below `next`
+    /// (all deleted) once its files hold [`LOG_SETTLE_BYTES`] more than the records from
+    /// `next` on. Both logs are trimmed with one range delete, but RocksDB only frees the
+    /// files when it compacts them, which for a small store may be never (a few MiB a
+    /// host, on disk for good and counted against the size cap).
+    fn settle_log(&self, name: &str, next: u64) -> Result<(), StorageError> {
+        let cf = self.cf(name)?;
+        // Files of the current tree only: files an old version still holds go when it is
+        // released, and compacting again would not free them sooner.
         let files = self
             .db
-            .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+            .property_int_value_cf(cf, "rocksdb.live-sst-files-size")
             .map_err(|e| self.err(e))?
             .unwrap_or(0);
-        if files < WAL_SETTLE_BYTES {
+        if files < LOG_SETTLE_BYTES {
             return Ok(());
         }
-        let next = self
-            .db
-            .get(crate::db::KEY_WAL_NEXT)
-            .map_err(|e| self.err(e))?
-            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
-            .unwrap_or(0);
         let (from, to) = (0u64.to_be_bytes(), next.to_be_bytes());
         let live = self
             .db
@@ -271,10 +268,36 @@ impl Storage {
             .first()
             .copied()
             .unwrap_or(0);
-        if files.saturating_sub(live) >= WAL_SETTLE_BYTES {
+        if files.saturating_sub(live) >= LOG_SETTLE_BYTES {
             self.settle(cf, &from, &to);
         }
         Ok(())
+    }
+
+    /// [`Storage::settle_log`] for the wal (records below the first not yet in chunks) and
+    /// the forward log (records below the oldest kept). A failure is logged: the pass goes on.
+    fn settle_logs(&self) {
+        let wal_next = self
+            .db
+            .get(crate::db::KEY_WAL_NEXT)
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes));
+        let forward_next = self
+            .forward_bounds()
+            .map(|b| b.map_or(u64::MAX, |(first, _)| first));
+        for (name, next) in [
+            (CF_WAL, wal_next),
+            (crate::db::CF_FORWARD, forward_next.ok()),
+        ] {
+            let done = match next {
+                Some(next) => self.settle_log(name, next),
+                None => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(column_family = name, error = %e, "could not compact the log's deleted records away");
+            }
+        }
     }
 
     /// Every partition holding chunks, raw first then each rollup resolution, oldest first,
@@ -330,7 +353,8 @@ impl Storage {
     ///    made ([`crate::rollup`]), a partition past the retention only if it has none;
     /// 2. deletes raw partitions past `policy.retention_ms` and rollup partitions past
     ///    their resolution's retention;
-    /// 3. compacts away wal files of records already in chunks, once they are worth it;
+    /// 3. compacts away the files of wal records already in chunks and of forward records
+    ///    already forwarded, once they are worth it;
     /// 4. while the store is over `policy.max_bytes`, deletes the oldest raw partition
     ///    (never the newest), then the oldest 5-minute, then 1-hour rollup partitions.
     ///
@@ -472,9 +496,9 @@ impl Storage {
                 );
             }
         }
-        // Before the size cap is checked: wal records already in chunks must not count
-        // against it.
-        self.settle_wal()?;
+        // Before the size cap is checked: records already in chunks or forwarded must not
+        // count against it.
+        self.settle_logs();
         if let Some(cap) = policy.max_bytes {
             for res in [RAW, R5M, R1H] {
                 loop {
@@ -1168,7 +1192,7 @@ mod tests {
         write_points(&s, "s0", &pts(1000));
         s.db.flush_cf(s.cf(CF_WAL).unwrap()).unwrap();
         let before = cf_file_bytes(&s, CF_WAL);
-        assert!(before >= WAL_SETTLE_BYTES, "{before} bytes of wal files");
+        assert!(before >= LOG_SETTLE_BYTES, "{before} bytes of wal files");
         s.maintain(20 * DAY + 3_600_000, &RetentionPolicy::default())
             .unwrap();
         let after = cf_file_bytes(&s, CF_WAL);
