@@ -208,7 +208,7 @@ pub const MERGE_AFTER_MS: i64 = 10 * 60_000;
 
 /// Bytes of a log's files, past its live records', at which a maintenance pass compacts
 /// its deleted records away ([`Storage::settle_log`]).
-const LOG_SETTLE_BYTES: u64 = 4 << 20;
+const LOG_SETTLE_BYTES: u64 = 1 << 20;
 
 impl Storage {
     /// The statistics of partition `p` at resolution `res` (zero when it has none).
