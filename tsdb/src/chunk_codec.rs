@@ -311,10 +311,12 @@ fn read_values_each(
             return Err(DecodeError::Invalid("value column step"));
         }
         let (g, r) = (g as i64, r as i64);
+        let m = |k: i64| r.wrapping_add(g.wrapping_mul(k)) as f64;
+        if e == 0 {
+            return read_series_each(v, pos, n, order, |k| f(m(k)));
+        }
         let p = POW10[e];
-        return read_series_each(v, pos, n, order, |k| {
-            f(r.wrapping_add(g.wrapping_mul(k)) as f64 / p)
-        });
+        return read_series_each(v, pos, n, order, |k| f(m(k) / p));
     }
     if e == 0 {
         // Whole numbers: dividing by one changes nothing, and a division costs.
@@ -540,15 +542,18 @@ mod tests {
             1e300,
             -5.5,
         ];
-        let special: Vec<Point> = odd
-            .iter()
-            .enumerate()
-            .map(|(i, &value)| Point {
-                ts: at(i as i64),
-                value,
-            })
-            .collect();
-        round_trip(&special);
+        // Values at the test's timestamps, one each.
+        let at_each = |values: &[f64]| -> Vec<Point> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &value)| Point {
+                    ts: at(i as i64),
+                    value,
+                })
+                .collect()
+        };
+        round_trip(&at_each(&odd));
         round_trip(&counter[..1]);
         round_trip(&counter[..2]);
         // Sizes in whole pages (memory, file systems): the changes' common step is coded
@@ -591,15 +596,7 @@ mod tests {
         // Two values: the step would cost more than it saves.
         round_trip(&pages[..2]);
         // Negative zero among numbers keeps its sign; near 2^53 the steps still add up.
-        let signed: Vec<Point> = [-0.0, 1.0, 0.0, -0.0]
-            .iter()
-            .enumerate()
-            .map(|(i, &value)| Point {
-                ts: at(i as i64),
-                value,
-            })
-            .collect();
-        round_trip(&signed);
+        round_trip(&at_each(&[-0.0, 1.0, 0.0, -0.0]));
         let big: Vec<Point> = (0..50)
             .map(|i| Point {
                 ts: at(i),

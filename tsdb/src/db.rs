@@ -112,6 +112,19 @@ impl Storage {
         Ok(s)
     }
 
+    /// The id of the first wal record not yet compacted into chunks (every record below it
+    /// is deleted); `None` before the first head compaction.
+    ///
+    /// # Errors
+    /// RocksDB fails to read.
+    pub(crate) fn wal_next(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .db
+            .get(KEY_WAL_NEXT)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes)))
+    }
+
     /// Opens the store in `dir` for reading only, beside a running aggregator if need be:
     /// nothing is written, nothing migrated (chunks of an older layout are not read).
     ///
@@ -203,12 +216,7 @@ impl Storage {
         self.next_series.store(max_sid + 1, Ordering::Relaxed);
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
 
-        let mut wal_next = self
-            .db
-            .get(KEY_WAL_NEXT)
-            .map_err(|e| self.err(e))?
-            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
-            .unwrap_or(1);
+        let mut wal_next = self.wal_next()?.unwrap_or(1);
         let mut head = Head::default();
         let mut records = 0u64;
         for item in self.db.iterator_cf(&self.cf(CF_WAL)?, IteratorMode::Start) {

@@ -277,22 +277,17 @@ impl Storage {
     /// [`Storage::settle_log`] for the wal (records below the first not yet in chunks) and
     /// the forward log (records below the oldest kept). A failure is logged: the pass goes on.
     fn settle_logs(&self) {
-        let wal_next = self
-            .db
-            .get(crate::db::KEY_WAL_NEXT)
-            .ok()
-            .flatten()
-            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes));
         let forward_next = self
             .forward_bounds()
-            .map(|b| b.map_or(u64::MAX, |(first, _)| first));
+            .map(|b| Some(b.map_or(u64::MAX, |(first, _)| first)));
         for (name, next) in [
-            (CF_WAL, wal_next),
-            (crate::db::CF_FORWARD, forward_next.ok()),
+            (CF_WAL, self.wal_next()),
+            (crate::db::CF_FORWARD, forward_next),
         ] {
             let done = match next {
-                Some(next) => self.settle_log(name, next),
-                None => Ok(()),
+                Ok(Some(next)) => self.settle_log(name, next),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             };
             if let Err(e) = done {
                 tracing::warn!(column_family = name, error = %e, "could not compact the log's deleted records away");
@@ -1125,9 +1120,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Bytes of the files of column family `cf`.
+    /// Bytes of the files of column family `cf` in the current tree (not those an older
+    /// version, held by a reader, still keeps).
     fn cf_file_bytes(s: &Storage, cf: &str) -> u64 {
-        s.db.property_int_value_cf(s.cf(cf).unwrap(), "rocksdb.total-sst-files-size")
+        s.db.property_int_value_cf(s.cf(cf).unwrap(), "rocksdb.live-sst-files-size")
             .unwrap()
             .unwrap_or(0)
     }
@@ -1213,18 +1209,13 @@ mod tests {
         let dir = tmp_dir("retention");
         let s = Storage::open(&dir).unwrap();
         merged_ten_days(&s, "r", 100);
-        let parts_bytes = |s: &Storage| {
-            s.db.property_int_value_cf(s.cf(CF_PARTS).unwrap(), "rocksdb.live-sst-files-size")
-                .unwrap()
-                .unwrap_or(0)
-        };
         // Rollups first (a pass keeping everything), compacted, so what follows measures
         // the deletion alone.
         s.maintain(110 * DAY - 1, &RetentionPolicy::default())
             .unwrap();
         let cf = s.cf(CF_PARTS).unwrap();
         s.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
-        let size_before = parts_bytes(&s);
+        let size_before = cf_file_bytes(&s, CF_PARTS);
         // The bytes of the raw days that go, keys and values (RocksDB's own estimate of a
         // span's size is in whole blocks, larger than these days).
         let old_raw = |s: &Storage| {
@@ -1269,7 +1260,7 @@ mod tests {
         assert_eq!(pts[raw].ts, 105 * DAY);
         // Gone from reads and from the files: the files shrank by a good part of what
         // the days held (compressed; a range delete alone would have grown them).
-        let size_after = parts_bytes(&s);
+        let size_after = cf_file_bytes(&s, CF_PARTS);
         assert!(
             old_raw(&s) == 0 && size_after + old_before / 4 < size_before,
             "space returned: days held {old_before} bytes, files {size_before} → {size_after}"
