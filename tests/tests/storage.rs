@@ -110,7 +110,7 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     let settled = wait_for(Duration::from_secs(60), || {
         let held = samples_per_day(&agg);
         // Settled: days past 60 deleted, and days 31 and 60 back down to their 1-hour
-        // buckets (the 5-minute ones are deleted in the same pass, after the raw days).
+        // buckets (the 5-minute ones are deleted in the same pass, before the raw days).
         let hourly = Some(&(24 * SERIES));
         (held.keys().max() == Some(&60) && held.get(&31) == hourly && held.get(&60) == hourly)
             .then_some(held)
@@ -199,4 +199,19 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     })
     .unwrap_or_else(|| panic!("deletions counted: {}", retention_deletions(&agg)));
     assert_eq!(deleted, 10.0, "{}", agg.metrics());
+    // Those days' rollups referred to their raw points (two a 1-hour bucket, one a
+    // 5-minute one) and were made from them before the raw days went: each 5-minute
+    // bucket's last point shows, 48 a day; older days keep their 1-hour buckets.
+    let held = samples_per_day(&agg);
+    assert_eq!(held.len(), 60, "{held:?}");
+    for (day, n) in &held {
+        let want = if *day <= 30 { 48 } else { 24 };
+        assert_eq!(*n, want * SERIES, "day {day} back: {held:?}");
+    }
+    assert!(
+        agg.proc.terminate(Duration::from_secs(15)) == Some(true),
+        "clean stop"
+    );
+    let (ok, out) = tsdb_command(&["--config", &agg.config.display().to_string(), "--verify"]);
+    assert!(ok && out.contains("no problems"), "{out}");
 }

@@ -21,8 +21,9 @@
 use crate::chunk_codec::{chunk_len, decode_chunk, encode_chunk};
 use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, Storage, StorageError};
 use crate::partition::{self, RAW};
-use crate::rollup::{R1H, R5M, ROLLUPS, decode_rollup, res_ms, res_name};
+use crate::rollup::{R1H, R5M, ROLLUPS, decode_rollup, raw_ref, res_ms, res_name};
 use crate::wal;
+use outpost_promql::rollup::buckets_of;
 use outpost_shared::Point;
 use outpost_shared::codec::decode_points;
 use rocksdb::{IteratorMode, WriteBatch};
@@ -419,7 +420,7 @@ impl Storage {
                 && self.needs_rollup(p, &kept)?
                 && (!expiring || !self.has_rollups(p, &kept))
             {
-                report.rollup_samples += self.rollup_partition(p, &kept)?;
+                report.rollup_samples += self.rollup_partition(p, &kept, !expiring)?;
                 report.rolled_up_partitions += 1;
                 touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
             }
@@ -449,10 +450,13 @@ impl Storage {
                 );
             }
         }
+        // Rollups past their retention go before raw days do: a raw day's deletion first
+        // makes the rollups that refer to its points from them, and one about to be
+        // deleted need not be.
         for (res, retention) in [
-            (RAW, policy.retention_ms),
             (R5M, policy.retention_5m_ms),
             (R1H, policy.retention_1h_ms),
+            (RAW, policy.retention_ms),
         ] {
             let h = horizon(retention);
             // Rollup days as found on disk, so a day whose rollup was cut short goes too.
@@ -557,6 +561,16 @@ impl Storage {
             .copied()
             .unwrap_or(0);
         let stats = self.partition_stats(res, p)?;
+        if res == RAW {
+            let kept = self.keep_rollups_of_raw_day(p)?;
+            if kept > 0 {
+                tracing::info!(
+                    partition_start_ms = partition::partition_span(p).0,
+                    chunks = kept,
+                    "rollup chunks made from a raw day before its deletion"
+                );
+            }
+        }
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(cf, from, to);
         wb.delete(PartitionStats::key(res, p));
@@ -937,6 +951,46 @@ impl Storage {
                 (
                     pts.len(),
                     pts.first().zip(pts.last()).map(|(a, b)| (a.ts, b.ts)),
+                )
+            } else if let Some(n) = raw_ref(&v) {
+                // Refers to the day's raw points: they must be there and make its buckets.
+                let pts = match self.raw_points_of(c.part, c.series) {
+                    Ok(pts) if !pts.is_empty() => pts,
+                    Ok(_) => {
+                        problem(
+                            &mut r,
+                            format!(
+                                "{} rollup chunk of series {} in partition {} refers to raw \
+                                 points that are gone",
+                                res_name(c.res),
+                                c.series,
+                                c.part
+                            ),
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        problem(&mut r, e.to_string());
+                        continue;
+                    }
+                };
+                let b = buckets_of(&pts, res_ms(c.res));
+                if b.len() as u64 != n {
+                    problem(
+                        &mut r,
+                        format!(
+                            "{} rollup chunk of series {} in partition {} counts {n} buckets, \
+                             its raw points make {}",
+                            res_name(c.res),
+                            c.series,
+                            c.part,
+                            b.len()
+                        ),
+                    );
+                }
+                (
+                    b.len(),
+                    b.first().zip(b.last()).map(|(a, z)| (a.start, z.start)),
                 )
             } else {
                 match decode_rollup(&v, res_ms(c.res)) {

@@ -26,6 +26,11 @@
 //! - `0x01`: the day's raw points as a raw chunk ([`crate::chunk_codec`]); the buckets are
 //!   made from them when read. Chosen when it is shorter than the columns: a series with a
 //!   point or two per bucket.
+//! - `0x03`: the bucket count (varint) and nothing else: the buckets are made from the
+//!   day's raw points, still kept. Written instead of `0x01` while the raw day is kept (a
+//!   copy of its points would double a sparse series' bytes for nothing) and replaced by
+//!   `0x01` or `0x02`, made from those raw points, in the write before the raw day's
+//!   deletion ([`Storage::keep_rollups_of_raw_day`]), so no such chunk outlives its raw day.
 //! - `0x02`: the bucket count `n` (varint); the spacing of bucket starts in ms (varint, the
 //!   greatest common divisor of their gaps) and the starts divided by it, as the first and
 //!   then deltas (signed varints); then nine columns of `n` values, in this order: first
@@ -78,6 +83,9 @@ const V1: u8 = 0x00;
 const KIND_POINTS: u8 = 0x01;
 /// Kind byte: the chunk holds bucket columns.
 const KIND_BUCKETS: u8 = 0x02;
+/// Kind byte: the buckets are made from the day's raw points, still kept; the bucket
+/// count follows.
+const KIND_RAW: u8 = 0x03;
 /// Column tag: the column equals an earlier one (its index in the low bits) bit for bit.
 const SAME_AS: u8 = 0xc0;
 /// Column tag: every value of the column is the one whose IEEE 754 bits follow (8 bytes,
@@ -114,6 +122,32 @@ pub(crate) fn encode_rollup(points: &[Point], buckets: &[Bucket]) -> Vec<u8> {
     pts.extend_from_slice(&[V1, KIND_POINTS]);
     pts.extend_from_slice(&crate::chunk_codec::encode_chunk(points));
     if pts.len() < cols.len() { pts } else { cols }
+}
+
+/// [`encode_rollup`], but where that would copy the points, a chunk that refers to the
+/// raw day's points instead (kind `0x03`): for a day whose raw points are kept.
+pub(crate) fn encode_rollup_beside_raw(points: &[Point], buckets: &[Bucket]) -> Vec<u8> {
+    let enc = encode_rollup(points, buckets);
+    if enc.get(1) != Some(&KIND_POINTS) {
+        return enc;
+    }
+    let mut out = vec![V1, KIND_RAW];
+    crate::chunk_codec::put_uvarint(&mut out, buckets.len() as u64);
+    out
+}
+
+/// The bucket count of a rollup chunk value that refers to its day's raw points (kind
+/// `0x03`); `None` for any other value.
+pub(crate) fn raw_ref(v: &[u8]) -> Option<u64> {
+    match v {
+        [V1, KIND_RAW, ..] => {
+            let mut pos = 2;
+            crate::chunk_codec::uvarint(v, &mut pos)
+                .ok()
+                .filter(|_| pos == v.len())
+        }
+        _ => None,
+    }
 }
 
 /// Encodes buckets (oldest first, non-empty) as a chunk value of bucket columns (see the
@@ -158,10 +192,11 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a.abs() } else { gcd(b, a % b) }
 }
 
-/// Decodes a rollup chunk value of resolution `res_ms` (any of its forms).
+/// Decodes a rollup chunk value of resolution `res_ms` (any form but one referring to the
+/// raw day's points, [`raw_ref`], whose buckets the caller makes from those points).
 ///
 /// # Errors
-/// The value is truncated or its columns disagree; says which.
+/// The value is truncated or its columns disagree, or it refers to raw points; says which.
 pub(crate) fn decode_rollup(v: &[u8], res_ms: i64) -> Result<Vec<Bucket>, String> {
     use crate::chunk_codec::{read_series, read_values, uvarint};
     match v {
@@ -226,6 +261,9 @@ pub(crate) fn decode_rollup(v: &[u8], res_ms: i64) -> Result<Vec<Bucket>, String
                 })
                 .collect())
         }
+        [V1, KIND_RAW, ..] => Err("the buckets are to be made from the day's raw points, \
+             and a rollup chunk refers to them only while they are kept"
+            .into()),
         [V1, k, ..] => Err(format!("unknown rollup chunk kind {k:#04x}")),
         _ => decode_buckets_v0(v),
     }
@@ -332,12 +370,18 @@ impl Storage {
 
     /// Makes the buckets at the resolution bytes `kept` (of [`ROLLUPS`]) of every series in
     /// raw partition `p` from its chunks, replacing what rollups of that day at those
-    /// resolutions held (see the module docs for crash safety). Returns the raw samples
-    /// read.
+    /// resolutions held (see the module docs for crash safety). With `beside_raw` (the raw
+    /// day stays), a series whose rollup would be its points refers to them instead.
+    /// Returns the raw samples read.
     ///
     /// # Errors
     /// RocksDB fails, or a chunk does not decode (named).
-    pub fn rollup_partition(&self, p: i32, kept: &[u8]) -> Result<u64, StorageError> {
+    pub fn rollup_partition(
+        &self,
+        p: i32,
+        kept: &[u8],
+        beside_raw: bool,
+    ) -> Result<u64, StorageError> {
         let kept: Vec<(u8, i64, &str)> = ROLLUPS
             .into_iter()
             .filter(|r| kept.contains(&r.0))
@@ -379,7 +423,11 @@ impl Storage {
                     wb.put_cf(
                         cf,
                         partition::chunk_key(res, series, a.start, z.start, 0),
-                        encode_rollup(&pts, &b),
+                        if beside_raw {
+                            encode_rollup_beside_raw(&pts, &b)
+                        } else {
+                            encode_rollup(&pts, &b)
+                        },
                     );
                     stats[i].samples += b.len() as u64;
                     stats[i].chunks += 1;
@@ -410,6 +458,91 @@ impl Storage {
             }
         }
         Ok(read)
+    }
+
+    /// The points of series `series` in raw partition `p`, one per timestamp (the newest
+    /// write wins), oldest first; empty when it has none there.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode (named).
+    pub(crate) fn raw_points_of(
+        &self,
+        p: i32,
+        series: SeriesId,
+    ) -> Result<Vec<Point>, StorageError> {
+        let prefix = partition::series_prefix(RAW, p, series);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
+        it.seek(prefix);
+        let mut group = vec![];
+        while let (true, Some(k), Some(v)) = (it.valid(), it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let record = partition::parse(k).map_or(0, |c| c.record);
+            group.push((record, k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(|e| self.err(e))?;
+        Ok(self.newest_points(p, series, &mut group)?.0)
+    }
+
+    /// Replaces every rollup chunk of day `p` that refers to its raw points (kind `0x03`)
+    /// with one made from them, in one synced write (the rollup statistics' bucket counts
+    /// follow if late points changed them), so the raw day can go. Called before the raw
+    /// day is deleted, with the maintenance lock held; a crash before the deletion leaves
+    /// rollups that no longer refer to the raw day, and the deletion is made again.
+    /// Returns the chunks replaced.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a raw chunk does not decode (named); nothing is written then.
+    pub(crate) fn keep_rollups_of_raw_day(&self, p: i32) -> Result<u64, StorageError> {
+        let cf = self.cf(CF_PARTS)?;
+        let mut wb = WriteBatch::default();
+        let mut replaced = 0u64;
+        for (res, len, _) in ROLLUPS {
+            let prefix = partition::prefix(res, p);
+            let mut refs = vec![];
+            let mut it = self.db.raw_iterator_cf(cf);
+            it.seek(prefix);
+            while let (true, Some(k), Some(v)) = (it.valid(), it.key(), it.value()) {
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if let (Some(n), Some(c)) = (raw_ref(v), partition::parse(k)) {
+                    refs.push((k.to_vec(), c.series, n));
+                }
+                it.next();
+            }
+            it.status().map_err(|e| self.err(e))?;
+            if refs.is_empty() {
+                continue;
+            }
+            let (mut before, mut after) = (0u64, 0u64);
+            for (key, series, n) in refs {
+                let pts = self.raw_points_of(p, series)?;
+                let b = buckets_of(&pts, len);
+                wb.delete_cf(cf, key);
+                if let (Some(a), Some(z)) = (b.first(), b.last()) {
+                    wb.put_cf(
+                        cf,
+                        partition::chunk_key(res, series, a.start, z.start, 0),
+                        encode_rollup(&pts, &b),
+                    );
+                }
+                before += n;
+                after += b.len() as u64;
+                replaced += 1;
+            }
+            if before != after && self.has_rollup(res, p) {
+                let mut st = self.partition_stats(res, p)?;
+                st.samples = (st.samples + after).saturating_sub(before);
+                wb.put(PartitionStats::key(res, p), st.to_bytes());
+            }
+        }
+        if replaced > 0 {
+            self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
+        }
+        Ok(replaced)
     }
 
     /// Calls `f` with the buckets of every rollup chunk of series `id` on `day` at
@@ -499,6 +632,8 @@ impl Storage {
                             self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?,
                         )),
                     };
+                // Series whose chunk refers to the day's raw points: made from those.
+                let mut from_raw: Vec<usize> = vec![];
                 crate::chunks::each_chunk_of_many(
                     it,
                     res,
@@ -507,6 +642,10 @@ impl Storage {
                     i64::MIN,
                     i64::MAX,
                     |i, c, v| {
+                        if raw_ref(v).is_some() {
+                            from_raw.push(i);
+                            return Ok(());
+                        }
                         let b = decode_rollup(v, res_ms).map_err(|e| {
                             ReadError(format!("rollup of series {}: {e}", c.series))
                         })?;
@@ -516,6 +655,27 @@ impl Storage {
                         Ok(())
                     },
                 )?;
+                if !from_raw.is_empty() {
+                    let raw_ids: Vec<SeriesId> = from_raw.iter().map(|&i| ids[i]).collect();
+                    let Some(pts) = self.points_many(
+                        &raw_ids,
+                        from,
+                        to.saturating_add(res_ms - 1),
+                        &mut |n| stop(read.saturating_add(n)),
+                    )?
+                    else {
+                        return Ok(None);
+                    };
+                    for (&i, p) in from_raw.iter().zip(&pts) {
+                        let before = out[i].len();
+                        out[i].extend(
+                            buckets_of(p, res_ms)
+                                .into_iter()
+                                .filter(|b| b.start >= from && b.start <= to),
+                        );
+                        read += out[i].len() - before;
+                    }
+                }
                 day += 1;
             } else {
                 let mut end_day = day;
@@ -702,6 +862,7 @@ mod tests {
         let b = buckets_of(&pts, RES_5M_MS);
         assert_eq!(b.len(), 288);
         let enc = encode_rollup(&pts, &b);
+        let enc5m = enc.clone();
         assert_eq!(&enc[..2], &[V1, KIND_BUCKETS]);
         assert_eq!(decode_rollup(&enc, RES_5M_MS).unwrap(), b);
         assert!(enc.len() < 288 * 8, "{} bytes for 288 buckets", enc.len());
@@ -749,6 +910,18 @@ mod tests {
             decode_rollup(&enc, RES_5M_MS).unwrap(),
             buckets_of(&hourly, RES_5M_MS)
         );
+        // Beside a kept raw day such a chunk only refers to the raw points; columns stay.
+        let beside = encode_rollup_beside_raw(&hourly, &hb);
+        assert_eq!(beside, vec![V1, KIND_RAW, 24]);
+        assert_eq!(raw_ref(&beside), Some(24));
+        assert!(
+            decode_rollup(&beside, RES_1H_MS)
+                .unwrap_err()
+                .contains("raw points")
+        );
+        assert_eq!(encode_rollup_beside_raw(&pts, &b), enc5m);
+        assert_eq!(raw_ref(&enc5m), None);
+        assert_eq!(raw_ref(&[V1, KIND_RAW, 24, 0]), None);
         // Damage is named.
         assert!(
             decode_rollup(&[V1, 9, 1], RES_1H_MS)
@@ -898,7 +1071,7 @@ mod tests {
                 partition::chunk_key(R1H, 1, 103 * DAY, 103 * DAY + 23 * 3_600_000, 0),
             )
             .unwrap();
-        s.rollup_partition(103, &[R5M, R1H]).unwrap();
+        s.rollup_partition(103, &[R5M, R1H], true).unwrap();
         let after =
             s.db.get_cf(
                 s.cf(CF_PARTS).unwrap(),
@@ -994,6 +1167,97 @@ mod tests {
             .unwrap();
         let gone = |res: &str| r.deleted.iter().filter(|d| d.resolution == res).count();
         assert_eq!((gone("5m"), gone("1h")), (2, 1));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A series sampled every 30 minutes (two points an hour): while its raw days are
+    /// kept its rollup chunks only refer to them, a few bytes each; buckets read through
+    /// them are those of the raw points, before and after the raw days go (the chunks are
+    /// made from the points in the write before), and across a reopen.
+    #[test]
+    fn a_sparse_series_rollups_refer_to_its_raw_days_until_they_go() {
+        let dir = tmp_dir("rollup-sparse");
+        let s = Storage::open(&dir).unwrap();
+        let pts: Vec<(i64, f64)> = (0..10 * 48)
+            .map(|i| (100 * DAY + i * 1_800_000 + 7, ((i * 37) % 101) as f64 / 4.0))
+            .collect();
+        for day in pts.chunks(48) {
+            write_points(&s, "sparse", day);
+        }
+        s.compact_head().unwrap();
+        let now = 110 * DAY + 3_600_000;
+        let r = s.maintain(now, &RetentionPolicy::default()).unwrap();
+        assert_eq!(r.rolled_up_partitions, 10);
+        let id = s.series_id(&Labels::metric("sparse", [])).unwrap();
+        let all: Vec<Point> = pts.iter().map(|&(ts, value)| Point { ts, value }).collect();
+        let chunk = |s: &Storage, res: u8, day: i64| {
+            let b = buckets_of(&all, res_ms(res));
+            let mine: Vec<&Bucket> = b
+                .iter()
+                .filter(|b| b.start >= day * DAY && b.start < (day + 1) * DAY)
+                .collect();
+            s.db.get_cf(
+                s.cf(CF_PARTS).unwrap(),
+                partition::chunk_key(res, id, mine[0].start, mine[mine.len() - 1].start, 0),
+            )
+            .unwrap()
+            .expect("a rollup chunk")
+        };
+        assert_eq!(chunk(&s, R1H, 103), vec![V1, KIND_RAW, 24]);
+        assert_eq!(chunk(&s, R5M, 103), vec![V1, KIND_RAW, 48]);
+        let read = |s: &Storage| {
+            for (res, len) in [(R5M, RES_5M_MS), (R1H, RES_1H_MS)] {
+                let got = s.series_buckets(id, 100 * DAY, 110 * DAY - 1, len).unwrap();
+                assert_eq!(got, buckets_of(&all, len), "{}", res_name(res));
+                let many = s
+                    .buckets_many(&[id, id], 101 * DAY + 1, 103 * DAY, len, &mut |_| false)
+                    .unwrap()
+                    .unwrap();
+                let want: Vec<Bucket> = buckets_of(&all, len)
+                    .into_iter()
+                    .filter(|b| b.start > 101 * DAY && b.start <= 103 * DAY)
+                    .collect();
+                assert_eq!(many, vec![want.clone(), want], "{}", res_name(res));
+            }
+        };
+        read(&s);
+        assert!(s.verify(|_| {}).unwrap().problems.is_empty());
+        // The raw days before day 105 go; their rollups now hold the points themselves.
+        let r = s
+            .maintain(
+                now,
+                &RetentionPolicy {
+                    retention_ms: Some(5 * DAY),
+                    ..RetentionPolicy::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            r.deleted.iter().filter(|d| d.resolution == "raw").count(),
+            5
+        );
+        assert_eq!(&chunk(&s, R1H, 103)[..2], &[V1, KIND_POINTS]);
+        assert_eq!(chunk(&s, R1H, 107), vec![V1, KIND_RAW, 24]);
+        read(&s);
+        drop(s);
+        let s = Storage::open(&dir).unwrap();
+        read(&s);
+        assert!(s.verify(|_| {}).unwrap().problems.is_empty());
+        // A rollup chunk referring to a raw day that is gone is named by verify.
+        s.db.put_cf(
+            s.cf(CF_PARTS).unwrap(),
+            partition::chunk_key(R1H, id, 102 * DAY, 102 * DAY + 23 * 3_600_000, 0),
+            [V1, KIND_RAW, 24],
+        )
+        .unwrap();
+        let problems = s.verify(|_| {}).unwrap().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("refers to raw points that are gone")),
+            "{problems:?}"
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
