@@ -461,16 +461,36 @@ impl Storage {
     }
 
     /// The buckets of series `id`'s rollup chunks of `day` at resolution byte `res`, read
-    /// afresh.
+    /// afresh; `None` when a chunk still refers to the raw points.
     ///
     /// # Errors
-    /// RocksDB fails, or a chunk does not decode or still refers to raw points.
-    fn series_rollup(&self, res: u8, day: i32, id: SeriesId) -> Result<Vec<Bucket>, ReadError> {
+    /// RocksDB fails, or a chunk does not decode.
+    fn series_rollup(
+        &self,
+        res: u8,
+        day: i32,
+        id: SeriesId,
+    ) -> Result<Option<Vec<Bucket>>, ReadError> {
         let cf = self.cf(CF_PARTS).map_err(|e| ReadError(e.to_string()))?;
         let mut it = self.db.raw_iterator_cf(cf);
+        let prefix = partition::series_prefix(res, day, id);
+        it.seek(prefix);
         let mut out = vec![];
-        Self::each_rollup_chunk(&mut it, res, day, id, |b| out.extend(b))?;
-        Ok(out)
+        while let (true, Some(k), Some(v)) = (it.valid(), it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if raw_ref(v).is_some() {
+                return Ok(None);
+            }
+            out.extend(
+                decode_rollup(v, res_ms(res))
+                    .map_err(|e| ReadError(format!("rollup of series {id}: {e}")))?,
+            );
+            it.next();
+        }
+        it.status().map_err(|e| ReadError(e.to_string()))?;
+        Ok(Some(out))
     }
 
     /// The points of series `series` in raw partition `p`, one per timestamp (the newest
@@ -680,14 +700,15 @@ impl Storage {
                         return Ok(None);
                     };
                     for (&i, p) in from_raw.iter().zip(&pts) {
-                        // No raw point of the day (those after it are the next day's):
-                        // the day was deleted since the walk, and its rollup chunk made
-                        // from them in the write before; read that.
-                        let b = if p.iter().all(|x| x.ts > to) {
+                        // No raw point up to the span's end: none there, or the day was
+                        // deleted since the walk and its rollup chunk made from its
+                        // points in the write before. The chunk read again tells which.
+                        let again = if p.iter().all(|x| x.ts > to) {
                             self.series_rollup(res, day, ids[i])?
                         } else {
-                            buckets_of(p, res_ms)
+                            None
                         };
+                        let b = again.unwrap_or_else(|| buckets_of(p, res_ms));
                         let before = out[i].len();
                         out[i].extend(b.into_iter().filter(|b| b.start >= from && b.start <= to));
                         read += out[i].len() - before;
