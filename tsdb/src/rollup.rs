@@ -520,19 +520,22 @@ impl Storage {
     }
 
     /// Replaces every rollup chunk of day `p` that refers to its raw points (kind `0x03`)
-    /// with one made from them, in one synced write (the rollup statistics' bucket counts
-    /// follow if late points changed them), so the raw day can go. Called before the raw
-    /// day is deleted, with the maintenance lock held; a crash before the deletion leaves
-    /// rollups that no longer refer to the raw day, and the deletion is made again.
-    /// Returns the chunks replaced.
+    /// with one made from them, so the raw day can go. Called before the raw day is
+    /// deleted, with the maintenance lock held. Written in synced writes of a few MiB, each
+    /// carrying the rollup statistics it changes (bucket counts move when late points
+    /// changed the day since it was rolled up); each replacement stands on its own while
+    /// the raw day is there, so a crash leaves some chunks replaced, the others still
+    /// referring to the raw day, and the next deletion attempt replaces the rest. A
+    /// series whose raw chunks do not decode loses its reference (logged): damage must not
+    /// keep the day, and with it the retention and size cap, from going. Returns the
+    /// chunks replaced.
     ///
     /// # Errors
-    /// RocksDB fails, or a raw chunk does not decode (named); nothing is written then.
+    /// RocksDB fails; what was written before stays.
     pub(crate) fn keep_rollups_of_raw_day(&self, p: i32) -> Result<u64, StorageError> {
         let cf = self.cf(CF_PARTS)?;
-        let mut wb = WriteBatch::default();
         let mut replaced = 0u64;
-        for (res, len, _) in ROLLUPS {
+        for (res, len, name) in ROLLUPS {
             let prefix = partition::prefix(res, p);
             let mut refs = vec![];
             let mut it = self.db.raw_iterator_cf(cf);
@@ -547,12 +550,26 @@ impl Storage {
                 it.next();
             }
             it.status().map_err(|e| self.err(e))?;
-            if refs.is_empty() {
-                continue;
-            }
-            let (mut before, mut after) = (0u64, 0u64);
-            for (key, series, n) in refs {
-                let pts = self.raw_points_of(p, series)?;
+            let counted = self.has_rollup(res, p);
+            let mut wb = WriteBatch::default();
+            // Buckets and chunks before and after, since the last write.
+            let (mut before, mut after, mut dropped) = (0u64, 0u64, 0u64);
+            let last = refs.len();
+            for (j, (key, series, n)) in refs.into_iter().enumerate() {
+                let pts = match self.raw_points_of(p, series) {
+                    Ok(pts) => pts,
+                    Err(StorageError::Damaged { what, .. }) => {
+                        tracing::warn!(
+                            resolution = name,
+                            partition_start_ms = partition::partition_span(p).0,
+                            series,
+                            damaged = what,
+                            "a rollup that referred to damaged raw points is dropped with them"
+                        );
+                        vec![]
+                    }
+                    Err(e) => return Err(e),
+                };
                 let b = buckets_of(&pts, len);
                 wb.delete_cf(cf, key);
                 if let (Some(a), Some(z)) = (b.first(), b.last()) {
@@ -561,21 +578,76 @@ impl Storage {
                         partition::chunk_key(res, series, a.start, z.start, 0),
                         encode_rollup(&pts, &b),
                     );
+                } else {
+                    dropped += 1;
                 }
                 before += n;
                 after += b.len() as u64;
                 replaced += 1;
+                if j + 1 == last || wb.size_in_bytes() > 4 << 20 {
+                    if counted && (before != after || dropped > 0) {
+                        let mut st = self.partition_stats(res, p)?;
+                        st.samples = (st.samples + after).saturating_sub(before);
+                        st.chunks = st.chunks.saturating_sub(dropped);
+                        st.merged_chunks = st.merged_chunks.saturating_sub(dropped);
+                        wb.put(PartitionStats::key(res, p), st.to_bytes());
+                    }
+                    self.db
+                        .write_opt(std::mem::take(&mut wb), &self.sync)
+                        .map_err(|e| self.err(e))?;
+                    (before, after, dropped) = (0, 0, 0);
+                }
             }
-            if before != after && self.has_rollup(res, p) {
-                let mut st = self.partition_stats(res, p)?;
-                st.samples = (st.samples + after).saturating_sub(before);
-                wb.put(PartitionStats::key(res, p), st.to_bytes());
-            }
-        }
-        if replaced > 0 {
-            self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
         }
         Ok(replaced)
+    }
+
+    /// The buckets of length `res_ms(res)` starting in `[from, to]` (a span of day `day`)
+    /// of the series `ids`, whose rollup chunks of that day referred to its raw points when
+    /// a walk over them read them: made from those points; or, when the day was deleted
+    /// since (its rollup chunks were made from its points in the write before), read from
+    /// those chunks again. A day deleted is told by its absence from the raw partitions
+    /// (reads before the oldest kept then show rollups' last points) or, before that is
+    /// noted, by no raw point up to `to`. `None` when `stop` (called with the points read)
+    /// ends the read.
+    ///
+    /// # Errors
+    /// RocksDB fails, or a chunk does not decode.
+    fn buckets_via_raw(
+        &self,
+        res: u8,
+        day: i32,
+        ids: &[SeriesId],
+        from: i64,
+        to: i64,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Vec<Vec<Bucket>>>, ReadError> {
+        let len = res_ms(res);
+        let Some(pts) = self.points_many(ids, from, to.saturating_add(len - 1), stop)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for (&id, p) in ids.iter().zip(&pts) {
+            let gone = || {
+                !self
+                    .parts
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&day)
+            };
+            let again = if p.iter().all(|x| x.ts > to) || gone() {
+                self.series_rollup(res, day, id)?
+            } else {
+                None
+            };
+            let b = again.unwrap_or_else(|| buckets_of(p, len));
+            out.push(
+                b.into_iter()
+                    .filter(|b| b.start >= from && b.start <= to)
+                    .collect(),
+            );
+        }
+        Ok(Some(out))
     }
 
     /// Calls `f` with the buckets of every rollup chunk of series `id` on `day` at
@@ -690,28 +762,16 @@ impl Storage {
                 )?;
                 if !from_raw.is_empty() {
                     let raw_ids: Vec<SeriesId> = from_raw.iter().map(|&i| ids[i]).collect();
-                    let Some(pts) = self.points_many(
-                        &raw_ids,
-                        from,
-                        to.saturating_add(res_ms - 1),
-                        &mut |n| stop(read.saturating_add(n)),
-                    )?
+                    let Some(got) =
+                        self.buckets_via_raw(res, day, &raw_ids, from, to, &mut |n| {
+                            stop(read.saturating_add(n))
+                        })?
                     else {
                         return Ok(None);
                     };
-                    for (&i, p) in from_raw.iter().zip(&pts) {
-                        // No raw point up to the span's end: none there, or the day was
-                        // deleted since the walk and its rollup chunk made from its
-                        // points in the write before. The chunk read again tells which.
-                        let again = if p.iter().all(|x| x.ts > to) {
-                            self.series_rollup(res, day, ids[i])?
-                        } else {
-                            None
-                        };
-                        let b = again.unwrap_or_else(|| buckets_of(p, res_ms));
-                        let before = out[i].len();
-                        out[i].extend(b.into_iter().filter(|b| b.start >= from && b.start <= to));
-                        read += out[i].len() - before;
+                    for (&i, b) in from_raw.iter().zip(got) {
+                        read += b.len();
+                        out[i].extend(b);
                     }
                 }
                 day += 1;
@@ -1344,6 +1404,148 @@ mod tests {
             assert_eq!(starts(g), starts(&want));
             assert!(g == &want);
         }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Buckets made for chunks a walk saw referring to raw points, once the day is deleted
+    /// as the oldest kept (reads before it then show rollups' last points, not raw ones):
+    /// the chunks made from the raw points before the deletion answer, for a series with
+    /// two and a half points a 5-minute bucket as for one with a point every 30 minutes.
+    #[test]
+    fn buckets_via_raw_points_of_a_deleted_oldest_day_come_from_its_rollups() {
+        let dir = tmp_dir("rollup-oldest");
+        let s = Storage::open(&dir).unwrap();
+        let series = [("every_30m", 1_800_000i64), ("every_2m", 120_000)];
+        let mut all = vec![];
+        for (name, every) in series {
+            let pts: Vec<(i64, f64)> = (0..3 * DAY / every)
+                .map(|i| (100 * DAY + i * every, (i % 7) as f64))
+                .collect();
+            write_points(&s, name, &pts);
+            all.push(
+                pts.iter()
+                    .map(|&(ts, value)| Point { ts, value })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        s.compact_head().unwrap();
+        s.maintain(103 * DAY + 3_600_000, &RetentionPolicy::default())
+            .unwrap();
+        let ids: Vec<SeriesId> = series
+            .iter()
+            .map(|(n, _)| s.series_id(&Labels::metric(n, [])).unwrap())
+            .collect();
+        let want = |res_ms: i64| -> Vec<Vec<Bucket>> {
+            all.iter()
+                .map(|p| {
+                    buckets_of(p, res_ms)
+                        .into_iter()
+                        .filter(|b| b.start < 101 * DAY)
+                        .collect()
+                })
+                .collect()
+        };
+        let span = (100 * DAY, 101 * DAY - 1);
+        let via = |s: &Storage, res| {
+            s.buckets_via_raw(res, 100, &ids, span.0, span.1, &mut |_| false)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(via(&s, R5M), want(RES_5M_MS));
+        s.delete_partition(RAW, 100, crate::DeleteReason::Retention, false)
+            .unwrap();
+        assert_eq!(s.oldest_partition_start(), Some(101 * DAY));
+        assert_eq!(via(&s, R5M), want(RES_5M_MS));
+        assert_eq!(via(&s, R1H), want(RES_1H_MS));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A late point in a sparse series' day rolled up beside its raw points: verify finds
+    /// no problem before the next pass makes the rollup again, and a deletion of the raw
+    /// day first makes the rollup from the points as they are, statistics included.
+    #[test]
+    fn a_late_point_in_a_referred_raw_day_reaches_its_rollup_and_statistics() {
+        let dir = tmp_dir("rollup-late-ref");
+        let s = Storage::open(&dir).unwrap();
+        let mut pts: Vec<(i64, f64)> = (0..3 * 48)
+            .map(|i| (100 * DAY + i * 1_800_000, (i % 5) as f64))
+            .collect();
+        write_points(&s, "sparse", &pts);
+        s.compact_head().unwrap();
+        let now = 103 * DAY + 3_600_000;
+        s.maintain(now, &RetentionPolicy::default()).unwrap();
+        assert_eq!(s.partition_stats(R5M, 100).unwrap().samples, 48);
+        // A point 15 minutes into the day: a 5-minute bucket of its own.
+        write_points(&s, "sparse", &[(100 * DAY + 900_000, 9.0)]);
+        s.compact_head().unwrap();
+        let problems = s.verify(|_| {}).unwrap().problems;
+        assert!(problems.is_empty(), "{problems:?}");
+        s.delete_partition(RAW, 100, crate::DeleteReason::Retention, false)
+            .unwrap();
+        assert_eq!(s.partition_stats(R5M, 100).unwrap().samples, 49);
+        let problems = s.verify(|_| {}).unwrap().problems;
+        assert!(problems.is_empty(), "{problems:?}");
+        pts.push((100 * DAY + 900_000, 9.0));
+        pts.sort_by_key(|p| p.0);
+        let all: Vec<Point> = pts.iter().map(|&(ts, value)| Point { ts, value }).collect();
+        let id = s.series_id(&Labels::metric("sparse", [])).unwrap();
+        let got = s
+            .series_buckets(id, 100 * DAY, 101 * DAY - 1, RES_5M_MS)
+            .unwrap();
+        let want: Vec<Bucket> = buckets_of(&all, RES_5M_MS)
+            .into_iter()
+            .filter(|b| b.start < 101 * DAY)
+            .collect();
+        assert_eq!(got, want);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A raw day whose chunk of one sparse series is damaged still goes (else retention and
+    /// the size cap would stop for good): that series' rollups referring to it go with it,
+    /// the others are made from their points, and the statistics follow.
+    #[test]
+    fn a_damaged_raw_chunk_does_not_keep_its_day_from_going() {
+        let dir = tmp_dir("rollup-damaged-ref");
+        let s = Storage::open(&dir).unwrap();
+        let pts: Vec<(i64, f64)> = (0..2 * 48)
+            .map(|i| (100 * DAY + i * 1_800_000, (i % 5) as f64))
+            .collect();
+        for name in ["good", "bad"] {
+            write_points(&s, name, &pts);
+        }
+        s.compact_head().unwrap();
+        s.maintain(102 * DAY + 3_600_000, &RetentionPolicy::default())
+            .unwrap();
+        let bad = s.series_id(&Labels::metric("bad", [])).unwrap();
+        let cf = s.cf(CF_PARTS).unwrap();
+        let mut it = s.db.raw_iterator_cf(cf);
+        it.seek(partition::series_prefix(RAW, 100, bad));
+        let key = it.key().unwrap().to_vec();
+        drop(it);
+        assert_eq!(partition::parse(&key).unwrap().series, bad);
+        s.db.put_cf(cf, &key, [0xff, 0xff, 0xff]).unwrap();
+        assert_eq!(s.partition_stats(R1H, 100).unwrap().chunks, 2);
+        s.delete_partition(RAW, 100, crate::DeleteReason::Retention, false)
+            .unwrap();
+        let st = s.partition_stats(R1H, 100).unwrap();
+        assert_eq!((st.chunks, st.merged_chunks, st.samples), (1, 1, 24));
+        let problems = s.verify(|_| {}).unwrap().problems;
+        assert!(problems.is_empty(), "{problems:?}");
+        let good = s.series_id(&Labels::metric("good", [])).unwrap();
+        let all: Vec<Point> = pts.iter().map(|&(ts, value)| Point { ts, value }).collect();
+        assert_eq!(
+            s.series_buckets(good, 100 * DAY, 101 * DAY - 1, RES_1H_MS)
+                .unwrap(),
+            buckets_of(&all[..48], RES_1H_MS)
+        );
+        assert!(
+            s.series_buckets(bad, 100 * DAY, 101 * DAY - 1, RES_1H_MS)
+                .unwrap()
+                .is_empty()
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
