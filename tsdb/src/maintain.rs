@@ -40,11 +40,18 @@ pub struct PartitionStats {
     /// Chunks right after the last merge; fewer than `chunks` means it needs one.
     pub merged_chunks: u64,
     /// Raw partitions: how many compactions have added chunks to it (bumped by every one,
-    /// never lowered). Rollup partitions: the raw partition's count they were made from.
+    /// never lowered). Rollup partitions: the raw partition's count they were made from;
+    /// [`PartitionStats::SEALED`] once that raw day is deleted.
     pub writes: u64,
 }
 
 impl PartitionStats {
+    /// `writes` of a rollup partition whose raw day was deleted (by retention or the size
+    /// cap): it summarises all that day had. Points written for the day afterwards make a
+    /// raw partition of their own, kept and deleted as any, and never a rollup that would
+    /// replace the whole day's buckets with theirs alone.
+    pub const SEALED: u64 = u64::MAX;
+
     pub(crate) fn key(res: u8, p: i32) -> Vec<u8> {
         let mut k = b"pstat/".to_vec();
         k.extend_from_slice(&partition::prefix(res, p));
@@ -574,6 +581,17 @@ impl Storage {
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(cf, from, to);
         wb.delete(PartitionStats::key(res, p));
+        if res == RAW {
+            for (r, _, _) in ROLLUPS {
+                if self.has_rollups(p, &[r]) {
+                    let st = PartitionStats {
+                        writes: PartitionStats::SEALED,
+                        ..self.partition_stats(r, p)?
+                    };
+                    wb.put(PartitionStats::key(r, p), st.to_bytes());
+                }
+            }
+        }
         self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
         if res == RAW {
             self.parts

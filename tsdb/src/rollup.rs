@@ -357,9 +357,18 @@ impl Storage {
     /// Whether raw partition `p` needs rolling up at the resolution bytes `kept` (those
     /// whose retention still covers it): it was written since their rollups were made, or
     /// lacks one. A resolution past its retention for that day is not asked for, so it is
-    /// not made again after its retention deleted it.
+    /// not made again after its retention deleted it. Never when a rollup of the day is
+    /// [`PartitionStats::SEALED`]: the raw partition holds only points written after the
+    /// day's deletion.
     pub(crate) fn needs_rollup(&self, p: i32, kept: &[u8]) -> Result<bool, StorageError> {
         let raw = self.partition_stats(RAW, p)?;
+        for (res, _, _) in ROLLUPS {
+            if self.has_rollup(res, p)
+                && self.partition_stats(res, p)?.writes == PartitionStats::SEALED
+            {
+                return Ok(false);
+            }
+        }
         for &res in kept {
             if !self.has_rollup(res, p) || self.partition_stats(res, p)?.writes != raw.writes {
                 return Ok(true);
@@ -1546,6 +1555,43 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Points written for a day after the size cap deleted its raw partition stay raw: the
+    /// day's rollups, made from all it had, are not made again from them alone.
+    #[test]
+    fn late_points_for_a_deleted_raw_day_leave_its_rollups_whole() {
+        let dir = tmp_dir("rollup-sealed");
+        let s = Storage::open(&dir).unwrap();
+        load(&s);
+        let now = 110 * DAY + 3_600_000;
+        s.maintain(now, &RetentionPolicy::default()).unwrap();
+        let id = s.series_id(&Labels::metric("g", [])).unwrap();
+        let day = |s: &Storage| {
+            s.series_buckets(id, 100 * DAY, 101 * DAY - 1, RES_1H_MS)
+                .unwrap()
+        };
+        let whole = day(&s);
+        assert_eq!(whole.len(), 24);
+        s.delete_partition(RAW, 100, crate::DeleteReason::MaxBytes, true)
+            .unwrap();
+        write_points(&s, "g", &[(100 * DAY + 60_000, 1.0)]);
+        s.compact_head().unwrap();
+        assert!(!s.needs_rollup(100, &[R5M, R1H]).unwrap());
+        let r = s.maintain(now, &RetentionPolicy::default()).unwrap();
+        assert_eq!(r.rolled_up_partitions, 0);
+        assert_eq!(day(&s), whole);
+        // The late point itself stays readable as a raw point.
+        assert!(
+            s.points(id, 100 * DAY, 100 * DAY + 120_000)
+                .unwrap()
+                .iter()
+                .any(|p| p.ts == 100 * DAY + 60_000 && p.value == 1.0)
+        );
+        let problems = s.verify(|_| {}).unwrap().problems;
+        assert!(problems.is_empty(), "{problems:?}");
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
