@@ -147,6 +147,12 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     m.series.set(s.storage.series_count() as i64);
     m.head_points.set(s.storage.head_points() as i64);
     m.storage_bytes.set(s.storage.size_bytes() as i64);
+    // The store counts since it opened, as the counter does: add what is new.
+    m.samples_too_old.inc_by(
+        s.storage
+            .samples_too_old()
+            .saturating_sub(m.samples_too_old.get()),
+    );
     m.query_cache_points.set(s.query.cache().size().1 as i64);
     (
         [(

@@ -323,7 +323,21 @@ fn spawn_compactor(
             rt.block_on(async {
                 let mut last_maintenance: Option<std::time::Instant> = None;
                 let mut last_compaction: Option<std::time::Instant> = None;
+                let mut too_old = 0;
                 loop {
+                    let dropped = storage.samples_too_old();
+                    if dropped > too_old {
+                        tracing::warn!(
+                            samples = dropped - too_old,
+                            oldest_kept = %storage
+                                .accepts_from_ms()
+                                .map_or_else(String::new, crate::http::rfc3339),
+                            "dropped samples older than the oldest time the store keeps (the raw \
+                             retention horizon or a deleted day); acknowledged all the same, as \
+                             resending cannot store them"
+                        );
+                        too_old = dropped;
+                    }
                     let maintenance_due =
                         last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY);
                     let today = outpost_service::now_ms().div_euclid(86_400_000) * 86_400_000;

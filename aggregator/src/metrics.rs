@@ -66,6 +66,8 @@ pub struct Metrics {
     pub compaction_errors: Counter,
     pub partitions_deleted: Family<ReasonLabel, Counter>,
     pub samples_deleted: Family<ReasonLabel, Counter>,
+    /// Samples dropped on arrival for being older than the oldest time the store keeps.
+    pub samples_too_old: Counter,
     pub partitions_merged: Counter,
     pub partitions_rolled_up: Counter,
     pub rollup_samples: Counter,
@@ -142,6 +144,7 @@ impl Metrics {
             compaction_errors: Counter::default(),
             partitions_deleted: Family::default(),
             samples_deleted: Family::default(),
+            samples_too_old: Counter::default(),
             partitions_merged: Counter::default(),
             partitions_rolled_up: Counter::default(),
             rollup_samples: Counter::default(),
@@ -430,6 +433,11 @@ impl Metrics {
             "storage_samples_deleted",
             "Samples deleted with their partitions, by reason",
             m.samples_deleted.clone(),
+        );
+        r.register(
+            "storage_samples_too_old",
+            "Samples dropped on arrival (yet acknowledged) for being older than the raw retention horizon or a raw day already deleted",
+            m.samples_too_old.clone(),
         );
         r.register(
             "storage_partitions_merged",

@@ -33,8 +33,10 @@ pub struct StartInfo {
 /// The store's shape as `/api/v1/status/tsdb` (`outpostStats.storage`) and
 /// `outpost-aggregator tsdb` report it: series, head, total samples and bytes, every time
 /// partition (resolution `raw`, `5m` or `1h`; start and end as RFC 3339; samples, or
-/// buckets for rollups; chunks; bytes), totals per resolution, the retentions (s) and the
-/// raw retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one).
+/// buckets for rollups; chunks; bytes), totals per resolution, the retentions (s), the
+/// raw retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one),
+/// the oldest time a commit stores (`acceptsFrom`, RFC 3339, see
+/// [`outpost_tsdb::Storage::accepts_from_ms`]) and the samples dropped as older since start.
 ///
 /// # Errors
 /// The store fails to read.
@@ -86,6 +88,10 @@ pub fn storage_report(
         "bytes": storage.size_bytes(),
         "retention": policy.retention_ms.map(|r| r / 1000),
         "retentionHorizon": policy.retention_ms.map(|r| rfc3339(now_ms - r)),
+        // Older samples are dropped on arrival: the horizon of the last maintenance pass,
+        // or the end of the newest raw day deleted if later.
+        "acceptsFrom": storage.accepts_from_ms().map(rfc3339),
+        "samplesTooOld": storage.samples_too_old(),
         "retention5m": secs(policy.retention_5m_ms),
         "retention1h": secs(policy.retention_1h_ms),
         "maxBytes": policy.max_bytes,

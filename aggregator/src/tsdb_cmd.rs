@@ -91,6 +91,13 @@ pub fn run(
             None => writeln!(out, "retention: none"),
         }
         .map_err(w)?;
+        if let Some(from) = r["acceptsFrom"].as_str() {
+            writeln!(
+                out,
+                "raw days deleted before {from}: older samples are dropped on arrival"
+            )
+            .map_err(w)?;
+        }
         for res in ["raw", "5m", "1h"] {
             let t = &r["resolutions"][res];
             writeln!(

@@ -72,8 +72,9 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     let dir = TempDir::new("retention");
     let certs = Certs::init(&dir.path().join("certs"));
     let mut agg =
-        Aggregator::start_config(dir.path(), &certs, "", "[storage]\nretention = \"400d\"\n");
-    // Days 1 to 400 back (none in the future), 48 samples per series a day.
+        Aggregator::start_config(dir.path(), &certs, "", "[storage]\nretention = \"401d\"\n");
+    // Days 1 to 400 back (none in the future), 48 samples per series a day; the retention
+    // reaches a day further, as older samples would be dropped on arrival.
     write_days(&agg, 1..401, 48);
     let held = samples_per_day(&agg);
     assert_eq!(held.len(), 400);
@@ -87,7 +88,7 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     std::fs::write(
         &agg.config,
         config.replace(
-            "retention = \"400d\"",
+            "retention = \"401d\"",
             "retention = \"30d\"\nretention_5m = \"30d\"\nretention_1h = \"60d\"",
         ),
     )
@@ -199,6 +200,31 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     })
     .unwrap_or_else(|| panic!("deletions counted: {}", retention_deletions(&agg)));
     assert_eq!(deleted, 10.0, "{}", agg.metrics());
+    // Samples for a deleted raw day arrive late: acknowledged, counted and dropped, as
+    // VictoriaMetrics drops samples older than its retention. Stored, they would make day
+    // 25 back a raw day again, and queries of days 21 to 24 would read raw days that are
+    // gone instead of their rollups. Day 10's samples again are stored as before.
+    write_days(&agg, 25..26, 48);
+    write_days(&agg, 10..11, 48);
+    let too_old = metric_value(
+        &agg.metrics(),
+        "outpost_aggregator_storage_samples_too_old_total",
+    );
+    assert_eq!(too_old, Some(48.0 * SERIES as f64), "{}", agg.metrics());
+    let status = get_json(&agg.url("/api/v1/status/tsdb")).expect("status");
+    let storage = &status["data"]["outpostStats"]["storage"];
+    assert_eq!(storage["samplesTooOld"], 48 * SERIES as u64, "{storage}");
+    // The horizon of the pass that deleted them: 20 days before a time in the last minute.
+    let from = storage["acceptsFrom"].as_str().unwrap_or("");
+    let date = |ms: i64| {
+        let (y, m, d) = outpost_shared::units::civil_from_days(ms.div_euclid(DAY_MS));
+        format!("{y:04}-{m:02}-{d:02}T")
+    };
+    let horizon = now_ms() - 20 * DAY_MS;
+    assert!(
+        from.starts_with(&date(horizon)) || from.starts_with(&date(horizon - 60_000)),
+        "accepts from the 20-day horizon: {storage}"
+    );
     // Those days' rollups referred to their raw points (two a 1-hour bucket, one a
     // 5-minute one) and were made from them before the raw days went: each 5-minute
     // bucket's last point shows, 48 a day; older days keep their 1-hour buckets.

@@ -34,12 +34,21 @@ impl Storage {
         let mut wb = WriteBatch::default();
         let mut n = 0;
         let mut added: BTreeMap<i32, PartitionStats> = BTreeMap::new();
+        // Points committed before their day was deleted (or replayed from the wal after)
+        // go as later ones would.
+        let floor = self.accepts_from_ms().unwrap_or(i64::MIN);
+        let mut too_old = 0;
         for (sid, pts) in frozen.iter() {
             let mut pts = pts.clone();
             // Newest write wins for a repeated timestamp: reverse, stable sort, keep first.
             pts.reverse();
             pts.sort_by_key(|p| p.ts);
             pts.dedup_by_key(|p| p.ts);
+            let old = pts.partition_point(|p| p.ts < floor);
+            if old > 0 {
+                too_old += old as u64;
+                pts.drain(..old);
+            }
             n += pts.len();
             for run in
                 pts.chunk_by(|a, b| partition::partition_of(a.ts) == partition::partition_of(b.ts))
@@ -88,6 +97,13 @@ impl Storage {
         self.chunk_generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         h.frozen = None;
+        if too_old > 0 {
+            self.count_too_old(too_old);
+            tracing::warn!(
+                points = too_old,
+                "points older than the oldest time kept left the head without being stored"
+            );
+        }
         Ok(n)
     }
 }

@@ -12,7 +12,7 @@ use outpost_shared::{Labels, Point};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) const CF_SERIES: &str = "series";
@@ -23,6 +23,9 @@ pub(crate) const CF_PARTS: &str = "parts";
 pub(crate) const CF_FORWARD: &str = "forward";
 /// Default column family: the first wal record id not yet used, kept by compaction.
 pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
+/// Default column family: the first ms after the newest raw day deleted (i64 LE), below
+/// which commits drop points (see [`Storage::accepts_from_ms`]).
+pub(crate) const KEY_RAW_FLOOR: &[u8] = b"raw_floor";
 
 /// One caller metadata entry: key and value, as given in [`WritePlan::meta`].
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
@@ -56,7 +59,7 @@ pub enum StorageError {
 /// - `chunks`: chunks of folders written before partitions; emptied into `parts` at open.
 /// - `forward`: while forwarding is on, a copy of every wal record stamped with its commit
 ///   time, kept until every destination has sent it (see [`crate::forward`]).
-/// - `default`: `wal_next`, partition statistics (`pstat/`, see [`crate::maintain`]) and the
+/// - `default`: `wal_next`, `raw_floor`, partition statistics (`pstat/`, see [`crate::maintain`]) and the
 ///   caller's metadata from [`WritePlan::meta`].
 pub struct Storage {
     pub(crate) db: DB,
@@ -78,6 +81,15 @@ pub struct Storage {
     pub(crate) rollups: RwLock<Vec<BTreeSet<i32>>>,
     /// Held by compaction and maintenance: they update partition statistics.
     pub(crate) maint: Mutex<()>,
+    /// The first ms after the newest raw day deleted (`i64::MIN` before any), as kept in
+    /// `raw_floor`.
+    pub(crate) deleted_before: AtomicI64,
+    /// The raw retention horizon of the last maintenance pass (`i64::MIN` before one or
+    /// without a retention).
+    pub(crate) retention_floor: AtomicI64,
+    /// Points dropped by commits and compactions for being older than
+    /// [`Storage::accepts_from_ms`].
+    too_old: AtomicU64,
 }
 
 impl Storage {
@@ -170,6 +182,9 @@ impl Storage {
             parts: RwLock::default(),
             rollups: RwLock::default(),
             maint: Mutex::new(()),
+            deleted_before: AtomicI64::new(i64::MIN),
+            retention_floor: AtomicI64::new(i64::MIN),
+            too_old: AtomicU64::new(0),
         };
         s.load()?;
         Ok(s)
@@ -214,6 +229,14 @@ impl Storage {
             index.insert(id, l);
         }
         self.next_series.store(max_sid + 1, Ordering::Relaxed);
+        if let Some(v) = self.db.get(KEY_RAW_FLOOR).map_err(|e| self.err(e))? {
+            let floor = v
+                .as_slice()
+                .try_into()
+                .map(i64::from_le_bytes)
+                .map_err(|_| self.damaged("raw_floor".into()))?;
+            self.deleted_before.store(floor, Ordering::Relaxed);
+        }
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
 
         let mut wal_next = self.wal_next()?.unwrap_or(1);
@@ -356,16 +379,28 @@ impl Storage {
         };
         let mut head_add: Vec<(SeriesId, Point)> = vec![];
         let mut last_wal = 0;
+        let floor = self.accepts_from_ms().unwrap_or(i64::MIN);
+        let mut too_old = 0u64;
         for r in &plan.records {
             let pts: Vec<(SeriesId, Point)> = r.iter().map(|&(s, p)| (resolve(s), p)).collect();
             let wal_id = self.next_wal.fetch_add(1, Ordering::Relaxed);
             let record = wal::encode_record(&pts);
             if forward {
+                // Forwarded whole: the destination keeps what its own retention allows.
                 let mut v = Vec::with_capacity(8 + record.len());
                 v.extend_from_slice(&stamp.to_le_bytes());
                 v.extend_from_slice(&record);
                 wb.put_cf(cf_forward, wal_id.to_be_bytes(), v);
             }
+            let old = pts.iter().filter(|(_, p)| p.ts < floor).count();
+            let (record, pts) = if old == 0 {
+                (record, pts)
+            } else {
+                too_old += old as u64;
+                let kept: Vec<(SeriesId, Point)> =
+                    pts.into_iter().filter(|(_, p)| p.ts >= floor).collect();
+                (wal::encode_record(&kept), kept)
+            };
             wb.put_cf(&cf_wal, wal_id.to_be_bytes(), record);
             last_wal = wal_id;
             head_add.extend(pts);
@@ -389,6 +424,9 @@ impl Storage {
             self.next_wal.store(next_wal_before, Ordering::Relaxed);
             return Err(self.err(e));
         }
+        if too_old > 0 {
+            self.too_old.fetch_add(too_old, Ordering::Relaxed);
+        }
         if !created.is_empty() {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             for (s, l) in created {
@@ -404,6 +442,30 @@ impl Storage {
             head.last_wal = head.last_wal.max(last_wal);
         }
         Ok(ids)
+    }
+
+    /// The oldest time (ms since the Unix epoch) a commit still stores: the later of the
+    /// first ms after the newest raw day deleted (by retention or the size cap, kept across
+    /// restarts) and the raw retention horizon of the last [`Storage::maintain`] pass.
+    /// Older points are dropped on arrival and counted in [`Storage::samples_too_old`]
+    /// (as VictoriaMetrics drops samples older than its retention): stored, they would make
+    /// a raw day again behind the rollups of a deleted one. `None` while nothing bounds it.
+    pub fn accepts_from_ms(&self) -> Option<i64> {
+        let floor = self
+            .deleted_before
+            .load(Ordering::Relaxed)
+            .max(self.retention_floor.load(Ordering::Relaxed));
+        (floor > i64::MIN).then_some(floor)
+    }
+
+    /// Points dropped since the store opened for being older than
+    /// [`Storage::accepts_from_ms`] when they were committed or compacted.
+    pub fn samples_too_old(&self) -> u64 {
+        self.too_old.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_too_old(&self, n: u64) {
+        self.too_old.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Every caller metadata entry whose key starts with `prefix`, in key order.

@@ -184,4 +184,34 @@ mod tests {
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Points older than the store keeps are dropped from its wal and head but forwarded:
+    /// the destination keeps what its own retention allows.
+    #[test]
+    fn points_too_old_for_the_store_are_still_forwarded() {
+        let dir = tmp_dir("forward-old");
+        let s = Storage::open(&dir).unwrap();
+        write(&s, "old", 1000);
+        s.compact_head().unwrap();
+        s.delete_partition(
+            crate::partition::RAW,
+            0,
+            crate::DeleteReason::Retention,
+            false,
+        )
+        .unwrap();
+        s.set_forwarding(true);
+        crate::testutil::write_points(&s, "old", &[(2000, 1.0), (86_400_000, 2.0)]);
+        assert_eq!(s.samples_too_old(), 1);
+        assert_eq!(s.head_points(), 1);
+        let sent: Vec<i64> = s
+            .forward_read(0, 10)
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.points.iter().map(|(_, p)| p.ts))
+            .collect();
+        assert_eq!(sent, [2000, 86_400_000]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

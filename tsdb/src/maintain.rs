@@ -19,7 +19,7 @@
 //! last merge (u64 LE). They are updated in the same write as the chunks they count.
 
 use crate::chunk_codec::{chunk_len, decode_chunk, encode_chunk};
-use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, Storage, StorageError};
+use crate::db::{CF_CHUNKS, CF_PARTS, CF_SERIES, CF_WAL, KEY_RAW_FLOOR, Storage, StorageError};
 use crate::partition::{self, RAW};
 use crate::rollup::{R1H, R5M, ROLLUPS, decode_rollup, raw_ref, res_ms, res_name};
 use crate::wal;
@@ -28,6 +28,7 @@ use outpost_shared::Point;
 use outpost_shared::codec::decode_points;
 use rocksdb::{IteratorMode, WriteBatch};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 /// Counts kept per partition (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -388,6 +389,8 @@ impl Storage {
         let mut report = MaintenanceReport::default();
         let horizon = |r: Option<i64>| r.map_or(i64::MIN, |r| now_ms.saturating_sub(r));
         let raw_horizon = horizon(policy.retention_ms);
+        self.retention_floor
+            .fetch_max(raw_horizon, Ordering::Relaxed);
         let closed_before = now_ms.saturating_sub(MERGE_AFTER_MS);
         let mut touched: Option<(i32, i32)> = None;
         let raw_parts = self.parts_of(RAW);
@@ -581,7 +584,13 @@ impl Storage {
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(cf, from, to);
         wb.delete(PartitionStats::key(res, p));
+        // Later points for the day or before it are dropped on arrival.
+        let floor = partition::partition_span(p)
+            .1
+            .saturating_add(1)
+            .max(self.deleted_before.load(Ordering::Relaxed));
         if res == RAW {
+            wb.put(KEY_RAW_FLOOR, floor.to_le_bytes());
             for (r, _, _) in ROLLUPS {
                 if self.has_rollups(p, &[r]) {
                     let st = PartitionStats {
@@ -594,6 +603,7 @@ impl Storage {
         }
         self.db.write_opt(wb, &self.sync).map_err(|e| self.err(e))?;
         if res == RAW {
+            self.deleted_before.store(floor, Ordering::Relaxed);
             self.parts
                 .write()
                 .unwrap_or_else(|e| e.into_inner())

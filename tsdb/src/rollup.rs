@@ -1575,23 +1575,66 @@ mod tests {
         };
         let whole = day(&s);
         assert_eq!(whole.len(), 24);
+        // One point for the day is in the head when the day goes; one comes after.
+        write_points(&s, "g", &[(100 * DAY + 30_000, 12_345.0)]);
         s.delete_partition(RAW, 100, crate::DeleteReason::MaxBytes, true)
             .unwrap();
-        write_points(&s, "g", &[(100 * DAY + 60_000, 1.0)]);
+        assert_eq!(s.accepts_from_ms(), Some(101 * DAY));
+        write_points(&s, "g", &[(100 * DAY + 60_000, 54_321.0), (101 * DAY, 3.0)]);
+        assert_eq!(s.samples_too_old(), 1);
         s.compact_head().unwrap();
+        assert_eq!(s.samples_too_old(), 2);
         assert!(!s.needs_rollup(100, &[R5M, R1H]).unwrap());
         let r = s.maintain(now, &RetentionPolicy::default()).unwrap();
-        assert_eq!(r.rolled_up_partitions, 0);
+        // Day 101, for its late point; not day 100.
+        assert_eq!(r.rolled_up_partitions, 1);
         assert_eq!(day(&s), whole);
-        // The late point itself stays readable as a raw point.
+        // Neither point made the day a raw one again, which would have hidden the rollups
+        // of the days between it and the oldest raw day from queries.
+        assert_eq!(s.oldest_partition_start(), Some(101 * DAY));
         assert!(
-            s.points(id, 100 * DAY, 100 * DAY + 120_000)
+            s.points(id, 100 * DAY, 101 * DAY - 1)
                 .unwrap()
                 .iter()
-                .any(|p| p.ts == 100 * DAY + 60_000 && p.value == 1.0)
+                .all(|p| p.value != 12_345.0 && p.value != 54_321.0)
+        );
+        assert!(
+            s.points(id, 101 * DAY, 101 * DAY)
+                .unwrap()
+                .iter()
+                .any(|p| p.value == 3.0)
         );
         let problems = s.verify(|_| {}).unwrap().problems;
         assert!(problems.is_empty(), "{problems:?}");
+        drop(s);
+        // The floor is kept with the deletion.
+        let s = Storage::open(&dir).unwrap();
+        assert_eq!(s.accepts_from_ms(), Some(101 * DAY));
+        write_points(&s, "g", &[(100 * DAY + 90_000, 1.0)]);
+        assert_eq!(s.samples_too_old(), 1);
+        assert_eq!(s.head_points(), 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A maintenance pass with a raw retention makes commits drop points older than its
+    /// horizon, as VictoriaMetrics drops samples older than its retention.
+    #[test]
+    fn points_older_than_the_raw_retention_are_dropped_on_arrival() {
+        let dir = tmp_dir("rollup-horizon");
+        let s = Storage::open(&dir).unwrap();
+        assert_eq!(s.accepts_from_ms(), None);
+        write_points(&s, "g", &[(DAY, 1.0)]);
+        s.compact_head().unwrap();
+        let policy = RetentionPolicy {
+            retention_ms: Some(10 * DAY),
+            ..RetentionPolicy::default()
+        };
+        s.maintain(20 * DAY + 5, &policy).unwrap();
+        assert_eq!(s.accepts_from_ms(), Some(10 * DAY + 5));
+        write_points(&s, "g", &[(10 * DAY + 4, 1.0), (10 * DAY + 5, 2.0)]);
+        assert_eq!(s.samples_too_old(), 1);
+        assert_eq!(s.head_points(), 1);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
