@@ -386,6 +386,8 @@ fn maintain(
 ) {
     match storage.maintain(outpost_service::now_ms(), policy) {
         Ok(r) => {
+            // Each logged by the store, once.
+            metrics.maintenance_errors.inc_by(r.damaged.len() as u64);
             metrics.partitions_merged.inc_by(r.merged_partitions);
             metrics.partitions_rolled_up.inc_by(r.rolled_up_partitions);
             metrics.rollup_samples.inc_by(r.rollup_samples);

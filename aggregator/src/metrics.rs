@@ -456,7 +456,7 @@ impl Metrics {
         );
         r.register(
             "storage_maintenance_errors",
-            "Failed merge or retention passes",
+            "Failed merge or retention passes, and days left unmerged for a damaged chunk",
             m.maintenance_errors.clone(),
         );
         r.register(

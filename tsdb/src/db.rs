@@ -90,6 +90,9 @@ pub struct Storage {
     /// Points dropped by commits and compactions for being older than
     /// [`Storage::accepts_from_ms`].
     too_old: AtomicU64,
+    /// Raw days whose merge or rollup found a damaged chunk since the store opened: left
+    /// alone by maintenance.
+    pub(crate) damaged_days: Mutex<BTreeSet<i32>>,
 }
 
 impl Storage {
@@ -185,6 +188,7 @@ impl Storage {
             deleted_before: AtomicI64::new(i64::MIN),
             retention_floor: AtomicI64::new(i64::MIN),
             too_old: AtomicU64::new(0),
+            damaged_days: Mutex::default(),
         };
         s.load()?;
         Ok(s)

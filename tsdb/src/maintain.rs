@@ -148,6 +148,10 @@ pub struct MaintenanceReport {
     pub rollup_samples: u64,
     /// Partitions deleted, oldest first.
     pub deleted: Vec<DeletedPartition>,
+    /// Raw days found this pass with a chunk that does not decode, each as the error that
+    /// names it: left unmerged and without new rollups until the store is opened again,
+    /// while the pass goes on to the retention and the size cap.
+    pub damaged: Vec<String>,
 }
 
 /// One partition as `/api/v1/status/tsdb` and `outpost-aggregator tsdb` show it.
@@ -407,14 +411,27 @@ impl Storage {
             if end >= closed_before {
                 continue;
             }
+            if self.is_set_aside(p) {
+                continue;
+            }
             let expiring = end < raw_horizon;
             let st = self.partition_stats(RAW, p)?;
             let merged = !expiring && st.chunks > st.merged_chunks;
             if merged {
-                let (before, after) = self.merge_partition(p)?;
-                report.merged_partitions += 1;
-                report.chunks_before += before;
-                report.chunks_after += after;
+                match self.merge_partition(p) {
+                    Ok((before, after)) => {
+                        report.merged_partitions += 1;
+                        report.chunks_before += before;
+                        report.chunks_after += after;
+                    }
+                    Err(e) => {
+                        // Series merged before the damaged one are rewritten: settle them.
+                        touched =
+                            Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+                        self.set_aside(p, e, &mut report)?;
+                        continue;
+                    }
+                }
             }
             // A day about to leave the raw retention is rolled up first unless it already
             // was: points that arrived for it since are older than the retention and go
@@ -430,8 +447,13 @@ impl Storage {
                 && self.needs_rollup(p, &kept)?
                 && (!expiring || !self.has_rollups(p, &kept))
             {
-                report.rollup_samples += self.rollup_partition(p, &kept, !expiring)?;
-                report.rolled_up_partitions += 1;
+                match self.rollup_partition(p, &kept, !expiring) {
+                    Ok(n) => {
+                        report.rollup_samples += n;
+                        report.rolled_up_partitions += 1;
+                    }
+                    Err(e) => self.set_aside(p, e, &mut report)?,
+                }
                 touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
             }
             if merged {
@@ -551,6 +573,44 @@ impl Storage {
     ///
     /// # Errors
     /// RocksDB fails; a failed write deletes nothing.
+    /// Whether raw day `p` was found with a chunk that does not decode since the store
+    /// opened: maintenance leaves it as it is (no merge, no rollup) until a restart.
+    fn is_set_aside(&self, p: i32) -> bool {
+        self.damaged_days
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&p)
+    }
+
+    /// Sets raw day `p` aside after its merge or rollup failed with `e`, so that one
+    /// damaged chunk does not stop every later pass before the retention and the size cap
+    /// (the disk would fill): named in the log and in `report.damaged`, once.
+    ///
+    /// # Errors
+    /// `e` itself when it is not a damaged record (a failed write, a full disk): the pass
+    /// stops there, to be tried again.
+    fn set_aside(
+        &self,
+        p: i32,
+        e: StorageError,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), StorageError> {
+        let StorageError::Damaged { .. } = e else {
+            return Err(e);
+        };
+        tracing::error!(
+            partition_start_ms = partition::partition_span(p).0,
+            "{e}; the day is left unmerged and not rolled up (its retention still applies); \
+             `outpost-aggregator tsdb --verify` lists every damaged chunk"
+        );
+        self.damaged_days
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p);
+        report.damaged.push(e.to_string());
+        Ok(())
+    }
+
     pub(crate) fn delete_partition(
         &self,
         res: u8,

@@ -1559,6 +1559,63 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A chunk that does not decode sets its day aside, named once, and the pass goes on
+    /// to the other days and to the retention: it used to stop every pass there, so no day
+    /// was deleted again and the disk filled.
+    #[test]
+    fn a_damaged_chunk_sets_its_day_aside_and_the_retention_goes_on() {
+        let dir = tmp_dir("rollup-damaged-day");
+        let s = Storage::open(&dir).unwrap();
+        let pts: Vec<(i64, f64)> = (0..4 * 48)
+            .map(|i| (100 * DAY + i * 1_800_000, (i % 5) as f64))
+            .collect();
+        for name in ["good", "bad"] {
+            write_points(&s, name, &pts);
+        }
+        s.compact_head().unwrap();
+        let bad = s.series_id(&Labels::metric("bad", [])).unwrap();
+        let cf = s.cf(CF_PARTS).unwrap();
+        for day in [100, 102] {
+            let mut it = s.db.raw_iterator_cf(cf);
+            it.seek(partition::series_prefix(RAW, day, bad));
+            let key = it.key().unwrap().to_vec();
+            drop(it);
+            assert_eq!(partition::parse(&key).unwrap().series, bad);
+            s.db.put_cf(cf, &key, [0xff, 0xff, 0xff]).unwrap();
+        }
+        // Day 100 is past the retention and rolled up before it goes; days 101 and 102 are
+        // merged and rolled up; day 103 is still open.
+        let policy = RetentionPolicy {
+            retention_ms: Some(2 * DAY),
+            ..RetentionPolicy::default()
+        };
+        let now = 103 * DAY + 3_600_000;
+        let r = s.maintain(now, &policy).unwrap();
+        assert_eq!(r.damaged.len(), 2, "{:?}", r.damaged);
+        assert!(
+            r.damaged
+                .iter()
+                .all(|d| d.contains(&format!("series {bad} in partition"))),
+            "{:?}",
+            r.damaged
+        );
+        let raw_gone: Vec<i64> = r
+            .deleted
+            .iter()
+            .filter(|d| d.resolution == "raw")
+            .map(|d| d.start_ms / DAY)
+            .collect();
+        assert_eq!(raw_gone, [100]);
+        assert_eq!((r.merged_partitions, r.rolled_up_partitions), (1, 1));
+        assert_eq!(s.rollup_parts(R1H), vec![101]);
+        // Named once: the next pass leaves day 102 alone, quietly.
+        let again = s.maintain(now, &policy).unwrap();
+        assert!(again.damaged.is_empty(), "{:?}", again.damaged);
+        assert_eq!(again.merged_partitions + again.rolled_up_partitions, 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Points written for a day after the size cap deleted its raw partition stay raw: the
     /// day's rollups, made from all it had, are not made again from them alone.
     #[test]
