@@ -1094,7 +1094,7 @@ impl Storage {
                     b.first().zip(b.last()).map(|(a, z)| (a.start, z.start)),
                 )
             } else {
-                match decode_rollup(&v, res_ms(c.res)) {
+                match decode_rollup(&v, res_ms(c.res), c.min_ts) {
                     Ok(b) => (
                         b.len(),
                         b.first().zip(b.last()).map(|(a, z)| (a.start, z.start)),
