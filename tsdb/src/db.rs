@@ -274,18 +274,38 @@ impl Storage {
         *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = self.scan_partitions(RAW)?;
         let mut rollups = vec![BTreeSet::new()];
+        let raw_parts = self.parts.read().unwrap_or_else(|p| p.into_inner()).clone();
         for (res, _, _) in crate::rollup::ROLLUPS {
-            // A day whose rollup was cut short has chunks but no statistics: not done.
+            // A day whose rollup was cut short has chunks but no statistics: not done. One
+            // written since it was rolled up is read from its raw points until it is
+            // rolled up again.
             let mut done = BTreeSet::new();
             for p in self.scan_partitions(res)? {
                 let key = crate::maintain::PartitionStats::key(res, p);
-                if self.db.get(key).map_err(|e| self.err(e))?.is_some() {
+                if self.db.get(key).map_err(|e| self.err(e))?.is_none() {
+                    continue;
+                }
+                let writes = self.partition_stats(res, p)?.writes;
+                let stale = raw_parts.contains(&p)
+                    && writes != crate::maintain::PartitionStats::SEALED
+                    && writes != self.partition_stats(RAW, p)?.writes;
+                if !stale {
                     done.insert(p);
                 }
             }
             rollups.push(done);
         }
         *self.rollups.write().unwrap_or_else(|p| p.into_inner()) = rollups;
+        let head_days: BTreeSet<i32> = self
+            .head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .values()
+            .flatten()
+            .map(|p| partition::partition_of(p.ts))
+            .collect();
+        self.rollups_out_of_date(&head_days);
         Ok(())
     }
 
@@ -438,6 +458,16 @@ impl Storage {
             }
         }
         if !head_add.is_empty() {
+            let mut days = BTreeSet::new();
+            let mut last = None;
+            for (_, p) in &head_add {
+                let d = partition::partition_of(p.ts);
+                if last != Some(d) {
+                    days.insert(d);
+                    last = Some(d);
+                }
+            }
+            self.rollups_out_of_date(&days);
             let mut head = self.head.write().unwrap_or_else(|p| p.into_inner());
             head.active_points += head_add.len();
             for (sid, p) in head_add {

@@ -531,18 +531,26 @@ impl Storage {
         // count against it.
         self.settle_logs();
         if let Some(cap) = policy.max_bytes {
+            let today = partition::partition_of(now_ms);
             for res in [RAW, R5M, R1H] {
                 loop {
+                    // Raw days from today on, and the newest, are where ingestion writes:
+                    // never deleted (a sample stamped a day ahead must not make today the
+                    // oldest day to go).
                     let parts = self.parts_of(res);
-                    // The newest raw partition is where ingestion writes: never deleted.
-                    let keep = usize::from(res == RAW);
-                    if parts.len() <= keep || self.size_bytes() <= cap {
+                    let Some(&oldest) = parts
+                        .first()
+                        .filter(|&&p| res != RAW || (p < today && parts.len() > 1))
+                    else {
+                        break;
+                    };
+                    if self.size_bytes() <= cap {
                         break;
                     }
                     // Compacted at once: the size measured next must have dropped.
                     report.deleted.push(self.delete_partition(
                         res,
-                        parts[0],
+                        oldest,
                         DeleteReason::MaxBytes,
                         true,
                     )?);
@@ -566,13 +574,6 @@ impl Storage {
         }
     }
 
-    /// Deletes partition `p` of resolution byte `res` (raw, or a rollup resolution of
-    /// [`crate::rollup`]): one range delete, with its statistics, in one write; then, if
-    /// `compact`, compacts its range so the space returns to the file system (else the
-    /// caller compacts a span of deleted partitions at once).
-    ///
-    /// # Errors
-    /// RocksDB fails; a failed write deletes nothing.
     /// Whether raw day `p` was found with a chunk that does not decode since the store
     /// opened: maintenance leaves it as it is (no merge, no rollup) until a restart.
     fn is_set_aside(&self, p: i32) -> bool {
@@ -611,6 +612,13 @@ impl Storage {
         Ok(())
     }
 
+    /// Deletes partition `p` of resolution byte `res` (raw, or a rollup resolution of
+    /// [`crate::rollup`]): one range delete, with its statistics, in one write; then, if
+    /// `compact`, compacts its range so the space returns to the file system (else the
+    /// caller compacts a span of deleted partitions at once).
+    ///
+    /// # Errors
+    /// RocksDB fails; a failed write deletes nothing.
     pub(crate) fn delete_partition(
         &self,
         res: u8,
@@ -652,7 +660,7 @@ impl Storage {
         if res == RAW {
             wb.put(KEY_RAW_FLOOR, floor.to_le_bytes());
             for (r, _, _) in ROLLUPS {
-                if self.has_rollups(p, &[r]) {
+                if self.rollup_on_disk(r, p)? {
                     let st = PartitionStats {
                         writes: PartitionStats::SEALED,
                         ..self.partition_stats(r, p)?
@@ -668,6 +676,15 @@ impl Storage {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&p);
+            // Rollups last written before a late point are read again: all there is now.
+            for (r, _, _) in ROLLUPS {
+                if self.rollup_on_disk(r, p)? {
+                    let mut sets = self.rollups.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(set) = sets.get_mut(usize::from(r)) {
+                        set.insert(p);
+                    }
+                }
+            }
         } else if let Some(set) = self
             .rollups
             .write()
@@ -1441,16 +1458,12 @@ mod tests {
         let dir = tmp_dir("cap");
         let s = Storage::open(&dir).unwrap();
         merged_ten_days(&s, "c", 100);
-        let r = s
-            .maintain(
-                0,
-                &RetentionPolicy {
-                    retention_ms: None,
-                    max_bytes: Some(1),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let cap = RetentionPolicy {
+            retention_ms: None,
+            max_bytes: Some(1),
+            ..Default::default()
+        };
+        let r = s.maintain(109 * DAY + 3_600_000, &cap).unwrap();
         // Raw days first (all but the newest), then every rollup day.
         let res: Vec<&str> = r.deleted.iter().map(|d| d.resolution).collect();
         assert_eq!(res[..9], ["raw"; 9]);
@@ -1463,6 +1476,38 @@ mod tests {
         // Writing goes on.
         write(&s, "c", 110 * DAY);
         assert_eq!(all_points(&s, "c").len(), 1441);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A sample stamped days ahead makes a raw day newer than today's: the cap still keeps
+    /// today's (it used to delete it as the oldest but one, and the floor it left behind
+    /// dropped every sample of the days before the stray one).
+    #[test]
+    fn the_size_cap_keeps_today_beside_a_day_ahead() {
+        let dir = tmp_dir("cap-ahead");
+        let s = Storage::open(&dir).unwrap();
+        merged_ten_days(&s, "c", 100);
+        write(&s, "c", 115 * DAY);
+        s.compact_head().unwrap();
+        let cap = RetentionPolicy {
+            retention_ms: None,
+            max_bytes: Some(1),
+            ..Default::default()
+        };
+        let r = s.maintain(109 * DAY + 3_600_000, &cap).unwrap();
+        let raw: Vec<i64> = r
+            .deleted
+            .iter()
+            .filter(|d| d.resolution == "raw")
+            .map(|d| d.start_ms / DAY)
+            .collect();
+        assert_eq!(raw, (100..109).collect::<Vec<i64>>());
+        let kept: Vec<i64> = raw_parts(&s).iter().map(|p| p.start_ms / DAY).collect();
+        assert_eq!(kept, [109, 115]);
+        assert_eq!(s.accepts_from_ms(), Some(109 * DAY));
+        write(&s, "c", 109 * DAY + 7_200_000);
+        assert_eq!(s.samples_too_old(), 0);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
