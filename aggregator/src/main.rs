@@ -49,7 +49,8 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/outpost/aggregator.toml")]
         config: PathBuf,
         /// The data folder to read instead of the config's `data_dir` (then no config is
-        /// needed).
+        /// read, and the default `[storage]` retentions are shown and, with --maintain,
+        /// applied).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Decode every label set, wal record and chunk, and check they agree with the
@@ -203,6 +204,7 @@ fn main() -> ExitCode {
             json,
             maintain,
         } => {
+            let data_dir_given = data_dir.is_some();
             let (dir, policy) = match data_dir {
                 Some(d) => (
                     d,
@@ -216,6 +218,10 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            let policy = outpost_aggregator::tsdb_cmd::Policy {
+                policy,
+                default: data_dir_given,
+            };
             match outpost_aggregator::tsdb_cmd::run(
                 &dir,
                 &policy,
@@ -226,6 +232,8 @@ fn main() -> ExitCode {
             ) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
+                // `| head` closing the pipe is not an error of the command.
+                Err(e) if e.contains("Broken pipe") => Ok(()),
                 Err(e) => Err(e),
             }
         }

@@ -8,6 +8,16 @@ use outpost_tsdb::{RetentionPolicy, Storage};
 use std::io::Write;
 use std::path::Path;
 
+/// The `[storage]` policy the command reports and applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Retentions and size cap.
+    pub policy: RetentionPolicy,
+    /// Whether they are the defaults, no config having been read (`--data-dir`): said so
+    /// next to the retention shown.
+    pub default: bool,
+}
+
 /// Prints the report of the store in `dir` to `out` (text, or the JSON of
 /// `/api/v1/status/tsdb`'s `outpostStats.storage` with `json`); with `verify`, reads every
 /// record too and adds what it found; with `maintain`, opens it for writing and runs one
@@ -19,7 +29,7 @@ use std::path::Path;
 /// `maintain`), the pass fails, or writing `out` fails.
 pub fn run(
     dir: &Path,
-    policy: &RetentionPolicy,
+    policy: &Policy,
     verify: bool,
     json: bool,
     maintain: bool,
@@ -40,7 +50,9 @@ pub fn run(
         );
         s.compact_head().map_err(|e| e.to_string())?;
         let r = s
-            .maintain_with_progress(outpost_service::now_ms(), policy, &mut |m| eprintln!("{m}"))
+            .maintain_with_progress(outpost_service::now_ms(), &policy.policy, &mut |m| {
+                eprintln!("{m}")
+            })
             .map_err(|e| e.to_string())?;
         eprintln!(
             "merged {} partition(s) ({} chunks into {}), rolled up {} day(s) ({} samples read), deleted {} partition(s)",
@@ -56,8 +68,8 @@ pub fn run(
     } else {
         Storage::open_read_only(dir).map_err(|e| e.to_string())?
     };
-    let mut report =
-        storage_report(&storage, policy, outpost_service::now_ms()).map_err(|e| e.to_string())?;
+    let mut report = storage_report(&storage, &policy.policy, outpost_service::now_ms())
+        .map_err(|e| e.to_string())?;
     let checked = if verify {
         let v = storage
             .verify(|n| eprintln!("verified {n} chunks…"))
@@ -86,9 +98,18 @@ pub fn run(
             r["series"], r["samples"], r["headSamples"], r["bytes"]
         )
         .map_err(w)?;
+        let default = if policy.default {
+            ", the default: --config for the aggregator's"
+        } else {
+            ""
+        };
         match r["retentionHorizon"].as_str() {
-            Some(h) => writeln!(out, "retention: {}s (keeps data after {h})", r["retention"]),
-            None => writeln!(out, "retention: none"),
+            Some(h) => writeln!(
+                out,
+                "retention: {}s (keeps data after {h}{default})",
+                r["retention"]
+            ),
+            None => writeln!(out, "retention: none{default}"),
         }
         .map_err(w)?;
         if let Some(from) = r["acceptsFrom"].as_str() {

@@ -697,6 +697,7 @@ impl Storage {
         tracing::info!(
             reason = reason.as_str(),
             resolution = res_name(res),
+            day = %day_name(p),
             partition_start_ms = start_ms,
             samples = stats.samples,
             chunks = stats.chunks,
