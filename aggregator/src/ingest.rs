@@ -221,7 +221,12 @@ pub fn apply_with_writes(
     sync: bool,
 ) -> (Vec<Result<IngestOutcome, String>>, Result<(), String>) {
     let mut planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
-    add_writes(&mut planned.plan, writes, |l| storage.series_id(l));
+    // Forwarded samples are all committed: the destination keeps what its retention allows.
+    let floor = match storage.accepts_from_ms() {
+        Some(f) if !storage.forwarding() => f,
+        _ => i64::MIN,
+    };
+    let skipped = add_writes(&mut planned.plan, writes, floor, |l| storage.series_id(l));
     let oldest = planned
         .plan
         .records
@@ -235,6 +240,8 @@ pub fn apply_with_writes(
     }
     match result {
         Ok(ids) => {
+            // Counted once the rest is stored: a refused write is tried again whole.
+            storage.count_too_old(skipped);
             let outcomes = planned.outcomes.clone();
             lock(ledger).committed(planned, &ids);
             (outcomes, Ok(()))
@@ -248,17 +255,26 @@ pub fn apply_with_writes(
 
 /// Appends remote_write samples to `plan`: one wal record per request, series the store
 /// lacks added after the ledger's own new series (so the ledger's slot numbers still hold).
+/// A series the store lacks whose every sample is older than `floor` (ms, the store's
+/// [`Storage::accepts_from_ms`]) is left out, as the store would drop its samples and
+/// keep only an empty series; returns the samples so left out.
 fn add_writes(
     plan: &mut WritePlan,
     writes: &[SeriesWrite],
+    floor: i64,
     known: impl Fn(&Labels) -> Option<SeriesId>,
-) {
+) -> u64 {
     let mut added: HashMap<&Labels, u32> = HashMap::new();
+    let mut skipped = 0;
     for w in writes {
         let mut record = Vec::with_capacity(w.iter().map(|(_, p)| p.len()).sum());
         for (labels, points) in w {
             let slot = match known(labels) {
                 Some(id) => SeriesSlot::Existing(id),
+                None if !added.contains_key(labels) && points.iter().all(|p| p.ts < floor) => {
+                    skipped += points.len() as u64;
+                    continue;
+                }
                 None => SeriesSlot::New(*added.entry(labels).or_insert_with(|| {
                     plan.new_series.push(labels.clone());
                     (plan.new_series.len() - 1) as u32
@@ -270,6 +286,7 @@ fn add_writes(
             plan.records.push(record);
         }
     }
+    skipped
 }
 
 /// What the writer collected for one commit.

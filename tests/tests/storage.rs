@@ -206,14 +206,47 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     // gone instead of their rollups. Day 10's samples again are stored as before.
     write_days(&agg, 25..26, 48);
     write_days(&agg, 10..11, 48);
+    // A series never seen whose samples are all too old is not made either: no empty
+    // series in the index, as neither Prometheus nor VictoriaMetrics makes one.
+    let series_before = get_json(&agg.url("/api/v1/status/tsdb")).expect("status")["data"]
+        ["outpostStats"]["storage"]["series"]
+        .clone();
+    agg.remote_write(vec![TimeSeries {
+        labels: vec![ProtoLabel {
+            name: "__name__".into(),
+            value: "ancient_only".into(),
+        }],
+        samples: (0..3)
+            .map(|i| ProtoSample {
+                value: 1.0,
+                timestamp: now_ms() - 25 * DAY_MS + i * 1000,
+            })
+            .collect(),
+    }]);
     let too_old = metric_value(
         &agg.metrics(),
         "outpost_aggregator_storage_samples_too_old_total",
     );
-    assert_eq!(too_old, Some(48.0 * SERIES as f64), "{}", agg.metrics());
+    assert_eq!(
+        too_old,
+        Some(48.0 * SERIES as f64 + 3.0),
+        "{}",
+        agg.metrics()
+    );
+    let listed = get_json(&format!(
+        "{}?match[]=ancient_only",
+        agg.url("/api/v1/series")
+    ))
+    .expect("series");
+    assert_eq!(listed["data"], serde_json::json!([]), "{listed}");
     let status = get_json(&agg.url("/api/v1/status/tsdb")).expect("status");
     let storage = &status["data"]["outpostStats"]["storage"];
-    assert_eq!(storage["samplesTooOld"], 48 * SERIES as u64, "{storage}");
+    assert_eq!(storage["series"], series_before, "{storage}");
+    assert_eq!(
+        storage["samplesTooOld"],
+        48 * SERIES as u64 + 3,
+        "{storage}"
+    );
     // The horizon of the pass that deleted them: 20 days before a time in the last minute.
     let from = storage["acceptsFrom"].as_str().unwrap_or("");
     let date = |ms: i64| {

@@ -498,7 +498,9 @@ impl Storage {
         self.too_old.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn count_too_old(&self, n: u64) {
+    /// Adds `n` to [`Storage::samples_too_old`]: points a caller left out of a plan for
+    /// being older than [`Storage::accepts_from_ms`].
+    pub fn count_too_old(&self, n: u64) {
         self.too_old.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -41,6 +41,11 @@ impl Storage {
         self.forwarding.store(on, Ordering::Relaxed);
     }
 
+    /// Whether commits write the forward log (see [`Storage::set_forwarding`]).
+    pub fn forwarding(&self) -> bool {
+        self.forwarding.load(Ordering::Relaxed)
+    }
+
     /// Records after `after` (exclusive), in id order, until about `max_points` points (at
     /// least one record when there is one).
     ///
