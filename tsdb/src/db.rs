@@ -284,8 +284,7 @@ impl Storage {
             // rolled up again.
             let mut done = BTreeSet::new();
             for p in self.scan_partitions(res)? {
-                let key = crate::maintain::PartitionStats::key(res, p);
-                if self.db.get(key).map_err(|e| self.err(e))?.is_none() {
+                if !self.rollup_on_disk(res, p)? {
                     continue;
                 }
                 let writes = self.partition_stats(res, p)?.writes;

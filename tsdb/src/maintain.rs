@@ -426,8 +426,7 @@ impl Storage {
                     }
                     Err(e) => {
                         // Series merged before the damaged one are rewritten: settle them.
-                        touched =
-                            Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+                        widen(&mut touched, p);
                         self.set_aside(p, e, &mut report)?;
                         continue;
                     }
@@ -454,10 +453,10 @@ impl Storage {
                     }
                     Err(e) => self.set_aside(p, e, &mut report)?,
                 }
-                touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+                widen(&mut touched, p);
             }
             if merged {
-                touched = Some(touched.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+                widen(&mut touched, p);
             }
         }
         // Closed days merged or rolled up are done changing: one compaction of their span
@@ -508,7 +507,7 @@ impl Storage {
                     DeleteReason::Retention,
                     false,
                 )?);
-                gone = Some(gone.map_or((p, p), |(a, b): (i32, i32)| (a.min(p), b.max(p))));
+                widen(&mut gone, p);
             }
             // One compaction returns the space of every day deleted: one a day would
             // rewrite the same files once per day (minutes for a year's backlog).
@@ -657,6 +656,8 @@ impl Storage {
             .1
             .saturating_add(1)
             .max(self.deleted_before.load(Ordering::Relaxed));
+        // The day's finished rollups, sealed with a raw day's deletion.
+        let mut sealed = vec![];
         if res == RAW {
             wb.put(KEY_RAW_FLOOR, floor.to_le_bytes());
             for (r, _, _) in ROLLUPS {
@@ -666,6 +667,7 @@ impl Storage {
                         ..self.partition_stats(r, p)?
                     };
                     wb.put(PartitionStats::key(r, p), st.to_bytes());
+                    sealed.push(r);
                 }
             }
         }
@@ -677,12 +679,10 @@ impl Storage {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&p);
             // Rollups last written before a late point are read again: all there is now.
-            for (r, _, _) in ROLLUPS {
-                if self.rollup_on_disk(r, p)? {
-                    let mut sets = self.rollups.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(set) = sets.get_mut(usize::from(r)) {
-                        set.insert(p);
-                    }
+            let mut sets = self.rollups.write().unwrap_or_else(|e| e.into_inner());
+            for r in sealed {
+                if let Some(set) = sets.get_mut(usize::from(r)) {
+                    set.insert(p);
                 }
             }
         } else if let Some(set) = self
@@ -1188,6 +1188,11 @@ impl Storage {
 }
 
 /// Partition `p`'s day as `YYYY-MM-DD` (UTC), for progress lines.
+/// Widens the span of days `span` (first, last) to take in day `p`.
+fn widen(span: &mut Option<(i32, i32)>, p: i32) {
+    *span = Some(span.map_or((p, p), |(a, b)| (a.min(p), b.max(p))));
+}
+
 fn day_name(p: i32) -> String {
     let (y, m, d) = outpost_shared::units::civil_from_days(i64::from(p));
     format!("{y:04}-{m:02}-{d:02}")
