@@ -153,6 +153,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             .samples_too_old()
             .saturating_sub(m.samples_too_old.get()),
     );
+    m.samples_too_new.inc_by(
+        s.storage
+            .samples_too_new()
+            .saturating_sub(m.samples_too_new.get()),
+    );
     m.query_cache_points.set(s.query.cache().size().1 as i64);
     (
         [(

@@ -222,11 +222,12 @@ pub fn apply_with_writes(
 ) -> (Vec<Result<IngestOutcome, String>>, Result<(), String>) {
     let mut planned = lock(ledger).plan(reqs, |l| storage.series_id(l));
     // Forwarded samples are all committed: the destination keeps what its retention allows.
-    let floor = match storage.accepts_from_ms() {
-        Some(f) if !storage.forwarding() => f,
-        _ => i64::MIN,
+    let kept = if storage.forwarding() {
+        i64::MIN..=i64::MAX
+    } else {
+        storage.accepts_from_ms().unwrap_or(i64::MIN)..=storage.accepts_until_ms()
     };
-    let skipped = add_writes(&mut planned.plan, writes, floor, |l| storage.series_id(l));
+    let (too_old, too_new) = add_writes(&mut planned.plan, writes, &kept, |l| storage.series_id(l));
     let oldest = planned
         .plan
         .records
@@ -241,7 +242,8 @@ pub fn apply_with_writes(
     match result {
         Ok(ids) => {
             // Counted once the rest is stored: a refused write is tried again whole.
-            storage.count_too_old(skipped);
+            storage.count_too_old(too_old);
+            storage.count_too_new(too_new);
             let outcomes = planned.outcomes.clone();
             lock(ledger).committed(planned, &ids);
             (outcomes, Ok(()))
@@ -255,24 +257,29 @@ pub fn apply_with_writes(
 
 /// Appends remote_write samples to `plan`: one wal record per request, series the store
 /// lacks added after the ledger's own new series (so the ledger's slot numbers still hold).
-/// A series the store lacks whose every sample is older than `floor` (ms, the store's
-/// [`Storage::accepts_from_ms`]) is left out, as the store would drop its samples and
-/// keep only an empty series; returns the samples so left out.
+/// A series the store lacks with no sample inside `kept` (ms: the store's
+/// [`Storage::accepts_from_ms`] to [`Storage::accepts_until_ms`]) is left out, as the store
+/// would drop its samples and keep only an empty series; returns the samples so left out,
+/// as (older, later).
 fn add_writes(
     plan: &mut WritePlan,
     writes: &[SeriesWrite],
-    floor: i64,
+    kept: &std::ops::RangeInclusive<i64>,
     known: impl Fn(&Labels) -> Option<SeriesId>,
-) -> u64 {
+) -> (u64, u64) {
     let mut added: HashMap<&Labels, u32> = HashMap::new();
-    let mut skipped = 0;
+    let (mut too_old, mut too_new) = (0, 0);
     for w in writes {
         let mut record = Vec::with_capacity(w.iter().map(|(_, p)| p.len()).sum());
         for (labels, points) in w {
             let slot = match known(labels) {
                 Some(id) => SeriesSlot::Existing(id),
-                None if !added.contains_key(labels) && points.iter().all(|p| p.ts < floor) => {
-                    skipped += points.len() as u64;
+                None if !added.contains_key(labels)
+                    && !points.iter().any(|p| kept.contains(&p.ts)) =>
+                {
+                    let old = points.iter().filter(|p| p.ts < *kept.start()).count();
+                    too_old += old as u64;
+                    too_new += (points.len() - old) as u64;
                     continue;
                 }
                 None => SeriesSlot::New(*added.entry(labels).or_insert_with(|| {
@@ -286,7 +293,7 @@ fn add_writes(
             plan.records.push(record);
         }
     }
-    skipped
+    (too_old, too_new)
 }
 
 /// What the writer collected for one commit.

@@ -323,7 +323,7 @@ fn spawn_compactor(
             rt.block_on(async {
                 let mut last_maintenance: Option<std::time::Instant> = None;
                 let mut last_compaction: Option<std::time::Instant> = None;
-                let mut too_old = 0;
+                let (mut too_old, mut too_new) = (0, 0);
                 loop {
                     let dropped = storage.samples_too_old();
                     if dropped > too_old {
@@ -337,6 +337,16 @@ fn spawn_compactor(
                              resending cannot store them"
                         );
                         too_old = dropped;
+                    }
+                    let dropped = storage.samples_too_new();
+                    if dropped > too_new {
+                        tracing::warn!(
+                            samples = dropped - too_new,
+                            latest_kept = %crate::http::rfc3339(storage.accepts_until_ms()),
+                            "dropped samples stamped more than two days ahead of this host's \
+                             clock (check the sender's clock); acknowledged all the same"
+                        );
+                        too_new = dropped;
                     }
                     let maintenance_due =
                         last_maintenance.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY);

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub samples_deleted: Family<ReasonLabel, Counter>,
     /// Samples dropped on arrival for being older than the oldest time the store keeps.
     pub samples_too_old: Counter,
+    /// Samples dropped on arrival for being stamped more than two days ahead of the clock.
+    pub samples_too_new: Counter,
     pub partitions_merged: Counter,
     pub partitions_rolled_up: Counter,
     pub rollup_samples: Counter,
@@ -145,6 +147,7 @@ impl Metrics {
             partitions_deleted: Family::default(),
             samples_deleted: Family::default(),
             samples_too_old: Counter::default(),
+            samples_too_new: Counter::default(),
             partitions_merged: Counter::default(),
             partitions_rolled_up: Counter::default(),
             rollup_samples: Counter::default(),
@@ -438,6 +441,11 @@ impl Metrics {
             "storage_samples_too_old",
             "Samples dropped on arrival (yet acknowledged) for being older than the raw retention horizon or a raw day already deleted",
             m.samples_too_old.clone(),
+        );
+        r.register(
+            "storage_samples_too_new",
+            "Samples dropped on arrival (yet acknowledged) for being stamped more than two days ahead of the aggregator's clock",
+            m.samples_too_new.clone(),
         );
         r.register(
             "storage_partitions_merged",

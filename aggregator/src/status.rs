@@ -36,7 +36,9 @@ pub struct StartInfo {
 /// buckets for rollups; chunks; bytes), totals per resolution, the retentions (s), the
 /// raw retention horizon (the oldest time kept at `now_ms`, RFC 3339; absent without one),
 /// the oldest time a commit stores (`acceptsFrom`, RFC 3339, see
-/// [`outpost_tsdb::Storage::accepts_from_ms`]) and the samples dropped as older since start.
+/// [`outpost_tsdb::Storage::accepts_from_ms`]) and the samples dropped as older since start,
+/// the latest time a commit now stores (`acceptsUntil`, RFC 3339: the clock plus
+/// [`outpost_tsdb::MAX_FUTURE_MS`]) and the samples dropped as later since start.
 ///
 /// # Errors
 /// The store fails to read.
@@ -92,6 +94,10 @@ pub fn storage_report(
         // or the end of the newest raw day deleted if later.
         "acceptsFrom": storage.accepts_from_ms().map(rfc3339),
         "samplesTooOld": storage.samples_too_old(),
+        // Later samples are dropped on arrival, as VictoriaMetrics drops rows more than two
+        // days ahead.
+        "acceptsUntil": rfc3339(storage.accepts_until_ms()),
+        "samplesTooNew": storage.samples_too_new(),
         "retention5m": secs(policy.retention_5m_ms),
         "retention1h": secs(policy.retention_1h_ms),
         "maxBytes": policy.max_bytes,

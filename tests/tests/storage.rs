@@ -258,6 +258,42 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
         from.starts_with(&date(horizon)) || from.starts_with(&date(horizon - 60_000)),
         "accepts from the 20-day horizon: {storage}"
     );
+    // Samples stamped more than two days ahead are dropped on arrival too, as
+    // VictoriaMetrics refuses them: for known series (two a series, four days ahead) and a
+    // series never seen, which is not made.
+    write_days(&agg, -4..-3, 2);
+    agg.remote_write(vec![TimeSeries {
+        labels: vec![ProtoLabel {
+            name: "__name__".into(),
+            value: "future_only".into(),
+        }],
+        samples: (0..3)
+            .map(|i| ProtoSample {
+                value: 1.0,
+                timestamp: now_ms() + 3 * DAY_MS + i * 1000,
+            })
+            .collect(),
+    }]);
+    let too_new = metric_value(
+        &agg.metrics(),
+        "outpost_aggregator_storage_samples_too_new_total",
+    );
+    assert_eq!(
+        too_new,
+        Some(2.0 * SERIES as f64 + 3.0),
+        "{}",
+        agg.metrics()
+    );
+    let status = get_json(&agg.url("/api/v1/status/tsdb")).expect("status");
+    let storage = &status["data"]["outpostStats"]["storage"];
+    assert_eq!(storage["series"], series_before, "{storage}");
+    assert_eq!(storage["samplesTooNew"], 2 * SERIES as u64 + 3, "{storage}");
+    let until = storage["acceptsUntil"].as_str().unwrap_or("");
+    let ceiling = now_ms() + 2 * DAY_MS;
+    assert!(
+        until.starts_with(&date(ceiling)) || until.starts_with(&date(ceiling - 60_000)),
+        "accepts until two days ahead: {storage}"
+    );
     // Those days' rollups referred to their raw points (two a 1-hour bucket, one a
     // 5-minute one) and were made from them before the raw days went: each 5-minute
     // bucket's last point shows, 48 a day; older days keep their 1-hour buckets.

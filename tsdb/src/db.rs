@@ -27,6 +27,13 @@ pub(crate) const KEY_WAL_NEXT: &[u8] = b"wal_next";
 /// which commits drop points (see [`Storage::accepts_from_ms`]).
 pub(crate) const KEY_RAW_FLOOR: &[u8] = b"raw_floor";
 
+/// How far ahead of the wall clock a point may be and still be stored: 2 days, as
+/// VictoriaMetrics refuses rows stamped more than 2 days past its current time. A later
+/// point (a host whose clock runs days ahead, a mistyped timestamp) is dropped on arrival
+/// and counted in [`Storage::samples_too_new`]; stored, it would hold a raw day open until
+/// its time came.
+pub const MAX_FUTURE_MS: i64 = 2 * 86_400_000;
+
 /// One caller metadata entry: key and value, as given in [`WritePlan::meta`].
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
 
@@ -90,6 +97,8 @@ pub struct Storage {
     /// Points dropped by commits and compactions for being older than
     /// [`Storage::accepts_from_ms`].
     too_old: AtomicU64,
+    /// Points dropped by commits for being later than [`Storage::accepts_until_ms`].
+    too_new: AtomicU64,
     /// Raw days whose merge or rollup found a damaged chunk since the store opened: left
     /// alone by maintenance.
     pub(crate) damaged_days: Mutex<BTreeSet<i32>>,
@@ -191,6 +200,7 @@ impl Storage {
             deleted_before: AtomicI64::new(i64::MIN),
             retention_floor: AtomicI64::new(i64::MIN),
             too_old: AtomicU64::new(0),
+            too_new: AtomicU64::new(0),
             damaged_days: Mutex::default(),
         };
         s.load()?;
@@ -406,7 +416,8 @@ impl Storage {
         let mut head_add: Vec<(SeriesId, Point)> = vec![];
         let mut last_wal = 0;
         let floor = self.accepts_from_ms().unwrap_or(i64::MIN);
-        let mut too_old = 0u64;
+        let ceiling = stamp.saturating_add(MAX_FUTURE_MS);
+        let (mut too_old, mut too_new) = (0u64, 0u64);
         for r in &plan.records {
             let pts: Vec<(SeriesId, Point)> = r.iter().map(|&(s, p)| (resolve(s), p)).collect();
             let wal_id = self.next_wal.fetch_add(1, Ordering::Relaxed);
@@ -419,12 +430,16 @@ impl Storage {
                 wb.put_cf(cf_forward, wal_id.to_be_bytes(), v);
             }
             let old = pts.iter().filter(|(_, p)| p.ts < floor).count();
-            let (record, pts) = if old == 0 {
+            let new = pts.iter().filter(|(_, p)| p.ts > ceiling).count();
+            let (record, pts) = if old + new == 0 {
                 (record, pts)
             } else {
                 too_old += old as u64;
-                let kept: Vec<(SeriesId, Point)> =
-                    pts.into_iter().filter(|(_, p)| p.ts >= floor).collect();
+                too_new += new as u64;
+                let kept: Vec<(SeriesId, Point)> = pts
+                    .into_iter()
+                    .filter(|(_, p)| (floor..=ceiling).contains(&p.ts))
+                    .collect();
                 (wal::encode_record(&kept), kept)
             };
             wb.put_cf(&cf_wal, wal_id.to_be_bytes(), record);
@@ -452,6 +467,9 @@ impl Storage {
         }
         if too_old > 0 {
             self.too_old.fetch_add(too_old, Ordering::Relaxed);
+        }
+        if too_new > 0 {
+            self.too_new.fetch_add(too_new, Ordering::Relaxed);
         }
         if !created.is_empty() {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
@@ -504,6 +522,25 @@ impl Storage {
     /// being older than [`Storage::accepts_from_ms`].
     pub fn count_too_old(&self, n: u64) {
         self.too_old.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The latest time (ms since the Unix epoch) a commit now stores: the wall clock plus
+    /// [`MAX_FUTURE_MS`]. Later points are dropped on arrival and counted in
+    /// [`Storage::samples_too_new`].
+    pub fn accepts_until_ms(&self) -> i64 {
+        crate::forward::stamp_now().saturating_add(MAX_FUTURE_MS)
+    }
+
+    /// Points dropped since the store opened for being later than
+    /// [`Storage::accepts_until_ms`] when they were committed.
+    pub fn samples_too_new(&self) -> u64 {
+        self.too_new.load(Ordering::Relaxed)
+    }
+
+    /// Adds `n` to [`Storage::samples_too_new`]: points a caller left out of a plan for
+    /// being later than [`Storage::accepts_until_ms`].
+    pub fn count_too_new(&self, n: u64) {
+        self.too_new.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Every caller metadata entry whose key starts with `prefix`, in key order.

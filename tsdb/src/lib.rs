@@ -40,7 +40,7 @@ pub mod rollup;
 mod testutil;
 mod wal;
 
-pub use db::{MetaEntry, Storage, StorageError};
+pub use db::{MAX_FUTURE_MS, MetaEntry, Storage, StorageError};
 pub use index::CardinalityStats;
 pub use maintain::{
     DeleteReason, DeletedPartition, MERGE_AFTER_MS, MaintenanceReport, PartitionStats,

@@ -1855,6 +1855,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Points stamped more than [`crate::MAX_FUTURE_MS`] past the wall clock are dropped on
+    /// arrival and counted, as VictoriaMetrics refuses them; the rest of the commit stays.
+    #[test]
+    fn points_too_far_ahead_of_the_clock_are_dropped_on_arrival() {
+        let dir = tmp_dir("rollup-future");
+        let s = Storage::open(&dir).unwrap();
+        let now = crate::forward::stamp_now();
+        let ahead = now + crate::MAX_FUTURE_MS - 60_000;
+        let beyond = now + crate::MAX_FUTURE_MS + 60_000;
+        write_points(&s, "g", &[(now, 1.0), (ahead, 2.0), (beyond, 3.0)]);
+        assert_eq!(s.samples_too_new(), 1);
+        assert_eq!(s.samples_too_old(), 0);
+        assert_eq!(s.head_points(), 2);
+        assert!(s.accepts_until_ms() >= now + crate::MAX_FUTURE_MS);
+        let id = s.series_id(&Labels::metric("g", [])).unwrap();
+        let values: Vec<f64> = s
+            .points(id, now, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|p| p.value)
+            .collect();
+        assert_eq!(values, [1.0, 2.0]);
+        drop(s);
+        // Nothing of it was written: the reopened head replays the two points kept.
+        let s = Storage::open(&dir).unwrap();
+        assert_eq!(s.head_points(), 2);
+        assert_eq!(s.samples_too_new(), 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Days past the 5-minute retention but within the hourly one, whose raw data is still
     /// kept, are rolled up once: a pass must not make their 5-minute buckets again only for
     /// the retention to delete them (a year of backfill spent minutes so, at every pass).
