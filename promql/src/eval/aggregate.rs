@@ -87,6 +87,15 @@ impl Acc {
         }
     }
 
+    /// The state of a `count` or `group` after `n` samples (`n` > 0), whatever their
+    /// values.
+    pub(crate) fn counted(op: AggOp, n: u32) -> Self {
+        Acc {
+            count: f64::from(n),
+            ..Acc::first(op, 1.0)
+        }
+    }
+
     /// Whether a sample was added.
     pub(crate) fn is_set(&self) -> bool {
         self.count != 0.0

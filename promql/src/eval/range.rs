@@ -403,6 +403,13 @@ impl<'a> Groups<'a> {
     /// The accumulators, one a step, of the group of the series at position `pos` with
     /// these labels (a new group if it is the first of its group).
     fn of(&mut self, pos: usize, labels: &Labels) -> &mut [Acc] {
+        let gi = self.number(pos, labels);
+        &mut self.accs[gi * self.len..(gi + 1) * self.len]
+    }
+
+    /// The number of the group of the series at position `pos` with these labels, as
+    /// [`Groups::of`] finds or makes it.
+    fn number(&mut self, pos: usize, labels: &Labels) -> usize {
         let (gi, new) = self.find(labels);
         if new {
             self.firsts.push(pos);
@@ -410,7 +417,18 @@ impl<'a> Groups<'a> {
         } else {
             self.firsts[gi] = self.firsts[gi].min(pos);
         }
-        &mut self.accs[gi * self.len..(gi + 1) * self.len]
+        gi
+    }
+
+    /// Sets the accumulators from samples counted apart, `len` a group by group then step
+    /// (`counts` shorter than the groups' steps leaves the rest as they are).
+    fn set_counted(&mut self, counts: &[u32]) {
+        let op = self.a.op;
+        for (acc, &n) in self.accs.iter_mut().zip(counts) {
+            if n > 0 {
+                *acc = Acc::counted(op, n);
+            }
+        }
     }
 
     /// Every group with its value at each step, in the order of their first series; a
@@ -1281,17 +1299,22 @@ impl Evaluator<'_> {
                 } else if matches!(a.op, AggOp::Count | AggOp::Group)
                     && let Some(min) = func.min_points()
                 {
-                    // Only whether each step has a value: counted straight in.
+                    // Only whether each step has a value: counted straight in, as whole
+                    // numbers a group and step (no accumulator per series and step).
+                    let len = self.grid.get().len;
+                    let mut counts: Vec<u32> = Vec::new();
                     let mut count = |pos: usize, labels: &Arc<Labels>, has: &[bool]| {
-                        let op = a.op;
-                        for (acc, &has) in groups.of(pos, labels).iter_mut().zip(has) {
-                            if has {
-                                acc.add(op, 1.0);
-                            }
+                        let gi = groups.number(pos, labels);
+                        if counts.len() < (gi + 1) * len {
+                            counts.resize((gi + 1) * len, 0);
+                        }
+                        for (n, &has) in counts[gi * len..(gi + 1) * len].iter_mut().zip(has) {
+                            *n += u32::from(has);
                         }
                         Ok(())
                     };
                     self.presence_each(min, keeps, selector, *range_ms, name_matters, &mut count)?;
+                    groups.set_counted(&counts);
                 } else if let Some(out) =
                     self.aggregate_range_split(a, func, args, selector, *range_ms, name_matters)?
                 {
