@@ -80,15 +80,71 @@ fn default_retention() -> outpost_shared::units::Duration {
     outpost_shared::units::Duration::from_secs(365 * 86_400)
 }
 
+/// The shortest retention `[storage]` accepts: one day, the store's time partition (as
+/// VictoriaMetrics' `-retentionPeriod`, which is at least a day).
+pub const MIN_RETENTION_DAYS: u64 = 1;
+/// The longest retention `[storage]` accepts: 100 years, as VictoriaMetrics'.
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
+/// The smallest `[storage] max_bytes`: the store's write buffers alone take up to 32 MiB,
+/// so a smaller cap would delete every closed day at every pass.
+pub const MIN_MAX_BYTES: u64 = 64 << 20;
+
 impl StorageConfig {
-    /// The store's retention policy.
+    /// The store's retention policy (ms; a retention past `i64::MAX` ms, which
+    /// [`StorageConfig::validate`] refuses, is kept as `i64::MAX`).
     pub fn policy(&self) -> outpost_tsdb::RetentionPolicy {
+        let ms = |d: &outpost_shared::units::Duration| {
+            Some(i64::try_from(d.get().as_millis()).unwrap_or(i64::MAX))
+        };
         outpost_tsdb::RetentionPolicy {
-            retention_ms: Some(self.retention.get().as_millis() as i64),
+            retention_ms: ms(&self.retention),
             max_bytes: self.max_bytes.map(|b| b.0),
-            retention_5m_ms: Some(self.retention_5m.get().as_millis() as i64),
-            retention_1h_ms: Some(self.retention_1h.get().as_millis() as i64),
+            retention_5m_ms: ms(&self.retention_5m),
+            retention_1h_ms: ms(&self.retention_1h),
         }
+    }
+
+    /// Every problem, each naming its key: a retention under a day or over 100 years, a
+    /// size cap under [`MIN_MAX_BYTES`].
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = vec![];
+        for (key, d) in [
+            ("storage.retention", &self.retention),
+            ("storage.retention_5m", &self.retention_5m),
+            ("storage.retention_1h", &self.retention_1h),
+        ] {
+            let days = d.get().as_secs_f64() / 86_400.0;
+            if days < MIN_RETENTION_DAYS as f64 {
+                out.push(Problem::new(
+                    key,
+                    format!(
+                        "{d} is under a day: data is kept and deleted a day at a time, so use at \
+                         least \"1d\" (e.g. \"30d\", \"365d\"); there is no unlimited retention"
+                    ),
+                ));
+            } else if days > MAX_RETENTION_DAYS as f64 {
+                out.push(Problem::new(
+                    key,
+                    format!(
+                        "{} days is over 100 years; use at most \"{MAX_RETENTION_DAYS}d\"",
+                        days.round()
+                    ),
+                ));
+            }
+        }
+        if let Some(b) = self.max_bytes
+            && b.0 < MIN_MAX_BYTES
+        {
+            out.push(Problem::new(
+                "storage.max_bytes",
+                format!(
+                    "{} bytes is under 64MiB, which the store's write buffers alone may take: \
+                     every closed day would be deleted at every pass; use at least \"64MiB\"",
+                    b.0
+                ),
+            ));
+        }
+        out
     }
 }
 
@@ -531,6 +587,7 @@ impl Config {
             out.extend(e.lines().map(|l| Problem::new("checks_file", l)));
         }
         out.extend(self.query.validate());
+        out.extend(self.storage.validate());
         out.extend(self.alerting.validate());
         out.extend(crate::forward::validate(&self.forward));
         out.extend(self.log.validate());
@@ -673,6 +730,41 @@ key = "aggregator.key"
             "{p}"
         );
         assert!(p.contains("tls.ca: cannot open /nonexistent/ca.crt"), "{p}");
+    }
+
+    #[test]
+    fn storage_retentions_and_size_cap_out_of_range_are_named() {
+        let c = Config::parse(GOOD, Path::new("agg.toml")).unwrap();
+        assert!(
+            !outpost_shared::problem::lines(&c.validate()).contains("storage."),
+            "defaults are fine"
+        );
+        assert_eq!(c.storage.policy().retention_ms, Some(365 * 86_400_000));
+        let c = Config::parse(
+            &format!(
+                "{GOOD}[storage]\nretention = \"200000000000d\"\nretention_5m = \"12h\"\n\
+                 retention_1h = \"1y\"\nmax_bytes = \"10MiB\"\n"
+            ),
+            Path::new("/nonexistent/agg.toml"),
+        )
+        .unwrap();
+        // Past i64 ms it would have wrapped negative: every day, today's too, past it.
+        assert_eq!(c.storage.policy().retention_ms, Some(i64::MAX));
+        assert_eq!(c.storage.policy().retention_1h_ms, Some(365 * 86_400_000));
+        let p = outpost_shared::problem::lines(&c.validate());
+        assert!(
+            p.contains("storage.retention: 200000000000 days is over 100 years"),
+            "{p}"
+        );
+        assert!(
+            p.contains("storage.retention_5m: 12h is under a day"),
+            "{p}"
+        );
+        assert!(!p.contains("storage.retention_1h"), "{p}");
+        assert!(
+            p.contains("storage.max_bytes: 10485760 bytes is under 64MiB"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl Metrics {
         }
         r.register(
             "remote_write_samples",
-            "Samples stored from POST /api/v1/write",
+            "Samples received by POST /api/v1/write and acknowledged, including those dropped as too old or too new (counted in storage_samples_too_old and storage_samples_too_new)",
             m.remote_write_samples.clone(),
         );
         r.register(

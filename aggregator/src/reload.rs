@@ -29,6 +29,8 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     note(old.telemetry != new.telemetry, "telemetry.otlp_endpoint");
     note(old.checks_file != new.checks_file, "checks_file");
     note(old.forward != new.forward, "forward");
+    note(old.storage != new.storage, "storage");
+    note(old.query != new.query, "query");
     note(
         old.alerting.notifications.is_some() != new.alerting.notifications.is_some(),
         "alerting.notifications",
@@ -178,5 +180,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(restart_keys(&old, &new), vec!["data_dir", "listen"]);
+        // The store's policy and the query engine's limits are read at start.
+        let new = Config::parse(
+            &BASE.replace(
+                "[log]",
+                "[storage]\nretention = \"20d\"\n[query]\ntimeout = \"1m\"\n[log]",
+            ),
+            p,
+        )
+        .unwrap();
+        assert_eq!(restart_keys(&old, &new), vec!["storage", "query"]);
     }
 }

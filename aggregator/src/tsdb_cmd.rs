@@ -115,7 +115,8 @@ pub fn run(
         if let Some(from) = r["acceptsFrom"].as_str() {
             writeln!(
                 out,
-                "raw days deleted before {from}: older samples are dropped on arrival"
+                "samples before {from} are dropped on arrival (past the retention horizon of \
+                 the last maintenance pass, or in a raw day deleted)"
             )
             .map_err(w)?;
         }
@@ -133,19 +134,21 @@ pub fn run(
         }
         writeln!(
             out,
-            "{:<10} {:<22} {:>14} {:>10} {:>14}  merged",
+            "{:<10} {:<24} {:>14} {:>10} {:>14}  merged",
             "resolution", "partition start", "samples", "chunks", "bytes"
         )
         .map_err(w)?;
+        // Numbers as text: a JSON value ignores the width.
+        let n = |v: &serde_json::Value| v.as_u64().map_or_else(String::new, |n| n.to_string());
         for p in r["partitions"].as_array().into_iter().flatten() {
             writeln!(
                 out,
-                "{:<10} {:<22} {:>14} {:>10} {:>14}  {}",
+                "{:<10} {:<24} {:>14} {:>10} {:>14}  {}",
                 p["resolution"].as_str().unwrap_or(""),
                 p["start"].as_str().unwrap_or(""),
-                p["samples"],
-                p["chunks"],
-                p["bytes"],
+                n(&p["samples"]),
+                n(&p["chunks"]),
+                n(&p["bytes"]),
                 if p["merged"] == true { "yes" } else { "no" }
             )
             .map_err(w)?;

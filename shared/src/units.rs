@@ -6,7 +6,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::{fmt, str::FromStr, time::Duration as StdDuration};
 
-/// A duration written the way Prometheus writes them: `500ms`, `10s`, `1m30s`, `2h`, `1d`.
+/// A duration written the way Prometheus writes them: `500ms`, `10s`, `1m30s`, `2h`, `1d`,
+/// `1w`, `1y` (365 days).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub StdDuration);
 
@@ -30,7 +31,7 @@ impl FromStr for Duration {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "invalid duration {s:?}: use a number and a unit, e.g. \"500ms\", \"10s\", \"1m30s\", \"2h\""
+                "invalid duration {s:?}: use numbers with units ms, s, m, h, d, w or y (365d), e.g. \"500ms\", \"1m30s\", \"2h\", \"30d\", \"1y\""
             )
         };
         let t = s.trim();
@@ -58,6 +59,8 @@ impl FromStr for Duration {
                 "h" => 3_600_000,
                 "d" => 86_400_000,
                 "w" => 604_800_000,
+                // As Prometheus' durations: a year is 365 days.
+                "y" => 31_536_000_000,
                 _ => return Err(bad()),
             };
             rest = &rest[unit_len..];
@@ -190,6 +193,9 @@ mod tests {
             ("1m30s", 90_000),
             ("2h", 7_200_000),
             ("1d", 86_400_000),
+            ("2w", 1_209_600_000),
+            ("1y", 31_536_000_000),
+            ("1y2d", 31_708_800_000),
         ] {
             assert_eq!(
                 s.parse::<Duration>().unwrap(),
