@@ -39,6 +39,7 @@ impl MemStorage {
             resolutions: resolutions.to_vec(),
             raw_start_ms,
             start_ms: None,
+            starts_ms: vec![],
         });
         self
     }

@@ -152,6 +152,18 @@ fn kahan(sum: f64, c: f64, v: f64) -> (f64, f64) {
     (t, c)
 }
 
+/// Where a window ending at `end` (ms) ends when read from buckets of `res_ms`: the bucket
+/// edge at or before it. On an edge (every window whose answer equals the raw samples'),
+/// `end` itself; between edges, which only a window over days whose raw samples are gone
+/// reads from buckets, up to `res_ms - 1` earlier.
+pub fn window_end(end: i64, res_ms: i64) -> i64 {
+    if res_ms > 0 {
+        end - end.rem_euclid(res_ms)
+    } else {
+        end
+    }
+}
+
 /// What a store can tell the engine about its rollups ([`crate::Querier::rollups`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RollupInfo {
@@ -164,6 +176,11 @@ pub struct RollupInfo {
     /// cannot tell. Rollups that start no earlier than the raw points know nothing the
     /// raw points do not.
     pub start_ms: Option<i64>,
+    /// Per resolution, in the order of `resolutions`: the first ms of the oldest day held
+    /// at it (`None`: none held). Empty when the store cannot tell. A window before the raw
+    /// points reads a resolution that reaches back to its start where one does (5-minute
+    /// buckets are usually kept for less time than 1-hour ones).
+    pub starts_ms: Vec<Option<i64>>,
 }
 
 /// The functions of a range vector that rollups answer.
@@ -206,14 +223,17 @@ impl RollupFunc {
     /// The function's value over the window `[range_end - range_ms, range_end]` from
     /// `buckets` (a series' buckets of resolution `res_ms`, oldest first, covering at least
     /// the window); `None` when the window holds no point (or fewer than two for `rate` and
-    /// `increase`). The window's edges must be multiples of `res_ms`.
+    /// `increase`). `range_ms` must be a multiple of `res_ms`. An end between bucket edges
+    /// is taken back to the edge before it ([`window_end`]): whole buckets only, never a
+    /// point after the end.
     pub fn apply(
         self,
         buckets: &[Bucket],
         range_end: i64,
         range_ms: i64,
-        _res_ms: i64,
+        res_ms: i64,
     ) -> Option<f64> {
+        let range_end = window_end(range_end, res_ms);
         let lo = buckets.partition_point(|b| b.start < range_end - range_ms);
         let hi = buckets.partition_point(|b| b.start < range_end);
         self.apply_in(buckets, lo, hi, range_end, range_ms)
@@ -227,11 +247,13 @@ impl RollupFunc {
         buckets: &[Bucket],
         ends: &[i64],
         range_ms: i64,
+        res_ms: i64,
         out: &mut Vec<Option<f64>>,
     ) {
         let (mut lo, mut hi) = (0, 0);
         let mut prev = i64::MIN;
         for &end in ends {
+            let end = window_end(end, res_ms);
             if end < prev {
                 // Not ascending: start over.
                 (lo, hi) = (0, 0);
@@ -458,15 +480,22 @@ mod tests {
         ] {
             for range in [100, 200, 500] {
                 let mut got = vec![];
-                f.apply_each(&b, &ends, range, &mut got);
+                f.apply_each(&b, &ends, range, 100, &mut got);
                 let want: Vec<_> = ends.iter().map(|&e| f.apply(&b, e, range, 100)).collect();
                 assert_eq!(got, want, "{f:?} over {range}");
                 assert!(got.iter().filter(|v| v.is_some()).count() > 50);
+                // Ends between bucket edges answer as at the edge before them.
+                let off: Vec<i64> = ends.iter().map(|&e| e + 37).collect();
+                let mut shifted = vec![];
+                f.apply_each(&b, &off, range, 100, &mut shifted);
+                assert_eq!(shifted, want, "{f:?} over {range}, ends off the edges");
+                let one: Vec<_> = off.iter().map(|&e| f.apply(&b, e, range, 100)).collect();
+                assert_eq!(one, want, "{f:?} over {range}, ends off the edges");
             }
             // Ends out of order are still answered.
             let back = [5000, 300, 4000];
             let mut got = vec![];
-            f.apply_each(&b, &back, 200, &mut got);
+            f.apply_each(&b, &back, 200, 100, &mut got);
             let want: Vec<_> = back.iter().map(|&e| f.apply(&b, e, 200, 100)).collect();
             assert_eq!(got, want);
         }
@@ -580,11 +609,53 @@ mod tests {
                 }
             }
         }
-        // Windows not on bucket edges read points even at a long step.
-        let rolled = Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], None));
+        // Windows not on bucket edges read points even at a long step while the points are
+        // kept.
+        let rolled = Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], Some(-day)));
         let steps = Steps::new(3_600_000 + 1000, day, 3_600_000).unwrap();
         range_query(&rolled, &parse("rate(c_total[1h])").unwrap(), &steps).unwrap();
         assert_eq!(rolled.buckets.load(Ordering::Relaxed), 0);
+        // Where they are gone, such windows read whole buckets, each window ending at the
+        // bucket edge before its end: the raw answer there, not each bucket's last point.
+        for (step, q) in [
+            (60_000, "count_over_time(g[1h])"),
+            (60_000, "sum_over_time(g[1h])"),
+            (60_000, "rate(c_total[1h])"),
+            (60_000, "last_over_time(g[10m])"),
+            (3_600_000, "max_over_time(g[2h])"),
+            (3_600_000, "increase(c_total[1h])"),
+        ] {
+            let rolled =
+                Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], Some(2 * day)));
+            let e = parse(q).unwrap();
+            let steps = Steps::new(3_600_000 + 30_000, 2 * day - 3_600_000, step).unwrap();
+            let got = series(range_query(&rolled, &e, &steps).unwrap());
+            assert!(
+                rolled.buckets.load(Ordering::Relaxed) > 0,
+                "{q}: buckets read"
+            );
+            let edges = Steps::new(3_600_000, 2 * day - 3_600_000, RES_5M_MS).unwrap();
+            let want = series(range_query(&source(), &e, &edges).unwrap());
+            assert_eq!(got.len(), want.len(), "{q}");
+            let mut compared = 0;
+            for ((gl, gp), (wl, wp)) in got.iter().zip(&want) {
+                assert_eq!(gl, wl, "{q}");
+                let at: std::collections::HashMap<i64, f64> =
+                    wp.iter().map(|p| (p.ts, p.value)).collect();
+                for g in gp {
+                    let edge = window_end(g.ts, RES_5M_MS);
+                    let w = at.get(&edge).copied();
+                    assert!(
+                        w.is_some_and(|w| close(g.value, w)),
+                        "{q} at {}: {} vs {w:?} at {edge}",
+                        g.ts,
+                        g.value
+                    );
+                    compared += 1;
+                }
+            }
+            assert!(compared > 20, "{q}: {compared} points");
+        }
     }
 
     /// A long step reads buckets only where they summarise enough points (or the store

@@ -303,6 +303,27 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
         let want = if *day <= 30 { 48 } else { 24 };
         assert_eq!(*n, want * SERIES, "day {day} back: {held:?}");
     }
+    // Windows over days kept only as 1-hour buckets (31 to 60 back) count every sample
+    // (two an hour, and the one at the window's end: 97 over two days), at an hour, at
+    // five minutes past (the 5-minute buckets are gone there) and at an instant between
+    // bucket edges (taken back to the hour), where each bucket's last point alone gave 49.
+    let hour = 3_600_000;
+    let h = now_ms().div_euclid(hour) * hour - 40 * DAY_MS;
+    for t in [h, h + 300_000, h + 450_500] {
+        let url = format!(
+            "{}?query={}&time={}",
+            agg.url("/api/v1/query"),
+            encode("count_over_time(aged{series=\"s0\"}[2d])"),
+            t as f64 / 1000.0
+        );
+        let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(
+            v["data"]["result"][0]["value"][1],
+            "97",
+            "at {t} ({} ms past the hour): {v}",
+            t - h
+        );
+    }
     assert!(
         agg.proc.terminate(Duration::from_secs(15)) == Some(true),
         "clean stop"

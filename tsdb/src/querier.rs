@@ -48,6 +48,7 @@ impl Querier for StorageQuerier<'_> {
             resolutions: crate::rollup::ROLLUPS.iter().map(|r| r.1).collect(),
             raw_start_ms: self.storage.raw_start_ms(),
             start_ms: self.storage.rollup_start_ms(),
+            starts_ms: self.storage.rollup_starts_ms(),
         })
     }
 

@@ -962,6 +962,21 @@ impl Storage {
             .map(|&d| partition::partition_span(d).0)
     }
 
+    /// Per resolution of [`ROLLUPS`], in order: the first ms of the oldest day rolled up
+    /// at it; `None` when none is.
+    pub(crate) fn rollup_starts_ms(&self) -> Vec<Option<i64>> {
+        let rollups = self.rollups.read().unwrap_or_else(|p| p.into_inner());
+        ROLLUPS
+            .iter()
+            .map(|r| {
+                rollups
+                    .get(usize::from(r.0))
+                    .and_then(|days| days.first())
+                    .map(|&d| partition::partition_span(d).0)
+            })
+            .collect()
+    }
+
     /// The first ms of raw data kept: the oldest raw partition's start, or the head's
     /// oldest point when no partition holds chunks; `None` when there is no raw point.
     pub(crate) fn raw_start_ms(&self) -> Option<i64> {

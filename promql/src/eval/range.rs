@@ -1254,12 +1254,13 @@ impl Evaluator<'_> {
         sink: &mut Sink<'_>,
     ) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
+        let res = self.loaded.rollup_of(sel).unwrap_or(0);
         let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
         self.loaded.each(sel, &mut |batch| {
             for s in batch {
                 self.loaded.cancel.check()?;
                 values.clear();
-                func.apply_each(&s.buckets, &ends, range_ms, &mut values);
+                func.apply_each(&s.buckets, &ends, range_ms, res, &mut values);
                 if values.iter().any(Option::is_some) {
                     sink(s.pos, s.labels_for(drop_name && !keeps_name), &values)?;
                 }

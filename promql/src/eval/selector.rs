@@ -247,7 +247,10 @@ fn selectors<'e>(
 /// graph: the coarsest such resolution whose buckets summarise at least
 /// [`MIN_POINTS_PER_BUCKET`] points, or whose density the store cannot tell) or a window
 /// begins before the oldest raw point kept and rollups reach further back (the finest such
-/// resolution).
+/// resolution). Such a window whose ends are not all multiples of any resolution, which
+/// no store can answer as the raw samples did (they are gone), reads the finest resolution
+/// that divides its length, each window taken back to the bucket edge before its end
+/// ([`crate::rollup::window_end`]): whole buckets rather than each bucket's last point.
 fn rollup_resolution(
     need: &Need<'_>,
     info: &RollupInfo,
@@ -282,11 +285,33 @@ fn rollup_resolution(
             .copied()
             .find(|&r| aligned(r) && ok(r))
     };
+    // Whether buckets of `r` reach back to the first window's start (or the store cannot
+    // tell): before the raw points, a finer resolution kept for less time would read
+    // only the last point of each coarser bucket where it has none.
+    let reaches = |r: i64| {
+        let i = info.resolutions.iter().position(|&x| x == r);
+        info.starts_ms.is_empty()
+            || i.and_then(|i| info.starts_ms.get(i).copied().flatten())
+                .is_some_and(|s| s <= need.start)
+    };
+    // Windows off the bucket edges: whole buckets, each window ending at the edge before.
+    let divides = |r: i64| r > 0 && range >= r && range % r == 0;
+    let finest = |ok: &dyn Fn(i64) -> bool| info.resolutions.iter().copied().find(|&r| ok(r));
+    let before = || {
+        finest(&|r| aligned(r) && reaches(r))
+            .or_else(|| finest(&|r| divides(r) && reaches(r)))
+            .or_else(|| finest(&aligned))
+            .or_else(|| finest(&divides))
+    };
     match (long_step, before_raw) {
         (true, false) => coarsest(&dense),
         // Raw points cannot answer a window that begins before them.
-        (true, true) => coarsest(&dense).or_else(|| coarsest(&|_| true)),
-        (false, true) => info.resolutions.iter().copied().find(|&r| aligned(r)),
+        (true, true) => coarsest(&|r| dense(r) && reaches(r))
+            .or_else(|| coarsest(&reaches))
+            .or_else(|| coarsest(&dense))
+            .or_else(|| coarsest(&|_| true))
+            .or_else(before),
+        (false, true) => before(),
         (false, false) => None,
     }
 }
@@ -418,7 +443,9 @@ impl<'q> Loaded<'q> {
         ) else {
             return Ok(loaded);
         };
-        let querier = src.querier(mint, maxt)?;
+        // From the day's start: a window read from buckets may begin at the bucket edge
+        // before its own start (see `rollup_resolution`).
+        let querier = src.querier(crate::rollup::window_end(mint, 86_400_000), maxt)?;
         let info = querier.rollups();
         for need in needs {
             let rollup = info
@@ -428,7 +455,10 @@ impl<'q> Loaded<'q> {
             let first = selected.first().map(|s| s.1.metric_name());
             let one_name = selected.iter().all(|s| Some(s.1.metric_name()) == first);
             let all = OnceCell::new();
-            let batch = batch_series(need.start, need.end);
+            // Buckets from the edge at or before the first window's start: windows off the
+            // edges are read back to the edge before their end.
+            let start = rollup.map_or(need.start, |r| crate::rollup::window_end(need.start, r));
+            let batch = batch_series(start, need.end);
             let deferred = if need.streamed && selected.len() > batch {
                 let mut series: Vec<(SeriesRef, Arc<Labels>, usize)> = selected
                     .into_iter()
@@ -438,7 +468,7 @@ impl<'q> Loaded<'q> {
                 series.sort_unstable_by_key(|s| s.0);
                 Some(Deferred {
                     series,
-                    start: need.start,
+                    start,
                     end: need.end,
                     batch,
                 })
@@ -448,8 +478,7 @@ impl<'q> Loaded<'q> {
                     .into_iter()
                     .enumerate()
                     .map(|(pos, (id, labels))| (id, labels, pos));
-                let out =
-                    loaded.read_counted(querier.as_ref(), series, need.start, need.end, rollup)?;
+                let out = loaded.read_counted(querier.as_ref(), series, start, need.end, rollup)?;
                 let _ = all.set(out);
                 None
             };
