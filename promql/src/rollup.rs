@@ -615,8 +615,8 @@ mod tests {
         let steps = Steps::new(3_600_000 + 1000, day, 3_600_000).unwrap();
         range_query(&rolled, &parse("rate(c_total[1h])").unwrap(), &steps).unwrap();
         assert_eq!(rolled.buckets.load(Ordering::Relaxed), 0);
-        // Where they are gone, such windows read whole buckets, each window ending at the
-        // bucket edge before its end: the raw answer there, not each bucket's last point.
+        // Windows wholly before the points kept read whole buckets, each window ending at
+        // the bucket edge before its end: the raw answer there, not each bucket's last point.
         for (step, q) in [
             (60_000, "count_over_time(g[1h])"),
             (60_000, "sum_over_time(g[1h])"),

@@ -304,12 +304,12 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
         assert_eq!(*n, want * SERIES, "day {day} back: {held:?}");
     }
     // Windows over days kept only as 1-hour buckets (31 to 60 back) count every sample
-    // (two an hour, and the one at the window's end: 97 over two days), at an hour, at
-    // five minutes past (the 5-minute buckets are gone there) and at an instant between
-    // bucket edges (taken back to the hour), where each bucket's last point alone gave 49.
+    // (two an hour, and the one at the window's end: 97 over two days), at an hour and at
+    // an hour and five minutes (the 5-minute buckets, gone there, were read before: each
+    // hour's last point, 48).
     let hour = 3_600_000;
     let h = now_ms().div_euclid(hour) * hour - 40 * DAY_MS;
-    for t in [h, h + 300_000, h + 450_500] {
+    for t in [h, h + 3_900_000] {
         let url = format!(
             "{}?query={}&time={}",
             agg.url("/api/v1/query"),

@@ -247,10 +247,11 @@ fn selectors<'e>(
 /// graph: the coarsest such resolution whose buckets summarise at least
 /// [`MIN_POINTS_PER_BUCKET`] points, or whose density the store cannot tell) or a window
 /// begins before the oldest raw point kept and rollups reach further back (the finest such
-/// resolution). Such a window whose ends are not all multiples of any resolution, which
-/// no store can answer as the raw samples did (they are gone), reads the finest resolution
-/// that divides its length, each window taken back to the bucket edge before its end
-/// ([`crate::rollup::window_end`]): whole buckets rather than each bucket's last point.
+/// resolution that reaches back to the window's start, where one does). A window wholly
+/// before the raw points whose ends are off those edges, which nothing can answer as the
+/// raw samples did (they are gone), reads the finest resolution that divides its length
+/// and reaches back, taken back to the bucket edge before its end
+/// ([`crate::rollup::window_end`]): whole buckets, not each bucket's last point.
 fn rollup_resolution(
     need: &Need<'_>,
     info: &RollupInfo,
@@ -294,14 +295,20 @@ fn rollup_resolution(
             || i.and_then(|i| info.starts_ms.get(i).copied().flatten())
                 .is_some_and(|s| s <= need.start)
     };
-    // Windows off the bucket edges: whole buckets, each window ending at the edge before.
-    let divides = |r: i64| r > 0 && range >= r && range % r == 0;
     let finest = |ok: &dyn Fn(i64) -> bool| info.resolutions.iter().copied().find(|&r| ok(r));
+    // Windows wholly before the raw points, off the bucket edges: whole buckets, each
+    // window ending at the edge before (a window reaching into the raw points would lose
+    // the newest of them so, and reads them instead).
+    let divides = |r: i64| r > 0 && range >= r && range % r == 0;
+    let wholly_before = info.raw_start_ms.is_none_or(|s| need.end < s);
     let before = || {
         finest(&|r| aligned(r) && reaches(r))
-            .or_else(|| finest(&|r| divides(r) && reaches(r)))
+            .or_else(|| {
+                wholly_before
+                    .then(|| finest(&|r| divides(r) && reaches(r)))
+                    .flatten()
+            })
             .or_else(|| finest(&aligned))
-            .or_else(|| finest(&divides))
     };
     match (long_step, before_raw) {
         (true, false) => coarsest(&dense),
