@@ -41,6 +41,22 @@ fn write_days(agg: &Aggregator, days: std::ops::Range<i64>, per_day: i64) {
     }
 }
 
+/// Sends a series named `name` with three samples, one a second from `first_ms`.
+fn write_new_series(agg: &Aggregator, name: &str, first_ms: i64) {
+    agg.remote_write(vec![TimeSeries {
+        labels: vec![ProtoLabel {
+            name: "__name__".into(),
+            value: name.into(),
+        }],
+        samples: (0..3)
+            .map(|i| ProtoSample {
+                value: 1.0,
+                timestamp: first_ms + i * 1000,
+            })
+            .collect(),
+    }]);
+}
+
 /// Per day back from today: how many samples of `aged` the aggregator holds.
 fn samples_per_day(agg: &Aggregator) -> std::collections::BTreeMap<i64, usize> {
     let today = now_ms().div_euclid(DAY_MS);
@@ -211,18 +227,7 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     let series_before = get_json(&agg.url("/api/v1/status/tsdb")).expect("status")["data"]
         ["outpostStats"]["storage"]["series"]
         .clone();
-    agg.remote_write(vec![TimeSeries {
-        labels: vec![ProtoLabel {
-            name: "__name__".into(),
-            value: "ancient_only".into(),
-        }],
-        samples: (0..3)
-            .map(|i| ProtoSample {
-                value: 1.0,
-                timestamp: now_ms() - 25 * DAY_MS + i * 1000,
-            })
-            .collect(),
-    }]);
+    write_new_series(&agg, "ancient_only", now_ms() - 25 * DAY_MS);
     let too_old = metric_value(
         &agg.metrics(),
         "outpost_aggregator_storage_samples_too_old_total",
@@ -262,18 +267,7 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     // VictoriaMetrics refuses them: for known series (two a series, four days ahead) and a
     // series never seen, which is not made.
     write_days(&agg, -4..-3, 2);
-    agg.remote_write(vec![TimeSeries {
-        labels: vec![ProtoLabel {
-            name: "__name__".into(),
-            value: "future_only".into(),
-        }],
-        samples: (0..3)
-            .map(|i| ProtoSample {
-                value: 1.0,
-                timestamp: now_ms() + 3 * DAY_MS + i * 1000,
-            })
-            .collect(),
-    }]);
+    write_new_series(&agg, "future_only", now_ms() + 3 * DAY_MS);
     let too_new = metric_value(
         &agg.metrics(),
         "outpost_aggregator_storage_samples_too_new_total",
