@@ -300,7 +300,13 @@ impl RollupFunc {
                 None => acc = Some(edge),
             }
         }
-        let a = acc?;
+        self.value(acc?, range_start, range_end, range_ms)
+    }
+
+    /// The function's value from `a`, the summary of the points in the window
+    /// `[range_start, range_end]` (`range_ms` long); `None` for `rate` and `increase` of
+    /// fewer than two points.
+    fn value(self, a: Bucket, range_start: i64, range_end: i64, range_ms: i64) -> Option<f64> {
         Some(match self {
             Self::Count => a.count as f64,
             Self::Sum => a.sum,
@@ -326,6 +332,116 @@ impl RollupFunc {
                 )?
             }
         })
+    }
+}
+
+impl RollupFunc {
+    /// The function at each of `ends` (ascending, ms) over a series read as `buckets` of
+    /// resolution `res_ms` before `raw_from` (a multiple of `res_ms`: the oldest raw day
+    /// kept) and as its raw `points` from `raw_from` on, appended to `out`. A window
+    /// `[end - range_ms, end]`
+    /// - wholly before `raw_from` is read as [`RollupFunc::apply`] reads it (taken back to
+    ///   the bucket edge before its end when off the edges);
+    /// - wholly at or after it is `raw(end)`: the function over the raw points, as over any
+    ///   window of raw points;
+    /// - across it is the buckets that start in it and the raw points up to its end: the
+    ///   same as over the raw points when its start is a bucket edge (up to the order of
+    ///   additions, as [`RollupFunc::apply`]), else without the points of the bucket its
+    ///   start falls in (never a point before the start; at most `res_ms` of the window).
+    ///
+    /// The raw points of windows across `raw_from` are summed once as the ends advance,
+    /// not again at each end.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_mixed_each(
+        self,
+        buckets: &[Bucket],
+        points: &[Point],
+        raw_from: i64,
+        ends: &[i64],
+        range_ms: i64,
+        res_ms: i64,
+        raw: &mut dyn FnMut(i64) -> Option<f64>,
+        out: &mut Vec<Option<f64>>,
+    ) {
+        let mut run = Running::new(raw_from);
+        for &end in ends {
+            let start = end - range_ms;
+            if end < raw_from {
+                out.push(self.apply(buckets, end, range_ms, res_ms));
+                continue;
+            }
+            if start >= raw_from {
+                out.push(raw(end));
+                continue;
+            }
+            if end < run.end {
+                // Not ascending: start over.
+                run = Running::new(raw_from);
+            }
+            run.advance(points, end);
+            let lo = buckets.partition_point(|b| b.start < start);
+            let hi = buckets.partition_point(|b| b.start < raw_from);
+            let mut acc: Option<Bucket> = None;
+            for b in buckets[lo..hi.max(lo)].iter().chain(run.summary().as_ref()) {
+                match &mut acc {
+                    Some(a) => a.append(b),
+                    None => acc = Some(*b),
+                }
+            }
+            out.push(acc.and_then(|a| self.value(a, start, end, range_ms)));
+        }
+    }
+}
+
+/// The raw points from `from` up to the latest window end seen, summarised as they come
+/// (stale markers left out; the sum compensated, as [`buckets_of`] compensates).
+struct Running {
+    from: i64,
+    acc: Option<Bucket>,
+    comp: f64,
+    /// Points looked at so far.
+    next: usize,
+    /// The window end they were looked at up to.
+    end: i64,
+}
+
+impl Running {
+    fn new(from: i64) -> Self {
+        Running {
+            from,
+            acc: None,
+            comp: 0.0,
+            next: 0,
+            end: i64::MIN,
+        }
+    }
+
+    /// Adds the points up to `end` (ms) not yet added.
+    fn advance(&mut self, points: &[Point], end: i64) {
+        while let Some(&p) = points.get(self.next)
+            && p.ts <= end
+        {
+            self.next += 1;
+            if p.ts < self.from || is_stale(p.value) {
+                continue;
+            }
+            match &mut self.acc {
+                Some(b) => {
+                    let sum = b.sum;
+                    b.push(p);
+                    (b.sum, self.comp) = kahan(sum, self.comp, p.value);
+                }
+                None => self.acc = Some(Bucket::of(self.from, p)),
+            }
+        }
+        self.end = end;
+    }
+
+    /// The points added so far, summarised; `None` when there are none.
+    fn summary(&self) -> Option<Bucket> {
+        let mut b = self.acc?;
+        finish_sum(&mut b, self.comp);
+        Some(b)
     }
 }
 
@@ -501,6 +617,137 @@ mod tests {
         }
     }
 
+    const FUNCS: [RollupFunc; 8] = [
+        RollupFunc::Rate,
+        RollupFunc::Increase,
+        RollupFunc::Sum,
+        RollupFunc::Count,
+        RollupFunc::Avg,
+        RollupFunc::Min,
+        RollupFunc::Max,
+        RollupFunc::Last,
+    ];
+
+    fn name(f: RollupFunc) -> &'static str {
+        match f {
+            RollupFunc::Rate => "rate",
+            RollupFunc::Increase => "increase",
+            RollupFunc::Sum => "sum_over_time",
+            RollupFunc::Count => "count_over_time",
+            RollupFunc::Avg => "avg_over_time",
+            RollupFunc::Min => "min_over_time",
+            RollupFunc::Max => "max_over_time",
+            RollupFunc::Last => "last_over_time",
+        }
+    }
+
+    /// Windows across the oldest raw point read the buckets that start in them and the raw
+    /// points after: the raw answer when they start on a bucket edge, else the raw answer
+    /// without the points of the bucket the start falls in. Windows wholly before read
+    /// buckets as `apply`; windows wholly after go to the raw function.
+    #[test]
+    fn windows_across_the_oldest_raw_point_join_buckets_and_points() {
+        let mut pts = vec![];
+        let mut c = 0.0;
+        for i in 0..300i64 {
+            c += (i % 11) as f64;
+            if i % 71 == 0 {
+                c = 2.0;
+            }
+            let value = if i == 160 {
+                f64::from_bits(outpost_shared::model::STALE_NAN)
+            } else {
+                c
+            };
+            pts.push(Point {
+                ts: i * 10 + (i % 3),
+                value,
+            });
+        }
+        let raw_from = 1500;
+        let split = pts.partition_point(|p| p.ts < raw_from);
+        let (old, new) = pts.split_at(split);
+        let b = buckets_of(old, 100);
+        let raw_of = |f: RollupFunc, from: i64, start: i64, end: i64| {
+            let w: Vec<Point> = pts
+                .iter()
+                .filter(|p| p.ts >= from && p.ts <= end && !is_stale(p.value))
+                .copied()
+                .collect();
+            let rf = crate::eval::range_fn::RangeFunc::of(name(f)).unwrap();
+            rf.apply(
+                &w,
+                start,
+                end,
+                (end - start) as f64 / 1000.0,
+                end,
+                0.0,
+                0.0,
+                true,
+            )
+        };
+        for f in FUNCS {
+            for range in [300, 700] {
+                let ends: Vec<i64> = (0..290).map(|k| 100 + k * 10 + k % 7).collect();
+                let mut got = vec![];
+                let mut raw_calls = 0;
+                f.apply_mixed_each(
+                    &b,
+                    new,
+                    raw_from,
+                    &ends,
+                    range,
+                    100,
+                    &mut |end| {
+                        raw_calls += 1;
+                        raw_of(f, end - range, end - range, end)
+                    },
+                    &mut got,
+                );
+                assert_eq!(got.len(), ends.len());
+                let mut across = 0;
+                for (&end, &g) in ends.iter().zip(&got) {
+                    let start = end - range;
+                    let want = if end < raw_from {
+                        f.apply(&b, end, range, 100)
+                    } else if start >= raw_from {
+                        raw_of(f, start, start, end)
+                    } else {
+                        // From the first bucket edge at or after the start.
+                        let edge = start + (100 - start.rem_euclid(100)) % 100;
+                        across += 1;
+                        raw_of(f, edge, start, end)
+                    };
+                    let same = match (g, want) {
+                        (Some(g), Some(w)) => close(g, w),
+                        (g, w) => g == w,
+                    };
+                    assert!(same, "{f:?} over {range} at {end}: {g:?} vs {want:?}");
+                }
+                assert!(across >= 29, "{f:?} over {range}: {across} windows across");
+                assert!(
+                    raw_calls > 30,
+                    "{f:?} over {range}: {raw_calls} raw windows"
+                );
+                // One end at a time gives the same as the ends in one pass.
+                for (k, &end) in ends.iter().enumerate() {
+                    let mut one = vec![];
+                    f.apply_mixed_each(
+                        &b,
+                        new,
+                        raw_from,
+                        &[end],
+                        range,
+                        100,
+                        &mut |e| raw_of(f, e - range, e - range, e),
+                        &mut one,
+                    );
+                    assert_eq!(one, [got[k]], "{f:?} over {range} at {end}");
+                }
+            }
+        }
+    }
+
     /// Two days of a jittered 10 s counter with resets (some points exactly on bucket
     /// edges), a noisy gauge with a stale marker, and a sparse series.
     fn source() -> MemStorage {
@@ -655,6 +902,72 @@ mod tests {
                 }
             }
             assert!(compared > 20, "{q}: {compared} points");
+        }
+    }
+
+    /// Windows off the bucket edges that begin before the oldest raw day and end after it
+    /// read the buckets before it and the raw points after it. The points here sit at 0
+    /// and 150 s into each 5-minute bucket and the windows start 200 s into one, so the
+    /// bucket a window starts in holds none of its points: every answer is the raw one
+    /// (at the bucket edge before the end for windows wholly before the raw day).
+    #[test]
+    fn windows_across_the_oldest_raw_day_read_buckets_then_points() {
+        let day = 86_400_000;
+        let (mut counter, mut gauge) = (vec![], vec![]);
+        let mut c = 0.0;
+        for i in 0..(2 * 576) {
+            let ts = i * 150_000;
+            c += (i % 17) as f64;
+            if i % 400 == 399 {
+                c = 1.0;
+            }
+            counter.push((ts, c));
+            gauge.push((ts, ((i * 37) % 101) as f64 / 3.0));
+        }
+        let source = || {
+            MemStorage::default()
+                .with(Labels::metric("c_total", [("job", "a")]), &counter)
+                .with(Labels::metric("g", [("job", "a")]), &gauge)
+        };
+        let steps = Steps::new(
+            day - 3 * RES_1H_MS + 200_000,
+            day + 3 * RES_1H_MS,
+            RES_5M_MS,
+        )
+        .unwrap();
+        let edges = Steps::new(day - 3 * RES_1H_MS, day + 3 * RES_1H_MS, RES_5M_MS).unwrap();
+        for f in FUNCS {
+            let arg = if matches!(f, RollupFunc::Rate | RollupFunc::Increase) {
+                "c_total"
+            } else {
+                "g"
+            };
+            let q = format!("{}({arg}[1h])", name(f));
+            let e = parse(&q).unwrap();
+            let rolled = Counting::new(source().with_rollups(&[RES_5M_MS, RES_1H_MS], Some(day)));
+            let got = series(range_query(&rolled, &e, &steps).unwrap());
+            assert!(
+                rolled.buckets.load(Ordering::Relaxed) > 0,
+                "{q}: buckets read"
+            );
+            let want = series(range_query(&source(), &e, &steps).unwrap());
+            let at_edges = series(range_query(&source(), &e, &edges).unwrap());
+            assert_eq!((got.len(), want.len()), (1, 1), "{q}");
+            let edge_values: std::collections::HashMap<i64, f64> =
+                at_edges[0].1.iter().map(|p| (p.ts, p.value)).collect();
+            assert_eq!(got[0].1.len(), want[0].1.len(), "{q}");
+            let mut across = 0;
+            for (g, w) in got[0].1.iter().zip(&want[0].1) {
+                assert_eq!(g.ts, w.ts, "{q}");
+                let w = if g.ts < day {
+                    edge_values[&window_end(g.ts, RES_5M_MS)]
+                } else {
+                    across += usize::from(g.ts - RES_1H_MS < day);
+                    w.value
+                };
+                assert!(close(g.value, w), "{q} at {}: {} vs {w}", g.ts, g.value);
+            }
+            assert_eq!(across, 12, "{q}");
         }
     }
 

@@ -318,6 +318,29 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
             t - h
         );
     }
+    // A window off the bucket edges from days kept only as 1-hour buckets into the raw
+    // days (20 back on) reads the buckets up to the oldest raw day and the raw points
+    // after it. It starts 38 minutes into an hour, past both of that hour's samples, so it
+    // counts every sample in it; reading each old bucket's last point, it counted one an
+    // hour over days 31 to 40 back.
+    let today = now_ms().div_euclid(DAY_MS);
+    let t = now_ms().div_euclid(hour) * hour - 22 * 60_000;
+    let want = (1..=60i64)
+        .flat_map(|d| (0..48).map(move |i| (today - d) * DAY_MS + i * (DAY_MS / 48)))
+        .filter(|ts| (t - 40 * DAY_MS..=t).contains(ts))
+        .count();
+    let url = format!(
+        "{}?query={}&time={}",
+        agg.url("/api/v1/query"),
+        encode("count_over_time(aged{series=\"s0\"}[40d])"),
+        t as f64 / 1000.0
+    );
+    let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(
+        v["data"]["result"][0]["value"][1],
+        want.to_string(),
+        "at {t}: {v}"
+    );
     assert!(
         agg.proc.terminate(Duration::from_secs(15)) == Some(true),
         "clean stop"

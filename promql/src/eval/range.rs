@@ -808,6 +808,7 @@ impl Evaluator<'_> {
                 {
                     self.rollup_fn_each(
                         rf,
+                        func,
                         func.keeps_name(),
                         selector,
                         *range_ms,
@@ -1242,11 +1243,13 @@ impl Evaluator<'_> {
     }
 
     /// A function rollups answer ([`crate::rollup`]) at every step, from the buckets
-    /// `sel`'s series were read as; handed to `sink` as
-    /// [`Evaluator::range_fn_each`] hands them.
+    /// `sel`'s series were read as (and the raw points after them, with `raw` over windows
+    /// of those alone); handed to `sink` as [`Evaluator::range_fn_each`] hands them.
+    #[allow(clippy::too_many_arguments)]
     fn rollup_fn_each(
         &self,
         func: RollupFunc,
+        raw: RangeFunc,
         keeps_name: bool,
         sel: &Selector,
         range_ms: i64,
@@ -1254,13 +1257,37 @@ impl Evaluator<'_> {
         sink: &mut Sink<'_>,
     ) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
-        let res = self.loaded.rollup_of(sel).unwrap_or(0);
+        let rollup = self.loaded.rollup_of(sel);
+        let res = rollup.map_or(0, |r| r.res);
         let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
+        let mut window: Vec<Point> = Vec::new();
         self.loaded.each(sel, &mut |batch| {
             for s in batch {
                 self.loaded.cancel.check()?;
                 values.clear();
-                func.apply_each(&s.buckets, &ends, range_ms, res, &mut values);
+                if let Some(from) = rollup.and_then(|r| r.raw_from) {
+                    let mut raw_fn = |end: i64| {
+                        let start = end.saturating_sub(range_ms);
+                        let lo = s.points.partition_point(|p| p.ts < start);
+                        let hi = s.points.partition_point(|p| p.ts <= end).max(lo);
+                        window.clear();
+                        window.extend(s.points[lo..hi].iter().filter(|p| !is_stale(p.value)));
+                        let secs = range_ms as f64 / 1000.0;
+                        raw.apply(&window, start, end, secs, end, 0.0, 0.0, true)
+                    };
+                    func.apply_mixed_each(
+                        &s.buckets,
+                        &s.points,
+                        from,
+                        &ends,
+                        range_ms,
+                        res,
+                        &mut raw_fn,
+                        &mut values,
+                    );
+                } else {
+                    func.apply_each(&s.buckets, &ends, range_ms, res, &mut values);
+                }
                 if values.iter().any(Option::is_some) {
                     sink(s.pos, s.labels_for(drop_name && !keeps_name), &values)?;
                 }
@@ -1296,7 +1323,15 @@ impl Evaluator<'_> {
                 let keeps = func.keeps_name();
                 if let (Some(_), Some(rf)) = (self.loaded.rollup_of(selector), RollupFunc::of(name))
                 {
-                    self.rollup_fn_each(rf, keeps, selector, *range_ms, name_matters, &mut add)?;
+                    self.rollup_fn_each(
+                        rf,
+                        func,
+                        keeps,
+                        selector,
+                        *range_ms,
+                        name_matters,
+                        &mut add,
+                    )?;
                 } else if matches!(a.op, AggOp::Count | AggOp::Group)
                     && let Some(min) = func.min_points()
                 {

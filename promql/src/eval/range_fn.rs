@@ -288,14 +288,33 @@ pub(crate) fn call(
     }
     if let (Some(Expr::Matrix { selector, range_ms }), Some(rf)) =
         (args.get(mi), crate::rollup::RollupFunc::of(name))
-        && let Some(res) = ev.loaded().rollup_of(selector)
+        && let Some(rollup) = ev.loaded().rollup_of(selector)
+        // A window wholly among the raw points after the buckets reads them, below.
+        && rollup.raw_from.is_none_or(|from| range_start < from)
     {
+        let mut one = Vec::with_capacity(1);
         let out = ev
             .loaded()
             .of(selector)?
             .iter()
             .filter_map(|s| {
-                let value = rf.apply(&s.buckets, range_end, *range_ms, res)?;
+                let value = match rollup.raw_from {
+                    None => rf.apply(&s.buckets, range_end, *range_ms, rollup.res)?,
+                    Some(from) => {
+                        one.clear();
+                        rf.apply_mixed_each(
+                            &s.buckets,
+                            &s.points,
+                            from,
+                            &[range_end],
+                            *range_ms,
+                            rollup.res,
+                            &mut |_| None,
+                            &mut one,
+                        );
+                        one.first().copied().flatten()?
+                    }
+                };
                 Some(Sample {
                     labels: Arc::clone(if func.keeps_name() {
                         &s.labels

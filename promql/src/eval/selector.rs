@@ -37,7 +37,7 @@ pub(crate) struct LoadedSeries {
     dropped: OnceLock<Arc<Labels>>,
     pub(crate) points: Vec<Point>,
     /// The series' rollup buckets when its selector is read from rollups (then `points`
-    /// is empty), oldest first.
+    /// is empty, or holds the raw points after [`Rollup::raw_from`]), oldest first.
     pub(crate) buckets: Vec<Bucket>,
     /// When read by [`Loaded::each_timestamps`] (then `points` is empty): the times of its
     /// points that are not stale markers, oldest first.
@@ -80,8 +80,17 @@ struct Selected {
     /// What to read when the points were not read with the plan.
     deferred: Option<Deferred>,
     one_name: bool,
-    /// The rollup resolution (ms) its series' buckets have, when read from rollups.
-    rollup: Option<i64>,
+    /// How its series were read from rollups, if they were.
+    rollup: Option<Rollup>,
+}
+
+/// How a selector's series are read from rollups: as buckets of `res` ms, and, for
+/// windows that begin before the oldest raw day kept and end after it, as raw points
+/// from `raw_from` (ms) on ([`RollupFunc::apply_mixed_each`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rollup {
+    pub(crate) res: i64,
+    pub(crate) raw_from: Option<i64>,
 }
 
 /// A selector's series whose points are read batch by batch ([`Loaded::each`]).
@@ -251,14 +260,17 @@ fn selectors<'e>(
 /// before the raw points whose ends are off those edges, which nothing can answer as the
 /// raw samples did (they are gone), reads the finest resolution that divides its length
 /// and reaches back, taken back to the bucket edge before its end
-/// ([`crate::rollup::window_end`]): whole buckets, not each bucket's last point.
+/// ([`crate::rollup::window_end`]): whole buckets, not each bucket's last point. A window
+/// off the edges that begins before the raw points and ends among them reads that
+/// resolution's buckets up to the oldest raw day and the raw points after it
+/// ([`Rollup::raw_from`]).
 fn rollup_resolution(
     need: &Need<'_>,
     info: &RollupInfo,
     span: QuerySpan,
     step_ms: i64,
     querier: &dyn Querier,
-) -> Option<i64> {
+) -> Option<Rollup> {
     let range = need.rollup_range?;
     // The first window ends `range` after the earliest window start.
     let first_end = need.start.saturating_add(range);
@@ -296,27 +308,33 @@ fn rollup_resolution(
                 .is_some_and(|s| s <= need.start)
     };
     let finest = |ok: &dyn Fn(i64) -> bool| info.resolutions.iter().copied().find(|&r| ok(r));
-    // Windows wholly before the raw points, off the bucket edges: whole buckets, each
-    // window ending at the edge before (a window reaching into the raw points would lose
-    // the newest of them so, and reads them instead).
+    // Windows off the bucket edges before the raw points: whole buckets, each window
+    // ending at the edge before (a window reaching into the raw points would lose the
+    // newest of them so, and reads them after the oldest raw day instead).
     let divides = |r: i64| r > 0 && range >= r && range % r == 0;
-    let wholly_before = info.raw_start_ms.is_none_or(|s| need.end < s);
+    let raw_from = info.raw_start_ms.filter(|&s| need.end >= s);
+    let splits = |r: i64| raw_from.is_none_or(|s| s.rem_euclid(r) == 0);
+    let plain = |res| Rollup {
+        res,
+        raw_from: None,
+    };
     let before = || {
         finest(&|r| aligned(r) && reaches(r))
+            .map(plain)
             .or_else(|| {
-                wholly_before
-                    .then(|| finest(&|r| divides(r) && reaches(r)))
-                    .flatten()
+                finest(&|r| divides(r) && reaches(r) && splits(r))
+                    .map(|res| Rollup { res, raw_from })
             })
-            .or_else(|| finest(&aligned))
+            .or_else(|| finest(&aligned).map(plain))
     };
     match (long_step, before_raw) {
-        (true, false) => coarsest(&dense),
+        (true, false) => coarsest(&dense).map(plain),
         // Raw points cannot answer a window that begins before them.
         (true, true) => coarsest(&|r| dense(r) && reaches(r))
             .or_else(|| coarsest(&reaches))
             .or_else(|| coarsest(&dense))
             .or_else(|| coarsest(&|_| true))
+            .map(plain)
             .or_else(before),
         (false, true) => before(),
         (false, false) => None,
@@ -350,14 +368,27 @@ enum Take {
     Points,
     /// Its rollup buckets of this resolution, in ms ([`LoadedSeries::buckets`]).
     Buckets(i64),
+    /// Its buckets of resolution `.0` ms before `.1` ms, and its points from `.1` on
+    /// ([`Rollup::raw_from`]).
+    Mixed(i64, i64),
     /// The times of its points that are not stale markers
     /// ([`LoadedSeries::timestamps`]).
     Timestamps,
 }
 
 impl Take {
-    fn of(rollup: Option<i64>) -> Self {
-        rollup.map_or(Take::Points, Take::Buckets)
+    fn of(rollup: Option<Rollup>) -> Self {
+        match rollup {
+            None => Take::Points,
+            Some(Rollup {
+                res,
+                raw_from: None,
+            }) => Take::Buckets(res),
+            Some(Rollup {
+                res,
+                raw_from: Some(from),
+            }) => Take::Mixed(res, from),
+        }
     }
 }
 
@@ -394,6 +425,25 @@ fn read(
         Take::Timestamps => querier
             .timestamps_many(&ids, start, end, &mut stop)?
             .map(|all| made(rest, all, &mut n, |s, t| s.timestamps = t)),
+        Take::Mixed(res, from) => {
+            let Some(buckets) =
+                querier.buckets_many(&ids, start, from.saturating_sub(1), res, &mut stop)?
+            else {
+                return Ok(None);
+            };
+            let read: usize = buckets.iter().map(Vec::len).sum();
+            let mut stop = |more: usize| stop(read.saturating_add(more));
+            querier
+                .points_many(&ids, from.max(start), end, &mut stop)?
+                .map(|points| {
+                    let mut out = made(rest, buckets, &mut n, |s, b| s.buckets = b);
+                    for (s, p) in out.iter_mut().zip(points) {
+                        n = n.saturating_add(p.len());
+                        s.points = p;
+                    }
+                    out
+                })
+        }
     };
     Ok(out.map(|out| (out, n)))
 }
@@ -464,7 +514,7 @@ impl<'q> Loaded<'q> {
             let all = OnceCell::new();
             // Buckets from the edge at or before the first window's start: windows off the
             // edges are read back to the edge before their end.
-            let start = rollup.map_or(need.start, |r| crate::rollup::window_end(need.start, r));
+            let start = rollup.map_or(need.start, |r| crate::rollup::window_end(need.start, r.res));
             let batch = batch_series(start, need.end);
             let deferred = if need.streamed && selected.len() > batch {
                 let mut series: Vec<(SeriesRef, Arc<Labels>, usize)> = selected
@@ -510,7 +560,7 @@ impl<'q> Loaded<'q> {
         series: impl ExactSizeIterator<Item = (SeriesRef, Arc<Labels>, usize)>,
         start: i64,
         end: i64,
-        rollup: Option<i64>,
+        rollup: Option<Rollup>,
     ) -> Result<Vec<LoadedSeries>, QueryError> {
         let budget = self.budget();
         let halt = AtomicBool::new(false);
@@ -561,9 +611,9 @@ impl<'q> Loaded<'q> {
         Ok(())
     }
 
-    /// The rollup resolution (ms) `sel`'s series were read at, if read from rollups
-    /// ([`LoadedSeries::buckets`]).
-    pub(crate) fn rollup_of(&self, sel: &Selector) -> Option<i64> {
+    /// How `sel`'s series were read from rollups, if they were ([`LoadedSeries::buckets`],
+    /// and [`LoadedSeries::points`] after [`Rollup::raw_from`]).
+    pub(crate) fn rollup_of(&self, sel: &Selector) -> Option<Rollup> {
         self.series.get(&key(sel)).and_then(|s| s.rollup)
     }
 
