@@ -80,6 +80,7 @@ pub fn run(
             "rollupChunks": v.rollup_chunks,
             "samples": v.samples,
             "walRecords": v.wal_records,
+            "unreadable": v.unreadable,
             "problems": v.problems,
         });
         Some(v)

@@ -182,6 +182,10 @@ pub struct VerifyReport {
     pub samples: u64,
     /// Wal records read and decoded.
     pub wal_records: u64,
+    /// Places where chunks could not be read from the files at all (a block whose
+    /// checksum does not match, say), each also in `problems`; the partitions after each
+    /// were read on.
+    pub unreadable: u64,
     /// Every problem found, each naming what is wrong and where; empty when the folder is
     /// sound.
     pub problems: Vec<String>,
@@ -978,8 +982,13 @@ impl Storage {
     /// partition statistics agree with the chunks (their chunk counts; sample counts once
     /// merged). Calls `progress` with the chunks read so far every 100,000 chunks.
     ///
+    /// A block of chunks that cannot be read (RocksDB reports a checksum mismatch, say) is
+    /// a problem naming its resolution, day and the last series read before it; the check
+    /// goes on with the next partition the store knows of.
+    ///
     /// # Errors
-    /// RocksDB fails to read (damage is reported in [`VerifyReport::problems`] instead).
+    /// RocksDB fails to read the index or the wal (damage to chunks is reported in
+    /// [`VerifyReport::problems`] instead).
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StorageError> {
         let mut r = VerifyReport::default();
         let problem = |r: &mut VerifyReport, p: String| {
@@ -1026,8 +1035,60 @@ impl Storage {
         // Per rollup partition: made from its raw day as written now.
         let mut rolled_from: BTreeMap<(u8, i32), bool> = BTreeMap::new();
         let mut read = 0u64;
-        for item in self.db.iterator_cf(self.cf(CF_PARTS)?, IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        // Every partition the store knows of, in key order: where to go on from when a
+        // block cannot be read.
+        let mut parts_known: Vec<(u8, i32)> = {
+            let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
+            let rollups = self.rollups.read().unwrap_or_else(|p| p.into_inner());
+            let mut known: Vec<(u8, i32)> = parts.iter().map(|&p| (RAW, p)).collect();
+            for (res, days) in rollups.iter().enumerate() {
+                if let Ok(res) = u8::try_from(res) {
+                    known.extend(days.iter().map(|&p| (res, p)));
+                }
+            }
+            known
+        };
+        parts_known.sort_unstable_by_key(|&(res, p)| partition::prefix(res, p));
+        parts_known.dedup();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
+        it.seek_to_first();
+        // The partition being read, and the last series read whole in it.
+        let mut at: Option<(u8, i32, Option<crate::SeriesId>)> = None;
+        loop {
+            if !it.valid() {
+                let Err(e) = it.status() else { break };
+                // A block that cannot be read (a checksum that does not match, a file cut
+                // short): named by day and series, and the next partition read on.
+                let place = match at {
+                    Some((res, p, Some(s))) => {
+                        format!("{} day {} after series {s}", res_name(res), day_name(p))
+                    }
+                    Some((res, p, None)) => format!("{} day {}", res_name(res), day_name(p)),
+                    None => "the first partition".to_string(),
+                };
+                problem(
+                    &mut r,
+                    format!(
+                        "chunks of {place} cannot be read ({e}); queries over that day fail \
+                         until the folder is restored from a copy"
+                    ),
+                );
+                r.unreadable += 1;
+                let next = parts_known.iter().copied().find(|&(res, p)| {
+                    at.is_none_or(|(ar, ap, _)| {
+                        partition::prefix(res, p) > partition::prefix(ar, ap)
+                    })
+                });
+                let Some((res, p)) = next else { break };
+                at = Some((res, p, None));
+                it.seek(partition::prefix(res, p));
+                continue;
+            }
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (k, v) = (k.to_vec(), v.to_vec());
+            it.next();
             read += 1;
             if read.is_multiple_of(100_000) {
                 progress(read);
@@ -1036,6 +1097,7 @@ impl Storage {
                 problem(&mut r, format!("chunk key {k:?} is not a chunk key"));
                 continue;
             };
+            at = Some((c.res, c.part, Some(c.series)));
             let what = if c.res == RAW {
                 "chunk"
             } else {
@@ -1187,12 +1249,12 @@ impl Storage {
     }
 }
 
-/// Partition `p`'s day as `YYYY-MM-DD` (UTC), for progress lines.
 /// Widens the span of days `span` (first, last) to take in day `p`.
 fn widen(span: &mut Option<(i32, i32)>, p: i32) {
     *span = Some(span.map_or((p, p), |(a, b)| (a.min(p), b.max(p))));
 }
 
+/// Partition `p`'s day as `YYYY-MM-DD` (UTC), for progress lines and problems.
 fn day_name(p: i32) -> String {
     let (y, m, d) = outpost_shared::units::civil_from_days(i64::from(p));
     format!("{y:04}-{m:02}-{d:02}")
@@ -1554,6 +1616,60 @@ mod tests {
         it.seek_to_first();
         assert!(!it.valid(), "the old column family is empty");
         drop(it);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A block of the chunk files whose bytes were damaged on disk: the folder still
+    /// opens, `verify` names the day it could not read and reads the other days on.
+    #[test]
+    fn verify_reads_on_past_a_block_that_cannot_be_read() {
+        let dir = tmp_dir("verify-block");
+        let s = Storage::open(&dir).unwrap();
+        let day0 = 100;
+        for k in 0..40u64 {
+            let pts: Vec<(i64, f64)> = (0..14_400)
+                .map(|m| (day0 * DAY + m * 60_000, noise(k * 100_000 + m as u64)))
+                .collect();
+            write_points(&s, &format!("m{k}"), &pts);
+        }
+        s.compact_head().unwrap();
+        s.maintain((day0 + 11) * DAY, &RetentionPolicy::default())
+            .unwrap();
+        s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
+        let whole = s.verify(|_| {}).unwrap();
+        assert!(whole.problems.is_empty(), "{:?}", whole.problems);
+        assert_eq!(whole.chunks, 400);
+        drop(s);
+        // The middle of the largest table file, where its data blocks are.
+        let sst = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&sst).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&sst, &bytes).unwrap();
+        let s = Storage::open(&dir).unwrap();
+        let v = s.verify(|_| {}).unwrap();
+        assert!(v.unreadable >= 1, "{:?}", v.problems);
+        assert!(
+            v.problems[0].starts_with("chunks of ")
+                && v.problems[0].contains(" day 1970-04-")
+                && v.problems[0].contains("cannot be read (Corruption"),
+            "{:?}",
+            v.problems
+        );
+        // Read on past it: most days are whole.
+        let (all, got) = (
+            whole.chunks + whole.rollup_chunks,
+            v.chunks + v.rollup_chunks,
+        );
+        assert!(got >= all / 2 && got < all, "{got} of {all} chunks");
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
