@@ -322,11 +322,42 @@ impl Storage {
     }
 
     /// The partitions of resolution `res` that hold chunks: one seek per partition.
+    ///
+    /// Where a seek lands in a block that cannot be read (damaged on disk: a checksum
+    /// that does not match), the partitions are taken from their statistics up to the next
+    /// one that reads, and the damage is logged with the day it hides: the store still
+    /// opens, and only queries over that day fail (`outpost-aggregator tsdb --verify` lists
+    /// every such block).
+    ///
+    /// # Errors
+    /// RocksDB fails otherwise.
     pub(crate) fn scan_partitions(&self, res: u8) -> Result<BTreeSet<i32>, StorageError> {
         let mut out = BTreeSet::new();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
-        it.seek([res]);
-        while it.valid() {
+        let mut from = i32::MIN;
+        it.seek(partition::prefix(res, from));
+        loop {
+            if !it.valid() {
+                let Err(e) = it.status() else { break };
+                // The partitions with statistics from `from` on; the first is the one the
+                // damaged block is in, or comes before it.
+                let Some(p) = self.stats_partitions(res, from)?.into_iter().next() else {
+                    break;
+                };
+                tracing::error!(
+                    resolution = crate::rollup::res_name(res),
+                    day = %crate::maintain::day_name(p),
+                    error = %e,
+                    "chunks cannot be read from the data folder's files: queries over this \
+                     day will fail; run `outpost-aggregator tsdb --verify` for every damaged \
+                     block, and restore the folder from a copy"
+                );
+                out.insert(p);
+                let Some(next) = p.checked_add(1) else { break };
+                from = next;
+                it.seek(partition::prefix(res, from));
+                continue;
+            }
             let Some((r, p)) = it.key().and_then(partition::parse_prefix) else {
                 break;
             };
@@ -334,10 +365,31 @@ impl Storage {
                 break;
             }
             out.insert(p);
-            match p.checked_add(1) {
-                Some(next) => it.seek(partition::prefix(res, next)),
-                None => break,
+            let Some(next) = p.checked_add(1) else { break };
+            from = next;
+            it.seek(partition::prefix(res, from));
+        }
+        Ok(out)
+    }
+
+    /// The partitions of resolution `res` from `from` on that have statistics, in order.
+    fn stats_partitions(&self, res: u8, from: i32) -> Result<Vec<i32>, StorageError> {
+        let start = crate::maintain::PartitionStats::key(res, from);
+        let end = crate::maintain::PartitionStats::key(res, i32::MAX);
+        let mut out = vec![];
+        let mut it = self.db.raw_iterator();
+        it.seek(&start);
+        while let Some(k) = it.key()
+            && k <= end.as_slice()
+        {
+            if let Some((r, p)) = k
+                .strip_prefix(b"pstat/".as_slice())
+                .and_then(partition::parse_prefix)
+                && r == res
+            {
+                out.push(p);
             }
+            it.next();
         }
         it.status().map_err(|e| self.err(e))?;
         Ok(out)

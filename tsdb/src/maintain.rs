@@ -1058,7 +1058,11 @@ impl Storage {
             if !it.valid() {
                 let Err(e) = it.status() else { break };
                 // A block that cannot be read (a checksum that does not match, a file cut
-                // short): named by day and series, and the next partition read on.
+                // short): named by day and series, and the next partition read on. Before
+                // any key was read, it is in the first partition.
+                if at.is_none() {
+                    at = parts_known.first().map(|&(res, p)| (res, p, None));
+                }
                 let place = match at {
                     Some((res, p, Some(s))) => {
                         format!("{} day {} after series {s}", res_name(res), day_name(p))
@@ -1255,7 +1259,7 @@ fn widen(span: &mut Option<(i32, i32)>, p: i32) {
 }
 
 /// Partition `p`'s day as `YYYY-MM-DD` (UTC), for progress lines and problems.
-fn day_name(p: i32) -> String {
+pub(crate) fn day_name(p: i32) -> String {
     let (y, m, d) = outpost_shared::units::civil_from_days(i64::from(p));
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -1620,58 +1624,98 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A block of the chunk files whose bytes were damaged on disk: the folder still
-    /// opens, `verify` names the day it could not read and reads the other days on.
+    /// A block of the chunk files whose bytes were damaged on disk, at the start of the
+    /// largest table file (where a day's first key is) or in its middle: the folder still
+    /// opens, `verify` names the day it could not read and reads the other days on, and a
+    /// read of the damaged day fails with RocksDB's message while the others answer.
     #[test]
     fn verify_reads_on_past_a_block_that_cannot_be_read() {
-        let dir = tmp_dir("verify-block");
-        let s = Storage::open(&dir).unwrap();
-        let day0 = 100;
-        for k in 0..40u64 {
-            let pts: Vec<(i64, f64)> = (0..14_400)
-                .map(|m| (day0 * DAY + m * 60_000, noise(k * 100_000 + m as u64)))
+        for at_start in [true, false] {
+            let dir = tmp_dir("verify-block");
+            let s = Storage::open(&dir).unwrap();
+            let day0 = 100;
+            for k in 0..40u64 {
+                let pts: Vec<(i64, f64)> = (0..14_400)
+                    .map(|m| (day0 * DAY + m * 60_000, noise(k * 100_000 + m as u64)))
+                    .collect();
+                write_points(&s, &format!("m{k}"), &pts);
+            }
+            s.compact_head().unwrap();
+            s.maintain((day0 + 11) * DAY, &RetentionPolicy::default())
+                .unwrap();
+            s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
+            let whole = s.verify(|_| {}).unwrap();
+            assert!(whole.problems.is_empty(), "{:?}", whole.problems);
+            assert_eq!(whole.chunks, 400);
+            let days = raw_parts(&s).len();
+            drop(s);
+            let sst = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+                .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+                .unwrap();
+            let mut bytes = std::fs::read(&sst).unwrap();
+            let at = if at_start { 100 } else { bytes.len() / 2 };
+            for b in &mut bytes[at..at + 64] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&sst, &bytes).unwrap();
+            let case = if at_start {
+                "at the start"
+            } else {
+                "in the middle"
+            };
+            let s = Storage::open(&dir).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(raw_parts(&s).len(), days, "{case}: every day still listed");
+            let v = s.verify(|_| {}).unwrap();
+            assert!(v.unreadable >= 1, "{case}: {:?}", v.problems);
+            assert!(
+                v.problems[0].starts_with("chunks of ")
+                    && v.problems[0].contains(" day 1970-04-")
+                    && v.problems[0].contains("cannot be read (Corruption"),
+                "{case}: {:?}",
+                v.problems
+            );
+            // Read on past it: most days are whole.
+            let (all, got) = (
+                whole.chunks + whole.rollup_chunks,
+                v.chunks + v.rollup_chunks,
+            );
+            assert!(got >= all / 2 && got < all, "{case}: {got} of {all} chunks");
+            // A day no problem names answers whole; reading every day fails and says why.
+            let ids: Vec<crate::SeriesId> = (0..40)
+                .map(|k| {
+                    s.series_id(&outpost_shared::Labels::metric(&format!("m{k}"), []))
+                        .unwrap()
+                })
                 .collect();
-            write_points(&s, &format!("m{k}"), &pts);
+            let sound = (day0..day0 + 10)
+                .find(|&d| {
+                    let name = format!(" day {}", day_name(d as i32));
+                    !v.problems.iter().any(|p| p.contains(&name))
+                })
+                .unwrap();
+            let read = |a: i64, b: i64| s.points_many(&ids, a, b, &mut |_| false);
+            let day = read(sound * DAY, sound * DAY + DAY - 1).unwrap().unwrap();
+            assert_eq!(day.iter().map(Vec::len).sum::<usize>(), 40 * 1440, "{case}");
+            let (start, end) = (day0 * DAY, (day0 + 10) * DAY);
+            let all = if v.problems[0].starts_with("chunks of raw ") {
+                read(start, end).map(|_| ())
+            } else {
+                let res = if v.problems[0].starts_with("chunks of 5m ") {
+                    R5M
+                } else {
+                    R1H
+                };
+                s.buckets_many(&ids, start, end, res_ms(res), &mut |_| false)
+                    .map(|_| ())
+            };
+            let e = all.unwrap_err();
+            assert!(e.to_string().contains("Corruption"), "{case}: {e}");
+            drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        s.compact_head().unwrap();
-        s.maintain((day0 + 11) * DAY, &RetentionPolicy::default())
-            .unwrap();
-        s.db.flush_cf(s.cf(CF_PARTS).unwrap()).unwrap();
-        let whole = s.verify(|_| {}).unwrap();
-        assert!(whole.problems.is_empty(), "{:?}", whole.problems);
-        assert_eq!(whole.chunks, 400);
-        drop(s);
-        // The middle of the largest table file, where its data blocks are.
-        let sst = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sst"))
-            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-            .unwrap();
-        let mut bytes = std::fs::read(&sst).unwrap();
-        let mid = bytes.len() / 2;
-        for b in &mut bytes[mid..mid + 64] {
-            *b ^= 0x5a;
-        }
-        std::fs::write(&sst, &bytes).unwrap();
-        let s = Storage::open(&dir).unwrap();
-        let v = s.verify(|_| {}).unwrap();
-        assert!(v.unreadable >= 1, "{:?}", v.problems);
-        assert!(
-            v.problems[0].starts_with("chunks of ")
-                && v.problems[0].contains(" day 1970-04-")
-                && v.problems[0].contains("cannot be read (Corruption"),
-            "{:?}",
-            v.problems
-        );
-        // Read on past it: most days are whole.
-        let (all, got) = (
-            whole.chunks + whole.rollup_chunks,
-            v.chunks + v.rollup_chunks,
-        );
-        assert!(got >= all / 2 && got < all, "{got} of {all} chunks");
-        drop(s);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
