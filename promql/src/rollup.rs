@@ -584,16 +584,7 @@ mod tests {
         }
         let b = buckets_of(&pts, 100);
         let ends: Vec<i64> = (0..120).map(|k| k * 100).collect();
-        for f in [
-            RollupFunc::Rate,
-            RollupFunc::Increase,
-            RollupFunc::Sum,
-            RollupFunc::Count,
-            RollupFunc::Avg,
-            RollupFunc::Min,
-            RollupFunc::Max,
-            RollupFunc::Last,
-        ] {
+        for f in FUNCS {
             for range in [100, 200, 500] {
                 let mut got = vec![];
                 f.apply_each(&b, &ends, range, 100, &mut got);

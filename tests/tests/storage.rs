@@ -303,20 +303,20 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     // hour's last point, 48).
     let hour = 3_600_000;
     let h = now_ms().div_euclid(hour) * hour - 40 * DAY_MS;
-    for t in [h, h + 3_900_000] {
+    // The value of an instant query at `t` ms, and the whole answer to show.
+    let instant = |q: &str, t: i64| {
         let url = format!(
             "{}?query={}&time={}",
             agg.url("/api/v1/query"),
-            encode("count_over_time(aged{series=\"s0\"}[2d])"),
+            encode(q),
             t as f64 / 1000.0
         );
         let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(
-            v["data"]["result"][0]["value"][1],
-            "97",
-            "at {t} ({} ms past the hour): {v}",
-            t - h
-        );
+        (v["data"]["result"][0]["value"][1].clone(), v)
+    };
+    for t in [h, h + 3_900_000] {
+        let (got, v) = instant("count_over_time(aged{series=\"s0\"}[2d])", t);
+        assert_eq!(got, "97", "at {t} ({} ms past the hour): {v}", t - h);
     }
     // A window off the bucket edges from days kept only as 1-hour buckets into the raw
     // days (20 back on) reads the buckets up to the oldest raw day and the raw points
@@ -329,18 +329,8 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
         .flat_map(|d| (0..48).map(move |i| (today - d) * DAY_MS + i * (DAY_MS / 48)))
         .filter(|ts| (t - 40 * DAY_MS..=t).contains(ts))
         .count();
-    let url = format!(
-        "{}?query={}&time={}",
-        agg.url("/api/v1/query"),
-        encode("count_over_time(aged{series=\"s0\"}[40d])"),
-        t as f64 / 1000.0
-    );
-    let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
-    assert_eq!(
-        v["data"]["result"][0]["value"][1],
-        want.to_string(),
-        "at {t}: {v}"
-    );
+    let (got, v) = instant("count_over_time(aged{series=\"s0\"}[40d])", t);
+    assert_eq!(got, want.to_string(), "at {t}: {v}");
     assert!(
         agg.proc.terminate(Duration::from_secs(15)) == Some(true),
         "clean stop"
