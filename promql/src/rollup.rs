@@ -164,6 +164,48 @@ pub fn window_end(end: i64, res_ms: i64) -> i64 {
     }
 }
 
+/// The resolutions of a series' buckets as read for a query: `fine` ms throughout, or, when
+/// the finer buckets do not reach back far enough, `coarse.0` ms before `coarse.1` (ms: the
+/// oldest day held at `fine`, a multiple of both) and `fine` ms from it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    /// The finer resolution, ms.
+    pub fine: i64,
+    /// The coarser resolution (ms) and where the finer buckets begin (ms).
+    pub coarse: Option<(i64, i64)>,
+}
+
+impl From<i64> for Resolution {
+    fn from(fine: i64) -> Self {
+        Resolution { fine, coarse: None }
+    }
+}
+
+impl Resolution {
+    /// The resolution a window `range_ms` long ending at `end` (ms) is read at: the finer
+    /// one when the window, taken back to its bucket edge, starts where the finer buckets
+    /// are; else the coarser one (whose buckets reach further back) when `range_ms` is a
+    /// multiple of it.
+    pub fn of_window(&self, end: i64, range_ms: i64) -> i64 {
+        match self.coarse {
+            Some((coarse, from))
+                if window_end(end, self.fine) - range_ms < from
+                    && coarse > 0
+                    && range_ms % coarse == 0 =>
+            {
+                coarse
+            }
+            _ => self.fine,
+        }
+    }
+
+    /// The coarsest resolution read (ms): where reads begin, windows taken back to its
+    /// edges.
+    pub fn coarsest(&self) -> i64 {
+        self.coarse.map_or(self.fine, |c| c.0.max(self.fine))
+    }
+}
+
 /// What a store can tell the engine about its rollups ([`crate::Querier::rollups`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RollupInfo {
@@ -221,18 +263,19 @@ impl RollupFunc {
     }
 
     /// The function's value over the window `[range_end - range_ms, range_end]` from
-    /// `buckets` (a series' buckets of resolution `res_ms`, oldest first, covering at least
+    /// `buckets` (a series' buckets of resolution `res`, oldest first, covering at least
     /// the window); `None` when the window holds no point (or fewer than two for `rate` and
-    /// `increase`). `range_ms` must be a multiple of `res_ms`. An end between bucket edges
-    /// is taken back to the edge before it ([`window_end`]): whole buckets only, never a
-    /// point after the end.
+    /// `increase`). `range_ms` must be a multiple of the resolution the window is read at
+    /// ([`Resolution::of_window`]). An end between its bucket edges is taken back to the
+    /// edge before it ([`window_end`]): whole buckets only, never a point after the end.
     pub fn apply(
         self,
         buckets: &[Bucket],
         range_end: i64,
         range_ms: i64,
-        res_ms: i64,
+        res: impl Into<Resolution>,
     ) -> Option<f64> {
+        let res_ms = res.into().of_window(range_end, range_ms);
         let range_end = window_end(range_end, res_ms);
         let lo = buckets.partition_point(|b| b.start < range_end - range_ms);
         let hi = buckets.partition_point(|b| b.start < range_end);
@@ -247,13 +290,14 @@ impl RollupFunc {
         buckets: &[Bucket],
         ends: &[i64],
         range_ms: i64,
-        res_ms: i64,
+        res: impl Into<Resolution>,
         out: &mut Vec<Option<f64>>,
     ) {
+        let res = res.into();
         let (mut lo, mut hi) = (0, 0);
         let mut prev = i64::MIN;
         for &end in ends {
-            let end = window_end(end, res_ms);
+            let end = window_end(end, res.of_window(end, range_ms));
             if end < prev {
                 // Not ascending: start over.
                 (lo, hi) = (0, 0);
@@ -337,8 +381,8 @@ impl RollupFunc {
 
 impl RollupFunc {
     /// The function at each of `ends` (ascending, ms) over a series read as `buckets` of
-    /// resolution `res_ms` before `raw_from` (a multiple of `res_ms`: the oldest raw day
-    /// kept) and as its raw `points` from `raw_from` on, appended to `out`. A window
+    /// resolution `res` before `raw_from` (a multiple of every resolution: the oldest raw
+    /// day kept) and as its raw `points` from `raw_from` on, appended to `out`. A window
     /// `[end - range_ms, end]`
     /// - wholly before `raw_from` is read as [`RollupFunc::apply`] reads it (taken back to
     ///   the bucket edge before its end when off the edges);
@@ -347,7 +391,8 @@ impl RollupFunc {
     /// - across it is the buckets that start in it and the raw points up to its end: the
     ///   same as over the raw points when its start is a bucket edge (up to the order of
     ///   additions, as [`RollupFunc::apply`]), else without the points of the bucket its
-    ///   start falls in (never a point before the start; at most `res_ms` of the window).
+    ///   start falls in (never a point before the start; at most one bucket of the
+    ///   window).
     ///
     /// The raw points of windows across `raw_from` are summed once as the ends advance,
     /// not again at each end.
@@ -359,15 +404,16 @@ impl RollupFunc {
         raw_from: i64,
         ends: &[i64],
         range_ms: i64,
-        res_ms: i64,
+        res: impl Into<Resolution>,
         raw: &mut dyn FnMut(i64) -> Option<f64>,
         out: &mut Vec<Option<f64>>,
     ) {
+        let res = res.into();
         let mut run = Running::new(raw_from);
         for &end in ends {
             let start = end - range_ms;
             if end < raw_from {
-                out.push(self.apply(buckets, end, range_ms, res_ms));
+                out.push(self.apply(buckets, end, range_ms, res));
                 continue;
             }
             if start >= raw_from {
@@ -630,6 +676,44 @@ mod tests {
             RollupFunc::Max => "max_over_time",
             RollupFunc::Last => "last_over_time",
         }
+    }
+
+    /// Coarser buckets before the finer ones begin: each window is read at the finest
+    /// resolution that reaches back to its start, so windows over the finer buckets are
+    /// exact and earlier ones end at the coarser edge before their end.
+    #[test]
+    fn each_window_reads_the_finest_buckets_that_reach_back_to_it() {
+        let pts: Vec<Point> = (0..200)
+            .map(|i| Point {
+                ts: i * 10,
+                value: ((i * 37) % 11) as f64,
+            })
+            .collect();
+        let split = pts.partition_point(|p| p.ts < 1000);
+        let mut b = buckets_of(&pts[..split], 100);
+        b.extend(buckets_of(&pts[split..], 20));
+        let res = Resolution {
+            fine: 20,
+            coarse: Some((100, 1000)),
+        };
+        let ends: Vec<i64> = (40..100).map(|k| k * 20).collect();
+        for f in FUNCS {
+            let mut got = vec![];
+            f.apply_each(&b, &ends, 100, res, &mut got);
+            for (&e, g) in ends.iter().zip(got) {
+                let at = if e - 100 >= 1000 { e } else { e - e % 100 };
+                let want = f.apply(&buckets_of(&pts, 10), at, 100, 10);
+                assert_eq!(g, want, "{f:?} at {e}");
+                assert_eq!(f.apply(&b, e, 100, res), want, "{f:?} at {e}, alone");
+            }
+        }
+        assert_eq!(res.of_window(1090, 100), 100);
+        assert_eq!(res.of_window(1100, 100), 20);
+        assert_eq!(
+            res.of_window(1090, 40),
+            20,
+            "the coarser does not divide the window"
+        );
     }
 
     /// Windows across the oldest raw point read the buckets that start in them and the raw

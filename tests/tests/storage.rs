@@ -324,13 +324,59 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
     // counts every sample in it; reading each old bucket's last point, it counted one an
     // hour over days 31 to 40 back.
     let today = now_ms().div_euclid(DAY_MS);
+    // Samples of a series kept (at some resolution) in `[a, b]` ms.
+    let held_in = |a: i64, b: i64| {
+        (1..=60i64)
+            .flat_map(|d| (0..48).map(move |i| (today - d) * DAY_MS + i * (DAY_MS / 48)))
+            .filter(|ts| (a..=b).contains(ts))
+            .count()
+    };
     let t = now_ms().div_euclid(hour) * hour - 22 * 60_000;
-    let want = (1..=60i64)
-        .flat_map(|d| (0..48).map(move |i| (today - d) * DAY_MS + i * (DAY_MS / 48)))
-        .filter(|ts| (t - 40 * DAY_MS..=t).contains(ts))
-        .count();
     let (got, v) = instant("count_over_time(aged{series=\"s0\"}[40d])", t);
-    assert_eq!(got, want.to_string(), "at {t}: {v}");
+    assert_eq!(got, held_in(t - 40 * DAY_MS, t).to_string(), "at {t}: {v}");
+    // A window reaching back past the oldest day kept at any resolution counts what is
+    // kept, as a window longer than the data does in Prometheus (it fell back to each
+    // bucket's last point, about half).
+    let (got, v) = instant("count_over_time(aged{series=\"s0\"}[100d])", t);
+    assert_eq!(got, (60 * 48).to_string(), "{v}");
+    // A range query at a 5-minute step from days kept only as 1-hour buckets through the
+    // 5-minute ones into the raw days: each window reads the finest buckets that reach
+    // back to its start. Over 5-minute and raw days every step is exact (2 or 3 samples
+    // an hour); a window starting in the 1-hour days ends at the hour before its step (3).
+    // Read all as 1-hour buckets, as before, the 5-minute days gave 3 at every step.
+    let (first, last) = ((today - 31) * DAY_MS + 1_800_000, (today - 19) * DAY_MS);
+    let url = format!(
+        "{}?query={}&start={}&end={}&step=300",
+        agg.url("/api/v1/query_range"),
+        encode("count_over_time(aged{series=\"s0\"}[1h])"),
+        first / 1000,
+        last / 1000
+    );
+    let v = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let values = v["data"]["result"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(values.len() as i64, (last - first) / 300_000 + 1, "{v}");
+    let five_minute_from = (today - 30) * DAY_MS;
+    let mut odd = 0;
+    for p in &values {
+        let e = (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+        let at = if e - hour >= five_minute_from {
+            odd += usize::from(held_in(e - hour, e) == 2);
+            e
+        } else {
+            e.div_euclid(hour) * hour
+        };
+        let want = held_in(at - hour, at).to_string();
+        assert_eq!(
+            p[1],
+            want.as_str(),
+            "at {e} ({} days back)",
+            today - e / DAY_MS
+        );
+    }
+    assert!(odd > 1000, "{odd} steps with two samples");
     assert!(
         agg.proc.terminate(Duration::from_secs(15)) == Some(true),
         "clean stop"

@@ -41,7 +41,7 @@ use super::subquery::subquery_times;
 use super::{Evaluator, LOOKBACK_DELTA_MS, LabelMap, Sample, Val, drop_name, exec_err};
 use crate::error::QueryError;
 use crate::parse::{AggOp, Aggregate, Binary, Expr, Selector, Subquery, ValueType};
-use crate::rollup::RollupFunc;
+use crate::rollup::{Resolution, RollupFunc};
 use outpost_shared::model::{METRIC_NAME, is_stale};
 use outpost_shared::{Labels, Point};
 use std::borrow::Cow;
@@ -1258,7 +1258,7 @@ impl Evaluator<'_> {
     ) -> Result<(), QueryError> {
         let ends = self.window_ends(sel);
         let rollup = self.loaded.rollup_of(sel);
-        let res = rollup.map_or(0, |r| r.res);
+        let res = rollup.map_or(Resolution::from(0), |r| r.res);
         let mut values: Vec<Option<f64>> = Vec::with_capacity(ends.len());
         let mut window: Vec<Point> = Vec::new();
         self.loaded.each(sel, &mut |batch| {

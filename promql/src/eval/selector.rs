@@ -16,7 +16,7 @@ use crate::eval::range_fn::RangeFunc;
 use crate::eval::subquery::subquery_times;
 use crate::eval::{LOOKBACK_DELTA_MS, RangeSeries, Sample, drop_name};
 use crate::parse::{AggOp, Expr, Selector};
-use crate::rollup::{Bucket, MIN_POINTS_PER_BUCKET, RES_1H_MS, RollupFunc, RollupInfo};
+use crate::rollup::{Bucket, MIN_POINTS_PER_BUCKET, RES_1H_MS, Resolution, RollupFunc, RollupInfo};
 use crate::storage::{Querier, Queryable, SeriesRef};
 use outpost_shared::model::is_stale;
 use outpost_shared::{Labels, Point};
@@ -84,12 +84,13 @@ struct Selected {
     rollup: Option<Rollup>,
 }
 
-/// How a selector's series are read from rollups: as buckets of `res` ms, and, for
-/// windows that begin before the oldest raw day kept and end after it, as raw points
-/// from `raw_from` (ms) on ([`RollupFunc::apply_mixed_each`]).
+/// How a selector's series are read from rollups: as buckets of `res` (one resolution, or
+/// a coarser one before the finer one's oldest day), and, for windows that begin before the
+/// oldest raw day kept and end after it, as raw points from `raw_from` (ms) on
+/// ([`RollupFunc::apply_mixed_each`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Rollup {
-    pub(crate) res: i64,
+    pub(crate) res: Resolution,
     pub(crate) raw_from: Option<i64>,
 }
 
@@ -298,15 +299,27 @@ fn rollup_resolution(
             .copied()
             .find(|&r| aligned(r) && ok(r))
     };
+    // Nothing is held before the oldest day of any resolution: a window that starts
+    // earlier holds what one starting there holds.
+    let oldest = info
+        .starts_ms
+        .iter()
+        .flatten()
+        .chain(info.raw_start_ms.iter())
+        .min()
+        .copied();
+    let reach_from = oldest.map_or(need.start, |o| need.start.max(o));
+    // The oldest day held at resolution `r`: `Some(None)` when none is, `None` when the
+    // store cannot tell.
+    let start_of = |r: i64| {
+        let i = info.resolutions.iter().position(|&x| x == r)?;
+        (!info.starts_ms.is_empty()).then(|| info.starts_ms.get(i).copied().flatten())
+    };
     // Whether buckets of `r` reach back to the first window's start (or the store cannot
     // tell): before the raw points, a finer resolution kept for less time would read
     // only the last point of each coarser bucket where it has none.
-    let reaches = |r: i64| {
-        let i = info.resolutions.iter().position(|&x| x == r);
-        info.starts_ms.is_empty()
-            || i.and_then(|i| info.starts_ms.get(i).copied().flatten())
-                .is_some_and(|s| s <= need.start)
-    };
+    let reaches = |r: i64| start_of(r).is_none_or(|s| s.is_some_and(|s| s <= reach_from));
+    let held = |r: i64| start_of(r).is_none_or(|s| s.is_some());
     let finest = |ok: &dyn Fn(i64) -> bool| info.resolutions.iter().copied().find(|&r| ok(r));
     // Windows off the bucket edges before the raw points: whole buckets, each window
     // ending at the edge before (a window reaching into the raw points would lose the
@@ -314,16 +327,32 @@ fn rollup_resolution(
     let divides = |r: i64| r > 0 && range >= r && range % r == 0;
     let raw_from = info.raw_start_ms.filter(|&s| need.end >= s);
     let splits = |r: i64| raw_from.is_none_or(|s| s.rem_euclid(r) == 0);
-    let plain = |res| Rollup {
-        res,
+    let plain = |fine| Rollup {
+        res: Resolution { fine, coarse: None },
         raw_from: None,
+    };
+    // Buckets of `fine`, and where they do not reach back, of the finest coarser
+    // resolution that does: each window reads the finest that reaches back to its start.
+    let tiered = |fine: i64, raw_from: Option<i64>| {
+        let coarse = if reaches(fine) {
+            None
+        } else {
+            let from = start_of(fine).flatten();
+            finest(&|c| c > fine && divides(c) && splits(c) && reaches(c))
+                .zip(from)
+                .filter(|&(c, from)| from.rem_euclid(c) == 0)
+        };
+        Rollup {
+            res: Resolution { fine, coarse },
+            raw_from,
+        }
     };
     let before = || {
         finest(&|r| aligned(r) && reaches(r))
             .map(plain)
+            .or_else(|| finest(&|r| aligned(r) && held(r)).map(|r| tiered(r, None)))
             .or_else(|| {
-                finest(&|r| divides(r) && reaches(r) && splits(r))
-                    .map(|res| Rollup { res, raw_from })
+                finest(&|r| divides(r) && splits(r) && held(r)).map(|r| tiered(r, raw_from))
             })
             .or_else(|| finest(&aligned).map(plain))
     };
@@ -366,11 +395,9 @@ fn key(sel: &Selector) -> usize {
 enum Take {
     /// Its points ([`LoadedSeries::points`]).
     Points,
-    /// Its rollup buckets of this resolution, in ms ([`LoadedSeries::buckets`]).
-    Buckets(i64),
-    /// Its buckets of resolution `.0` ms before `.1` ms, and its points from `.1` on
-    /// ([`Rollup::raw_from`]).
-    Mixed(i64, i64),
+    /// Its rollup buckets ([`LoadedSeries::buckets`]), and its points after
+    /// [`Rollup::raw_from`] if set.
+    Rollup(Rollup),
     /// The times of its points that are not stale markers
     /// ([`LoadedSeries::timestamps`]).
     Timestamps,
@@ -378,17 +405,7 @@ enum Take {
 
 impl Take {
     fn of(rollup: Option<Rollup>) -> Self {
-        match rollup {
-            None => Take::Points,
-            Some(Rollup {
-                res,
-                raw_from: None,
-            }) => Take::Buckets(res),
-            Some(Rollup {
-                res,
-                raw_from: Some(from),
-            }) => Take::Mixed(res, from),
-        }
+        rollup.map_or(Take::Points, Take::Rollup)
     }
 }
 
@@ -416,36 +433,73 @@ fn read(
         |read: usize| read > budget || cancel.check().is_err() || halt.load(Ordering::Relaxed);
     let mut n = 0usize;
     let out = match take {
-        Take::Buckets(res) => querier
-            .buckets_many(&ids, start, end, res, &mut stop)?
-            .map(|all| made(rest, all, &mut n, |s, b| s.buckets = b)),
         Take::Points => querier
             .points_many(&ids, start, end, &mut stop)?
             .map(|all| made(rest, all, &mut n, |s, p| s.points = p)),
         Take::Timestamps => querier
             .timestamps_many(&ids, start, end, &mut stop)?
             .map(|all| made(rest, all, &mut n, |s, t| s.timestamps = t)),
-        Take::Mixed(res, from) => {
-            let Some(buckets) =
-                querier.buckets_many(&ids, start, from.saturating_sub(1), res, &mut stop)?
+        Take::Rollup(r) => {
+            let Some((buckets, read)) = read_buckets(querier, &ids, start, end, r, &mut stop)?
             else {
                 return Ok(None);
             };
-            let read: usize = buckets.iter().map(Vec::len).sum();
-            let mut stop = |more: usize| stop(read.saturating_add(more));
-            querier
-                .points_many(&ids, from.max(start), end, &mut stop)?
-                .map(|points| {
-                    let mut out = made(rest, buckets, &mut n, |s, b| s.buckets = b);
-                    for (s, p) in out.iter_mut().zip(points) {
-                        n = n.saturating_add(p.len());
-                        s.points = p;
-                    }
-                    out
-                })
+            match r.raw_from {
+                None => Some(made(rest, buckets, &mut n, |s, b| s.buckets = b)),
+                Some(from) => {
+                    let mut stop = |more: usize| stop(read.saturating_add(more));
+                    querier
+                        .points_many(&ids, from.max(start), end, &mut stop)?
+                        .map(|points| {
+                            let mut out = made(rest, buckets, &mut n, |s, b| s.buckets = b);
+                            for (s, p) in out.iter_mut().zip(points) {
+                                n = n.saturating_add(p.len());
+                                s.points = p;
+                            }
+                            out
+                        })
+                }
+            }
         }
     };
     Ok(out.map(|out| (out, n)))
+}
+
+/// The buckets of `ids` that `r` says to read in `[start, end]` (before its raw points, if
+/// any), coarser ones before the finer ones begin, each series' in one list; and how many
+/// were read. `None` when `stop` stopped the read.
+fn read_buckets(
+    querier: &dyn Querier,
+    ids: &[SeriesRef],
+    start: i64,
+    end: i64,
+    r: Rollup,
+    stop: &mut dyn FnMut(usize) -> bool,
+) -> Result<Option<(Vec<Vec<Bucket>>, usize)>, QueryError> {
+    let end = r.raw_from.map_or(end, |f| end.min(f.saturating_sub(1)));
+    let total = |all: &Vec<Vec<Bucket>>| all.iter().map(Vec::len).sum::<usize>();
+    let Some((coarse, from)) = r.res.coarse else {
+        let got = querier.buckets_many(ids, start, end, r.res.fine, stop)?;
+        return Ok(got.map(|all| {
+            let n = total(&all);
+            (all, n)
+        }));
+    };
+    let Some(mut old) =
+        querier.buckets_many(ids, start, end.min(from.saturating_sub(1)), coarse, stop)?
+    else {
+        return Ok(None);
+    };
+    let before = total(&old);
+    let mut stop = |more: usize| stop(before.saturating_add(more));
+    let Some(new) = querier.buckets_many(ids, from.max(start), end, r.res.fine, &mut stop)? else {
+        return Ok(None);
+    };
+    for (o, n) in old.iter_mut().zip(new) {
+        o.extend(n);
+    }
+    let n = total(&old);
+    Ok(Some((old, n)))
 }
 
 /// Each series' part of what a read returned (`all[k]` for `rest[k]`: labels, position),
@@ -514,7 +568,9 @@ impl<'q> Loaded<'q> {
             let all = OnceCell::new();
             // Buckets from the edge at or before the first window's start: windows off the
             // edges are read back to the edge before their end.
-            let start = rollup.map_or(need.start, |r| crate::rollup::window_end(need.start, r.res));
+            let start = rollup.map_or(need.start, |r| {
+                crate::rollup::window_end(need.start, r.res.coarsest())
+            });
             let batch = batch_series(start, need.end);
             let deferred = if need.streamed && selected.len() > batch {
                 let mut series: Vec<(SeriesRef, Arc<Labels>, usize)> = selected
