@@ -465,6 +465,9 @@ fn read(
     Ok(out.map(|out| (out, n)))
 }
 
+/// Each series' buckets, and how many in all.
+type BucketsRead = (Vec<Vec<Bucket>>, usize);
+
 /// The buckets of `ids` that `r` says to read in `[start, end]` (before its raw points, if
 /// any), coarser ones before the finer ones begin, each series' in one list; and how many
 /// were read. `None` when `stop` stopped the read.
@@ -475,7 +478,7 @@ fn read_buckets(
     end: i64,
     r: Rollup,
     stop: &mut dyn FnMut(usize) -> bool,
-) -> Result<Option<(Vec<Vec<Bucket>>, usize)>, QueryError> {
+) -> Result<Option<BucketsRead>, QueryError> {
     let end = r.raw_from.map_or(end, |f| end.min(f.saturating_sub(1)));
     let total = |all: &Vec<Vec<Bucket>>| all.iter().map(Vec::len).sum::<usize>();
     let Some((coarse, from)) = r.res.coarse else {
