@@ -43,9 +43,9 @@ pub struct StorageConfig {
     /// Default 365d.
     #[serde(default = "default_retention")]
     pub retention: outpost_shared::units::Duration,
-    /// The store's size cap (RocksDB's files and memtables). Past it, the oldest day is
-    /// deleted (logged and counted), never the current one, so ingestion goes on. Default:
-    /// none. Past it with one raw day left, the oldest 5-minute, then 1-hour rollup days go.
+    /// The store's size cap (RocksDB's files and memtables). Past it, the oldest days are
+    /// deleted (logged and counted), oldest time ranges first whatever their resolution,
+    /// never today's raw day or the newest, so ingestion goes on. Default: none.
     pub max_bytes: Option<outpost_shared::units::ByteSize>,
     /// 5-minute rollups (downsampled buckets) older than this are deleted. Default 90d:
     /// three years of them would outweigh what they save (a tenth of a year of raw 10 s

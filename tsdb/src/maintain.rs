@@ -11,8 +11,9 @@
 //!   with one range delete (and its statistics in the same write), then the range is
 //!   compacted so RocksDB returns the space to the file system. A crash in between leaves
 //!   the range deleted; the space comes back at RocksDB's next compaction.
-//! - **Size cap.** While the store is larger than `max_bytes`, the oldest raw partition is
-//!   deleted the same way, never the newest one: ingestion keeps working.
+//! - **Size cap.** While the store is larger than `max_bytes`, the oldest days are
+//!   deleted the same way, whatever their resolution (a day's rollups before its raw
+//!   points), never today's or the newest raw day: ingestion keeps working.
 //!
 //! Statistics per partition live in the default column family under `pstat/` + the
 //! partition's 5-byte key prefix: samples (u64 LE), chunks (u64 LE), chunks right after the
@@ -367,8 +368,9 @@ impl Storage {
     ///    their resolution's retention;
     /// 3. compacts away the files of wal records already in chunks and of forward records
     ///    already forwarded, once they are worth it;
-    /// 4. while the store is over `policy.max_bytes`, deletes the oldest raw partition
-    ///    (never the newest), then the oldest 5-minute, then 1-hour rollup partitions.
+    /// 4. while the store is over `policy.max_bytes`, deletes the oldest days first,
+    ///    whatever their resolution, never today's or the newest raw day
+    ///    ([`Storage::fit_under`]).
     ///
     /// Deletions are logged.
     ///
@@ -534,33 +536,92 @@ impl Storage {
         // count against it.
         self.settle_logs();
         if let Some(cap) = policy.max_bytes {
-            let today = partition::partition_of(now_ms);
-            for res in [RAW, R5M, R1H] {
-                loop {
-                    // Raw days from today on, and the newest, are where ingestion writes:
-                    // never deleted (a sample stamped a day ahead must not make today the
-                    // oldest day to go).
-                    let parts = self.parts_of(res);
-                    let Some(&oldest) = parts
-                        .first()
-                        .filter(|&&p| res != RAW || (p < today && parts.len() > 1))
-                    else {
-                        break;
-                    };
-                    if self.size_bytes() <= cap {
-                        break;
-                    }
-                    // Compacted at once: the size measured next must have dropped.
-                    report.deleted.push(self.delete_partition(
-                        res,
-                        oldest,
-                        DeleteReason::MaxBytes,
-                        true,
-                    )?);
-                }
-            }
+            self.fit_under(cap, now_ms, &mut report)?;
         }
         Ok(report)
+    }
+
+    /// Deletes the oldest days until the store takes at most `cap` bytes
+    /// ([`Storage::size_bytes`]): oldest time ranges first, whatever their resolution, and
+    /// a day's rollups before its raw points (deleted after, they would be made from them
+    /// first only to go). Raw days from today on (a sample stamped a day ahead must not make
+    /// today the oldest day to go) and the newest raw day are where ingestion writes: never
+    /// deleted. Deletes as many days at a time as their approximate sizes say the store is
+    /// over, then compacts their span once (one compaction a day would rewrite the same
+    /// files again and again), and measures again.
+    ///
+    /// # Errors
+    /// RocksDB fails; the days deleted before stay deleted.
+    fn fit_under(
+        &self,
+        cap: u64,
+        now_ms: i64,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), StorageError> {
+        let today = partition::partition_of(now_ms);
+        loop {
+            let size = self.size_bytes();
+            if size <= cap {
+                return Ok(());
+            }
+            // (day, coarsest first, resolution)
+            let mut days: Vec<(i32, u8, u8)> = vec![];
+            for (rank, res) in [(0u8, R1H), (1, R5M), (2, RAW)] {
+                let parts = self.parts_of(res);
+                let keep = usize::from(res == RAW);
+                days.extend(
+                    parts[..parts.len().saturating_sub(keep)]
+                        .iter()
+                        .filter(|&&p| res != RAW || p < today)
+                        .map(|&p| (p, rank, res)),
+                );
+            }
+            if days.is_empty() {
+                return Ok(());
+            }
+            days.sort_unstable();
+            let cf = self.cf(CF_PARTS)?;
+            let ranges: Vec<([u8; 5], [u8; 5])> = days
+                .iter()
+                .map(|&(p, _, res)| {
+                    (
+                        partition::prefix(res, p),
+                        partition::prefix(res, p.saturating_add(1)),
+                    )
+                })
+                .collect();
+            let sizes = self.db.get_approximate_sizes_cf(
+                cf,
+                &ranges
+                    .iter()
+                    .map(|(a, b)| rocksdb::Range::new(a, b))
+                    .collect::<Vec<_>>(),
+            );
+            let over = size - cap;
+            let (mut take, mut freed) = (0usize, 0u64);
+            while take < days.len() && (take == 0 || freed < over) {
+                freed = freed.saturating_add(sizes.get(take).copied().unwrap_or(0));
+                take += 1;
+            }
+            let mut spans: BTreeMap<u8, (i32, i32)> = BTreeMap::new();
+            for &(p, _, res) in &days[..take] {
+                report.deleted.push(self.delete_partition(
+                    res,
+                    p,
+                    DeleteReason::MaxBytes,
+                    false,
+                )?);
+                let span = spans.entry(res).or_insert((p, p));
+                *span = (span.0.min(p), span.1.max(p));
+            }
+            for (res, (a, b)) in spans {
+                self.settle(
+                    cf,
+                    &partition::prefix(res, a),
+                    &partition::prefix(res, b.saturating_add(1)),
+                );
+            }
+        }
     }
 
     /// The partitions of resolution byte `res` holding chunks, oldest first.
@@ -1536,18 +1597,72 @@ mod tests {
             ..Default::default()
         };
         let r = s.maintain(109 * DAY + 3_600_000, &cap).unwrap();
-        // Raw days first (all but the newest), then every rollup day.
-        let res: Vec<&str> = r.deleted.iter().map(|d| d.resolution).collect();
-        assert_eq!(res[..9], ["raw"; 9]);
-        assert_eq!(res[9..], [["5m"; 10], ["1h"; 10]].concat());
+        // The oldest days first, each day's rollups before its raw points; every day but
+        // the newest raw one.
+        let got: Vec<(i64, &str)> = r
+            .deleted
+            .iter()
+            .map(|d| (d.start_ms / DAY, d.resolution))
+            .collect();
+        let mut want: Vec<(i64, &str)> = (100..110)
+            .flat_map(|d| [(d, "1h"), (d, "5m"), (d, "raw")])
+            .collect();
+        want.pop();
+        assert_eq!(got, want);
         assert!(r.deleted.iter().all(|d| d.reason == DeleteReason::MaxBytes));
-        assert_eq!(r.deleted[0].start_ms, 100 * DAY, "oldest first");
         let parts = raw_parts(&s);
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].start_ms, 109 * DAY);
         // Writing goes on.
         write(&s, "c", 110 * DAY);
         assert_eq!(all_points(&s, "c").len(), 1441);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A cap that half the store fits under: the oldest days go at every resolution
+    /// (oldest time ranges first), the newest stay at every resolution, and the store ends
+    /// under the cap.
+    #[test]
+    fn the_size_cap_deletes_the_oldest_time_ranges_at_every_resolution() {
+        let dir = tmp_dir("cap-half");
+        let s = Storage::open(&dir).unwrap();
+        for k in 0..8 {
+            merged_ten_days(&s, &format!("c{k}"), 100);
+        }
+        // Half of what the days take (the rest of the store, write buffers and the
+        // index, is not days).
+        let before = s.size_bytes();
+        let days: u64 = s.partitions().unwrap().iter().map(|p| p.bytes).sum();
+        let limit = before - days / 2;
+        let cap = RetentionPolicy {
+            retention_ms: None,
+            max_bytes: Some(limit),
+            ..Default::default()
+        };
+        let r = s.maintain(109 * DAY + 3_600_000, &cap).unwrap();
+        assert!(s.size_bytes() <= limit, "{} > {limit}", s.size_bytes());
+        let rank = |res: &str| ["1h", "5m", "raw"].iter().position(|&r| r == res).unwrap();
+        let gone: Vec<(i64, usize)> = r
+            .deleted
+            .iter()
+            .map(|d| (d.start_ms / DAY, rank(d.resolution)))
+            .collect();
+        let kept: Vec<(i64, usize)> = s
+            .partitions()
+            .unwrap()
+            .iter()
+            .map(|p| (p.start_ms / DAY, rank(p.resolution)))
+            .collect();
+        assert!(!gone.is_empty() && !kept.is_empty());
+        let newest_gone = gone.iter().max().unwrap();
+        let oldest_kept = kept.iter().min().unwrap();
+        assert!(newest_gone < oldest_kept, "{gone:?} / {kept:?}");
+        // Every resolution keeps the newest days.
+        for res in 0..3 {
+            assert!(kept.contains(&(109, res)), "{kept:?}");
+        }
+        assert!(s.verify(|_| {}).unwrap().problems.is_empty());
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
