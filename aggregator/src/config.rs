@@ -43,9 +43,9 @@ pub struct StorageConfig {
     /// Default 365d.
     #[serde(default = "default_retention")]
     pub retention: outpost_shared::units::Duration,
-    /// The store's size cap (RocksDB's files and memtables). Past it, the oldest days are
-    /// deleted (logged and counted), oldest time ranges first whatever their resolution,
-    /// never today's raw day or the newest, so ingestion goes on. Default: none.
+    /// The store's size cap (its tables and write-ahead logs on disk). Past it, the oldest
+    /// days are deleted (logged and counted), oldest time ranges first whatever their
+    /// resolution, never today's raw day or the newest, so ingestion goes on. Default: none.
     pub max_bytes: Option<outpost_shared::units::ByteSize>,
     /// 5-minute rollups (downsampled buckets) older than this are deleted. Default 90d:
     /// three years of them would outweigh what they save (a tenth of a year of raw 10 s

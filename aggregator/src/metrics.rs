@@ -413,7 +413,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "storage",
-            "Bytes in RocksDB files and memtables",
+            "Bytes the store takes on disk: its tables and write-ahead log files",
             Unit::Bytes,
             m.storage_bytes.clone(),
         );

@@ -89,7 +89,7 @@ impl PartitionStats {
 pub struct RetentionPolicy {
     /// Raw partitions whose last ms is older than this (ms) are deleted; `None` keeps all.
     pub retention_ms: Option<i64>,
-    /// The store's size cap in bytes (RocksDB's files and memtables); `None` for none.
+    /// The store's size cap in bytes ([`Storage::size_bytes`]); `None` for none.
     pub max_bytes: Option<u64>,
     /// 5-minute rollup partitions whose last ms is older than this (ms) are deleted;
     /// `None` keeps all.
@@ -1663,6 +1663,29 @@ mod tests {
             assert!(kept.contains(&(109, res)), "{kept:?}");
         }
         assert!(s.verify(|_| {}).unwrap().problems.is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The size the cap is held to is what the folder's tables and write-ahead logs take on
+    /// disk: points not yet flushed count by their log, not by the write buffers' arenas.
+    #[test]
+    fn the_size_counts_the_write_ahead_log_on_disk() {
+        let dir = tmp_dir("size-log");
+        let s = Storage::open(&dir).unwrap();
+        let pts: Vec<(i64, f64)> = (0..20_000).map(|i| (i * 1000, noise(i as u64))).collect();
+        write_points(&s, "w", &pts);
+        let on_disk = |ext: &str| -> u64 {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum()
+        };
+        let logs = on_disk("log");
+        assert!(logs > 100_000, "{logs} bytes of log");
+        assert_eq!(s.size_bytes(), on_disk("sst") + logs);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
