@@ -427,14 +427,23 @@ impl Metrics {
             "Failed head compactions",
             m.compaction_errors.clone(),
         );
+        // Both reasons from the start: `rate()` and alerts over them see a series before the
+        // first deletion.
+        for reason in ["retention", "max_bytes"] {
+            let l = ReasonLabel {
+                reason: reason.into(),
+            };
+            m.partitions_deleted.get_or_create(&l).inc_by(0);
+            m.samples_deleted.get_or_create(&l).inc_by(0);
+        }
         r.register(
             "storage_partitions_deleted",
-            "Time partitions (days) deleted, by reason: retention or max_bytes",
+            "Time partitions (days, raw or rollup) deleted, by reason: retention or max_bytes",
             m.partitions_deleted.clone(),
         );
         r.register(
             "storage_samples_deleted",
-            "Samples deleted with their partitions, by reason",
+            "Raw samples deleted with their partitions, by reason (rollup days count buckets, not samples, and are left out)",
             m.samples_deleted.clone(),
         );
         r.register(

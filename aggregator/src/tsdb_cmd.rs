@@ -70,6 +70,15 @@ pub fn run(
     };
     let mut report = storage_report(&storage, &policy.policy, outpost_service::now_ms())
         .map_err(|e| e.to_string())?;
+    // No pass here has set the retention horizon as a bound: the aggregator drops samples
+    // before it (from its next pass on), so the bound shown is the later of the two.
+    if let Some(h) = report["retentionHorizon"].as_str().map(str::to_string)
+        && report["acceptsFrom"]
+            .as_str()
+            .is_none_or(|f| f < h.as_str())
+    {
+        report["acceptsFrom"] = serde_json::Value::String(h);
+    }
     let checked = if verify {
         let v = storage
             .verify(|n| eprintln!("verified {n} chunks…"))

@@ -527,6 +527,18 @@ fn both_metrics_endpoints_follow_prometheus_conventions() {
         Some(0.0),
         "refusal reasons start at 0"
     );
+    for reason in ["retention", "max_bytes"] {
+        assert_eq!(
+            metric_value(
+                &g,
+                &format!(
+                    "outpost_aggregator_storage_partitions_deleted_total{{reason=\"{reason}\"}}"
+                )
+            ),
+            Some(0.0),
+            "deletions by {reason} start at 0"
+        );
+    }
     assert!(metric_value(&g, "outpost_aggregator_ingest_samples_total ").is_some_and(|v| v > 0.0));
     assert!(metric_value(&g, "outpost_aggregator_storage_bytes ").is_some_and(|v| v > 0.0));
     assert!(

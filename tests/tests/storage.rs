@@ -189,6 +189,16 @@ fn retention_deletes_days_past_it_and_the_folder_stays_sound_through_kill_9() {
             .collect()
     };
     assert_eq!(shape(&offline), shape(storage));
+    // The bound below which samples are dropped, offline as the running aggregator applies
+    // it: its retention horizon, not only the end of the last raw day deleted.
+    let running_from = storage["acceptsFrom"].as_str().unwrap_or("");
+    assert!(
+        offline["acceptsFrom"]
+            .as_str()
+            .is_some_and(|f| !running_from.is_empty() && f >= running_from),
+        "{} against {running_from}",
+        offline["acceptsFrom"]
+    );
     let (ok, out) = tsdb_command(&["--config", &agg.config.display().to_string(), "--verify"]);
     assert!(ok && out.contains("no problems"), "{out}");
     assert!(out.contains("retention: 2592000s"), "{out}");
