@@ -339,9 +339,12 @@ impl Storage {
         loop {
             if !it.valid() {
                 let Err(e) = it.status() else { break };
-                // The partitions with statistics from `from` on; the first is the one the
+                // The first partition with statistics from `from` on is the one the
                 // damaged block is in, or comes before it.
-                let Some(p) = self.stats_partitions(res, from)?.into_iter().next() else {
+                let Some((_, p)) = self
+                    .stats_partition_from(res, from)?
+                    .filter(|&(r, _)| r == res)
+                else {
                     break;
                 };
                 tracing::error!(
@@ -372,27 +375,22 @@ impl Storage {
         Ok(out)
     }
 
-    /// The partitions of resolution `res` from `from` on that have statistics, in order.
-    fn stats_partitions(&self, res: u8, from: i32) -> Result<Vec<i32>, StorageError> {
-        let start = crate::maintain::PartitionStats::key(res, from);
-        let end = crate::maintain::PartitionStats::key(res, i32::MAX);
-        let mut out = vec![];
+    /// The first partition (resolution, day) with statistics at or after partition `from`
+    /// of resolution `res`, in key order (the same order as the chunks'): where to go on
+    /// when a block of chunks cannot be read. `None` past the last.
+    pub(crate) fn stats_partition_from(
+        &self,
+        res: u8,
+        from: i32,
+    ) -> Result<Option<(u8, i32)>, StorageError> {
         let mut it = self.db.raw_iterator();
-        it.seek(&start);
-        while let Some(k) = it.key()
-            && k <= end.as_slice()
-        {
-            if let Some((r, p)) = k
-                .strip_prefix(b"pstat/".as_slice())
+        it.seek(crate::maintain::PartitionStats::key(res, from));
+        let found = it.key().and_then(|k| {
+            k.strip_prefix(crate::maintain::PartitionStats::PREFIX)
                 .and_then(partition::parse_prefix)
-                && r == res
-            {
-                out.push(p);
-            }
-            it.next();
-        }
+        });
         it.status().map_err(|e| self.err(e))?;
-        Ok(out)
+        Ok(found)
     }
 
     /// The raw partitions holding chunks that overlap `[start_ms, end_ms]`, oldest first.

@@ -54,8 +54,11 @@ impl PartitionStats {
     /// replace the whole day's buckets with theirs alone.
     pub const SEALED: u64 = u64::MAX;
 
+    /// What every statistics key begins with.
+    pub(crate) const PREFIX: &[u8] = b"pstat/";
+
     pub(crate) fn key(res: u8, p: i32) -> Vec<u8> {
-        let mut k = b"pstat/".to_vec();
+        let mut k = Self::PREFIX.to_vec();
         k.extend_from_slice(&partition::prefix(res, p));
         k
     }
@@ -329,23 +332,7 @@ impl Storage {
         for (res, _, _) in ROLLUPS {
             all.extend(self.rollup_parts(res).into_iter().map(|p| (res, p)));
         }
-        let cf = self.cf(CF_PARTS)?;
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = all
-            .iter()
-            .map(|&(res, p)| {
-                (
-                    partition::prefix(res, p).to_vec(),
-                    partition::prefix(res, p.saturating_add(1)).to_vec(),
-                )
-            })
-            .collect();
-        let sizes = self.db.get_approximate_sizes_cf(
-            cf,
-            &ranges
-                .iter()
-                .map(|(a, b)| rocksdb::Range::new(a, b))
-                .collect::<Vec<_>>(),
-        );
+        let sizes = self.partition_sizes(all.iter().copied())?;
         let mut out = vec![];
         for (i, &(res, p)) in all.iter().enumerate() {
             let (start_ms, end_ms) = partition::partition_span(p);
@@ -580,30 +567,14 @@ impl Storage {
                 return Ok(());
             }
             days.sort_unstable();
-            let cf = self.cf(CF_PARTS)?;
-            let ranges: Vec<([u8; 5], [u8; 5])> = days
-                .iter()
-                .map(|&(p, _, res)| {
-                    (
-                        partition::prefix(res, p),
-                        partition::prefix(res, p.saturating_add(1)),
-                    )
-                })
-                .collect();
-            let sizes = self.db.get_approximate_sizes_cf(
-                cf,
-                &ranges
-                    .iter()
-                    .map(|(a, b)| rocksdb::Range::new(a, b))
-                    .collect::<Vec<_>>(),
-            );
+            let sizes = self.partition_sizes(days.iter().map(|&(p, _, res)| (res, p)))?;
             let over = size - cap;
             let (mut take, mut freed) = (0usize, 0u64);
             while take < days.len() && (take == 0 || freed < over) {
                 freed = freed.saturating_add(sizes.get(take).copied().unwrap_or(0));
                 take += 1;
             }
-            let mut spans: BTreeMap<u8, (i32, i32)> = BTreeMap::new();
+            let mut spans: BTreeMap<u8, Option<(i32, i32)>> = BTreeMap::new();
             for &(p, _, res) in &days[..take] {
                 report.deleted.push(self.delete_partition(
                     res,
@@ -611,10 +582,10 @@ impl Storage {
                     DeleteReason::MaxBytes,
                     false,
                 )?);
-                let span = spans.entry(res).or_insert((p, p));
-                *span = (span.0.min(p), span.1.max(p));
+                widen(spans.entry(res).or_default(), p);
             }
-            for (res, (a, b)) in spans {
+            let cf = self.cf(CF_PARTS)?;
+            for (res, (a, b)) in spans.into_iter().filter_map(|(r, s)| Some((r, s?))) {
                 self.settle(
                     cf,
                     &partition::prefix(res, a),
@@ -622,6 +593,33 @@ impl Storage {
                 );
             }
         }
+    }
+
+    /// The approximate size on disk (bytes, RocksDB's estimate from its files) of each
+    /// partition `(resolution, day)` given, in order.
+    ///
+    /// # Errors
+    /// The chunks' column family is missing.
+    fn partition_sizes(
+        &self,
+        parts: impl Iterator<Item = (u8, i32)>,
+    ) -> Result<Vec<u64>, StorageError> {
+        let cf = self.cf(CF_PARTS)?;
+        let ranges: Vec<([u8; 5], [u8; 5])> = parts
+            .map(|(res, p)| {
+                (
+                    partition::prefix(res, p),
+                    partition::prefix(res, p.saturating_add(1)),
+                )
+            })
+            .collect();
+        Ok(self.db.get_approximate_sizes_cf(
+            cf,
+            &ranges
+                .iter()
+                .map(|(a, b)| rocksdb::Range::new(a, b))
+                .collect::<Vec<_>>(),
+        ))
     }
 
     /// The partitions of resolution byte `res` holding chunks, oldest first.
@@ -697,8 +695,7 @@ impl Storage {
             partition::prefix(res, p.saturating_add(1)),
         );
         let bytes = self
-            .db
-            .get_approximate_sizes_cf(cf, &[rocksdb::Range::new(&from, &to)])
+            .partition_sizes(std::iter::once((res, p)))?
             .first()
             .copied()
             .unwrap_or(0);
@@ -1045,7 +1042,7 @@ impl Storage {
     ///
     /// A block of chunks that cannot be read (RocksDB reports a checksum mismatch, say) is
     /// a problem naming its resolution, day and the last series read before it; the check
-    /// goes on with the next partition the store knows of.
+    /// goes on with the next partition that has statistics.
     ///
     /// # Errors
     /// RocksDB fails to read the index or the wal (damage to chunks is reported in
@@ -1096,21 +1093,6 @@ impl Storage {
         // Per rollup partition: made from its raw day as written now.
         let mut rolled_from: BTreeMap<(u8, i32), bool> = BTreeMap::new();
         let mut read = 0u64;
-        // Every partition the store knows of, in key order: where to go on from when a
-        // block cannot be read.
-        let mut parts_known: Vec<(u8, i32)> = {
-            let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
-            let rollups = self.rollups.read().unwrap_or_else(|p| p.into_inner());
-            let mut known: Vec<(u8, i32)> = parts.iter().map(|&p| (RAW, p)).collect();
-            for (res, days) in rollups.iter().enumerate() {
-                if let Ok(res) = u8::try_from(res) {
-                    known.extend(days.iter().map(|&p| (res, p)));
-                }
-            }
-            known
-        };
-        parts_known.sort_unstable_by_key(|&(res, p)| partition::prefix(res, p));
-        parts_known.dedup();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_PARTS)?);
         it.seek_to_first();
         // The partition being read, and the last series read whole in it.
@@ -1122,7 +1104,9 @@ impl Storage {
                 // short): named by day and series, and the next partition read on. Before
                 // any key was read, it is in the first partition.
                 if at.is_none() {
-                    at = parts_known.first().map(|&(res, p)| (res, p, None));
+                    at = self
+                        .stats_partition_from(0, i32::MIN)?
+                        .map(|(res, p)| (res, p, None));
                 }
                 let place = match at {
                     Some((res, p, Some(s))) => {
@@ -1139,12 +1123,14 @@ impl Storage {
                     ),
                 );
                 r.unreadable += 1;
-                let next = parts_known.iter().copied().find(|&(res, p)| {
-                    at.is_none_or(|(ar, ap, _)| {
-                        partition::prefix(res, p) > partition::prefix(ar, ap)
-                    })
-                });
-                let Some((res, p)) = next else { break };
+                // On with the partition after it that has statistics.
+                let Some((ar, ap, _)) = at else { break };
+                let Some(after) = ap.checked_add(1) else {
+                    break;
+                };
+                let Some((res, p)) = self.stats_partition_from(ar, after)? else {
+                    break;
+                };
                 at = Some((res, p, None));
                 it.seek(partition::prefix(res, p));
                 continue;

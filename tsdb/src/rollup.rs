@@ -953,13 +953,7 @@ impl Storage {
 
     /// The first ms of the oldest day rolled up at any resolution; `None` when none is.
     pub(crate) fn rollup_start_ms(&self) -> Option<i64> {
-        self.rollups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|days| days.first())
-            .min()
-            .map(|&d| partition::partition_span(d).0)
+        self.rollup_starts_ms().into_iter().flatten().min()
     }
 
     /// Per resolution of [`ROLLUPS`], in order: the first ms of the oldest day rolled up
