@@ -86,6 +86,14 @@ impl Bucket {
         self.last = p;
     }
 
+    /// [`Bucket::push`] with the sum compensated (Kahan), `comp` the compensation so far
+    /// (added once the bucket is complete, [`finish_sum`]).
+    fn push_compensated(&mut self, p: Point, comp: &mut f64) {
+        let sum = self.sum;
+        self.push(p);
+        (self.sum, *comp) = kahan(sum, *comp, p.value);
+    }
+
     /// Appends `next`, whose points are all later than this bucket's: the summary of both.
     fn append(&mut self, next: &Bucket) {
         self.count += next.count;
@@ -113,12 +121,7 @@ pub fn buckets_of(points: &[Point], res_ms: i64) -> Vec<Bucket> {
     for &p in points.iter().filter(|p| !is_stale(p.value)) {
         let start = p.ts - p.ts.rem_euclid(res_ms);
         match out.last_mut() {
-            Some(b) if b.start == start => {
-                let sum = b.sum;
-                b.push(p);
-                let (s, c) = kahan(sum, comp, p.value);
-                (b.sum, comp) = (s, c);
-            }
+            Some(b) if b.start == start => b.push_compensated(p, &mut comp),
             _ => {
                 if let Some(b) = out.last_mut() {
                     finish_sum(b, comp);
@@ -326,24 +329,12 @@ impl RollupFunc {
         range_ms: i64,
     ) -> Option<f64> {
         let range_start = range_end - range_ms;
-        let mut acc: Option<Bucket> = None;
-        for b in &buckets[lo..hi] {
-            match &mut acc {
-                Some(a) => a.append(b),
-                None => acc = Some(*b),
-            }
-        }
         // The point at exactly the window's end belongs to the next bucket.
-        if let Some(b) = buckets.get(hi)
-            && b.start == range_end
-            && b.first.ts == range_end
-        {
-            let edge = Bucket::of(range_end, b.first);
-            match &mut acc {
-                Some(a) => a.append(&edge),
-                None => acc = Some(edge),
-            }
-        }
+        let edge = buckets
+            .get(hi)
+            .filter(|b| b.start == range_end && b.first.ts == range_end)
+            .map(|b| Bucket::of(range_end, b.first));
+        let acc = joined(buckets[lo..hi].iter().chain(edge.as_ref()));
         self.value(acc?, range_start, range_end, range_ms)
     }
 
@@ -427,16 +418,22 @@ impl RollupFunc {
             run.advance(points, end);
             let lo = buckets.partition_point(|b| b.start < start);
             let hi = buckets.partition_point(|b| b.start < raw_from);
-            let mut acc: Option<Bucket> = None;
-            for b in buckets[lo..hi.max(lo)].iter().chain(run.summary().as_ref()) {
-                match &mut acc {
-                    Some(a) => a.append(b),
-                    None => acc = Some(*b),
-                }
-            }
+            let acc = joined(buckets[lo..hi.max(lo)].iter().chain(run.summary().as_ref()));
             out.push(acc.and_then(|a| self.value(a, start, end, range_ms)));
         }
     }
+}
+
+/// The summary of consecutive `buckets` (each later than the one before), oldest first;
+/// `None` when there are none.
+fn joined<'b>(buckets: impl Iterator<Item = &'b Bucket>) -> Option<Bucket> {
+    buckets.fold(None, |acc, b| match acc {
+        Some(mut a) => {
+            a.append(b);
+            Some(a)
+        }
+        None => Some(*b),
+    })
 }
 
 /// The raw points from `from` up to the latest window end seen, summarised as they come
@@ -472,11 +469,7 @@ impl Running {
                 continue;
             }
             match &mut self.acc {
-                Some(b) => {
-                    let sum = b.sum;
-                    b.push(p);
-                    (b.sum, self.comp) = kahan(sum, self.comp, p.value);
-                }
+                Some(b) => b.push_compensated(p, &mut self.comp),
                 None => self.acc = Some(Bucket::of(self.from, p)),
             }
         }

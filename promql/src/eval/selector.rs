@@ -559,7 +559,7 @@ impl<'q> Loaded<'q> {
         };
         // From the day's start: a window read from buckets may begin at the bucket edge
         // before its own start (see `rollup_resolution`).
-        let querier = src.querier(crate::rollup::window_end(mint, 86_400_000), maxt)?;
+        let querier = src.querier(crate::rollup::window_end(mint, DAY_MS), maxt)?;
         let info = querier.rollups();
         for need in needs {
             let rollup = info
